@@ -1,0 +1,124 @@
+"""Where kimen keeps things (SPEC §2.2), computed without importing platformdirs on Linux.
+
+On Linux the XDG rules are a few lines; reproducing them keeps ~20 ms of platformdirs import off
+the hot path (`kimen run` with a session). `tests/test_paths.py` proves the results identical to
+platformdirs for the environments that matter. Other platforms ask platformdirs directly.
+This module only computes paths; it never creates or checks anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+APP = "kimen"
+
+
+def _home(env: Mapping[str, str]) -> str:
+    home = env.get("HOME", "")
+    if home and os.path.isabs(home):
+        return home.rstrip("/") or "/"
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_dir
+
+
+def _xdg(env: Mapping[str, str], var: str, default: str) -> str:
+    value = env.get(var, "")
+    if value and os.path.isabs(value):
+        return os.path.join(value, APP)
+    return os.path.join(_home(env), default, APP)
+
+
+def _platformdirs(kind: str) -> str:
+    import platformdirs
+
+    return str(getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False))
+
+
+def config_dir(env: Mapping[str, str] = os.environ) -> str:
+    """`<config>`: ~/.config/kimen (or $XDG_CONFIG_HOME/kimen)."""
+    if sys.platform.startswith("linux"):
+        return _xdg(env, "XDG_CONFIG_HOME", ".config")
+    return _platformdirs("config")
+
+
+def cache_dir(env: Mapping[str, str] = os.environ) -> str:
+    """`<cache>`: ~/.cache/kimen (or $XDG_CACHE_HOME/kimen)."""
+    if sys.platform.startswith("linux"):
+        return _xdg(env, "XDG_CACHE_HOME", ".cache")
+    return _platformdirs("cache")
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> str:
+    """`<state>`: ~/.local/state/kimen (or $XDG_STATE_HOME/kimen)."""
+    if sys.platform.startswith("linux"):
+        return _xdg(env, "XDG_STATE_HOME", ".local/state")
+    return _platformdirs("state")
+
+
+def absolute(path: str, cwd: str | None = None) -> str:
+    """A user-given path made absolute against the cwd and lexically normalised (no symlinks)."""
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        path = os.path.join(cwd or os.getcwd(), path)
+    return os.path.normpath(path)
+
+
+def config_file(env: Mapping[str, str] = os.environ) -> str:
+    """KIMEN_CONFIG (non-empty) > <config>/config.json."""
+    explicit = env.get("KIMEN_CONFIG", "")
+    if explicit:
+        return absolute(explicit)
+    return os.path.join(config_dir(env), "config.json")
+
+
+def default_vault(env: Mapping[str, str] = os.environ) -> str:
+    return os.path.join(config_dir(env), "vault.db")
+
+
+def session_dir(env: Mapping[str, str] = os.environ) -> str:
+    """KIMEN_SESSION_DIR > $XDG_RUNTIME_DIR/kimen > <cache>/session."""
+    explicit = env.get("KIMEN_SESSION_DIR", "")
+    if explicit:
+        return absolute(explicit)
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime:
+        return os.path.join(absolute(runtime), APP)
+    return os.path.join(cache_dir(env), "session")
+
+
+def audit_log(env: Mapping[str, str] = os.environ) -> str:
+    return os.path.join(state_dir(env), "audit.jsonl")
+
+
+def runtime_base(env: Mapping[str, str] = os.environ) -> str:
+    """Base of private per-run directories (§2.2): prefers tmpfs that only this user can reach."""
+    uid = os.getuid()
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime):
+        try:
+            st = os.stat(runtime)
+        except OSError:
+            st = None
+        if st is not None and st.st_uid == uid and not st.st_mode & 0o022:
+            return os.path.join(runtime, APP, "run")
+    if os.path.isdir("/dev/shm"):
+        return f"/dev/shm/kimen-{uid}"
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"kimen-{uid}")
+
+
+def profile_dirs(env: Mapping[str, str] = os.environ, cwd: str | None = None) -> list[str]:
+    """Profile directories in lookup order (SPEC §6.7), duplicates removed."""
+    dirs: list[str] = []
+    explicit = env.get("KIMEN_PROFILE_DIR", "")
+    if explicit:
+        dirs.append(absolute(explicit, cwd))
+    dirs.append(os.path.join(cwd or os.getcwd(), ".kimen", "profiles"))
+    dirs.append(os.path.join(config_dir(env), "profiles"))
+    dirs.append(os.path.join(_home(env), ".config", APP, "profiles"))
+    seen: set[str] = set()
+    return [d for d in dirs if not (d in seen or seen.add(d))]
