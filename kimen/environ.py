@@ -1,0 +1,23 @@
+"""kimen's private environment variables and the scrubbed environment every child gets (SPEC §2.3).
+
+Private variables (the passphrase, the new passphrase, a grant token, an age identity) are read
+by kimen itself and never passed to any process it starts: `run` children, `exec:` sources,
+passphrase and unlock commands, git, the daemon. Kimen never mutates its own `os.environ`; child
+environments are new mappings built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+PRIVATE_VARS = frozenset({
+    "KIMEN_PASSPHRASE",
+    "KIMEN_NEW_PASSPHRASE",
+    "KIMEN_SESSION_TOKEN",
+    "KIMEN_AGE_IDENTITY",
+})
+
+
+def public_environ(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `env` without kimen's private variables."""
+    return {k: v for k, v in env.items() if k not in PRIVATE_VARS}
