@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kimen import errors  # noqa: E402
+from kimen import errors
 
 AREAS = [
     (errors.AREA_SECRET, "secret"), (errors.AREA_MAP_LINT, "map lint"), (errors.AREA_PLAN, "plan"),

@@ -98,6 +98,7 @@ class Kimen:
             env=full_env,
             cwd=cwd or self.cwd,
             timeout=timeout,
+            start_new_session=True,  # no controlling terminal: kimen must never prompt in tests
         )
         done = Done(list(args), proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
         assert "Traceback" not in done.err, f"traceback from kimen {args}:\n{done.err}"

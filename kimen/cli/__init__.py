@@ -22,6 +22,9 @@ from .. import errors, output
 
 # command word -> (module, one-line help). The order is the order of `kimen help`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "vault": ("kimen.cli.vault", "create, inspect and rekey the vault"),
+    "secret": ("kimen.cli.secret", "set, list, read, remove, rename and import secrets"),
+    "config": ("kimen.cli.config", "show and edit the config file"),
     "version": ("kimen.cli.misc", "print the version"),
     "help": ("kimen.cli.misc", "show help for a command"),
     "completion": ("kimen.cli.misc", "print a shell completion script"),
@@ -50,6 +53,10 @@ class Context:
     env: dict[str, str]
     area: int = 1
     command: str = "kimen"
+    # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
+    config: Any = None
+    stdin: Any = None
+    memo: dict[str, Any] = field(default_factory=dict)
 
     @property
     def json(self) -> bool:
@@ -96,7 +103,8 @@ def _global_flags() -> argparse.ArgumentParser:
     s = argparse.SUPPRESS
     g.add_argument("--json", action="store_true", default=s, help="machine-readable output")
     g.add_argument("--vault", metavar="PATH", default=s, help="vault to use")
-    g.add_argument("--passphrase-cmd", metavar="CMD", default=s, help="run CMD; its first output line is the passphrase")
+    g.add_argument("--passphrase-cmd", metavar="CMD", default=s,
+                   help="run CMD; its first output line is the passphrase")
     g.add_argument("--passphrase-stdin", action="store_true", default=s, help="read the passphrase from stdin")
     g.add_argument("--no-session", action="store_true", default=s, help="never use the session daemon")
     g.add_argument("--debug", action="store_true", default=s, help="print a traceback for internal errors")

@@ -1,0 +1,183 @@
+"""Opening the store a command needs (SPEC §2.2 vault path, §4.1 unlock precedence).
+
+This is the one seam between commands and vaults: a command asks `open_store(ctx)` and gets a
+`Store` — the session daemon's when a session for the same canonical vault path is live and no
+explicit passphrase source was given, else a locally unlocked vault. `open_metadata(ctx)` opens
+a vault for key-free reads (`list`, `meta`) without any passphrase.
+
+The local vault module (sqlite3, crypto) is imported only on the local path, so a command served
+by a live session never loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import errors, paths
+from .passphrase import Source, StdinClaim, configured_source, explicit_source, prompt_source
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
+    from .vault import LocalStore, Vault
+
+
+@dataclass(frozen=True)
+class VaultLocation:
+    """The resolved vault path (absolute, not symlink-resolved) and where it came from."""
+
+    path: str
+    source: str  # flag | env | config | default
+
+    @property
+    def canonical_path(self) -> str:
+        """The session key: the realpath of the vault file (SPEC §2.2)."""
+        return os.path.realpath(self.path)
+
+
+def load_config(ctx: Any) -> Config:
+    """The config file, loaded once per command."""
+    cached = getattr(ctx, "config", None)
+    if cached is None:
+        from .config import Config
+
+        cached = Config.load(ctx.env)
+        ctx.config = cached
+    return cached
+
+
+def stdin_claim(ctx: Any) -> StdinClaim:
+    claim = getattr(ctx, "stdin", None)
+    if claim is None:
+        claim = StdinClaim()
+        ctx.stdin = claim
+    return claim
+
+
+def resolve_vault(ctx: Any) -> VaultLocation:
+    """--vault > KIMEN_VAULT (non-empty) > config vault.path > <config>/vault.db."""
+    if ctx.vault_flag:
+        return VaultLocation(paths.absolute(ctx.vault_flag), "flag")
+    env_path = ctx.env.get("KIMEN_VAULT", "")
+    if env_path:
+        return VaultLocation(paths.absolute(env_path), "env")
+    configured = load_config(ctx).vault_path()
+    if configured:
+        return VaultLocation(paths.absolute(configured), "config")
+    return VaultLocation(paths.default_vault(ctx.env), "default")
+
+
+def open_metadata(ctx: Any, location: VaultLocation | None = None) -> Vault:
+    """The vault file opened for key-free reads; no passphrase, no session."""
+    from .vault import Vault
+
+    return Vault.open((location or resolve_vault(ctx)).path)
+
+
+def explicit(ctx: Any) -> Source | None:
+    """The explicit passphrase source (SPEC §4.1 #1-3), warning once if several are set."""
+    if "explicit_source" not in _memo(ctx):
+        _memo(ctx)["explicit_source"] = explicit_source(
+            ctx.env, ctx.passphrase_cmd, ctx.passphrase_stdin, stdin_claim(ctx)
+        )
+    return _memo(ctx)["explicit_source"]
+
+
+def _memo(ctx: Any) -> dict[str, Any]:
+    memo = getattr(ctx, "memo", None)
+    if memo is None:
+        memo = {}
+        ctx.memo = memo
+    return memo
+
+
+def fallback_source(ctx: Any, location: VaultLocation, *, prompt: bool = True) -> Source | None:
+    """The configured unlock method (#5), then the terminal prompt (#6)."""
+    configured = configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
+    if configured is not None:
+        return configured
+    return prompt_source(location.path) if prompt else None
+
+
+def session_store(ctx: Any, location: VaultLocation) -> Store | None:
+    """The session daemon's store for this vault, or None when no session serves it.
+
+    The daemon client plugs in here; until it exists there is never a session.
+    """
+    return None
+
+
+def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> Store:
+    """The store for the selected vault, following SPEC §4.1.
+
+    `allow_session=False` for commands that must never use a session (rekey, session start);
+    `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
+    """
+    location = resolve_vault(ctx)
+    if not os.path.exists(location.path):
+        raise errors.VaultNotFound(path=location.path)
+    source = explicit(ctx)
+    if source is None and allow_session and not ctx.no_session:
+        store = session_store(ctx, location)
+        if store is not None:
+            return store
+        if ctx.env.get("KIMEN_SESSION_TOKEN"):
+            # a token means "use the session": never fall back to a prompt (SPEC §4.1)
+            raise errors.SessionUnavailable()
+    return unlock_local(ctx, location, source or fallback_source(ctx, location, prompt=prompt))
+
+
+def unlock_local(ctx: Any, location: VaultLocation, source: Source | None) -> LocalStore:
+    """Open and unlock the vault file with `source` (a prompt is asked up to 3 times)."""
+    from .vault import Vault
+
+    if source is None:
+        raise errors.MissingPassphrase()
+    vault = Vault.open(location.path)
+    try:
+        return unlock_vault(vault, source)
+    except BaseException:
+        vault.close()
+        raise
+
+
+def unlock_vault(vault: Vault, source: Source) -> LocalStore:
+    for attempt in range(source.attempts):
+        with source.get() as passphrase:
+            try:
+                return vault.unlock(passphrase)
+            except errors.WrongPassphrase:
+                if attempt + 1 >= source.attempts:
+                    raise
+                from .output import warn
+
+                warn("wrong passphrase, try again")
+    raise errors.WrongPassphrase()  # pragma: no cover - attempts >= 1
+
+
+def passphrase_for_new_vault(ctx: Any, location: VaultLocation) -> Any:
+    """`vault init` (and `bundle open` creating a vault): an explicit or configured source without
+    confirmation, else the prompt asked twice. Never a session."""
+    from .passphrase import prompt_new, terminal_available
+
+    source = explicit(ctx) or configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
+    if source is not None:
+        return source.get()
+    if not terminal_available():
+        raise errors.MissingPassphrase()
+    return prompt_new("New passphrase: ", "Confirm passphrase: ", errors.PassphraseMismatch,
+                      errors.EmptyPassphrase)
+
+
+def noninteractive_source_name(ctx: Any) -> str | None:
+    """Which non-prompting source would unlock the vault (for doctor), or None."""
+    source = explicit(ctx)
+    if source is not None:
+        return source.name
+    location = resolve_vault(ctx)
+    if not ctx.no_session and session_store(ctx, location) is not None:
+        return "session"
+    configured = configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
+    return configured.name if configured is not None else None

@@ -1,0 +1,137 @@
+"""`kimen config path|show`, `config vault set|show|clear`, `config unlock set|show|clear` (SPEC §4.5)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import errors
+from . import COMMANDS, Context, Result, add_command, add_group
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_CONFIG)
+    add_command(group, "path", "print the config file path", handler=cmd_path)
+    p = add_command(group, "show", "print the raw config JSON", handler=cmd_show)
+    p.add_argument("--pretty", choices=["true", "false"], default="true", help="indent the JSON (default true)")
+
+    vault = add_command(group, "vault", "the default vault path")
+    vault_sub = vault.add_subparsers(dest="config_vault_command", metavar="COMMAND", required=True)
+    p = add_command(vault_sub, "set", "store the default vault path", handler=cmd_vault_set)
+    p.add_argument("path", nargs="?", metavar="PATH")
+    add_command(vault_sub, "show", "show the stored vault path", handler=cmd_vault_show)
+    add_command(vault_sub, "clear", "remove the stored vault path", handler=cmd_vault_clear)
+
+    unlock = add_command(group, "unlock", "the default unlock method")
+    unlock_sub = unlock.add_subparsers(dest="config_unlock_command", metavar="COMMAND", required=True)
+    p = add_command(unlock_sub, "set", "store the unlock method: prompt, env, stdin, or exec -- CMD ARGS...",
+                    handler=cmd_unlock_set)
+    p.add_argument("method", metavar="METHOD")
+    add_command(unlock_sub, "show", "show the unlock method", handler=cmd_unlock_show)
+    add_command(unlock_sub, "clear", "back to the prompt", handler=cmd_unlock_clear)
+
+
+def _config(ctx: Context):
+    from ..access import load_config
+
+    return load_config(ctx)
+
+
+def cmd_path(ctx: Context) -> Result:
+    config = _config(ctx)
+    return Result("config_path", config.path, {"path": config.path})
+
+
+def cmd_show(ctx: Context) -> int:
+    import json
+
+    from ..output import print_lines
+
+    config = _config(ctx)
+    if ctx.args.pretty == "true":
+        print_lines(json.dumps(config.data, indent=2))
+    else:
+        print_lines(json.dumps(config.data, separators=(",", ":")))
+    return 0
+
+
+def cmd_vault_set(ctx: Context) -> Result:
+    from ..paths import absolute
+
+    if not ctx.args.path:
+        raise errors.MissingVaultPath(hint="kimen config vault set PATH")
+    config = _config(ctx)
+    vault_path = absolute(ctx.args.path)
+    config.data.setdefault("vault", {})
+    if not isinstance(config.data["vault"], dict):
+        raise errors.InvalidConfigJson(path=config.path, hint="`vault` must be an object")
+    config.data["vault"]["path"] = vault_path
+    config.save()
+    return Result("config_vault_set", f"vault path: {vault_path}", {"path": config.path, "vault_path": vault_path})
+
+
+def cmd_vault_show(ctx: Context) -> Result:
+    config = _config(ctx)
+    vault_path = config.vault_path()
+    return Result("config_vault_show", f"vault path: {vault_path or '(not set)'}",
+                  {"path": config.path, "vault_path": vault_path})
+
+
+def cmd_vault_clear(ctx: Context) -> Result:
+    config = _config(ctx)
+    section = config.section("vault")
+    if "path" in section:
+        del section["path"]
+        if not section:
+            del config.data["vault"]
+        config.save()
+    return Result("config_vault_clear", "vault path cleared", {"path": config.path, "vault_path": None})
+
+
+def cmd_unlock_set(ctx: Context) -> Result:
+    from ..config import UNLOCK_METHODS
+
+    method = ctx.args.method
+    if method not in UNLOCK_METHODS:
+        raise errors.UnknownUnlockMethod(method=method)
+    argv = ctx.child_argv or []
+    if method == "exec" and not argv:
+        raise errors.MissingUnlockExecCommand()
+    if method != "exec" and argv:
+        raise errors.UsageError(detail=f"unlock method {method} takes no command")
+    config = _config(ctx)
+    config.section("unlock")  # validates the existing shape
+    unlock = {"method": method}
+    if method == "exec":
+        unlock["exec"] = list(argv)
+    config.data["unlock"] = unlock
+    config.save()
+    human = f"method: {method}" + (f"\nexec: {_argv_text(argv)}" if argv else "")
+    return Result("config_unlock_set", human.splitlines(),
+                  {"path": config.path, "method": method, "exec": list(argv) if argv else None})
+
+
+def _argv_text(argv: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def cmd_unlock_show(ctx: Context) -> Result:
+    config = _config(ctx)
+    unlock = config.unlock()
+    method = unlock.get("method") or "prompt"
+    argv = unlock.get("exec") if method == "exec" else None
+    if "method" not in unlock:
+        human = ["method: prompt (default)"]
+    else:
+        human = [f"method: {method}"] + ([f"exec: {_argv_text(argv)}"] if argv else [])
+    return Result("config_unlock_show", human, {
+        "path": config.path, "method": method, "exec": argv, "default": "method" not in unlock})
+
+
+def cmd_unlock_clear(ctx: Context) -> Result:
+    config = _config(ctx)
+    if "unlock" in config.data:
+        del config.data["unlock"]
+        config.save()
+    return Result("config_unlock_clear", "method: prompt (default)", {"path": config.path, "method": "prompt"})

@@ -1,0 +1,317 @@
+"""`kimen secret set|list|get|rm|mv|import` (SPEC §3.8).
+
+Values are read and validated before the vault is unlocked (the name first of all), so a bad
+input never costs a KDF and never leaves a partial write. Values are printed only by
+`get --unsafe-stdout`; every other output names secrets, never their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import errors
+from ..store import MAX_VALUE_BYTES, Change, check_secret_name
+from . import COMMANDS, Context, Result, add_command, add_group
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SECRET)
+
+    p = add_command(group, "set", "store a secret (prompts for the value in a terminal)", handler=cmd_set)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--stdin", action="store_true", help="read the value from stdin (all bytes)")
+    p.add_argument("--from-file", metavar="PATH", help="read the value from a regular file")
+    p.add_argument("--from-env", metavar="VAR", help="read the value from an environment variable")
+    p.add_argument("--value", metavar="TEXT", help="the value itself (visible in the process list!)")
+    p.add_argument("--strip-newline", action="store_true", help="remove one trailing LF or CRLF")
+    p.add_argument("--confirm-fingerprint", metavar="HEX", help="require this SHA-256 of the value")
+    p.add_argument("--dry-run", action="store_true", help="validate and show what would change")
+
+    p = add_command(group, "get", "print a secret's value (needs --unsafe-stdout)", handler=cmd_get)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--unsafe-stdout", action="store_true", help="yes, print the value on stdout")
+
+    p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
+    p.add_argument("--prefix", metavar="P", help="only names starting with P")
+    p.add_argument("--long", action="store_true", help="add revision, size and updated_at")
+
+    p = add_command(group, "rm", "remove a secret", handler=cmd_rm, aliases=["delete"])
+    p.add_argument("name", metavar="NAME")
+
+    p = add_command(group, "mv", "rename a secret", handler=cmd_mv, aliases=["rename"])
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+
+    p = add_command(group, "import", "import a dotenv file (- for stdin)", handler=cmd_import)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--prefix", metavar="P", default="", help="prepended to every key, e.g. prod.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace existing secrets")
+    mode.add_argument("--skip-existing", action="store_true", help="leave existing secrets alone")
+    p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
+
+
+# -- set --
+
+
+def _strip_newline(value: bytes) -> bytes:
+    if value.endswith(b"\r\n"):
+        return value[:-2]
+    if value.endswith(b"\n"):
+        return value[:-1]
+    return value
+
+
+def _too_large(name: str) -> errors.KimenError:
+    return errors.SecretTooLarge(secret=name, hint="values are limited to 1 MiB; project large files another way")
+
+
+def _read_value(ctx: Context, name: str) -> bytes:
+    """The value from exactly one source (SPEC §3.8), size-checked before reading past the limit."""
+    from ..access import stdin_claim
+    from ..fsutil import read_limited
+    from ..output import warn
+
+    a = ctx.args
+    sources = [s for s, on in (("--stdin", a.stdin), ("--from-file", a.from_file is not None),
+                               ("--from-env", a.from_env is not None), ("--value", a.value is not None)) if on]
+    if len(sources) > 1:
+        raise errors.ConflictingValueSources(message=f"give exactly one value source, not {' and '.join(sources)}")
+    if a.stdin:
+        if ctx.passphrase_stdin:
+            raise errors.ConflictingStdinInputs()
+        stdin_claim(ctx).claim("value")
+        value = read_limited(sys.stdin.buffer, MAX_VALUE_BYTES + 2)
+    elif a.from_file is not None:
+        value = _read_file(a.from_file, MAX_VALUE_BYTES)
+    elif a.from_env is not None:
+        if a.from_env not in ctx.env:
+            raise errors.ValueSourceFailed(detail=f"environment variable {a.from_env} is not set")
+        value = os.fsencode(ctx.env[a.from_env])
+    elif a.value is not None:
+        warn("--value is visible in the process list and shell history")
+        value = os.fsencode(a.value)
+    else:
+        return _prompt_value(name)
+    # sources are read up to limit+3 bytes: enough to see "too large" even after stripping a CRLF
+    if len(value) > MAX_VALUE_BYTES + 2:
+        raise _too_large(name)
+    if a.strip_newline and a.value is None:
+        value = _strip_newline(value)
+    if len(value) > MAX_VALUE_BYTES:
+        raise _too_large(name)
+    return value
+
+
+def _read_file(path: str, limit: int) -> bytes:
+    import stat
+
+    from ..fsutil import read_limited
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise errors.ValueSourceFailed(detail=f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise errors.ValueSourceFailed(detail=f"{path} is not a regular file")
+        return read_limited(fd, limit + 2)  # +2: room for a CRLF that --strip-newline removes
+    except OSError as exc:
+        raise errors.ValueSourceFailed(detail=f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _prompt_value(name: str) -> bytes:
+    from ..passphrase import prompt_hidden, terminal_available
+
+    if not terminal_available():
+        raise errors.MissingSecretValue(name=name)
+    try:
+        first = prompt_hidden(f"Value for {name}: ")
+        second = prompt_hidden("Confirm value: ")
+    except EOFError:
+        raise errors.MissingSecretValue(name=name) from None
+    with first, second:
+        if first != second:
+            raise errors.SecretConfirmationMismatch()
+        if not first:
+            raise errors.EmptySecretValue()
+        return first.reveal()
+
+
+def _check_fingerprint(text: str | None) -> str | None:
+    if text is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise errors.InvalidFingerprint()
+    return text.lower()
+
+
+def cmd_set(ctx: Context) -> Result:
+    import hashlib
+
+    from ..access import open_metadata, open_store
+
+    a = ctx.args
+    name = check_secret_name(a.name)
+    expected = _check_fingerprint(a.confirm_fingerprint)
+    value = _read_value(ctx, name)
+    digest = hashlib.sha256(value).hexdigest()
+    if expected is not None and digest != expected:
+        raise errors.FingerprintMismatch()
+    if a.dry_run:
+        with open_metadata(ctx) as vault:
+            exists = bool(vault.names([name]))
+        verb = "update" if exists else "create"
+        return Result("set", f"[dry-run] would set {name} ({verb}) size={len(value)} sha256={digest}", {
+            "name": name, "created": not exists, "revision": None, "size": len(value), "dry_run": True,
+            "sha256": digest})
+    store = open_store(ctx)
+    try:
+        result = store.write([Change.set(name, value)]).results[0]
+    finally:
+        store.close()
+    return Result("set", f"set {name} (revision {result.revision})", {
+        "name": name, "created": result.created, "revision": result.revision, "size": len(value),
+        "dry_run": False})
+
+
+# -- get / list / rm / mv --
+
+
+def cmd_get(ctx: Context) -> Result | int:
+    import base64
+
+    from ..access import open_store
+    from ..output import print_json, success_envelope, write_bytes
+
+    if not ctx.args.unsafe_stdout:
+        raise errors.UnsafeStdoutRequired(hint="add --unsafe-stdout, or project the value with `kimen run`")
+    name = check_secret_name(ctx.args.name)
+    store = open_store(ctx)
+    try:
+        secret = store.read([name])[name]
+    finally:
+        store.close()
+    if ctx.json:
+        print_json(success_envelope("get", {
+            "name": name, "encoding": "base64", "value_b64": base64.b64encode(secret.value).decode(),
+            "revision": secret.revision, "size": len(secret.value)}))
+    else:
+        write_bytes(secret.value)
+    return 0
+
+
+def cmd_list(ctx: Context) -> Result:
+    from ..access import open_metadata
+
+    with open_metadata(ctx) as vault:
+        infos = vault.list(ctx.args.prefix)
+    if ctx.args.long:
+        human = [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos]
+    else:
+        human = [i.name for i in infos]
+    return Result("list", human, {
+        "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
+
+
+def cmd_rm(ctx: Context) -> Result:
+    from ..access import open_store
+
+    name = check_secret_name(ctx.args.name)
+    store = open_store(ctx)
+    try:
+        store.write([Change.rm(name)])
+    finally:
+        store.close()
+    return Result("rm", f"removed {name}", {"name": name})
+
+
+def cmd_mv(ctx: Context) -> Result:
+    from ..access import open_store
+
+    old = check_secret_name(ctx.args.old)
+    new = check_secret_name(ctx.args.new)
+    if old == new:
+        raise errors.SameSecretName(name=old)
+    store = open_store(ctx)
+    try:
+        result = store.write([Change.mv(old, new)]).results[0]
+    finally:
+        store.close()
+    return Result("mv", f"renamed {old} to {new} (revision {result.revision})",
+                  {"from": old, "to": new, "revision": result.revision})
+
+
+# -- import --
+
+MAX_IMPORT_BYTES = 256 * 1024 * 1024
+
+
+def _read_import_source(ctx: Context, path: str) -> tuple[bytes, str]:
+    from ..access import stdin_claim
+    from ..fsutil import read_limited
+    from ..paths import absolute
+
+    if path == "-":
+        if ctx.passphrase_stdin:
+            raise errors.ConflictingStdinInputs()
+        stdin_claim(ctx).claim("import")
+        data = read_limited(sys.stdin.buffer, MAX_IMPORT_BYTES)
+        label = "-"
+    else:
+        label = absolute(path)
+        data = _read_file(label, MAX_IMPORT_BYTES)
+    if len(data) > MAX_IMPORT_BYTES:
+        raise errors.ValueSourceFailed(detail=f"{label} is larger than 256 MiB")
+    return data, label
+
+
+def cmd_import(ctx: Context) -> Result:
+    from ..access import open_metadata, open_store
+    from ..dotenv import parse
+    from ..output import warn
+
+    a = ctx.args
+    data, label = _read_import_source(ctx, a.file)
+    entries = parse(data)
+    values: dict[str, bytes] = {}
+    for entry in entries:
+        name = a.prefix + entry.key
+        try:
+            check_secret_name(name)
+        except errors.InvalidSecretName:
+            raise errors.InvalidSecretName(name=name, message=f"line {entry.line}: invalid secret name: {name}",
+                                           line=entry.line) from None
+        if len(entry.value) > MAX_VALUE_BYTES:
+            raise _too_large(name)
+        if name in values:
+            warn(f"{entry.key} is set more than once; the last value wins (line {entry.line})")
+            del values[name]  # keep file order of the winning assignment
+        values[name] = entry.value
+    with open_metadata(ctx) as vault:
+        existing = vault.names(list(values))
+    if existing and not (a.overwrite or a.skip_existing):
+        raise errors.SecretExists(sorted(existing), hint="use --overwrite to replace them or --skip-existing")
+    created = [n for n in values if n not in existing]
+    updated = [n for n in values if n in existing] if a.overwrite else []
+    skipped = [n for n in values if n in existing] if a.skip_existing else []
+    changes = [Change.set(n, values[n], mode="create") for n in created]
+    changes += [Change.set(n, values[n], mode="update") for n in updated]
+    if changes and not a.dry_run:
+        store = open_store(ctx)
+        try:
+            store.write(changes)
+        finally:
+            store.close()
+    prefix = "[dry-run] " if a.dry_run else ""
+    lines = [f"{prefix}create {n}" for n in created] + [f"{prefix}update {n}" for n in updated]
+    lines += [f"{prefix}skip {n}" for n in skipped]
+    return Result("import", lines, {
+        "file": label, "count": len(changes), "created": created, "updated": updated, "skipped": skipped,
+        "dry_run": a.dry_run})

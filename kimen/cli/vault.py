@@ -1,0 +1,210 @@
+"""`kimen vault init|info|path|rekey` (SPEC §3.7)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from .. import errors
+from . import COMMANDS, Context, Result, add_command, add_group
+from .common import add_kdf_flags, kdf_from_args
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_VAULT)
+    p = add_command(group, "init", "create a new vault", handler=cmd_init)
+    add_kdf_flags(p)
+    add_command(group, "path", "print the resolved vault path", handler=cmd_path)
+    p = add_command(group, "info", "show vault metadata (no passphrase needed)", handler=cmd_info)
+    p.add_argument("--verify", action="store_true", help="unlock and run the integrity check")
+    p = add_command(group, "rekey", "change the passphrase or KDF parameters; optionally rotate the data key",
+                    handler=cmd_rekey)
+    p.add_argument("--new-passphrase-env", metavar="NAME", default="KIMEN_NEW_PASSPHRASE",
+                   help="variable holding the new passphrase (default KIMEN_NEW_PASSPHRASE)")
+    p.add_argument("--new-passphrase-stdin", action="store_true", help="read the new passphrase from stdin")
+    p.add_argument("--new-passphrase-cmd", metavar="CMD",
+                   help="run CMD; its first output line is the new passphrase")
+    p.add_argument("--rotate-data-key", action="store_true",
+                   help="also replace the data key and re-encrypt every secret")
+    add_kdf_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="check everything, change nothing")
+    p.add_argument("--no-backup", action="store_true", help="do not snapshot the vault first")
+    p.add_argument("--backup-dir", metavar="DIR", help="directory for the snapshot (default: the vault's)")
+
+
+def cmd_init(ctx: Context) -> Result:
+    from ..access import passphrase_for_new_vault, resolve_vault
+    from ..output import warn
+    from ..vault import KDF_DEFAULT, create_vault
+
+    params = kdf_from_args(ctx.args, KDF_DEFAULT)
+    location = resolve_vault(ctx)
+    if os.path.lexists(location.path):
+        raise errors.VaultExists(path=location.path)
+    with passphrase_for_new_vault(ctx, location) as passphrase:
+        if len(passphrase) < 8:
+            warn("the passphrase is shorter than 8 characters")
+        vault = create_vault(location.path, passphrase, params)
+    with vault:
+        meta = vault.meta()
+    return Result(
+        "vault_init",
+        f"initialized vault: {location.path}",
+        {"path": location.path, "vault_id": meta.vault_id, "kdf": params.as_json()},
+    )
+
+
+def cmd_path(ctx: Context) -> Result:
+    from ..access import resolve_vault
+
+    location = resolve_vault(ctx)
+    return Result(
+        "vault_path",
+        location.path,
+        {"path": location.path, "canonical_path": location.canonical_path, "source": location.source},
+    )
+
+
+def cmd_info(ctx: Context) -> Result:
+    from ..access import open_metadata, open_store, resolve_vault
+
+    location = resolve_vault(ctx)
+    with open_metadata(ctx, location) as vault:
+        meta = vault.meta()
+    integrity = "unchecked"
+    if ctx.args.verify:
+        store = open_store(ctx)
+        try:
+            store.verify()
+        finally:
+            store.close()
+        integrity = "ok"
+    kdf = meta.kdf
+    lines = [
+        f"path: {meta.path}",
+        f"format: {meta.format}",
+        f"kdf: {kdf.alg} m={kdf.memory_kib} t={kdf.time} p={kdf.parallelism}",
+        f"vault_id: {meta.vault_id}",
+        f"generation: {meta.generation}",
+        f"secrets: {meta.secret_count}",
+        f"created_at: {meta.created_at}",
+    ]
+    if ctx.args.verify:
+        lines.append("integrity: ok")
+    return Result("vault_info", lines, {
+        "path": meta.path, "format": meta.format, "schema_version": meta.schema_version,
+        "vault_id": meta.vault_id, "created_at": meta.created_at, "generation": meta.generation,
+        "secret_count": meta.secret_count, "size_bytes": meta.size_bytes, "mode": meta.mode,
+        "kdf": kdf.as_json(), "integrity": integrity,
+    })
+
+
+def _new_passphrase(ctx: Context, old_uses_stdin: bool):
+    """The new passphrase (SPEC §3.7 step 2), or None when no source is set (rotation alone)."""
+    from .. import passphrase as pp
+    from ..access import stdin_claim
+    from ..sensitive import Sensitive
+
+    a = ctx.args
+    env_value = ctx.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
+    chosen = [name for name, on in (("--new-passphrase-cmd", a.new_passphrase_cmd is not None),
+                                    ("--new-passphrase-stdin", a.new_passphrase_stdin),
+                                    (a.new_passphrase_env, bool(env_value))) if on]
+    if len(chosen) > 1:
+        raise errors.ConflictingPassphraseSources(
+            message=f"several new-passphrase sources are set: {', '.join(chosen)}")
+    empty = errors.EmptyNewPassphrase
+    if a.new_passphrase_cmd is not None:
+        argv = a.new_passphrase_cmd.split()
+        if not argv:
+            raise errors.EmptyPassphraseCommand()
+        return pp.run_command(argv, ctx.env)
+    if a.new_passphrase_stdin:
+        value = stdin_claim(ctx).passphrase_line(1 if old_uses_stdin else 0)
+        return pp._checked(value, empty)
+    if env_value:
+        return pp._checked(Sensitive(os.fsencode(env_value)), empty)
+    return None
+
+
+def cmd_rekey(ctx: Context) -> Result | int:
+    from .. import passphrase as pp
+    from ..access import explicit, fallback_source, resolve_vault, unlock_vault
+    from ..sensitive import Sensitive
+    from ..vault import Vault
+
+    a = ctx.args
+    if a.no_backup and a.backup_dir:
+        raise errors.ConflictingBackupOptions()
+    location = resolve_vault(ctx)
+    vault = Vault.open(location.path)
+    with vault:
+        current = vault.header().kdf
+        params = kdf_from_args(a, current)
+        # 1. the old passphrase: explicit, configured or prompt -- never a session
+        old_source = explicit(ctx) or fallback_source(ctx, location)
+        if old_source is None:
+            raise errors.MissingPassphrase()
+        captured: list[Sensitive] = []
+
+        def remember() -> Sensitive:
+            value = old_source.get()
+            for stale in captured:
+                stale.wipe()
+            captured[:] = [Sensitive(value.reveal())]
+            return value
+
+        store = unlock_vault(vault, pp.Source(old_source.name, old_source.kind, remember, old_source.attempts))
+        old = captured[0]
+        # 2. the new passphrase
+        new = _new_passphrase(ctx, old_uses_stdin=old_source.name in ("--passphrase-stdin", "unlock.method=stdin"))
+        if new is None:
+            if a.rotate_data_key:
+                new = Sensitive(old.reveal())
+            elif pp.terminal_available():
+                new = pp.prompt_new("New passphrase: ", "Confirm new passphrase: ",
+                                    errors.NewPassphraseMismatch, errors.EmptyNewPassphrase)
+            else:
+                raise errors.MissingNewPassphrase()
+        with new, old:
+            if new == old and params == current and not a.rotate_data_key:
+                raise errors.NewPassphraseUnchanged()
+            backup_path = None if a.no_backup else _backup_path(location.path, a.backup_dir)
+            if a.dry_run:
+                if backup_path is not None:
+                    _check_writable(os.path.dirname(backup_path))
+                return Result("vault_rekey", f"rekey preflight ok: {location.path}", {
+                    "dry_run": True, "would_backup": backup_path, "rotate_data_key": a.rotate_data_key,
+                    "path": location.path})
+            if backup_path is not None:
+                try:
+                    vault.snapshot(backup_path)
+                except OSError as exc:
+                    raise errors.BackupFailed(detail=f"{backup_path}: {exc.strerror}") from None
+            vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
+        store.forget_key()
+    lines = [f"rekeyed vault: {location.path}"]
+    if backup_path:
+        lines.append(f"backup: {backup_path} (opens with the old passphrase)")
+    return Result("vault_rekey", lines, {
+        "path": location.path, "backup_path": backup_path, "rotated_data_key": a.rotate_data_key,
+        "kdf": params.as_json(),
+    })
+
+
+def _backup_path(vault_path: str, backup_dir: str | None) -> str:
+    from ..paths import absolute
+
+    stamp = time.time_ns()
+    if backup_dir is None:
+        return f"{vault_path}.bak.{stamp}"
+    directory = absolute(backup_dir)
+    if not os.path.isdir(directory):
+        raise errors.BackupFailed(detail=f"backup directory does not exist: {directory}")
+    return os.path.join(directory, f"{os.path.basename(vault_path)}.bak.{stamp}")
+
+
+def _check_writable(directory: str) -> None:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise errors.BackupFailed(detail=f"backup directory is not writable: {directory}")

@@ -1,0 +1,74 @@
+"""The config file (SPEC §4.4): a JSON object, written atomically 0600 in a 0700 directory.
+
+It stores how to get the passphrase (`unlock`), never the passphrase itself. Unknown keys are
+preserved on every write so newer kimen versions and hand edits survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from . import errors, paths
+from .fsutil import atomic_write, make_private_dirs
+
+UNLOCK_METHODS = ("prompt", "env", "stdin", "exec")
+
+
+class Config:
+    """A loaded config file; `data` is the raw JSON object."""
+
+    def __init__(self, path: str, data: dict[str, Any], exists: bool) -> None:
+        self.path = path
+        self.data = data
+        self.exists = exists
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] = os.environ) -> Config:
+        try:
+            path = paths.config_file(env)
+        except (KeyError, OSError, RuntimeError):
+            raise errors.ConfigPathUnavailable() from None
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(16 * 1024 * 1024)
+        except FileNotFoundError:
+            return cls(path, {}, exists=False)
+        except OSError as exc:
+            raise errors.ConfigFailed(detail=f"cannot read {path}: {exc.strerror}", path=path) from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise errors.InvalidConfigJson(path=path) from None
+        if not isinstance(data, dict):
+            raise errors.InvalidConfigJson(path=path)
+        return cls(path, data, exists=True)
+
+    def save(self) -> None:
+        make_private_dirs(os.path.dirname(self.path))
+        text = json.dumps(self.data, indent=2, sort_keys=False) + "\n"
+        atomic_write(self.path, text.encode(), mode=0o600, failed=errors.ConfigFailed)
+        self.exists = True
+
+    # -- typed views --
+
+    def section(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise errors.InvalidConfigJson(path=self.path, hint=f"`{key}` must be an object")
+        return value
+
+    def vault_path(self) -> str | None:
+        value = self.section("vault").get("path")
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str):
+            raise errors.InvalidConfigJson(path=self.path, hint="`vault.path` must be a string")
+        return value
+
+    def unlock(self) -> dict[str, Any]:
+        return self.section("unlock")

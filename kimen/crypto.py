@@ -1,0 +1,79 @@
+"""Cryptographic primitives (SPEC §3.3): the only importer of argon2 and nacl.
+
+- KEK: argon2id (version 0x13) over the passphrase's UTF-8 bytes, 32-byte output.
+- AEAD: XChaCha20-Poly1305-IETF with random 24-byte nonces. With 192-bit nonces, random nonces
+  are safe for any realistic number of writes under one key, so a nonce counter (and its
+  persistence bugs) is unnecessary.
+- Subkeys: keyed BLAKE2b-256 of the data key, personalised per purpose (stdlib hashlib).
+
+Parameters read from a vault file are range-checked by the caller *before* `derive_kek` runs.
+Secrets come in as `Sensitive` where we can; argon2-cffi and PyNaCl copy their inputs into
+immutable bytes we cannot wipe (documented in docs/security.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+from nacl import exceptions as nacl_exceptions
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
+
+from .sensitive import Sensitive
+from .store import KdfParams
+
+KEY_BYTES = 32
+NONCE_BYTES = 24
+SALT_BYTES = 16
+TAG_BYTES = 16
+
+
+class AuthenticationFailed(Exception):
+    """AEAD open failed. Internal: callers map it to the reason that fits their context."""
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+def derive_kek(passphrase: Sensitive, salt: bytes, params: KdfParams) -> Sensitive:
+    """argon2id(passphrase, salt, params) -> 32-byte key-encryption key."""
+    from argon2.low_level import Type, hash_secret_raw
+
+    raw = hash_secret_raw(
+        secret=passphrase.reveal(),
+        salt=salt,
+        time_cost=params.time,
+        memory_cost=params.memory_kib,
+        parallelism=params.parallelism,
+        hash_len=KEY_BYTES,
+        type=Type.ID,
+        version=19,
+    )
+    return Sensitive(raw)
+
+
+def seal(key: bytes | bytearray, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """XChaCha20-Poly1305 encrypt; returns ciphertext || tag."""
+    return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, bytes(key))
+
+
+def open_sealed(key: bytes | bytearray, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """XChaCha20-Poly1305 decrypt; raises AuthenticationFailed (never nacl's exception)."""
+    try:
+        return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, bytes(key))
+    except (nacl_exceptions.CryptoError, ValueError, TypeError):
+        raise AuthenticationFailed() from None
+
+
+def subkey(data_key: bytes | bytearray, vault_id: bytes, person: bytes) -> bytes:
+    """BLAKE2b-256(key=data key, salt=vault_id, person=purpose): k_mac, k_sync (SPEC §3.3)."""
+    return hashlib.blake2b(digest_size=32, key=bytes(data_key), salt=vault_id, person=person).digest()
+
+
+def mac(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
