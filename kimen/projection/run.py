@@ -61,7 +61,7 @@ def exec_in_place(exe: str, argv: Sequence[str], environ: Mapping[str, str | byt
     for sig in _RESET_FOR_CHILD[2:]:
         signal.signal(sig, signal.SIG_DFL)
     try:
-        os.execve(exe, list(argv), dict(environ))
+        os.execve(exe, list(argv), dict(environ))  # noqa: S606 - no shell, by design
     except OSError as exc:
         raise _start_error(exc, argv[0]) from None
 
