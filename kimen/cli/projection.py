@@ -155,6 +155,17 @@ def _files_dir_arg(ctx: Context) -> str | None:
     return absolute(value) if value else None
 
 
+def _write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[errors.KimenError]) -> None:
+    """`--files-dir` / render target: create 0700 or check it, then replace each file atomically."""
+    from ..projection.files import prepare_user_dir, write_files
+
+    fd = prepare_user_dir(path, unsafe)
+    try:
+        write_files(fd, path, payload, replace=True, error=unsafe)
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------------------------------
 # run
 # ---------------------------------------------------------------------------------------------
@@ -199,13 +210,7 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
 
     if not private and stdin is None:
         if user_dir is not None:
-            from ..projection.files import prepare_user_dir, write_files
-
-            fd = prepare_user_dir(user_dir, errors.UnsafeFilesDir)
-            try:
-                write_files(fd, user_dir, payload, replace=True, error=errors.UnsafeFilesDir)
-            finally:
-                os.close(fd)
+            _write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         prun.exec_in_place(exe, argv, environ)
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
@@ -220,13 +225,7 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
             environ = penv.child_environ(ctx.env, winners, values, runtime.path, pristine=ctx.args.pristine)
             runtime.write(payload)
         elif user_dir is not None:
-            from ..projection.files import prepare_user_dir, write_files
-
-            fd = prepare_user_dir(user_dir, errors.UnsafeFilesDir)
-            try:
-                write_files(fd, user_dir, payload, replace=True, error=errors.UnsafeFilesDir)
-            finally:
-                os.close(fd)
+            _write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         stop = prun.pending_stop()
         if stop is not None:  # interrupted while setting up: the child never starts
             return 128 + stop
@@ -249,7 +248,6 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
 
 def cmd_render(ctx: Context) -> Result:
     from ..paths import absolute
-    from ..projection.files import prepare_user_dir, write_files
 
     args = ctx.args
     if args.dir and args.systemd_service:
@@ -271,12 +269,7 @@ def cmd_render(ctx: Context) -> Result:
     files = [d for d in winners if d.kind == "file"]
     ignored = {k: sum(1 for d in winners if d.kind == k) for k in ("env", "envpath", "stdin")}
     values = _resolve(ctx, files)
-    fd = prepare_user_dir(out_dir, errors.UnsafeOutputDir)
-    try:
-        write_files(fd, out_dir, [(d.target, values[d]) for d in files], replace=True,
-                    error=errors.UnsafeOutputDir)
-    finally:
-        os.close(fd)
+    _write_user_dir(out_dir, [(d.target, values[d]) for d in files], errors.UnsafeOutputDir)
     hints = [f"Environment=KIMEN_FILES_DIR={out_dir}",
              f"# files rendered under {out_dir} (dir 0700, files 0600)"] if args.print_systemd_hints else []
     human = [f"rendered {len(files)} file{'s' if len(files) != 1 else ''} to {out_dir}", *hints]
