@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from projection_helpers import EchoStore
 
 from kimen import errors
 from kimen.projection import kmap
 from kimen.projection.resolve import resolve
-from projection_helpers import EchoStore
 
 S = b"S:"  # EchoStore's value prefix: secret x reads as b"S:x"
 
@@ -219,7 +219,7 @@ def test_relative_path_problems(rel):
 # -- fuzzing ------------------------------------------------------------------------------------
 
 CANARY = "CANARYzq7"
-_line = st.text(alphabet=st.sampled_from(list("envfilpathsdcrkx=:#/ .\t\r-_AZ09\"'\\$") + ["\x00", "é"]),
+_line = st.text(alphabet=st.sampled_from([*list("envfilpathsdcrkx=:#/ .\t\r-_AZ09\"'\\$"), "\x00", "é"]),
                 max_size=40)
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from . import COMMANDS, Context, Result, add_command, add_group
 
+TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..projection.kmap import Directive, Profile
     from ..store import Store
 

@@ -12,7 +12,6 @@ Removal never follows symlinks.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterable, Mapping
@@ -125,7 +124,7 @@ def replace_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
         raise errors.UnsafeOutputPath(path=shown, problem="is a symlink")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise errors.UnsafeOutputPath(path=shown, problem="is not a regular file")
-    tmp = f".{name[:200]}.tmp.{secrets.token_hex(6)}"
+    tmp = f".{name[:200]}.tmp.{os.urandom(6).hex()}"
     write_new_at(dir_fd, tmp, data, shown)
     try:
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -283,7 +282,7 @@ def create_runtime_dir(env: Mapping[str, str]) -> RuntimeDir:
     base_fd = open_dir(base, errors.UnsafeFilesDir)
     try:
         sweep_stale(base_fd)
-        name = f"run-{secrets.token_hex(8)}"
+        name = f"run-{os.urandom(8).hex()}"
         os.mkdir(name, 0o700, dir_fd=base_fd)
         fd = os.open(name, _DIR_FLAGS, dir_fd=base_fd)
     except BaseException as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from .. import errors, paths
 from ..store import is_valid_secret_name
@@ -48,15 +47,21 @@ _LINT_CODE = {
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Ref:
     """The right side of a directive. `text` is the reference as written (shown by `plan`)."""
 
-    kind: str  # "secret" | "const" | "exec"
-    text: str
-    name: str | None = None  # secret name
-    const: bytes | None = field(default=None, repr=False)
-    argv: tuple[str, ...] | None = None
+    __slots__ = ("argv", "const", "kind", "name", "text")
+
+    def __init__(self, kind: str, text: str, name: str | None = None, const: bytes | None = None,
+                 argv: tuple[str, ...] | None = None) -> None:
+        self.kind = kind  # "secret" | "const" | "exec"
+        self.text = text
+        self.name = name  # secret name
+        self.const = const
+        self.argv = argv
+
+    def __repr__(self) -> str:
+        return f"Ref({self.kind}, {self.name or self.argv or '<const>'})"
 
     @property
     def key(self) -> tuple[str, object]:
@@ -68,15 +73,23 @@ class Ref:
         return ("const", self.const)
 
 
-@dataclass(frozen=True, slots=True)
 class Directive:
-    kind: str  # env | file | envpath | stdin
-    target: str  # env name, relative path, or "" for stdin
-    path: str  # profile file, or <inline>
-    line: int
-    ref: Ref | None = None  # env, file, stdin
-    relpath: str | None = None  # envpath
-    unit: int = 0  # which loaded file (duplicates are judged within one file)
+    """One effective line or inline flag. Compared and hashed by identity (a dict key for values)."""
+
+    __slots__ = ("kind", "line", "path", "ref", "relpath", "target", "unit")
+
+    def __init__(self, kind: str, target: str, path: str, line: int, ref: Ref | None = None,
+                 relpath: str | None = None, unit: int = 0) -> None:
+        self.kind = kind  # env | file | envpath | stdin
+        self.target = target  # env name, relative path, or "" for stdin
+        self.path = path  # profile file, or <inline>
+        self.line = line
+        self.ref = ref  # env, file, stdin
+        self.relpath = relpath  # envpath
+        self.unit = unit  # which loaded file (duplicates are judged within one file)
+
+    def __repr__(self) -> str:
+        return f"Directive({self.kind} {self.target} at {self.where})"
 
     @property
     def slot(self) -> tuple[str, str]:
@@ -92,29 +105,34 @@ class Directive:
         return f"{self.path}:{self.line}"
 
 
-@dataclass(slots=True)
 class Issue:
-    code: str
-    severity: str  # "error" | "warning"
-    message: str  # without the location
-    path: str | None
-    line: int | None
-    error: errors.KimenError | None = None
+    """One problem found in a profile; `error` is what a command raises for it."""
+
+    __slots__ = ("code", "error", "line", "message", "path", "severity")
+
+    def __init__(self, code: str, severity: str, message: str, path: str | None, line: int | None,
+                 error: errors.KimenError | None = None) -> None:
+        self.code = code
+        self.severity = severity  # "error" | "warning"
+        self.message = message  # without the location
+        self.path = path
+        self.line = line
+        self.error = error
 
     def as_json(self) -> dict[str, object]:
         return {"code": self.code, "severity": self.severity, "message": self.message,
                 "path": self.path, "line": self.line}
 
 
-@dataclass
 class Profile:
     """A composed profile: the directives in composition order and everything found wrong."""
 
-    source: str | None = None
-    directives: list[Directive] = field(default_factory=list)
-    issues: list[Issue] = field(default_factory=list)
-    include_count: int = 0
-    shadowed: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.source: str | None = None
+        self.directives: list[Directive] = []
+        self.issues: list[Issue] = []
+        self.include_count = 0
+        self.shadowed: list[str] = []
 
     def winners(self) -> list[Directive]:
         """The directive that wins each target (the later one), in composition order."""
