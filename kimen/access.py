@@ -12,24 +12,37 @@ by a live session never loads it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from . import errors, paths
 from .passphrase import Source, StdinClaim, configured_source, explicit_source, prompt_source
 
+TYPE_CHECKING = False  # typing and dataclasses stay off the session hot path (SPEC §12)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config
     from .store import Store
     from .vault import LocalStore, Vault
 
 
-@dataclass(frozen=True)
 class VaultLocation:
     """The resolved vault path (absolute, not symlink-resolved) and where it came from."""
 
-    path: str
-    source: str  # flag | env | config | default
+    __slots__ = ("path", "source")
+
+    def __init__(self, path: str, source: str) -> None:
+        self.path = path
+        self.source = source  # flag | env | config | default
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VaultLocation) and (self.path, self.source) == (other.path, other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.source))
+
+    def __repr__(self) -> str:
+        return f"VaultLocation(path={self.path!r}, source={self.source!r})"
 
     @property
     def canonical_path(self) -> str:

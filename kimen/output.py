@@ -9,7 +9,10 @@ except through `write_bytes`, which only `secret get --unsafe-stdout` and envfil
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing is for checkers only (kept off the hot path, SPEC §12)
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "kimen"
 

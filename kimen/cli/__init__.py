@@ -15,10 +15,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from .. import errors, output
+
+TYPE_CHECKING = False  # `typing` is for checkers only: it is not imported on the hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 # command word -> (module, one-line help). The order is the order of `kimen help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,29 +43,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _VALUE_FLAGS = {"--vault", "--passphrase-cmd"}
 
 
-@dataclass
+# Result and Context are plain classes, not dataclasses: `dataclasses` imports `inspect` (and with
+# it ast, dis, tokenize), ~10 ms that every `kimen run` would pay (SPEC §12 hot path).
+
+
 class Result:
     """What a command produced: JSON fields under `action`, and the human lines."""
 
-    action: str
-    human: str | list[str] | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    exit_code: int = 0
+    def __init__(self, action: str, human: str | list[str] | None = None, fields: dict[str, Any] | None = None,
+                 exit_code: int = 0) -> None:
+        self.action = action
+        self.human = human
+        self.fields = {} if fields is None else fields
+        self.exit_code = exit_code
+
+    def __repr__(self) -> str:
+        return f"Result(action={self.action!r}, exit_code={self.exit_code})"
 
 
-@dataclass
 class Context:
     """Everything a command needs besides its own arguments."""
 
-    args: argparse.Namespace
-    child_argv: list[str] | None
-    env: dict[str, str]
-    area: int = 1
-    command: str = "kimen"
-    # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
-    config: Any = None
-    stdin: Any = None
-    memo: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, args: argparse.Namespace, child_argv: list[str] | None, env: dict[str, str],
+                 area: int = 1, command: str = "kimen") -> None:
+        self.args = args
+        self.child_argv = child_argv
+        self.env = env
+        self.area = area
+        self.command = command
+        # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
+        self.config: Any = None
+        self.stdin: Any = None
+        self.memo: dict[str, Any] = {}
 
     @property
     def json(self) -> bool:
@@ -93,11 +104,29 @@ class Context:
 Handler = Callable[[Context], "Result | int | None"]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter imports shutil (and zlib, bz2, lzma) for the terminal width every time a
+    parser adds an argument; this one asks `os` directly, and only when help is printed."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS", "")) - 2
+            except ValueError:
+                try:
+                    width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
+                except (OSError, ValueError):
+                    width = 78
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that raises `UsageError` instead of exiting, so usage errors get envelopes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
@@ -138,7 +167,7 @@ def add_command(
         aliases=list(aliases),
         description=description or help,
         parents=[GLOBAL],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     defaults: dict[str, Any] = {"parser": parser}
     if handler is not None:
@@ -163,7 +192,7 @@ def build_parser(only: str | None = None) -> Parser:
         prog="kimen",
         description="kimen: local-first secrets. Run `kimen help COMMAND` for details.",
         parents=[GLOBAL],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     top.add_argument("--version", action="store_true", default=argparse.SUPPRESS, help="print the version")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
