@@ -88,7 +88,9 @@ def test_empty_secret_name():
 
 
 def test_invalid_name_message_is_bounded_and_printable():
-    err = pytest.raises(errors.InvalidSecretName, store.check_secret_name, "a\x1bb" + "x" * 500).value
+    with pytest.raises(errors.InvalidSecretName) as info:
+        store.check_secret_name("a\x1bb" + "x" * 500)
+    err = info.value
     assert "\x1b" not in err.message and len(err.message) < 250
 
 
@@ -126,6 +128,8 @@ def test_dotenv_bytes_are_exact():
 @pytest.mark.parametrize("text,line", [(b"A=1\nNOPE\n", 2), (b"A='open\n\n", 1), (b"1A=x\n", 1),
                                        (b'A="x" junk\n', 1), (b"=x\n", 1)])
 def test_dotenv_errors_name_the_line_only(text, line):
-    err = pytest.raises(errors.InvalidDotenv, dotenv.parse, text).value
+    with pytest.raises(errors.InvalidDotenv) as info:
+        dotenv.parse(text)
+    err = info.value
     assert err.fields["line"] == line
     assert b"junk" not in err.message.encode() and "NOPE" not in err.message and "open" not in err.message
