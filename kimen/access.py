@@ -12,24 +12,27 @@ by a live session never loads it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False
 
 from . import errors, paths
 from .passphrase import Source, StdinClaim, configured_source, explicit_source, prompt_source
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config
     from .store import Store
     from .vault import LocalStore, Vault
 
 
-@dataclass(frozen=True)
 class VaultLocation:
     """The resolved vault path (absolute, not symlink-resolved) and where it came from."""
 
-    path: str
-    source: str  # flag | env | config | default
+    __slots__ = ("path", "source")
+
+    def __init__(self, path: str, source: str) -> None:
+        self.path = path
+        self.source = source  # flag | env | config | default
 
     @property
     def canonical_path(self) -> str:

@@ -18,7 +18,9 @@ This module imports nothing but the standard library's typing: it sits at the bo
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+TYPE_CHECKING = False  # avoid importing typing on the hot path
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 # Exit codes of command areas (SPEC §2.8): a reason without a fixed code takes the code of the
 # command that raised it.

@@ -9,7 +9,9 @@ except through `write_bytes`, which only `secret get --unsafe-stdout` and envfil
 from __future__ import annotations
 
 import sys
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "kimen"
 

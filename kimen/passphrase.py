@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from . import errors
 from .environ import public_environ
@@ -56,14 +55,16 @@ class StdinClaim:
         return Sensitive(value)
 
 
-@dataclass
 class Source:
     """One way to obtain a passphrase. `get()` may be called again only when `attempts` > 1."""
 
-    name: str
-    kind: str  # explicit | configured | prompt
-    get: Callable[[], Sensitive]
-    attempts: int = 1
+    __slots__ = ("attempts", "get", "kind", "name")
+
+    def __init__(self, name: str, kind: str, get: Callable[[], Sensitive], attempts: int = 1) -> None:
+        self.name = name
+        self.kind = kind  # explicit | configured | prompt
+        self.get = get
+        self.attempts = attempts
 
 
 def _checked(value: Sensitive, empty: type[errors.KimenError] = errors.EmptyPassphrase) -> Sensitive:

@@ -15,8 +15,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from .. import errors, output
 
@@ -34,29 +35,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _VALUE_FLAGS = {"--vault", "--passphrase-cmd"}
 
 
-@dataclass
 class Result:
     """What a command produced: JSON fields under `action`, and the human lines."""
 
-    action: str
-    human: str | list[str] | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    exit_code: int = 0
+    __slots__ = ("action", "exit_code", "fields", "human")
+
+    def __init__(self, action: str, human: str | list[str] | None = None,
+                 fields: dict[str, Any] | None = None, exit_code: int = 0) -> None:
+        self.action = action
+        self.human = human
+        self.fields = fields if fields is not None else {}
+        self.exit_code = exit_code
 
 
-@dataclass
 class Context:
     """Everything a command needs besides its own arguments."""
 
-    args: argparse.Namespace
-    child_argv: list[str] | None
-    env: dict[str, str]
-    area: int = 1
-    command: str = "kimen"
-    # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
-    config: Any = None
-    stdin: Any = None
-    memo: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, args: argparse.Namespace, child_argv: list[str] | None, env: dict[str, str],
+                 area: int = 1) -> None:
+        self.args = args
+        self.child_argv = child_argv
+        self.env = env
+        self.area = area
+        # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
+        self.config: Any = None
+        self.stdin: Any = None
+        self.memo: dict[str, Any] = {}
 
     @property
     def json(self) -> bool:
@@ -93,8 +97,30 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse builds a formatter for every add_argument(), which imports shutil and asks the
+        # terminal for its size each time; one cached width keeps parser construction cheap.
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
     def error(self, message: str):  # type: ignore[override]
         raise errors.UsageError(detail=message, usage=self.format_usage().strip())
+
+
+_WIDTH: list[int] = []
+
+
+def _help_width() -> int:
+    """The help width argparse would use (COLUMNS, else the terminal, else 80; minus 2)."""
+    if not _WIDTH:
+        try:
+            columns = int(os.environ.get("COLUMNS", ""))
+        except ValueError:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, OSError, ValueError):
+                columns = 80
+        _WIDTH.append(max(columns - 2, 20))
+    return _WIDTH[0]
 
 
 def _global_flags() -> argparse.ArgumentParser:
@@ -142,10 +168,15 @@ def add_command(
     return parser
 
 
+def add_subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """Subcommands of `parser`. Passing `prog` spares argparse a help formatter (and `shutil`)."""
+    return parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, prog=parser.prog)
+
+
 def add_group(sub: argparse._SubParsersAction, name: str, help: str, *, area: int) -> argparse._SubParsersAction:
     """Add a command with subcommands; returns the subparsers action for them."""
     parser = add_command(sub, name, help, area=area)
-    return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+    return add_subcommands(parser, f"{name}_command")
 
 
 def build_parser(only: str | None = None) -> Parser:
@@ -159,7 +190,7 @@ def build_parser(only: str | None = None) -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="store_true", default=argparse.SUPPRESS, help="print the version")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, prog="kimen")
     registered: set[str] = set()
     for name, (module_name, _help) in COMMANDS.items():
         if only is not None and name != only:
