@@ -12,10 +12,11 @@ by a live session never loads it.
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
 
 from . import errors, paths
 from .passphrase import Source, StdinClaim, configured_source, explicit_source, prompt_source
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from typing import Any

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from . import errors, paths
 from .fsutil import atomic_write, make_private_dirs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 UNLOCK_METHODS = ("prompt", "env", "stdin", "exec")
 

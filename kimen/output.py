@@ -9,6 +9,7 @@ except through `write_bytes`, which only `secret get --unsafe-stdout` and envfil
 from __future__ import annotations
 
 import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

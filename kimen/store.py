@@ -12,9 +12,10 @@ Also here, because every layer needs them: the secret-name rule and the value si
 from __future__ import annotations
 
 import re
-TYPE_CHECKING = False  # typing costs ~5 ms of start-up; annotations are strings anyway
 
 from .errors import EmptySecretName, InvalidSecretName
+
+TYPE_CHECKING = False  # typing costs ~5 ms of start-up; annotations are strings anyway
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,7 +82,7 @@ class _Record:
 class KdfParams(_Record):
     """argon2id parameters as stored in a vault."""
 
-    __slots__ = ("memory_kib", "time", "parallelism", "alg")
+    __slots__ = ("alg", "memory_kib", "parallelism", "time")
 
     def __init__(self, memory_kib: int, time: int, parallelism: int, alg: str = "argon2id") -> None:
         self._init(memory_kib=memory_kib, time=time, parallelism=parallelism, alg=alg)
@@ -94,8 +95,21 @@ class KdfParams(_Record):
 class VaultMeta(_Record):
     """What anyone can read without the passphrase (§3.1)."""
 
-    __slots__ = ("path", "canonical_path", "format", "schema_version", "vault_id", "created_at", "generation",
-                 "secret_count", "size_bytes", "mode", "kdf", "key_epoch", "wrap_id")
+    __slots__ = (
+        "canonical_path",
+        "created_at",
+        "format",
+        "generation",
+        "kdf",
+        "key_epoch",
+        "mode",
+        "path",
+        "schema_version",
+        "secret_count",
+        "size_bytes",
+        "vault_id",
+        "wrap_id",
+    )
 
     def __init__(self, **fields: Any) -> None:
         missing = set(self.__slots__) - set(fields)
@@ -107,7 +121,7 @@ class VaultMeta(_Record):
 class SecretInfo(_Record):
     """A secret's metadata: no value, no key needed."""
 
-    __slots__ = ("name", "revision", "size", "created_at", "updated_at")
+    __slots__ = ("created_at", "name", "revision", "size", "updated_at")
 
     def __init__(self, name: str, revision: int, size: int, created_at: str, updated_at: str) -> None:
         self._init(name=name, revision=revision, size=size, created_at=created_at, updated_at=updated_at)
@@ -120,7 +134,7 @@ class SecretInfo(_Record):
 class SecretValue(_Record):
     """A decrypted value (its repr never shows the value)."""
 
-    __slots__ = ("name", "value", "revision")
+    __slots__ = ("name", "revision", "value")
 
     def __init__(self, name: str, value: bytes, revision: int) -> None:
         self._init(name=name, value=value, revision=revision)
@@ -129,7 +143,7 @@ class SecretValue(_Record):
 class Change(_Record):
     """One item of a `write`: set (create/update/upsert), rm, or mv (old name -> `new_name`)."""
 
-    __slots__ = ("op", "name", "value", "new_name", "mode")
+    __slots__ = ("mode", "name", "new_name", "op", "value")
 
     def __init__(self, op: ChangeOp, name: str, value: bytes | None = None, new_name: str | None = None,
                  mode: SetMode = "upsert") -> None:
@@ -149,7 +163,7 @@ class Change(_Record):
 
 
 class ChangeResult(_Record):
-    __slots__ = ("op", "name", "revision", "created", "new_name")
+    __slots__ = ("created", "name", "new_name", "op", "revision")
 
     def __init__(self, op: ChangeOp, name: str, revision: int | None, created: bool = False,
                  new_name: str | None = None) -> None:

@@ -15,11 +15,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+
+from .. import errors, output
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from .. import errors, output
 
 # command word -> (module, one-line help). The order is the order of `kimen help`.
 COMMANDS: dict[str, tuple[str, str]] = {
