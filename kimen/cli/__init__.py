@@ -18,6 +18,11 @@ from collections.abc import Callable, Sequence
 
 from .. import errors, output
 
+# kimen's messages are English. argparse looks every message up through gettext, which stats a
+# handful of locale paths per message (~150 stats to build one command's parser); none of them
+# can exist for kimen, so the lookups are skipped.
+argparse._ = lambda message: message  # type: ignore[attr-defined]
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
