@@ -16,7 +16,7 @@ import os
 from . import errors, paths
 from .passphrase import Source, StdinClaim, configured_source, explicit_source, prompt_source
 
-TYPE_CHECKING = False  # typing and dataclasses stay off the session hot path (SPEC §12)
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from typing import Any
@@ -34,15 +34,6 @@ class VaultLocation:
     def __init__(self, path: str, source: str) -> None:
         self.path = path
         self.source = source  # flag | env | config | default
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, VaultLocation) and (self.path, self.source) == (other.path, other.source)
-
-    def __hash__(self) -> int:
-        return hash((self.path, self.source))
-
-    def __repr__(self) -> str:
-        return f"VaultLocation(path={self.path!r}, source={self.source!r})"
 
     @property
     def canonical_path(self) -> str:

@@ -6,13 +6,15 @@ preserved on every write so newer kimen versions and hand edits survive.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from . import errors, paths
 from .fsutil import atomic_write, make_private_dirs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 UNLOCK_METHODS = ("prompt", "env", "stdin", "exec")
 
@@ -38,6 +40,8 @@ class Config:
             return cls(path, {}, exists=False)
         except OSError as exc:
             raise errors.ConfigFailed(detail=f"cannot read {path}: {exc.strerror}", path=path) from None
+        import json
+
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -48,6 +52,8 @@ class Config:
 
     def save(self) -> None:
         make_private_dirs(os.path.dirname(self.path))
+        import json
+
         text = json.dumps(self.data, indent=2, sort_keys=False) + "\n"
         atomic_write(self.path, text.encode(), mode=0o600, failed=errors.ConfigFailed)
         self.exists = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # typing is for checkers only (kept off the hot path, SPEC §12)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -56,19 +56,15 @@ class StdinClaim:
 
 
 class Source:
-    """One way to obtain a passphrase. `get()` may be called again only when `attempts` > 1.
+    """One way to obtain a passphrase. `get()` may be called again only when `attempts` > 1."""
 
-    A plain class: `dataclasses` would put ~10 ms of imports on the session hot path (SPEC §12).
-    """
+    __slots__ = ("attempts", "get", "kind", "name")
 
     def __init__(self, name: str, kind: str, get: Callable[[], Sensitive], attempts: int = 1) -> None:
         self.name = name
         self.kind = kind  # explicit | configured | prompt
         self.get = get
         self.attempts = attempts
-
-    def __repr__(self) -> str:
-        return f"Source(name={self.name!r}, kind={self.kind!r})"
 
 
 def _checked(value: Sensitive, empty: type[errors.KimenError] = errors.EmptyPassphrase) -> Sensitive:

@@ -12,15 +12,17 @@ Also here, because every layer needs them: the secret-name rule and the value si
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from .errors import EmptySecretName, InvalidSecretName
 
-TYPE_CHECKING = False  # `typing` costs ~5 ms: imported only by type checkers
+TYPE_CHECKING = False  # typing costs ~5 ms of start-up; annotations are strings anyway
+
 if TYPE_CHECKING:
-    from typing import Any, Literal, Protocol
-else:
-    Protocol = object
+    from collections.abc import Sequence
+    from typing import Any, Literal
+
+    ChangeOp = Literal["set", "rm", "mv"]
+    SetMode = Literal["upsert", "create", "update"]
 
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_NAME_BYTES = 128
@@ -52,64 +54,38 @@ def _printable(name: str) -> str:
 
 
 class _Record:
-    """An immutable value object with slots, equality, hashing and a repr that hides values.
-
-    Hand-written instead of `dataclasses`: that module imports `inspect` (and with it ast, dis,
-    tokenize), ~10 ms that `kimen run` with a live session would pay on every call (SPEC §12).
-    Subclasses list `_fields` (constructor order), optional `_defaults` and `_hidden` (left out of
-    repr, like a value).
-    """
+    """A small immutable value type (dataclasses cost ~15 ms of imports on the hot path)."""
 
     __slots__ = ()
-    _fields: tuple[str, ...] = ()
-    _defaults: dict[str, object] = {}
-    _hidden: frozenset[str] = frozenset()
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        names = self._fields
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__} takes {len(names)} arguments")
-        values = dict(zip(names, args, strict=False))
-        for key, value in kwargs.items():
-            if key not in names or key in values:
-                raise TypeError(f"{type(self).__name__}: unexpected or repeated argument {key!r}")
-            values[key] = value
-        for name in names:
-            if name not in values:
-                if name not in self._defaults:
-                    raise TypeError(f"{type(self).__name__}: missing argument {name!r}")
-                values[name] = self._defaults[name]
-            object.__setattr__(self, name, values[name])
+    def _key(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n != "value")
+        return f"{type(self).__name__}({shown})"
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields if n not in self._hidden)
-        return f"{type(self).__name__}({shown})"
+    def _init(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
 
 class KdfParams(_Record):
-    __slots__ = _fields = ("memory_kib", "time", "parallelism", "alg")
-    _defaults = {"alg": "argon2id"}
-    memory_kib: int
-    time: int
-    parallelism: int
-    alg: str
+    """argon2id parameters as stored in a vault."""
+
+    __slots__ = ("alg", "memory_kib", "parallelism", "time")
+
+    def __init__(self, memory_kib: int, time: int, parallelism: int, alg: str = "argon2id") -> None:
+        self._init(memory_kib=memory_kib, time=time, parallelism=parallelism, alg=alg)
 
     def as_json(self) -> dict[str, Any]:
         return {"alg": self.alg, "memory_kib": self.memory_kib, "time": self.time,
@@ -119,30 +95,36 @@ class KdfParams(_Record):
 class VaultMeta(_Record):
     """What anyone can read without the passphrase (§3.1)."""
 
-    __slots__ = _fields = ("path", "canonical_path", "format", "schema_version", "vault_id", "created_at",
-                           "generation", "secret_count", "size_bytes", "mode", "kdf", "key_epoch", "wrap_id")
-    path: str
-    canonical_path: str
-    format: str
-    schema_version: int
-    vault_id: str
-    created_at: str
-    generation: int
-    secret_count: int
-    size_bytes: int
-    mode: str
-    kdf: KdfParams
-    key_epoch: int
-    wrap_id: str
+    __slots__ = (
+        "canonical_path",
+        "created_at",
+        "format",
+        "generation",
+        "kdf",
+        "key_epoch",
+        "mode",
+        "path",
+        "schema_version",
+        "secret_count",
+        "size_bytes",
+        "vault_id",
+        "wrap_id",
+    )
+
+    def __init__(self, **fields: Any) -> None:
+        missing = set(self.__slots__) - set(fields)
+        if missing:
+            raise TypeError(f"VaultMeta missing {sorted(missing)}")
+        self._init(**fields)
 
 
 class SecretInfo(_Record):
-    __slots__ = _fields = ("name", "revision", "size", "created_at", "updated_at")
-    name: str
-    revision: int
-    size: int
-    created_at: str
-    updated_at: str
+    """A secret's metadata: no value, no key needed."""
+
+    __slots__ = ("created_at", "name", "revision", "size", "updated_at")
+
+    def __init__(self, name: str, revision: int, size: int, created_at: str, updated_at: str) -> None:
+        self._init(name=name, revision=revision, size=size, created_at=created_at, updated_at=updated_at)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "size": self.size,
@@ -150,29 +132,22 @@ class SecretInfo(_Record):
 
 
 class SecretValue(_Record):
-    __slots__ = _fields = ("name", "value", "revision")
-    _hidden = frozenset({"value"})
-    name: str
-    value: bytes
-    revision: int
+    """A decrypted value (its repr never shows the value)."""
 
+    __slots__ = ("name", "revision", "value")
 
-if TYPE_CHECKING:
-    ChangeOp = Literal["set", "rm", "mv"]
-    SetMode = Literal["upsert", "create", "update"]
+    def __init__(self, name: str, value: bytes, revision: int) -> None:
+        self._init(name=name, value=value, revision=revision)
 
 
 class Change(_Record):
     """One item of a `write`: set (create/update/upsert), rm, or mv (old name -> `new_name`)."""
 
-    __slots__ = _fields = ("op", "name", "value", "new_name", "mode")
-    _defaults = {"value": None, "new_name": None, "mode": "upsert"}
-    _hidden = frozenset({"value"})
-    op: ChangeOp
-    name: str
-    value: bytes | None
-    new_name: str | None
-    mode: SetMode
+    __slots__ = ("mode", "name", "new_name", "op", "value")
+
+    def __init__(self, op: ChangeOp, name: str, value: bytes | None = None, new_name: str | None = None,
+                 mode: SetMode = "upsert") -> None:
+        self._init(op=op, name=name, value=value, new_name=new_name, mode=mode)
 
     @staticmethod
     def set(name: str, value: bytes, mode: SetMode = "upsert") -> Change:
@@ -188,31 +163,35 @@ class Change(_Record):
 
 
 class ChangeResult(_Record):
-    __slots__ = _fields = ("op", "name", "revision", "created", "new_name")
-    _defaults = {"created": False, "new_name": None}
-    op: ChangeOp
-    name: str
-    revision: int | None
-    created: bool
-    new_name: str | None
+    __slots__ = ("created", "name", "new_name", "op", "revision")
+
+    def __init__(self, op: ChangeOp, name: str, revision: int | None, created: bool = False,
+                 new_name: str | None = None) -> None:
+        self._init(op=op, name=name, revision=revision, created=created, new_name=new_name)
 
 
 class WriteResult(_Record):
-    __slots__ = _fields = ("generation", "results")
-    generation: int
-    results: list[ChangeResult]
+    __slots__ = ("generation", "results")
+
+    def __init__(self, generation: int, results: list[ChangeResult]) -> None:
+        self._init(generation=generation, results=results)
 
 
-class Store(Protocol):  # a typing.Protocol for checkers; a plain class at run time
-    """The operations of SPEC §3.6. `meta` and `list` need no key."""
+class Store:
+    """The operations of SPEC §3.6 (an interface: implementations need not inherit from it).
 
-    def meta(self) -> VaultMeta: ...
+    `meta` and `list` need no key.
+    """
 
-    def list(self, prefix: str | None = None) -> list[SecretInfo]: ...
+    def meta(self) -> VaultMeta:
+        raise NotImplementedError
+
+    def list(self, prefix: str | None = None) -> list[SecretInfo]:
+        raise NotImplementedError
 
     def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
         """Values of `names`; every missing name is reported together (`SecretNotFound`)."""
-        ...
+        raise NotImplementedError
 
     def write(
         self,
@@ -221,10 +200,11 @@ class Store(Protocol):  # a typing.Protocol for checkers; a plain class at run t
         baseline: Any = None,
     ) -> WriteResult:
         """Apply all `changes` in one transaction, or none of them."""
-        ...
+        raise NotImplementedError
 
     def verify(self) -> None:
         """The integrity check of §3.3; raises `VaultTampered` or `SecretCorrupt`."""
-        ...
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        raise NotImplementedError

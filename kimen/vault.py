@@ -64,6 +64,9 @@ _MAC_PERSON = b"kimen-mac-v1"
 _SYNC_PERSON = b"kimen-sync-v1"
 _ZERO_MAC = bytes(32)
 _READ_CHUNK = 500
+# Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT)
+# readable as bytes, so it fails authentication instead of raising a decoding error.
+_CT = "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
 
 _SCHEMA = """
 CREATE TABLE vault (
@@ -470,8 +473,8 @@ class Vault:
             generation = header.generation + 1
             if rotate_data_key:
                 new_key = Sensitive(crypto.random_bytes(crypto.KEY_BYTES))
+                _translate_baselines(conn, header, old_key, new_key)  # needs the old ciphertexts
                 rows_mac = _rotate_rows(conn, self.path, header, old_key, new_key)
-                _translate_baselines(conn, header, old_key, new_key)
             else:
                 new_key = Sensitive(old_key.reveal())
                 rows_mac = header.rows_mac
@@ -494,7 +497,7 @@ def _rotate_rows(conn: sqlite3.Connection, path: str, header: Header, old_key: S
                  new_key: Sensitive) -> bytes:
     k_mac = crypto.subkey(new_key.view(), header.vault_id, _MAC_PERSON)
     acc = _ZERO_MAC
-    rows = conn.execute("SELECT name, revision, nonce, ciphertext FROM secrets").fetchall()
+    rows = conn.execute(f"SELECT name, revision, {_CT} FROM secrets").fetchall()
     for name, revision, nonce, ciphertext in rows:
         try:
             value = crypto.open_sealed(old_key.view(), nonce, ciphertext,
@@ -518,7 +521,7 @@ def _translate_baselines(conn: sqlite3.Connection, header: Header, old_key: Sens
     old_sync = crypto.subkey(old_key.view(), header.vault_id, _SYNC_PERSON)
     new_sync = crypto.subkey(new_key.view(), header.vault_id, _SYNC_PERSON)
     for remote, name, digest in rows:
-        found = conn.execute("SELECT revision, nonce, ciphertext FROM secrets WHERE name=?", (name,)).fetchone()
+        found = conn.execute(f"SELECT revision, {_CT} FROM secrets WHERE name=?", (name,)).fetchone()
         marker = b"\xff" * 32
         if found is not None:
             revision, nonce, ciphertext = found
@@ -703,7 +706,7 @@ class LocalStore:
                 for chunk in _chunks(wanted, _READ_CHUNK):
                     marks = ",".join("?" * len(chunk))
                     for name, revision, nonce, ciphertext in conn.execute(
-                        f"SELECT name, revision, nonce, ciphertext FROM secrets WHERE name IN ({marks})", chunk
+                        f"SELECT name, revision, {_CT} FROM secrets WHERE name IN ({marks})", chunk
                     ):
                         rows[name] = (revision, bytes(nonce), bytes(ciphertext))
             finally:
@@ -752,7 +755,7 @@ class LocalStore:
             results: list[ChangeResult] = []
             for change in changes:
                 current = conn.execute(
-                    "SELECT revision, nonce, ciphertext, created_at FROM secrets WHERE name=?", (change.name,)
+                    f"SELECT revision, {_CT}, created_at FROM secrets WHERE name=?", (change.name,)
                 ).fetchone()
                 if change.op == "set":
                     assert change.value is not None
@@ -822,7 +825,7 @@ class LocalStore:
                 self.check_key(header)
                 acc = _ZERO_MAC
                 for name, revision, nonce, ciphertext in conn.execute(
-                    "SELECT name, revision, nonce, ciphertext FROM secrets ORDER BY name"
+                    f"SELECT name, revision, {_CT} FROM secrets ORDER BY name"
                 ):
                     self._open(name, revision, bytes(nonce), bytes(ciphertext))
                     acc = _xor(acc, _row_mac(self._k_mac, name, revision, bytes(nonce), bytes(ciphertext)))

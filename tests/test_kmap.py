@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from projection_helpers import EchoStore
 
 from kimen import errors
 from kimen.projection import kmap
 from kimen.projection.resolve import resolve
+from tests.projection_helpers import EchoStore
 
 S = b"S:"  # EchoStore's value prefix: secret x reads as b"S:x"
 

@@ -18,7 +18,12 @@ from collections.abc import Callable, Sequence
 
 from .. import errors, output
 
-TYPE_CHECKING = False  # `typing` is for checkers only: it is not imported on the hot path
+# kimen's messages are English. argparse looks every message up through gettext, which stats a
+# handful of locale paths per message (~150 stats to build one command's parser); none of them
+# can exist for kimen, so the lookups are skipped.
+argparse._ = lambda message: message  # type: ignore[attr-defined]
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
@@ -43,34 +48,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _VALUE_FLAGS = {"--vault", "--passphrase-cmd"}
 
 
-# Result and Context are plain classes, not dataclasses: `dataclasses` imports `inspect` (and with
-# it ast, dis, tokenize), ~10 ms that every `kimen run` would pay (SPEC §12 hot path).
-
-
 class Result:
     """What a command produced: JSON fields under `action`, and the human lines."""
 
-    def __init__(self, action: str, human: str | list[str] | None = None, fields: dict[str, Any] | None = None,
-                 exit_code: int = 0) -> None:
+    __slots__ = ("action", "exit_code", "fields", "human")
+
+    def __init__(self, action: str, human: str | list[str] | None = None,
+                 fields: dict[str, Any] | None = None, exit_code: int = 0) -> None:
         self.action = action
         self.human = human
-        self.fields = {} if fields is None else fields
+        self.fields = fields if fields is not None else {}
         self.exit_code = exit_code
-
-    def __repr__(self) -> str:
-        return f"Result(action={self.action!r}, exit_code={self.exit_code})"
 
 
 class Context:
     """Everything a command needs besides its own arguments."""
 
     def __init__(self, args: argparse.Namespace, child_argv: list[str] | None, env: dict[str, str],
-                 area: int = 1, command: str = "kimen") -> None:
+                 area: int = 1) -> None:
         self.args = args
         self.child_argv = child_argv
         self.env = env
         self.area = area
-        self.command = command
         # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
         self.config: Any = None
         self.stdin: Any = None
@@ -104,33 +103,37 @@ class Context:
 Handler = Callable[[Context], "Result | int | None"]
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter imports shutil (and zlib, bz2, lzma) for the terminal width every time a
-    parser adds an argument; this one asks `os` directly, and only when help is printed."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
-            try:
-                width = int(os.environ.get("COLUMNS", "")) - 2
-            except ValueError:
-                try:
-                    width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
-                except (OSError, ValueError):
-                    width = 78
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse that raises `UsageError` instead of exiting, so usage errors get envelopes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse builds a formatter for every add_argument(), which imports shutil and asks the
+        # terminal for its size each time; one cached width keeps parser construction cheap.
+        return self.formatter_class(prog=self.prog, width=_help_width())
 
     def error(self, message: str):  # type: ignore[override]
         raise errors.UsageError(detail=message, usage=self.format_usage().strip())
+
+
+_WIDTH: list[int] = []
+
+
+def _help_width() -> int:
+    """The help width argparse would use (COLUMNS, else the terminal, else 80; minus 2)."""
+    if not _WIDTH:
+        try:
+            columns = int(os.environ.get("COLUMNS", ""))
+        except ValueError:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, OSError, ValueError):
+                columns = 80
+        _WIDTH.append(max(columns - 2, 20))
+    return _WIDTH[0]
 
 
 def _global_flags() -> argparse.ArgumentParser:
@@ -167,7 +170,7 @@ def add_command(
         aliases=list(aliases),
         description=description or help,
         parents=[GLOBAL],
-        formatter_class=HelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     defaults: dict[str, Any] = {"parser": parser}
     if handler is not None:
@@ -178,10 +181,15 @@ def add_command(
     return parser
 
 
+def add_subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """Subcommands of `parser`. Passing `prog` spares argparse a help formatter (and `shutil`)."""
+    return parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, prog=parser.prog)
+
+
 def add_group(sub: argparse._SubParsersAction, name: str, help: str, *, area: int) -> argparse._SubParsersAction:
     """Add a command with subcommands; returns the subparsers action for them."""
     parser = add_command(sub, name, help, area=area)
-    return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+    return add_subcommands(parser, f"{name}_command")
 
 
 def build_parser(only: str | None = None) -> Parser:
@@ -192,10 +200,10 @@ def build_parser(only: str | None = None) -> Parser:
         prog="kimen",
         description="kimen: local-first secrets. Run `kimen help COMMAND` for details.",
         parents=[GLOBAL],
-        formatter_class=HelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="store_true", default=argparse.SUPPRESS, help="print the version")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, prog="kimen")
     registered: set[str] = set()
     for name, (module_name, _help) in COMMANDS.items():
         if only is not None and name != only:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result, add_command, add_group, add_subcommands
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -15,14 +15,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--pretty", choices=["true", "false"], default="true", help="indent the JSON (default true)")
 
     vault = add_command(group, "vault", "the default vault path")
-    vault_sub = vault.add_subparsers(dest="config_vault_command", metavar="COMMAND", required=True)
+    vault_sub = add_subcommands(vault, "config_vault_command")
     p = add_command(vault_sub, "set", "store the default vault path", handler=cmd_vault_set)
     p.add_argument("path", nargs="?", metavar="PATH")
     add_command(vault_sub, "show", "show the stored vault path", handler=cmd_vault_show)
     add_command(vault_sub, "clear", "remove the stored vault path", handler=cmd_vault_clear)
 
     unlock = add_command(group, "unlock", "the default unlock method")
-    unlock_sub = unlock.add_subparsers(dest="config_unlock_command", metavar="COMMAND", required=True)
+    unlock_sub = add_subcommands(unlock, "config_unlock_command")
     p = add_command(unlock_sub, "set", "store the unlock method: prompt, env, stdin, or exec -- CMD ARGS...",
                     handler=cmd_unlock_set)
     p.add_argument("method", metavar="METHOD")

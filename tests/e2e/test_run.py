@@ -118,7 +118,7 @@ def test_terminal_ctrl_c_is_not_doubled(kimen, tmp_path):
     pexpect = pytest.importorskip("pexpect")
     log = tmp_path / "log"
     argv = ["run", *FILE, "--", PY, CHILD, str(log)]
-    from conftest import KIMEN
+    from tests.conftest import KIMEN
 
     term = pexpect.spawn(KIMEN, argv, env=kimen.env, cwd=str(kimen.cwd), timeout=60)
     term.expect(r"ready (\S+) (\d+)")
@@ -143,7 +143,7 @@ def test_child_signal_dispositions(kimen, supervised):
     """kimen inherits SIGINT and SIGQUIT ignored (as under a non-interactive shell's `&`)."""
     import subprocess
 
-    from conftest import KIMEN
+    from tests.conftest import KIMEN
 
     wrapper = [PY, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
                "signal.signal(signal.SIGQUIT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"]

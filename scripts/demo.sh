@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `make demo`: a narrated end-to-end run of kimen on a throwaway vault in a temporary directory.
+# Nothing outside that directory is read or written; it is removed at the end.
+set -euo pipefail
+
+DEMO="$(mktemp -d "${TMPDIR:-/tmp}/kimen-demo.XXXXXX")"
+SESSION_DIR="$(mktemp -d /tmp/kds.XXXXXX)"  # short path: Unix socket paths are limited
+rmdir "$SESSION_DIR"
+cleanup() {
+    kimen session stop >/dev/null 2>&1 || true
+    rm -rf "$DEMO" "$SESSION_DIR"
+}
+trap cleanup EXIT
+
+# An isolated world: its own HOME and XDG dirs, no KIMEN_* from the caller's shell.
+unset KIMEN_PASSPHRASE KIMEN_NEW_PASSPHRASE KIMEN_VAULT KIMEN_CONFIG KIMEN_SESSION_TOKEN \
+      KIMEN_AGE_IDENTITY KIMEN_TRUSTED_SIGNERS KIMEN_PROFILE_DIR KIMEN_REMOTE
+export HOME="$DEMO/home" XDG_CONFIG_HOME="$DEMO/config" XDG_CACHE_HOME="$DEMO/cache" \
+       XDG_STATE_HOME="$DEMO/state" KIMEN_SESSION_DIR="$SESSION_DIR"
+mkdir -p "$HOME" "$DEMO/app"
+cd "$DEMO/app"
+
+bold=$'\033[1m'; dim=$'\033[2m'; off=$'\033[0m'
+[ -t 1 ] || { bold=""; dim=""; off=""; }
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
+say() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
+run() { printf '%s$ %s%s\n' "$bold" "$*" "$off"; "$@"; }
+
+# The demo's passphrase lives in a private file and reaches kimen through --passphrase-cmd:
+# never on a command line, never in an environment variable.
+umask 077
+printf 'demo passphrase, do not reuse\n' > "$DEMO/passphrase"
+PASS_CMD="cat $DEMO/passphrase"
+
+step "1. Create a vault"
+say "One SQLite file; values are encrypted with a key wrapped by argon2id(passphrase)."
+say "(The demo uses small KDF parameters to stay fast; the defaults are m=64MiB t=3 p=4.)"
+run kimen vault init --passphrase-cmd "$PASS_CMD" --kdf-memory 8MiB --kdf-time 1 --kdf-parallelism 1
+
+step "2. Store secrets without putting them on a command line"
+printf 'postgres://app:s3cr3t@db.internal/app' | run kimen secret set demo.database_url --stdin --passphrase-cmd "$PASS_CMD"
+printf 'tok_live_0123456789abcdef\n' > "$DEMO/token.txt"
+run kimen secret set demo.api_token --from-file "$DEMO/token.txt" --strip-newline --passphrase-cmd "$PASS_CMD"
+rm -f "$DEMO/token.txt"
+
+step "3. Names are metadata: listing needs no passphrase"
+run kimen secret list --long
+
+step "4. Values are never printed unless you ask for it explicitly"
+run kimen secret get demo.api_token --passphrase-cmd "$PASS_CMD" || say "(refused, as it should be: exit $?)"
+
+step "5. Import an existing .env file"
+printf 'export LOG_LEVEL=debug\nFEATURE_FLAGS="a,b,c"\n' > "$DEMO/old.env"
+run kimen secret import "$DEMO/old.env" --prefix demo. --passphrase-cmd "$PASS_CMD"
+rm -f "$DEMO/old.env"
+
+step "6. Verify the vault's integrity"
+run kimen vault info --verify --passphrase-cmd "$PASS_CMD"
+
+step "7. Machine-readable output for scripts"
+run kimen secret list --json
+
+step "Done"
+say "The throwaway vault in $DEMO is removed now. Read docs/ to go further."
