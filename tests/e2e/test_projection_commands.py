@@ -310,3 +310,25 @@ def test_doctor_reads_dotenv_free_output(kimen):
     # the report is plain text on stdout, parseable line by line
     done = kimen.run("doctor", "--allow-missing-vault", env={"KIMEN_PASSPHRASE": "x"})
     assert all(line.startswith(("doctor: ", "- [")) for line in io.StringIO(done.stdout).read().splitlines())
+
+
+# -- the example profiles of profiles/ ------------------------------------------------------------
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PROFILES.glob("*.kmap")))
+def test_example_profiles_lint_without_errors(kimen, name):
+    doc = kimen.run("map", "lint", "--profile", name, "--json", env={"KIMEN_PROFILE_DIR": str(PROFILES)}).json()
+    assert doc["error_count"] == 0, doc["issues"]
+
+
+def test_demo_profile_runs(vault):
+    vault.set("demo.database_url", "postgres://demo")
+    vault.set("demo.api_token", "tok-demo")
+    vault.set("demo.LOG_LEVEL", "debug")
+    env = {**vault.with_pass(), "KIMEN_PROFILE_DIR": str(PROFILES)}
+    script = ("import os; print(os.environ['APP_ENV'], os.environ['DATABASE_URL'], os.environ['LOG_LEVEL'], "
+              "open(os.environ['API_TOKEN_FILE']).read())")
+    done = vault.ok("run", "--profile", "demo", "--", "python3", "-c", script, env=env)
+    assert done.stdout.split() == ["demo", "postgres://demo", "debug", "tok-demo"]
