@@ -63,12 +63,11 @@ def check_exec_block(environ: Mapping[str, str | bytes], argv: Sequence[str]) ->
     for name, value in environ.items():
         raw = _encoded(value)
         if "=" in name or "\0" in name or not name:
-            raise errors.InvalidEnvVar("invalid environment variable name in the environment",
-                                       name=None)
+            raise errors.InvalidEnvVar("invalid environment variable name in the environment")
         if b"\0" in raw:
             raise errors.InvalidEnvValue(name=name)
-        size = len(os.fsencode(name)) + 1 + len(raw) + 1
-        if size > MAX_ARG_STRLEN - 1:
+        size = len(os.fsencode(name)) + 1 + len(raw) + 1  # NAME=value and its NUL
+        if size > MAX_ARG_STRLEN:
             raise errors.ValueTooLargeForEnv(name=name)
         total += size + 8
     for arg in argv:
