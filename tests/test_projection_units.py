@@ -80,7 +80,8 @@ def test_runtime_dir_lifecycle(tmp_path):
     st = os.stat(os.path.join(rd.path, "a", "b", "c.txt"))
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.join(rd.path, "a")).st_mode) == 0o700
-    owner = open(os.path.join(rd.path, files.OWNER_FILE)).read().split()
+    with open(os.path.join(rd.path, files.OWNER_FILE)) as fh:
+        owner = fh.read().split()
     assert int(owner[0]) == os.getpid() and owner[1] == files.process_start_time(os.getpid())
     with pytest.raises(errors.WriteFailed):
         rd.write([("top", b"again")])  # exclusive create
