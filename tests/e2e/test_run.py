@@ -360,3 +360,10 @@ def test_hostile_names_refused_by_lint_and_before_decrypting(kimen, line):
     assert done.code == 23, done.err
     assert done.err_json()["reason"] in {"invalid_relative_path", "invalid_env_var", "reserved_env_var",
                                          "invalid_secret_name", "envpath_requires_projected_files"}
+
+
+def test_run_json_success_prints_nothing_of_its_own(kimen):
+    done = kimen.run("run", "--json", "--file", "f=const:x", "--", "true")
+    assert (done.code, done.out, done.err) == (0, b"", "")
+    done = kimen.run("run", "--json", "--env", "A=const:x", "--", "true")
+    assert (done.code, done.out, done.err) == (0, b"", "")
