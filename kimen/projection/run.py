@@ -126,9 +126,35 @@ def start_stdin_feeder(data: bytes) -> int:
     return read_fd
 
 
-def _from_terminal(info: signal.struct_siginfo) -> bool:
-    """Kernel-generated (the tty driver signals the whole foreground process group)."""
-    return info.si_code > 0 or info.si_code == SI_KERNEL
+def _next_signal() -> tuple[int, bool]:
+    """The next relayed signal, and whether the kernel (a terminal) generated it.
+
+    `si_code` says who sent it: > 0 (SI_KERNEL) is the tty driver signalling the whole foreground
+    process group; SI_USER/SI_QUEUE/SI_TKILL are a process aiming at kimen. macOS has no
+    sigwaitinfo: there kimen treats SIGINT/SIGQUIT/SIGWINCH as the terminal's whenever it is in the
+    terminal's foreground process group (docs/run.md).
+    """
+    if _HAS_SIGWAITINFO:
+        info = signal.sigwaitinfo(WATCHED)
+        return info.si_signo, info.si_code > 0 or info.si_code == SI_KERNEL
+    sig = signal.sigwait(WATCHED)
+    return sig, _in_terminal_foreground()
+
+
+_HAS_SIGWAITINFO = hasattr(signal, "sigwaitinfo")
+
+
+def _in_terminal_foreground() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def supervise(pid: int) -> int:
@@ -137,11 +163,10 @@ def supervise(pid: int) -> int:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-        info = signal.sigwaitinfo(WATCHED)
-        sig = info.si_signo
+        sig, from_terminal = _next_signal()
         if sig == signal.SIGCHLD:
             continue
-        if sig in TERMINAL_SIGNALS and _from_terminal(info) and _shares_foreground(pid):
+        if sig in TERMINAL_SIGNALS and from_terminal and _shares_foreground(pid):
             continue
         try:
             os.kill(pid, sig)
