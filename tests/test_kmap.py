@@ -211,7 +211,7 @@ def test_env_and_envpath_share_a_target(tmp_path):
     assert [d.kind for d in profile.winners() if d.target == "P"] == ["env"]
 
 
-@pytest.mark.parametrize("rel", ["a\\b", "a\x01b", "x" * 256, "/".join(["d"] * 600), ""])
+@pytest.mark.parametrize("rel", ["a\\b", "a\x01b", "a\x85b", "x" * 256, "/".join(["d"] * 600), "", "a/", "."])
 def test_relative_path_problems(rel):
     assert kmap.relpath_problem(rel)
 

@@ -88,7 +88,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
-    p = add_command(sub, name, "run a command with projected secrets", handler=cmd_run, area=errors.AREA_RUN)
+    p = add_command(sub, name, "run a command with projected secrets", handler=cmd_run, area=errors.AREA_RUN,
+                    description="run a command with projected secrets:\n"
+                    f"  kimen {'project ' if project else ''}run [--profile NAME | --map PATH] [inline...]"
+                    " -- CMD [ARGS...]\neverything after -- belongs to the command (see docs/run.md)")
     _source_flags(p, ("env", "file", "envpath", "stdin"))
     p.add_argument("--files-dir", metavar="DIR", help="write files here (kept) instead of a private dir")
     p.add_argument("--pristine", action="store_true", help="start from a minimal environment")
@@ -386,7 +389,7 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         "stdin": stdin.ref.text if stdin is not None else None,  # type: ignore[union-attr]
         "secrets": secret_names(used),
         "exec": [list(a) for a in exec_commands(used)],
-        "files_dir": files_dir if files else None,
+        "files_dir": files_dir if (files or paths) else None,
         "cleanup": private,
         "exec_in_place": mode == "run" and not private and stdin is None,
         "against": against.source if against is not None else None,

@@ -172,7 +172,7 @@ def relpath_problem(path: str) -> str | None:
         return "path is empty"
     if len(path.encode("utf-8", "surrogatepass")) > MAX_RELPATH_BYTES:
         return "path is longer than 1024 bytes"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in path):
         return "path contains a control character"
     if "\\" in path:
         return "path contains a backslash"

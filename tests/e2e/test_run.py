@@ -367,3 +367,16 @@ def test_run_json_success_prints_nothing_of_its_own(kimen):
     assert (done.code, done.out, done.err) == (0, b"", "")
     done = kimen.run("run", "--json", "--env", "A=const:x", "--", "true")
     assert (done.code, done.out, done.err) == (0, b"", "")
+
+
+@pytest.mark.parametrize("supervised", [False, True], ids=["exec", "supervised"])
+def test_no_kimen_descriptor_reaches_the_child(kimen, supervised):
+    import subprocess
+
+    kimen.init_vault()
+    kimen.set("app.token", "v")
+    probe = [PY, "-c", "import os; print(sorted(os.listdir('/proc/self/fd')))"]
+    direct = subprocess.run(probe, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL).stdout
+    extra = FILE if supervised else ()
+    done = kimen.ok("run", "--env", "A=app.token", *extra, "--", *probe, env=kimen.with_pass())
+    assert done.stdout == direct
