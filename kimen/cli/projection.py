@@ -376,6 +376,11 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         files = [d for d in winners if d.kind == "file"]
         stdin = next((d for d in winners if d.kind == "stdin"), None) if mode == "run" else None
     used = [*envs, *files, *([stdin] if stdin else [])]
+    if mode == "run":  # literals are known: check them as run will (no secret is read for this)
+        from ..projection.env import check_exec_block
+
+        literals = {d.target: d.ref.const for d in envs if d.ref is not None and d.ref.kind == "const"}
+        check_exec_block(literals, argv or [])  # type: ignore[arg-type]
     private = mode == "run" and bool(files) and files_dir is None
     doc: dict[str, Any] = {
         "mode": mode,

@@ -332,3 +332,9 @@ def test_demo_profile_runs(vault):
               "open(os.environ['API_TOKEN_FILE']).read())")
     done = vault.ok("run", "--profile", "demo", "--", "python3", "-c", script, env=env)
     assert done.stdout.split() == ["demo", "postgres://demo", "debug", "tok-demo"]
+
+
+def test_plan_checks_literals_as_run_would(kimen):
+    path = kimen.write_profile("nul", "env A=const:a\x00b\n")
+    kimen.fail(21, "invalid_env_value", "plan", "--map", str(path))
+    kimen.fail(23, "invalid_env_value", "run", "--dry-run", "--map", str(path), "--", "true")
