@@ -40,3 +40,17 @@ def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
     loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "kimen.projection.run" in loaded
     assert not loaded & (FORBIDDEN | HEAVY), sorted(loaded & (FORBIDDEN | HEAVY))
+
+
+def test_session_run_path_imports_nothing_heavy():
+    """With a live session the store is the daemon client: it must stay as light as the rest."""
+    import importlib.util
+
+    if importlib.util.find_spec("kimen.daemon.client") is None:
+        import pytest
+
+        pytest.skip("no session daemon client in this build yet")
+    loaded = _modules("import kimen.cli.projection, kimen.access, kimen.daemon.client\n"
+                      "from kimen.projection import kmap, resolve, env, files, run\n")
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert not loaded & {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets"}
