@@ -7,13 +7,16 @@
   kimen run --profile p -- /bin/true (default KDF) 20 secrets, KIMEN_PASSPHRASE, 64 MiB t=3 p=4
   kimen run --profile p -- /bin/true (session)     20 secrets with a live session, when the daemon exists
 
-Reports median and min-max over N interleaved rounds (default 15) and the ratio of each median to
-`python -c pass`. Never asserts a timing. Standalone: `python bench/bench_run.py [ROUNDS]`.
+Reports wall-clock median and min-max over N interleaved rounds (default 15), the ratio of each
+median to `python -c pass`, and the median CPU time (user+sys of the child, from getrusage): on a
+shared, loaded machine CPU time is the steadier of the two. Never asserts a timing.
+Standalone: `python bench/bench_run.py [ROUNDS]`.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -88,16 +91,23 @@ def main(argv: list[str]) -> int:
     try:
         cases = _setup(root)
         times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name, (argv_, env) in cases.items():  # interleaved: every round runs every case
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 subprocess.run(argv_, env=env or None, check=True, stdout=subprocess.DEVNULL)
                 times[name].append((time.perf_counter() - start) * 1000)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
         base = statistics.median(times["python -c pass"])
-        print(f"kimen run overhead: {rounds} interleaved rounds, ms (median [min-max]), ratio to python -c pass")
+        cpu_base = statistics.median(cpu["python -c pass"])
+        print(f"kimen run overhead: {rounds} interleaved rounds; wall ms median [min-max] and ratio to "
+              "python -c pass; CPU ms median and ratio")
         for name, values in times.items():
-            med = statistics.median(values)
-            print(f"  {name:48s} {med:8.1f} [{min(values):7.1f}-{max(values):7.1f}]  x{med / base:4.2f}")
+            med, cmed = statistics.median(values), statistics.median(cpu[name])
+            print(f"  {name:48s} {med:8.1f} [{min(values):7.1f}-{max(values):7.1f}]  x{med / base:4.2f}"
+                  f"   cpu {cmed:7.1f}  x{cmed / cpu_base:4.2f}")
         if "kimen run, 20 secrets, live session" not in times:
             print("  (no session daemon in this build: the live-session figure is pending)")
     finally:
