@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 
 from .errors import KimenError, UnsafeOutputPath, WriteFailed
@@ -134,7 +133,7 @@ def atomic_write(
     """
     refuse_unsafe_target(path, unsafe)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{secrets.token_hex(6)}")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.urandom(6).hex()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
     except OSError as exc:

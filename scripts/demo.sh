@@ -3,6 +3,7 @@
 # Nothing outside that directory is read or written; it is removed at the end.
 set -euo pipefail
 
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
 DEMO="$(mktemp -d "${TMPDIR:-/tmp}/kimen-demo.XXXXXX")"
 SESSION_DIR="$(mktemp -d /tmp/kds.XXXXXX)"  # short path: Unix socket paths are limited
 rmdir "$SESSION_DIR"
@@ -59,6 +60,35 @@ run kimen vault info --verify --passphrase-cmd "$PASS_CMD"
 
 step "7. Machine-readable output for scripts"
 run kimen secret list --json
+
+step "8. Profiles: a .kmap file maps secrets to env vars and files"
+export KIMEN_PROFILE_DIR="$REPO/profiles"
+run cat "$REPO/profiles/demo.kmap"
+run kimen map lint --profile demo
+
+step "9. Plan first: what would run, with which references (never values; no vault opened)"
+run kimen plan --profile demo -- ./app
+
+step "10. Run one command with the secrets projected"
+say "The child gets env vars and private files (0600 in a 0700 dir on tmpfs), removed when it exits."
+cat > "$DEMO/app/app.sh" <<'APP'
+#!/bin/sh
+echo "app: DATABASE_URL has ${#DATABASE_URL} characters, APP_ENV=$APP_ENV, PORT=$PORT"
+echo "app: API_TOKEN_FILE=$API_TOKEN_FILE"
+ls -l "$KIMEN_FILES_DIR/credentials"
+echo "$KIMEN_FILES_DIR" > files-dir.txt
+exit 3
+APP
+chmod +x "$DEMO/app/app.sh"
+run kimen run --profile demo --passphrase-cmd "$PASS_CMD" -- ./app.sh || say "(exit status $? is the app's own)"
+if [ -e "$(cat files-dir.txt)" ]; then say "runtime dir still there?!"; else say "runtime dir $(cat files-dir.txt) is gone"; fi
+
+step "11. Or write an envfile for tools that want one (0600; values quoted so they read back exactly)"
+run kimen envfile --profile demo --passphrase-cmd "$PASS_CMD" --out "$DEMO/app/.env.runtime"
+run cut -d= -f1 "$DEMO/app/.env.runtime"
+
+step "12. Check the whole setup"
+run kimen doctor --profile demo --passphrase-cmd "$PASS_CMD" || say "(warnings are expected with the demo's small KDF)"
 
 step "Done"
 say "The throwaway vault in $DEMO is removed now. Read docs/ to go further."

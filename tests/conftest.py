@@ -104,6 +104,21 @@ class Kimen:
         assert "Traceback" not in done.err, f"traceback from kimen {args}:\n{done.err}"
         return done
 
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+        """Start kimen without waiting (signals, /proc inspection), in its own session."""
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen([KIMEN, *args], env={**self.env, **(env or {})}, cwd=kw.pop("cwd", self.cwd),
+                                start_new_session=True, **kw)
+
+    def write_profile(self, name: str, text: str) -> Path:
+        """A profile found by `--profile name` (./.kimen/profiles/name.kmap)."""
+        path = self.cwd / ".kimen" / "profiles" / f"{name}.kmap"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
     def ok(self, *args: str, **kw) -> Done:
         done = self.run(*args, **kw)
         assert done.code == 0, f"kimen {args} exited {done.code}:\n{done.err}"

@@ -1,0 +1,480 @@
+"""`kimen run|render|envfile|plan|project`, and the entry of `map lint` and `doctor` (SPEC §6, §7).
+
+One pipeline for every projection: parse and validate the profile and inline flags (nothing read
+yet), decide which directives win, resolve exactly those (one store read, opened lazily and only
+when a winning directive names a secret; then `exec:` sources), check every value for its target,
+and only then write or start anything. `run` with a live session is the hot path: this module
+imports nothing heavy at top level, and the store is fetched in `_store_for` (the one place a
+`--bundle` source will plug in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import errors
+from . import COMMANDS, Context, Result, add_command, add_group
+
+TYPE_CHECKING = False  # typing itself is not imported on the hot path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..projection.kmap import Directive, Profile
+    from ..store import Store
+
+INLINE_HELP = {
+    "env": ("NAME=REF", "set env var NAME from REF (secret:NAME, NAME, const:TEXT, exec:CMD)"),
+    "file": ("RELPATH=REF", "project REF into the file RELPATH under the files dir"),
+    "envpath": ("NAME=RELPATH", "set NAME to the path of a projected file"),
+    "stdin": ("REF", "feed REF to the command's stdin (run only)"),
+}
+
+
+class _Inline(argparse.Action):
+    """Inline directives keep their argv order across --env/--file/--envpath/--stdin (SPEC §6.4)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, "inline", None) or [])
+        items.append((self.metavar_kind, values))
+        namespace.inline = items
+
+    def __init__(self, *args: Any, kind: str, **kwargs: Any) -> None:
+        self.metavar_kind = kind
+        super().__init__(*args, **kwargs)
+
+
+def _source_flags(p: argparse.ArgumentParser, inline: tuple[str, ...]) -> None:
+    p.add_argument("--profile", metavar="NAME", help="profile NAME (see docs/profiles.md for lookup)")
+    p.add_argument("--map", metavar="PATH", help="profile file PATH")
+    p.set_defaults(inline=[])
+    for kind in inline:
+        metavar, text = INLINE_HELP[kind]
+        p.add_argument(f"--{kind}", action=_Inline, kind=kind, metavar=metavar, help=text, dest="inline")
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "run":
+        _register_run(sub, "run")
+    elif name == "render":
+        _register_render(sub, "render")
+    elif name == "envfile":
+        p = add_command(sub, "envfile", COMMANDS[name][1], handler=cmd_envfile, area=errors.AREA_ENVFILE)
+        _source_flags(p, ("env", "envpath"))
+        p.add_argument("--out", metavar="PATH", required=True, help="file to write (- for stdout)")
+        p.add_argument("--format", choices=("dotenv", "shell", "docker", "json"), default="dotenv")
+        p.add_argument("--files-dir", metavar="DIR", help="write envpath variables as DIR/RELPATH")
+        p.add_argument("--unsafe-stdout", action="store_true", help="allow --out - (values on stdout)")
+    elif name == "plan":
+        _register_plan(sub, "plan")
+    elif name == "map":
+        group = add_group(sub, "map", COMMANDS[name][1], area=errors.AREA_MAP_LINT)
+        p = add_command(group, "lint", "check a profile (no vault, no exec:)", handler=_lint,
+                        area=errors.AREA_MAP_LINT)
+        p.add_argument("--profile", metavar="NAME")
+        p.add_argument("--map", metavar="PATH")
+        p.add_argument("--strict", action="store_true", help="warnings fail too")
+    elif name == "doctor":
+        p = add_command(sub, "doctor", COMMANDS[name][1], handler=_doctor, area=errors.AREA_DOCTOR)
+        p.add_argument("--profile", metavar="NAME")
+        p.add_argument("--map", metavar="PATH")
+        p.add_argument("--strict", action="store_true", help="warnings fail too")
+        p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
+    elif name == "project":
+        group = add_group(sub, "project", COMMANDS[name][1], area=errors.AREA_RUN)
+        _register_run(group, "run", project=True)
+        _register_render(group, "render", project=True)
+        _register_plan(group, "plan", project=True)
+
+
+def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
+    p = add_command(sub, name, "run a command with projected secrets", handler=cmd_run, area=errors.AREA_RUN,
+                    description="run a command with projected secrets:\n"
+                    f"  kimen {'project ' if project else ''}run [--profile NAME | --map PATH] [inline...]"
+                    " -- CMD [ARGS...]\neverything after -- belongs to the command (see docs/run.md)")
+    _source_flags(p, ("env", "file", "envpath", "stdin"))
+    p.add_argument("--files-dir", metavar="DIR", help="write files here (kept) instead of a private dir")
+    p.add_argument("--pristine", action="store_true", help="start from a minimal environment")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; open no vault, run nothing")
+    p.set_defaults(command_name="project run" if project else "run")
+
+
+def _register_render(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
+    p = add_command(sub, name, "write a profile's files into a directory", handler=cmd_render,
+                    area=errors.AREA_RUN)
+    _source_flags(p, ("file",))
+    p.add_argument("--dir", metavar="DIR", help="target directory")
+    p.add_argument("--systemd-service", metavar="NAME", help="target <runtime-dir>/kimen/NAME")
+    p.add_argument("--runtime-dir", metavar="DIR", default="/run", help="base for --systemd-service")
+    p.add_argument("--print-systemd-hints", action="store_true", help="print unit file lines")
+    p.set_defaults(command_name="project render" if project else "render")
+
+
+def _register_plan(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
+    p = add_command(sub, name, "show what a projection would do (no vault, no exec:)", handler=cmd_plan,
+                    area=errors.AREA_PLAN)
+    _source_flags(p, ("env", "file", "envpath", "stdin"))
+    p.add_argument("--mode", default="run", help="run, render or envfile")
+    p.add_argument("--files-dir", metavar="DIR", help="as the real command's --files-dir")
+    p.add_argument("--against-profile", metavar="NAME", help="compare with profile NAME")
+    p.add_argument("--against-map", metavar="PATH", help="compare with profile file PATH")
+    p.set_defaults(command_name="project plan" if project else "plan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared steps
+# ---------------------------------------------------------------------------------------------
+
+
+def _load(ctx: Context, *, profile: str | None = None, map_path: str | None = None,
+          inline: list[tuple[str, str]] | None = None) -> Profile:
+    from ..projection import kmap
+
+    args = ctx.args
+    return kmap.load(
+        map_path=args.map if map_path is None and profile is None else map_path,
+        profile=args.profile if map_path is None and profile is None else profile,
+        inline=args.inline if inline is None else inline,
+        env=ctx.env,
+    ).check()
+
+
+def _store_for(ctx: Context) -> Store:
+    """The store that serves secret references (vault, session; later a bundle)."""
+    from ..access import open_store
+
+    return open_store(ctx)
+
+
+def _resolve(ctx: Context, directives: list[Directive]) -> dict[Directive, bytes]:
+    from ..environ import public_environ
+    from ..projection.resolve import resolve
+
+    return resolve(directives, lambda: _store_for(ctx), public_environ(ctx.env), os.getcwd())
+
+
+def _files_dir_arg(ctx: Context) -> str | None:
+    from ..paths import absolute
+
+    value = getattr(ctx.args, "files_dir", None)
+    return absolute(value) if value else None
+
+
+def _write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[errors.KimenError]) -> None:
+    """`--files-dir` / render target: create 0700 or check it, then replace each file atomically."""
+    from ..projection.files import prepare_user_dir, write_files
+
+    fd = prepare_user_dir(path, unsafe)
+    try:
+        write_files(fd, path, payload, replace=True, error=unsafe)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_run(ctx: Context) -> int:
+    from ..output import warn
+
+    name = ctx.args.command_name
+    argv = ctx.child_argv
+    if not argv or not argv[0]:
+        raise errors.MissingCommand(command=name)
+    if "KIMEN_RUN" in ctx.env:
+        warn("nested kimen run")
+    profile = _load(ctx)
+    if ctx.args.dry_run:
+        return _print_plan(ctx, profile, "run", argv)
+    winners = profile.winners()
+    files = [d for d in winners if d.kind == "file"]
+    stdin = next((d for d in winners if d.kind == "stdin"), None)
+    values = _resolve(ctx, [d for d in winners if d.ref is not None])
+    return _run(ctx, winners, files, stdin, values, argv)
+
+
+def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: Directive | None,
+         values: dict[Directive, bytes], argv: list[str]) -> int:
+    from ..projection import env as penv
+    from ..projection import run as prun
+
+    user_dir = _files_dir_arg(ctx) if files else None
+    private = bool(files) and user_dir is None
+    if private:
+        from ..paths import runtime_base
+
+        planned = os.path.join(runtime_base(ctx.env), "run-" + "0" * 16)  # same length as the real one
+    else:
+        planned = user_dir
+    environ = penv.child_environ(ctx.env, winners, values, planned, pristine=ctx.args.pristine)
+    penv.check_exec_block(environ, argv)
+    exe = penv.find_command(argv[0], environ)
+    payload = [(d.target, values[d]) for d in files]
+
+    if not private and stdin is None:
+        if user_dir is not None:
+            _write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
+        prun.exec_in_place(exe, argv, environ)
+        raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
+
+    # Supervised: block the relayed signals *before* anything needs cleaning up.
+    prun.block_signals()
+    runtime = None
+    try:
+        if private:
+            from ..projection.files import create_runtime_dir
+
+            runtime = create_runtime_dir(ctx.env)
+            environ = penv.child_environ(ctx.env, winners, values, runtime.path, pristine=ctx.args.pristine)
+            runtime.write(payload)
+        elif user_dir is not None:
+            _write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
+        stop = prun.pending_stop()
+        if stop is not None:  # interrupted while setting up: the child never starts
+            return 128 + stop
+        stdin_fd = prun.start_stdin_feeder(values[stdin]) if stdin is not None else None
+        try:
+            pid = prun.spawn(exe, argv, environ, stdin_fd)
+        finally:
+            if stdin_fd is not None:
+                os.close(stdin_fd)
+        return prun.supervise(pid)
+    finally:
+        if runtime is not None:
+            runtime.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# render
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_render(ctx: Context) -> Result:
+    from ..paths import absolute
+
+    args = ctx.args
+    if args.dir and args.systemd_service:
+        raise errors.ConflictingRenderTargetInputs()
+    if args.print_systemd_hints and not args.systemd_service:
+        raise errors.SystemdHintsRequiresService()
+    if not args.dir and not args.systemd_service:
+        raise errors.MissingRenderTarget()
+    if args.systemd_service is not None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9._@-]+", args.systemd_service) or args.systemd_service in (".", ".."):
+            raise errors.InvalidSystemdService(name=args.systemd_service)
+        out_dir = os.path.join(absolute(args.runtime_dir), "kimen", args.systemd_service)
+    else:
+        out_dir = absolute(args.dir)
+    profile = _load(ctx)
+    winners = profile.winners()
+    files = [d for d in winners if d.kind == "file"]
+    ignored = {k: sum(1 for d in winners if d.kind == k) for k in ("env", "envpath", "stdin")}
+    values = _resolve(ctx, files)
+    _write_user_dir(out_dir, [(d.target, values[d]) for d in files], errors.UnsafeOutputDir)
+    hints = [f"Environment=KIMEN_FILES_DIR={out_dir}",
+             f"# files rendered under {out_dir} (dir 0700, files 0600)"] if args.print_systemd_hints else []
+    human = [f"rendered {len(files)} file{'s' if len(files) != 1 else ''} to {out_dir}", *hints]
+    return Result("render", human, {
+        "out_dir": out_dir, "file_count": len(files), "files": [d.target for d in files],
+        "ignored": ignored, "hints": hints,
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# envfile
+# ---------------------------------------------------------------------------------------------
+
+
+def _envfile_vars(profile: Profile, files_dir: str | None) -> tuple[list[Directive], list[Directive]]:
+    """Winning env directives and the envpath ones that can be written (SPEC §7.3)."""
+    from ..output import warn
+    from ..projection.kmap import INLINE
+
+    winners = profile.winners()
+    envs = [d for d in winners if d.kind == "env"]
+    paths = [d for d in winners if d.kind == "envpath"]
+    if paths and files_dir is None:
+        if any(d.path == INLINE for d in paths):
+            raise errors.MissingFilesDirForEnvpath()
+        warn("envpath skipped without --files-dir: " + ", ".join(d.target for d in paths))
+        paths = []
+    if not envs and not paths:
+        raise errors.MissingEnvMappings()
+    return envs, paths
+
+
+def cmd_envfile(ctx: Context) -> Result | int:
+    from .. import fsutil
+    from ..output import write_bytes
+    from ..paths import absolute
+    from ..projection import envfmt
+
+    args = ctx.args
+    to_stdout = args.out == "-"
+    if to_stdout and not args.unsafe_stdout:
+        raise errors.UnsafeStdoutRequired(hint="pass --unsafe-stdout to print values on stdout")
+    out = None if to_stdout else absolute(args.out)
+    if out is not None:
+        fsutil.refuse_unsafe_target(out)
+        if not os.path.isdir(os.path.dirname(out)):
+            raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
+    profile = _load(ctx)
+    files_dir = _files_dir_arg(ctx)
+    envs, paths = _envfile_vars(profile, files_dir)
+    values = _resolve(ctx, envs)
+    variables = [(d.target, values[d]) for d in envs]
+    variables += [(d.target, os.fsencode(os.path.join(files_dir, d.relpath))) for d in paths]  # type: ignore[arg-type]
+    data = envfmt.render(args.format, variables)
+    if out is None:
+        write_bytes(data)
+        return 0
+    fsutil.atomic_write(out, data)
+    count = len(variables)
+    return Result("envfile", f"wrote {count} variable{'s' if count != 1 else ''} to {out}",
+                  {"out": out, "format": args.format, "count": count})
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_plan(ctx: Context) -> int:
+    args = ctx.args
+    if args.mode not in ("run", "render", "envfile"):
+        raise errors.InvalidMode(mode=args.mode)
+    if args.against_profile is not None and args.against_map is not None:
+        raise errors.ConflictingAgainstInputs()
+    profile = _load(ctx)
+    against = None
+    if args.against_profile is not None or args.against_map is not None:
+        try:
+            against = _load(ctx, profile=args.against_profile, map_path=args.against_map, inline=[])
+        except errors.KimenError as exc:
+            raise errors.InvalidAgainstSpec(detail=exc.message) from None
+    return _print_plan(ctx, profile, args.mode, ctx.child_argv, against)
+
+
+def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
+             against: Profile | None = None) -> dict[str, Any]:
+    """The plan object of SPEC §7.4; never a value (references as written)."""
+    from ..projection.resolve import exec_commands, secret_names
+
+    files_dir = _files_dir_arg(ctx)
+    winners = profile.winners()
+    if mode == "envfile":
+        envs, paths = _envfile_vars(profile, files_dir)
+        files: list[Directive] = []
+        stdin = None
+    else:
+        envs = [d for d in winners if d.kind == "env"] if mode == "run" else []
+        paths = [d for d in winners if d.kind == "envpath"] if mode == "run" else []
+        files = [d for d in winners if d.kind == "file"]
+        stdin = next((d for d in winners if d.kind == "stdin"), None) if mode == "run" else None
+    used = [*envs, *files, *([stdin] if stdin else [])]
+    if mode == "run":  # literals are known: check them as run will (no secret is read for this)
+        from ..projection.env import check_exec_block
+
+        literals = {d.target: d.ref.const for d in envs if d.ref is not None and d.ref.kind == "const"}
+        check_exec_block(literals, argv or [])  # type: ignore[arg-type]
+    private = mode == "run" and bool(files) and files_dir is None
+    doc: dict[str, Any] = {
+        "mode": mode,
+        "command": list(argv) if argv else None,
+        "source": profile.source,
+        "env": [{"var": d.target, "source": d.ref.text} for d in envs],  # type: ignore[union-attr]
+        "files": [{"path": d.target, "source": d.ref.text} for d in files],  # type: ignore[union-attr]
+        "envpath": [{"var": d.target, "path": d.relpath,
+                     "resolved_path": os.path.join(files_dir, d.relpath) if files_dir else None}  # type: ignore[arg-type]
+                    for d in paths],
+        "stdin": stdin.ref.text if stdin is not None else None,  # type: ignore[union-attr]
+        "secrets": secret_names(used),
+        "exec": [list(a) for a in exec_commands(used)],
+        "files_dir": files_dir if (files or paths) else None,
+        "cleanup": private,
+        "exec_in_place": mode == "run" and not private and stdin is None,
+        "against": against.source if against is not None else None,
+        "diff": _diff(profile, against) if against is not None else None,
+    }
+    return doc
+
+
+def _diff(mine: Profile, other: Profile) -> dict[str, Any]:
+    def table(p: Profile, kind: str) -> dict[str, str]:
+        return {d.target: (d.ref.text if d.ref else d.relpath) for d in p.winners() if d.kind == kind}  # type: ignore[misc]
+
+    out: dict[str, Any] = {}
+    for kind, key, label in (("env", "var", "env"), ("file", "path", "files"), ("envpath", "var", "envpath")):
+        a, b = table(mine, kind), table(other, kind)
+        out[f"{label}_added"] = sorted(set(a) - set(b))
+        out[f"{label}_removed"] = sorted(set(b) - set(a))
+        out[f"{label}_changed"] = [{key: k, "from": b[k], "to": a[k]} for k in sorted(set(a) & set(b))
+                                   if a[k] != b[k]]
+    s1 = next((d.ref.text for d in mine.winners() if d.kind == "stdin"), None)  # type: ignore[union-attr]
+    s2 = next((d.ref.text for d in other.winners() if d.kind == "stdin"), None)  # type: ignore[union-attr]
+    out["stdin_changed"] = s1 != s2
+    return out
+
+
+def _print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
+                against: Profile | None = None) -> int:
+    from ..output import print_json, print_lines
+
+    doc = plan_doc(ctx, profile, mode, argv, against)
+    if ctx.json:
+        print_json(doc)
+        return 0
+    import shlex
+
+    lines = [f"mode: {mode}"]
+    if mode == "run":
+        lines.append(f"command: {shlex.join(argv) if argv else '(none)'}")
+    lines.append(f"source: {doc['source'] or '(inline only)'}")
+    for title, items, a, b in (("env", doc["env"], "var", "source"), ("files", doc["files"], "path", "source"),
+                               ("envpath", doc["envpath"], "var", "path")):
+        lines.append(f"{title}:" if items else f"{title}: (none)")
+        lines.extend(f"  - {item[a]} <= {item[b]}" for item in items)
+    lines.append(f"stdin: {doc['stdin'] or '(none)'}")
+    if doc["files"]:
+        lines.append(f"files-dir: {doc['files_dir'] or '(private runtime dir)'}")
+    else:
+        lines.append("files-dir: (none)")
+    if mode == "run":
+        lines.append(f"cleanup: {'yes' if doc['cleanup'] else 'no'}")
+    lines.append(f"secrets: {', '.join(doc['secrets']) or '(none)'}")
+    if doc["exec"]:
+        lines.append("exec:")
+        lines.extend(f"  - {shlex.join(cmd)}" for cmd in doc["exec"])
+    if against is not None:
+        lines.append(f"against: {doc['against'] or '(inline)'}")
+        diff = doc["diff"]
+        for label in ("env", "files", "envpath"):
+            lines.extend(f"  + {label} {x}" for x in diff[f"{label}_added"])
+            lines.extend(f"  - {label} {x}" for x in diff[f"{label}_removed"])
+            key = "path" if label == "files" else "var"
+            lines.extend(f"  ~ {label} {c[key]}: {c['from']} -> {c['to']}" for c in diff[f"{label}_changed"])
+        if diff["stdin_changed"]:
+            lines.append("  ~ stdin")
+    print_lines(lines)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# map lint and doctor (reports, in their own module)
+# ---------------------------------------------------------------------------------------------
+
+
+def _lint(ctx: Context) -> int:
+    from .projection_checks import cmd_map_lint
+
+    return cmd_map_lint(ctx)
+
+
+def _doctor(ctx: Context) -> int:
+    from .projection_checks import cmd_doctor
+
+    return cmd_doctor(ctx)

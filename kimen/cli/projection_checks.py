@@ -1,0 +1,327 @@
+"""`kimen map lint` (SPEC §6.8) and `kimen doctor` (SPEC §6.9): reports, not envelopes.
+
+Both print their report on stdout whether they pass or fail and return the exit code (20 / 27);
+nothing goes to stderr (warnings that lower layers would print are captured and folded into the
+report). Neither prints a value, runs `exec:`, or prompts; doctor unlocks only when a
+non-interactive source or a session can do it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from .. import errors
+from ..output import print_json, print_lines
+from ..projection import kmap
+from . import Context
+
+# ---------------------------------------------------------------------------------------------
+# map lint
+# ---------------------------------------------------------------------------------------------
+
+
+def lint_report(
+    ctx: Context, map_path: str | None, profile_name: str | None
+) -> tuple[dict[str, Any], kmap.Profile | None]:
+    """The lint report document and the composed profile (None when it could not be loaded)."""
+    issues: list[kmap.Issue] = []
+    profile = None
+    if map_path is None and profile_name is None:
+        issues.append(kmap.Issue("invalid_input", "error", "give --profile NAME or --map PATH", None, None))
+    elif map_path is not None and profile_name is not None:
+        issues.append(kmap.Issue("invalid_input", "error", "use either --map or --profile, not both", None, None))
+    else:
+        try:
+            profile = kmap.load(map_path=map_path, profile=profile_name, env=ctx.env)
+        except errors.KimenError as exc:
+            code = "invalid_map" if exc.reason == "invalid_map" else "invalid_input"
+            issues.append(kmap.Issue(code, "error", exc.message, exc.fields.get("path"), None))
+    if profile is not None:
+        issues = kmap.lint_issues(profile)
+    winners = profile.winners() if profile is not None else []
+    n_err = sum(1 for i in issues if i.severity == "error")
+    n_warn = len(issues) - n_err
+    strict = bool(getattr(ctx.args, "strict", False))
+    failed = n_err > 0 or (strict and n_warn > 0)
+    doc = {
+        "ok": not failed,
+        "exit_code": errors.AREA_MAP_LINT if failed else 0,
+        "path": profile.source if profile is not None else None,
+        "env_count": sum(1 for d in winners if d.kind == "env"),
+        "file_count": sum(1 for d in winners if d.kind == "file"),
+        "envpath_count": sum(1 for d in winners if d.kind == "envpath"),
+        "stdin": any(d.kind == "stdin" for d in winners),
+        "include_count": profile.include_count if profile is not None else 0,
+        "error_count": n_err,
+        "warning_count": n_warn,
+        "issues": [i.as_json() for i in issues],
+    }
+    return doc, profile
+
+
+def _issue_line(issue: dict[str, Any]) -> str:
+    where = issue["path"] or ""
+    if where and issue["line"] is not None:
+        where = f"{where}:{issue['line']}"
+    return f"- [{issue['severity']}] {issue['code']} {where + ': ' if where else ''}{issue['message']}"
+
+
+def cmd_map_lint(ctx: Context) -> int:
+    doc, _ = lint_report(ctx, ctx.args.map, ctx.args.profile)
+    if ctx.json:
+        print_json(doc)
+    else:
+        shown = doc["path"] or "(none)"
+        lines = [f"map ok: {shown}"] if not doc["issues"] else [f"map: {shown}"]
+        lines.extend(_issue_line(i) for i in doc["issues"])
+        print_lines(lines)
+    return doc["exit_code"]
+
+
+# ---------------------------------------------------------------------------------------------
+# doctor
+# ---------------------------------------------------------------------------------------------
+
+
+class _Checks:
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, name: str, status: str, message: str) -> None:
+        self.items.append({"name": name, "status": status, "message": message})
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.items if c["status"] == status)
+
+
+def session_check(ctx: Context, vault_path: str | None) -> tuple[str, str]:
+    """(status, message) about the session for the selected vault. The daemon client extends this."""
+    from .. import fsutil, paths
+
+    directory = paths.session_dir(ctx.env)
+    if os.path.lexists(directory):
+        problem = fsutil.directory_problem(directory, strict=True)
+        if problem:
+            return "warning", f"session dir {directory} is unsafe: {problem}"
+    if vault_path is not None and not ctx.no_session:
+        try:
+            from ..access import VaultLocation, session_store
+
+            store = session_store(ctx, VaultLocation(vault_path, "doctor"))
+        except errors.KimenError:
+            store = None
+        if store is not None:
+            store.close()
+            return "ok", f"a live session serves {vault_path}"
+    return "ok", "no session for this vault"
+
+
+def _runtime_check(ctx: Context, checks: _Checks) -> None:
+    from .. import fsutil, paths
+
+    base = paths.runtime_base(ctx.env)
+    problem = fsutil.directory_problem(base, strict=True) if os.path.lexists(base) else None
+    if problem:
+        checks.add("runtime_dir", "error", f"runtime base {base} is unsafe: {problem}")
+    elif ctx.env.get("XDG_RUNTIME_DIR") and base.startswith(os.path.join(ctx.env["XDG_RUNTIME_DIR"], "")):
+        checks.add("runtime_dir", "ok", f"projected files go under {base}")
+    elif base.startswith("/dev/shm/"):  # noqa: S108 - comparing, not creating
+        checks.add("runtime_dir", "ok" if not ctx.env.get("XDG_RUNTIME_DIR") else "warning",
+                   f"projected files go under {base} (tmpfs)"
+                   + ("; XDG_RUNTIME_DIR is not usable (not owned by you or too open)"
+                      if ctx.env.get("XDG_RUNTIME_DIR") else ""))
+    else:
+        checks.add("runtime_dir", "warning", f"projected files go under {base}, which may be on disk; "
+                   "set XDG_RUNTIME_DIR to a private tmpfs directory")
+
+
+def _guard(checks: _Checks, name: str, fn: Callable[[], Any]) -> Any:
+    """Run one check step; a KimenError becomes an error entry instead of ending the report."""
+    try:
+        return fn()
+    except errors.KimenError as exc:
+        checks.add(name, "error", exc.message)
+        return None
+
+
+def _vault_checks(ctx: Context, checks: _Checks) -> Any:
+    """vault_* and passphrase_source; returns the open metadata vault (or None)."""
+    from .. import access
+
+    location = _guard(checks, "vault_path", lambda: access.resolve_vault(ctx))
+    if location is None:
+        return None
+    source = _guard(checks, "passphrase_source", lambda: access.noninteractive_source_name(ctx))
+    if not any(c["name"] == "passphrase_source" for c in checks.items):
+        _passphrase_check(ctx, checks, source)
+    if not os.path.exists(location.path):
+        if ctx.args.allow_missing_vault:
+            checks.add("vault_path", "ok", f"no vault at {location.path} (allowed)")
+        else:
+            checks.add("vault_path", "error", f"vault not found: {location.path}")
+        for name in ("vault_file", "vault_metadata", "vault_kdf", "vault_permissions", "vault_integrity"):
+            checks.add(name, "skipped", "no vault")
+        return None
+    checks.add("vault_path", "ok", f"{location.path} ({location.source})")
+    vault = _guard(checks, "vault_file", lambda: access.open_metadata(ctx, location))
+    if vault is None:
+        for name in ("vault_metadata", "vault_kdf", "vault_integrity"):
+            checks.add(name, "skipped", "vault file unusable")
+        _permissions(checks, location.path)
+        return None
+    checks.add("vault_file", "ok", "kimen vault")
+    meta = _guard(checks, "vault_metadata", vault.meta)
+    if meta is not None:
+        from ..vault import kdf_problem
+
+        problem = kdf_problem(meta.kdf)
+        if problem:
+            checks.add("vault_metadata", "error", f"KDF parameters rejected: {problem}")
+        else:
+            checks.add("vault_metadata", "ok",
+                       f"schema {meta.schema_version}, {meta.secret_count} secrets, generation {meta.generation}")
+        k = meta.kdf
+        params = f"m={k.memory_kib // 1024}MiB t={k.time} p={k.parallelism}"
+        if k.memory_kib < 19 * 1024 or (k.memory_kib < 46 * 1024 and k.time < 2):
+            checks.add("vault_kdf", "warning", f"{params} is below the OWASP minimum (19 MiB, t=2); "
+                       "rekey with the defaults")
+        elif k.memory_kib < 65536 or k.time < 3 or k.parallelism < 4:
+            checks.add("vault_kdf", "warning", f"{params} is below the defaults (64 MiB, t=3, p=4)")
+        else:
+            checks.add("vault_kdf", "ok", params)
+    _permissions(checks, location.path)
+    if source is None:
+        checks.add("vault_integrity", "skipped", "the vault cannot be unlocked without a prompt")
+    else:
+        def verify() -> bool:
+            store = access.open_store(ctx, prompt=False)
+            try:
+                store.verify()
+            finally:
+                store.close()
+            return True
+
+        if _guard(checks, "vault_integrity", verify):
+            checks.add("vault_integrity", "ok", f"integrity check passed (unlocked via {source})")
+    return vault
+
+
+def _passphrase_check(ctx: Context, checks: _Checks, source: str | None) -> None:
+    from ..access import load_config
+    from ..passphrase import terminal_available
+
+    explicit = [n for n, on in (("KIMEN_PASSPHRASE", bool(ctx.env.get("KIMEN_PASSPHRASE"))),
+                                ("--passphrase-cmd", bool(ctx.passphrase_cmd)),
+                                ("--passphrase-stdin", ctx.passphrase_stdin)) if on]
+    method = (load_config(ctx).unlock() or {}).get("method")
+    if len(explicit) > 1:
+        checks.add("passphrase_source", "warning", f"several explicit sources are set: {', '.join(explicit)}; "
+                   f"{explicit[0]} wins")
+    elif method == "stdin":
+        checks.add("passphrase_source", "warning", "unlock.method=stdin collides with other stdin inputs")
+    elif source is not None:
+        checks.add("passphrase_source", "ok", f"non-interactive source: {source}")
+    elif terminal_available():
+        checks.add("passphrase_source", "warning", "only the terminal prompt is available")
+    else:
+        checks.add("passphrase_source", "error", "no non-interactive passphrase source and no terminal")
+
+
+def _permissions(checks: _Checks, path: str) -> None:
+    loose = []
+    for item in (path, f"{path}-wal", f"{path}-shm", os.path.dirname(path)):
+        try:
+            st = os.stat(item)
+        except OSError:
+            continue
+        if st.st_mode & 0o077:
+            loose.append(f"{item} ({stat.S_IMODE(st.st_mode):04o})")
+    if loose:
+        checks.add("vault_permissions", "warning", "group/other permissions on " + ", ".join(loose))
+    else:
+        checks.add("vault_permissions", "ok", "private")
+
+
+def _mapping_checks(ctx: Context, checks: _Checks, vault: Any) -> None:
+    args = ctx.args
+    if args.map is None and args.profile is None:
+        for name in ("mapping_spec", "mapping_profile", "mapping_parse", "mapping_lint", "mapping_secrets"):
+            checks.add(name, "skipped", "no --profile or --map given")
+        return
+    checks.add("mapping_spec", "ok", f"profile {args.profile}" if args.profile else f"map {args.map}")
+    doc, profile = lint_report(ctx, args.map, args.profile)
+    if profile is None:
+        message = doc["issues"][0]["message"] if doc["issues"] else "cannot load"
+        checks.add("mapping_profile", "error", message)
+        for name in ("mapping_parse", "mapping_lint", "mapping_secrets"):
+            checks.add(name, "skipped", "profile not loaded")
+        return
+    checks.add("mapping_profile", "ok", profile.source or "")
+    parse_errors = [i for i in doc["issues"] if i["code"] == "invalid_map"]
+    checks.add("mapping_parse", "error" if parse_errors else "ok",
+               f"{len(parse_errors)} syntax errors" if parse_errors else "parsed")
+    codes = sorted({i["code"] for i in doc["issues"]})
+    summary = f"errors={doc['error_count']} warnings={doc['warning_count']}"
+    summary += f" ({', '.join(codes)})" if codes else ""
+    checks.add("mapping_lint", "error" if doc["error_count"] else "warning" if doc["warning_count"] else "ok", summary)
+    from ..projection.resolve import secret_names
+
+    names = secret_names(profile.winners())
+    if not names:
+        checks.add("mapping_secrets", "ok", "the profile references no secrets")
+    elif vault is None:
+        checks.add("mapping_secrets", "skipped", "no vault to check names against")
+    else:
+        found = _guard(checks, "mapping_secrets", lambda: vault.names(names))
+        if found is not None:
+            missing = [n for n in names if n not in found]
+            if missing:
+                checks.add("mapping_secrets", "error", "missing from the vault: " + ", ".join(missing))
+            else:
+                checks.add("mapping_secrets", "ok", f"all {len(names)} referenced secrets exist")
+
+
+def cmd_doctor(ctx: Context) -> int:
+    from .. import access, paths
+
+    args = ctx.args
+    checks = _Checks()
+    if args.map is not None and args.profile is not None:
+        checks.add("mapping_input", "error", "use either --map or --profile, not both")
+    else:
+        checks.add("mapping_input", "ok", "one source" if (args.map or args.profile) else "no profile given")
+    checks.add("config_path", "ok", paths.config_file(ctx.env))
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):  # lower layers' warnings become check results
+        config = _guard(checks, "config_json", lambda: access.load_config(ctx))
+        if config is not None:
+            checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
+            vault = _vault_checks(ctx, checks)
+        else:
+            vault = None
+            for name in ("passphrase_source", "vault_path"):
+                checks.add(name, "skipped", "config unusable")
+        location = getattr(vault, "path", None)
+        status, message = session_check(ctx, location)
+        checks.add("session", status, message)
+        _runtime_check(ctx, checks)
+        if args.map is None or args.profile is None:
+            _mapping_checks(ctx, checks, vault)
+        if vault is not None:
+            vault.close()
+    n_err, n_warn = checks.count("error"), checks.count("warning")
+    failed = n_err > 0 or (args.strict and n_warn > 0)
+    code = errors.AREA_DOCTOR if failed else 0
+    if ctx.json:
+        print_json({"ok": not failed, "exit_code": code, "strict": bool(args.strict), "error_count": n_err,
+                    "warning_count": n_warn, "checks": checks.items})
+    else:
+        lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]
+        lines.extend(f"- [{c['status']}] {c['name']}: {c['message']}" for c in checks.items)
+        print_lines(lines)
+    return code

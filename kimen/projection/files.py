@@ -1,0 +1,313 @@
+"""Projected files (SPEC §7.1, §7.2, §11.10-13): private runtime dirs, `--files-dir`, render dirs.
+
+Every write goes through directory file descriptors opened with O_NOFOLLOW, so a symlink planted
+anywhere under a directory kimen writes into is refused rather than followed. Runtime dirs are
+`run-<random>` under the runtime base (tmpfs when available), 0700, with a `.kimen-owner` record
+(pid and process start time) so the next `run` can remove the leftovers of a SIGKILLed kimen;
+files in them are created exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, 0600) and fsynced. `--files-dir`
+and render targets are user directories: files there are replaced atomically (temp + rename).
+Removal never follows symlinks.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterable, Mapping
+
+from .. import errors, fsutil, paths
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+OWNER_FILE = ".kimen-owner"
+ORPHAN_GRACE_SECONDS = 60
+
+
+# ---------------------------------------------------------------------------------------------
+# Process identity (for .kimen-owner)
+# ---------------------------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    # fields[0] is field 3 (state); field 22 is fields[19]
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """Whether `pid` is still the process that wrote an owner record with `start`."""
+    if pid <= 0:
+        return False
+    current = process_start_time(pid)
+    if current is not None:
+        return start is None or start == "?" or current == start
+    if os.path.isdir("/proc/self"):
+        return False  # Linux: no /proc entry means no such process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Directory-fd helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError], shown: str) -> int:
+    """Walk (creating 0700 as needed) `parts` below `root_fd`; returns a new fd of the last one.
+
+    A component that exists as a symlink or a non-directory is refused with `error`.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                created = False
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                raise error(path=shown, problem=f"{part} is not a directory (or is a symlink)") from None
+            if created:
+                os.fchmod(child, 0o700)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def write_new_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
+    """Exclusive create (O_EXCL|O_NOFOLLOW) 0600 relative to `dir_fd`, written and fsynced."""
+    try:
+        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
+    try:
+        os.fchmod(fd, 0o600)
+        _write_all(fd, data)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
+    os.close(fd)
+
+
+def replace_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
+    """Atomically replace `name` in `dir_fd`: temp file, fsync, rename; refuses a symlink or a
+    non-regular target (`unsafe_output_path`). On failure the old file is untouched."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise errors.UnsafeOutputPath(path=shown, problem="is a symlink")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise errors.UnsafeOutputPath(path=shown, problem="is not a regular file")
+    tmp = f".{name[:200]}.tmp.{os.urandom(6).hex()}"
+    write_new_at(dir_fd, tmp, data, shown)
+    try:
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        _unlink_at(dir_fd, tmp)
+        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+
+
+def _unlink_at(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def remove_tree_at(parent_fd: int, name: str) -> None:
+    """Remove directory `name` below `parent_fd` and everything in it, never following symlinks."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    except OSError:
+        _unlink_at(parent_fd, name)  # a symlink or a file where a dir was expected: unlink it
+        return
+    try:
+        with os.scandir(fd) as entries:
+            items = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for entry, is_dir in items:
+            if is_dir:
+                remove_tree_at(fd, entry)
+            else:
+                _unlink_at(fd, entry)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except OSError:
+        pass
+
+
+def write_files(root_fd: int, root_shown: str, files: Iterable[tuple[str, bytes]], *, replace: bool,
+                error: type[errors.KimenError]) -> list[str]:
+    """Write each (relpath, data) below `root_fd`; returns the paths written, as shown."""
+    written = []
+    for rel, data in files:
+        parts = rel.split("/")
+        shown = os.path.join(root_shown, rel)
+        fd = open_subdirs(root_fd, parts[:-1], error, shown)
+        try:
+            if replace:
+                replace_at(fd, parts[-1], data, shown)
+            else:
+                write_new_at(fd, parts[-1], data, shown)
+        finally:
+            os.close(fd)
+        written.append(shown)
+    return written
+
+
+def open_dir(path: str, error: type[errors.KimenError]) -> int:
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        raise error(path=path, problem=f"cannot open: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Private runtime dirs
+# ---------------------------------------------------------------------------------------------
+
+
+class RuntimeDir:
+    """A private `run-<random>` dir under the runtime base; `remove()` is idempotent."""
+
+    def __init__(self, base: str, name: str, base_fd: int, fd: int) -> None:
+        self.base = base
+        self.name = name
+        self.path = os.path.join(base, name)
+        self.base_fd = base_fd
+        self.fd = fd
+
+    def write(self, files: Iterable[tuple[str, bytes]]) -> None:
+        write_files(self.fd, self.path, files, replace=False, error=errors.UnsafeFilesDir)
+
+    def remove(self) -> None:
+        if self.fd < 0:
+            return
+        os.close(self.fd)
+        self.fd = -1
+        remove_tree_at(self.base_fd, self.name)
+        os.close(self.base_fd)
+        self.base_fd = -1
+
+
+def runtime_base(env: Mapping[str, str]) -> str:
+    """The runtime base (SPEC §2.2), created 0700 or checked: refused if foreign or loose."""
+    base = paths.runtime_base(env)
+    fsutil.ensure_private_dir(base, errors.UnsafeFilesDir, strict=True)
+    return base
+
+
+def sweep_stale(base_fd: int) -> list[str]:
+    """Remove `run-*` dirs whose owner process is gone (a SIGKILLed kimen); returns their names."""
+    removed = []
+    now = time.time()
+    with os.scandir(base_fd) as entries:
+        candidates = [e.name for e in entries if e.name.startswith("run-")]
+    for name in candidates:
+        try:
+            st = os.lstat(name, dir_fd=base_fd)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        owner = _read_owner(base_fd, name)
+        if owner is None:
+            if now - st.st_mtime < ORPHAN_GRACE_SECONDS:
+                continue  # maybe being created right now by another kimen
+        elif process_alive(*owner):
+            continue
+        remove_tree_at(base_fd, name)
+        removed.append(name)
+    return removed
+
+
+def _read_owner(base_fd: int, name: str) -> tuple[int, str | None] | None:
+    try:
+        dfd = os.open(name, _DIR_FLAGS, dir_fd=base_fd)
+    except OSError:
+        return None
+    try:
+        fd = os.open(OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            text = os.read(fd, 256).decode("ascii", "replace")
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+    parts = text.split()
+    try:
+        return int(parts[0]), (parts[1] if len(parts) > 1 else None)
+    except (IndexError, ValueError):
+        return (0, None)  # unreadable record: treat the owner as gone
+
+
+def create_runtime_dir(env: Mapping[str, str]) -> RuntimeDir:
+    """Sweep stale dirs, then create `run-<random>` 0700 with its owner record."""
+    base = runtime_base(env)
+    base_fd = open_dir(base, errors.UnsafeFilesDir)
+    try:
+        sweep_stale(base_fd)
+        name = f"run-{os.urandom(8).hex()}"
+        os.mkdir(name, 0o700, dir_fd=base_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=base_fd)
+    except BaseException as exc:
+        os.close(base_fd)
+        if isinstance(exc, OSError):
+            raise errors.WriteFailed(detail=f"{base}: {exc.strerror}", path=base) from None
+        raise
+    rd = RuntimeDir(base, name, base_fd, fd)
+    try:
+        os.fchmod(fd, 0o700)
+        pid = os.getpid()
+        write_new_at(fd, OWNER_FILE, f"{pid} {process_start_time(pid) or '?'}\n".encode(), rd.path)
+    except BaseException:
+        rd.remove()
+        raise
+    return rd
+
+
+# ---------------------------------------------------------------------------------------------
+# User directories: --files-dir and render targets
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_user_dir(path: str, error: type[errors.KimenError]) -> int:
+    """Create `path` 0700 (parents too) or check it: owned by the user, not group/other-writable,
+    not a symlink. Never chmods an existing directory. Returns an O_NOFOLLOW fd of it."""
+    fsutil.ensure_private_dir(path, error, strict=False)
+    return open_dir(path, error)

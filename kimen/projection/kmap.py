@@ -1,0 +1,573 @@
+"""The `.kmap` profile language (SPEC §6): line parser, references, validation, includes, lookup,
+composition with inline flags, and the lint rules of `map lint`.
+
+Pure in the sense that matters: it reads profile files and nothing else — no vault, no `exec:`, no
+writes. Every problem becomes an `Issue` carrying the precise `KimenError`; commands raise the first
+error, `map lint` reports them all. Messages name `path:line` and never echo a line or any part of
+a reference beyond a *valid* secret, env or profile name: a mistyped line may hold a value, so an
+invalid name is described, not shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from .. import errors, paths
+from ..store import is_valid_secret_name
+
+MAX_PROFILE_BYTES = 1024 * 1024
+MAX_INCLUDE_DEPTH = 16
+MAX_RELPATH_BYTES = 1024
+MAX_COMPONENT_BYTES = 255
+INLINE = "<inline>"
+KINDS = ("env", "file", "envpath", "stdin", "include")
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+_EXEC_SPLIT = re.compile(r"[ \t\f\v]+")
+_WRAPPER_CHARS = frozenset("'\"|&;<>$()`")
+PROTECTED_ENV = frozenset({
+    "PATH", "NODE_OPTIONS", "PYTHONPATH", "PYTHONSTARTUP", "BASH_ENV", "ENV", "IFS", "PERL5OPT",
+    "RUBYOPT", "JAVA_TOOL_OPTIONS",
+})
+
+# reason of the raised error -> lint code (SPEC §6.8), where they differ
+_LINT_CODE = {
+    "envpath_requires_projected_files": "envpath_missing_file",
+    "envpath_missing_projected_file": "envpath_missing_file",
+    "map_unreadable": "include_not_found",
+    "invalid_profile_name": "invalid_map",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+class Ref:
+    """The right side of a directive. `text` is the reference as written (shown by `plan`)."""
+
+    __slots__ = ("argv", "const", "kind", "name", "text")
+
+    def __init__(self, kind: str, text: str, name: str | None = None, const: bytes | None = None,
+                 argv: tuple[str, ...] | None = None) -> None:
+        self.kind = kind  # "secret" | "const" | "exec"
+        self.text = text
+        self.name = name  # secret name
+        self.const = const
+        self.argv = argv
+
+    def __repr__(self) -> str:
+        return f"Ref({self.kind}, {self.name or self.argv or '<const>'})"
+
+    @property
+    def key(self) -> tuple[str, object]:
+        """Identity for "same reference" (a bare name equals `secret:name`)."""
+        if self.kind == "secret":
+            return ("secret", self.name)
+        if self.kind == "exec":
+            return ("exec", self.argv)
+        return ("const", self.const)
+
+
+class Directive:
+    """One effective line or inline flag. Compared and hashed by identity (a dict key for values)."""
+
+    __slots__ = ("kind", "line", "path", "ref", "relpath", "target", "unit")
+
+    def __init__(self, kind: str, target: str, path: str, line: int, ref: Ref | None = None,
+                 relpath: str | None = None, unit: int = 0) -> None:
+        self.kind = kind  # env | file | envpath | stdin
+        self.target = target  # env name, relative path, or "" for stdin
+        self.path = path  # profile file, or <inline>
+        self.line = line
+        self.ref = ref  # env, file, stdin
+        self.relpath = relpath  # envpath
+        self.unit = unit  # which loaded file (duplicates are judged within one file)
+
+    def __repr__(self) -> str:
+        return f"Directive({self.kind} {self.target} at {self.where})"
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        """The target a later directive overrides: env and envpath share the variable names."""
+        if self.kind in ("env", "envpath"):
+            return ("var", self.target)
+        if self.kind == "file":
+            return ("file", self.target)
+        return ("stdin", "")
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+class Issue:
+    """One problem found in a profile; `error` is what a command raises for it."""
+
+    __slots__ = ("code", "error", "line", "message", "path", "severity")
+
+    def __init__(self, code: str, severity: str, message: str, path: str | None, line: int | None,
+                 error: errors.KimenError | None = None) -> None:
+        self.code = code
+        self.severity = severity  # "error" | "warning"
+        self.message = message  # without the location
+        self.path = path
+        self.line = line
+        self.error = error
+
+    def as_json(self) -> dict[str, object]:
+        return {"code": self.code, "severity": self.severity, "message": self.message,
+                "path": self.path, "line": self.line}
+
+
+class Profile:
+    """A composed profile: the directives in composition order and everything found wrong."""
+
+    def __init__(self) -> None:
+        self.source: str | None = None
+        self.directives: list[Directive] = []
+        self.issues: list[Issue] = []
+        self.include_count = 0
+        self.shadowed: list[str] = []
+
+    def winners(self) -> list[Directive]:
+        """The directive that wins each target (the later one), in composition order."""
+        last: dict[tuple[str, str], int] = {}
+        for i, d in enumerate(self.directives):
+            last[d.slot] = i
+        keep = set(last.values())
+        return [d for i, d in enumerate(self.directives) if i in keep]
+
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    def check(self) -> Profile:
+        """Raise the first error (commands stop at it; `map lint` reports all)."""
+        for issue in self.issues:
+            if issue.error is not None and issue.severity == "error":
+                raise issue.error
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and paths
+# ---------------------------------------------------------------------------------------------
+
+
+def is_env_name(name: str) -> bool:
+    return name.isascii() and _ENV_NAME.fullmatch(name) is not None
+
+
+def is_profile_name(name: str) -> bool:
+    return name.isascii() and _PROFILE_NAME.fullmatch(name) is not None
+
+
+def relpath_problem(path: str) -> str | None:
+    """Why `path` cannot name a file under a files dir (SPEC §6.4), or None."""
+    if path == "":
+        return "path is empty"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_RELPATH_BYTES:
+        return "path is longer than 1024 bytes"
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in path):
+        return "path contains a control character"
+    if "\\" in path:
+        return "path contains a backslash"
+    if path.startswith("/"):
+        return "path is absolute"
+    for part in path.split("/"):
+        if part == "":
+            return "path has an empty component"
+        if part in (".", ".."):
+            return "path has a '.' or '..' component"
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+            return "path component is longer than 255 bytes"
+    return None
+
+
+def is_protected_env(name: str) -> bool:
+    return name in PROTECTED_ENV or name.startswith(("LD_", "DYLD_"))
+
+
+# ---------------------------------------------------------------------------------------------
+# One line / one inline flag
+# ---------------------------------------------------------------------------------------------
+
+
+class _Fail(Exception):
+    """Internal: a line is unusable; carries the issue."""
+
+    def __init__(self, issue: Issue) -> None:
+        super().__init__(issue.code)
+        self.issue = issue
+
+
+def _issue(cls: type[errors.KimenError], path: str, line: int, detail: str, *,
+           code: str | None = None, **fields: object) -> Issue:
+    err = cls(f"{path}:{line}: {detail}", path=path, line=line, detail=detail, **fields)
+    return Issue(code or _LINT_CODE.get(cls.reason, cls.reason), "error", detail, path, line, err)
+
+
+def _fail(cls: type[errors.KimenError], path: str, line: int, detail: str, **kw: object) -> _Fail:
+    return _Fail(_issue(cls, path, line, detail, **kw))
+
+
+def parse_ref(text: str, path: str, line: int) -> Ref:
+    """A reference (SPEC §6.3): prefixes tested in order const:, secret:, exec:, else a bare name."""
+    if text.startswith("const:"):
+        return Ref("const", text, const=text[6:].encode("utf-8", "surrogateescape"))
+    if text.startswith("exec:"):
+        argv = tuple(t for t in _EXEC_SPLIT.split(text[5:]) if t)
+        if not argv:
+            raise _fail(errors.InvalidMap, path, line, "exec: needs a command",
+                        code="exec_source_empty_command")
+        return Ref("exec", text, argv=argv)
+    name = text[7:] if text.startswith("secret:") else text
+    if not is_valid_secret_name(name):
+        raise _fail(errors.InvalidSecretName, path, line,
+                    "invalid secret name in reference (names are dot-separated [A-Za-z0-9_-] segments)")
+    return Ref("secret", text, name=name)
+
+
+def _var_name(name: str, path: str, line: int) -> str:
+    if not is_env_name(name):
+        raise _fail(errors.InvalidEnvVar, path, line,
+                    "invalid environment variable name (expected [A-Za-z_][A-Za-z0-9_]*)")
+    if name.startswith("KIMEN_"):
+        raise _fail(errors.ReservedEnvVar, path, line,
+                    f"environment variable {name} is reserved for kimen", name=name)
+    return name
+
+
+def _relpath(rel: str, path: str, line: int) -> str:
+    problem = relpath_problem(rel)
+    if problem:
+        raise _fail(errors.InvalidRelativePath, path, line, problem)
+    return rel
+
+
+def _split_mapping(rest: str, path: str, line: int, cls: type[errors.KimenError],
+                   expected: str) -> tuple[str, str]:
+    eq = rest.find("=")
+    if eq <= 0:
+        raise _fail(cls, path, line, f"expected {expected}")
+    lhs, rhs = rest[:eq].strip(" \t"), rest[eq + 1:].strip(" \t")
+    if not lhs or not rhs:
+        raise _fail(cls, path, line, "empty side")
+    return lhs, rhs
+
+
+def build_directive(kind: str, rest: str, path: str, line: int, unit: int,
+                    cls: type[errors.KimenError] = errors.InvalidMap,
+                    expected: str = "lhs=value") -> Directive | tuple[str, str]:
+    """A directive from its kind and the text after it. `include` yields ("include", name)."""
+    if kind == "stdin":
+        return Directive("stdin", "", path, line, ref=parse_ref(rest, path, line), unit=unit)
+    if kind == "include":
+        return ("include", rest)
+    lhs, rhs = _split_mapping(rest, path, line, cls, expected)
+    if kind == "env":
+        return Directive("env", _var_name(lhs, path, line), path, line,
+                         ref=parse_ref(rhs, path, line), unit=unit)
+    if kind == "file":
+        return Directive("file", _relpath(lhs, path, line), path, line,
+                         ref=parse_ref(rhs, path, line), unit=unit)
+    return Directive("envpath", _var_name(lhs, path, line), path, line,
+                     relpath=_relpath(rhs, path, line), unit=unit)
+
+
+def _process_line(raw: str) -> str:
+    """Steps 1-3 of SPEC §6.1: CR, trim, comment. Returns "" for lines to skip."""
+    if raw.endswith("\r"):
+        raw = raw[:-1]
+    text = raw.strip(" \t")
+    hash_at = text.find("#")
+    if hash_at > 0 and text[hash_at - 1] in " \t":
+        text = text[:hash_at].strip(" \t")
+    if not text or text.startswith("#"):
+        return ""
+    return text
+
+
+def parse_line(raw: str, path: str, line: int, unit: int = 0) -> Directive | tuple[str, str] | None:
+    """One profile line: a directive, ("include", name), or None for blanks and comments."""
+    text = _process_line(raw)
+    if not text:
+        return None
+    cut = min((i for i in (text.find(" "), text.find("\t")) if i >= 0), default=-1)
+    if cut < 0:
+        raise _fail(errors.InvalidMap, path, line, "expected '<kind> <mapping>'")
+    kind, rest = text[:cut], text[cut + 1:].strip(" \t")
+    if kind not in KINDS:
+        raise _fail(errors.InvalidMap, path, line,
+                    "unknown kind (expected env, file, envpath, stdin or include)")
+    return build_directive(kind, rest, path, line, unit)
+
+
+def parse_inline(kind: str, text: str, index: int) -> Directive:
+    """One inline flag (`--env`, `--file`, `--envpath`, `--stdin`) as exactly one directive:
+    `#` is literal and a newline is refused (it could otherwise smuggle a second directive)."""
+    try:
+        if "\n" in text:
+            raise _fail(errors.InvalidMapping, INLINE, index, f"--{kind} value contains a newline")
+        d = build_directive(kind, text.strip(" \t"), INLINE, index, -1, errors.InvalidMapping,
+                            "NAME=REF" if kind != "file" else "RELPATH=REF")
+    except _Fail as exc:
+        raise exc.issue.error from None  # type: ignore[misc]
+    assert isinstance(d, Directive)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Files, lookup, includes
+# ---------------------------------------------------------------------------------------------
+
+
+def read_profile(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_PROFILE_BYTES + 1)
+    except FileNotFoundError:
+        raise errors.MapUnreadable(f"cannot read map: {path} (not found)", path=path) from None
+    except OSError as exc:
+        raise errors.MapUnreadable(f"cannot read map: {path} ({exc.strerror})", path=path) from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise errors.InvalidMap(f"{path}: profile is larger than 1 MiB", path=path, line=None)
+    return data
+
+
+def check_profile_name(name: str) -> str:
+    if not is_profile_name(name):
+        raise errors.InvalidProfileName(
+            "invalid profile name (expected [A-Za-z0-9_-][A-Za-z0-9_.-]*)" if name
+            else "invalid profile name: empty")
+    return name
+
+
+def profile_candidates(name: str, env: Mapping[str, str], cwd: str | None = None) -> list[str]:
+    """Every existing regular file for profile `name`, in lookup order (SPEC §6.7)."""
+    found = []
+    for directory in paths.profile_dirs(env, cwd):
+        candidate = os.path.join(directory, f"{name}.kmap")
+        if os.path.isfile(candidate):
+            found.append(candidate)
+    return found
+
+
+def find_profile(name: str, env: Mapping[str, str], cwd: str | None = None) -> tuple[str, list[str]]:
+    """The winning file for profile `name` and the lower-precedence files it shadows."""
+    check_profile_name(name)
+    found = profile_candidates(name, env, cwd)
+    if not found:
+        raise errors.ProfileNotFound(
+            name=name, hint=f"set KIMEN_PROFILE_DIR or create .kimen/profiles/{name}.kmap")
+    return found[0], found[1:]
+
+
+class _Loader:
+    def __init__(self, profile: Profile, env: Mapping[str, str], cwd: str | None) -> None:
+        self.profile = profile
+        self.env = env
+        self.cwd = cwd
+        self.stack: list[str] = []  # real paths being expanded
+        self.shown: list[str] = []  # the same, as displayed
+        self.done: set[str] = set()
+        self.units = 0
+
+    def load(self, path: str) -> None:
+        real = os.path.realpath(path)
+        self.stack.append(real)
+        self.shown.append(path)
+        self.units += 1
+        unit = self.units
+        try:
+            data = read_profile(path)
+            self._lines(data, path, unit)
+        finally:
+            self.stack.pop()
+            self.shown.pop()
+            self.done.add(real)
+
+    def _lines(self, data: bytes, path: str, unit: int) -> None:
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.profile.issues.append(_issue(errors.InvalidMap, path, number, "invalid UTF-8"))
+                continue
+            try:
+                item = parse_line(text, path, number, unit)
+            except _Fail as exc:
+                self.profile.issues.append(exc.issue)
+                continue
+            if item is None:
+                continue
+            if isinstance(item, Directive):
+                self.profile.directives.append(item)
+            else:
+                self._include(item[1], path, number)
+
+    def _include(self, name: str, path: str, line: int) -> None:
+        issues = self.profile.issues
+        if not is_profile_name(name):
+            issues.append(_issue(errors.InvalidProfileName, path, line,
+                                 "invalid profile name in include"))
+            return
+        local = os.path.join(os.path.dirname(path), f"{name}.kmap")
+        if os.path.isfile(local):
+            target = local
+        else:
+            found = profile_candidates(name, self.env, self.cwd)
+            if not found:
+                issues.append(_issue(errors.IncludeNotFound, path, line, f"include not found: {name}",
+                                     name=name))
+                return
+            target = found[0]
+        real = os.path.realpath(target)
+        if real in self.stack:
+            start = self.stack.index(real)
+            chain = " -> ".join([*self.shown[start:], target])
+            err = errors.IncludeCycle(f"{path}:{line}: include cycle: {chain}", path=path, line=line)
+            issues.append(Issue("include_cycle", "error", f"include cycle: {chain}", path, line, err))
+            return
+        if real in self.done:
+            return  # already included: skipped (SPEC §6.4)
+        if len(self.stack) > MAX_INCLUDE_DEPTH:
+            issues.append(_issue(errors.InvalidMap, path, line, "includes nested deeper than 16"))
+            return
+        self.profile.include_count += 1
+        try:
+            self.load(target)
+        except errors.KimenError as exc:
+            code = _LINT_CODE.get(exc.reason, exc.reason)
+            issues.append(Issue(code, "error", exc.message, path, line, exc))
+
+
+def load(
+    *,
+    map_path: str | None = None,
+    profile: str | None = None,
+    inline: Sequence[tuple[str, str]] = (),
+    env: Mapping[str, str] = os.environ,
+    cwd: str | None = None,
+) -> Profile:
+    """Compose the profile (includes in place) then the inline flags, and validate (SPEC §6.4).
+
+    Raises for a source that cannot be loaded at all (both or bad source, not found, unreadable);
+    everything else is recorded in `Profile.issues` — call `.check()` to stop at the first error.
+    """
+    if map_path is not None and profile is not None:
+        raise errors.ConflictingMapProfileInputs()
+    result = Profile()
+    loader = _Loader(result, env, cwd)
+    if profile is not None:
+        path, result.shadowed = find_profile(profile, env, cwd)
+    elif map_path is not None:
+        path = paths.absolute(map_path, cwd) if map_path else map_path
+        if not map_path:
+            raise errors.MapUnreadable("cannot read map: empty path", path="")
+    else:
+        path = None
+    if path is not None:
+        result.source = path
+        loader.load(path)
+    for index, (kind, text) in enumerate(inline, start=1):
+        result.directives.append(parse_inline(kind, text, index))
+    _compose_checks(result)
+    return result
+
+
+def _compose_checks(profile: Profile) -> None:
+    issues = profile.issues
+    stdins = [d for d in profile.directives if d.kind == "stdin"]
+    for extra in stdins[1:]:
+        issues.append(_issue(errors.DuplicateStdin, extra.path, extra.line,
+                             "more than one stdin directive"))
+    winners = profile.winners()
+    files = {d.target for d in winners if d.kind == "file"}
+    for d in winners:
+        if d.kind == "file":
+            parts = d.target.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in files:
+                    issues.append(_issue(errors.InvalidRelativePath, d.path, d.line,
+                                         "file path is below another projected file",
+                                         code="file_path_conflicts_with_directory"))
+                    break
+        elif d.kind == "envpath" and d.relpath not in files:
+            if not files:
+                issues.append(_issue(errors.EnvpathRequiresProjectedFiles, d.path, d.line,
+                                     f"envpath {d.target} needs a file directive, and the profile "
+                                     "projects no files", name=d.target))
+            else:
+                issues.append(_issue(errors.EnvpathMissingProjectedFile, d.path, d.line,
+                                     f"envpath {d.target} names a file that no file directive projects",
+                                     name=d.target))
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint (SPEC §6.8): the warnings and the within-file duplicate rules
+# ---------------------------------------------------------------------------------------------
+
+
+def _warn(code: str, message: str, d: Directive | None = None, path: str | None = None) -> Issue:
+    return Issue(code, "warning", message, d.path if d else path, d.line if d else None)
+
+
+def lint_issues(profile: Profile) -> list[Issue]:
+    """Every issue of `profile`: its errors plus the lint-only rules, sorted as SPEC §6.8 says."""
+    issues = list(profile.issues)
+    ds = profile.directives
+    if not ds and not profile.errors():
+        issues.append(Issue("empty_map", "error", "no directives", profile.source, None))
+    seen: dict[tuple[int, tuple[str, str]], Directive] = {}
+    kinds_dup = {"env": "env_var", "file": "file_path", "envpath": "envpath_var"}
+    for d in ds:
+        if d.kind == "stdin":
+            continue
+        key = (d.unit, (d.kind, d.target))
+        first = seen.get(key)
+        if first is not None:
+            same = (first.ref.key if first.ref else first.relpath) == (d.ref.key if d.ref else d.relpath)
+            what = kinds_dup[d.kind]
+            if same:
+                issues.append(_warn(f"redundant_{what}", f"{d.target} repeats line {first.line}", d))
+            else:
+                issues.append(Issue(f"duplicate_{what}", "error",
+                                    f"{d.target} is set again with another reference (line {first.line})",
+                                    d.path, d.line))
+        seen[key] = d
+    env_names = {d.target for d in ds if d.kind == "env"}
+    for d in ds:
+        if d.kind == "envpath" and d.target in env_names:
+            issues.append(_warn("envpath_overrides_env_var",
+                                f"{d.target} is set by both env and envpath", d))
+        if d.kind in ("env", "envpath") and is_protected_env(d.target):
+            issues.append(_warn("protected_env_var",
+                                f"{d.target} changes how programs start; make sure you mean it", d))
+        if d.ref is not None and d.ref.kind == "exec" and _WRAPPER_CHARS & set(d.ref.text):
+            issues.append(_warn("exec_source_may_require_wrapper",
+                                "exec: runs without a shell; quotes and shell operators are passed "
+                                "literally (wrap the command in a script)", d))
+        if d.kind == "envpath":
+            issues.append(_warn("envpath_requires_files_dir_for_envfile",
+                                f"envfile writes {d.target} only with --files-dir", d))
+        if d.kind == "stdin":
+            issues.append(_warn("stdin_run_only", "stdin is used only by run", d))
+    kinds = {d.kind for d in ds}
+    if kinds == {"file"}:
+        issues.append(_warn("envfile_has_no_env_mappings",
+                            "only file directives: envfile has nothing to write", path=profile.source))
+    for other in profile.shadowed:
+        issues.append(_warn("profile_shadowed_candidates",
+                            f"{other} is shadowed by {profile.source}", path=profile.source))
+    return sort_issues(issues)
+
+
+def sort_issues(issues: Iterable[Issue]) -> list[Issue]:
+    return sorted(issues, key=lambda i: (i.severity != "error", i.code, i.path or "", i.line or 0))

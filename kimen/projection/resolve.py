@@ -1,0 +1,124 @@
+"""Resolving the winning directives' references to bytes (SPEC §6.3, §6.4, §7).
+
+Secrets come from one `store.read(names)` with exactly the names the directives need; the store
+is opened through the caller's `open_store` only when there is at least one such name, so a
+profile of `const:` and `exec:` never asks for a passphrase. Then each distinct `exec:` argv runs
+once, in profile order. Nothing is written here and no value ever reaches a message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from .. import errors
+from ..store import MAX_VALUE_BYTES, Store
+from .kmap import Directive
+
+MAX_EXEC_OUTPUT = 1024 * 1024
+
+
+def secret_names(directives: Iterable[Directive]) -> list[str]:
+    """The secret names `directives` read, sorted and without repeats."""
+    return sorted({d.ref.name for d in directives if d.ref is not None and d.ref.kind == "secret"
+                   and d.ref.name is not None})
+
+
+def exec_commands(directives: Iterable[Directive]) -> list[tuple[str, ...]]:
+    """Each distinct `exec:` argv, in order of first use."""
+    out: list[tuple[str, ...]] = []
+    for d in directives:
+        if d.ref is not None and d.ref.kind == "exec" and d.ref.argv not in out:
+            out.append(d.ref.argv)  # type: ignore[arg-type]
+    return out
+
+
+def which(command: str, path_var: str | None) -> str | None:
+    """PATH lookup as execvp does it; None when nothing executable is found."""
+    if "/" in command:
+        return command
+    for directory in (path_var if path_var is not None else os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", command)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> bytes:
+    """Stdout of an `exec:` source with one trailing LF or CRLF removed."""
+    import subprocess
+
+    argv = list(d.ref.argv)  # type: ignore[union-attr]
+    exe = which(argv[0], env.get("PATH"))
+    where = d.where
+    if exe is None:
+        raise errors.ExecSourceFailed(f"{where}: exec source command not found", path=d.path,
+                                      line=d.line)
+    try:
+        proc = subprocess.Popen([exe, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                env=dict(env), cwd=cwd, close_fds=True)
+    except OSError as exc:
+        raise errors.ExecSourceFailed(f"{where}: exec source could not start ({exc.strerror})",
+                                      path=d.path, line=d.line) from None
+    from ..fsutil import read_limited
+
+    with proc:
+        data = read_limited(proc.stdout, MAX_EXEC_OUTPUT)  # type: ignore[arg-type]
+        if len(data) > MAX_EXEC_OUTPUT:
+            proc.kill()
+            proc.wait()
+            raise errors.ExecSourceFailed(f"{where}: exec source printed more than 1 MiB",
+                                          path=d.path, line=d.line)
+        status = proc.wait()
+    if status != 0:
+        shown = f"exit status {status}" if status > 0 else f"killed by signal {-status}"
+        raise errors.ExecSourceFailed(f"{where}: exec source failed ({shown})", path=d.path,
+                                      line=d.line, status=status)
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    if data.endswith(b"\n"):
+        return data[:-1]
+    return data
+
+
+def resolve(
+    directives: Sequence[Directive],
+    open_store: Callable[[], Store] | None,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+) -> dict[Directive, bytes]:
+    """Bytes of every directive in `directives` that has a reference (envpath has none).
+
+    `env` is the environment `exec:` sources get (already without private variables).
+    """
+    values: dict[Directive, bytes] = {}
+    names = secret_names(directives)
+    if names:
+        if open_store is None:
+            raise errors.ProjectionFailed(detail="no store available for secret references")
+        store = open_store()
+        try:
+            found = store.read(names)
+        finally:
+            store.close()
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise errors.SecretNotFound(missing)
+        for d in directives:
+            if d.ref is not None and d.ref.kind == "secret":
+                value = found[d.ref.name].value  # type: ignore[index]
+                if len(value) > MAX_VALUE_BYTES:
+                    raise errors.SecretTooLarge()
+                values[d] = value
+    ran: dict[tuple[str, ...], bytes] = {}
+    for d in directives:
+        if d.ref is None:
+            continue
+        if d.ref.kind == "const":
+            values[d] = d.ref.const  # type: ignore[assignment]
+        elif d.ref.kind == "exec":
+            argv = d.ref.argv
+            if argv not in ran:
+                ran[argv] = run_exec_source(d, env, cwd)  # type: ignore[index]
+            values[d] = ran[argv]  # type: ignore[index]
+    return values

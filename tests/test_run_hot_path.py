@@ -1,0 +1,56 @@
+"""The `kimen run` hot path imports nothing heavy (SPEC §12): checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+FORBIDDEN = {
+    "nacl", "argon2", "sqlite3", "_sqlite3", "pyrage", "git", "prompt_toolkit", "asyncio", "platformdirs",
+    "kimen.crypto", "kimen.vault", "kimen.bundle", "kimen.daemon.server", "kimen.config",
+}
+# also kept off the exec-in-place path (they cost more than a whole Python start-up together)
+HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "threading", "json", "shutil", "secrets"}
+
+
+def _modules(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""})
+    return set(out.stdout.split())
+
+
+def test_run_path_imports_nothing_heavy():
+    loaded = _modules(
+        "import kimen.cli, kimen.cli.projection, kimen.access\n"
+        "from kimen.projection import kmap, resolve, env, files, run\n"
+    )
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert not loaded & (HEAVY - {"subprocess", "threading"}), sorted(loaded & HEAVY)
+
+
+def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
+    """Drive the real command with -X importtime (exec replaces the process: stderr keeps the list)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                          "import sys; from kimen.__main__ import main; sys.exit(main())",
+                          "run", "--env", "A=const:x", "--", "true"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "kimen.projection.run" in loaded
+    assert not loaded & (FORBIDDEN | HEAVY), sorted(loaded & (FORBIDDEN | HEAVY))
+
+
+def test_session_run_path_imports_nothing_heavy():
+    """With a live session the store is the daemon client: it must stay as light as the rest."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("kimen.daemon") is None or importlib.util.find_spec("kimen.daemon.client") is None:
+        pytest.skip("no session daemon client in this build yet")
+    loaded = _modules("import kimen.cli.projection, kimen.access, kimen.daemon.client\n"
+                      "from kimen.projection import kmap, resolve, env, files, run\n")
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert not loaded & {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets"}
