@@ -5,11 +5,13 @@ it), plus a logical fingerprint of a vault file used to prove "nothing changed".
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import Done, Kimen
+from tests.conftest import KIMEN, Done, Kimen
 
 CANARY = b"kimen-e2e-CANARY-9f3c1d7a"
 TABLES = ("vault", "secrets", "sync_state", "sync_baseline")
@@ -59,10 +61,13 @@ def check_no_canary(runs: list[Done]) -> None:
 
 def recording_kimen(tmp_path: Path) -> Iterator[RecordingKimen]:
     """The body of each module's `vk` fixture: a recording `kimen`; after the test, no captured
-    stderr (nor stdout without `--unsafe-stdout`) holds the canary. These tests never start a
-    session, so there is nothing to stop."""
+    stderr (nor stdout without `--unsafe-stdout`) holds the canary. Like the conftest fixture, it
+    never leaves a daemon or session dir behind."""
     k = RecordingKimen(tmp_path)
     yield k
+    if k.session_dir.exists():
+        subprocess.run([KIMEN, "session", "stop"], env=k.env, capture_output=True, timeout=30)
+        shutil.rmtree(k.session_dir, ignore_errors=True)
     check_no_canary(k.runs)
 
 
