@@ -67,10 +67,21 @@ def resolve_vault(ctx: Any) -> VaultLocation:
     env_path = ctx.env.get("KIMEN_VAULT", "")
     if env_path:
         return VaultLocation(paths.absolute(env_path), "env")
-    configured = load_config(ctx).vault_path()
+    configured = _configured_vault(ctx)
     if configured:
         return VaultLocation(paths.absolute(configured), "config")
     return VaultLocation(paths.default_vault(ctx.env), "default")
+
+
+def _configured_vault(ctx: Any) -> str | None:
+    """config `vault.path`; without a config file, kimen.config is not even imported (hot path)."""
+    if getattr(ctx, "config", None) is None:
+        try:
+            if not os.path.lexists(paths.config_file(ctx.env)):
+                return None
+        except (KeyError, OSError, RuntimeError):
+            pass  # Config.load reports it
+    return load_config(ctx).vault_path()
 
 
 def open_metadata(ctx: Any, location: VaultLocation | None = None) -> Vault:
@@ -106,11 +117,11 @@ def fallback_source(ctx: Any, location: VaultLocation, *, prompt: bool = True) -
 
 
 def session_store(ctx: Any, location: VaultLocation) -> Store | None:
-    """The session daemon's store for this vault, or None when no session serves it.
+    """The session daemon's store for this vault, or None when no session serves it (SPEC §5.10)."""
+    from .daemon import client
 
-    The daemon client plugs in here; until it exists there is never a session.
-    """
-    return None
+    return client.session_store(ctx.env, location.path, location.canonical_path,
+                                lambda: open_metadata(ctx, location))
 
 
 def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> Store:

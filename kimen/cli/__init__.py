@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vault": ("kimen.cli.vault", "create, inspect and rekey the vault"),
     "secret": ("kimen.cli.secret", "set, list, read, remove, rename and import secrets"),
     "config": ("kimen.cli.config", "show and edit the config file"),
+    "session": ("kimen.cli.session", "unlock once, then use the vault without a passphrase (session daemon)"),
     "run": ("kimen.cli.projection", "run a command with secrets projected into env, files and stdin"),
     "render": ("kimen.cli.projection", "write a profile's files into a directory (e.g. for a service)"),
     "envfile": ("kimen.cli.projection", "write an envfile (dotenv, shell, docker or json)"),

@@ -1,0 +1,159 @@
+"""The session wire protocol (SPEC §5.3): framing, versions and where the socket lives.
+
+A frame is a 4-byte big-endian length then that many bytes of UTF-8 JSON (one object). Sizes are
+checked on the length prefix before anything else is read. Requests carry the protocol version
+and the kimen version; `status` and `stop` keep their shapes forever so a client can talk to a
+daemon of another version. Stdlib only: this module is on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from .. import __version__, errors, paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+PROTOCOL = 1
+VERSION = __version__
+MAX_FRAME = 64 * 1024 * 1024
+FRAME_TIMEOUT = 5.0  # a frame must arrive within 5 s of its first byte
+IDLE_TIMEOUT = 10.0  # a connection with no request for 10 s is closed
+READ_BATCH = 1000  # a client splits reads of more names into several requests
+SOCKET_NAME = "session.sock"
+LOCK_NAME = "session.lock"
+FROZEN_OPS = frozenset({"status", "stop"})  # answered whatever the peer's version
+# AF_UNIX sun_path: 108 bytes on Linux, 104 on the BSDs and macOS, including the final NUL
+MAX_SOCKET_PATH = 107 if os.uname().sysname == "Linux" else 103
+
+_HEADER = struct.Struct(">I")
+
+
+class PeerClosed(Exception):
+    """The peer closed the connection cleanly between frames (internal)."""
+
+
+def socket_path(env: Mapping[str, str]) -> str:
+    """`<session dir>/session.sock`; `SocketPathTooLong` past the platform limit."""
+    path = os.path.join(paths.session_dir(env), SOCKET_NAME)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise errors.SocketPathTooLong(path=path)
+    return path
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """One frame: the length prefix and the compact JSON."""
+    import json
+
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(body) > MAX_FRAME:
+        raise errors.FrameTooLarge()
+    return _HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A frame's JSON object; `SessionProtocolError` for anything else."""
+    import json
+
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise errors.SessionProtocolError() from None
+    if not isinstance(doc, dict):
+        raise errors.SessionProtocolError()
+    return doc
+
+
+def send(sock: socket.socket, doc: dict[str, Any]) -> None:
+    sock.sendall(encode(doc))
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks: list[bytes] = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise errors.SessionProtocolError(message="session connection closed mid-frame")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """Read one frame. `idle` bounds the wait for its first byte (then `FRAME_TIMEOUT` for the rest).
+
+    Raises `PeerClosed` on a clean close before a frame, `FrameTooLarge` when the length prefix
+    exceeds `limit` (nothing more is read), `SessionProtocolError` on a short or malformed frame,
+    and `TimeoutError` (an OSError) when the peer is too slow.
+    """
+    sock.settimeout(idle)
+    first = sock.recv(4)
+    if not first:
+        raise PeerClosed()
+    sock.settimeout(FRAME_TIMEOUT)
+    header = first if len(first) == 4 else first + _recv_exact(sock, 4 - len(first))
+    (length,) = _HEADER.unpack(header)
+    if length > limit:
+        raise errors.FrameTooLarge()
+    return decode(_recv_exact(sock, length))
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (SO_PEERCRED, or getpeereid on the BSDs)."""
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", creds)[1]
+    try:  # pragma: no cover - macOS / BSD
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        uid, gid = ctypes.c_uint32(), ctypes.c_uint32()
+        if libc.getpeereid(sock.fileno(), ctypes.byref(uid), ctypes.byref(gid)) != 0:
+            return None
+        return uid.value
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def peer_pid(sock: socket.socket) -> int | None:
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[0]
+
+
+def error_fields(err: errors.KimenError) -> dict[str, Any]:
+    """The failure part of a response: reason, message, hint and the envelope's context fields."""
+    doc: dict[str, Any] = {"ok": False, "reason": err.reason, "message": err.message}
+    if err.hint_text:
+        doc["hint"] = err.hint_text
+    for key, value in err.fields.items():
+        if key in errors.CONTEXT_FIELDS:
+            doc.setdefault(key, value)
+    return doc
+
+
+def raise_for(response: dict[str, Any]) -> None:
+    """Re-raise a failure response as the `KimenError` class registered for its reason."""
+    if response.get("ok") is True:
+        return
+    reason = response.get("reason")
+    if not isinstance(reason, str):
+        raise errors.SessionProtocolError()
+    cls = errors.error_class(reason)
+    message = response.get("message") if isinstance(response.get("message"), str) else None
+    hint = response.get("hint") if isinstance(response.get("hint"), str) else None
+    fields = {k: v for k, v in response.items() if k in errors.CONTEXT_FIELDS}
+    if reason == "secret_not_found":
+        raise errors.SecretNotFound(list(fields.get("missing") or []))
+    if reason == "secret_exists":
+        raise errors.SecretExists(list(fields.get("existing") or []))
+    if cls.reason != reason:  # unknown reason (a newer daemon): keep its words, not its code
+        raise errors.SessionProtocolError(message=message or "session protocol error")
+    raise cls(message, hint=hint, **fields)

@@ -1,0 +1,628 @@
+"""The session daemon process (SPEC §5): `python -m kimen.daemon.server --socket PATH --ready-fd N`.
+
+One daemon per session directory serves any number of vaults, each keyed by its canonical path,
+holding the unwrapped data key (never the passphrase) and performing the store operations of
+§3.6 for same-uid clients. Design:
+
+- an accept loop on the main thread (with a self-pipe for signals and `stop`), one thread per
+  connection: a KDF runs in the thread of the connection that asked for it and never delays
+  reads of vaults already unlocked;
+- each unlocked vault has its own SQLite connection guarded by a lock (`VaultEntry.op_lock`),
+  so requests on one vault are serialised and requests on different vaults are not;
+- `lock`, expiry, identity changes, signals and `stop` wipe the key under that lock, so once a
+  `lock` response is sent no request can get a value from the key;
+- a timer thread expires keys at their deadlines (boot clock), checks every few seconds that
+  the socket path still names this daemon's socket, and exits after an hour with nothing held.
+
+Grants (§5.8) and the audit log (§5.9) are not implemented yet: `token` and `context` are
+accepted and ignored, `require_grant` is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import selectors
+import signal
+import socket
+import stat
+import sys
+import threading
+from typing import Any
+
+from .. import errors
+from ..sensitive import Sensitive
+from ..store import Change
+from ..vault import LocalStore, Vault
+from . import protocol
+from .session import (
+    DEFAULT_MAX_TTL,
+    DEFAULT_TTL,
+    Deadlines,
+    LockedKey,
+    boot_clock,
+    rfc3339,
+    ttl_problem,
+    wall_time,
+)
+
+MAX_CONNECTIONS = 512
+SOCKET_CHECK_INTERVAL = 10.0
+IDLE_EXIT = 3600.0  # nothing unlocked (and no grant) for an hour: exit
+STORE_OPS = frozenset({"read", "write", "verify", "digest", "sync_state"})
+_PR_SET_DUMPABLE = 4
+
+
+class DaemonStore(LocalStore):
+    """A local store whose key is refused as soon as the vault was replaced or rekeyed (§5.4)."""
+
+    def check_key(self, header: Any) -> None:
+        if (header.vault_id != self._vault_id or header.wrap_id != self._wrap_id
+                or header.key_epoch != self._key_epoch):
+            raise errors.SessionLocked(vault=self.vault.canonical_path)
+
+
+class VaultEntry:
+    """One unlocked vault: its store (and key), identity and deadlines."""
+
+    def __init__(self, path: str, store: DaemonStore, key: LockedKey, deadlines: Deadlines) -> None:
+        self.path = path
+        self.store = store
+        self.key = key
+        self.deadlines = deadlines
+        self.unlocked_wall = wall_time(deadlines.unlocked_at)
+        vault = store.vault
+        self.device, self.inode = vault.device, vault.inode
+        self.vault_id = vault.header().vault_id.hex()
+        self.op_lock = threading.Lock()
+        self.alive = True
+
+    def forget(self) -> None:
+        """Zero the key and close the vault; waits for a request in flight on this vault."""
+        with self.op_lock:
+            self._forget_locked()
+
+    def _forget_locked(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self.store.forget_key()
+        self.store._k_mac = b""  # immutable bytes: dropped, not wiped (docs/session.md)
+        self.store.close()
+
+    def same_file(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.device, self.inode)
+
+    def state(self) -> dict[str, Any]:
+        d = self.deadlines
+        now = boot_clock()
+        return {
+            "vault_path": self.path, "vault_id": self.vault_id, "unlocked_at": rfc3339(self.unlocked_wall),
+            "idle_expires_at": rfc3339(wall_time(d.idle_at, now)),
+            "max_expires_at": rfc3339(wall_time(d.max_at, now)),
+            "ttl_seconds": d.ttl, "max_ttl_seconds": d.max_ttl, "mlock": self.key.locked,
+        }
+
+
+class Daemon:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.uid = os.getuid()
+        self.pid = os.getpid()
+        self.entries: dict[str, VaultEntry] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.stopping = False
+        self.connections = 0
+        self.rejected = 0
+        self.mlock_ok = _mlock_probe()
+        self.last_held = boot_clock()
+        self.listener: socket.socket | None = None
+        self.socket_id: tuple[int, int] | None = None
+        self.stop_replied = threading.Event()  # the `stop` response is out: the process may exit
+        self.stop_by_request = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._wfd, False)
+
+    # -- lifecycle --
+
+    def bind(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            listener.bind(self.socket_path)
+        finally:
+            os.umask(old)
+        listener.listen(128)
+        st = os.lstat(self.socket_path)
+        self.socket_id = (st.st_dev, st.st_ino)
+        self.listener = listener
+
+    def owns_socket(self) -> bool:
+        try:
+            st = os.lstat(self.socket_path)
+        except OSError:
+            return False
+        return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.socket_id
+
+    def request_stop(self, poke: bool = True) -> None:
+        """Forget every key and remove the socket now; the accept loop then exits."""
+        with self.lock:
+            self.stopping = True
+            self.wake.notify_all()
+        self.lock_all()
+        if self.owns_socket():
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+        if poke:
+            self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wfd, b"x")
+        except OSError:
+            pass
+
+    def lock_all(self) -> None:
+        with self.lock:
+            entries = list(self.entries.values())
+            self.entries.clear()
+            self.last_held = boot_clock()
+        for entry in entries:
+            entry.forget()
+
+    def lock_vault(self, path: str) -> None:
+        with self.lock:
+            entry = self.entries.pop(path, None)
+            if self.entries == {}:
+                self.last_held = boot_clock()
+        if entry is not None:
+            entry.forget()
+
+    def serve(self) -> None:
+        assert self.listener is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ)
+        sel.register(self._rfd, selectors.EVENT_READ)
+        threading.Thread(target=self._timer, name="deadlines", daemon=True).start()
+        while not self.stopping:
+            for key, _ in sel.select():
+                if key.fileobj == self._rfd:
+                    try:
+                        os.read(self._rfd, 512)
+                    except OSError:
+                        pass
+                    continue
+                try:
+                    conn, _addr = self.listener.accept()
+                except OSError:
+                    continue
+                self._admit(conn)
+        sel.close()
+
+    def _admit(self, conn: socket.socket) -> None:
+        try:
+            uid = protocol.peer_uid(conn)
+        except OSError:
+            uid = None
+        if uid != self.uid:  # another uid gets not a single byte (logged as peer_rejected)
+            self.rejected += 1
+            conn.close()
+            return
+        with self.lock:
+            if self.connections >= MAX_CONNECTIONS or self.stopping:
+                conn.close()
+                return
+            self.connections += 1
+        try:
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+        except RuntimeError:
+            with self.lock:
+                self.connections -= 1
+            conn.close()
+
+    # -- timers --
+
+    def _timer(self) -> None:
+        next_socket_check = boot_clock() + SOCKET_CHECK_INTERVAL
+        while True:
+            expired: list[VaultEntry] = []
+            with self.lock:
+                if self.stopping:
+                    return
+                now = boot_clock()
+                for path, entry in list(self.entries.items()):
+                    if entry.deadlines.expired(now):
+                        expired.append(self.entries.pop(path))
+                if expired and not self.entries:
+                    self.last_held = now
+                idle_exit = not self.entries and now - self.last_held >= IDLE_EXIT
+                wait = min([e.deadlines.next_deadline() for e in self.entries.values()]
+                           + [next_socket_check, now + 5.0]) - now
+            for entry in expired:
+                entry.forget()
+            if idle_exit:
+                self.request_stop()
+                return
+            if now >= next_socket_check:
+                next_socket_check = now + SOCKET_CHECK_INTERVAL
+                if not self.owns_socket():  # replaced or removed: lock, leave the path alone, exit
+                    with self.lock:
+                        self.stopping = True
+                    self.lock_all()
+                    self._poke()
+                    return
+            if expired:
+                continue
+            with self.lock:
+                if not self.stopping:
+                    self.wake.wait(max(wait, 0.01))
+
+    # -- connections --
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
+            while True:
+                try:
+                    request = protocol.receive(conn, idle=protocol.IDLE_TIMEOUT)
+                except protocol.PeerClosed:
+                    return
+                except (errors.FrameTooLarge, errors.SessionProtocolError) as err:
+                    self._send(conn, {"v": protocol.PROTOCOL, "id": None, **protocol.error_fields(err)})
+                    return
+                except OSError:  # idle or slow peer, reset connection
+                    return
+                response = self.handle(request)
+                if not self._send(conn, response):
+                    return
+                if request.get("op") == "stop" and response.get("ok"):
+                    self.stop_replied.set()
+                    self._poke()
+                    return
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+            with self.lock:
+                self.connections -= 1
+
+    def _send(self, conn: socket.socket, doc: dict[str, Any]) -> bool:
+        try:
+            conn.settimeout(protocol.FRAME_TIMEOUT)
+            protocol.send(conn, doc)
+            return True
+        except errors.FrameTooLarge as err:
+            try:
+                protocol.send(conn, {"v": protocol.PROTOCOL, "id": doc.get("id"), **protocol.error_fields(err)})
+            except OSError:
+                pass
+            return False
+        except OSError:
+            return False
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        rid = request.get("id")
+        base = {"v": protocol.PROTOCOL, "id": rid if isinstance(rid, (str, int)) else None}
+        op = request.get("op")
+        try:
+            if not isinstance(op, str):
+                raise errors.SessionProtocolError(message="session request without an op")
+            same_version = request.get("v") == protocol.PROTOCOL and request.get("kimen") == protocol.VERSION
+            if not same_version and op not in protocol.FROZEN_OPS:
+                raise errors.SessionVersionMismatch()
+            method = getattr(self, f"op_{op}", None)
+            if method is None:
+                raise errors.SessionProtocolError(message=f"unknown session op: {op[:40]}")
+            result = method(request)
+            return {**base, "ok": True, **result}
+        except errors.KimenError as err:
+            return {**base, **protocol.error_fields(err)}
+        except Exception as exc:  # a bug must not kill the daemon; the type name only, never the text
+            return {**base, **protocol.error_fields(errors.InternalError(type=type(exc).__name__))}
+
+    # -- ops --
+
+    def op_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = request.get("vault_path")
+        if isinstance(path, str):
+            entry = self._entry(path, required=False)
+            if entry is not None:
+                try:
+                    with entry.op_lock:
+                        self._check_identity(entry)
+                except errors.SessionLocked:
+                    pass
+        self._expire_now()
+        with self.lock:
+            vaults = [e.state() for e in self.entries.values()]
+            mlock = all(e.key.locked for e in self.entries.values()) if self.entries else self.mlock_ok
+        return {
+            "running": True, "pid": self.pid, "version": protocol.VERSION, "protocol": protocol.PROTOCOL,
+            "require_grant": False, "mlock": mlock, "vaults": vaults, "grant_count": 0,
+        }
+
+    def op_stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.stop_by_request = True
+        self.request_stop(poke=False)
+        return {"stopping": True}
+
+    def op_lock(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = request.get("vault_path")
+        if path is None:
+            self.lock_all()
+        elif isinstance(path, str):
+            self.lock_vault(path)
+        else:
+            raise errors.SessionProtocolError(message="vault_path must be a string")
+        return self.op_status({})
+
+    def op_unlock(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = _vault_path(request)
+        ttl = request.get("ttl", DEFAULT_TTL)
+        max_ttl = request.get("max_ttl", DEFAULT_MAX_TTL)
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (ttl, max_ttl)):
+            raise errors.InvalidTtl(detail="TTLs must be numbers of seconds")
+        problem = ttl_problem(ttl, max_ttl)
+        if problem:
+            raise errors.InvalidTtl(detail=problem)
+        if request.get("require_grant"):
+            raise errors.SessionUnsupported(message="grant-required sessions are not supported yet")
+        encoded = request.get("passphrase_b64")
+        if not isinstance(encoded, str):
+            raise errors.SessionProtocolError(message="unlock without passphrase_b64")
+        try:
+            passphrase = Sensitive(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            raise errors.SessionProtocolError(message="passphrase_b64 is not base64") from None
+        del encoded, request["passphrase_b64"]
+        vault = Vault.open(path)
+        try:
+            with passphrase:
+                key = vault.unwrap_key(passphrase)  # the KDF, in this connection's thread
+            locked = LockedKey(key)
+            store = DaemonStore(vault, locked, stale_error=errors.SessionLocked)
+        except BaseException:
+            vault.close()
+            raise
+        entry = VaultEntry(path, store, locked, Deadlines(ttl, max_ttl))
+        with self.lock:
+            if self.stopping:
+                old = entry
+            else:
+                old = self.entries.get(path)
+                self.entries[path] = entry
+                self.wake.notify_all()
+        if old is not None:
+            old.forget()
+        return {"vault": entry.state(), "pid": self.pid}
+
+    def op_read(self, request: dict[str, Any]) -> dict[str, Any]:
+        names = request.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise errors.SessionProtocolError(message="read needs a list of names")
+        if len(names) > protocol.READ_BATCH:
+            raise errors.SessionProtocolError(message="too many names in one read")
+        values = self._with_store(request, lambda store: store.read(names))
+        return {"secrets": [{"name": v.name, "value_b64": base64.b64encode(v.value).decode(), "revision": v.revision}
+                            for v in values.values()]}
+
+    def op_write(self, request: dict[str, Any]) -> dict[str, Any]:
+        items = request.get("changes")
+        if not isinstance(items, list):
+            raise errors.SessionProtocolError(message="write needs a list of changes")
+        changes = [_change(item) for item in items]
+        if_generation = request.get("if_generation")
+        if if_generation is not None and not isinstance(if_generation, int):
+            raise errors.SessionProtocolError(message="if_generation must be an integer")
+        if request.get("baseline") is not None:
+            raise errors.SessionUnsupported(message="sync baselines through a session are not supported yet")
+        result = self._with_store(request, lambda store: store.write(changes, if_generation=if_generation))
+        return {"generation": result.generation, "results": [
+            {"op": r.op, "name": r.name, "revision": r.revision, "created": r.created, "new_name": r.new_name}
+            for r in result.results]}
+
+    def op_verify(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._with_store(request, lambda store: store.verify())
+        return {"integrity": "ok"}
+
+    # -- store access --
+
+    def _entry(self, path: str, *, required: bool = True) -> VaultEntry | None:
+        with self.lock:
+            entry = self.entries.get(path)
+            if entry is not None and entry.deadlines.expired():
+                del self.entries[path]
+                expired = entry
+                entry = None
+            else:
+                expired = None
+        if expired is not None:
+            expired.forget()
+        if entry is None and required:
+            raise errors.SessionLocked(vault=path)
+        return entry
+
+    def _expire_now(self) -> None:
+        now = boot_clock()
+        with self.lock:
+            gone = [self.entries.pop(p) for p, e in list(self.entries.items()) if e.deadlines.expired(now)]
+        for entry in gone:
+            entry.forget()
+
+    def _check_identity(self, entry: VaultEntry) -> None:
+        """Same file (device, inode) and same vault id and wrap id (§5.4); else forget the key."""
+        if entry.alive and entry.same_file():
+            try:
+                entry.store.check_key(entry.store.vault.header())
+                return
+            except errors.KimenError:
+                pass
+        self._drop(entry)
+        raise errors.SessionLocked(vault=entry.path)
+
+    def _drop(self, entry: VaultEntry) -> None:
+        """Forget `entry` (its op_lock is held by the caller)."""
+        with self.lock:
+            if self.entries.get(entry.path) is entry:
+                del self.entries[entry.path]
+        entry._forget_locked()
+
+    def _with_store(self, request: dict[str, Any], fn: Any) -> Any:
+        path = _vault_path(request)
+        entry = self._entry(path)
+        assert entry is not None
+        with entry.op_lock:
+            if not entry.alive or entry.deadlines.expired():
+                self._drop(entry)
+                raise errors.SessionLocked(vault=path)
+            if not entry.same_file():
+                self._drop(entry)
+                raise errors.SessionLocked(vault=path)
+            try:
+                result = fn(entry.store)
+            except errors.SessionLocked:  # vault id, wrap id or key epoch changed under the key
+                self._drop(entry)
+                raise
+            entry.deadlines.touch()
+        return result
+
+
+def _vault_path(request: dict[str, Any]) -> str:
+    path = request.get("vault_path")
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+        raise errors.SessionProtocolError(message="vault_path must be an absolute path")
+    if os.path.realpath(path) != path:
+        raise errors.SessionProtocolError(message="vault_path must be canonical")
+    return path
+
+
+def _change(item: Any) -> Change:
+    if not isinstance(item, dict):
+        raise errors.SessionProtocolError(message="a change must be an object")
+    op, name = item.get("op"), item.get("name")
+    if not isinstance(name, str):
+        raise errors.SessionProtocolError(message="a change needs a name")
+    if op == "set":
+        mode = item.get("mode", "upsert")
+        if mode not in ("upsert", "create", "update"):
+            raise errors.SessionProtocolError(message="unknown set mode")
+        try:
+            value = base64.b64decode(item.get("value_b64", ""), validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise errors.SessionProtocolError(message="value_b64 is not base64") from None
+        return Change.set(name, value, mode=mode)
+    if op == "rm":
+        return Change.rm(name)
+    if op == "mv" and isinstance(item.get("new_name"), str):
+        return Change.mv(name, item["new_name"])
+    raise errors.SessionProtocolError(message="unknown change")
+
+
+# -- process set-up --
+
+
+def harden() -> None:
+    """No core dumps and no ptrace/proc access by same-uid processes (before any key is held)."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _mlock_probe() -> bool:
+    key = LockedKey(Sensitive(bytes(32)))
+    try:
+        return key.locked
+    finally:
+        key.wipe()
+
+
+def _parse_args(argv: list[str]) -> tuple[str, int | None]:
+    socket_path, ready_fd = None, None
+    it = iter(argv)
+    for arg in it:
+        if arg == "--socket":
+            socket_path = next(it, None)
+        elif arg == "--ready-fd":
+            value = next(it, None)
+            ready_fd = int(value) if value is not None and value.isdigit() else None
+        else:
+            raise SystemExit(f"kimen.daemon.server: unknown argument {arg[:40]!r}")
+    if not socket_path or not os.path.isabs(socket_path):
+        raise SystemExit("usage: python -m kimen.daemon.server --socket PATH [--ready-fd N]")
+    return socket_path, ready_fd
+
+
+def _report(ready_fd: int | None, line: str) -> None:
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, line.encode() + b"\n")
+        os.close(ready_fd)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    socket_path, ready_fd = _parse_args(sys.argv[1:] if argv is None else argv)
+    harden()
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader (started with start_new_session)
+    os.chdir("/")
+    os.umask(0o077)
+    daemon = Daemon(socket_path)
+    try:
+        daemon.bind()
+    except OSError as exc:
+        _report(ready_fd, f"error cannot bind {socket_path}: {exc.strerror}")
+        return 1
+
+    def on_stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=daemon.request_stop, daemon=True).start()
+
+    def on_lock(signum: int, frame: Any) -> None:
+        threading.Thread(target=daemon.lock_all, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_lock)
+    signal.signal(signal.SIGUSR1, on_lock)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    _report(ready_fd, f"ok {daemon.pid}")
+    try:
+        daemon.serve()
+        if daemon.stop_by_request:
+            daemon.stop_replied.wait(2.0)
+    finally:
+        daemon.lock_all()
+        if daemon.owns_socket():
+            try:
+                os.unlink(socket_path)
+            except OSError:
+                pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,635 @@
+"""The session daemon end to end (SPEC §5): a real daemon on a real socket, driven by the installed
+`kimen`. Timing-dependent cases use TTLs of seconds and generous waits, never timing assertions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE, SMALL_KDF
+
+PY = sys.executable
+
+
+def start(kimen, *extra: str, passphrase: str = PASSPHRASE, **kw):
+    return kimen.ok("session", "start", *extra, env={**kimen.with_pass(passphrase), **kw.pop("env", {})}, **kw)
+
+
+def status(kimen, **kw) -> dict:
+    return kimen.ok("session", "status", "--json", **kw).json()
+
+
+def get(kimen, name: str, **kw):
+    """`secret get` with no passphrase source: only a session can serve it."""
+    return kimen.run("secret", "get", name, "--unsafe-stdout", "--json", **kw)
+
+
+def served(kimen, name: str, value: bytes, **kw) -> None:
+    done = get(kimen, name, **kw)
+    assert done.code == 0, done.err
+    import base64
+
+    assert base64.b64decode(done.json()["value_b64"]) == value
+
+
+def not_served(kimen, name: str, **kw) -> None:
+    done = get(kimen, name, **kw)
+    assert done.code == 10, done.err  # fell back; no passphrase source in tests
+    assert done.err_json()["reason"] == "missing_passphrase"
+
+
+def wait_for(predicate, what: str, limit: float = 30.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def vault(kimen):
+    kimen.init_vault()
+    kimen.set("app.token", b"s3cret-value")
+    kimen.set("app.other", b"\x00binary\xff")
+    return kimen.vault
+
+
+# -- start / status / lock / stop --
+
+
+def test_status_without_a_daemon(kimen):
+    assert kimen.ok("session", "status").stdout == "session: stopped\n"
+    doc = status(kimen)
+    assert doc["action"] == "session_status" and doc["running"] is False
+    assert doc["state"] == "stopped" and doc["locked"] is True and doc["version_mismatch"] is False
+    assert doc["socket_path"] == str(kimen.session_dir / "session.sock")
+
+
+def test_start_status_lock_stop(kimen, vault):
+    done = start(kimen, "--ttl", "10m", "--max-ttl", "2h")
+    pid = status(kimen)["pid"]
+    assert done.stdout == f"session unlocked: {vault} (idle 10m, max 2h, pid {pid})\n"
+    doc = status(kimen)
+    assert doc["running"] and doc["state"] == "unlocked" and doc["locked"] is False
+    assert doc["vault_path"] == str(vault) and doc["ttl_seconds"] == 600 and doc["protocol"] == 1
+    assert [v["vault_path"] for v in doc["vaults"]] == [str(vault)]
+    assert doc["vaults"][0]["max_ttl_seconds"] == 7200 and doc["expires_at"] == doc["vaults"][0]["idle_expires_at"]
+    human = kimen.ok("session", "status").stdout
+    assert human.startswith(f"session: unlocked (vault={vault} idle_expires_at=") and human.endswith(f"pid={pid})\n")
+    # the session directory and socket are private
+    assert stat.S_IMODE(kimen.session_dir.stat().st_mode) == 0o700
+    sock = kimen.session_dir / "session.sock"
+    assert stat.S_ISSOCK(sock.lstat().st_mode) and stat.S_IMODE(sock.lstat().st_mode) == 0o600
+
+    served(kimen, "app.token", b"s3cret-value")
+    served(kimen, "app.other", b"\x00binary\xff")
+    assert kimen.ok("secret", "get", "app.token", "--unsafe-stdout").out == b"s3cret-value"
+
+    lock = kimen.ok("session", "lock", "--json").json()
+    assert lock["action"] == "session_lock" and lock["state"] == "locked" and lock["pid"] == pid
+    assert kimen.ok("session", "status").stdout == f"session: locked (pid={pid})\n"
+    not_served(kimen, "app.token")
+    assert alive(pid)
+
+    start(kimen)
+    assert status(kimen)["pid"] == pid  # the running daemon is reused
+    stop = kimen.ok("session", "stop", "--json").json()
+    assert stop["action"] == "session_stop" and stop["running"] is False
+    assert not alive(pid)
+    assert not (kimen.session_dir / "session.sock").exists()
+    assert status(kimen)["state"] == "stopped"
+    not_served(kimen, "app.token")
+
+
+def test_lock_and_stop_succeed_without_a_daemon(kimen, vault):
+    assert kimen.ok("session", "lock").stdout == "session locked\n"
+    assert kimen.ok("session", "lock", "--all").stdout == "session locked\n"
+    assert kimen.ok("session", "stop").stdout == "session stopped\n"
+
+
+def test_writes_and_verify_go_through_the_session(kimen, vault):
+    start(kimen)
+    kimen.ok("secret", "set", "app.new", "--stdin", input=b"fresh")
+    kimen.ok("secret", "mv", "app.new", "app.moved")
+    served(kimen, "app.moved", b"fresh")
+    kimen.ok("secret", "rm", "app.moved")
+    done = kimen.fail(12, "secret_not_found", "secret", "get", "app.moved", "--unsafe-stdout")
+    assert done.err_json()["missing"] == ["app.moved"]
+    kimen.fail(13, "secret_exists", "secret", "mv", "app.token", "app.other")
+    assert "integrity: ok" in kimen.ok("vault", "info", "--verify").stdout
+    # the local path reads what the session wrote
+    assert kimen.get("app.token") == b"s3cret-value"
+
+
+def test_explicit_sources_win_and_no_session_skips_it(kimen, vault):
+    start(kimen)
+    kimen.fail(15, "wrong_passphrase", "secret", "get", "app.token", "--unsafe-stdout",
+               env={"KIMEN_PASSPHRASE": "not the passphrase"})
+    kimen.fail(10, "missing_passphrase", "secret", "get", "app.token", "--unsafe-stdout", "--no-session")
+    kimen.fail(15, "wrong_passphrase", "secret", "get", "app.token", "--unsafe-stdout", "--passphrase-stdin",
+               input="nope\n")
+
+
+def test_wrong_passphrase_keeps_the_existing_session(kimen, vault):
+    start(kimen)
+    kimen.fail(15, "wrong_passphrase", "session", "start", env={"KIMEN_PASSPHRASE": "wrong passphrase"})
+    served(kimen, "app.token", b"s3cret-value")
+
+
+def test_start_needs_a_vault_and_a_passphrase(kimen):
+    kimen.fail(14, "vault_not_found", "session", "start", env=kimen.with_pass())
+    kimen.init_vault()
+    kimen.fail(10, "missing_passphrase", "session", "start")
+
+
+@pytest.mark.parametrize("flags", [
+    ("--ttl", "0"), ("--ttl", "abc"), ("--ttl", "2h", "--max-ttl", "1h"), ("--max-ttl", "8d"), ("--ttl", "-5"),
+])
+def test_invalid_ttls(kimen, flags):
+    kimen.init_vault()
+    done = kimen.fail(34, "invalid_ttl", "session", "start", *flags, env=kimen.with_pass())
+    assert "hint" in done.err_json()
+    assert not (kimen.session_dir / "session.sock").exists()
+
+
+def test_start_with_passphrase_stdin_alias(kimen, vault):
+    kimen.ok("session", "start", "--stdin", input=PASSPHRASE + "\n")
+    served(kimen, "app.token", b"s3cret-value")
+
+
+# -- several vaults, canonical paths --
+
+
+def test_other_vault_falls_back_and_several_vaults_at_once(kimen, vault, tmp_path):
+    other = tmp_path / "other.db"
+    kimen.ok("vault", "init", *SMALL_KDF, "--vault", str(other), env=kimen.with_pass("other passphrase"))
+    kimen.ok("secret", "set", "x.y", "--vault", str(other), "--stdin", input=b"other-value",
+             env=kimen.with_pass("other passphrase"))
+    start(kimen)
+    not_served(kimen, "x.y", env={"KIMEN_VAULT": str(other)})
+    start(kimen, "--vault", str(other), passphrase="other passphrase")
+    served(kimen, "x.y", b"other-value", env={"KIMEN_VAULT": str(other)})
+    served(kimen, "app.token", b"s3cret-value")
+    doc = status(kimen)
+    assert sorted(v["vault_path"] for v in doc["vaults"]) == sorted([str(vault), str(other)])
+    assert "also unlocked: vault=" in kimen.ok("session", "status").stdout
+    # lock one, keep the other
+    kimen.ok("session", "lock", "--vault", str(other))
+    not_served(kimen, "x.y", env={"KIMEN_VAULT": str(other)})
+    served(kimen, "app.token", b"s3cret-value")
+    start(kimen, "--vault", str(other), passphrase="other passphrase")
+    kimen.ok("session", "lock", "--all")
+    assert status(kimen)["vaults"] == []
+    not_served(kimen, "app.token")
+
+
+def test_a_symlink_to_the_vault_uses_its_session(kimen, vault, tmp_path):
+    link = tmp_path / "link.db"
+    link.symlink_to(vault)
+    start(kimen)
+    served(kimen, "app.token", b"s3cret-value", env={"KIMEN_VAULT": str(link)})
+    assert status(kimen, env={"KIMEN_VAULT": str(link)})["state"] == "unlocked"
+
+
+# -- TTLs --
+
+
+def test_idle_ttl_expires_the_key(kimen, vault):
+    start(kimen, "--ttl", "2s")
+    wait_for(lambda: status(kimen)["state"] == "locked", "idle expiry", limit=30)
+    not_served(kimen, "app.token")
+    assert status(kimen)["running"] is True  # the daemon keeps running
+
+
+def test_use_refreshes_the_idle_ttl(kimen, vault):
+    start(kimen, "--ttl", "6s")
+    first = status(kimen)["vaults"][0]["idle_expires_at"]
+    time.sleep(1.5)
+    served(kimen, "app.token", b"s3cret-value")
+    after_use = status(kimen)["vaults"][0]["idle_expires_at"]
+    assert after_use > first
+    time.sleep(1.5)
+    assert status(kimen)["vaults"][0]["idle_expires_at"] == after_use  # status does not refresh
+
+
+def test_max_ttl_wins_over_activity(kimen, vault):
+    start(kimen, "--ttl", "3s", "--max-ttl", "5s")
+    doc = status(kimen)["vaults"][0]
+    assert doc["max_ttl_seconds"] == 5
+    begun = time.monotonic()
+    while time.monotonic() - begun < 9:
+        get(kimen, "app.token")  # keep it busy; some of these succeed
+        time.sleep(0.5)
+    not_served(kimen, "app.token")
+
+
+# -- vault identity --
+
+
+def test_rekey_invalidates_the_session(kimen, vault):
+    start(kimen)
+    kimen.ok("vault", "rekey", "--no-backup", env={**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": "new passphrase x"})
+    not_served(kimen, "app.token")
+    assert status(kimen)["state"] == "locked"
+
+
+def test_rotation_invalidates_the_session(kimen, vault):
+    start(kimen)
+    kimen.ok("vault", "rekey", "--rotate-data-key", "--no-backup", env=kimen.with_pass())
+    not_served(kimen, "app.token")
+
+
+def test_replaced_vault_is_not_served_with_a_stale_key(kimen, vault, tmp_path):
+    start(kimen)
+    served(kimen, "app.token", b"s3cret-value")
+    aside = tmp_path / "aside.db"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{vault}{suffix}").exists():
+            os.rename(f"{vault}{suffix}", f"{aside}{suffix}")
+    kimen.init_vault()  # same path, same passphrase, another vault id
+    kimen.set("app.token", b"replacement")
+    not_served(kimen, "app.token")
+    assert status(kimen)["state"] == "locked"
+
+
+# -- processes --
+
+
+def test_kill_9_then_status_is_honest_and_start_recovers(kimen, vault):
+    start(kimen)
+    pid = status(kimen)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), "daemon death")
+    assert (kimen.session_dir / "session.sock").exists()  # the stale socket is still there
+    assert status(kimen)["state"] == "stopped"
+    not_served(kimen, "app.token")
+    start(kimen)
+    new_pid = status(kimen)["pid"]
+    assert new_pid != pid
+    served(kimen, "app.token", b"s3cret-value")
+
+
+def test_signals(kimen, vault):
+    start(kimen)
+    pid = status(kimen)["pid"]
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        os.kill(pid, sig)
+        wait_for(lambda: status(kimen)["state"] == "locked", "lock on signal")
+        assert alive(pid)
+        start(kimen)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not alive(pid), "exit on SIGTERM")
+    assert not (kimen.session_dir / "session.sock").exists()
+    start(kimen)
+    pid = status(kimen)["pid"]
+    os.kill(pid, signal.SIGINT)
+    wait_for(lambda: not alive(pid), "exit on SIGINT")
+    assert not (kimen.session_dir / "session.sock").exists()
+
+
+def test_daemon_is_detached_hardened_and_holds_no_passphrase(kimen, vault):
+    start(kimen)
+    pid = status(kimen)["pid"]
+    proc = Path(f"/proc/{pid}")
+    secret = PASSPHRASE.encode()
+    assert secret not in (proc / "cmdline").read_bytes()
+    assert secret not in (proc / "environ").read_bytes()
+    assert b"KIMEN_PASSPHRASE" not in (proc / "environ").read_bytes()
+    assert os.readlink(proc / "cwd") == "/"
+    st = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    assert int(st[3]) == pid  # session leader (field 6: session id)
+    limits = (proc / "limits").read_text()
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"]
+    fds = {os.readlink(proc / "fd" / fd) for fd in os.listdir(proc / "fd")}
+    assert "/dev/null" in fds
+    for fd in ("0", "1", "2"):
+        assert os.readlink(proc / "fd" / fd) == "/dev/null"
+
+
+def test_stop_leaves_no_process_and_no_socket(kimen, vault):
+    start(kimen)
+    pid = status(kimen)["pid"]
+    kimen.ok("session", "stop")
+    assert not alive(pid)
+    assert not (kimen.session_dir / "session.sock").exists()
+
+
+def test_run_child_inherits_no_daemon_descriptor(kimen, vault):
+    start(kimen)
+    probe = [PY, "-c", "import os; print(sorted(os.listdir('/proc/self/fd')))"]
+    direct = subprocess.run(probe, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL).stdout
+    for extra in ((), ("--file", "f=app.token")):
+        done = kimen.ok("run", "--env", "A=app.token", *extra, "--", *probe)
+        assert done.stdout == direct
+    done = kimen.ok("run", "--env", "A=app.token", "--", PY, "-c", "import os; print(os.environ['A'])")
+    assert done.stdout == "s3cret-value\n"
+
+
+# -- the session directory --
+
+
+@pytest.mark.parametrize("problem", ["loose", "symlink", "foreign"])
+def test_unsafe_session_dir_is_refused(kimen, vault, tmp_path, problem):
+    directory = kimen.session_dir
+    if problem == "loose":
+        directory.mkdir(mode=0o755)
+        os.chmod(directory, 0o755)
+    elif problem == "symlink":
+        target = tmp_path / "real"
+        target.mkdir(mode=0o700)
+        directory.symlink_to(target)
+    else:
+        if os.getuid() != 0:
+            pytest.skip("needs root to create a directory owned by another user")
+        directory.mkdir(mode=0o700)
+        os.chown(directory, 65534, 65534)
+    before = directory.lstat()
+    done = kimen.fail(34, "session_dir_unsafe", "session", "start", env=kimen.with_pass())
+    assert "hint" in done.err_json()
+    after = directory.lstat()
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid)  # never chmodded or chowned
+    if not directory.is_symlink():
+        assert os.listdir(directory) == []
+    # other commands fall back (with a warning) rather than trusting the directory
+    assert kimen.ok("secret", "get", "app.token", "--unsafe-stdout", env=kimen.with_pass()).out == b"s3cret-value"
+    assert kimen.ok("session", "status").stdout == "session: stopped\n"
+    if problem == "foreign":
+        os.chown(directory, 0, 0)
+    if directory.is_symlink():
+        directory.unlink()
+
+
+def test_socket_path_too_long(kimen, vault, tmp_path):
+    deep = "/tmp/" + "d" * 120
+    done = kimen.fail(34, "socket_path_too_long", "session", "start",
+                      env={**kimen.with_pass(), "KIMEN_SESSION_DIR": deep})
+    assert not os.path.exists(deep)
+    assert done.err_json()["exit_code"] == 34
+
+
+# -- other users --
+
+
+def test_another_uid_gets_nothing(kimen, vault, tmp_path):
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as another user")
+    start(kimen)
+    sock = kimen.session_dir / "session.sock"
+    # let uid 65534 reach the socket (path traversal only); its permissions stay 0600 but root... the
+    # daemon must still refuse by SO_PEERCRED, not by file permissions
+    os.chmod(kimen.session_dir, 0o711)
+    os.chmod(sock, 0o666)
+    try:
+        script = (
+            "import socket,struct,sys\n"
+            "s=socket.socket(socket.AF_UNIX);s.settimeout(5);s.connect(sys.argv[1])\n"
+            "body=b'{\"v\":1,\"kimen\":\"0.1.0\",\"id\":\"1\",\"op\":\"status\"}'\n"
+            "try:\n s.sendall(struct.pack('>I',len(body))+body); data=s.recv(100)\n"
+            "except OSError as e: data=b''\n"
+            "print(len(data))\n"
+        )
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", script,
+                              str(sock)], capture_output=True, text=True, timeout=30, cwd="/")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "0"
+    finally:
+        os.chmod(sock, 0o600)
+        os.chmod(kimen.session_dir, 0o700)
+    assert status(kimen)["state"] == "unlocked"  # the daemon survived
+
+
+def test_client_refuses_a_daemon_of_another_uid(kimen, vault, tmp_path):
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a listener as another user")
+    directory = kimen.session_dir
+    directory.mkdir(mode=0o700)
+    sock = directory / "session.sock"
+    script = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_UNIX);s.bind(sys.argv[1]);s.listen(8);print('ready',flush=True)\n"
+        "got=0\n"
+        "s.settimeout(20)\n"
+        "while True:\n"
+        " try: c,_=s.accept()\n"
+        " except OSError: break\n"
+        " c.settimeout(2)\n"
+        " try: data=c.recv(100)\n"
+        " except OSError: data=b''\n"
+        " if data: print('received', flush=True)\n"
+        " c.close()\n"
+    )
+    # a directory root owns, a socket another uid binds inside it (via a world-writable subdir trick is
+    # not needed: root creates the dir 0733 for the listener, then restores 0700)
+    os.chmod(directory, 0o733)
+    listener = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", script,
+                                 str(sock)], stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        os.chmod(directory, 0o700)
+        assert sock.lstat().st_uid == 65534
+        not_served(kimen, "app.token")
+        assert status(kimen)["state"] == "stopped"
+    finally:
+        listener.kill()
+        out = listener.communicate()[0]
+    assert "received" not in out  # the client never sent a byte
+
+
+# -- hostile or broken peers --
+
+
+def _connect(kimen) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(15)
+    s.connect(str(kimen.session_dir / "session.sock"))
+    return s
+
+
+def _frame(doc: dict) -> bytes:
+    import json
+    import struct
+
+    body = json.dumps(doc).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def _reply(s: socket.socket) -> dict | None:
+    import json
+    import struct
+
+    head = b""
+    while len(head) < 4:
+        chunk = s.recv(4 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    (n,) = struct.unpack(">I", head)
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return json.loads(body)
+
+
+def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vault):
+    start(kimen)
+    held = []
+    # idle connections (never send a byte) and a slow one (half a frame), kept open meanwhile
+    for _ in range(20):
+        held.append(_connect(kimen))
+    slow = _connect(kimen)
+    slow.sendall(b"\x00\x00\x01")
+    held.append(slow)
+    # garbage JSON
+    s = _connect(kimen)
+    s.sendall(b"\x00\x00\x00\x05hello")
+    reply = _reply(s)
+    assert reply is not None and reply["ok"] is False and reply["reason"] == "session_protocol_error"
+    s.close()
+    # a JSON value that is not an object, an object without an op, an unknown op
+    for doc in ([1, 2], {"v": 1, "kimen": "0.1.0", "id": "x"}, {"v": 1, "kimen": "0.1.0", "id": "x", "op": "exec"}):
+        s = _connect(kimen)
+        s.sendall(_frame(doc))
+        reply = _reply(s)
+        assert reply["ok"] is False and reply["reason"] == "session_protocol_error"
+        s.close()
+    # oversize: refused on the length prefix, before the body is read
+    s = _connect(kimen)
+    s.sendall(b"\x7f\xff\xff\xff")
+    reply = _reply(s)
+    assert reply["ok"] is False and reply["reason"] == "frame_too_large"
+    assert _reply(s) is None  # and the connection is closed
+    s.close()
+    # random bytes
+    s = _connect(kimen)
+    s.sendall(os.urandom(64))
+    try:
+        _reply(s)
+    except (OSError, ValueError):
+        pass
+    s.close()
+    # a request for a path that is not canonical, and one of another version
+    s = _connect(kimen)
+    s.sendall(_frame({"v": 1, "kimen": "0.1.0", "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}))
+    assert _reply(s)["reason"] == "session_protocol_error"
+    s.sendall(_frame({"v": 1, "kimen": "9.9.9", "id": "2", "op": "read", "vault_path": str(vault),
+                      "names": ["app.token"]}))
+    assert _reply(s)["reason"] == "session_version_mismatch"
+    s.sendall(_frame({"v": 1, "kimen": "9.9.9", "id": "3", "op": "status"}))
+    assert _reply(s)["ok"] is True  # status is frozen: answered to any version
+    s.close()
+    # the daemon still serves, with the idle connections still open
+    served(kimen, "app.token", b"s3cret-value")
+    # idle connections are closed by the daemon after its idle timeout
+    for c in held:
+        c.settimeout(30)
+        try:
+            assert c.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        c.close()
+    served(kimen, "app.token", b"s3cret-value")
+
+
+def test_many_concurrent_clients(kimen, vault):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kimen.daemon.client import Connection
+
+    start(kimen)
+    values = {f"load.k{i}": f"value-{i}".encode() for i in range(8)}
+    for name, value in values.items():
+        kimen.ok("secret", "set", name, "--stdin", input=value)
+    path = str(kimen.session_dir / "session.sock")
+    canonical = os.path.realpath(vault)
+
+    def client(i: int) -> int:
+        import base64
+
+        good = 0
+        conn = Connection(path) if i % 2 else None  # half persistent, half a connection per request
+        for j in range(20):
+            name = f"load.k{(i + j) % 8}"
+            c = conn or Connection(path)
+            try:
+                doc = c.call("read", vault_path=canonical, names=[name])
+            finally:
+                if conn is None:
+                    c.close()
+            got = {s["name"]: base64.b64decode(s["value_b64"]) for s in doc["secrets"]}
+            good += got == {name: values[name]}
+        if conn is not None:
+            conn.close()
+        return good
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(client, range(64)))
+    assert results == [20] * 64
+    served(kimen, "app.token", b"s3cret-value")
+
+
+def test_after_lock_returns_no_request_gets_a_value(kimen, vault):
+    import threading
+
+    from kimen import errors
+    from kimen.daemon.client import Connection
+
+    start(kimen)
+    path = str(kimen.session_dir / "session.sock")
+    canonical = os.path.realpath(vault)
+    locked_at: list[float] = []
+    late_values: list[float] = []
+    stop = threading.Event()
+
+    def reader():
+        conn = Connection(path)
+        try:
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    conn.call("read", vault_path=canonical, names=["app.token"])
+                except errors.KimenError as err:
+                    assert err.reason == "session_locked"
+                    continue
+                if locked_at and sent > locked_at[0]:
+                    late_values.append(sent)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    with Connection(path) as conn:
+        conn.call("lock", vault_path=canonical)
+        locked_at.append(time.monotonic())
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert late_values == []

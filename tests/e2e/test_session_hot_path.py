@@ -1,0 +1,53 @@
+"""With a live session, `secret get`, `session status` and `run` import nothing heavy (SPEC §12).
+
+The real command runs in a fresh interpreter under `-X importtime` against a real daemon; the
+import log is the proof (`sys.modules` of the finished process, in effect).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_run_hot_path import FORBIDDEN
+
+# the client side is stdlib-only and avoids these start-up costs too
+HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets", "asyncio", "threading"}
+
+
+def _imports(kimen, *argv: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                          "import sys; from kimen.__main__ import main; sys.exit(main())", *argv],
+                         capture_output=True, env=kimen.env, cwd=kimen.cwd, timeout=60)
+    err = out.stderr.decode()
+    loaded = {line.split("|")[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    return out, loaded
+
+
+@pytest.fixture
+def live(kimen):
+    kimen.init_vault()
+    kimen.set("app.token", b"hot-value")
+    kimen.ok("session", "start", env=kimen.with_pass())
+    return kimen
+
+
+@pytest.mark.parametrize("argv", [
+    ("secret", "get", "app.token", "--unsafe-stdout"),
+    ("secret", "get", "app.token", "--unsafe-stdout", "--json"),
+    ("session", "status"),
+    ("session", "status", "--json"),
+    ("run", "--env", "A=app.token", "--", "true"),
+])
+def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
+    out, loaded = _imports(live, *argv)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "kimen.daemon.client" in loaded  # really served by the session
+    if argv[:2] == ("secret", "get") and "--json" not in argv:
+        assert out.stdout == b"hot-value"
+    if argv[:2] == ("session", "status"):
+        assert b"unlocked" in out.stdout
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert not loaded & HEAVY - ({"subprocess", "threading"} if argv[0] == "run" else set()), sorted(loaded & HEAVY)
