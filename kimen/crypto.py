@@ -77,3 +77,35 @@ def subkey(data_key: bytes | bytearray, vault_id: bytes, person: bytes) -> bytes
 
 def mac(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
+
+
+# -- bundle signing (SPEC §8.1) --
+
+_BUNDLE_SIGNING_LABEL = b"kimen/v1/bundle-signing"
+
+
+def bundle_signing_seed(identity_text: bytes) -> bytes:
+    """HMAC-SHA256(key = the identity's canonical upper-case text, msg = kimen/v1/bundle-signing)."""
+    return hmac.new(identity_text.upper(), _BUNDLE_SIGNING_LABEL, hashlib.sha256).digest()
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    from nacl.signing import SigningKey
+
+    return bytes(SigningKey(seed).verify_key)
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    from nacl.signing import SigningKey
+
+    return SigningKey(seed).sign(message).signature
+
+
+def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+    from nacl.signing import VerifyKey
+
+    try:
+        VerifyKey(public).verify(message, signature)
+    except (nacl_exceptions.BadSignatureError, nacl_exceptions.CryptoError, ValueError, TypeError):
+        return False
+    return True

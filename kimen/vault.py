@@ -385,6 +385,11 @@ class Vault:
         header = self.header()
         return self.device, self.inode, header.vault_id, header.wrap_id, header.key_epoch
 
+    def record_bundle_generation(self, generation: int) -> None:
+        """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE vault SET bundle_high_generation=max(bundle_high_generation, ?)", (generation,))
+
     # -- keys --
 
     def unwrap_key(self, passphrase: Sensitive) -> Sensitive:
@@ -640,6 +645,11 @@ def create_vault(path: str, passphrase: Sensitive, params: KdfParams) -> Vault:
         raise
 
 
+def discard_new_vault(path: str) -> None:
+    """Remove a vault this command just created (bundle open failing half-way)."""
+    _remove_vault_files(path, [])
+
+
 def _remove_vault_files(path: str, created_dirs: list[str]) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         _unlink_quietly(path + suffix)
@@ -742,8 +752,13 @@ class LocalStore:
     # -- writes --
 
     def write(self, changes: Sequence[Change], if_generation: int | None = None,
-              baseline: Any = None) -> WriteResult:
-        """Apply `changes` in one transaction; any failure leaves the vault unchanged."""
+              baseline: Any = None, *, bundle_generation: int | None = None,
+              allow_older: bool = False) -> WriteResult:
+        """Apply `changes` in one transaction; any failure leaves the vault unchanged.
+
+        `bundle_generation` (bundle open): refuse it when below the vault's
+        `bundle_high_generation` unless `allow_older` (`bundle_replay`), and record it.
+        """
         if baseline is not None:
             raise errors.VaultFailed(detail="sync baselines are not supported yet")
         for change in changes:
@@ -757,6 +772,9 @@ class LocalStore:
             self.check_key(header)
             if if_generation is not None and header.generation != if_generation:
                 raise errors.VaultFailed(detail="the vault changed concurrently; retry")
+            if bundle_generation is not None and bundle_generation < header.bundle_high_generation \
+                    and not allow_older:
+                raise errors.BundleReplay(generation=bundle_generation, high=header.bundle_high_generation)
             generation = header.generation + 1
             acc = header.rows_mac
             now = now_rfc3339()
@@ -810,6 +828,9 @@ class LocalStore:
                 "UPDATE vault SET generation=?, rows_mac=?, meta_mac=?",
                 (generation, acc, _meta_mac(self._k_mac, self._vault_id, generation, self._key_epoch, acc)),
             )
+            if bundle_generation is not None:
+                conn.execute("UPDATE vault SET bundle_high_generation=max(bundle_high_generation, ?)",
+                             (bundle_generation,))
         return WriteResult(generation, results)
 
     def _put(self, conn: sqlite3.Connection, acc: bytes, name: str, value: bytes, revision: int,

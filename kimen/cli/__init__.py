@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "map": ("kimen.cli.projection", "check .kmap profiles (map lint)"),
     "doctor": ("kimen.cli.projection", "check the setup: config, vault, session, profile"),
     "project": ("kimen.cli.projection", "aliases of run, render and plan"),
+    "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
+    "init": ("kimen.cli.init", "write CI workflow templates (GitHub Actions)"),
     "version": ("kimen.cli.misc", "print the version"),
     "help": ("kimen.cli.misc", "show help for a command"),
     "completion": ("kimen.cli.misc", "print a shell completion script"),

@@ -45,8 +45,11 @@ class _Inline(argparse.Action):
 
 
 def _source_flags(p: argparse.ArgumentParser, inline: tuple[str, ...]) -> None:
+    from .bundle_opts import add_bundle_source_flags
+
     p.add_argument("--profile", metavar="NAME", help="profile NAME (see docs/profiles.md for lookup)")
     p.add_argument("--map", metavar="PATH", help="profile file PATH")
+    add_bundle_source_flags(p)
     p.set_defaults(inline=[])
     for kind in inline:
         metavar, text = INLINE_HELP[kind]
@@ -80,6 +83,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--map", metavar="PATH")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
         p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
+        from .bundle_opts import add_bundle_source_flags
+
+        add_bundle_source_flags(p)
+        p.add_argument("--bundle-in", dest="bundle", metavar="FILE", help=argparse.SUPPRESS)
     elif name == "project":
         group = add_group(sub, "project", COMMANDS[name][1], area=errors.AREA_RUN)
         _register_run(group, "run", project=True)
@@ -140,7 +147,12 @@ def _load(ctx: Context, *, profile: str | None = None, map_path: str | None = No
 
 
 def _store_for(ctx: Context) -> Store:
-    """The store that serves secret references (vault, session; later a bundle)."""
+    """The store that serves secret references: `--bundle` (read-only, SPEC §8.5), else the
+    session or the unlocked vault."""
+    if getattr(ctx.args, "bundle", None):
+        from .bundle_opts import bundle_store
+
+        return bundle_store(ctx)  # type: ignore[return-value]
     from ..access import open_store
 
     return open_store(ctx)
@@ -359,6 +371,21 @@ def cmd_plan(ctx: Context) -> int:
     return _print_plan(ctx, profile, args.mode, ctx.child_argv, against)
 
 
+def _check_bundle_names(ctx: Context, names: list[str]) -> dict[str, Any]:
+    """`plan --bundle`: every referenced name is in the bundle (names only, never values)."""
+    store = _store_for(ctx)
+    try:
+        found = store.names(names)  # type: ignore[attr-defined]
+        document = store.document  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise errors.SecretNotFound(missing, path=store.path)  # type: ignore[attr-defined]
+    return {"path": store.path, "generation": document.generation,  # type: ignore[attr-defined]
+            "signer": document.signer, "secrets_present": len(names)}
+
+
 def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
              against: Profile | None = None) -> dict[str, Any]:
     """The plan object of SPEC §7.4; never a value (references as written)."""
@@ -400,6 +427,8 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         "against": against.source if against is not None else None,
         "diff": _diff(profile, against) if against is not None else None,
     }
+    if getattr(ctx.args, "bundle", None):
+        doc["bundle"] = _check_bundle_names(ctx, doc["secrets"])
     return doc
 
 
@@ -446,6 +475,8 @@ def _print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | Non
     if mode == "run":
         lines.append(f"cleanup: {'yes' if doc['cleanup'] else 'no'}")
     lines.append(f"secrets: {', '.join(doc['secrets']) or '(none)'}")
+    if doc.get("bundle"):
+        lines.append(f"bundle: {doc['bundle']['path']} (all {len(doc['secrets'])} referenced secrets present)")
     if doc["exec"]:
         lines.append("exec:")
         lines.extend(f"  - {shlex.join(cmd)}" for cmd in doc["exec"])

@@ -211,6 +211,56 @@ def _vault_checks(ctx: Context, checks: _Checks) -> Any:
     return vault
 
 
+def _bundle_checks(ctx: Context, checks: _Checks) -> Any:
+    """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer (SPEC §6.9); returns
+    the bundle store (it answers `names` for mapping_secrets) or None."""
+    from ..paths import absolute
+    from .bundle_opts import load_identity, read_bundle_file, trusted_signers
+
+    path = absolute(ctx.args.bundle)
+    names = ("bundle_in", "bundle_identity", "bundle_decrypt", "bundle_signer")
+    if ctx.vault_flag:
+        checks.add("bundle_spec", "error", "use either --bundle or --vault, not both")
+        for name in names:
+            checks.add(name, "skipped", "bundle source unusable")
+        return None
+    checks.add("bundle_spec", "ok", path)
+    data = _guard(checks, "bundle_in", lambda: read_bundle_file(path))
+    if data is None:
+        for name in names[1:]:
+            checks.add(name, "skipped", "bundle unreadable")
+        return None
+    checks.add("bundle_in", "ok", f"{len(data)} bytes")
+    identity = _guard(checks, "bundle_identity", lambda: load_identity(ctx))
+    if identity is None:
+        for name in names[2:]:
+            checks.add(name, "skipped", "no identity")
+        return None
+    checks.add("bundle_identity", "ok", f"{identity.kind} identity")
+    from ..bundle import age, document
+
+    doc = _guard(checks, "bundle_decrypt", lambda: document.parse(age.decrypt(data, [identity])))
+    if doc is None:
+        checks.add("bundle_signer", "skipped", "bundle not decrypted")
+        return None
+    checks.add("bundle_decrypt", "ok", f"{len(doc.secrets)} secrets, generation {doc.generation}")
+
+    def trust() -> bool:
+        from .bundle_opts import max_age_seconds
+
+        document.check_trust(doc, trusted_signers(ctx, identity), allow_unsigned=bool(ctx.args.allow_unsigned))
+        document.check_max_age(doc, max_age_seconds(ctx))
+        return True
+
+    if not _guard(checks, "bundle_signer", trust):
+        return None
+    checks.add("bundle_signer", "ok" if doc.signer else "warning",
+               f"trusted signer {doc.signer}" if doc.signer else "unsigned (allowed by --allow-unsigned)")
+    from ..bundle.store import BundleStore
+
+    return BundleStore(path, doc)
+
+
 def _passphrase_check(ctx: Context, checks: _Checks, source: str | None) -> None:
     from ..access import load_config
     from ..passphrase import terminal_available
@@ -281,7 +331,8 @@ def _mapping_checks(ctx: Context, checks: _Checks, vault: Any) -> None:
         if found is not None:
             missing = [n for n in names if n not in found]
             if missing:
-                checks.add("mapping_secrets", "error", "missing from the vault: " + ", ".join(missing))
+                where = "bundle" if getattr(ctx.args, "bundle", None) else "vault"
+                checks.add("mapping_secrets", "error", f"missing from the {where}: " + ", ".join(missing))
             else:
                 checks.add("mapping_secrets", "ok", f"all {len(names)} referenced secrets exist")
 
@@ -299,14 +350,20 @@ def cmd_doctor(ctx: Context) -> int:
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):  # lower layers' warnings become check results
         config = _guard(checks, "config_json", lambda: access.load_config(ctx))
-        if config is not None:
+        if config is not None and getattr(args, "bundle", None):
+            checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
+            for name in ("passphrase_source", "vault_path", "vault_file", "vault_metadata", "vault_kdf",
+                         "vault_permissions", "vault_integrity"):
+                checks.add(name, "skipped", "--bundle given: the bundle is the store")
+            vault = _bundle_checks(ctx, checks)
+        elif config is not None:
             checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
             vault = _vault_checks(ctx, checks)
         else:
             vault = None
             for name in ("passphrase_source", "vault_path"):
                 checks.add(name, "skipped", "config unusable")
-        location = getattr(vault, "path", None)
+        location = getattr(vault, "path", None) if not getattr(args, "bundle", None) else None
         status, message = session_check(ctx, location)
         checks.add("session", status, message)
         _runtime_check(ctx, checks)

@@ -1,0 +1,221 @@
+"""The bundle document (SPEC §8.1), its signature and the trust and freshness checks (§8.3).
+
+UTF-8 JSON, serialised canonically (keys sorted, no insignificant whitespace, ASCII only,
+integers only). `signature.sig` is Ed25519 over `kimen-bundle-v1` || 0x00 || the canonical
+serialisation of the document without its `signature` member.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+
+from .. import errors
+from ..store import MAX_VALUE_BYTES, is_valid_secret_name
+from . import keys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
+
+VERSION = 1
+SIGNATURE_CONTEXT = b"kimen-bundle-v1\x00"
+_REQUIRED = frozenset({"kimen_bundle", "bundle_id", "created_at", "generation", "secrets"})
+_OPTIONAL = frozenset({"creator", "source_vault_id", "signature"})
+_SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at"})
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
+_MAX_GENERATION = 2**63 - 1
+
+
+def canonical(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Secret:
+    __slots__ = ("name", "revision", "updated_at", "value")
+
+    def __init__(self, name: str, value: bytes, revision: int, updated_at: str) -> None:
+        self.name = name
+        self.value = value
+        self.revision = revision
+        self.updated_at = updated_at
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name!r}, revision={self.revision})"
+
+
+class Document:
+    """A parsed, checked document; `signer` is the verified signer id or None (unsigned)."""
+
+    __slots__ = ("bundle_id", "created_at", "creator", "generation", "secrets", "signer", "source_vault_id")
+
+    def __init__(self, bundle_id: str, created_at: str, creator: dict[str, Any], source_vault_id: str | None,
+                 generation: int, secrets: list[Secret], signer: str | None) -> None:
+        self.bundle_id = bundle_id
+        self.created_at = created_at
+        self.creator = creator
+        self.source_vault_id = source_vault_id
+        self.generation = generation
+        self.secrets = secrets
+        self.signer = signer
+
+
+def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, creator: dict[str, str],
+          identity: keys.Identity | None) -> tuple[bytes, str]:
+    """The canonical document bytes (signed when `identity` is given) and its bundle id."""
+    import os
+
+    bundle_id = os.urandom(16).hex()
+    ordered = sorted(secrets, key=lambda s: s.name)
+    b64 = base64.b64encode
+    doc: dict[str, Any] = {
+        "kimen_bundle": VERSION,
+        "bundle_id": bundle_id,
+        "created_at": now_rfc3339(),
+        "creator": creator,
+        "source_vault_id": source_vault_id,
+        "generation": generation,
+        "secrets": [{"name": s.name, "value_b64": b64(s.value).decode("ascii"), "revision": s.revision,
+                     "updated_at": s.updated_at} for s in ordered],
+        "signature": None,
+    }
+    if identity is not None:
+        body = dict(doc)
+        del body["signature"]
+        sig = identity.sign(SIGNATURE_CONTEXT + canonical(body))
+        doc["signature"] = {"alg": "ed25519", "signer": identity.signer,
+                            "sig": base64.b64encode(sig).decode("ascii")}
+    return canonical(doc), bundle_id
+
+
+def _no_float(text: str) -> Any:
+    raise ValueError("floats are not allowed")
+
+
+def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(items)
+    if len(out) != len(items):
+        raise ValueError("duplicate key")
+    return out
+
+
+def parse(plaintext: bytes) -> Document:
+    """Parse and check a decrypted payload; verifies the signature when there is one."""
+    try:
+        text = plaintext.decode("utf-8")
+        doc = json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        if plaintext.lstrip()[:1] == b"{" and b'"kimen_bundle"' in plaintext:
+            raise errors.BundleInvalid(detail="document is not valid canonical JSON") from None
+        raise errors.BundleNotADocument() from None
+    if not isinstance(doc, dict) or "kimen_bundle" not in doc:
+        raise errors.BundleNotADocument()
+    version = doc["kimen_bundle"]
+    if type(version) is not int:
+        raise errors.BundleInvalid(detail="kimen_bundle must be an integer")
+    if version != VERSION:
+        raise errors.BundleUnsupported(detail=f"document version {version} (this kimen reads {VERSION})")
+    missing = _REQUIRED - doc.keys()
+    unknown = doc.keys() - _REQUIRED - _OPTIONAL
+    if missing or unknown:
+        raise errors.BundleInvalid(detail="document fields: " + ", ".join(
+            [f"missing {k}" for k in sorted(missing)] + [f"unknown {k}" for k in sorted(unknown)]))
+    bundle_id, created_at, generation = doc["bundle_id"], doc["created_at"], doc["generation"]
+    if not isinstance(bundle_id, str) or not _HEX32.fullmatch(bundle_id):
+        raise errors.BundleInvalid(detail="bundle_id must be 32 hex digits")
+    if not isinstance(created_at, str) or not _TIME.fullmatch(created_at):
+        raise errors.BundleInvalid(detail="created_at must be an RFC 3339 UTC time")
+    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION:
+        raise errors.BundleInvalid(detail="generation must be a non-negative integer")
+    creator = doc.get("creator") or {}
+    if not isinstance(creator, dict) or not all(isinstance(v, str) for v in creator.values()):
+        raise errors.BundleInvalid(detail="creator must be an object of strings")
+    source = doc.get("source_vault_id")
+    if source is not None and (not isinstance(source, str) or not _HEX32.fullmatch(source)):
+        raise errors.BundleInvalid(detail="source_vault_id must be 32 hex digits")
+    secrets = _secrets(doc["secrets"])
+    signer = _verify_signature(doc)
+    return Document(bundle_id, created_at, creator, source, generation, secrets, signer)
+
+
+def _secrets(items: Any) -> list[Secret]:
+    if not isinstance(items, list):
+        raise errors.BundleInvalid(detail="secrets must be a list")
+    out: list[Secret] = []
+    previous = ""
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not {"name", "value_b64"} <= item.keys() <= _SECRET_KEYS:
+            raise errors.BundleInvalid(detail=f"secret #{index + 1}: malformed entry")
+        name, value_b64 = item["name"], item["value_b64"]
+        if not isinstance(name, str) or not is_valid_secret_name(name):
+            raise errors.BundleInvalid(detail=f"secret #{index + 1}: invalid name")
+        if name <= previous:
+            raise errors.BundleInvalid(detail=f"secret {name}: names must be sorted and unique")
+        previous = name
+        revision = item.get("revision", 0)
+        updated_at = item.get("updated_at", "")
+        if type(revision) is not int or revision < 0 or not isinstance(updated_at, str) or len(updated_at) > 64:
+            raise errors.BundleInvalid(detail=f"secret {name}: malformed revision or updated_at")
+        if not isinstance(value_b64, str) or len(value_b64) > (MAX_VALUE_BYTES + 2) // 3 * 4:
+            raise errors.BundleInvalid(detail=f"secret {name}: value missing or larger than 1 MiB")
+        try:
+            value = base64.b64decode(value_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.BundleInvalid(detail=f"secret {name}: value is not base64") from None
+        if len(value) > MAX_VALUE_BYTES:
+            raise errors.BundleInvalid(detail=f"secret {name}: value larger than 1 MiB")
+        out.append(Secret(name, value, revision, updated_at))
+    return out
+
+
+def _verify_signature(doc: dict[str, Any]) -> str | None:
+    sig = doc.get("signature")
+    if sig is None:
+        return None
+    if not isinstance(sig, dict) or set(sig) != {"alg", "signer", "sig"} or sig["alg"] != "ed25519" \
+            or not isinstance(sig["signer"], str) or not isinstance(sig["sig"], str):
+        raise errors.BundleInvalid(detail="malformed signature member")
+    public = keys.parse_signer(sig["signer"])
+    try:
+        raw = base64.b64decode(sig["sig"], validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.BundleSignatureInvalid() from None
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    from .. import crypto
+
+    if len(raw) != 64 or not crypto.ed25519_verify(public, SIGNATURE_CONTEXT + canonical(body), raw):
+        raise errors.BundleSignatureInvalid()
+    return sig["signer"]
+
+
+def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: bool) -> None:
+    """SPEC §8.3: a trusted signer, or an explicit --allow-unsigned (with a warning)."""
+    from ..output import warn
+
+    if document.signer is None:
+        if not allow_unsigned:
+            raise errors.BundleUnsigned()
+        warn("accepting an unsigned bundle (--allow-unsigned): anyone who knows the recipients could have made it")
+        return
+    if document.signer not in set(trusted):
+        raise errors.BundleSignerUntrusted(signer=document.signer)
+
+
+def check_max_age(document: Document, max_age_seconds: int | None, now: float | None = None) -> None:
+    if max_age_seconds is None:
+        return
+    import calendar
+
+    created = calendar.timegm(time.strptime(document.created_at[:19], "%Y-%m-%dT%H:%M:%S"))
+    if (now if now is not None else time.time()) - created > max_age_seconds:
+        raise errors.BundleExpired(generation=document.generation)

@@ -1,0 +1,229 @@
+"""Identities, recipients and signer ids (SPEC §8.1, §8.2).
+
+An identity file holds `#` comments and exactly one `AGE-SECRET-KEY-1…` line, or is an
+unencrypted OpenSSH ed25519 private key. An X25519 identity also signs: its Ed25519 key pair is
+derived from the identity text (`kimen.crypto.bundle_signing_seed`), and the signer id is
+`kimen-sig-v1:` + unpadded base64url of the public key. ssh-ed25519 identities decrypt only.
+
+Messages name files and line numbers, never key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+
+from .. import errors
+
+SIGNER_PREFIX = "kimen-sig-v1:"
+_SSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+_SSH_END = b"-----END OPENSSH PRIVATE KEY-----"
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+class Identity:
+    """One parsed identity; its text never appears in repr or messages."""
+
+    __slots__ = ("_obj", "_recipient", "_signer", "_text", "kind")
+
+    def __init__(self, kind: str, text: bytes, obj: object, recipient: str | None) -> None:
+        self.kind = kind  # "x25519" | "ssh-ed25519"
+        self._text = text
+        self._obj = obj
+        self._recipient = recipient
+        self._signer: tuple[bytes, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Identity({self.kind})"
+
+    def pyrage_identity(self) -> object:
+        return self._obj
+
+    @property
+    def recipient(self) -> str | None:
+        return self._recipient
+
+    @property
+    def can_sign(self) -> bool:
+        return self.kind == "x25519"
+
+    def _signing(self) -> tuple[bytes, str]:
+        if self._signer is None:
+            from .. import crypto
+
+            seed = crypto.bundle_signing_seed(self._text)
+            self._signer = (seed, signer_id(crypto.ed25519_public(seed)))
+        return self._signer
+
+    @property
+    def signer(self) -> str | None:
+        return self._signing()[1] if self.can_sign else None
+
+    def sign(self, message: bytes) -> bytes:
+        from .. import crypto
+
+        return crypto.ed25519_sign(self._signing()[0], message)
+
+
+def generate() -> tuple[Identity, str]:
+    """A new X25519 identity and its age-keygen file text."""
+    import time
+
+    from pyrage import x25519
+
+    obj = x25519.Identity.generate()
+    text = str(obj)
+    recipient = str(obj.to_public())
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    file_text = f"# created: {created}\n# public key: {recipient}\n{text}\n"
+    return Identity("x25519", text.encode("ascii"), obj, recipient), file_text
+
+
+def parse_identity(data: bytes, source: str) -> Identity:
+    """The one identity in `data` (an identity file's content); `source` names it in messages."""
+    if _SSH_BEGIN in data:
+        return _parse_ssh(data, source)
+    candidates: list[tuple[int, bytes]] = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        upper = line.upper()
+        if upper.startswith(b"AGE-SECRET-KEY-PQ-"):
+            raise errors.BundleUnsupported(detail="post-quantum hybrid identities are not supported")
+        if upper.startswith(b"AGE-PLUGIN-"):
+            raise errors.InvalidIdentity(detail=f"{source}: plugin identities are not supported")
+        if not upper.startswith(b"AGE-SECRET-KEY-1"):
+            raise errors.InvalidIdentity(detail=f"{source}: line {number} is not an age identity")
+        candidates.append((number, upper))
+    if not candidates:
+        raise errors.NoIdentityFound(source=source)
+    if len(candidates) > 1:
+        raise errors.MultipleIdentitiesFound(source=source)
+    text = candidates[0][1]
+    from pyrage import IdentityError, x25519
+
+    try:
+        obj = x25519.Identity.from_str(text.decode("ascii"))
+    except (IdentityError, ValueError, UnicodeDecodeError):
+        raise errors.InvalidIdentity(detail=f"{source}: not a valid age identity") from None
+    return Identity("x25519", text, obj, str(obj.to_public()))
+
+
+def _parse_ssh(data: bytes, source: str) -> Identity:
+    """An unencrypted OpenSSH ed25519 private key; anything else is `invalid_identity`."""
+    bad = errors.InvalidIdentity(detail=f"{source}: not an unencrypted OpenSSH ed25519 key")
+    start = data.find(_SSH_BEGIN)
+    end = data.find(_SSH_END, start)
+    if end < 0:
+        raise bad
+    try:
+        blob = base64.b64decode(b"".join(data[start + len(_SSH_BEGIN):end].split()), validate=True)
+        fields, pos = [], 15
+        if blob[:15] != b"openssh-key-v1\0":
+            raise bad
+        for _ in range(3):  # cipher, kdf, kdf options
+            (n,) = struct.unpack(">I", blob[pos:pos + 4])
+            fields.append(blob[pos + 4:pos + 4 + n])
+            pos += 4 + n
+        (count,) = struct.unpack(">I", blob[pos:pos + 4])
+        (n,) = struct.unpack(">I", blob[pos + 4:pos + 8])
+        public = blob[pos + 8:pos + 8 + n]
+    except (binascii.Error, ValueError, struct.error):
+        raise bad from None
+    if fields[0] != b"none" or count != 1 or not public.startswith(b"\x00\x00\x00\x0bssh-ed25519"):
+        raise bad
+    from pyrage import IdentityError, ssh
+
+    try:
+        obj = ssh.Identity.from_buffer(data[start:end + len(_SSH_END)] + b"\n")
+    except (IdentityError, ValueError, TypeError):
+        raise bad from None
+    recipient = "ssh-ed25519 " + base64.b64encode(public).decode("ascii")
+    return Identity("ssh-ed25519", b"", obj, recipient)
+
+
+class Recipient:
+    """A parsed recipient (public: it may be shown)."""
+
+    __slots__ = ("obj", "text")
+
+    def __init__(self, text: str, obj: object) -> None:
+        self.text = text
+        self.obj = obj
+
+
+def _looks_like_identity(line: str) -> bool:
+    upper = line.upper()
+    return upper.startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in upper or upper.startswith("AGE-PLUGIN-")
+
+
+def parse_recipient(text: str, where: str = "--recipient") -> Recipient:
+    """`age1…` or `ssh-ed25519 AAAA… [comment]`; `where` names the source in messages."""
+    from pyrage import RecipientError, ssh, x25519
+
+    line = text.strip()
+    if _looks_like_identity(line):
+        raise errors.InvalidRecipient(detail=f"{where}: this is a secret identity, not a recipient",
+                                      hint="give the public key (age1...) from `kimen bundle recipient`")
+    try:
+        if line.startswith("age1"):
+            return Recipient(line, x25519.Recipient.from_str(line))
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "ssh-ed25519":
+            canonical = f"{parts[0]} {parts[1]}"
+            return Recipient(canonical, ssh.Recipient.from_str(canonical))
+    except (RecipientError, ValueError):
+        raise errors.InvalidRecipient(detail=f"{where}: not a valid age1... or ssh-ed25519 recipient") from None
+    raise errors.InvalidRecipient(detail=f"{where}: not an age1... or ssh-ed25519 recipient")
+
+
+def parse_recipients_file(data: bytes, path: str) -> list[Recipient]:
+    out: list[Recipient] = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise errors.InvalidRecipient(detail=f"{path}:{number}: not UTF-8") from None
+        if not line or line.startswith("#"):
+            continue
+        if _looks_like_identity(line):
+            raise errors.RecipientsFileContainsIdentity(path=path, line=number)
+        out.append(parse_recipient(line, f"{path}:{number}"))
+    return out
+
+
+def signer_id(public: bytes) -> str:
+    return SIGNER_PREFIX + base64.urlsafe_b64encode(public).rstrip(b"=").decode("ascii")
+
+
+def parse_signer(text: str) -> bytes:
+    """The Ed25519 public key of a signer id; `invalid_signer` otherwise."""
+    text = text.strip()
+    if not text.startswith(SIGNER_PREFIX):
+        raise errors.InvalidSigner(detail=f"must start with {SIGNER_PREFIX}")
+    body = text[len(SIGNER_PREFIX):]
+    if len(body) != 43 or not body.replace("-", "").replace("_", "").isalnum() or not body.isascii():
+        raise errors.InvalidSigner(detail="expected 43 base64url characters after the prefix")
+    try:
+        public = base64.urlsafe_b64decode(body + "=")
+    except (binascii.Error, ValueError):
+        raise errors.InvalidSigner(detail="invalid base64url") from None
+    if signer_id(public) != text:
+        raise errors.InvalidSigner(detail="non-canonical base64url")
+    return public
+
+
+def parse_signers_text(data: str, where: str) -> list[str]:
+    """Signer ids from a file or variable: separated by newlines, commas or spaces; `#` comments."""
+    found: list[str] = []
+    for line in data.splitlines():
+        line = line.split("#", 1)[0]
+        for item in line.replace(",", " ").split():
+            try:
+                parse_signer(item)
+            except errors.KimenError as exc:
+                raise errors.InvalidSigner(detail=f"{where}: {exc.fields.get('detail', '')}") from None
+            found.append(item)
+    return found

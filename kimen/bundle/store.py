@@ -1,0 +1,59 @@
+"""The read-only store of a decrypted, verified bundle (SPEC §8.5).
+
+Projections ask it for names exactly as they ask a vault or a session; it never writes.
+"""
+
+from __future__ import annotations
+
+from .. import errors
+from ..store import KdfParams, SecretInfo, SecretValue, VaultMeta, check_secret_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from .document import Document
+
+
+class BundleStore:
+    """Store over a `Document` held in memory; `write` is refused."""
+
+    def __init__(self, path: str, document: Document) -> None:
+        self.path = path
+        self.document = document
+        self._secrets = {s.name: s for s in document.secrets}
+
+    def meta(self) -> VaultMeta:
+        doc = self.document
+        return VaultMeta(
+            path=self.path, canonical_path=self.path, format="kimen-bundle/1", schema_version=1,
+            vault_id=doc.source_vault_id or "", created_at=doc.created_at, generation=doc.generation,
+            secret_count=len(self._secrets), size_bytes=0, mode="", kdf=KdfParams(0, 0, 0, alg="none"),
+            key_epoch=0, wrap_id="",
+        )
+
+    def list(self, prefix: str | None = None) -> list[SecretInfo]:
+        return [SecretInfo(s.name, s.revision, len(s.value), s.updated_at, s.updated_at)
+                for name, s in sorted(self._secrets.items()) if not prefix or name.startswith(prefix)]
+
+    def names(self, names: Sequence[str]) -> set[str]:
+        return {n for n in names if n in self._secrets}
+
+    def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
+        wanted = list(dict.fromkeys(names))
+        for name in wanted:
+            check_secret_name(name)
+        missing = [n for n in wanted if n not in self._secrets]
+        if missing:
+            raise errors.SecretNotFound(missing)
+        return {n: SecretValue(n, self._secrets[n].value, self._secrets[n].revision) for n in wanted}
+
+    def write(self, changes: Sequence[Any], if_generation: int | None = None, baseline: Any = None) -> Any:
+        raise errors.VaultReadOnly(path=self.path)
+
+    def verify(self) -> None:
+        """Verified when opened (age MAC, document checks, signature)."""
+
+    def close(self) -> None:
+        self._secrets = {}

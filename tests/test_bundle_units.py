@@ -1,0 +1,146 @@
+"""Bundle documents, signatures, keys and the read-only bundle store (SPEC §8.1, §8.3, §8.5)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from kimen import agefmt, crypto, errors
+from kimen.bundle import age, document, keys
+from kimen.bundle.store import BundleStore
+
+IDENTITY = b"AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0"  # CCTV test key
+
+
+def _identity() -> keys.Identity:
+    return keys.parse_identity(b"# comment\n\n" + IDENTITY + b"\n", "test")
+
+
+def _doc(identity=None, secrets=None) -> bytes:
+    items = secrets if secrets is not None else [document.Secret("b.x", b"2", 2, "t"),
+                                                 document.Secret("a", b"1", 1, "t")]
+    payload, _ = document.build(items, source_vault_id="ab" * 16, generation=7, creator={"user": "u"},
+                                identity=identity)
+    return payload
+
+
+def test_signing_key_is_derived_from_the_identity_text():
+    seed = crypto.bundle_signing_seed(IDENTITY)
+    assert seed == crypto.bundle_signing_seed(IDENTITY.lower())  # canonical upper-case text
+    assert len(seed) == 32 and crypto.ed25519_public(seed) == crypto.ed25519_public(seed)
+    signer = _identity().signer
+    assert signer.startswith(keys.SIGNER_PREFIX) and len(signer) == len(keys.SIGNER_PREFIX) + 43
+    assert keys.parse_signer(signer) == crypto.ed25519_public(seed)
+    other = keys.generate()[0]
+    assert other.signer != signer
+
+
+@pytest.mark.parametrize("bad", ["kimen-sig-v1:", "kimen-sig-v2:" + "A" * 43, "kimen-sig-v1:" + "A" * 42,
+                                 "kimen-sig-v1:" + "!" * 43, "kimen-sig-v1:" + "A" * 42 + "B"])
+def test_malformed_signer_ids(bad):
+    with pytest.raises(errors.KimenError) as info:
+        keys.parse_signer(bad)
+    assert info.value.reason == "invalid_signer"
+
+
+def test_document_is_canonical_sorted_and_signed():
+    identity = _identity()
+    payload = _doc(identity)
+    parsed = json.loads(payload)
+    assert payload == document.canonical(parsed) and payload.isascii()
+    assert [s["name"] for s in parsed["secrets"]] == ["a", "b.x"]
+    doc = document.parse(payload)
+    assert doc.signer == identity.signer and doc.generation == 7
+    assert [(s.name, s.value) for s in doc.secrets] == [("a", b"1"), ("b.x", b"2")]
+    document.check_trust(doc, [identity.signer], allow_unsigned=False)
+    with pytest.raises(errors.KimenError) as info:
+        document.check_trust(doc, [], allow_unsigned=True)
+    assert info.value.reason == "bundle_signer_untrusted"
+
+
+def test_any_change_breaks_the_signature():
+    parsed = json.loads(_doc(_identity()))
+    for mutate in (lambda d: d.__setitem__("generation", 8),
+                   lambda d: d["secrets"][0].__setitem__("value_b64", base64.b64encode(b"9").decode()),
+                   lambda d: d["secrets"].pop(),
+                   lambda d: d["signature"].__setitem__("sig", base64.b64encode(bytes(64)).decode())):
+        changed = json.loads(json.dumps(parsed))
+        mutate(changed)
+        with pytest.raises(errors.KimenError) as info:
+            document.parse(document.canonical(changed))
+        assert info.value.reason == "bundle_signature_invalid"
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"\xff\xfe", "bundle_not_a_document"),
+    (b"[1]", "bundle_not_a_document"),
+    (b'{"kimen_bundle": 1, "kimen_bundle": 1}', "bundle_invalid"),
+    (b'{"kimen_bundle": 1.0}', "bundle_invalid"),
+    (b'{"kimen_bundle": true}', "bundle_invalid"),
+    (b'{"kimen_bundle": 3}', "bundle_unsupported"),
+    (b'{"kimen_bundle": 1}', "bundle_invalid"),
+])
+def test_malformed_payloads(payload, reason):
+    with pytest.raises(errors.KimenError) as info:
+        document.parse(payload)
+    assert info.value.reason == reason
+
+
+def test_unsorted_or_duplicate_secrets_are_invalid():
+    parsed = json.loads(_doc(None))
+    parsed["secrets"].reverse()
+    with pytest.raises(errors.KimenError) as info:
+        document.parse(document.canonical(parsed))
+    assert info.value.reason == "bundle_invalid"
+
+
+def test_encrypt_decrypt_round_trip_and_armor():
+    identity, _ = keys.generate()
+    recipient = keys.parse_recipient(identity.recipient)
+    for armor in (False, True):
+        ciphertext = age.encrypt(b"payload", [recipient.obj], armor=armor)
+        assert agefmt.is_armored(ciphertext) is armor
+        assert age.decrypt(ciphertext, [identity]) == b"payload"
+    stranger, _ = keys.generate()
+    with pytest.raises(errors.KimenError) as info:
+        age.decrypt(age.encrypt(b"x", [recipient.obj]), [stranger])
+    assert info.value.reason == "bundle_no_match"
+
+
+def test_recipient_parsing_never_echoes_identities():
+    with pytest.raises(errors.KimenError) as info:
+        keys.parse_recipient(IDENTITY.decode())
+    assert IDENTITY.decode() not in info.value.message
+    with pytest.raises(errors.KimenError) as info:
+        keys.parse_recipients_file(b"# x\n\n" + IDENTITY + b"\n", "r.txt")
+    assert info.value.reason == "recipients_file_contains_identity" and info.value.fields["line"] == 3
+
+
+def test_bundle_store_is_read_only():
+    store = BundleStore("/b.age", document.parse(_doc(_identity())))
+    assert [i.name for i in store.list()] == ["a", "b.x"] and [i.name for i in store.list("b.")] == ["b.x"]
+    assert store.read(["b.x"])["b.x"].value == b"2"
+    assert store.names(["a", "zz"]) == {"a"}
+    with pytest.raises(errors.KimenError) as info:
+        store.read(["a", "nope"])
+    assert info.value.reason == "secret_not_found" and info.value.fields["missing"] == ["nope"]
+    with pytest.raises(errors.KimenError):
+        store.write([])
+    assert store.meta().generation == 7 and store.meta().secret_count == 2
+
+
+def test_header_limits():
+    stanza = b"-> grease\n\n"
+    mac = b"--- " + base64.b64encode(bytes(32)).rstrip(b"=") + b"\n"
+    ok = b"age-encryption.org/v1\n" + stanza * 64 + mac
+    assert len(agefmt.parse_header(ok + bytes(32)).stanzas) == 64
+    with pytest.raises(errors.KimenError, match="64 stanzas"):
+        agefmt.parse_header(b"age-encryption.org/v1\n" + stanza * 65 + mac)
+    big = b"-> grease " + b"x" * 60000 + b"\n\n"
+    with pytest.raises(errors.KimenError, match="64 KiB"):
+        agefmt.parse_header(b"age-encryption.org/v1\n" + big + big + mac)
+    with pytest.raises(errors.KimenError) as info:
+        agefmt.parse_header(b"age-encryption.org/v2\n" + stanza + mac)
+    assert info.value.reason == "bundle_unsupported"
