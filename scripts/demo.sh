@@ -87,7 +87,16 @@ step "11. Or write an envfile for tools that want one (0600; values quoted so th
 run kimen envfile --profile demo --passphrase-cmd "$PASS_CMD" --out "$DEMO/app/.env.runtime"
 run cut -d= -f1 "$DEMO/app/.env.runtime"
 
-step "12. Check the whole setup"
+step "12. A session: unlock once, then no passphrase per command"
+say "Every process of this user can use an unlocked session until it is locked or expires (docs/session.md)."
+run kimen session start --ttl 5m --passphrase-cmd "$PASS_CMD"
+printf '%s$ kimen secret get demo.database_url --unsafe-stdout | wc -c%s\n' "$bold" "$off"
+kimen secret get demo.database_url --unsafe-stdout | wc -c
+say "(no passphrase source was given: the session served it)"
+run kimen session status
+run kimen session stop
+
+step "13. Check the whole setup"
 run kimen doctor --profile demo --passphrase-cmd "$PASS_CMD" || say "(warnings are expected with the demo's small KDF)"
 
 step "13. Bundles for CI: a signed vault.age that a job opens with nothing but an age identity"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -48,6 +49,7 @@ from .session import (
 )
 
 MAX_CONNECTIONS = 512
+WORKER_IDLE = 30.0  # an idle connection thread waits this long for the next connection
 SOCKET_CHECK_INTERVAL = 10.0
 IDLE_EXIT = 3600.0  # nothing unlocked (and no grant) for an hour: exit
 STORE_OPS = frozenset({"read", "write", "verify", "digest", "sync_state"})
@@ -119,6 +121,8 @@ class Daemon:
         self.wake = threading.Condition(self.lock)
         self.stopping = False
         self.connections = 0
+        self.idle_workers = 0
+        self.jobs: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
         self.rejected = 0
         self.mlock_ok = _mlock_probe()
         self.last_held = boot_clock()
@@ -221,12 +225,40 @@ class Daemon:
                 conn.close()
                 return
             self.connections += 1
+        with self.lock:
+            reuse = self.idle_workers > 0
+            if reuse:
+                self.idle_workers -= 1
+        if reuse:
+            self.jobs.put(conn)
+            return
         try:
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._worker, args=(conn,), daemon=True).start()
         except RuntimeError:
             with self.lock:
                 self.connections -= 1
             conn.close()
+
+    def _worker(self, conn: socket.socket) -> None:
+        """Serve connections one after another; an idle worker waits a while for the next one.
+
+        Reusing threads saves starting one per connection (most clients send one request).
+        Invariant: every connection queued in `jobs` was promised to one idle worker.
+        """
+        while True:
+            self._connection(conn)
+            with self.lock:
+                self.idle_workers += 1
+            try:
+                conn = self.jobs.get(timeout=WORKER_IDLE)
+            except queue.Empty:
+                with self.lock:
+                    unclaimed = self.idle_workers > 0
+                    if unclaimed:
+                        self.idle_workers -= 1
+                if unclaimed:
+                    return
+                conn = self.jobs.get()  # a connection was promised to an idle worker: it is coming
 
     # -- timers --
 
@@ -365,7 +397,7 @@ class Daemon:
         return self.op_status({})
 
     def op_unlock(self, request: dict[str, Any]) -> dict[str, Any]:
-        path = _vault_path(request)
+        path = _vault_path(request, canonical=True)
         ttl = request.get("ttl", DEFAULT_TTL)
         max_ttl = request.get("max_ttl", DEFAULT_MAX_TTL)
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (ttl, max_ttl)):
@@ -495,11 +527,13 @@ class Daemon:
         return result
 
 
-def _vault_path(request: dict[str, Any]) -> str:
+def _vault_path(request: dict[str, Any], *, canonical: bool = False) -> str:
+    """The request's vault path. Store ops only look it up among unlocked vaults (a path that is
+    not one of them is `session_locked`); `unlock` requires it canonical before opening it."""
     path = request.get("vault_path")
-    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
         raise errors.SessionProtocolError(message="vault_path must be an absolute path")
-    if os.path.realpath(path) != path:
+    if canonical and os.path.realpath(path) != path:
         raise errors.SessionProtocolError(message="vault_path must be canonical")
     return path
 

@@ -633,3 +633,80 @@ def test_after_lock_returns_no_request_gets_a_value(kimen, vault):
     for t in threads:
         t.join()
     assert late_values == []
+
+
+# -- versions --
+
+
+def test_a_daemon_of_another_version_is_no_session_and_start_replaces_it(kimen, vault):
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "old_daemon.py"
+    kimen.session_dir.mkdir(mode=0o700)
+    sock = kimen.session_dir / "session.sock"
+    old = subprocess.Popen([PY, str(fixture), str(sock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert old.stdout.readline().strip() == "ready"
+        doc = status(kimen)
+        assert doc["running"] is True and doc["version_mismatch"] is True and doc["version"] == "0.0.1-old"
+        assert "kimen session start" in kimen.ok("session", "status").err
+        done = get(kimen, "app.token")
+        assert done.code == 10 and "kimen session start" in done.err  # no session, with a warning
+        start(kimen)
+        assert old.wait(timeout=30) == 0  # asked to stop through the frozen `stop`
+        doc = status(kimen)
+        assert doc["version_mismatch"] is False and doc["state"] == "unlocked" and doc["pid"] != old.pid
+        served(kimen, "app.token", b"s3cret-value")
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+
+
+# -- concurrency of unlock and reads --
+
+
+def test_a_slow_unlock_does_not_block_reads_of_an_unlocked_vault(kimen, vault, tmp_path):
+    """Ordering, not timing: 20 reads of an unlocked vault complete while a 1.28 GB·pass KDF runs."""
+    import base64
+    import threading
+
+    from kimen.daemon.client import UNLOCK_TIMEOUT, Connection
+
+    slow = tmp_path / "slow.db"
+    slow_kdf = ["--kdf-memory", "128MiB", "--kdf-time", "10", "--kdf-parallelism", "1"]
+    kimen.ok("vault", "init", *slow_kdf, "--vault", str(slow), env=kimen.with_pass(), timeout=300)
+    start(kimen)
+    path = str(kimen.session_dir / "session.sock")
+    unlocked = threading.Event()
+    failures: list[BaseException] = []
+
+    def unlock():
+        try:
+            with Connection(path) as conn:
+                conn.call("unlock", timeout=UNLOCK_TIMEOUT, vault_path=os.path.realpath(slow),
+                          passphrase_b64=base64.b64encode(PASSPHRASE.encode()).decode(), ttl=60, max_ttl=60)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            unlocked.set()
+
+    with Connection(path) as conn:
+        thread = threading.Thread(target=unlock)
+        thread.start()
+        time.sleep(0.1)  # the unlock frame is on its way; the KDF takes seconds
+        for _ in range(20):
+            doc = conn.call("read", vault_path=os.path.realpath(vault), names=["app.token"])
+            assert doc["secrets"][0]["name"] == "app.token"
+        assert not unlocked.is_set(), "reads waited for the KDF"
+    thread.join(timeout=300)
+    assert not failures, failures
+    assert sorted(v["vault_path"] for v in status(kimen)["vaults"]) == sorted([str(vault), str(slow)])
+
+
+def test_daemon_exits_when_its_socket_is_replaced(kimen, vault):
+    start(kimen)
+    pid = status(kimen)["pid"]
+    sock = kimen.session_dir / "session.sock"
+    sock.unlink()
+    sock.write_text("not the daemon's")
+    wait_for(lambda: not alive(pid), "exit after the socket was replaced", limit=60)
+    assert sock.read_text() == "not the daemon's"  # left alone

@@ -1,0 +1,168 @@
+"""The session daemon (SPEC §12): request rate, and `secret get` latency with a live session.
+
+1. Request rate: N client processes (1, 8, 64) each send `read` requests of one secret for a fixed
+   time, either opening a new connection per request or keeping one connection; reports
+   requests/s, p50/p99 latency, and the daemon's open fds before and after (back to baseline).
+2. `kimen secret get NAME --unsafe-stdout` served by the live session, interleaved with
+   `python -c pass` and `kimen version`: wall median [min-max] and CPU median over N rounds.
+
+Never asserts. Standalone: `python bench/bench_session.py [ROUNDS] [SECONDS]`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+KIMEN = shutil.which("kimen", path=str(BIN)) or "kimen"
+SMALL_KDF = ["--kdf-memory", "8MiB", "--kdf-time", "1", "--kdf-parallelism", "1"]
+PASSPHRASE = "bench passphrase for kimen"
+
+
+def _env(root: Path) -> dict[str, str]:
+    for sub in ("config", "cache", "state", "runtime", "home"):
+        (root / sub).mkdir(mode=0o700, exist_ok=True)
+    return {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(root / "home"),
+        "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
+        "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(root / "runtime"),
+        "KIMEN_SESSION_DIR": str(root / "runtime" / "kimen"), "LANG": "C.UTF-8",
+    }
+
+
+def _worker(path: str, vault: str, persistent: bool, seconds: float, start_at: float, out) -> None:
+    from kimen.daemon.client import Connection
+
+    while time.time() < start_at:
+        time.sleep(0.001)
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+    conn = Connection(path) if persistent else None
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end:
+            break
+        c = conn or Connection(path)
+        c.call("read", vault_path=vault, names=["bench.secret_0"])
+        if conn is None:
+            c.close()
+        latencies.append(time.perf_counter() - t0)
+    if conn is not None:
+        conn.close()
+    out.send(latencies)
+    out.close()
+
+
+def _rate(path: str, vault: str, clients: int, persistent: bool, seconds: float) -> tuple[float, float, float]:
+    ctx = multiprocessing.get_context("fork")
+    start_at = time.time() + 0.3 + 0.01 * clients
+    pipes, procs = [], []
+    for _ in range(clients):
+        recv, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(path, vault, persistent, seconds, start_at, send))
+        p.start()
+        send.close()
+        pipes.append(recv)
+        procs.append(p)
+    all_lat: list[float] = []
+    for recv in pipes:
+        all_lat.extend(recv.recv())
+    for p in procs:
+        p.join()
+    all_lat.sort()
+    p50 = all_lat[len(all_lat) // 2] * 1e6
+    p99 = all_lat[min(len(all_lat) - 1, int(len(all_lat) * 0.99))] * 1e6
+    return len(all_lat) / seconds, p50, p99
+
+
+def _cpu(pid: int) -> float:
+    """The daemon's CPU seconds so far (user + system, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def main(argv: list[str]) -> int:
+    rounds = int(argv[0]) if argv else 15
+    seconds = float(argv[1]) if len(argv) > 1 else 2.0
+    root = Path(tempfile.mkdtemp(prefix="kimen-bench-"))
+    env = _env(root)
+    try:
+        vault = str(root / "vault.db")
+        env["KIMEN_VAULT"] = vault
+        pass_env = {**env, "KIMEN_PASSPHRASE": PASSPHRASE}
+        subprocess.run([KIMEN, "vault", "init", *SMALL_KDF], env=pass_env, check=True, capture_output=True)
+        dotenv = "".join(f"secret_{i}=value-{i}-{'x' * 40}\n" for i in range(20)).encode()
+        subprocess.run([KIMEN, "secret", "import", "-", "--prefix", "bench."], env=pass_env, input=dotenv,
+                       check=True, capture_output=True)
+        subprocess.run([KIMEN, "session", "start", "--ttl", "1h"], env=pass_env, check=True, capture_output=True)
+        import json
+
+        status = json.loads(subprocess.run([KIMEN, "session", "status", "--json"], env=env, check=True,
+                                           capture_output=True).stdout)
+        pid, path = status["pid"], status["socket_path"]
+        canonical = os.path.realpath(vault)
+
+        print(f"daemon request rate: `read` of one secret, {seconds:.0f} s per case, client processes "
+              f"on {os.cpu_count()} CPUs (load average before: {os.getloadavg()[0]:.1f})")
+        baseline = _fds(pid)
+        for persistent in (False, True):
+            for clients in (1, 8, 64):
+                cpu0 = _cpu(pid)
+                rate, p50, p99 = _rate(path, canonical, clients, persistent, seconds)
+                per = (_cpu(pid) - cpu0) / (rate * seconds) * 1e6
+                kind = "persistent connection " if persistent else "new connection/request"
+                print(f"  {clients:3d} clients, {kind}  {rate:9.0f} req/s   p50 {p50:7.0f} us   p99 {p99:8.0f} us"
+                      f"   daemon cpu {per:5.0f} us/req")
+        time.sleep(0.5)
+        print(f"  daemon fds: {baseline} before, {_fds(pid)} after")
+
+        cases = {
+            "python -c pass": ([sys.executable, "-c", "pass"], env),
+            "kimen version": ([KIMEN, "version"], env),
+            "kimen secret get --unsafe-stdout (session)": (
+                [KIMEN, "secret", "get", "bench.secret_0", "--unsafe-stdout"], env),
+            "kimen session status": ([KIMEN, "session", "status"], env),
+        }
+        for argv_, e in cases.values():
+            subprocess.run(argv_, env=e, check=True, capture_output=True)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(rounds):
+            for name, (argv_, e) in cases.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                subprocess.run(argv_, env=e, check=True, stdout=subprocess.DEVNULL)
+                times[name].append((time.perf_counter() - t0) * 1000)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
+        base, cbase = statistics.median(times["python -c pass"]), statistics.median(cpu["python -c pass"])
+        print(f"latency with a live session: {rounds} interleaved rounds; wall ms median [min-max] and ratio "
+              "to python -c pass; CPU ms median and ratio")
+        for name, values in times.items():
+            med, cmed = statistics.median(values), statistics.median(cpu[name])
+            print(f"  {name:44s} {med:7.1f} [{min(values):6.1f}-{max(values):6.1f}]  x{med / base:4.2f}"
+                  f"   cpu {cmed:6.1f}  x{cmed / cbase:4.2f}")
+    finally:
+        subprocess.run([KIMEN, "session", "stop"], env=env, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
