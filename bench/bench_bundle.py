@@ -52,6 +52,9 @@ def main(argv: list[str]) -> int:
     if AGE is None:
         print("the age CLI is not installed: nothing to compare against")
         return 0
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the session daemon on the way out
     root = Path(tempfile.mkdtemp(prefix="kimen-bench-bundle-"))
     env = _env(root)
     pass_env = {**env, "KIMEN_PASSPHRASE": PASSPHRASE}
