@@ -124,7 +124,13 @@ class SecretInfo(_Record):
     __slots__ = ("created_at", "name", "revision", "size", "updated_at")
 
     def __init__(self, name: str, revision: int, size: int, created_at: str, updated_at: str) -> None:
-        self._init(name=name, revision=revision, size=size, created_at=created_at, updated_at=updated_at)
+        # direct slot stores: `list()` builds one of these per row (100 000 in a large vault)
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "revision", revision)
+        _set(self, "size", size)
+        _set(self, "created_at", created_at)
+        _set(self, "updated_at", updated_at)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "size": self.size,

@@ -219,3 +219,11 @@ def test_snapshot_is_private_and_opens_with_same_passphrase(store, vault_path, t
     store.vault.snapshot(dest)
     assert os.stat(dest).st_mode & 0o777 == 0o600
     assert vault.Vault.open(dest).unlock(Sensitive(PW)).read(["a"])["a"].value == b"alpha"
+
+
+@pytest.mark.parametrize("prefix", [None, "", "a", "a.", "a.b", "b", "\u00e9", "\udcff", "zz"])
+def test_list_names_matches_list_and_any_prefix_is_safe(store, prefix):
+    store.write([Change.set(n, b"v") for n in ("a", "a.b", "a.b.c", "a-b", "a_b", "ab", "b", "B")])
+    expected = sorted(n for n in ("a", "a.b", "a.b.c", "a-b", "a_b", "ab", "b", "B") if n.startswith(prefix or ""))
+    assert [i.name for i in store.list(prefix)] == expected
+    assert store.vault.list_names(prefix) == expected

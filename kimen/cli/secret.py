@@ -211,13 +211,13 @@ def cmd_list(ctx: Context) -> Result:
     from ..access import open_metadata
 
     with open_metadata(ctx) as vault:
+        if not (ctx.json or ctx.args.long):
+            return Result("list", vault.list_names(ctx.args.prefix), {})
         infos = vault.list(ctx.args.prefix)
-    if ctx.args.long:
-        human = [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos]
-    else:
-        human = [i.name for i in infos]
-    return Result("list", human, {
-        "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
+    if ctx.json:
+        return Result("list", None, {
+            "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
+    return Result("list", [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos], {})
 
 
 def cmd_rm(ctx: Context) -> Result:
