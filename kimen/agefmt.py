@@ -143,7 +143,7 @@ def parse_header(data: bytes) -> Header:
         raise _invalid("not an age file")
     version = lines.next()
     if version != VERSION_LINE:
-        raise errors.BundleUnsupported(detail="unknown age version")
+        raise _invalid("unsupported age version (only age-encryption.org/v1)")
     stanzas: list[Stanza] = []
     while True:
         line = lines.next()

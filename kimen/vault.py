@@ -848,6 +848,13 @@ class LocalStore:
 
     def verify(self) -> None:
         """Every row opens (else `SecretCorrupt` naming it) and the MACs match (else `VaultTampered`)."""
+        self.verify_and_read(())
+
+    def verify_and_read(self, names: Sequence[str]) -> dict[str, SecretValue]:
+        """`verify()` and the values of `names` from the same pass and snapshot (bundle seal: every
+        row is decrypted once, not twice). Missing names raise `SecretNotFound` after the check."""
+        wanted = set(names)
+        found: dict[str, SecretValue] = {}
         conn = self.vault._conn
         try:
             conn.execute("BEGIN")
@@ -858,7 +865,9 @@ class LocalStore:
                 for name, revision, nonce, ciphertext in conn.execute(
                     f"SELECT name, revision, {_CT} FROM secrets ORDER BY name"
                 ):
-                    self._open(name, revision, bytes(nonce), bytes(ciphertext))
+                    value = self._open(name, revision, bytes(nonce), bytes(ciphertext))
+                    if name in wanted:
+                        found[name] = SecretValue(name, value, revision)
                     acc = _xor(acc, _row_mac(self._k_mac, name, revision, bytes(nonce), bytes(ciphertext)))
             finally:
                 _rollback(conn)
@@ -869,3 +878,7 @@ class LocalStore:
 
         if not (hmac.compare_digest(acc, header.rows_mac) and hmac.compare_digest(expected_meta, header.meta_mac)):
             raise errors.VaultTampered()
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise errors.SecretNotFound(missing)
+        return found

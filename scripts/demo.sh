@@ -99,5 +99,15 @@ run kimen session stop
 step "13. Check the whole setup"
 run kimen doctor --profile demo --passphrase-cmd "$PASS_CMD" || say "(warnings are expected with the demo's small KDF)"
 
+step "13. Bundles for CI: a signed vault.age that a job opens with nothing but an age identity"
+say "keygen makes an age identity; it decrypts bundles and signs the ones you seal."
+run kimen bundle keygen --out "$DEMO/ci-key.txt" --print-recipient
+RECIPIENT="$(kimen bundle recipient --identity "$DEMO/ci-key.txt")"
+run kimen bundle seal --out vault.age --recipient "$RECIPIENT" --identity "$DEMO/ci-key.txt" \
+    --profile demo --passphrase-cmd "$PASS_CMD"
+say "In the job: no vault, no passphrase. The bundle is decrypted and verified in memory."
+run env KIMEN_VAULT="$DEMO/no-such-vault.db" kimen run --bundle vault.age --identity "$DEMO/ci-key.txt" \
+    --profile demo -- sh -c 'echo "job: DATABASE_URL has ${#DATABASE_URL} characters, APP_ENV=$APP_ENV"'
+
 step "Done"
 say "The throwaway vault in $DEMO is removed now. Read docs/ to go further."

@@ -123,11 +123,11 @@ def _recipients(ctx: Context) -> list:
     return list(unique.values())
 
 
-def _selected_names(ctx: Context, store: object) -> list[str]:
+def _selected_names(ctx: Context, infos: list) -> list[str]:
     import fnmatch
 
     args = ctx.args
-    names = [info.name for info in store.list()]  # type: ignore[attr-defined]
+    names = [info.name for info in infos]
     if args.profile or args.map:
         if args.profile and args.map:
             raise errors.ConflictingMapProfileInputs()
@@ -181,10 +181,15 @@ def cmd_seal(ctx: Context) -> Result:
     location = resolve_vault(ctx)
     store = open_store(ctx)
     try:
-        names = _selected_names(ctx, store)
-        store.verify()
-        infos = {i.name: i for i in store.list()}
-        values = store.read(names) if names else {}
+        listed = store.list()
+        names = _selected_names(ctx, listed)
+        infos = {i.name: i for i in listed}
+        del listed
+        if hasattr(store, "verify_and_read"):  # a local vault: one pass decrypts every row once
+            values = store.verify_and_read(names)
+        else:
+            store.verify()
+            values = store.read(names) if names else {}
         meta = store.meta()
     finally:
         store.close()

@@ -339,3 +339,17 @@ def test_documents_encrypted_by_the_age_cli_open(kimen, tmp_path, armor):
     assert done.code == 0, done.err
     assert done.json()["signer"] is None and "unsigned" in done.err
     assert values(kimen, target, ["prod.token"], NEW_PASS) == {"prod.token": CANARY.encode()}
+
+
+def test_seal_refuses_a_tampered_vault(kimen):
+    import sqlite3
+
+    make_vault(kimen, {"prod.a": "1", "prod.b": "2"})
+    team = Team(kimen)
+    conn = sqlite3.connect(kimen.vault)
+    conn.execute("DELETE FROM secrets WHERE name='prod.b'")
+    conn.commit()
+    conn.close()
+    kimen.fail(15, "vault_tampered", "bundle", "seal", "--out", "v.age", "--recipient", team.recipient,
+               "--identity", str(team.key), env=kimen.with_pass())
+    assert not (kimen.cwd / "v.age").exists()
