@@ -4,15 +4,17 @@ One daemon per session directory serves any number of vaults, each keyed by its 
 holding the unwrapped data key (never the passphrase) and performing the store operations of
 §3.6 for same-uid clients. Design:
 
-- an accept loop on the main thread (with a self-pipe for signals and `stop`), one thread per
-  connection: a KDF runs in the thread of the connection that asked for it and never delays
-  reads of vaults already unlocked;
-- each unlocked vault has its own SQLite connection guarded by a lock (`VaultEntry.op_lock`),
-  so requests on one vault are serialised and requests on different vaults are not;
+- one event loop (selectors, non-blocking sockets) accepts connections, checks the peer's uid,
+  reads frames, and answers `status` and `read` inline — no thread hand-off on the hot path;
+- everything that may wait (`unlock` and its KDF, `write`, `verify`, `lock`, `stop`, and a read
+  of a vault busy with another request) runs in a thread of its own and hands its response back
+  through a queue and a self-pipe, so a KDF never delays reads of vaults already unlocked;
+- each unlocked vault has its own SQLite connection guarded by `VaultEntry.op_lock`: requests on
+  one vault are serialised, requests on different vaults are not;
 - `lock`, expiry, identity changes, signals and `stop` wipe the key under that lock, so once a
   `lock` response is sent no request can get a value from the key;
-- a timer thread expires keys at their deadlines (boot clock), checks every few seconds that
-  the socket path still names this daemon's socket, and exits after an hour with nothing held.
+- a timer thread expires keys at their deadlines (boot clock), checks every 10 s that the socket
+  path still names this daemon's socket, and exits after an hour with nothing held.
 
 Grants (§5.8) and the audit log (§5.9) are not implemented yet: `token` and `context` are
 accepted and ignored, `require_grant` is refused.
@@ -28,6 +30,7 @@ import selectors
 import signal
 import socket
 import stat
+import struct
 import sys
 import threading
 from typing import Any
@@ -49,7 +52,10 @@ from .session import (
 )
 
 MAX_CONNECTIONS = 512
-WORKER_IDLE = 30.0  # an idle connection thread waits this long for the next connection
+# ops that may wait (a KDF, a write on a busy vault, forgetting a key in use): never on the event loop
+WORKER_OPS = frozenset({"unlock", "write", "verify", "lock", "stop", "digest", "sync_state"})
+BLOCKING_AWARE = frozenset({"status", "read"})
+_HEADER = struct.Struct(">I")
 SOCKET_CHECK_INTERVAL = 10.0
 IDLE_EXIT = 3600.0  # nothing unlocked (and no grant) for an hour: exit
 STORE_OPS = frozenset({"read", "write", "verify", "digest", "sync_state"})
@@ -111,6 +117,27 @@ class VaultEntry:
         }
 
 
+class Conn:
+    """One client connection, owned by the event loop."""
+
+    __slots__ = ("busy", "closing", "frame_at", "idle_at", "inbuf", "mask", "out", "out_at", "sock")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock: socket.socket | None = sock
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.busy = False  # a request of this connection is being served by a worker thread
+        self.closing = False  # close once `out` is sent (after an error frame)
+        self.idle_at = now + protocol.IDLE_TIMEOUT
+        self.frame_at: float | None = None  # deadline of a partly received frame
+        self.out_at: float | None = None  # deadline of a partly sent response
+        self.mask = selectors.EVENT_READ
+
+
+class WouldBlock(Exception):
+    """An inline request met a vault busy with another request (internal: go to a worker)."""
+
+
 class Daemon:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
@@ -120,17 +147,16 @@ class Daemon:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.stopping = False
-        self.connections = 0
-        self.idle_workers = 0
-        self.jobs: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        self.conns: set[Conn] = set()
+        self.done: queue.SimpleQueue[tuple[Conn, dict[str, Any], str]] = queue.SimpleQueue()
         self.rejected = 0
         self.mlock_ok = _mlock_probe()
         self.last_held = boot_clock()
         self.listener: socket.socket | None = None
         self.socket_id: tuple[int, int] | None = None
-        self.stop_replied = threading.Event()  # the `stop` response is out: the process may exit
-        self.stop_by_request = False
+        self.sel: selectors.BaseSelector | None = None
         self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
 
     # -- lifecycle --
@@ -142,7 +168,8 @@ class Daemon:
             listener.bind(self.socket_path)
         finally:
             os.umask(old)
-        listener.listen(128)
+        listener.listen(512)
+        listener.setblocking(False)
         st = os.lstat(self.socket_path)
         self.socket_id = (st.st_dev, st.st_ino)
         self.listener = listener
@@ -154,24 +181,29 @@ class Daemon:
             return False
         return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.socket_id
 
-    def request_stop(self, poke: bool = True) -> None:
-        """Forget every key and remove the socket now; the accept loop then exits."""
+    def request_stop(self) -> None:
+        """Forget every key and remove the socket now; the event loop then exits."""
+        self._halt()
+        self._release_all()
+        self._poke()
+
+    def _halt(self) -> None:
         with self.lock:
             self.stopping = True
             self.wake.notify_all()
+
+    def _release_all(self) -> None:
         self.lock_all()
         if self.owns_socket():
             try:
                 os.unlink(self.socket_path)
             except OSError:
                 pass
-        if poke:
-            self._poke()
 
     def _poke(self) -> None:
         try:
             os.write(self._wfd, b"x")
-        except OSError:
+        except OSError:  # the pipe is full: a wake-up is pending anyway
             pass
 
     def lock_all(self) -> None:
@@ -190,75 +222,227 @@ class Daemon:
         if entry is not None:
             entry.forget()
 
+    # -- the event loop --
+
     def serve(self) -> None:
+        """Accept, read frames, answer `status` and `read` inline; other ops go to worker threads.
+
+        Nothing here waits: sockets are non-blocking, a vault busy with another request sends the
+        read to a worker, and a KDF or a write never runs on this thread.
+        """
         assert self.listener is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.listener, selectors.EVENT_READ)
-        sel.register(self._rfd, selectors.EVENT_READ)
+        sel = self.sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, None)
+        sel.register(self._rfd, selectors.EVENT_READ, "wake")
         threading.Thread(target=self._timer, name="deadlines", daemon=True).start()
+        next_sweep = boot_clock() + 0.5
         while not self.stopping:
-            for key, _ in sel.select():
-                if key.fileobj == self._rfd:
-                    try:
-                        os.read(self._rfd, 512)
-                    except OSError:
-                        pass
-                    continue
-                try:
-                    conn, _addr = self.listener.accept()
-                except OSError:
-                    continue
-                self._admit(conn)
+            events = sel.select(0.5 if self.conns else None)
+            for key, mask in events:
+                if key.data is None:
+                    self._accept()
+                elif key.data == "wake":
+                    self._drain_wake()
+                else:
+                    conn = key.data
+                    if mask & selectors.EVENT_WRITE and conn.sock is not None:
+                        self._flush(conn)
+                    if mask & selectors.EVENT_READ and conn.sock is not None:
+                        self._readable(conn)
+            now = boot_clock()
+            if now >= next_sweep:
+                next_sweep = now + 0.5
+                self._sweep(now)
+        for conn in list(self.conns):
+            self._close(conn)
         sel.close()
 
-    def _admit(self, conn: socket.socket) -> None:
-        try:
-            uid = protocol.peer_uid(conn)
-        except OSError:
-            uid = None
-        if uid != self.uid:  # another uid gets not a single byte (logged as peer_rejected)
-            self.rejected += 1
-            conn.close()
-            return
-        with self.lock:
-            if self.connections >= MAX_CONNECTIONS or self.stopping:
-                conn.close()
-                return
-            self.connections += 1
-        with self.lock:
-            reuse = self.idle_workers > 0
-            if reuse:
-                self.idle_workers -= 1
-        if reuse:
-            self.jobs.put(conn)
-            return
-        try:
-            threading.Thread(target=self._worker, args=(conn,), daemon=True).start()
-        except RuntimeError:
-            with self.lock:
-                self.connections -= 1
-            conn.close()
-
-    def _worker(self, conn: socket.socket) -> None:
-        """Serve connections one after another; an idle worker waits a while for the next one.
-
-        Reusing threads saves starting one per connection (most clients send one request).
-        Invariant: every connection queued in `jobs` was promised to one idle worker.
-        """
-        while True:
-            self._connection(conn)
-            with self.lock:
-                self.idle_workers += 1
+    def _accept(self) -> None:
+        assert self.listener is not None
+        for _ in range(128):
             try:
-                conn = self.jobs.get(timeout=WORKER_IDLE)
+                sock, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. out of descriptors: try again on the next wake-up
+                return
+            try:
+                uid = protocol.peer_uid(sock)
+            except OSError:
+                uid = None
+            if uid != self.uid or len(self.conns) >= MAX_CONNECTIONS or self.stopping:
+                # another uid gets not a single byte (logged as peer_rejected once audit exists)
+                self.rejected += uid != self.uid
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = Conn(sock, boot_clock())
+            self.conns.add(conn)
+            assert self.sel is not None
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._rfd, 4096):
+                pass
+        except OSError:
+            pass
+        while True:
+            try:
+                conn, response, op = self.done.get_nowait()
             except queue.Empty:
-                with self.lock:
-                    unclaimed = self.idle_workers > 0
-                    if unclaimed:
-                        self.idle_workers -= 1
-                if unclaimed:
-                    return
-                conn = self.jobs.get()  # a connection was promised to an idle worker: it is coming
+                return
+            if conn.sock is None:
+                continue
+            conn.busy = False
+            conn.idle_at = boot_clock() + protocol.IDLE_TIMEOUT
+            self._respond(conn, response)
+            if op == "stop" and response.get("ok"):
+                self._flush_blocking(conn)
+                self._halt()
+                return
+            self._parse(conn)
+
+    def _readable(self, conn: Conn) -> None:
+        assert conn.sock is not None
+        try:
+            data = conn.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.inbuf += data
+        if conn.busy and len(conn.inbuf) > protocol.MAX_FRAME + 4:  # pipelining without reading replies
+            self._close(conn)
+            return
+        self._parse(conn)
+
+    def _parse(self, conn: Conn) -> None:
+        while not conn.busy and not conn.closing and conn.sock is not None:
+            buf = conn.inbuf
+            if len(buf) < 4:
+                conn.frame_at = (conn.frame_at or boot_clock() + protocol.FRAME_TIMEOUT) if buf else None
+                return
+            (length,) = _HEADER.unpack_from(buf)
+            if length > protocol.MAX_FRAME:
+                self._fail(conn, errors.FrameTooLarge())
+                return
+            if len(buf) < 4 + length:
+                conn.frame_at = conn.frame_at or boot_clock() + protocol.FRAME_TIMEOUT
+                return
+            body = bytes(buf[4:4 + length])
+            del buf[:4 + length]
+            conn.frame_at = None
+            conn.idle_at = boot_clock() + protocol.IDLE_TIMEOUT
+            try:
+                request = protocol.decode(body)
+            except errors.SessionProtocolError as err:
+                self._fail(conn, err)
+                return
+            del body
+            self._dispatch(conn, request)
+
+    def _dispatch(self, conn: Conn, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op not in WORKER_OPS:
+            try:
+                self._respond(conn, self.handle(request, blocking=False))
+                return
+            except WouldBlock:
+                pass
+        conn.busy = True
+        try:
+            threading.Thread(target=self._work, args=(conn, request), daemon=True).start()
+        except RuntimeError:
+            conn.busy = False
+            self._fail(conn, errors.SessionUnavailable(message="the session daemon is overloaded"))
+
+    def _work(self, conn: Conn, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        response = self.handle(request, blocking=True)
+        self.done.put((conn, response, op if isinstance(op, str) else ""))
+        self._poke()
+
+    def _fail(self, conn: Conn, err: errors.KimenError) -> None:
+        """An error frame for a broken request, then close the connection."""
+        conn.closing = True
+        self._respond(conn, {"v": protocol.PROTOCOL, "id": None, **protocol.error_fields(err)})
+
+    def _respond(self, conn: Conn, doc: dict[str, Any]) -> None:
+        try:
+            frame = protocol.encode(doc)
+        except errors.FrameTooLarge as err:
+            conn.closing = True
+            frame = protocol.encode({"v": protocol.PROTOCOL, "id": doc.get("id"), **protocol.error_fields(err)})
+        conn.out += frame
+        self._flush(conn)
+
+    def _flush(self, conn: Conn) -> None:
+        if conn.sock is None:
+            return
+        if conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close(conn)
+                return
+            del conn.out[:sent]
+        if conn.out:
+            conn.out_at = conn.out_at or boot_clock() + protocol.FRAME_TIMEOUT
+            self._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        conn.out_at = None
+        if conn.closing:
+            self._close(conn)
+            return
+        self._watch(conn, selectors.EVENT_READ)
+
+    def _flush_blocking(self, conn: Conn) -> None:
+        if conn.sock is None:
+            return
+        try:
+            conn.sock.settimeout(protocol.FRAME_TIMEOUT)
+            conn.sock.sendall(conn.out)
+        except OSError:
+            pass
+
+    def _watch(self, conn: Conn, mask: int) -> None:
+        if conn.mask != mask and conn.sock is not None and self.sel is not None:
+            self.sel.modify(conn.sock, mask, conn)
+            conn.mask = mask
+
+    def _close(self, conn: Conn) -> None:
+        sock = conn.sock
+        if sock is None:
+            return
+        conn.sock = None
+        self.conns.discard(conn)
+        try:
+            if self.sel is not None:
+                self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def _sweep(self, now: float) -> None:
+        """Close idle connections, slow frames and slow readers (never one whose request is served)."""
+        for conn in list(self.conns):
+            if conn.busy:
+                continue
+            slow_frame = conn.frame_at is not None and now >= conn.frame_at
+            slow_reader = conn.out_at is not None and now >= conn.out_at
+            idle = not conn.inbuf and not conn.out and now >= conn.idle_at
+            if slow_frame or slow_reader or idle:
+                self._close(conn)
 
     # -- timers --
 
@@ -297,50 +481,11 @@ class Daemon:
                 if not self.stopping:
                     self.wake.wait(max(wait, 0.01))
 
-    # -- connections --
+    # -- requests --
 
-    def _connection(self, conn: socket.socket) -> None:
-        try:
-            while True:
-                try:
-                    request = protocol.receive(conn, idle=protocol.IDLE_TIMEOUT)
-                except protocol.PeerClosed:
-                    return
-                except (errors.FrameTooLarge, errors.SessionProtocolError) as err:
-                    self._send(conn, {"v": protocol.PROTOCOL, "id": None, **protocol.error_fields(err)})
-                    return
-                except OSError:  # idle or slow peer, reset connection
-                    return
-                response = self.handle(request)
-                if not self._send(conn, response):
-                    return
-                if request.get("op") == "stop" and response.get("ok"):
-                    self.stop_replied.set()
-                    self._poke()
-                    return
-        finally:
-            try:
-                conn.close()
-            except OSError:
-                pass
-            with self.lock:
-                self.connections -= 1
-
-    def _send(self, conn: socket.socket, doc: dict[str, Any]) -> bool:
-        try:
-            conn.settimeout(protocol.FRAME_TIMEOUT)
-            protocol.send(conn, doc)
-            return True
-        except errors.FrameTooLarge as err:
-            try:
-                protocol.send(conn, {"v": protocol.PROTOCOL, "id": doc.get("id"), **protocol.error_fields(err)})
-            except OSError:
-                pass
-            return False
-        except OSError:
-            return False
-
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, request: dict[str, Any], *, blocking: bool = True) -> dict[str, Any]:
+        """One request -> one response. `blocking=False` (the event loop) raises `WouldBlock`
+        instead of waiting for a vault that is busy with another request."""
         rid = request.get("id")
         base = {"v": protocol.PROTOCOL, "id": rid if isinstance(rid, (str, int)) else None}
         op = request.get("op")
@@ -353,8 +498,10 @@ class Daemon:
             method = getattr(self, f"op_{op}", None)
             if method is None:
                 raise errors.SessionProtocolError(message=f"unknown session op: {op[:40]}")
-            result = method(request)
+            result = method(request, blocking) if op in BLOCKING_AWARE else method(request)
             return {**base, "ok": True, **result}
+        except WouldBlock:
+            raise
         except errors.KimenError as err:
             return {**base, **protocol.error_fields(err)}
         except Exception as exc:  # a bug must not kill the daemon; the type name only, never the text
@@ -362,16 +509,18 @@ class Daemon:
 
     # -- ops --
 
-    def op_status(self, request: dict[str, Any]) -> dict[str, Any]:
+    def op_status(self, request: dict[str, Any], blocking: bool = True) -> dict[str, Any]:
         path = request.get("vault_path")
         if isinstance(path, str):
             entry = self._entry(path, required=False)
-            if entry is not None:
+            # the identity check is skipped when the vault is busy: the next store request checks it
+            if entry is not None and entry.op_lock.acquire(blocking=blocking):
                 try:
-                    with entry.op_lock:
-                        self._check_identity(entry)
+                    self._check_identity(entry)
                 except errors.SessionLocked:
                     pass
+                finally:
+                    entry.op_lock.release()
         self._expire_now()
         with self.lock:
             vaults = [e.state() for e in self.entries.values()]
@@ -382,8 +531,8 @@ class Daemon:
         }
 
     def op_stop(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.stop_by_request = True
-        self.request_stop(poke=False)
+        """Keys and socket go now; the event loop exits once this response is sent."""
+        self._release_all()
         return {"stopping": True}
 
     def op_lock(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -436,13 +585,13 @@ class Daemon:
             old.forget()
         return {"vault": entry.state(), "pid": self.pid}
 
-    def op_read(self, request: dict[str, Any]) -> dict[str, Any]:
+    def op_read(self, request: dict[str, Any], blocking: bool = True) -> dict[str, Any]:
         names = request.get("names")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise errors.SessionProtocolError(message="read needs a list of names")
         if len(names) > protocol.READ_BATCH:
             raise errors.SessionProtocolError(message="too many names in one read")
-        values = self._with_store(request, lambda store: store.read(names))
+        values = self._with_store(request, lambda store: store.read(names), blocking)
         return {"secrets": [{"name": v.name, "value_b64": base64.b64encode(v.value).decode(), "revision": v.revision}
                             for v in values.values()]}
 
@@ -477,7 +626,7 @@ class Daemon:
             else:
                 expired = None
         if expired is not None:
-            expired.forget()
+            _retire(expired)
         if entry is None and required:
             raise errors.SessionLocked(vault=path)
         return entry
@@ -487,7 +636,7 @@ class Daemon:
         with self.lock:
             gone = [self.entries.pop(p) for p, e in list(self.entries.items()) if e.deadlines.expired(now)]
         for entry in gone:
-            entry.forget()
+            _retire(entry)
 
     def _check_identity(self, entry: VaultEntry) -> None:
         """Same file (device, inode) and same vault id and wrap id (§5.4); else forget the key."""
@@ -507,11 +656,13 @@ class Daemon:
                 del self.entries[entry.path]
         entry._forget_locked()
 
-    def _with_store(self, request: dict[str, Any], fn: Any) -> Any:
+    def _with_store(self, request: dict[str, Any], fn: Any, blocking: bool = True) -> Any:
         path = _vault_path(request)
         entry = self._entry(path)
         assert entry is not None
-        with entry.op_lock:
+        if not entry.op_lock.acquire(blocking=blocking):
+            raise WouldBlock()
+        try:
             if not entry.alive or entry.deadlines.expired():
                 self._drop(entry)
                 raise errors.SessionLocked(vault=path)
@@ -524,7 +675,20 @@ class Daemon:
                 self._drop(entry)
                 raise
             entry.deadlines.touch()
+        finally:
+            entry.op_lock.release()
         return result
+
+
+def _retire(entry: VaultEntry) -> None:
+    """Forget an entry already out of the registry without waiting for a request in flight."""
+    if entry.op_lock.acquire(blocking=False):
+        try:
+            entry._forget_locked()
+        finally:
+            entry.op_lock.release()
+    else:  # the request in flight finishes first (it was admitted before the deadline)
+        threading.Thread(target=entry.forget, daemon=True).start()
 
 
 def _vault_path(request: dict[str, Any], *, canonical: bool = False) -> str:
@@ -632,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(ready_fd, f"error cannot bind {socket_path}: {exc.strerror}")
         return 1
 
-    def on_stop(signum: int, frame: Any) -> None:
+    def on_stop(signum: int, frame: Any) -> None:  # the handler runs on the loop thread: never block it
         threading.Thread(target=daemon.request_stop, daemon=True).start()
 
     def on_lock(signum: int, frame: Any) -> None:
@@ -646,8 +810,6 @@ def main(argv: list[str] | None = None) -> int:
     _report(ready_fd, f"ok {daemon.pid}")
     try:
         daemon.serve()
-        if daemon.stop_by_request:
-            daemon.stop_replied.wait(2.0)
     finally:
         daemon.lock_all()
         if daemon.owns_socket():
