@@ -175,6 +175,19 @@ def _in_process(small: Path, default: Path, n: int, reps: int) -> dict[str, list
     return results
 
 
+DERIVED = (
+    ("one set beyond start-up + small-KDF unlock (set - get)", "secret set (small KDF)", "secret get (small KDF)"),
+    ("list beyond the CLI floor (list - vault path)", "secret list", "kimen vault path (CLI floor)"),
+    ("default-KDF unlock beyond the small one", "secret get (default KDF)", "secret get (small KDF)"),
+)
+
+
+def _delta(a: Case, b: Case) -> str:
+    wall = statistics.median(a.wall) - statistics.median(b.wall)
+    cpu = statistics.median(a.cpu) - statistics.median(b.cpu)
+    return f"wall {wall:+.1f} ms, cpu {cpu:+.1f} ms"
+
+
 def _line(label: str, values: list[float], cpu: list[float] | None = None) -> str:
     med = statistics.median(values)
     text = f"  {label:40s} {med:9.1f} [{min(values):8.1f}-{max(values):8.1f}]"
@@ -214,11 +227,8 @@ def main(argv: list[str]) -> int:
             print(f"\n{n} secrets (vault {size_mb:.1f} MB, built in {built:.1f} s)")
             for label, case in cases.items():
                 print(_line(label, case.wall, case.cpu))
-            med = {label: statistics.median(case.wall) for label, case in cases.items()}
-            print(f"  -> set beyond start-up + small-KDF unlock (set - get, small KDF): "
-                  f"{med['secret set (small KDF)'] - med['secret get (small KDF)']:.1f} ms")
-            print(f"  -> list beyond the CLI floor (list - vault path): "
-                  f"{med['secret list'] - med['kimen vault path (CLI floor)']:.1f} ms")
+            for text, a, b in DERIVED:
+                print(f"  -> {text}: {_delta(cases[a], cases[b])}")
             print(f"  in process ({max(rounds, 10)} runs; ms median [min-max]):")
             for label, values in _in_process(small, default, n, max(rounds, 10)).items():
                 print(_line(label, values))

@@ -83,6 +83,7 @@ def test_two_writer_processes_lose_nothing(vk):
     assert info["integrity"] == "ok" and info["secret_count"] == 402 and info["generation"] == 400
 
 
+@pytest.mark.slow
 def test_concurrent_cli_writers_lose_nothing(vk):
     """Two threads each running 50 `kimen secret set` processes back to back, interleaved."""
     vk.init_vault()
