@@ -15,6 +15,7 @@ to its age counterpart. Never asserts a timing. Standalone: `python bench/bench_
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -91,22 +92,28 @@ def main(argv: list[str]) -> int:
             cases["kimen bundle seal, live session"] = ("age -r (encrypt)", lambda: (
                 [KIMEN, *seal, "--out", str(root / "s2.age")], env))
         times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name, (_base, make) in cases.items():
                 made = make()
                 argv_, run_env = made if isinstance(made, tuple) else (made, env)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 subprocess.run(argv_, env=run_env, check=True, stdout=subprocess.DEVNULL)
                 times[name].append((time.perf_counter() - start) * 1000)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
             for old in root.glob("o*.db*"):
                 old.unlink()
         print(f"bundles of {COUNT} secrets (document {len(document) / 1024:.0f} KiB): {rounds} interleaved "
-              "rounds; wall ms median [min-max], ratio to the age CLI doing the same crypto")
+              "rounds; wall ms median [min-max] and ratio to the age CLI doing the same crypto; CPU ms median "
+              "(user+sys of the command; the session daemon's own CPU is not included) and ratio")
         for name, (base, _make) in cases.items():
             values = times[name]
-            med = statistics.median(values)
-            ratio = f"x{med / statistics.median(times[base]):5.2f} vs {base}" if base else ""
-            print(f"  {name:40s} {med:8.1f} [{min(values):7.1f}-{max(values):7.1f}]  {ratio}")
+            med, cmed = statistics.median(values), statistics.median(cpu[name])
+            ratio = (f"x{med / statistics.median(times[base]):5.1f}   cpu {cmed:6.1f} "
+                     f"x{cmed / statistics.median(cpu[base]):5.1f}  vs {base}") if base else f"         cpu {cmed:6.1f}"
+            print(f"  {name:38s} {med:7.1f} [{min(values):6.1f}-{max(values):7.1f}]  {ratio}")
         if not session:
             print("  (no session daemon: the live-session seal figure is missing)")
     finally:

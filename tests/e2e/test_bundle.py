@@ -10,6 +10,7 @@ import pytest
 
 from ..conftest import SMALL_KDF
 from .bundle_helpers import (
+    AGE,
     CANARY,
     NEW_PASS,
     Team,
@@ -353,3 +354,57 @@ def test_seal_refuses_a_tampered_vault(kimen):
     kimen.fail(15, "vault_tampered", "bundle", "seal", "--out", "v.age", "--recipient", team.recipient,
                "--identity", str(team.key), env=kimen.with_pass())
     assert not (kimen.cwd / "v.age").exists()
+
+
+SSH_KEYGEN = __import__("shutil").which("ssh-keygen")
+
+
+@pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen is not installed")
+def test_ssh_ed25519_recipients_and_identities(kimen):
+    import subprocess
+
+    def keygen(name: str, *extra: str) -> None:
+        subprocess.run([SSH_KEYGEN, "-q", "-f", str(kimen.cwd / name), "-C", "ci@example", *extra], check=True)
+
+    keygen("id_ed25519", "-t", "ed25519", "-N", "")
+    keygen("id_locked", "-t", "ed25519", "-N", "a passphrase")
+    keygen("id_rsa", "-t", "rsa", "-b", "2048", "-N", "")
+    public = (kimen.cwd / "id_ed25519.pub").read_text().split()
+    shown = kimen.ok("bundle", "recipient", "--identity", "id_ed25519").stdout.strip()
+    assert shown == f"{public[0]} {public[1]}"
+    kimen.fail(25, "invalid_identity", "bundle", "recipient", "--identity", "id_ed25519", "--signer")
+    kimen.fail(25, "invalid_identity", "bundle", "recipient", "--identity", "id_locked")
+    kimen.fail(25, "invalid_identity", "bundle", "recipient", "--identity", "id_rsa")
+    make_vault(kimen)
+    team = Team(kimen)
+    kimen.ok("bundle", "seal", "--out", "v.age", "--recipient", " ".join(public), "--identity", str(team.key),
+             env=kimen.with_pass())
+    kimen.fail(25, "invalid_identity", "bundle", "seal", "--out", "w.age", "--recipient", team.recipient,
+               "--identity", "id_ed25519", env=kimen.with_pass())
+    kimen.write_profile("p", "env TOKEN=prod.token\n")
+    done = kimen.ok("run", "--bundle", "v.age", "--identity", "id_ed25519", "--trusted-signer", team.signer,
+                    "--profile", "p", "--", "sh", "-c", 'printf %s "$TOKEN"')
+    assert done.stdout == CANARY
+    if AGE:
+        assert json.loads(age_decrypt(kimen.cwd / "v.age", kimen.cwd / "id_ed25519"))["kimen_bundle"] == 1
+
+
+def test_identity_from_stdin_and_env(kimen, tmp_path):
+    make_vault(kimen)
+    team = Team(kimen)
+    team.seal()
+    key = team.key.read_bytes()
+    done = kimen.run("bundle", "open", "--in", "vault.age", "--identity-stdin", "--out-vault", str(tmp_path / "a.db"),
+                     *SMALL_KDF, input=key, env=NEW_PASS)
+    assert done.code == 0, done.err
+    done = kimen.run("bundle", "open", "--in", "vault.age", "--out-vault", str(tmp_path / "b.db"), *SMALL_KDF,
+                     env={**NEW_PASS, "KIMEN_AGE_IDENTITY": key.decode()})
+    assert done.code == 0, done.err
+    # several sources: a warning names the one used
+    done = kimen.run("bundle", "open", "--in", "vault.age", "--identity", str(team.key), "--out-vault",
+                     str(tmp_path / "c.db"), *SMALL_KDF, env={**NEW_PASS, "KIMEN_AGE_IDENTITY": key.decode()})
+    assert done.code == 0 and "using --identity" in done.err and key.decode().strip() not in done.err
+    # stdin cannot carry both the identity and the vault passphrase
+    kimen.fail(25, "conflicting_stdin_inputs", "bundle", "open", "--in", "vault.age", "--identity-stdin",
+               "--passphrase-stdin", "--out-vault", str(tmp_path / "d.db"), *SMALL_KDF, input=key)
+    assert not (tmp_path / "d.db").exists()
