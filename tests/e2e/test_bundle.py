@@ -408,3 +408,13 @@ def test_identity_from_stdin_and_env(kimen, tmp_path):
     kimen.fail(25, "conflicting_stdin_inputs", "bundle", "open", "--in", "vault.age", "--identity-stdin",
                "--passphrase-stdin", "--out-vault", str(tmp_path / "d.db"), *SMALL_KDF, input=key)
     assert not (tmp_path / "d.db").exists()
+
+
+def test_bad_identity_files_on_open_write_nothing(kimen, sealed):
+    team, existing = sealed
+    (kimen.cwd / "empty.txt").write_text("# no key here\n")
+    _refused(kimen, team, existing, "vault.age", "no_identity_found", identity=kimen.cwd / "empty.txt")
+    other = Team(kimen, "other.txt")
+    (kimen.cwd / "two.txt").write_text(team.key.read_text() + other.key.read_text())
+    _refused(kimen, team, existing, "vault.age", "multiple_identities_found", identity=kimen.cwd / "two.txt")
+    _refused(kimen, team, existing, "vault.age", "missing_identity_file", identity=kimen.cwd / "absent.txt")
