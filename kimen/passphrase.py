@@ -205,9 +205,11 @@ def prompt_hidden(message: str) -> Sensitive:
     from prompt_toolkit.input import create_input
     from prompt_toolkit.output import create_output
 
-    with open("/dev/tty", "r+", encoding="utf-8", errors="surrogateescape") as tty:
+    # two handles: a text file opened "r+" on a terminal is refused (not seekable)
+    with open("/dev/tty", encoding="utf-8", errors="surrogateescape") as tty_in, \
+            open("/dev/tty", "w", encoding="utf-8", errors="surrogateescape") as tty_out:
         session: PromptSession[str] = PromptSession(
-            input=create_input(stdin=tty), output=create_output(stdout=tty)
+            input=create_input(stdin=tty_in), output=create_output(stdout=tty_out)
         )
         text = session.prompt(message, is_password=True)
     return Sensitive(os.fsencode(text))
