@@ -144,3 +144,37 @@ def test_header_limits():
     with pytest.raises(errors.KimenError) as info:
         agefmt.parse_header(b"age-encryption.org/v2\n" + stanza + mac)
     assert info.value.reason == "bundle_invalid" and "version" in info.value.message
+
+
+def test_bundle_store_answers_like_the_vault_it_was_sealed_from(tmp_path):
+    """A vault's reads and the reads of a bundle sealed from it (through real age) agree exactly."""
+    from kimen import vault
+    from kimen.sensitive import Sensitive
+    from kimen.store import Change, KdfParams
+
+    local = vault.create_vault(str(tmp_path / "v.db"), Sensitive(b"pw"), KdfParams(8192, 1, 1)).unlock(
+        Sensitive(b"pw"))
+    binary = bytes(range(256))
+    local.write([Change.set("a.bin", binary), Change.set("a.empty", b""), Change.set("a.ml", b"x\r\ny\n"),
+                 Change.set("b-1", b"1"), Change.set("B", b"upper")])
+    local.write([Change.set("a.bin", binary[::-1])])
+    infos = local.list()
+    names = [i.name for i in infos]
+    values = local.verify_and_read(names)
+    identity, _ = keys.generate()
+    payload, _ = document.build([document.Secret(n, values[n].value, values[n].revision, i.updated_at)
+                                 for n, i in zip(names, infos, strict=True)],
+                                source_vault_id=local.meta().vault_id, generation=1, creator={}, identity=identity)
+    sealed = age.encrypt(payload, [keys.parse_recipient(identity.recipient).obj], armor=True)
+    bundle = BundleStore("b.age", document.parse(age.decrypt(sealed, [identity])))
+    assert bundle.read(names) == local.read(names)
+    assert [(i.name, i.revision, i.size) for i in bundle.list()] == [(i.name, i.revision, i.size) for i in infos]
+    assert [i.name for i in bundle.list("a.")] == [i.name for i in local.list("a.")]
+    for store in (local, bundle):
+        with pytest.raises(errors.SecretNotFound) as info:
+            store.read(["zz", "a.bin", "aa"])
+        assert info.value.fields["missing"] == ["aa", "zz"]
+        with pytest.raises(errors.KimenError) as info:
+            store.read(["bad name"])
+        assert info.value.reason == "invalid_secret_name"
+    local.close()
