@@ -710,3 +710,39 @@ def test_daemon_exits_when_its_socket_is_replaced(kimen, vault):
     sock.write_text("not the daemon's")
     wait_for(lambda: not alive(pid), "exit after the socket was replaced", limit=60)
     assert sock.read_text() == "not the daemon's"  # left alone
+
+
+def test_concurrent_writes_through_the_daemon_and_locally_lose_nothing(kimen, vault):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kimen.daemon.client import session_store
+    from kimen.store import Change
+    from kimen.vault import Vault
+
+    start(kimen)
+    path = str(vault)
+
+    def writer(i: int) -> int:
+        store = session_store(kimen.env, path, os.path.realpath(path), lambda: Vault.open(path))
+        assert store is not None
+        try:
+            for j in range(10):
+                store.write([Change.set(f"w.t{i}_{j}", f"{i}-{j}".encode())])
+                assert store.read([f"w.t{i}_{j}"])[f"w.t{i}_{j}"].value == f"{i}-{j}".encode()
+        finally:
+            store.close()
+        return i
+
+    local = [kimen.popen("secret", "set", f"w.local{k}", "--stdin", "--no-session", env=kimen.with_pass(),
+                         stdin=subprocess.PIPE) for k in range(3)]
+    for k, proc in enumerate(local):
+        proc.stdin.write(f"local-{k}".encode())
+        proc.stdin.close()
+    with ThreadPoolExecutor(16) as pool:
+        assert sorted(pool.map(writer, range(16))) == list(range(16))
+    for proc in local:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    names = kimen.ok("secret", "list", "--prefix", "w.").stdout.split()
+    assert len(names) == 16 * 10 + 3
+    assert "integrity: ok" in kimen.ok("vault", "info", "--verify").stdout
+    assert kimen.get("w.t7_9") == b"7-9" and kimen.get("w.local2") == b"local-2"
