@@ -40,21 +40,46 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def _worker(path: str, vault: str, persistent: bool, seconds: float, start_at: float, out) -> None:
-    from kimen.daemon.client import Connection
+    """A lean client (raw `_socket`, one pre-encoded `read` frame) so the figure is the daemon's.
+
+    Like the real client it checks the daemon's uid on every connection; it checks each reply.
+    """
+    import _socket
+
+    from kimen.daemon import protocol
+
+    frame = protocol.encode({"v": protocol.PROTOCOL, "kimen": protocol.VERSION, "id": "1", "op": "read",
+                             "vault_path": vault, "names": ["bench.secret_0"]})
+    uid = os.getuid()
+
+    def connect():
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        s.connect(path)
+        if protocol.peer_uid(s) != uid:
+            raise SystemExit("daemon of another uid")
+        return s
+
+    def ask(s) -> None:
+        s.sendall(frame)
+        reply = s.recv(65536)
+        while len(reply) < 4 or len(reply) < 4 + int.from_bytes(reply[:4], "big"):
+            reply += s.recv(65536)
+        if b'"ok":true' not in reply:
+            raise SystemExit(f"request failed: {reply[:200]!r}")
 
     while time.time() < start_at:
         time.sleep(0.001)
     latencies: list[float] = []
     end = time.perf_counter() + seconds
-    conn = Connection(path) if persistent else None
+    conn = connect() if persistent else None
     while True:
         t0 = time.perf_counter()
         if t0 >= end:
             break
-        c = conn or Connection(path)
-        c.call("read", vault_path=vault, names=["bench.secret_0"])
+        s = conn or connect()
+        ask(s)
         if conn is None:
-            c.close()
+            s.close()
         latencies.append(time.perf_counter() - t0)
     if conn is not None:
         conn.close()

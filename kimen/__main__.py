@@ -1,9 +1,21 @@
-"""Entry point of the `kimen` command: kept minimal so start-up stays fast."""
+"""Entry point of the `kimen` command: kept minimal so start-up stays fast.
+
+`kimen secret get NAME --unsafe-stdout` with a live session is served by `kimen.fastpath` without
+building the parser; in every other case (and whenever the fast path has any doubt) the normal
+parser in `kimen.cli` runs the command.
+"""
 
 import sys
 
 
 def main() -> int:
+    argv = sys.argv[1:]
+    if len(argv) == 4 and argv[0] == "secret":
+        from kimen.fastpath import secret_get
+
+        code = secret_get(argv)
+        if code is not None:
+            return code
     from kimen.cli import run_cli
 
     return run_cli()

@@ -184,6 +184,7 @@ def cmd_rekey(ctx: Context) -> Result | int:
                     raise errors.BackupFailed(detail=f"{backup_path}: {exc.strerror}") from None
             vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
         store.forget_key()
+    _lock_session(ctx, location.canonical_path)
     lines = [f"rekeyed vault: {location.path}"]
     if backup_path:
         lines.append(f"backup: {backup_path} (opens with the old passphrase)")
@@ -191,6 +192,17 @@ def cmd_rekey(ctx: Context) -> Result | int:
         "path": location.path, "backup_path": backup_path, "rotated_data_key": a.rotate_data_key,
         "kdf": params.as_json(),
     })
+
+
+def _lock_session(ctx: Context, canonical_path: str) -> None:
+    """SPEC §3.7 step 8: tell a running daemon to forget this vault (best effort; it would also
+    notice the new wrap id on the next request)."""
+    from ..daemon import client
+
+    try:
+        client.lock(ctx.env, canonical_path)
+    except (errors.KimenError, OSError):
+        pass
 
 
 def _backup_path(vault_path: str, backup_dir: str | None) -> str:

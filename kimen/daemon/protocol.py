@@ -9,13 +9,13 @@ daemon of another version. Stdlib only: this module is on the hot path.
 from __future__ import annotations
 
 import os
-import socket
-import struct
+import sys
 
 from .. import __version__, errors, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Mapping
     from typing import Any
 
@@ -31,7 +31,7 @@ FROZEN_OPS = frozenset({"status", "stop"})  # answered whatever the peer's versi
 # AF_UNIX sun_path: 108 bytes on Linux, 104 on the BSDs and macOS, including the final NUL
 MAX_SOCKET_PATH = 107 if os.uname().sysname == "Linux" else 103
 
-_HEADER = struct.Struct(">I")
+_PEERCRED_SIZE = 12  # struct ucred: pid, uid, gid (three 32-bit integers)
 
 
 class PeerClosed(Exception):
@@ -53,7 +53,7 @@ def encode(doc: dict[str, Any]) -> bytes:
     body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     if len(body) > MAX_FRAME:
         raise errors.FrameTooLarge()
-    return _HEADER.pack(len(body)) + body
+    return len(body).to_bytes(4, "big") + body
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_
         raise PeerClosed()
     sock.settimeout(FRAME_TIMEOUT)
     header = first if len(first) == 4 else first + _recv_exact(sock, 4 - len(first))
-    (length,) = _HEADER.unpack(header)
+    length = int.from_bytes(header, "big")
     if length > limit:
         raise errors.FrameTooLarge()
     return decode(_recv_exact(sock, length))
@@ -105,9 +105,11 @@ def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_
 
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the process at the other end (SO_PEERCRED, or getpeereid on the BSDs)."""
-    if hasattr(socket, "SO_PEERCRED"):
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[1]
+    import _socket
+
+    if hasattr(_socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED_SIZE)
+        return int.from_bytes(creds[4:8], sys.byteorder, signed=True)
     try:  # pragma: no cover - macOS / BSD
         import ctypes
         import ctypes.util
@@ -122,10 +124,12 @@ def peer_uid(sock: socket.socket) -> int | None:
 
 
 def peer_pid(sock: socket.socket) -> int | None:
-    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover
+    import _socket
+
+    if not hasattr(_socket, "SO_PEERCRED"):  # pragma: no cover
         return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[0]
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED_SIZE)
+    return int.from_bytes(creds[0:4], sys.byteorder, signed=True)
 
 
 def error_fields(err: errors.KimenError) -> dict[str, Any]:

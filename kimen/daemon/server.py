@@ -52,6 +52,7 @@ from .session import (
 )
 
 MAX_CONNECTIONS = 512
+KDF_SLOTS = 2  # concurrent unlocks (each KDF may use up to 2 GiB); more wait in their worker thread
 # ops that may wait (a KDF, a write on a busy vault, forgetting a key in use): never on the event loop
 WORKER_OPS = frozenset({"unlock", "write", "verify", "lock", "stop", "digest", "sync_state"})
 BLOCKING_AWARE = frozenset({"status", "read"})
@@ -150,6 +151,7 @@ class Daemon:
         self.conns: set[Conn] = set()
         self.done: queue.SimpleQueue[tuple[Conn, dict[str, Any], str]] = queue.SimpleQueue()
         self.rejected = 0
+        self.kdf_slots = threading.BoundedSemaphore(KDF_SLOTS)  # argon2 may take up to 2 GiB each
         self.mlock_ok = _mlock_probe()
         self.last_held = boot_clock()
         self.listener: socket.socket | None = None
@@ -566,8 +568,8 @@ class Daemon:
         del encoded, request["passphrase_b64"]
         vault = Vault.open(path)
         try:
-            with passphrase:
-                key = vault.unwrap_key(passphrase)  # the KDF, in this connection's thread
+            with passphrase, self.kdf_slots:
+                key = vault.unwrap_key(passphrase)  # the KDF, in a worker thread
             locked = LockedKey(key)
             store = DaemonStore(vault, locked, stale_error=errors.SessionLocked)
         except BaseException:
