@@ -76,7 +76,8 @@ def subkey(data_key: bytes | bytearray, vault_id: bytes, person: bytes) -> bytes
 
 
 def mac(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
+    """HMAC-SHA256 (one-shot: `hmac.digest` is several times faster than `hmac.new` per row)."""
+    return hmac.digest(key, message, "sha256")
 
 
 # -- bundle signing (SPEC §8.1) --
