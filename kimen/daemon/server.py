@@ -294,16 +294,18 @@ class Daemon:
                 conn, response, op = self.done.get_nowait()
             except queue.Empty:
                 return
-            if conn.sock is None:
-                continue
-            conn.busy = False
-            conn.idle_at = boot_clock() + protocol.IDLE_TIMEOUT
-            self._respond(conn, response)
-            if op == "stop" and response.get("ok"):
-                self._flush_blocking(conn)
+            stop = op == "stop" and response.get("ok") is True
+            if conn.sock is not None:
+                conn.busy = False
+                conn.idle_at = boot_clock() + protocol.IDLE_TIMEOUT
+                self._respond(conn, response)
+                if stop:
+                    self._flush_blocking(conn)
+                else:
+                    self._parse(conn)
+            if stop:  # keys and socket are gone already; the loop ends (even if the asker hung up)
                 self._halt()
                 return
-            self._parse(conn)
 
     def _readable(self, conn: Conn) -> None:
         assert conn.sock is not None

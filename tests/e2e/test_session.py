@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from kimen import __version__
 from tests.conftest import PASSPHRASE, SMALL_KDF
 
 PY = sys.executable
+VERSION = __version__
 
 
 def start(kimen, *extra: str, passphrase: str = PASSPHRASE, **kw):
@@ -512,7 +514,7 @@ def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vau
     assert reply is not None and reply["ok"] is False and reply["reason"] == "session_protocol_error"
     s.close()
     # a JSON value that is not an object, an object without an op, an unknown op
-    for doc in ([1, 2], {"v": 1, "kimen": "0.1.0", "id": "x"}, {"v": 1, "kimen": "0.1.0", "id": "x", "op": "exec"}):
+    for doc in ([1, 2], {"v": 1, "kimen": VERSION, "id": "x"}, {"v": 1, "kimen": VERSION, "id": "x", "op": "exec"}):
         s = _connect(kimen)
         s.sendall(_frame(doc))
         reply = _reply(s)
@@ -535,7 +537,7 @@ def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vau
     s.close()
     # a request for a path that is not canonical, and one of another version
     s = _connect(kimen)
-    s.sendall(_frame({"v": 1, "kimen": "0.1.0", "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}))
+    s.sendall(_frame({"v": 1, "kimen": VERSION, "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}))
     assert _reply(s)["reason"] == "session_protocol_error"
     s.sendall(_frame({"v": 1, "kimen": "9.9.9", "id": "2", "op": "read", "vault_path": str(vault),
                       "names": ["app.token"]}))
@@ -746,3 +748,13 @@ def test_concurrent_writes_through_the_daemon_and_locally_lose_nothing(kimen, va
     assert len(names) == 16 * 10 + 3
     assert "integrity: ok" in kimen.ok("vault", "info", "--verify").stdout
     assert kimen.get("w.t7_9") == b"7-9" and kimen.get("w.local2") == b"local-2"
+
+
+def test_stop_from_a_client_that_hangs_up_still_stops_the_daemon(kimen, vault):
+    start(kimen)
+    pid = status(kimen)["pid"]
+    s = _connect(kimen)
+    s.sendall(_frame({"v": 1, "kimen": VERSION, "id": "1", "op": "stop"}))
+    s.close()
+    wait_for(lambda: not alive(pid), "exit after stop", limit=30)
+    assert not (kimen.session_dir / "session.sock").exists()
