@@ -329,6 +329,17 @@ def test_daemon_is_detached_hardened_and_holds_no_passphrase(kimen, vault):
     assert "/dev/null" in fds
     for fd in ("0", "1", "2"):
         assert os.readlink(proc / "fd" / fd) == "/dev/null"
+    # the key page is really locked in memory when the daemon says so (root: no RLIMIT_MEMLOCK issue)
+    locked_kb = int(next(line for line in (proc / "status").read_text().splitlines()
+                         if line.startswith("VmLck:")).split()[1])
+    if status(kimen)["mlock"]:
+        assert locked_kb >= 4
+    elif os.getuid() == 0:
+        raise AssertionError("root can always mlock one page")
+    kimen.ok("session", "lock")
+    after = int(next(line for line in (proc / "status").read_text().splitlines()
+                     if line.startswith("VmLck:")).split()[1])
+    assert after < locked_kb or locked_kb == 0  # the page is unlocked (and was zeroed) with the key
 
 
 def test_stop_leaves_no_process_and_no_socket(kimen, vault):
