@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 from . import errors, paths
-from .passphrase import Source, StdinClaim, configured_source, explicit_source, prompt_source
 
 TYPE_CHECKING = False
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .config import Config
+    from .passphrase import Source, StdinClaim
     from .store import Store
     from .vault import LocalStore, Vault
 
@@ -55,6 +55,8 @@ def load_config(ctx: Any) -> Config:
 def stdin_claim(ctx: Any) -> StdinClaim:
     claim = getattr(ctx, "stdin", None)
     if claim is None:
+        from .passphrase import StdinClaim
+
         claim = StdinClaim()
         ctx.stdin = claim
     return claim
@@ -94,9 +96,14 @@ def open_metadata(ctx: Any, location: VaultLocation | None = None) -> Vault:
 def explicit(ctx: Any) -> Source | None:
     """The explicit passphrase source (SPEC §4.1 #1-3), warning once if several are set."""
     if "explicit_source" not in _memo(ctx):
-        _memo(ctx)["explicit_source"] = explicit_source(
-            ctx.env, ctx.passphrase_cmd, ctx.passphrase_stdin, stdin_claim(ctx)
-        )
+        if not (ctx.env.get("KIMEN_PASSPHRASE") or ctx.passphrase_cmd is not None or ctx.passphrase_stdin):
+            _memo(ctx)["explicit_source"] = None  # without importing kimen.passphrase (hot path)
+        else:
+            from .passphrase import explicit_source
+
+            _memo(ctx)["explicit_source"] = explicit_source(
+                ctx.env, ctx.passphrase_cmd, ctx.passphrase_stdin, stdin_claim(ctx)
+            )
     return _memo(ctx)["explicit_source"]
 
 
@@ -110,6 +117,8 @@ def _memo(ctx: Any) -> dict[str, Any]:
 
 def fallback_source(ctx: Any, location: VaultLocation, *, prompt: bool = True) -> Source | None:
     """The configured unlock method (#5), then the terminal prompt (#6)."""
+    from .passphrase import configured_source, prompt_source
+
     configured = configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
     if configured is not None:
         return configured
@@ -175,7 +184,7 @@ def unlock_vault(vault: Vault, source: Source) -> LocalStore:
 def passphrase_for_new_vault(ctx: Any, location: VaultLocation) -> Any:
     """`vault init` (and `bundle open` creating a vault): an explicit or configured source without
     confirmation, else the prompt asked twice. Never a session."""
-    from .passphrase import prompt_new, terminal_available
+    from .passphrase import configured_source, prompt_new, terminal_available
 
     source = explicit(ctx) or configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
     if source is not None:
@@ -194,5 +203,7 @@ def noninteractive_source_name(ctx: Any) -> str | None:
     location = resolve_vault(ctx)
     if not ctx.no_session and session_store(ctx, location) is not None:
         return "session"
+    from .passphrase import configured_source
+
     configured = configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
     return configured.name if configured is not None else None

@@ -11,8 +11,6 @@ Also here, because every layer needs them: the secret-name rule and the value si
 
 from __future__ import annotations
 
-import re
-
 from .errors import EmptySecretName, InvalidSecretName
 
 TYPE_CHECKING = False  # typing costs ~5 ms of start-up; annotations are strings anyway
@@ -26,14 +24,19 @@ if TYPE_CHECKING:
 
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_NAME_BYTES = 128
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+_SEGMENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def is_valid_secret_name(name: str) -> bool:
+    r"""`[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*`, at most 128 bytes (SPEC §3.4).
+
+    Checked with sets, not a regular expression: compiling one costs ~0.3 ms on every command.
+    """
     return (
         0 < len(name) <= MAX_NAME_BYTES
         and name.isascii()
-        and _NAME.fullmatch(name) is not None
+        and name[0] != "-"
+        and all(segment and _SEGMENT_CHARS.issuperset(segment) for segment in name.split("."))
     )
 
 

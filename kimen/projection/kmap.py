@@ -11,7 +11,6 @@ invalid name is described, not shown.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from .. import errors, paths
@@ -24,9 +23,11 @@ MAX_COMPONENT_BYTES = 255
 INLINE = "<inline>"
 KINDS = ("env", "file", "envpath", "stdin", "include")
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-_EXEC_SPLIT = re.compile(r"[ \t\f\v]+")
+# Sets rather than regular expressions: compiling each costs ~0.3 ms on every `run`.
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ENV_CHARS = _LETTERS | frozenset("0123456789")  # [A-Za-z_][A-Za-z0-9_]*
+_PROFILE_CHARS = _ENV_CHARS | frozenset("-.")  # [A-Za-z0-9_-][A-Za-z0-9_.-]*
+_EXEC_BLANKS = str.maketrans("\t\f\v", "   ")  # exec: arguments split on [ \t\f\v]+
 _WRAPPER_CHARS = frozenset("'\"|&;<>$()`")
 PROTECTED_ENV = frozenset({
     "PATH", "NODE_OPTIONS", "PYTHONPATH", "PYTHONSTARTUP", "BASH_ENV", "ENV", "IFS", "PERL5OPT",
@@ -159,11 +160,11 @@ class Profile:
 
 
 def is_env_name(name: str) -> bool:
-    return name.isascii() and _ENV_NAME.fullmatch(name) is not None
+    return bool(name) and name[0] in _LETTERS and _ENV_CHARS.issuperset(name)
 
 
 def is_profile_name(name: str) -> bool:
-    return name.isascii() and _PROFILE_NAME.fullmatch(name) is not None
+    return bool(name) and name[0] != "." and _PROFILE_CHARS.issuperset(name)
 
 
 def relpath_problem(path: str) -> str | None:
@@ -220,7 +221,7 @@ def parse_ref(text: str, path: str, line: int) -> Ref:
     if text.startswith("const:"):
         return Ref("const", text, const=text[6:].encode("utf-8", "surrogateescape"))
     if text.startswith("exec:"):
-        argv = tuple(t for t in _EXEC_SPLIT.split(text[5:]) if t)
+        argv = tuple(t for t in text[5:].translate(_EXEC_BLANKS).split(" ") if t)
         if not argv:
             raise _fail(errors.InvalidMap, path, line, "exec: needs a command",
                         code="exec_source_empty_command")

@@ -24,23 +24,22 @@ all close-on-exec (PEP 446); descriptors kimen inherited pass through, exactly a
 
 from __future__ import annotations
 
+import _signal  # the C module: `signal` only wraps it in enums (~1 ms on every run)
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 
 from .. import errors
 
 FORWARDED = (
-    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-    signal.SIGWINCH,
+    _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2,
+    _signal.SIGWINCH,
 )
-TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH})
-STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
-WATCHED = frozenset({*FORWARDED, signal.SIGCHLD})
+TERMINAL_SIGNALS = frozenset({_signal.SIGINT, _signal.SIGQUIT, _signal.SIGWINCH})
+STOPPING = frozenset({_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT})
+WATCHED = frozenset({*FORWARDED, _signal.SIGCHLD})
 _RESET_FOR_CHILD = tuple(
-    s for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, getattr(signal, "SIGXFSZ", None),
-                getattr(signal, "SIGXFZ", None))
+    s for s in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGPIPE, getattr(_signal, "SIGXFSZ", None))
     if s is not None
 )
 SI_KERNEL = 0x80
@@ -59,7 +58,7 @@ def exec_in_place(exe: str, argv: Sequence[str], environ: Mapping[str, str | byt
     _flush()
     # Python ignores SIGPIPE (and SIGXFSZ); an exec'd program must get the default action back.
     for sig in _RESET_FOR_CHILD[2:]:
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
     try:
         os.execve(exe, list(argv), dict(environ))  # noqa: S606 - no shell, by design
     except OSError as exc:
@@ -76,16 +75,16 @@ def _start_error(exc: OSError, command: str) -> errors.KimenError:
 
 def block_signals() -> None:
     """Hold every relayed signal (and SIGCHLD) pending until `supervise` collects it."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, WATCHED)
 
 
 def unblock_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, WATCHED)
 
 
 def pending_stop() -> int | None:
     """A stopping signal that arrived while setting up (before the child exists)."""
-    pending = signal.sigpending() & STOPPING
+    pending = _signal.sigpending() & STOPPING
     return min(pending) if pending else None
 
 
@@ -135,13 +134,13 @@ def _next_signal() -> tuple[int, bool]:
     terminal's foreground process group (docs/run.md).
     """
     if _HAS_SIGWAITINFO:
-        info = signal.sigwaitinfo(WATCHED)
+        info = _signal.sigwaitinfo(WATCHED)
         return info.si_signo, info.si_code > 0 or info.si_code == SI_KERNEL
-    sig = signal.sigwait(WATCHED)
+    sig = _signal.sigwait(WATCHED)
     return sig, _in_terminal_foreground()
 
 
-_HAS_SIGWAITINFO = hasattr(signal, "sigwaitinfo")
+_HAS_SIGWAITINFO = hasattr(_signal, "sigwaitinfo")
 
 
 def _in_terminal_foreground() -> bool:
@@ -164,7 +163,7 @@ def supervise(pid: int) -> int:
         if done == pid:
             return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
         sig, from_terminal = _next_signal()
-        if sig == signal.SIGCHLD:
+        if sig == _signal.SIGCHLD:
             continue
         if sig in TERMINAL_SIGNALS and from_terminal and _shares_foreground(pid):
             continue
