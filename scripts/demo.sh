@@ -25,7 +25,15 @@ bold=$'\033[1m'; dim=$'\033[2m'; off=$'\033[0m'
 [ -t 1 ] || { bold=""; dim=""; off=""; }
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
 say() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
-run() { printf '%s$ %s%s\n' "$bold" "$*" "$off"; "$@"; }
+# Show the command as it could be typed (arguments with spaces or quotes shown single-quoted), then run it.
+run() {
+    local shown="" arg
+    for arg in "$@"; do
+        if [[ "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then shown+="$arg "; else shown+="'${arg//\'/\'\\\'\'}' "; fi
+    done
+    printf '%s$ %s%s\n' "$bold" "${shown% }" "$off"
+    "$@"
+}
 
 # The demo's passphrase lives in a private file and reaches kimen through --passphrase-cmd:
 # never on a command line, never in an environment variable.
@@ -96,9 +104,6 @@ say "(no passphrase source was given: the session served it)"
 run kimen session status
 run kimen session stop
 
-step "13. Check the whole setup"
-run kimen doctor --profile demo --passphrase-cmd "$PASS_CMD" || say "(warnings are expected with the demo's small KDF)"
-
 step "13. Bundles for CI: a signed vault.age that a job opens with nothing but an age identity"
 say "keygen makes an age identity; it decrypts bundles and signs the ones you seal."
 run kimen bundle keygen --out "$DEMO/ci-key.txt" --print-recipient
@@ -108,6 +113,9 @@ run kimen bundle seal --out vault.age --recipient "$RECIPIENT" --identity "$DEMO
 say "In the job: no vault, no passphrase. The bundle is decrypted and verified in memory."
 run env KIMEN_VAULT="$DEMO/no-such-vault.db" kimen run --bundle vault.age --identity "$DEMO/ci-key.txt" \
     --profile demo -- sh -c 'echo "job: DATABASE_URL has ${#DATABASE_URL} characters, APP_ENV=$APP_ENV"'
+
+step "14. Check the whole setup"
+run kimen doctor --profile demo --passphrase-cmd "$PASS_CMD" || say "(warnings are expected with the demo's small KDF)"
 
 step "Done"
 say "The throwaway vault in $DEMO is removed now. Read docs/ to go further."
