@@ -14,7 +14,6 @@ to its age counterpart. Never asserts a timing. Standalone: `python bench/bench_
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import statistics
@@ -24,28 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-KIMEN = shutil.which("kimen", path=str(BIN)) or "kimen"
+from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env
+from benchlib import kimen as _kimen
+
 AGE = shutil.which("age")
-SMALL_KDF = ["--kdf-memory", "8MiB", "--kdf-time", "1", "--kdf-parallelism", "1"]
-PASSPHRASE = "bench passphrase for kimen"
 COUNT = 10_000
 
 
 def _env(root: Path) -> dict[str, str]:
-    for sub in ("config", "cache", "state", "runtime", "home", "profiles"):
-        (root / sub).mkdir(mode=0o700, exist_ok=True)
-    return {
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(root / "home"),
-        "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
-        "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(root / "runtime"),
-        "KIMEN_SESSION_DIR": str(root / "runtime" / "kimen"), "KIMEN_PROFILE_DIR": str(root / "profiles"),
-        "KIMEN_VAULT": str(root / "vault.db"), "LANG": "C.UTF-8",
-    }
-
-
-def _kimen(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([KIMEN, *args], env=env, input=stdin, capture_output=True, check=True)
+    (root / "profiles").mkdir(mode=0o700, exist_ok=True)
+    return isolated_env(root, KIMEN_PROFILE_DIR=str(root / "profiles"), KIMEN_VAULT=str(root / "vault.db"))
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,6 @@ Standalone: `python bench/bench_run.py [ROUNDS]`.
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import statistics
@@ -25,26 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-KIMEN = shutil.which("kimen", path=str(BIN)) or "kimen"
-SMALL_KDF = ["--kdf-memory", "8MiB", "--kdf-time", "1", "--kdf-parallelism", "1"]
-PASSPHRASE = "bench passphrase for kimen"
+from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env
+from benchlib import kimen as _kimen
 
 
 def _env(root: Path, vault: str) -> dict[str, str]:
-    for sub in ("config", "cache", "state", "runtime", "home"):
-        (root / sub).mkdir(mode=0o700, exist_ok=True)
-    return {
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(root / "home"),
-        "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
-        "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(root / "runtime"),
-        "KIMEN_SESSION_DIR": str(root / "runtime" / "kimen"), "KIMEN_PROFILE_DIR": str(root / "profiles"),
-        "KIMEN_VAULT": vault, "LANG": "C.UTF-8",
-    }
-
-
-def _kimen(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([KIMEN, *args], env=env, input=stdin, capture_output=True, check=True)
+    return isolated_env(root, KIMEN_PROFILE_DIR=str(root / "profiles"), KIMEN_VAULT=vault)
 
 
 def _setup(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:

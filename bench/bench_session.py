@@ -22,21 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-KIMEN = shutil.which("kimen", path=str(BIN)) or "kimen"
-SMALL_KDF = ["--kdf-memory", "8MiB", "--kdf-time", "1", "--kdf-parallelism", "1"]
-PASSPHRASE = "bench passphrase for kimen"
+from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env
 
-
-def _env(root: Path) -> dict[str, str]:
-    for sub in ("config", "cache", "state", "runtime", "home"):
-        (root / sub).mkdir(mode=0o700, exist_ok=True)
-    return {
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(root / "home"),
-        "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
-        "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(root / "runtime"),
-        "KIMEN_SESSION_DIR": str(root / "runtime" / "kimen"), "LANG": "C.UTF-8",
-    }
+_env = isolated_env
 
 
 def _worker(path: str, vault: str, persistent: bool, seconds: float, start_at: float, out) -> None:

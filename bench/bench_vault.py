@@ -34,24 +34,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-KIMEN = shutil.which("kimen", path=str(BIN)) or "kimen"
-PASSPHRASE = "bench passphrase for kimen"
+from benchlib import KIMEN, PASSPHRASE, isolated_env
+
 SIZES = (1_000, 100_000)
 BATCH = 10_000
 IMPORT_LINES = 10_000
 
 
 def _env(root: Path) -> dict[str, str]:
-    for sub in ("config", "cache", "state", "runtime", "home"):
-        (root / sub).mkdir(mode=0o700, exist_ok=True)
-    return {
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(root / "home"),
-        "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
-        "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(root / "runtime"),
-        "KIMEN_SESSION_DIR": str(root / "runtime" / "kimen"), "LANG": "C.UTF-8",
-        "KIMEN_PASSPHRASE": PASSPHRASE,
-    }
+    return isolated_env(root, KIMEN_PASSPHRASE=PASSPHRASE)
 
 
 def _name(i: int) -> str:
