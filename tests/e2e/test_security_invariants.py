@@ -432,3 +432,19 @@ def test_failures_are_one_reasoned_error_with_a_documented_code(kimen, json_out)
         else:
             errs = [line for line in lines if line.startswith("kimen: error: ")]
             assert len(errs) == 1, (args, done.err)
+
+
+# -- §11.2: a damaged schema that is not UTF-8 is a reasoned error, not a traceback ---------------------
+
+
+def test_non_utf8_bytes_in_the_schema_are_a_reasoned_error(kimen):
+    kimen.init_vault()
+    kimen.set("a.b", "v")
+    data = bytearray(kimen.vault.read_bytes())
+    at = data.index(b"tablesync_baseline") + len(b"table")  # the name column of a sqlite_schema row
+    data[at] = 0xF3  # SQLite quotes the damaged schema in its message, which Python cannot decode
+    kimen.vault.write_bytes(bytes(data))
+    for args in (("secret", "get", "a.b", "--unsafe-stdout"), ("secret", "list"), ("vault", "info", "--verify")):
+        done = kimen.run(*args, "--json", env=kimen.with_pass())
+        assert done.code not in (0, 1), (args, done.err)
+        assert done.err_json()["reason"] == "invalid_vault_file", (args, done.err)
