@@ -448,3 +448,72 @@ def test_non_utf8_bytes_in_the_schema_are_a_reasoned_error(kimen):
         done = kimen.run(*args, "--json", env=kimen.with_pass())
         assert done.code not in (0, 1), (args, done.err)
         assert done.err_json()["reason"] == "invalid_vault_file", (args, done.err)
+
+
+# -- §11.16: the daemon never sends a data key, whatever it is asked --------------------------------------
+
+
+def test_the_daemon_never_sends_the_data_key(kimen):
+    import base64
+
+    from kimen import vault as kvault
+    from kimen.daemon.client import Connection
+    from kimen.sensitive import Sensitive
+
+    kimen.init_vault()
+    kimen.set("app.token", "v")
+    opened = kvault.Vault.open(str(kimen.vault))
+    key = bytes(opened.unwrap_key(Sensitive(PASSPHRASE.encode())).reveal())
+    opened.close()
+    forms = {key, key.hex().encode(), key.hex().upper().encode(), base64.b64encode(key),
+             base64.urlsafe_b64encode(key), base64.b64encode(key).rstrip(b"=")}
+    kimen.ok("session", "start", env=kimen.with_pass())
+    path = str(kimen.vault.resolve())
+    requests = [("status", {}), ("status", {"vault_path": path}),
+                ("read", {"vault_path": path, "names": ["app.token"]}),
+                ("verify", {"vault_path": path}), ("digest", {"vault_path": path}),
+                ("sync_state", {"vault_path": path}), ("key", {"vault_path": path}), ("export", {"vault_path": path}),
+                ("write", {"vault_path": path, "changes": [{"op": "set", "name": "app.new", "value_b64": "eA=="}]}),
+                ("unlock", {"vault_path": path}), ("lock", {"vault_path": path})]
+    answers = []
+    with Connection(str(kimen.session_dir / "session.sock")) as conn:
+        for op, fields in requests:
+            answers.append(json.dumps(conn.call_raw(op, **fields)).encode())
+    assert any(b'"ok": true' in a for a in answers[2:4]), answers  # the session did serve this vault
+    for answer in answers:
+        assert not any(form in answer for form in forms), answer[:200]
+
+
+# -- §11.3: no vault is created or rewritten below the KDF floor ----------------------------------------
+
+
+def test_no_vault_is_created_or_rewritten_below_the_floor(kimen, tmp_path):
+    weak = ("--kdf-memory", "1MiB", "--kdf-time", "1", "--kdf-parallelism", "1")
+    kimen.fail(24, "invalid_kdf_params", "vault", "init", *weak, env=kimen.with_pass())
+    assert not kimen.vault.exists()
+    kimen.init_vault()
+    kimen.set("a.b", "v")
+    before = kimen.vault.read_bytes()
+    env = {**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": "another passphrase 456"}
+    done = kimen.run("vault", "rekey", *weak, "--json", env=env)
+    assert done.code == 24 and done.err_json()["reason"] == "invalid_kdf_params", done.err
+    assert kimen.vault.read_bytes() == before
+    assert [p.name for p in kimen.vault.parent.iterdir() if "backup" in p.name or p.suffix == ".bak"] == []
+    key, recipient = keygen(kimen)
+    kimen.ok("bundle", "seal", "--out", "b.age", "--recipient", recipient, "--identity", str(key),
+             env=kimen.with_pass())
+    done = kimen.run("bundle", "open", "--in", "b.age", "--identity", str(key), "--out-vault", str(tmp_path / "n.db"),
+                     *weak, "--json", env=kimen.with_pass())
+    assert done.code == 25 and done.err_json()["reason"] == "invalid_kdf_params", done.err  # bundle area code
+    assert not (tmp_path / "n.db").exists()
+
+
+# -- §11.6: a value given with --value is the one exception, and it warns ---------------------------------
+
+
+def test_value_on_the_command_line_warns(kimen):
+    kimen.init_vault()
+    done = kimen.ok("secret", "set", "a.b", "--value", "plain", env=kimen.with_pass())
+    assert "kimen: warning: " in done.err and "process list" in done.err
+    done = kimen.ok("secret", "set", "a.c", "--stdin", input="plain", env=kimen.with_pass())
+    assert "warning" not in done.err
