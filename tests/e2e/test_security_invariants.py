@@ -517,3 +517,32 @@ def test_value_on_the_command_line_warns(kimen):
     assert "kimen: warning: " in done.err and "process list" in done.err
     done = kimen.ok("secret", "set", "a.c", "--stdin", input="plain", env=kimen.with_pass())
     assert "warning" not in done.err
+
+
+# -- §11.10: secret-bearing outputs are never written through a symlink -----------------------------------
+
+
+def test_outputs_are_never_written_through_a_symlink(kimen, tmp_path):
+    kimen.init_vault()
+    kimen.set("app.token", CANARY)
+    key, recipient = keygen(kimen)
+    victim = tmp_path / "victim"
+    commands = {
+        "e.env": ("envfile", "--env", "T=app.token", "--out", "{out}"),
+        "b.age": ("bundle", "seal", "--out", "{out}", "--recipient", recipient, "--identity", str(key)),
+        "k.txt": ("bundle", "keygen", "--out", "{out}"),
+        "dotenv": ("envfile", "--env", "T=app.token", "--format", "shell", "--out", "{out}"),
+    }
+    for name, args in commands.items():
+        victim.write_text("untouched")
+        victim.chmod(0o644)
+        link = kimen.cwd / name
+        link.symlink_to(victim)
+        done = kimen.run(*(a.format(out=link) for a in args), env=kimen.with_pass())
+        assert victim.read_text() == "untouched" and mode(victim) == 0o644, (args, done.err)
+        assert CANARY not in done.err
+        if done.code == 0:  # replaced by rename: the link itself is gone, a private file stands there
+            assert not link.is_symlink() and mode(link) == 0o600, args
+        else:
+            assert link.is_symlink(), args
+        link.unlink()
