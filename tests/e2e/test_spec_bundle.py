@@ -1,0 +1,93 @@
+"""SPEC §6.9 / §8.4-8.5 audit: `doctor [--bundle FILE …]` checks every bundle it is given, and the
+bundle commands' flags, JSON fields and reasons are the ones the spec lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .bundle_helpers import CANARY, Team, make_vault
+
+
+@pytest.fixture
+def two(kimen):
+    """Two bundles from one vault: all.age (both secrets) and db.age (prod.db only); vault removed."""
+    make_vault(kimen)
+    team = Team(kimen)
+    team.seal("all.age")
+    team.seal("db.age", "--secret", "prod.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(kimen.vault) + suffix).unlink(missing_ok=True)
+    kimen.write_profile("prod", "env DB=prod.db\nenv TOKEN=prod.token\n")
+    return kimen, team
+
+
+def _checks(done) -> dict[str, dict]:
+    return {c["name"]: c for c in done.json()["checks"]}
+
+
+def test_doctor_checks_every_bundle_named_per_bundle(two):
+    kimen, team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--identity", str(team.key), "--json")
+    assert done.code == 0, done.stdout
+    checks = _checks(done)
+    for k, name in ((1, "all.age"), (2, "db.age")):
+        assert checks[f"bundle_{k}_spec"]["message"] == str(kimen.cwd / name)
+        for check in ("in", "identity", "decrypt", "signer"):
+            assert checks[f"bundle_{k}_{check}"]["status"] == "ok", checks
+    assert "bundle_spec" not in checks  # several bundles: only the numbered names
+    # the profile's names are looked up in each bundle; the one lacking a name is named
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--identity", str(team.key),
+                     "--profile", "prod", "--json")
+    assert done.code == 27
+    secrets = _checks(done)["mapping_secrets"]
+    assert secrets["status"] == "error"
+    assert secrets["message"] == f"missing from the bundle 2 ({kimen.cwd / 'db.age'}): prod.token"
+    assert CANARY not in done.stdout + done.err
+
+
+def test_doctor_one_bad_bundle_among_several_fails_alone(two):
+    kimen, team = two
+    (kimen.cwd / "junk.age").write_text("not an age file\n")
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "junk.age", "--bundle", "absent.age",
+                     "--identity", str(team.key), "--profile", "prod", "--json")
+    assert done.code == 27 and done.err == ""
+    checks = _checks(done)
+    assert checks["bundle_1_decrypt"]["status"] == "ok"
+    assert checks["bundle_2_decrypt"]["status"] == "error"
+    assert checks["bundle_2_signer"]["status"] == "skipped"
+    assert checks["bundle_3_in"]["status"] == "error" and "absent.age" in checks["bundle_3_in"]["message"]
+    assert checks["mapping_secrets"]["status"] == "ok"  # checked against the usable bundle
+    report = done.json()
+    assert report["error_count"] == 2
+
+
+def test_doctor_several_bundles_read_the_stdin_identity_once(two):
+    kimen, team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle-in", "db.age", "--identity-stdin", "--json",
+                     input=team.key.read_bytes())
+    assert done.code == 0, done.stdout
+    checks = _checks(done)
+    assert checks["bundle_1_identity"]["status"] == checks["bundle_2_identity"]["status"] == "ok"
+    assert checks["bundle_2_spec"]["message"].endswith("db.age")  # --bundle-in adds a bundle too
+
+
+def test_doctor_several_bundles_without_identity(two):
+    kimen, _team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--json")
+    assert done.code == 27
+    checks = _checks(done)
+    for k in (1, 2):
+        assert checks[f"bundle_{k}_identity"]["status"] == "error"
+        assert checks[f"bundle_{k}_decrypt"]["status"] == "skipped"
+
+
+def test_doctor_bundles_and_vault_conflict(two):
+    kimen, team = two
+    done = kimen.run("--vault", "x.db", "doctor", "--bundle", "all.age", "--bundle", "db.age",
+                     "--identity", str(team.key), "--json")
+    assert done.code == 27
+    checks = _checks(done)
+    assert checks["bundle_1_spec"]["status"] == checks["bundle_2_spec"]["status"] == "error"
+    assert not (kimen.cwd / "x.db").exists()
