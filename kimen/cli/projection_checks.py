@@ -238,8 +238,10 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
     stores = []
     for k, path in enumerate(paths, 1):
         if not identity:
+            said = io.StringIO()
             try:
-                identity[:] = [load_identity(ctx)]
+                with contextlib.redirect_stderr(said):  # "several identities are set" -> the check's note
+                    identity[:] = [load_identity(ctx), _warnings(said.getvalue())]
             except errors.KimenError as exc:
                 identity[:] = [None, exc.message]
         label = f"bundle {k} ({path})" if several else "bundle"
@@ -247,6 +249,12 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
         if store is not None:
             stores.append((label, store))
     return stores
+
+
+def _warnings(text: str) -> str:
+    """The messages of captured `kimen: warning: …` lines, joined."""
+    prefix = "kimen: warning: "
+    return "; ".join(line[len(prefix):] for line in text.splitlines() if line.startswith(prefix))
 
 
 def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], str], identity: list[Any]) -> Any:
@@ -265,7 +273,8 @@ def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], 
         for check in _BUNDLE_CHECKS[3:]:
             checks.add(name(check), "skipped", "no identity")
         return None
-    checks.add(name("identity"), "ok", f"{key.kind} identity")
+    note = identity[1]
+    checks.add(name("identity"), "warning" if note else "ok", f"{key.kind} identity" + (f"; {note}" if note else ""))
     from ..bundle import age, document
 
     doc = _guard(checks, name("decrypt"), lambda: document.parse(age.decrypt(data, [key])))

@@ -91,3 +91,18 @@ def test_doctor_bundles_and_vault_conflict(two):
     checks = _checks(done)
     assert checks["bundle_1_spec"]["status"] == checks["bundle_2_spec"]["status"] == "error"
     assert not (kimen.cwd / "x.db").exists()
+
+
+def test_doctor_reports_several_identities_as_a_warning(two):
+    """SPEC §8.2: several identity sources -> a warning naming the one used; a report keeps stderr empty."""
+    kimen, team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--json",
+                     env={"KIMEN_AGE_IDENTITY": team.key.read_text()})
+    assert done.err == ""
+    check = _checks(done)["bundle_identity"]
+    assert check["status"] == "warning"
+    assert "using --identity, ignoring KIMEN_AGE_IDENTITY" in check["message"]
+    assert "AGE-SECRET-KEY" not in done.stdout
+    done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--strict", "--json",
+                     env={"KIMEN_AGE_IDENTITY": team.key.read_text()})
+    assert done.code == 27
