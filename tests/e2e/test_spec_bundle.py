@@ -106,3 +106,36 @@ def test_doctor_reports_several_identities_as_a_warning(two):
     done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--strict", "--json",
                      env={"KIMEN_AGE_IDENTITY": team.key.read_text()})
     assert done.code == 27
+
+
+def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
+    """SPEC §8.4: each bundle command's action and fields (fields may be added, never missing)."""
+    from ..conftest import SMALL_KDF
+    from .bundle_helpers import NEW_PASS
+
+    make_vault(kimen)
+    done = kimen.ok("bundle", "keygen", "--out", "k.txt", "--json")
+    keygen = done.json()
+    assert set(keygen) == {"ok", "action", "exit_code", "identity_path", "recipient", "signer"}
+    assert keygen["action"] == "bundle_keygen" and keygen["identity_path"] == str(kimen.cwd / "k.txt")
+    assert f"signer: {keygen['signer']}" in done.err  # always on stderr
+    human = kimen.ok("bundle", "keygen", "--out", "k2.txt")
+    assert human.stdout == "" and "signer: kimen-sig-v1:" in human.err
+    human = kimen.ok("bundle", "keygen", "--out", "k3.txt", "--print-recipient")
+    assert human.stdout.startswith("age1") and human.stdout.count("\n") == 1
+    recipient = kimen.ok("bundle", "recipient", "--identity", "k.txt", "--json").json()
+    assert recipient == {"ok": True, "action": "bundle_recipient", "exit_code": 0,
+                         "recipient": keygen["recipient"], "signer": keygen["signer"]}
+    assert kimen.ok("bundle", "recipient", "--identity", "k.txt", "--signer").stdout == keygen["signer"] + "\n"
+    seal = kimen.ok("bundle", "seal", "--out", "v.age", "--recipient", keygen["recipient"], "--identity", "k.txt",
+                    "--json", env=kimen.with_pass()).json()
+    assert set(seal) == {"ok", "action", "exit_code", "vault", "out", "recipient_count", "secret_count", "signed",
+                         "signer", "generation", "bundle_id"}
+    assert seal["action"] == "bundle_seal" and seal["signed"] is True and seal["secret_count"] == 2
+    opened = kimen.ok("bundle", "open", "--in", "v.age", "--identity", "k.txt", "--out-vault", str(tmp_path / "n.db"),
+                      *SMALL_KDF, "--json", env=NEW_PASS).json()
+    assert set(opened) == {"ok", "action", "exit_code", "in", "out_vault", "created", "count", "bundle_id",
+                           "generation", "created_at", "signer"}
+    assert opened["action"] == "bundle_open" and opened["created"] is True and opened["count"] == 2
+    assert (opened["bundle_id"], opened["generation"], opened["signer"]) == (seal["bundle_id"], seal["generation"],
+                                                                            seal["signer"])
