@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--profile", metavar="NAME", default="prod", help="profile to project (default prod)")
     p.add_argument("--deploy-command", dest="run_command", metavar="CMD", default="./scripts/deploy.sh",
                    help="command to run (default ./scripts/deploy.sh)")
-    p.add_argument("--bundle", metavar="FILE", default="vault.age", help="bundle path in the repository (default vault.age)")
+    p.add_argument("--bundle", metavar="FILE", default="vault.age",
+                   help="bundle path in the repository (default vault.age)")
     p.set_defaults(template="ci-deploy")
 
 
