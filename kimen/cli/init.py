@@ -28,19 +28,23 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_INIT)
     p = add_command(group, "ci-pr-safety", "workflow: lint and plan a profile on pull requests (no secrets)",
                     handler=cmd_init)
-    p.add_argument("--out", metavar="PATH", default=TEMPLATES["ci-pr-safety"]["out"])
+    p.add_argument("--out", metavar="PATH", default=TEMPLATES["ci-pr-safety"]["out"],
+                   help=f"workflow file to write (default {TEMPLATES['ci-pr-safety']['out']})")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.add_argument("--profile", default="ci", help="profile to check (default ci)")
-    p.add_argument("--command", dest="run_command", default="echo ci-check", help="command to plan")
+    p.add_argument("--profile", metavar="NAME", default="ci", help="profile to check (default ci)")
+    p.add_argument("--command", dest="run_command", metavar="CMD", default="echo ci-check",
+                   help="command to plan (default echo ci-check)")
     p.set_defaults(template="ci-pr-safety")
     p = add_command(group, "ci-deploy", "workflow: deploy with secrets projected from a committed bundle",
                     handler=cmd_init)
-    p.add_argument("--out", metavar="PATH", default=TEMPLATES["ci-deploy"]["out"])
+    p.add_argument("--out", metavar="PATH", default=TEMPLATES["ci-deploy"]["out"],
+                   help=f"workflow file to write (default {TEMPLATES['ci-deploy']['out']})")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.add_argument("--profile", default="prod", help="profile to project (default prod)")
-    p.add_argument("--deploy-command", dest="run_command", default="./scripts/deploy.sh",
+    p.add_argument("--profile", metavar="NAME", default="prod", help="profile to project (default prod)")
+    p.add_argument("--deploy-command", dest="run_command", metavar="CMD", default="./scripts/deploy.sh",
                    help="command to run (default ./scripts/deploy.sh)")
-    p.add_argument("--bundle", default="vault.age", help="bundle path in the repository (default vault.age)")
+    p.add_argument("--bundle", metavar="FILE", default="vault.age",
+                   help="bundle path in the repository (default vault.age)")
     p.set_defaults(template="ci-deploy")
 
 

@@ -83,10 +83,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--map", metavar="PATH")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
         p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
-        from .bundle_opts import add_bundle_source_flags
+        from .bundle_opts import add_identity_flags, add_trust_flags
 
-        add_bundle_source_flags(p)
-        p.add_argument("--bundle-in", dest="bundle", metavar="FILE", help=argparse.SUPPRESS)
+        p.add_argument("--bundle", metavar="FILE", action="append", default=[],
+                       help="check this bundle instead of the vault; repeatable (each one is checked)")
+        p.add_argument("--bundle-in", dest="bundle", metavar="FILE", action="append", help=argparse.SUPPRESS)
+        add_identity_flags(p)
+        add_trust_flags(p)
     elif name == "project":
         group = add_group(sub, "project", COMMANDS[name][1], area=errors.AREA_RUN)
         _register_run(group, "run", project=True)

@@ -211,50 +211,88 @@ def _vault_checks(ctx: Context, checks: _Checks) -> Any:
     return vault
 
 
-def _bundle_checks(ctx: Context, checks: _Checks) -> Any:
-    """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer (SPEC §6.9); returns
-    the bundle store (it answers `names` for mapping_secrets) or None."""
-    from ..paths import absolute
-    from .bundle_opts import load_identity, read_bundle_file, trusted_signers
+_BUNDLE_CHECKS = ("spec", "in", "identity", "decrypt", "signer")
 
-    path = absolute(ctx.args.bundle)
-    names = ("bundle_in", "bundle_identity", "bundle_decrypt", "bundle_signer")
+
+def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
+    """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer for every `--bundle`
+    (SPEC §6.9); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
+    order). Returns (label, store) for each usable bundle: the stores answer `names` for
+    mapping_secrets. The identity and the trusted signers are read once (stdin can be read once)."""
+    from ..paths import absolute
+    from .bundle_opts import load_identity
+
+    paths = [absolute(b) for b in ctx.args.bundle]
+    several = len(paths) > 1
+
+    def name(k: int, check: str) -> str:
+        return f"bundle_{k}_{check}" if several else f"bundle_{check}"
+
     if ctx.vault_flag:
-        checks.add("bundle_spec", "error", "use either --bundle or --vault, not both")
-        for name in names:
-            checks.add(name, "skipped", "bundle source unusable")
-        return None
-    checks.add("bundle_spec", "ok", path)
-    data = _guard(checks, "bundle_in", lambda: read_bundle_file(path))
+        for k in range(1, len(paths) + 1):
+            checks.add(name(k, "spec"), "error", "use either --bundle or --vault, not both")
+            for check in _BUNDLE_CHECKS[1:]:
+                checks.add(name(k, check), "skipped", "bundle source unusable")
+        return []
+    identity: list[Any] = []  # [identity] once loaded, [None, message] when it failed
+    stores = []
+    for k, path in enumerate(paths, 1):
+        if not identity:
+            said = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(said):  # "several identities are set" -> the check's note
+                    identity[:] = [load_identity(ctx), _warnings(said.getvalue())]
+            except errors.KimenError as exc:
+                identity[:] = [None, exc.message]
+        label = f"bundle {k} ({path})" if several else "bundle"
+        store = _one_bundle(ctx, checks, path, lambda check, k=k: name(k, check), identity)
+        if store is not None:
+            stores.append((label, store))
+    return stores
+
+
+def _warnings(text: str) -> str:
+    """The messages of captured `kimen: warning: …` lines, joined."""
+    prefix = "kimen: warning: "
+    return "; ".join(line[len(prefix):] for line in text.splitlines() if line.startswith(prefix))
+
+
+def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], str], identity: list[Any]) -> Any:
+    from .bundle_opts import read_bundle_file, trusted_signers
+
+    checks.add(name("spec"), "ok", path)
+    data = _guard(checks, name("in"), lambda: read_bundle_file(path))
     if data is None:
-        for name in names[1:]:
-            checks.add(name, "skipped", "bundle unreadable")
+        for check in _BUNDLE_CHECKS[2:]:
+            checks.add(name(check), "skipped", "bundle unreadable")
         return None
-    checks.add("bundle_in", "ok", f"{len(data)} bytes")
-    identity = _guard(checks, "bundle_identity", lambda: load_identity(ctx))
-    if identity is None:
-        for name in names[2:]:
-            checks.add(name, "skipped", "no identity")
+    checks.add(name("in"), "ok", f"{len(data)} bytes")
+    key = identity[0]
+    if key is None:
+        checks.add(name("identity"), "error", identity[1])
+        for check in _BUNDLE_CHECKS[3:]:
+            checks.add(name(check), "skipped", "no identity")
         return None
-    checks.add("bundle_identity", "ok", f"{identity.kind} identity")
+    note = identity[1]
+    checks.add(name("identity"), "warning" if note else "ok", f"{key.kind} identity" + (f"; {note}" if note else ""))
     from ..bundle import age, document
 
-    doc = _guard(checks, "bundle_decrypt", lambda: document.parse(age.decrypt(data, [identity])))
+    doc = _guard(checks, name("decrypt"), lambda: document.parse(age.decrypt(data, [key])))
     if doc is None:
-        checks.add("bundle_signer", "skipped", "bundle not decrypted")
+        checks.add(name("signer"), "skipped", "bundle not decrypted")
         return None
-    checks.add("bundle_decrypt", "ok", f"{len(doc.secrets)} secrets, generation {doc.generation}")
+    checks.add(name("decrypt"), "ok", f"{len(doc.secrets)} secrets, generation {doc.generation}")
 
     def trust() -> bool:
         from .bundle_opts import max_age_seconds
 
-        document.check_trust(doc, trusted_signers(ctx, identity), allow_unsigned=bool(ctx.args.allow_unsigned))
+        document.check_trust(doc, trusted_signers(ctx, key), allow_unsigned=bool(ctx.args.allow_unsigned))
         document.check_max_age(doc, max_age_seconds(ctx))
         return True
 
-    if not _guard(checks, "bundle_signer", trust):
+    if not _guard(checks, name("signer"), trust):
         return None
-    checks.add("bundle_signer", "ok" if doc.signer else "warning",
+    checks.add(name("signer"), "ok" if doc.signer else "warning",
                f"trusted signer {doc.signer}" if doc.signer else "unsigned (allowed by --allow-unsigned)")
     from ..bundle.store import BundleStore
 
@@ -297,7 +335,8 @@ def _permissions(checks: _Checks, path: str) -> None:
         checks.add("vault_permissions", "ok", "private")
 
 
-def _mapping_checks(ctx: Context, checks: _Checks, vault: Any) -> None:
+def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]) -> None:
+    """The profile checks; mapping_secrets looks the names up in every store (label, store)."""
     args = ctx.args
     if args.map is None and args.profile is None:
         for name in ("mapping_spec", "mapping_profile", "mapping_parse", "mapping_lint", "mapping_secrets"):
@@ -324,17 +363,22 @@ def _mapping_checks(ctx: Context, checks: _Checks, vault: Any) -> None:
     names = secret_names(profile.winners())
     if not names:
         checks.add("mapping_secrets", "ok", "the profile references no secrets")
-    elif vault is None:
+    elif not stores:
         checks.add("mapping_secrets", "skipped", "no vault to check names against")
     else:
-        found = _guard(checks, "mapping_secrets", lambda: vault.names(names))
-        if found is not None:
+        problems = []
+        for label, store in stores:
+            found = _guard(checks, "mapping_secrets", lambda store=store: store.names(names))
+            if found is None:
+                return
             missing = [n for n in names if n not in found]
             if missing:
-                where = "bundle" if getattr(ctx.args, "bundle", None) else "vault"
-                checks.add("mapping_secrets", "error", f"missing from the {where}: " + ", ".join(missing))
-            else:
-                checks.add("mapping_secrets", "ok", f"all {len(names)} referenced secrets exist")
+                problems.append(f"missing from the {label}: " + ", ".join(missing))
+        if problems:
+            checks.add("mapping_secrets", "error", "; ".join(problems))
+        else:
+            where = "are in every bundle" if len(stores) > 1 else "exist"
+            checks.add("mapping_secrets", "ok", f"all {len(names)} referenced secrets {where}")
 
 
 def cmd_doctor(ctx: Context) -> int:
@@ -355,22 +399,23 @@ def cmd_doctor(ctx: Context) -> int:
             for name in ("passphrase_source", "vault_path", "vault_file", "vault_metadata", "vault_kdf",
                          "vault_permissions", "vault_integrity"):
                 checks.add(name, "skipped", "--bundle given: the bundle is the store")
-            vault = _bundle_checks(ctx, checks)
+            stores = _bundle_checks(ctx, checks)
         elif config is not None:
             checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
             vault = _vault_checks(ctx, checks)
+            stores = [("vault", vault)] if vault is not None else []
         else:
-            vault = None
+            stores = []
             for name in ("passphrase_source", "vault_path"):
                 checks.add(name, "skipped", "config unusable")
-        location = getattr(vault, "path", None) if not getattr(args, "bundle", None) else None
+        location = stores[0][1].path if stores and not getattr(args, "bundle", None) else None
         status, message = session_check(ctx, location)
         checks.add("session", status, message)
         _runtime_check(ctx, checks)
         if args.map is None or args.profile is None:
-            _mapping_checks(ctx, checks, vault)
-        if vault is not None:
-            vault.close()
+            _mapping_checks(ctx, checks, stores)
+        for _label, store in stores:
+            store.close()
     n_err, n_warn = checks.count("error"), checks.count("warning")
     failed = n_err > 0 or (args.strict and n_warn > 0)
     code = errors.AREA_DOCTOR if failed else 0

@@ -163,10 +163,14 @@ def cmd_status(ctx: Context) -> Result:
     try:
         socket_path, state = client.status(ctx.env)
     except errors.KimenError as err:  # status always exits 0: an unusable session dir is "stopped"
+        import os
+
+        from .. import paths
+        from ..daemon.protocol import SOCKET_NAME
         from ..output import warn
 
         warn(err.message)
-        socket_path, state = "", None
+        socket_path, state = os.path.join(paths.session_dir(ctx.env), SOCKET_NAME), None
     fields = status_fields(socket_path, state, _selected(ctx))
     _mismatch_warning(fields)
     return Result("session_status", status_lines(fields), fields)

@@ -1,0 +1,141 @@
+"""SPEC §6.9 / §8.4-8.5 audit: `doctor [--bundle FILE …]` checks every bundle it is given, and the
+bundle commands' flags, JSON fields and reasons are the ones the spec lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .bundle_helpers import CANARY, Team, make_vault
+
+
+@pytest.fixture
+def two(kimen):
+    """Two bundles from one vault: all.age (both secrets) and db.age (prod.db only); vault removed."""
+    make_vault(kimen)
+    team = Team(kimen)
+    team.seal("all.age")
+    team.seal("db.age", "--secret", "prod.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(kimen.vault) + suffix).unlink(missing_ok=True)
+    kimen.write_profile("prod", "env DB=prod.db\nenv TOKEN=prod.token\n")
+    return kimen, team
+
+
+def _checks(done) -> dict[str, dict]:
+    return {c["name"]: c for c in done.json()["checks"]}
+
+
+def test_doctor_checks_every_bundle_named_per_bundle(two):
+    kimen, team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--identity", str(team.key), "--json")
+    assert done.code == 0, done.stdout
+    checks = _checks(done)
+    for k, name in ((1, "all.age"), (2, "db.age")):
+        assert checks[f"bundle_{k}_spec"]["message"] == str(kimen.cwd / name)
+        for check in ("in", "identity", "decrypt", "signer"):
+            assert checks[f"bundle_{k}_{check}"]["status"] == "ok", checks
+    assert "bundle_spec" not in checks  # several bundles: only the numbered names
+    # the profile's names are looked up in each bundle; the one lacking a name is named
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--identity", str(team.key),
+                     "--profile", "prod", "--json")
+    assert done.code == 27
+    secrets = _checks(done)["mapping_secrets"]
+    assert secrets["status"] == "error"
+    assert secrets["message"] == f"missing from the bundle 2 ({kimen.cwd / 'db.age'}): prod.token"
+    assert CANARY not in done.stdout + done.err
+
+
+def test_doctor_one_bad_bundle_among_several_fails_alone(two):
+    kimen, team = two
+    (kimen.cwd / "junk.age").write_text("not an age file\n")
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "junk.age", "--bundle", "absent.age",
+                     "--identity", str(team.key), "--profile", "prod", "--json")
+    assert done.code == 27 and done.err == ""
+    checks = _checks(done)
+    assert checks["bundle_1_decrypt"]["status"] == "ok"
+    assert checks["bundle_2_decrypt"]["status"] == "error"
+    assert checks["bundle_2_signer"]["status"] == "skipped"
+    assert checks["bundle_3_in"]["status"] == "error" and "absent.age" in checks["bundle_3_in"]["message"]
+    assert checks["mapping_secrets"]["status"] == "ok"  # checked against the usable bundle
+    report = done.json()
+    assert report["error_count"] == 2
+
+
+def test_doctor_several_bundles_read_the_stdin_identity_once(two):
+    kimen, team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle-in", "db.age", "--identity-stdin", "--json",
+                     input=team.key.read_bytes())
+    assert done.code == 0, done.stdout
+    checks = _checks(done)
+    assert checks["bundle_1_identity"]["status"] == checks["bundle_2_identity"]["status"] == "ok"
+    assert checks["bundle_2_spec"]["message"].endswith("db.age")  # --bundle-in adds a bundle too
+
+
+def test_doctor_several_bundles_without_identity(two):
+    kimen, _team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--json")
+    assert done.code == 27
+    checks = _checks(done)
+    for k in (1, 2):
+        assert checks[f"bundle_{k}_identity"]["status"] == "error"
+        assert checks[f"bundle_{k}_decrypt"]["status"] == "skipped"
+
+
+def test_doctor_bundles_and_vault_conflict(two):
+    kimen, team = two
+    done = kimen.run("--vault", "x.db", "doctor", "--bundle", "all.age", "--bundle", "db.age",
+                     "--identity", str(team.key), "--json")
+    assert done.code == 27
+    checks = _checks(done)
+    assert checks["bundle_1_spec"]["status"] == checks["bundle_2_spec"]["status"] == "error"
+    assert not (kimen.cwd / "x.db").exists()
+
+
+def test_doctor_reports_several_identities_as_a_warning(two):
+    """SPEC §8.2: several identity sources -> a warning naming the one used; a report keeps stderr empty."""
+    kimen, team = two
+    done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--json",
+                     env={"KIMEN_AGE_IDENTITY": team.key.read_text()})
+    assert done.err == ""
+    check = _checks(done)["bundle_identity"]
+    assert check["status"] == "warning"
+    assert "using --identity, ignoring KIMEN_AGE_IDENTITY" in check["message"]
+    assert "AGE-SECRET-KEY" not in done.stdout
+    done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--strict", "--json",
+                     env={"KIMEN_AGE_IDENTITY": team.key.read_text()})
+    assert done.code == 27
+
+
+def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
+    """SPEC §8.4: each bundle command's action and fields (fields may be added, never missing)."""
+    from ..conftest import SMALL_KDF
+    from .bundle_helpers import NEW_PASS
+
+    make_vault(kimen)
+    done = kimen.ok("bundle", "keygen", "--out", "k.txt", "--json")
+    keygen = done.json()
+    assert set(keygen) == {"ok", "action", "exit_code", "identity_path", "recipient", "signer"}
+    assert keygen["action"] == "bundle_keygen" and keygen["identity_path"] == str(kimen.cwd / "k.txt")
+    assert f"signer: {keygen['signer']}" in done.err  # always on stderr
+    human = kimen.ok("bundle", "keygen", "--out", "k2.txt")
+    assert human.stdout == "" and "signer: kimen-sig-v1:" in human.err
+    human = kimen.ok("bundle", "keygen", "--out", "k3.txt", "--print-recipient")
+    assert human.stdout.startswith("age1") and human.stdout.count("\n") == 1
+    recipient = kimen.ok("bundle", "recipient", "--identity", "k.txt", "--json").json()
+    assert recipient == {"ok": True, "action": "bundle_recipient", "exit_code": 0,
+                         "recipient": keygen["recipient"], "signer": keygen["signer"]}
+    assert kimen.ok("bundle", "recipient", "--identity", "k.txt", "--signer").stdout == keygen["signer"] + "\n"
+    seal = kimen.ok("bundle", "seal", "--out", "v.age", "--recipient", keygen["recipient"], "--identity", "k.txt",
+                    "--json", env=kimen.with_pass()).json()
+    assert set(seal) == {"ok", "action", "exit_code", "vault", "out", "recipient_count", "secret_count", "signed",
+                         "signer", "generation", "bundle_id"}
+    assert seal["action"] == "bundle_seal" and seal["signed"] is True and seal["secret_count"] == 2
+    opened = kimen.ok("bundle", "open", "--in", "v.age", "--identity", "k.txt", "--out-vault", str(tmp_path / "n.db"),
+                      *SMALL_KDF, "--json", env=NEW_PASS).json()
+    assert set(opened) == {"ok", "action", "exit_code", "in", "out_vault", "created", "count", "bundle_id",
+                           "generation", "created_at", "signer"}
+    assert opened["action"] == "bundle_open" and opened["created"] is True and opened["count"] == 2
+    assert (opened["bundle_id"], opened["generation"], opened["signer"]) == (seal["bundle_id"], seal["generation"],
+                                                                            seal["signer"])

@@ -1,0 +1,32 @@
+"""SPEC §10 audit: the defaults of `init ci-pr-safety` and `init ci-deploy` are the spec's, and
+`--help` names them."""
+
+from __future__ import annotations
+
+import pytest
+
+DEFAULTS = {
+    "ci-pr-safety": (".github/workflows/kimen-pr-safety.yml",
+                     ["kimen map lint --profile ci --strict --json", "kimen plan --profile ci --json -- echo ci-check"],
+                     {"--profile NAME": "default ci", "--command CMD": "default echo ci-check"}),
+    "ci-deploy": (".github/workflows/kimen-deploy.yml",
+                  ["kimen doctor --bundle vault.age --profile prod --strict --json",
+                   "kimen project run --bundle vault.age --profile prod -- ./scripts/deploy.sh"],
+                  {"--profile NAME": "default prod", "--deploy-command CMD": "default ./scripts/deploy.sh",
+                   "--bundle FILE": "default vault.age"}),
+}
+
+
+@pytest.mark.parametrize("template", sorted(DEFAULTS))
+def test_defaults_are_the_spec_ones(kimen, template):
+    out, commands, flags = DEFAULTS[template]
+    done = kimen.ok("init", template, "--json")
+    assert done.json() == {"ok": True, "action": "init_" + template.replace("-", "_"), "exit_code": 0,
+                           "out": str(kimen.cwd / out)}
+    lines = [line.strip().removeprefix("run: ") for line in (kimen.cwd / out).read_text().splitlines()]
+    for command in commands:
+        assert command in lines, command
+    help_text = " ".join(kimen.ok("init", template, "--help").stdout.split())
+    assert f"--out PATH workflow file to write (default {out})" in help_text
+    for flag, default in flags.items():
+        assert flag in help_text and f"({default})" in help_text, flag
