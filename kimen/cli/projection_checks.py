@@ -410,6 +410,8 @@ def cmd_doctor(ctx: Context) -> int:
                 checks.add(name, "skipped", "config unusable")
         location = stores[0][1].path if stores and not getattr(args, "bundle", None) else None
         status, message = session_check(ctx, location)
+        if status == "ok" and getattr(args, "bundle", None):
+            message = "not used: --bundle given, the bundle is the store"
         checks.add("session", status, message)
         _runtime_check(ctx, checks)
         if args.map is None or args.profile is None:
