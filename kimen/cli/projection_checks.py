@@ -394,14 +394,14 @@ def cmd_doctor(ctx: Context) -> int:
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):  # lower layers' warnings become check results
         config = _guard(checks, "config_json", lambda: access.load_config(ctx))
-        if config is not None and getattr(args, "bundle", None):
+        if config is not None:
             checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
+        if getattr(args, "bundle", None):  # checked even when the config is unusable: bundles need no vault
             for name in ("passphrase_source", "vault_path", "vault_file", "vault_metadata", "vault_kdf",
                          "vault_permissions", "vault_integrity"):
                 checks.add(name, "skipped", "--bundle given: the bundle is the store")
             stores = _bundle_checks(ctx, checks)
         elif config is not None:
-            checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
             vault = _vault_checks(ctx, checks)
             stores = [("vault", vault)] if vault is not None else []
         else:
@@ -410,6 +410,8 @@ def cmd_doctor(ctx: Context) -> int:
                 checks.add(name, "skipped", "config unusable")
         location = stores[0][1].path if stores and not getattr(args, "bundle", None) else None
         status, message = session_check(ctx, location)
+        if status == "ok" and getattr(args, "bundle", None):
+            message = "not used: --bundle given, the bundle is the store"
         checks.add("session", status, message)
         _runtime_check(ctx, checks)
         if args.map is None or args.profile is None:

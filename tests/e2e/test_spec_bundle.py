@@ -37,6 +37,8 @@ def test_doctor_checks_every_bundle_named_per_bundle(two):
         for check in ("in", "identity", "decrypt", "signer"):
             assert checks[f"bundle_{k}_{check}"]["status"] == "ok", checks
     assert "bundle_spec" not in checks  # several bundles: only the numbered names
+    assert checks["session"] == {"name": "session", "status": "ok",
+                                 "message": "not used: --bundle given, the bundle is the store"}
     # the profile's names are looked up in each bundle; the one lacking a name is named
     done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--identity", str(team.key),
                      "--profile", "prod", "--json")
@@ -139,3 +141,19 @@ def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
     assert opened["action"] == "bundle_open" and opened["created"] is True and opened["count"] == 2
     assert (opened["bundle_id"], opened["generation"], opened["signer"]) == (seal["bundle_id"], seal["generation"],
                                                                             seal["signer"])
+
+
+def test_doctor_checks_bundles_even_when_the_config_is_unusable(two):
+    """SPEC §6.9: with --bundle the bundle checks run; an invalid config fails config_json and the
+    signer check (config `bundle.trusted_signers` cannot be read), not the whole bundle section."""
+    kimen, team = two
+    bad = kimen.root / "bad.json"
+    bad.write_text("{not json")
+    done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--json",
+                     env={"KIMEN_CONFIG": str(bad)})
+    assert done.code == 27 and done.err == ""
+    checks = _checks(done)
+    assert checks["config_json"]["status"] == "error"
+    assert [checks[f"bundle_{c}"]["status"] for c in ("spec", "in", "identity", "decrypt")] == ["ok"] * 4
+    assert checks["bundle_signer"]["status"] == "error" and "not valid JSON" in checks["bundle_signer"]["message"]
+    assert checks["vault_path"]["status"] == "skipped"
