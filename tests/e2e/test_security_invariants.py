@@ -188,6 +188,12 @@ def _debug_cases(kimen, tmp_path):
     (tmp_path / "r.txt").write_text(f"not-a-recipient-{CANARY}\n")
     (tmp_path / "id.txt").write_text(f"AGE-SECRET-KEY-1{CANARY.upper()}\n")
     wrong = {"KIMEN_PASSPHRASE": f"wrong {CANARY}"}
+    failing_cmd = tmp_path / "pass.sh"  # prints a passphrase-like canary, then fails (its stderr is its own, §4.2)
+    failing_cmd.write_text(f"#!/bin/sh\necho '{CANARY}'\nexit 3\n")
+    failing_cmd.chmod(0o755)
+    wrong_cmd = tmp_path / "wrongpass.sh"
+    wrong_cmd.write_text(f"#!/bin/sh\necho 'wrong {CANARY}'\n")
+    wrong_cmd.chmod(0o755)
     return [
         (("secret", "get", "bad.nul", "--unsafe-stdout"), wrong),
         (("secret", "set", "x.y", "--value", "v"), wrong),
@@ -201,6 +207,9 @@ def _debug_cases(kimen, tmp_path):
         (("bundle", "open", "--in", str(tmp_path / "b.age"), "--identity", str(tmp_path / "id.txt"),
           "--out-vault", str(tmp_path / "v2.db"), *SMALL_KDF), kimen.with_pass()),
         (("vault", "init", *SMALL_KDF), {"KIMEN_PASSPHRASE": CANARY[:4]}),  # too short, and the vault exists
+        (("secret", "get", "bad.nl", "--unsafe-stdout", "--passphrase-cmd", str(failing_cmd)), {}),
+        (("secret", "get", "bad.nl", "--unsafe-stdout", "--passphrase-cmd", str(wrong_cmd)), {}),
+        (("secret", "get", "bad.nl", "--unsafe-stdout", "--passphrase-stdin"), {"stdin": f"wrong {CANARY}\n"}),
     ]
 
 
@@ -209,7 +218,9 @@ def test_debug_output_never_holds_secret_text(kimen, tmp_path):
     for args, env in _debug_cases(kimen, tmp_path):
         for extra in (("--debug",), ("--debug", "--json")):
             i = args.index("--") if "--" in args else len(args)
-            done = kimen.run(*args[:i], *extra, *args[i:], env=env)
+            stdin = env.get("stdin")
+            done = kimen.run(*args[:i], *extra, *args[i:], input=stdin,
+                             env={k: v for k, v in env.items() if k != "stdin"})
             assert done.code not in (0, 1), (args, done.code, done.err)
             assert CANARY not in done.err and CANARY.encode() not in done.out, (args, done.err)
             assert CANARY.upper() not in done.err
