@@ -16,6 +16,7 @@ import pytest
 
 from kimen import errors
 
+from ..conftest import KIMEN as KIMEN_BIN
 from ..conftest import PASSPHRASE, SMALL_KDF
 
 CANARY = "CANARY-sec-7d21e0-value"
@@ -557,3 +558,32 @@ def test_outputs_are_never_written_through_a_symlink(kimen, tmp_path):
         else:
             assert link.is_symlink(), args
         link.unlink()
+
+
+# -- §11.4: wrong and right passphrases cost the same KDF (memory, not time: no timing assertions) --------
+
+
+RSS_PROBE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def test_every_passphrase_check_runs_the_full_kdf(kimen):
+    memory_kib = 192 * 1024
+    kimen.ok("vault", "init", "--kdf-memory", "192MiB", "--kdf-time", "1", "--kdf-parallelism", "1",
+             env=kimen.with_pass())
+    kimen.set("a.b", "v")
+
+    def peak_kib(passphrase: str | None, *args: str) -> int:
+        env = {**kimen.env, **({"KIMEN_PASSPHRASE": passphrase} if passphrase else {})}
+        proc = subprocess.run([PY, "-c", RSS_PROBE, KIMEN_BIN, *args], env=env, cwd=kimen.cwd, capture_output=True,
+                              text=True, check=True, timeout=120, start_new_session=True)
+        return int(proc.stdout)
+
+    assert peak_kib(None, "vault", "info") < memory_kib  # the probe tells a KDF run from none
+    get = ("secret", "get", "a.b", "--unsafe-stdout")
+    assert peak_kib(PASSPHRASE, *get) >= memory_kib
+    assert peak_kib("not the passphrase", *get) >= memory_kib
+    pristine = kimen.vault.read_bytes()
+    _flip(kimen.vault, "wrapped_key")
+    assert peak_kib(PASSPHRASE, *get) >= memory_kib
+    kimen.vault.write_bytes(pristine)
