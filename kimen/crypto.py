@@ -41,20 +41,29 @@ def random_bytes(n: int) -> bytes:
 
 
 def derive_kek(passphrase: Sensitive, salt: bytes, params: KdfParams) -> Sensitive:
-    """argon2id(passphrase, salt, params) -> 32-byte key-encryption key."""
-    from argon2.low_level import Type, hash_secret_raw
+    """argon2id(passphrase, salt, params) -> 32-byte key-encryption key.
 
-    raw = hash_secret_raw(
-        secret=passphrase.reveal(),
-        salt=salt,
-        time_cost=params.time,
-        memory_cost=params.memory_kib,
-        parallelism=params.parallelism,
-        hash_len=KEY_BYTES,
-        type=Type.ID,
-        version=19,
-    )
-    return Sensitive(raw)
+    Through argon2's context API on kimen's own buffers: `hash_secret_raw` would copy the passphrase
+    into C memory and return the key as `bytes`, copies that nobody wipes (SPEC §11 item 16).
+    """
+    from argon2.exceptions import HashingError
+    from argon2.low_level import Type, core, ffi, lib
+
+    secret = passphrase.view()
+    out = ffi.new("uint8_t[]", KEY_BYTES)
+    salt_buf = ffi.new("uint8_t[]", salt)
+    ctx = ffi.new("argon2_context *", dict(
+        version=19, out=out, outlen=KEY_BYTES, pwd=ffi.from_buffer(secret) if secret else ffi.NULL,
+        pwdlen=len(secret), salt=salt_buf, saltlen=len(salt), secret=ffi.NULL, secretlen=0, ad=ffi.NULL, adlen=0,
+        t_cost=params.time, m_cost=params.memory_kib, lanes=params.parallelism, threads=params.parallelism,
+        allocate_cbk=ffi.NULL, free_cbk=ffi.NULL, flags=lib.ARGON2_DEFAULT_FLAGS))
+    try:
+        rv = core(ctx, Type.ID.value)
+        if rv != lib.ARGON2_OK:
+            raise HashingError(ffi.string(lib.argon2_error_message(rv)).decode("ascii"))
+        return Sensitive(bytearray(ffi.buffer(out, KEY_BYTES)))
+    finally:
+        ffi.memmove(out, bytes(KEY_BYTES), KEY_BYTES)
 
 
 def seal(key: bytes | bytearray, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
