@@ -587,3 +587,36 @@ def test_every_passphrase_check_runs_the_full_kdf(kimen):
     _flip(kimen.vault, "wrapped_key")
     assert peak_kib(PASSPHRASE, *get) >= memory_kib
     kimen.vault.write_bytes(pristine)
+
+
+# -- §11.16: the daemon keeps no passphrase after unwrap -------------------------------------------------
+
+
+def _memory_count(pid: int, needle: bytes) -> int:
+    count = 0
+    with open(f"/proc/{pid}/maps") as maps_file:
+        maps = maps_file.read().splitlines()
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if "r" not in perms:
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                count += mem.read(end - start).count(needle)
+            except (OSError, ValueError, OverflowError):
+                continue
+    return count
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="reading a non-dumpable daemon's memory needs root")
+def test_the_daemon_keeps_no_passphrase_after_unwrap(kimen):
+    passphrase = "Zq8-unique-passphrase-probe-77"
+    kimen.init_vault(passphrase)
+    kimen.set("a.b", "v", passphrase)
+    kimen.ok("session", "start", env=kimen.with_pass(passphrase))
+    pid = kimen.ok("session", "status", "--json").json()["pid"]
+    assert kimen.ok("secret", "get", "a.b", "--unsafe-stdout").out == b"v"  # served by the session
+    assert _memory_count(pid, str(kimen.vault.resolve()).encode()) >= 1  # the scan does see the daemon's data
+    assert _memory_count(pid, passphrase.encode()) == 0
