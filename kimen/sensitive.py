@@ -1,7 +1,7 @@
 """A container for key material and passphrases that hides itself from repr and logs.
 
 Borg's habit: secrets live in a mutable buffer whose ``repr`` is a placeholder, and are zeroed when
-no longer needed. This is best effort — libraries such as PyNaCl and argon2-cffi copy their inputs
+no longer needed. This is best effort — libraries such as PyNaCl copy their inputs
 into immutable ``bytes`` we cannot wipe (docs/security.md says so) — but it keeps a passphrase out
 of tracebacks, ``repr`` in debug output and accidental logging.
 """
