@@ -567,6 +567,9 @@ def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
         if read_only and "unable to open" in str(exc).lower():
             raise errors.VaultReadOnly(path=path) from None
         raise _map_sqlite_error(exc, path) from None
+    except UnicodeDecodeError:
+        # SQLite's message quotes a damaged schema, which may not be UTF-8: the file is no vault
+        raise errors.InvalidVaultFile(path=path) from None
     return conn
 
 

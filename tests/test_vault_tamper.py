@@ -1,0 +1,60 @@
+"""SPEC §11 item 2, byte by byte: any change to the vault file gives the right values or a reasoned
+error, never a wrong value or an unexpected exception (a real SQLite file, opened as kimen opens it)."""
+
+from __future__ import annotations
+
+import os
+
+from kimen import errors, vault
+from kimen.sensitive import Sensitive
+from kimen.store import Change, KdfParams
+
+SMALL = KdfParams(memory_kib=8192, time=1, parallelism=1)
+PW = b"correct horse"
+VALUES = {"app.db": b"postgres://u:p@h/db", "app.token": b"t0ken-value", "other.key": bytes(range(40))}
+
+
+def _read_everything(path: str) -> dict[str, bytes]:
+    v = vault.Vault.open(path)
+    try:
+        store = v.unlock(Sensitive(PW))
+        try:
+            names = [info.name for info in store.list()]
+            return {name: got.value for name, got in store.verify_and_read(names).items()}
+        finally:
+            store.close()
+    finally:
+        v.close()
+
+
+def test_every_changed_byte_gives_the_right_values_or_a_reasoned_error(tmp_path):
+    path = str(tmp_path / "vault.db")
+    store = vault.create_vault(path, Sensitive(PW), SMALL).unlock(Sensitive(PW))
+    store.write([Change("set", name, value) for name, value in VALUES.items()])
+    store.write([Change("set", "app.token", b"t0ken-value")])  # a second revision
+    store.close()
+    assert not os.path.exists(path + "-wal") or os.path.getsize(path + "-wal") == 0
+    with open(path, "rb") as f:
+        pristine = f.read()
+    assert _read_everything(path) == VALUES
+    offsets = [i for i, b in enumerate(pristine) if b] + list(range(0, len(pristine), 97))
+    outcomes = {"same": 0, "reasoned": 0}
+    for offset in sorted(set(offsets)):
+        changed = bytearray(pristine)
+        changed[offset] ^= 0x01 if offset % 2 else 0x80
+        with open(path, "wb") as f:
+            f.write(changed)
+        for extra in ("-wal", "-shm"):
+            if os.path.exists(path + extra):
+                os.unlink(path + extra)
+        try:
+            got = _read_everything(path)
+        except errors.KimenError as exc:
+            assert exc.reason, offset
+            outcomes["reasoned"] += 1
+            continue
+        except Exception as exc:  # any other exception is the failure this test looks for
+            raise AssertionError(f"byte {offset}: {type(exc).__name__} instead of a reasoned error") from None
+        assert got == VALUES, f"byte {offset} changed a value or a name undetected"
+        outcomes["same"] += 1
+    assert outcomes["reasoned"] > 100, outcomes  # the flips really hit authenticated data
