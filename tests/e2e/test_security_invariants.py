@@ -16,6 +16,7 @@ import pytest
 
 from kimen import errors
 
+from ..conftest import KIMEN as KIMEN_BIN
 from ..conftest import PASSPHRASE, SMALL_KDF
 
 CANARY = "CANARY-sec-7d21e0-value"
@@ -188,6 +189,12 @@ def _debug_cases(kimen, tmp_path):
     (tmp_path / "r.txt").write_text(f"not-a-recipient-{CANARY}\n")
     (tmp_path / "id.txt").write_text(f"AGE-SECRET-KEY-1{CANARY.upper()}\n")
     wrong = {"KIMEN_PASSPHRASE": f"wrong {CANARY}"}
+    failing_cmd = tmp_path / "pass.sh"  # prints a passphrase-like canary, then fails (its stderr is its own, §4.2)
+    failing_cmd.write_text(f"#!/bin/sh\necho '{CANARY}'\nexit 3\n")
+    failing_cmd.chmod(0o755)
+    wrong_cmd = tmp_path / "wrongpass.sh"
+    wrong_cmd.write_text(f"#!/bin/sh\necho 'wrong {CANARY}'\n")
+    wrong_cmd.chmod(0o755)
     return [
         (("secret", "get", "bad.nul", "--unsafe-stdout"), wrong),
         (("secret", "set", "x.y", "--value", "v"), wrong),
@@ -201,6 +208,9 @@ def _debug_cases(kimen, tmp_path):
         (("bundle", "open", "--in", str(tmp_path / "b.age"), "--identity", str(tmp_path / "id.txt"),
           "--out-vault", str(tmp_path / "v2.db"), *SMALL_KDF), kimen.with_pass()),
         (("vault", "init", *SMALL_KDF), {"KIMEN_PASSPHRASE": CANARY[:4]}),  # too short, and the vault exists
+        (("secret", "get", "bad.nl", "--unsafe-stdout", "--passphrase-cmd", str(failing_cmd)), {}),
+        (("secret", "get", "bad.nl", "--unsafe-stdout", "--passphrase-cmd", str(wrong_cmd)), {}),
+        (("secret", "get", "bad.nl", "--unsafe-stdout", "--passphrase-stdin"), {"stdin": f"wrong {CANARY}\n"}),
     ]
 
 
@@ -209,7 +219,9 @@ def test_debug_output_never_holds_secret_text(kimen, tmp_path):
     for args, env in _debug_cases(kimen, tmp_path):
         for extra in (("--debug",), ("--debug", "--json")):
             i = args.index("--") if "--" in args else len(args)
-            done = kimen.run(*args[:i], *extra, *args[i:], env=env)
+            stdin = env.get("stdin")
+            done = kimen.run(*args[:i], *extra, *args[i:], input=stdin,
+                             env={k: v for k, v in env.items() if k != "stdin"})
             assert done.code not in (0, 1), (args, done.code, done.err)
             assert CANARY not in done.err and CANARY.encode() not in done.out, (args, done.err)
             assert CANARY.upper() not in done.err
@@ -546,3 +558,32 @@ def test_outputs_are_never_written_through_a_symlink(kimen, tmp_path):
         else:
             assert link.is_symlink(), args
         link.unlink()
+
+
+# -- §11.4: wrong and right passphrases cost the same KDF (memory, not time: no timing assertions) --------
+
+
+RSS_PROBE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def test_every_passphrase_check_runs_the_full_kdf(kimen):
+    memory_kib = 192 * 1024
+    kimen.ok("vault", "init", "--kdf-memory", "192MiB", "--kdf-time", "1", "--kdf-parallelism", "1",
+             env=kimen.with_pass())
+    kimen.set("a.b", "v")
+
+    def peak_kib(passphrase: str | None, *args: str) -> int:
+        env = {**kimen.env, **({"KIMEN_PASSPHRASE": passphrase} if passphrase else {})}
+        proc = subprocess.run([PY, "-c", RSS_PROBE, KIMEN_BIN, *args], env=env, cwd=kimen.cwd, capture_output=True,
+                              text=True, check=True, timeout=120, start_new_session=True)
+        return int(proc.stdout)
+
+    assert peak_kib(None, "vault", "info") < memory_kib  # the probe tells a KDF run from none
+    get = ("secret", "get", "a.b", "--unsafe-stdout")
+    assert peak_kib(PASSPHRASE, *get) >= memory_kib
+    assert peak_kib("not the passphrase", *get) >= memory_kib
+    pristine = kimen.vault.read_bytes()
+    _flip(kimen.vault, "wrapped_key")
+    assert peak_kib(PASSPHRASE, *get) >= memory_kib
+    kimen.vault.write_bytes(pristine)
