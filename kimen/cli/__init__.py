@@ -54,7 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envfile": ("kimen.cli.projection", "write an envfile (dotenv, shell, docker or json)"),
     "plan": ("kimen.cli.projection", "show what a projection would do, without values"),
     "map": ("kimen.cli.projection", "check .kmap profiles (map lint)"),
-    "doctor": ("kimen.cli.projection", "check the setup: config, vault, session, profile"),
+    "doctor": ("kimen.cli.projection", "check the setup: config, vault or bundles, session, profile"),
     "project": ("kimen.cli.projection", "aliases of run, render and plan"),
     "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
     "init": ("kimen.cli.init", "write CI workflow templates (GitHub Actions)"),

@@ -141,6 +141,11 @@ def _selected_names(ctx: Context, infos: list) -> list[str]:
             raise errors.SecretNotFound(missing)
         names = sorted(set(wanted))
     if args.secret:
+        from ..output import warn
+
+        for glob in args.secret:  # a typo must not pass for an intentionally small bundle
+            if not any(fnmatch.fnmatchcase(n, glob) for n in names):
+                warn(f"--secret {glob} matches no secret to seal")
         names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in args.secret)]
     return names
 

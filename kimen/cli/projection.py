@@ -79,8 +79,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--strict", action="store_true", help="warnings fail too")
     elif name == "doctor":
         p = add_command(sub, "doctor", COMMANDS[name][1], handler=_doctor, area=errors.AREA_DOCTOR)
-        p.add_argument("--profile", metavar="NAME")
-        p.add_argument("--map", metavar="PATH")
+        p.add_argument("--profile", metavar="NAME", help="also check profile NAME and its secrets")
+        p.add_argument("--map", metavar="PATH", help="also check the profile file PATH and its secrets")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
         p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
         from .bundle_opts import add_identity_flags, add_trust_flags

@@ -66,8 +66,10 @@ def cmd_start(ctx: Context) -> Result:
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
     source = explicit(ctx) or fallback_source(ctx, location)  # never the session (SPEC §4.1)
-    if source is None:
-        raise errors.MissingPassphrase()
+    if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
+        raise errors.MissingPassphrase(hint="set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin "
+                                       "(--stdin), configure an unlock method (kimen config unlock set), "
+                                       "or run in a terminal")
     conn, _started = client.ensure_daemon(ctx.env)
     with conn:
         for attempt in range(source.attempts):

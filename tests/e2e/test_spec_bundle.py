@@ -157,3 +157,16 @@ def test_doctor_checks_bundles_even_when_the_config_is_unusable(two):
     assert [checks[f"bundle_{c}"]["status"] for c in ("spec", "in", "identity", "decrypt")] == ["ok"] * 4
     assert checks["bundle_signer"]["status"] == "error" and "not valid JSON" in checks["bundle_signer"]["message"]
     assert checks["vault_path"]["status"] == "skipped"
+
+
+def test_seal_secret_globs_narrow_and_warn_when_unmatched(kimen):
+    make_vault(kimen)
+    team = Team(kimen)
+    kimen.write_profile("prod", "env DB=prod.db\nenv TOKEN=prod.token\n")
+    done = kimen.run("bundle", "seal", "--out", "v.age", "--recipient", team.recipient, "--identity", str(team.key),
+                     "--profile", "prod", "--secret", "prod.d*", "--secret", "prod.typo*", "--json",
+                     env=kimen.with_pass())
+    assert done.code == 0, done.err
+    assert done.json()["secret_count"] == 1
+    assert "kimen: warning: --secret prod.typo* matches no secret to seal" in done.err
+    assert "prod.d*" not in done.err

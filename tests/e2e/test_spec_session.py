@@ -52,3 +52,11 @@ def test_status_with_an_unsafe_session_dir_still_names_the_socket(kimen, vault):
     kimen.fail(34, "session_dir_unsafe", "session", "lock")
     kimen.fail(34, "session_dir_unsafe", "session", "stop")
     assert os.listdir(kimen.session_dir) == []
+
+
+def test_start_without_a_source_does_not_suggest_a_session(kimen, vault):
+    """SPEC §5.7: start reads sources 1-3, 5, 6 only; its hint lists those, not `session start`."""
+    done = kimen.fail(10, "missing_passphrase", "session", "start")
+    hint = done.err_json()["hint"]
+    assert "session start" not in hint and "KIMEN_PASSPHRASE" in hint and "--stdin" in hint
+    assert not (kimen.session_dir / "session.sock").exists()
