@@ -364,7 +364,8 @@ def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]
     if not names:
         checks.add("mapping_secrets", "ok", "the profile references no secrets")
     elif not stores:
-        checks.add("mapping_secrets", "skipped", "no vault to check names against")
+        store = "usable bundle" if getattr(args, "bundle", None) else "vault"
+        checks.add("mapping_secrets", "skipped", f"no {store} to check names against")
     else:
         problems = []
         for label, store in stores:

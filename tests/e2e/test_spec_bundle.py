@@ -83,6 +83,9 @@ def test_doctor_several_bundles_without_identity(two):
     for k in (1, 2):
         assert checks[f"bundle_{k}_identity"]["status"] == "error"
         assert checks[f"bundle_{k}_decrypt"]["status"] == "skipped"
+    done = kimen.run("doctor", "--bundle", "all.age", "--profile", "prod", "--json")
+    assert _checks(done)["mapping_secrets"] == {"name": "mapping_secrets", "status": "skipped",
+                                                "message": "no usable bundle to check names against"}
 
 
 def test_doctor_bundles_and_vault_conflict(two):
