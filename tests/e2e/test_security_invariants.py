@@ -620,3 +620,40 @@ def test_the_daemon_keeps_no_passphrase_after_unwrap(kimen):
     assert kimen.ok("secret", "get", "a.b", "--unsafe-stdout").out == b"v"  # served by the session
     assert _memory_count(pid, str(kimen.vault.resolve()).encode()) >= 1  # the scan does see the daemon's data
     assert _memory_count(pid, passphrase.encode()) == 0
+
+
+# -- §11.17: lock and idle expiry gate every store request, not only reads -------------------------------
+
+
+STORE_REQUESTS = [
+    ("read", {"names": ["a.b"]}),
+    ("write", {"changes": [{"op": "set", "name": "a.new", "value_b64": "eA=="}]}),
+    ("verify", {}),  # digest and sync_state come with sync (not implemented yet)
+]
+
+
+@pytest.mark.parametrize("how", ["lock", "idle"])
+def test_every_store_request_is_refused_once_the_session_is_locked(kimen, how):
+    import time
+
+    from kimen.daemon.client import Connection
+
+    kimen.init_vault()
+    kimen.set("a.b", "v")
+    path = str(kimen.vault.resolve())
+    kimen.ok("session", "start", "--ttl", "2s" if how == "idle" else "15m", env=kimen.with_pass())
+    with Connection(str(kimen.session_dir / "session.sock")) as conn:
+        assert conn.call_raw("read", vault_path=path, names=["a.b"]).get("ok") is True
+        if how == "lock":
+            kimen.ok("session", "lock")
+        else:
+            deadline = time.monotonic() + 30  # a hang guard, not a timing assertion
+            while kimen.ok("session", "status", "--json").json()["state"] != "locked":
+                assert time.monotonic() < deadline, "the idle TTL never expired"
+                time.sleep(0.2)
+        for op, fields in STORE_REQUESTS:
+            answer = conn.call_raw(op, vault_path=path, **fields)
+            assert answer.get("ok") is False and answer.get("reason") == "session_locked", (op, answer)
+    kimen.ok("session", "stop")
+    assert kimen.get("a.b") == b"v" and kimen.run("secret", "get", "a.new", "--unsafe-stdout",
+                                                   env=kimen.with_pass()).code == 12
