@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 
+import pyrage
 import pytest
 
 from kimen import agefmt, crypto, errors
 from kimen.bundle import age, document, keys
 from kimen.bundle.store import BundleStore
 
-IDENTITY = b"AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0"  # CCTV test key
+IDENTITY = str(pyrage.x25519.Identity.generate()).encode()  # made at test time, never committed
 
 
 def _identity() -> keys.Identity:
