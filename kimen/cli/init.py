@@ -26,26 +26,26 @@ _PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}")
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_INIT)
-    p = add_command(group, "ci-pr-safety", "workflow: lint and plan a profile on pull requests (no secrets)",
-                    handler=cmd_init)
-    p.add_argument("--out", metavar="PATH", default=TEMPLATES["ci-pr-safety"]["out"],
-                   help=f"workflow file to write (default {TEMPLATES['ci-pr-safety']['out']})")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p = _template_command(group, "ci-pr-safety", "workflow: lint and plan a profile on pull requests (no secrets)")
     p.add_argument("--profile", metavar="NAME", default="ci", help="profile to check (default ci)")
     p.add_argument("--command", dest="run_command", metavar="CMD", default="echo ci-check",
                    help="command to plan (default echo ci-check)")
-    p.set_defaults(template="ci-pr-safety")
-    p = add_command(group, "ci-deploy", "workflow: deploy with secrets projected from a committed bundle",
-                    handler=cmd_init)
-    p.add_argument("--out", metavar="PATH", default=TEMPLATES["ci-deploy"]["out"],
-                   help=f"workflow file to write (default {TEMPLATES['ci-deploy']['out']})")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p = _template_command(group, "ci-deploy", "workflow: deploy with secrets projected from a committed bundle")
     p.add_argument("--profile", metavar="NAME", default="prod", help="profile to project (default prod)")
     p.add_argument("--deploy-command", dest="run_command", metavar="CMD", default="./scripts/deploy.sh",
                    help="command to run (default ./scripts/deploy.sh)")
     p.add_argument("--bundle", metavar="FILE", default="vault.age",
                    help="bundle path in the repository (default vault.age)")
-    p.set_defaults(template="ci-deploy")
+
+
+def _template_command(group: argparse._SubParsersAction, template: str, help: str) -> argparse.ArgumentParser:
+    """`init <template>` with the flags every template shares: --out (its default path) and --force."""
+    p = add_command(group, template, help, handler=cmd_init)
+    out = TEMPLATES[template]["out"]
+    p.add_argument("--out", metavar="PATH", default=out, help=f"workflow file to write (default {out})")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(template=template)
+    return p
 
 
 def render(template: str, *, profile: str, command: str, bundle: str = "vault.age",
