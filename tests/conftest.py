@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,17 @@ KIMEN = shutil.which("kimen", path=BIN_DIR) or shutil.which("kimen")
 SMALL_KDF = ["--kdf-memory", "8MiB", "--kdf-time", "1", "--kdf-parallelism", "1"]
 PASSPHRASE = "correct horse battery staple"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def wait_for(predicate, what: str, limit: float = 60.0, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def isolated_env(root: Path) -> dict[str, str]:

@@ -6,24 +6,15 @@ import hashlib
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
+
 CHILD = str(Path(__file__).with_name("child.py"))
 PY = sys.executable
 FILE = ("--file", "f.txt=const:hello")  # forces a private runtime dir: the supervised path
-
-
-def _wait_for(predicate, what: str, limit: float = 60.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _ready(proc) -> tuple[str, int]:
@@ -96,7 +87,7 @@ def test_signal_to_kimen_reaches_the_child_once_and_cleans_up(kimen, tmp_path, s
     files_dir, _ = _ready(proc)
     assert Path(files_dir, "f.txt").read_text() == "hello"
     os.kill(proc.pid, sig)
-    _wait_for(lambda: log.exists() and log.read_text(), "the child's handler")
+    wait_for(lambda: log.exists() and log.read_text(), "the child's handler")
     os.kill(proc.pid, signal.SIGUSR2)  # a marker: anything doubled would arrive before it
     assert proc.wait(timeout=60) == 7
     assert log.read_text().split() == [sig.name[3:], "USR2"]
@@ -124,7 +115,7 @@ def test_terminal_ctrl_c_is_not_doubled(kimen, tmp_path):
     term.expect(r"ready (\S+) (\d+)")
     files_dir = term.match.group(1).decode()
     term.sendintr()  # the tty driver signals the whole foreground process group
-    _wait_for(lambda: log.exists() and log.read_text(), "the child's handler")
+    wait_for(lambda: log.exists() and log.read_text(), "the child's handler")
     os.kill(term.pid, signal.SIGUSR2)
     term.expect(pexpect.EOF)
     term.close()

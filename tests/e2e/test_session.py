@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kimen import __version__
-from tests.conftest import PASSPHRASE, SMALL_KDF
+from tests.conftest import PASSPHRASE, SMALL_KDF, wait_for
 
 PY = sys.executable
 VERSION = __version__
@@ -47,16 +47,6 @@ def not_served(kimen, name: str, **kw) -> None:
     done = get(kimen, name, **kw)
     assert done.code == 10, done.err  # fell back; no passphrase source in tests
     assert done.err_json()["reason"] == "missing_passphrase"
-
-
-def wait_for(predicate, what: str, limit: float = 30.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:
