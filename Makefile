@@ -17,6 +17,8 @@ all: test
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kimen needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
+	# pip >= 25 writes a `kimen` launcher without `import re` (a quarter of kimen's start-up)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade 'pip>=25.0'
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dev]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
