@@ -8,7 +8,10 @@ environments are new mappings built here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+TYPE_CHECKING = False  # collections.abc is not imported on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 PRIVATE_VARS = frozenset({
     "KIMEN_PASSPHRASE",

@@ -104,4 +104,4 @@ def test_only_the_invoked_command_module_is_imported():
     code = ("import sys; from kimen.cli import run_cli; run_cli(['version']); "
             "print(sorted(m for m in sys.modules if m.startswith('kimen.cli.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "['kimen.cli.misc']"
+    assert out.strip().splitlines()[-1] == "['kimen.cli.misc', 'kimen.cli.parser']"

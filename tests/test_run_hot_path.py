@@ -12,6 +12,8 @@ FORBIDDEN = {
 }
 # also kept off the exec-in-place path (they cost more than a whole Python start-up together)
 HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "threading", "json", "shutil", "secrets"}
+# argparse and what it brings: `run` reads its common argv without them (kimen.cli.run_args)
+PARSER = {"argparse", "re", "enum", "functools", "collections", "collections.abc", "kimen.cli.parser"}
 
 
 def _modules(code: str) -> set[str]:
@@ -27,6 +29,7 @@ def test_run_path_imports_nothing_heavy():
     )
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & (HEAVY - {"subprocess", "threading"}), sorted(loaded & HEAVY)
+    assert not loaded & PARSER, sorted(loaded & PARSER)
 
 
 def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
@@ -39,7 +42,7 @@ def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
     assert out.returncode == 0, out.stderr
     loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "kimen.projection.run" in loaded
-    assert not loaded & (FORBIDDEN | HEAVY), sorted(loaded & (FORBIDDEN | HEAVY))
+    assert not loaded & (FORBIDDEN | HEAVY | PARSER), sorted(loaded & (FORBIDDEN | HEAVY | PARSER))
 
 
 def test_session_run_path_imports_nothing_heavy():

@@ -1,10 +1,11 @@
-"""The argparse tree, dispatch and the one error handler.
+"""Dispatch and the one error handler; the argparse tree itself is in `kimen.cli.parser`.
 
 Commands live in small modules under `kimen.cli` (one per area). Each module exposes
-``register(subparsers, name)`` and imports what its commands need *inside* the command functions,
-so `kimen run` with a live session pays only for argparse, the projection code and the daemon
-client. To keep start-up light, only the parser of the command being run is built: the first
-non-flag word before ``--`` picks the module. Help, completion and unknown words build the tree.
+``register(subparsers, name)`` and imports what its commands need *inside* the command functions.
+To keep start-up light, only the parser of the command being run is built: the first non-flag
+word before ``--`` picks the module; help, completion and unknown words build the tree. The
+common argv shapes of `run` are read without argparse at all (`kimen.cli.run_args`), so `kimen
+run` with a live session pays only for the projection code and the daemon client.
 
 Nothing imports this package except `kimen.__main__` (an import-linter contract).
 """
@@ -13,35 +14,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
 
 from .. import errors, output
 
-
-def _argparse_without_gettext():
-    """kimen's messages are English, but argparse looks every message up through gettext: importing
-    gettext compiles a regular expression (~1.2 ms, a tenth of `kimen run`), and each lookup stats a
-    handful of locale paths that cannot exist for kimen. argparse is imported against a stand-in
-    that returns messages unchanged; the real gettext stays importable for anyone else."""
-    stand_in = type(sys)("gettext")
-    stand_in.gettext = lambda message: message
-    stand_in.ngettext = lambda singular, plural, n: singular if n == 1 else plural
-    installed = sys.modules.setdefault("gettext", stand_in) is stand_in
-    try:
-        import argparse
-    finally:
-        if installed:
-            del sys.modules["gettext"]
-    argparse._ = stand_in.gettext  # type: ignore[attr-defined]  # argparse imported earlier elsewhere
-    argparse.ngettext = stand_in.ngettext  # type: ignore[attr-defined]
-    return argparse
-
-
-argparse = _argparse_without_gettext()
-
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # neither typing nor collections.abc is imported on the hot path
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
     from typing import Any
+
+    Handler = Callable[["Context"], "Result | int | None"]
 
 # command word -> (module, one-line help). The order is the order of `kimen help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -119,120 +101,6 @@ class Context:
         return bool(getattr(self.args, "no_session", False))
 
 
-Handler = Callable[[Context], "Result | int | None"]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises `UsageError` instead of exiting, so usage errors get envelopes."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse builds a formatter for every add_argument(), which imports shutil and asks the
-        # terminal for its size each time; one cached width keeps parser construction cheap.
-        return self.formatter_class(prog=self.prog, width=_help_width())
-
-    def error(self, message: str):  # type: ignore[override]
-        raise errors.UsageError(detail=message, usage=self.format_usage().strip())
-
-
-_WIDTH: list[int] = []
-
-
-def _help_width() -> int:
-    """The help width argparse would use (COLUMNS, else the terminal, else 80; minus 2)."""
-    if not _WIDTH:
-        try:
-            columns = int(os.environ.get("COLUMNS", ""))
-        except ValueError:
-            try:
-                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-            except (AttributeError, OSError, ValueError):
-                columns = 80
-        _WIDTH.append(max(columns - 2, 20))
-    return _WIDTH[0]
-
-
-def _global_flags() -> argparse.ArgumentParser:
-    """The flags every command accepts (SPEC §2.4); SUPPRESS keeps sub-parsers from resetting them."""
-    g = Parser(add_help=False)
-    s = argparse.SUPPRESS
-    g.add_argument("--json", action="store_true", default=s, help="machine-readable output")
-    g.add_argument("--vault", metavar="PATH", default=s, help="vault to use")
-    g.add_argument("--passphrase-cmd", metavar="CMD", default=s,
-                   help="run CMD; its first output line is the passphrase")
-    g.add_argument("--passphrase-stdin", action="store_true", default=s, help="read the passphrase from stdin")
-    g.add_argument("--no-session", action="store_true", default=s, help="never use the session daemon")
-    g.add_argument("--debug", action="store_true", default=s, help="print a traceback for internal errors")
-    return g
-
-
-GLOBAL = _global_flags()
-
-
-def add_command(
-    sub: argparse._SubParsersAction,
-    name: str,
-    help: str,
-    *,
-    handler: Handler | None = None,
-    area: int | None = None,
-    aliases: Sequence[str] = (),
-    description: str | None = None,
-) -> argparse.ArgumentParser:
-    """Add a command (or a group when `handler` is None) that accepts the global flags."""
-    parser = sub.add_parser(
-        name,
-        help=help,
-        aliases=list(aliases),
-        description=description or help,
-        parents=[GLOBAL],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    defaults: dict[str, Any] = {"parser": parser}
-    if handler is not None:
-        defaults["handler"] = handler
-    if area is not None:
-        defaults["area"] = area
-    parser.set_defaults(**defaults)
-    return parser
-
-
-def add_subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
-    """Subcommands of `parser`. Passing `prog` spares argparse a help formatter (and `shutil`)."""
-    return parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, prog=parser.prog)
-
-
-def add_group(sub: argparse._SubParsersAction, name: str, help: str, *, area: int) -> argparse._SubParsersAction:
-    """Add a command with subcommands; returns the subparsers action for them."""
-    parser = add_command(sub, name, help, area=area)
-    return add_subcommands(parser, f"{name}_command")
-
-
-def build_parser(only: str | None = None) -> Parser:
-    """The argparse tree: the whole tree, or just the top level plus command `only`."""
-    import importlib
-
-    top = Parser(
-        prog="kimen",
-        description="kimen: local-first secrets. Run `kimen help COMMAND` for details.",
-        parents=[GLOBAL],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    top.add_argument("--version", action="store_true", default=argparse.SUPPRESS, help="print the version")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, prog="kimen")
-    registered: set[str] = set()
-    for name, (module_name, _help) in COMMANDS.items():
-        if only is not None and name != only:
-            continue
-        module = importlib.import_module(module_name)
-        module.register(sub, name)
-        registered.add(name)
-    return top
-
-
 def _command_word(argv: Sequence[str]) -> str | None:
     skip = False
     for token in argv:
@@ -292,8 +160,10 @@ def _debug_traceback(exc: BaseException) -> None:
         sys.stderr.write(f"{type(item).__module__}.{type(item).__qualname__}: <message withheld>\n")
 
 
-def run_cli(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv`, run the command, render its result or error; returns the exit code."""
+def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
+    """Parse `argv`, run the command, render its result or error; returns the exit code.
+
+    `fast=False` always builds the argparse parser (the tests compare both readings)."""
     raw = list(sys.argv[1:] if argv is None else argv)
     kimen_argv, child_argv = split_child_argv(raw)
     want_json = "--json" in kimen_argv
@@ -302,19 +172,26 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     area = 1
     try:
         word = _command_word(kimen_argv)
-        only = word if word in COMMANDS else None
-        parser = build_parser(only)
-        if not kimen_argv or (word is None and not _has_top_level_action(kimen_argv)):
-            parser.print_help()
-            return 0
-        args = _parse(parser, kimen_argv)
+        args = None
+        if fast and (word == "run" or word == "project") and child_argv:
+            from .run_args import read_run_args
+
+            args = read_run_args(kimen_argv)
+        if args is None:
+            from .parser import build_parser, parse
+
+            parser = build_parser(word if word in COMMANDS else None)
+            if not kimen_argv or (word is None and not _has_top_level_action(kimen_argv)):
+                parser.print_help()
+                return 0
+            args = parse(parser, kimen_argv)
         if getattr(args, "version", False) and getattr(args, "command", None) is None:
             return run_cli(["version", *(t for t in kimen_argv if t != "--version")])
         handler: Handler | None = getattr(args, "handler", None)
         area = getattr(args, "area", 1)
         ctx = Context(args=args, child_argv=child_argv, env=dict(os.environ), area=area)
         want_json = ctx.json
-        if handler is None:  # a group given without a subcommand is caught by argparse
+        if handler is None:  # only on the argparse path: a group given without a subcommand
             parser.print_help()
             return 0
         result = handler(ctx)
@@ -339,15 +216,6 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         if want_debug:
             _debug_traceback(exc)
         return _report_error(ctx, errors.InternalError(type=type(exc).__name__), 1, want_json)
-
-
-def _parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
-    """parse_args, but unknown arguments are reported with the usage of the command they follow."""
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        leaf: argparse.ArgumentParser = getattr(args, "parser", parser)
-        leaf.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args
 
 
 def _has_top_level_action(argv: Sequence[str]) -> bool:

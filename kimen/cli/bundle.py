@@ -6,9 +6,10 @@ import argparse
 import os
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result
 from .bundle_opts import add_identity_flags, add_trust_flags
 from .common import add_kdf_flags
+from .parser import add_command, add_group
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:

@@ -186,7 +186,7 @@ def fish_script(table: dict[str, Node]) -> str:
 
 
 def script(shell: str) -> str:
-    from . import build_parser
+    from .parser import build_parser
 
     table = flatten(build_parser())
     return {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[shell](table)

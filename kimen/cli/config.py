@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group, add_subcommands
+from . import COMMANDS, Context, Result
+from .parser import add_command, add_group, add_subcommands
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:

@@ -12,7 +12,8 @@ import os
 import re
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result
+from .parser import add_command, add_group
 
 TEMPLATES = {
     "ci-pr-safety": {"file": "ci-pr-safety.yml", "out": ".github/workflows/kimen-pr-safety.yml",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import COMMANDS, Context, Result, add_command
+from . import COMMANDS, Context, Result
+from .parser import add_command
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -36,7 +37,8 @@ def cmd_version(ctx: Context) -> Result | int:
 
 
 def cmd_help(ctx: Context) -> int:
-    from . import build_parser, run_cli
+    from . import run_cli
+    from .parser import build_parser
 
     topic = list(ctx.args.topic)
     if not topic:

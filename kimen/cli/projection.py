@@ -4,20 +4,21 @@ One pipeline for every projection: parse and validate the profile and inline fla
 yet), decide which directives win, resolve exactly those (one store read, opened lazily and only
 when a winning directive names a secret; then `exec:` sources), check every value for its target,
 and only then write or start anything. `run` with a live session is the hot path: this module
-imports nothing heavy at top level, and the store is fetched in `_store_for` (the one place a
-`--bundle` source will plug in).
+imports nothing heavy at top level (not even argparse: the `register` functions import the parser
+when it is built; `kimen.cli.run_args` reads the common `run` argv without it), and the store is
+fetched in `_store_for` (the one place a `--bundle` source plugs in).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
     from ..projection.kmap import Directive, Profile
@@ -31,21 +32,9 @@ INLINE_HELP = {
 }
 
 
-class _Inline(argparse.Action):
-    """Inline directives keep their argv order across --env/--file/--envpath/--stdin (SPEC §6.4)."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        items = list(getattr(namespace, "inline", None) or [])
-        items.append((self.metavar_kind, values))
-        namespace.inline = items
-
-    def __init__(self, *args: Any, kind: str, **kwargs: Any) -> None:
-        self.metavar_kind = kind
-        super().__init__(*args, **kwargs)
-
-
 def _source_flags(p: argparse.ArgumentParser, inline: tuple[str, ...]) -> None:
     from .bundle_opts import add_bundle_source_flags
+    from .parser import InlineAction
 
     p.add_argument("--profile", metavar="NAME", help="profile NAME (see docs/profiles.md for lookup)")
     p.add_argument("--map", metavar="PATH", help="profile file PATH")
@@ -53,10 +42,12 @@ def _source_flags(p: argparse.ArgumentParser, inline: tuple[str, ...]) -> None:
     p.set_defaults(inline=[])
     for kind in inline:
         metavar, text = INLINE_HELP[kind]
-        p.add_argument(f"--{kind}", action=_Inline, kind=kind, metavar=metavar, help=text, dest="inline")
+        p.add_argument(f"--{kind}", action=InlineAction, kind=kind, metavar=metavar, help=text, dest="inline")
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .parser import add_command, add_group, argparse
+
     if name == "run":
         _register_run(sub, "run")
     elif name == "render":
@@ -98,6 +89,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
+    from .parser import add_command
+
     p = add_command(sub, name, "run a command with projected secrets", handler=cmd_run, area=errors.AREA_RUN,
                     description="run a command with projected secrets:\n"
                     f"  kimen {'project ' if project else ''}run [--profile NAME | --map PATH] [inline...]"
@@ -110,6 +103,8 @@ def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = Fa
 
 
 def _register_render(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
+    from .parser import add_command
+
     p = add_command(sub, name, "write a profile's files into a directory", handler=cmd_render,
                     area=errors.AREA_RUN)
     _source_flags(p, ("file",))
@@ -121,6 +116,8 @@ def _register_render(sub: argparse._SubParsersAction, name: str, project: bool =
 
 
 def _register_plan(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
+    from .parser import add_command
+
     p = add_command(sub, name, "show what a projection would do (no vault, no exec:)", handler=cmd_plan,
                     area=errors.AREA_PLAN)
     _source_flags(p, ("env", "file", "envpath", "stdin"))

@@ -13,7 +13,8 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result
+from .parser import add_command, add_group
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:

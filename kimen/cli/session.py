@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result
+from .parser import add_command, add_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

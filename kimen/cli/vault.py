@@ -7,8 +7,9 @@ import os
 import time
 
 from .. import errors
-from . import COMMANDS, Context, Result, add_command, add_group
+from . import COMMANDS, Context, Result
 from .common import add_kdf_flags, kdf_from_args
+from .parser import add_command, add_group
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping, Sequence
 
 from .. import errors
 from ..environ import public_environ
 from .kmap import Directive
+
+TYPE_CHECKING = False  # collections.abc is not imported on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 PRISTINE_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "TZ", "TMPDIR")
 MAX_ARG_STRLEN = 131072  # Linux: one argv/envp string including its NUL

@@ -11,10 +11,13 @@ invalid name is described, not shown.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
 
 from .. import errors, paths
 from ..store import is_valid_secret_name
+
+TYPE_CHECKING = False  # collections.abc is not imported on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 MAX_PROFILE_BYTES = 1024 * 1024
 MAX_INCLUDE_DEPTH = 16

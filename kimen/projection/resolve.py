@@ -9,11 +9,14 @@ once, in profile order. Nothing is written here and no value ever reaches a mess
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Store
 from .kmap import Directive
+
+TYPE_CHECKING = False  # collections.abc is not imported on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 MAX_EXEC_OUTPUT = 1024 * 1024
 

@@ -27,9 +27,12 @@ from __future__ import annotations
 import _signal  # the C module: `signal` only wraps it in enums (~1 ms on every run)
 import os
 import sys
-from collections.abc import Mapping, Sequence
 
 from .. import errors
+
+TYPE_CHECKING = False  # collections.abc is not imported on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 FORWARDED = (
     _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2,

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.test_run_hot_path import FORBIDDEN
+from tests.test_run_hot_path import FORBIDDEN, PARSER
 
 # the client side is stdlib-only and avoids these start-up costs too
 HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets", "asyncio", "threading"}
@@ -52,3 +52,5 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
         assert b"unlocked" in out.stdout
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & HEAVY - ({"subprocess", "threading"} if argv[0] == "run" else set()), sorted(loaded & HEAVY)
+    if argv[0] == "run":
+        assert not loaded & PARSER, sorted(loaded & PARSER)

@@ -1,0 +1,175 @@
+"""The argparse tree: the parser class, the global flags and the helpers command modules use.
+
+Only imported when a command needs the parser (every command except the argv shapes that
+`kimen.cli.run_args` reads without it): argparse pulls in `re`, `enum`, `functools` and
+`collections`, together about as much as the interpreter's own start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .. import errors
+from . import COMMANDS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from . import Handler
+
+
+def _argparse_without_gettext():
+    """kimen's messages are English, but argparse looks every message up through gettext: importing
+    gettext compiles a regular expression (~1.2 ms, a tenth of `kimen run`), and each lookup stats a
+    handful of locale paths that cannot exist for kimen. argparse is imported against a stand-in
+    that returns messages unchanged; the real gettext stays importable for anyone else."""
+    stand_in = type(sys)("gettext")
+    stand_in.gettext = lambda message: message
+    stand_in.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+    installed = sys.modules.setdefault("gettext", stand_in) is stand_in
+    try:
+        import argparse
+    finally:
+        if installed:
+            del sys.modules["gettext"]
+    argparse._ = stand_in.gettext  # type: ignore[attr-defined]  # argparse imported earlier elsewhere
+    argparse.ngettext = stand_in.ngettext  # type: ignore[attr-defined]
+    return argparse
+
+
+argparse = _argparse_without_gettext()
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises `UsageError` instead of exiting, so usage errors get envelopes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse builds a formatter for every add_argument(), which imports shutil and asks the
+        # terminal for its size each time; one cached width keeps parser construction cheap.
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
+    def error(self, message: str):  # type: ignore[override]
+        raise errors.UsageError(detail=message, usage=self.format_usage().strip())
+
+
+_WIDTH: list[int] = []
+
+
+def _help_width() -> int:
+    """The help width argparse would use (COLUMNS, else the terminal, else 80; minus 2)."""
+    if not _WIDTH:
+        try:
+            columns = int(os.environ.get("COLUMNS", ""))
+        except ValueError:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, OSError, ValueError):
+                columns = 80
+        _WIDTH.append(max(columns - 2, 20))
+    return _WIDTH[0]
+
+
+def _global_flags() -> argparse.ArgumentParser:
+    """The flags every command accepts (SPEC §2.4); SUPPRESS keeps sub-parsers from resetting them."""
+    g = Parser(add_help=False)
+    s = argparse.SUPPRESS
+    g.add_argument("--json", action="store_true", default=s, help="machine-readable output")
+    g.add_argument("--vault", metavar="PATH", default=s, help="vault to use")
+    g.add_argument("--passphrase-cmd", metavar="CMD", default=s,
+                   help="run CMD; its first output line is the passphrase")
+    g.add_argument("--passphrase-stdin", action="store_true", default=s, help="read the passphrase from stdin")
+    g.add_argument("--no-session", action="store_true", default=s, help="never use the session daemon")
+    g.add_argument("--debug", action="store_true", default=s, help="print a traceback for internal errors")
+    return g
+
+
+GLOBAL = _global_flags()
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    *,
+    handler: Handler | None = None,
+    area: int | None = None,
+    aliases: Sequence[str] = (),
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add a command (or a group when `handler` is None) that accepts the global flags."""
+    parser = sub.add_parser(
+        name,
+        help=help,
+        aliases=list(aliases),
+        description=description or help,
+        parents=[GLOBAL],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults: dict[str, Any] = {"parser": parser}
+    if handler is not None:
+        defaults["handler"] = handler
+    if area is not None:
+        defaults["area"] = area
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def add_subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """Subcommands of `parser`. Passing `prog` spares argparse a help formatter (and `shutil`)."""
+    return parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, prog=parser.prog)
+
+
+def add_group(sub: argparse._SubParsersAction, name: str, help: str, *, area: int) -> argparse._SubParsersAction:
+    """Add a command with subcommands; returns the subparsers action for them."""
+    parser = add_command(sub, name, help, area=area)
+    return add_subcommands(parser, f"{name}_command")
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The argparse tree: the whole tree, or just the top level plus command `only`."""
+    import importlib
+
+    top = Parser(
+        prog="kimen",
+        description="kimen: local-first secrets. Run `kimen help COMMAND` for details.",
+        parents=[GLOBAL],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="store_true", default=argparse.SUPPRESS, help="print the version")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, prog="kimen")
+    registered: set[str] = set()
+    for name, (module_name, _help) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        module = importlib.import_module(module_name)
+        module.register(sub, name)
+        registered.add(name)
+    return top
+
+
+def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but unknown arguments are reported with the usage of the command they follow."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        leaf: argparse.ArgumentParser = getattr(args, "parser", parser)
+        leaf.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+class InlineAction(argparse.Action):
+    """Appends `(kind, value)` to `dest`, so several flags keep one shared argv order (SPEC §6.4)."""
+
+    def __init__(self, *args: Any, kind: str, **kwargs: Any) -> None:
+        self.kind = kind
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((self.kind, values))
+        setattr(namespace, self.dest, items)

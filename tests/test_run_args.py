@@ -1,0 +1,129 @@
+"""`kimen.cli.run_args` reads `run` argv without argparse: wherever it gives an answer, that answer is
+exactly the namespace argparse gives; everything it does not know, it leaves to argparse."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kimen import errors
+from kimen.cli import split_child_argv
+from kimen.cli.parser import build_parser, parse
+from kimen.cli.run_args import RUN_DEFAULTS, read_run_args
+
+
+def argparse_namespace(argv: list[str]) -> dict | None:
+    """What the parser of truth reads (None when it refuses the argv), without its `parser` object."""
+    word = next((t for t in argv if t in ("run", "project")), None)
+    try:
+        namespace = vars(parse(build_parser(word), argv))
+    except errors.UsageError:
+        return None
+    namespace.pop("parser", None)
+    return namespace
+
+
+def fast_namespace(argv: list[str]) -> dict | None:
+    args = read_run_args(argv)
+    return None if args is None else vars(args)
+
+
+ACCEPTED = [
+    ["run"],
+    ["run", "--profile", "prod"],
+    ["project", "run", "--profile", "prod"],
+    ["run", "--map", "profiles/app.kmap", "--pristine", "--files-dir", "out"],
+    ["run", "--dry-run", "--profile", "p", "--profile", "q"],  # the last one wins, as in argparse
+    ["run", "--env", "A=secret:x", "--file", "f.json=y", "--envpath", "P=f.json", "--stdin", "const:hi",
+     "--env", "B=const:two words"],
+    ["--json", "--vault", "v.db", "run", "--no-session", "--profile", "p"],
+    ["run", "--profile", "p", "--json", "--debug", "--passphrase-stdin", "--passphrase-cmd", "pass show kimen"],
+    ["--vault", "a.db", "run", "--vault", "b.db"],  # a global flag after the command word wins
+    ["--vault", "run", "run"],  # a vault file named run
+    ["run", "--profile", ""],
+    ["--debug", "project", "run", "--stdin", "secret:app.token", "--files-dir", "d"],
+]
+
+DECLINED = [
+    ["run", "--profile=prod"],         # --flag=value: argparse's business
+    ["run", "--profile"],              # missing value
+    ["run", "--profile", "-x"],        # a value that looks like a flag
+    ["run", "--env", "--json"],
+    ["run", "--bundle", "vault.age"],  # bundle, identity and trust flags
+    ["run", "--identity", "id.txt"],
+    ["run", "-h"],
+    ["run", "--help"],
+    ["run", "extra"],                  # a stray positional
+    ["run", "--unknown"],
+    ["project"],
+    ["project", "render", "--dir", "d"],
+    ["project", "plan"],
+    ["--version", "run"],
+    ["secret", "list"],
+    ["--vault"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", ACCEPTED, ids=" ".join)
+def test_accepted_argv_reads_as_argparse_reads_it(argv):
+    fast = fast_namespace(argv)
+    assert fast is not None, argv
+    assert fast == argparse_namespace(argv)
+
+
+@pytest.mark.parametrize("argv", DECLINED, ids=lambda a: " ".join(a) or "(empty)")
+def test_other_argv_is_left_to_argparse(argv):
+    assert read_run_args(argv) is None
+
+
+def test_defaults_table_matches_the_parser():
+    """RUN_DEFAULTS is every attribute argparse sets for `run` besides the command's own identity."""
+    namespace = argparse_namespace(["run"])
+    own = {"command", "command_name", "handler", "area"}
+    assert {k: v for k, v in namespace.items() if k not in own} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in RUN_DEFAULTS.items()}
+
+
+def test_lists_are_fresh_for_every_reading():
+    first = read_run_args(["run", "--env", "A=const:x"])
+    second = read_run_args(["run"])
+    assert first.inline == [("env", "A=const:x")] and second.inline == []
+    assert first.trusted_signer is not second.trusted_signer
+
+
+TOKENS = st.sampled_from([
+    "run", "project", "render", "--profile", "--map", "--files-dir", "--pristine", "--dry-run", "--env", "--file",
+    "--envpath", "--stdin", "--json", "--vault", "--passphrase-cmd", "--passphrase-stdin", "--no-session",
+    "--debug", "--bundle", "--identity", "--allow-unsigned", "--version", "-h", "--profile=p", "--", "-",
+    "-x", "", "p", "A=const:1", "f=secret:a.b", "a b", "-1", "--=",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(TOKENS, max_size=10))
+def test_any_argv_the_reader_accepts_argparse_reads_the_same(raw):
+    argv, _child = split_child_argv(raw)
+    fast = fast_namespace(argv)
+    if fast is not None:
+        assert fast == argparse_namespace(argv), argv
+
+
+VALUE_FLAGS = st.sampled_from(["--profile", "--map", "--files-dir", "--env", "--file", "--envpath", "--stdin",
+                               "--vault", "--passphrase-cmd"])
+BOOL_FLAGS = st.sampled_from(["--pristine", "--dry-run", "--json", "--passphrase-stdin", "--no-session", "--debug"])
+VALUES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).filter(lambda v: not v.startswith("-"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), st.lists(st.one_of(st.tuples(VALUE_FLAGS, VALUES), st.tuples(BOOL_FLAGS)), max_size=8))
+def test_every_argv_of_the_documented_grammar_is_read_without_argparse(project, flags):
+    argv = ["project", "run"] if project else ["run"]
+    for flag in flags:
+        argv.extend(flag)
+    if "--" in argv:
+        return
+    fast = fast_namespace(argv)
+    assert fast is not None, argv
+    assert fast == argparse_namespace(argv), argv
