@@ -13,7 +13,8 @@ FORBIDDEN = {
 # also kept off the exec-in-place path (they cost more than a whole Python start-up together)
 HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "threading", "json", "shutil", "secrets"}
 # argparse and what it brings: `run` reads its common argv without them (kimen.cli.run_args)
-PARSER = {"argparse", "re", "enum", "functools", "collections", "collections.abc", "kimen.cli.parser"}
+PARSER = {"argparse", "re", "enum", "functools", "collections", "collections.abc", "kimen.cli.parser",
+          "kimen.cli.projection"}
 
 
 def _modules(code: str) -> set[str]:
@@ -24,7 +25,7 @@ def _modules(code: str) -> set[str]:
 
 def test_run_path_imports_nothing_heavy():
     loaded = _modules(
-        "import kimen.cli, kimen.cli.projection, kimen.access\n"
+        "import kimen.cli, kimen.cli.run, kimen.cli.run_args, kimen.access\n"
         "from kimen.projection import kmap, resolve, env, files, run\n"
     )
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
@@ -53,7 +54,7 @@ def test_session_run_path_imports_nothing_heavy():
 
     if importlib.util.find_spec("kimen.daemon") is None or importlib.util.find_spec("kimen.daemon.client") is None:
         pytest.skip("no session daemon client in this build yet")
-    loaded = _modules("import kimen.cli.projection, kimen.access, kimen.daemon.client\n"
+    loaded = _modules("import kimen.cli.run, kimen.access, kimen.daemon.client\n"
                       "from kimen.projection import kmap, resolve, env, files, run\n")
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets"}

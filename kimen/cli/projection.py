@@ -1,12 +1,9 @@
-"""`kimen run|render|envfile|plan|project`, and the entry of `map lint` and `doctor` (SPEC §6, §7).
+"""The flags of `kimen run|render|envfile|plan|project|map lint|doctor`, and render, envfile and plan
+(SPEC §6, §7).
 
-One pipeline for every projection: parse and validate the profile and inline flags (nothing read
-yet), decide which directives win, resolve exactly those (one store read, opened lazily and only
-when a winning directive names a secret; then `exec:` sources), check every value for its target,
-and only then write or start anything. `run` with a live session is the hot path: this module
-imports nothing heavy at top level (not even argparse: the `register` functions import the parser
-when it is built; `kimen.cli.run_args` reads the common `run` argv without it), and the store is
-fetched in `_store_for` (the one place a `--bundle` source plugs in).
+`run` itself and the pipeline every projection command shares (load the profile, resolve the
+winning directives through one store, write private files) live in `kimen.cli.run`, which the hot
+path imports without this module. `map lint` and `doctor` are reports, in `projection_checks`.
 """
 
 from __future__ import annotations
@@ -15,6 +12,7 @@ import os
 
 from .. import errors
 from . import COMMANDS, Context, Result
+from .run import cmd_run, files_dir_arg, load_profile, resolve_values, store_for, write_user_dir
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..projection.kmap import Directive, Profile
-    from ..store import Store
 
 INLINE_HELP = {
     "env": ("NAME=REF", "set env var NAME from REF (secret:NAME, NAME, const:TEXT, exec:CMD)"),
@@ -129,136 +126,6 @@ def _register_plan(sub: argparse._SubParsersAction, name: str, project: bool = F
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared steps
-# ---------------------------------------------------------------------------------------------
-
-
-def _load(ctx: Context, *, profile: str | None = None, map_path: str | None = None,
-          inline: list[tuple[str, str]] | None = None) -> Profile:
-    from ..projection import kmap
-
-    args = ctx.args
-    return kmap.load(
-        map_path=args.map if map_path is None and profile is None else map_path,
-        profile=args.profile if map_path is None and profile is None else profile,
-        inline=args.inline if inline is None else inline,
-        env=ctx.env,
-    ).check()
-
-
-def _store_for(ctx: Context) -> Store:
-    """The store that serves secret references: `--bundle` (read-only, SPEC §8.5), else the
-    session or the unlocked vault."""
-    if getattr(ctx.args, "bundle", None):
-        from .bundle_opts import bundle_store
-
-        return bundle_store(ctx)  # type: ignore[return-value]
-    from ..access import open_store
-
-    return open_store(ctx)
-
-
-def _resolve(ctx: Context, directives: list[Directive]) -> dict[Directive, bytes]:
-    from ..environ import public_environ
-    from ..projection.resolve import resolve
-
-    return resolve(directives, lambda: _store_for(ctx), public_environ(ctx.env), os.getcwd())
-
-
-def _files_dir_arg(ctx: Context) -> str | None:
-    from ..paths import absolute
-
-    value = getattr(ctx.args, "files_dir", None)
-    return absolute(value) if value else None
-
-
-def _write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[errors.KimenError]) -> None:
-    """`--files-dir` / render target: create 0700 or check it, then replace each file atomically."""
-    from ..projection.files import prepare_user_dir, write_files
-
-    fd = prepare_user_dir(path, unsafe)
-    try:
-        write_files(fd, path, payload, replace=True, error=unsafe)
-    finally:
-        os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------
-# run
-# ---------------------------------------------------------------------------------------------
-
-
-def cmd_run(ctx: Context) -> int:
-    from ..output import warn
-
-    name = ctx.args.command_name
-    argv = ctx.child_argv
-    if not argv or not argv[0]:
-        raise errors.MissingCommand(command=name)
-    if "KIMEN_RUN" in ctx.env:
-        warn("nested kimen run")
-    profile = _load(ctx)
-    if ctx.args.dry_run:
-        return _print_plan(ctx, profile, "run", argv)
-    winners = profile.winners()
-    files = [d for d in winners if d.kind == "file"]
-    stdin = next((d for d in winners if d.kind == "stdin"), None)
-    values = _resolve(ctx, [d for d in winners if d.ref is not None])
-    return _run(ctx, winners, files, stdin, values, argv)
-
-
-def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: Directive | None,
-         values: dict[Directive, bytes], argv: list[str]) -> int:
-    from ..projection import env as penv
-    from ..projection import run as prun
-
-    user_dir = _files_dir_arg(ctx) if files else None
-    private = bool(files) and user_dir is None
-    if private:
-        from ..paths import runtime_base
-
-        planned = os.path.join(runtime_base(ctx.env), "run-" + "0" * 16)  # same length as the real one
-    else:
-        planned = user_dir
-    environ = penv.child_environ(ctx.env, winners, values, planned, pristine=ctx.args.pristine)
-    penv.check_exec_block(environ, argv)
-    exe = penv.find_command(argv[0], environ)
-    payload = [(d.target, values[d]) for d in files]
-
-    if not private and stdin is None:
-        if user_dir is not None:
-            _write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
-        prun.exec_in_place(exe, argv, environ)
-        raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
-
-    # Supervised: block the relayed signals *before* anything needs cleaning up.
-    prun.block_signals()
-    runtime = None
-    try:
-        if private:
-            from ..projection.files import create_runtime_dir
-
-            runtime = create_runtime_dir(ctx.env)
-            environ = penv.child_environ(ctx.env, winners, values, runtime.path, pristine=ctx.args.pristine)
-            runtime.write(payload)
-        elif user_dir is not None:
-            _write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
-        stop = prun.pending_stop()
-        if stop is not None:  # interrupted while setting up: the child never starts
-            return 128 + stop
-        stdin_fd = prun.start_stdin_feeder(values[stdin]) if stdin is not None else None
-        try:
-            pid = prun.spawn(exe, argv, environ, stdin_fd)
-        finally:
-            if stdin_fd is not None:
-                os.close(stdin_fd)
-        return prun.supervise(pid)
-    finally:
-        if runtime is not None:
-            runtime.remove()
-
-
-# ---------------------------------------------------------------------------------------------
 # render
 # ---------------------------------------------------------------------------------------------
 
@@ -281,12 +148,12 @@ def cmd_render(ctx: Context) -> Result:
         out_dir = os.path.join(absolute(args.runtime_dir), "kimen", args.systemd_service)
     else:
         out_dir = absolute(args.dir)
-    profile = _load(ctx)
+    profile = load_profile(ctx)
     winners = profile.winners()
     files = [d for d in winners if d.kind == "file"]
     ignored = {k: sum(1 for d in winners if d.kind == k) for k in ("env", "envpath", "stdin")}
-    values = _resolve(ctx, files)
-    _write_user_dir(out_dir, [(d.target, values[d]) for d in files], errors.UnsafeOutputDir)
+    values = resolve_values(ctx, files)
+    write_user_dir(out_dir, [(d.target, values[d]) for d in files], errors.UnsafeOutputDir)
     hints = [f"Environment=KIMEN_FILES_DIR={out_dir}",
              f"# files rendered under {out_dir} (dir 0700, files 0600)"] if args.print_systemd_hints else []
     human = [f"rendered {len(files)} file{'s' if len(files) != 1 else ''} to {out_dir}", *hints]
@@ -334,10 +201,10 @@ def cmd_envfile(ctx: Context) -> Result | int:
         fsutil.refuse_unsafe_target(out)
         if not os.path.isdir(os.path.dirname(out)):
             raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
-    profile = _load(ctx)
-    files_dir = _files_dir_arg(ctx)
+    profile = load_profile(ctx)
+    files_dir = files_dir_arg(ctx)
     envs, paths = _envfile_vars(profile, files_dir)
-    values = _resolve(ctx, envs)
+    values = resolve_values(ctx, envs)
     variables = [(d.target, values[d]) for d in envs]
     variables += [(d.target, os.fsencode(os.path.join(files_dir, d.relpath))) for d in paths]  # type: ignore[arg-type]
     data = envfmt.render(args.format, variables)
@@ -361,19 +228,19 @@ def cmd_plan(ctx: Context) -> int:
         raise errors.InvalidMode(mode=args.mode)
     if args.against_profile is not None and args.against_map is not None:
         raise errors.ConflictingAgainstInputs()
-    profile = _load(ctx)
+    profile = load_profile(ctx)
     against = None
     if args.against_profile is not None or args.against_map is not None:
         try:
-            against = _load(ctx, profile=args.against_profile, map_path=args.against_map, inline=[])
+            against = load_profile(ctx, profile=args.against_profile, map_path=args.against_map, inline=[])
         except errors.KimenError as exc:
             raise errors.InvalidAgainstSpec(detail=exc.message) from None
-    return _print_plan(ctx, profile, args.mode, ctx.child_argv, against)
+    return print_plan(ctx, profile, args.mode, ctx.child_argv, against)
 
 
 def _check_bundle_names(ctx: Context, names: list[str]) -> dict[str, Any]:
     """`plan --bundle`: every referenced name is in the bundle (names only, never values)."""
-    store = _store_for(ctx)
+    store = store_for(ctx)
     try:
         found = store.names(names)  # type: ignore[attr-defined]
         document = store.document  # type: ignore[attr-defined]
@@ -391,7 +258,7 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
     """The plan object of SPEC §7.4; never a value (references as written)."""
     from ..projection.resolve import exec_commands, secret_names
 
-    files_dir = _files_dir_arg(ctx)
+    files_dir = files_dir_arg(ctx)
     winners = profile.winners()
     if mode == "envfile":
         envs, paths = _envfile_vars(profile, files_dir)
@@ -449,8 +316,8 @@ def _diff(mine: Profile, other: Profile) -> dict[str, Any]:
     return out
 
 
-def _print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
-                against: Profile | None = None) -> int:
+def print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
+               against: Profile | None = None) -> int:
     from ..output import print_json, print_lines
 
     doc = plan_doc(ctx, profile, mode, argv, against)

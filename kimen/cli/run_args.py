@@ -80,7 +80,7 @@ def read_run_args(argv: list[str]) -> RunArgs | None:
             i = _global_flag(argv, i, values)
             if i < 0:
                 return None
-    from .projection import cmd_run
+    from .run import cmd_run
 
     namespace = {name: (list(value) if isinstance(value, tuple) else value) for name, value in RUN_DEFAULTS.items()}
     namespace.update(run, inline=inline, handler=cmd_run, area=errors.AREA_RUN, **values)

@@ -56,7 +56,7 @@ def cmd_start(ctx: Context) -> Result:
     import os
 
     from ..access import explicit, fallback_source, resolve_vault
-    from ..daemon import client
+    from ..daemon import client, control
     from ..durations import format_duration
 
     ttl, max_ttl = _ttls(ctx)
@@ -71,7 +71,7 @@ def cmd_start(ctx: Context) -> Result:
         raise errors.MissingPassphrase(hint="set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin "
                                        "(--stdin), configure an unlock method (kimen config unlock set), "
                                        "or run in a terminal")
-    conn, _started = client.ensure_daemon(ctx.env)
+    conn, _started = control.ensure_daemon(ctx.env)
     with conn:
         for attempt in range(source.attempts):
             with source.get() as passphrase:
@@ -161,10 +161,10 @@ def _mismatch_warning(fields: dict[str, Any]) -> None:
 
 
 def cmd_status(ctx: Context) -> Result:
-    from ..daemon import client
+    from ..daemon import control
 
     try:
-        socket_path, state = client.status(ctx.env)
+        socket_path, state = control.status(ctx.env)
     except errors.KimenError as err:  # status always exits 0: an unusable session dir is "stopped"
         import os
 
@@ -180,7 +180,7 @@ def cmd_status(ctx: Context) -> Result:
 
 
 def cmd_lock(ctx: Context) -> Result:
-    from ..daemon import client
+    from ..daemon import control
 
     selected = _selected(ctx)
     target = None if ctx.args.all else selected
@@ -188,13 +188,13 @@ def cmd_lock(ctx: Context) -> Result:
         from ..access import resolve_vault
 
         resolve_vault(ctx)  # raise the reason why the vault cannot be resolved
-    state = client.lock(ctx.env, target)
+    state = control.lock(ctx.env, target)
     fields = status_fields(client_socket(ctx), state, selected)
     return Result("session_lock", "session locked", fields)
 
 
 def cmd_stop(ctx: Context) -> Result:
-    from ..daemon import client
+    from ..daemon import control
 
-    client.stop(ctx.env)
+    control.stop(ctx.env)
     return Result("session_stop", "session stopped", status_fields(client_socket(ctx), None, _selected(ctx)))

@@ -198,10 +198,10 @@ def cmd_rekey(ctx: Context) -> Result | int:
 def _lock_session(ctx: Context, canonical_path: str) -> None:
     """SPEC §3.7 step 8: tell a running daemon to forget this vault (best effort; it would also
     notice the new wrap id on the next request)."""
-    from ..daemon import client
+    from ..daemon import control
 
     try:
-        client.lock(ctx.env, canonical_path)
+        control.lock(ctx.env, canonical_path)
     except (errors.KimenError, OSError):
         pass
 

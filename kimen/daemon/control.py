@@ -1,0 +1,234 @@
+"""Starting, stopping, locking and asking the status of the session daemon (`kimen session …`).
+
+The commands that only *use* a session (`secret get`, `run`, …) need `kimen.daemon.client` alone;
+this module holds what the session commands add: the `session.lock` flock under which a daemon is
+started, reused or stopped, the spawn of `python -P -m kimen.daemon.server` with its readiness
+pipe, replacing a daemon of another version, and removing a stale socket (SPEC §5.2).
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+
+from .. import errors
+from . import protocol
+from .client import Connection, connect, same_version, session_dir_hint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+START_TIMEOUT = 5.0
+
+
+def status(env: Mapping[str, str]) -> tuple[str, dict[str, Any] | None]:
+    """(socket path, the daemon's status response or None when no daemon answers)."""
+    path = protocol.socket_path(env)
+    conn = connect(env, strict=True)
+    if conn is None:
+        return path, None
+    with conn:
+        try:
+            return path, conn.call("status")
+        except errors.KimenError:
+            return path, None
+
+
+def lock(env: Mapping[str, str], vault_path: str | None) -> dict[str, Any] | None:
+    conn = connect(env, strict=True)
+    if conn is None:
+        return None
+    with conn:
+        fields = {} if vault_path is None else {"vault_path": vault_path}
+        return conn.call("lock", **fields)
+
+
+def stop(env: Mapping[str, str]) -> None:
+    """Stop the daemon and return once its process is gone and the socket removed."""
+    path = protocol.socket_path(env)
+    with session_lock(env):
+        conn = connect(env, strict=True)
+        if conn is None:
+            _remove_stale_socket(path)
+            return
+        with conn:
+            try:
+                pid = conn.call("status").get("pid")
+                conn.call("stop")
+            except errors.KimenError:
+                return
+        _wait_gone(pid if isinstance(pid, int) else None, path)
+
+
+def _wait_gone(pid: int | None, path: str, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (pid is None or not _alive(pid)) and not _is_socket(path):
+            return
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (its parent has not reaped it yet) is gone for our purpose
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_socket(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket nobody answers on, only if it is a socket of ours (SPEC §5.2)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
+        probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        finally:
+            probe.close()
+
+
+class session_lock:
+    """`session.lock` (flock) while deciding whether to start, reuse or stop a daemon."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.fd = -1
+
+    def __enter__(self) -> session_lock:
+        import fcntl
+
+        from .. import paths
+        from ..fsutil import ensure_private_dir
+
+        directory = paths.session_dir(self.env)
+        protocol.socket_path(self.env)  # socket_path_too_long before creating anything
+        try:
+            ensure_private_dir(directory, errors.SessionDirUnsafe)
+        except errors.SessionDirUnsafe as err:
+            raise errors.SessionDirUnsafe(path=directory, problem=err.fields.get("problem"),
+                                          hint=session_dir_hint(directory)) from None
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self.fd = os.open(os.path.join(directory, protocol.LOCK_NAME), flags, 0o600)
+        except OSError as exc:
+            raise errors.SessionDirUnsafe(path=directory, problem=f"cannot open session.lock: {exc.strerror}") from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = -1
+
+
+def ensure_daemon(env: Mapping[str, str]) -> tuple[Connection, bool]:
+    """A connection to a daemon of this version, starting one when needed (under session.lock).
+
+    Returns (connection, started). A daemon of another version is stopped and replaced.
+    """
+    path = protocol.socket_path(env)
+    with session_lock(env):
+        conn = connect(env, strict=True)
+        if conn is not None:
+            try:
+                current = conn.call("status")
+            except errors.KimenError:
+                current = None
+            if current is not None and same_version(current):
+                return conn, False
+            if current is not None:  # another version: stop it (status and stop are frozen)
+                pid = current.get("pid")
+                try:
+                    conn.call("stop")
+                except errors.KimenError:
+                    pass
+                conn.close()
+                _wait_gone(pid if isinstance(pid, int) else None, path)
+            conn.close()
+        if os.path.lexists(path):
+            _remove_stale_socket(path)
+            if os.path.lexists(path):
+                raise errors.DaemonStartFailed(
+                    message=f"session daemon failed to start: {path} is in use and does not answer")
+        _spawn(env, path)
+        conn = connect(env, strict=True)
+        if conn is None:
+            raise errors.DaemonStartFailed(message="session daemon failed to start: it does not answer")
+        return conn, True
+
+
+def _spawn(env: Mapping[str, str], path: str) -> int:
+    """Start `python -m kimen.daemon.server` detached; wait for `ok <pid>` on the readiness pipe."""
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from ..environ import public_environ
+
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "kimen.daemon.server", "--socket", path, "--ready-fd", str(write_fd)],
+            pass_fds=(write_fd,), env=public_environ(env), cwd="/", stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise errors.DaemonStartFailed(message=f"session daemon failed to start: {exc.strerror}") from None
+    os.close(write_fd)
+    data = b""
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+                break
+            chunk = os.read(read_fd, 512)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_fd)
+    line = data.split(b"\n", 1)[0].decode("utf-8", "replace")
+    if line.startswith("ok "):
+        proc.returncode = 0  # detached on purpose: never waited for (silences Popen's destructor)
+        return int(line[3:]) if line[3:].isdigit() else proc.pid
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    detail = line[6:] if line.startswith("error ") else "no readiness signal within 5 s"
+    raise errors.DaemonStartFailed(message=f"session daemon failed to start: {detail[:200]}")
