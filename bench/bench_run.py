@@ -9,7 +9,10 @@
 
 Reports wall-clock median and min-max over N interleaved rounds (default 15), the ratio of each
 median to `python -c pass`, and the median CPU time (user+sys of the child, from getrusage): on a
-shared, loaded machine CPU time is the steadier of the two. Never asserts a timing.
+shared, loaded machine CPU time is the steadier of the two. When valgrind is installed it also
+counts instructions (callgrind), which do not move with the machine's load: `python -c pass`, and
+`kimen run` up to the exec of the command (an exec'd process leaves callgrind no count, so the
+count runs kimen's `main` with `os.execve` replaced by an exit). Never asserts a timing.
 Standalone: `python bench/bench_run.py [ROUNDS]`.
 """
 
@@ -95,11 +98,41 @@ def main(argv: list[str]) -> int:
                   f"   cpu {cmed:7.1f}  x{cmed / cpu_base:4.2f}")
         if "kimen run, 20 secrets, live session" not in times:
             print("  (no session daemon in this build: the live-session figure is pending)")
+        _print_instructions(cases, root)
     finally:
         if (root / "runtime" / "kimen").exists():
             subprocess.run([KIMEN, "session", "stop"], env=_env(root, ""), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+# kimen's entry point, with the exec of the command replaced by an exit: what callgrind can count
+_UP_TO_EXEC = ("import os, sys; os.execve = lambda *a: os._exit(0); sys.argv[0] = 'kimen'; "
+               "from kimen.__main__ import main; sys.exit(main())")
+_COUNTED = ("python -c pass", "kimen run, 20 consts", "kimen run, 20 secrets, live session")
+
+
+def _print_instructions(cases: dict[str, tuple[list[str], dict[str, str]]], root: Path) -> None:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("  (valgrind is not installed: no instruction counts)")
+        return
+    counts: dict[str, int] = {}
+    for name in _COUNTED:
+        if name not in cases:
+            continue
+        argv, env = cases[name]
+        if argv[0] == KIMEN:
+            argv = [sys.executable, "-c", _UP_TO_EXEC, *argv[1:]]
+        out = root / "callgrind.out"
+        subprocess.run([valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=env or None,
+                       check=True, capture_output=True)
+        totals = [line for line in out.read_text().splitlines() if line.startswith("totals:")]
+        counts[name] = int(totals[0].split()[1])
+    base = counts["python -c pass"]
+    print("instructions (callgrind; kimen up to the exec of the command):")
+    for name, count in counts.items():
+        print(f"  {name:48s} {count / 1e6:8.1f} M  x{count / base:4.2f}")
 
 
 if __name__ == "__main__":
