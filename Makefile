@@ -48,6 +48,9 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
+	@# dotenvx is the comparison SPEC §12 names for `run`; installed beside the benches when npm exists
+	@if command -v npm >/dev/null 2>&1 && [ ! -x bench/node_modules/.bin/dotenvx ]; then \
+		npm install --silent --no-audit --no-fund --prefix bench @dotenvx/dotenvx || true; fi
 	$(BIN)/python bench/run.py
 
 hooks:

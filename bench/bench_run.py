@@ -6,6 +6,9 @@
   kimen run --profile p -- /bin/true               20 secrets, KIMEN_PASSPHRASE, small KDF (8 MiB, t=1)
   kimen run --profile p -- /bin/true (default KDF) 20 secrets, KIMEN_PASSPHRASE, 64 MiB t=3 p=4
   kimen run --profile p -- /bin/true (session)     20 secrets with a live session, when the daemon exists
+  kimen secret get NAME --unsafe-stdout (session)  one value through the live session
+  dotenvx run -q -f .env -- /bin/true              the same 20 values from a plain .env (SPEC §12), when
+                                                   dotenvx is installed (`make bench` installs it with npm)
 
 Reports wall-clock median and min-max over N interleaved rounds (default 15), the ratio of each
 median to `python -c pass`, and the median CPU time (user+sys of the child, from getrusage): on a
@@ -18,6 +21,7 @@ Standalone: `python bench/bench_run.py [ROUNDS]`.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import statistics
@@ -59,9 +63,22 @@ def _setup(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
             session = _start_session(pass_env)
             if session:
                 cases["kimen run, 20 secrets, live session"] = (run, env)
+                get = [KIMEN, "secret", "get", "bench.secret_0", "--unsafe-stdout"]
+                cases["kimen secret get, live session"] = (get, env)
+    dotenvx = _dotenvx()
+    if dotenvx:
+        (root / "bench.env").write_text("".join(f"VAR_{i}=value-{i}-{'x' * 40}\n" for i in range(20)))
+        cases["dotenvx run, 20 values from .env"] = (
+            [dotenvx, "run", "-q", "-f", str(root / "bench.env"), "--", "/bin/true"], {})
     for argv, env in cases.values():
         subprocess.run(argv, env=env or None, check=True, capture_output=True)  # warm caches, prove it works
     return cases
+
+
+def _dotenvx() -> str | None:
+    """dotenvx from $DOTENVX, PATH or bench/node_modules (npm), when installed."""
+    local = Path(__file__).resolve().parent / "node_modules" / ".bin" / "dotenvx"
+    return os.environ.get("DOTENVX") or shutil.which("dotenvx") or (str(local) if local.exists() else None)
 
 
 def _start_session(env: dict[str, str]) -> bool:
@@ -98,6 +115,8 @@ def main(argv: list[str]) -> int:
                   f"   cpu {cmed:7.1f}  x{cmed / cpu_base:4.2f}")
         if "kimen run, 20 secrets, live session" not in times:
             print("  (no session daemon in this build: the live-session figure is pending)")
+        if not any(name.startswith("dotenvx") for name in times):
+            print("  (dotenvx is not installed: `make bench` installs it with npm when npm exists)")
         _print_instructions(cases, root)
     finally:
         if (root / "runtime" / "kimen").exists():
