@@ -276,6 +276,8 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         literals = {d.target: d.ref.const for d in envs if d.ref is not None and d.ref.kind == "const"}
         check_exec_block(literals, argv or [])  # type: ignore[arg-type]
     private = mode == "run" and bool(files) and files_dir is None
+    if mode == "render":
+        files_dir = None  # render writes to its --dir or --systemd-service target, never a files dir
     doc: dict[str, Any] = {
         "mode": mode,
         "command": list(argv) if argv else None,
@@ -335,10 +337,12 @@ def print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None
         lines.append(f"{title}:" if items else f"{title}: (none)")
         lines.extend(f"  - {item[a]} <= {item[b]}" for item in items)
     lines.append(f"stdin: {doc['stdin'] or '(none)'}")
-    if doc["files"]:
-        lines.append(f"files-dir: {doc['files_dir'] or '(private runtime dir)'}")
+    if doc["files_dir"]:
+        lines.append(f"files-dir: {doc['files_dir']}")
+    elif doc["files"] and mode == "render":
+        lines.append("files-dir: (the render target: --dir or --systemd-service)")
     else:
-        lines.append("files-dir: (none)")
+        lines.append(f"files-dir: {'(private runtime dir)' if doc['cleanup'] else '(none)'}")
     if mode == "run":
         lines.append(f"cleanup: {'yes' if doc['cleanup'] else 'no'}")
     lines.append(f"secrets: {', '.join(doc['secrets']) or '(none)'}")
