@@ -276,6 +276,10 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         literals = {d.target: d.ref.const for d in envs if d.ref is not None and d.ref.kind == "const"}
         check_exec_block(literals, argv or [])  # type: ignore[arg-type]
     private = mode == "run" and bool(files) and files_dir is None
+    if private:
+        from ..projection.kmap import check_private_dir_targets
+
+        check_private_dir_targets(files)
     if mode == "render":
         files_dir = None  # render writes to its --dir or --systemd-service target, never a files dir
     doc: dict[str, Any] = {

@@ -93,6 +93,10 @@ def cmd_run(ctx: Context) -> int:
         return print_plan(ctx, profile, "run", argv)
     winners = profile.winners()
     files = [d for d in winners if d.kind == "file"]
+    if files and not ctx.args.files_dir:
+        from ..projection.kmap import check_private_dir_targets
+
+        check_private_dir_targets(files)
     stdin = next((d for d in winners if d.kind == "stdin"), None)
     values = resolve_values(ctx, [d for d in winners if d.ref is not None])
     return _run(ctx, winners, files, stdin, values, argv)

@@ -16,6 +16,7 @@ import stat
 import time
 
 from .. import errors, fsutil, paths
+from .kmap import OWNER_FILE
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-OWNER_FILE = ".kimen-owner"
 ORPHAN_GRACE_SECONDS = 60
 
 

@@ -24,6 +24,7 @@ MAX_INCLUDE_DEPTH = 16
 MAX_RELPATH_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
 INLINE = "<inline>"
+OWNER_FILE = ".kimen-owner"  # the owner record of a private runtime dir (SPEC §7.1)
 KINDS = ("env", "file", "envpath", "stdin", "include")
 
 # Sets rather than regular expressions: compiling each costs ~0.3 ms on every `run`.
@@ -190,6 +191,17 @@ def relpath_problem(path: str) -> str | None:
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
             return "path component is longer than 255 bytes"
     return None
+
+
+def check_private_dir_targets(directives: Iterable[Directive]) -> None:
+    """Refuse a `file` that would collide with the owner record of a private runtime dir.
+
+    `run` without `--files-dir` keeps `.kimen-owner` at the top of the dir it creates; checked with
+    the profile (before anything is resolved), so `plan` predicts it too."""
+    for d in directives:
+        if d.kind == "file" and d.target.split("/", 1)[0] == OWNER_FILE:
+            detail = f"{OWNER_FILE} is reserved in the private runtime dir (use --files-dir)"
+            raise errors.InvalidRelativePath(f"{d.where}: {detail}", path=d.path, line=d.line, detail=detail)
 
 
 def is_protected_env(name: str) -> bool:

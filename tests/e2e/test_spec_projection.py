@@ -1,11 +1,13 @@
 """SPEC §6-§7 audit of the projection commands, driven through the installed `kimen`: the JSON
 shapes of plan, render, envfile and map lint; the §6.5 vectors and validation reasons in every
-command (before any vault is needed); the plan's `files-dir` line."""
+command (before any vault is needed); the plan's `files-dir` line; the name a private runtime dir
+reserves for its owner record."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,11 @@ LINT_FIELDS = {"ok", "exit_code", "path", "env_count", "file_count", "envpath_co
 # a profile of every directive; its secrets exist nowhere (no vault is created in these tests)
 FULL = ("env DB=app.db\nenv PORT=const:5050\nenv STAMP=exec:date +%s\nfile creds/c.json=secret:app.creds\n"
         "envpath CREDS=creds/c.json\nstdin const:in\n")
+
+
+def _runtime_dirs(kimen) -> list[Path]:
+    base = Path(kimen.env["XDG_RUNTIME_DIR"]) / "kimen" / "run"
+    return sorted(base.glob("run-*")) if base.exists() else []
 
 
 # -- JSON shapes (§6.8, §7.2-7.4) -------------------------------------------------------------------
@@ -103,6 +110,31 @@ def test_plan_files_dir_line(kimen, args, line, files_dir):
     assert doc["files_dir"] == (files_dir.format(cwd=kimen.cwd) if files_dir else None)
     if "--mode" in args and "envfile" in args and "--files-dir" in args:
         assert doc["envpath"] == [{"var": "P", "path": "f", "resolved_path": f"{kimen.cwd}/fd/f"}]
+
+
+# -- a private runtime dir keeps its owner record (§7.1, §7.4) ---------------------------------------
+
+
+@pytest.mark.parametrize("target", [".kimen-owner", ".kimen-owner/x"])
+@pytest.mark.parametrize(("code", "command"), [
+    (23, ["run"]), (23, ["project", "run"]), (23, ["run", "--dry-run"]), (21, ["plan"]), (21, ["project", "plan"]),
+])
+def test_owner_record_name_is_refused_before_anything_is_read(kimen, target, code, command):
+    """Without the check run resolved every value, then failed writing (write_failed) while plan
+    passed. Now both refuse the profile first: the missing vault and secret are never looked at."""
+    done = kimen.fail(code, "invalid_relative_path", *command, "--file", f"{target}=app.missing", "--", "true")
+    envelope = done.err_json()
+    assert envelope["path"] == "<inline>" and envelope["line"] == 1
+    assert ".kimen-owner is reserved" in envelope["error"]
+    assert _runtime_dirs(kimen) == [] and not kimen.vault.exists()
+
+
+def test_owner_record_name_is_fine_in_a_files_dir(kimen, tmp_path):
+    fd = tmp_path / "fd"
+    kimen.ok("run", "--files-dir", str(fd), "--file", ".kimen-owner=const:mine", "--", "true")
+    assert (fd / ".kimen-owner").read_text() == "mine"
+    kimen.ok("plan", "--files-dir", str(fd), "--file", ".kimen-owner=const:mine", "--", "true")
+    kimen.ok("run", "--file", "sub/.kimen-owner=const:x", "--", "true")  # only the top-level name is taken
 
 
 # -- §6.4/§6.5: the same validation in every command, before any vault ------------------------------
