@@ -217,3 +217,20 @@ def test_inline_newline_is_invalid_mapping_everywhere(kimen, spelling):
     kimen.fail(23, "invalid_mapping", "run", *args, "--", "true")
     kimen.fail(21, "invalid_mapping", "plan", *args)
     kimen.fail(22, "invalid_mapping", "envfile", *args, "--out", "o.env")
+
+
+# -- the documented choices where the spec is silent (docs/run.md) -----------------------------------
+
+
+def test_documented_choices(kimen, tmp_path):
+    out = tmp_path / "one.env"
+    assert kimen.ok("envfile", "--env", "A=const:1", "--out", str(out)).stdout == f"wrote 1 variable to {out}\n"
+    assert kimen.ok("render", "--file", "a=const:1", "--dir", str(tmp_path / "r")).stdout == \
+        f"rendered 1 file to {tmp_path / 'r'}\n"
+    # --out - prints only the file's text, even with --json
+    done = kimen.ok("envfile", "--env", "A=const:1", "--out", "-", "--unsafe-stdout", "--json")
+    assert done.out == b"A=1\n"
+    # --files-dir without file directives: nothing created, KIMEN_FILES_DIR not set
+    done = kimen.ok("run", "--files-dir", str(tmp_path / "fd"), "--env", "A=const:1", "--", PY, "-c",
+                    "import os; print(os.environ.get('KIMEN_FILES_DIR'))")
+    assert done.stdout == "None\n" and not (tmp_path / "fd").exists()
