@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def _argparse_without_gettext():
     """kimen's messages are English, but argparse looks every message up through gettext: importing
-    gettext compiles a regular expression (~1.2 ms, a tenth of `kimen run`), and each lookup stats a
+    gettext compiles a regular expression (~1.2 ms), and each lookup stats a
     handful of locale paths that cannot exist for kimen. argparse is imported against a stand-in
     that returns messages unchanged; the real gettext stays importable for anyone else."""
     stand_in = type(sys)("gettext")
@@ -41,6 +41,7 @@ def _argparse_without_gettext():
 
 
 argparse = _argparse_without_gettext()
+
 
 class Parser(argparse.ArgumentParser):
     """argparse that raises `UsageError` instead of exiting, so usage errors get envelopes."""
@@ -143,13 +144,11 @@ def build_parser(only: str | None = None) -> Parser:
     )
     top.add_argument("--version", action="store_true", default=argparse.SUPPRESS, help="print the version")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, prog="kimen")
-    registered: set[str] = set()
     for name, (module_name, _help) in COMMANDS.items():
         if only is not None and name != only:
             continue
         module = importlib.import_module(module_name)
         module.register(sub, name)
-        registered.add(name)
     return top
 
 
