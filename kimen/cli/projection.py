@@ -145,6 +145,8 @@ def cmd_render(ctx: Context) -> Result:
 
         if not re.fullmatch(r"[A-Za-z0-9._@-]+", args.systemd_service) or args.systemd_service in (".", ".."):
             raise errors.InvalidSystemdService(name=args.systemd_service)
+        if not args.runtime_dir:  # an empty path would silently mean the current directory
+            raise errors.UsageError(detail="--runtime-dir needs a directory, not an empty value")
         out_dir = os.path.join(absolute(args.runtime_dir), "kimen", args.systemd_service)
     else:
         out_dir = absolute(args.dir)
@@ -201,8 +203,8 @@ def cmd_envfile(ctx: Context) -> Result | int:
         fsutil.refuse_unsafe_target(out)
         if not os.path.isdir(os.path.dirname(out)):
             raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
-    profile = load_profile(ctx)
     files_dir = files_dir_arg(ctx)
+    profile = load_profile(ctx)
     envs, paths = _envfile_vars(profile, files_dir)
     values = resolve_values(ctx, envs)
     variables = [(d.target, values[d]) for d in envs]

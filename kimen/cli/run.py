@@ -58,7 +58,9 @@ def files_dir_arg(ctx: Context) -> str | None:
     from ..paths import absolute
 
     value = getattr(ctx.args, "files_dir", None)
-    return absolute(value) if value else None
+    if value == "":  # not "no --files-dir": an empty path would silently mean the current directory
+        raise errors.UsageError(detail="--files-dir needs a directory, not an empty value")
+    return absolute(value) if value is not None else None
 
 
 def write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[errors.KimenError]) -> None:
@@ -86,6 +88,7 @@ def cmd_run(ctx: Context) -> int:
         raise errors.MissingCommand(command=name)
     if "KIMEN_RUN" in ctx.env:
         warn("nested kimen run")
+    files_dir = files_dir_arg(ctx)
     profile = load_profile(ctx)
     if ctx.args.dry_run:
         from .projection import print_plan
@@ -93,21 +96,20 @@ def cmd_run(ctx: Context) -> int:
         return print_plan(ctx, profile, "run", argv)
     winners = profile.winners()
     files = [d for d in winners if d.kind == "file"]
-    if files and not ctx.args.files_dir:
+    if files and files_dir is None:
         from ..projection.kmap import check_private_dir_targets
 
         check_private_dir_targets(files)
     stdin = next((d for d in winners if d.kind == "stdin"), None)
     values = resolve_values(ctx, [d for d in winners if d.ref is not None])
-    return _run(ctx, winners, files, stdin, values, argv)
+    return _run(ctx, winners, files, stdin, values, argv, files_dir if files else None)
 
 
 def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: Directive | None,
-         values: dict[Directive, bytes], argv: list[str]) -> int:
+         values: dict[Directive, bytes], argv: list[str], user_dir: str | None) -> int:
     from ..projection import env as penv
     from ..projection import run as prun
 
-    user_dir = files_dir_arg(ctx) if files else None
     private = bool(files) and user_dir is None
     if private:
         from ..paths import runtime_base

@@ -234,3 +234,25 @@ def test_documented_choices(kimen, tmp_path):
     done = kimen.ok("run", "--files-dir", str(tmp_path / "fd"), "--env", "A=const:1", "--", PY, "-c",
                     "import os; print(os.environ.get('KIMEN_FILES_DIR'))")
     assert done.stdout == "None\n" and not (tmp_path / "fd").exists()
+
+
+# -- an empty directory value is refused, never read as the current directory ------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--profile", "full", "--files-dir", "", "--", "true"],
+    ["run", "--env", "A=const:x", "--files-dir", "", "--", "true"],  # even with no file to write
+    ["project", "run", "--profile", "full", "--files-dir=", "--", "true"],
+    ["plan", "--profile", "full", "--files-dir", ""],
+    ["envfile", "--profile", "full", "--files-dir", "", "--out", "e.env"],
+    ["envfile", "--env", "A=const:x", "--envpath", "P=p", "--files-dir", "", "--out", "e.env"],  # before the profile
+    ["render", "--profile", "full", "--systemd-service", "app", "--runtime-dir", ""],
+    ["render", "--profile", "full", "--systemd-service", "app", "--runtime-dir="],
+])
+def test_empty_directory_values_are_usage_errors(kimen, args):
+    kimen.write_profile("full", FULL)
+    before = sorted(p.name for p in kimen.cwd.iterdir())
+    done = kimen.fail(2, "usage_error", *args)
+    assert "empty value" in done.err_json()["error"]
+    assert sorted(p.name for p in kimen.cwd.iterdir()) == before  # nothing written in the cwd
+    assert _runtime_dirs(kimen) == []
