@@ -181,6 +181,14 @@ def unlock_vault(vault: Vault, source: Source) -> LocalStore:
     raise errors.WrongPassphrase()  # pragma: no cover - attempts >= 1
 
 
+def missing_passphrase_without_session(stdin_flag: str = "") -> errors.MissingPassphrase:
+    """`missing_passphrase` for a command that never uses a session (vault init, vault rekey,
+    session start): its hint lists only the sources that command reads, not `session start`."""
+    return errors.MissingPassphrase(hint=f"set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin"
+                                    f"{stdin_flag}, configure an unlock method (kimen config unlock set), "
+                                    "or run in a terminal")
+
+
 def passphrase_for_new_vault(ctx: Any, location: VaultLocation) -> Any:
     """`vault init` (and `bundle open` creating a vault): an explicit or configured source without
     confirmation, else the prompt asked twice. Never a session."""
@@ -190,7 +198,7 @@ def passphrase_for_new_vault(ctx: Any, location: VaultLocation) -> Any:
     if source is not None:
         return source.get()
     if not terminal_available():
-        raise errors.MissingPassphrase()
+        raise missing_passphrase_without_session()
     return prompt_new("New passphrase: ", "Confirm passphrase: ", errors.PassphraseMismatch,
                       errors.EmptyPassphrase)
 

@@ -6,7 +6,7 @@ import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _GROUP = re.compile(r"(\d+)([smhd])")
-_SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
+_SIZE = re.compile(r"([0-9]+)[ \t]*(KiB|MiB|GiB)?")  # ASCII digits: \d takes any script's
 _SIZE_UNITS = {None: 1, "KiB": 1, "MiB": 1024, "GiB": 1024 * 1024}
 
 DURATION_SYNTAX = "durations look like 90s, 15m, 1h30m, 7d, or a bare number of seconds"

@@ -55,7 +55,7 @@ def cmd_start(ctx: Context) -> Result:
     import base64
     import os
 
-    from ..access import explicit, fallback_source, resolve_vault
+    from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault
     from ..daemon import client, control
     from ..durations import format_duration
 
@@ -68,9 +68,7 @@ def cmd_start(ctx: Context) -> Result:
     canonical = location.canonical_path
     source = explicit(ctx) or fallback_source(ctx, location)  # never the session (SPEC §4.1)
     if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
-        raise errors.MissingPassphrase(hint="set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin "
-                                       "(--stdin), configure an unlock method (kimen config unlock set), "
-                                       "or run in a terminal")
+        raise missing_passphrase_without_session(" (--stdin)")
     conn, _started = control.ensure_daemon(ctx.env)
     with conn:
         for attempt in range(source.attempts):

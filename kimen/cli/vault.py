@@ -44,7 +44,7 @@ def cmd_init(ctx: Context) -> Result:
     if os.path.lexists(location.path):
         raise errors.VaultExists(path=location.path)
     with passphrase_for_new_vault(ctx, location) as passphrase:
-        if len(passphrase) < 8:
+        if _characters(passphrase) < 8:
             warn("the passphrase is shorter than 8 characters")
         vault = create_vault(location.path, passphrase, params)
     with vault:
@@ -54,6 +54,12 @@ def cmd_init(ctx: Context) -> Result:
         f"initialized vault: {location.path}",
         {"path": location.path, "vault_id": meta.vault_id, "kdf": params.as_json()},
     )
+
+
+def _characters(passphrase) -> int:
+    """Characters, not bytes, of a UTF-8 passphrase (SPEC §3.7: `ääää` is 4 characters), counted
+    without decoding it into an immutable str: every byte but a UTF-8 continuation byte."""
+    return sum(1 for byte in passphrase.view() if byte & 0xC0 != 0x80)
 
 
 def cmd_path(ctx: Context) -> Result:
@@ -131,7 +137,7 @@ def _new_passphrase(ctx: Context, old_uses_stdin: bool):
 
 def cmd_rekey(ctx: Context) -> Result | int:
     from .. import passphrase as pp
-    from ..access import explicit, fallback_source, resolve_vault, unlock_vault
+    from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault, unlock_vault
     from ..sensitive import Sensitive
     from ..vault import Vault
 
@@ -146,7 +152,7 @@ def cmd_rekey(ctx: Context) -> Result | int:
         # 1. the old passphrase: explicit, configured or prompt -- never a session
         old_source = explicit(ctx) or fallback_source(ctx, location)
         if old_source is None:
-            raise errors.MissingPassphrase()
+            raise missing_passphrase_without_session()
         captured: list[Sensitive] = []
 
         def remember() -> Sensitive:
@@ -183,7 +189,13 @@ def cmd_rekey(ctx: Context) -> Result | int:
                     vault.snapshot(backup_path)
                 except OSError as exc:
                     raise errors.BackupFailed(detail=f"{backup_path}: {exc.strerror}") from None
-            vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
+            wrap_id = vault.header().wrap_id
+            try:
+                vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
+            except BaseException:
+                if backup_path is not None:
+                    _drop_unused_backup(vault, backup_path, wrap_id)
+                raise
         store.forget_key()
     _lock_session(ctx, location.canonical_path)
     lines = [f"rekeyed vault: {location.path}"]
@@ -191,8 +203,23 @@ def cmd_rekey(ctx: Context) -> Result | int:
         lines.append(f"backup: {backup_path} (opens with the old passphrase)")
     return Result("vault_rekey", lines, {
         "path": location.path, "backup_path": backup_path, "rotated_data_key": a.rotate_data_key,
-        "kdf": params.as_json(),
+        "kdf": params.as_json(), "dry_run": False,
     })
+
+
+def _drop_unused_backup(vault, backup_path: str, wrap_id: bytes) -> None:
+    """The rekey failed (vault_busy, disk_full, Ctrl-C): a snapshot nobody was told about would be
+    left behind, so remove it -- but only when the vault provably still has its old key record
+    (same wrap id), i.e. the backup is a copy of a vault that still opens with the old passphrase."""
+    try:
+        unchanged = vault.header().wrap_id == wrap_id
+    except (errors.KimenError, OSError):
+        return
+    if unchanged:
+        try:
+            os.unlink(backup_path)
+        except OSError:
+            pass
 
 
 def _lock_session(ctx: Context, canonical_path: str) -> None:

@@ -1,0 +1,222 @@
+"""SPEC §3 audit of the vault and secret commands, driven through the installed `kimen`: the human
+lines and exact JSON fields of every command (§3.7, §3.8), hints that never suggest a session to a
+command that never uses one, the init warning counted in characters, `--vault ""`, strict KDF
+numbers (§2.5), what a rekey leaves behind, and the busy vault (§3.5)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import stat
+import time
+
+import pytest
+
+from tests.conftest import PASSPHRASE, SMALL_KDF
+from tests.e2e.vault_helpers import vault_state
+
+ENVELOPE = {"ok", "action", "exit_code"}
+TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+NEW = "another passphrase"
+SHA_V2 = hashlib.sha256(b"v2").hexdigest()
+
+# One session of commands, run twice on two fresh vaults: once for the human lines, once with
+# --json for the exact field set. (args, stdin, extra env, human line patterns, action, JSON fields);
+# {vault} and {dir} stand for the vault path and its directory.
+STEPS = [
+    (["vault", "init", *SMALL_KDF], None, {}, [r"initialized vault: {vault}"],
+     "vault_init", {"path", "vault_id", "kdf"}),
+    (["vault", "path"], None, {}, [r"{vault}"], "vault_path", {"path", "canonical_path", "source"}),
+    (["secret", "set", "app.db", "--from-env", "V1"], None, {"V1": "v1"}, [r"set app\.db \(revision 1\)"],
+     "set", {"name", "created", "revision", "size", "dry_run"}),
+    (["secret", "set", "app.db", "--stdin", "--strip-newline", "--dry-run"], b"v2\r\n", {},
+     [rf"\[dry-run\] would set app\.db \(update\) size=2 sha256={SHA_V2}"],
+     "set", {"name", "created", "revision", "size", "dry_run", "sha256"}),
+    (["secret", "set", "app.new", "--stdin", "--dry-run"], b"v2", {},
+     [rf"\[dry-run\] would set app\.new \(create\) size=2 sha256={SHA_V2}"],
+     "set", {"name", "created", "revision", "size", "dry_run", "sha256"}),
+    (["secret", "list", "--long"], None, {}, [rf"app\.db\t1\t2\t{TS}"], "list", {"names", "count", "secrets"}),
+    (["secret", "mv", "app.db", "app.key"], None, {}, [r"renamed app\.db to app\.key \(revision 2\)"],
+     "mv", {"from", "to", "revision"}),
+    (["secret", "import", "-", "--prefix", "imp."], b"A=1\nB=2\n", {}, [r"create imp\.A", r"create imp\.B"],
+     "import", {"file", "count", "created", "updated", "skipped", "dry_run"}),
+    (["secret", "import", "-", "--prefix", "imp.", "--overwrite", "--dry-run"], b"A=3\nC=4\n", {},
+     [r"\[dry-run\] create imp\.C", r"\[dry-run\] update imp\.A"],
+     "import", {"file", "count", "created", "updated", "skipped", "dry_run"}),
+    (["secret", "import", "-", "--prefix", "imp.", "--skip-existing"], b"A=5\nD=6\n", {},
+     [r"create imp\.D", r"skip imp\.A"], "import", {"file", "count", "created", "updated", "skipped", "dry_run"}),
+    (["secret", "rm", "imp.B"], None, {}, [r"removed imp\.B"], "rm", {"name"}),
+    (["secret", "list"], None, {}, [r"app\.key", r"imp\.A", r"imp\.D"], "list", {"names", "count", "secrets"}),
+    (["vault", "info", "--verify"], None, {},
+     [r"path: {vault}", r"format: kimen-sqlite-vault/1", r"kdf: argon2id m=8192 t=1 p=1", r"vault_id: [0-9a-f]{32}",
+      r"generation: 5", r"secrets: 3", rf"created_at: {TS}", r"integrity: ok"],
+     "vault_info", {"path", "format", "schema_version", "vault_id", "created_at", "generation", "secret_count",
+                    "size_bytes", "mode", "kdf", "integrity"}),
+    (["vault", "rekey", "--dry-run", "--no-backup"], None, {"KIMEN_NEW_PASSPHRASE": NEW},
+     [r"rekey preflight ok: {vault}"], "vault_rekey", {"dry_run", "would_backup", "rotate_data_key", "path"}),
+    (["vault", "rekey", "--rotate-data-key", "--backup-dir", "{dir}"], None, {},
+     [r"rekeyed vault: {vault}", r"backup: {dir}/v\.db\.bak\.\d+ \(opens with the old passphrase\)"],
+     "vault_rekey", {"path", "backup_path", "rotated_data_key", "kdf", "dry_run"}),
+    (["secret", "get", "app.key", "--unsafe-stdout"], None, {}, None,
+     "get", {"name", "encoding", "value_b64", "revision", "size"}),
+]
+
+
+def test_every_command_prints_the_spec_lines_and_exactly_its_json_fields(kimen):
+    """§3.7/§3.8: the human lines (in order) and, with --json, exactly the envelope's fields."""
+    for mode in ("human", "json"):
+        vault_dir = kimen.root / mode
+        vault_dir.mkdir()
+        vault = str(vault_dir / "v.db")
+        for args, stdin, env, lines, action, fields in STEPS:
+            args = [a.replace("{dir}", str(vault_dir)) for a in args]
+            run_env = {**kimen.with_pass(), "KIMEN_VAULT": vault, **env}
+            done = kimen.ok(*args, *(["--json"] if mode == "json" else []), input=stdin, env=run_env)
+            if mode == "json":
+                doc = done.json()
+                assert set(doc) == ENVELOPE | fields, args
+                assert (doc["ok"], doc["action"], doc["exit_code"]) == (True, action, 0), args
+            elif lines is None:
+                assert done.out == b"v1"  # raw bytes, no added newline
+            else:
+                patterns = [p.replace("{vault}", re.escape(vault)).replace("{dir}", re.escape(str(vault_dir)))
+                            for p in lines]
+                got = done.stdout.splitlines()
+                assert len(got) == len(patterns) and all(map(re.fullmatch, patterns, got)), (args, got)
+    doc = kimen.ok("secret", "list", "--json", env={"KIMEN_VAULT": str(kimen.root / "json" / "v.db")}).json()
+    assert doc["names"] == ["app.key", "imp.A", "imp.D"] and doc["count"] == 3
+    assert not kimen.vault.exists()
+
+
+@pytest.mark.parametrize("command", [["vault", "init", *SMALL_KDF], ["vault", "rekey", "--rotate-data-key"]])
+def test_commands_that_never_use_a_session_do_not_suggest_one(kimen, command):
+    """§3.7, §4.1: init and rekey never read a session; with none of their sources the hint lists
+    theirs, not `kimen session start` -- for rekey even while a session is live."""
+    if command[1] == "rekey":
+        kimen.init_vault()
+        kimen.ok("session", "start", env=kimen.with_pass())
+        before = vault_state(kimen.vault)
+    done = kimen.fail(10, "missing_passphrase", *command)
+    hint = done.err_json()["hint"]
+    assert "session" not in hint and "KIMEN_PASSPHRASE" in hint and "--passphrase-stdin" in hint
+    if command[1] == "rekey":
+        assert vault_state(kimen.vault) == before and _backups(kimen) == []
+    else:
+        assert not kimen.vault.exists()
+
+
+@pytest.mark.parametrize(("passphrase", "warns"), [
+    ("1234567", True), ("12345678", False),
+    ("ääää", True),  # 8 bytes, 4 characters
+    ("日本語の鍵", True),  # 15 bytes, 5 characters
+    ("ääääää日本", False),  # 8 characters
+])
+def test_init_warns_about_short_passphrases_by_characters(kimen, passphrase, warns):
+    """§3.7: "shorter than 8 characters" -- characters, not UTF-8 bytes."""
+    done = kimen.ok("vault", "init", *SMALL_KDF, env=kimen.with_pass(passphrase))
+    assert ("kimen: warning: the passphrase is shorter than 8 characters" in done.err) is warns
+    assert kimen.vault.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["vault", "path"], ["vault", "info"], ["vault", "init", *SMALL_KDF], ["secret", "list"],
+    ["secret", "get", "app.key", "--unsafe-stdout"], ["secret", "set", "app.key", "--value", "v"],
+    ["run", "--env", "A=app.key", "--", "true"],
+])
+@pytest.mark.parametrize("flag", [["--vault", ""], ["--vault="]])
+def test_an_empty_vault_flag_is_a_usage_error(kimen, command, flag):
+    """§2.4 leaves it open; as "unset", `--vault "$VAULT"` with an empty variable would silently use
+    the default (or KIMEN_VAULT's) vault. Nothing is read, created or changed."""
+    kimen.init_vault()
+    kimen.set("app.key", "v")
+    before = vault_state(kimen.vault)
+    i = command.index("--") if "--" in command else len(command)
+    done = kimen.fail(2, "usage_error", *command[:i], *flag, *command[i:], env=kimen.with_pass())
+    assert "--vault" in done.err_json()["error"]
+    assert vault_state(kimen.vault) == before and sorted(os.listdir(kimen.cwd)) == []
+
+
+@pytest.mark.parametrize(("flag", "value", "ok"), [
+    ("--kdf-memory", "8192", True), ("--kdf-memory", "8192KiB", True), ("--kdf-memory", "8 MiB", True),
+    ("--kdf-memory", "8mib", False), ("--kdf-memory", "８MiB", False), ("--kdf-memory", "+8192", False),
+    ("--kdf-time", "1", True), ("--kdf-time", "+1", False), ("--kdf-time", "1_0", False),
+    ("--kdf-time", "١", False), ("--kdf-parallelism", "0x1", False), ("--kdf-parallelism", "-1", False),
+])
+def test_kdf_flags_take_plain_decimal_numbers(kimen, flag, value, ok):
+    """§2.5: a size is an integer with an optional KiB/MiB/GiB suffix; N is an integer. int() alone
+    would take `1_0` as ten and other scripts' digits; a refusal names the flag."""
+    params = dict(zip(SMALL_KDF[::2], SMALL_KDF[1::2]))
+    params[flag] = value
+    args = ["vault", "init", *(f"{k}={v}" for k, v in params.items())]
+    if ok:
+        kimen.ok(*args, env=kimen.with_pass())
+        assert kimen.vault.exists()
+    else:
+        done = kimen.fail(24, "invalid_kdf_params", *args, env=kimen.with_pass())
+        assert flag in done.err_json()["error"]
+        assert not kimen.vault.exists()
+
+
+def test_rekey_reads_old_then_new_from_stdin_and_the_backup_keeps_the_old(kimen):
+    """§3.7 steps 2, 6, 9: stdin's first line is the old passphrase, its second the new one; the
+    backup in --backup-dir is 0600 and opens with the old passphrase, the vault with the new."""
+    kimen.init_vault()
+    kimen.set("app.key", "v")
+    backups = kimen.root / "backups"
+    backups.mkdir()
+    doc = kimen.ok("vault", "rekey", "--passphrase-stdin", "--new-passphrase-stdin", "--backup-dir", "../backups",
+                   "--json", input=f"{PASSPHRASE}\n{NEW}\n").json()
+    backup = backups / os.path.basename(doc["backup_path"])
+    assert doc["backup_path"] == str(backup) and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert kimen.get("app.key", NEW) == b"v"
+    kimen.fail(15, "wrong_passphrase", "secret", "get", "app.key", "--unsafe-stdout", env=kimen.with_pass())
+    old = {**kimen.with_pass(), "KIMEN_VAULT": str(backup)}
+    assert kimen.ok("secret", "get", "app.key", "--unsafe-stdout", env=old).out == b"v"
+    # a dry run and a missing backup dir change nothing and leave no file
+    before = vault_state(kimen.vault)
+    env = {**kimen.with_pass(NEW), "KIMEN_NEW_PASSPHRASE": PASSPHRASE}
+    kimen.ok("vault", "rekey", "--dry-run", env=env)
+    kimen.fail(24, "backup_failed", "vault", "rekey", "--backup-dir", str(kimen.root / "absent"), env=env)
+    assert vault_state(kimen.vault) == before and _backups(kimen) == []
+    assert sorted(os.listdir(backups)) == [backup.name]
+
+
+def test_a_busy_vault_fails_writers_cleanly_and_keeps_serving_readers(kimen):
+    """§3.5: while another process holds the write lock, every writer waits the busy timeout and
+    fails with vault_busy (never "database is locked"), the vault unchanged; readers still work.
+    A rekey that snapshotted first removes its snapshot when it then cannot write."""
+    kimen.init_vault()
+    kimen.set("app.key", "v")
+    env = {**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": NEW}
+    writers = [["secret", "set", "app.key", "--value", "w"], ["secret", "rm", "app.key"],
+               ["secret", "mv", "app.key", "app.other"], ["secret", "import", "-"], ["vault", "rekey"]]
+    before = vault_state(kimen.vault)
+    lock = sqlite3.connect(str(kimen.vault), isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        procs = [kimen.popen(*args, "--json", env=env, stdin=-1) for args in writers]
+        for proc in procs:
+            proc.stdin.write(b"B=1\n")
+            proc.stdin.close()
+        assert kimen.ok("secret", "list").stdout == "app.key\n"
+        assert kimen.get("app.key") == b"v"
+        kimen.ok("vault", "info", "--verify", env=kimen.with_pass())
+        for args, proc in zip(writers, procs):
+            out, err = proc.stdout.read(), proc.stderr.read()
+            proc.wait(timeout=120)
+            assert proc.returncode == 24 and out == b"", (args, err)
+            assert '"reason":"vault_busy"' in err.decode().splitlines()[-1] and "database is locked" not in err.decode(), args
+        assert time.monotonic() - started >= 4.5  # they waited the busy timeout
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert vault_state(kimen.vault) == before
+    assert _backups(kimen) == []
+    assert kimen.get("app.key") == b"v"
+
+
+def _backups(kimen) -> list[str]:
+    return sorted(n for n in os.listdir(kimen.vault.parent) if ".bak." in n)
