@@ -173,7 +173,10 @@ def cmd_rekey(ctx: Context) -> Result | int:
                 new = pp.prompt_new("New passphrase: ", "Confirm new passphrase: ",
                                     errors.NewPassphraseMismatch, errors.EmptyNewPassphrase)
             else:
-                raise errors.MissingNewPassphrase()
+                # the hint names the variable this rekey reads (--new-passphrase-env), if any
+                variable = f"set {a.new_passphrase_env}, " if a.new_passphrase_env else ""
+                raise errors.MissingNewPassphrase(hint=f"{variable}pass --new-passphrase-cmd or "
+                                                  "--new-passphrase-stdin, or run in a terminal")
         with new, old:
             if new == old and params == current and not a.rotate_data_key:
                 raise errors.NewPassphraseUnchanged()

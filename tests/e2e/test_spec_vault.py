@@ -108,6 +108,20 @@ def test_commands_that_never_use_a_session_do_not_suggest_one(kimen, command):
         assert not kimen.vault.exists()
 
 
+@pytest.mark.parametrize(("flags", "named"), [
+    ([], "set KIMEN_NEW_PASSPHRASE, "), (["--new-passphrase-env", "MY_NEW"], "set MY_NEW, "),
+    (["--new-passphrase-env="], ""),
+])
+def test_missing_new_passphrase_hint_names_the_variable_rekey_reads(kimen, flags, named):
+    """§3.7 step 2: the variable is `--new-passphrase-env`'s; the hint must not send the user to
+    another one (nor to any when the flag names none)."""
+    kimen.init_vault()
+    done = kimen.fail(10, "missing_new_passphrase", "vault", "rekey", *flags,
+                      env={**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": "", "MY_NEW": ""})
+    hint = done.err_json()["hint"]
+    assert hint == f"{named}pass --new-passphrase-cmd or --new-passphrase-stdin, or run in a terminal"
+
+
 @pytest.mark.parametrize(("passphrase", "warns"), [
     ("1234567", True), ("12345678", False),
     ("ääää", True),  # 8 bytes, 4 characters
