@@ -229,7 +229,7 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('ConflictingStdinInputs', 'conflicting_stdin_inputs', None, 'stdin cannot carry both the passphrase and another input',
      None),
     ('ValueSourceFailed', 'value_source_failed', None, 'cannot read the value: {detail}', None),
-    ('SecretTooLarge', 'secret_too_large', None, 'secret value exceeds 1 MiB', None),
+    ('SecretTooLarge', 'secret_too_large', None, 'value of {secret} exceeds 1 MiB', None),
     ('InvalidFingerprint', 'invalid_fingerprint', None, 'fingerprint must be 64 hex digits', None),
     ('FingerprintMismatch', 'fingerprint_mismatch', None, 'value does not match the expected fingerprint', None),
     ('SecretConfirmationMismatch', 'secret_confirmation_mismatch', None, 'the values do not match', None),

@@ -65,8 +65,9 @@ def _strip_newline(value: bytes) -> bytes:
     return value
 
 
-def _too_large(name: str) -> errors.KimenError:
-    return errors.SecretTooLarge(secret=name, hint="values are limited to 1 MiB; project large files another way")
+def _too_large(name: str, **where: object) -> errors.KimenError:
+    return errors.SecretTooLarge(secret=name, hint="values are limited to 1 MiB; project large files another way",
+                                 **where)
 
 
 def _read_value(ctx: Context, name: str) -> bytes:
@@ -290,7 +291,8 @@ def cmd_import(ctx: Context) -> Result:
             raise errors.InvalidSecretName(name=name, message=f"line {entry.line}: invalid secret name: {name}",
                                            line=entry.line) from None
         if len(entry.value) > MAX_VALUE_BYTES:
-            raise _too_large(name)
+            raise _too_large(name, line=entry.line,
+                             message=f"line {entry.line}: value of {name} exceeds 1 MiB")
         if name in values:
             warn(f"{entry.key} is set more than once; the last value wins (line {entry.line})")
             del values[name]  # keep file order of the winning assignment

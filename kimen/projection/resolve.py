@@ -111,7 +111,7 @@ def resolve(
             if d.ref is not None and d.ref.kind == "secret":
                 value = found[d.ref.name].value  # type: ignore[index]
                 if len(value) > MAX_VALUE_BYTES:
-                    raise errors.SecretTooLarge()
+                    raise errors.SecretTooLarge(secret=d.ref.name)
                 values[d] = value
     ran: dict[tuple[str, ...], bytes] = {}
     for d in directives:

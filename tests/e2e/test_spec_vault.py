@@ -108,6 +108,24 @@ def test_commands_that_never_use_a_session_do_not_suggest_one(kimen, command):
         assert not kimen.vault.exists()
 
 
+TOO_BIG = b"z" * (1024 * 1024 + 1)
+
+
+@pytest.mark.parametrize(("args", "stdin", "message", "fields"), [
+    (["secret", "set", "app.big", "--stdin"], TOO_BIG, "value of app.big exceeds 1 MiB", {"secret": "app.big"}),
+    (["secret", "import", "-", "--prefix", "imp."], b"OK=1\n\nBIG=" + TOO_BIG + b"\n",
+     "line 3: value of imp.BIG exceeds 1 MiB", {"secret": "imp.BIG", "line": 3}),
+])
+def test_an_oversize_value_names_its_secret(kimen, args, stdin, message, fields):
+    """§2.6: messages name the thing -- in an import of many keys, which one is too large (and on
+    which line); never its value."""
+    kimen.init_vault()
+    before = vault_state(kimen.vault)
+    envelope = kimen.fail(11, "secret_too_large", *args, input=stdin, env=kimen.with_pass()).err_json()
+    assert envelope["error"] == message and fields.items() <= envelope.items()
+    assert vault_state(kimen.vault) == before
+
+
 @pytest.mark.parametrize(("flags", "named"), [
     ([], "set KIMEN_NEW_PASSPHRASE, "), (["--new-passphrase-env", "MY_NEW"], "set MY_NEW, "),
     (["--new-passphrase-env="], ""),
