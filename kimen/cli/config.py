@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from . import COMMANDS, Context, Result
+from . import COMMANDS, Context, Result, takes_child_argv
 from .parser import add_command, add_group, add_subcommands
 
 
@@ -88,6 +88,7 @@ def cmd_vault_clear(ctx: Context) -> Result:
     return Result("config_vault_clear", "vault path cleared", {"path": config.path, "vault_path": None})
 
 
+@takes_child_argv
 def cmd_unlock_set(ctx: Context) -> Result:
     from ..config import UNLOCK_METHODS
 

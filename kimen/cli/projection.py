@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from . import COMMANDS, Context, Result
+from . import COMMANDS, Context, Result, takes_child_argv
 from .run import cmd_run, files_dir_arg, load_profile, resolve_values, store_for, write_user_dir
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
@@ -224,6 +224,7 @@ def cmd_envfile(ctx: Context) -> Result | int:
 # ---------------------------------------------------------------------------------------------
 
 
+@takes_child_argv
 def cmd_plan(ctx: Context) -> int:
     args = ctx.args
     if args.mode not in ("run", "render", "envfile"):
