@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 UNLOCK_METHODS = ("prompt", "env", "stdin", "exec")
 
 
+def config_path(env: Mapping[str, str] = os.environ) -> str:
+    """KIMEN_CONFIG (non-empty) > <config>/config.json; `config_path_unavailable` when unresolvable."""
+    try:
+        return paths.config_file(env)
+    except (KeyError, OSError, RuntimeError):
+        raise errors.ConfigPathUnavailable() from None
+
+
 class Config:
     """A loaded config file; `data` is the raw JSON object."""
 
@@ -29,17 +37,16 @@ class Config:
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ) -> Config:
-        try:
-            path = paths.config_file(env)
-        except (KeyError, OSError, RuntimeError):
-            raise errors.ConfigPathUnavailable() from None
+        path = config_path(env)
         try:
             with open(path, "rb") as fh:
                 raw = fh.read(16 * 1024 * 1024)
         except FileNotFoundError:
             return cls(path, {}, exists=False)
         except OSError as exc:
-            raise errors.ConfigFailed(detail=f"cannot read {path}: {exc.strerror}", path=path) from None
+            # unusable from every command, so the fixed-code reason (26), not the config area's
+            raise errors.ConfigPathUnavailable(f"cannot read the config file: {path} ({exc.strerror})",
+                                               path=path) from None
         import json
 
         try:
@@ -51,7 +58,11 @@ class Config:
         return cls(path, data, exists=True)
 
     def save(self) -> None:
-        make_private_dirs(os.path.dirname(self.path))
+        try:
+            make_private_dirs(os.path.dirname(self.path))
+        except OSError as exc:
+            raise errors.ConfigFailed(detail=f"cannot create {os.path.dirname(self.path)}: {exc.strerror}",
+                                      path=self.path) from None
         import json
 
         text = json.dumps(self.data, indent=2, sort_keys=False) + "\n"

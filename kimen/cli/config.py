@@ -38,8 +38,11 @@ def _config(ctx: Context):
 
 
 def cmd_path(ctx: Context) -> Result:
-    config = _config(ctx)
-    return Result("config_path", config.path, {"path": config.path})
+    """The path only: the file is not read, so a broken config can still be found and fixed."""
+    from ..config import config_path
+
+    path = config_path(ctx.env)
+    return Result("config_path", path, {"path": path})
 
 
 def cmd_show(ctx: Context) -> int:

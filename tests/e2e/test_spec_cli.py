@@ -1,10 +1,12 @@
-"""SPEC §2 audit: the global CLI conventions, on the points no other test holds — usage errors
-without a command word, words after `--` for a command that takes none, the usage line of a
-command's own usage errors, `help --json`."""
+"""SPEC §2 and §4 audit: the global CLI conventions and the config layer, on the points no other test
+holds — usage errors without a command word, words after `--` for a command that takes none, the
+usage line of a command's own usage errors, `help --json`, a config file that cannot be read or
+written, `config path` beside a broken config."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -60,3 +62,37 @@ def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     envelope = json.loads(done.err.splitlines()[-1])
     assert envelope["reason"] == "usage_error" and envelope["exit_code"] == 2 and "nope" in envelope["error"]
     assert kimen.ok("help", "config", "--json").stdout.startswith("usage: kimen config")
+
+
+# -- §4.4 / §4.5 / §2.8: the config file -----------------------------------------------------------------
+
+
+def test_config_path_does_not_need_a_readable_config(kimen):
+    """`config path` is how a user finds a broken config to fix it: it prints the path, reads nothing."""
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700)
+    config.write_text("{broken")
+    assert kimen.ok("config", "path").stdout == f"{config}\n"
+    assert kimen.ok("config", "path", "--json").json()["path"] == str(config)
+    kimen.fail(26, "invalid_config_json", "config", "show")  # commands that read it still refuse
+
+
+@pytest.mark.parametrize("argv", [("secret", "list"), ("vault", "path"), ("config", "show"),
+                                  ("config", "unlock", "set", "env")])
+def test_an_unreadable_config_is_26_from_every_command(kimen, argv):
+    """§2.8: code 26 also means "the config file is unusable", whichever command reads it."""
+    directory = kimen.root / "a-directory.json"
+    directory.mkdir()
+    done = kimen.fail(26, "config_path_unavailable", *argv, env={"KIMEN_CONFIG": str(directory)})
+    envelope = done.err_json()
+    assert envelope["path"] == str(directory) and "Is a directory" in envelope["error"]
+    assert list(directory.iterdir()) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc, where nothing can be created")
+@pytest.mark.parametrize("argv", [("config", "vault", "set", "/tmp/v.db"), ("config", "unlock", "set", "env")])
+def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv):
+    """Not an internal error (exit 1): the user chose a config location kimen cannot create."""
+    path = "/proc/kimen-no-such-dir/config.json"
+    done = kimen.fail(26, "config_failed", *argv, env={"KIMEN_CONFIG": path})
+    assert done.err_json()["path"] == path and "cannot create /proc/kimen-no-such-dir" in done.err_json()["error"]
