@@ -1,7 +1,7 @@
 """SPEC §2 and §4 audit: the global CLI conventions and the config layer, on the points no other test
 holds — usage errors without a command word, words after `--` for a command that takes none, the
 usage line of a command's own usage errors, `help --json`, a config file that cannot be read or
-written, `config path` beside a broken config."""
+written, `config path` beside a broken config, and a grant token that meets a locked session."""
 
 from __future__ import annotations
 
@@ -96,3 +96,19 @@ def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv)
     path = "/proc/kimen-no-such-dir/config.json"
     done = kimen.fail(26, "config_failed", *argv, env={"KIMEN_CONFIG": path})
     assert done.err_json()["path"] == path and "cannot create /proc/kimen-no-such-dir" in done.err_json()["error"]
+
+
+# -- §4.1: with a grant token, a session that cannot serve is named precisely ----------------------------
+
+
+def test_grant_token_with_a_locked_session_is_session_locked(kimen):
+    kimen.init_vault()
+    kimen.set("app.token", "value")
+    token = {"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"}
+    done = kimen.fail(34, "session_unavailable", "secret", "get", "app.token", "--unsafe-stdout", env=token)
+    assert "no session daemon is running" in done.err
+    kimen.ok("session", "start", env=kimen.with_pass())
+    kimen.ok("session", "lock")
+    for argv in (("secret", "get", "app.token", "--unsafe-stdout"), ("run", "--env", "T=app.token", "--", "true")):
+        done = kimen.fail(34, "session_locked", *argv, env=token)
+        assert done.err_json()["vault"] == str(kimen.vault) and b"value" not in done.out
