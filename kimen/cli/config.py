@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
+from ..config import UNLOCK_METHODS
 from . import COMMANDS, Context, Result, takes_child_argv
-from .parser import add_command, add_group, add_subcommands
+from .parser import add_command, add_group, add_subcommands, complete_with
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     unlock_sub = add_subcommands(unlock, "config_unlock_command")
     p = add_command(unlock_sub, "set", "store the unlock method: prompt, env, stdin, or exec -- CMD ARGS...",
                     handler=cmd_unlock_set)
-    p.add_argument("method", metavar="METHOD")
+    complete_with(p.add_argument("method", metavar="METHOD"), UNLOCK_METHODS)
     add_command(unlock_sub, "show", "show the unlock method", handler=cmd_unlock_show)
     add_command(unlock_sub, "clear", "back to the prompt", handler=cmd_unlock_clear)
 
@@ -93,8 +94,6 @@ def cmd_vault_clear(ctx: Context) -> Result:
 
 @takes_child_argv
 def cmd_unlock_set(ctx: Context) -> Result:
-    from ..config import UNLOCK_METHODS
-
     method = ctx.args.method
     if method not in UNLOCK_METHODS:
         raise errors.UnknownUnlockMethod(method=method)

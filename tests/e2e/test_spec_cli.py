@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.test_completion import _bash_complete
+
 # -- §2.1: every usage error is exit 2 / usage_error, printed with the usage line ---------------------
 
 USAGE_ERRORS = [
@@ -62,6 +64,18 @@ def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     envelope = json.loads(done.err.splitlines()[-1])
     assert envelope["reason"] == "usage_error" and envelope["exit_code"] == 2 and "nope" in envelope["error"]
     assert kimen.ok("help", "config", "--json").stdout.startswith("usage: kimen config")
+
+
+# -- §2.10: completion offers the words a command accepts, also where the command checks them itself ----
+
+
+@pytest.mark.parametrize("words,expected", [
+    (["kimen", "config", "unlock", "set", ""], {"prompt", "env", "stdin", "exec"}),
+    (["kimen", "plan", "--mode", ""], {"run", "render", "envfile"}),
+    (["kimen", "project", "plan", "--mode", "re"], {"render"}),
+])
+def test_completion_offers_values_checked_by_the_command(kimen, words, expected):
+    assert set(_bash_complete(kimen, words)) == expected
 
 
 # -- §4.4 / §4.5 / §2.8: the config file -----------------------------------------------------------------
