@@ -64,7 +64,9 @@ def stdin_claim(ctx: Any) -> StdinClaim:
 
 def resolve_vault(ctx: Any) -> VaultLocation:
     """--vault > KIMEN_VAULT (non-empty) > config vault.path > <config>/vault.db."""
-    if ctx.vault_flag:
+    if ctx.vault_flag is not None:
+        if not ctx.vault_flag:  # not "no --vault": an empty path must not silently mean another vault
+            raise errors.UsageError(detail="--vault needs a path, not an empty value")
         return VaultLocation(paths.absolute(ctx.vault_flag), "flag")
     env_path = ctx.env.get("KIMEN_VAULT", "")
     if env_path:

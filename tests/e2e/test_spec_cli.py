@@ -27,6 +27,8 @@ USAGE_ERRORS = [
     (("session", "status", "--", "x"), "usage: kimen session status", "takes no arguments after --"),
     (("render", "--dir", "out", "--file", "f=const:x", "--", "x"), "usage: kimen render", "takes no arguments"),
     # raised by the command itself after parsing, still with its usage line
+    (("--vault", "", "secret", "list"), "usage: kimen secret list", "--vault needs a path"),  # not the default
+    (("vault", "path", "--vault="), "usage: kimen vault path", "--vault needs a path"),
     (("completion",), "usage: kimen completion", "missing shell"),
     (("config", "unlock", "set", "env", "--", "x"), "usage: kimen config unlock set", "takes no command"),
 ]
