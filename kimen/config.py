@@ -88,4 +88,21 @@ class Config:
         return value
 
     def unlock(self) -> dict[str, Any]:
-        return self.section("unlock")
+        """`unlock`, checked as every reader needs it: a known method (absent, null or "" mean
+        prompt) and, for exec, a non-empty argv of strings. A hand edit gone wrong is reported
+        with the file to fix, never shown or run half-understood."""
+        unlock = self.section("unlock")
+        method = unlock.get("method")
+        if method in (None, ""):
+            return unlock
+        if method not in UNLOCK_METHODS:
+            raise errors.UnknownUnlockMethod(method=str(method)[:40], path=self.path,
+                                             hint=f"fix `unlock` in {self.path}, or run `kimen config unlock set`")
+        argv = unlock.get("exec")
+        if method == "exec" and not (isinstance(argv, list) and argv and argv[0]
+                                     and all(isinstance(a, str) for a in argv)):
+            raise errors.MissingUnlockExecCommand(
+                f"unlock method exec has no usable command in {self.path}", path=self.path,
+                hint="`unlock.exec` must be a list of strings (the argv); "
+                     "run `kimen config unlock set exec -- CMD ARGS...`")
+        return unlock

@@ -98,7 +98,7 @@ def cmd_unlock_set(ctx: Context) -> Result:
     if method not in UNLOCK_METHODS:
         raise errors.UnknownUnlockMethod(method=method)
     argv = ctx.child_argv or []
-    if method == "exec" and not argv:
+    if method == "exec" and not (argv and argv[0]):
         raise errors.MissingUnlockExecCommand()
     if method != "exec" and argv:
         raise errors.UsageError(detail=f"unlock method {method} takes no command")
@@ -123,14 +123,15 @@ def _argv_text(argv: list[str]) -> str:
 def cmd_unlock_show(ctx: Context) -> Result:
     config = _config(ctx)
     unlock = config.unlock()
+    default = not unlock.get("method")  # absent, null or "" (Config.unlock checked the rest)
     method = unlock.get("method") or "prompt"
     argv = unlock.get("exec") if method == "exec" else None
-    if "method" not in unlock:
+    if default:
         human = ["method: prompt (default)"]
     else:
         human = [f"method: {method}"] + ([f"exec: {_argv_text(argv)}"] if argv else [])
     return Result("config_unlock_show", human, {
-        "path": config.path, "method": method, "exec": argv, "default": "method" not in unlock})
+        "path": config.path, "method": method, "exec": argv, "default": default})
 
 
 def cmd_unlock_clear(ctx: Context) -> Result:

@@ -114,6 +114,44 @@ def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv)
     assert done.err_json()["path"] == path and "cannot create /proc/kimen-no-such-dir" in done.err_json()["error"]
 
 
+BROKEN_UNLOCK = [
+    # (unlock section as hand-edited, reason)
+    ({"method": "exec", "exec": "pass show kimen"}, "missing_unlock_exec_command"),  # a string, not an argv
+    ({"method": "exec", "exec": [""]}, "missing_unlock_exec_command"),
+    ({"method": "exec", "exec": ["pass", 7]}, "missing_unlock_exec_command"),
+    ({"method": 7}, "unknown_unlock_method"),
+    ({"method": "keychain"}, "unknown_unlock_method"),
+]
+
+
+@pytest.mark.parametrize("unlock,reason", BROKEN_UNLOCK, ids=lambda v: json.dumps(v) if isinstance(v, dict) else v)
+def test_a_broken_unlock_section_is_reported_by_show_and_by_unlocking(kimen, unlock, reason):
+    """`config unlock show` used to print a string argv letter by letter, or any method as valid."""
+    kimen.init_vault()
+    config = kimen.root / "config" / "kimen" / "config.json"
+    text = json.dumps({"unlock": unlock, "keep": [1]})
+    config.write_text(text)
+    for argv, code in ((("config", "unlock", "show"), 26), (("secret", "get", "a.b", "--unsafe-stdout"), 11)):
+        envelope = kimen.fail(code, reason, *argv).err_json()
+        assert envelope["path"] == str(config) and "config unlock set" in envelope["hint"]
+    assert config.read_text() == text  # reported, never rewritten
+    kimen.ok("config", "unlock", "set", "env")  # and `set` repairs it, keeping the rest
+    assert json.loads(config.read_text()) == {"unlock": {"method": "env"}, "keep": [1]}
+
+
+def test_unlock_exec_with_an_empty_command_word_is_refused(kimen):
+    kimen.fail(26, "missing_unlock_exec_command", "config", "unlock", "set", "exec", "--", "")
+    assert not (kimen.root / "config" / "kimen" / "config.json").exists()
+
+
+def test_a_null_method_shows_as_the_default(kimen):
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700)
+    config.write_text('{"unlock": {"method": null}}')
+    assert kimen.ok("config", "unlock", "show").stdout == "method: prompt (default)\n"
+    assert kimen.ok("config", "unlock", "show", "--json").json()["default"] is True
+
+
 # -- §4.1: with a grant token, a session that cannot serve is named precisely ----------------------------
 
 
