@@ -64,7 +64,9 @@ def stdin_claim(ctx: Any) -> StdinClaim:
 
 def resolve_vault(ctx: Any) -> VaultLocation:
     """--vault > KIMEN_VAULT (non-empty) > config vault.path > <config>/vault.db."""
-    if ctx.vault_flag:
+    if ctx.vault_flag is not None:
+        if not ctx.vault_flag:  # not "no --vault": an empty path must not silently mean another vault
+            raise errors.UsageError(detail="--vault needs a path, not an empty value")
         return VaultLocation(paths.absolute(ctx.vault_flag), "flag")
     env_path = ctx.env.get("KIMEN_VAULT", "")
     if env_path:
@@ -133,6 +135,25 @@ def session_store(ctx: Any, location: VaultLocation) -> Store | None:
                                 lambda: open_metadata(ctx, location))
 
 
+def session_refusal(ctx: Any, location: VaultLocation) -> errors.KimenError:
+    """Why no session serves `location` when one must (a grant token is set): no daemon, a daemon
+    of another version, or a daemon that does not hold this vault's key (SPEC §4.1, §5.10)."""
+    from .daemon import client
+
+    conn = client.connect(ctx.env)
+    if conn is None:
+        return errors.SessionUnavailable()
+    try:
+        status = conn.call("status", vault_path=location.canonical_path)
+    except errors.KimenError as err:
+        return err
+    finally:
+        conn.close()
+    if not client.same_version(status):
+        return errors.SessionVersionMismatch()
+    return errors.SessionLocked(vault=location.path)
+
+
 def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> Store:
     """The store for the selected vault, following SPEC §4.1.
 
@@ -149,7 +170,7 @@ def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> 
             return store
         if ctx.env.get("KIMEN_SESSION_TOKEN"):
             # a token means "use the session": never fall back to a prompt (SPEC §4.1)
-            raise errors.SessionUnavailable()
+            raise session_refusal(ctx, location)
     return unlock_local(ctx, location, source or fallback_source(ctx, location, prompt=prompt))
 
 

@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 UNLOCK_METHODS = ("prompt", "env", "stdin", "exec")
 
 
+def config_path(env: Mapping[str, str] = os.environ) -> str:
+    """KIMEN_CONFIG (non-empty) > <config>/config.json; `config_path_unavailable` when unresolvable."""
+    try:
+        return paths.config_file(env)
+    except (KeyError, OSError, RuntimeError):
+        raise errors.ConfigPathUnavailable() from None
+
+
 class Config:
     """A loaded config file; `data` is the raw JSON object."""
 
@@ -29,17 +37,16 @@ class Config:
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ) -> Config:
-        try:
-            path = paths.config_file(env)
-        except (KeyError, OSError, RuntimeError):
-            raise errors.ConfigPathUnavailable() from None
+        path = config_path(env)
         try:
             with open(path, "rb") as fh:
                 raw = fh.read(16 * 1024 * 1024)
         except FileNotFoundError:
             return cls(path, {}, exists=False)
         except OSError as exc:
-            raise errors.ConfigFailed(detail=f"cannot read {path}: {exc.strerror}", path=path) from None
+            # unusable from every command, so the fixed-code reason (26), not the config area's
+            raise errors.ConfigPathUnavailable(f"cannot read the config file: {path} ({exc.strerror})",
+                                               path=path) from None
         import json
 
         try:
@@ -51,7 +58,11 @@ class Config:
         return cls(path, data, exists=True)
 
     def save(self) -> None:
-        make_private_dirs(os.path.dirname(self.path))
+        try:
+            make_private_dirs(os.path.dirname(self.path))
+        except OSError as exc:
+            raise errors.ConfigFailed(detail=f"cannot create {os.path.dirname(self.path)}: {exc.strerror}",
+                                      path=self.path) from None
         import json
 
         text = json.dumps(self.data, indent=2, sort_keys=False) + "\n"
@@ -77,4 +88,21 @@ class Config:
         return value
 
     def unlock(self) -> dict[str, Any]:
-        return self.section("unlock")
+        """`unlock`, checked as every reader needs it: a known method (absent, null or "" mean
+        prompt) and, for exec, a non-empty argv of strings. A hand edit gone wrong is reported
+        with the file to fix, never shown or run half-understood."""
+        unlock = self.section("unlock")
+        method = unlock.get("method")
+        if method in (None, ""):
+            return unlock
+        if method not in UNLOCK_METHODS:
+            raise errors.UnknownUnlockMethod(method=str(method)[:40], path=self.path,
+                                             hint=f"fix `unlock` in {self.path}, or run `kimen config unlock set`")
+        argv = unlock.get("exec")
+        if method == "exec" and not (isinstance(argv, list) and argv and argv[0]
+                                     and all(isinstance(a, str) for a in argv)):
+            raise errors.MissingUnlockExecCommand(
+                f"unlock method exec has no usable command in {self.path}", path=self.path,
+                hint="`unlock.exec` must be a list of strings (the argv); "
+                     "run `kimen config unlock set exec -- CMD ARGS...`")
+        return unlock

@@ -98,7 +98,8 @@ def explicit_source(
 
 
 def configured_source(unlock: Mapping[str, object] | None, env: Mapping[str, str], stdin: StdinClaim) -> Source | None:
-    """The unlock method stored in the config (`config unlock set`), or None for `prompt`."""
+    """The unlock method stored in the config (`config unlock set`; checked by `Config.unlock`), or
+    None for `prompt`."""
     method = (unlock or {}).get("method", "prompt")
     if method in (None, "", "prompt"):
         return None
@@ -110,7 +111,7 @@ def configured_source(unlock: Mapping[str, object] | None, env: Mapping[str, str
         return Source("unlock.method=stdin", "configured", lambda: _checked(stdin.passphrase_line(0)))
     if method == "exec":
         argv = (unlock or {}).get("exec")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        if not isinstance(argv, list) or not argv:
             raise errors.MissingUnlockExecCommand()
         return Source("unlock.method=exec", "configured", lambda: _checked(run_command(list(argv), env)))
     raise errors.UnknownUnlockMethod(method=str(method))

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     Handler = Callable[["Context"], "Result | int | None"]
+    from typing import TypeVar
+
+    H = TypeVar("H", bound=Handler)
 
 # command word -> (module, one-line help). The order is the order of `kimen help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -101,6 +104,15 @@ class Context:
         return bool(getattr(self.args, "no_session", False))
 
 
+def takes_child_argv(handler: H) -> H:
+    """Mark a command that reads the words after `--` (`run`, `plan`, `config unlock set exec`).
+
+    Every other command refuses them as a usage error (SPEC §2.1: a wrong argument count), rather
+    than silently dropping what the user typed."""
+    handler.takes_child_argv = True  # type: ignore[attr-defined]
+    return handler
+
+
 def _command_word(argv: Sequence[str]) -> str | None:
     skip = False
     for token in argv:
@@ -139,6 +151,10 @@ def _report_error(ctx: Context | None, err: errors.KimenError, area: int, want_j
         output.print_error_envelope(err.envelope(area))
     else:
         usage = err.fields.get("usage") if isinstance(err, errors.UsageError) else None
+        if isinstance(err, errors.UsageError) and not usage and ctx is not None:
+            # raised by a command after parsing: still printed with that command's usage line (§2.1)
+            parser = getattr(ctx.args, "parser", None)
+            usage = parser.format_usage().strip() if parser is not None else None
         if usage:
             sys.stderr.write(f"{usage}\n")
         output.print_error(err.message, err.hint_text)
@@ -181,17 +197,21 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             from .parser import build_parser, parse
 
             parser = build_parser(word if word in COMMANDS else None)
-            if not kimen_argv or (word is None and not _has_top_level_action(kimen_argv)):
+            if not raw:
                 parser.print_help()
                 return 0
-            args = parse(parser, kimen_argv)
+            args = parse(parser, kimen_argv)  # `kimen --bogus` is a usage error, not the overview
         if getattr(args, "version", False) and getattr(args, "command", None) is None:
             return run_cli(["version", *(t for t in kimen_argv if t != "--version")])
         handler: Handler | None = getattr(args, "handler", None)
         area = getattr(args, "area", 1)
         ctx = Context(args=args, child_argv=child_argv, env=dict(os.environ), area=area)
         want_json = ctx.json
-        if handler is None:  # only on the argparse path: a group given without a subcommand
+        if child_argv and not getattr(handler, "takes_child_argv", False):
+            leaf = getattr(args, "parser", parser)
+            raise errors.UsageError(detail=f"{leaf.prog} takes no arguments after --",
+                                    usage=leaf.format_usage().strip())
+        if handler is None:  # only on the argparse path: global flags alone
             parser.print_help()
             return 0
         result = handler(ctx)
@@ -217,6 +237,3 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             _debug_traceback(exc)
         return _report_error(ctx, errors.InternalError(type=type(exc).__name__), 1, want_json)
 
-
-def _has_top_level_action(argv: Sequence[str]) -> bool:
-    return any(token in ("--version", "-h", "--help") for token in argv)

@@ -39,15 +39,16 @@ def flatten(parser: argparse.ArgumentParser) -> dict[str, Node]:
                 continue
             if action.help == argparse.SUPPRESS and action.option_strings:
                 continue
+            choices = action.choices or getattr(action, "completions", None)
             if action.option_strings:
                 node.flags.extend(action.option_strings)
                 if action.nargs != 0:
                     node.value_flags.extend(action.option_strings)
-                if action.choices:
+                if choices:
                     for flag in action.option_strings:
-                        node.choices[flag] = [str(c) for c in action.choices]
-            elif action.choices:
-                node.positional_choices.extend(str(c) for c in action.choices)
+                        node.choices[flag] = [str(c) for c in choices]
+            elif choices:
+                node.positional_choices.extend(str(c) for c in choices)
 
     walk(parser, "")
     return table

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from . import COMMANDS, Context, Result
-from .parser import add_command, add_group, add_subcommands
+from ..config import UNLOCK_METHODS
+from . import COMMANDS, Context, Result, takes_child_argv
+from .parser import add_command, add_group, add_subcommands, complete_with
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     unlock_sub = add_subcommands(unlock, "config_unlock_command")
     p = add_command(unlock_sub, "set", "store the unlock method: prompt, env, stdin, or exec -- CMD ARGS...",
                     handler=cmd_unlock_set)
-    p.add_argument("method", metavar="METHOD")
+    complete_with(p.add_argument("method", metavar="METHOD"), UNLOCK_METHODS)
     add_command(unlock_sub, "show", "show the unlock method", handler=cmd_unlock_show)
     add_command(unlock_sub, "clear", "back to the prompt", handler=cmd_unlock_clear)
 
@@ -38,8 +39,11 @@ def _config(ctx: Context):
 
 
 def cmd_path(ctx: Context) -> Result:
-    config = _config(ctx)
-    return Result("config_path", config.path, {"path": config.path})
+    """The path only: the file is not read, so a broken config can still be found and fixed."""
+    from ..config import config_path
+
+    path = config_path(ctx.env)
+    return Result("config_path", path, {"path": path})
 
 
 def cmd_show(ctx: Context) -> int:
@@ -88,14 +92,13 @@ def cmd_vault_clear(ctx: Context) -> Result:
     return Result("config_vault_clear", "vault path cleared", {"path": config.path, "vault_path": None})
 
 
+@takes_child_argv
 def cmd_unlock_set(ctx: Context) -> Result:
-    from ..config import UNLOCK_METHODS
-
     method = ctx.args.method
     if method not in UNLOCK_METHODS:
         raise errors.UnknownUnlockMethod(method=method)
     argv = ctx.child_argv or []
-    if method == "exec" and not argv:
+    if method == "exec" and not (argv and argv[0]):
         raise errors.MissingUnlockExecCommand()
     if method != "exec" and argv:
         raise errors.UsageError(detail=f"unlock method {method} takes no command")
@@ -120,14 +123,15 @@ def _argv_text(argv: list[str]) -> str:
 def cmd_unlock_show(ctx: Context) -> Result:
     config = _config(ctx)
     unlock = config.unlock()
+    default = not unlock.get("method")  # absent, null or "" (Config.unlock checked the rest)
     method = unlock.get("method") or "prompt"
     argv = unlock.get("exec") if method == "exec" else None
-    if "method" not in unlock:
+    if default:
         human = ["method: prompt (default)"]
     else:
         human = [f"method: {method}"] + ([f"exec: {_argv_text(argv)}"] if argv else [])
     return Result("config_unlock_show", human, {
-        "path": config.path, "method": method, "exec": argv, "default": "method" not in unlock})
+        "path": config.path, "method": method, "exec": argv, "default": default})
 
 
 def cmd_unlock_clear(ctx: Context) -> Result:

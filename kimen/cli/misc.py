@@ -44,7 +44,8 @@ def cmd_help(ctx: Context) -> int:
     if not topic:
         build_parser().print_help()
         return 0
-    return run_cli([*topic, "--help"])
+    flags = [flag for flag in ("--json", "--debug") if getattr(ctx.args, flag[2:], False)]
+    return run_cli([*topic, *flags, "--help"])  # a bad topic is a usage error, an envelope with --json
 
 
 def cmd_completion(ctx: Context) -> int:

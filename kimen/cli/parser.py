@@ -169,6 +169,12 @@ def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def complete_with(action: argparse.Action, words: Sequence[str]) -> None:
+    """Words the completion scripts offer for `action` without argparse enforcing them: the command
+    refuses other words with its own reason (`unknown_unlock_method`, `invalid_mode`)."""
+    action.completions = list(words)  # type: ignore[attr-defined]
+
+
 class InlineAction(argparse.Action):
     """Appends `(kind, value)` to `dest`, so several flags keep one shared argv order (SPEC §6.4)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from . import COMMANDS, Context, Result
+from . import COMMANDS, Context, Result, takes_child_argv
 from .run import cmd_run, files_dir_arg, load_profile, resolve_values, store_for, write_user_dir
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
@@ -113,12 +113,12 @@ def _register_render(sub: argparse._SubParsersAction, name: str, project: bool =
 
 
 def _register_plan(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
-    from .parser import add_command
+    from .parser import add_command, complete_with
 
     p = add_command(sub, name, "show what a projection would do (no vault, no exec:)", handler=cmd_plan,
                     area=errors.AREA_PLAN)
     _source_flags(p, ("env", "file", "envpath", "stdin"))
-    p.add_argument("--mode", default="run", help="run, render or envfile")
+    complete_with(p.add_argument("--mode", default="run", help="run, render or envfile"), ("run", "render", "envfile"))
     p.add_argument("--files-dir", metavar="DIR", help="as the real command's --files-dir")
     p.add_argument("--against-profile", metavar="NAME", help="compare with profile NAME")
     p.add_argument("--against-map", metavar="PATH", help="compare with profile file PATH")
@@ -224,6 +224,7 @@ def cmd_envfile(ctx: Context) -> Result | int:
 # ---------------------------------------------------------------------------------------------
 
 
+@takes_child_argv
 def cmd_plan(ctx: Context) -> int:
     args = ctx.args
     if args.mode not in ("run", "render", "envfile"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from .. import errors
+from . import takes_child_argv
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ def write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[err
 # ---------------------------------------------------------------------------------------------
 
 
+@takes_child_argv
 def cmd_run(ctx: Context) -> int:
     from ..output import warn
 

@@ -1,0 +1,168 @@
+"""SPEC §2 and §4 audit: the global CLI conventions and the config layer, on the points no other test
+holds — usage errors without a command word, words after `--` for a command that takes none, the
+usage line of a command's own usage errors, `help --json`, a config file that cannot be read or
+written, `config path` beside a broken config, and a grant token that meets a locked session."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.test_completion import _bash_complete
+
+# -- §2.1: every usage error is exit 2 / usage_error, printed with the usage line ---------------------
+
+USAGE_ERRORS = [
+    # (argv, usage line starts with, words of the message)
+    (("--bogus",), "usage: kimen [", "unrecognized arguments: --bogus"),
+    (("-x",), "usage: kimen [", "unrecognized arguments: -x"),
+    (("--vault",), "usage: kimen [", "--vault: expected one argument"),
+    (("--passphrase-cmd",), "usage: kimen [", "--passphrase-cmd: expected one argument"),
+    (("--", "ls"), "usage: kimen [", "kimen takes no arguments after --"),
+    (("config", "path", "--", "x"), "usage: kimen config path", "kimen config path takes no arguments after --"),
+    (("version", "--", "x"), "usage: kimen version", "takes no arguments after --"),
+    (("secret", "list", "--", "x"), "usage: kimen secret list", "takes no arguments after --"),
+    (("session", "status", "--", "x"), "usage: kimen session status", "takes no arguments after --"),
+    (("render", "--dir", "out", "--file", "f=const:x", "--", "x"), "usage: kimen render", "takes no arguments"),
+    # raised by the command itself after parsing, still with its usage line
+    (("--vault", "", "secret", "list"), "usage: kimen secret list", "--vault needs a path"),  # not the default
+    (("vault", "path", "--vault="), "usage: kimen vault path", "--vault needs a path"),
+    (("completion",), "usage: kimen completion", "missing shell"),
+    (("config", "unlock", "set", "env", "--", "x"), "usage: kimen config unlock set", "takes no command"),
+]
+
+
+@pytest.mark.parametrize("argv,usage,words", USAGE_ERRORS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_usage_errors_are_exit_2_with_the_usage_line(kimen, argv, usage, words):
+    done = kimen.fail(2, "usage_error", *argv)
+    assert words in done.err_json()["error"]
+    human = kimen.run(*argv)
+    assert human.code == 2 and human.out == b""
+    assert human.err.startswith(usage), human.err
+    assert f"kimen: error: {words}" in human.err or words in human.err.splitlines()[-1]
+    assert not (kimen.cwd / "out").exists() and not kimen.vault.exists()  # nothing was done
+
+
+@pytest.mark.parametrize("argv", [(), ("--json",), ("--vault", "v.db"), ("--",)], ids=lambda a: " ".join(a) or "-")
+def test_global_flags_alone_still_print_the_overview(kimen, argv):
+    done = kimen.ok(*argv)
+    assert done.stdout.startswith("usage: kimen [") and "completion" in done.stdout and done.err == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ("plan", "--env", "A=const:x", "--", "true"),
+    ("project", "plan", "--env", "A=const:x", "--", "true"),
+    ("config", "unlock", "set", "exec", "--", "pass", "show", "kimen"),
+])
+def test_commands_that_take_words_after_dashdash_still_do(kimen, argv):
+    kimen.ok(*argv)
+
+
+def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
+    done = kimen.run("help", "--json", "nope")
+    assert done.code == 2 and done.out == b""
+    envelope = json.loads(done.err.splitlines()[-1])
+    assert envelope["reason"] == "usage_error" and envelope["exit_code"] == 2 and "nope" in envelope["error"]
+    assert kimen.ok("help", "config", "--json").stdout.startswith("usage: kimen config")
+
+
+# -- §2.10: completion offers the words a command accepts, also where the command checks them itself ----
+
+
+@pytest.mark.parametrize("words,expected", [
+    (["kimen", "config", "unlock", "set", ""], {"prompt", "env", "stdin", "exec"}),
+    (["kimen", "plan", "--mode", ""], {"run", "render", "envfile"}),
+    (["kimen", "project", "plan", "--mode", "re"], {"render"}),
+])
+def test_completion_offers_values_checked_by_the_command(kimen, words, expected):
+    assert set(_bash_complete(kimen, words)) == expected
+
+
+# -- §4.4 / §4.5 / §2.8: the config file -----------------------------------------------------------------
+
+
+def test_config_path_does_not_need_a_readable_config(kimen):
+    """`config path` is how a user finds a broken config to fix it: it prints the path, reads nothing."""
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700)
+    config.write_text("{broken")
+    assert kimen.ok("config", "path").stdout == f"{config}\n"
+    assert kimen.ok("config", "path", "--json").json()["path"] == str(config)
+    kimen.fail(26, "invalid_config_json", "config", "show")  # commands that read it still refuse
+
+
+@pytest.mark.parametrize("argv", [("secret", "list"), ("vault", "path"), ("config", "show"),
+                                  ("config", "unlock", "set", "env")])
+def test_an_unreadable_config_is_26_from_every_command(kimen, argv):
+    """§2.8: code 26 also means "the config file is unusable", whichever command reads it."""
+    directory = kimen.root / "a-directory.json"
+    directory.mkdir()
+    done = kimen.fail(26, "config_path_unavailable", *argv, env={"KIMEN_CONFIG": str(directory)})
+    envelope = done.err_json()
+    assert envelope["path"] == str(directory) and "Is a directory" in envelope["error"]
+    assert list(directory.iterdir()) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc, where nothing can be created")
+@pytest.mark.parametrize("argv", [("config", "vault", "set", "/tmp/v.db"), ("config", "unlock", "set", "env")])
+def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv):
+    """Not an internal error (exit 1): the user chose a config location kimen cannot create."""
+    path = "/proc/kimen-no-such-dir/config.json"
+    done = kimen.fail(26, "config_failed", *argv, env={"KIMEN_CONFIG": path})
+    assert done.err_json()["path"] == path and "cannot create /proc/kimen-no-such-dir" in done.err_json()["error"]
+
+
+BROKEN_UNLOCK = [
+    # (unlock section as hand-edited, reason)
+    ({"method": "exec", "exec": "pass show kimen"}, "missing_unlock_exec_command"),  # a string, not an argv
+    ({"method": "exec", "exec": [""]}, "missing_unlock_exec_command"),
+    ({"method": "exec", "exec": ["pass", 7]}, "missing_unlock_exec_command"),
+    ({"method": 7}, "unknown_unlock_method"),
+    ({"method": "keychain"}, "unknown_unlock_method"),
+]
+
+
+@pytest.mark.parametrize("unlock,reason", BROKEN_UNLOCK, ids=lambda v: json.dumps(v) if isinstance(v, dict) else v)
+def test_a_broken_unlock_section_is_reported_by_show_and_by_unlocking(kimen, unlock, reason):
+    """`config unlock show` used to print a string argv letter by letter, or any method as valid."""
+    kimen.init_vault()
+    config = kimen.root / "config" / "kimen" / "config.json"
+    text = json.dumps({"unlock": unlock, "keep": [1]})
+    config.write_text(text)
+    for argv, code in ((("config", "unlock", "show"), 26), (("secret", "get", "a.b", "--unsafe-stdout"), 11)):
+        envelope = kimen.fail(code, reason, *argv).err_json()
+        assert envelope["path"] == str(config) and "config unlock set" in envelope["hint"]
+    assert config.read_text() == text  # reported, never rewritten
+    kimen.ok("config", "unlock", "set", "env")  # and `set` repairs it, keeping the rest
+    assert json.loads(config.read_text()) == {"unlock": {"method": "env"}, "keep": [1]}
+
+
+def test_unlock_exec_with_an_empty_command_word_is_refused(kimen):
+    kimen.fail(26, "missing_unlock_exec_command", "config", "unlock", "set", "exec", "--", "")
+    assert not (kimen.root / "config" / "kimen" / "config.json").exists()
+
+
+def test_a_null_method_shows_as_the_default(kimen):
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700)
+    config.write_text('{"unlock": {"method": null}}')
+    assert kimen.ok("config", "unlock", "show").stdout == "method: prompt (default)\n"
+    assert kimen.ok("config", "unlock", "show", "--json").json()["default"] is True
+
+
+# -- §4.1: with a grant token, a session that cannot serve is named precisely ----------------------------
+
+
+def test_grant_token_with_a_locked_session_is_session_locked(kimen):
+    kimen.init_vault()
+    kimen.set("app.token", "value")
+    token = {"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"}
+    done = kimen.fail(34, "session_unavailable", "secret", "get", "app.token", "--unsafe-stdout", env=token)
+    assert "no session daemon is running" in done.err
+    kimen.ok("session", "start", env=kimen.with_pass())
+    kimen.ok("session", "lock")
+    for argv in (("secret", "get", "app.token", "--unsafe-stdout"), ("run", "--env", "T=app.token", "--", "true")):
+        done = kimen.fail(34, "session_locked", *argv, env=token)
+        assert done.err_json()["vault"] == str(kimen.vault) and b"value" not in done.out
