@@ -76,20 +76,12 @@ def _help_width() -> int:
     return _WIDTH[0]
 
 
-def _vault_path(text: str) -> str:
-    """`--vault ""` is a usage error: as "unset" it would silently select another vault (an empty
-    `--vault "$VAULT"` in a script), as a path it would mean the current directory."""
-    if not text:
-        raise argparse.ArgumentTypeError("needs a vault path, not an empty value")
-    return text
-
-
 def _global_flags() -> argparse.ArgumentParser:
     """The flags every command accepts (SPEC §2.4); SUPPRESS keeps sub-parsers from resetting them."""
     g = Parser(add_help=False)
     s = argparse.SUPPRESS
     g.add_argument("--json", action="store_true", default=s, help="machine-readable output")
-    g.add_argument("--vault", metavar="PATH", default=s, type=_vault_path, help="vault to use")
+    g.add_argument("--vault", metavar="PATH", default=s, help="vault to use")
     g.add_argument("--passphrase-cmd", metavar="CMD", default=s,
                    help="run CMD; its first output line is the passphrase")
     g.add_argument("--passphrase-stdin", action="store_true", default=s, help="read the passphrase from stdin")

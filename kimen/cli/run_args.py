@@ -93,9 +93,7 @@ def _global_flag(argv: list[str], i: int, values: dict[str, object]) -> int:
     if token in _GLOBAL_BOOL:
         values[_GLOBAL_BOOL[token]] = True
         return i + 1
-    # `--vault ""` is a usage error (kimen.cli.parser): argparse reports it
-    if (token in _GLOBAL_VALUE and i + 1 < len(argv) and not argv[i + 1].startswith("-")
-            and (argv[i + 1] or token != "--vault")):
+    if token in _GLOBAL_VALUE and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
         values[_GLOBAL_VALUE[token]] = argv[i + 1]
         return i + 2
     return -1

@@ -153,20 +153,22 @@ def test_init_warns_about_short_passphrases_by_characters(kimen, passphrase, war
     assert kimen.vault.exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["vault", "path"], ["vault", "info"], ["vault", "init", *SMALL_KDF], ["secret", "list"],
+@pytest.mark.parametrize("command", [  # `secret list` and `vault path`: tests/e2e/test_spec_cli.py
+    ["vault", "info"], ["vault", "init", *SMALL_KDF], ["vault", "rekey", "--rotate-data-key"],
     ["secret", "get", "app.key", "--unsafe-stdout"], ["secret", "set", "app.key", "--value", "v"],
-    ["run", "--env", "A=app.key", "--", "true"],
+    ["secret", "import", "-", "--dry-run"], ["run", "--env", "A=app.key", "--", "true"],
 ])
 @pytest.mark.parametrize("flag", [["--vault", ""], ["--vault="]])
 def test_an_empty_vault_flag_is_a_usage_error(kimen, command, flag):
-    """§2.4 leaves it open; as "unset", `--vault "$VAULT"` with an empty variable would silently use
-    the default (or KIMEN_VAULT's) vault. Nothing is read, created or changed."""
+    """§2.2/§2.4: as "unset", `--vault "$VAULT"` with an empty variable would silently use the
+    default (or KIMEN_VAULT's) vault -- also in the commands that read a value or unlock first, and
+    in `run`'s own argv reader. Nothing is read, created or changed."""
     kimen.init_vault()
     kimen.set("app.key", "v")
     before = vault_state(kimen.vault)
     i = command.index("--") if "--" in command else len(command)
-    done = kimen.fail(2, "usage_error", *command[:i], *flag, *command[i:], env=kimen.with_pass())
+    done = kimen.fail(2, "usage_error", *command[:i], *flag, *command[i:], input=b"A=1\n",
+                      env={**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": "x"})
     assert "--vault" in done.err_json()["error"]
     assert vault_state(kimen.vault) == before and sorted(os.listdir(kimen.cwd)) == []
 
