@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.conftest import PASSPHRASE
 from tests.test_completion import _bash_complete
 
 # -- §2.1: every usage error is exit 2 / usage_error, printed with the usage line ---------------------
@@ -166,3 +167,17 @@ def test_grant_token_with_a_locked_session_is_session_locked(kimen):
     for argv in (("secret", "get", "app.token", "--unsafe-stdout"), ("run", "--env", "T=app.token", "--", "true")):
         done = kimen.fail(34, "session_locked", *argv, env=token)
         assert done.err_json()["vault"] == str(kimen.vault) and b"value" not in done.out
+
+
+def test_grant_token_with_no_session_never_tries_the_configured_method(kimen):
+    """§4.1: with KIMEN_SESSION_TOKEN set, sources 5 and 6 are not tried, --no-session or not."""
+    kimen.init_vault()
+    kimen.set("app.token", "value")
+    ran = kimen.root / "unlock-ran"
+    script = f"touch {ran}; echo '{PASSPHRASE}'"
+    kimen.ok("config", "unlock", "set", "exec", "--", "sh", "-c", script)
+    assert kimen.ok("secret", "get", "app.token", "--unsafe-stdout", "--no-session").out == b"value"  # the control
+    ran.unlink()
+    done = kimen.fail(10, "missing_passphrase", "secret", "get", "app.token", "--unsafe-stdout", "--no-session",
+                      env={"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"})
+    assert "KIMEN_SESSION_TOKEN" in done.err_json()["hint"] and not ran.exists()
