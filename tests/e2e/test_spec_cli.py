@@ -61,6 +61,18 @@ def test_commands_that_take_words_after_dashdash_still_do(kimen, argv):
     kimen.ok(*argv)
 
 
+def test_top_level_version_wins_over_a_command_word(kimen):
+    """§2.1: `kimen --version` equals `kimen version`, like --help even before a command (it used to
+    run the command: `kimen --version secret rm NAME` removed the secret)."""
+    kimen.init_vault()
+    kimen.set("app.token", "value")
+    version = kimen.ok("version").stdout
+    assert kimen.ok("--version", "secret", "rm", "app.token", env=kimen.with_pass()).stdout == version
+    assert kimen.ok("--version", "run", "--", "false").stdout == version
+    assert kimen.ok("--json", "--version", "config", "path").json() == kimen.ok("version", "--json").json()
+    assert kimen.get("app.token") == b"value"
+
+
 def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     done = kimen.run("help", "--json", "nope")
     assert done.code == 2 and done.out == b""
