@@ -6,6 +6,8 @@ written, `config path` beside a broken config, and a grant token that meets a lo
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 
 import pytest
@@ -125,6 +127,24 @@ def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv)
     path = "/proc/kimen-no-such-dir/config.json"
     done = kimen.fail(26, "config_failed", *argv, env={"KIMEN_CONFIG": path})
     assert done.err_json()["path"] == path and "cannot create /proc/kimen-no-such-dir" in done.err_json()["error"]
+
+
+def test_a_symlinked_config_is_written_where_it_points(kimen):
+    """A dotfiles checkout links config.json: the write keeps the link (it was refused as an
+    "unsafe output path") and replaces the target atomically, 0600, keeping unknown keys."""
+    dotfiles = kimen.root / "dotfiles"
+    dotfiles.mkdir(mode=0o755)
+    real = dotfiles / "kimen.json"
+    real.write_text('{"keep": [1]}')
+    real.chmod(0o644)
+    link = kimen.root / "config" / "kimen" / "config.json"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(real)
+    kimen.ok("config", "vault", "set", "v.db")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert json.loads(real.read_text()) == {"keep": [1], "vault": {"path": str(kimen.cwd / "v.db")}}
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600 and stat.S_IMODE(dotfiles.stat().st_mode) == 0o755
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["kimen.json"]  # no temp file left
 
 
 BROKEN_UNLOCK = [
