@@ -164,13 +164,18 @@ def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> 
     if not os.path.exists(location.path):
         raise errors.VaultNotFound(path=location.path)
     source = explicit(ctx)
-    if source is None and allow_session and not ctx.no_session:
-        store = session_store(ctx, location)
-        if store is not None:
-            return store
-        if ctx.env.get("KIMEN_SESSION_TOKEN"):
-            # a token means "use the session": never fall back to a prompt (SPEC §4.1)
-            raise session_refusal(ctx, location)
+    if source is None and allow_session:
+        # a token means "use the session": sources 5 and 6 are never tried (SPEC §4.1)
+        token = bool(ctx.env.get("KIMEN_SESSION_TOKEN"))
+        if not ctx.no_session:
+            store = session_store(ctx, location)
+            if store is not None:
+                return store
+            if token:
+                raise session_refusal(ctx, location)
+        elif token:
+            raise errors.MissingPassphrase(hint="KIMEN_SESSION_TOKEN is set, so kimen neither prompts nor runs the "
+                                           "configured unlock method; drop --no-session or give an explicit source")
     return unlock_local(ctx, location, source or fallback_source(ctx, location, prompt=prompt))
 
 

@@ -58,15 +58,18 @@ class Config:
         return cls(path, data, exists=True)
 
     def save(self) -> None:
+        # A symlinked config (a dotfiles checkout) is replaced where it points and the link kept:
+        # the config holds no secret, and renaming over the link would silently detach the user's copy.
+        target = os.path.realpath(self.path)
         try:
-            make_private_dirs(os.path.dirname(self.path))
+            make_private_dirs(os.path.dirname(target))
         except OSError as exc:
-            raise errors.ConfigFailed(detail=f"cannot create {os.path.dirname(self.path)}: {exc.strerror}",
+            raise errors.ConfigFailed(detail=f"cannot create {os.path.dirname(target)}: {exc.strerror}",
                                       path=self.path) from None
         import json
 
         text = json.dumps(self.data, indent=2, sort_keys=False) + "\n"
-        atomic_write(self.path, text.encode(), mode=0o600, failed=errors.ConfigFailed)
+        atomic_write(target, text.encode(), mode=0o600, failed=errors.ConfigFailed)
         self.exists = True
 
     # -- typed views --

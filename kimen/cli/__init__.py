@@ -201,8 +201,8 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
                 parser.print_help()
                 return 0
             args = parse(parser, kimen_argv)  # `kimen --bogus` is a usage error, not the overview
-        if getattr(args, "version", False) and getattr(args, "command", None) is None:
-            return run_cli(["version", *(t for t in kimen_argv if t != "--version")])
+        if getattr(args, "version", False):  # like --help: the top-level action wins over a command word
+            return run_cli(["version", *(t for t in ("--json", "--debug") if t in kimen_argv)])
         handler: Handler | None = getattr(args, "handler", None)
         area = getattr(args, "area", 1)
         ctx = Context(args=args, child_argv=child_argv, env=dict(os.environ), area=area)

@@ -6,10 +6,13 @@ written, `config path` beside a broken config, and a grant token that meets a lo
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 
 import pytest
 
+from tests.conftest import PASSPHRASE
 from tests.test_completion import _bash_complete
 
 # -- §2.1: every usage error is exit 2 / usage_error, printed with the usage line ---------------------
@@ -58,6 +61,18 @@ def test_global_flags_alone_still_print_the_overview(kimen, argv):
 ])
 def test_commands_that_take_words_after_dashdash_still_do(kimen, argv):
     kimen.ok(*argv)
+
+
+def test_top_level_version_wins_over_a_command_word(kimen):
+    """§2.1: `kimen --version` equals `kimen version`, like --help even before a command (it used to
+    run the command: `kimen --version secret rm NAME` removed the secret)."""
+    kimen.init_vault()
+    kimen.set("app.token", "value")
+    version = kimen.ok("version").stdout
+    assert kimen.ok("--version", "secret", "rm", "app.token", env=kimen.with_pass()).stdout == version
+    assert kimen.ok("--version", "run", "--", "false").stdout == version
+    assert kimen.ok("--json", "--version", "config", "path").json() == kimen.ok("version", "--json").json()
+    assert kimen.get("app.token") == b"value"
 
 
 def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
@@ -114,6 +129,24 @@ def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv)
     assert done.err_json()["path"] == path and "cannot create /proc/kimen-no-such-dir" in done.err_json()["error"]
 
 
+def test_a_symlinked_config_is_written_where_it_points(kimen):
+    """A dotfiles checkout links config.json: the write keeps the link (it was refused as an
+    "unsafe output path") and replaces the target atomically, 0600, keeping unknown keys."""
+    dotfiles = kimen.root / "dotfiles"
+    dotfiles.mkdir(mode=0o755)
+    real = dotfiles / "kimen.json"
+    real.write_text('{"keep": [1]}')
+    real.chmod(0o644)
+    link = kimen.root / "config" / "kimen" / "config.json"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(real)
+    kimen.ok("config", "vault", "set", "v.db")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert json.loads(real.read_text()) == {"keep": [1], "vault": {"path": str(kimen.cwd / "v.db")}}
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600 and stat.S_IMODE(dotfiles.stat().st_mode) == 0o755
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["kimen.json"]  # no temp file left
+
+
 BROKEN_UNLOCK = [
     # (unlock section as hand-edited, reason)
     ({"method": "exec", "exec": "pass show kimen"}, "missing_unlock_exec_command"),  # a string, not an argv
@@ -166,3 +199,17 @@ def test_grant_token_with_a_locked_session_is_session_locked(kimen):
     for argv in (("secret", "get", "app.token", "--unsafe-stdout"), ("run", "--env", "T=app.token", "--", "true")):
         done = kimen.fail(34, "session_locked", *argv, env=token)
         assert done.err_json()["vault"] == str(kimen.vault) and b"value" not in done.out
+
+
+def test_grant_token_with_no_session_never_tries_the_configured_method(kimen):
+    """§4.1: with KIMEN_SESSION_TOKEN set, sources 5 and 6 are not tried, --no-session or not."""
+    kimen.init_vault()
+    kimen.set("app.token", "value")
+    ran = kimen.root / "unlock-ran"
+    script = f"touch {ran}; echo '{PASSPHRASE}'"
+    kimen.ok("config", "unlock", "set", "exec", "--", "sh", "-c", script)
+    assert kimen.ok("secret", "get", "app.token", "--unsafe-stdout", "--no-session").out == b"value"  # the control
+    ran.unlink()
+    done = kimen.fail(10, "missing_passphrase", "secret", "get", "app.token", "--unsafe-stdout", "--no-session",
+                      env={"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"})
+    assert "KIMEN_SESSION_TOKEN" in done.err_json()["hint"] and not ran.exists()
