@@ -1,7 +1,7 @@
 """Reading dotenv files for `secret import` (SPEC §3.8): the dialect kimen writes (§7.3) plus the
 common variations — `export ` prefixes, unquoted values with ` #` comments, single quotes
-(literal), double quotes (escapes \\\\ \\" \\n \\r \\t), values spanning lines inside quotes, blank
-lines and `#` comments.
+(literal; `'\\''` inside them is a quote, as the shell format writes it), double quotes (escapes
+\\\\ \\" \\n \\r \\t), values spanning lines inside quotes, blank lines and `#` comments.
 
 Errors name the line number only, never the line: a dotenv file is full of secrets.
 Values are bytes, exact: the file is decoded with surrogateescape and re-encoded the same way.
@@ -77,6 +77,12 @@ def _quoted(text: str, pos: int, line: int, quote: str) -> tuple[str, int, int]:
     while i < len(text):
         ch = text[i]
         if ch == quote:
+            if quote == "'" and text.startswith("\\''", i + 1):
+                # `'\''`: a single quote inside single quotes, as `envfile --format shell` (and every
+                # POSIX shell quoter) writes it; otherwise an error, so no valid file changes meaning
+                out.append("'")
+                i += 4
+                continue
             return "".join(out), i + 1, line
         if ch == "\n":
             line += 1
