@@ -96,6 +96,19 @@ def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     assert kimen.ok("help", "config", "--json").stdout.startswith("usage: kimen config")
 
 
+@pytest.mark.parametrize("argv,env,printed", [
+    (("vault", "path", "--vault=~/v.db"), {}, "{home}/v.db"),
+    (("vault", "path", "--vault", "a/./b/../v.db"), {}, "{cwd}/a/v.db"),
+    (("vault", "path"), {"KIMEN_VAULT": "~/x/../w.db"}, "{home}/w.db"),
+    (("config", "path"), {"KIMEN_CONFIG": "~/c.json"}, "{home}/c.json"),
+    (("config", "path"), {"KIMEN_CONFIG": "rel//c.json"}, "{cwd}/rel/c.json"),
+])
+def test_user_paths_are_absolute_normalised_and_tilde_expanded(kimen, argv, env, printed):
+    """§2.2 (and the documented choice on `~`)."""
+    done = kimen.ok(*argv, env=env)
+    assert done.stdout == printed.format(home=kimen.env["HOME"], cwd=kimen.cwd) + "\n"
+
+
 # -- §2.10: completion offers the words a command accepts, also where the command checks them itself ----
 
 
