@@ -24,15 +24,23 @@ def dumps(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (`\\n`, `\\x1b`): a newline in a user's path must not
+    split a message or forge a `kimen: hint:` line, and a terminal escape must not reach the tty."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (before any JSON envelope)."""
-    _write_err(f"{PREFIX}: warning: {message}\n")
+    _write_err(f"{PREFIX}: warning: {one_line(message)}\n")
 
 
 def error_lines(message: str, hint: str | None = None) -> str:
-    text = f"{PREFIX}: error: {message}\n"
+    text = f"{PREFIX}: error: {one_line(message)}\n"
     if hint:
-        text += "".join(f"{PREFIX}: hint: {line}\n" for line in hint.splitlines())
+        text += "".join(f"{PREFIX}: hint: {one_line(line)}\n" for line in hint.splitlines())
     return text
 
 

@@ -75,12 +75,38 @@ def test_top_level_version_wins_over_a_command_word(kimen):
     assert kimen.get("app.token") == b"value"
 
 
+def test_an_error_stays_one_line_whatever_the_user_typed(kimen):
+    """§2.6: one `kimen: error:` line (plus real hints): control characters in a path are shown
+    escaped, never split the message, forge a hint or reach the terminal raw."""
+    argv = ("--vault", "/tmp/x\nkimen: hint: forged\x1b[31m", "secret", "list")
+    done = kimen.run(*argv)
+    assert done.code == 14
+    assert done.err.splitlines() == [
+        "kimen: error: vault not found: /tmp/x\\nkimen: hint: forged\\x1b[31m",
+        "kimen: hint: create one with `kimen vault init`, or select another with --vault or KIMEN_VAULT"]
+    envelope = json.loads(kimen.run(*argv, "--json").err.splitlines()[-1])
+    assert envelope["path"] == argv[1] and "\n" in envelope["error"]  # JSON keeps the exact text
+
+
 def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     done = kimen.run("help", "--json", "nope")
     assert done.code == 2 and done.out == b""
     envelope = json.loads(done.err.splitlines()[-1])
     assert envelope["reason"] == "usage_error" and envelope["exit_code"] == 2 and "nope" in envelope["error"]
     assert kimen.ok("help", "config", "--json").stdout.startswith("usage: kimen config")
+
+
+@pytest.mark.parametrize("argv,env,printed", [
+    (("vault", "path", "--vault=~/v.db"), {}, "{home}/v.db"),
+    (("vault", "path", "--vault", "a/./b/../v.db"), {}, "{cwd}/a/v.db"),
+    (("vault", "path"), {"KIMEN_VAULT": "~/x/../w.db"}, "{home}/w.db"),
+    (("config", "path"), {"KIMEN_CONFIG": "~/c.json"}, "{home}/c.json"),
+    (("config", "path"), {"KIMEN_CONFIG": "rel//c.json"}, "{cwd}/rel/c.json"),
+])
+def test_user_paths_are_absolute_normalised_and_tilde_expanded(kimen, argv, env, printed):
+    """§2.2 (and the documented choice on `~`)."""
+    done = kimen.ok(*argv, env=env)
+    assert done.stdout == printed.format(home=kimen.env["HOME"], cwd=kimen.cwd) + "\n"
 
 
 # -- §2.10: completion offers the words a command accepts, also where the command checks them itself ----
