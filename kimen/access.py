@@ -140,7 +140,10 @@ def session_refusal(ctx: Any, location: VaultLocation) -> errors.KimenError:
     of another version, or a daemon that does not hold this vault's key (SPEC §4.1, §5.10)."""
     from .daemon import client
 
-    conn = client.connect(ctx.env)
+    try:
+        conn = client.connect(ctx.env, strict=True)  # an unsafe dir is the reason, not a second warning
+    except errors.KimenError as err:
+        return err
     if conn is None:
         return errors.SessionUnavailable()
     try:

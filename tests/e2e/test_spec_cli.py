@@ -227,6 +227,16 @@ def test_grant_token_with_a_locked_session_is_session_locked(kimen):
         assert done.err_json()["vault"] == str(kimen.vault) and b"value" not in done.out
 
 
+def test_grant_token_with_an_unsafe_session_dir_names_it(kimen):
+    kimen.init_vault()
+    kimen.session_dir.mkdir(mode=0o755)
+    os.chmod(kimen.session_dir, 0o755)
+    done = kimen.fail(34, "session_dir_unsafe", "secret", "get", "app.token", "--unsafe-stdout",
+                      env={"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"})
+    assert done.err.count("kimen: warning:") == 1 and done.err_json()["path"] == str(kimen.session_dir)
+    assert os.listdir(kimen.session_dir) == []
+
+
 def test_grant_token_with_no_session_never_tries_the_configured_method(kimen):
     """§4.1: with KIMEN_SESSION_TOKEN set, sources 5 and 6 are not tried, --no-session or not."""
     kimen.init_vault()
