@@ -107,14 +107,14 @@ def cmd_info(ctx: Context) -> Result:
     })
 
 
-def _new_passphrase(ctx: Context, old_uses_stdin: bool):
-    """The new passphrase (SPEC §3.7 step 2), or None when no source is set (rotation alone)."""
+def _new_passphrase(ctx: Context, old_uses_stdin: bool, env_value: str):
+    """The new passphrase (SPEC §3.7 step 2), or None when no source is set (rotation alone);
+    `env_value` is the value of the `--new-passphrase-env` variable ("" when unset)."""
     from .. import passphrase as pp
     from ..access import stdin_claim
     from ..sensitive import Sensitive
 
     a = ctx.args
-    env_value = ctx.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
     chosen = [name for name, on in (("--new-passphrase-cmd", a.new_passphrase_cmd is not None),
                                     ("--new-passphrase-stdin", a.new_passphrase_stdin),
                                     (a.new_passphrase_env, bool(env_value))) if on]
@@ -144,6 +144,12 @@ def cmd_rekey(ctx: Context) -> Result | int:
     a = ctx.args
     if a.no_backup and a.backup_dir:
         raise errors.ConflictingBackupOptions()
+    new_env_value = ctx.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
+    if a.new_passphrase_env and not _read_by_kimen(a.new_passphrase_env):
+        # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE (SPEC §2.3, §4.3): the
+        # old passphrase's command or unlock exec must not see it (a new mapping; os.environ is
+        # never changed). KIMEN_* are private or kimen's own settings already.
+        ctx.env = {k: v for k, v in ctx.env.items() if k != a.new_passphrase_env}
     location = resolve_vault(ctx)
     vault = Vault.open(location.path)
     with vault:
@@ -165,7 +171,7 @@ def cmd_rekey(ctx: Context) -> Result | int:
         store = unlock_vault(vault, pp.Source(old_source.name, old_source.kind, remember, old_source.attempts))
         old = captured[0]
         # 2. the new passphrase
-        new = _new_passphrase(ctx, old_uses_stdin=old_source.name in ("--passphrase-stdin", "unlock.method=stdin"))
+        new = _new_passphrase(ctx, old_source.name in ("--passphrase-stdin", "unlock.method=stdin"), new_env_value)
         if new is None:
             if a.rotate_data_key:
                 new = Sensitive(old.reveal())
@@ -208,6 +214,11 @@ def cmd_rekey(ctx: Context) -> Result | int:
         "path": location.path, "backup_path": backup_path, "rotated_data_key": a.rotate_data_key,
         "kdf": params.as_json(), "dry_run": False,
     })
+
+
+def _read_by_kimen(name: str) -> bool:
+    """Variables kimen itself reads (SPEC §2.3): never dropped from its own view of the environment."""
+    return name.startswith(("KIMEN_", "XDG_")) or name in ("PATH", "HOME")
 
 
 def _drop_unused_backup(vault, backup_path: str, wrap_id: bytes) -> None:

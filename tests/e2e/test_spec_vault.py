@@ -162,6 +162,22 @@ def test_missing_new_passphrase_hint_names_the_variable_rekey_reads(kimen, flags
     assert hint == f"{named}pass --new-passphrase-cmd or --new-passphrase-stdin, or run in a terminal"
 
 
+@pytest.mark.parametrize("variable", ["MY_NEW", "KIMEN_NEW_PASSPHRASE"])
+def test_the_new_passphrase_variable_never_reaches_the_old_passphrase_command(kimen, variable):
+    """§2.3, §4.3: the variable `--new-passphrase-env` names holds a passphrase: like
+    KIMEN_NEW_PASSPHRASE it is kept from every process kimen starts (here `--passphrase-cmd`)."""
+    kimen.init_vault()
+    dump = kimen.root / "seen.env"
+    tool = kimen.root / "old-pass"
+    tool.write_text(f"#!/bin/sh\nenv > {dump}\necho '{PASSPHRASE}'\n")
+    tool.chmod(0o700)
+    kimen.ok("vault", "rekey", "--no-backup", "--passphrase-cmd", str(tool), "--new-passphrase-env", variable,
+             env={variable: NEW, "OTHER": "kept"})
+    seen = dump.read_text()
+    assert NEW not in seen and "OTHER=kept" in seen
+    kimen.set("app.key", "v", passphrase=NEW)  # the vault took the new passphrase
+
+
 @pytest.mark.parametrize(("passphrase", "warns"), [
     ("1234567", True), ("12345678", False),
     ("ääää", True),  # 8 bytes, 4 characters
