@@ -17,7 +17,8 @@ def test_parse_duration(text, seconds):
     assert durations.parse_duration(durations.format_duration(seconds)) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0", "0s", "1x", "m", "1.5h", "-1m", "1h 30m", "h1", "1hh"])
+@pytest.mark.parametrize("text", ["", "0", "0s", "1x", "m", "1.5h", "-1m", "1h 30m", "h1", "1hh",
+                                  "\u0661\u0665m", "\u0967\u0966", "1_0m", "+5m", "\u00b2"])
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         durations.parse_duration(text)
