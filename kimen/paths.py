@@ -82,13 +82,13 @@ def default_vault(env: Mapping[str, str] = os.environ) -> str:
 
 
 def session_dir(env: Mapping[str, str] = os.environ) -> str:
-    """KIMEN_SESSION_DIR > $XDG_RUNTIME_DIR/kimen > <cache>/session."""
+    """KIMEN_SESSION_DIR > $XDG_RUNTIME_DIR/kimen (when absolute) > <cache>/session."""
     explicit = env.get("KIMEN_SESSION_DIR", "")
     if explicit:
         return absolute(explicit)
     runtime = env.get("XDG_RUNTIME_DIR", "")
-    if runtime:
-        return os.path.join(absolute(runtime), APP)
+    if runtime and os.path.isabs(runtime):  # a relative one is invalid (XDG spec), as for runtime_base
+        return os.path.join(os.path.normpath(runtime), APP)
     return os.path.join(cache_dir(env), "session")
 
 

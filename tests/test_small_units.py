@@ -61,8 +61,13 @@ def test_session_dir_precedence(tmp_path):
     assert paths.session_dir(env) == "/x/s"
     env["KIMEN_SESSION_DIR"] = ""
     assert paths.session_dir(env) == "/run/user/7/kimen"
+    env["XDG_RUNTIME_DIR"] = "/run/user/7/../7/"
+    assert paths.session_dir(env) == "/run/user/7/kimen"
+    cache = os.path.join(str(tmp_path), ".cache", "kimen", "session")
+    env["XDG_RUNTIME_DIR"] = "run/user/7"  # relative: invalid, as for the runtime base
+    assert paths.session_dir(env) == cache
     del env["XDG_RUNTIME_DIR"]
-    assert paths.session_dir(env) == os.path.join(str(tmp_path), ".cache", "kimen", "session")
+    assert paths.session_dir(env) == cache
 
 
 def test_absolute_is_lexical():
