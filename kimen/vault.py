@@ -195,6 +195,8 @@ def _map_sqlite_error(exc: sqlite3.Error, path: str) -> errors.KimenError:
         return errors.VaultReadOnly(path=path)
     if name.startswith("SQLITE_FULL") or "disk is full" in text or "database or disk is full" in text:
         return errors.DiskFull(path=path)
+    if name.startswith("SQLITE_IOERR") and _no_space_left(path):
+        return errors.DiskFull(path=path)
     if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in text or "malformed" in text:
         return errors.InvalidVaultFile(path=path)
     if name.startswith("SQLITE_CANTOPEN"):
@@ -551,26 +553,66 @@ def _translate_baselines(conn: sqlite3.Connection, header: Header, old_key: Sens
 
 
 def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
-    from urllib.parse import quote
-
-    mode = "ro" if read_only else "rw"
-    uri = f"file:{quote(path)}?mode={mode}"
     try:
-        with _private_umask():
-            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA secure_delete=ON")
-            conn.execute("PRAGMA trusted_schema=OFF")
+        return _sqlite_connect(path, read_only=read_only)
     except sqlite3.Error as exc:
         if read_only and "unable to open" in str(exc).lower():
+            # SQLite opens a WAL database read-only only where it can create the -shm file. In a
+            # directory nobody can write to, no writer can exist either: when no -wal holds
+            # uncheckpointed commits, the file alone is the whole vault and can be read as is.
+            if not _writable_dir(path) and _wal_is_empty(path):
+                try:
+                    return _sqlite_connect(path, read_only=True, immutable=True)
+                except sqlite3.Error:
+                    pass
             raise errors.VaultReadOnly(path=path) from None
         raise _map_sqlite_error(exc, path) from None
     except UnicodeDecodeError:
         # SQLite's message quotes a damaged schema, which may not be UTF-8: the file is no vault
         raise errors.InvalidVaultFile(path=path) from None
+
+
+def _sqlite_connect(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
+    from urllib.parse import quote
+
+    uri = f"file:{quote(path)}?mode={'ro' if read_only else 'rw'}{'&immutable=1' if immutable else ''}"
+    with _private_umask():
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA trusted_schema=OFF")
+            if read_only:  # the first read opens the WAL index: fail here, where it can be handled
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
     return conn
+
+
+def _writable_dir(path: str) -> bool:
+    return os.access(os.path.dirname(path) or ".", os.W_OK)
+
+
+def _wal_is_empty(path: str) -> bool:
+    try:
+        return os.stat(path + "-wal").st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _no_space_left(path: str) -> bool:
+    """Whether the device holding `path` is (nearly) full: SQLite reports ENOSPC as an I/O error
+    when it happens while growing the WAL index or writing the journal."""
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
