@@ -148,7 +148,7 @@ def cmd_rekey(ctx: Context) -> Result | int:
     if a.new_passphrase_env and not _read_by_kimen(a.new_passphrase_env):
         # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE (SPEC §2.3, §4.3): the
         # old passphrase's command or unlock exec must not see it (a new mapping; os.environ is
-        # never changed). KIMEN_* are private or kimen's own settings already.
+        # never changed). kimen's own settings are kept; the private ones are never passed on anyway.
         ctx.env = {k: v for k, v in ctx.env.items() if k != a.new_passphrase_env}
     location = resolve_vault(ctx)
     vault = Vault.open(location.path)
@@ -216,9 +216,20 @@ def cmd_rekey(ctx: Context) -> Result | int:
     })
 
 
+# The settings kimen itself reads (SPEC §2.3 table, plus PATH): never dropped from its own view of
+# the environment. Any other name -- `KIMEN_MY_NEW` included -- holds only the new passphrase.
+_KIMEN_SETTINGS = frozenset({
+    "KIMEN_VAULT", "KIMEN_CONFIG", "KIMEN_SESSION_DIR", "KIMEN_PROFILE_DIR", "KIMEN_REMOTE",
+    "KIMEN_TRUSTED_SIGNERS", "KIMEN_PASSPHRASE", "KIMEN_NEW_PASSPHRASE", "KIMEN_SESSION_TOKEN",
+    "KIMEN_AGE_IDENTITY", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME",
+    "XDG_DATA_HOME", "HOME", "PATH",
+})
+
+
 def _read_by_kimen(name: str) -> bool:
-    """Variables kimen itself reads (SPEC §2.3): never dropped from its own view of the environment."""
-    return name.startswith(("KIMEN_", "XDG_")) or name in ("PATH", "HOME")
+    """Variables kimen itself reads (SPEC §2.3): never dropped from its own view of the environment
+    (the private ones among them are kept from children by `public_environ` already)."""
+    return name in _KIMEN_SETTINGS
 
 
 def _drop_unused_backup(vault, backup_path: str, wrap_id: bytes) -> None:

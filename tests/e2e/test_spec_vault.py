@@ -162,7 +162,7 @@ def test_missing_new_passphrase_hint_names_the_variable_rekey_reads(kimen, flags
     assert hint == f"{named}pass --new-passphrase-cmd or --new-passphrase-stdin, or run in a terminal"
 
 
-@pytest.mark.parametrize("variable", ["MY_NEW", "KIMEN_NEW_PASSPHRASE"])
+@pytest.mark.parametrize("variable", ["MY_NEW", "KIMEN_NEW_PASSPHRASE", "KIMEN_MY_NEW"])
 def test_the_new_passphrase_variable_never_reaches_the_old_passphrase_command(kimen, variable):
     """§2.3, §4.3: the variable `--new-passphrase-env` names holds a passphrase: like
     KIMEN_NEW_PASSPHRASE it is kept from every process kimen starts (here `--passphrase-cmd`)."""
