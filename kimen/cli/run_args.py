@@ -42,6 +42,15 @@ class RunArgs:
     def __init__(self, values: dict[str, object]) -> None:
         self.__dict__.update(values)
 
+    @property
+    def parser(self):  # argparse is not imported here, hence no annotation
+        """The command's argparse parser, built only when needed (a usage error the command raises
+        itself is printed with its usage line, as on the argparse path, SPEC §2.1)."""
+        from .parser import build_parser, parse
+
+        words = self.command_name.split()  # type: ignore[attr-defined]
+        return parse(build_parser(words[0]), words).parser
+
 
 def read_run_args(argv: list[str]) -> RunArgs | None:
     """The namespace for `argv` (kimen's words before `--`), or None when argparse must read it."""

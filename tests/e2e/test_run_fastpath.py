@@ -81,6 +81,10 @@ def test_flags_the_reader_does_not_know_go_to_argparse(live):
     ("--vault", "absent.db", "run", "--profile", "p", "--", "true"),
     ("run", "--profile", "p", "--no-session", "--", "true"),
     ("run", "--profile", "p", "--passphrase-stdin", "--no-session", "--", "sh", "-c", 'printf "%s" "$TOKEN"'),
+    # usage errors the command raises itself: printed with the command's usage line on both paths
+    ("run", "--files-dir", "", "--file", "t=app.token", "--", "true"),
+    ("project", "run", "--files-dir", "", "--", "true"),
+    ("--vault", "", "run", "--env", "A=app.token", "--", "true"),
 ])
 def test_fast_and_argparse_readings_give_the_same_result(live, argv):
     stdin = b"correct horse battery staple\n" if "--passphrase-stdin" in argv else b""
