@@ -231,6 +231,7 @@ def cmd_plan(ctx: Context) -> int:
         raise errors.InvalidMode(mode=args.mode)
     if args.against_profile is not None and args.against_map is not None:
         raise errors.ConflictingAgainstInputs()
+    files_dir_arg(ctx)  # an empty --files-dir is a usage error before the profile is read, as in run
     profile = load_profile(ctx)
     against = None
     if args.against_profile is not None or args.against_map is not None:

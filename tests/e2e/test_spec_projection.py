@@ -244,6 +244,8 @@ def test_documented_choices(kimen, tmp_path):
     ["run", "--env", "A=const:x", "--files-dir", "", "--", "true"],  # even with no file to write
     ["project", "run", "--profile", "full", "--files-dir=", "--", "true"],
     ["plan", "--profile", "full", "--files-dir", ""],
+    ["plan", "--profile", "no-such-profile", "--files-dir", ""],  # before the profile, as run does
+    ["run", "--dry-run", "--profile", "no-such-profile", "--files-dir", "", "--", "true"],
     ["envfile", "--profile", "full", "--files-dir", "", "--out", "e.env"],
     ["envfile", "--env", "A=const:x", "--envpath", "P=p", "--files-dir", "", "--out", "e.env"],  # before the profile
     ["render", "--profile", "full", "--systemd-service", "app", "--runtime-dir", ""],
