@@ -102,3 +102,36 @@ def test_full_device_refuses_writes_with_disk_full_and_loses_nothing(kimen, tmp_
     assert [s["name"] for s in json.loads(results["list"][2])["secrets"]] == ["app.token"]
     assert results["verify"][0] == 0
     assert results["after"][0] == 0  # space back: the vault works as before
+
+
+def test_a_read_only_vault_whose_wal_holds_changes_is_refused_not_read_stale(kimen, tmp_path):
+    """The immutable fallback reads the main file alone: where a `-wal` still holds committed
+    changes (a writer that never checkpointed, then the files were copied or the mount made
+    read-only), that file is stale -- the old value must never be served; `vault_read_only` is."""
+    import os
+    import sqlite3
+
+    source = tmp_path / "src" / "v.db"
+    kimen.ok("vault", "init", "--vault", str(source), *SMALL_KDF, env=kimen.with_pass())
+    kimen.ok("secret", "set", "app.token", "--stdin", "--vault", str(source), input="old-value", env=kimen.with_pass())
+    holder = sqlite3.connect(f"file:{source}?mode=ro", uri=True)  # keeps kimen's close from checkpointing
+    try:
+        holder.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        kimen.ok("secret", "set", "app.token", "--stdin", "--vault", str(source), input="new-value",
+                 env=kimen.with_pass())
+        vault_dir = tmp_path / "ro"
+        vault_dir.mkdir(mode=0o700)
+        for suffix in ("", "-wal"):  # no -shm: as after a crash, or a copy of the two files
+            shutil.copy2(f"{source}{suffix}", vault_dir / f"v.db{suffix}")
+    finally:
+        holder.close()
+    assert os.path.getsize(vault_dir / "v.db-wal") > 0
+    out = tmp_path / "out"
+    out.mkdir()
+    results = in_namespace(kimen, f"mount --bind '{vault_dir}' '{vault_dir}' && "
+                                  f"mount -o remount,ro,bind '{vault_dir}' || exit 90", [
+        ("get", f"kimen secret get app.token --unsafe-stdout --json --vault '{vault_dir}/v.db'"),
+    ], out)
+    code, err, stdout = results["get"]
+    assert (code, reason(err)) == (24, "vault_read_only"), err
+    assert b"old-value" not in stdout and stdout == b""
