@@ -7,6 +7,7 @@ preserved on every write so newer kimen versions and hand edits survive.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 
 from . import errors, paths
@@ -60,7 +61,9 @@ class Config:
     def save(self) -> None:
         # A symlinked config (a dotfiles checkout) is replaced where it points and the link kept:
         # the config holds no secret, and renaming over the link would silently detach the user's copy.
-        target = os.path.realpath(self.path)
+        # Only a link of the user's own: one someone else planted (a KIMEN_CONFIG in a shared
+        # directory) is refused as before (unsafe_output_path), never followed to a file of theirs.
+        target = os.path.realpath(self.path) if _own_symlink(self.path) else self.path
         try:
             make_private_dirs(os.path.dirname(target))
         except OSError as exc:
@@ -109,3 +112,11 @@ class Config:
                 hint="`unlock.exec` must be a list of strings (the argv); "
                      "run `kimen config unlock set exec -- CMD ARGS...`")
         return unlock
+
+
+def _own_symlink(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid()

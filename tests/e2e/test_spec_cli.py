@@ -173,6 +173,24 @@ def test_a_symlinked_config_is_written_where_it_points(kimen):
     assert sorted(p.name for p in dotfiles.iterdir()) == ["kimen.json"]  # no temp file left
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a symlink owned by another user")
+@pytest.mark.parametrize("victim_text", ['{"theme": "dark"}\n', None])  # another app's JSON; a new file
+def test_a_config_symlink_someone_else_planted_is_not_followed(kimen, victim_text):
+    """KIMEN_CONFIG in a shared directory: a link another user put there must not make kimen
+    replace (or create) a file of the user's elsewhere with the config."""
+    victim = kimen.root / "other-app.json"
+    if victim_text is not None:
+        victim.write_text(victim_text)
+    shared = kimen.root / "shared"
+    shared.mkdir(mode=0o1777)
+    link = shared / "kimen.json"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    done = kimen.fail(26, "unsafe_output_path", "config", "vault", "set", "v.db", env={"KIMEN_CONFIG": str(link)})
+    assert "symlink" in done.err_json()["error"]
+    assert (victim.read_text() if victim.exists() else None) == victim_text and link.is_symlink()
+
+
 BROKEN_UNLOCK = [
     # (unlock section as hand-edited, reason)
     ({"method": "exec", "exec": "pass show kimen"}, "missing_unlock_exec_command"),  # a string, not an argv
