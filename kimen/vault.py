@@ -259,6 +259,7 @@ class Vault:
         self.canonical_path = os.path.realpath(path)
         self.read_only = read_only
         self._conn = conn
+        self._immutable_stamp: tuple[int, ...] | None = None  # set when opened immutable (_connect)
         st = os.stat(self.canonical_path)
         self.device, self.inode = st.st_dev, st.st_ino
 
@@ -281,8 +282,9 @@ class Vault:
             warn(f"vault file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
                  "run chmod 600 on it")
         read_only = not os.access(path, os.W_OK) or not os.access(os.path.dirname(path) or ".", os.W_OK)
-        conn = _connect(path, read_only=read_only)
+        conn, immutable_stamp = _connect(path, read_only=read_only)
         vault = cls(path, conn, read_only=read_only)
+        vault._immutable_stamp = immutable_stamp
         try:
             vault._check_format()
         except BaseException:
@@ -317,6 +319,15 @@ class Vault:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def changed_on_disk(self) -> bool:
+        """Whether this connection may now read stale or torn data: it was opened immutable (a
+        read-only mount; SQLite then neither locks nor looks for changes) and since then the file
+        was written or a `-wal` holds changes. Always False for a normal connection, which sees
+        every change itself."""
+        if self._immutable_stamp is None:
+            return False
+        return _file_stamp(self.path) != self._immutable_stamp or not _wal_is_empty(self.path)
 
     # -- metadata (no key) --
 
@@ -552,17 +563,21 @@ def _translate_baselines(conn: sqlite3.Connection, header: Header, old_key: Sens
         conn.execute("UPDATE sync_baseline SET digest=? WHERE remote=? AND name=?", (marker, remote, name))
 
 
-def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
+def _connect(path: str, *, read_only: bool) -> tuple[sqlite3.Connection, tuple[int, ...] | None]:
+    """The connection, and the stamp of the file when it had to be opened immutable (else None)."""
     try:
-        return _sqlite_connect(path, read_only=read_only)
+        return _sqlite_connect(path, read_only=read_only), None
     except sqlite3.Error as exc:
         if read_only and "unable to open" in str(exc).lower():
             # SQLite opens a WAL database read-only only where it can create the -shm file. In a
-            # directory nobody can write to, no writer can exist either: when no -wal holds
-            # uncheckpointed commits, the file alone is the whole vault and can be read as is.
-            if not _writable_dir(path) and _wal_is_empty(path):
+            # directory we cannot write to (a read-only mount) no writer of ours can exist: when no
+            # -wal holds uncheckpointed commits, the file alone is the whole vault and can be read
+            # as is. A writer elsewhere (the other side of a read-only bind mount) is not excluded:
+            # the stamp, taken first, lets a long-lived reader (the session daemon) notice one.
+            stamp = _file_stamp(path)
+            if stamp is not None and not _writable_dir(path) and _wal_is_empty(path):
                 try:
-                    return _sqlite_connect(path, read_only=True, immutable=True)
+                    return _sqlite_connect(path, read_only=True, immutable=True), stamp
                 except sqlite3.Error:
                     pass
             raise errors.VaultReadOnly(path=path) from None
@@ -590,6 +605,14 @@ def _sqlite_connect(path: str, *, read_only: bool, immutable: bool = False) -> s
             conn.close()
             raise
     return conn
+
+
+def _file_stamp(path: str) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _writable_dir(path: str) -> bool:
@@ -659,7 +682,7 @@ def create_vault(path: str, passphrase: Sensitive, params: KdfParams) -> Vault:
             wrap_nonce = crypto.random_bytes(crypto.NONCE_BYTES)
             wrapped = crypto.seal(kek.view(), wrap_nonce, data_key.reveal(), _wrap_aad(vault_id, params, salt, 1))
             k_mac = crypto.subkey(data_key.view(), vault_id, _MAC_PERSON)
-        conn = _connect(path, read_only=False)
+        conn, _ = _connect(path, read_only=False)
         try:
             with _private_umask():
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")

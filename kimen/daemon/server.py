@@ -105,7 +105,8 @@ class VaultEntry:
             st = os.stat(self.path)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) == (self.device, self.inode)
+        # a vault read as immutable (read-only mount) that was written since is not served stale
+        return (st.st_dev, st.st_ino) == (self.device, self.inode) and not self.store.vault.changed_on_disk()
 
     def state(self) -> dict[str, Any]:
         d = self.deadlines
@@ -678,6 +679,9 @@ class Daemon:
             except errors.SessionLocked:  # vault id, wrap id or key epoch changed under the key
                 self._drop(entry)
                 raise
+            if entry.store.vault.changed_on_disk():  # written during an immutable read: maybe torn
+                self._drop(entry)
+                raise errors.SessionLocked(vault=path)
             entry.deadlines.touch()
         finally:
             entry.op_lock.release()

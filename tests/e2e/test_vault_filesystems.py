@@ -135,3 +135,32 @@ def test_a_read_only_vault_whose_wal_holds_changes_is_refused_not_read_stale(kim
     code, err, stdout = results["get"]
     assert (code, reason(err)) == (24, "vault_read_only"), err
     assert b"old-value" not in stdout and stdout == b""
+
+
+def test_a_session_on_a_read_only_mount_never_serves_a_value_rotated_outside_it(kimen, tmp_path):
+    """The daemon keeps its vault open for hours. Opened as immutable (a read-only mount), SQLite
+    neither locks nor looks for changes, so a write from the other side of the mount (the host of a
+    read-only bind mount) went unseen and the old value -- or a rekeyed vault's -- kept being
+    served. The session must drop the vault instead (the client then unlocks locally)."""
+    vault_dir = tmp_path / "ro"
+    vault_dir.mkdir(mode=0o700)
+    vault = vault_dir / "v.db"
+    kimen.ok("vault", "init", "--vault", str(vault), *SMALL_KDF, env=kimen.with_pass())
+    kimen.ok("secret", "set", "app.token", "--stdin", "--vault", str(vault), input="old-value", env=kimen.with_pass())
+    out = tmp_path / "out"
+    out.mkdir()
+    get = ("secret", "get", "app.token", "--unsafe-stdout", "--vault", str(vault))
+    try:
+        results = in_namespace(kimen, f"mount --bind '{vault_dir}' '{vault_dir}' && "
+                                      f"mount -o remount,ro,bind '{vault_dir}' || exit 90", [
+            ("start", f"kimen session start --vault '{vault}'"),  # the daemon reads through the ro mount
+        ], out)
+        assert results["start"][0] == 0, results["start"][1]
+        assert kimen.ok(*get).out == b"old-value"  # served by the session
+        kimen.ok("secret", "set", "app.token", "--stdin", "--vault", str(vault), "--no-session",
+                 input="rotated-value", env=kimen.with_pass())  # written outside the mount
+        done = kimen.fail(10, "missing_passphrase", *get)  # the session no longer serves it
+        assert b"old-value" not in done.out
+        assert kimen.ok(*get, env=kimen.with_pass()).out == b"rotated-value"
+    finally:
+        kimen.run("session", "stop")
