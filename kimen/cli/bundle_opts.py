@@ -198,7 +198,7 @@ def bundle_store(ctx: Context) -> BundleStore:
     from ..bundle.store import BundleStore
     from ..paths import absolute
 
-    if ctx.vault_flag:
+    if ctx.vault_flag is not None:  # `--vault ""` was given too: never silently dropped
         raise errors.ConflictingSourceInputs()
     path = absolute(ctx.args.bundle)
     doc, _ = open_document(ctx, path)

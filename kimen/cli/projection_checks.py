@@ -228,7 +228,7 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
     def name(k: int, check: str) -> str:
         return f"bundle_{k}_{check}" if several else f"bundle_{check}"
 
-    if ctx.vault_flag:
+    if ctx.vault_flag is not None:  # `--vault ""` was given too: never silently dropped
         for k in range(1, len(paths) + 1):
             checks.add(name(k, "spec"), "error", "use either --bundle or --vault, not both")
             for check in _BUNDLE_CHECKS[1:]:

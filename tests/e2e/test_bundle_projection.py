@@ -87,6 +87,10 @@ def test_bundle_source_refusals(ci):
     kimen, team = ci
     args = ("--identity", str(team.key), "--profile", "prod", "--", "true")
     kimen.fail(23, "conflicting_source_inputs", "run", "--bundle", "vault.age", "--vault", "x.db", *args)
+    # an empty --vault is given too: not silently dropped (as it is not without --bundle, SPEC §2.2)
+    kimen.fail(23, "conflicting_source_inputs", "run", "--bundle", "vault.age", "--vault", "", *args)
+    done = kimen.run("doctor", "--bundle", "vault.age", "--vault", "", "--identity", str(team.key), "--json")
+    assert {c["name"]: c["status"] for c in done.json()["checks"]}["bundle_spec"] == "error"
     kimen.fail(23, "input_missing", "run", "--bundle", "absent.age", *args)
     kimen.fail(23, "missing_identity_input", "run", "--bundle", "vault.age", "--profile", "prod", "--", "true")
     stranger = Team(kimen, "stranger.txt")
