@@ -21,11 +21,9 @@ TYPE_CHECKING = False  # neither typing nor collections.abc is imported on the h
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
-    from typing import Any
+    from typing import Any, TypeVar
 
     Handler = Callable[["Context"], "Result | int | None"]
-    from typing import TypeVar
-
     H = TypeVar("H", bound=Handler)
 
 # command word -> (module, one-line help). The order is the order of `kimen help`.
@@ -188,7 +186,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     area = 1
     try:
         word = _command_word(kimen_argv)
-        args = None
+        args = parser = None
         if fast and (word == "run" or word == "project") and child_argv:
             from .run_args import read_run_args
 
@@ -208,7 +206,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         ctx = Context(args=args, child_argv=child_argv, env=dict(os.environ), area=area)
         want_json = ctx.json
         if child_argv and not getattr(handler, "takes_child_argv", False):
-            leaf = getattr(args, "parser", parser)
+            leaf = getattr(args, "parser", None) or parser
             raise errors.UsageError(detail=f"{leaf.prog} takes no arguments after --",
                                     usage=leaf.format_usage().strip())
         if handler is None:  # only on the argparse path: global flags alone

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def load_profile(ctx: Context, *, profile: str | None = None, map_path: str | None = None,
-          inline: list[tuple[str, str]] | None = None) -> Profile:
+                 inline: list[tuple[str, str]] | None = None) -> Profile:
     from ..projection import kmap
 
     args = ctx.args
