@@ -1,0 +1,87 @@
+"""Questions kimen asks git about a path: is it ignored, is it tracked.
+
+Used to warn when a secret-bearing output (an envfile, an identity) would not be ignored by git,
+or when a value source is already in git's history. The git CLI runs with a scrubbed environment:
+kimen's private variables removed, every ``GIT_*`` variable except the SSH/askpass/identity ones
+removed (so a ``GIT_DIR``, ``GIT_WORK_TREE`` or ``GIT_CONFIG_*`` of the caller's shell cannot
+redirect it), prompts off, fsmonitor off (a configured fsmonitor is a command git would run).
+git unavailable, or the path outside a work tree: the answer is None and no warning is given.
+
+`subprocess` is imported inside the functions: this module is never on the `run` hot path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .environ import public_environ
+
+GIT_ENV_ALLOWED = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_ASKPASS"})
+_GIT_ENV_ALLOWED_PREFIXES = ("GIT_AUTHOR_", "GIT_COMMITTER_")
+
+
+def git_environ(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every git process kimen starts gets."""
+    source = os.environ if env is None else env
+    clean = {
+        key: value for key, value in public_environ(source).items()
+        if not key.startswith("GIT_") or key in GIT_ENV_ALLOWED or key.startswith(_GIT_ENV_ALLOWED_PREFIXES)
+    }
+    clean["GIT_TERMINAL_PROMPT"] = "0"
+    clean["GCM_INTERACTIVE"] = "never"
+    return clean
+
+
+def work_tree_top(start: str) -> str | None:
+    """The nearest ancestor of `start` (itself included) holding `.git` (a directory or a file)."""
+    current = os.path.abspath(start)
+    while True:
+        if os.path.lexists(os.path.join(current, ".git")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def _git(directory: str, args: list[str], env: dict[str, str] | None) -> int | None:
+    """Run git in `directory`; its exit status, or None when git cannot be run."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-c", "core.fsmonitor=false", "-C", directory, *args],
+            env=git_environ(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.returncode
+
+
+def is_ignored(path: str, env: dict[str, str] | None = None) -> bool | None:
+    """Whether git ignores `path` (`git check-ignore` semantics); None outside a work tree or without git."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if work_tree_top(directory) is None:
+        return None
+    status = _git(directory, ["check-ignore", "-q", "--no-index", "--", path], env)
+    if status == 0:
+        return True
+    if status == 1:
+        return False
+    return None
+
+
+def is_tracked(path: str, env: dict[str, str] | None = None) -> bool | None:
+    """Whether `path` is tracked by git (in the index); None outside a work tree or without git."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if work_tree_top(directory) is None:
+        return None
+    status = _git(directory, ["ls-files", "--error-unmatch", "--", path], env)
+    if status == 0:
+        return True
+    if status == 1:
+        return False
+    return None
