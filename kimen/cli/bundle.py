@@ -69,7 +69,8 @@ def cmd_keygen(ctx: Context) -> Result:
     fields = {"identity_path": path, "recipient": identity.recipient, "signer": signer}
     import sys
 
-    sys.stderr.write(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
+    if not ctx.json:  # with --json the envelope says it, and nothing human reaches stderr
+        sys.stderr.write(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
     if args.print_recipient and not ctx.json:
         print_lines(identity.recipient or "")
     return Result("bundle_keygen", None, fields)
@@ -116,7 +117,7 @@ def _recipients(ctx: Context) -> list:
     unique: dict[str, object] = {}
     for r in found:
         if r.text in unique:
-            warn(f"duplicate recipient dropped: {r.text}")
+            warn(f"duplicate recipient dropped: {r.text}", reason="duplicate_recipient")
             continue
         unique[r.text] = r
     if not unique:
@@ -146,7 +147,7 @@ def _selected_names(ctx: Context, infos: list) -> list[str]:
 
         for glob in args.secret:  # a typo must not pass for an intentionally small bundle
             if not any(fnmatch.fnmatchcase(n, glob) for n in names):
-                warn(f"--secret {glob} matches no secret to seal")
+                warn(f"--secret {glob} matches no secret to seal", reason="secret_glob_unmatched")
         names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in args.secret)]
     return names
 

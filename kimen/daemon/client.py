@@ -133,7 +133,8 @@ def connect(env: Mapping[str, str], *, strict: bool = False) -> Connection | Non
             raise errors.SessionDirUnsafe(path=directory, problem=problem, hint=session_dir_hint(directory))
         from ..output import warn
 
-        warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})")
+        warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})",
+             reason="session_dir_ignored")
         return None
     try:
         return Connection(path, token=env.get("KIMEN_SESSION_TOKEN") or None)
@@ -166,7 +167,7 @@ def session_store(env: Mapping[str, str], vault_path: str, canonical_path: str,
         from ..output import warn
 
         warn(f"ignoring the session daemon: it runs kimen {status.get('version')!s:.40}; "
-             "run `kimen session start` to replace it")
+             "run `kimen session start` to replace it", reason="session_other_version")
         return None
     if not any(isinstance(v, dict) and v.get("vault_path") == canonical_path for v in status.get("vaults") or ()):
         conn.close()
