@@ -64,11 +64,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                         area=errors.AREA_MAP_LINT)
         p.add_argument("--profile", metavar="NAME")
         p.add_argument("--map", metavar="PATH")
+        _mode_flag(p, "also report the warnings of this mode: run, render or envfile")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
     elif name == "doctor":
         p = add_command(sub, "doctor", COMMANDS[name][1], handler=_doctor, area=errors.AREA_DOCTOR)
         p.add_argument("--profile", metavar="NAME", help="also check profile NAME and its secrets")
         p.add_argument("--map", metavar="PATH", help="also check the profile file PATH and its secrets")
+        _mode_flag(p, "lint the profile for this mode too: run, render or envfile")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
         p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
         from .bundle_opts import add_identity_flags, add_trust_flags
@@ -83,6 +85,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         _register_run(group, "run", project=True)
         _register_render(group, "render", project=True)
         _register_plan(group, "plan", project=True)
+
+
+def _mode_flag(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    from .parser import complete_with
+
+    complete_with(p.add_argument("--mode", default=default, help=help), ("run", "render", "envfile"))
 
 
 def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
@@ -113,12 +121,12 @@ def _register_render(sub: argparse._SubParsersAction, name: str, project: bool =
 
 
 def _register_plan(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
-    from .parser import add_command, complete_with
+    from .parser import add_command
 
     p = add_command(sub, name, "show what a projection would do (no vault, no exec:)", handler=cmd_plan,
                     area=errors.AREA_PLAN)
     _source_flags(p, ("env", "file", "envpath", "stdin"))
-    complete_with(p.add_argument("--mode", default="run", help="run, render or envfile"), ("run", "render", "envfile"))
+    _mode_flag(p, "run, render or envfile", default="run")
     p.add_argument("--files-dir", metavar="DIR", help="as the real command's --files-dir")
     p.add_argument("--against-profile", metavar="NAME", help="compare with profile NAME")
     p.add_argument("--against-map", metavar="PATH", help="compare with profile file PATH")
@@ -290,6 +298,7 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         "mode": mode,
         "command": list(argv) if argv else None,
         "source": profile.source,
+        "profile_path": profile.source,
         "env": [{"var": d.target, "source": d.ref.text} for d in envs],  # type: ignore[union-attr]
         "files": [{"path": d.target, "source": d.ref.text} for d in files],  # type: ignore[union-attr]
         "envpath": [{"var": d.target, "path": d.relpath,
@@ -336,10 +345,9 @@ def print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None
         return 0
     import shlex
 
-    lines = [f"mode: {mode}"]
+    lines = [f"mode: {mode}", f"profile: {doc['profile_path'] or '(inline only)'}"]
     if mode == "run":
         lines.append(f"command: {shlex.join(argv) if argv else '(none)'}")
-    lines.append(f"source: {doc['source'] or '(inline only)'}")
     for title, items, a, b in (("env", doc["env"], "var", "source"), ("files", doc["files"], "path", "source"),
                                ("envpath", doc["envpath"], "var", "path")):
         lines.append(f"{title}:" if items else f"{title}: (none)")

@@ -221,7 +221,7 @@ def test_map_lint_reports(kimen):
 
 
 def test_map_lint_strict_and_invalid_input(kimen):
-    kimen.write_profile("warn", "stdin const:x\n")
+    kimen.write_profile("warn", "env LD_PRELOAD=const:x\n")
     assert kimen.run("map", "lint", "--profile", "warn").code == 0
     assert kimen.run("map", "lint", "--profile", "warn", "--strict").code == 20
     for args in ([], ["--profile", "a", "--map", "b"], ["--profile", "missing"], ["--profile", "../x"]):
