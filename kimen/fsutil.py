@@ -1,4 +1,4 @@
-"""Private files and directories: atomic writes, exclusive creates, permission checks.
+"""Private and bounded file I/O: atomic writes, exclusive creates, permission checks, bounded reads.
 
 Owns SPEC §11 items 10 and 11: secret-bearing files are created 0600 whatever the umask, either
 exclusively or by temp file + rename in the same directory, never through a symlink; directories
@@ -13,6 +13,10 @@ import os
 import stat
 
 from .errors import KimenError, UnsafeOutputPath, WriteFailed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -189,6 +193,69 @@ def write_exclusive(
             raise failed(detail=f"{path}: {exc.strerror}", path=path) from None
         raise
     os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    """Why a file that is not regular is refused, worded like the OS's own errors."""
+    if stat.S_ISDIR(mode):
+        return os.strerror(errno.EISDIR)  # "Is a directory", as reading one would say
+    if stat.S_ISFIFO(mode):
+        return "Is a FIFO, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "Is a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "Is a socket, not a regular file"
+    return "Not a regular file"
+
+
+def _size(limit: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
+
+
+def read_regular(
+    path: str,
+    limit: int,
+    fail: Callable[[str], BaseException],
+    *,
+    missing: Callable[[], BaseException] | None = None,
+    too_large: Callable[[], BaseException] | None = None,
+) -> bytes:
+    """The bytes of the regular file at `path` (at most `limit`): the one reader of every file a
+    user names (profiles, includes, config, bundles, identities, recipients, signers, values).
+
+    Never blocks on what is not a regular file: the open is non-blocking (a FIFO without a writer
+    would otherwise stall it forever), `fstat` refuses anything but a regular file (a FIFO, a
+    directory, `/dev/zero`), and only then is O_NONBLOCK cleared and the file read, bounded.
+    Symlinks are followed: a symlinked profile, config or key file is a normal setup.
+    `fail(problem)` builds the caller's error ("Is a FIFO, not a regular file", "Permission denied",
+    "larger than 1 MiB"); `missing()` the one for a path that does not exist (else `fail`);
+    `too_large()` the one for a file over `limit` (else `fail`).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise (missing() if missing is not None else fail("not found")) from None
+    except OSError as exc:
+        raise fail(exc.strerror or "cannot open") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise fail(_file_kind(st.st_mode))
+        over = too_large or (lambda: fail(f"larger than {_size(limit)}"))
+        if st.st_size > limit:
+            raise over()
+        os.set_blocking(fd, True)
+        data = read_limited(fd, limit)
+    except OSError as exc:
+        raise fail(exc.strerror or "cannot read") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise over()
+    return data
 
 
 def read_limited(fd_or_file: int | object, limit: int) -> bytes:

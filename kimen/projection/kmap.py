@@ -343,16 +343,13 @@ def parse_inline(kind: str, text: str, index: int) -> Directive:
 
 
 def read_profile(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_PROFILE_BYTES + 1)
-    except FileNotFoundError:
-        raise errors.MapUnreadable(f"cannot read map: {path} (not found)", path=path) from None
-    except OSError as exc:
-        raise errors.MapUnreadable(f"cannot read map: {path} ({exc.strerror})", path=path) from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise errors.InvalidMap(f"{path}: profile is larger than 1 MiB", path=path, line=None)
-    return data
+    """A profile's bytes; a FIFO, directory or device is refused (`map_unreadable`), never waited on."""
+    from ..fsutil import read_regular
+
+    return read_regular(
+        path, MAX_PROFILE_BYTES,
+        lambda problem: errors.MapUnreadable(f"cannot read map: {path} ({problem})", path=path),
+        too_large=lambda: errors.InvalidMap(f"{path}: profile is larger than 1 MiB", path=path, line=None))
 
 
 def check_profile_name(name: str) -> str:
