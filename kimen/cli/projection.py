@@ -51,10 +51,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         _register_render(sub, "render")
     elif name == "envfile":
         p = add_command(sub, "envfile", COMMANDS[name][1], handler=cmd_envfile, area=errors.AREA_ENVFILE)
-        _source_flags(p, ("env", "envpath"))
+        _source_flags(p, ("env", "file", "envpath"))
         p.add_argument("--out", metavar="PATH", required=True, help="file to write (- for stdout)")
         p.add_argument("--format", choices=("dotenv", "shell", "docker", "json"), default="dotenv")
-        p.add_argument("--files-dir", metavar="DIR", help="write envpath variables as DIR/RELPATH")
+        p.add_argument("--files-dir", metavar="DIR",
+                       help="write the files into DIR (kept) and envpath variables as DIR/RELPATH")
         p.add_argument("--unsafe-stdout", action="store_true", help="allow --out - (values on stdout)")
     elif name == "plan":
         _register_plan(sub, "plan")
@@ -212,19 +213,29 @@ def cmd_envfile(ctx: Context) -> Result | int:
         if not os.path.isdir(os.path.dirname(out)):
             raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
     files_dir = files_dir_arg(ctx)
+    if files_dir is not None and os.path.lexists(files_dir):  # refused before any value is read
+        problem = fsutil.directory_problem(files_dir, strict=False)
+        if problem:
+            raise errors.UnsafeFilesDir(path=files_dir, problem=problem)
     profile = load_profile(ctx)
     envs, paths = _envfile_vars(profile, files_dir)
-    values = resolve_values(ctx, envs)
+    files = [d for d in profile.winners() if d.kind == "file"] if files_dir is not None else []
+    values = resolve_values(ctx, [*envs, *files])
     variables = [(d.target, values[d]) for d in envs]
     variables += [(d.target, os.fsencode(os.path.join(files_dir, d.relpath))) for d in paths]  # type: ignore[arg-type]
-    data = envfmt.render(args.format, variables)
+    data = envfmt.render(args.format, variables)  # every value checked before anything is written
+    if files:  # the files the envpath variables name, so each path exists with its value
+        write_user_dir(files_dir, [(d.target, values[d]) for d in files], errors.UnsafeFilesDir)  # type: ignore[arg-type]
     if out is None:
         write_bytes(data)
         return 0
     fsutil.atomic_write(out, data)
     count = len(variables)
-    return Result("envfile", f"wrote {count} variable{'s' if count != 1 else ''} to {out}",
-                  {"out": out, "format": args.format, "count": count})
+    human = [f"wrote {count} variable{'s' if count != 1 else ''} to {out}"]
+    if files_dir is not None:
+        human.append(f"wrote {len(files)} file{'s' if len(files) != 1 else ''} to {files_dir}")
+    return Result("envfile", human, {"out": out, "format": args.format, "count": count, "files_dir": files_dir,
+                                     "files": [d.target for d in files]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,9 +283,9 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
 
     files_dir = files_dir_arg(ctx)
     winners = profile.winners()
-    if mode == "envfile":
+    if mode == "envfile":  # envfile writes the files too, with --files-dir only
         envs, paths = _envfile_vars(profile, files_dir)
-        files: list[Directive] = []
+        files = [d for d in winners if d.kind == "file"] if files_dir is not None else []
         stdin = None
     else:
         envs = [d for d in winners if d.kind == "env"] if mode == "run" else []

@@ -75,7 +75,8 @@ def test_render_and_envfile_success_shapes(kimen, tmp_path):
     assert (doc["action"], doc["file_count"], doc["files"]) == ("render", 2, ["a", "b/c"])
     out = tmp_path / "o.env"
     doc = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out), "--json").json()
-    assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv", "count": 2}
+    assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv", "count": 2,
+                   "files_dir": None, "files": []}
     # human forms (§7.3: `wrote <n> variables to <path>`; §7.2 hints on stdout)
     done = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out))
     assert done.stdout == f"wrote 2 variables to {out}\n" and done.err == ""
