@@ -160,7 +160,7 @@ def test_unsigned_bundles_need_allow_unsigned(kimen, tmp_path):
     assert done.code == 0 and "unsigned" in done.err and target.exists()
 
 
-def test_open_mirror_over_existing_vault_and_refuses_replays(kimen):
+def test_open_over_existing_vault_mirrors_and_refuses_replays(kimen):
     make_vault(kimen, {"prod.a": "1", "prod.b": "2"})
     team = Team(kimen)
     old = team.seal("old.age")
