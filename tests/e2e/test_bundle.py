@@ -145,7 +145,7 @@ def test_recipients_file_and_duplicates(kimen, tmp_path):
                     team.recipient, "--identity", str(team.key), "--json", env=kimen.with_pass())
     doc = done.json()
     assert doc["recipient_count"] == 2 and done.err == ""  # --json: the warning is in the envelope
-    assert [w["reason"] for w in doc["warnings"]] == ["duplicate_recipient"]
+    assert [w["reason"] for w in doc["warnings"]] == ["duplicate_recipient", "bundle_seal_all"]
     done = kimen.run("bundle", "open", "--in", "v.age", "--identity", str(other.key), "--trusted-signer", team.signer,
                      "--out-vault", str(tmp_path / "o.db"), *SMALL_KDF, env=NEW_PASS)
     assert done.code == 0, done.err

@@ -115,7 +115,7 @@ WARNS = {  # steps whose envelope (or run's warnings line) carries these warning
     ("secret", "import", "in.env"): ["import_not_interpolated"],
     ("envfile", "--profile", "p", "--out", "out.env"): ["envpath_skipped"],
     ("bundle", "seal", "--out", "v.age", "--recipient", "{recipient}", "--identity", "id.txt",
-     "--recipient", "{recipient}"): ["duplicate_recipient"],
+     "--recipient", "{recipient}"): ["duplicate_recipient", "bundle_seal_all"],
 }
 
 
