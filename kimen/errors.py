@@ -407,6 +407,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('GitFailed', 'git_failed', None, 'git failed: {detail}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
     # -- init --
+    ('TemplateValueUnsafe', 'template_value_unsafe', None, '{flag} cannot be written into a workflow: {detail}',
+     'use shell variables such as $GITHUB_SHA instead of ${{ }} expressions, and keep the value on one line'),
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
     ('OutputIsDirectory', 'output_is_directory', None, 'output is a directory: {path}', None),
     ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
