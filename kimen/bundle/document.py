@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 
-from .. import errors
+from .. import errors, sigfmt
+from ..sigfmt import canonical  # kimen's one canonical serialisation (document.canonical)
 from ..store import MAX_VALUE_BYTES, is_valid_secret_name
 from . import keys
 
@@ -25,16 +25,12 @@ if TYPE_CHECKING:
 VERSION = 1
 SIGNATURE_CONTEXT = b"kimen-bundle-v1\x00"
 _REQUIRED = frozenset({"kimen_bundle", "bundle_id", "created_at", "generation", "secrets"})
-_OPTIONAL = frozenset({"creator", "source_vault_id", "signature"})
-_SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at"})
+# `sync` and an entry's `by` appear in a remote's head; kimen.sync.chain checks them
+_OPTIONAL = frozenset({"creator", "source_vault_id", "signature", "sync"})
+_SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at", "by"})
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
 _MAX_GENERATION = 2**63 - 1
-
-
-def canonical(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
 
 
 def now_rfc3339() -> str:
@@ -55,12 +51,13 @@ class Secret:
 
 
 class Document:
-    """A parsed, checked document; `signer` is the verified signer id or None (unsigned)."""
+    """A parsed, checked document; `signer` is the verified signer id or None (unsigned); `raw` is the
+    decoded JSON object (a sync head's `sync` member is read from it)."""
 
-    __slots__ = ("bundle_id", "created_at", "creator", "generation", "secrets", "signer", "source_vault_id")
+    __slots__ = ("bundle_id", "created_at", "creator", "generation", "raw", "secrets", "signer", "source_vault_id")
 
     def __init__(self, bundle_id: str, created_at: str, creator: dict[str, Any], source_vault_id: str | None,
-                 generation: int, secrets: list[Secret], signer: str | None) -> None:
+                 generation: int, secrets: list[Secret], signer: str | None, raw: dict[str, Any]) -> None:
         self.bundle_id = bundle_id
         self.created_at = created_at
         self.creator = creator
@@ -68,6 +65,7 @@ class Document:
         self.generation = generation
         self.secrets = secrets
         self.signer = signer
+        self.raw = raw
 
 
 def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, creator: dict[str, str],
@@ -90,30 +88,22 @@ def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, c
         "signature": None,
     }
     if identity is not None:
-        body = dict(doc)
-        del body["signature"]
-        sig = identity.sign(SIGNATURE_CONTEXT + canonical(body))
-        doc["signature"] = {"alg": "ed25519", "signer": identity.signer,
-                            "sig": base64.b64encode(sig).decode("ascii")}
+        sign(doc, identity)
     return canonical(doc), bundle_id
 
 
-def _no_float(text: str) -> Any:
-    raise ValueError("floats are not allowed")
-
-
-def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(items)
-    if len(out) != len(items):
-        raise ValueError("duplicate key")
-    return out
+def sign(doc: dict[str, Any], identity: keys.Identity) -> None:
+    """Set `doc["signature"]`: Ed25519 over the context and the document without its signature."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    sig = identity.sign(SIGNATURE_CONTEXT + canonical(body))
+    doc["signature"] = {"alg": "ed25519", "signer": identity.signer, "sig": base64.b64encode(sig).decode("ascii")}
 
 
 def parse(plaintext: bytes) -> Document:
     """Parse and check a decrypted payload; verifies the signature when there is one."""
     try:
         text = plaintext.decode("utf-8")
-        doc = json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
+        doc = sigfmt.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         if plaintext.lstrip()[:1] == b"{" and b'"kimen_bundle"' in plaintext:
             raise errors.BundleInvalid(detail="document is not valid canonical JSON") from None
@@ -145,7 +135,7 @@ def parse(plaintext: bytes) -> Document:
         raise errors.BundleInvalid(detail="source_vault_id must be 32 hex digits")
     secrets = _secrets(doc["secrets"])
     signer = _verify_signature(doc)
-    return Document(bundle_id, created_at, creator, source, generation, secrets, signer)
+    return Document(bundle_id, created_at, creator, source, generation, secrets, signer, doc)
 
 
 def _secrets(items: Any) -> list[Secret]:

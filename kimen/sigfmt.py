@@ -1,0 +1,69 @@
+"""The text forms signed data is written in, shared by bundles and sync heads (stdlib only).
+
+- `canonical`: kimen's one canonical JSON serialisation (keys sorted, no insignificant whitespace,
+  ASCII only with `\\uXXXX` escapes, integers only). Every signature and every hash over a JSON
+  document — a bundle's signature, a head id, a membership record, a join request — is taken over
+  these bytes.
+- `loads`: the strict JSON reader for signed documents: floats, NaN and duplicate keys refused.
+- signer ids: `kimen-sig-v1:` + unpadded base64url of an Ed25519 public key.
+
+It sits in the lowest layer so that `kimen.bundle` (the age layer) and `kimen.sync` (the chain of
+heads, which must not import the age layer) share one definition of each. No cryptography here:
+`kimen.crypto` signs and verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from . import errors
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SIGNER_PREFIX = "kimen-sig-v1:"
+
+
+def canonical(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def _no_float(text: str) -> Any:
+    raise ValueError("floats are not allowed")
+
+
+def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(items)
+    if len(out) != len(items):
+        raise ValueError("duplicate key")
+    return out
+
+
+def loads(text: str) -> Any:
+    """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`)."""
+    return json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
+
+
+def signer_id(public: bytes) -> str:
+    return SIGNER_PREFIX + base64.urlsafe_b64encode(public).rstrip(b"=").decode("ascii")
+
+
+def parse_signer(text: str) -> bytes:
+    """The Ed25519 public key of a signer id; `invalid_signer` otherwise."""
+    text = text.strip()
+    if not text.startswith(SIGNER_PREFIX):
+        raise errors.InvalidSigner(detail=f"must start with {SIGNER_PREFIX}")
+    body = text[len(SIGNER_PREFIX):]
+    if len(body) != 43 or not body.replace("-", "").replace("_", "").isalnum() or not body.isascii():
+        raise errors.InvalidSigner(detail="expected 43 base64url characters after the prefix")
+    try:
+        public = base64.urlsafe_b64decode(body + "=")
+    except (binascii.Error, ValueError):
+        raise errors.InvalidSigner(detail="invalid base64url") from None
+    if signer_id(public) != text:
+        raise errors.InvalidSigner(detail="non-canonical base64url")
+    return public
