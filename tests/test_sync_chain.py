@@ -249,16 +249,32 @@ def test_a_head_is_still_an_ordinary_bundle(rich):
     document.check_trust(doc, [identity("ana").signer], allow_unsigned=False)
 
 
-def test_tombstones_older_than_the_window_are_invalid(rich):
-    raw = copy.deepcopy(rich.doc.raw)
-    raw["signature"] = None
-    head_seq = 2000  # a tombstone at seq 999 is below 2000 - 1000: it must have been dropped
-    fake = chain.parse_head(sign(raw, "ana"))
-    assert fake.seq == 7
+def _far_genesis(seq: int, tombstone_seq: int) -> document.Document:
+    """A valid head at `seq` (its older log entries name parents nobody can check) with a tombstone."""
+    raw = merge.build_genesis(member("ana", "admin"), identity("ana"), at=rfc3339(NOW), now_ms=NOW * 1000,
+                              creator={}, remote_id=REMOTE_ID)
+    log = [{"seq": s, "parent": f"{s:064x}", "by": "ana", "at": raw["created_at"], "set": [], "del": [],
+            "members": False, "note": ""} for s in range(seq - 999, seq + 1)]
+    raw["sync"].update(seq=seq, parent=log[-1]["parent"], log=log,
+                       tombstones=[{"name": "gone", "seq": tombstone_seq, "by": "ana"}])
+    return sign(raw, "ana")
+
+
+def test_tombstones_older_than_the_window_are_invalid():
+    head = chain.parse_head(_far_genesis(2000, 1000))  # 1000 is not below 2000 - 1000: kept
+    assert head.sync.tombstones[0].seq == 1000 and len(head.sync.log) == 1000
     with pytest.raises(errors.KimenError) as info:
-        chain._parse_tombstone({"name": "x", "seq": 999, "by": "bo"}, head_seq)
+        chain.parse_head(_far_genesis(2000, 999))  # it had to be dropped
     assert _reason(info) == "bundle_invalid"
-    assert chain._parse_tombstone({"name": "x", "seq": 1000, "by": "bo"}, head_seq).seq == 1000
+
+
+def test_a_log_longer_than_the_window_is_invalid():
+    doc = _far_genesis(2000, 1500)
+    longer = resign(doc, "ana", lambda raw: raw["sync"]["log"].insert(
+        0, {**raw["sync"]["log"][0], "seq": 1000, "parent": "0" * 64}))
+    with pytest.raises(errors.KimenError) as info:
+        chain.parse_head(longer)
+    assert _reason(info) == "bundle_invalid" and "1..1000 entries" in info.value.message
 
 
 # -- acceptance: the good path -------------------------------------------------------------------

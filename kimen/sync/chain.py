@@ -140,7 +140,8 @@ def _is_ssh_recipient(text: str) -> bool:
 
 
 def check_member(member: Member) -> Member:
-    """A member's own rules: id, role, recipient and signer for the role, scope (precise reasons)."""
+    """A member's own rules: id, recipient and signer for the role, scope — each with its own reason
+    (an unknown role is a ValueError: only a document can carry one)."""
     if not is_valid_member_id(member.id):
         raise errors.InvalidMemberId(member=str(member.id)[:72])
     if member.role not in ROLES:
