@@ -214,6 +214,9 @@ def cmd_envfile(ctx: Context) -> Result | int:
         write_bytes(data)
         return 0
     fsutil.atomic_write(out, data)
+    from .common import warn_if_not_git_ignored  # git only here, after writing (never on run's path)
+
+    warn_if_not_git_ignored(ctx, out)
     count = len(variables)
     return Result("envfile", f"wrote {count} variable{'s' if count != 1 else ''} to {out}",
                   {"out": out, "format": args.format, "count": count})

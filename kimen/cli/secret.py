@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace existing secrets")
     mode.add_argument("--skip-existing", action="store_true", help="leave existing secrets alone")
+    p.add_argument("--no-backup", action="store_true",
+                   help="do not snapshot the vault before --overwrite replaces values")
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
 
 
@@ -306,15 +308,24 @@ def cmd_import(ctx: Context) -> Result:
     skipped = [n for n in values if n in existing] if a.skip_existing else []
     changes = [Change.set(n, values[n], mode="create") for n in created]
     changes += [Change.set(n, values[n], mode="update") for n in updated]
+    backup_path = None
     if changes and not a.dry_run:
+        from .backup import backed_up
+        from .backup import backup_path as new_backup_path
+
         store = open_store(ctx)
-        try:
-            store.write(changes)
+        try:  # replacing values the command line does not name: a backup first (bulk change)
+            with open_metadata(ctx) as vault:
+                backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
+                with backed_up(vault, backup_path):
+                    store.write(changes)
         finally:
             store.close()
     prefix = "[dry-run] " if a.dry_run else ""
     lines = [f"{prefix}create {n}" for n in created] + [f"{prefix}update {n}" for n in updated]
     lines += [f"{prefix}skip {n}" for n in skipped]
+    if backup_path:
+        lines.append(f"backup: {backup_path}")
     return Result("import", lines, {
         "file": label, "count": len(changes), "created": created, "updated": updated, "skipped": skipped,
-        "dry_run": a.dry_run})
+        "backup_path": backup_path, "dry_run": a.dry_run})
