@@ -418,8 +418,6 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('SyncSignerNotWriter', 'sync_signer_not_writer', None, 'head {seq} is not signed by a writer of its membership: {detail}',
      None),
     ('SyncWriteUnauthorized', 'sync_write_unauthorized', None, 'head {seq} makes an unauthorized change: {detail}', None),
-    ('GenerationInFuture', 'generation_in_future', None, 'head {seq} is dated {ahead}s ahead of this clock (more than --max-skew)',
-     "check this machine's clock, or raise --max-skew"),
     ('SyncNotAMember', 'sync_not_a_member', None, 'not a member of this remote',
      'ask an admin to add you: `kimen sync join` prints the request to send (or you may have been removed)'),
     ('SyncRoleForbidden', 'sync_role_forbidden', None, 'member {member} ({role}) may not {action}', None),

@@ -14,6 +14,7 @@ import time
 
 from .. import errors, sigfmt
 from ..sigfmt import canonical  # kimen's one canonical serialisation (document.canonical)
+from ..sigfmt import parse_time as parse_time  # kimen's one RFC 3339 reader (document.parse_time)
 from ..store import MAX_VALUE_BYTES, is_valid_secret_name
 from . import keys
 
@@ -29,7 +30,6 @@ _REQUIRED = frozenset({"kimen_bundle", "bundle_id", "created_at", "generation", 
 _OPTIONAL = frozenset({"creator", "source_vault_id", "signature", "sync"})
 _SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at", "by"})
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?Z")
 # Generations are integers 1 ... 2**53 - 1 (exact in every JSON reader, doubles included).
 MAX_GENERATION = 2**53 - 1
 # A stateful open refuses a generation further ahead of the local clock than this (ms): accepting
@@ -211,24 +211,6 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
         signer = document.signer
         raise errors.BundleSignerUntrusted(
             signer=signer, hint=f"trust it with --trusted-signer {signer} or KIMEN_TRUSTED_SIGNERS={signer}")
-
-
-def parse_time(text: str) -> int | None:
-    """Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z` that names a
-    real calendar time (month 1-12, a day the month has, 00:00:00-23:59:59; no leap second), else
-    None."""
-    match = _TIME.fullmatch(text)
-    if match is None:
-        return None
-    import calendar
-    import datetime
-
-    fields = [int(group) for group in match.groups()]
-    try:
-        datetime.datetime(*fields)  # type: ignore[misc]
-    except ValueError:
-        return None
-    return calendar.timegm((*fields, 0, 0, 0))
 
 
 def valid_generation(value: object) -> bool:

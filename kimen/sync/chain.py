@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
-import datetime
 import hashlib
 from itertools import pairwise
 
@@ -73,7 +71,6 @@ _LOG_KEYS = frozenset({"seq", "parent", "by", "at", "set", "del", "members", "no
 _JOIN_KEYS = frozenset({"member", "recipient", "signer", "remote_id", "created_at"})
 _HEX = frozenset("0123456789abcdef")
 _BECH32 = frozenset("qpzry9x8gf2tvdw0s3jn54khce6mua7l")
-_DIGITS = frozenset("0123456789")
 _SSH_ED25519_BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"
 _SSH_CANNOT_SIGN = "use an age (X25519) identity: ssh-ed25519 identities cannot sign"
 
@@ -100,23 +97,6 @@ def known_head(head: Head) -> KnownHead:
     """What a puller remembers of an accepted head (vault sync state and ratchet)."""
     return KnownHead(remote_id=head.remote_id, seq=head.seq, head_id=head.id, generation=head.generation,
                      epoch=head.current.epoch, record_hash=record_hash(head.current))
-
-
-def rfc3339_seconds(text: object) -> int | None:
-    """Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, or None when malformed.
-
-    The shape is checked here, digits and ranges by `datetime.fromisoformat` (C, unlike
-    `time.strptime`: a head dates each of up to W log entries).
-    """
-    if not isinstance(text, str) or not 20 <= len(text) <= 30 or not text.isascii() or text[-1] != "Z" \
-            or text[4] != "-" or text[7] != "-" or text[10] != "T" or text[13] != ":" or text[16] != ":" \
-            or (len(text) > 20 and (text[19] != "." or len(text) == 21)) or not text[:4].isdigit():
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return calendar.timegm(moment.utctimetuple())
 
 
 # -- members and records -----------------------------------------------------------------------
@@ -319,7 +299,7 @@ def _parse_log_entry(value: Any) -> LogEntry:
     seq = _int(item["seq"], 1, MAX_SEQ, "log entry seq")
     what = f"log entry {seq}"
     parent = _link(item["parent"], seq == 1, f"{what} parent")
-    if rfc3339_seconds(item["at"]) is None:
+    if sigfmt.parse_time(item["at"]) is None:
         _bad(f"{what}: at must be an RFC 3339 UTC time")
     set_names, del_names = _names(item["set"], f"{what} set"), _names(item["del"], f"{what} del")
     if set(set_names) & set(del_names):
@@ -350,7 +330,7 @@ def parse_head(doc: SignedDocument) -> Head:
     sync = _obj(sync, _SYNC_KEYS, "sync member")
     if type(sync["format"]) is not int or sync["format"] != FORMAT:
         _bad("sync format must be 1")
-    if rfc3339_seconds(raw["created_at"]) is None:
+    if sigfmt.parse_time(raw["created_at"]) is None:
         _bad("created_at must be an RFC 3339 UTC time")
     seq = _int(sync["seq"], 1, MAX_SEQ, "sync seq")
     remote_id = _hex(sync["remote_id"], 32, "sync remote_id")
@@ -582,10 +562,11 @@ def check_descent(parent: Head, head: Head) -> None:
 
 
 def _check_clock(head: Head, now: float, max_skew: float) -> None:
-    created = rfc3339_seconds(head.created_at)
-    ahead = max(float(created if created is not None else 0) - now, head.generation / 1000 - now)
+    created = sigfmt.parse_time(head.created_at) or 0  # checked by kimen.bundle.document
+    ahead = max(created - now, head.generation / 1000 - now)
     if ahead > max_skew:
-        raise errors.GenerationInFuture(seq=head.seq, ahead=int(ahead))
+        raise errors.GenerationInFuture(f"head {head.seq} is dated {int(ahead)}s ahead of this clock (more than "
+                                        "--max-skew)", generation=head.generation)
 
 
 def _check_order(head: Head, known: KnownHead | None) -> AcceptOutcome:
@@ -688,7 +669,7 @@ def parse_join_request(text: str, remote_id: str | None) -> JoinRequest:
     if fields["remote_id"] is not None and (type(fields["remote_id"]) is not str or len(fields["remote_id"]) != 32
                                            or not _HEX.issuperset(fields["remote_id"])):
         bad("malformed remote_id")
-    if rfc3339_seconds(fields["created_at"]) is None:
+    if sigfmt.parse_time(fields["created_at"]) is None:
         bad("created_at must be an RFC 3339 UTC time")
     try:
         public = sigfmt.parse_signer(fields["signer"]) if type(fields["signer"]) is str else b""
