@@ -46,7 +46,7 @@ CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
-    "known_seq", "remote_seq", "conflicts",
+    "searched", "suggestions", "known_seq", "remote_seq", "conflicts",
 })
 
 

@@ -109,6 +109,7 @@ def cmd_recipient(ctx: Context) -> Result:
 
 def _recipients(ctx: Context) -> list:
     from ..bundle.keys import parse_recipient, parse_recipients_file
+    from ..fsutil import read_regular
     from ..output import warn
     from ..paths import absolute
 
@@ -116,13 +117,8 @@ def _recipients(ctx: Context) -> list:
     found = [parse_recipient(r) for r in args.recipient]
     for name in args.recipients_file:
         path = absolute(name)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(1024 * 1024 + 1)
-        except FileNotFoundError:
-            raise errors.InputMissing(path=path) from None
-        except OSError as exc:
-            raise errors.InvalidRecipient(detail=f"{path}: {exc.strerror}") from None
+        data = read_regular(path, 1024 * 1024, lambda problem, path=path: errors.InvalidRecipient(
+            detail=f"{path}: {problem}"), missing=lambda path=path: errors.InputMissing(path=path))
         found += parse_recipients_file(data, path)
     unique: dict[str, object] = {}
     for r in found:

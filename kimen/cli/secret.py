@@ -16,6 +16,10 @@ from ..store import MAX_VALUE_BYTES, Change, check_secret_name
 from . import COMMANDS, Context, Result
 from .parser import add_command, add_group
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SECRET)
@@ -89,7 +93,8 @@ def _read_value(ctx: Context, name: str) -> bytes:
         stdin_claim(ctx).claim("value")
         value = read_limited(sys.stdin.buffer, MAX_VALUE_BYTES + 2)
     elif a.from_file is not None:
-        value = _read_file(a.from_file, MAX_VALUE_BYTES)
+        # +2: room for a CRLF that --strip-newline removes
+        value = _read_file(a.from_file, MAX_VALUE_BYTES + 2, lambda: _too_large(name))
     elif a.from_env is not None:
         if a.from_env not in ctx.env:
             raise errors.ValueSourceFailed(detail=f"environment variable {a.from_env} is not set")
@@ -109,23 +114,11 @@ def _read_value(ctx: Context, name: str) -> bytes:
     return value
 
 
-def _read_file(path: str, limit: int) -> bytes:
-    import stat
+def _read_file(path: str, limit: int, too_large: Callable[[], errors.KimenError] | None = None) -> bytes:
+    from ..fsutil import read_regular
 
-    from ..fsutil import read_limited
-
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise errors.ValueSourceFailed(detail=f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise errors.ValueSourceFailed(detail=f"{path} is not a regular file")
-        return read_limited(fd, limit + 2)  # +2: room for a CRLF that --strip-newline removes
-    except OSError as exc:
-        raise errors.ValueSourceFailed(detail=f"cannot read {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+    return read_regular(path, limit, lambda problem: errors.ValueSourceFailed(detail=f"cannot read {path}: {problem}"),
+                        too_large=too_large)
 
 
 def _prompt_value(name: str) -> bytes:
