@@ -46,7 +46,7 @@ CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
-    "searched", "suggestions",
+    "searched", "suggestions", "known_seq", "remote_seq", "conflicts",
 })
 
 
@@ -191,6 +191,10 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('RemoteDisappeared', 'remote_disappeared', 31, 'remote bundle disappeared', None),
     ('OverlappingChanges', 'overlapping_changes', 31, 'local and remote changed the same keys: {names}', None),
     ('RemoteRollback', 'remote_rollback', 31, 'remote bundle is older than one already accepted', None),
+    ('RemoteFork', 'remote_fork', 31, 'remote head (seq {remote_seq}) does not descend from the head already accepted (seq {known_seq}): {detail}',
+     'an admin can republish the accepted head with `kimen sync push --restore-head --yes`; see docs/sync.md'),
+    ('RemoteHistoryGap', 'remote_history_gap', 31, "remote head (seq {remote_seq}) is too far ahead of the head already accepted (seq {known_seq}): its log no longer reaches it",
+     'make this vault mirror the head with `kimen sync pull --mirror` (a backup is written first)'),
     # -- session daemon (34) --
     ('SessionUnavailable', 'session_unavailable', 34, 'no session daemon is running',
      'start one with `kimen session start`'),
@@ -405,6 +409,28 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
     ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
     ('GitFailed', 'git_failed', None, 'git failed: {detail}', None),
+    # -- sync: heads, membership, scopes --
+    ('BundleWrongRemote', 'bundle_wrong_remote', None, 'head belongs to remote {remote_id}, not to the configured {expected}',
+     "check the remote's location, or its remote_id in the config"),
+    ('SyncNotASyncDocument', 'sync_not_a_sync_document', None, 'not a sync head: the document has no sync member',
+     'a bundle made by `kimen bundle seal` is not a team head'),
+    ('SyncMembershipInvalid', 'sync_membership_invalid', None, 'invalid membership record {epoch}: {detail}', None),
+    ('SyncSignerNotWriter', 'sync_signer_not_writer', None, 'head {seq} is not signed by a writer of its membership: {detail}',
+     None),
+    ('SyncWriteUnauthorized', 'sync_write_unauthorized', None, 'head {seq} makes an unauthorized change: {detail}', None),
+    ('SyncNotAMember', 'sync_not_a_member', None, 'not a member of this remote',
+     'ask an admin to add you: `kimen sync join` prints the request to send (or you may have been removed)'),
+    ('SyncRoleForbidden', 'sync_role_forbidden', None, 'member {member} ({role}) may not {action}', None),
+    ('SyncLastAdmin', 'sync_last_admin', None, 'cannot remove {member}: the team would have no admin',
+     'make another member an admin first (`kimen sync members add ID --update --role admin`)'),
+    ('MemberExists', 'member_exists', None, 'member already exists: {member}', 'pass --update to change its role or scope'),
+    ('MemberNotFound', 'member_not_found', None, 'member not found: {member}', None),
+    ('InvalidMemberId', 'invalid_member_id', None, 'invalid member id: {member}',
+     "ids are 1-64 characters of a-z, 0-9, '_', '.' and '-', starting with a letter or a digit"),
+    ('InvalidJoinRequest', 'invalid_join_request', None, 'invalid join request: {detail}', None),
+    ('InvalidScopeGlob', 'invalid_scope_glob', None, 'invalid scope glob: {glob}',
+     "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
+    ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
     # -- init --
     ('TemplateValueUnsafe', 'template_value_unsafe', None, '{flag} cannot be written into a workflow: {detail}',
