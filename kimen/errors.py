@@ -51,7 +51,7 @@ CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
-    "searched", "suggestions", "field",
+    "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "field",
 })
 
 
@@ -352,6 +352,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('BundleExpired', 'bundle_expired', None, 'bundle is older than --max-age', None),
     ('BundleFailed', 'bundle_failed', None, 'bundle command failed: {detail}', None),
     # -- init --
+    ('TemplateValueUnsafe', 'template_value_unsafe', None, '{flag} cannot be written into a workflow: {detail}',
+     'use shell variables such as $GITHUB_SHA instead of ${{ }} expressions, and keep the value on one line'),
     ('OutputIsDirectory', 'output_is_directory', None, 'output is a directory: {path}', None),
     ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
     ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
@@ -360,9 +362,10 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
 
 # ---------------------------------------------------------------------------------------------
 # Declared for features not built yet (team sync and remotes, agent grants and the audit log,
-# `init ci-sync-gate`) and for catch-all reasons no command raises yet. Nothing raises these
-# today: they stay out of docs/errors.md until a command does, and then move up into the table
-# above (tests/test_errors.py checks both directions).
+# `init ci-sync-gate`) and for catch-all reasons no command raises yet. No command raises these
+# today (the sync core raises some, but no command reaches it before `kimen sync` exists): they
+# stay out of docs/errors.md until a command does, and then move up into the table above
+# (tests/test_errors.py checks both directions).
 # ---------------------------------------------------------------------------------------------
 _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ...] = (
     # -- sync conflicts (31) --
@@ -371,6 +374,10 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('RemoteDisappeared', 'remote_disappeared', 31, 'remote bundle disappeared', None),
     ('OverlappingChanges', 'overlapping_changes', 31, 'local and remote changed the same keys: {names}', None),
     ('RemoteRollback', 'remote_rollback', 31, 'remote bundle is older than one already accepted', None),
+    ('RemoteFork', 'remote_fork', 31, 'remote head (seq {remote_seq}) does not descend from the head already accepted (seq {known_seq}): {detail}',
+     'an admin can republish the accepted head with `kimen sync push --restore-head --yes`; see docs/sync.md'),
+    ('RemoteHistoryGap', 'remote_history_gap', 31, "remote head (seq {remote_seq}) is too far ahead of the head already accepted (seq {known_seq}): its log no longer reaches it",
+     'make this vault mirror the head with `kimen sync pull --mirror` (a backup is written first)'),
     # -- audit (34) --
     ('AuditUnavailable', 'audit_unavailable', 34, 'audit log cannot be written', None),
     # -- grants (35) --
@@ -450,6 +457,28 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
     ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
     ('GitFailed', 'git_failed', None, 'git failed: {detail}', None),
+    # -- sync: heads, membership, scopes --
+    ('BundleWrongRemote', 'bundle_wrong_remote', None, 'head belongs to remote {remote_id}, not to the configured {expected}',
+     "check the remote's location, or its remote_id in the config"),
+    ('SyncNotASyncDocument', 'sync_not_a_sync_document', None, 'not a sync head: the document has no sync member',
+     'a bundle made by `kimen bundle seal` is not a team head'),
+    ('SyncMembershipInvalid', 'sync_membership_invalid', None, 'invalid membership record {epoch}: {detail}', None),
+    ('SyncSignerNotWriter', 'sync_signer_not_writer', None, 'head {seq} is not signed by a writer of its membership: {detail}',
+     None),
+    ('SyncWriteUnauthorized', 'sync_write_unauthorized', None, 'head {seq} makes an unauthorized change: {detail}', None),
+    ('SyncNotAMember', 'sync_not_a_member', None, 'not a member of this remote',
+     'ask an admin to add you: `kimen sync join` prints the request to send (or you may have been removed)'),
+    ('SyncRoleForbidden', 'sync_role_forbidden', None, 'member {member} ({role}) may not {action}', None),
+    ('SyncLastAdmin', 'sync_last_admin', None, 'cannot remove {member}: the team would have no admin',
+     'make another member an admin first (`kimen sync members add ID --update --role admin`)'),
+    ('MemberExists', 'member_exists', None, 'member already exists: {member}', 'pass --update to change its role or scope'),
+    ('MemberNotFound', 'member_not_found', None, 'member not found: {member}', None),
+    ('InvalidMemberId', 'invalid_member_id', None, 'invalid member id: {member}',
+     "ids are 1-64 characters of a-z, 0-9, '_', '.' and '-', starting with a letter or a digit"),
+    ('InvalidJoinRequest', 'invalid_join_request', None, 'invalid join request: {detail}', None),
+    ('InvalidScopeGlob', 'invalid_scope_glob', None, 'invalid scope glob: {glob}',
+     "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
+    ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
