@@ -251,3 +251,55 @@ def test_plain_run_path_does_not_load_the_masker():
             "import sys; print(sorted(m for m in sys.modules if 'mask' in m or 'ahocorasick' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# real children: what a pipe and a pty actually deliver (the relay wiring reads the same way)
+# ---------------------------------------------------------------------------------------------
+
+_CHILD = """
+import base64, os, sys, time
+value = bytes.fromhex(sys.argv[1])
+out = b"token=" + value + b"\\nb64=" + base64.b64encode(value) + b"\\nlines:\\n" + value + b"\\ndone\\n"
+for i in range(len(out)):
+    os.write(1, out[i:i + 1])
+    if i % 7 == 0:
+        time.sleep(0.0005)
+"""
+
+
+def _relay(fd: int, stream) -> bytes:
+    out = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # a pty's master reads EIO once the child side is closed
+            break
+        if not chunk:
+            break
+        out.append(stream.feed(chunk))
+    return b"".join(out) + stream.flush()
+
+
+def test_real_child_writing_one_byte_at_a_time_through_a_pipe():
+    value = b"first-line-secret\nsecond-line-secret"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, value.hex()], stdout=subprocess.PIPE)
+    out = _relay(child.stdout.fileno(), Masker({"TLS_KEY": value}).stream())
+    assert child.wait() == 0
+    assert out == b"token=[masked:TLS_KEY]\nb64=[masked:TLS_KEY]\nlines:\n[masked:TLS_KEY]\ndone\n"
+
+
+def test_real_child_on_a_pty_is_masked_after_the_line_discipline():
+    import pty
+
+    value = b"first-line-secret\nsecond-line-secret"
+    master, slave = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, value.hex()], stdout=slave, stdin=slave,
+                             stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        out = _relay(master, Masker({"TLS_KEY": value}, pty=True).stream())
+    finally:
+        os.close(master)
+    assert child.wait() == 0
+    assert out == b"token=[masked:TLS_KEY]\r\nb64=[masked:TLS_KEY]\r\nlines:\r\n[masked:TLS_KEY]\r\ndone\r\n"
