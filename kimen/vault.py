@@ -393,6 +393,19 @@ class Vault:
             found.update(r[0] for r in rows)
         return found
 
+    def sizes(self, names: Sequence[str]) -> dict[str, int]:
+        """The stored value sizes of those of `names` that exist (no key needed; the session daemon
+        bounds a read's response before decrypting anything, the client splits its reads)."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(dict.fromkeys(names)), _READ_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            try:
+                rows = self._conn.execute(f"SELECT name, size FROM secrets WHERE name IN ({marks})", chunk).fetchall()
+            except sqlite3.Error as exc:
+                raise _map_sqlite_error(exc, self.path) from None
+            found.update((name, size) for name, size in rows if isinstance(size, int))
+        return found
+
     def identity(self) -> tuple[int, int, bytes, bytes, int]:
         """(device, inode, vault_id, wrap_id, key_epoch): what a cached key must still match (§5.4)."""
         header = self.header()
@@ -605,6 +618,24 @@ def _sqlite_connect(path: str, *, read_only: bool, immutable: bool = False) -> s
             conn.close()
             raise
     return conn
+
+
+def main_file_vault_id(path: str) -> bytes | None:
+    """The vault id stored in the main database file itself, the `-wal` ignored (SQLite's
+    `immutable` mode), or None when it cannot be read. A long-lived connection learns of changes
+    only through the WAL index, so a file rewritten in place under it (another vault copied over
+    it) is invisible to that connection; this reader sees the file as it is now."""
+    try:
+        conn = _sqlite_connect(path, read_only=True, immutable=True)
+    except (sqlite3.Error, UnicodeError, OSError):
+        return None
+    try:
+        rows = conn.execute("SELECT vault_id FROM vault").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return bytes(rows[0][0]) if len(rows) == 1 and isinstance(rows[0][0], bytes) else None
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:

@@ -49,6 +49,17 @@ def not_served(kimen, name: str, **kw) -> None:
     assert done.err_json()["reason"] == "missing_passphrase"
 
 
+def expired(kimen, name: str, **kw) -> dict:
+    """No passphrase source and the vault's session expired: `session_expired` (10), never a bare
+    `missing_passphrase`; returns the error envelope."""
+    done = get(kimen, name, **kw)
+    assert done.code == 10, done.err
+    envelope = done.err_json()
+    assert envelope["reason"] == "session_expired", envelope
+    assert "kimen session start" in envelope["error"] and envelope["expired_at"], envelope
+    return envelope
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -210,8 +221,8 @@ def test_a_symlink_to_the_vault_uses_its_session(kimen, vault, tmp_path):
 
 def test_idle_ttl_expires_the_key(kimen, vault):
     start(kimen, "--ttl", "2s")
-    wait_for(lambda: status(kimen)["state"] == "locked", "idle expiry", limit=30)
-    not_served(kimen, "app.token")
+    wait_for(lambda: status(kimen)["state"] == "expired", "idle expiry", limit=30)
+    expired(kimen, "app.token")
     assert status(kimen)["running"] is True  # the daemon keeps running
 
 
@@ -234,7 +245,7 @@ def test_max_ttl_wins_over_activity(kimen, vault):
     while time.monotonic() - begun < 9:
         get(kimen, "app.token")  # keep it busy; some of these succeed
         time.sleep(0.5)
-    not_served(kimen, "app.token")
+    assert expired(kimen, "app.token")["expired_by"] == "max_ttl"
 
 
 # -- vault identity --
@@ -514,12 +525,15 @@ def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vau
     reply = _reply(s)
     assert reply is not None and reply["ok"] is False and reply["reason"] == "session_protocol_error"
     s.close()
-    # a JSON value that is not an object, an object without an op, an unknown op
-    for doc in ([1, 2], {"v": 1, "kimen": VERSION, "id": "x"}, {"v": 1, "kimen": VERSION, "id": "x", "op": "exec"}):
+    # a JSON value that is not an object, an object without an op, an unknown op, a bad path:
+    # answered, then the connection is closed
+    for doc in ([1, 2], {"v": 1, "kimen": VERSION, "id": "x"}, {"v": 1, "kimen": VERSION, "id": "x", "op": "exec"},
+                {"v": 1, "kimen": VERSION, "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}):
         s = _connect(kimen)
         s.sendall(_frame(doc))
         reply = _reply(s)
         assert reply["ok"] is False and reply["reason"] == "session_protocol_error"
+        assert _reply(s) is None
         s.close()
     # oversize: refused on the length prefix, before the body is read
     s = _connect(kimen)
@@ -536,10 +550,8 @@ def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vau
     except (OSError, ValueError):
         pass
     s.close()
-    # a request for a path that is not canonical, and one of another version
+    # a request of another version: refused, and the connection goes on
     s = _connect(kimen)
-    s.sendall(_frame({"v": 1, "kimen": VERSION, "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}))
-    assert _reply(s)["reason"] == "session_protocol_error"
     s.sendall(_frame({"v": 1, "kimen": "9.9.9", "id": "2", "op": "read", "vault_path": str(vault),
                       "names": ["app.token"]}))
     assert _reply(s)["reason"] == "session_version_mismatch"
