@@ -199,7 +199,7 @@ class Daemon:
             listener.bind(self.socket_path)
         finally:
             os.umask(old)
-        listener.listen(min(self.max_connections, 4096))
+        listener.listen(4096)  # the kernel caps it (net.core.somaxconn)
         listener.setblocking(False)
         st = os.lstat(self.socket_path)
         self.socket_id = (st.st_dev, st.st_ino)
