@@ -359,7 +359,10 @@ class Daemon:
                 return
         while self.backlog and self.workers < MAX_WORKERS:
             conn, request = self.backlog.popleft()
-            if conn.sock is None:
+            if conn.sock is None:  # hung up while waiting for a worker
+                conn.busy = False
+                self._give(conn.held_in)
+                conn.held_in = 0
                 continue
             self._start_worker(conn, request)
 
@@ -905,9 +908,10 @@ class Daemon:
         if not entry.op_lock.acquire(blocking=blocking):
             raise WouldBlock()
         try:
-            if entry.alive and entry.deadlines.expired():
+            if not entry.alive or entry.deadlines.expired():  # expired (or locked) since the lookup
                 with self.lock:
-                    self._expire_locked(entry, boot_clock())
+                    if entry.alive:
+                        self._expire_locked(entry, boot_clock())
                     record = self.expired.get(path)
                 entry._forget_locked()
                 raise record.error() if record is not None else errors.SessionLocked(vault=path)
