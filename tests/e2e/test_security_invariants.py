@@ -488,8 +488,8 @@ def test_the_daemon_never_sends_the_data_key(kimen):
                 ("write", {"vault_path": path, "changes": [{"op": "set", "name": "app.new", "value_b64": "eA=="}]}),
                 ("unlock", {"vault_path": path}), ("lock", {"vault_path": path})]
     answers = []
-    with Connection(str(kimen.session_dir / "session.sock")) as conn:
-        for op, fields in requests:
+    for op, fields in requests:  # a connection each: a protocol error ends its connection
+        with Connection(str(kimen.session_dir / "session.sock")) as conn:
             answers.append(json.dumps(conn.call_raw(op, **fields)).encode())
     assert any(b'"ok": true' in a for a in answers[2:4]), answers  # the session did serve this vault
     for answer in answers:
