@@ -383,28 +383,22 @@ class Vault:
 
     def names(self, names: Sequence[str]) -> set[str]:
         """Which of `names` exist (no key needed)."""
-        found: set[str] = set()
-        for chunk in _chunks(list(dict.fromkeys(names)), _READ_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            try:
-                rows = self._conn.execute(f"SELECT name FROM secrets WHERE name IN ({marks})", chunk).fetchall()
-            except sqlite3.Error as exc:
-                raise _map_sqlite_error(exc, self.path) from None
-            found.update(r[0] for r in rows)
-        return found
+        return {row[0] for row in self._rows_named("name", names)}
 
     def sizes(self, names: Sequence[str]) -> dict[str, int]:
         """The stored value sizes of those of `names` that exist (no key needed; the session daemon
         bounds a read's response before decrypting anything, the client splits its reads)."""
-        found: dict[str, int] = {}
+        return {name: size for name, size in self._rows_named("name, size", names) if isinstance(size, int)}
+
+    def _rows_named(self, columns: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         for chunk in _chunks(list(dict.fromkeys(names)), _READ_CHUNK):
             marks = ",".join("?" * len(chunk))
             try:
-                rows = self._conn.execute(f"SELECT name, size FROM secrets WHERE name IN ({marks})", chunk).fetchall()
+                rows += self._conn.execute(f"SELECT {columns} FROM secrets WHERE name IN ({marks})", chunk).fetchall()
             except sqlite3.Error as exc:
                 raise _map_sqlite_error(exc, self.path) from None
-            found.update((name, size) for name, size in rows if isinstance(size, int))
-        return found
+        return rows
 
     def identity(self) -> tuple[int, int, bytes, bytes, int]:
         """(device, inode, vault_id, wrap_id, key_epoch): what a cached key must still match (§5.4)."""

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from tests.conftest import PASSPHRASE, SMALL_KDF, wait_for
+from tests.e2e.session_helpers import status
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -19,10 +20,6 @@ def vault(kimen):
     kimen.init_vault()
     kimen.set("app.token", b"s3cret-value")
     return kimen.vault
-
-
-def status(kimen, **kw) -> dict:
-    return kimen.ok("session", "status", "--json", **kw).json()
 
 
 def start(kimen, *extra: str, **kw) -> None:

@@ -23,6 +23,7 @@ from kimen.daemon import protocol
 from kimen.daemon.client import Connection, session_store
 from kimen.store import Change
 from tests.conftest import KIMEN, PASSPHRASE, wait_for
+from tests.e2e.session_helpers import status
 
 MIB = 1024 * 1024
 
@@ -32,10 +33,6 @@ def vault(kimen):
     kimen.init_vault()
     kimen.set("app.token", b"s3cret-value")
     return kimen.vault
-
-
-def status(kimen, **kw) -> dict:
-    return kimen.ok("session", "status", "--json", **kw).json()
 
 
 def served(kimen) -> None:
@@ -85,11 +82,11 @@ def test_sixty_values_of_one_mib_read_through_a_session(kimen, vault):
             store.write([Change.set(n, values[n]) for n in part])
     finally:
         store.close()
-    probe = ("import hashlib,os,sys; d=sys.argv[1]; "
-             "print(sorted((n, hashlib.sha256(open(os.path.join(d,n),'rb').read()).hexdigest()) for n in os.listdir(d)))")
+    probe = ("import hashlib,os; d=os.path.join(os.environ['KIMEN_FILES_DIR'],'v'); "
+             "print(sorted((n, hashlib.sha256(open(os.path.join(d,n),'rb').read()).hexdigest()) "
+             "for n in os.listdir(d)))")
     files = [a for n in values for a in ("--file", f"v/{n}={n}")]
-    done = kimen.ok("run", *files, "--", sys.executable, "-c",
-                    probe.replace("sys.argv[1]", "os.path.join(os.environ['KIMEN_FILES_DIR'],'v')"), timeout=120)
+    done = kimen.ok("run", *files, "--", sys.executable, "-c", probe, timeout=120)
     want = sorted((n, hashlib.sha256(v).hexdigest()) for n, v in values.items())
     assert done.stdout.strip() == str(want)
 
@@ -135,8 +132,8 @@ def test_512_one_byte_connections_do_not_lock_clients_out(kimen, vault):
 
 def _start_with_fd_limit(kimen, soft: int, hard: int) -> int:
     """`session start` with a low RLIMIT_NOFILE, which the daemon inherits; its pid."""
-    script = ("import os,resource,sys; resource.setrlimit(resource.RLIMIT_NOFILE,(%d,%d)); "
-              "os.execv(sys.argv[1], sys.argv[1:])" % (soft, hard))
+    script = (f"import os,resource,sys; resource.setrlimit(resource.RLIMIT_NOFILE,({soft},{hard})); "
+              "os.execv(sys.argv[1], sys.argv[1:])")
     done = subprocess.run([sys.executable, "-c", script, KIMEN, "session", "start"], env={**kimen.env,
                           "KIMEN_PASSPHRASE": PASSPHRASE}, capture_output=True, timeout=60, start_new_session=True)
     assert done.returncode == 0, done.stderr
@@ -146,7 +143,8 @@ def _start_with_fd_limit(kimen, soft: int, hard: int) -> int:
 def test_the_daemon_raises_its_descriptor_limit_and_evicts_slow_connections_at_its_cap(kimen, vault):
     fd_room(2000)
     pid = _start_with_fd_limit(kimen, 256, 320)
-    limits = open(f"/proc/{pid}/limits").read()
+    with open(f"/proc/{pid}/limits") as f:
+        limits = f.read()
     line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
     assert line.split()[3:5] == ["320", "320"]  # soft raised to the hard limit
     cap = 320 - 64  # kimen.daemon.server.RESERVED_FDS
@@ -252,7 +250,7 @@ def test_buffered_input_is_capped(kimen, vault):
 
 @pytest.mark.slow
 def test_a_thousand_slow_connections_and_forty_large_frames(kimen, vault, capsys):
-    """The target: with 1 000 slow connections open and 40 × 64 MiB frames in flight, `session
+    """The target: with 1 000 slow connections open and 40 x 64 MiB frames in flight, `session
     status` answers (measured: within 1 s; asserted: 5 s) and the daemon's RSS stays under 512 MiB."""
     fd_room(4000)
     kimen.ok("session", "start", env=kimen.with_pass())

@@ -26,6 +26,7 @@ from kimen import __version__
 from kimen.daemon import protocol, requests
 from kimen.daemon.client import Connection
 from tests.conftest import PASSPHRASE
+from tests.e2e.session_helpers import frame, read_frame
 
 VERSION = __version__
 VALUE = b"fuzz-value-\x00\xff"
@@ -95,30 +96,6 @@ class Daemon:
 def body_of(doc) -> bytes:
     """JSON as a peer might write it: surrogates as escapes, NaN allowed (the daemon refuses them)."""
     return json.dumps(doc, ensure_ascii=True).encode()
-
-
-def frame(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
-def read_frame(s: socket.socket) -> dict | None:
-    head = b""
-    try:
-        while len(head) < 4:
-            chunk = s.recv(4 - len(head))
-            if not chunk:
-                return None
-            head += chunk
-        (n,) = struct.unpack(">I", head)
-        body = b""
-        while len(body) < n:
-            chunk = s.recv(n - len(body))
-            if not chunk:
-                return None
-            body += chunk
-    except ConnectionResetError:
-        return None
-    return json.loads(body)
 
 
 def refused(reply: dict | None) -> bool:
