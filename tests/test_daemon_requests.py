@@ -73,16 +73,16 @@ def test_request_fields_are_checked_before_any_handler():
 
 def test_reads_are_split_by_count_and_by_encoded_bytes():
     names = [f"k{i}" for i in range(2500)]
-    assert [len(b) for b in protocol.read_batches(names, {n: 10 for n in names})] == [1000, 1000, 500]
+    assert [len(b) for b in protocol.read_batches(names, {n: 10 for n in names}, MAX_VALUE_BYTES)] == [1000, 1000, 500]
     big = [f"big.k{i}" for i in range(60)]
-    batches = protocol.read_batches(big, {n: MAX_VALUE_BYTES for n in big})
+    batches = protocol.read_batches(big, {n: MAX_VALUE_BYTES for n in big}, MAX_VALUE_BYTES)
     assert [n for b in batches for n in b] == big and len(batches) == 2
     for batch in batches:
         size = sum(protocol.read_item_size(n, MAX_VALUE_BYTES) for n in batch)
         assert size <= protocol.READ_RESPONSE_BUDGET < protocol.MAX_FRAME
     # unknown sizes count as the largest legal value; missing names as nothing
-    assert len(protocol.read_batches(big, None)) == 2
-    assert protocol.read_batches(big, {}) == [big]
+    assert len(protocol.read_batches(big, None, MAX_VALUE_BYTES)) == 2
+    assert protocol.read_batches(big, {}, MAX_VALUE_BYTES) == [big]
     # one base64 item really fits its bound
     item = json.dumps({"name": "big.k1", "value_b64": "A" * (4 * ((MAX_VALUE_BYTES + 2) // 3)),
                        "revision": 2 ** 62}, separators=(",", ":"))

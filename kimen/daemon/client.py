@@ -17,7 +17,7 @@ import _socket  # the C module: `socket` would add `selectors` and its wrappers 
 import os
 
 from .. import errors
-from ..store import ChangeResult, SecretValue, WriteResult
+from ..store import MAX_VALUE_BYTES, ChangeResult, SecretValue, WriteResult
 from . import protocol
 
 TYPE_CHECKING = False
@@ -296,10 +296,10 @@ class SessionStore:
         wanted = list(dict.fromkeys(names))
         result: dict[str, SecretValue] = {}
         missing: list[str] = []
-        batches = protocol.read_batches(wanted, None)
+        batches = protocol.read_batches(wanted, None, MAX_VALUE_BYTES)
         if len(batches) > 1:
             with self._metadata() as vault:
-                batches = protocol.read_batches(wanted, vault.sizes(wanted))
+                batches = protocol.read_batches(wanted, vault.sizes(wanted), MAX_VALUE_BYTES)
         for batch in batches:
             try:
                 response = self.conn.call("read", vault_path=self.canonical_path, names=batch)

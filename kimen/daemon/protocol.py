@@ -100,16 +100,15 @@ def read_item_size(name: str, size: int) -> int:
     return len(name) + 4 * ((size + 2) // 3) + 64
 
 
-def read_batches(names: list[str], sizes: Mapping[str, int] | None) -> list[list[str]]:
+def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int) -> list[list[str]]:
     """`names` in requests of at most `READ_BATCH` names whose responses stay under
-    `READ_RESPONSE_BUDGET` (values of unknown size count as the largest legal value)."""
-    from ..store import MAX_VALUE_BYTES
-
+    `READ_RESPONSE_BUDGET`. Without `sizes` every value counts as `largest` (the largest legal
+    value); with them, a name they lack (a missing secret) counts as empty."""
     batches: list[list[str]] = []
     batch: list[str] = []
     used = 0
     for name in names:
-        size = MAX_VALUE_BYTES if sizes is None else sizes.get(name, 0)
+        size = largest if sizes is None else sizes.get(name, 0)
         cost = read_item_size(name, size)
         if batch and (len(batch) >= READ_BATCH or used + cost > READ_RESPONSE_BUDGET):
             batches.append(batch)
