@@ -11,13 +11,18 @@ import stat
 from collections.abc import Mapping
 
 from . import errors, paths
-from .fsutil import atomic_write, make_private_dirs
+from .fsutil import atomic_write, make_private_dirs, read_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 UNLOCK_METHODS = ("prompt", "env", "stdin", "exec")
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+class _Absent(Exception):
+    """No config file: the defaults apply."""
 
 
 def config_path(env: Mapping[str, str] = os.environ) -> str:
@@ -40,14 +45,11 @@ class Config:
     def load(cls, env: Mapping[str, str] = os.environ) -> Config:
         path = config_path(env)
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read(16 * 1024 * 1024)
-        except FileNotFoundError:
-            return cls(path, {}, exists=False)
-        except OSError as exc:
             # unusable from every command, so the fixed-code reason (26), not the config area's
-            raise errors.ConfigPathUnavailable(f"cannot read the config file: {path} ({exc.strerror})",
-                                               path=path) from None
+            raw = read_regular(path, MAX_CONFIG_BYTES, lambda problem: errors.ConfigPathUnavailable(
+                f"cannot read the config file: {path} ({problem})", path=path), missing=_Absent)
+        except _Absent:
+            return cls(path, {}, exists=False)
         import json
 
         try:

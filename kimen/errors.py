@@ -46,7 +46,7 @@ CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
-    "vault_path", "expired_at", "expired_by",
+    "searched", "suggestions", "vault_path", "expired_at", "expired_by",
 })
 
 
@@ -316,7 +316,7 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('IdentityExists', 'identity_exists', None, 'identity file already exists: {path}',
      'use --overwrite to replace it'),
     ('OutputVaultExists', 'output_vault_exists', None, 'output vault already exists: {path}',
-     'use --overwrite to make it mirror the bundle'),
+     "use --overwrite to set the bundle's names in it, or --mirror to also remove the names the bundle lacks"),
     ('InvalidRecipient', 'invalid_recipient', None, 'invalid recipient: {detail}', None),
     ('InvalidIdentity', 'invalid_identity', None, 'invalid identity: {detail}', None),
     ('MissingIdentityFile', 'missing_identity_file', None, 'identity file not found: {path}', None),
@@ -337,10 +337,13 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('BundleUnsigned', 'bundle_unsigned', None, 'bundle is not signed', 'pass --allow-unsigned to accept it anyway'),
     ('BundleSignatureInvalid', 'bundle_signature_invalid', None, 'bundle signature is invalid', None),
     ('BundleSignerUntrusted', 'bundle_signer_untrusted', None, 'bundle signer is not trusted: {signer}',
-     'pin the signer with --trusted-signer, KIMEN_TRUSTED_SIGNERS or config bundle.trusted_signers'),
+     'trust it with --trusted-signer <id> or KIMEN_TRUSTED_SIGNERS=<id>'),
     ('InvalidSigner', 'invalid_signer', None, 'invalid signer id: {detail}', None),
     ('BundleReplay', 'bundle_replay', None, 'bundle generation {generation} is older than one already accepted ({high})',
      'pass --allow-older to accept an older bundle deliberately'),
+    ('GenerationInFuture', 'generation_in_future', None,
+     'bundle generation {generation} is more than 15 minutes ahead of the local clock',
+     "check the clocks of the sealer and of this machine; accepting it would refuse every bundle sealed until then"),
     ('BundleExpired', 'bundle_expired', None, 'bundle is older than --max-age', None),
     ('BundleFailed', 'bundle_failed', None, 'bundle command failed: {detail}', None),
     # -- remote --

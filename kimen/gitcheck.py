@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from .environ import public_environ
+from .paths import work_tree_top  # one owner of the walk (profile lookup uses it too)
 
 GIT_ENV_ALLOWED = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_ASKPASS"})
 _GIT_ENV_ALLOWED_PREFIXES = ("GIT_AUTHOR_", "GIT_COMMITTER_")
@@ -30,18 +31,6 @@ def git_environ(env: dict[str, str] | None = None) -> dict[str, str]:
     clean["GIT_TERMINAL_PROMPT"] = "0"
     clean["GCM_INTERACTIVE"] = "never"
     return clean
-
-
-def work_tree_top(start: str) -> str | None:
-    """The nearest ancestor of `start` (itself included) holding `.git` (a directory or a file)."""
-    current = os.path.abspath(start)
-    while True:
-        if os.path.lexists(os.path.join(current, ".git")):
-            return current
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
 
 
 def _git(directory: str, args: list[str], env: dict[str, str] | None) -> int | None:

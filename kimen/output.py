@@ -32,8 +32,8 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
-def warn(message: str) -> None:
-    """Print one warning line on stderr (before any JSON envelope)."""
+def warn(message: str, reason: str | None = None) -> None:
+    """Print one warning line on stderr (before any JSON envelope); `reason` names the warning."""
     _write_err(f"{PREFIX}: warning: {one_line(message)}\n")
 
 

@@ -114,13 +114,37 @@ def runtime_base(env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(tempfile.gettempdir(), f"kimen-{uid}")
 
 
+def work_tree_top(start: str) -> str | None:
+    """The top of the git work tree holding `start`: the nearest ancestor (`start` included) with a
+    `.git` entry (a directory, or a file for worktrees and submodules). `lstat` only, no git process:
+    profile lookup runs this on the `run` hot path."""
+    current = os.path.abspath(start)
+    while True:
+        if os.path.lexists(os.path.join(current, ".git")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
 def profile_dirs(env: Mapping[str, str] = os.environ, cwd: str | None = None) -> list[str]:
-    """Profile directories in lookup order (SPEC §6.7), duplicates removed."""
+    """Profile directories in lookup order, duplicates removed (docs/profiles.md, "Lookup"):
+    $KIMEN_PROFILE_DIR; `.kimen/profiles` of the working directory and of each parent up to the git
+    work tree's top, nearest first (the working directory only outside a work tree);
+    <config>/profiles; $HOME/.config/kimen/profiles."""
+    cwd = cwd or os.getcwd()
     dirs: list[str] = []
     explicit = env.get("KIMEN_PROFILE_DIR", "")
     if explicit:
         dirs.append(absolute(explicit, cwd))
-    dirs.append(os.path.join(cwd or os.getcwd(), ".kimen", "profiles"))
+    top = work_tree_top(cwd)
+    current = os.path.abspath(cwd)
+    while True:
+        dirs.append(os.path.join(current, ".kimen", "profiles"))
+        if top is None or current == top:
+            break
+        current = os.path.dirname(current)
     dirs.append(os.path.join(config_dir(env), "profiles"))
     dirs.append(os.path.join(_home(env), ".config", APP, "profiles"))
     seen: set[str] = set()

@@ -1,25 +1,16 @@
-"""Loading the C2SP CCTV age vectors (shared/vectors/age) for the tests."""
+"""Loading the C2SP CCTV age vectors (tests/vectors/age, with their licence and source) for the tests."""
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def vectors_dir() -> Path | None:
-    """KIMEN_AGE_VECTORS, else `shared/vectors/age` beside the repository (or beside a parent:
-    worktrees live one level deeper)."""
-    env = os.environ.get("KIMEN_AGE_VECTORS")
-    if env:
-        return Path(env) if Path(env).is_dir() else None
-    for parent in REPO.parents:
-        candidate = parent / "shared" / "vectors" / "age"
-        if candidate.is_dir():
-            return candidate
-    return None
+def vectors_dir() -> Path:
+    """The repository's own copy of the vectors (tests/vectors/age; provenance in its README)."""
+    return REPO / "tests" / "vectors" / "age"
 
 
 class Vector:
@@ -53,7 +44,5 @@ class Vector:
 
 
 def all_vectors() -> list[Vector]:
-    directory = vectors_dir()
-    if directory is None:
-        return []
-    return [Vector(p) for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    return [Vector(p) for p in sorted(vectors_dir().iterdir())
+            if p.is_file() and p.name != "LICENSE" and not p.name.startswith(".")]

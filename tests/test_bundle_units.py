@@ -179,3 +179,21 @@ def test_bundle_store_answers_like_the_vault_it_was_sealed_from(tmp_path):
             store.read(["bad name"])
         assert info.value.reason == "invalid_secret_name"
     local.close()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1970-01-01T00:00:00Z", 0),
+    ("2024-02-29T23:59:59Z", 1709251199),
+    ("2026-11-25T10:00:00.123456789Z", 1795600800),
+])
+def test_created_at_parses_real_utc_times(text, seconds):
+    assert document.parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", [
+    "2026-99-99T99:99:99Z", "2025-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-01-01T24:00:00Z",
+    "2026-01-01T00:60:00Z", "2026-01-01T00:00:60Z", "0000-01-01T00:00:00Z", "2026-01-01T00:00:00",
+    "2026-01-01 00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00.Z", "२०२६-01-01T00:00:00Z",
+])
+def test_created_at_refuses_what_is_not_a_real_utc_time(text):
+    assert document.parse_time(text) is None

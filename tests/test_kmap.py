@@ -125,14 +125,23 @@ def test_vector_22_exec_is_split_without_a_shell(tmp_path):
     ("file f=x\nfile f=const:y", "duplicate_file_path"),
     ("file f=x\nenvpath P=f\nenvpath P=f", "redundant_envpath_var"),
     ("file f=x\nenv P=x\nenvpath P=f", "envpath_overrides_env_var"),
-    ("stdin const:x", "stdin_run_only"),
-    ("file f=x", "envfile_has_no_env_mappings"),
     ("", "empty_map"),
     ("stdin x\nstdin y", "duplicate_stdin"),
 ])
 def test_lint_codes(tmp_path, text, code):
     profile = _compose(tmp_path, {M: text})
     assert code in {i.code for i in kmap.lint_issues(profile)}
+
+
+@pytest.mark.parametrize(("text", "code", "modes"), [
+    ("file f=x\nenvpath P=f", "envpath_requires_files_dir_for_envfile", {"envfile"}),
+    ("stdin const:x", "stdin_run_only", {"render", "envfile"}),
+    ("file f=x", "envfile_has_no_env_mappings", {"envfile"}),
+])
+def test_mode_specific_warnings_only_for_their_mode(tmp_path, text, code, modes):
+    profile = _compose(tmp_path, {M: text})
+    for mode in (None, *kmap.MODES):
+        assert (code in {i.code for i in kmap.lint_issues(profile, mode)}) == (mode in modes), mode
 
 
 def test_lint_reports_every_line_and_sorts_errors_first(tmp_path):

@@ -28,8 +28,12 @@ _REQUIRED = frozenset({"kimen_bundle", "bundle_id", "created_at", "generation", 
 _OPTIONAL = frozenset({"creator", "source_vault_id", "signature"})
 _SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at"})
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
-_MAX_GENERATION = 2**63 - 1
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?Z")
+# Generations are integers 1 ... 2**53 - 1 (exact in every JSON reader, doubles included).
+MAX_GENERATION = 2**53 - 1
+# A stateful open refuses a generation further ahead of the local clock than this (ms): accepting
+# one would make the vault refuse every genuine bundle sealed until then.
+MAX_FUTURE_MS = 15 * 60 * 1000
 
 
 def canonical(doc: Any) -> bytes:
@@ -133,10 +137,10 @@ def parse(plaintext: bytes) -> Document:
     bundle_id, created_at, generation = doc["bundle_id"], doc["created_at"], doc["generation"]
     if not isinstance(bundle_id, str) or not _HEX32.fullmatch(bundle_id):
         raise errors.BundleInvalid(detail="bundle_id must be 32 hex digits")
-    if not isinstance(created_at, str) or not _TIME.fullmatch(created_at):
-        raise errors.BundleInvalid(detail="created_at must be an RFC 3339 UTC time")
-    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION:
-        raise errors.BundleInvalid(detail="generation must be a non-negative integer")
+    if not isinstance(created_at, str) or parse_time(created_at) is None:
+        raise errors.BundleInvalid(detail="created_at must be an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)")
+    if not valid_generation(generation):
+        raise errors.BundleInvalid(detail=f"generation must be an integer from 1 to {MAX_GENERATION}")
     creator = doc.get("creator") or {}
     if not isinstance(creator, dict) or not all(isinstance(v, str) for v in creator.values()):
         raise errors.BundleInvalid(detail="creator must be an object of strings")
@@ -214,14 +218,44 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
         warn("accepting an unsigned bundle (--allow-unsigned): anyone who knows the recipients could have made it")
         return
     if document.signer not in set(trusted):
-        raise errors.BundleSignerUntrusted(signer=document.signer)
+        signer = document.signer
+        raise errors.BundleSignerUntrusted(
+            signer=signer, hint=f"trust it with --trusted-signer {signer} or KIMEN_TRUSTED_SIGNERS={signer}")
+
+
+def parse_time(text: str) -> int | None:
+    """Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z` that names a
+    real calendar time (month 1-12, a day the month has, 00:00:00-23:59:59; no leap second), else
+    None."""
+    match = _TIME.fullmatch(text)
+    if match is None:
+        return None
+    import calendar
+    import datetime
+
+    fields = [int(group) for group in match.groups()]
+    try:
+        datetime.datetime(*fields)  # type: ignore[misc]
+    except ValueError:
+        return None
+    return calendar.timegm((*fields, 0, 0, 0))
+
+
+def valid_generation(value: object) -> bool:
+    return type(value) is int and 1 <= value <= MAX_GENERATION  # type: ignore[operator]
 
 
 def check_max_age(document: Document, max_age_seconds: int | None, now: float | None = None) -> None:
     if max_age_seconds is None:
         return
-    import calendar
-
-    created = calendar.timegm(time.strptime(document.created_at[:19], "%Y-%m-%dT%H:%M:%S"))
+    created = parse_time(document.created_at)
+    assert created is not None  # checked by parse()
     if (now if now is not None else time.time()) - created > max_age_seconds:
         raise errors.BundleExpired(generation=document.generation)
+
+
+def check_not_in_future(document: Document, now: float | None = None) -> None:
+    """A stateful open records the generation: refuse one over 15 minutes ahead of the clock."""
+    limit = int((now if now is not None else time.time()) * 1000) + MAX_FUTURE_MS
+    if document.generation > limit:
+        raise errors.GenerationInFuture(generation=document.generation)

@@ -8,8 +8,12 @@ import os
 from .. import errors
 from . import COMMANDS, Context, Result
 from .bundle_opts import add_identity_flags, add_trust_flags
-from .common import add_kdf_flags
+from .common import add_kdf_flags, warn_if_not_git_ignored
 from .parser import add_command, add_group
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..bundle.document import Document
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -39,7 +43,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out-vault", metavar="PATH", help="vault to create or update (default: the resolved vault)")
     add_identity_flags(p)
     add_trust_flags(p, stateful=True)
-    p.add_argument("--overwrite", action="store_true", help="make an existing vault mirror the bundle")
+    p.add_argument("--overwrite", action="store_true",
+                   help="update an existing vault: add the bundle's new names, replace differing values; never remove")
+    p.add_argument("--mirror", action="store_true",
+                   help="like --overwrite, and also remove the names the bundle does not hold")
+    p.add_argument("--no-backup", action="store_true", help="do not snapshot an existing vault before changing it")
+    p.add_argument("--dry-run", action="store_true", help="decrypt, verify and compare; change nothing")
     add_kdf_flags(p)
     p.add_argument("--age-passphrase-stdin", action="store_true",
                    help="read the passphrase of a passphrase-encrypted age file from stdin (interop)")
@@ -67,9 +76,11 @@ def cmd_keygen(ctx: Context) -> Result:
         fsutil.write_exclusive(path, text.encode("ascii"), mode=0o600, exists=errors.IdentityExists)
     signer = identity.signer
     fields = {"identity_path": path, "recipient": identity.recipient, "signer": signer}
-    import sys
+    if not ctx.json:  # with --json the envelope alone carries them
+        import sys
 
-    sys.stderr.write(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
+        sys.stderr.write(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
+    warn_if_not_git_ignored(ctx, path)
     if args.print_recipient and not ctx.json:
         print_lines(identity.recipient or "")
     return Result("bundle_keygen", None, fields)
@@ -98,6 +109,7 @@ def cmd_recipient(ctx: Context) -> Result:
 
 def _recipients(ctx: Context) -> list:
     from ..bundle.keys import parse_recipient, parse_recipients_file
+    from ..fsutil import read_regular
     from ..output import warn
     from ..paths import absolute
 
@@ -105,13 +117,8 @@ def _recipients(ctx: Context) -> list:
     found = [parse_recipient(r) for r in args.recipient]
     for name in args.recipients_file:
         path = absolute(name)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(1024 * 1024 + 1)
-        except FileNotFoundError:
-            raise errors.InputMissing(path=path) from None
-        except OSError as exc:
-            raise errors.InvalidRecipient(detail=f"{path}: {exc.strerror}") from None
+        data = read_regular(path, 1024 * 1024, lambda problem, path=path: errors.InvalidRecipient(
+            detail=f"{path}: {problem}"), missing=lambda path=path: errors.InputMissing(path=path))
         found += parse_recipients_file(data, path)
     unique: dict[str, object] = {}
     for r in found:
@@ -125,7 +132,9 @@ def _recipients(ctx: Context) -> list:
 
 
 def _selected_names(ctx: Context, infos: list) -> list[str]:
-    import fnmatch
+    """The names to seal: a profile's references, then the `--secret` globs (kimen.globs); none of
+    those flags -> every name, with a warning saying so."""
+    from ..output import warn
 
     args = ctx.args
     names = [info.name for info in infos]
@@ -142,12 +151,16 @@ def _selected_names(ctx: Context, infos: list) -> list[str]:
             raise errors.SecretNotFound(missing)
         names = sorted(set(wanted))
     if args.secret:
-        from ..output import warn
+        from ..globs import compile_globs, select
 
-        for glob in args.secret:  # a typo must not pass for an intentionally small bundle
-            if not any(fnmatch.fnmatchcase(n, glob) for n in names):
-                warn(f"--secret {glob} matches no secret to seal")
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in args.secret)]
+        globs = compile_globs(args.secret)
+        for glob in globs:  # a typo must not pass for an intentionally small bundle
+            if not select([glob], names):
+                warn(f"--secret {glob.text} matches no secret to seal")
+        names = select(globs, names)
+    elif not (args.profile or args.map):
+        warn(f"sealing all {len(names)} secret{'s' if len(names) != 1 else ''} of the vault",
+             reason="bundle_seal_all")
     return names
 
 
@@ -159,6 +172,7 @@ def cmd_seal(ctx: Context) -> Result:
     from .. import __version__, fsutil
     from ..access import open_metadata, open_store, resolve_vault
     from ..bundle import age, document
+    from ..output import warn
     from ..paths import absolute
     from .bundle_opts import load_identity
 
@@ -171,12 +185,10 @@ def cmd_seal(ctx: Context) -> Result:
         raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
     requested = None
     if args.generation is not None:
-        try:
-            requested = int(args.generation)
-        except ValueError:
-            requested = -1
-        if not 0 < requested < 2**63:
-            raise errors.UsageError(detail="--generation must be a positive integer")
+        text = args.generation
+        requested = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
+        if not document.valid_generation(requested):
+            raise errors.BundleInvalid(detail=f"--generation must be an integer from 1 to {document.MAX_GENERATION}")
     recipients = _recipients(ctx)
     identity = None if args.no_sign else load_identity(ctx, required=False)
     if not args.no_sign:
@@ -201,6 +213,12 @@ def cmd_seal(ctx: Context) -> Result:
         store.close()
     with open_metadata(ctx, location) as vault:
         high = vault.header().bundle_high_generation
+    if high >= document.MAX_GENERATION:
+        # only a bundle opened before generations were bounded can have left this; no valid
+        # generation exceeds it, so it is ignored rather than making every seal fail
+        warn(f"this vault recorded bundle generation {high}, beyond the largest valid one; sealing with "
+             "a current generation (vaults that accepted it need --allow-older)", reason="bundle_generation_ignored")
+        high = 0
     generation = requested if requested is not None else max(int(time.time() * 1000), high + 1)
     if generation <= high:
         raise errors.BundleReplay(generation=generation, high=high,
@@ -249,9 +267,15 @@ def _age_passphrase(ctx: Context) -> bytes | None:
 
 
 def cmd_open(ctx: Context) -> Result:
+    """Decrypt and verify, then create a vault or update an existing one (one transaction).
+
+    `--overwrite` sets the bundle's names and never removes another; `--mirror` also removes the
+    names the bundle lacks. A backup precedes any change to an existing vault (`kimen.cli.backup`);
+    `--dry-run` compares and changes nothing.
+    """
     from ..access import resolve_vault
+    from ..bundle import document
     from ..paths import absolute
-    from ..store import Change
     from .bundle_opts import open_document
     from .common import kdf_from_args
 
@@ -263,7 +287,7 @@ def cmd_open(ctx: Context) -> Result:
         args.vault = absolute(args.out_vault)
     location = resolve_vault(ctx)
     exists = os.path.lexists(location.path)
-    if exists and not args.overwrite:
+    if exists and not (args.overwrite or args.mirror):
         raise errors.OutputVaultExists(path=location.path)
     if not exists:
         from ..vault import KDF_DEFAULT
@@ -272,22 +296,60 @@ def cmd_open(ctx: Context) -> Result:
     if not os.path.exists(in_path):
         raise errors.InputMissing(path=in_path)
     doc, _identity = open_document(ctx, in_path, passphrase=_age_passphrase(ctx))
+    document.check_not_in_future(doc)  # opening records the generation (freshness, stateful)
     wanted = {s.name: s.value for s in doc.secrets}
     if exists:
-        _mirror(ctx, wanted, doc.generation)
+        plan = _update(ctx, location, wanted, doc.generation)
+    elif args.dry_run:
+        plan = _Plan(sorted(wanted), [], [], None)
     else:
-        _create(ctx, location, params, [Change.set(n, v) for n, v in wanted.items()], doc.generation)
-    n = len(wanted)
-    return Result("bundle_open", f"{'created' if not exists else 'updated'} {location.path} from {in_path}: "
-                  f"{n} secret{'s' if n != 1 else ''}, generation {doc.generation}, "
-                  f"{'signed by ' + doc.signer if doc.signer else 'unsigned'}", {
-                      "in": in_path, "out_vault": location.path, "created": not exists, "count": n,
-                      "bundle_id": doc.bundle_id, "generation": doc.generation, "created_at": doc.created_at,
-                      "signer": doc.signer})
+        _create(ctx, location, params, wanted, doc.generation)
+        plan = _Plan(sorted(wanted), [], [], None)
+    return _open_result(ctx, in_path, location.path, doc, plan, created=not exists)
 
 
-def _create(ctx: Context, location: object, params: object, changes: list, generation: int) -> None:
+class _Plan:
+    """What an open adds, updates and removes (sorted names), and its backup path."""
+
+    __slots__ = ("added", "backup_path", "removed", "updated")
+
+    def __init__(self, added: list[str], updated: list[str], removed: list[str], backup_path: str | None) -> None:
+        self.added, self.updated, self.removed, self.backup_path = added, updated, removed, backup_path
+
+
+def _open_result(ctx: Context, in_path: str, vault_path: str, doc: Document, plan: _Plan, *,
+                 created: bool) -> Result:
+    dry = bool(ctx.args.dry_run)
+    counts = f"{len(plan.added)}, {'update' if dry else 'updated'} {len(plan.updated)}, " \
+             f"{'remove' if dry else 'removed'} {len(plan.removed)}"
+    fields = {
+        "in": in_path, "out_vault": vault_path, "created": created and not dry, "count": len(doc.secrets),
+        "bundle_id": doc.bundle_id, "generation": doc.generation, "created_at": doc.created_at,
+        "signer": doc.signer,
+        "added": [] if dry else plan.added, "updated": [] if dry else plan.updated,
+        "removed": [] if dry else plan.removed, "backup_path": None if dry else plan.backup_path, "dry_run": dry,
+    }
+    if dry:
+        fields.update({"would_add": plan.added, "would_update": plan.updated, "would_remove": plan.removed,
+                       "would_backup": plan.backup_path})
+        lines = [f"[dry-run] {verb} {name}" for verb, names in (("add", plan.added), ("update", plan.updated),
+                                                                 ("remove", plan.removed)) for name in names]
+        lines.append(f"[dry-run] would open {in_path} into {vault_path}"
+                     f"{' (a new vault)' if created else ''}: add {counts}")
+        if plan.backup_path:
+            lines.append(f"[dry-run] would back up to {plan.backup_path}")
+        return Result("bundle_open", lines, fields)
+    lines = [f"opened {in_path} into {vault_path}: added {counts}"]
+    if plan.backup_path:
+        lines.append(f"backup: {plan.backup_path}")
+    if plan.removed:
+        lines.append(f"removed: {', '.join(plan.removed)}")
+    return Result("bundle_open", lines, fields)
+
+
+def _create(ctx: Context, location: object, params: object, wanted: dict[str, bytes], generation: int) -> None:
     from ..access import passphrase_for_new_vault
+    from ..store import Change
     from ..vault import create_vault, discard_new_vault
 
     path = location.path  # type: ignore[attr-defined]
@@ -295,7 +357,7 @@ def _create(ctx: Context, location: object, params: object, changes: list, gener
         vault = create_vault(path, passphrase, params)  # type: ignore[arg-type]
         try:
             store = vault.unlock(passphrase)
-            store.write(changes, bundle_generation=generation)
+            store.write([Change.set(n, v) for n, v in wanted.items()], bundle_generation=generation)
         except BaseException:
             vault.close()
             discard_new_vault(path)
@@ -304,19 +366,41 @@ def _create(ctx: Context, location: object, params: object, changes: list, gener
     vault.close()
 
 
-def _mirror(ctx: Context, wanted: dict[str, bytes], generation: int) -> None:
-    """One transaction: set changed names, remove absent ones, record the generation."""
+def _update(ctx: Context, location: object, wanted: dict[str, bytes], generation: int) -> _Plan:
+    """Compare with the existing vault; unless a dry run: back up, then one transaction that sets
+    the new and differing names, removes absent ones with --mirror, and records the generation."""
     from ..access import open_store
     from ..store import Change
+    from .backup import backed_up, backup_path, check_writable
 
+    args = ctx.args
     store = open_store(ctx, allow_session=False)
     try:
+        vault = store.vault  # type: ignore[attr-defined]
+        header = vault.header()
+        if generation < header.bundle_high_generation and not args.allow_older:
+            raise errors.BundleReplay(generation=generation, high=header.bundle_high_generation)
         current_names = [i.name for i in store.list()]
         current = store.read(current_names) if current_names else {}
-        changes = [Change.set(n, v) for n, v in wanted.items() if n not in current or current[n].value != v]
-        changes += [Change.rm(n) for n in current_names if n not in wanted]
-        store.write(changes, bundle_generation=generation,  # type: ignore[call-arg]
-                    allow_older=bool(ctx.args.allow_older))
-        store.vault.checkpoint()  # type: ignore[attr-defined]
+        added = sorted(n for n in wanted if n not in current)
+        updated = sorted(n for n in wanted if n in current and current[n].value != wanted[n])
+        removed = sorted(n for n in current_names if n not in wanted) if args.mirror else []
+        del current
+        changed = bool(added or updated or removed)
+        path = backup_path(location.path) if changed and not args.no_backup else None  # type: ignore[attr-defined]
+        plan = _Plan(added, updated, removed, path)
+        if args.dry_run:
+            if path is not None:
+                check_writable(os.path.dirname(path))
+            return plan
+        changes = [Change.set(n, wanted[n]) for n in added + updated] + [Change.rm(n) for n in removed]
+        with backed_up(vault, path):
+            if changed:  # `if_generation`: the lists above stay true (a concurrent change -> retry)
+                store.write(changes, if_generation=header.generation,  # type: ignore[call-arg]
+                            bundle_generation=generation, allow_older=bool(args.allow_older))
+            else:
+                vault.record_bundle_generation(generation)
+        vault.checkpoint()
+        return plan
     finally:
         store.close()

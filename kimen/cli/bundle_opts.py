@@ -49,23 +49,10 @@ def add_bundle_source_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _read_key_file(path: str, missing: type[errors.KimenError]) -> bytes:
-    from ..fsutil import read_limited
+    from ..fsutil import read_regular
 
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise missing(path=path) from None
-    except OSError as exc:
-        raise errors.InvalidIdentity(detail=f"{path}: {exc.strerror}") from None
-    try:
-        data = read_limited(fd, MAX_KEY_BYTES)
-    except OSError as exc:
-        raise errors.InvalidIdentity(detail=f"{path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_KEY_BYTES:
-        raise errors.InvalidIdentity(detail=f"{path}: larger than 64 KiB")
-    return data
+    return read_regular(path, MAX_KEY_BYTES, lambda problem: errors.InvalidIdentity(detail=f"{path}: {problem}"),
+                        missing=lambda: missing(path=path))
 
 
 def load_identity(ctx: Context, *, required: bool = True, env: bool = True) -> Identity | None:
@@ -107,6 +94,7 @@ def trusted_signers(ctx: Context, identity: Identity | None) -> list[str]:
     """Every trusted signer: flags, files, KIMEN_TRUSTED_SIGNERS, config, the opener's own."""
     from ..access import load_config
     from ..bundle.keys import parse_signer, parse_signers_text
+    from ..fsutil import read_regular
     from ..paths import absolute
 
     args = ctx.args
@@ -116,13 +104,8 @@ def trusted_signers(ctx: Context, identity: Identity | None) -> list[str]:
         out.append(item.strip())
     for name in getattr(args, "trusted_signers_file", None) or []:
         path = absolute(name)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_KEY_BYTES + 1)
-        except FileNotFoundError:
-            raise errors.InputMissing(path=path) from None
-        except OSError as exc:
-            raise errors.InvalidSigner(detail=f"{path}: {exc.strerror}") from None
+        data = read_regular(path, MAX_KEY_BYTES, lambda problem, path=path: errors.InvalidSigner(
+            detail=f"{path}: {problem}"), missing=lambda path=path: errors.InputMissing(path=path))
         out += parse_signers_text(data.decode("utf-8", "replace"), path)
     if ctx.env.get("KIMEN_TRUSTED_SIGNERS"):
         out += parse_signers_text(ctx.env["KIMEN_TRUSTED_SIGNERS"], "KIMEN_TRUSTED_SIGNERS")
@@ -154,28 +137,12 @@ def max_age_seconds(ctx: Context) -> int | None:
 def read_bundle_file(path: str) -> bytes:
     """The bundle file's bytes; absent -> input_missing; over the size limit -> bundle_too_large."""
     from ..bundle.age import MAX_FILE_BYTES
-    from ..fsutil import read_limited
+    from ..fsutil import read_regular
 
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise errors.InputMissing(path=path) from None
-    except OSError as exc:
-        raise errors.BundleFailed(detail=f"{path}: {exc.strerror}", path=path) from None
-    try:
-        import stat
-
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise errors.BundleFailed(detail=f"{path}: not a regular file", path=path)
-        if st.st_size > MAX_FILE_BYTES:
-            raise errors.BundleTooLarge(path=path)
-        data = read_limited(fd, MAX_FILE_BYTES)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise errors.BundleTooLarge(path=path)
-    return data
+    return read_regular(path, MAX_FILE_BYTES,
+                        lambda problem: errors.BundleFailed(detail=f"{path}: {problem}", path=path),
+                        missing=lambda: errors.InputMissing(path=path),
+                        too_large=lambda: errors.BundleTooLarge(path=path))
 
 
 def open_document(ctx: Context, path: str, *, passphrase: bytes | None = None) -> tuple[Document, Identity | None]:

@@ -1,11 +1,16 @@
-"""Flag helpers shared by several command modules (KDF parameters, value reading)."""
+"""Helpers shared by several command modules (KDF parameters, value reading, the git-ignore warning)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from .. import errors
 from ..store import KdfParams
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def add_kdf_flags(parser: argparse.ArgumentParser) -> None:
@@ -44,3 +49,26 @@ def _whole_number(flag: str, text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise errors.InvalidKdfParams(detail=f"{flag} needs a whole number, not {text!r}")
     return int(text)
+
+
+def warn_if_not_git_ignored(ctx: Any, path: str) -> None:
+    """After writing a secret-bearing `path` (an identity, an envfile): inside a git work tree
+    where git does not ignore it, warn `output_not_git_ignored` with the exact `.gitignore` line.
+    git unavailable or no work tree: no warning. git runs only here, never on the `run` hot path."""
+    from .. import gitcheck
+    from ..output import warn
+
+    if gitcheck.is_ignored(path, ctx.env) is not False:
+        return
+    top = gitcheck.work_tree_top(os.path.dirname(path)) or os.path.dirname(path)
+    warn(f"{path} is not ignored by git; add it to .gitignore (the line {gitignore_line(path, top)} "
+         f"in {os.path.join(top, '.gitignore')})", reason="output_not_git_ignored")
+
+
+def gitignore_line(path: str, top: str) -> str:
+    """The `.gitignore` line (at `top`) that ignores exactly `path`: anchored with `/`, gitignore's
+    special characters escaped."""
+    relative = os.path.relpath(path, top).replace(os.sep, "/")
+    escaped = "".join("\\" + ch if ch in "\\*?[" else ch for ch in relative)
+    stripped = escaped.rstrip(" ")
+    return "/" + stripped + "\\ " * (len(escaped) - len(stripped))

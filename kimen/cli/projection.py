@@ -51,10 +51,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         _register_render(sub, "render")
     elif name == "envfile":
         p = add_command(sub, "envfile", COMMANDS[name][1], handler=cmd_envfile, area=errors.AREA_ENVFILE)
-        _source_flags(p, ("env", "envpath"))
+        _source_flags(p, ("env", "file", "envpath"))
         p.add_argument("--out", metavar="PATH", required=True, help="file to write (- for stdout)")
         p.add_argument("--format", choices=("dotenv", "shell", "docker", "json"), default="dotenv")
-        p.add_argument("--files-dir", metavar="DIR", help="write envpath variables as DIR/RELPATH")
+        p.add_argument("--files-dir", metavar="DIR",
+                       help="write the files into DIR (kept) and envpath variables as DIR/RELPATH")
         p.add_argument("--unsafe-stdout", action="store_true", help="allow --out - (values on stdout)")
     elif name == "plan":
         _register_plan(sub, "plan")
@@ -64,11 +65,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                         area=errors.AREA_MAP_LINT)
         p.add_argument("--profile", metavar="NAME")
         p.add_argument("--map", metavar="PATH")
+        _mode_flag(p, "also report the warnings of this mode: run, render or envfile")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
     elif name == "doctor":
         p = add_command(sub, "doctor", COMMANDS[name][1], handler=_doctor, area=errors.AREA_DOCTOR)
         p.add_argument("--profile", metavar="NAME", help="also check profile NAME and its secrets")
         p.add_argument("--map", metavar="PATH", help="also check the profile file PATH and its secrets")
+        _mode_flag(p, "lint the profile for this mode too: run, render or envfile")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
         p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
         from .bundle_opts import add_identity_flags, add_trust_flags
@@ -83,6 +86,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         _register_run(group, "run", project=True)
         _register_render(group, "render", project=True)
         _register_plan(group, "plan", project=True)
+
+
+def _mode_flag(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    from .parser import complete_with
+
+    complete_with(p.add_argument("--mode", default=default, help=help), ("run", "render", "envfile"))
 
 
 def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
@@ -113,12 +122,12 @@ def _register_render(sub: argparse._SubParsersAction, name: str, project: bool =
 
 
 def _register_plan(sub: argparse._SubParsersAction, name: str, project: bool = False) -> None:
-    from .parser import add_command, complete_with
+    from .parser import add_command
 
     p = add_command(sub, name, "show what a projection would do (no vault, no exec:)", handler=cmd_plan,
                     area=errors.AREA_PLAN)
     _source_flags(p, ("env", "file", "envpath", "stdin"))
-    complete_with(p.add_argument("--mode", default="run", help="run, render or envfile"), ("run", "render", "envfile"))
+    _mode_flag(p, "run, render or envfile", default="run")
     p.add_argument("--files-dir", metavar="DIR", help="as the real command's --files-dir")
     p.add_argument("--against-profile", metavar="NAME", help="compare with profile NAME")
     p.add_argument("--against-map", metavar="PATH", help="compare with profile file PATH")
@@ -204,19 +213,32 @@ def cmd_envfile(ctx: Context) -> Result | int:
         if not os.path.isdir(os.path.dirname(out)):
             raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
     files_dir = files_dir_arg(ctx)
+    if files_dir is not None and os.path.lexists(files_dir):  # refused before any value is read
+        problem = fsutil.directory_problem(files_dir, strict=False)
+        if problem:
+            raise errors.UnsafeFilesDir(path=files_dir, problem=problem)
     profile = load_profile(ctx)
     envs, paths = _envfile_vars(profile, files_dir)
-    values = resolve_values(ctx, envs)
+    files = [d for d in profile.winners() if d.kind == "file"] if files_dir is not None else []
+    values = resolve_values(ctx, [*envs, *files])
     variables = [(d.target, values[d]) for d in envs]
     variables += [(d.target, os.fsencode(os.path.join(files_dir, d.relpath))) for d in paths]  # type: ignore[arg-type]
-    data = envfmt.render(args.format, variables)
+    data = envfmt.render(args.format, variables)  # every value checked before anything is written
+    if files:  # the files the envpath variables name, so each path exists with its value
+        write_user_dir(files_dir, [(d.target, values[d]) for d in files], errors.UnsafeFilesDir)  # type: ignore[arg-type]
     if out is None:
         write_bytes(data)
         return 0
     fsutil.atomic_write(out, data)
+    from .common import warn_if_not_git_ignored  # git only here, after writing (never on run's path)
+
+    warn_if_not_git_ignored(ctx, out)
     count = len(variables)
-    return Result("envfile", f"wrote {count} variable{'s' if count != 1 else ''} to {out}",
-                  {"out": out, "format": args.format, "count": count})
+    human = [f"wrote {count} variable{'s' if count != 1 else ''} to {out}"]
+    if files_dir is not None:
+        human.append(f"wrote {len(files)} file{'s' if len(files) != 1 else ''} to {files_dir}")
+    return Result("envfile", human, {"out": out, "format": args.format, "count": count, "files_dir": files_dir,
+                                     "files": [d.target for d in files]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,9 +286,9 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
 
     files_dir = files_dir_arg(ctx)
     winners = profile.winners()
-    if mode == "envfile":
+    if mode == "envfile":  # envfile writes the files too, with --files-dir only
         envs, paths = _envfile_vars(profile, files_dir)
-        files: list[Directive] = []
+        files = [d for d in winners if d.kind == "file"] if files_dir is not None else []
         stdin = None
     else:
         envs = [d for d in winners if d.kind == "env"] if mode == "run" else []
@@ -290,6 +312,7 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         "mode": mode,
         "command": list(argv) if argv else None,
         "source": profile.source,
+        "profile_path": profile.source,
         "env": [{"var": d.target, "source": d.ref.text} for d in envs],  # type: ignore[union-attr]
         "files": [{"path": d.target, "source": d.ref.text} for d in files],  # type: ignore[union-attr]
         "envpath": [{"var": d.target, "path": d.relpath,
@@ -336,10 +359,9 @@ def print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None
         return 0
     import shlex
 
-    lines = [f"mode: {mode}"]
+    lines = [f"mode: {mode}", f"profile: {doc['profile_path'] or '(inline only)'}"]
     if mode == "run":
         lines.append(f"command: {shlex.join(argv) if argv else '(none)'}")
-    lines.append(f"source: {doc['source'] or '(inline only)'}")
     for title, items, a, b in (("env", doc["env"], "var", "source"), ("files", doc["files"], "path", "source"),
                                ("envpath", doc["envpath"], "var", "path")):
         lines.append(f"{title}:" if items else f"{title}: (none)")

@@ -25,10 +25,19 @@ from . import Context
 # ---------------------------------------------------------------------------------------------
 
 
+def lint_mode(ctx: Context) -> str | None:
+    """`--mode` of map lint and doctor: which mode's own warnings to report (None: no mode's)."""
+    mode = getattr(ctx.args, "mode", None)
+    if mode is not None and mode not in kmap.MODES:
+        raise errors.InvalidMode(mode=mode)
+    return mode
+
+
 def lint_report(
     ctx: Context, map_path: str | None, profile_name: str | None
 ) -> tuple[dict[str, Any], kmap.Profile | None]:
     """The lint report document and the composed profile (None when it could not be loaded)."""
+    mode = lint_mode(ctx)
     issues: list[kmap.Issue] = []
     profile = None
     if map_path is None and profile_name is None:
@@ -42,7 +51,7 @@ def lint_report(
             code = "invalid_map" if exc.reason == "invalid_map" else "invalid_input"
             issues.append(kmap.Issue(code, "error", exc.message, exc.fields.get("path"), None))
     if profile is not None:
-        issues = kmap.lint_issues(profile)
+        issues = kmap.lint_issues(profile, mode)
     winners = profile.winners() if profile is not None else []
     n_err = sum(1 for i in issues if i.severity == "error")
     n_warn = len(issues) - n_err
@@ -52,6 +61,8 @@ def lint_report(
         "ok": not failed,
         "exit_code": errors.AREA_MAP_LINT if failed else 0,
         "path": profile.source if profile is not None else None,
+        "profile_path": profile.source if profile is not None else None,
+        "mode": mode,
         "env_count": sum(1 for d in winners if d.kind == "env"),
         "file_count": sum(1 for d in winners if d.kind == "file"),
         "envpath_count": sum(1 for d in winners if d.kind == "envpath"),
@@ -320,13 +331,14 @@ def _permissions(checks: _Checks, path: str) -> None:
         checks.add("vault_permissions", "ok", "private")
 
 
-def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]) -> None:
-    """The profile checks; mapping_secrets looks the names up in every store (label, store)."""
+def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]) -> str | None:
+    """The profile checks; mapping_secrets looks the names up in every store (label, store).
+    Returns the profile file used (absolute), or None."""
     args = ctx.args
     if args.map is None and args.profile is None:
         for name in ("mapping_spec", "mapping_profile", "mapping_parse", "mapping_lint", "mapping_secrets"):
             checks.add(name, "skipped", "no --profile or --map given")
-        return
+        return None
     checks.add("mapping_spec", "ok", f"profile {args.profile}" if args.profile else f"map {args.map}")
     doc, profile = lint_report(ctx, args.map, args.profile)
     if profile is None:
@@ -334,8 +346,8 @@ def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]
         checks.add("mapping_profile", "error", message)
         for name in ("mapping_parse", "mapping_lint", "mapping_secrets"):
             checks.add(name, "skipped", "profile not loaded")
-        return
-    checks.add("mapping_profile", "ok", profile.source or "")
+        return None
+    checks.add("mapping_profile", "ok", f"using {profile.source}")
     parse_errors = [i for i in doc["issues"] if i["code"] == "invalid_map"]
     checks.add("mapping_parse", "error" if parse_errors else "ok",
                f"{len(parse_errors)} syntax errors" if parse_errors else "parsed")
@@ -356,7 +368,7 @@ def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]
         for label, store in stores:
             found = _guard(checks, "mapping_secrets", lambda store=store: store.names(names))
             if found is None:
-                return
+                return profile.source
             missing = [n for n in names if n not in found]
             if missing:
                 problems.append(f"missing from the {label}: " + ", ".join(missing))
@@ -365,13 +377,16 @@ def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]
         else:
             where = "are in every bundle" if len(stores) > 1 else "exist"
             checks.add("mapping_secrets", "ok", f"all {len(names)} referenced secrets {where}")
+    return profile.source
 
 
 def cmd_doctor(ctx: Context) -> int:
     from .. import access, paths
 
     args = ctx.args
+    lint_mode(ctx)  # an unknown --mode fails before any check runs
     checks = _Checks()
+    profile_path = None
     if args.map is not None and args.profile is not None:
         checks.add("mapping_input", "error", "use either --map or --profile, not both")
     else:
@@ -402,15 +417,15 @@ def cmd_doctor(ctx: Context) -> int:
         checks.items[-1]["state"] = state
         _runtime_check(ctx, checks)
         if args.map is None or args.profile is None:
-            _mapping_checks(ctx, checks, stores)
+            profile_path = _mapping_checks(ctx, checks, stores)
         for _label, store in stores:
             store.close()
     n_err, n_warn = checks.count("error"), checks.count("warning")
     failed = n_err > 0 or (args.strict and n_warn > 0)
     code = errors.AREA_DOCTOR if failed else 0
     if ctx.json:
-        print_json({"ok": not failed, "exit_code": code, "strict": bool(args.strict), "error_count": n_err,
-                    "warning_count": n_warn, "checks": checks.items})
+        print_json({"ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
+                    "error_count": n_err, "warning_count": n_warn, "checks": checks.items})
     else:
         lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]
         lines.extend(f"- [{c['status']}] {c['name']}: {c['message']}" for c in checks.items)

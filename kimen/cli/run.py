@@ -145,13 +145,20 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
         stop = prun.pending_stop()
         if stop is not None:  # interrupted while setting up: the child never starts
             return 128 + stop
-        stdin_fd = prun.start_stdin_feeder(values[stdin]) if stdin is not None else None
+        own_group = prun.own_group_wanted()
+        pipe = prun.stdin_pipe() if stdin is not None else None
         try:
-            pid = prun.spawn(exe, argv, environ, stdin_fd)
+            pid = prun.spawn(exe, argv, environ, pipe[0] if pipe else None, own_group=own_group)
+        except BaseException:
+            if pipe is not None:
+                os.close(pipe[1])
+            raise
         finally:
-            if stdin_fd is not None:
-                os.close(stdin_fd)
-        return prun.supervise(pid)
+            if pipe is not None:
+                os.close(pipe[0])
+        if pipe is not None:  # the writer thread starts after the fork: kimen forks single-threaded
+            prun.start_stdin_feeder(pipe[1], values[stdin])  # type: ignore[index]
+        return prun.supervise(pid, own_group=own_group)
     finally:
         if runtime is not None:
             runtime.remove()

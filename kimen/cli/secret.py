@@ -16,6 +16,10 @@ from ..store import MAX_VALUE_BYTES, Change, check_secret_name
 from . import COMMANDS, Context, Result
 from .parser import add_command, add_group
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SECRET)
@@ -51,6 +55,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace existing secrets")
     mode.add_argument("--skip-existing", action="store_true", help="leave existing secrets alone")
+    p.add_argument("--no-backup", action="store_true",
+                   help="do not snapshot the vault before --overwrite replaces values")
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
 
 
@@ -87,7 +93,8 @@ def _read_value(ctx: Context, name: str) -> bytes:
         stdin_claim(ctx).claim("value")
         value = read_limited(sys.stdin.buffer, MAX_VALUE_BYTES + 2)
     elif a.from_file is not None:
-        value = _read_file(a.from_file, MAX_VALUE_BYTES)
+        # +2: room for a CRLF that --strip-newline removes
+        value = _read_file(a.from_file, MAX_VALUE_BYTES + 2, lambda: _too_large(name))
     elif a.from_env is not None:
         if a.from_env not in ctx.env:
             raise errors.ValueSourceFailed(detail=f"environment variable {a.from_env} is not set")
@@ -107,23 +114,11 @@ def _read_value(ctx: Context, name: str) -> bytes:
     return value
 
 
-def _read_file(path: str, limit: int) -> bytes:
-    import stat
+def _read_file(path: str, limit: int, too_large: Callable[[], errors.KimenError] | None = None) -> bytes:
+    from ..fsutil import read_regular
 
-    from ..fsutil import read_limited
-
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise errors.ValueSourceFailed(detail=f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise errors.ValueSourceFailed(detail=f"{path} is not a regular file")
-        return read_limited(fd, limit + 2)  # +2: room for a CRLF that --strip-newline removes
-    except OSError as exc:
-        raise errors.ValueSourceFailed(detail=f"cannot read {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+    return read_regular(path, limit, lambda problem: errors.ValueSourceFailed(detail=f"cannot read {path}: {problem}"),
+                        too_large=too_large)
 
 
 def _prompt_value(name: str) -> bytes:
@@ -306,15 +301,24 @@ def cmd_import(ctx: Context) -> Result:
     skipped = [n for n in values if n in existing] if a.skip_existing else []
     changes = [Change.set(n, values[n], mode="create") for n in created]
     changes += [Change.set(n, values[n], mode="update") for n in updated]
+    backup_path = None
     if changes and not a.dry_run:
+        from .backup import backed_up
+        from .backup import backup_path as new_backup_path
+
         store = open_store(ctx)
-        try:
-            store.write(changes)
+        try:  # replacing values the command line does not name: a backup first (bulk change)
+            with open_metadata(ctx) as vault:
+                backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
+                with backed_up(vault, backup_path):
+                    store.write(changes)
         finally:
             store.close()
     prefix = "[dry-run] " if a.dry_run else ""
     lines = [f"{prefix}create {n}" for n in created] + [f"{prefix}update {n}" for n in updated]
     lines += [f"{prefix}skip {n}" for n in skipped]
+    if backup_path:
+        lines.append(f"backup: {backup_path}")
     return Result("import", lines, {
         "file": label, "count": len(changes), "created": created, "updated": updated, "skipped": skipped,
-        "dry_run": a.dry_run})
+        "backup_path": backup_path, "dry_run": a.dry_run})

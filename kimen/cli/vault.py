@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 from .. import errors
-from . import COMMANDS, Context, Result
+from . import COMMANDS, Context, Result, backup
 from .common import add_kdf_flags, kdf_from_args
 from .parser import add_command, add_group
 
@@ -186,25 +185,17 @@ def cmd_rekey(ctx: Context) -> Result | int:
         with new, old:
             if new == old and params == current and not a.rotate_data_key:
                 raise errors.NewPassphraseUnchanged()
-            backup_path = None if a.no_backup else _backup_path(location.path, a.backup_dir)
+            backup_path = None if a.no_backup else backup.backup_path(location.path, a.backup_dir)
             if a.dry_run:
                 if backup_path is not None:
-                    _check_writable(os.path.dirname(backup_path))
+                    backup.check_writable(os.path.dirname(backup_path))
                 return Result("vault_rekey", f"rekey preflight ok: {location.path}", {
                     "dry_run": True, "would_backup": backup_path, "rotate_data_key": a.rotate_data_key,
                     "path": location.path})
-            if backup_path is not None:
-                try:
-                    vault.snapshot(backup_path)
-                except OSError as exc:
-                    raise errors.BackupFailed(detail=f"{backup_path}: {exc.strerror}") from None
-            wrap_id = vault.header().wrap_id
-            try:
+            # the backup still opens with the old passphrase: it is dropped again unless the key
+            # record (wrap id) changed
+            with backup.backed_up(vault, backup_path, unchanged_while="wrap_id"):
                 vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
-            except BaseException:
-                if backup_path is not None:
-                    _drop_unused_backup(vault, backup_path, wrap_id)
-                raise
         store.forget_key()
     _lock_session(ctx, location.canonical_path)
     lines = [f"rekeyed vault: {location.path}"]
@@ -232,21 +223,6 @@ def _read_by_kimen(name: str) -> bool:
     return name in _KIMEN_SETTINGS
 
 
-def _drop_unused_backup(vault, backup_path: str, wrap_id: bytes) -> None:
-    """The rekey failed (vault_busy, disk_full, Ctrl-C): a snapshot nobody was told about would be
-    left behind, so remove it -- but only when the vault provably still has its old key record
-    (same wrap id), i.e. the backup is a copy of a vault that still opens with the old passphrase."""
-    try:
-        unchanged = vault.header().wrap_id == wrap_id
-    except (errors.KimenError, OSError):
-        return
-    if unchanged:
-        try:
-            os.unlink(backup_path)
-        except OSError:
-            pass
-
-
 def _lock_session(ctx: Context, canonical_path: str) -> None:
     """SPEC §3.7 step 8: tell a running daemon to forget this vault (best effort; it would also
     notice the new wrap id on the next request)."""
@@ -256,20 +232,3 @@ def _lock_session(ctx: Context, canonical_path: str) -> None:
         control.lock(ctx.env, canonical_path)
     except (errors.KimenError, OSError):
         pass
-
-
-def _backup_path(vault_path: str, backup_dir: str | None) -> str:
-    from ..paths import absolute
-
-    stamp = time.time_ns()
-    if backup_dir is None:
-        return f"{vault_path}.bak.{stamp}"
-    directory = absolute(backup_dir)
-    if not os.path.isdir(directory):
-        raise errors.BackupFailed(detail=f"backup directory does not exist: {directory}")
-    return os.path.join(directory, f"{os.path.basename(vault_path)}.bak.{stamp}")
-
-
-def _check_writable(directory: str) -> None:
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise errors.BackupFailed(detail=f"backup directory is not writable: {directory}")

@@ -5,8 +5,8 @@ anywhere under a directory kimen writes into is refused rather than followed. Ru
 `run-<random>` under the runtime base (tmpfs when available), 0700, with a `.kimen-owner` record
 (pid and process start time) so the next `run` can remove the leftovers of a SIGKILLed kimen;
 files in them are created exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, 0600) and fsynced. `--files-dir`
-and render targets are user directories: files there are replaced atomically (temp + rename).
-Removal never follows symlinks.
+and render targets are user directories: files there are replaced atomically (`fsutil.replace_at`:
+a locked `<name>.kimen-tmp-<hex>` temp file + rename). Removal never follows symlinks.
 """
 
 from __future__ import annotations
@@ -116,30 +116,6 @@ def write_new_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
     os.close(fd)
 
 
-def replace_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
-    """Atomically replace `name` in `dir_fd`: temp file, fsync, rename; refuses a symlink or a
-    non-regular target (`unsafe_output_path`). On failure the old file is untouched."""
-    try:
-        st = os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISLNK(st.st_mode):
-        raise errors.UnsafeOutputPath(path=shown, problem="is a symlink")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise errors.UnsafeOutputPath(path=shown, problem="is not a regular file")
-    tmp = f".{name[:200]}.tmp.{os.urandom(6).hex()}"
-    write_new_at(dir_fd, tmp, data, shown)
-    try:
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError as exc:
-        _unlink_at(dir_fd, tmp)
-        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-
-
 def _unlink_at(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
@@ -174,15 +150,21 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
 
 def write_files(root_fd: int, root_shown: str, files: Iterable[tuple[str, bytes]], *, replace: bool,
                 error: type[errors.KimenError]) -> list[str]:
-    """Write each (relpath, data) below `root_fd`; returns the paths written, as shown."""
+    """Write each (relpath, data) below `root_fd`; returns the paths written, as shown.
+
+    replace: atomic replacement (`fsutil.replace_at`, each directory swept of dead writers' temp
+    files once), else exclusive creation (a fresh private runtime dir)."""
     written = []
+    swept: set[tuple[int, int]] = set()
     for rel, data in files:
         parts = rel.split("/")
         shown = os.path.join(root_shown, rel)
         fd = open_subdirs(root_fd, parts[:-1], error, shown)
         try:
             if replace:
-                replace_at(fd, parts[-1], data, shown)
+                st = os.fstat(fd)
+                fsutil.replace_at(fd, parts[-1], data, shown=shown, sweep=(st.st_dev, st.st_ino) not in swept)
+                swept.add((st.st_dev, st.st_ino))
             else:
                 write_new_at(fd, parts[-1], data, shown)
         finally:

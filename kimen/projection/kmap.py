@@ -343,16 +343,13 @@ def parse_inline(kind: str, text: str, index: int) -> Directive:
 
 
 def read_profile(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_PROFILE_BYTES + 1)
-    except FileNotFoundError:
-        raise errors.MapUnreadable(f"cannot read map: {path} (not found)", path=path) from None
-    except OSError as exc:
-        raise errors.MapUnreadable(f"cannot read map: {path} ({exc.strerror})", path=path) from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise errors.InvalidMap(f"{path}: profile is larger than 1 MiB", path=path, line=None)
-    return data
+    """A profile's bytes; a FIFO, directory or device is refused (`map_unreadable`), never waited on."""
+    from ..fsutil import read_regular
+
+    return read_regular(
+        path, MAX_PROFILE_BYTES,
+        lambda problem: errors.MapUnreadable(f"cannot read map: {path} ({problem})", path=path),
+        too_large=lambda: errors.InvalidMap(f"{path}: profile is larger than 1 MiB", path=path, line=None))
 
 
 def check_profile_name(name: str) -> str:
@@ -378,9 +375,29 @@ def find_profile(name: str, env: Mapping[str, str], cwd: str | None = None) -> t
     check_profile_name(name)
     found = profile_candidates(name, env, cwd)
     if not found:
-        raise errors.ProfileNotFound(
-            name=name, hint=f"set KIMEN_PROFILE_DIR or create .kimen/profiles/{name}.kmap")
+        raise _not_found(name, env, cwd)
     return found[0], found[1:]
+
+
+def _not_found(name: str, env: Mapping[str, str], cwd: str | None) -> errors.ProfileNotFound:
+    """`profile_not_found` with the directories searched, where to create it, and near names."""
+    from ..suggest import nearest
+
+    cwd = cwd or os.getcwd()
+    searched = paths.profile_dirs(env, cwd)
+    names: set[str] = set()
+    for directory in searched:
+        try:
+            with os.scandir(directory) as entries:
+                names.update(e.name[:-5] for e in entries if e.name.endswith(".kmap") and is_profile_name(e.name[:-5]))
+        except OSError:
+            continue
+    suggestions = nearest(name, names, most=3)
+    top = paths.work_tree_top(cwd) or os.path.abspath(cwd)
+    hint = f"create {os.path.join(top, '.kimen', 'profiles', name + '.kmap')} or set KIMEN_PROFILE_DIR"
+    if suggestions:
+        hint += f"\ndid you mean {', '.join(suggestions)}?"
+    return errors.ProfileNotFound(name=name, hint=hint, searched=searched, suggestions=suggestions)
 
 
 class _Loader:
@@ -535,8 +552,16 @@ def _warn(code: str, message: str, d: Directive | None = None, path: str | None 
     return Issue(code, "warning", message, d.path if d else path, d.line if d else None)
 
 
-def lint_issues(profile: Profile) -> list[Issue]:
-    """Every issue of `profile`: its errors plus the lint-only rules, sorted as SPEC §6.8 says."""
+MODES = ("run", "render", "envfile")
+
+
+def lint_issues(profile: Profile, mode: str | None = None) -> list[Issue]:
+    """Every issue of `profile`: its errors plus the lint-only rules, sorted errors first.
+
+    The warnings that concern one projection mode only (`envpath_requires_files_dir_for_envfile`,
+    `stdin_run_only`, `envfile_has_no_env_mappings`) are reported only when `mode` asks for it, so
+    a profile meant for `run` passes `map lint --strict` with `envpath` and `stdin` directives.
+    """
     issues = list(profile.issues)
     ds = profile.directives
     if not ds and not profile.errors():
@@ -570,13 +595,13 @@ def lint_issues(profile: Profile) -> list[Issue]:
             issues.append(_warn("exec_source_may_require_wrapper",
                                 "exec: runs without a shell; quotes and shell operators are passed "
                                 "literally (wrap the command in a script)", d))
-        if d.kind == "envpath":
+        if d.kind == "envpath" and mode == "envfile":
             issues.append(_warn("envpath_requires_files_dir_for_envfile",
                                 f"envfile writes {d.target} only with --files-dir", d))
-        if d.kind == "stdin":
+        if d.kind == "stdin" and mode in ("render", "envfile"):
             issues.append(_warn("stdin_run_only", "stdin is used only by run", d))
     kinds = {d.kind for d in ds}
-    if kinds == {"file"}:
+    if kinds == {"file"} and mode == "envfile":
         issues.append(_warn("envfile_has_no_env_mappings",
                             "only file directives: envfile has nothing to write", path=profile.source))
     for other in profile.shadowed:

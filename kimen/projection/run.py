@@ -1,15 +1,24 @@
 """Starting the child of `kimen run` (SPEC §7.1, §11.21-23): exec in place, or spawn and supervise.
 
 Exec in place (`execve`) when nothing must outlive the child's start: status and signals then
-pass natively. Otherwise (a private runtime dir to remove, stdin to feed) kimen spawns the child
-with `posix_spawn` and stays as a thin supervisor:
+pass natively. Otherwise (a private runtime dir to remove, stdin to feed) kimen forks and execs
+the child and stays as a thin supervisor:
 
 - Every signal it relays is *blocked* before the runtime dir exists and collected with
   `sigwaitinfo`, so there is no handler race and a signal that arrives at any moment is seen.
-- `si_code` tells a terminal-generated SIGINT/SIGQUIT/SIGWINCH (sent by the kernel to the whole
-  foreground process group, which already includes the child) from a `kill` aimed at kimen; only
-  the latter is forwarded, so Ctrl-C reaches the child once. SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2
-  are forwarded once per delivery.
+- Process groups. On a terminal (kimen in the terminal's foreground process group) the child
+  shares kimen's group, so job control works, and `si_code` tells a terminal-generated
+  SIGINT/SIGQUIT/SIGWINCH (sent by the kernel to the whole foreground group, which already includes
+  the child) from a `kill` aimed at kimen: only the latter is forwarded, so Ctrl-C reaches the
+  child once. Off a terminal (no terminal, or kimen in the background) the child runs in a process
+  group of its own: a group kill (`kill -- -PGID`, a CI runner cancelling a job) then reaches only
+  kimen, which forwards it once, to the child's group. `si_code` cannot tell a group kill from a
+  direct one; the structure does. SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 are forwarded once per delivery.
+- Parent death. On Linux the child asks for SIGTERM when its parent dies (`PR_SET_PDEATHSIG`), so
+  a SIGKILLed kimen never leaves it running unsupervised. The kernel sends it when the *thread*
+  that forked the child exits: kimen forks from its main thread, which is the thread that waits
+  for the child and exits only after it. The child re-checks its parent after setting the signal
+  (kimen may have died just before) and exits 143 then, without running the command.
 - The child starts with an empty signal mask, SIGINT and SIGQUIT at their default action (a
   non-interactive shell's `&` ignores them) and SIGPIPE/SIGXFSZ at default (Python ignores SIGPIPE);
   other inherited dispositions are kept, so `nohup` still works.
@@ -17,9 +26,11 @@ with `posix_spawn` and stays as a thin supervisor:
   runtime dir and exits with the child's code, or 128+N when the child died of signal N.
 - Projected stdin goes through a pipe fed by a writer thread; it never touches the disk.
 
-posix_spawn rather than subprocess: it sets the child's mask and dispositions without a Python
-`preexec_fn`, and keeps `subprocess` (~13 ms of imports) off the path. kimen's own descriptors are
-all close-on-exec (PEP 446); descriptors kimen inherited pass through, exactly as with exec.
+fork + exec rather than `posix_spawn` (which cannot set a parent-death signal) or `subprocess`
+(whose `preexec_fn` is unsafe with threads, and ~13 ms of imports): kimen forks while it is the
+only thread (the stdin writer starts after), so the code between fork and exec — setpgid, prctl,
+dup2, dispositions, mask — cannot meet a lock another thread held. kimen's own descriptors are all
+close-on-exec (PEP 446); descriptors kimen inherited pass through, exactly as with exec.
 """
 
 from __future__ import annotations
@@ -91,21 +102,78 @@ def pending_stop() -> int | None:
     return min(pending) if pending else None
 
 
-def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], stdin_fd: int | None) -> int:
-    """Start the child (signals must already be blocked); returns its pid."""
-    actions = []
-    if stdin_fd is not None:
-        actions.append((os.POSIX_SPAWN_DUP2, stdin_fd, 0))
-    _flush()
+PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig() -> object | None:
+    """libc's `prctl` (Linux), resolved before the fork so the child only calls it; else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return os.posix_spawn(
-            exe, list(argv), dict(environ),
-            file_actions=actions or None,
-            setsigmask=(),
-            setsigdef=_RESET_FOR_CHILD,
-        )
-    except OSError as exc:
-        raise _start_error(exc, argv[0]) from None
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def own_group_wanted() -> bool:
+    """Off a terminal (none, or kimen not in its foreground process group) the child gets a
+    process group of its own, so a group kill reaches it only through kimen."""
+    return not _in_terminal_foreground()
+
+
+def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], stdin_fd: int | None,
+          *, own_group: bool) -> int:
+    """Start the child (signals must already be blocked, no other thread running); returns its pid.
+
+    A failed exec is reported through a close-on-exec pipe and raised here, as `posix_spawn` would.
+    """
+    prctl = _pdeathsig()
+    parent = os.getpid()
+    args, env = list(argv), dict(environ)
+    report_r, report_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
+    _flush()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing here may raise past os._exit
+        try:
+            os.close(report_r)
+            if own_group:
+                os.setpgid(0, 0)
+            if prctl is not None:
+                prctl(PR_SET_PDEATHSIG, _signal.SIGTERM, 0, 0, 0)  # type: ignore[operator]
+                if os.getppid() != parent:  # kimen died before the signal was armed
+                    os._exit(128 + _signal.SIGTERM)
+            if stdin_fd is not None:
+                os.dup2(stdin_fd, 0)
+            for sig in _RESET_FOR_CHILD:  # default actions first: a pending signal then acts as after exec
+                _signal.signal(sig, _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+            os.execve(exe, args, env)  # noqa: S606 - no shell, by design
+        except OSError as exc:
+            os.write(report_w, str(exc.errno or 0).encode())
+        except BaseException:  # noqa: S110 - the child must reach os._exit whatever happened
+            pass
+        os._exit(127)
+    os.close(report_w)
+    if own_group:
+        try:
+            os.setpgid(pid, pid)  # also here, so the group exists before kimen forwards anything
+        except OSError:
+            pass  # the child already exec'd (it set its group itself) or is gone
+    report = b""
+    try:
+        while chunk := os.read(report_r, 64):
+            report += chunk
+    finally:
+        os.close(report_r)
+    if report:
+        os.waitpid(pid, 0)
+        import errno
+
+        code = int(report) if report.isdigit() else errno.ENOEXEC
+        raise _start_error(OSError(code, os.strerror(code)), argv[0]) from None
+    return pid
 
 
 def _feed(fd: int, data: bytes) -> None:
@@ -119,13 +187,16 @@ def _feed(fd: int, data: bytes) -> None:
         os.close(fd)
 
 
-def start_stdin_feeder(data: bytes) -> int:
-    """A pipe whose read end becomes the child's stdin, fed by a daemon thread; returns the read fd."""
+def stdin_pipe() -> tuple[int, int]:
+    """(read end for the child's stdin, write end for `start_stdin_feeder`)."""
+    return os.pipe()
+
+
+def start_stdin_feeder(write_fd: int, data: bytes) -> None:
+    """Feed `data` into the pipe from a daemon thread (started after the fork: see the module doc)."""
     import threading
 
-    read_fd, write_fd = os.pipe()
     threading.Thread(target=_feed, args=(write_fd, data), name="kimen-stdin", daemon=True).start()
-    return read_fd
 
 
 def _next_signal() -> tuple[int, bool]:
@@ -159,8 +230,11 @@ def _in_terminal_foreground() -> bool:
         os.close(fd)
 
 
-def supervise(pid: int) -> int:
-    """Relay signals to `pid` until it exits; returns kimen's exit code for its status."""
+def supervise(pid: int, *, own_group: bool = False) -> int:
+    """Relay signals to `pid` until it exits; returns kimen's exit code for its status.
+
+    own_group: the child leads a process group of its own; signals go to that group (once), as a
+    group kill aimed at kimen's group would have reached every process of the command."""
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
@@ -170,10 +244,17 @@ def supervise(pid: int) -> int:
             continue
         if sig in TERMINAL_SIGNALS and from_terminal and _shares_foreground(pid):
             continue
-        try:
+        _forward(pid, sig, own_group)
+
+
+def _forward(pid: int, sig: int, own_group: bool) -> None:
+    try:
+        if own_group and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+    except ProcessLookupError:
+        pass
 
 
 def _shares_foreground(pid: int) -> bool:

@@ -174,9 +174,9 @@ def test_open_over_existing_vault_mirrors_and_refuses_replays(kimen):
     assert team.open_new("new.age", target).code == 0
     kimen.ok("--vault", str(target), "secret", "set", "prod.local", "--stdin", input="x", env=NEW_PASS)
     args = ("bundle", "open", "--in", "new.age", "--identity", str(team.key), "--out-vault", str(target),
-            "--overwrite", "--json")
+            "--mirror", "--json")
     doc = kimen.ok(*args, env=NEW_PASS).json()
-    assert doc["created"] is False and doc["count"] == 2
+    assert doc["created"] is False and doc["count"] == 2 and doc["removed"] == ["prod.local"]
     listed = kimen.ok("--vault", str(target), "secret", "list", "--json").json()
     assert [s["name"] for s in listed["secrets"]] == ["prod.a", "prod.c"]
     assert values(kimen, target, ["prod.a", "prod.c"], NEW_PASS) == {"prod.a": b"changed", "prod.c": b"3"}

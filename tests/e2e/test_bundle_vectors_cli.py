@@ -13,8 +13,6 @@ REFUSALS = {"bundle_invalid", "bundle_unsupported", "bundle_no_match", "bundle_d
             "age_work_factor_rejected", "invalid_identity", "bundle_not_a_document"}
 
 
-@pytest.mark.skipif(not VECTORS, reason="CCTV vectors not found: set KIMEN_AGE_VECTORS or put "
-                    "shared/vectors/age beside the repo")
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v.name)
 def test_open_vector(kimen, vector):
     (kimen.cwd / "in.age").write_bytes(vector.body)

@@ -98,7 +98,7 @@ def test_envfile_formats(vault, tmp_path):
     done = vault.run("envfile", "--profile", "p", "--out", str(out), "--json", env=vault.with_pass())
     assert done.code == 0, done.err
     assert done.json() == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv",
-                           "count": 3}
+                           "count": 3, "files_dir": None, "files": []}
     assert "envpath skipped without --files-dir: F" in done.err
     assert out.stat().st_mode & 0o777 == 0o600
     expected = {"DB": "postgres://u:p@h/db", "TOKEN": CANARY, "MULTI": "-----CERT-----\nline 2\n"}
@@ -106,9 +106,9 @@ def test_envfile_formats(vault, tmp_path):
     bash = subprocess.run(["bash", "-c", 'set -a; . "$1"; printf "%s\\0" "$DB" "$TOKEN" "$MULTI"', "_", str(out)],
                           capture_output=True, check=True).stdout
     assert bash.split(b"\0")[:3] == [v.encode() for v in expected.values()]
-    vault.ok("envfile", "--profile", "p", "--out", str(out), "--format", "json", "--files-dir", "/fd",
+    vault.ok("envfile", "--profile", "p", "--out", str(out), "--format", "json", "--files-dir", str(tmp_path / "fd"),
              env=vault.with_pass())
-    assert json.loads(out.read_text()) == {**expected, "F": "/fd/f"}
+    assert json.loads(out.read_text()) == {**expected, "F": str(tmp_path / "fd" / "f")}
     vault.ok("envfile", "--profile", "p", "--out", str(out), "--format", "shell", env=vault.with_pass())
     assert out.read_text().startswith("export DB='postgres://u:p@h/db'\n")
     vault.fail(22, "value_not_representable", "envfile", "--profile", "p", "--out", str(tmp_path / "d.env"),
@@ -221,7 +221,7 @@ def test_map_lint_reports(kimen):
 
 
 def test_map_lint_strict_and_invalid_input(kimen):
-    kimen.write_profile("warn", "stdin const:x\n")
+    kimen.write_profile("warn", "env LD_PRELOAD=const:x\n")
     assert kimen.run("map", "lint", "--profile", "warn").code == 0
     assert kimen.run("map", "lint", "--profile", "warn", "--strict").code == 20
     for args in ([], ["--profile", "a", "--map", "b"], ["--profile", "missing"], ["--profile", "../x"]):

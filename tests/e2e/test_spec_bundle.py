@@ -123,7 +123,7 @@ def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
     keygen = done.json()
     assert set(keygen) == {"ok", "action", "exit_code", "identity_path", "recipient", "signer"}
     assert keygen["action"] == "bundle_keygen" and keygen["identity_path"] == str(kimen.cwd / "k.txt")
-    assert f"signer: {keygen['signer']}" in done.err  # always on stderr
+    assert done.err == ""  # with --json the signer id is in the envelope only
     human = kimen.ok("bundle", "keygen", "--out", "k2.txt")
     assert human.stdout == "" and "signer: kimen-sig-v1:" in human.err
     human = kimen.ok("bundle", "keygen", "--out", "k3.txt", "--print-recipient")
@@ -140,7 +140,13 @@ def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
     opened = kimen.ok("bundle", "open", "--in", "v.age", "--identity", "k.txt", "--out-vault", str(tmp_path / "n.db"),
                       *SMALL_KDF, "--json", env=NEW_PASS).json()
     assert set(opened) == {"ok", "action", "exit_code", "in", "out_vault", "created", "count", "bundle_id",
-                           "generation", "created_at", "signer"}
+                           "generation", "created_at", "signer", "added", "updated", "removed", "backup_path",
+                           "dry_run"}
+    assert (opened["added"], opened["updated"], opened["removed"]) == (["prod.db", "prod.token"], [], [])
+    assert opened["backup_path"] is None and opened["dry_run"] is False
+    dry = kimen.ok("bundle", "open", "--in", "v.age", "--identity", "k.txt", "--out-vault", str(tmp_path / "n.db"),
+                   "--overwrite", "--dry-run", "--json", env=NEW_PASS).json()
+    assert set(dry) == set(opened) | {"would_add", "would_update", "would_remove", "would_backup"}
     assert opened["action"] == "bundle_open" and opened["created"] is True and opened["count"] == 2
     assert (opened["bundle_id"], opened["generation"], opened["signer"]) == (seal["bundle_id"], seal["generation"],
                                                                             seal["signer"])
@@ -173,3 +179,55 @@ def test_seal_secret_globs_narrow_and_warn_when_unmatched(kimen):
     assert done.json()["secret_count"] == 1
     assert "kimen: warning: --secret prod.typo* matches no secret to seal" in done.err
     assert "prod.d*" not in done.err
+
+
+def test_seal_secret_globs_use_the_one_glob_grammar(kimen):
+    """`*` stays within one dot-separated segment, `**` crosses dots, `?` is one character."""
+    make_vault(kimen, {"prod.x": "1", "prod.x.y": "2", "prod.ab": "3", "prod": "4", "staging.x": "5"})
+    team = Team(kimen)
+    cases = {
+        ("prod.*",): ["prod.ab", "prod.x"],
+        ("prod.**",): ["prod.ab", "prod.x", "prod.x.y"],
+        ("prod.?",): ["prod.x"],
+        ("*.x",): ["prod.x", "staging.x"],
+        ("prod.*", "staging.*"): ["prod.ab", "prod.x", "staging.x"],
+        ("**",): ["prod", "prod.ab", "prod.x", "prod.x.y", "staging.x"],
+    }
+    for globs, expected in cases.items():
+        flags = [arg for glob in globs for arg in ("--secret", glob)]
+        seal = team.seal("g.age", *flags)
+        assert seal["secret_count"] == len(expected), globs
+        opened = kimen.ok("bundle", "open", "--in", "g.age", "--identity", str(team.key), "--out-vault",
+                          str(kimen.root / "g.db"), "--dry-run", "--json").json()
+        assert opened["would_add"] == expected, globs
+
+
+def test_sealing_the_whole_vault_says_so(kimen):
+    make_vault(kimen)
+    team = Team(kimen)
+    base = ("bundle", "seal", "--out", "v.age", "--recipient", team.recipient, "--identity", str(team.key))
+    done = kimen.ok(*base, env=kimen.with_pass())
+    assert "kimen: warning: sealing all 2 secrets of the vault" in done.err.splitlines()
+    kimen.write_profile("prod", "env DB=prod.db\n")
+    for narrowed in (("--profile", "prod"), ("--secret", "prod.*")):
+        assert "sealing all" not in kimen.ok(*base, *narrowed, env=kimen.with_pass()).err
+
+
+def test_untrusted_signer_hint_gives_the_id_and_both_ways_to_trust_it(kimen):
+    make_vault(kimen)
+    sealer = Team(kimen)
+    ci = Team(kimen, "ci.txt")
+    kimen.ok("bundle", "seal", "--out", "v.age", "--recipient", ci.recipient, "--identity", str(sealer.key),
+             "--secret", "prod.*", env=kimen.with_pass())
+    kimen.write_profile("prod", "env DB=prod.db\n")
+    base = ("run", "--bundle", "v.age", "--identity", str(ci.key), "--profile", "prod")
+    envelope = kimen.fail(23, "bundle_signer_untrusted", *base, "--", "true").err_json()
+    assert envelope["signer"] == sealer.signer
+    assert envelope["hint"] == (f"trust it with --trusted-signer {sealer.signer} "
+                                f"or KIMEN_TRUSTED_SIGNERS={sealer.signer}")
+    human = kimen.run(*base, "--", "true")
+    assert f"kimen: hint: trust it with --trusted-signer {sealer.signer} or KIMEN_TRUSTED_SIGNERS={sealer.signer}" \
+        in human.err.splitlines()
+    # both ways named in the hint work
+    kimen.ok(*base, "--trusted-signer", sealer.signer, "--", "true")
+    kimen.ok(*base, "--", "true", env={"KIMEN_TRUSTED_SIGNERS": sealer.signer})

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 PY = sys.executable
-PLAN_FIELDS = {"mode", "command", "source", "env", "files", "envpath", "stdin", "secrets", "exec", "files_dir",
-               "cleanup", "exec_in_place", "against", "diff"}
+PLAN_FIELDS = {"mode", "command", "source", "profile_path", "env", "files", "envpath", "stdin", "secrets", "exec",
+               "files_dir", "cleanup", "exec_in_place", "against", "diff"}
 DIFF_FIELDS = {"env_added", "env_removed", "env_changed", "files_added", "files_removed", "files_changed",
                "envpath_added", "envpath_removed", "envpath_changed", "stdin_changed"}
-LINT_FIELDS = {"ok", "exit_code", "path", "env_count", "file_count", "envpath_count", "stdin", "include_count",
-               "error_count", "warning_count", "issues"}
+LINT_FIELDS = {"ok", "exit_code", "path", "profile_path", "mode", "env_count", "file_count", "envpath_count", "stdin",
+               "include_count", "error_count", "warning_count", "issues"}
 # a profile of every directive; its secrets exist nowhere (no vault is created in these tests)
 FULL = ("env DB=app.db\nenv PORT=const:5050\nenv STAMP=exec:date +%s\nfile creds/c.json=secret:app.creds\n"
         "envpath CREDS=creds/c.json\nstdin const:in\n")
@@ -75,7 +75,8 @@ def test_render_and_envfile_success_shapes(kimen, tmp_path):
     assert (doc["action"], doc["file_count"], doc["files"]) == ("render", 2, ["a", "b/c"])
     out = tmp_path / "o.env"
     doc = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out), "--json").json()
-    assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv", "count": 2}
+    assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv", "count": 2,
+                   "files_dir": None, "files": []}
     # human forms (§7.3: `wrote <n> variables to <path>`; §7.2 hints on stdout)
     done = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out))
     assert done.stdout == f"wrote 2 variables to {out}\n" and done.err == ""
