@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -253,6 +254,21 @@ def test_half_closed_and_abandoned_sockets(daemon):
         s = daemon.connect()
         s.sendall(data)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+        s.close()
+    daemon.healthy()
+
+
+def test_pipelined_frames_are_answered_in_order(daemon):
+    """Hundreds of requests in one write: each answered, in order, one at a time (no recursion
+    through the buffered frames, no response piled up unread)."""
+    s = daemon.connect()
+    try:
+        data = b"".join(frame(body_of({**base("status", daemon.vault), "id": str(i)})) for i in range(400))
+        sender = threading.Thread(target=s.sendall, args=(data,))
+        sender.start()
+        assert [read_frame(s)["id"] for _ in range(400)] == [str(i) for i in range(400)]
+        sender.join()
+    finally:
         s.close()
     daemon.healthy()
 
