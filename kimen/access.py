@@ -128,15 +128,30 @@ def fallback_source(ctx: Any, location: VaultLocation, *, prompt: bool = True) -
     return prompt_source(location.path) if prompt else None
 
 
-def session_probe(ctx: Any, location: VaultLocation, *, strict: bool = False) -> Probe:
+def session_probe(ctx: Any, location: VaultLocation) -> Probe:
     """What the session daemon says about this vault (stopped, busy, locked, expired, unlocked…);
     a daemon of another version is no session, with a warning (SPEC §5.10)."""
     from .daemon import client
 
-    found = client.probe(ctx.env, location.canonical_path, strict=strict)
-    if found.state == "other_version" and not strict:
+    found = client.probe(ctx.env, location.canonical_path)
+    if found.state == "other_version":
         client.warn_other_version(found)
     return found
+
+
+def _refusal(ctx: Any, found: Probe, location: VaultLocation) -> errors.KimenError:
+    """Why no session serves `location` when one must (a grant token is set, SPEC §4.1, §5.10):
+    an unsafe session dir or a too-long socket path is the reason, not only a warning."""
+    if found.state == "stopped":
+        from .daemon import client
+
+        try:
+            conn = client.connect(ctx.env, strict=True)
+        except errors.KimenError as err:
+            return err
+        if conn is not None:
+            conn.close()
+    return found.refusal(location.path)
 
 
 def session_store(ctx: Any, location: VaultLocation) -> Store | None:
@@ -161,13 +176,12 @@ def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> 
         # a token means "use the session": sources 5 and 6 are never tried (SPEC §4.1)
         token = bool(ctx.env.get("KIMEN_SESSION_TOKEN"))
         if not ctx.no_session:
-            # with a token an unsafe session dir is the reason, not a warning
-            found = session_probe(ctx, location, strict=token)
+            found = session_probe(ctx, location)
             store = found.store(location.path, lambda: open_metadata(ctx, location))
             if store is not None:
                 return store
             if token:
-                raise found.refusal(location.path)
+                raise _refusal(ctx, found, location)
             if found.state == "expired":
                 expired = found
         elif token:

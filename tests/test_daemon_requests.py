@@ -19,7 +19,7 @@ from kimen.store import MAX_VALUE_BYTES
 
 @pytest.mark.parametrize("body", [
     b"{bad}", b'{"a" 1}', b"{1:2}", b'{"a":"\\x"}', b'{"a":"\x01"}', b'{"a":', b"[" * 100_000,
-    b'{"a":' * 50_000, b"NaN", b'{"a":Infinity}', b'{"a":-Infinity}', b"9" * 5000, b"\xff", b"\xed\xa0\x80",
+    b'{"a":' * 50_000, b"NaN", b"9" * 5000, b"\xff", b"\xed\xa0\x80",
     b"", b"  ", b"{} {}", b"[]", b'"x"', b"null",
 ])
 def test_any_bytes_are_a_protocol_error_not_a_crash(body):
@@ -57,6 +57,8 @@ def test_request_fields_are_checked_before_any_handler():
         {**base, "op": "read", "vault_path": "/v", "names": "a"}, {**base, "op": "read", "names": ["a"]},
         {**base, "op": "read", "vault_path": "/\ud800", "names": ["a"]},
         {**base, "op": "unlock", "vault_path": "/v", "passphrase_b64": "", "ttl": float("nan")},
+        {**base, "op": "unlock", "vault_path": "/v", "passphrase_b64": "", "max_ttl": float("inf")},
+        {**base, "op": "status", "id": float("inf")},
         {**base, "op": "unlock", "vault_path": "/v", "passphrase_b64": "", "require_grant": 1},
         {**base, "op": "write", "vault_path": "/v", "changes": [1]},
         {**base, "op": "write", "vault_path": "/v", "changes": [], "if_generation": True},

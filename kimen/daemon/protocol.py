@@ -76,7 +76,7 @@ def dump_bytes(doc: Any) -> bytes:
 
 def decode(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     """A frame's JSON object; `SessionProtocolError` for anything else (bad UTF-8, bad JSON,
-    NaN or Infinity, nesting deeper than the interpreter's recursion limit, a non-object)."""
+    nesting deeper than the interpreter's recursion limit, a non-object)."""
     try:
         doc = loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
@@ -132,10 +132,6 @@ class _Other(Exception):
     """A value outside the plain JSON types (internal): the `json` module encodes it."""
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 class _ScanContext:
     """The parser settings `_json.make_scanner` reads (those of `json.JSONDecoder()`)."""
 
@@ -144,7 +140,7 @@ class _ScanContext:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = staticmethod(_no_constant)
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
 _WHITESPACE = " \t\n\r"
@@ -199,8 +195,8 @@ def _dump(value: Any, out: list[str], quote: Any) -> None:
 
 
 def loads(body: bytes | bytearray | memoryview | str) -> Any:
-    """`json.loads` of UTF-8 bytes, NaN and Infinity refused (`ValueError` for anything that is
-    not one JSON value, `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting)."""
+    """`json.loads` of UTF-8 bytes (`ValueError` for anything that is not one JSON value,
+    `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting)."""
     text = body if isinstance(body, str) else str(body, "utf-8")
     try:
         from _json import make_scanner
@@ -226,7 +222,7 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
 def _json_loads(text: str) -> Any:
     import json
 
-    return json.loads(text, parse_constant=_no_constant)
+    return json.loads(text)
 
 
 def send(sock: socket.socket, doc: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 A frame that is not a valid request — `op` missing, not a string or unknown, a known field of the
 wrong type, a string that is not valid Unicode (a lone surrogate escape), an integer outside 64
-bits, a number that is not finite — is refused with `session_protocol_error` before any handler
-runs, so no handler ever meets a value of an unexpected type. Unknown extra fields are ignored
+bits, a number that is not finite (JSON's NaN and Infinity extensions) — is refused with
+`session_protocol_error` before any handler runs, so no handler ever meets a value of an
+unexpected type. Unknown extra fields are ignored
 (a newer client may send more). `status` and `stop` are answered whatever the peer's version.
 """
 
