@@ -1,8 +1,9 @@
 # kimen — developer entry points. Every target sets up what it needs itself.
 #   make demo   set up .venv and run a narrated end-to-end demo on a throwaway vault
-#   make test   set up .venv (and the `age` CLI when possible) and run the whole suite
+#   make test   set up .venv (and the Debian packages it drives when possible) and run the whole suite
 #   make lint   ruff + import-linter architecture contracts
 #   make bench  benchmarks (figures printed, never asserted)
+#   make dist   wheel and sdist into dist/ (the version lives in kimen/__init__.py)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kimen-installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test test-fast lint bench age hooks clean
+.PHONY: all venv demo test test-fast lint bench tools dist hooks clean
 
 all: test
 
@@ -24,17 +25,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The real `age` CLI is used by the bundle interop tests. Install it when we can (root with
-# apt-get); otherwise those tests skip with a reason.
-age:
-	@if command -v age >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing the age CLI (apt-get)"; \
+# Debian packages the tests drive for real: the `age` CLI (bundle interop), git (repositories in
+# tests), shellcheck (actionlint checks `run:` scripts with it). Installed when missing and we can
+# (root with apt-get, Linux only: macOS CI installs them with Homebrew first); otherwise the tests
+# that need them skip with a reason.
+DEB_PACKAGES := age git shellcheck
+tools:
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian packages:$$missing (apt-get)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null; \
-	else echo "note: the age CLI is not installed; bundle interop tests will skip"; fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: not installed:$$missing; the tests that need them will skip"; fi
 
-test: $(STAMP) age
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -n auto -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -53,8 +58,13 @@ bench: $(STAMP)
 		npm install --silent --no-audit --no-fund --prefix bench @dotenvx/dotenvx || true; fi
 	$(BIN)/python bench/run.py
 
+# Wheel and sdist (the wheel is built from the sdist, so a file missing from the sdist shows here).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 hooks:
 	git config core.hooksPath .githooks
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

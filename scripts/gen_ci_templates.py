@@ -1,4 +1,5 @@
-"""Regenerate the workflow templates shipped in .github/workflows (SPEC §10): run from the repo root."""
+"""Regenerate the rendered workflow templates shipped in .github/workflows (`kimen init`'s output with
+the trigger reduced to workflow_dispatch; tests/e2e/test_init_ci.py checks them): run from the repo root."""
 
 from __future__ import annotations
 

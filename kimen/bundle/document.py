@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 
-from .. import errors
+from .. import errors, sigfmt
+from ..sigfmt import canonical  # kimen's one canonical serialisation (document.canonical)
+from ..sigfmt import parse_time as parse_time  # kimen's one RFC 3339 reader (document.parse_time)
 from ..store import MAX_VALUE_BYTES, is_valid_secret_name
 from . import keys
 
@@ -25,20 +26,15 @@ if TYPE_CHECKING:
 VERSION = 1
 SIGNATURE_CONTEXT = b"kimen-bundle-v1\x00"
 _REQUIRED = frozenset({"kimen_bundle", "bundle_id", "created_at", "generation", "secrets"})
-_OPTIONAL = frozenset({"creator", "source_vault_id", "signature"})
-_SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at"})
+# `sync` and an entry's `by` appear in a remote's head; kimen.sync.chain checks them
+_OPTIONAL = frozenset({"creator", "source_vault_id", "signature", "sync"})
+_SECRET_KEYS = frozenset({"name", "value_b64", "revision", "updated_at", "by"})
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?Z")
 # Generations are integers 1 ... 2**53 - 1 (exact in every JSON reader, doubles included).
 MAX_GENERATION = 2**53 - 1
 # A stateful open refuses a generation further ahead of the local clock than this (ms): accepting
 # one would make the vault refuse every genuine bundle sealed until then.
 MAX_FUTURE_MS = 15 * 60 * 1000
-
-
-def canonical(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
 
 
 def now_rfc3339() -> str:
@@ -59,12 +55,13 @@ class Secret:
 
 
 class Document:
-    """A parsed, checked document; `signer` is the verified signer id or None (unsigned)."""
+    """A parsed, checked document; `signer` is the verified signer id or None (unsigned); `raw` is the
+    decoded JSON object (a sync head's `sync` member is read from it)."""
 
-    __slots__ = ("bundle_id", "created_at", "creator", "generation", "secrets", "signer", "source_vault_id")
+    __slots__ = ("bundle_id", "created_at", "creator", "generation", "raw", "secrets", "signer", "source_vault_id")
 
     def __init__(self, bundle_id: str, created_at: str, creator: dict[str, Any], source_vault_id: str | None,
-                 generation: int, secrets: list[Secret], signer: str | None) -> None:
+                 generation: int, secrets: list[Secret], signer: str | None, raw: dict[str, Any]) -> None:
         self.bundle_id = bundle_id
         self.created_at = created_at
         self.creator = creator
@@ -72,6 +69,7 @@ class Document:
         self.generation = generation
         self.secrets = secrets
         self.signer = signer
+        self.raw = raw
 
 
 def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, creator: dict[str, str],
@@ -94,30 +92,22 @@ def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, c
         "signature": None,
     }
     if identity is not None:
-        body = dict(doc)
-        del body["signature"]
-        sig = identity.sign(SIGNATURE_CONTEXT + canonical(body))
-        doc["signature"] = {"alg": "ed25519", "signer": identity.signer,
-                            "sig": base64.b64encode(sig).decode("ascii")}
+        sign(doc, identity)
     return canonical(doc), bundle_id
 
 
-def _no_float(text: str) -> Any:
-    raise ValueError("floats are not allowed")
-
-
-def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(items)
-    if len(out) != len(items):
-        raise ValueError("duplicate key")
-    return out
+def sign(doc: dict[str, Any], identity: keys.Identity) -> None:
+    """Set `doc["signature"]`: Ed25519 over the context and the document without its signature."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    sig = identity.sign(SIGNATURE_CONTEXT + canonical(body))
+    doc["signature"] = {"alg": "ed25519", "signer": identity.signer, "sig": base64.b64encode(sig).decode("ascii")}
 
 
 def parse(plaintext: bytes) -> Document:
     """Parse and check a decrypted payload; verifies the signature when there is one."""
     try:
         text = plaintext.decode("utf-8")
-        doc = json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
+        doc = sigfmt.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         if plaintext.lstrip()[:1] == b"{" and b'"kimen_bundle"' in plaintext:
             raise errors.BundleInvalid(detail="document is not valid canonical JSON") from None
@@ -149,7 +139,7 @@ def parse(plaintext: bytes) -> Document:
         raise errors.BundleInvalid(detail="source_vault_id must be 32 hex digits")
     secrets = _secrets(doc["secrets"])
     signer = _verify_signature(doc)
-    return Document(bundle_id, created_at, creator, source, generation, secrets, signer)
+    return Document(bundle_id, created_at, creator, source, generation, secrets, signer, doc)
 
 
 def _secrets(items: Any) -> list[Secret]:
@@ -221,24 +211,6 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
         signer = document.signer
         raise errors.BundleSignerUntrusted(
             signer=signer, hint=f"trust it with --trusted-signer {signer} or KIMEN_TRUSTED_SIGNERS={signer}")
-
-
-def parse_time(text: str) -> int | None:
-    """Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z` that names a
-    real calendar time (month 1-12, a day the month has, 00:00:00-23:59:59; no leap second), else
-    None."""
-    match = _TIME.fullmatch(text)
-    if match is None:
-        return None
-    import calendar
-    import datetime
-
-    fields = [int(group) for group in match.groups()]
-    try:
-        datetime.datetime(*fields)  # type: ignore[misc]
-    except ValueError:
-        return None
-    return calendar.timegm((*fields, 0, 0, 0))
 
 
 def valid_generation(value: object) -> bool:

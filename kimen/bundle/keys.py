@@ -15,8 +15,9 @@ import binascii
 import struct
 
 from .. import errors
+from ..sigfmt import SIGNER_PREFIX as SIGNER_PREFIX  # the signer-id codec lives in kimen.sigfmt
+from ..sigfmt import parse_signer, signer_id
 
-SIGNER_PREFIX = "kimen-sig-v1:"
 _SSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _SSH_END = b"-----END OPENSSH PRIVATE KEY-----"
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -192,27 +193,6 @@ def parse_recipients_file(data: bytes, path: str) -> list[Recipient]:
             raise errors.RecipientsFileContainsIdentity(path=path, line=number)
         out.append(parse_recipient(line, f"{path}:{number}"))
     return out
-
-
-def signer_id(public: bytes) -> str:
-    return SIGNER_PREFIX + base64.urlsafe_b64encode(public).rstrip(b"=").decode("ascii")
-
-
-def parse_signer(text: str) -> bytes:
-    """The Ed25519 public key of a signer id; `invalid_signer` otherwise."""
-    text = text.strip()
-    if not text.startswith(SIGNER_PREFIX):
-        raise errors.InvalidSigner(detail=f"must start with {SIGNER_PREFIX}")
-    body = text[len(SIGNER_PREFIX):]
-    if len(body) != 43 or not body.replace("-", "").replace("_", "").isalnum() or not body.isascii():
-        raise errors.InvalidSigner(detail="expected 43 base64url characters after the prefix")
-    try:
-        public = base64.urlsafe_b64decode(body + "=")
-    except (binascii.Error, ValueError):
-        raise errors.InvalidSigner(detail="invalid base64url") from None
-    if signer_id(public) != text:
-        raise errors.InvalidSigner(detail="non-canonical base64url")
-    return public
 
 
 def parse_signers_text(data: str, where: str) -> list[str]:

