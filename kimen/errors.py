@@ -302,6 +302,10 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('MissingFilesDirForEnvpath', 'missing_files_dir_for_envpath', None, '--envpath needs --files-dir', None),
     ('ValueNotRepresentable', 'value_not_representable', None, 'value of {name} cannot be represented in {format} format',
      None),
+    ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
+     'run without --strict-mask to show them unmasked, or project longer values'),
+    ('MaskValueUnmasked', 'mask_value_unmasked', None, 'values under 6 bytes are not masked: {names}',
+     None),  # a warning's reason (run --mask), never raised
     ('InvalidMode', 'invalid_mode', None, 'invalid mode: {mode}', 'use run, render or envfile'),
     ('ConflictingAgainstInputs', 'conflicting_against_inputs', None, 'use either --against-profile or --against-map, not both',
      None),
