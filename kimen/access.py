@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .config import Config
+    from .daemon.client import Probe
     from .passphrase import Source, StdinClaim
     from .store import Store
     from .vault import LocalStore, Vault
@@ -127,34 +128,35 @@ def fallback_source(ctx: Any, location: VaultLocation, *, prompt: bool = True) -
     return prompt_source(location.path) if prompt else None
 
 
+def session_probe(ctx: Any, location: VaultLocation) -> Probe:
+    """What the session daemon says about this vault (stopped, busy, locked, expired, unlocked…);
+    a daemon of another version is no session, with a warning (SPEC §5.10)."""
+    from .daemon import client
+
+    found = client.probe(ctx.env, location.canonical_path)
+    if found.state == "other_version":
+        client.warn_other_version(found)
+    return found
+
+
+def _refusal(ctx: Any, found: Probe, location: VaultLocation) -> errors.KimenError:
+    """Why no session serves `location` when one must (a grant token is set, SPEC §4.1, §5.10):
+    an unsafe session dir or a too-long socket path is the reason, not only a warning."""
+    if found.state == "stopped":
+        from .daemon import client
+
+        try:
+            conn = client.connect(ctx.env, strict=True)
+        except errors.KimenError as err:
+            return err
+        if conn is not None:
+            conn.close()
+    return found.refusal(location.path)
+
+
 def session_store(ctx: Any, location: VaultLocation) -> Store | None:
     """The session daemon's store for this vault, or None when no session serves it (SPEC §5.10)."""
-    from .daemon import client
-
-    return client.session_store(ctx.env, location.path, location.canonical_path,
-                                lambda: open_metadata(ctx, location))
-
-
-def session_refusal(ctx: Any, location: VaultLocation) -> errors.KimenError:
-    """Why no session serves `location` when one must (a grant token is set): no daemon, a daemon
-    of another version, or a daemon that does not hold this vault's key (SPEC §4.1, §5.10)."""
-    from .daemon import client
-
-    try:
-        conn = client.connect(ctx.env, strict=True)  # an unsafe dir is the reason, not a second warning
-    except errors.KimenError as err:
-        return err
-    if conn is None:
-        return errors.SessionUnavailable()
-    try:
-        status = conn.call("status", vault_path=location.canonical_path)
-    except errors.KimenError as err:
-        return err
-    finally:
-        conn.close()
-    if not client.same_version(status):
-        return errors.SessionVersionMismatch()
-    return errors.SessionLocked(vault=location.path)
+    return session_probe(ctx, location).store(location.path, lambda: open_metadata(ctx, location))
 
 
 def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> Store:
@@ -162,24 +164,33 @@ def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> 
 
     `allow_session=False` for commands that must never use a session (rekey, session start);
     `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
+    A session that expired for this vault falls back like a locked one, but when no later source
+    exists the command fails with `session_expired`, which says when and what to run (§5.10).
     """
     location = resolve_vault(ctx)
     if not os.path.exists(location.path):
         raise errors.VaultNotFound(path=location.path)
     source = explicit(ctx)
+    expired = None
     if source is None and allow_session:
         # a token means "use the session": sources 5 and 6 are never tried (SPEC §4.1)
         token = bool(ctx.env.get("KIMEN_SESSION_TOKEN"))
         if not ctx.no_session:
-            store = session_store(ctx, location)
+            found = session_probe(ctx, location)
+            store = found.store(location.path, lambda: open_metadata(ctx, location))
             if store is not None:
                 return store
             if token:
-                raise session_refusal(ctx, location)
+                raise _refusal(ctx, found, location)
+            if found.state == "expired":
+                expired = found
         elif token:
             raise errors.MissingPassphrase(hint="KIMEN_SESSION_TOKEN is set, so kimen neither prompts nor runs the "
                                            "configured unlock method; drop --no-session or give an explicit source")
-    return unlock_local(ctx, location, source or fallback_source(ctx, location, prompt=prompt))
+    source = source or fallback_source(ctx, location, prompt=prompt)
+    if source is None and expired is not None:
+        raise expired.refusal(location.path)
+    return unlock_local(ctx, location, source)
 
 
 def unlock_local(ctx: Any, location: VaultLocation, source: Source | None) -> LocalStore:

@@ -51,7 +51,7 @@ CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
-    "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "field",
+    "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "vault_path", "expired_at", "expired_by", "field",
 })
 
 
@@ -193,6 +193,10 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'choose a different passphrase, change the --kdf-* parameters, or pass --rotate-data-key'),
     ('ConflictingPassphraseSources', 'conflicting_passphrase_sources', 10, 'several new-passphrase sources are set',
      None),
+    ('SessionExpired', 'session_expired', 10,
+     'the session for {vault_path} expired at {expired_at}; run `kimen session start`',
+     'without a session, give a passphrase: KIMEN_PASSPHRASE, --passphrase-cmd, --passphrase-stdin, a configured '
+     'unlock method or a terminal'),
     # -- secrets and vault data (12-15) --
     ('SecretNotFound', None, None, None, None),  # a class of its own, above
     ('SecretExists', None, None, None, None),  # a class of its own, above

@@ -383,15 +383,22 @@ class Vault:
 
     def names(self, names: Sequence[str]) -> set[str]:
         """Which of `names` exist (no key needed)."""
-        found: set[str] = set()
+        return {row[0] for row in self._rows_named("name", names)}
+
+    def sizes(self, names: Sequence[str]) -> dict[str, int]:
+        """The stored value sizes of those of `names` that exist (no key needed; the session daemon
+        bounds a read's response before decrypting anything, the client splits its reads)."""
+        return {name: size for name, size in self._rows_named("name, size", names) if isinstance(size, int)}
+
+    def _rows_named(self, columns: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         for chunk in _chunks(list(dict.fromkeys(names)), _READ_CHUNK):
             marks = ",".join("?" * len(chunk))
             try:
-                rows = self._conn.execute(f"SELECT name FROM secrets WHERE name IN ({marks})", chunk).fetchall()
+                rows += self._conn.execute(f"SELECT {columns} FROM secrets WHERE name IN ({marks})", chunk).fetchall()
             except sqlite3.Error as exc:
                 raise _map_sqlite_error(exc, self.path) from None
-            found.update(r[0] for r in rows)
-        return found
+        return rows
 
     def identity(self) -> tuple[int, int, bytes, bytes, int]:
         """(device, inode, vault_id, wrap_id, key_epoch): what a cached key must still match (§5.4)."""
@@ -605,6 +612,24 @@ def _sqlite_connect(path: str, *, read_only: bool, immutable: bool = False) -> s
             conn.close()
             raise
     return conn
+
+
+def main_file_vault_id(path: str) -> bytes | None:
+    """The vault id stored in the main database file itself, the `-wal` ignored (SQLite's
+    `immutable` mode), or None when it cannot be read. A long-lived connection learns of changes
+    only through the WAL index, so a file rewritten in place under it (another vault copied over
+    it) is invisible to that connection; this reader sees the file as it is now."""
+    try:
+        conn = _sqlite_connect(path, read_only=True, immutable=True)
+    except (sqlite3.Error, UnicodeError, OSError):
+        return None
+    try:
+        rows = conn.execute("SELECT vault_id FROM vault").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return bytes(rows[0][0]) if len(rows) == 1 and isinstance(rows[0][0], bytes) else None
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:

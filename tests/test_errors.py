@@ -21,7 +21,7 @@ FIXED_CODES = {
     "missing_passphrase": 10, "empty_passphrase": 10, "passphrase_mismatch": 10,
     "passphrase_command_failed": 10, "empty_passphrase_command": 10, "missing_new_passphrase": 10,
     "empty_new_passphrase": 10, "new_passphrase_mismatch": 10, "new_passphrase_unchanged": 10,
-    "conflicting_passphrase_sources": 10,
+    "conflicting_passphrase_sources": 10, "session_expired": 10,
     "secret_not_found": 12, "secret_exists": 13, "vault_not_found": 14,
     "wrong_passphrase": 15, "secret_corrupt": 15, "vault_tampered": 15,
     "invalid_vault_file": 24, "vault_unsupported": 24, "kdf_params_rejected": 24, "vault_busy": 24,

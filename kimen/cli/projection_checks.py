@@ -110,26 +110,11 @@ class _Checks:
         return sum(1 for c in self.items if c["status"] == status)
 
 
-def session_check(ctx: Context, vault_path: str | None) -> tuple[str, str]:
-    """(status, message) about the session for the selected vault. The daemon client extends this."""
-    from .. import fsutil, paths
+def session_check(ctx: Context, vault_path: str | None) -> tuple[str, str, str]:
+    """(status, message, state) about the session for the selected vault (`cli.session.doctor_check`)."""
+    from .session import doctor_check
 
-    directory = paths.session_dir(ctx.env)
-    if os.path.lexists(directory):
-        problem = fsutil.directory_problem(directory, strict=True)
-        if problem:
-            return "warning", f"session dir {directory} is unsafe: {problem}"
-    if vault_path is not None and not ctx.no_session:
-        try:
-            from ..access import VaultLocation, session_store
-
-            store = session_store(ctx, VaultLocation(vault_path, "doctor"))
-        except errors.KimenError:
-            store = None
-        if store is not None:
-            store.close()
-            return "ok", f"a live session serves {vault_path}"
-    return "ok", "no session for this vault"
+    return doctor_check(ctx, vault_path)
 
 
 def _runtime_check(ctx: Context, checks: _Checks) -> None:
@@ -422,10 +407,11 @@ def cmd_doctor(ctx: Context) -> int:
             for name in ("passphrase_source", "vault_path"):
                 checks.add(name, "skipped", "config unusable")
         location = stores[0][1].path if stores and not getattr(args, "bundle", None) else None
-        status, message = session_check(ctx, location)
+        status, message, state = session_check(ctx, location)
         if status == "ok" and getattr(args, "bundle", None):
             message = "not used: --bundle given, the bundle is the store"
         checks.add("session", status, message)
+        checks.items[-1]["state"] = state
         _runtime_check(ctx, checks)
         if args.map is None or args.profile is None:
             profile_path = _mapping_checks(ctx, checks, stores)

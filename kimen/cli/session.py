@@ -66,6 +66,7 @@ def cmd_start(ctx: Context) -> Result:
     if not os.path.isfile(location.path):
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
+    _check_session_path(canonical)
     source = explicit(ctx) or fallback_source(ctx, location)  # never the session (SPEC §4.1)
     if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
         raise missing_passphrase_without_session(" (--stdin)")
@@ -92,6 +93,19 @@ def cmd_start(ctx: Context) -> Result:
                                    f"max {format_duration(max_ttl)}, pid {fields['pid']})", fields)
 
 
+def _check_session_path(canonical: str) -> None:
+    """Session requests carry the vault path as JSON text: it must be valid UTF-8."""
+    import os
+
+    from ..daemon.protocol import utf8
+
+    if not utf8(canonical):
+        shown = os.fsencode(canonical).decode("utf-8", "backslashreplace")
+        raise errors.SessionUnsupported(message=f"a session cannot hold a vault whose path is not valid UTF-8: "
+                                                f"{shown}", hint="rename the vault file or its directory, or use "
+                                                                 "the vault without a session")
+
+
 def client_socket(ctx: Context) -> str:
     from ..daemon.protocol import socket_path
 
@@ -108,47 +122,72 @@ def _selected(ctx: Context) -> str | None:
         return None
 
 
-def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: str | None) -> dict[str, Any]:
-    """The `session_status` JSON fields (SPEC §5.7) from the daemon's status response."""
+VAULT_KEYS = ("vault_path", "vault_id", "state", "unlocked_at", "idle_expires_at", "max_expires_at", "ttl_seconds",
+              "max_ttl_seconds", "expired_at", "expired_by")
+_TTL_WORDS = {"idle_ttl": "idle TTL", "max_ttl": "max TTL"}
+
+
+def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: str | None, *,
+                  busy_pid: int | None = None, busy: bool = False) -> dict[str, Any]:
+    """The `session_status` JSON fields (SPEC §5.7) from the daemon's status response: `state` is
+    the selected vault's `locked`, `expired` or `unlocked`; `stopped` without a daemon; `unknown`
+    (with `reason: session_busy`) when a daemon holds the socket but did not answer in time."""
     from ..daemon.client import same_version
 
-    if state is None:
-        return {"running": False, "state": "stopped", "locked": True, "pid": None, "socket_path": socket_path,
-                "version": None, "protocol": None, "require_grant": False, "mlock": False,
-                "vault_path": vault_path, "expires_at": None, "ttl_seconds": None, "vaults": [],
-                "grant_count": 0, "version_mismatch": False}
-    vaults = [v for v in state.get("vaults") or () if isinstance(v, dict)]
-    mine = next((v for v in vaults if v.get("vault_path") == vault_path), None)
-    return {
-        "running": True, "state": "unlocked" if mine else "locked", "locked": mine is None,
-        "pid": state.get("pid"), "socket_path": socket_path, "version": state.get("version"),
-        "protocol": state.get("protocol"), "require_grant": bool(state.get("require_grant")),
-        "mlock": bool(state.get("mlock")), "vault_path": vault_path,
-        "expires_at": min(mine["idle_expires_at"], mine["max_expires_at"]) if mine else None,
-        "ttl_seconds": mine.get("ttl_seconds") if mine else None,
-        "vaults": [{k: v.get(k) for k in ("vault_path", "vault_id", "unlocked_at", "idle_expires_at",
-                                          "max_expires_at", "ttl_seconds", "max_ttl_seconds")} for v in vaults],
-        "grant_count": state.get("grant_count", 0), "version_mismatch": not same_version(state),
+    fields: dict[str, Any] = {
+        "running": False, "state": "stopped", "locked": True, "pid": None, "socket_path": socket_path,
+        "version": None, "protocol": None, "require_grant": False, "mlock": False, "vault_path": vault_path,
+        "expires_at": None, "expired_at": None, "expired_by": None, "ttl_seconds": None, "vaults": [],
+        "grant_count": 0, "version_mismatch": False,
     }
+    if busy:  # it may hold keys: never "stopped"
+        fields.update(running=True, state="unknown", locked=None, pid=busy_pid, reason="session_busy")
+    if state is None:
+        return fields
+    vaults = [{k: v.get(k) for k in VAULT_KEYS} | {"state": v.get("state") or "unlocked"}
+              for v in state.get("vaults") or () if isinstance(v, dict)]
+    mine = next((v for v in vaults if v["vault_path"] == vault_path), None)
+    selected = mine["state"] if mine else "locked"
+    fields.update(
+        running=True, state=selected, locked=selected != "unlocked", pid=state.get("pid"),
+        version=state.get("version"), protocol=state.get("protocol"),
+        require_grant=bool(state.get("require_grant")), mlock=bool(state.get("mlock")), vaults=vaults,
+        grant_count=state.get("grant_count", 0), version_mismatch=not same_version(state),
+    )
+    if selected == "unlocked":
+        fields.update(expires_at=min(mine["idle_expires_at"], mine["max_expires_at"]), ttl_seconds=mine["ttl_seconds"])
+    elif selected == "expired":
+        fields.update(expired_at=mine["expired_at"], expired_by=mine["expired_by"], ttl_seconds=mine["ttl_seconds"])
+    return fields
 
 
 def status_lines(fields: dict[str, Any]) -> list[str]:
+    if fields["state"] == "unknown":
+        return [f"session: unknown (busy: the daemon did not answer within 1s; pid={fields['pid'] or '-'})"]
     if not fields["running"]:
         return ["session: stopped"]
-    pid = fields["pid"]
-    lines = []
-    selected = fields["vault_path"]
-    mine = next((v for v in fields["vaults"] if v["vault_path"] == selected), None)
-    if mine:
-        lines.append(f"session: unlocked (vault={selected} idle_expires_at={mine['idle_expires_at']} "
-                     f"max_expires_at={mine['max_expires_at']} pid={pid})")
+    mine = next((v for v in fields["vaults"] if v["vault_path"] == fields["vault_path"]), None)
+    if mine is None:
+        first = f"session: locked (pid={fields['pid']})"
+    elif mine["state"] == "expired":
+        first = f"session: expired (vault={mine['vault_path']} at {_expiry(mine)})"
     else:
-        lines.append(f"session: locked (pid={pid})")
-    for v in fields["vaults"]:
-        if v is not mine:
-            lines.append(f"also unlocked: vault={v['vault_path']} idle_expires_at={v['idle_expires_at']} "
-                         f"max_expires_at={v['max_expires_at']}")
-    return lines
+        first = (f"session: unlocked (vault={mine['vault_path']} idle_expires_at={mine['idle_expires_at']} "
+                 f"max_expires_at={mine['max_expires_at']} pid={fields['pid']})")
+    return [first, *_other_vaults(fields, mine, "also")]
+
+
+def _expiry(v: dict[str, Any]) -> str:
+    return f"{v['expired_at']}, {_TTL_WORDS.get(v['expired_by'], v['expired_by'])}"
+
+
+def _other_vaults(fields: dict[str, Any], mine: dict[str, Any] | None, word: str,
+                  states: tuple[str, ...] = ("unlocked", "expired")) -> list[str]:
+    """One line per other vault in one of `states`."""
+    return [f"{word} unlocked: vault={v['vault_path']} idle_expires_at={v['idle_expires_at']} "
+            f"max_expires_at={v['max_expires_at']}" if v["state"] == "unlocked"
+            else f"{word} expired: vault={v['vault_path']} at {_expiry(v)}"
+            for v in fields["vaults"] if v is not mine and v["state"] in states]
 
 
 def _mismatch_warning(fields: dict[str, Any]) -> None:
@@ -162,8 +201,9 @@ def _mismatch_warning(fields: dict[str, Any]) -> None:
 def cmd_status(ctx: Context) -> Result:
     from ..daemon import control
 
+    selected = _selected(ctx)
     try:
-        socket_path, state = control.status(ctx.env)
+        socket_path, found = control.status(ctx.env, selected)
     except errors.KimenError as err:  # status always exits 0: an unusable session dir is "stopped"
         import os
 
@@ -172,14 +212,20 @@ def cmd_status(ctx: Context) -> Result:
         from ..output import warn
 
         warn(err.message, reason="session_dir_unusable")
-        socket_path, state = os.path.join(paths.session_dir(ctx.env), SOCKET_NAME), None
-    fields = status_fields(socket_path, state, _selected(ctx))
+        socket_path = os.path.join(paths.session_dir(ctx.env), SOCKET_NAME)
+        fields = status_fields(socket_path, None, selected)
+    else:
+        fields = status_fields(socket_path, found.status, selected, busy=found.state == "busy", busy_pid=found.pid)
     _mismatch_warning(fields)
     return Result("session_status", status_lines(fields), fields)
 
 
 def cmd_lock(ctx: Context) -> Result:
+    """`held` (JSON): whether the daemon held the selected vault (any vault with `--all`) before
+    this lock; null without a daemon. A vault the daemon does not hold is said so, and every
+    vault that stays unlocked is named."""
     from ..daemon import control
+    from ..daemon.protocol import utf8
 
     selected = _selected(ctx)
     target = None if ctx.args.all else selected
@@ -187,9 +233,61 @@ def cmd_lock(ctx: Context) -> Result:
         from ..access import resolve_vault
 
         resolve_vault(ctx)  # raise the reason why the vault cannot be resolved
-    state = control.lock(ctx.env, target)
+    if target is not None and not utf8(target):  # never held: a session only holds UTF-8 paths
+        _, found = control.status(ctx.env, None)
+        state = None if found.status is None else {**found.status, "held": False}
+    else:
+        state = control.lock(ctx.env, target)
     fields = status_fields(client_socket(ctx), state, selected)
-    return Result("session_lock", "session locked", fields)
+    held = state.get("held") if state is not None else None
+    fields["held"] = held if isinstance(held, bool) else None
+    if state is None or held is True:
+        lines = ["session locked"]
+    elif ctx.args.all:
+        lines = ["session locked (no vault was unlocked)"]
+    else:
+        lines = [f"session: nothing locked: {selected} is not unlocked in the session"]
+    lines.extend(_other_vaults(fields, None, "still", ("unlocked",)))
+    return Result("session_lock", lines, fields)
+
+
+def doctor_check(ctx: Context, vault_path: str | None) -> tuple[str, str, str]:
+    """`doctor`'s `session` check: (status, message, state). `stopped`, `locked`, `expired` and
+    `unlocked` are all `ok` (a passphrase can come from elsewhere); an unsafe session directory, a
+    daemon of another version and one that does not answer (state `unknown`) are warnings."""
+    import os
+
+    from .. import fsutil, paths
+    from ..daemon import client
+
+    directory = paths.session_dir(ctx.env)
+    if os.path.lexists(directory):
+        problem = fsutil.directory_problem(directory, strict=True)
+        if problem:
+            return "warning", f"session dir {directory} is unsafe: {problem}; the session is ignored", "stopped"
+    canonical = os.path.realpath(vault_path) if vault_path else None
+    try:
+        found = client.probe(ctx.env, canonical, timeout=client.STATUS_TIMEOUT, keep=False)
+    except errors.KimenError as err:
+        return "warning", err.message, "stopped"
+    unused = " (not used: --no-session)" if ctx.no_session else ""
+    pid = found.pid
+    if found.state == "stopped":
+        return "ok", "no session daemon", "stopped"
+    if found.state == "busy":
+        return "warning", f"the session daemon did not answer within 1s (busy; pid={pid or '-'})", "unknown"
+    if found.state == "other_version":
+        version = (found.status or {}).get("version")
+        return ("warning", f"the session daemon (pid={pid}) runs kimen {version!s:.40}; "
+                "run `kimen session start` to replace it", "locked")
+    if found.state == "expired":
+        vault = found.vault or {}
+        return ("ok", f"expired at {_expiry(vault)}; run kimen session start{unused}", "expired")
+    if found.state == "unlocked" and found.vault is not None:
+        until = min(found.vault["idle_expires_at"], found.vault["max_expires_at"])
+        return "ok", f"unlocked until {until} (pid={pid}){unused}", "unlocked"
+    what = f"{vault_path} is locked" if vault_path else "no vault selected"
+    return "ok", f"session daemon running (pid={pid}); {what}", "locked"
 
 
 def cmd_stop(ctx: Context) -> Result:

@@ -4,8 +4,11 @@ Stdlib only, and nothing heavy at import time: `secret get`, `run` and `session 
 live session load this module and `protocol`, never sqlite3, crypto or the server (an
 import-linter contract and a subprocess test hold this). A client that cannot connect (no
 socket, refused, a daemon of another uid) treats the session as absent; a daemon of another
-version is absent too, with a warning. Starting, stopping and locking the daemon process
-(`session start|stop|lock|status`) is `kimen.daemon.control`'s job.
+version is absent too, with a warning. `probe` tells the cases apart for the commands that report
+them (`session status`, `doctor`, the `session_expired` fallback): stopped, busy (a daemon holds
+the socket but does not answer in time), another version, and the selected vault locked, expired
+or unlocked. Starting, stopping and locking the daemon process (`session start|stop|lock|status`)
+is `kimen.daemon.control`'s job.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import _socket  # the C module: `socket` would add `selectors` and its wrappers 
 import os
 
 from .. import errors
-from ..store import ChangeResult, SecretValue, WriteResult
+from ..store import MAX_VALUE_BYTES, ChangeResult, SecretValue, WriteResult
 from . import protocol
 
 TYPE_CHECKING = False
@@ -26,28 +29,38 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 60.0
+STATUS_TIMEOUT = 1.0  # `session status`: a daemon that does not answer within 1 s is busy
 UNLOCK_TIMEOUT = 3600.0  # a KDF at the ceiling parameters takes minutes
 
 
 class Absent(Exception):
-    """No usable daemon at the socket (internal; callers fall back or report `stopped`)."""
+    """No usable daemon at the socket (internal; callers fall back or report `stopped`).
+    `busy`: something listens there but did not take the connection in time."""
+
+    def __init__(self, message: str, *, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 class Connection:
-    """One connection to the daemon; requests are sent in sequence."""
+    """One connection to the daemon; requests are sent in sequence. `pid`: the daemon's, from
+    its credentials (known as soon as the connection exists, before any answer)."""
 
-    def __init__(self, path: str, token: str | None = None) -> None:
+    def __init__(self, path: str, token: str | None = None, timeout: float = CONNECT_TIMEOUT) -> None:
         self.path = path
         self.token = token
         self._next = 0
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            sock.settimeout(CONNECT_TIMEOUT)
-            sock.connect(path)
+            _connect(sock, path, timeout)
             # before sending anything: is the daemon one of ours?
             if protocol.peer_uid(sock) != os.getuid():
                 raise Absent("the session socket belongs to another user")
-        except (OSError, Absent) as exc:
+            self.pid = protocol.peer_pid(sock)
+        except Absent:
+            sock.close()
+            raise
+        except OSError as exc:
             sock.close()
             raise Absent(str(exc)) from None
         self.sock: _socket.socket | None = sock
@@ -94,6 +107,23 @@ class Connection:
         self.close()
 
 
+def _connect(sock: _socket.socket, path: str, timeout: float) -> None:
+    """Connect within `timeout`. A full listen queue (EAGAIN: the daemon is busy accepting) is
+    retried until then; it, or a timeout, is `Absent(busy=True)`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except (BlockingIOError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+                raise Absent("the session daemon does not accept connections", busy=True) from None
+            time.sleep(0.01)
+
+
 # -- finding the daemon --
 
 
@@ -112,6 +142,15 @@ def connect(env: Mapping[str, str], *, strict: bool = False) -> Connection | Non
     strict (session commands): an unsafe session dir or a too-long socket path raises; otherwise
     they mean "no session" (with a warning for the unsafe dir).
     """
+    try:
+        return open_connection(env, strict=strict)
+    except Absent:
+        return None
+
+
+def open_connection(env: Mapping[str, str], *, strict: bool = False,
+                    timeout: float = CONNECT_TIMEOUT) -> Connection | None:
+    """`connect`, but a daemon that is there and busy raises `Absent(busy=True)`."""
     from .. import paths
 
     directory = paths.session_dir(env)
@@ -136,10 +175,7 @@ def connect(env: Mapping[str, str], *, strict: bool = False) -> Connection | Non
         warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})",
              reason="session_dir_ignored")
         return None
-    try:
-        return Connection(path, token=env.get("KIMEN_SESSION_TOKEN") or None)
-    except Absent:
-        return None
+    return Connection(path, token=env.get("KIMEN_SESSION_TOKEN") or None, timeout=timeout)
 
 
 def session_dir_hint(directory: str) -> str:
@@ -151,28 +187,89 @@ def same_version(status: dict[str, Any]) -> bool:
     return status.get("protocol") == protocol.PROTOCOL and status.get("version") == protocol.VERSION
 
 
+class Probe:
+    """What the session socket says about one vault.
+
+    `state`: `stopped` (no usable daemon), `busy` (a daemon holds the socket but did not answer in
+    time: it may hold keys), `other_version`, or the vault's `locked`, `expired`, `unlocked`.
+    `conn` stays open only for `unlocked` (the caller serves the command through it).
+    """
+
+    __slots__ = ("conn", "pid", "state", "status", "vault")
+
+    def __init__(self, state: str, *, status: dict[str, Any] | None = None, pid: int | None = None,
+                 conn: Connection | None = None, vault: dict[str, Any] | None = None) -> None:
+        self.state, self.status, self.pid, self.conn, self.vault = state, status, pid, conn, vault
+
+    def store(self, vault_path: str, metadata: Callable[[], Any]) -> SessionStore | None:
+        if self.conn is None or self.vault is None:
+            return None
+        return SessionStore(self.conn, vault_path, self.vault["vault_path"], metadata)
+
+    def refusal(self, vault_path: str) -> errors.KimenError:
+        """Why this session cannot serve `vault_path` (a grant token requires it to)."""
+        if self.state == "other_version":
+            return errors.SessionVersionMismatch()
+        if self.state == "expired":
+            return expired_error(self.vault or {}, vault_path)
+        if self.state in ("locked", "unlocked"):
+            return errors.SessionLocked(vault=vault_path)
+        return errors.SessionUnavailable()
+
+
+def expired_error(vault: dict[str, Any], vault_path: str) -> errors.KimenError:
+    """`session_expired` naming the vault as the session does (its canonical path)."""
+    return errors.SessionExpired(vault_path=vault.get("vault_path") or vault_path,
+                                 expired_at=vault.get("expired_at"), expired_by=vault.get("expired_by"))
+
+
+def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = False,
+          timeout: float = REPLY_TIMEOUT, keep: bool = True) -> Probe:
+    """Ask the daemon's status (about `canonical_path` when given; see `Probe`). `keep=False`:
+    close the connection in every case."""
+    if canonical_path is not None and not protocol.utf8(canonical_path):
+        canonical_path, keep = None, False  # a path that is not valid UTF-8 is never a session's vault
+    try:
+        conn = open_connection(env, strict=strict, timeout=min(timeout, CONNECT_TIMEOUT))
+    except Absent as absent:
+        return Probe("busy" if absent.busy else "stopped")
+    if conn is None:
+        return Probe("stopped")
+    fields = {} if canonical_path is None else {"vault_path": canonical_path}
+    try:
+        status = conn.call("status", timeout=timeout, **fields)
+    except errors.KimenError:  # it took the connection but gave no answer in time
+        conn.close()
+        return Probe("busy", pid=conn.pid)
+    pid = status.get("pid") if type(status.get("pid")) is int else conn.pid
+    if not same_version(status):
+        conn.close()
+        return Probe("other_version", status=status, pid=pid)
+    vault = next((v for v in status.get("vaults") or () if isinstance(v, dict)
+                  and v.get("vault_path") == canonical_path), None) if canonical_path is not None else None
+    state = "locked" if vault is None else vault.get("state", "unlocked")
+    if state != "unlocked" or canonical_path is None or not keep:
+        conn.close()
+        conn = None
+    return Probe(state if state in ("expired", "unlocked") else "locked", status=status, pid=pid, conn=conn,
+                 vault=vault)
+
+
+def warn_other_version(probe: Probe) -> None:
+    from ..output import warn
+
+    version = (probe.status or {}).get("version")
+    warn(f"ignoring the session daemon: it runs kimen {version!s:.40}; run `kimen session start` to replace it",
+         reason="session_other_version")
+
+
 def session_store(env: Mapping[str, str], vault_path: str, canonical_path: str,
                   metadata: Callable[[], Any]) -> SessionStore | None:
     """The daemon's store for `canonical_path`, or None when no live session serves that vault."""
-    conn = connect(env)
-    if conn is None:
-        return None
-    try:
-        status = conn.call("status", vault_path=canonical_path)
-    except errors.KimenError:
-        conn.close()
-        return None
-    if not same_version(status):
-        conn.close()
-        from ..output import warn
-
-        warn(f"ignoring the session daemon: it runs kimen {status.get('version')!s:.40}; "
-             "run `kimen session start` to replace it", reason="session_other_version")
-        return None
-    if not any(isinstance(v, dict) and v.get("vault_path") == canonical_path for v in status.get("vaults") or ()):
-        conn.close()
-        return None
-    return SessionStore(conn, vault_path, canonical_path, metadata)
+    found = probe(env, canonical_path)
+    if found.state == "other_version":
+        warn_other_version(found)
+    return found.store(vault_path, metadata)
 
 
 class SessionStore:
@@ -193,13 +290,19 @@ class SessionStore:
             return vault.list(prefix)
 
     def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
+        """Values through the daemon, in requests of at most 1 000 names whose responses stay
+        under 48 MiB: sizes come from the vault file when the largest legal values could exceed
+        that (more than ~30 names), so any set of legal values can be read."""
         from binascii import a2b_base64  # base64 would import re and struct
 
         wanted = list(dict.fromkeys(names))
         result: dict[str, SecretValue] = {}
         missing: list[str] = []
-        for start in range(0, len(wanted), protocol.READ_BATCH):
-            batch = wanted[start:start + protocol.READ_BATCH]
+        batches = protocol.read_batches(wanted, None, MAX_VALUE_BYTES)
+        if len(batches) > 1:
+            with self._metadata() as vault:
+                batches = protocol.read_batches(wanted, vault.sizes(wanted), MAX_VALUE_BYTES)
+        for batch in batches:
             try:
                 response = self.conn.call("read", vault_path=self.canonical_path, names=batch)
             except errors.SecretNotFound as err:

@@ -13,7 +13,7 @@ import os
 
 from .. import errors
 from . import protocol
-from .client import Connection, connect, same_version, session_dir_hint
+from .client import STATUS_TIMEOUT, Connection, Probe, connect, probe, same_version, session_dir_hint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,17 +23,11 @@ if TYPE_CHECKING:
 START_TIMEOUT = 5.0
 
 
-def status(env: Mapping[str, str]) -> tuple[str, dict[str, Any] | None]:
-    """(socket path, the daemon's status response or None when no daemon answers)."""
+def status(env: Mapping[str, str], vault_path: str | None) -> tuple[str, Probe]:
+    """(socket path, what the daemon says about `vault_path`); a daemon that holds the socket but
+    does not answer within `STATUS_TIMEOUT` is `busy`, never `stopped`."""
     path = protocol.socket_path(env)
-    conn = connect(env, strict=True)
-    if conn is None:
-        return path, None
-    with conn:
-        try:
-            return path, conn.call("status")
-        except errors.KimenError:
-            return path, None
+    return path, probe(env, vault_path, strict=True, timeout=STATUS_TIMEOUT, keep=False)
 
 
 def lock(env: Mapping[str, str], vault_path: str | None) -> dict[str, Any] | None:

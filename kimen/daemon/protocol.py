@@ -4,6 +4,11 @@ A frame is a 4-byte big-endian length then that many bytes of UTF-8 JSON (one ob
 checked on the length prefix before anything else is read. Requests carry the protocol version
 and the kimen version; `status` and `stop` keep their shapes forever so a client can talk to a
 daemon of another version. Stdlib only: this module is on the hot path.
+
+Any bytes decode to a dict or `SessionProtocolError` (never another exception: the daemon must
+survive every frame), and any document encodes (a string that is not valid Unicode, such as a lone
+surrogate echoed from a request, is written as a JSON escape instead of failing). A `read` is split
+by the client so that no response exceeds `READ_RESPONSE_BUDGET` (`read_batches`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ MAX_FRAME = 64 * 1024 * 1024
 FRAME_TIMEOUT = 5.0  # a frame must arrive within 5 s of its first byte
 IDLE_TIMEOUT = 10.0  # a connection with no request for 10 s is closed
 READ_BATCH = 1000  # a client splits reads of more names into several requests
+READ_RESPONSE_BUDGET = 48 * 1024 * 1024  # ... and of more bytes: each response stays under this
 SOCKET_NAME = "session.sock"
 LOCK_NAME = "session.lock"
 FROZEN_OPS = frozenset({"status", "stop"})  # answered whatever the peer's version
@@ -47,22 +53,71 @@ def socket_path(env: Mapping[str, str]) -> str:
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    """One frame: the length prefix and the compact JSON."""
-    body = dumps(doc).encode()
+    """One frame: the length prefix and the compact JSON (`FrameTooLarge` past `MAX_FRAME`)."""
+    return frame(dump_bytes(doc))
+
+
+def frame(body: bytes) -> bytes:
     if len(body) > MAX_FRAME:
         raise errors.FrameTooLarge()
     return len(body).to_bytes(4, "big") + body
 
 
-def decode(body: bytes) -> dict[str, Any]:
-    """A frame's JSON object; `SessionProtocolError` for anything else."""
+def dump_bytes(doc: Any) -> bytes:
+    """UTF-8 JSON of `doc`; strings that are not valid Unicode (lone surrogates) become `\\uXXXX`
+    escapes instead of failing, so echoing a hostile request's field can never raise."""
+    try:
+        return dumps(doc).encode()
+    except UnicodeEncodeError:
+        import json
+
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def decode(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+    """A frame's JSON object; `SessionProtocolError` for anything else (bad UTF-8, bad JSON,
+    nesting deeper than the interpreter's recursion limit, a non-object)."""
     try:
         doc = loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
         raise errors.SessionProtocolError() from None
     if not isinstance(doc, dict):
         raise errors.SessionProtocolError()
     return doc
+
+
+def utf8(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogates), i.e. can be written as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_item_size(name: str, size: int) -> int:
+    """An upper bound of the bytes one `{name, value_b64, revision}` item takes in a response."""
+    return len(name) + 4 * ((size + 2) // 3) + 64
+
+
+def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int) -> list[list[str]]:
+    """`names` in requests of at most `READ_BATCH` names whose responses stay under
+    `READ_RESPONSE_BUDGET`. Without `sizes` every value counts as `largest` (the largest legal
+    value); with them, a name they lack (a missing secret) counts as empty."""
+    batches: list[list[str]] = []
+    batch: list[str] = []
+    used = 0
+    for name in names:
+        size = largest if sizes is None else sizes.get(name, 0)
+        cost = read_item_size(name, size)
+        if batch and (len(batch) >= READ_BATCH or used + cost > READ_RESPONSE_BUDGET):
+            batches.append(batch)
+            batch, used = [], 0
+        batch.append(name)
+        used += cost
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 # -- JSON through the C accelerator --------------------------------------------------------------
@@ -139,23 +194,35 @@ def _dump(value: Any, out: list[str], quote: Any) -> None:
         raise _Other()
 
 
-def loads(body: bytes) -> Any:
-    """`json.loads` of UTF-8 bytes (`ValueError` for anything that is not one JSON value)."""
-    text = body.decode("utf-8")
+def loads(body: bytes | bytearray | memoryview | str) -> Any:
+    """`json.loads` of UTF-8 bytes (`ValueError` for anything that is not one JSON value,
+    `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting)."""
+    text = body if isinstance(body, str) else str(body, "utf-8")
     try:
         from _json import make_scanner
     except ImportError:  # pragma: no cover - an interpreter without the C accelerator
-        import json
-
-        return json.loads(text)
+        return _json_loads(text)
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = make_scanner(_ScanContext)(text, start)
     except StopIteration:
         raise ValueError("not a JSON value") from None
+    except (ValueError, RecursionError):
+        raise
+    except Exception:
+        # The accelerator reports a syntax error through `json.decoder.JSONDecodeError`; before
+        # Python 3.12, when `json.decoder` is not imported yet, it fails with SystemError instead
+        # (`{bad}`). The `json` module gives the documented error for the same text.
+        return _json_loads(text)
     if text[end:].strip(_WHITESPACE):
         raise ValueError("extra data after the JSON value")
     return value
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
 
 
 def send(sock: socket.socket, doc: dict[str, Any]) -> None:

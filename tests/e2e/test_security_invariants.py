@@ -488,8 +488,8 @@ def test_the_daemon_never_sends_the_data_key(kimen):
                 ("write", {"vault_path": path, "changes": [{"op": "set", "name": "app.new", "value_b64": "eA=="}]}),
                 ("unlock", {"vault_path": path}), ("lock", {"vault_path": path})]
     answers = []
-    with Connection(str(kimen.session_dir / "session.sock")) as conn:
-        for op, fields in requests:
+    for op, fields in requests:  # a connection each: a protocol error ends its connection
+        with Connection(str(kimen.session_dir / "session.sock")) as conn:
             answers.append(json.dumps(conn.call_raw(op, **fields)).encode())
     assert any(b'"ok": true' in a for a in answers[2:4]), answers  # the session did serve this vault
     for answer in answers:
@@ -648,12 +648,13 @@ def test_every_store_request_is_refused_once_the_session_is_locked(kimen, how):
             kimen.ok("session", "lock")
         else:
             deadline = time.monotonic() + 30  # a hang guard, not a timing assertion
-            while kimen.ok("session", "status", "--json").json()["state"] != "locked":
+            while kimen.ok("session", "status", "--json").json()["state"] != "expired":
                 assert time.monotonic() < deadline, "the idle TTL never expired"
                 time.sleep(0.2)
+        refused = "session_locked" if how == "lock" else "session_expired"
         for op, fields in STORE_REQUESTS:
             answer = conn.call_raw(op, vault_path=path, **fields)
-            assert answer.get("ok") is False and answer.get("reason") == "session_locked", (op, answer)
+            assert answer.get("ok") is False and answer.get("reason") == refused, (op, answer)
     kimen.ok("session", "stop")
     assert kimen.get("a.b") == b"v" and kimen.run("secret", "get", "a.new", "--unsafe-stdout",
                                                    env=kimen.with_pass()).code == 12

@@ -17,6 +17,7 @@ import pytest
 
 from kimen import __version__
 from tests.conftest import PASSPHRASE, SMALL_KDF, wait_for
+from tests.e2e.session_helpers import json_frame, read_frame, status
 
 PY = sys.executable
 VERSION = __version__
@@ -24,10 +25,6 @@ VERSION = __version__
 
 def start(kimen, *extra: str, passphrase: str = PASSPHRASE, **kw):
     return kimen.ok("session", "start", *extra, env={**kimen.with_pass(passphrase), **kw.pop("env", {})}, **kw)
-
-
-def status(kimen, **kw) -> dict:
-    return kimen.ok("session", "status", "--json", **kw).json()
 
 
 def get(kimen, name: str, **kw):
@@ -47,6 +44,17 @@ def not_served(kimen, name: str, **kw) -> None:
     done = get(kimen, name, **kw)
     assert done.code == 10, done.err  # fell back; no passphrase source in tests
     assert done.err_json()["reason"] == "missing_passphrase"
+
+
+def expired(kimen, name: str, **kw) -> dict:
+    """No passphrase source and the vault's session expired: `session_expired` (10), never a bare
+    `missing_passphrase`; returns the error envelope."""
+    done = get(kimen, name, **kw)
+    assert done.code == 10, done.err
+    envelope = done.err_json()
+    assert envelope["reason"] == "session_expired", envelope
+    assert "kimen session start" in envelope["error"] and envelope["expired_at"], envelope
+    return envelope
 
 
 def alive(pid: int) -> bool:
@@ -210,8 +218,8 @@ def test_a_symlink_to_the_vault_uses_its_session(kimen, vault, tmp_path):
 
 def test_idle_ttl_expires_the_key(kimen, vault):
     start(kimen, "--ttl", "2s")
-    wait_for(lambda: status(kimen)["state"] == "locked", "idle expiry", limit=30)
-    not_served(kimen, "app.token")
+    wait_for(lambda: status(kimen)["state"] == "expired", "idle expiry", limit=30)
+    expired(kimen, "app.token")
     assert status(kimen)["running"] is True  # the daemon keeps running
 
 
@@ -234,7 +242,7 @@ def test_max_ttl_wins_over_activity(kimen, vault):
     while time.monotonic() - begun < 9:
         get(kimen, "app.token")  # keep it busy; some of these succeed
         time.sleep(0.5)
-    not_served(kimen, "app.token")
+    assert expired(kimen, "app.token")["expired_by"] == "max_ttl"
 
 
 # -- vault identity --
@@ -471,34 +479,6 @@ def _connect(kimen) -> socket.socket:
     return s
 
 
-def _frame(doc: dict) -> bytes:
-    import json
-    import struct
-
-    body = json.dumps(doc).encode()
-    return struct.pack(">I", len(body)) + body
-
-
-def _reply(s: socket.socket) -> dict | None:
-    import json
-    import struct
-
-    head = b""
-    while len(head) < 4:
-        chunk = s.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    (n,) = struct.unpack(">I", head)
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return json.loads(body)
-
-
 def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vault):
     start(kimen)
     held = []
@@ -511,40 +491,41 @@ def test_garbage_oversize_and_idle_connections_do_not_hurt_the_daemon(kimen, vau
     # garbage JSON
     s = _connect(kimen)
     s.sendall(b"\x00\x00\x00\x05hello")
-    reply = _reply(s)
+    reply = read_frame(s)
     assert reply is not None and reply["ok"] is False and reply["reason"] == "session_protocol_error"
     s.close()
-    # a JSON value that is not an object, an object without an op, an unknown op
-    for doc in ([1, 2], {"v": 1, "kimen": VERSION, "id": "x"}, {"v": 1, "kimen": VERSION, "id": "x", "op": "exec"}):
+    # a JSON value that is not an object, an object without an op, an unknown op, a bad path:
+    # answered, then the connection is closed
+    for doc in ([1, 2], {"v": 1, "kimen": VERSION, "id": "x"}, {"v": 1, "kimen": VERSION, "id": "x", "op": "exec"},
+                {"v": 1, "kimen": VERSION, "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}):
         s = _connect(kimen)
-        s.sendall(_frame(doc))
-        reply = _reply(s)
+        s.sendall(json_frame(doc))
+        reply = read_frame(s)
         assert reply["ok"] is False and reply["reason"] == "session_protocol_error"
+        assert read_frame(s) is None
         s.close()
     # oversize: refused on the length prefix, before the body is read
     s = _connect(kimen)
     s.sendall(b"\x7f\xff\xff\xff")
-    reply = _reply(s)
+    reply = read_frame(s)
     assert reply["ok"] is False and reply["reason"] == "frame_too_large"
-    assert _reply(s) is None  # and the connection is closed
+    assert read_frame(s) is None  # and the connection is closed
     s.close()
     # random bytes
     s = _connect(kimen)
     s.sendall(os.urandom(64))
     try:
-        _reply(s)
+        read_frame(s)
     except (OSError, ValueError):
         pass
     s.close()
-    # a request for a path that is not canonical, and one of another version
+    # a request of another version: refused, and the connection goes on
     s = _connect(kimen)
-    s.sendall(_frame({"v": 1, "kimen": VERSION, "id": "1", "op": "read", "vault_path": "relative", "names": ["a"]}))
-    assert _reply(s)["reason"] == "session_protocol_error"
-    s.sendall(_frame({"v": 1, "kimen": "9.9.9", "id": "2", "op": "read", "vault_path": str(vault),
+    s.sendall(json_frame({"v": 1, "kimen": "9.9.9", "id": "2", "op": "read", "vault_path": str(vault),
                       "names": ["app.token"]}))
-    assert _reply(s)["reason"] == "session_version_mismatch"
-    s.sendall(_frame({"v": 1, "kimen": "9.9.9", "id": "3", "op": "status"}))
-    assert _reply(s)["ok"] is True  # status is frozen: answered to any version
+    assert read_frame(s)["reason"] == "session_version_mismatch"
+    s.sendall(json_frame({"v": 1, "kimen": "9.9.9", "id": "3", "op": "status"}))
+    assert read_frame(s)["ok"] is True  # status is frozen: answered to any version
     s.close()
     # the daemon still serves, with the idle connections still open
     served(kimen, "app.token", b"s3cret-value")
@@ -755,7 +736,7 @@ def test_stop_from_a_client_that_hangs_up_still_stops_the_daemon(kimen, vault):
     start(kimen)
     pid = status(kimen)["pid"]
     s = _connect(kimen)
-    s.sendall(_frame({"v": 1, "kimen": VERSION, "id": "1", "op": "stop"}))
+    s.sendall(json_frame({"v": 1, "kimen": VERSION, "id": "1", "op": "stop"}))
     s.close()
     wait_for(lambda: not alive(pid), "exit after stop", limit=30)
     assert not (kimen.session_dir / "session.sock").exists()

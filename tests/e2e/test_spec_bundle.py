@@ -37,7 +37,7 @@ def test_doctor_checks_every_bundle_named_per_bundle(two):
         for check in ("in", "identity", "decrypt", "signer"):
             assert checks[f"bundle_{k}_{check}"]["status"] == "ok", checks
     assert "bundle_spec" not in checks  # several bundles: only the numbered names
-    assert checks["session"] == {"name": "session", "status": "ok",
+    assert checks["session"] == {"name": "session", "status": "ok", "state": "stopped",
                                  "message": "not used: --bundle given, the bundle is the store"}
     # the profile's names are looked up in each bundle; the one lacking a name is named
     done = kimen.run("doctor", "--bundle", "all.age", "--bundle", "db.age", "--identity", str(team.key),

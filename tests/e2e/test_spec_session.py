@@ -9,10 +9,10 @@ import os
 import pytest
 
 STATUS_FIELDS = {"ok", "action", "exit_code", "warnings", "running", "state", "locked", "pid", "socket_path", "version",
-                 "protocol", "require_grant", "mlock", "vault_path", "expires_at", "ttl_seconds", "vaults",
-                 "grant_count", "version_mismatch"}
-VAULT_FIELDS = {"vault_path", "vault_id", "unlocked_at", "idle_expires_at", "max_expires_at", "ttl_seconds",
-                "max_ttl_seconds"}
+                 "protocol", "require_grant", "mlock", "vault_path", "expires_at", "expired_at", "expired_by",
+                 "ttl_seconds", "vaults", "grant_count", "version_mismatch"}
+VAULT_FIELDS = {"vault_path", "vault_id", "state", "unlocked_at", "idle_expires_at", "max_expires_at", "ttl_seconds",
+                "max_ttl_seconds", "expired_at", "expired_by"}
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def vault(kimen):
 def test_every_session_command_reports_the_status_fields(kimen, vault):
     for args in (("status",), ("lock",), ("stop",)):  # no daemon
         doc = kimen.ok("session", *args, "--json").json()
-        assert set(doc) == STATUS_FIELDS, args
+        assert set(doc) == STATUS_FIELDS | ({"held"} if args == ("lock",) else set()), args
         assert doc["ok"] is True and doc["exit_code"] == 0 and doc["action"] == f"session_{args[0]}"
         assert (doc["running"], doc["state"], doc["locked"]) == (False, "stopped", True)
     doc = kimen.ok("session", "start", "--json", env=kimen.with_pass()).json()
@@ -34,7 +34,7 @@ def test_every_session_command_reports_the_status_fields(kimen, vault):
     assert doc["expires_at"] == min(doc["vaults"][0]["idle_expires_at"], doc["vaults"][0]["max_expires_at"])
     for args in (("status",), ("lock",)):
         doc = kimen.ok("session", *args, "--json").json()
-        assert set(doc) == STATUS_FIELDS and doc["running"] is True, args
+        assert set(doc) == STATUS_FIELDS | ({"held"} if args == ("lock",) else set()) and doc["running"], args
     assert doc["state"] == "locked" and doc["locked"] is True and doc["expires_at"] is None
     doc = kimen.ok("session", "stop", "--json").json()
     assert set(doc) == STATUS_FIELDS and doc["running"] is False
