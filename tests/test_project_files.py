@@ -46,7 +46,10 @@ def test_make_dist_builds_a_wheel_and_an_sdist_with_the_templates(tmp_path):
     copy = tmp_path / "src"
     for name in filter(None, listed):
         source = REPO / name
-        if source.is_file():
+        if source.is_symlink():  # kimen/docs -> ../docs: a clone keeps the link
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / name).symlink_to(os.readlink(source))
+        elif source.is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             (copy / name).write_bytes(source.read_bytes())
     venv = Path(sys.executable).parent.parent
@@ -66,6 +69,8 @@ def test_make_dist_builds_a_wheel_and_an_sdist_with_the_templates(tmp_path):
         assert f"\nVersion: {__version__}\n" in metadata and "\nLicense-Expression: MIT\n" in metadata
         assert wheel.read(f"{info}/licenses/LICENSE") == (REPO / "LICENSE").read_bytes()
         assert "kimen = kimen.__main__:main" in wheel.read(f"{info}/entry_points.txt").decode()
+        for guide in (REPO / "docs").glob("*.md"):  # the guides `kimen help` prints ship in the package
+            assert wheel.read(f"kimen/docs/{guide.name}") == guide.read_bytes()
     with tarfile.open(copy / "dist" / sdist_name) as sdist:
         names = set(sdist.getnames())
     root = f"kimen-{__version__}"
