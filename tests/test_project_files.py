@@ -131,7 +131,7 @@ def test_ci_runs_lint_and_test_on_linux_and_macos_with_every_python():
     (job,) = workflow["jobs"].values()
     assert job["strategy"]["matrix"] == {"os": ["ubuntu-latest", "macos-latest"], "python": ["3.11", "3.12", "3.13"]}
     runs = [(step.get("if"), step.get("run", "")) for step in job["steps"]]
-    assert ("runner.os == 'macOS'", "brew install age shellcheck") in runs
+    assert ("runner.os == 'macOS'", "brew install age shellcheck zsh fish elvish") in runs
     assert any(cond == "runner.os == 'Linux'" and "apt-get install" in run for cond, run in runs)
     assert [run for _cond, run in runs if run.startswith("make ")] == ["make lint PYTHON=python",
                                                                        "make test PYTHON=python"]
@@ -141,7 +141,7 @@ def test_make_tools_target_tries_apt_only_on_linux(tmp_path):
     """On macOS (no apt-get, not root) `make test` must not try apt; with the tools on PATH nothing is tried."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    for tool in ("age", "git", "shellcheck"):
+    for tool in ("age", "git", "shellcheck", "zsh", "fish", "elvish"):
         (fake / tool).write_text("#!/bin/sh\nexit 0\n")
         (fake / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
