@@ -468,7 +468,7 @@ class Vault:
         os.close(fd)
         try:
             with _private_umask():
-                self._conn.execute("VACUUM INTO ?", (dest,))
+                self._conn.execute("VACUUM INTO ?", (_file_uri(dest),))
             os.chmod(dest, 0o600)
             fd = os.open(dest, os.O_RDONLY)
             try:
@@ -594,10 +594,16 @@ def _connect(path: str, *, read_only: bool) -> tuple[sqlite3.Connection, tuple[i
         raise errors.InvalidVaultFile(path=path) from None
 
 
-def _sqlite_connect(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
+def _file_uri(path: str) -> str:
+    """The SQLite `file:` URI of `path`, quoted from its bytes: a path may hold bytes that are not
+    UTF-8 (lone surrogates once decoded), which SQLite takes only as %XX escapes."""
     from urllib.parse import quote
 
-    uri = f"file:{quote(path)}?mode={'ro' if read_only else 'rw'}{'&immutable=1' if immutable else ''}"
+    return f"file:{quote(os.fsencode(path))}"
+
+
+def _sqlite_connect(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
+    uri = f"{_file_uri(path)}?mode={'ro' if read_only else 'rw'}{'&immutable=1' if immutable else ''}"
     with _private_umask():
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                                isolation_level=None, check_same_thread=False)
