@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from ..store import MAX_VALUE_BYTES, Store
+from ..store import MAX_VALUE_BYTES
 from .kmap import Directive
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from ..store import Store
 
 MAX_EXEC_OUTPUT = 1024 * 1024
 
