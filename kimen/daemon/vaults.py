@@ -29,21 +29,12 @@ same vault), never with a value or a `secret_corrupt` from the torn view.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
 from .. import errors
-from ..vault import LocalStore, Vault, main_file_vault_id
+from ..vault import LocalStore, Vault, file_stamp, main_file_vault_id
 from .session import Deadlines, LockedKey, boot_clock, rfc3339, wall_time
-
-
-def file_stamp(path: str) -> tuple[int, ...] | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 class DaemonStore(LocalStore):
