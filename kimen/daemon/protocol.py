@@ -22,7 +22,65 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Mapping
-    from typing import Any
+    from typing import Any, Literal, NotRequired, TypedDict
+
+    # The frames' shapes, for the type checker only (`typing` is not imported at run time). A
+    # request is any JSON object until `kimen.daemon.requests.check` accepted it as a `Request`.
+
+    class Request(TypedDict, total=False):
+        v: int
+        kimen: str
+        id: str | int | None
+        op: str
+        token: str
+        context: dict[str, Any]
+        vault_path: str | None  # `status`, `lock`: optional; the store ops and `unlock`: required
+        passphrase_b64: str  # unlock
+        ttl: int | float
+        max_ttl: int | float
+        require_grant: bool
+        names: list[str]  # read
+        changes: list[dict[str, Any]]  # write: {op, name, value_b64?, mode?, new_name?}
+        if_generation: int | None
+        baseline: Any
+
+    class VaultState(TypedDict):
+        """An unlocked vault in `status`, `unlock` and `lock` responses."""
+
+        vault_path: str
+        vault_id: str
+        state: Literal["unlocked"]
+        unlocked_at: str
+        idle_expires_at: str
+        max_expires_at: str
+        ttl_seconds: float
+        max_ttl_seconds: float
+        mlock: bool
+
+    class ExpiredState(TypedDict):
+        """A vault whose TTL ran out (until lock, unlock or stop)."""
+
+        vault_path: str
+        vault_id: str
+        state: Literal["expired"]
+        unlocked_at: str
+        ttl_seconds: float
+        max_ttl_seconds: float
+        expired_at: str
+        expired_by: Literal["idle_ttl", "max_ttl"]
+
+    class Status(TypedDict):
+        """The `status` answer (its shape is frozen: any version's client reads it)."""
+
+        running: bool
+        pid: int
+        version: str
+        protocol: int
+        require_grant: bool
+        mlock: bool
+        vaults: list[VaultState | ExpiredState]
+        grant_count: int
+        held: NotRequired[bool]  # `lock` answers a status with this added
 
 PROTOCOL = 1
 VERSION = __version__
