@@ -9,8 +9,6 @@ _GROUP = re.compile(r"([0-9]+)([smhd])")  # ASCII digits: \d takes any script's
 _SIZE = re.compile(r"([0-9]+)[ \t]*(KiB|MiB|GiB)?")  # ASCII digits: \d takes any script's
 _SIZE_UNITS = {None: 1, "KiB": 1, "MiB": 1024, "GiB": 1024 * 1024}
 
-DURATION_SYNTAX = "durations look like 90s, 15m, 1h30m, 7d, or a bare number of seconds"
-
 
 def parse_duration(text: str, *, allow_zero: bool = False) -> int:
     """Seconds in `text`; raises ValueError (the caller maps it to its area's reason)."""

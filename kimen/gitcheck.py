@@ -60,17 +60,3 @@ def is_ignored(path: str, env: dict[str, str] | None = None) -> bool | None:
     if status == 1:
         return False
     return None
-
-
-def is_tracked(path: str, env: dict[str, str] | None = None) -> bool | None:
-    """Whether `path` is tracked by git (in the index); None outside a work tree or without git."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    if work_tree_top(directory) is None:
-        return None
-    status = _git(directory, ["ls-files", "--error-unmatch", "--", path], env)
-    if status == 0:
-        return True
-    if status == 1:
-        return False
-    return None

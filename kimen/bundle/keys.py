@@ -20,7 +20,6 @@ from ..sigfmt import parse_signer, signer_id
 
 _SSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _SSH_END = b"-----END OPENSSH PRIVATE KEY-----"
-MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 class Identity:

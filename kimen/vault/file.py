@@ -179,11 +179,6 @@ class VaultFile:
                 raise map_error(exc, self.path) from None
         return rows
 
-    def identity(self) -> tuple[int, int, bytes, bytes, int]:
-        """(device, inode, vault_id, wrap_id, key_epoch): what a cached key must still match (§5.4)."""
-        header = self.header()
-        return self.device, self.inode, header.vault_id, header.wrap_id, header.key_epoch
-
     def record_bundle_generation(self, generation: int) -> None:
         """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
         with self.transaction() as conn:

@@ -93,7 +93,6 @@ class Daemon:
         self.paused: collections.deque[Conn] = collections.deque()
         self.backlog: collections.deque[tuple[Conn, dict[str, Any]]] = collections.deque()
         self.workers = 0
-        self.rejected = 0
         self.listener: socket.socket | None = None
         self.listening = False
         self.socket_id: tuple[int, int] | None = None
@@ -207,9 +206,7 @@ class Daemon:
                 uid = None
             now = boot_clock()
             if uid != self.uid or self.stopping:
-                # another uid gets not a single byte (logged as peer_rejected once audit exists)
-                self.rejected += uid != self.uid
-                sock.close()
+                sock.close()  # another uid gets not a single byte (logged as peer_rejected once audit exists)
                 continue
             if len(self.conns) >= self.max_connections and not self._evict_for_slot(now):
                 sock.close()  # every connection has a request in service: refuse the newcomer
