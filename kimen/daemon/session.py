@@ -70,10 +70,6 @@ def wall_time(boot_deadline: float, now_boot: float | None = None) -> float:
     return time.time() + (boot_deadline - now_boot)
 
 
-def rfc3339(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
-
-
 class LockedKey(Sensitive):
     """A 32-byte key in a private anonymous page: mlocked when permitted, never in a core dump."""
 

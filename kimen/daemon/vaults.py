@@ -37,8 +37,9 @@ from __future__ import annotations
 import threading
 
 from .. import errors
+from ..durations import format_time
 from ..vault import LocalStore, Vault, file_stamp, main_file_vault_id
-from .session import Deadlines, LockedKey, boot_clock, rfc3339, wall_time
+from .session import Deadlines, LockedKey, boot_clock, wall_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -129,9 +130,9 @@ class VaultEntry:
         now = boot_clock()
         return {
             "vault_path": self.path, "vault_id": self.vault_id, "state": "unlocked",
-            "unlocked_at": rfc3339(self.unlocked_wall),
-            "idle_expires_at": rfc3339(wall_time(d.idle_at, now)),
-            "max_expires_at": rfc3339(wall_time(d.max_at, now)),
+            "unlocked_at": format_time(self.unlocked_wall),
+            "idle_expires_at": format_time(wall_time(d.idle_at, now)),
+            "max_expires_at": format_time(wall_time(d.max_at, now)),
             "ttl_seconds": d.ttl, "max_ttl_seconds": d.max_ttl, "mlock": self.key.locked,
         }
 
@@ -145,10 +146,10 @@ class Expired:
         d = entry.deadlines
         self.path = entry.path
         self.vault_id = entry.vault_id
-        self.unlocked_at = rfc3339(entry.unlocked_wall)
+        self.unlocked_at = format_time(entry.unlocked_wall)
         self.ttl, self.max_ttl = d.ttl, d.max_ttl
         self.expired_by = entry.expired_by(now)
-        self.expired_at = rfc3339(wall_time(d.next_deadline(), now))  # when it ran out, not when noticed
+        self.expired_at = format_time(wall_time(d.next_deadline(), now))  # when it ran out, not when noticed
 
     def error(self) -> errors.KimenError:
         return errors.SessionExpired(vault_path=self.path, expired_at=self.expired_at, expired_by=self.expired_by)

@@ -10,10 +10,11 @@ import os
 import sqlite3
 
 from .. import crypto, errors
+from ..durations import format_time
 from ..fsutil import fsync_dir, make_private_dirs, write_exclusive
 from ..sensitive import Sensitive
 from . import keys, sealing
-from .schema import APPLICATION_ID, FORMAT, HEADER_COLUMNS, KDF_VERSION, SCHEMA, SCHEMA_VERSION, now_rfc3339
+from .schema import APPLICATION_ID, FORMAT, HEADER_COLUMNS, KDF_VERSION, SCHEMA, SCHEMA_VERSION
 from .sqlite import connect, map_error, private_umask
 from .store import Vault
 
@@ -51,7 +52,7 @@ def create_vault(path: str, passphrase: Sensitive, params: KdfParams) -> Vault:
                         conn.execute(statement)
                 conn.execute(
                     f"INSERT INTO vault ({HEADER_COLUMNS}) VALUES ({','.join('?' * 17)})",
-                    (FORMAT, vault_id, now_rfc3339(), "argon2id", KDF_VERSION, params.memory_kib, params.time,
+                    (FORMAT, vault_id, format_time(), "argon2id", KDF_VERSION, params.memory_kib, params.time,
                      params.parallelism, salt, wrap_nonce, wrapped, crypto.random_bytes(16), 1, 0,
                      sealing.ZERO_MAC, sealing.meta_mac(k_mac, vault_id, 0, 1, sealing.ZERO_MAC), 0),
                 )

@@ -8,8 +8,6 @@ Nothing here opens a file or touches a key.
 
 from __future__ import annotations
 
-import time
-
 from ..store import KdfParams
 
 TYPE_CHECKING = False
@@ -76,10 +74,6 @@ HEADER_COLUMNS = (
 # Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT)
 # readable as bytes, so it fails authentication instead of raising a decoding error.
 CIPHERTEXT_COLUMNS = "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
-
-
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Header:

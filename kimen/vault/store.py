@@ -13,10 +13,11 @@ from __future__ import annotations
 import sqlite3
 
 from .. import errors
+from ..durations import format_time
 from ..store import MAX_VALUE_BYTES, ChangeResult, SecretValue, WriteResult, check_secret_name
 from . import sealing
 from .file import VaultFile
-from .schema import CIPHERTEXT_COLUMNS, now_rfc3339
+from .schema import CIPHERTEXT_COLUMNS
 from .sqlite import chunks, map_error, rollback
 
 TYPE_CHECKING = False
@@ -144,7 +145,7 @@ class LocalStore:
                 raise errors.BundleReplay(generation=bundle_generation, high=header.bundle_high_generation)
             generation = header.generation + 1
             acc = header.rows_mac
-            now = now_rfc3339()
+            now = format_time()
             missing: list[str] = []
             existing: list[str] = []
             results: list[ChangeResult] = []
