@@ -349,20 +349,25 @@ def read_regular(
     *,
     missing: Callable[[], BaseException] | None = None,
     too_large: Callable[[], BaseException] | None = None,
+    dir_fd: int | None = None,
+    follow_symlinks: bool = True,
 ) -> bytes:
     """The bytes of the regular file at `path` (at most `limit`): the one reader of every file a
-    user names (profiles, includes, config, bundles, identities, recipients, signers, values).
+    user names (profiles, includes, config, bundles, identities, recipients, signers, values) and
+    of kimen's own small records (runtime-dir owners, `/proc/<pid>/stat`).
 
     Never blocks on what is not a regular file: the open is non-blocking (a FIFO without a writer
     would otherwise stall it forever), `fstat` refuses anything but a regular file (a FIFO, a
     directory, `/dev/zero`), and only then is O_NONBLOCK cleared and the file read, bounded.
-    Symlinks are followed: a symlinked profile, config or key file is a normal setup.
+    Symlinks are followed (a symlinked profile, config or key file is a normal setup) unless
+    `follow_symlinks` is false (kimen's own files); `dir_fd` as for `os.open`.
     `fail(problem)` builds the caller's error ("Is a FIFO, not a regular file", "Permission denied",
     "larger than 1 MiB"); `missing()` the one for a path that does not exist (else `fail`);
     `too_large()` the one for a file over `limit` (else `fail`).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+        flags = os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0) | (0 if follow_symlinks else _O_NOFOLLOW)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         raise (missing() if missing is not None else fail("not found")) from None
     except OSError as exc:

@@ -59,25 +59,13 @@ def stop(env: Mapping[str, str]) -> None:
 def _wait_gone(pid: int | None, path: str, timeout: float = 10.0) -> None:
     import time
 
+    from ..procs import is_running
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (pid is None or not _alive(pid)) and not _is_socket(path):
+        if (pid is None or not is_running(pid)) and not _is_socket(path):
             return
         time.sleep(0.01)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (its parent has not reaped it yet) is gone for our purpose
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _is_socket(path: str) -> bool:

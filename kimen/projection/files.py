@@ -15,7 +15,7 @@ import os
 import stat
 import time
 
-from .. import errors, fsutil, paths
+from .. import errors, fsutil, paths, procs
 from .kmap import OWNER_FILE
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
@@ -25,41 +25,6 @@ if TYPE_CHECKING:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 ORPHAN_GRACE_SECONDS = 60
-
-
-# ---------------------------------------------------------------------------------------------
-# Process identity (for .kimen-owner)
-# ---------------------------------------------------------------------------------------------
-
-
-def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    # fields[0] is field 3 (state); field 22 is fields[19]
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def process_alive(pid: int, start: str | None) -> bool:
-    """Whether `pid` is still the process that wrote an owner record with `start`."""
-    if pid <= 0:
-        return False
-    current = process_start_time(pid)
-    if current is not None:
-        return start is None or start == "?" or current == start
-    if os.path.isdir("/proc/self"):
-        return False  # Linux: no /proc entry means no such process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +197,7 @@ def sweep_stale(base_fd: int) -> list[str]:
         if owner is None:
             if now - st.st_mtime < ORPHAN_GRACE_SECONDS:
                 continue  # maybe being created right now by another kimen
-        elif process_alive(*owner):
+        elif procs.is_same_process(*owner):
             continue
         remove_tree_at(base_fd, name)
         removed.append(name)
@@ -245,11 +210,8 @@ def _read_owner(base_fd: int, name: str) -> tuple[int, str | None] | None:
     except OSError:
         return None
     try:
-        fd = os.open(OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        try:
-            text = os.read(fd, 256).decode("ascii", "replace")
-        finally:
-            os.close(fd)
+        data = fsutil.read_regular(OWNER_FILE, 256, OSError, dir_fd=dfd, follow_symlinks=False)
+        text = data.decode("ascii", "replace")
     except OSError:
         return None
     finally:
@@ -279,7 +241,7 @@ def create_runtime_dir(env: Mapping[str, str]) -> RuntimeDir:
     try:
         os.fchmod(fd, 0o700)
         pid = os.getpid()
-        write_new_at(fd, OWNER_FILE, f"{pid} {process_start_time(pid) or '?'}\n".encode(), rd.path)
+        write_new_at(fd, OWNER_FILE, f"{pid} {procs.start_time(pid) or '?'}\n".encode(), rd.path)
     except BaseException:
         rd.remove()
         raise
