@@ -292,23 +292,26 @@ def write_exclusive(
     *,
     mode: int = 0o600,
     dir_fd: int | None = None,
+    shown: str | None = None,
     exists: type[KimenError] | None = None,
     failed: type[KimenError] = WriteFailed,
 ) -> None:
-    """Create a new file (O_CREAT|O_EXCL|O_NOFOLLOW) and write `data`, fsynced.
+    """Create a new file (O_CREAT|O_EXCL|O_NOFOLLOW) and write `data`, fsynced: the one writer of
+    new private files (`path` relative to `dir_fd` when given; `shown` is the path errors name).
 
     An existing path (or a symlink) raises `exists(path=)` when given, else `failed`.
     A partially written file is removed.
     """
+    shown = shown or path
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600, dir_fd=dir_fd)
-    except FileExistsError:
+    except FileExistsError as exc:
         if exists is not None:
-            raise exists(path=path) from None
-        raise failed(detail=f"{path}: already exists", path=path) from None
+            raise exists(path=shown) from None
+        raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     except OSError as exc:
-        raise failed(detail=f"{path}: {exc.strerror}", path=path) from None
+        raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     try:
         _write_all(fd, data)
         os.fchmod(fd, mode)
@@ -317,7 +320,7 @@ def write_exclusive(
         os.close(fd)
         _unlink_quietly(path, dir_fd=dir_fd)
         if isinstance(exc, OSError):
-            raise failed(detail=f"{path}: {exc.strerror}", path=path) from None
+            raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
         raise
     os.close(fd)
 

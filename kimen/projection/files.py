@@ -23,19 +23,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 ORPHAN_GRACE_SECONDS = 60
 
 
 # ---------------------------------------------------------------------------------------------
 # Directory-fd helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError], shown: str) -> int:
@@ -63,22 +56,6 @@ def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError],
     except BaseException:
         os.close(fd)
         raise
-
-
-def write_new_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
-    """Exclusive create (O_EXCL|O_NOFOLLOW) 0600 relative to `dir_fd`, written and fsynced."""
-    try:
-        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd)
-    except OSError as exc:
-        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
-    try:
-        os.fchmod(fd, 0o600)
-        _write_all(fd, data)
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
-    os.close(fd)
 
 
 def _unlink_at(dir_fd: int, name: str) -> None:
@@ -131,7 +108,7 @@ def write_files(root_fd: int, root_shown: str, files: Iterable[tuple[str, bytes]
                 fsutil.replace_at(fd, parts[-1], data, shown=shown, sweep=(st.st_dev, st.st_ino) not in swept)
                 swept.add((st.st_dev, st.st_ino))
             else:
-                write_new_at(fd, parts[-1], data, shown)
+                fsutil.write_exclusive(parts[-1], data, dir_fd=fd, shown=shown)
         finally:
             os.close(fd)
         written.append(shown)
@@ -241,7 +218,7 @@ def create_runtime_dir(env: Mapping[str, str]) -> RuntimeDir:
     try:
         os.fchmod(fd, 0o700)
         pid = os.getpid()
-        write_new_at(fd, OWNER_FILE, f"{pid} {procs.start_time(pid) or '?'}\n".encode(), rd.path)
+        fsutil.write_exclusive(OWNER_FILE, f"{pid} {procs.start_time(pid) or '?'}\n".encode(), dir_fd=fd, shown=rd.path)
     except BaseException:
         rd.remove()
         raise
