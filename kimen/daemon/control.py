@@ -13,7 +13,7 @@ import os
 
 from .. import errors
 from . import protocol
-from .client import STATUS_TIMEOUT, Connection, Probe, connect, probe, same_version, session_dir_hint
+from .client import STATUS_TIMEOUT, Connection, Probe, connect, probe, same_version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,15 +112,18 @@ class session_lock:
         import fcntl
 
         from .. import paths
-        from ..fsutil import ensure_private_dir
+        from ..fsutil import make_private_dirs
 
         directory = paths.session_dir(self.env)
         protocol.socket_path(self.env)  # socket_path_too_long before creating anything
         try:
-            ensure_private_dir(directory, errors.SessionDirUnsafe)
-        except errors.SessionDirUnsafe as err:
-            raise errors.SessionDirUnsafe(path=directory, problem=err.fields.get("problem"),
-                                          hint=session_dir_hint(directory)) from None
+            make_private_dirs(directory)  # 0700 when missing; an existing one is only checked
+        except OSError as exc:
+            problem: str | None = f"cannot create: {exc.strerror}"
+        else:
+            problem = paths.session_dir_problem(directory)
+        if problem:
+            raise errors.SessionDirUnsafe(path=directory, problem=problem, hint=paths.session_dir_hint(directory))
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             self.fd = os.open(os.path.join(directory, protocol.LOCK_NAME), flags, 0o600)
