@@ -211,12 +211,12 @@ def _locked_temp(dir_fd: int, name: str) -> tuple[str, int]:
             return tmp, fd
         except BlockingIOError:  # a sweeper is looking at it this instant: take another name
             os.close(fd)
-            _unlink_quietly(tmp, dir_fd=dir_fd)
+            unlink_quietly(tmp, dir_fd=dir_fd)
             if attempt == 2:
                 raise
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp, dir_fd=dir_fd)
+            unlink_quietly(tmp, dir_fd=dir_fd)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -254,10 +254,10 @@ def replace_at(
         finally:
             os.close(fd)  # the lock is held until the file has its final name
     except OSError as exc:
-        _unlink_quietly(tmp, dir_fd=dir_fd)
+        unlink_quietly(tmp, dir_fd=dir_fd)
         raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     except BaseException:
-        _unlink_quietly(tmp, dir_fd=dir_fd)
+        unlink_quietly(tmp, dir_fd=dir_fd)
         raise
     try:
         os.fsync(dir_fd)
@@ -318,7 +318,7 @@ def write_exclusive(
         os.fsync(fd)
     except BaseException as exc:
         os.close(fd)
-        _unlink_quietly(path, dir_fd=dir_fd)
+        unlink_quietly(path, dir_fd=dir_fd)
         if isinstance(exc, OSError):
             raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
         raise
@@ -416,7 +416,8 @@ def read_limited(fd_or_file: int | object, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _unlink_quietly(path: str, dir_fd: int | None = None) -> None:
+def unlink_quietly(path: str, dir_fd: int | None = None) -> None:
+    """Remove `path` if it can be removed (cleaning up after a failure: the first error stands)."""
     try:
         os.unlink(path, dir_fd=dir_fd)
     except OSError:

@@ -50,6 +50,14 @@ def check_secret_name(name: str) -> str:
     return name
 
 
+def check_read_names(names: Sequence[str]) -> list[str]:
+    """`names` without repeats, in order, each checked (`check_secret_name`): what a store reads."""
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        check_secret_name(name)
+    return wanted
+
+
 def _printable(name: str) -> str:
     """A name as it may appear in a message: bounded and without control characters."""
     shown = name[:MAX_NAME_BYTES + 8]
@@ -62,7 +70,7 @@ class _Record:
 
     Not a dataclass: `dataclasses` costs ~7 ms of imports, and this module is on the hot path.
     Each subclass declares its slots and annotates them, and its `__init__` stores through
-    `object.__setattr__` (`__setattr__` refuses every other assignment).
+    `_init` (`__setattr__` refuses every other assignment).
     """
 
     __slots__: tuple[str, ...] = ()
@@ -83,8 +91,9 @@ class _Record:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-
-_set = object.__setattr__
+    def _init(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
 
 class KdfParams(_Record):
@@ -97,10 +106,7 @@ class KdfParams(_Record):
     time: int
 
     def __init__(self, memory_kib: int, time: int, parallelism: int, alg: str = "argon2id") -> None:
-        _set(self, "memory_kib", memory_kib)
-        _set(self, "time", time)
-        _set(self, "parallelism", parallelism)
-        _set(self, "alg", alg)
+        self._init(memory_kib=memory_kib, time=time, parallelism=parallelism, alg=alg)
 
     def as_json(self) -> dict[str, Any]:
         return {"alg": self.alg, "memory_kib": self.memory_kib, "time": self.time,
@@ -142,19 +148,9 @@ class VaultMeta(_Record):
     def __init__(self, *, path: str, canonical_path: str, format: str, schema_version: int, vault_id: str,
                  created_at: str, generation: int, secret_count: int, size_bytes: int, mode: str,
                  kdf: KdfParams, key_epoch: int, wrap_id: str) -> None:
-        _set(self, "path", path)
-        _set(self, "canonical_path", canonical_path)
-        _set(self, "format", format)
-        _set(self, "schema_version", schema_version)
-        _set(self, "vault_id", vault_id)
-        _set(self, "created_at", created_at)
-        _set(self, "generation", generation)
-        _set(self, "secret_count", secret_count)
-        _set(self, "size_bytes", size_bytes)
-        _set(self, "mode", mode)
-        _set(self, "kdf", kdf)
-        _set(self, "key_epoch", key_epoch)
-        _set(self, "wrap_id", wrap_id)
+        self._init(path=path, canonical_path=canonical_path, format=format, schema_version=schema_version,
+                   vault_id=vault_id, created_at=created_at, generation=generation, secret_count=secret_count,
+                   size_bytes=size_bytes, mode=mode, kdf=kdf, key_epoch=key_epoch, wrap_id=wrap_id)
 
 
 class SecretInfo(_Record):
@@ -169,6 +165,7 @@ class SecretInfo(_Record):
 
     def __init__(self, name: str, revision: int, size: int, created_at: str, updated_at: str) -> None:
         # direct slot stores: `list()` builds one of these per row (100 000 in a large vault)
+        _set = object.__setattr__
         _set(self, "name", name)
         _set(self, "revision", revision)
         _set(self, "size", size)
@@ -189,9 +186,7 @@ class SecretValue(_Record):
     value: bytes
 
     def __init__(self, name: str, value: bytes, revision: int) -> None:
-        _set(self, "name", name)
-        _set(self, "value", value)
-        _set(self, "revision", revision)
+        self._init(name=name, value=value, revision=revision)
 
 
 class Change(_Record):
@@ -206,11 +201,7 @@ class Change(_Record):
 
     def __init__(self, op: ChangeOp, name: str, value: bytes | None = None, new_name: str | None = None,
                  mode: SetMode = "upsert") -> None:
-        _set(self, "op", op)
-        _set(self, "name", name)
-        _set(self, "value", value)
-        _set(self, "new_name", new_name)
-        _set(self, "mode", mode)
+        self._init(op=op, name=name, value=value, new_name=new_name, mode=mode)
 
     @staticmethod
     def set(name: str, value: bytes, mode: SetMode = "upsert") -> Change:
@@ -237,11 +228,7 @@ class ChangeResult(_Record):
 
     def __init__(self, op: ChangeOp, name: str, revision: int | None, created: bool = False,
                  new_name: str | None = None) -> None:
-        _set(self, "op", op)
-        _set(self, "name", name)
-        _set(self, "revision", revision)
-        _set(self, "created", created)
-        _set(self, "new_name", new_name)
+        self._init(op=op, name=name, revision=revision, created=created, new_name=new_name)
 
 
 class WriteResult(_Record):
@@ -252,8 +239,7 @@ class WriteResult(_Record):
     results: list[ChangeResult]
 
     def __init__(self, generation: int, results: list[ChangeResult]) -> None:
-        _set(self, "generation", generation)
-        _set(self, "results", results)
+        self._init(generation=generation, results=results)
 
 
 if TYPE_CHECKING:

@@ -91,10 +91,9 @@ def _remove_stale_socket(path: str) -> None:
             probe.settimeout(1.0)
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            from ..fsutil import unlink_quietly
+
+            unlink_quietly(path)
         except OSError:
             pass
         finally:

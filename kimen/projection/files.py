@@ -58,13 +58,6 @@ def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError],
         raise
 
 
-def _unlink_at(dir_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
-
-
 def remove_tree_at(parent_fd: int, name: str) -> None:
     """Remove directory `name` below `parent_fd` and everything in it, never following symlinks."""
     try:
@@ -72,7 +65,7 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
     except FileNotFoundError:
         return
     except OSError:
-        _unlink_at(parent_fd, name)  # a symlink or a file where a dir was expected: unlink it
+        fsutil.unlink_quietly(name, dir_fd=parent_fd)  # a symlink or a file where a dir was expected: unlink it
         return
     try:
         with os.scandir(fd) as entries:
@@ -81,7 +74,7 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
             if is_dir:
                 remove_tree_at(fd, entry)
             else:
-                _unlink_at(fd, entry)
+                fsutil.unlink_quietly(entry, dir_fd=fd)
     finally:
         os.close(fd)
     try:

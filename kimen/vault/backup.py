@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, unlink_quietly
 from .sqlite import map_error, private_umask
 
 
@@ -31,15 +31,8 @@ def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
             os.close(fd)
         fsync_dir(os.path.dirname(dest))
     except sqlite3.Error as exc:
-        _unlink_quietly(dest)
+        unlink_quietly(dest)
         raise map_error(exc, path) from None
     except BaseException:
-        _unlink_quietly(dest)
+        unlink_quietly(dest)
         raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -11,7 +11,7 @@ import sqlite3
 
 from .. import crypto, errors
 from ..durations import format_time
-from ..fsutil import fsync_dir, make_private_dirs, write_exclusive
+from ..fsutil import fsync_dir, make_private_dirs, unlink_quietly, write_exclusive
 from ..sensitive import Sensitive
 from . import keys, sealing
 from .schema import APPLICATION_ID, FORMAT, HEADER_COLUMNS, KDF_VERSION, SCHEMA, SCHEMA_VERSION
@@ -76,10 +76,7 @@ def discard_new_vault(path: str) -> None:
 
 def _remove_vault_files(path: str, created_dirs: list[str]) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.unlink(path + suffix)
-        except OSError:
-            pass
+        unlink_quietly(path + suffix)
     for directory in reversed(created_dirs):
         try:
             os.rmdir(directory)

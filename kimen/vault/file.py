@@ -203,6 +203,19 @@ class VaultFile:
     # -- transactions and copies --
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """One consistent read snapshot for the header and the rows (a read transaction)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                rollback(conn)
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction; rolled back on any exception."""
         if self.read_only:

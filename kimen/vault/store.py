@@ -10,18 +10,17 @@ Never: a value in a message or log line; a partial write (any failure rolls the 
 
 from __future__ import annotations
 
-import sqlite3
-
 from .. import errors
 from ..durations import format_time
-from ..store import MAX_VALUE_BYTES, ChangeResult, SecretValue, WriteResult, check_secret_name
+from ..store import MAX_VALUE_BYTES, ChangeResult, SecretValue, WriteResult, check_read_names, check_secret_name
 from . import sealing
 from .file import VaultFile
 from .schema import CIPHERTEXT_COLUMNS
-from .sqlite import chunks, map_error, rollback
+from .sqlite import chunks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Sequence
     from typing import Any
 
@@ -86,25 +85,16 @@ class LocalStore:
     # -- reads --
 
     def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
-        wanted = list(dict.fromkeys(names))
-        for name in wanted:
-            check_secret_name(name)
-        conn = self.vault._conn
+        wanted = check_read_names(names)
         rows: dict[str, tuple[int, bytes, bytes]] = {}
-        try:
-            conn.execute("BEGIN")  # one consistent snapshot for header and rows
-            try:
-                self.check_key(self.vault.header())
-                for chunk in chunks(wanted):
-                    marks = ",".join("?" * len(chunk))
-                    for name, revision, nonce, ciphertext in conn.execute(
-                        f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets WHERE name IN ({marks})", chunk
-                    ):
-                        rows[name] = (revision, bytes(nonce), bytes(ciphertext))
-            finally:
-                rollback(conn)
-        except sqlite3.Error as exc:
-            raise map_error(exc, self.path) from None
+        with self.vault.reading() as conn:
+            self.check_key(self.vault.header())
+            for chunk in chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                for name, revision, nonce, ciphertext in conn.execute(
+                    f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets WHERE name IN ({marks})", chunk
+                ):
+                    rows[name] = (revision, bytes(nonce), bytes(ciphertext))
         missing = [n for n in wanted if n not in rows]
         if missing:
             raise errors.SecretNotFound(missing)
@@ -226,25 +216,18 @@ class LocalStore:
         row is decrypted once, not twice). Missing names raise `SecretNotFound` after the check."""
         wanted = set(names)
         found: dict[str, SecretValue] = {}
-        conn = self.vault._conn
-        try:
-            conn.execute("BEGIN")
-            try:
-                header = self.vault.header()
-                self.check_key(header)
-                acc = sealing.ZERO_MAC
-                for name, revision, nonce, ciphertext in conn.execute(
-                    f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"
-                ):
-                    nonce, ciphertext = bytes(nonce), bytes(ciphertext)
-                    value = self._open(name, revision, nonce, ciphertext)
-                    if name in wanted:
-                        found[name] = SecretValue(name, value, revision)
-                    acc = sealing.xor(acc, sealing.row_mac(self._k_mac, name, revision, nonce, ciphertext))
-            finally:
-                rollback(conn)
-        except sqlite3.Error as exc:
-            raise map_error(exc, self.path) from None
+        with self.vault.reading() as conn:
+            header = self.vault.header()
+            self.check_key(header)
+            acc = sealing.ZERO_MAC
+            for name, revision, nonce, ciphertext in conn.execute(
+                f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"
+            ):
+                nonce, ciphertext = bytes(nonce), bytes(ciphertext)
+                value = self._open(name, revision, nonce, ciphertext)
+                if name in wanted:
+                    found[name] = SecretValue(name, value, revision)
+                acc = sealing.xor(acc, sealing.row_mac(self._k_mac, name, revision, nonce, ciphertext))
         expected_meta = sealing.meta_mac(self._k_mac, self._vault_id, header.generation, header.key_epoch, acc)
         import hmac
 

@@ -34,6 +34,7 @@ import struct
 import threading
 
 from ... import errors
+from ...fsutil import unlink_quietly
 from .. import protocol
 from ..session import boot_clock
 from ..vaults import Registry, WouldBlock
@@ -87,7 +88,7 @@ class Daemon:
         self.pid = os.getpid()
         self.registry = Registry()
         self.budget = Budget(BUFFER_CAP)
-        self.service = Service(self.registry, self.budget, pid=self.pid, mlock_ok=mlock_ok, release=self._release_all)
+        self.service = Service(self.registry, self.budget, pid=self.pid, mlock_ok=mlock_ok, release=self.release)
         self.conns: set[Conn] = set()
         self.done: queue.SimpleQueue[tuple[Conn, Reply]] = queue.SimpleQueue()
         self.paused: collections.deque[Conn] = collections.deque()
@@ -130,16 +131,14 @@ class Daemon:
     def request_stop(self) -> None:
         """Forget every key and remove the socket now; the event loop then exits."""
         self.registry.stop()
-        self._release_all()
+        self.release()
         self._poke()
 
-    def _release_all(self) -> None:
+    def release(self) -> None:
+        """Forget every key and remove the socket (when it is still this daemon's)."""
         self.registry.lock_all()
         if self.owns_socket():
-            try:
-                os.unlink(self.socket_path)
-            except OSError:
-                pass
+            unlink_quietly(self.socket_path)
 
     def _poke(self) -> None:
         try:

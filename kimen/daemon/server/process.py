@@ -143,10 +143,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon.serve()
     finally:
-        daemon.registry.lock_all()
-        if daemon.owns_socket():
-            try:
-                os.unlink(socket_path)
-            except OSError:
-                pass
+        daemon.release()
     os._exit(0)
