@@ -26,10 +26,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Debian packages the tests drive for real: the `age` CLI (bundle interop), git (repositories in
-# tests), shellcheck (actionlint checks `run:` scripts with it). Installed when missing and we can
+# tests), shellcheck (actionlint checks `run:` scripts with it), the shells whose completion scripts
+# the tests run. Installed when missing and we can
 # (root with apt-get, Linux only: macOS CI installs them with Homebrew first); otherwise the tests
 # that need them skip with a reason.
-DEB_PACKAGES := age git shellcheck
+DEB_PACKAGES := age git shellcheck zsh fish elvish
 tools:
 	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then :; \

@@ -217,7 +217,7 @@ def unlock_vault(vault: Vault, source: Source) -> LocalStore:
                     raise
                 from .output import warn
 
-                warn("wrong passphrase, try again")
+                warn("wrong passphrase, try again", reason="passphrase_retry")
     raise errors.WrongPassphrase()  # pragma: no cover - attempts >= 1
 
 

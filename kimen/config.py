@@ -58,6 +58,11 @@ class Config:
             raise errors.InvalidConfigJson(path=path) from None
         if not isinstance(data, dict):
             raise errors.InvalidConfigJson(path=path)
+        field = _field_not_text(data)
+        if field is not None:
+            raise errors.InvalidConfigJson(
+                f"config file is not valid JSON: {path}: {field} holds a lone surrogate escape (not text)",
+                path=path, field=field, hint=f"fix `{field}` in {path}")
         return cls(path, data, exists=True)
 
     def save(self) -> None:
@@ -114,6 +119,37 @@ class Config:
                 hint="`unlock.exec` must be a list of strings (the argv); "
                      "run `kimen config unlock set exec -- CMD ARGS...`")
         return unlock
+
+
+def _field_not_text(value: Any, where: str = "") -> str | None:
+    """The first field (`vault.path`, `unlock.exec[1]`) whose key or string holds a lone surrogate
+    (`"\\ud800"` in the JSON text): valid JSON grammar, but no path, argv or UTF-8 output can carry
+    it, so the file is refused once here instead of failing wherever a command uses the field."""
+    if isinstance(value, str):
+        return None if _is_text(value) else where or "(top level)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = key if _is_text(key) else ascii(key)[1:-1]
+            here = f"{where}.{name}" if where else name
+            if not _is_text(key):
+                return here
+            found = _field_not_text(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _field_not_text(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _own_symlink(path: str) -> bool:

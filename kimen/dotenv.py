@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from .errors import InvalidDotenv
 
 _KEY = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*(=)?")
+# What other dotenv readers (docker compose, python-dotenv, dotenvx) would expand and kimen keeps
+# literally: a `${…}` reference or an escaped dollar `\$`.
+_EXPANDED_ELSEWHERE = re.compile(rb"\$\{[^}]*\}|\\\$")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -23,6 +26,12 @@ class Entry:
     key: str
     value: bytes = field(repr=False)
     line: int
+
+
+def kept_literally(value: bytes) -> bool:
+    """True when `value` holds `${…}` or `\\$`: imported as written (kimen never interpolates),
+    where another dotenv reader would have substituted or unescaped it."""
+    return _EXPANDED_ELSEWHERE.search(value) is not None
 
 
 def parse(data: bytes) -> list[Entry]:

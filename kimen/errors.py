@@ -13,13 +13,18 @@ carry a value, passphrase, token or identity. Raise the precise class where the 
 never recover a reason by matching message text. The daemon sends ``{reason, message, …}`` and the
 client re-raises ``error_class(reason)``, so the CLI has one handler for local and remote failures.
 
-This module imports nothing but the standard library's typing: it sits at the bottom of the layers.
+Warnings are not errors: they never change the exit code. Each has a stable reason too, declared
+in `WARNINGS` below (docs/errors.md lists them) and passed to `kimen.output.warn`.
+
+This module imports nothing but the standard library's typing (and, on the error path only, the
+did-you-mean rule of `kimen.suggest`): it sits at the bottom of the layers.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # avoid importing typing on the hot path
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any, ClassVar
 
 # Exit codes of command areas (SPEC §2.8): a reason without a fixed code takes the code of the
@@ -46,7 +51,7 @@ CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
-    "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "vault_path", "expired_at", "expired_by",
+    "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "vault_path", "expired_at", "expired_by", "field",
 })
 
 
@@ -102,9 +107,11 @@ def error_class(reason: str) -> type[KimenError]:
     return globals()[name] if name in globals() else __getattr__(name)
 
 
-def all_error_classes() -> list[type[KimenError]]:
-    """Every error class, in declaration order (used by docs and tests)."""
-    return [globals()[row[0]] if row[0] in globals() else __getattr__(row[0]) for row in _DECLARED]
+def all_error_classes(*, not_built: bool = False) -> list[type[KimenError]]:
+    """Every error class some command raises, in declaration order (docs/errors.md lists these);
+    with `not_built`, the classes declared for features not built yet instead."""
+    rows = _NOT_BUILT if not_built else _DECLARED
+    return [globals()[row[0]] if row[0] in globals() else __getattr__(row[0]) for row in rows]
 
 
 def _names(names: Any) -> str:
@@ -117,10 +124,32 @@ class SecretNotFound(KimenError):
     reason = "secret_not_found"
     code = 12
 
-    def __init__(self, missing: list[str], **kw: Any) -> None:
+    def __init__(self, missing: list[str], *, known: Iterable[str] | None = None, **kw: Any) -> None:
         missing = sorted(missing)
         super().__init__(names=_names(missing), **kw)
         self.fields = {"missing": missing, **{k: v for k, v in kw.items() if k != "hint"}}
+        self.suggested = False
+        if known is not None:
+            self.suggest(known)
+
+    def suggest(self, known: Iterable[str]) -> None:
+        """Up to 3 of the `known` names nearest to the missing ones, as field `suggestions` and a
+        `did you mean …?` hint (names are plaintext metadata, not secret)."""
+        from .suggest import hint, nearest
+
+        known = set(known)
+        missing = self.fields["missing"]
+        found: list[str] = []
+        lines: list[str] = []
+        for name in missing:
+            found += [n for n in nearest(name, known, most=3) if n not in found]
+            line = hint(name, known, most=3)
+            if line:
+                lines.append(line if len(missing) == 1 else f"{name}: {line}")
+        self.fields["suggestions"] = found[:3]
+        self.suggested = True
+        if lines and self.hint_text is None:
+            self.hint_text = "\n".join(lines)
 
 
 class SecretExists(KimenError):
@@ -189,16 +218,6 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     # -- config (26) --
     ('InvalidConfigJson', 'invalid_config_json', 26, 'config file is not valid JSON: {path}', None),
     ('ConfigPathUnavailable', 'config_path_unavailable', 26, 'cannot determine the config location', None),
-    # -- sync conflicts (31) --
-    ('RemoteChanged', 'remote_changed', 31, 'remote changed since the last sync', None),
-    ('NoLocalBaseline', 'no_local_baseline', 31, 'remote has a bundle but this vault has no baseline for it', None),
-    ('RemoteDisappeared', 'remote_disappeared', 31, 'remote bundle disappeared', None),
-    ('OverlappingChanges', 'overlapping_changes', 31, 'local and remote changed the same keys: {names}', None),
-    ('RemoteRollback', 'remote_rollback', 31, 'remote bundle is older than one already accepted', None),
-    ('RemoteFork', 'remote_fork', 31, 'remote head (seq {remote_seq}) does not descend from the head already accepted (seq {known_seq}): {detail}',
-     'an admin can republish the accepted head with `kimen sync push --restore-head --yes`; see docs/sync.md'),
-    ('RemoteHistoryGap', 'remote_history_gap', 31, "remote head (seq {remote_seq}) is too far ahead of the head already accepted (seq {known_seq}): its log no longer reaches it",
-     'make this vault mirror the head with `kimen sync pull --mirror` (a backup is written first)'),
     # -- session daemon (34) --
     ('SessionUnavailable', 'session_unavailable', 34, 'no session daemon is running',
      'start one with `kimen session start`'),
@@ -214,13 +233,6 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('InvalidTtl', 'invalid_ttl', 34, 'invalid TTL: {detail}',
      'use a duration such as 90s, 15m, 1h30m or 7d (ttl <= max-ttl <= 7d)'),
     ('SessionUnsupported', 'session_unsupported', 34, 'sessions are not supported on this platform', None),
-    ('AuditUnavailable', 'audit_unavailable', 34, 'audit log cannot be written', None),
-    # -- grants (35) --
-    ('GrantRequired', 'grant_required', 35, 'this session requires a grant token',
-     'set KIMEN_SESSION_TOKEN to a token from `kimen session grant`'),
-    ('GrantDenied', 'grant_denied', 35, 'grant does not cover: {names}', None),
-    ('GrantExpired', 'grant_expired', 35, 'grant expired', None),
-    ('GrantInvalid', 'grant_invalid', 35, 'grant token is invalid', None),
     # -- run start failures (126/127) --
     ('CommandNotExecutable', 'command_not_executable', 126, 'command not executable: {command}', None),
     ('CommandNotFound', 'command_not_found', 127, 'command not found: {command}', None),
@@ -243,7 +255,6 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('FingerprintMismatch', 'fingerprint_mismatch', None, 'value does not match the expected fingerprint', None),
     ('SecretConfirmationMismatch', 'secret_confirmation_mismatch', None, 'the values do not match', None),
     ('InvalidDotenv', 'invalid_dotenv', None, 'invalid dotenv line {line}: {detail}', None),
-    ('SecretFailed', 'secret_failed', None, 'secret command failed: {detail}', None),
     # -- vault --
     ('VaultExists', 'vault_exists', None, 'vault already exists: {path}', None),
     ('ConflictingBackupOptions', 'conflicting_backup_options', None, '--no-backup and --backup-dir cannot be combined',
@@ -258,10 +269,6 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'kimen config unlock set exec -- CMD ARGS...'),
     ('MissingVaultPath', 'missing_vault_path', None, 'missing vault path', None),
     ('ConfigFailed', 'config_failed', None, 'config command failed: {detail}', None),
-    # -- session --
-    ('GrantScopeEmpty', 'grant_scope_empty', None, 'grant scope is empty', None),
-    ('GrantNotFound', 'grant_not_found', None, 'grant not found: {grant_id}', None),
-    ('AuditLogUnreadable', 'audit_log_unreadable', None, 'audit log is unreadable: {path}', None),
     # -- projection --
     ('MissingCommand', 'missing_command', None, 'missing command; use `kimen {command} -- <command>`', None),
     ('ConflictingMapProfileInputs', 'conflicting_map_profile_inputs', None, 'use either --map or --profile, not both',
@@ -302,17 +309,11 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('MissingFilesDirForEnvpath', 'missing_files_dir_for_envpath', None, '--envpath needs --files-dir', None),
     ('ValueNotRepresentable', 'value_not_representable', None, 'value of {name} cannot be represented in {format} format',
      None),
-    ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
-     'run without --strict-mask to show them unmasked, or project longer values'),
-    ('MaskValueUnmasked', 'mask_value_unmasked', None, 'values under 6 bytes are not masked: {names}',
-     None),  # a warning's reason (run --mask), never raised
     ('InvalidMode', 'invalid_mode', None, 'invalid mode: {mode}', 'use run, render or envfile'),
     ('ConflictingAgainstInputs', 'conflicting_against_inputs', None, 'use either --against-profile or --against-map, not both',
      None),
     ('InvalidAgainstSpec', 'invalid_against_spec', None, 'invalid comparison profile: {detail}', None),
     ('ProjectionFailed', 'projection_failed', None, 'projection failed: {detail}', None),
-    ('PlanFailed', 'plan_failed', None, 'plan failed: {detail}', None),
-    ('EnvfileFailed', 'envfile_failed', None, 'envfile failed: {detail}', None),
     # -- bundle --
     ('MissingOut', 'missing_out', None, 'missing --out', None),
     ('MissingIn', 'missing_in', None, 'missing --in', None),
@@ -354,6 +355,49 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      "check the clocks of the sealer and of this machine; accepting it would refuse every bundle sealed until then"),
     ('BundleExpired', 'bundle_expired', None, 'bundle is older than --max-age', None),
     ('BundleFailed', 'bundle_failed', None, 'bundle command failed: {detail}', None),
+    # -- init --
+    ('TemplateValueUnsafe', 'template_value_unsafe', None, '{flag} cannot be written into a workflow: {detail}',
+     'use shell variables such as $GITHUB_SHA instead of ${{ }} expressions, and keep the value on one line'),
+    ('OutputIsDirectory', 'output_is_directory', None, 'output is a directory: {path}', None),
+    ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
+    ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared for features not built yet (team sync and remotes, agent grants and the audit log,
+# `init ci-sync-gate`) and for catch-all reasons no command raises yet. No command raises these
+# today (the sync core raises some, but no command reaches it before `kimen sync` exists): they
+# stay out of docs/errors.md until a command does, and then move up into the table above
+# (tests/test_errors.py checks both directions).
+# ---------------------------------------------------------------------------------------------
+_NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ...] = (
+    # -- sync conflicts (31) --
+    ('RemoteChanged', 'remote_changed', 31, 'remote changed since the last sync', None),
+    ('NoLocalBaseline', 'no_local_baseline', 31, 'remote has a bundle but this vault has no baseline for it', None),
+    ('RemoteDisappeared', 'remote_disappeared', 31, 'remote bundle disappeared', None),
+    ('OverlappingChanges', 'overlapping_changes', 31, 'local and remote changed the same keys: {names}', None),
+    ('RemoteRollback', 'remote_rollback', 31, 'remote bundle is older than one already accepted', None),
+    ('RemoteFork', 'remote_fork', 31, 'remote head (seq {remote_seq}) does not descend from the head already accepted (seq {known_seq}): {detail}',
+     'an admin can republish the accepted head with `kimen sync push --restore-head --yes`; see docs/sync.md'),
+    ('RemoteHistoryGap', 'remote_history_gap', 31, "remote head (seq {remote_seq}) is too far ahead of the head already accepted (seq {known_seq}): its log no longer reaches it",
+     'make this vault mirror the head with `kimen sync pull --mirror` (a backup is written first)'),
+    # -- audit (34) --
+    ('AuditUnavailable', 'audit_unavailable', 34, 'audit log cannot be written', None),
+    # -- grants (35) --
+    ('GrantRequired', 'grant_required', 35, 'this session requires a grant token',
+     'set KIMEN_SESSION_TOKEN to a token from `kimen session grant`'),
+    ('GrantDenied', 'grant_denied', 35, 'grant does not cover: {names}', None),
+    ('GrantExpired', 'grant_expired', 35, 'grant expired', None),
+    ('GrantInvalid', 'grant_invalid', 35, 'grant token is invalid', None),
+    # -- catch-all reasons nothing raises yet --
+    ('SecretFailed', 'secret_failed', None, 'secret command failed: {detail}', None),
+    ('PlanFailed', 'plan_failed', None, 'plan failed: {detail}', None),
+    ('EnvfileFailed', 'envfile_failed', None, 'envfile failed: {detail}', None),
+    # -- grants and audit (session area) --
+    ('GrantScopeEmpty', 'grant_scope_empty', None, 'grant scope is empty', None),
+    ('GrantNotFound', 'grant_not_found', None, 'grant not found: {grant_id}', None),
+    ('AuditLogUnreadable', 'audit_log_unreadable', None, 'audit log is unreadable: {path}', None),
     # -- remote --
     ('EmptyRemoteName', 'empty_remote_name', None, 'remote name is empty', None),
     ('InvalidRemoteName', 'invalid_remote_name', None, 'invalid remote name: {name}', None),
@@ -440,19 +484,19 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
     ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
-    # -- init --
-    ('TemplateValueUnsafe', 'template_value_unsafe', None, '{flag} cannot be written into a workflow: {detail}',
-     'use shell variables such as $GITHUB_SHA instead of ${{ }} expressions, and keep the value on one line'),
+    # -- run --mask (the masker core exists; the flag does not yet) --
+    ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
+     'run without --strict-mask to show them unmasked, or project longer values'),
+    ('MaskValueUnmasked', 'mask_value_unmasked', None, 'values under 6 bytes are not masked: {names}',
+     None),  # a warning's reason (run --mask), never raised
+    # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
-    ('OutputIsDirectory', 'output_is_directory', None, 'output is a directory: {path}', None),
-    ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
-    ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
 )
 
-_SPECS = {row[0]: row for row in _DECLARED}
-_NAME_OF_REASON = {row[1]: row[0] for row in _DECLARED if row[1] is not None}
+_SPECS = {row[0]: row for row in _DECLARED + _NOT_BUILT}
+_NAME_OF_REASON = {row[1]: row[0] for row in _DECLARED + _NOT_BUILT if row[1] is not None}
 _NAME_OF_REASON.update({SecretNotFound.reason: "SecretNotFound", SecretExists.reason: "SecretExists"})
-if len(_NAME_OF_REASON) != len(_DECLARED):  # pragma: no cover - caught by the test suite at once
+if len(_NAME_OF_REASON) != len(_DECLARED) + len(_NOT_BUILT):  # pragma: no cover - caught by the tests at once
     raise TypeError("duplicate reason in the error table")
 
 
@@ -471,3 +515,35 @@ def __getattr__(name: str) -> type[KimenError]:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SPECS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Warning reasons: `kimen.output.warn(message, reason=…)` prints `kimen: warning: <message>`, or
+# with --json adds `{"reason", "message"}` to the envelope's `warnings`. Never an exit code.
+# reason -> when it is raised (docs/errors.md lists them; tests/test_errors.py checks that every
+# `warn` call names a reason declared here and that every reason here is raised somewhere).
+# ---------------------------------------------------------------------------------------------
+WARNINGS: dict[str, str] = {
+    "passphrase_source_conflict": "several explicit passphrase sources are set; the first is used and the others named",
+    "passphrase_retry": "a wrong passphrase at the terminal prompt; it is asked again (3 attempts)",
+    "short_passphrase": "`vault init`: the new passphrase is shorter than 8 characters",
+    "vault_permissions_loose": "the vault file is readable or writable by other users",
+    "value_on_command_line": "`secret set --value`: the value is visible in the process list and shell history",
+    "import_key_repeated": "`secret import`: a key is set more than once in the file; the last value wins",
+    "import_not_interpolated": "`secret import`: a value holding `${…}` or `\\$` is imported literally "
+                               "(names the file, line and key, never the value)",
+    "nested_run": "`run` started inside the child of another `kimen run`",
+    "envpath_skipped": "`envfile` without --files-dir: the profile's envpath directives are skipped",
+    "identity_source_conflict": "several age identities are given; the first is used and the others named",
+    "bundle_unsigned_accepted": "--allow-unsigned accepted a bundle without a signature",
+    "duplicate_recipient": "`bundle seal`: a recipient given twice is used once",
+    "secret_glob_unmatched": "`bundle seal --secret GLOB`: the glob matches no secret",
+    "bundle_seal_all": "`bundle seal` without --profile, --map or --secret: says it seals the whole vault, and how many",
+    "bundle_generation_ignored": "`bundle seal`: the vault recorded a bundle generation beyond the largest valid one; "
+                                 "a current generation is used",
+    "output_not_git_ignored": "`bundle keygen --out`, `envfile --out` inside a git work tree: git would not ignore "
+                              "the file (the message gives the .gitignore line)",
+    "session_dir_ignored": "the session directory is unsafe, so the session is not used",
+    "session_dir_unusable": "`session status`: the session directory cannot be used (reported as stopped)",
+    "session_other_version": "the session daemon runs another kimen version; it is not used until restarted",
+}

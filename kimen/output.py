@@ -1,9 +1,11 @@
-"""Human lines and JSON envelopes (SPEC §2.6, §2.7).
+"""Human lines and JSON envelopes (docs/errors.md).
 
 Human errors are one ``kimen: error: …`` line on stderr plus optional ``kimen: hint: …`` lines;
-warnings are ``kimen: warning: …``. JSON is compact, one document per stream, newline-terminated.
-This module never decides *what* to say, only how it is written; it never sees a secret value
-except through `write_bytes`, which only `secret get --unsafe-stdout` and envfile to stdout use.
+warnings are ``kimen: warning: …``. JSON is compact, one document per stream, newline-terminated:
+with ``--json`` every warning waits for the envelope (``warnings: [{reason, message}]``), so
+nothing human reaches stderr before or after it. This module never decides *what* to say, only
+how it is written; it never sees a secret value except through `write_bytes`, which only
+`secret get --unsafe-stdout` and envfile to stdout use.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 PREFIX = "kimen"
+
+# With --json (`collect_warnings`), or inside `capture_warnings`: the warnings raised so far, each
+# `{"reason", "message"}`; None: warnings are printed as they come.
+_pending: list[dict[str, str]] | None = None
 
 
 def dumps(doc: Any) -> str:
@@ -32,9 +38,52 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
-def warn(message: str, reason: str | None = None) -> None:
-    """Print one warning line on stderr (before any JSON envelope); `reason` names the warning."""
-    _write_err(f"{PREFIX}: warning: {one_line(message)}\n")
+def warn(message: str, *, reason: str) -> None:
+    """One warning: a ``kimen: warning:`` line on stderr, or with --json an item of the envelope's
+    `warnings`. `reason` is stable snake_case, declared in `kimen.errors.WARNINGS`."""
+    if _pending is not None:
+        _pending.append({"reason": reason, "message": one_line(message)})
+    else:
+        _write_err(f"{PREFIX}: warning: {one_line(message)}\n")
+
+
+def collect_warnings(on: bool = True) -> None:
+    """From now on warnings wait for the JSON envelope (--json), or are printed (`on` False);
+    either way none raised before is kept."""
+    global _pending
+    _pending = [] if on else None
+
+
+def take_warnings() -> list[dict[str, str]]:
+    """The warnings collected so far (none are kept): for the envelope that is written now."""
+    if _pending is None:
+        return []
+    taken = list(_pending)
+    _pending.clear()
+    return taken
+
+
+def flush_warnings() -> None:
+    """Before `run` hands the terminal to its child: collected warnings as one line
+    ``{"warnings": [...]}`` on stderr (nothing when there are none)."""
+    taken = take_warnings()
+    if taken:
+        _write_err(dumps({"warnings": taken}) + "\n")
+
+
+class capture_warnings:
+    """`with capture_warnings() as caught:` the warnings raised inside go to `caught` (a list of
+    `{reason, message}`), never to stderr or the envelope: reports fold them into their checks."""
+
+    def __enter__(self) -> list[dict[str, str]]:
+        global _pending
+        self._outer = _pending
+        _pending = []
+        return _pending
+
+    def __exit__(self, *exc: object) -> None:
+        global _pending
+        _pending = self._outer
 
 
 def error_lines(message: str, hint: str | None = None) -> str:
@@ -49,6 +98,8 @@ def print_error(message: str, hint: str | None = None) -> None:
 
 
 def print_error_envelope(doc: dict[str, Any]) -> None:
+    """The error envelope on stderr, with the warnings raised before the failure."""
+    doc.setdefault("warnings", take_warnings())
     _write_err(dumps(doc) + "\n")
 
 
@@ -58,7 +109,9 @@ def print_json(doc: Any) -> None:
 
 
 def success_envelope(action: str, fields: dict[str, Any]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"ok": True, "action": action, "exit_code": 0}
+    """`{"ok": true, "action", "exit_code": 0, "warnings", …fields}`; a report's own `ok` and
+    `exit_code` (map lint, doctor: did the report pass) are kept from `fields`."""
+    doc: dict[str, Any] = {"ok": True, "action": action, "exit_code": 0, "warnings": take_warnings()}
     doc.update(fields)
     return doc
 

@@ -21,6 +21,10 @@ from .environ import public_environ
 from .output import warn
 from .sensitive import Sensitive
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+
 MAX_SOURCE_BYTES = 64 * 1024
 PROMPT_ATTEMPTS = 3
 
@@ -93,7 +97,7 @@ def explicit_source(
                             lambda: _checked(stdin.passphrase_line(0))))
     if len(found) > 1:
         warn(f"several passphrase sources are set; using {found[0].name}, ignoring "
-             + ", ".join(s.name for s in found[1:]))
+             + ", ".join(s.name for s in found[1:]), reason="passphrase_source_conflict")
     return found[0] if found else None
 
 
@@ -165,9 +169,13 @@ def run_command(
     assert proc.stdout is not None
     from .fsutil import read_limited
 
-    data = bytearray(read_limited(proc.stdout, MAX_SOURCE_BYTES)[:MAX_SOURCE_BYTES])
-    proc.stdout.close()
-    code = proc.wait()
+    try:
+        data = bytearray(read_limited(proc.stdout, MAX_SOURCE_BYTES)[:MAX_SOURCE_BYTES])
+        proc.stdout.close()
+        code = proc.wait()
+    except BaseException:  # Ctrl-C (or any failure) while it runs: it must not outlive kimen
+        _stop(proc)
+        raise
     try:
         if code != 0:
             raise failed(status=f"exit status {code}" if code > 0 else f"killed by signal {-code}")
@@ -177,6 +185,25 @@ def run_command(
         return Sensitive(first)
     finally:
         data[:] = b"\0" * len(data)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a passphrase command kimen gives up on: SIGTERM, then SIGKILL after 2 s (a tool that
+    ignores both is not waited for forever), and reap it so no zombie or orphan is left."""
+    import subprocess
+
+    try:
+        proc.terminate()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    except OSError:
+        pass
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _isatty(stream: object) -> bool:

@@ -1,7 +1,9 @@
 """Write docs/errors.md from the KimenError hierarchy (`python scripts/gen_errors_doc.py`).
 
 tests/test_errors.py fails when the committed file differs from what this prints, so the
-document can never drift from the code.
+document can never drift from the code. It lists the reasons some command raises and the warning
+reasons; reasons declared for features not built yet (`errors.all_error_classes(not_built=True)`)
+stay out until a command raises them.
 """
 
 from __future__ import annotations
@@ -13,13 +15,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kimen import errors
 
-AREAS = [
-    (errors.AREA_SECRET, "secret"), (errors.AREA_MAP_LINT, "map lint"), (errors.AREA_PLAN, "plan"),
-    (errors.AREA_ENVFILE, "envfile"), (errors.AREA_RUN, "run, render, project run/render"),
-    (errors.AREA_VAULT, "vault"), (errors.AREA_BUNDLE, "bundle"), (errors.AREA_CONFIG, "config"),
-    (errors.AREA_DOCTOR, "doctor"), (errors.AREA_REMOTE, "remote"), (errors.AREA_SYNC, "sync"),
-    (errors.AREA_INIT, "init"), (errors.AREA_SESSION, "session"),
+# Exit codes with a meaning of their own, and the codes of the commands (the code of a reason
+# without a fixed one); 24, 26 and 34 are both.
+FIXED = [
+    (0, "success"),
+    (1, "an unexpected internal error: a bug in kimen (the message names the exception type only; "
+        "`--debug` adds a traceback)"),
+    (2, "usage error: unknown command, flag or choice, missing value, wrong argument count"),
+    (10, "the passphrase could not be obtained or is unusable"),
+    (12, "secret not found"),
+    (13, "secret already exists"),
+    (14, "vault not found"),
+    (15, "wrong passphrase, or vault data failed authentication"),
+    (126, "`run`: the command is not executable"),
+    (127, "`run`: the command was not found"),
+    (130, "kimen itself was interrupted (Ctrl-C) outside `run`: at a prompt, in the KDF, in a passphrase command"),
 ]
+AREAS = [
+    (errors.AREA_SECRET, "a `secret` command failed"),
+    (errors.AREA_MAP_LINT, "`map lint` failed (also warnings under `--strict`)"),
+    (errors.AREA_PLAN, "`plan` / `project plan` failed"),
+    (errors.AREA_ENVFILE, "`envfile` failed"),
+    (errors.AREA_RUN, "`run` / `render` / `project run|render` failed before or around the child"),
+    (errors.AREA_VAULT, "a `vault` command failed, or the vault file is unusable"),
+    (errors.AREA_BUNDLE, "a `bundle` command failed"),
+    (errors.AREA_CONFIG, "a `config` command failed, or the config file is unusable"),
+    (errors.AREA_DOCTOR, "`doctor` failed (also warnings under `--strict`)"),
+    (errors.AREA_INIT, "`init ci-*` failed"),
+    (errors.AREA_SESSION, "the session daemon failed, or a `session` command"),
+]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def render() -> str:
@@ -33,19 +61,30 @@ def render() -> str:
         "",
         "```json",
         '{"ok": false, "error": "secret not found: prod.api_key", "exit_code": 12, '
-        '"reason": "secret_not_found", "missing": ["prod.api_key"]}',
+        '"reason": "secret_not_found", "missing": ["prod.api_key"], "suggestions": ["prod.api_keys"], '
+        '"warnings": []}',
         "```",
         "",
         "Branch on `reason` (stable, never renamed) or on the exit code. A reason with a fixed code",
         "exits with that code whichever command raised it; every other reason exits with the code of",
-        "the command that raised it. Exit 1 means a bug in kimen; 2 a usage error; 130 Ctrl-C.",
+        "the command that raised it. Envelopes may carry context fields (`secret`, `path`, `line`,",
+        "`missing`, `existing`, `suggestions`, `field`, …); fields are only ever added, never renamed.",
         "",
-        "## Exit codes of commands",
+        "With `--json`, every success is one envelope on stdout, `{\"ok\": true, \"action\": …,",
+        "\"exit_code\": 0, \"warnings\": [], …}`, and warnings go into `warnings` of whichever envelope",
+        "is written (`[{\"reason\", \"message\"}]`, in the order raised): nothing else reaches stderr.",
+        "The exceptions: `config show` prints the raw config, `completion` a shell script, `help` the",
+        "help text; a successful `run` prints no envelope (the child owns stdout and stderr) and writes",
+        "its warnings as one line `{\"warnings\": […]}` on stderr before the child starts. `map lint` and",
+        "`doctor` print their report envelope on stdout whether or not it passed (`ok` and `exit_code`",
+        "say which).",
         "",
-        "| code | command |",
+        "## Exit codes",
+        "",
+        "| code | meaning |",
         "|---|---|",
     ]
-    out += [f"| {code} | {name} |" for code, name in AREAS]
+    out += [f"| {code} | {_cell(meaning)} |" for code, meaning in sorted(FIXED + AREAS)]
     out += [
         "| child's | `run`: the child's exit code; 128+N when it died of signal N |",
         "",
@@ -56,9 +95,20 @@ def render() -> str:
     ]
     for cls in errors.all_error_classes():
         code = str(cls.code) if cls.code is not None else "command's"
-        message = (cls.__doc__ or "").strip().replace("|", "\\|")
-        hint = (cls.hint or "").replace("|", "\\|")
+        message = _cell((cls.__doc__ or "").strip())
+        hint = _cell(cls.hint or "")
         out.append(f"| `{cls.reason}` | {code} | {message} | {hint} |")
+    out += [
+        "",
+        "## Warning reasons",
+        "",
+        "Warnings never change the exit code. Human mode prints `kimen: warning: <message>`; with",
+        "`--json` each is `{\"reason\", \"message\"}` in the envelope's `warnings`.",
+        "",
+        "| reason | when |",
+        "|---|---|",
+    ]
+    out += [f"| `{reason}` | {_cell(when)} |" for reason, when in sorted(errors.WARNINGS.items())]
     return "\n".join(out) + "\n"
 
 

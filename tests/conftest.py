@@ -19,7 +19,6 @@ BIN_DIR = os.path.dirname(sys.executable)
 KIMEN = shutil.which("kimen", path=BIN_DIR) or shutil.which("kimen")
 SMALL_KDF = ["--kdf-memory", "8MiB", "--kdf-time", "1", "--kdf-parallelism", "1"]
 PASSPHRASE = "correct horse battery staple"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def wait_for(predicate, what: str, limit: float = 60.0, interval: float = 0.02):
@@ -174,10 +173,3 @@ def kimen(tmp_path: Path):
     if k.session_dir.exists():
         subprocess.run([KIMEN, "session", "stop"], env=k.env, capture_output=True, timeout=30)
         shutil.rmtree(k.session_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED} (clone without ../shared)")
-    return SHARED

@@ -34,7 +34,7 @@ def test_bug_json_envelope(failing, capsys):
     assert cli.run_cli(["boom", "bug", "--json"]) == 1
     env = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert env == {"ok": False, "error": "internal error (ValueError)", "exit_code": 1, "reason": "internal_error",
-                   "hint": env["hint"]}
+                   "hint": env["hint"], "warnings": []}
 
 
 def test_ctrl_c_is_130(failing, capsys):
@@ -66,7 +66,9 @@ def test_version_forms(capsys):
     assert capsys.readouterr().out == plain
     assert cli.run_cli(["version", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc) == {"version", "raw_version", "commit", "date", "python"} and doc["version"] == plain.strip()
+    assert set(doc) == {"ok", "action", "exit_code", "warnings", "version", "raw_version", "commit", "date",
+                        "python"} and doc["version"] == plain.strip()
+    assert doc["ok"] is True and doc["action"] == "version" and doc["exit_code"] == 0 and doc["warnings"] == []
 
 
 @pytest.mark.parametrize("argv,detail", [
@@ -104,4 +106,4 @@ def test_only_the_invoked_command_module_is_imported():
     code = ("import sys; from kimen.cli import run_cli; run_cli(['version']); "
             "print(sorted(m for m in sys.modules if m.startswith('kimen.cli.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "['kimen.cli.misc', 'kimen.cli.parser']"
+    assert out.strip().splitlines()[-1] == "['kimen.cli.guides', 'kimen.cli.misc', 'kimen.cli.parser']"

@@ -46,7 +46,10 @@ def test_make_dist_builds_a_wheel_and_an_sdist_with_the_templates(tmp_path):
     copy = tmp_path / "src"
     for name in filter(None, listed):
         source = REPO / name
-        if source.is_file():
+        if source.is_symlink():  # kimen/docs -> ../docs: a clone keeps the link
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / name).symlink_to(os.readlink(source))
+        elif source.is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             (copy / name).write_bytes(source.read_bytes())
     venv = Path(sys.executable).parent.parent
@@ -66,6 +69,8 @@ def test_make_dist_builds_a_wheel_and_an_sdist_with_the_templates(tmp_path):
         assert f"\nVersion: {__version__}\n" in metadata and "\nLicense-Expression: MIT\n" in metadata
         assert wheel.read(f"{info}/licenses/LICENSE") == (REPO / "LICENSE").read_bytes()
         assert "kimen = kimen.__main__:main" in wheel.read(f"{info}/entry_points.txt").decode()
+        for guide in (REPO / "docs").glob("*.md"):  # the guides `kimen help` prints ship in the package
+            assert wheel.read(f"kimen/docs/{guide.name}") == guide.read_bytes()
     with tarfile.open(copy / "dist" / sdist_name) as sdist:
         names = set(sdist.getnames())
     root = f"kimen-{__version__}"
@@ -126,7 +131,7 @@ def test_ci_runs_lint_and_test_on_linux_and_macos_with_every_python():
     (job,) = workflow["jobs"].values()
     assert job["strategy"]["matrix"] == {"os": ["ubuntu-latest", "macos-latest"], "python": ["3.11", "3.12", "3.13"]}
     runs = [(step.get("if"), step.get("run", "")) for step in job["steps"]]
-    assert ("runner.os == 'macOS'", "brew install age shellcheck") in runs
+    assert ("runner.os == 'macOS'", "brew install age shellcheck zsh fish elvish") in runs
     assert any(cond == "runner.os == 'Linux'" and "apt-get install" in run for cond, run in runs)
     assert [run for _cond, run in runs if run.startswith("make ")] == ["make lint PYTHON=python",
                                                                        "make test PYTHON=python"]
@@ -136,7 +141,7 @@ def test_make_tools_target_tries_apt_only_on_linux(tmp_path):
     """On macOS (no apt-get, not root) `make test` must not try apt; with the tools on PATH nothing is tried."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    for tool in ("age", "git", "shellcheck"):
+    for tool in ("age", "git", "shellcheck", "zsh", "fish", "elvish"):
         (fake / tool).write_text("#!/bin/sh\nexit 0\n")
         (fake / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}

@@ -201,7 +201,8 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
     if document.signer is None:
         if not allow_unsigned:
             raise errors.BundleUnsigned()
-        warn("accepting an unsigned bundle (--allow-unsigned): anyone who knows the recipients could have made it")
+        warn("accepting an unsigned bundle (--allow-unsigned): anyone who knows the recipients could have made it",
+             reason="bundle_unsigned_accepted")
         return
     if document.signer not in set(trusted):
         signer = document.signer

@@ -44,7 +44,7 @@ class BundleStore:
         wanted = check_read_names(names)
         missing = [n for n in wanted if n not in self._secrets]
         if missing:
-            raise errors.SecretNotFound(missing)
+            raise errors.SecretNotFound(missing, known=self._secrets)
         return {n: SecretValue(n, self._secrets[n].value, self._secrets[n].revision) for n in wanted}
 
     def write(self, changes: Sequence[Any], if_generation: int | None = None, baseline: Any = None) -> Any:

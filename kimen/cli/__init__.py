@@ -143,8 +143,24 @@ def _print_result(ctx: Context, result: Result) -> None:
         output.print_lines(result.human)
 
 
+def _suggest_secret_names(ctx: Context, err: errors.SecretNotFound) -> None:
+    """Near names from the vault file, read without unlocking (names are not secret). A bundle
+    store suggests from its own names when it raises; here only the vault is asked."""
+    if err.suggested or getattr(ctx.args, "bundle", None):
+        return
+    try:
+        from ..access import open_metadata
+
+        with output.capture_warnings(), open_metadata(ctx) as vault:
+            err.suggest(vault.list_names())
+    except Exception:  # noqa: S110 - a courtesy: never let it replace the error being reported
+        pass
+
+
 def _report_error(ctx: Context | None, err: errors.KimenError, area: int, want_json: bool) -> int:
     code = err.exit_code(area)
+    if isinstance(err, errors.SecretNotFound) and ctx is not None:
+        _suggest_secret_names(ctx, err)
     if want_json:
         output.print_error_envelope(err.envelope(area))
     else:
@@ -182,6 +198,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     kimen_argv, child_argv = split_child_argv(raw)
     want_json = "--json" in kimen_argv
     want_debug = "--debug" in kimen_argv
+    output.collect_warnings(want_json)
     ctx: Context | None = None
     area = 1
     try:
@@ -204,7 +221,9 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         handler: Handler | None = getattr(args, "handler", None)
         area = getattr(args, "area", 1)
         ctx = Context(args=args, child_argv=child_argv, env=dict(os.environ), area=area)
-        want_json = ctx.json
+        if want_json != ctx.json:  # `--json` was the value of another flag
+            want_json = ctx.json
+            output.collect_warnings(want_json)
         if child_argv and not getattr(handler, "takes_child_argv", False):
             leaf = getattr(args, "parser", None) or parser
             raise errors.UsageError(detail=f"{leaf.prog} takes no arguments after --",

@@ -123,7 +123,7 @@ def _recipients(ctx: Context) -> list:
     unique: dict[str, object] = {}
     for r in found:
         if r.text in unique:
-            warn(f"duplicate recipient dropped: {r.text}")
+            warn(f"duplicate recipient dropped: {r.text}", reason="duplicate_recipient")
             continue
         unique[r.text] = r
     if not unique:
@@ -156,7 +156,7 @@ def _selected_names(ctx: Context, infos: list) -> list[str]:
         globs = compile_globs(args.secret)
         for glob in globs:  # a typo must not pass for an intentionally small bundle
             if not select([glob], names):
-                warn(f"--secret {glob.text} matches no secret to seal")
+                warn(f"--secret {glob.text} matches no secret to seal", reason="secret_glob_unmatched")
         names = select(globs, names)
     elif not (args.profile or args.map):
         warn(f"sealing all {len(names)} secret{'s' if len(names) != 1 else ''} of the vault",

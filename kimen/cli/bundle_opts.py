@@ -70,7 +70,8 @@ def load_identity(ctx: Context, *, required: bool = True, env: bool = True) -> I
             raise errors.MissingIdentityInput()
         return None
     if len(found) > 1:
-        warn(f"several identities are set; using {found[0]}, ignoring {', '.join(found[1:])}")
+        warn(f"several identities are set; using {found[0]}, ignoring {', '.join(found[1:])}",
+             reason="identity_source_conflict")
     if found[0] == "--identity":
         from ..paths import absolute
 

@@ -7,7 +7,7 @@ import argparse
 from .. import errors
 from ..config import UNLOCK_METHODS
 from . import COMMANDS, Context, Result, takes_child_argv
-from .parser import add_command, add_group, add_subcommands, complete_with
+from .parser import add_command, add_group, add_subcommands, choice_hint, complete_with
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -96,7 +96,8 @@ def cmd_vault_clear(ctx: Context) -> Result:
 def cmd_unlock_set(ctx: Context) -> Result:
     method = ctx.args.method
     if method not in UNLOCK_METHODS:
-        raise errors.UnknownUnlockMethod(method=method)
+        raise errors.UnknownUnlockMethod(method=method, hint=choice_hint(method, UNLOCK_METHODS,
+                                                                         errors.UnknownUnlockMethod.hint or ""))
     argv = ctx.child_argv or []
     if method == "exec" and not (argv and argv[0]):
         raise errors.MissingUnlockExecCommand()

@@ -16,46 +16,61 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p = add_command(sub, "help", COMMANDS["help"][1], handler=cmd_help)
         p.add_argument("topic", nargs="*", metavar="COMMAND", help="command to explain")
     elif name == "completion":
+        from .completion import NAME_KINDS, SHELLS
+
         p = add_command(sub, "completion", COMMANDS["completion"][1], handler=cmd_completion)
-        p.add_argument("shell", choices=["bash", "zsh", "fish"], nargs="?", help="target shell")
-        p.add_argument("--list-profiles", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("shell", choices=SHELLS, nargs="?", help="target shell")
+        # used by the scripts at completion time: names one per line, silent, exit 0 on any failure
+        p.add_argument("--names", choices=NAME_KINDS, help=argparse.SUPPRESS)
 
 
-def cmd_version(ctx: Context) -> Result | int:
-    from .. import __version__, output
+def cmd_version(ctx: Context) -> Result:
+    from .. import __version__
 
-    if ctx.json:
-        output.print_json({
-            "version": __version__,
-            "raw_version": __version__,
-            "commit": None,
-            "date": None,
-            "python": sys.version.split()[0],
-        })
-        return 0
-    return Result("version", __version__)
+    return Result("version", __version__, {
+        "version": __version__, "raw_version": __version__, "commit": None, "date": None,
+        "python": sys.version.split()[0],
+    })
 
 
 def cmd_help(ctx: Context) -> int:
+    """`kimen help [COMMAND…]` is `--help`; `kimen help GUIDE` prints a guide shipped with kimen."""
+    from .. import errors
     from . import run_cli
+    from .guides import guide_path, guides, topic
     from .parser import build_parser
 
-    topic = list(ctx.args.topic)
-    if not topic:
+    words = list(ctx.args.topic)
+    if not words:
         build_parser().print_help()
         return 0
+    if words[0] not in COMMANDS:
+        path = guide_path(words[0]) if len(words) == 1 else None
+        if path is None:
+            from ..suggest import hint
+
+            known = [*COMMANDS, *(topic(g, COMMANDS) for g in guides())]
+            raise errors.UsageError(detail=f"unknown help topic: {' '.join(words)}",
+                                    hint=hint(words[0], known) or f"topics: {', '.join(known)}")
+        with open(path, encoding="utf-8") as fh:
+            sys.stdout.write(fh.read())
+        return 0
     flags = [flag for flag in ("--json", "--debug") if getattr(ctx.args, flag[2:], False)]
-    return run_cli([*topic, *flags, "--help"])  # a bad topic is a usage error, an envelope with --json
+    return run_cli([*words, *flags, "--help"])
 
 
 def cmd_completion(ctx: Context) -> int:
     from .. import errors
-    from .completion import list_profiles, script
+    from .completion import SHELLS, names, script
 
-    if ctx.args.list_profiles:
-        sys.stdout.write("".join(f"{name}\n" for name in list_profiles(ctx.env)))
+    if ctx.args.names:
+        try:
+            sys.stdout.write("".join(f"{name}\n" for name in names(ctx.args.names, ctx)))
+            sys.stdout.flush()
+        except Exception:  # noqa: S110 - no vault, a bad config, a closed pipe: nothing, silently
+            pass
         return 0
     if not ctx.args.shell:
-        raise errors.UsageError(detail="missing shell: use bash, zsh or fish")
+        raise errors.UsageError(detail=f"missing shell: use {', '.join(SHELLS[:-1])} or {SHELLS[-1]}")
     sys.stdout.write(script(ctx.args.shell))
     return 0

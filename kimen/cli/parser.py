@@ -55,8 +55,19 @@ class Parser(argparse.ArgumentParser):
         # terminal for its size each time; one cached width keeps parser construction cheap.
         return self.formatter_class(prog=self.prog, width=_help_width())
 
-    def error(self, message: str):  # type: ignore[override]
-        raise errors.UsageError(detail=message, usage=self.format_usage().strip())
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # an unknown command, subcommand or choice: remember the nearest valid word for the hint
+        choices = action.choices
+        if choices is not None and value not in choices:
+            from ..suggest import hint
+
+            self._hint = hint(str(value), [str(c) for c in choices])
+        super()._check_value(action, value)  # type: ignore[misc]
+
+    def error(self, message: str, hint: str | None = None):  # type: ignore[override]
+        hint = hint or getattr(self, "_hint", None)
+        self._hint = None
+        raise errors.UsageError(detail=message, usage=self.format_usage().strip(), hint=hint)
 
 
 _WIDTH: list[int] = []
@@ -104,11 +115,15 @@ def add_command(
     description: str | None = None,
 ) -> argparse.ArgumentParser:
     """Add a command (or a group when `handler` is None) that accepts the global flags."""
+    from .guides import command_epilog
+
+    prog = f"{sub._prog_prefix} {name}".split()  # type: ignore[attr-defined]
     parser = sub.add_parser(
         name,
         help=help,
         aliases=list(aliases),
         description=description or help,
+        epilog=command_epilog(prog[1], COMMANDS) if len(prog) > 1 else None,
         parents=[GLOBAL],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -136,9 +151,12 @@ def build_parser(only: str | None = None) -> Parser:
     """The argparse tree: the whole tree, or just the top level plus command `only`."""
     import importlib
 
+    from .guides import overview_epilog
+
     top = Parser(
         prog="kimen",
         description="kimen: local-first secrets. Run `kimen help COMMAND` for details.",
+        epilog=overview_epilog(COMMANDS),
         parents=[GLOBAL],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -156,15 +174,41 @@ def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     """parse_args, but unknown arguments are reported with the usage of the command they follow."""
     args, extra = parser.parse_known_args(argv)
     if extra:
-        leaf: argparse.ArgumentParser = getattr(args, "parser", parser)
-        leaf.error(f"unrecognized arguments: {' '.join(extra)}")
+        leaf: Parser = getattr(args, "parser", parser)
+        leaf.error(f"unrecognized arguments: {' '.join(extra)}", hint=_flag_hint(leaf, extra))
     return args
+
+
+def _flag_hint(parser: argparse.ArgumentParser, extra: list[str]) -> str | None:
+    """`did you mean --prefix?` for each unknown flag with a near valid one."""
+    from ..suggest import hint
+
+    flags = [flag for action in parser._actions if action.help != argparse.SUPPRESS
+             for flag in action.option_strings if flag.startswith("--")]
+    lines = [hint(token.split("=", 1)[0], flags) for token in extra if token.startswith("--")]
+    return "\n".join(line for line in lines if line) or None
+
+
+def choice_hint(word: str, choices: Sequence[str], usage_hint: str) -> str:
+    """The hint for a word a command checks itself (a mode, an unlock method): the nearest valid
+    choice when there is one, then what is accepted."""
+    from ..suggest import hint
+
+    near = hint(word, choices)
+    return f"{near}\n{usage_hint}" if near else usage_hint
 
 
 def complete_with(action: argparse.Action, words: Sequence[str]) -> None:
     """Words the completion scripts offer for `action` without argparse enforcing them: the command
     refuses other words with its own reason (`unknown_unlock_method`, `invalid_mode`)."""
     action.completions = list(words)  # type: ignore[attr-defined]
+
+
+def complete_names(action: argparse.Action, kind: str) -> argparse.Action:
+    """Mark a positional whose completions are names (`secrets` or `profiles`): the completion
+    scripts ask `kimen completion --names KIND` for them at completion time."""
+    action.complete_names = kind  # type: ignore[attr-defined]
+    return action
 
 
 class InlineAction(argparse.Action):

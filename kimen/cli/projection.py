@@ -190,7 +190,7 @@ def _envfile_vars(profile: Profile, files_dir: str | None) -> tuple[list[Directi
     if paths and files_dir is None:
         if any(d.path == INLINE for d in paths):
             raise errors.MissingFilesDirForEnvpath()
-        warn("envpath skipped without --files-dir: " + ", ".join(d.target for d in paths))
+        warn("envpath skipped without --files-dir: " + ", ".join(d.target for d in paths), reason="envpath_skipped")
         paths = []
     if not envs and not paths:
         raise errors.MissingEnvMappings()
@@ -250,7 +250,10 @@ def cmd_envfile(ctx: Context) -> Result | int:
 def cmd_plan(ctx: Context) -> int:
     args = ctx.args
     if args.mode not in ("run", "render", "envfile"):
-        raise errors.InvalidMode(mode=args.mode)
+        from .parser import choice_hint
+
+        raise errors.InvalidMode(mode=args.mode, hint=choice_hint(args.mode, ("run", "render", "envfile"),
+                                                                  errors.InvalidMode.hint or ""))
     if args.against_profile is not None and args.against_map is not None:
         raise errors.ConflictingAgainstInputs()
     files_dir_arg(ctx)  # an empty --files-dir is a usage error before the profile is read, as in run
@@ -270,11 +273,12 @@ def _check_bundle_names(ctx: Context, names: list[str]) -> dict[str, Any]:
     try:
         found = store.names(names)  # type: ignore[attr-defined]
         document = store.document  # type: ignore[attr-defined]
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise errors.SecretNotFound(missing, path=store.path,  # type: ignore[attr-defined]
+                                        known=[i.name for i in store.list()])
     finally:
         store.close()
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise errors.SecretNotFound(missing, path=store.path)  # type: ignore[attr-defined]
     return {"path": store.path, "generation": document.generation,  # type: ignore[attr-defined]
             "signer": document.signer, "secrets_present": len(names)}
 
@@ -351,11 +355,11 @@ def _diff(mine: Profile, other: Profile) -> dict[str, Any]:
 
 def print_plan(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
                against: Profile | None = None) -> int:
-    from ..output import print_json, print_lines
+    from ..output import print_json, print_lines, success_envelope
 
     doc = plan_doc(ctx, profile, mode, argv, against)
     if ctx.json:
-        print_json(doc)
+        print_json(success_envelope("plan", doc))
         return 0
     import shlex
 

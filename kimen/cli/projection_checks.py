@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import errors
-from ..output import print_json, print_lines
+from ..output import capture_warnings, print_json, print_lines, success_envelope
 from ..projection import kmap
 from . import Context
 
@@ -85,7 +85,7 @@ def _issue_line(issue: dict[str, Any]) -> str:
 def cmd_map_lint(ctx: Context) -> int:
     doc, _ = lint_report(ctx, ctx.args.map, ctx.args.profile)
     if ctx.json:
-        print_json(doc)
+        print_json(success_envelope("map_lint", doc))
     else:
         shown = doc["path"] or "(none)"
         lines = [f"map ok: {shown}"] if not doc["issues"] else [f"map: {shown}"]
@@ -234,10 +234,9 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
     stores = []
     for k, path in enumerate(paths, 1):
         if not identity:
-            said = io.StringIO()
             try:
-                with contextlib.redirect_stderr(said):  # "several identities are set" -> the check's note
-                    identity[:] = [load_identity(ctx), _warnings(said.getvalue())]
+                with capture_warnings() as said:  # "several identities are set" -> the check's note
+                    identity[:] = [load_identity(ctx), _warnings(said)]
             except errors.KimenError as exc:
                 identity[:] = [None, exc.message]
         label = f"bundle {k} ({path})" if several else "bundle"
@@ -247,10 +246,9 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
     return stores
 
 
-def _warnings(text: str) -> str:
-    """The messages of captured `kimen: warning: …` lines, joined."""
-    prefix = "kimen: warning: "
-    return "; ".join(line[len(prefix):] for line in text.splitlines() if line.startswith(prefix))
+def _warnings(said: list[dict[str, str]]) -> str:
+    """The messages of captured warnings, joined."""
+    return "; ".join(w["message"] for w in said)
 
 
 def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], str], identity: list[Any]) -> Any:
@@ -392,8 +390,7 @@ def cmd_doctor(ctx: Context) -> int:
     else:
         checks.add("mapping_input", "ok", "one source" if (args.map or args.profile) else "no profile given")
     checks.add("config_path", "ok", paths.config_file(ctx.env))
-    captured = io.StringIO()
-    with contextlib.redirect_stderr(captured):  # lower layers' warnings become check results
+    with contextlib.redirect_stderr(io.StringIO()), capture_warnings():  # lower layers' warnings: the checks say it
         config = _guard(checks, "config_json", lambda: access.load_config(ctx))
         if config is not None:
             checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
@@ -424,8 +421,9 @@ def cmd_doctor(ctx: Context) -> int:
     failed = n_err > 0 or (args.strict and n_warn > 0)
     code = errors.AREA_DOCTOR if failed else 0
     if ctx.json:
-        print_json({"ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
-                    "error_count": n_err, "warning_count": n_warn, "checks": checks.items})
+        print_json(success_envelope("doctor", {
+            "ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
+            "error_count": n_err, "warning_count": n_warn, "checks": checks.items}))
     else:
         lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]
         lines.extend(f"- [{c['status']}] {c['name']}: {c['message']}" for c in checks.items)

@@ -89,7 +89,7 @@ def cmd_run(ctx: Context) -> int:
     if not argv or not argv[0]:
         raise errors.MissingCommand(command=name)
     if "KIMEN_RUN" in ctx.env:
-        warn("nested kimen run")
+        warn("nested kimen run", reason="nested_run")
     files_dir = files_dir_arg(ctx)
     profile = load_profile(ctx)
     if ctx.args.dry_run:
@@ -109,6 +109,7 @@ def cmd_run(ctx: Context) -> int:
 
 def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: Directive | None,
          values: dict[Directive, bytes], argv: list[str], user_dir: str | None) -> int:
+    from ..output import flush_warnings
     from ..projection import env as penv
     from ..projection import run as prun
 
@@ -127,6 +128,7 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
     if not private and stdin is None:
         if user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
+        flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
         prun.exec_in_place(exe, argv, environ)
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
@@ -145,6 +147,7 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
         stop = prun.pending_stop()
         if stop is not None:  # interrupted while setting up: the child never starts
             return 128 + stop
+        flush_warnings()
         own_group = prun.own_group_wanted()
         pipe = prun.stdin_pipe() if stdin is not None else None
         try:

@@ -14,7 +14,7 @@ import sys
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
 from . import COMMANDS, Context, Result
-from .parser import add_command, add_group
+from .parser import add_command, add_group, complete_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,17 +25,18 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SECRET)
 
     p = add_command(group, "set", "store a secret (prompts for the value in a terminal)", handler=cmd_set)
-    p.add_argument("name", metavar="NAME")
+    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
     p.add_argument("--stdin", action="store_true", help="read the value from stdin (all bytes)")
     p.add_argument("--from-file", metavar="PATH", help="read the value from a regular file")
     p.add_argument("--from-env", metavar="VAR", help="read the value from an environment variable")
     p.add_argument("--value", metavar="TEXT", help="the value itself (visible in the process list!)")
     p.add_argument("--strip-newline", action="store_true", help="remove one trailing LF or CRLF")
     p.add_argument("--confirm-fingerprint", metavar="HEX", help="require this SHA-256 of the value")
+    p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing secret")
     p.add_argument("--dry-run", action="store_true", help="validate and show what would change")
 
     p = add_command(group, "get", "print a secret's value (needs --unsafe-stdout)", handler=cmd_get)
-    p.add_argument("name", metavar="NAME")
+    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
     p.add_argument("--unsafe-stdout", action="store_true", help="yes, print the value on stdout")
 
     p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
@@ -43,10 +44,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--long", action="store_true", help="add revision, size and updated_at")
 
     p = add_command(group, "rm", "remove a secret", handler=cmd_rm, aliases=["delete"])
-    p.add_argument("name", metavar="NAME")
+    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
 
     p = add_command(group, "mv", "rename a secret", handler=cmd_mv, aliases=["rename"])
-    p.add_argument("old", metavar="OLD")
+    complete_names(p.add_argument("old", metavar="OLD"), "secrets")
     p.add_argument("new", metavar="NEW")
 
     p = add_command(group, "import", "import a dotenv file (- for stdin)", handler=cmd_import)
@@ -100,7 +101,7 @@ def _read_value(ctx: Context, name: str) -> bytes:
             raise errors.ValueSourceFailed(detail=f"environment variable {a.from_env} is not set")
         value = os.fsencode(ctx.env[a.from_env])
     elif a.value is not None:
-        warn("--value is visible in the process list and shell history")
+        warn("--value is visible in the process list and shell history", reason="value_on_command_line")
         value = os.fsencode(a.value)
     else:
         return _prompt_value(name)
@@ -164,18 +165,28 @@ def cmd_set(ctx: Context) -> Result:
     if a.dry_run:
         with open_metadata(ctx) as vault:
             exists = bool(vault.names([name]))
+        if exists and a.no_clobber:
+            raise _clobber(name)
         verb = "update" if exists else "create"
         return Result("set", f"[dry-run] would set {name} ({verb}) size={len(value)} sha256={digest}", {
-            "name": name, "created": not exists, "revision": None, "size": len(value), "dry_run": True,
-            "sha256": digest})
+            "name": name, "created": not exists, "replaced": exists, "revision": None, "size": len(value),
+            "dry_run": True, "sha256": digest})
     store = open_store(ctx)
     try:
-        result = store.write([Change.set(name, value)]).results[0]
+        # --no-clobber: a create-only change, refused inside the write transaction (no race)
+        result = store.write([Change.set(name, value, mode="create" if a.no_clobber else "upsert")]).results[0]
+    except errors.SecretExists:
+        raise _clobber(name) from None
     finally:
         store.close()
-    return Result("set", f"set {name} (revision {result.revision})", {
-        "name": name, "created": result.created, "revision": result.revision, "size": len(value),
-        "dry_run": False})
+    verb = "set" if result.created else "replaced"
+    return Result("set", f"{verb} {name} (revision {result.revision})", {
+        "name": name, "created": result.created, "replaced": not result.created, "revision": result.revision,
+        "size": len(value), "dry_run": False})
+
+
+def _clobber(name: str) -> errors.SecretExists:
+    return errors.SecretExists([name], hint="drop --no-clobber to replace it")
 
 
 # -- get / list / rm / mv --
@@ -271,7 +282,7 @@ def _read_import_source(ctx: Context, path: str) -> tuple[bytes, str]:
 
 def cmd_import(ctx: Context) -> Result:
     from ..access import open_metadata, open_store
-    from ..dotenv import parse
+    from ..dotenv import kept_literally, parse
     from ..output import warn
 
     a = ctx.args
@@ -279,6 +290,9 @@ def cmd_import(ctx: Context) -> Result:
     entries = parse(data)
     values: dict[str, bytes] = {}
     for entry in entries:
+        if kept_literally(entry.value):  # the key and line, never the value
+            warn(f"{label}:{entry.line}: {entry.key} imported literally (no ${{…}} interpolation, no \\$ unescaping)",
+                 reason="import_not_interpolated")
         name = a.prefix + entry.key
         try:
             check_secret_name(name)
@@ -289,7 +303,8 @@ def cmd_import(ctx: Context) -> Result:
             raise _too_large(name, line=entry.line,
                              message=f"line {entry.line}: value of {name} exceeds 1 MiB")
         if name in values:
-            warn(f"{entry.key} is set more than once; the last value wins (line {entry.line})")
+            warn(f"{entry.key} is set more than once; the last value wins (line {entry.line})",
+                 reason="import_key_repeated")
             del values[name]  # keep file order of the winning assignment
         values[name] = entry.value
     with open_metadata(ctx) as vault:

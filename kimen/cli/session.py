@@ -84,7 +84,7 @@ def cmd_start(ctx: Context) -> Result:
                     raise
                 from ..output import warn
 
-                warn("wrong passphrase, try again")
+                warn("wrong passphrase, try again", reason="passphrase_retry")
             finally:
                 del encoded
         state = conn.call("status")
@@ -194,7 +194,8 @@ def _mismatch_warning(fields: dict[str, Any]) -> None:
     if fields["running"] and fields["version_mismatch"]:
         from ..output import warn
 
-        warn(f"the session daemon runs kimen {fields['version']}; run `kimen session start` to replace it")
+        warn(f"the session daemon runs kimen {fields['version']}; run `kimen session start` to replace it",
+             reason="session_other_version")
 
 
 def cmd_status(ctx: Context) -> Result:
@@ -210,7 +211,7 @@ def cmd_status(ctx: Context) -> Result:
         from ..daemon.protocol import SOCKET_NAME
         from ..output import warn
 
-        warn(err.message)
+        warn(err.message, reason="session_dir_unusable")
         socket_path = os.path.join(paths.session_dir(ctx.env), SOCKET_NAME)
         fields = status_fields(socket_path, None, selected)
     else:

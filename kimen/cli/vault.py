@@ -48,7 +48,7 @@ def cmd_init(ctx: Context) -> Result:
         raise errors.VaultExists(path=location.path)
     with passphrase_for_new_vault(ctx, location) as passphrase:
         if _characters(passphrase) < 8:
-            warn("the passphrase is shorter than 8 characters")
+            warn("the passphrase is shorter than 8 characters", reason="short_passphrase")
         vault = create_vault(location.path, passphrase, params)
     with vault:
         meta = vault.meta()

@@ -159,7 +159,8 @@ def open_connection(env: Mapping[str, str], *, strict: bool = False,
             raise errors.SessionDirUnsafe(path=directory, problem=problem, hint=paths.session_dir_hint(directory))
         from ..output import warn
 
-        warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})")
+        warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})",
+             reason="session_dir_ignored")
         return None
     return Connection(path, token=env.get("KIMEN_SESSION_TOKEN") or None, timeout=timeout)
 
@@ -240,7 +241,8 @@ def warn_other_version(probe: Probe) -> None:
     from ..output import warn
 
     version = (probe.status or {}).get("version")
-    warn(f"ignoring the session daemon: it runs kimen {version!s:.40}; run `kimen session start` to replace it")
+    warn(f"ignoring the session daemon: it runs kimen {version!s:.40}; run `kimen session start` to replace it",
+         reason="session_other_version")
 
 
 def session_store(env: Mapping[str, str], vault_path: str, canonical_path: str,

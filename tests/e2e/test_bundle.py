@@ -143,7 +143,9 @@ def test_recipients_file_and_duplicates(kimen, tmp_path):
     (kimen.cwd / "recipients.txt").write_text(f"# team\n{team.recipient}\n\n{other.recipient}\n")
     done = kimen.ok("bundle", "seal", "--out", "v.age", "--recipients-file", "recipients.txt", "--recipient",
                     team.recipient, "--identity", str(team.key), "--json", env=kimen.with_pass())
-    assert done.json()["recipient_count"] == 2 and "duplicate recipient" in done.err
+    doc = done.json()
+    assert doc["recipient_count"] == 2 and done.err == ""  # --json: the warning is in the envelope
+    assert [w["reason"] for w in doc["warnings"]] == ["duplicate_recipient", "bundle_seal_all"]
     done = kimen.run("bundle", "open", "--in", "v.age", "--identity", str(other.key), "--trusted-signer", team.signer,
                      "--out-vault", str(tmp_path / "o.db"), *SMALL_KDF, env=NEW_PASS)
     assert done.code == 0, done.err
@@ -157,7 +159,8 @@ def test_unsigned_bundles_need_allow_unsigned(kimen, tmp_path):
     done = team.open_new("u.age", target)
     assert done.code == 25 and done.err_json()["reason"] == "bundle_unsigned" and not target.exists()
     done = team.open_new("u.age", target, "--allow-unsigned")
-    assert done.code == 0 and "unsigned" in done.err and target.exists()
+    assert done.code == 0 and target.exists() and done.err == ""
+    assert [w["reason"] for w in done.json()["warnings"]] == ["bundle_unsigned_accepted"]
 
 
 def test_open_over_existing_vault_mirrors_and_refuses_replays(kimen):
@@ -338,7 +341,7 @@ def test_documents_encrypted_by_the_age_cli_open(kimen, tmp_path, armor):
     target = tmp_path / "hand.db"
     done = team.open_new("hand.age", target, "--allow-unsigned")
     assert done.code == 0, done.err
-    assert done.json()["signer"] is None and "unsigned" in done.err
+    assert done.json()["signer"] is None and "unsigned" in done.json()["warnings"][0]["message"]
     assert values(kimen, target, ["prod.token"], NEW_PASS) == {"prod.token": CANARY.encode()}
 
 

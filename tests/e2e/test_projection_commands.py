@@ -98,8 +98,10 @@ def test_envfile_formats(vault, tmp_path):
     done = vault.run("envfile", "--profile", "p", "--out", str(out), "--json", env=vault.with_pass())
     assert done.code == 0, done.err
     assert done.json() == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv",
-                           "count": 3, "files_dir": None, "files": []}
-    assert "envpath skipped without --files-dir: F" in done.err
+                           "count": 3, "files_dir": None, "files": [],
+                           "warnings": [{"reason": "envpath_skipped",
+                                         "message": "envpath skipped without --files-dir: F"}]}
+    assert done.err == ""
     assert out.stat().st_mode & 0o777 == 0o600
     expected = {"DB": "postgres://u:p@h/db", "TOKEN": CANARY, "MULTI": "-----CERT-----\nline 2\n"}
     assert dict(dotenv_values(out)) == expected

@@ -90,7 +90,7 @@ def test_vault_init_says_a_lost_passphrase_cannot_be_recovered(kimen):
         "to an offline identity (kimen bundle seal)"]
     other = {**kimen.with_pass(), "KIMEN_VAULT": str(kimen.root / "other.db")}
     doc = kimen.ok("vault", "init", *SMALL_KDF, "--json", env=other).json()  # JSON unchanged: one document
-    assert set(doc) == {"ok", "action", "exit_code", "path", "vault_id", "kdf"}
+    assert set(doc) == {"ok", "action", "exit_code", "warnings", "path", "vault_id", "kdf"}
 
 
 def test_the_recovery_bundle_restores_a_lost_vault(kimen, tmp_path):

@@ -121,7 +121,7 @@ def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
     make_vault(kimen)
     done = kimen.ok("bundle", "keygen", "--out", "k.txt", "--json")
     keygen = done.json()
-    assert set(keygen) == {"ok", "action", "exit_code", "identity_path", "recipient", "signer"}
+    assert set(keygen) == {"ok", "action", "exit_code", "warnings", "identity_path", "recipient", "signer"}
     assert keygen["action"] == "bundle_keygen" and keygen["identity_path"] == str(kimen.cwd / "k.txt")
     assert done.err == ""  # with --json the signer id is in the envelope only
     human = kimen.ok("bundle", "keygen", "--out", "k2.txt")
@@ -129,19 +129,19 @@ def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
     human = kimen.ok("bundle", "keygen", "--out", "k3.txt", "--print-recipient")
     assert human.stdout.startswith("age1") and human.stdout.count("\n") == 1
     recipient = kimen.ok("bundle", "recipient", "--identity", "k.txt", "--json").json()
-    assert recipient == {"ok": True, "action": "bundle_recipient", "exit_code": 0,
+    assert recipient == {"ok": True, "action": "bundle_recipient", "exit_code": 0, "warnings": [],
                          "recipient": keygen["recipient"], "signer": keygen["signer"]}
     assert kimen.ok("bundle", "recipient", "--identity", "k.txt", "--signer").stdout == keygen["signer"] + "\n"
     seal = kimen.ok("bundle", "seal", "--out", "v.age", "--recipient", keygen["recipient"], "--identity", "k.txt",
                     "--json", env=kimen.with_pass()).json()
-    assert set(seal) == {"ok", "action", "exit_code", "vault", "out", "recipient_count", "secret_count", "signed",
-                         "signer", "generation", "bundle_id"}
+    assert set(seal) == {"ok", "action", "exit_code", "warnings", "vault", "out", "recipient_count", "secret_count",
+                         "signed", "signer", "generation", "bundle_id"}
     assert seal["action"] == "bundle_seal" and seal["signed"] is True and seal["secret_count"] == 2
     opened = kimen.ok("bundle", "open", "--in", "v.age", "--identity", "k.txt", "--out-vault", str(tmp_path / "n.db"),
                       *SMALL_KDF, "--json", env=NEW_PASS).json()
-    assert set(opened) == {"ok", "action", "exit_code", "in", "out_vault", "created", "count", "bundle_id",
-                           "generation", "created_at", "signer", "added", "updated", "removed", "backup_path",
-                           "dry_run"}
+    assert set(opened) == {"ok", "action", "exit_code", "warnings", "in", "out_vault", "created", "count",
+                           "bundle_id", "generation", "created_at", "signer", "added", "updated", "removed",
+                           "backup_path", "dry_run"}
     assert (opened["added"], opened["updated"], opened["removed"]) == (["prod.db", "prod.token"], [], [])
     assert opened["backup_path"] is None and opened["dry_run"] is False
     dry = kimen.ok("bundle", "open", "--in", "v.age", "--identity", "k.txt", "--out-vault", str(tmp_path / "n.db"),
@@ -177,8 +177,9 @@ def test_seal_secret_globs_narrow_and_warn_when_unmatched(kimen):
                      env=kimen.with_pass())
     assert done.code == 0, done.err
     assert done.json()["secret_count"] == 1
-    assert "kimen: warning: --secret prod.typo* matches no secret to seal" in done.err
-    assert "prod.d*" not in done.err
+    assert done.json()["warnings"] == [{"reason": "secret_glob_unmatched",
+                                        "message": "--secret prod.typo* matches no secret to seal"}]
+    assert done.err == ""
 
 
 def test_seal_secret_globs_use_the_one_glob_grammar(kimen):

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import PASSPHRASE
-from tests.test_completion import _bash_complete
+from tests.e2e.test_completion import _bash_complete
 
 # -- §2.1: every usage error is exit 2 / usage_error, printed with the usage line ---------------------
 
@@ -251,7 +251,9 @@ def test_grant_token_with_an_unsafe_session_dir_names_it(kimen):
     os.chmod(kimen.session_dir, 0o755)
     done = kimen.fail(34, "session_dir_unsafe", "secret", "get", "app.token", "--unsafe-stdout",
                       env={"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"})
-    assert done.err.count("kimen: warning:") == 1 and done.err_json()["path"] == str(kimen.session_dir)
+    envelope = done.err_json()
+    assert len(done.err.splitlines()) == 1 and envelope["path"] == str(kimen.session_dir)
+    assert [w["reason"] for w in envelope["warnings"]] == ["session_dir_ignored"]
     assert os.listdir(kimen.session_dir) == []
 
 

@@ -26,7 +26,7 @@ def test_defaults_are_the_spec_ones(kimen, template):
     out, commands, flags = DEFAULTS[template]
     done = kimen.ok("init", template, "--json")
     assert done.json() == {"ok": True, "action": "init_" + template.replace("-", "_"), "exit_code": 0,
-                           "out": str(kimen.cwd / out)}
+                           "warnings": [], "out": str(kimen.cwd / out)}
     lines = [line.strip().removeprefix("run: ") for line in (kimen.cwd / out).read_text().splitlines()]
     for command in [*commands, f"python -m pip install kimen=={__version__}"]:
         assert command in lines, command

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 PY = sys.executable
-PLAN_FIELDS = {"mode", "command", "source", "profile_path", "env", "files", "envpath", "stdin", "secrets", "exec",
-               "files_dir", "cleanup", "exec_in_place", "against", "diff"}
+ENVELOPE = {"ok", "action", "exit_code", "warnings"}
+PLAN_FIELDS = ENVELOPE | {"mode", "command", "source", "profile_path", "env", "files", "envpath", "stdin", "secrets",
+                          "exec", "files_dir", "cleanup", "exec_in_place", "against", "diff"}
 DIFF_FIELDS = {"env_added", "env_removed", "env_changed", "files_added", "files_removed", "files_changed",
                "envpath_added", "envpath_removed", "envpath_changed", "stdin_changed"}
-LINT_FIELDS = {"ok", "exit_code", "path", "profile_path", "mode", "env_count", "file_count", "envpath_count", "stdin",
-               "include_count", "error_count", "warning_count", "issues"}
+LINT_FIELDS = ENVELOPE | {"path", "profile_path", "mode", "env_count", "file_count", "envpath_count", "stdin",
+                          "include_count", "error_count", "warning_count", "issues"}
 # a profile of every directive; its secrets exist nowhere (no vault is created in these tests)
 FULL = ("env DB=app.db\nenv PORT=const:5050\nenv STAMP=exec:date +%s\nfile creds/c.json=secret:app.creds\n"
         "envpath CREDS=creds/c.json\nstdin const:in\n")
@@ -46,14 +47,16 @@ def test_reports_carry_exactly_the_spec_fields_without_a_vault(kimen, args, fiel
     doc = done.json()
     assert set(doc) == fields
     assert not kimen.vault.exists()
+    assert doc["ok"] is True and doc["exit_code"] == 0 and doc["warnings"] == [] and done.err == ""
     if fields is PLAN_FIELDS:
+        assert doc["action"] == "plan"
         assert doc["diff"] is None and doc["against"] is None
         assert [set(item) for item in doc["env"]] == [{"var", "source"}] * len(doc["env"])
         assert [set(item) for item in doc["files"]] == [{"path", "source"}] * len(doc["files"])
         assert [set(item) for item in doc["envpath"]] == [{"var", "path", "resolved_path"}] * len(doc["envpath"])
         assert all(isinstance(doc[k], bool) for k in ("cleanup", "exec_in_place"))
     else:
-        assert doc["ok"] is True and doc["exit_code"] == 0 and doc["stdin"] is True
+        assert doc["action"] == "map_lint" and doc["stdin"] is True
         assert (doc["env_count"], doc["file_count"], doc["envpath_count"]) == (3, 1, 1)
 
 
@@ -71,12 +74,12 @@ def test_plan_diff_carries_every_diff_field(kimen):
 def test_render_and_envfile_success_shapes(kimen, tmp_path):
     out_dir = tmp_path / "r"
     doc = kimen.ok("render", "--file", "a=const:1", "--file", "b/c=const:2", "--dir", str(out_dir), "--json").json()
-    assert set(doc) == {"ok", "action", "exit_code", "out_dir", "file_count", "files", "ignored", "hints"}
+    assert set(doc) == ENVELOPE | {"out_dir", "file_count", "files", "ignored", "hints"}
     assert (doc["action"], doc["file_count"], doc["files"]) == ("render", 2, ["a", "b/c"])
     out = tmp_path / "o.env"
     doc = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out), "--json").json()
-    assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "out": str(out), "format": "dotenv", "count": 2,
-                   "files_dir": None, "files": []}
+    assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "warnings": [], "out": str(out),
+                   "format": "dotenv", "count": 2, "files_dir": None, "files": []}
     # human forms (§7.3: `wrote <n> variables to <path>`; §7.2 hints on stdout)
     done = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out))
     assert done.stdout == f"wrote 2 variables to {out}\n" and done.err == ""

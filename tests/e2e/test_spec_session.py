@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-STATUS_FIELDS = {"ok", "action", "exit_code", "running", "state", "locked", "pid", "socket_path", "version",
+STATUS_FIELDS = {"ok", "action", "exit_code", "warnings", "running", "state", "locked", "pid", "socket_path", "version",
                  "protocol", "require_grant", "mlock", "vault_path", "expires_at", "expired_at", "expired_by",
                  "ttl_seconds", "vaults", "grant_count", "version_mismatch"}
 VAULT_FIELDS = {"vault_path", "vault_id", "state", "unlocked_at", "idle_expires_at", "max_expires_at", "ttl_seconds",
@@ -47,7 +47,7 @@ def test_status_with_an_unsafe_session_dir_still_names_the_socket(kimen, vault):
     assert done.code == 0
     doc = done.json()
     assert doc["state"] == "stopped" and doc["socket_path"] == str(kimen.session_dir / "session.sock")
-    assert "session directory is unsafe" in done.err
+    assert "session directory is unsafe" in doc["warnings"][0]["message"] and done.err == ""
     # lock and stop cannot tell whether a daemon listens there: they refuse instead of claiming success
     kimen.fail(34, "session_dir_unsafe", "session", "lock")
     kimen.fail(34, "session_dir_unsafe", "session", "stop")

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import PASSPHRASE, SMALL_KDF
 from tests.e2e.vault_helpers import vault_state
 
-ENVELOPE = {"ok", "action", "exit_code"}
+ENVELOPE = {"ok", "action", "exit_code", "warnings"}
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 NEW = "another passphrase"
 SHA_V2 = hashlib.sha256(b"v2").hexdigest()
@@ -30,13 +30,13 @@ STEPS = [
      "vault_init", {"path", "vault_id", "kdf"}),
     (["vault", "path"], None, {}, [r"{vault}"], "vault_path", {"path", "canonical_path", "source"}),
     (["secret", "set", "app.db", "--from-env", "V1"], None, {"V1": "v1"}, [r"set app\.db \(revision 1\)"],
-     "set", {"name", "created", "revision", "size", "dry_run"}),
+     "set", {"name", "created", "replaced", "revision", "size", "dry_run"}),
     (["secret", "set", "app.db", "--stdin", "--strip-newline", "--dry-run"], b"v2\r\n", {},
      [rf"\[dry-run\] would set app\.db \(update\) size=2 sha256={SHA_V2}"],
-     "set", {"name", "created", "revision", "size", "dry_run", "sha256"}),
+     "set", {"name", "created", "replaced", "revision", "size", "dry_run", "sha256"}),
     (["secret", "set", "app.new", "--stdin", "--dry-run"], b"v2", {},
      [rf"\[dry-run\] would set app\.new \(create\) size=2 sha256={SHA_V2}"],
-     "set", {"name", "created", "revision", "size", "dry_run", "sha256"}),
+     "set", {"name", "created", "replaced", "revision", "size", "dry_run", "sha256"}),
     (["secret", "list", "--long"], None, {}, [rf"app\.db\t1\t2\t{TS}"], "list", {"names", "count", "secrets"}),
     (["secret", "mv", "app.db", "app.key"], None, {}, [r"renamed app\.db to app\.key \(revision 2\)"],
      "mv", {"from", "to", "revision"}),
