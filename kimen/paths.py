@@ -170,5 +170,4 @@ def profile_dirs(env: Mapping[str, str] = os.environ, cwd: str | None = None) ->
         current = os.path.dirname(current)
     dirs.append(os.path.join(config_dir(env), "profiles"))
     dirs.append(os.path.join(_home(env), ".config", APP, "profiles"))
-    seen: set[str] = set()
-    return [d for d in dirs if not (d in seen or seen.add(d))]
+    return list(dict.fromkeys(dirs))

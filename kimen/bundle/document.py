@@ -211,7 +211,7 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
 
 
 def valid_generation(value: object) -> bool:
-    return type(value) is int and 1 <= value <= MAX_GENERATION  # type: ignore[operator]
+    return type(value) is int and 1 <= value <= MAX_GENERATION
 
 
 def check_max_age(document: Document, max_age_seconds: int | None, now: float | None = None) -> None:

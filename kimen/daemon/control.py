@@ -35,8 +35,7 @@ def lock(env: Mapping[str, str], vault_path: str | None) -> dict[str, Any] | Non
     if conn is None:
         return None
     with conn:
-        fields = {} if vault_path is None else {"vault_path": vault_path}
-        return conn.call("lock", **fields)
+        return conn.call("lock") if vault_path is None else conn.call("lock", vault_path=vault_path)
 
 
 def stop(env: Mapping[str, str]) -> None:

@@ -20,7 +20,7 @@ from .. import __version__, errors, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
     from collections.abc import Mapping
     from typing import Any, Literal, NotRequired, TypedDict
 
@@ -262,7 +262,8 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
         return _json_loads(text)
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
-        value, end = make_scanner(_ScanContext)(text, start)
+        # typeshed types the context as a scanner; the C scanner reads only the attributes above
+        value, end = make_scanner(_ScanContext)(text, start)  # type: ignore[arg-type]
     except StopIteration:
         raise ValueError("not a JSON value") from None
     except (ValueError, RecursionError):
@@ -283,11 +284,11 @@ def _json_loads(text: str) -> Any:
     return json.loads(text)
 
 
-def send(sock: socket.socket, doc: dict[str, Any]) -> None:
+def send(sock: _socket.socket, doc: dict[str, Any]) -> None:
     sock.sendall(encode(doc))
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: _socket.socket, n: int) -> bytes:
     chunks: list[bytes] = []
     while n:
         chunk = sock.recv(min(n, 1 << 20))
@@ -298,7 +299,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_FRAME) -> dict[str, Any]:
+def receive(sock: _socket.socket, *, idle: float | None = None, limit: int = MAX_FRAME) -> dict[str, Any]:
     """Read one frame. `idle` bounds the wait for its first byte (then `FRAME_TIMEOUT` for the rest).
 
     Raises `PeerClosed` on a clean close before a frame, `FrameTooLarge` when the length prefix
@@ -317,7 +318,7 @@ def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_
     return decode(_recv_exact(sock, length))
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+def peer_uid(sock: _socket.socket) -> int | None:
     """The uid of the process at the other end (SO_PEERCRED, or getpeereid on the BSDs)."""
     import _socket
 
@@ -337,7 +338,7 @@ def peer_uid(sock: socket.socket) -> int | None:
         return None
 
 
-def peer_pid(sock: socket.socket) -> int | None:
+def peer_pid(sock: _socket.socket) -> int | None:
     import _socket
 
     if not hasattr(_socket, "SO_PEERCRED"):  # pragma: no cover

@@ -86,6 +86,7 @@ class LockedKey(Sensitive):
         self.locked = _mlock(self._map)
         self._map[:size] = key.view()
         key.wipe()
+        # the locked page's memoryview stands in for Sensitive's bytearray (the same buffer interface)
         self._buf = memoryview(self._map)[:size]  # type: ignore[assignment]
 
     def reveal(self) -> bytes:
@@ -97,10 +98,10 @@ class LockedKey(Sensitive):
             return
         try:
             buf[:] = b"\0" * len(buf)
-            buf.release()
+            buf.release()  # type: ignore[attr-defined]  # the memoryview of __init__
         except ValueError:  # already released
             pass
-        self._buf = None  # type: ignore[assignment]
+        self._buf = None  # type: ignore[assignment]  # wiped: `len()` is 0 from now on
         self._map[:] = b"\0" * _PAGE
         if self.locked:
             _munlock(self._map)

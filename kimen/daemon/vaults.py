@@ -44,7 +44,7 @@ from .session import Deadlines, LockedKey, boot_clock, wall_time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TypeVar
+    from typing import Literal, TypeVar
 
     from ..vault import Header
     from .protocol import ExpiredState, VaultState
@@ -121,7 +121,7 @@ class VaultEntry:
     def changed_since_verified(self) -> bool:
         return file_stamp(self.path) != self.stamp or self.store.vault.changed_on_disk()
 
-    def expired_by(self, now: float) -> str:
+    def expired_by(self, now: float) -> Literal["idle_ttl", "max_ttl"]:
         d = self.deadlines
         return "max_ttl" if now >= d.max_at and d.max_at <= d.idle_at else "idle_ttl"
 

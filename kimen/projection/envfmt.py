@@ -25,7 +25,7 @@ _HINTS = {
 }
 
 
-def _refuse(name: str, fmt: str) -> errors.ValueNotRepresentable:
+def _refuse(name: str, fmt: str) -> errors.KimenError:
     return errors.ValueNotRepresentable(name=name, format=fmt, variable=name, hint=_HINTS.get(fmt))
 
 

@@ -53,7 +53,8 @@ def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> by
     """Stdout of an `exec:` source with one trailing LF or CRLF removed."""
     import subprocess
 
-    argv = list(d.ref.argv)  # type: ignore[union-attr]
+    assert d.ref is not None and d.ref.argv is not None  # only `exec:` directives come here
+    argv = list(d.ref.argv)
     exe = which(argv[0], env.get("PATH"))
     where = d.where
     if exe is None:
@@ -68,7 +69,7 @@ def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> by
     from ..fsutil import read_limited
 
     with proc:
-        data = read_limited(proc.stdout, MAX_EXEC_OUTPUT)  # type: ignore[arg-type]
+        data = read_limited(proc.stdout, MAX_EXEC_OUTPUT)
         if len(data) > MAX_EXEC_OUTPUT:
             proc.kill()
             proc.wait()

@@ -59,7 +59,7 @@ class VaultFile:
             from ..output import warn
 
             warn(f"vault file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-                 "run chmod 600 on it")
+                 "run chmod 600 on it", reason="vault_permissions_loose")
         read_only = not os.access(path, os.W_OK) or not os.access(os.path.dirname(path) or ".", os.W_OK)
         conn, immutable_stamp = connect(path, read_only=read_only)
         vault = cls(path, conn, read_only=read_only)
