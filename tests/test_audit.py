@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,25 @@ def log(log_path, clock):
     log.open()
     yield log
     log.close()
+
+
+def raised_within(seconds: float, fn, *args, **kwargs) -> BaseException | None:
+    """What `fn` raised, called in a thread that must finish within `seconds` (a FIFO must never
+    block kimen: a call still running fails the test)."""
+    result: list[BaseException | None] = []
+
+    def call():
+        try:
+            fn(*args, **kwargs)
+            result.append(None)
+        except BaseException as exc:
+            result.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{getattr(fn, '__name__', fn)} blocked"
+    return result[0]
 
 
 def lines(path: str) -> list[dict]:
@@ -122,7 +142,7 @@ def test_record_fields_in_order(log, log_path):
                       "request_id": "7", "client_version": "0.1.0",
                       "context": {"command": "run", "profile": "p"}}
     assert record["parents"] == [{"pid": 4241, "exe": "/usr/bin/bash", "comm": "bash"}]
-    assert "kimen_grant_v1" not in open(log_path).read()  # the token is never recorded
+    assert "kimen_grant_v1" not in Path(log_path).read_text()  # the token is never recorded
 
 
 def _epoch(ts: str) -> float:
@@ -141,7 +161,7 @@ def test_a_write_records_names_never_values(log, log_path):
         {"op": "rm", "name": "prod.new"},
     ]}
     log.request(PEER, request, outcome="secret_not_found")
-    data = open(log_path).read()
+    data = Path(log_path).read_text()
     assert CANARY not in data and value not in data
     (record,) = lines(log_path)
     assert record["names"] == ["prod.new", "prod.old", "prod.moved"] and record["request_id"] == 9
@@ -276,13 +296,8 @@ def _replace_with(kind: str, path: str, tmp_path) -> str | None:
 def test_a_file_replaced_by_something_else_fails_closed(log, log_path, tmp_path, kind):
     log.request(PEER, read_request(id="1"), outcome="ok")
     target = _replace_with(kind, log_path, tmp_path)
-    done: list[BaseException] = []
-    worker = threading.Thread(target=lambda: done.append(pytest.raises(
-        errors.AuditUnavailable, log.request, PEER, read_request(id="2"), outcome="ok").value))
-    worker.start()
-    worker.join(10)
-    assert not worker.is_alive(), "the audit writer blocked"
-    assert done[0].fields["path"] == log_path
+    err = raised_within(10, log.request, PEER, read_request(id="2"), outcome="ok")
+    assert isinstance(err, errors.AuditUnavailable) and err.fields["path"] == log_path
     if target is not None:
         assert os.path.getsize(target) == 0  # nothing written through the symlink
     # once the path is a file again, records flow

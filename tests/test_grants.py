@@ -46,7 +46,7 @@ def table(clock: Clock) -> GrantTable:
 
 def mint(table: GrantTable, *, names=(), globs=(), read_only=False, ttl=600.0, max_deadline=1e9,
          vault=VAULT) -> grants.Minted:
-    return table.mint(vault, names=names, globs=globs, read_only=read_only, ttl=ttl, max_deadline=max_deadline)
+    return table.mint(vault, [*names, *globs], read_only=read_only, ttl=ttl, max_deadline=max_deadline)
 
 
 # -- the token --
@@ -223,6 +223,7 @@ def test_scope_by_exact_names(table):
     with pytest.raises(errors.GrantDenied) as caught:
         table.authorize(token, "read", vault_path=VAULT, names=["prod.api_key", "prod.other", "dev.x", "prod.other"])
     assert caught.value.fields["denied"] == ["dev.x", "prod.other"]  # the names outside, sorted, once
+    assert caught.value.fields["grant_id"] == tokens.grant_id_of(token)
     assert "dev.x, prod.other" in caught.value.message
     with pytest.raises(errors.GrantDenied):
         table.authorize(token, "read", vault_path=VAULT, names=["prod.db"])  # no prefix matching
@@ -245,7 +246,10 @@ def test_scope_by_globs(table, glob, inside, outside):
 
 
 def test_names_and_globs_together(table):
-    token = mint(table, names=["shared.token"], globs=["ci.*"]).token
+    minted = mint(table, names=["shared.token", "shared.token"], globs=["ci.*"])
+    assert minted.grant.names == {"shared.token"} and [g.text for g in minted.grant.globs] == ["ci.*"]
+    assert minted.grant.scope == ["shared.token", "ci.*"]
+    token = minted.token
     assert table.authorize(token, "digest", vault_path=VAULT, names=["shared.token", "ci.deploy"])
     with pytest.raises(errors.GrantDenied):
         table.authorize(token, "digest", vault_path=VAULT, names=["shared.other"])

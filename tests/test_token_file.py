@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from kimen import errors, output
 from kimen.daemon import tokens
+from tests.test_audit import raised_within
 
 TOKEN = "kimen_grant_v1_0123abcd_" + "Q" * 42 + "A"
 OTHER = "kimen_grant_v1_feed_" + "z" * 42 + "w"
@@ -84,17 +84,13 @@ def test_symlinks_are_followed_and_the_target_is_checked(tmp_path):
 def test_a_fifo_without_a_writer_is_refused_at_once(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)
-    result: list[BaseException] = []
-    worker = threading.Thread(target=lambda: result.append(pytest.raises(errors.UnsafeTokenFile,
-                                                                        tokens.read_token_file, str(fifo)).value))
-    worker.start()
-    worker.join(5)
-    if worker.is_alive():  # unblock it before failing
-        with open(fifo, "wb"):
+    try:
+        err = raised_within(5, tokens.read_token_file, str(fifo))
+    except AssertionError:
+        with open(fifo, "wb"):  # unblock the reader before failing
             pass
-        worker.join(5)
-        raise AssertionError("reading a FIFO token file blocked")
-    assert "FIFO" in result[0].message
+        raise
+    assert isinstance(err, errors.UnsafeTokenFile) and "FIFO" in err.message
 
 
 @pytest.mark.parametrize(("make", "words"), [

@@ -1,11 +1,11 @@
 """The daemon's grants: least-privilege tokens for agents (docs/agents.md).
 
-A grant narrows what a request carrying its token may do: one vault, a scope (an exact set of
-names, resolved by the client from a profile when the grant is minted, and/or globs of
-`kimen.globs`), optionally read-only, until `expires_at` — the earlier of now + TTL and the vault's
-max deadline, so no grant outlives its session. The table lives in daemon memory only: grants end
-when the daemon stops. The daemon keeps the SHA-256 of each token, never the token, and compares
-digests with `hmac.compare_digest`.
+A grant narrows what a request carrying its token may do: one vault, a scope (exact names — a
+profile the client resolved when the grant was asked for, so later edits cannot widen it — and/or
+globs of `kimen.globs`; an entry without a wildcard is a name), optionally read-only, until
+`expires_at` — the earlier of now + TTL and the vault's max deadline, so no grant outlives its
+session. The table lives in daemon memory only: grants end when the daemon stops. The daemon keeps
+the SHA-256 of each token, never the token, and compares digests with `hmac.compare_digest`.
 
 `GrantTable.authorize` is the one check every request goes through (`TOKEN_RULES` says what each
 op needs; an op it does not name is refused to a token holder):
@@ -15,8 +15,8 @@ op needs; an op it does not name is refused to a token holder):
 - a malformed, unknown or revoked token → `grant_invalid`, an expired one → `grant_expired`; both
   fail every op but `status`, `unlock`, `grant_create` and `stop`;
 - with a valid token: another vault, or any name outside the scope → `grant_denied` with field
-  `denied` (the names outside; nothing is served: all-or-nothing), a write under a read-only grant
-  → `grant_denied`, `verify` and `sync_state` need the scope `**`; `grant_list` and `grant_revoke`
+  `denied` (the names outside; nothing is served: all-or-nothing) and `grant_id`, a write under a
+  read-only grant → `grant_denied`, `verify` and `sync_state` need the scope `**`; `grant_list` and `grant_revoke`
   see only that grant (`visible`, `revoke`).
 
 A grant counts as used (`last_used_at`, `use_count`) when it authorizes a store op. Times are kept
@@ -60,9 +60,8 @@ TOKEN_RULES: dict[str, str] = {
 STORE_OPS = frozenset(op for op, rule in TOKEN_RULES.items() if rule in (NAMES, WRITE, WHOLE))
 
 MAX_GRANTS = 4096  # live and expired grants held at once (each mint costs a KDF run)
-MAX_SCOPE_NAMES = 100_000
-MAX_GLOBS = 1000
-MAX_GLOB_CHARS = 256
+MAX_SCOPE = 100_000  # names and globs of one grant
+MAX_ENTRY_CHARS = 256
 _ID_BYTES = 8  # grant ids: 16 hex digits
 _WHOLE_VAULT = "**"
 
@@ -138,8 +137,9 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def _denied(names: Iterable[str], message: str) -> errors.KimenError:
-    return errors.GrantDenied(message=message, denied=sorted(set(names)))
+def _denied(grant: Grant, names: Iterable[str], message: str) -> errors.KimenError:
+    """`grant_denied`: `denied` the names refused; `grant_id` for the audit record and the holder."""
+    return errors.GrantDenied(message=message, denied=sorted(set(names)), grant_id=grant.grant_id)
 
 
 def _listing(names: list[str], most: int = 10) -> str:
@@ -165,18 +165,21 @@ class GrantTable:
 
     # -- minting, listing, revoking --
 
-    def mint(self, vault_path: str, *, names: Iterable[str] = (), globs: Iterable[str] = (), read_only: bool,
-             ttl: float, max_deadline: float) -> Minted:
-        """A new grant on `vault_path` for `names` (exact, e.g. a profile resolved by the client) and
-        `globs`, expiring at the earlier of now + `ttl` and `max_deadline` (the vault's max deadline,
-        boot clock). Empty scope → `grant_scope_empty`; a TTL that is not > 0 → `invalid_ttl`; a
-        vault whose session is already over → `session_locked`."""
-        exact = frozenset(names)
-        texts = list(dict.fromkeys(globs))
-        if len(exact) > MAX_SCOPE_NAMES or len(texts) > MAX_GLOBS or any(len(t) > MAX_GLOB_CHARS for t in texts):
+    def mint(self, vault_path: str, scope: Iterable[str], *, read_only: bool, ttl: float,
+             max_deadline: float) -> Minted:
+        """A new grant on `vault_path` for `scope` — exact names (a profile the client resolved when
+        the grant was asked for) and globs (`--secret`): an entry without a wildcard is a name —
+        expiring at the earlier of now + `ttl` and `max_deadline` (the vault's max deadline, boot
+        clock). Empty scope → `grant_scope_empty`; a TTL that is not > 0 → `invalid_ttl`; a vault
+        whose session is already over → `session_locked`."""
+        entries = list(dict.fromkeys(scope))
+        if len(entries) > MAX_SCOPE or any(len(text) > MAX_ENTRY_CHARS for text in entries):
             raise errors.SessionProtocolError(message="grant scope too large")
-        if not exact and not texts:
+        if not entries:
             raise errors.GrantScopeEmpty()
+        compiled = [Glob(text) for text in entries]
+        exact = frozenset(glob.text for glob in compiled if glob.is_literal)
+        globs = tuple(glob for glob in compiled if not glob.is_literal)
         if not ttl > 0:
             raise errors.InvalidTtl(detail="the grant TTL must be greater than zero")
         now = self._clock()
@@ -189,8 +192,7 @@ class GrantTable:
             while grant_id in self._grants:  # pragma: no cover - 64 random bits
                 grant_id = os.urandom(_ID_BYTES).hex()
             token = tokens.compose(grant_id, os.urandom(tokens.SECRET_BYTES))
-            grant = Grant(grant_id, _digest(token), vault_path, exact, tuple(Glob(t) for t in texts),
-                          bool(read_only), now, expires_at)
+            grant = Grant(grant_id, _digest(token), vault_path, exact, globs, bool(read_only), now, expires_at)
             self._grants[grant_id] = grant
         return Minted(grant, token)
 
@@ -272,16 +274,16 @@ class GrantTable:
         if rule in (LENIENT, ALLOWED, OWN):
             return grant
         if rule not in (NAMES, WRITE, WHOLE):
-            raise _denied((), f"a grant does not allow the op {op[:40]}")
+            raise _denied(grant, (), f"a grant does not allow the op {op[:40]}")
         if vault_path != grant.vault_path:
-            raise _denied(names, "the grant is for another vault")
+            raise _denied(grant, names, "the grant is for another vault")
         if rule == WHOLE and not grant.whole_vault:
-            raise _denied((), f"{op} needs a grant for the whole vault (--secret '**')")
+            raise _denied(grant, (), f"{op} needs a grant for the whole vault (--secret '**')")
         outside = grant.outside(names)
         if outside:
-            raise _denied(outside, f"grant does not cover: {_listing(outside)}")
+            raise _denied(grant, outside, f"grant does not cover: {_listing(outside)}")
         if rule == WRITE and grant.read_only:
-            raise _denied(names, "the grant is read-only")
+            raise _denied(grant, names, "the grant is read-only")
         with self._lock:
             grant.last_used_at = now
             grant.use_count += 1
