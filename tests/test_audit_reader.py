@@ -134,10 +134,11 @@ def test_corrupt_lines_are_skipped_and_counted(log_path):
         f.write(b'{"ts": "2026-11-25T10:00:00.000Z", "request_id": "cut')  # a fragment ends a rotated file
     with open(log_path, "ab") as f:
         f.write(b"\n   \nnot json\n[1, 2]\n\"text\"\n\xff\xfe\n{\"request_id\": \"after\"}\n")
+        f.write('{"request_id": "utf-16"}'.encode("utf-16") + b"\n")  # not UTF-8: not a record
         f.write(b'{"request_id": "in progress"')  # the live file's unterminated tail: being written
     reader = LogReader(log_path)
     assert ids(reader.scan()) == [0, 1, "after"]
-    assert reader.skipped == 5
+    assert reader.skipped == 6
 
 
 @pytest.mark.parametrize("which", ["live", "rotated"])

@@ -179,8 +179,8 @@ class LogReader:
         for raw in lines:
             if not raw.strip():
                 continue
-            try:
-                record = json.loads(raw)
+            try:  # UTF-8 only: json.loads would guess UTF-16 or UTF-32 from the first bytes
+                record = json.loads(raw.decode("utf-8"))
             except ValueError:  # UnicodeDecodeError included
                 record = None
             if not isinstance(record, dict):
