@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -22,18 +21,11 @@ import pytest
 from kimen import errors
 from kimen.daemon import audit, protocol
 from kimen.daemon.audit import AuditLog, Peer
+from tests.agents_helpers import Clock, raised_within
 
 CANARY = "canary-value-7f3a9c"
 PEER = Peer(4242, os.getuid(), ppid=4241, exe="/usr/bin/python3", cwd="/work",
             parents=[{"pid": 4241, "exe": "/usr/bin/bash", "comm": "bash"}])
-
-
-class Clock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ def log_path(tmp_path):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(100.0)
 
 
 @pytest.fixture
@@ -52,25 +44,6 @@ def log(log_path, clock):
     log.open()
     yield log
     log.close()
-
-
-def raised_within(seconds: float, fn, *args, **kwargs) -> BaseException | None:
-    """What `fn` raised, called in a thread that must finish within `seconds` (a FIFO must never
-    block kimen: a call still running fails the test)."""
-    result: list[BaseException | None] = []
-
-    def call():
-        try:
-            fn(*args, **kwargs)
-            result.append(None)
-        except BaseException as exc:
-            result.append(exc)
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"{getattr(fn, '__name__', fn)} blocked"
-    return result[0]
 
 
 def lines(path: str) -> list[dict]:

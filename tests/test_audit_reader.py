@@ -15,16 +15,9 @@ from kimen import errors
 from kimen.daemon import audit
 from kimen.daemon.audit import AuditLog, Peer
 from kimen.daemon.audit_reader import LogReader, Selection, human_lines, json_line, parse_since
+from tests.agents_helpers import Clock
 
 T0 = 1_795_600_800.0  # 2026-11-25T10:00:00Z
-
-
-class Wall:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -35,7 +28,7 @@ def log_path(tmp_path):
 def write(log_path: str, specs: list[dict], *, max_bytes: int = audit.MAX_BYTES, start: float = T0,
           step: float = 60.0) -> None:
     """One record per spec (request_id = its index), a minute apart from `start`."""
-    wall = Wall(start)
+    wall = Clock(start)
     log = AuditLog(log_path, max_bytes=max_bytes, wall=wall)
     log.open()
     for i, spec in enumerate(specs):

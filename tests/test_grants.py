@@ -18,20 +18,11 @@ from hypothesis import strategies as st
 from kimen import errors
 from kimen.daemon import grants, tokens
 from kimen.daemon.grants import GrantTable
+from tests.agents_helpers import Clock
 
 VAULT = "/home/ana/.config/kimen/vault.db"
 OTHER_VAULT = "/srv/other/vault.db"
 TOKEN_SHAPE = re.compile(r"kimen_grant_v1_[0-9A-Za-z]+_[A-Za-z0-9_-]{43}")
-
-
-class Clock:
-    """An explicit boot clock: tests move it by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

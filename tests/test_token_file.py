@@ -12,7 +12,7 @@ import pytest
 
 from kimen import errors, output
 from kimen.daemon import tokens
-from tests.test_audit import raised_within
+from tests.agents_helpers import raised_within
 
 TOKEN = "kimen_grant_v1_0123abcd_" + "Q" * 42 + "A"
 OTHER = "kimen_grant_v1_feed_" + "z" * 42 + "w"
