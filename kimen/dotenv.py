@@ -19,6 +19,7 @@ _KEY = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*(=)?"
 # literally: a `${…}` reference or an escaped dollar `\$`.
 _EXPANDED_ELSEWHERE = re.compile(rb"\$\{[^}]*\}|\\\$")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+MAX_FILE_BYTES = 256 * 1024 * 1024  # the largest dotenv file `secret import` and `migrate` read
 
 
 @dataclass(frozen=True, slots=True)

@@ -554,12 +554,14 @@ WARNINGS: dict[str, str] = {
     "short_passphrase": "`vault init`: the new passphrase is shorter than 8 characters",
     "vault_permissions_loose": "the vault file is readable or writable by other users",
     "value_on_command_line": "`secret set --value`: the value is visible in the process list and shell history",
-    "import_key_repeated": "`secret import`: a key is set more than once in the file; the last value wins",
-    "import_not_interpolated": "`secret import`: a value holding `${…}` or `\\$` is imported literally "
+    "import_key_repeated": "`secret import`, `migrate`: a key is set more than once in a file; the last value wins",
+    "import_not_interpolated": "`secret import`, `migrate`: a value holding `${…}` or `\\$` is imported literally "
                                "(names the file, line and key, never the value)",
     "nested_run": "`run` started inside the child of another `kimen run`",
     "envpath_skipped": "`envfile` without --files-dir: the profile's envpath directives are skipped",
     "generated_value_weak": "`secret generate`: the value has fewer than 64 bits of strength (a PIN may be meant)",
+    "env_file_tracked": "`migrate`: a dotenv file is tracked by git (its values are in the history: rotate them)",
+    "migrate_kept_existing": "`migrate --skip-existing`: names already in the vault are kept and mapped, not imported",
     "identity_source_conflict": "several age identities are given; the first is used and the others named",
     "bundle_unsigned_accepted": "--allow-unsigned accepted a bundle without a signature",
     "duplicate_recipient": "`bundle seal`: a recipient given twice is used once",
