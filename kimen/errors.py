@@ -562,6 +562,7 @@ WARNINGS: dict[str, str] = {
     "generated_value_weak": "`secret generate`: the value has fewer than 64 bits of strength (a PIN may be meant)",
     "env_file_tracked": "`migrate`: a dotenv file is tracked by git (its values are in the history: rotate them)",
     "migrate_kept_existing": "`migrate --skip-existing`: names already in the vault are kept and mapped, not imported",
+    "direnv_skipped_directives": "`direnv --unsafe-stdout`: the profile's file, envpath and stdin directives are skipped",
     "identity_source_conflict": "several age identities are given; the first is used and the others named",
     "bundle_unsigned_accepted": "--allow-unsigned accepted a bundle without a signature",
     "duplicate_recipient": "`bundle seal`: a recipient given twice is used once",

@@ -138,6 +138,7 @@ class Profile:
         self.issues: list[Issue] = []
         self.include_count = 0
         self.shadowed: list[str] = []
+        self.files: list[str] = []  # every file loaded: the profile, then its includes (direnv watches them)
 
     def winners(self) -> list[Directive]:
         """The directive that wins each target (the later one), in composition order."""
@@ -430,6 +431,7 @@ class _Loader:
         self.shown.append(path)
         self.units += 1
         unit = self.units
+        self.profile.files.append(path)
         try:
             data = read_profile(path)
             self._lines(data, path, unit)
