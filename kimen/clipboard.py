@@ -93,12 +93,12 @@ def detect(env: Mapping[str, str], name: str = "NAME", platform: str = sys.platf
 
 def clear_after(text: str) -> int:
     """Seconds of `--clear-after DUR` (1s-24h); `invalid_duration` otherwise."""
-    from .durations import DURATION_SYNTAX, parse_duration
+    from .durations import parse_duration
 
     try:
         seconds = parse_duration(text)
     except ValueError:
-        raise errors.InvalidDuration(detail=f"--clear-after {text!r}: {DURATION_SYNTAX}") from None
+        raise errors.InvalidDuration(detail=f"--clear-after {text!r}") from None
     if not MIN_CLEAR_SECONDS <= seconds <= MAX_CLEAR_SECONDS:
         raise errors.InvalidDuration(detail=f"--clear-after {text!r}: must be between 1s and 24h")
     return seconds

@@ -1,4 +1,4 @@
-"""Questions kimen asks git about a path: is it ignored, is it tracked.
+"""Questions kimen asks git about paths: are they ignored, are they tracked.
 
 Used to warn when a secret-bearing output (an envfile, an identity) would not be ignored by git,
 or when a value source is already in git's history. The git CLI runs with a scrubbed environment:

@@ -57,7 +57,8 @@ def session_section(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     the daemon could not be asked, state `unknown`)."""
     if fields is None:
         fields = {"state": "unknown"}
-    mine = next((v for v in fields.get("vaults") or () if v.get("vault_path") == fields.get("vault_path")), {})
+    selected = fields.get("vault_path")
+    mine: Mapping[str, Any] = next((v for v in fields.get("vaults") or () if v.get("vault_path") == selected), {})
     unlocked = fields.get("state") == "unlocked"
     return {
         "state": fields.get("state", "unknown"), "pid": fields.get("pid"),
