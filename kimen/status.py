@@ -10,9 +10,9 @@ hot path: stdlib only (no json: the envelope is written by `kimen.output`).
 from __future__ import annotations
 
 import os
-import time
 
 from . import paths
+from .durations import format_time
 from .projection.kmap import is_profile_name
 
 TYPE_CHECKING = False
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 VAULT_SOURCES = {"flag": "--vault", "env": "KIMEN_VAULT", "config": "config", "default": "default"}
 PROFILE_SOURCES = {"flag": "--profile", "env": "KIMEN_PROFILE"}
 _TTL_WORDS = {"idle_ttl": "idle TTL", "max_ttl": "max TTL"}
-
-
-def _utc(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _size(n: int) -> str:
@@ -48,7 +44,8 @@ def vault_section(path: str, source: str) -> dict[str, Any]:
         st = os.stat(path)
     except OSError:
         return doc
-    doc.update(exists=True, mode=f"{st.st_mode & 0o7777:04o}", size_bytes=st.st_size, modified_at=_utc(st.st_mtime))
+    doc.update(exists=True, mode=f"{st.st_mode & 0o7777:04o}", size_bytes=st.st_size,
+               modified_at=format_time(st.st_mtime))
     return doc
 
 
