@@ -89,12 +89,11 @@ class Detection:
     """The files to import (in group order) and the ones left alone, under `root`."""
 
     def __init__(self, root: str, sources: list[Source], not_imported: list[NotImported], *,
-                 explicit: bool = False, depth: int = DEFAULT_DEPTH) -> None:
+                 explicit: bool = False) -> None:
         self.root = root
         self.sources = sources
         self.not_imported = not_imported
         self.explicit = explicit
-        self.depth = depth
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +193,7 @@ def detect(root: str, *, profile: str = DEFAULT_PROFILE, all_profiles: bool = Fa
         for source, rel in zip(sources, rels, strict=True):
             source.git_ignored = None if ignored is None else rel in ignored
             source.git_tracked = None if tracked is None else rel in tracked
-    return Detection(root, sources, not_imported, depth=depth)
+    return Detection(root, sources, not_imported)
 
 
 def explicit(files: list[str], cwd: str, *, profile: str = DEFAULT_PROFILE,
