@@ -462,8 +462,9 @@ class Transport(Protocol):
         pointer, size, age header), or None when the location holds none. Never a cached answer."""
         ...
 
-    def locked(self, wait: float = LOCK_WAIT) -> AbstractContextManager[None]:
-        """Hold the remote's push lock (up to `wait` seconds to get it: `remote_lock_present`)."""
+    def locked(self, wait: float | None = None) -> AbstractContextManager[None]:
+        """Hold the remote's push lock, waiting up to `wait` seconds for it (None: the transport's
+        lock wait, `--lock-wait`), else `remote_lock_present`."""
         ...
 
     def publish(self, new: bytes, expected_rev: str | None, *, seq: int, by: str,

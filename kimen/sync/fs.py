@@ -94,8 +94,9 @@ class FsTransport:
 
     kind = "fs"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, lock_wait: float = LOCK_WAIT) -> None:
         self.head = head_path(path)
+        self.lock_wait = lock_wait
         self.directory, self.name = os.path.split(self.head)
         self.lock_path = self.head + ".lock"
         self.history_dir = self.head + ".history"
@@ -256,16 +257,17 @@ class FsTransport:
             os.close(fd)
 
     @contextmanager
-    def locked(self, wait: float = LOCK_WAIT) -> Iterator[None]:
-        """Hold `<B>.lock`, trying every 250 ms for up to `wait` seconds (`remote_lock_present`).
-        Re-entrant within this object; released (truncated, then closed) on the way out."""
+    def locked(self, wait: float | None = None) -> Iterator[None]:
+        """Hold `<B>.lock`, trying every 250 ms for up to `wait` seconds (default: `lock_wait`),
+        else `remote_lock_present`. Re-entrant within this object; released (truncated, then
+        closed) on the way out."""
         if self._lock_fd is not None:
             yield
             return
         dir_fd = self._open_dir()
         try:
             fd = self._open_lock(dir_fd)
-            deadline = time.monotonic() + wait
+            deadline = time.monotonic() + (self.lock_wait if wait is None else wait)
             try:
                 while not self._try_lock(fd):
                     left = deadline - time.monotonic()

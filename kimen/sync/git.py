@@ -36,7 +36,7 @@ from .. import errors
 from ..fsutil import directory_problem, make_private_dirs
 from ..gitcheck import git_environ
 from ..paths import cache_dir
-from .base import LOCK_WAIT, LostRace, ProbeReport, Published, RemoteHead, check_member_id, remote_rev
+from .base import LostRace, ProbeReport, Published, RemoteHead, check_member_id, remote_rev
 from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
 
 TYPE_CHECKING = False
@@ -270,7 +270,7 @@ class GitTransport:
     # -- publishing ------------------------------------------------------------------------------
 
     @contextmanager
-    def locked(self, wait: float = LOCK_WAIT) -> Iterator[None]:
+    def locked(self, wait: float | None = None) -> Iterator[None]:
         """Nothing to hold: a push is never forced, so a head that moved meanwhile is a lost race."""
         yield
 
@@ -329,11 +329,13 @@ class GitTransport:
             pushed = self._run("push", "--porcelain", "--no-verify", "--no-follow-tags", "--no-signed",
                                "--recurse-submodules=no", "--", self.url, f"{commit}:refs/heads/{self.branch}")
             if pushed.code != 0:
-                rejected = [line for line in pushed.text.splitlines() if line.startswith("!")]
-                if rejected and all("[rejected]" in line for line in rejected):
-                    moved = self._fetch()
+                # Rejected as non-fast-forward, or beaten to the remote's ref lock by a push landing
+                # at the same moment: either way the branch moved, which makes it a lost race.
+                moved = self._fetch()
+                if moved != tip:
                     now = self._blob(moved) if moved else None
                     return LostRace(remote_rev(now) if now is not None else None)
+                rejected = [line for line in pushed.text.splitlines() if line.startswith("!")]
                 raise errors.GitFailed(detail=_first_error_line(pushed.err, *rejected))
             testOnlyPause("after_replace")
             remote = self._remote_tip()
