@@ -128,7 +128,9 @@ class GitTransport:
         self.cache = cache or cache_path(url, branch, env)
         self._tracking = f"refs/remotes/origin/{branch}"
         self._environ = git_environ(env, index_file=os.path.join(self.cache, _INDEX))
-        self._git_exe = shutil.which("git", path=self._environ.get("PATH", os.defpath))
+        search = self._environ.get("PATH", os.defpath)
+        self._git_exe = shutil.which("git", path=search)
+        self._env_exe = shutil.which("env", path=search) or "/usr/bin/env"
         # GitPython starts from os.environ: drop (by name) whatever the scrubbed environment lacks
         self._unset = sorted(k for k in os.environ if k not in self._environ)
         self._depth = 0
@@ -144,7 +146,7 @@ class GitTransport:
 
         if self._git_exe is None:
             raise errors.GitFailed(detail="git is not installed (not found on PATH)")
-        command = ["env", *(f"-u{name}" for name in self._unset), self._git_exe, f"--git-dir={self.cache}",
+        command = [self._env_exe, *(f"-u{name}" for name in self._unset), self._git_exe, f"--git-dir={self.cache}",
                    "-c", f"core.hooksPath={os.path.join(self.cache, _HOOKS)}", "-c", "core.fsmonitor=false",
                    "-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args]
         try:
