@@ -15,8 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,6 +31,7 @@ LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n")
 
 _RECIPIENT: list[Any] = []
+T = TypeVar("T")
 
 
 def make_head(label: str) -> bytes:
@@ -103,6 +105,22 @@ def wait_paused(proc: subprocess.Popen[str], point: str) -> None:
                 return
         time.sleep(0.005)
     raise AssertionError("worker did not stop")
+
+
+def paused_publish(remote: Remote, point: str, head: bytes, seq: int,
+                   meanwhile: Callable[[], T]) -> tuple[dict[str, Any], T]:
+    """A worker publishing `head` stops at `point`; `meanwhile()` runs; the worker goes on. Its
+    result and what `meanwhile` returned."""
+    proc = start_worker(remote, "bo", head, seq, env={PAUSE_VARIABLE: point})
+    try:
+        wait_paused(proc, point)
+        done = meanwhile()
+        os.kill(proc.pid, signal.SIGCONT)
+        return result_of(proc), done
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def result_of(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -233,18 +251,9 @@ class RemoteContract:
         self.assert_no_debris(remote)
 
     def test_a_head_replaced_before_the_read_back_is_unconfirmed(self, remote: Remote):
-        transport = remote.transport()
-        publish(transport, make_head("1"), None, 1)
-        proc = start_worker(remote, "bo", make_head("2"), 2, env={PAUSE_VARIABLE: "after_replace"})
-        try:
-            wait_paused(proc, "after_replace")
-            remote.plant(make_head("foreign"))
-            os.kill(proc.pid, signal.SIGCONT)
-            result = result_of(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        publish(remote.transport(), make_head("1"), None, 1)
+        result, _ = paused_publish(remote, "after_replace", make_head("2"), 2,
+                                   lambda: remote.plant(make_head("foreign")))
         assert result["result"] == "error" and result["reason"] == "sync_push_unconfirmed", result
 
     def assert_no_debris(self, remote: Remote) -> None:

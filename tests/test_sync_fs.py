@@ -87,22 +87,14 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_modes_are_0644_and_0755_whatever_the_umask(remote: FsRemote):
+@pytest.mark.parametrize(("dir_mode", "file_mode", "history_mode"), [
+    (0o755, 0o644, 0o755),
+    (0o2775, 0o664, 0o2775),  # a setgid directory: a team sharing through a group
+])
+def test_modes_follow_the_remote_directory_whatever_the_umask(remote: FsRemote, dir_mode: int, file_mode: int,
+                                                              history_mode: int):
+    os.chmod(remote.dir, dir_mode)
     old = os.umask(0o077)
-    try:
-        transport = remote.transport()
-        publish(transport, make_head("1"), None, 1)
-        publish(transport, make_head("2"), transport.read_head(), 2)
-    finally:
-        os.umask(old)
-    assert _mode(remote.head) == 0o644 and _mode(remote.dir / "vault.age.lock") == 0o644
-    assert _mode(remote.dir / "vault.age.history") == 0o755
-    assert _mode(remote.dir / "vault.age.history" / "000000000001.age") == 0o644
-
-
-def test_a_setgid_directory_gets_group_writable_files_and_a_setgid_history(remote: FsRemote):
-    os.chmod(remote.dir, 0o2775)
-    old = os.umask(0o022)
     try:
         transport = remote.transport()
         publish(transport, make_head("1"), None, 1)
@@ -111,8 +103,8 @@ def test_a_setgid_directory_gets_group_writable_files_and_a_setgid_history(remot
         os.umask(old)
     group = os.stat(remote.dir).st_gid
     for path in (remote.head, remote.dir / "vault.age.lock", remote.dir / "vault.age.history" / "000000000001.age"):
-        assert _mode(path) == 0o664 and os.stat(path).st_gid == group, path
-    assert _mode(remote.dir / "vault.age.history") == 0o2775
+        assert _mode(path) == file_mode and os.stat(path).st_gid == group, path
+    assert _mode(remote.dir / "vault.age.history") == history_mode
 
 
 def test_history_keeps_the_last_64_replaced_heads_as_hard_links(remote: FsRemote):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -21,16 +20,16 @@ import pytest
 from kimen import errors
 from kimen.sync.base import LostRace, Published
 from kimen.sync.git import GitTransport, cache_path, check_branch, check_bundle_path, redact
-from kimen.sync.transport import MAX_HEAD_BYTES, PAUSE_VARIABLE
+from kimen.sync.transport import MAX_HEAD_BYTES
 from tests.remote_contract import (
     LFS_POINTER,
     Remote,
     RemoteContract,
     make_head,
+    paused_publish,
     publish,
     result_of,
     start_worker,
-    wait_paused,
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -209,16 +208,8 @@ def test_a_push_rejected_as_non_fast_forward_is_a_lost_race(remote: GitRemote):
     the worker's push is then rejected (never forced) and reported as a lost race."""
     transport = remote.transport()
     publish(transport, make_head("1"), None, 1)
-    proc = start_worker(remote, "bo", make_head("bo 2"), 2, env={PAUSE_VARIABLE: "after_write"})
-    try:
-        wait_paused(proc, "after_write")
-        won = publish(transport, make_head("ana 2"), transport.read_head(), 2)
-        os.kill(proc.pid, signal.SIGCONT)
-        result = result_of(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    result, won = paused_publish(remote, "after_write", make_head("bo 2"), 2,
+                                 lambda: publish(transport, make_head("ana 2"), transport.read_head(), 2))
     assert result == {"result": "lost_race", "actual_rev": won.rev}
     head = transport.read_head()
     assert head is not None and head.rev == won.rev and len(remote.log()) == 2
