@@ -128,6 +128,10 @@ class TestGitFileUrlContract(RemoteContract):
     def remote(self, tmp_path: Path) -> GitRemote:
         return GitRemote(tmp_path, file_url=True, bundle_path="team/heads/vault.age")
 
+    @pytest.mark.skip(reason="the size check does not depend on the URL form; a 256 MiB blob once is enough")
+    def test_a_head_over_the_size_limit_is_refused_before_it_is_read(self, remote: Remote) -> None:
+        """Run by TestGitContract."""
+
 
 # -- the cache repository ------------------------------------------------------------------------
 

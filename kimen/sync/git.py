@@ -133,7 +133,6 @@ class GitTransport:
         self._env_exe = shutil.which("env", path=search) or "/usr/bin/env"
         # GitPython starts from os.environ: drop (by name) whatever the scrubbed environment lacks
         self._unset = sorted(k for k in os.environ if k not in self._environ)
-        self._depth = 0
 
     def __repr__(self) -> str:
         return f"GitTransport({self.location!r})"
@@ -168,53 +167,45 @@ class GitTransport:
 
     @contextmanager
     def _cache_locked(self) -> Iterator[None]:
-        """The cache repository, created when missing, held under an flock for one operation (so
-        two kimen processes of this user never share its refs or index); git lock files a killed
-        kimen left there are removed first."""
+        """The cache repository, created when missing, under an flock for one operation (so two
+        kimen processes of this user never share its refs or index at once)."""
         import fcntl
 
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        if os.path.lexists(self.cache):
+        try:
+            if not os.path.lexists(self.cache):
+                make_private_dirs(self.cache)
             problem = directory_problem(self.cache)
             if problem:
                 raise errors.SyncFailed(detail=f"git cache {self.cache} {problem}")
-        else:
-            try:
-                make_private_dirs(self.cache)
-            except OSError as exc:
-                raise errors.SyncFailed(detail=f"git cache {self.cache}: {exc.strerror}") from None
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(os.path.join(self.cache, _LOCK), flags, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(os.path.join(self.cache, _LOCK), flags, 0o600)
+        except OSError as exc:
+            raise errors.SyncFailed(detail=f"git cache {self.cache}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._depth = 1
             self._prepare()
             yield
         finally:
-            self._depth = 0
             os.close(fd)
 
     def _prepare(self) -> None:
+        """Create the repository and its empty hooks directory when missing, and remove the git
+        lock files a git killed with kimen left (no other git runs here while we hold the flock)."""
         hooks = os.path.join(self.cache, _HOOKS)
-        if not os.path.isdir(hooks):
-            os.mkdir(hooks, 0o700)
+        try:
+            if not os.path.isdir(hooks):
+                os.mkdir(hooks, 0o700)
+            stale = [os.path.join(root, name) for root, _dirs, names in os.walk(os.path.join(self.cache, "refs"))
+                     for name in names if name.endswith(".lock")]
+            stale += [os.path.join(self.cache, name) for name in ("HEAD.lock", "config.lock", "packed-refs.lock",
+                                                                  "shallow.lock", "index.lock", _INDEX + ".lock")]
+            for path in stale:
+                if os.path.lexists(path):
+                    os.unlink(path)
+        except OSError as exc:
+            raise errors.SyncFailed(detail=f"git cache {self.cache}: {exc.strerror}") from None
         if not os.path.exists(os.path.join(self.cache, "HEAD")):
             self._check("init", "--bare", "--quiet", f"--template={hooks}", self.cache)
-        stale = [os.path.join(root, name) for root, _dirs, names in os.walk(os.path.join(self.cache, "refs"))
-                 for name in names if name.endswith(".lock")]
-        stale += [os.path.join(self.cache, name) for name in ("HEAD.lock", "config.lock", "packed-refs.lock",
-                                                              "shallow.lock", "index.lock", _INDEX + ".lock")]
-        for path in stale:  # left by a git killed with kimen: no other git runs here while we hold the flock
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     # -- reading ---------------------------------------------------------------------------------
 
