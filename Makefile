@@ -1,7 +1,7 @@
 # kimen — developer entry points. Every target sets up what it needs itself.
 #   make demo   set up .venv and run a narrated end-to-end demo on a throwaway vault
 #   make test   set up .venv (and the Debian packages it drives when possible) and run the whole suite
-#   make lint   ruff + import-linter architecture contracts
+#   make lint   ruff, import-linter architecture contracts, mypy
 #   make bench  benchmarks (figures printed, never asserted)
 #   make dist   wheel and sdist into dist/ (the version lives in kimen/__init__.py)
 
@@ -52,6 +52,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check kimen tests bench scripts
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	@# dotenvx is the comparison SPEC §12 names for `run`; installed beside the benches when npm exists

@@ -29,7 +29,6 @@ from .store import KdfParams
 KEY_BYTES = 32
 NONCE_BYTES = 24
 SALT_BYTES = 16
-TAG_BYTES = 16
 
 
 class AuthenticationFailed(Exception):

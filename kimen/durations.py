@@ -1,25 +1,36 @@
-"""Durations and sizes as written on the command line (SPEC §2.5)."""
+"""Durations, sizes and times as kimen writes and reads them (SPEC §2.5): the one owner of each.
+
+- durations on the command line: `90s`, `15m`, `1h30m`, `7d` or a bare number of seconds;
+- sizes: `64MiB`, `1GiB` or a bare number of KiB;
+- times: RFC 3339 in UTC, `YYYY-MM-DDTHH:MM:SSZ` (whole seconds) as kimen writes them — in the
+  vault's rows, bundles, identities and the session's status — and, with an optional fraction,
+  as it reads them from signed documents (`created_at`, a head's log entries, join requests).
+
+Regular expressions are compiled on first use (`re`'s own cache): writing a time must not cost
+the start-up of a command that never parses one.
+"""
 
 from __future__ import annotations
 
-import re
+import time
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_GROUP = re.compile(r"([0-9]+)([smhd])")  # ASCII digits: \d takes any script's
-_SIZE = re.compile(r"([0-9]+)[ \t]*(KiB|MiB|GiB)?")  # ASCII digits: \d takes any script's
+_GROUP = r"([0-9]+)([smhd])"  # ASCII digits: \d takes any script's
+_SIZE = r"([0-9]+)[ \t]*(KiB|MiB|GiB)?"  # ASCII digits: \d takes any script's
 _SIZE_UNITS = {None: 1, "KiB": 1, "MiB": 1024, "GiB": 1024 * 1024}
-
-DURATION_SYNTAX = "durations look like 90s, 15m, 1h30m, 7d, or a bare number of seconds"
+_TIME = r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?Z"
 
 
 def parse_duration(text: str, *, allow_zero: bool = False) -> int:
     """Seconds in `text`; raises ValueError (the caller maps it to its area's reason)."""
+    import re
+
     text = text.strip()
     if text.isascii() and text.isdigit():
         seconds = int(text)
     else:
         pos, seconds = 0, 0
-        for match in _GROUP.finditer(text):
+        for match in re.finditer(_GROUP, text):
             if match.start() != pos:
                 raise ValueError(f"invalid duration {text!r}")
             seconds += int(match.group(1)) * _UNITS[match.group(2)]
@@ -46,7 +57,36 @@ def format_duration(seconds: int) -> str:
 
 def parse_size_kib(text: str) -> int:
     """KiB in `text` (`64MiB`, `65536`, `1GiB`); raises ValueError."""
-    match = _SIZE.fullmatch(text.strip())
+    import re
+
+    match = re.fullmatch(_SIZE, text.strip())
     if not match:
         raise ValueError(f"invalid size {text!r}")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def format_time(unix: float | None = None) -> str:
+    """`unix` (default: now) as kimen writes times: `YYYY-MM-DDTHH:MM:SSZ`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def parse_time(text: object) -> int | None:
+    """Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z` that names a
+    real calendar time (month 1-12, a day the month has, 00:00:00-23:59:59; no leap second), else
+    None (also for anything that is not a string)."""
+    if not isinstance(text, str):
+        return None
+    import re
+
+    match = re.fullmatch(_TIME, text)
+    if match is None:
+        return None
+    import calendar
+    import datetime
+
+    year, month, day, hour, minute, second = (int(group) for group in match.groups())
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))

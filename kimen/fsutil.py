@@ -211,12 +211,12 @@ def _locked_temp(dir_fd: int, name: str) -> tuple[str, int]:
             return tmp, fd
         except BlockingIOError:  # a sweeper is looking at it this instant: take another name
             os.close(fd)
-            _unlink_quietly(tmp, dir_fd=dir_fd)
+            unlink_quietly(tmp, dir_fd=dir_fd)
             if attempt == 2:
                 raise
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp, dir_fd=dir_fd)
+            unlink_quietly(tmp, dir_fd=dir_fd)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -254,10 +254,10 @@ def replace_at(
         finally:
             os.close(fd)  # the lock is held until the file has its final name
     except OSError as exc:
-        _unlink_quietly(tmp, dir_fd=dir_fd)
+        unlink_quietly(tmp, dir_fd=dir_fd)
         raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     except BaseException:
-        _unlink_quietly(tmp, dir_fd=dir_fd)
+        unlink_quietly(tmp, dir_fd=dir_fd)
         raise
     try:
         os.fsync(dir_fd)
@@ -292,32 +292,35 @@ def write_exclusive(
     *,
     mode: int = 0o600,
     dir_fd: int | None = None,
+    shown: str | None = None,
     exists: type[KimenError] | None = None,
     failed: type[KimenError] = WriteFailed,
 ) -> None:
-    """Create a new file (O_CREAT|O_EXCL|O_NOFOLLOW) and write `data`, fsynced.
+    """Create a new file (O_CREAT|O_EXCL|O_NOFOLLOW) and write `data`, fsynced: the one writer of
+    new private files (`path` relative to `dir_fd` when given; `shown` is the path errors name).
 
     An existing path (or a symlink) raises `exists(path=)` when given, else `failed`.
     A partially written file is removed.
     """
+    shown = shown or path
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600, dir_fd=dir_fd)
-    except FileExistsError:
+    except FileExistsError as exc:
         if exists is not None:
-            raise exists(path=path) from None
-        raise failed(detail=f"{path}: already exists", path=path) from None
+            raise exists(path=shown) from None
+        raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     except OSError as exc:
-        raise failed(detail=f"{path}: {exc.strerror}", path=path) from None
+        raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     try:
         _write_all(fd, data)
         os.fchmod(fd, mode)
         os.fsync(fd)
     except BaseException as exc:
         os.close(fd)
-        _unlink_quietly(path, dir_fd=dir_fd)
+        unlink_quietly(path, dir_fd=dir_fd)
         if isinstance(exc, OSError):
-            raise failed(detail=f"{path}: {exc.strerror}", path=path) from None
+            raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
         raise
     os.close(fd)
 
@@ -349,20 +352,25 @@ def read_regular(
     *,
     missing: Callable[[], BaseException] | None = None,
     too_large: Callable[[], BaseException] | None = None,
+    dir_fd: int | None = None,
+    follow_symlinks: bool = True,
 ) -> bytes:
     """The bytes of the regular file at `path` (at most `limit`): the one reader of every file a
-    user names (profiles, includes, config, bundles, identities, recipients, signers, values).
+    user names (profiles, includes, config, bundles, identities, recipients, signers, values) and
+    of kimen's own small records (runtime-dir owners, `/proc/<pid>/stat`).
 
     Never blocks on what is not a regular file: the open is non-blocking (a FIFO without a writer
     would otherwise stall it forever), `fstat` refuses anything but a regular file (a FIFO, a
     directory, `/dev/zero`), and only then is O_NONBLOCK cleared and the file read, bounded.
-    Symlinks are followed: a symlinked profile, config or key file is a normal setup.
+    Symlinks are followed (a symlinked profile, config or key file is a normal setup) unless
+    `follow_symlinks` is false (kimen's own files); `dir_fd` as for `os.open`.
     `fail(problem)` builds the caller's error ("Is a FIFO, not a regular file", "Permission denied",
     "larger than 1 MiB"); `missing()` the one for a path that does not exist (else `fail`);
     `too_large()` the one for a file over `limit` (else `fail`).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+        flags = os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0) | (0 if follow_symlinks else _O_NOFOLLOW)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         raise (missing() if missing is not None else fail("not found")) from None
     except OSError as exc:
@@ -408,12 +416,9 @@ def read_limited(fd_or_file: int | object, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _unlink_quietly(path: str, dir_fd: int | None = None) -> None:
+def unlink_quietly(path: str, dir_fd: int | None = None) -> None:
+    """Remove `path` if it can be removed (cleaning up after a failure: the first error stands)."""
     try:
         os.unlink(path, dir_fd=dir_fd)
     except OSError:
         pass
-
-
-def is_enospc(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

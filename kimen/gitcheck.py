@@ -1,4 +1,4 @@
-"""Questions kimen asks git about a path: is it ignored, is it tracked.
+"""Questions kimen asks git about a path: is it ignored.
 
 Used to warn when a secret-bearing output (an envfile, an identity) would not be ignored by git,
 or when a value source is already in git's history. The git CLI runs with a scrubbed environment
@@ -66,20 +66,6 @@ def is_ignored(path: str, env: dict[str, str] | None = None) -> bool | None:
     if work_tree_top(directory) is None:
         return None
     status = _git(directory, ["check-ignore", "-q", "--no-index", "--", path], env)
-    if status == 0:
-        return True
-    if status == 1:
-        return False
-    return None
-
-
-def is_tracked(path: str, env: dict[str, str] | None = None) -> bool | None:
-    """Whether `path` is tracked by git (in the index); None outside a work tree or without git."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    if work_tree_top(directory) is None:
-        return None
-    status = _git(directory, ["ls-files", "--error-unmatch", "--", path], env)
     if status == 0:
         return True
     if status == 1:

@@ -3,12 +3,14 @@
 On Linux the XDG rules are a few lines; reproducing them keeps ~20 ms of platformdirs import off
 the hot path (`kimen run` with a session). `tests/test_paths.py` proves the results identical to
 platformdirs for the environments that matter. Other platforms ask platformdirs directly.
-This module only computes paths; it never creates or checks anything.
+This module computes locations and says whether one may be used (`session_dir_problem`); it
+never creates or changes anything.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 TYPE_CHECKING = False
@@ -92,6 +94,27 @@ def session_dir(env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(cache_dir(env), "session")
 
 
+def session_dir_problem(directory: str) -> str | None:
+    """Why `directory` must not be used as the session dir — a symlink, not a directory, another
+    user's, or open to group or others (the daemon's socket and `session.lock` live there) — or
+    None when it is safe or does not exist (kimen creates it 0700). Never chmodded: the fix is the
+    user's (`session_dir_hint`)."""
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077:
+        return None  # the common case, without importing fsutil (the session client's hot path)
+    from .fsutil import directory_problem
+
+    return directory_problem(directory, strict=True) or "unsafe"
+
+
+def session_dir_hint(directory: str) -> str:
+    return (f"remove {directory} (kimen recreates it 0700) or set KIMEN_SESSION_DIR to a private directory; "
+            "kimen never changes the permissions of an existing directory")
+
+
 def audit_log(env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(state_dir(env), "audit.jsonl")
 
@@ -147,5 +170,4 @@ def profile_dirs(env: Mapping[str, str] = os.environ, cwd: str | None = None) ->
         current = os.path.dirname(current)
     dirs.append(os.path.join(config_dir(env), "profiles"))
     dirs.append(os.path.join(_home(env), ".config", APP, "profiles"))
-    seen: set[str] = set()
-    return [d for d in dirs if not (d in seen or seen.add(d))]
+    return list(dict.fromkeys(dirs))

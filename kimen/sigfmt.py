@@ -5,8 +5,6 @@
   document — a bundle's signature, a head id, a membership record, a join request — is taken over
   these bytes.
 - `loads`: the strict JSON reader for signed documents: floats, NaN and duplicate keys refused.
-- `parse_time`: the one reader of the RFC 3339 UTC times documents carry (`created_at`, a head's
-  log entries, join requests).
 - signer ids: `kimen-sig-v1:` + unpadded base64url of an Ed25519 public key.
 
 It sits in the lowest layer so that `kimen.bundle` (the age layer) and `kimen.sync` (the chain of
@@ -19,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 
 from . import errors
 
@@ -28,7 +25,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGNER_PREFIX = "kimen-sig-v1:"
-_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?Z")
 
 
 def canonical(doc: Any) -> bytes:
@@ -50,24 +46,6 @@ def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
 def loads(text: str) -> Any:
     """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`)."""
     return json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
-
-
-def parse_time(text: object) -> int | None:
-    """Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z` that names a
-    real calendar time (month 1-12, a day the month has, 00:00:00-23:59:59; no leap second), else
-    None (also for anything that is not a string)."""
-    match = _TIME.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        return None
-    import calendar
-    import datetime
-
-    year, month, day, hour, minute, second = (int(group) for group in match.groups())
-    try:
-        datetime.datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return None
-    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
 
 
 def signer_id(public: bytes) -> str:

@@ -16,8 +16,9 @@ from .errors import EmptySecretName, InvalidSecretName
 TYPE_CHECKING = False  # typing costs ~5 ms of start-up; annotations are strings anyway
 
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import Sequence
-    from typing import Any, Literal
+    from typing import Any, Literal, Protocol
 
     ChangeOp = Literal["set", "rm", "mv"]
     SetMode = Literal["upsert", "create", "update"]
@@ -49,6 +50,14 @@ def check_secret_name(name: str) -> str:
     return name
 
 
+def check_read_names(names: Sequence[str]) -> list[str]:
+    """`names` without repeats, in order, each checked (`check_secret_name`): what a store reads."""
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        check_secret_name(name)
+    return wanted
+
+
 def _printable(name: str) -> str:
     """A name as it may appear in a message: bounded and without control characters."""
     shown = name[:MAX_NAME_BYTES + 8]
@@ -57,15 +66,20 @@ def _printable(name: str) -> str:
 
 
 class _Record:
-    """A small immutable value type (dataclasses cost ~15 ms of imports on the hot path)."""
+    """A small immutable value type: equality, hash and repr over its slots.
 
-    __slots__ = ()
+    Not a dataclass: `dataclasses` costs ~7 ms of imports, and this module is on the hot path.
+    Each subclass declares its slots and annotates them, and its `__init__` stores through
+    `_init` (`__setattr__` refuses every other assignment).
+    """
 
-    def _key(self) -> tuple:
+    __slots__: tuple[str, ...] = ()
+
+    def _key(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+        return isinstance(other, _Record) and type(other) is type(self) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -86,6 +100,10 @@ class KdfParams(_Record):
     """argon2id parameters as stored in a vault."""
 
     __slots__ = ("alg", "memory_kib", "parallelism", "time")
+    alg: str
+    memory_kib: int
+    parallelism: int
+    time: int
 
     def __init__(self, memory_kib: int, time: int, parallelism: int, alg: str = "argon2id") -> None:
         self._init(memory_kib=memory_kib, time=time, parallelism=parallelism, alg=alg)
@@ -113,18 +131,37 @@ class VaultMeta(_Record):
         "vault_id",
         "wrap_id",
     )
+    canonical_path: str
+    created_at: str
+    format: str
+    generation: int
+    kdf: KdfParams
+    key_epoch: int
+    mode: str
+    path: str
+    schema_version: int
+    secret_count: int
+    size_bytes: int
+    vault_id: str
+    wrap_id: str
 
-    def __init__(self, **fields: Any) -> None:
-        missing = set(self.__slots__) - set(fields)
-        if missing:
-            raise TypeError(f"VaultMeta missing {sorted(missing)}")
-        self._init(**fields)
+    def __init__(self, *, path: str, canonical_path: str, format: str, schema_version: int, vault_id: str,
+                 created_at: str, generation: int, secret_count: int, size_bytes: int, mode: str,
+                 kdf: KdfParams, key_epoch: int, wrap_id: str) -> None:
+        self._init(path=path, canonical_path=canonical_path, format=format, schema_version=schema_version,
+                   vault_id=vault_id, created_at=created_at, generation=generation, secret_count=secret_count,
+                   size_bytes=size_bytes, mode=mode, kdf=kdf, key_epoch=key_epoch, wrap_id=wrap_id)
 
 
 class SecretInfo(_Record):
     """A secret's metadata: no value, no key needed."""
 
     __slots__ = ("created_at", "name", "revision", "size", "updated_at")
+    created_at: str
+    name: str
+    revision: int
+    size: int
+    updated_at: str
 
     def __init__(self, name: str, revision: int, size: int, created_at: str, updated_at: str) -> None:
         # direct slot stores: `list()` builds one of these per row (100 000 in a large vault)
@@ -144,6 +181,9 @@ class SecretValue(_Record):
     """A decrypted value (its repr never shows the value)."""
 
     __slots__ = ("name", "revision", "value")
+    name: str
+    revision: int
+    value: bytes
 
     def __init__(self, name: str, value: bytes, revision: int) -> None:
         self._init(name=name, value=value, revision=revision)
@@ -153,6 +193,11 @@ class Change(_Record):
     """One item of a `write`: set (create/update/upsert), rm, or mv (old name -> `new_name`)."""
 
     __slots__ = ("mode", "name", "new_name", "op", "value")
+    mode: SetMode
+    name: str
+    new_name: str | None
+    op: ChangeOp
+    value: bytes | None
 
     def __init__(self, op: ChangeOp, name: str, value: bytes | None = None, new_name: str | None = None,
                  mode: SetMode = "upsert") -> None:
@@ -172,7 +217,14 @@ class Change(_Record):
 
 
 class ChangeResult(_Record):
+    """What one `Change` did: the new revision (None for `rm`), and whether a `set` created."""
+
     __slots__ = ("created", "name", "new_name", "op", "revision")
+    created: bool
+    name: str
+    new_name: str | None
+    op: ChangeOp
+    revision: int | None
 
     def __init__(self, op: ChangeOp, name: str, revision: int | None, created: bool = False,
                  new_name: str | None = None) -> None:
@@ -180,40 +232,39 @@ class ChangeResult(_Record):
 
 
 class WriteResult(_Record):
+    """The vault's generation after a `write`, and one result per change."""
+
     __slots__ = ("generation", "results")
+    generation: int
+    results: list[ChangeResult]
 
     def __init__(self, generation: int, results: list[ChangeResult]) -> None:
         self._init(generation=generation, results=results)
 
 
-class Store:
-    """The operations of SPEC §3.6 (an interface: implementations need not inherit from it).
+if TYPE_CHECKING:
+    class Store(Protocol):
+        """The operations of SPEC §3.6, implemented by `kimen.vault.LocalStore`, the session client's
+        `SessionStore` and the read-only `BundleStore` (structurally: none inherits from this).
 
-    `meta` and `list` need no key.
-    """
+        `meta` and `list` need no key. A type only: `typing` is not imported at run time.
+        """
 
-    def meta(self) -> VaultMeta:
-        raise NotImplementedError
+        def meta(self) -> VaultMeta: ...
 
-    def list(self, prefix: str | None = None) -> list[SecretInfo]:
-        raise NotImplementedError
+        def list(self, prefix: str | None = None) -> builtins.list[SecretInfo]: ...
 
-    def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
-        """Values of `names`; every missing name is reported together (`SecretNotFound`)."""
-        raise NotImplementedError
+        def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
+            """Values of `names`; every missing name is reported together (`SecretNotFound`)."""
+            ...
 
-    def write(
-        self,
-        changes: Sequence[Change],
-        if_generation: int | None = None,
-        baseline: Any = None,
-    ) -> WriteResult:
-        """Apply all `changes` in one transaction, or none of them."""
-        raise NotImplementedError
+        def write(self, changes: Sequence[Change], if_generation: int | None = None,
+                  baseline: Any = None) -> WriteResult:
+            """Apply all `changes` in one transaction, or none of them."""
+            ...
 
-    def verify(self) -> None:
-        """The integrity check of §3.3; raises `VaultTampered` or `SecretCorrupt`."""
-        raise NotImplementedError
+        def verify(self) -> None:
+            """The integrity check of §3.3; raises `VaultTampered` or `SecretCorrupt`."""
+            ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+        def close(self) -> None: ...

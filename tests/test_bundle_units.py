@@ -8,7 +8,7 @@ import json
 import pyrage
 import pytest
 
-from kimen import agefmt, crypto, errors
+from kimen import agefmt, crypto, durations, errors
 from kimen.bundle import age, document, keys
 from kimen.bundle.store import BundleStore
 
@@ -187,7 +187,7 @@ def test_bundle_store_answers_like_the_vault_it_was_sealed_from(tmp_path):
     ("2026-11-25T10:00:00.123456789Z", 1795600800),
 ])
 def test_created_at_parses_real_utc_times(text, seconds):
-    assert document.parse_time(text) == seconds
+    assert durations.parse_time(text) == seconds
 
 
 @pytest.mark.parametrize("text", [
@@ -196,4 +196,4 @@ def test_created_at_parses_real_utc_times(text, seconds):
     "2026-01-01 00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00.Z", "२०२६-01-01T00:00:00Z",
 ])
 def test_created_at_refuses_what_is_not_a_real_utc_time(text):
-    assert document.parse_time(text) is None
+    assert durations.parse_time(text) is None

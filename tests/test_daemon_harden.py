@@ -12,7 +12,7 @@ import pytest
 
 PROBE = """
 import ctypes, resource
-from kimen.daemon.server import harden
+from kimen.daemon.server.process import harden
 libc = ctypes.CDLL(None)
 before = libc.prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
 harden()
@@ -29,9 +29,9 @@ def test_harden_turns_off_dumpability_and_core_dumps():
 
 
 def test_harden_is_the_daemons_first_step():
-    from kimen.daemon import server
+    from kimen.daemon.server import process
 
-    tree = ast.parse(Path(server.__file__).read_text())
+    tree = ast.parse(Path(process.__file__).read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     first_daemon = next(i for i, n in enumerate(main.body) if "Daemon(" in ast.unparse(n))
     harden_at = next(i for i, n in enumerate(main.body) if ast.unparse(n) == "harden()")

@@ -13,7 +13,7 @@ import pytest
 
 from kimen import errors
 from kimen.daemon import protocol, requests
-from kimen.daemon.server import Budget
+from kimen.daemon.server.limits import Budget
 from kimen.store import MAX_VALUE_BYTES
 
 
@@ -101,3 +101,13 @@ def test_budget_takes_waits_and_gives():
     assert budget.used == 130 and not budget.try_take(1)
     budget.give(130)
     assert budget.used == 0
+
+
+def test_every_op_has_one_handler_row_and_one_field_spec():
+    """The daemon's op table (handler, where it runs) and the request checker's field table name
+    the same ops: an op added to one and not the other fails here, not in a client."""
+    from kimen.daemon.server import ops
+
+    assert set(ops.OPS) == set(requests.OPS)
+    assert {op for op, row in ops.OPS.items() if row.inline} == {"status", "read"}  # the event loop's
+    assert [op for op, row in ops.OPS.items() if row.stops] == ["stop"]

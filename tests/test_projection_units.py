@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from kimen import errors
+from kimen import errors, procs
 from kimen.projection import env as penv
 from kimen.projection import files, kmap
 from kimen.projection.resolve import resolve
@@ -82,7 +82,7 @@ def test_runtime_dir_lifecycle(tmp_path):
     assert stat.S_IMODE(os.stat(os.path.join(rd.path, "a")).st_mode) == 0o700
     with open(os.path.join(rd.path, files.OWNER_FILE)) as fh:
         owner = fh.read().split()
-    assert int(owner[0]) == os.getpid() and owner[1] == files.process_start_time(os.getpid())
+    assert int(owner[0]) == os.getpid() and owner[1] == procs.start_time(os.getpid())
     with pytest.raises(errors.WriteFailed):
         rd.write([("top", b"again")])  # exclusive create
     rd.remove()

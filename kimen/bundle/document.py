@@ -13,8 +13,8 @@ import re
 import time
 
 from .. import errors, sigfmt
+from ..durations import format_time, parse_time
 from ..sigfmt import canonical  # kimen's one canonical serialisation (document.canonical)
-from ..sigfmt import parse_time as parse_time  # kimen's one RFC 3339 reader (document.parse_time)
 from ..store import MAX_VALUE_BYTES, is_valid_secret_name
 from . import keys
 
@@ -35,10 +35,6 @@ MAX_GENERATION = 2**53 - 1
 # A stateful open refuses a generation further ahead of the local clock than this (ms): accepting
 # one would make the vault refuse every genuine bundle sealed until then.
 MAX_FUTURE_MS = 15 * 60 * 1000
-
-
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Secret:
@@ -83,7 +79,7 @@ def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, c
     doc: dict[str, Any] = {
         "kimen_bundle": VERSION,
         "bundle_id": bundle_id,
-        "created_at": now_rfc3339(),
+        "created_at": format_time(),
         "creator": creator,
         "source_vault_id": source_vault_id,
         "generation": generation,
@@ -215,7 +211,7 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
 
 
 def valid_generation(value: object) -> bool:
-    return type(value) is int and 1 <= value <= MAX_GENERATION  # type: ignore[operator]
+    return type(value) is int and 1 <= value <= MAX_GENERATION
 
 
 def check_max_age(document: Document, max_age_seconds: int | None, now: float | None = None) -> None:

@@ -20,7 +20,6 @@ from ..sigfmt import parse_signer, signer_id
 
 _SSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _SSH_END = b"-----END OPENSSH PRIVATE KEY-----"
-MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 class Identity:
@@ -69,14 +68,14 @@ class Identity:
 
 def generate() -> tuple[Identity, str]:
     """A new X25519 identity and its age-keygen file text."""
-    import time
-
     from pyrage import x25519
+
+    from ..durations import format_time
 
     obj = x25519.Identity.generate()
     text = str(obj)
     recipient = str(obj.to_public())
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    created = format_time()
     file_text = f"# created: {created}\n# public key: {recipient}\n{text}\n"
     return Identity("x25519", text.encode("ascii"), obj, recipient), file_text
 

@@ -6,7 +6,7 @@ Projections ask it for names exactly as they ask a vault or a session; it never 
 from __future__ import annotations
 
 from .. import errors
-from ..store import KdfParams, SecretInfo, SecretValue, VaultMeta, check_secret_name
+from ..store import KdfParams, SecretInfo, SecretValue, VaultMeta, check_read_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,9 +41,7 @@ class BundleStore:
         return {n for n in names if n in self._secrets}
 
     def read(self, names: Sequence[str]) -> dict[str, SecretValue]:
-        wanted = list(dict.fromkeys(names))
-        for name in wanted:
-            check_secret_name(name)
+        wanted = check_read_names(names)
         missing = [n for n in wanted if n not in self._secrets]
         if missing:
             raise errors.SecretNotFound(missing, known=self._secrets)

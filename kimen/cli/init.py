@@ -31,7 +31,6 @@ TEMPLATES = {
     "ci-deploy": {"file": "ci-deploy.yml", "out": ".github/workflows/kimen-deploy.yml",
                   "triggers": "  push:\n    branches: [main]\n  workflow_dispatch:\n"},
 }
-_PROFILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}")
 _PLACEHOLDER = re.compile(r"__([A-Z_]+)__")
 _ENVIRONMENT_MAX = 255  # GitHub's limit for an environment name
@@ -92,12 +91,14 @@ def render(template: str, *, profile: str, command: str, bundle: str = "vault.ag
     """The workflow text; refuses values that could break out of their YAML or shell slot."""
     from importlib import resources
 
+    from ..projection.kmap import is_profile_name
+
     command_flag = "--deploy-command" if template == "ci-deploy" else "--command"
     install_spec = default_install_spec() if install_spec is None else install_spec
     for flag, value in (("--profile", profile), (command_flag, command), ("--bundle", bundle),
                         ("--environment", environment), ("--install-spec", install_spec)):
         _checked(flag, value)
-    if not _PROFILE.fullmatch(profile):
+    if not is_profile_name(profile) or profile.startswith("-"):  # "-x" would read as a flag after --profile
         raise errors.InvalidProfileName(name=profile)
     if not _PATH.fullmatch(bundle) or ".." in bundle.split("/"):
         raise errors.InitFailed(detail="--bundle must be a relative path of [A-Za-z0-9_./-]")

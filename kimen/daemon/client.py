@@ -127,15 +127,6 @@ def _connect(sock: _socket.socket, path: str, timeout: float) -> None:
 # -- finding the daemon --
 
 
-def dir_problem(directory: str) -> str | None:
-    """Why the session dir is unsafe (symlink, not ours, loose), None when fine or absent."""
-    from ..fsutil import directory_problem
-
-    if not os.path.lexists(directory):
-        return None
-    return directory_problem(directory, strict=True)
-
-
 def connect(env: Mapping[str, str], *, strict: bool = False) -> Connection | None:
     """A connection to this user's daemon, or None when there is none.
 
@@ -160,27 +151,18 @@ def open_connection(env: Mapping[str, str], *, strict: bool = False,
         if strict:
             raise
         return None
-    try:
-        st = os.lstat(directory)
-    except OSError:
+    if not os.path.lexists(directory):
         return None
-    import stat
-
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        problem = dir_problem(directory) or "unsafe"
+    problem = paths.session_dir_problem(directory)
+    if problem:
         if strict:
-            raise errors.SessionDirUnsafe(path=directory, problem=problem, hint=session_dir_hint(directory))
+            raise errors.SessionDirUnsafe(path=directory, problem=problem, hint=paths.session_dir_hint(directory))
         from ..output import warn
 
         warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})",
              reason="session_dir_ignored")
         return None
     return Connection(path, token=env.get("KIMEN_SESSION_TOKEN") or None, timeout=timeout)
-
-
-def session_dir_hint(directory: str) -> str:
-    return (f"remove {directory} (kimen recreates it 0700) or set KIMEN_SESSION_DIR to a private directory; "
-            "kimen never changes the permissions of an existing directory")
 
 
 def same_version(status: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ import os
 
 from .. import errors
 from . import protocol
-from .client import STATUS_TIMEOUT, Connection, Probe, connect, probe, same_version, session_dir_hint
+from .client import STATUS_TIMEOUT, Connection, Probe, connect, probe, same_version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,8 +35,7 @@ def lock(env: Mapping[str, str], vault_path: str | None) -> dict[str, Any] | Non
     if conn is None:
         return None
     with conn:
-        fields = {} if vault_path is None else {"vault_path": vault_path}
-        return conn.call("lock", **fields)
+        return conn.call("lock") if vault_path is None else conn.call("lock", vault_path=vault_path)
 
 
 def stop(env: Mapping[str, str]) -> None:
@@ -59,25 +58,13 @@ def stop(env: Mapping[str, str]) -> None:
 def _wait_gone(pid: int | None, path: str, timeout: float = 10.0) -> None:
     import time
 
+    from ..procs import is_running
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (pid is None or not _alive(pid)) and not _is_socket(path):
+        if (pid is None or not is_running(pid)) and not _is_socket(path):
             return
         time.sleep(0.01)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (its parent has not reaped it yet) is gone for our purpose
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _is_socket(path: str) -> bool:
@@ -103,10 +90,9 @@ def _remove_stale_socket(path: str) -> None:
             probe.settimeout(1.0)
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            from ..fsutil import unlink_quietly
+
+            unlink_quietly(path)
         except OSError:
             pass
         finally:
@@ -124,15 +110,18 @@ class session_lock:
         import fcntl
 
         from .. import paths
-        from ..fsutil import ensure_private_dir
+        from ..fsutil import make_private_dirs
 
         directory = paths.session_dir(self.env)
         protocol.socket_path(self.env)  # socket_path_too_long before creating anything
         try:
-            ensure_private_dir(directory, errors.SessionDirUnsafe)
-        except errors.SessionDirUnsafe as err:
-            raise errors.SessionDirUnsafe(path=directory, problem=err.fields.get("problem"),
-                                          hint=session_dir_hint(directory)) from None
+            make_private_dirs(directory)  # 0700 when missing; an existing one is only checked
+        except OSError as exc:
+            problem: str | None = f"cannot create: {exc.strerror}"
+        else:
+            problem = paths.session_dir_problem(directory)
+        if problem:
+            raise errors.SessionDirUnsafe(path=directory, problem=problem, hint=paths.session_dir_hint(directory))
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             self.fd = os.open(os.path.join(directory, protocol.LOCK_NAME), flags, 0o600)

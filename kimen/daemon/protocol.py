@@ -20,9 +20,67 @@ from .. import __version__, errors, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
     from collections.abc import Mapping
-    from typing import Any
+    from typing import Any, Literal, NotRequired, TypedDict
+
+    # The frames' shapes, for the type checker only (`typing` is not imported at run time). A
+    # request is any JSON object until `kimen.daemon.requests.check` accepted it as a `Request`.
+
+    class Request(TypedDict, total=False):
+        v: int
+        kimen: str
+        id: str | int | None
+        op: str
+        token: str
+        context: dict[str, Any]
+        vault_path: str | None  # `status`, `lock`: optional; the store ops and `unlock`: required
+        passphrase_b64: str  # unlock
+        ttl: int | float
+        max_ttl: int | float
+        require_grant: bool
+        names: list[str]  # read
+        changes: list[dict[str, Any]]  # write: {op, name, value_b64?, mode?, new_name?}
+        if_generation: int | None
+        baseline: Any
+
+    class VaultState(TypedDict):
+        """An unlocked vault in `status`, `unlock` and `lock` responses."""
+
+        vault_path: str
+        vault_id: str
+        state: Literal["unlocked"]
+        unlocked_at: str
+        idle_expires_at: str
+        max_expires_at: str
+        ttl_seconds: float
+        max_ttl_seconds: float
+        mlock: bool
+
+    class ExpiredState(TypedDict):
+        """A vault whose TTL ran out (until lock, unlock or stop)."""
+
+        vault_path: str
+        vault_id: str
+        state: Literal["expired"]
+        unlocked_at: str
+        ttl_seconds: float
+        max_ttl_seconds: float
+        expired_at: str
+        expired_by: Literal["idle_ttl", "max_ttl"]
+
+    class Status(TypedDict):
+        """The `status` answer (its shape is frozen: any version's client reads it)."""
+
+        running: bool
+        pid: int
+        version: str
+        protocol: int
+        require_grant: bool
+        mlock: bool
+        vaults: list[VaultState | ExpiredState]
+        grant_count: int
+        held: NotRequired[bool]  # `lock` answers a status with this added
 
 PROTOCOL = 1
 VERSION = __version__
@@ -204,7 +262,8 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
         return _json_loads(text)
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
-        value, end = make_scanner(_ScanContext)(text, start)
+        # typeshed types the context as a scanner; the C scanner reads only the attributes above
+        value, end = make_scanner(_ScanContext)(text, start)  # type: ignore[arg-type]
     except StopIteration:
         raise ValueError("not a JSON value") from None
     except (ValueError, RecursionError):
@@ -225,11 +284,11 @@ def _json_loads(text: str) -> Any:
     return json.loads(text)
 
 
-def send(sock: socket.socket, doc: dict[str, Any]) -> None:
+def send(sock: _socket.socket, doc: dict[str, Any]) -> None:
     sock.sendall(encode(doc))
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: _socket.socket, n: int) -> bytes:
     chunks: list[bytes] = []
     while n:
         chunk = sock.recv(min(n, 1 << 20))
@@ -240,7 +299,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_FRAME) -> dict[str, Any]:
+def receive(sock: _socket.socket, *, idle: float | None = None, limit: int = MAX_FRAME) -> dict[str, Any]:
     """Read one frame. `idle` bounds the wait for its first byte (then `FRAME_TIMEOUT` for the rest).
 
     Raises `PeerClosed` on a clean close before a frame, `FrameTooLarge` when the length prefix
@@ -259,7 +318,7 @@ def receive(sock: socket.socket, *, idle: float | None = None, limit: int = MAX_
     return decode(_recv_exact(sock, length))
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+def peer_uid(sock: _socket.socket) -> int | None:
     """The uid of the process at the other end (SO_PEERCRED, or getpeereid on the BSDs)."""
     import _socket
 
@@ -279,7 +338,7 @@ def peer_uid(sock: socket.socket) -> int | None:
         return None
 
 
-def peer_pid(sock: socket.socket) -> int | None:
+def peer_pid(sock: _socket.socket) -> int | None:
     import _socket
 
     if not hasattr(_socket, "SO_PEERCRED"):  # pragma: no cover

@@ -70,10 +70,6 @@ def wall_time(boot_deadline: float, now_boot: float | None = None) -> float:
     return time.time() + (boot_deadline - now_boot)
 
 
-def rfc3339(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
-
-
 class LockedKey(Sensitive):
     """A 32-byte key in a private anonymous page: mlocked when permitted, never in a core dump."""
 
@@ -90,6 +86,7 @@ class LockedKey(Sensitive):
         self.locked = _mlock(self._map)
         self._map[:size] = key.view()
         key.wipe()
+        # the locked page's memoryview stands in for Sensitive's bytearray (the same buffer interface)
         self._buf = memoryview(self._map)[:size]  # type: ignore[assignment]
 
     def reveal(self) -> bytes:
@@ -101,10 +98,10 @@ class LockedKey(Sensitive):
             return
         try:
             buf[:] = b"\0" * len(buf)
-            buf.release()
+            buf.release()  # type: ignore[attr-defined]  # the memoryview of __init__
         except ValueError:  # already released
             pass
-        self._buf = None  # type: ignore[assignment]
+        self._buf = None  # type: ignore[assignment]  # wiped: `len()` is 0 from now on
         self._map[:] = b"\0" * _PAGE
         if self.locked:
             _munlock(self._map)

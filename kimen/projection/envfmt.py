@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 from .. import errors
 
-FORMATS = ("dotenv", "shell", "docker", "json")
 _DOTENV_BARE = re.compile(rb"[A-Za-z0-9_./:@+,-]+")
 _HINTS = {
     "dotenv": "use --format shell or --format json for values with such characters",
@@ -26,7 +25,7 @@ _HINTS = {
 }
 
 
-def _refuse(name: str, fmt: str) -> errors.ValueNotRepresentable:
+def _refuse(name: str, fmt: str) -> errors.KimenError:
     return errors.ValueNotRepresentable(name=name, format=fmt, variable=name, hint=_HINTS.get(fmt))
 
 

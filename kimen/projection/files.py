@@ -15,7 +15,7 @@ import os
 import stat
 import time
 
-from .. import errors, fsutil, paths
+from .. import errors, fsutil, paths, procs
 from .kmap import OWNER_FILE
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
@@ -23,54 +23,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 ORPHAN_GRACE_SECONDS = 60
-
-
-# ---------------------------------------------------------------------------------------------
-# Process identity (for .kimen-owner)
-# ---------------------------------------------------------------------------------------------
-
-
-def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    # fields[0] is field 3 (state); field 22 is fields[19]
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def process_alive(pid: int, start: str | None) -> bool:
-    """Whether `pid` is still the process that wrote an owner record with `start`."""
-    if pid <= 0:
-        return False
-    current = process_start_time(pid)
-    if current is not None:
-        return start is None or start == "?" or current == start
-    if os.path.isdir("/proc/self"):
-        return False  # Linux: no /proc entry means no such process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
 # Directory-fd helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError], shown: str) -> int:
@@ -100,29 +58,6 @@ def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError],
         raise
 
 
-def write_new_at(dir_fd: int, name: str, data: bytes, shown: str) -> None:
-    """Exclusive create (O_EXCL|O_NOFOLLOW) 0600 relative to `dir_fd`, written and fsynced."""
-    try:
-        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd)
-    except OSError as exc:
-        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
-    try:
-        os.fchmod(fd, 0o600)
-        _write_all(fd, data)
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        raise errors.WriteFailed(detail=f"{shown}: {exc.strerror}", path=shown) from None
-    os.close(fd)
-
-
-def _unlink_at(dir_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
-
-
 def remove_tree_at(parent_fd: int, name: str) -> None:
     """Remove directory `name` below `parent_fd` and everything in it, never following symlinks."""
     try:
@@ -130,7 +65,7 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
     except FileNotFoundError:
         return
     except OSError:
-        _unlink_at(parent_fd, name)  # a symlink or a file where a dir was expected: unlink it
+        fsutil.unlink_quietly(name, dir_fd=parent_fd)  # a symlink or a file where a dir was expected: unlink it
         return
     try:
         with os.scandir(fd) as entries:
@@ -139,7 +74,7 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
             if is_dir:
                 remove_tree_at(fd, entry)
             else:
-                _unlink_at(fd, entry)
+                fsutil.unlink_quietly(entry, dir_fd=fd)
     finally:
         os.close(fd)
     try:
@@ -166,7 +101,7 @@ def write_files(root_fd: int, root_shown: str, files: Iterable[tuple[str, bytes]
                 fsutil.replace_at(fd, parts[-1], data, shown=shown, sweep=(st.st_dev, st.st_ino) not in swept)
                 swept.add((st.st_dev, st.st_ino))
             else:
-                write_new_at(fd, parts[-1], data, shown)
+                fsutil.write_exclusive(parts[-1], data, dir_fd=fd, shown=shown)
         finally:
             os.close(fd)
         written.append(shown)
@@ -232,7 +167,7 @@ def sweep_stale(base_fd: int) -> list[str]:
         if owner is None:
             if now - st.st_mtime < ORPHAN_GRACE_SECONDS:
                 continue  # maybe being created right now by another kimen
-        elif process_alive(*owner):
+        elif procs.is_same_process(*owner):
             continue
         remove_tree_at(base_fd, name)
         removed.append(name)
@@ -245,11 +180,8 @@ def _read_owner(base_fd: int, name: str) -> tuple[int, str | None] | None:
     except OSError:
         return None
     try:
-        fd = os.open(OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        try:
-            text = os.read(fd, 256).decode("ascii", "replace")
-        finally:
-            os.close(fd)
+        data = fsutil.read_regular(OWNER_FILE, 256, OSError, dir_fd=dfd, follow_symlinks=False)
+        text = data.decode("ascii", "replace")
     except OSError:
         return None
     finally:
@@ -279,7 +211,7 @@ def create_runtime_dir(env: Mapping[str, str]) -> RuntimeDir:
     try:
         os.fchmod(fd, 0o700)
         pid = os.getpid()
-        write_new_at(fd, OWNER_FILE, f"{pid} {process_start_time(pid) or '?'}\n".encode(), rd.path)
+        fsutil.write_exclusive(OWNER_FILE, f"{pid} {procs.start_time(pid) or '?'}\n".encode(), dir_fd=fd, shown=rd.path)
     except BaseException:
         rd.remove()
         raise

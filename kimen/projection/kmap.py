@@ -18,6 +18,7 @@ from ..store import is_valid_secret_name
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
 
 MAX_PROFILE_BYTES = 1024 * 1024
 MAX_INCLUDE_DEPTH = 16
@@ -222,12 +223,12 @@ class _Fail(Exception):
 
 
 def _issue(cls: type[errors.KimenError], path: str, line: int, detail: str, *,
-           code: str | None = None, **fields: object) -> Issue:
+           code: str | None = None, **fields: Any) -> Issue:
     err = cls(f"{path}:{line}: {detail}", path=path, line=line, detail=detail, **fields)
     return Issue(code or _LINT_CODE.get(cls.reason, cls.reason), "error", detail, path, line, err)
 
 
-def _fail(cls: type[errors.KimenError], path: str, line: int, detail: str, **kw: object) -> _Fail:
+def _fail(cls: type[errors.KimenError], path: str, line: int, detail: str, **kw: Any) -> _Fail:
     return _Fail(_issue(cls, path, line, detail, **kw))
 
 
@@ -379,7 +380,7 @@ def find_profile(name: str, env: Mapping[str, str], cwd: str | None = None) -> t
     return found[0], found[1:]
 
 
-def _not_found(name: str, env: Mapping[str, str], cwd: str | None) -> errors.ProfileNotFound:
+def _not_found(name: str, env: Mapping[str, str], cwd: str | None) -> errors.KimenError:
     """`profile_not_found` with the directories searched, where to create it, and near names."""
     from ..suggest import nearest
 

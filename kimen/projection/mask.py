@@ -110,7 +110,8 @@ class Masker:
             if form[:HEAD] not in heads:
                 heads[form[:HEAD]] = _narrow(self.long_forms, 0, len(self.long_forms), 0, form[:HEAD])
         # automaton key -> (its replacement when it is a form, the range of long forms it begins)
-        keys = {form: (replacement, heads.get(form)) for form, replacement in owner.items() if len(form) <= HEAD}
+        keys: dict[bytes, tuple[bytes | None, tuple[int, int] | None]] = {
+            form: (replacement, heads.get(form)) for form, replacement in owner.items() if len(form) <= HEAD}
         for head, span in heads.items():
             keys.setdefault(head, (None, span))
         self.keys = sorted(keys)
@@ -158,6 +159,10 @@ class MaskStream:
 
     def __init__(self, masker: Masker) -> None:
         self._m = masker
+        self._start()
+
+    def _start(self) -> None:
+        """A new stream: nothing held, offset 0."""
         self._buf = bytearray()  # output not yet released, from stream offset `_base`
         self._base = 0
         self._context = b""  # the last `reach` bytes of the stream, released or not
@@ -195,7 +200,7 @@ class MaskStream:
     def flush(self) -> bytes:
         """End of stream: nothing can match any more; release everything (masked)."""
         out = self._release(final=True) if self._m.automaton is not None else b""
-        self.__init__(self._m)  # a later feed starts a new stream
+        self._start()  # a later feed starts a new stream
         return out
 
     def _found(self, index: int, start: int, end: int) -> None:
@@ -208,7 +213,7 @@ class MaskStream:
     def _release(self, final: bool) -> bytes:
         buf, base, pending = self._buf, self._base, self._pending
         now = base + len(buf)
-        out = []
+        out: list[bytes | bytearray] = []
         pos = base
         hold = self._hold(pos, now, final)
         while pending:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from ..store import MAX_VALUE_BYTES, Store
+from ..store import MAX_VALUE_BYTES
 from .kmap import Directive
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from ..store import Store
 
 MAX_EXEC_OUTPUT = 1024 * 1024
 
@@ -51,7 +53,8 @@ def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> by
     """Stdout of an `exec:` source with one trailing LF or CRLF removed."""
     import subprocess
 
-    argv = list(d.ref.argv)  # type: ignore[union-attr]
+    assert d.ref is not None and d.ref.argv is not None  # only `exec:` directives come here
+    argv = list(d.ref.argv)
     exe = which(argv[0], env.get("PATH"))
     where = d.where
     if exe is None:
@@ -66,7 +69,7 @@ def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> by
     from ..fsutil import read_limited
 
     with proc:
-        data = read_limited(proc.stdout, MAX_EXEC_OUTPUT)  # type: ignore[arg-type]
+        data = read_limited(proc.stdout, MAX_EXEC_OUTPUT)
         if len(data) > MAX_EXEC_OUTPUT:
             proc.kill()
             proc.wait()

@@ -92,10 +92,6 @@ def block_signals() -> None:
     _signal.pthread_sigmask(_signal.SIG_BLOCK, WATCHED)
 
 
-def unblock_signals() -> None:
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, WATCHED)
-
-
 def pending_stop() -> int | None:
     """A stopping signal that arrived while setting up (before the child exists)."""
     pending = _signal.sigpending() & STOPPING

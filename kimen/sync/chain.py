@@ -20,6 +20,7 @@ import hashlib
 from itertools import pairwise
 
 from .. import crypto, errors, sigfmt
+from ..durations import parse_time
 from ..sigfmt import canonical
 from ..store import MAX_VALUE_BYTES, is_valid_secret_name
 from .base import (
@@ -299,7 +300,7 @@ def _parse_log_entry(value: Any) -> LogEntry:
     seq = _int(item["seq"], 1, MAX_SEQ, "log entry seq")
     what = f"log entry {seq}"
     parent = _link(item["parent"], seq == 1, f"{what} parent")
-    if sigfmt.parse_time(item["at"]) is None:
+    if parse_time(item["at"]) is None:
         _bad(f"{what}: at must be an RFC 3339 UTC time")
     set_names, del_names = _names(item["set"], f"{what} set"), _names(item["del"], f"{what} del")
     if set(set_names) & set(del_names):
@@ -330,7 +331,7 @@ def parse_head(doc: SignedDocument) -> Head:
     sync = _obj(sync, _SYNC_KEYS, "sync member")
     if type(sync["format"]) is not int or sync["format"] != FORMAT:
         _bad("sync format must be 1")
-    if sigfmt.parse_time(raw["created_at"]) is None:
+    if parse_time(raw["created_at"]) is None:
         _bad("created_at must be an RFC 3339 UTC time")
     seq = _int(sync["seq"], 1, MAX_SEQ, "sync seq")
     remote_id = _hex(sync["remote_id"], 32, "sync remote_id")
@@ -562,7 +563,7 @@ def check_descent(parent: Head, head: Head) -> None:
 
 
 def _check_clock(head: Head, now: float, max_skew: float) -> None:
-    created = sigfmt.parse_time(head.created_at) or 0  # checked by kimen.bundle.document
+    created = parse_time(head.created_at) or 0  # checked by kimen.bundle.document
     ahead = max(created - now, head.generation / 1000 - now)
     if ahead > max_skew:
         raise errors.GenerationInFuture(f"head {head.seq} is dated {int(ahead)}s ahead of this clock (more than "
@@ -669,7 +670,7 @@ def parse_join_request(text: str, remote_id: str | None) -> JoinRequest:
     if fields["remote_id"] is not None and (type(fields["remote_id"]) is not str or len(fields["remote_id"]) != 32
                                            or not _HEX.issuperset(fields["remote_id"])):
         bad("malformed remote_id")
-    if sigfmt.parse_time(fields["created_at"]) is None:
+    if parse_time(fields["created_at"]) is None:
         bad("created_at must be an RFC 3339 UTC time")
     try:
         public = sigfmt.parse_signer(fields["signer"]) if type(fields["signer"]) is str else b""

@@ -255,3 +255,22 @@ def test_shipped_templates_are_what_init_writes(kimen, template):
     expected, count = re.subn(r"^on:\n(?:  .*\n)+", "on:\n  workflow_dispatch:\n", generated, flags=re.M)
     assert count == 1 and expected != generated
     assert SHIPPED[template].read_text() == expected, "run: python scripts/gen_ci_templates.py"
+
+
+@pytest.mark.parametrize("name, valid", [
+    ("p" * 129, True),  # long names: the profile rule has no length limit of its own
+    ("prod.eu-1_x", True), ("a b", False), (".hidden", False), ("a/b", False), ("é", False),
+])
+def test_init_and_run_share_one_profile_name_rule(kimen, name, valid):
+    kimen.write_profile("p" * 129, "env A=const:x\n")
+    run = kimen.run("run", "--json", "--profile", name, "--", "true")
+    if valid:
+        kimen.ok("init", "ci-pr-safety", "--out", "x.yml", "--profile", name)
+        assert run.code == 0 or run.err_json()["reason"] == "profile_not_found"
+    else:
+        kimen.fail(33, "invalid_profile_name", "init", "ci-pr-safety", "--out", "x.yml", "--profile", name)
+        assert run.err_json()["reason"] == "invalid_profile_name"
+
+
+def test_init_refuses_a_profile_that_would_read_as_a_flag(kimen):
+    kimen.fail(33, "invalid_profile_name", "init", "ci-pr-safety", "--out", "x.yml", "--profile=-x")

@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,19 @@ def test_sweep_never_follows_symlinks_and_keeps_live_dirs(kimen, tmp_path):
     assert Path(live_dir, "f.txt").exists()  # its owner is alive
     os.kill(live.pid, signal.SIGUSR2)
     assert live.wait(timeout=60) == 7
+
+
+def test_sweep_does_not_wait_on_a_fifo_in_place_of_an_owner_record(kimen):
+    """A leftover dir whose `.kimen-owner` is a FIFO: the next run neither blocks on it (an open
+    without a writer would wait forever) nor keeps the dir."""
+    kimen.ok("run", *FILE, "--", "true")  # creates the runtime base
+    base = Path(kimen.env["XDG_RUNTIME_DIR"]) / "kimen" / "run"
+    stale = base / "run-fifo"
+    stale.mkdir()
+    os.mkfifo(stale / ".kimen-owner")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))  # past the grace of a dir being made
+    kimen.ok("run", *FILE, "--", "true", timeout=20)
+    assert not stale.exists()
 
 
 # -- stdin and big streams ----------------------------------------------------------------------

@@ -147,7 +147,7 @@ def test_the_daemon_raises_its_descriptor_limit_and_evicts_slow_connections_at_i
         limits = f.read()
     line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
     assert line.split()[3:5] == ["320", "320"]  # soft raised to the hard limit
-    cap = 320 - 64  # kimen.daemon.server.RESERVED_FDS
+    cap = 320 - 64  # kimen.daemon.server.limits.RESERVED_FDS
     held = []
     try:
         for i in range(cap + 100):  # past the cap: half of them stalled mid-frame, half idle

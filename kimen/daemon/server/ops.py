@@ -1,0 +1,310 @@
+"""The ops the daemon answers: one table of handlers, and the request path from frame to reply.
+
+`Service.handle` takes one decoded request to one encoded `Reply`, in fixed steps:
+
+1. `requests.check`: the op and every field this version knows have their types, or
+   `session_protocol_error` / `session_version_mismatch` before any handler runs;
+2. the op's row in `OPS`: its handler, where it runs and whether it ends the daemon;
+3. the handler, which returns the fields of the success response (or a `ReadResult`);
+4. the response encoded — an error as `{reason, message, ...}`, any other exception as
+   `internal_error` with its type name only.
+
+Grants and the audit log (not implemented yet) slot in here: a token check between steps 1 and 2
+for every op, one audit line per request after step 4 with the op and the outcome's reason, and
+their ops (`grant_create`, `grant_revoke`, `grant_list`) as rows of `OPS`. Until then `token` and
+`context` are type-checked and otherwise ignored, and `require_grant` is refused.
+
+Where an op runs (`Op.inline`): `status` and `read` are answered on the event loop, no thread
+hand-off on the hot path, given `blocking=False`; when they would wait (a vault busy with another
+request, no memory budget) they raise `WouldBlock` and run again in a worker thread. Every other op
+may wait (a KDF, a write behind another, forgetting a key in use) and always runs in a worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+
+from ... import errors
+from ...sensitive import Sensitive
+from ...store import Change
+from ...vault import Vault
+from .. import protocol, requests
+from ..session import DEFAULT_MAX_TTL, DEFAULT_TTL, Deadlines, LockedKey, ttl_problem
+from ..vaults import DaemonStore, VaultEntry, WouldBlock, file_stamp
+from .limits import KDF_SLOTS, SMALL_FRAME
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from ...store import SecretValue
+    from ..protocol import Request, Status
+    from ..vaults import Registry
+    from .limits import Budget
+
+    Answer = dict[str, Any]  # the fields of a success response
+    Handler = Callable[["Service", Request, bool], "Answer | ReadResult"]
+
+_CLOSING_REASONS = frozenset({"session_protocol_error", "frame_too_large"})
+
+
+class Reply:
+    """An encoded response: its chunks, whether it succeeded, the budget it holds, what follows."""
+
+    __slots__ = ("chunks", "close", "held", "ok", "stop")
+
+    def __init__(self, chunks: list[bytes], ok: bool, *, held: int = 0, close: bool = False,
+                 stop: bool = False) -> None:
+        self.chunks, self.ok, self.held, self.close, self.stop = chunks, ok, held, close, stop
+
+
+class ReadResult:
+    """The values of a `read`, and the budget their response reserved."""
+
+    __slots__ = ("held", "values")
+
+    def __init__(self, values: dict[str, SecretValue], held: int) -> None:
+        self.values, self.held = values, held
+
+
+class Op:
+    """One row of `OPS`: the handler, where it runs (`inline`: tried on the event loop first) and
+    whether the daemon ends once its response is sent (`stops`)."""
+
+    __slots__ = ("handler", "inline", "stops")
+
+    def __init__(self, handler: Handler, *, inline: bool = False, stops: bool = False) -> None:
+        self.handler, self.inline, self.stops = handler, inline, stops
+
+
+class Service:
+    """What the handlers work with: the vaults held, the byte budget, the KDF slots, and `release`,
+    which forgets every key and removes the socket (`stop`)."""
+
+    def __init__(self, registry: Registry, budget: Budget, *, pid: int, mlock_ok: bool,
+                 release: Callable[[], None]) -> None:
+        self.registry = registry
+        self.budget = budget
+        self.pid = pid
+        self.mlock_ok = mlock_ok
+        self.release = release
+        self.kdf_slots = threading.BoundedSemaphore(KDF_SLOTS)  # argon2 may take up to 2 GiB each
+
+    def inline(self, request: dict[str, Any]) -> bool:
+        """Whether the event loop may try `request` itself (an unknown op is refused inline)."""
+        op = OPS.get(request["op"]) if type(request.get("op")) is str else None
+        return op is None or op.inline
+
+    def handle(self, request: dict[str, Any], *, blocking: bool = True) -> Reply:
+        """One request -> one encoded reply. `blocking=False` (the event loop) raises `WouldBlock`
+        instead of waiting for a vault that is busy with another request."""
+        rid = requests.request_id(request)
+        try:
+            op = OPS[requests.check(request)]
+            checked: Request = request  # type: ignore[assignment]  # requests.check accepted its fields
+            result = op.handler(self, checked, blocking)
+            if isinstance(result, ReadResult):
+                try:
+                    return Reply(_read_frame(rid, result.values), True, held=result.held)
+                except BaseException:
+                    self.budget.give(result.held)
+                    raise
+            return Reply([protocol.encode({"v": protocol.PROTOCOL, "id": rid, "ok": True, **result})], True,
+                         stop=op.stops)
+        except WouldBlock:
+            raise
+        except errors.KimenError as err:
+            return error_reply(rid, err)
+        except Exception as exc:  # a bug must not kill the daemon; the type name only, never the text
+            return error_reply(rid, errors.InternalError(type=type(exc).__name__))
+
+    def status(self) -> Status:
+        vaults, mlock = self.registry.states()
+        return {
+            "running": True, "pid": self.pid, "version": protocol.VERSION, "protocol": protocol.PROTOCOL,
+            "require_grant": False, "mlock": self.mlock_ok if mlock is None else mlock, "vaults": vaults,
+            "grant_count": 0,
+        }
+
+
+def error_reply(rid: str | int | None, err: errors.KimenError) -> Reply:
+    """The error frame of `err` (a broken frame's also closes the connection)."""
+    try:
+        frame = protocol.encode({"v": protocol.PROTOCOL, "id": rid, **protocol.error_fields(err)})
+    except Exception:  # pragma: no cover - error fields are plain strings
+        frame = INTERNAL_ERROR
+    return Reply([frame], False, close=err.reason in _CLOSING_REASONS)
+
+
+INTERNAL_ERROR = protocol.encode({"v": protocol.PROTOCOL, "id": None,
+                                  **protocol.error_fields(errors.InternalError(type="Exception"))})
+
+
+# -- the ops --
+
+
+def op_status(svc: Service, request: Request, blocking: bool) -> Answer:
+    path = request.get("vault_path")
+    if path is not None:
+        svc.registry.refresh(path, blocking=blocking)
+    return dict(svc.status())
+
+
+def op_stop(svc: Service, request: Request, blocking: bool) -> Answer:
+    """Keys and socket go now; the event loop exits once this response is sent."""
+    svc.release()
+    return {"stopping": True}
+
+
+def op_lock(svc: Service, request: Request, blocking: bool) -> Answer:
+    """`held`: whether the daemon held that vault (any vault without `vault_path`) — the client
+    says so when it did not, and names the vaults that remain unlocked."""
+    path = request.get("vault_path")
+    held = svc.registry.lock_all() if path is None else svc.registry.lock_vault(path)
+    return {"held": held, **svc.status()}
+
+
+def op_unlock(svc: Service, request: Request, blocking: bool) -> Answer:
+    path = _vault_path(request, canonical=True)
+    ttl = request.get("ttl", DEFAULT_TTL)
+    max_ttl = request.get("max_ttl", DEFAULT_MAX_TTL)
+    problem = ttl_problem(ttl, max_ttl)
+    if problem:
+        raise errors.InvalidTtl(detail=problem)
+    if request.get("require_grant"):
+        raise errors.SessionUnsupported(message="grant-required sessions are not supported yet")
+    try:
+        passphrase = Sensitive(base64.b64decode(request.pop("passphrase_b64"), validate=True))
+    except (binascii.Error, ValueError):
+        raise errors.SessionProtocolError(message="passphrase_b64 is not base64") from None
+    stamp = file_stamp(path)
+    vault = Vault.open(path)
+    try:
+        with passphrase, svc.kdf_slots:
+            key = vault.unwrap_key(passphrase)  # the KDF, in a worker thread
+        locked = LockedKey(key)
+        store = DaemonStore(vault, locked, stale_error=errors.SessionLocked)
+    except BaseException:
+        vault.close()
+        raise
+    entry = VaultEntry(path, store, locked, Deadlines(ttl, max_ttl), stamp)
+    svc.registry.add(entry)
+    return {"vault": entry.state(), "pid": svc.pid}
+
+
+def op_read(svc: Service, request: Request, blocking: bool) -> ReadResult:
+    """Values as one response; its size is bounded from the stored sizes before any value
+    is decrypted (`frame_too_large` past the frame limit), and a large one reserves its
+    bytes from the budget first (waiting up to 5 s in a worker)."""
+    names = request["names"]
+    if len(names) > protocol.READ_BATCH:
+        raise errors.SessionProtocolError(message="too many names in one read")
+
+    def read(store: DaemonStore) -> ReadResult:
+        sizes = store.vault.sizes(names)
+        estimate = 64 + sum(protocol.read_item_size(n, sizes.get(n, 0)) for n in dict.fromkeys(names))
+        if estimate > protocol.MAX_FRAME:
+            raise errors.FrameTooLarge(message="session frame too large: read fewer names at once")
+        held = estimate if estimate > SMALL_FRAME else 0
+        if held and not svc.budget.take(held, protocol.FRAME_TIMEOUT if blocking else 0):
+            if not blocking:
+                raise WouldBlock()
+            raise errors.SessionUnavailable(message="the session daemon is busy; retry")
+        try:
+            return ReadResult(store.read(names), held)
+        except BaseException:
+            svc.budget.give(held)
+            raise
+
+    return svc.registry.with_store(_vault_path(request), read, blocking=blocking, retry=True,
+                                   discard=lambda result: svc.budget.give(result.held))
+
+
+def op_write(svc: Service, request: Request, blocking: bool) -> Answer:
+    changes = [_change(item) for item in request["changes"]]
+    if_generation = request.get("if_generation")
+    if request.get("baseline") is not None:
+        raise errors.SessionUnsupported(message="sync baselines through a session are not supported yet")
+    result = svc.registry.with_store(_vault_path(request),
+                                     lambda store: store.write(changes, if_generation=if_generation))
+    return {"generation": result.generation, "results": [
+        {"op": r.op, "name": r.name, "revision": r.revision, "created": r.created, "new_name": r.new_name}
+        for r in result.results]}
+
+
+def op_verify(svc: Service, request: Request, blocking: bool) -> Answer:
+    svc.registry.with_store(_vault_path(request), lambda store: store.verify(), retry=True)
+    return {"integrity": "ok"}
+
+
+# op -> handler and where it runs; `kimen.daemon.requests.OPS` holds each op's fields
+OPS: dict[str, Op] = {
+    "status": Op(op_status, inline=True),
+    "read": Op(op_read, inline=True),
+    "unlock": Op(op_unlock),
+    "write": Op(op_write),
+    "verify": Op(op_verify),
+    "lock": Op(op_lock),
+    "stop": Op(op_stop, stops=True),
+}
+
+
+# -- request fields --
+
+
+def _vault_path(request: Request, *, canonical: bool = False) -> str:
+    """The request's vault path. Store ops only look it up among unlocked vaults (a path that is
+    not one of them is `session_locked`); `unlock` requires it canonical before opening it."""
+    path = request.get("vault_path")
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 4096:
+        raise errors.SessionProtocolError(message="vault_path must be an absolute path")
+    if canonical and os.path.realpath(path) != path:
+        raise errors.SessionProtocolError(message="vault_path must be canonical")
+    return path
+
+
+def _change(item: dict[str, Any]) -> Change:
+    op, name = item.get("op"), item.get("name")
+    if not isinstance(name, str):
+        raise errors.SessionProtocolError(message="a change needs a name")
+    if op == "set":
+        mode = item.get("mode", "upsert")
+        if mode not in ("upsert", "create", "update"):
+            raise errors.SessionProtocolError(message="unknown set mode")
+        encoded = item.get("value_b64", "")
+        if not isinstance(encoded, str):
+            raise errors.SessionProtocolError(message="value_b64 is not base64")
+        try:
+            value = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.SessionProtocolError(message="value_b64 is not base64") from None
+        return Change.set(name, value, mode=mode)
+    if op == "rm":
+        return Change.rm(name)
+    if op == "mv" and isinstance(item.get("new_name"), str):
+        return Change.mv(name, item["new_name"])
+    raise errors.SessionProtocolError(message="unknown change")
+
+
+def _read_frame(rid: str | int | None, values: dict[str, SecretValue]) -> list[bytes]:
+    """The `read` response as chunks, values encoded one at a time and dropped as they go: the
+    same bytes as `protocol.encode` of `{"v", "id", "ok", "secrets": [{name, value_b64,
+    revision}]}` without building the JSON text of 48 MiB of base64 in one piece."""
+    head = protocol.dump_bytes({"v": protocol.PROTOCOL, "id": rid, "ok": True})[:-1] + b',"secrets":['
+    chunks = [b"", head]
+    for i, name in enumerate(list(values)):
+        item = values.pop(name)
+        chunks.append(b'%s{"name":%s,"value_b64":"' % (b"," if i else b"", protocol.dump_bytes(item.name)))
+        chunks.append(binascii.b2a_base64(item.value, newline=False))
+        chunks.append(b'","revision":%d}' % item.revision)
+        del item
+    chunks.append(b"]}")
+    size = sum(len(c) for c in chunks)
+    if size > protocol.MAX_FRAME:
+        raise errors.FrameTooLarge(message="session frame too large: read fewer names at once")
+    chunks[0] = size.to_bytes(4, "big")
+    return chunks

@@ -1,0 +1,70 @@
+"""Processes by pid: two different questions, kept apart on purpose.
+
+- `is_running(pid)`: does a live process have this pid now? A zombie (exited, not yet reaped by
+  its parent) counts as gone. `session stop` asks it while waiting for the daemon it just stopped
+  to exit; the pid came from that daemon a moment ago, so pid reuse is not the question.
+- `is_same_process(pid, start)`: is `pid` still the process whose start time (`start_time`) was
+  recorded as `start`? Asked of the owner record of a private runtime dir, written by a `kimen run`
+  that may have died long ago: its pid may belong to an unrelated process by now, which must not
+  keep the dir alive.
+
+Both read `/proc/<pid>/stat` where it exists (Linux) and fall back to `kill(pid, 0)` elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .fsutil import read_regular
+
+_STAT_BYTES = 4096  # /proc/<pid>/stat is one line of 52 fields
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3, the state, first), or None."""
+    try:
+        data = read_regular(f"/proc/{pid}/stat", _STAT_BYTES, OSError)
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].split()
+
+
+def _signalable(pid: int) -> bool:
+    """`kill(pid, 0)`: a process with this pid exists (one of another user's too)."""
+    if pid <= 0:  # 0 and negative pids name process groups
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or None if unknown."""
+    fields = _stat_fields(pid) if pid > 0 else None
+    # fields[0] is field 3 (state); field 22 is fields[19]
+    return fields[19].decode() if fields is not None and len(fields) > 19 else None
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie."""
+    if not _signalable(pid):
+        return False
+    fields = _stat_fields(pid)
+    return not fields or fields[0] != b"Z"  # unknown (no /proc): it exists
+
+
+def is_same_process(pid: int, start: str | None) -> bool:
+    """Whether `pid` is still the process that recorded `start` (`start_time`; None or "?" when it
+    could not tell: then any process with the pid counts)."""
+    if pid <= 0:
+        return False
+    current = start_time(pid)
+    if current is not None:
+        return start is None or start == "?" or current == start
+    if os.path.isdir("/proc/self"):
+        return False  # Linux: no /proc entry means no such process
+    return _signalable(pid)

@@ -1,0 +1,38 @@
+"""Snapshots of a vault: a consistent private copy made by SQLite, never a raw file copy.
+
+`VACUUM INTO` writes the committed state of the database (the `-wal` included) into a fresh file,
+created here first with O_EXCL|O_NOFOLLOW and 0600 so that no other process or link can be in its
+place; the copy is fsynced with its directory. A failure leaves no file behind. When and where a
+command keeps backups is the command's choice (`kimen.cli.backup`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ..fsutil import fsync_dir, unlink_quietly
+from .sqlite import map_error, private_umask
+
+
+def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
+    """Copy the vault open on `conn` (at `path`, for messages) to the new file `dest`."""
+    # the name is taken first (raw OSError: the caller words it), then SQLite writes into it
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    try:
+        with private_umask():
+            conn.execute("VACUUM INTO ?", (dest,))
+        os.chmod(dest, 0o600)
+        fd = os.open(dest, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(os.path.dirname(dest))
+    except sqlite3.Error as exc:
+        unlink_quietly(dest)
+        raise map_error(exc, path) from None
+    except BaseException:
+        unlink_quietly(dest)
+        raise

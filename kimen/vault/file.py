@@ -1,0 +1,249 @@
+"""An open vault file: its format checked, the header and every key-free read, transactions.
+
+Names, sizes, revisions and KDF parameters are plaintext metadata, readable without the
+passphrase (`meta`, `list`, `names`, `sizes`). `unwrap_key` runs the KDF; reading and writing
+values needs the data key and is `kimen.vault.store`'s job. Every change is one `BEGIN IMMEDIATE`
+transaction (`transaction`); writers wait on the busy timeout and then fail with `vault_busy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+
+from .. import crypto, errors
+from ..store import SecretInfo, VaultMeta
+from . import backup, keys, rekey
+from .schema import APPLICATION_ID, FORMAT, HEADER_COLUMNS, SCHEMA_VERSION, Header
+from .sqlite import Stamp, chunks, connect, file_stamp, map_error, private_umask, rollback, wal_is_empty
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Iterator, Sequence
+    from typing import Any, Self
+
+    from ..sensitive import Sensitive
+    from ..store import KdfParams
+
+
+class VaultFile:
+    """An open vault file. Metadata needs no key; values need the data key (`kimen.vault.Vault`
+    adds `unlock`, which gives a `LocalStore`)."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection, *, read_only: bool) -> None:
+        self.path = path
+        self.canonical_path = os.path.realpath(path)
+        self.read_only = read_only
+        self._conn = conn
+        self._immutable_stamp: Stamp | None = None  # set when opened immutable (sqlite.connect)
+        st = os.stat(self.canonical_path)
+        self.device, self.inode = st.st_dev, st.st_ino
+
+    # -- opening --
+
+    @classmethod
+    def open(cls, path: str) -> Self:
+        """Open an existing vault; refuse files that are not kimen vaults before any KDF work."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise errors.VaultNotFound(path=path) from None
+        except OSError as exc:
+            raise errors.VaultFailed(detail=f"{path}: {exc.strerror}", path=path) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.InvalidVaultFile(path=path)
+        if st.st_mode & 0o077:
+            from ..output import warn
+
+            warn(f"vault file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+                 "run chmod 600 on it", reason="vault_permissions_loose")
+        read_only = not os.access(path, os.W_OK) or not os.access(os.path.dirname(path) or ".", os.W_OK)
+        conn, immutable_stamp = connect(path, read_only=read_only)
+        vault = cls(path, conn, read_only=read_only)
+        vault._immutable_stamp = immutable_stamp
+        try:
+            vault._check_format()
+        except BaseException:
+            vault.close()
+            raise
+        return vault
+
+    def _check_format(self) -> None:
+        try:
+            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+        if app_id != APPLICATION_ID:
+            raise errors.InvalidVaultFile(path=self.path)
+        if version > SCHEMA_VERSION:
+            raise errors.VaultUnsupported(path=self.path)
+        if version < 1:
+            raise errors.InvalidVaultFile(path=self.path)
+        header = self.header()
+        if header.format != FORMAT or len(header.vault_id) != 16:
+            raise errors.InvalidVaultFile(path=self.path)
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def changed_on_disk(self) -> bool:
+        """Whether this connection may now read stale or torn data: it was opened immutable (a
+        read-only mount; SQLite then neither locks nor looks for changes) and since then the file
+        was written or a `-wal` holds changes. Always False for a normal connection, which sees
+        every change itself."""
+        if self._immutable_stamp is None:
+            return False
+        return file_stamp(self.path) != self._immutable_stamp or not wal_is_empty(self.path)
+
+    # -- metadata (no key) --
+
+    def header(self) -> Header:
+        try:
+            rows = self._conn.execute(f"SELECT {HEADER_COLUMNS} FROM vault").fetchall()
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+        if len(rows) != 1:
+            raise errors.InvalidVaultFile(path=self.path)
+        try:
+            return Header(rows[0])
+        except (TypeError, ValueError, IndexError):
+            raise errors.InvalidVaultFile(path=self.path) from None
+
+    def meta(self) -> VaultMeta:
+        header = self.header()
+        try:
+            count = self._conn.execute("SELECT count(*) FROM secrets").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+        st = os.stat(self.canonical_path)
+        return VaultMeta(
+            path=self.path, canonical_path=self.canonical_path, format=header.format,
+            schema_version=SCHEMA_VERSION, vault_id=header.vault_id.hex(), created_at=header.created_at,
+            generation=header.generation, secret_count=count, size_bytes=st.st_size,
+            mode=f"{stat.S_IMODE(st.st_mode):04o}", kdf=header.kdf, key_epoch=header.key_epoch,
+            wrap_id=header.wrap_id.hex(),
+        )
+
+    def list(self, prefix: str | None = None) -> builtins.list[SecretInfo]:
+        return [SecretInfo(*row) for row in self._select_sorted("name, revision, size, created_at, updated_at", prefix)]
+
+    def list_names(self, prefix: str | None = None) -> builtins.list[str]:
+        """Just the sorted names: `secret list` without `--long` or `--json` (cheap on 100k rows)."""
+        return [row[0] for row in self._select_sorted("name", prefix)]
+
+    def _select_sorted(self, columns: str, prefix: str | None) -> builtins.list[tuple[Any, ...]]:
+        sql = f"SELECT {columns} FROM secrets"
+        params: tuple[Any, ...] = ()
+        if prefix and not prefix.isascii():
+            return []  # names are ASCII: nothing can start with this prefix
+        if prefix:
+            # a range on the primary key (every ASCII name starting with `prefix` sorts below
+            # prefix + U+10FFFF), then the exact test
+            sql += " WHERE name >= ? AND name < ? AND substr(name, 1, ?) = ?"
+            params = (prefix, prefix + "\U0010ffff", len(prefix), prefix)
+        sql += " ORDER BY name"
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+
+    def names(self, names: Sequence[str]) -> set[str]:
+        """Which of `names` exist (no key needed)."""
+        return {row[0] for row in self._rows_named("name", names)}
+
+    def sizes(self, names: Sequence[str]) -> dict[str, int]:
+        """The stored value sizes of those of `names` that exist (no key needed; the session daemon
+        bounds a read's response before decrypting anything, the client splits its reads)."""
+        return {name: size for name, size in self._rows_named("name, size", names) if isinstance(size, int)}
+
+    def _rows_named(self, columns: str, names: Sequence[str]) -> builtins.list[tuple[Any, ...]]:
+        rows: builtins.list[tuple[Any, ...]] = []
+        for chunk in chunks(list(dict.fromkeys(names))):
+            marks = ",".join("?" * len(chunk))
+            try:
+                rows += self._conn.execute(f"SELECT {columns} FROM secrets WHERE name IN ({marks})", chunk).fetchall()
+            except sqlite3.Error as exc:
+                raise map_error(exc, self.path) from None
+        return rows
+
+    def record_bundle_generation(self, generation: int) -> None:
+        """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE vault SET bundle_high_generation=max(bundle_high_generation, ?)", (generation,))
+
+    # -- keys --
+
+    def unwrap_key(self, passphrase: Sensitive) -> Sensitive:
+        """Run the KDF and unwrap the data key; `WrongPassphrase` if it does not open."""
+        return keys.unwrap(self.header(), passphrase, self.path)
+
+    def rekey(self, old_key: Sensitive, new_passphrase: Sensitive, params: KdfParams, *,
+              rotate_data_key: bool) -> None:
+        """Rewrap the data key under a new passphrase/parameters; optionally rotate the data key
+        (`kimen.vault.rekey`). One transaction, the KDF run before it; then the WAL is truncated."""
+        keys.check_kdf(params)
+        salt = crypto.random_bytes(crypto.SALT_BYTES)
+        with crypto.derive_kek(new_passphrase, salt, params) as kek, self.transaction() as conn:
+            rekey.rewrap(conn, self.header(), old_key, kek, salt, params, rotate_data_key=rotate_data_key)
+        self.checkpoint()
+
+    # -- transactions and copies --
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """One consistent read snapshot for the header and the rows (a read transaction)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                rollback(conn)
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction; rolled back on any exception."""
+        if self.read_only:
+            raise errors.VaultReadOnly(path=self.path)
+        conn = self._conn
+        try:
+            with private_umask():
+                conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+        try:
+            yield conn
+            with private_umask():
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(conn)
+            raise map_error(exc, self.path) from None
+        except BaseException:
+            rollback(conn)
+            raise
+
+    def checkpoint(self) -> None:
+        """Truncate the WAL so no old ciphertext or wrapped key lingers there (§3.5)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+
+    def snapshot(self, dest: str) -> None:
+        """A consistent private copy at `dest` (`kimen.vault.backup`)."""
+        backup.snapshot(self._conn, self.path, dest)

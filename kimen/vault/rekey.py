@@ -1,0 +1,82 @@
+"""Rekeying: the data key rewrapped under a new passphrase or KDF parameters, optionally rotated.
+
+Runs inside the caller's write transaction, after the new KEK was derived (the KDF never runs
+while the vault is locked for writing). A new salt and wrap id always; with rotation a new data
+key and key epoch, every row re-encrypted under it (revisions kept, so `rows_mac` is recomputed),
+and sync baseline digests translated to the new key.
+"""
+
+from __future__ import annotations
+
+from .. import crypto, errors
+from ..sensitive import Sensitive
+from . import keys, sealing
+from .schema import CIPHERTEXT_COLUMNS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ..store import KdfParams
+    from .schema import Header
+
+
+def rewrap(conn: sqlite3.Connection, header: Header, old_key: Sensitive, kek: Sensitive, salt: bytes,
+           params: KdfParams, *, rotate_data_key: bool) -> None:
+    """Write the new wrap (and, rotating, the re-encrypted rows) of the vault whose `header` was
+    read in this transaction."""
+    key_epoch = header.key_epoch + (1 if rotate_data_key else 0)
+    generation = header.generation + 1
+    if rotate_data_key:
+        new_key = Sensitive(crypto.random_bytes(crypto.KEY_BYTES))
+        _translate_baselines(conn, header, old_key, new_key)  # needs the old ciphertexts
+        rows_mac = _rotate_rows(conn, header, old_key, new_key)
+    else:
+        new_key = Sensitive(old_key.reveal())
+        rows_mac = header.rows_mac
+    with new_key:
+        k_mac = sealing.mac_key(new_key, header.vault_id)
+        wrap_nonce, wrapped = keys.wrap(kek, new_key, header.vault_id, params, salt, key_epoch)
+    conn.execute(
+        "UPDATE vault SET kdf_memory_kib=?, kdf_time=?, kdf_parallelism=?, kdf_salt=?, wrap_nonce=?, "
+        "wrapped_key=?, wrap_id=?, key_epoch=?, generation=?, rows_mac=?, meta_mac=?",
+        (params.memory_kib, params.time, params.parallelism, salt, wrap_nonce, wrapped,
+         crypto.random_bytes(16), key_epoch, generation, rows_mac,
+         sealing.meta_mac(k_mac, header.vault_id, generation, key_epoch, rows_mac)),
+    )
+
+
+def _rotate_rows(conn: sqlite3.Connection, header: Header, old_key: Sensitive, new_key: Sensitive) -> bytes:
+    """Re-encrypt every row under `new_key`; the new `rows_mac`."""
+    k_mac = sealing.mac_key(new_key, header.vault_id)
+    acc = sealing.ZERO_MAC
+    rows = conn.execute(f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets").fetchall()
+    for name, revision, nonce, ciphertext in rows:
+        value = sealing.open_value(old_key, header.vault_id, name, revision, nonce, ciphertext)
+        new_nonce, new_ct = sealing.seal_value(new_key, header.vault_id, name, revision, value)
+        conn.execute("UPDATE secrets SET nonce=?, ciphertext=? WHERE name=?", (new_nonce, new_ct, name))
+        acc = sealing.xor(acc, sealing.row_mac(k_mac, name, revision, new_nonce, new_ct))
+    return acc
+
+
+def _translate_baselines(conn: sqlite3.Connection, header: Header, old_key: Sensitive,
+                         new_key: Sensitive) -> None:
+    """Re-key sync baseline digests (SPEC §9.3): digests that match the current value under the old
+    key get the new-key digest of that value; every other key gets a marker that matches nothing."""
+    rows = conn.execute("SELECT remote, name, digest FROM sync_baseline").fetchall()
+    if not rows:
+        return
+    old_sync = sealing.sync_key(old_key, header.vault_id)
+    new_sync = sealing.sync_key(new_key, header.vault_id)
+    for remote, name, digest in rows:
+        found = conn.execute(f"SELECT revision, {CIPHERTEXT_COLUMNS} FROM secrets WHERE name=?", (name,)).fetchone()
+        marker = b"\xff" * 32
+        if found is not None:
+            revision, nonce, ciphertext = found
+            try:
+                value: bytes | None = sealing.open_value(old_key, header.vault_id, name, revision, nonce, ciphertext)
+            except errors.SecretCorrupt:
+                value = None
+            if value is not None and crypto.mac(old_sync, sealing.name_field(name) + value) == bytes(digest):
+                marker = crypto.mac(new_sync, sealing.name_field(name) + value)
+        conn.execute("UPDATE sync_baseline SET digest=? WHERE remote=? AND name=?", (marker, remote, name))
