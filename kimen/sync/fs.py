@@ -29,7 +29,8 @@ import time
 from contextlib import contextmanager
 
 from .. import errors
-from ..fsutil import read_limited
+from ..durations import format_time
+from ..fsutil import read_limited, unlink_quietly, write_exclusive
 from .base import LOCK_WAIT, LostRace, ProbeReport, Published, RemoteHead, remote_rev
 from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
 
@@ -66,10 +67,6 @@ def head_path(path: str) -> str:
     `.age`, else `<path>/vault.age`."""
     path = os.path.abspath(path)
     return path if path.endswith(".age") else os.path.join(path, HEAD_NAME)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _unsafe(path: str, problem: str) -> errors.KimenError:
@@ -240,7 +237,7 @@ class FsTransport:
             user = pwd.getpwuid(os.getuid()).pw_name
         except KeyError:
             user = str(os.getuid())
-        lines = f"pid={os.getpid()}\nhost={os.uname().nodename}\nuser={user}\ncreated_at={_now()}\n"
+        lines = f"pid={os.getpid()}\nhost={os.uname().nodename}\nuser={user}\ncreated_at={format_time()}\n"
         self._rewrite_lock(dir_fd, lines.encode())
 
     def _rewrite_lock(self, dir_fd: int, data: bytes) -> None:
@@ -331,7 +328,7 @@ class FsTransport:
                 self._keep_history(dir_fd, current_seq, dir_mode)
             os.rename(tmp, self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException as exc:
-            _unlink(dir_fd, tmp)
+            unlink_quietly(tmp, dir_fd=dir_fd)
             if isinstance(exc, OSError):
                 raise errors.SyncFailed(detail=f"{self.head}: {exc.strerror}") from None
             raise
@@ -349,24 +346,10 @@ class FsTransport:
         return Published(rev)
 
     def _write_temp(self, dir_fd: int, data: bytes, mode: int) -> str:
+        """A new `<B>.tmp.<16 hex>` holding `data` (exclusive create, fsynced, `mode`)."""
         tmp = f"{self.name}.tmp.{os.urandom(8).hex()}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600, dir_fd=dir_fd)
-        except OSError as exc:
-            raise errors.SyncFailed(detail=f"{os.path.join(self.directory, tmp)}: {exc.strerror}") from None
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        except BaseException as exc:
-            os.close(fd)
-            _unlink(dir_fd, tmp)
-            if isinstance(exc, OSError):
-                raise errors.SyncFailed(detail=f"{os.path.join(self.directory, tmp)}: {exc.strerror}") from None
-            raise
-        os.close(fd)
+        write_exclusive(tmp, data, mode=mode, dir_fd=dir_fd, shown=os.path.join(self.directory, tmp),
+                        failed=errors.SyncFailed)
         return tmp
 
     def _open_history(self, dir_fd: int, create_mode: int | None = None) -> int | None:
@@ -435,7 +418,7 @@ class FsTransport:
                 kept = sorted(n for n in os.listdir(history_fd)
                               if len(n) == 16 and n.endswith(".age") and n[:12].isdigit() and n[:12].isascii())
                 for name in kept[:-HISTORY_KEEP]:
-                    _unlink(history_fd, name)
+                    unlink_quietly(name, dir_fd=history_fd)
             except OSError:
                 pass
             finally:
@@ -471,19 +454,12 @@ class FsTransport:
                 raise errors.FsLockUnsupported(path=self.directory,
                                                detail=f"rename does not work here ({exc.strerror})") from None
             finally:
-                _unlink(dir_fd, first)
-                _unlink(dir_fd, second)
+                unlink_quietly(first, dir_fd=dir_fd)
+                unlink_quietly(second, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
         warning = mount_warning(os.path.realpath(self.directory), _mount_table())
         return ProbeReport(self.head, (warning,) if warning else ())
-
-
-def _unlink(dir_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
 
 
 def _mount_table() -> str:

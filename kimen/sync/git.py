@@ -29,11 +29,11 @@ import hashlib
 import os
 import re
 import shutil
-import time
 from contextlib import contextmanager
 
 from .. import errors
-from ..fsutil import directory_problem, make_private_dirs
+from ..durations import format_time
+from ..fsutil import directory_problem, make_private_dirs, unlink_quietly
 from ..gitcheck import git_environ
 from ..paths import cache_dir
 from .base import LostRace, ProbeReport, Published, RemoteHead, check_member_id, remote_rev
@@ -200,8 +200,7 @@ class GitTransport:
             stale += [os.path.join(self.cache, name) for name in ("HEAD.lock", "config.lock", "packed-refs.lock",
                                                                   "shallow.lock", "index.lock", _INDEX + ".lock")]
             for path in stale:
-                if os.path.lexists(path):
-                    os.unlink(path)
+                unlink_quietly(path)
         except OSError as exc:
             raise errors.SyncFailed(detail=f"git cache {self.cache}: {exc.strerror}") from None
         if not os.path.exists(os.path.join(self.cache, "HEAD")):
@@ -316,8 +315,7 @@ class GitTransport:
             if actual != expected_rev:
                 return LostRace(actual)
             testOnlyPause("before_write")
-            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            commit = self._commit(new, tip, f"kimen sync push {at} seq {int(seq)} by {by}")
+            commit = self._commit(new, tip, f"kimen sync push {format_time()} seq {int(seq)} by {by}")
             testOnlyPause("after_write")
             pushed = self._run("push", "--porcelain", "--no-verify", "--no-follow-tags", "--no-signed",
                                "--recurse-submodules=no", "--", self.url, f"{commit}:refs/heads/{self.branch}")

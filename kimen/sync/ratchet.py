@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 
 from .. import errors
+from ..durations import format_time
 from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular
 from ..paths import state_dir
 from ..sigfmt import canonical, loads
@@ -160,7 +160,7 @@ class SyncStateDir:
             self._write(HEAD, head)
         doc = {"remote_id": known.remote_id, "seq": known.seq, "head_id": known.head_id,
                "generation": known.generation, "epoch": known.epoch, "record_hash": known.record_hash,
-               "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "updated_at": format_time()}
         self._write(RATCHET, canonical(doc) + b"\n")
 
     def raise_to(self, known: KnownHead, head: bytes | None = None) -> bool:
