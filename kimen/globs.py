@@ -55,6 +55,11 @@ class Glob:
     def __repr__(self) -> str:
         return f"Glob({self.text!r})"
 
+    @property
+    def is_literal(self) -> bool:
+        """True when the glob has no wildcard (it names exactly one name)."""
+        return all(kind == _LIT for kind, _ in self._tokens)
+
     def match(self, name: str) -> bool:
         return _match(self._tokens, 0, name, 0, {})
 

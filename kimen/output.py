@@ -24,10 +24,23 @@ _pending: list[dict[str, str]] | None = None
 
 
 def dumps(doc: Any) -> str:
-    """Compact JSON, as every kimen envelope is written."""
+    """Compact JSON, as every kimen envelope is written. Always UTF-8 text: a byte that is not UTF-8
+    (a path's, decoded to a lone surrogate) is written as the text `\\xff`, as messages show it."""
     import json
 
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # surrogates occur only inside strings, where `\\` is a backslash
+        text = "".join(_escaped(ch).replace("\\", "\\\\") if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
+
+
+def _escaped(ch: str) -> str:
+    """A character shown as an escape: `\\n`, `\\x1b`; a byte that is not UTF-8 (a lone surrogate
+    from a path or argv) as `\\xff`, the byte it stands for."""
+    code = ord(ch)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else ascii(ch)[1:-1]
 
 
 def one_line(text: str) -> str:
@@ -35,7 +48,7 @@ def one_line(text: str) -> str:
     split a message or forge a `kimen: hint:` line, and a terminal escape must not reach the tty."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return "".join(ch if ch.isprintable() else _escaped(ch) for ch in text)
 
 
 def warn(message: str, *, reason: str) -> None:

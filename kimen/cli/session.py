@@ -63,7 +63,10 @@ def cmd_start(ctx: Context) -> Result:
     if ctx.args.stdin:
         ctx.args.passphrase_stdin = True
     location = resolve_vault(ctx)
-    if not os.path.isfile(location.path):
+    if not os.path.isfile(location.path):  # no daemon for a path that holds no vault: the local reason
+        from ..vault import Vault
+
+        Vault.open(location.path).close()  # always raises (missing, not a regular file, unreadable)
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
     _check_session_path(canonical)

@@ -12,7 +12,7 @@ import os
 import sqlite3
 
 from ..fsutil import fsync_dir, unlink_quietly
-from .sqlite import map_error, private_umask
+from .sqlite import file_uri, map_error, private_umask
 
 
 def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
@@ -22,7 +22,7 @@ def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
     os.close(fd)
     try:
         with private_umask():
-            conn.execute("VACUUM INTO ?", (dest,))
+            conn.execute("VACUUM INTO ?", (file_uri(dest),))
         os.chmod(dest, 0o600)
         fd = os.open(dest, os.O_RDONLY)
         try:

@@ -102,11 +102,17 @@ def connect(path: str, *, read_only: bool) -> tuple[sqlite3.Connection, Stamp | 
         raise errors.InvalidVaultFile(path=path) from None
 
 
-def open_connection(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
-    """A configured connection (sqlite3 errors are the caller's to map)."""
+def file_uri(path: str) -> str:
+    """The SQLite `file:` URI of `path`, quoted from its bytes: a path may hold bytes that are not
+    UTF-8 (lone surrogates once decoded), which SQLite takes only as %XX escapes."""
     from urllib.parse import quote
 
-    uri = f"file:{quote(path)}?mode={'ro' if read_only else 'rw'}{'&immutable=1' if immutable else ''}"
+    return f"file:{quote(os.fsencode(path))}"
+
+
+def open_connection(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
+    """A configured connection (sqlite3 errors are the caller's to map)."""
+    uri = f"{file_uri(path)}?mode={'ro' if read_only else 'rw'}{'&immutable=1' if immutable else ''}"
     with private_umask():
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                                isolation_level=None, check_same_thread=False)
