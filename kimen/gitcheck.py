@@ -1,10 +1,11 @@
 """Questions kimen asks git about paths: are they ignored, are they tracked.
 
 Used to warn when a secret-bearing output (an envfile, an identity) would not be ignored by git,
-or when a value source is already in git's history. The git CLI runs with a scrubbed environment:
-kimen's private variables removed, every ``GIT_*`` variable except the SSH/askpass/identity ones
-removed (so a ``GIT_DIR``, ``GIT_WORK_TREE`` or ``GIT_CONFIG_*`` of the caller's shell cannot
-redirect it), prompts off, fsmonitor off (a configured fsmonitor is a command git would run).
+or when a value source is already in git's history. The git CLI runs with a scrubbed environment
+(`git_environ`, the one owner of that rule: the sync git transport uses it too): kimen's private
+variables removed, every ``GIT_*`` variable except the SSH/askpass/identity ones removed (so a
+``GIT_DIR``, ``GIT_WORK_TREE`` or ``GIT_CONFIG_*`` of the caller's shell cannot redirect it),
+prompts off, fsmonitor off (a configured fsmonitor is a command git would run).
 git unavailable, or the path outside a work tree: the answer is None and no warning is given.
 
 `subprocess` is imported inside the functions: this module is never on the `run` hot path.
@@ -17,12 +18,20 @@ import os
 from .environ import public_environ
 from .paths import work_tree_top  # one owner of the walk (profile lookup uses it too)
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 GIT_ENV_ALLOWED = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_ASKPASS"})
 _GIT_ENV_ALLOWED_PREFIXES = ("GIT_AUTHOR_", "GIT_COMMITTER_")
 
 
-def git_environ(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every git process kimen starts gets."""
+def git_environ(env: Mapping[str, str] | None = None, *, index_file: str | None = None) -> dict[str, str]:
+    """The environment every git process kimen starts gets (here and in `kimen.sync.git`): `env`
+    (default: kimen's own) without private variables and without every ``GIT_*`` variable but
+    ``GIT_SSH``, ``GIT_SSH_COMMAND``, ``GIT_SSH_VARIANT``, ``GIT_ASKPASS``, ``GIT_AUTHOR_*`` and
+    ``GIT_COMMITTER_*``; prompts off; and `index_file` as ``GIT_INDEX_FILE`` when given (the sync
+    transport's private index)."""
     source = os.environ if env is None else env
     clean = {
         key: value for key, value in public_environ(source).items()
@@ -30,6 +39,8 @@ def git_environ(env: dict[str, str] | None = None) -> dict[str, str]:
     }
     clean["GIT_TERMINAL_PROMPT"] = "0"
     clean["GCM_INTERACTIVE"] = "never"
+    if index_file is not None:
+        clean["GIT_INDEX_FILE"] = index_file
     return clean
 
 
