@@ -27,12 +27,14 @@ venv: $(STAMP)
 
 # Debian packages the tests drive for real: the `age` CLI (bundle interop), git (repositories in
 # tests), shellcheck (actionlint checks `run:` scripts with it), the shells whose completion scripts
-# the tests run. Installed when missing and we can
+# the tests run, xclip and an X server (Xvfb) for the clipboard tests. `package:command` where the
+# command it provides has another name. Installed when missing and we can
 # (root with apt-get, Linux only: macOS CI installs them with Homebrew first); otherwise the tests
 # that need them skip with a reason.
-DEB_PACKAGES := age git shellcheck zsh fish elvish
+DEB_PACKAGES := age git shellcheck zsh fish elvish xclip xvfb:Xvfb
 tools:
-	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for spec in $(DEB_PACKAGES); do p=$${spec%%:*}; c=$${spec#*:}; \
+		command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing Debian packages:$$missing (apt-get)"; \

@@ -1,4 +1,4 @@
-"""Reading dotenv files for `secret import` (SPEC §3.8): the dialect kimen writes (§7.3) plus the
+"""Reading dotenv files for `secret import` and `migrate` (SPEC §3.8): the dialect kimen writes (§7.3) plus the
 common variations — `export ` prefixes, unquoted values with ` #` comments, single quotes
 (literal; `'\\''` inside them is a quote, as the shell format writes it), double quotes (escapes
 \\\\ \\" \\n \\r \\t), values spanning lines inside quotes, blank lines and `#` comments.
@@ -19,6 +19,7 @@ _KEY = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*(=)?"
 # literally: a `${…}` reference or an escaped dollar `\$`.
 _EXPANDED_ELSEWHERE = re.compile(rb"\$\{[^}]*\}|\\\$")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+MAX_FILE_BYTES = 256 * 1024 * 1024  # the largest dotenv file `secret import` and `migrate` read
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,8 @@ def _command_reachable_source() -> str:
 
     paths = {_module_name(p): p for p in sorted((ROOT / "kimen").rglob("*.py"))}
     seen: set[str] = set()
-    todo = [m for m in paths if m.startswith("kimen.cli") or m in ("kimen.__main__", "kimen.daemon.server")]
+    entry = ("kimen.cli", "kimen.__main__", "kimen.daemon.server")  # and every kimen.cli.* (not kimen.clipboard)
+    todo = [m for m in paths if m.startswith("kimen.cli.") or m in entry]
     while todo:
         name = todo.pop()
         if name in seen or name not in paths:

@@ -80,7 +80,11 @@ def test_revision_is_bound(store, vault_path):
 
 def test_flipped_byte_names_the_secret_and_others_still_read(store, vault_path):
     store.write([Change.set("bad", b"value-one"), Change.set("good", b"value-two")])
-    _tamper(vault_path, "UPDATE secrets SET ciphertext = X'00' || substr(ciphertext, 2) WHERE name='bad'")
+    conn = _db(vault_path)
+    (first,) = conn.execute("SELECT substr(ciphertext, 1, 1) FROM secrets WHERE name='bad'").fetchone()
+    conn.close()
+    flipped = bytes([first[0] ^ 0x01])  # always a different byte (X'00' was a no-op 1 run in 256)
+    _tamper(vault_path, "UPDATE secrets SET ciphertext = ? || substr(ciphertext, 2) WHERE name='bad'", flipped)
     with pytest.raises(errors.SecretCorrupt):
         store.read(["bad"])
     assert store.read(["good"])["good"].value == b"value-two"

@@ -2,8 +2,9 @@
 
 Every write goes through directory file descriptors opened with O_NOFOLLOW, so a symlink planted
 anywhere under a directory kimen writes into is refused rather than followed. Runtime dirs are
-`run-<random>` under the runtime base (tmpfs when available), 0700, with a `.kimen-owner` record
-(pid and process start time) so the next `run` can remove the leftovers of a SIGKILLed kimen;
+`run-<random>` (`run`) or `edit-<random>` (`secret edit`) under the runtime base (tmpfs when
+available), 0700, with a `.kimen-owner` record (pid and process start time) so the next `run` or
+`edit` can remove the leftovers of a SIGKILLed kimen, whichever command left them;
 files in them are created exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, 0600) and fsynced. `--files-dir`
 and render targets are user directories: files there are replaced atomically (`fsutil.replace_at`:
 a locked `<name>.kimen-tmp-<hex>` temp file + rename). Removal never follows symlinks.
@@ -120,8 +121,11 @@ def open_dir(path: str, error: type[errors.KimenError]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+RUNTIME_KINDS = ("run", "edit")  # the private dirs kimen makes under the runtime base: `<kind>-<random>`
+
+
 class RuntimeDir:
-    """A private `run-<random>` dir under the runtime base; `remove()` is idempotent."""
+    """A private `<kind>-<random>` dir under the runtime base; `remove()` is idempotent."""
 
     def __init__(self, base: str, name: str, base_fd: int, fd: int) -> None:
         self.base = base
@@ -151,11 +155,13 @@ def runtime_base(env: Mapping[str, str]) -> str:
 
 
 def sweep_stale(base_fd: int) -> list[str]:
-    """Remove `run-*` dirs whose owner process is gone (a SIGKILLed kimen); returns their names."""
+    """Remove `run-*` and `edit-*` dirs whose owner process is gone (a SIGKILLed kimen); returns
+    their names."""
     removed = []
     now = time.time()
+    prefixes = tuple(f"{kind}-" for kind in RUNTIME_KINDS)
     with os.scandir(base_fd) as entries:
-        candidates = [e.name for e in entries if e.name.startswith("run-")]
+        candidates = [e.name for e in entries if e.name.startswith(prefixes)]
     for name in candidates:
         try:
             st = os.lstat(name, dir_fd=base_fd)
@@ -193,13 +199,14 @@ def _read_owner(base_fd: int, name: str) -> tuple[int, str | None] | None:
         return (0, None)  # unreadable record: treat the owner as gone
 
 
-def create_runtime_dir(env: Mapping[str, str]) -> RuntimeDir:
-    """Sweep stale dirs, then create `run-<random>` 0700 with its owner record."""
+def create_runtime_dir(env: Mapping[str, str], kind: str = "run") -> RuntimeDir:
+    """Sweep stale dirs, then create `<kind>-<random>` 0700 with its owner record."""
+    assert kind in RUNTIME_KINDS
     base = runtime_base(env)
     base_fd = open_dir(base, errors.UnsafeFilesDir)
     try:
         sweep_stale(base_fd)
-        name = f"run-{os.urandom(8).hex()}"
+        name = f"{kind}-{os.urandom(8).hex()}"
         os.mkdir(name, 0o700, dir_fd=base_fd)
         fd = os.open(name, _DIR_FLAGS, dir_fd=base_fd)
     except BaseException as exc:

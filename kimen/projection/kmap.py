@@ -139,6 +139,7 @@ class Profile:
         self.issues: list[Issue] = []
         self.include_count = 0
         self.shadowed: list[str] = []
+        self.files: list[str] = []  # every file loaded: the profile, then its includes (direnv watches them)
 
     def winners(self) -> list[Directive]:
         """The directive that wins each target (the later one), in composition order."""
@@ -324,6 +325,20 @@ def parse_line(raw: str, path: str, line: int, unit: int = 0) -> Directive | tup
     return build_directive(kind, rest, path, line, unit)
 
 
+def variables_set(data: bytes) -> set[str]:
+    """The variables a profile file sets by its own `env` and `envpath` lines (includes are not
+    followed; lines that do not parse set nothing): what `migrate --update-profile` leaves alone."""
+    found: set[str] = set()
+    for number, raw in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
+        try:
+            item = parse_line(raw, "", number)
+        except _Fail:
+            continue
+        if isinstance(item, Directive) and item.kind in ("env", "envpath"):
+            found.add(item.target)
+    return found
+
+
 def parse_inline(kind: str, text: str, index: int) -> Directive:
     """One inline flag (`--env`, `--file`, `--envpath`, `--stdin`) as exactly one directive:
     `#` is literal and a newline is refused (it could otherwise smuggle a second directive)."""
@@ -417,6 +432,7 @@ class _Loader:
         self.shown.append(path)
         self.units += 1
         unit = self.units
+        self.profile.files.append(path)
         try:
             data = read_profile(path)
             self._lines(data, path, unit)

@@ -8,9 +8,8 @@ once, in profile order. Nothing is written here and no value ever reaches a mess
 
 from __future__ import annotations
 
-import os
-
 from .. import errors
+from ..environ import which
 from ..store import MAX_VALUE_BYTES
 from .kmap import Directive
 
@@ -36,17 +35,6 @@ def exec_commands(directives: Iterable[Directive]) -> list[tuple[str, ...]]:
         if d.ref is not None and d.ref.kind == "exec" and d.ref.argv not in out:
             out.append(d.ref.argv)  # type: ignore[arg-type]
     return out
-
-
-def which(command: str, path_var: str | None) -> str | None:
-    """PATH lookup as execvp does it; None when nothing executable is found."""
-    if "/" in command:
-        return command
-    for directory in (path_var if path_var is not None else os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", command)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> bytes:

@@ -8,6 +8,14 @@
 - `merge` (layer 2): keyed digests and the baseline MACs, the per-key three-way merge, and the
   construction of the next head (and of the genesis head).
 
-Everything here is pure: no file, socket, vault or age I/O. Transports, the vault's sync tables
-and the commands come in the layers above.
+Those three are pure: no file, socket, vault or age I/O. Beside them:
+
+- `transport` (layer 1): the transport checks every head read passes (Git LFS pointer, size, age
+  header) and the test-only pause of the kill -9 tests;
+- `ratchet` (layer 2): the state kept outside the vault, `<state>/sync/<remote_id>/` (the ratchet,
+  the known head's bytes, the acknowledged members);
+- `fs`, `git` (layer 4): the transports, which move ciphertext and never decrypt it (`git` is the
+  only importer of GitPython).
+
+The vault's sync tables and the commands come in the layers above.
 """

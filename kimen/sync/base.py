@@ -29,6 +29,7 @@ from ..store import is_valid_secret_name
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+    from contextlib import AbstractContextManager
     from typing import Any, Literal, TypeGuard
 
     Role = Literal["admin", "writer", "reader"]
@@ -397,6 +398,9 @@ class SignedDocument(Protocol):
 # -- transports --------------------------------------------------------------------------------
 
 
+LOCK_WAIT = 10.0  # seconds a push waits for a remote's lock (`--lock-wait`)
+
+
 def remote_rev(data: bytes) -> str:
     """The remote rev of a head file: SHA-256 of its bytes (computable without decrypting)."""
     return hashlib.sha256(data).hexdigest()
@@ -442,21 +446,36 @@ class ProbeReport:
 
 
 class Transport(Protocol):
-    """One remote location (fs: a directory or `.age` file; git: a branch of a repository)."""
+    """One remote location (fs: a directory or `.age` file; git: a branch of a repository).
+
+    A push runs "read the head, accept and merge it, build the next head, publish" inside
+    `locked()`: fs holds the remote's lock for that whole span, git needs none (its push is never
+    forced, so a head that moved meanwhile is a lost race). `publish` also takes the lock itself
+    when called outside `locked()`.
+    """
 
     kind: str
+    location: str  # for messages: a path, or a URL without credentials
 
     def read_head(self) -> RemoteHead | None:
-        """The current head, or None when the location holds none."""
+        """The current head (fs: the file; git: a fetch), checked by the transport checks (Git LFS
+        pointer, size, age header), or None when the location holds none. Never a cached answer."""
         ...
 
-    def publish(self, new: bytes, expected_rev: str | None) -> PublishResult:
-        """Replace the head whose rev is `expected_rev` (None: no head yet) by `new`, never forcing:
-        `Published` once the new head reads back, `LostRace` when the head was not `expected_rev`."""
+    def locked(self, wait: float | None = None) -> AbstractContextManager[None]:
+        """Hold the remote's push lock, waiting up to `wait` seconds for it (None: the transport's
+        lock wait, `--lock-wait`), else `remote_lock_present`."""
+        ...
+
+    def publish(self, new: bytes, expected_rev: str | None, *, seq: int, by: str,
+                expected_seq: int | None) -> PublishResult:
+        """Replace the head whose rev is `expected_rev` (None: no head yet) and whose seq is
+        `expected_seq` by `new` (seq `seq`, signed by member `by`), never forcing: `Published` once
+        the new head reads back, `LostRace` when the head was not `expected_rev`."""
         ...
 
     def history(self, seq: int) -> bytes | None:
-        """An older head by its seq, when the location still keeps it."""
+        """An older head by its seq, when the location still keeps it (checked like `read_head`)."""
         ...
 
     def probe(self) -> ProbeReport: ...

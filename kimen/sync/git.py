@@ -1,0 +1,346 @@
+"""The git transport: a team's head as one file on a branch (docs/sync.md, "Remotes and
+transports"). The only importer of GitPython.
+
+Each remote gets a bare cache repository, `<cache>/git/<first 16 hex of SHA-256(url NUL branch)>/`
+(0700): no work tree, no checkout, never a git merge.
+
+- read: fetch `+refs/heads/<branch>:refs/remotes/origin/<branch>` (no tags) and read the blob
+  `<bundle_path>` of that commit; a missing branch or file is no head. The fetch mirrors the branch
+  as it is, rewritten or not: a force-pushed older head comes back as what it is, and the puller's
+  acceptance rule refuses it (`remote_rollback`, `remote_fork`); the transport adopts nothing.
+- publish: the new head as a blob, the tip's tree with only `<bundle_path>` replaced (through a
+  private index), a commit whose only parent is the tip (an orphan on a missing branch), pushed as
+  `<commit>:refs/heads/<branch>` and never forced: a non-fast-forward rejection is a lost race.
+  Then `ls-remote` must show the branch at that commit (`sync_push_unconfirmed` otherwise).
+
+**Environment.** Every git process gets `kimen.gitcheck.git_environ` (no private variable, no
+`GIT_*` but the SSH, askpass and author/committer ones, prompts off, a private `GIT_INDEX_FILE`)
+and `-c core.hooksPath=<empty dir> -c core.fsmonitor=false -c protocol.ext.allow=never`, with
+`--git-dir` naming the cache. GitPython merges kimen's own `os.environ` into every command it runs,
+and kimen never changes its own environment, so each command runs through `env -u NAME …` for the
+variables the scrubbed environment drops: names on the command line, never a value.
+
+Errors: git's first error line (`git_failed`), with the credentials of any URL removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from contextlib import contextmanager
+
+from .. import errors
+from ..durations import format_time
+from ..fsutil import directory_problem, make_private_dirs, unlink_quietly
+from ..gitcheck import git_environ
+from ..paths import cache_dir
+from .base import LostRace, ProbeReport, Published, RemoteHead, check_member_id, remote_rev
+from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import BinaryIO
+
+    from .base import PublishResult
+
+DEFAULT_BRANCH = "main"
+DEFAULT_BUNDLE_PATH = "vault.age"
+FALLBACK_IDENTITY = ("kimen", "kimen@localhost")
+_HOOKS = "kimen-hooks"  # an empty directory: core.hooksPath, so no hook ever runs
+_INDEX = "kimen-index"
+_LOCK = "kimen.lock"
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_FILE_MODES = ("100644", "100755")
+_ENTRY_KINDS = {"120000": "a symlink", "040000": "a directory", "160000": "a submodule"}
+_BAD_REF_CHARS = frozenset(" ~^:?*[\\\x7f")
+
+
+def redact(text: str) -> str:
+    """`text` without the user:password part of any URL in it."""
+    return _CREDENTIALS.sub(r"\1", text)
+
+
+def _first_error_line(*outputs: str) -> str:
+    lines = [line.strip() for output in outputs for line in output.splitlines() if line.strip()]
+    chosen = next((line for line in lines if line.startswith(("fatal:", "error:", "remote: error", "ERROR"))),
+                  lines[0] if lines else "no message")
+    return "".join(c for c in redact(chosen) if c.isprintable())[:300]
+
+
+def check_bundle_path(path: str) -> str:
+    """A bundle path is relative, made of non-empty segments, none `.`, `..` or `.git`."""
+    if not path or "\0" in path or "\n" in path or "\r" in path:
+        raise errors.InvalidBundlePath(detail="empty or with a control character")
+    if path.startswith("/"):
+        raise errors.InvalidBundlePath(detail=f"{path!r} is absolute")
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            raise errors.InvalidBundlePath(detail=f"{path!r} has an empty, '.' or '..' segment")
+        if segment.lower() == ".git":
+            raise errors.InvalidBundlePath(detail=f"{path!r} has a .git segment")
+    return path
+
+
+def check_branch(branch: str) -> str:
+    """A branch name git accepts (git-check-ref-format's rules) that no git option can mistake."""
+    parts = branch.split("/")
+    if (not branch or branch.startswith("-") or branch == "@" or ".." in branch or "@{" in branch
+            or any(ord(c) < 32 or c in _BAD_REF_CHARS for c in branch) or branch.endswith((".", ".lock"))
+            or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)):
+        raise errors.GitFailed(detail=f"invalid branch name: {''.join(c for c in branch if c.isprintable())[:80]!r}")
+    return branch
+
+
+def cache_path(url: str, branch: str, env: Mapping[str, str] | None = None) -> str:
+    """`<cache>/git/<first 16 hex of SHA-256(url NUL branch)>`."""
+    digest = hashlib.sha256(url.encode("utf-8", "surrogateescape") + b"\0" + branch.encode()).hexdigest()
+    return os.path.join(cache_dir(os.environ if env is None else env), "git", digest[:16])
+
+
+class _Done:
+    __slots__ = ("code", "err", "out")
+
+    def __init__(self, code: int, out: bytes, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8", "replace").strip()
+
+
+class GitTransport:
+    """A git remote: `<bundle_path>` on `<branch>` of the repository at `url` (a path, `file://`,
+    ssh or https URL), through a bare cache repository."""
+
+    kind = "git"
+
+    def __init__(self, url: str, *, branch: str = DEFAULT_BRANCH, bundle_path: str = DEFAULT_BUNDLE_PATH,
+                 env: Mapping[str, str] | None = None, cache: str | None = None) -> None:
+        if not url or url.startswith("-") or any(ord(c) < 32 for c in url):
+            raise errors.GitFailed(detail="invalid repository location")
+        self.url = url
+        self.branch = check_branch(branch)
+        self.bundle_path = check_bundle_path(bundle_path)
+        self.location = f"{redact(url)} ({branch}:{bundle_path})"
+        self.cache = cache or cache_path(url, branch, env)
+        self._tracking = f"refs/remotes/origin/{branch}"
+        self._environ = git_environ(env, index_file=os.path.join(self.cache, _INDEX))
+        search = self._environ.get("PATH", os.defpath)
+        self._git_exe = shutil.which("git", path=search)
+        self._env_exe = shutil.which("env", path=search) or "/usr/bin/env"
+        # GitPython starts from os.environ: drop (by name) whatever the scrubbed environment lacks
+        self._unset = sorted(k for k in os.environ if k not in self._environ)
+
+    def __repr__(self) -> str:
+        return f"GitTransport({self.location!r})"
+
+    # -- running git -----------------------------------------------------------------------------
+
+    def _run(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
+        from git.cmd import Git
+        from git.exc import GitError
+
+        if self._git_exe is None:
+            raise errors.GitFailed(detail="git is not installed (not found on PATH)")
+        command = [self._env_exe, *(f"-u{name}" for name in self._unset), self._git_exe, f"--git-dir={self.cache}",
+                   "-c", f"core.hooksPath={os.path.join(self.cache, _HOOKS)}", "-c", "core.fsmonitor=false",
+                   "-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args]
+        try:
+            result = Git(self.cache).execute(
+                command, istream=stdin, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
+                strip_newline_in_stdout=False, env={**self._environ, **(env or {})})
+        except (GitError, OSError) as exc:
+            raise errors.GitFailed(detail=type(exc).__name__) from None
+        if not isinstance(result, tuple):  # pragma: no cover - with_extended_output always gives a tuple
+            raise errors.GitFailed(detail="unexpected answer from GitPython")
+        code, out, err = result
+        return _Done(int(code), out if isinstance(out, bytes) else b"", str(err))
+
+    def _check(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
+        done = self._run(*args, stdin=stdin, env=env)
+        if done.code != 0:
+            raise errors.GitFailed(detail=_first_error_line(done.err, done.text))
+        return done
+
+    @contextmanager
+    def _cache_locked(self) -> Iterator[None]:
+        """The cache repository, created when missing, under an flock for one operation (so two
+        kimen processes of this user never share its refs or index at once)."""
+        import fcntl
+
+        try:
+            if not os.path.lexists(self.cache):
+                make_private_dirs(self.cache)
+            problem = directory_problem(self.cache)
+            if problem:
+                raise errors.SyncFailed(detail=f"git cache {self.cache} {problem}")
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(os.path.join(self.cache, _LOCK), flags, 0o600)
+        except OSError as exc:
+            raise errors.SyncFailed(detail=f"git cache {self.cache}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._prepare()
+            yield
+        finally:
+            os.close(fd)
+
+    def _prepare(self) -> None:
+        """Create the repository and its empty hooks directory when missing, and remove the git
+        lock files a git killed with kimen left (no other git runs here while we hold the flock)."""
+        hooks = os.path.join(self.cache, _HOOKS)
+        try:
+            if not os.path.isdir(hooks):
+                os.mkdir(hooks, 0o700)
+            stale = [os.path.join(root, name) for root, _dirs, names in os.walk(os.path.join(self.cache, "refs"))
+                     for name in names if name.endswith(".lock")]
+            stale += [os.path.join(self.cache, name) for name in ("HEAD.lock", "config.lock", "packed-refs.lock",
+                                                                  "shallow.lock", "index.lock", _INDEX + ".lock")]
+            for path in stale:
+                unlink_quietly(path)
+        except OSError as exc:
+            raise errors.SyncFailed(detail=f"git cache {self.cache}: {exc.strerror}") from None
+        if not os.path.exists(os.path.join(self.cache, "HEAD")):
+            self._check("init", "--bare", "--quiet", f"--template={hooks}", self.cache)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _fetch(self) -> str | None:
+        """Fetch the branch; its commit, or None when the remote has no such branch."""
+        done = self._run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+                         "--", self.url, f"+refs/heads/{self.branch}:{self._tracking}")
+        if done.code != 0:
+            if "couldn't find remote ref" in done.err:
+                self._run("update-ref", "-d", self._tracking)
+                return None
+            raise errors.GitFailed(detail=_first_error_line(done.err, done.text))
+        return self._check("rev-parse", "--verify", "--quiet", f"{self._tracking}^{{commit}}").text
+
+    def _blob(self, commit: str) -> bytes | None:
+        """The bytes of `<bundle_path>` in `commit` (None when absent): a regular file only, within
+        the head size limit, checked before it is read."""
+        shown = f"{self.bundle_path} on {self.branch}"
+        out = self._check("ls-tree", "-l", "-z", commit, "--", self.bundle_path).out
+        for record in out.split(b"\0"):
+            meta, _tab, path = record.partition(b"\t")
+            if path.decode("utf-8", "surrogateescape") != self.bundle_path:
+                continue
+            mode, _kind, sha, size = meta.decode("ascii", "replace").split()
+            if mode not in _FILE_MODES:
+                raise errors.SyncFailed(detail=f"{shown} is {_ENTRY_KINDS.get(mode, 'not a file')}, not the head file",
+                                        hint="kimen reads only a regular file there")
+            if int(size) > MAX_HEAD_BYTES:
+                raise errors.BundleTooLarge(path=shown)
+            return self._check("cat-file", "blob", sha).out
+        return None
+
+    def read_head(self) -> RemoteHead | None:
+        with self._cache_locked():
+            commit = self._fetch()
+            data = self._blob(commit) if commit else None
+        if data is None:
+            return None
+        check_head(data, f"{self.bundle_path} on {self.branch}")
+        return RemoteHead(data, remote_rev(data), commit)
+
+    def history(self, seq: int) -> bytes | None:
+        """The head of seq `seq` from the branch's history: the newest commit whose message (kimen's
+        own, `kimen sync push … seq <n> by …`) names it."""
+        with self._cache_locked():
+            if self._fetch() is None:
+                return None
+            found = self._check("rev-list", "--first-parent", "-n", "1", "-E",
+                                f"--grep=^kimen sync push [^ ]+ seq {int(seq)} by ", self._tracking).text
+            data = self._blob(found) if found else None
+        if data is not None:
+            check_head(data, f"{self.bundle_path} at seq {seq}")
+        return data
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, wait: float | None = None) -> Iterator[None]:
+        """Nothing to hold: a push is never forced, so a head that moved meanwhile is a lost race."""
+        yield
+
+    def _identity_env(self) -> dict[str, str]:
+        """The user's git identity when git has one, else kimen's own."""
+        if all(self._run("var", var).code == 0 for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT")):
+            return {}
+        name, email = FALLBACK_IDENTITY
+        return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+                "GIT_COMMITTER_EMAIL": email}
+
+    def _commit(self, new: bytes, parent: str | None, message: str) -> str:
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=self.cache) as blob_input:
+            blob_input.write(new)
+            blob_input.seek(0)
+            blob = self._check("hash-object", "-w", "--no-filters", "--stdin", stdin=blob_input).text
+        index = os.path.join(self.cache, _INDEX)
+        try:
+            os.unlink(index)
+        except FileNotFoundError:
+            pass
+        if parent is not None:
+            self._check("read-tree", parent)
+        self._check("update-index", "--add", "--cacheinfo", f"100644,{blob},{self.bundle_path}")
+        tree = self._check("write-tree").text
+        parents = ["-p", parent] if parent is not None else []
+        return self._check("commit-tree", "--no-gpg-sign", tree, *parents, "-m", message,
+                           env=self._identity_env()).text
+
+    def _remote_tip(self) -> str | None:
+        ref = f"refs/heads/{self.branch}"
+        done = self._run("ls-remote", "--", self.url, ref)
+        if done.code != 0:
+            raise errors.SyncPushUnconfirmed(detail=_first_error_line(done.err, done.text))
+        for line in done.text.splitlines():
+            sha, _tab, name = line.partition("\t")
+            if name == ref:
+                return sha
+        return None
+
+    def publish(self, new: bytes, expected_rev: str | None, *, seq: int, by: str,
+                expected_seq: int | None) -> PublishResult:
+        check_member_id(by)
+        with self._cache_locked():
+            tip = self._fetch()
+            current = self._blob(tip) if tip else None
+            actual = remote_rev(current) if current is not None else None
+            if actual != expected_rev:
+                return LostRace(actual)
+            testOnlyPause("before_write")
+            commit = self._commit(new, tip, f"kimen sync push {format_time()} seq {int(seq)} by {by}")
+            testOnlyPause("after_write")
+            pushed = self._run("push", "--porcelain", "--no-verify", "--no-follow-tags", "--no-signed",
+                               "--recurse-submodules=no", "--", self.url, f"{commit}:refs/heads/{self.branch}")
+            if pushed.code != 0:
+                # Rejected as non-fast-forward, or beaten to the remote's ref lock by a push landing
+                # at the same moment: either way the branch moved, which makes it a lost race.
+                moved = self._fetch()
+                if moved != tip:
+                    now = self._blob(moved) if moved else None
+                    return LostRace(remote_rev(now) if now is not None else None)
+                rejected = [line for line in pushed.text.splitlines() if line.startswith("!")]
+                raise errors.GitFailed(detail=_first_error_line(pushed.err, *rejected))
+            testOnlyPause("after_replace")
+            remote = self._remote_tip()
+            if remote != commit:
+                raise errors.SyncPushUnconfirmed(
+                    detail=f"branch {self.branch} points at {remote[:12] if remote else 'nothing'}, "
+                           f"not at the pushed commit {commit[:12]}")
+            self._run("update-ref", self._tracking, commit)
+        return Published(remote_rev(new), commit)
+
+    # -- probing ---------------------------------------------------------------------------------
+
+    def probe(self) -> ProbeReport:
+        """The repository answers (`git_failed` otherwise)."""
+        with self._cache_locked():
+            self._check("ls-remote", "--", self.url, f"refs/heads/{self.branch}")
+        return ProbeReport(self.location)
