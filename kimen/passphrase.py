@@ -188,17 +188,38 @@ def run_command(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a passphrase command kimen gives up on: SIGTERM, then SIGKILL after 2 s (a tool that
-    ignores both is not waited for forever), and reap it so no zombie or orphan is left."""
-    import subprocess
+    """End a passphrase command kimen gives up on, and what it started: a wrapper script dies of
+    SIGTERM at once, but the command it waits for would run on (its descendants are found through
+    /proc, so on Linux only). SIGTERM, then SIGKILL after 2 s (a tool that ignores both is not
+    waited for forever), and reap it so no zombie or orphan is left."""
+    import signal
+    import time
+
+    from .procs import descendants, is_running, is_same_process
+
+    below = descendants(proc.pid)
+
+    def signal_below(sig: int) -> None:
+        for pid, start in below:
+            if is_same_process(pid, start):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+    def done() -> bool:
+        return proc.poll() is not None and not any(is_running(p) and is_same_process(p, s) for p, s in below)
 
     try:
         proc.terminate()
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
+        signal_below(signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        signal_below(signal.SIGKILL)
+        proc.wait()
     except OSError:
         pass
     finally:

@@ -9,6 +9,8 @@
   keep the dir alive.
 
 Both read `/proc/<pid>/stat` where it exists (Linux) and fall back to `kill(pid, 0)` elsewhere.
+`descendants(pid)` lists what a process started (and they in turn), from the same files; it knows
+nothing without /proc.
 """
 
 from __future__ import annotations
@@ -68,3 +70,24 @@ def is_same_process(pid: int, start: str | None) -> bool:
     if os.path.isdir("/proc/self"):
         return False  # Linux: no /proc entry means no such process
     return _signalable(pid)
+
+
+def descendants(pid: int) -> list[tuple[int, str | None]]:
+    """The processes below `pid` (its children, theirs, ...) with their `start_time`s, read from
+    /proc (Linux); `[]` where there is no /proc. A snapshot: signal them through `is_same_process`."""
+    try:
+        entries = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in entries:
+        fields = _stat_fields(entry)
+        if fields is not None and len(fields) > 1 and fields[1].isdigit():  # fields[1] is field 4, the ppid
+            children.setdefault(int(fields[1]), []).append(entry)
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return [(child, start_time(child)) for child in found]

@@ -175,3 +175,26 @@ def test_powershell_script(named):
 def test_completion_without_shell_is_a_usage_error(kimen):
     done = kimen.fail(2, "usage_error", "completion")
     assert "bash, zsh, fish, elvish or powershell" in done.err_json()["error"]
+
+
+def test_the_readmes_install_lines_work_in_a_fresh_home(named):
+    """README's "Install for daily use" completion lines, run verbatim by `sh` in a HOME that has
+    no bash-completion directory yet, install a script that completes in bash."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Install for daily use", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if not line.startswith("pipx ")]
+    assert any(line.startswith("kimen completion bash") for line in lines), block
+    home = named.root / "fresh-home"
+    home.mkdir()
+    env = {**named.env, "HOME": str(home)}
+    for line in lines:
+        done = subprocess.run(["sh", "-c", line], env=env, cwd=named.cwd, capture_output=True, text=True)
+        assert done.returncode == 0, f"{line}\n{done.stderr}"
+    installed = home / ".local/share/bash-completion/completions/kimen"
+    probe = (f". {installed}; COMP_WORDS=(kimen secret get app.); COMP_CWORD=3; COMPREPLY=(); _kimen; "
+             "printf '%s\\n' \"${COMPREPLY[@]}\"")
+    out = subprocess.run(["bash", "-c", probe], env=env, cwd=named.cwd, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["app.db", "app.token"]

@@ -78,3 +78,30 @@ def test_interrupt_ends_the_passphrase_command(kimen, slow_command, source, to_g
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child), "the passphrase command outlived kimen"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="descendants are found through /proc (Linux)")
+@pytest.mark.parametrize("to_group", [False, True], ids=["kill-kimen", "ctrl-c-group"])
+def test_interrupt_ends_what_a_wrapper_script_started(kimen, slow_command, to_group):
+    """The passphrase command is a shell script whose own child does the waiting (a wrapper around
+    `pass`, `op`, `gpg`): the shell dies of kimen's SIGTERM at once, and its child must not be left
+    running on its own."""
+    sleeper, pid_file, started = slow_command
+    wrapper = kimen.root / "wrapper"
+    wrapper.write_text(f"#!/bin/sh\n{sleeper} 2>/dev/null\n")
+    wrapper.chmod(0o700)
+    kimen.init_vault()
+    proc = kimen.popen("vault", "info", "--verify", "--passphrase-cmd", str(wrapper), "--json")
+    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the wrapped command to start"))
+    started.append(child)
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert out == b""
+    assert proc.returncode == 130 and json.loads(err)["reason"] == "interrupted", err
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the wrapper's child outlived kimen"
