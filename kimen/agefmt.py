@@ -1,4 +1,4 @@
-"""The age header pre-parser (SPEC §8.2): stdlib only, run before pyrage sees a byte.
+"""The age header pre-parser: stdlib only, run before pyrage sees a byte.
 
 pyrage (rust-age) is lenient in places the age specification is not, and it would run any scrypt
 work factor it is given. kimen therefore removes the ASCII armor itself (strictly) and checks the

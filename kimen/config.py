@@ -1,4 +1,4 @@
-"""The config file (SPEC §4.4): a JSON object, written atomically 0600 in a 0700 directory.
+"""The config file: a JSON object, written atomically 0600 in a 0700 directory.
 
 It stores how to get the passphrase (`unlock`), never the passphrase itself. Unknown keys are
 preserved on every write so newer kimen versions and hand edits survive.

@@ -1,4 +1,4 @@
-"""Cryptographic primitives (SPEC §3.3): the only importer of argon2 and nacl.
+"""Cryptographic primitives: the only importer of argon2 and nacl.
 
 - KEK: argon2id (version 0x13) over the passphrase's UTF-8 bytes, 32-byte output.
 - AEAD: XChaCha20-Poly1305-IETF with random 24-byte nonces. With 192-bit nonces, random nonces
@@ -43,7 +43,7 @@ def derive_kek(passphrase: Sensitive, salt: bytes, params: KdfParams) -> Sensiti
     """argon2id(passphrase, salt, params) -> 32-byte key-encryption key.
 
     Through argon2's context API on kimen's own buffers: `hash_secret_raw` would copy the passphrase
-    into C memory and return the key as `bytes`, copies that nobody wipes (SPEC §11 item 16).
+    into C memory and return the key as `bytes`, copies that nobody wipes.
     """
     from argon2.exceptions import HashingError
     from argon2.low_level import Type, core, ffi, lib
@@ -79,7 +79,7 @@ def open_sealed(key: bytes | bytearray, nonce: bytes, ciphertext: bytes, aad: by
 
 
 def subkey(data_key: bytes | bytearray, vault_id: bytes, person: bytes) -> bytes:
-    """BLAKE2b-256(key=data key, salt=vault_id, person=purpose): k_mac, k_sync (SPEC §3.3)."""
+    """BLAKE2b-256(key=data key, salt=vault_id, person=purpose): k_mac, k_sync."""
     return hashlib.blake2b(digest_size=32, key=bytes(data_key), salt=vault_id, person=person).digest()
 
 
@@ -88,7 +88,7 @@ def mac(key: bytes, message: bytes) -> bytes:
     return hmac.digest(key, message, "sha256")
 
 
-# -- bundle signing (SPEC §8.1) --
+# -- bundle signing --
 
 _BUNDLE_SIGNING_LABEL = b"kimen/v1/bundle-signing"
 

@@ -1,4 +1,4 @@
-"""Reading dotenv files for `secret import` and `migrate` (SPEC §3.8): the dialect kimen writes (§7.3) plus the
+"""Reading dotenv files for `secret import` and `migrate`: the dialect `envfile` writes plus the
 common variations — `export ` prefixes, unquoted values with ` #` comments, single quotes
 (literal; `'\\''` inside them is a quote, as the shell format writes it), double quotes (escapes
 \\\\ \\" \\n \\r \\t), values spanning lines inside quotes, blank lines and `#` comments.

@@ -1,4 +1,4 @@
-"""Durations, sizes and times as kimen writes and reads them (SPEC §2.5): the one owner of each.
+"""Durations, sizes and times as kimen writes and reads them: the one owner of each.
 
 - durations on the command line: `90s`, `15m`, `1h30m`, `7d` or a bare number of seconds;
 - sizes: `64MiB`, `1GiB` or a bare number of KiB;

@@ -1,4 +1,4 @@
-"""kimen's private environment variables, the scrubbed environment every child gets (SPEC §2.3), and
+"""kimen's private environment variables, the scrubbed environment every child gets, and
 the PATH lookup that finds a child's program.
 
 Private variables (the passphrase, the new passphrase, a grant token, an age identity) are read

@@ -1,10 +1,10 @@
-"""The one error hierarchy of kimen (SPEC §2.8, §2.9).
+"""The one error hierarchy of kimen.
 
 Every failure a user can see is a subclass of `KimenError` that declares:
 
 - ``reason``: a stable snake_case machine name, never renamed;
-- ``code``: the fixed exit code of SPEC §2.8, or ``None`` for a command-area reason whose exit
-  code is that of the command that raised it (§2.9);
+- ``code``: the fixed exit code (docs/errors.md), or ``None`` for a command-area reason whose exit
+  code is that of the command that raised it;
 - its docstring: the default message template (``str.format`` over the error's fields);
 - optionally ``hint``: a fix, printed as ``kimen: hint: …``.
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, ClassVar
 
-# Exit codes of command areas (SPEC §2.8): a reason without a fixed code takes the code of the
+# Exit codes of command areas: a reason without a fixed code takes the code of the
 # command that raised it.
 AREA_SECRET = 11
 AREA_MAP_LINT = 20
@@ -45,7 +45,7 @@ AREA_SESSION = 34
 
 _REGISTRY: dict[str, type[KimenError]] = {}
 
-# Fields that go into the JSON error envelope (SPEC §2.7 names them). Other fields only fill the
+# Fields that go into the JSON error envelope (docs/errors.md lists them). Other fields only fill the
 # message template.
 CONTEXT_FIELDS = frozenset({
     "secret", "path", "line", "missing", "existing", "denied", "name", "variable", "signer",
@@ -87,7 +87,7 @@ class KimenError(Exception):
         return self.code if self.code is not None else area_code
 
     def envelope(self, area_code: int) -> dict[str, Any]:
-        """The JSON error envelope of SPEC §2.7 (fields are only ever added)."""
+        """The JSON error envelope (fields are only ever added)."""
         doc: dict[str, Any] = {
             "ok": False,
             "error": self.message,
@@ -172,7 +172,7 @@ class SecretExists(KimenError):
 _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...] = (
 
     # ----------------------------------------------------------------------------------------
-    # Fixed codes (SPEC §2.8)
+    # Fixed codes
     # ----------------------------------------------------------------------------------------
     ('InternalError', 'internal_error', 1, 'internal error ({type})',
      'this is a bug in kimen; rerun with --debug for a traceback and report it'),

@@ -53,7 +53,7 @@ def directory_problem(path: str, *, strict: bool = True) -> str | None:
     """Why `path` is not a safe private directory, or None if it is one.
 
     strict: no group/other bits at all (session dir); otherwise only group/other *write* bits
-    are refused (files and render dirs, SPEC §7.1, §7.2).
+    are refused (files and render dirs).
     """
     try:
         st = os.lstat(path)

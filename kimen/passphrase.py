@@ -1,4 +1,4 @@
-"""Passphrase sources, in one place (SPEC §4.1-4.3).
+"""Passphrase sources, in one place.
 
 Order for commands that need values: KIMEN_PASSPHRASE > --passphrase-cmd > --passphrase-stdin
 (explicit) > a live session (decided in `kimen.access`) > the configured unlock method > a hidden
@@ -33,7 +33,7 @@ class StdinClaim:
     """Stdin can feed exactly one consumer (a passphrase, a value, a file to import).
 
     The passphrase pair of `vault rekey --passphrase-stdin --new-passphrase-stdin` is the one
-    exception: both lines come from one read (SPEC §3.7).
+    exception: both lines come from one read.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Where kimen keeps things (SPEC §2.2), computed without importing platformdirs on Linux.
+"""Where kimen keeps things, computed without importing platformdirs on Linux.
 
 On Linux the XDG rules are a few lines; reproducing them keeps ~20 ms of platformdirs import off
 the hot path (`kimen run` with a session). `tests/test_paths.py` proves the results identical to
@@ -120,7 +120,7 @@ def audit_log(env: Mapping[str, str] = os.environ) -> str:
 
 
 def runtime_base(env: Mapping[str, str] = os.environ) -> str:
-    """Base of private per-run directories (§2.2): prefers tmpfs that only this user can reach."""
+    """Base of private per-run directories: prefers tmpfs that only this user can reach."""
     uid = os.getuid()
     runtime = env.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isabs(runtime):

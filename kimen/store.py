@@ -1,4 +1,4 @@
-"""The store interface (SPEC §3.6) and its value types.
+"""The store interface and its value types.
 
 Every command that needs values talks to a `Store`. It is implemented by an opened local vault
 (`kimen.vault.LocalStore`), by the session daemon's client (`kimen.daemon.client`) and, read-only,
@@ -6,7 +6,7 @@ by a decrypted bundle. Projection code asks a store for exactly the names a prof
 never learns which implementation answered. A shared contract suite (`tests/store_contract.py`)
 runs against each implementation.
 
-Also here, because every layer needs them: the secret-name rule and the value size limit (§3.4).
+Also here, because every layer needs them: the secret-name rule and the value size limit.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _SEGMENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 
 
 def is_valid_secret_name(name: str) -> bool:
-    r"""`[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*`, at most 128 bytes (SPEC §3.4).
+    r"""`[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*`, at most 128 bytes.
 
     Checked with sets, not a regular expression: compiling one costs ~0.3 ms on every command.
     """
@@ -42,7 +42,7 @@ def is_valid_secret_name(name: str) -> bool:
 
 
 def check_secret_name(name: str) -> str:
-    """Return `name` if it satisfies SPEC §3.4, else raise the precise error."""
+    """Return `name` if it is a valid secret name, else raise the precise error."""
     if name == "":
         raise EmptySecretName()
     if not is_valid_secret_name(name):
@@ -114,7 +114,7 @@ class KdfParams(_Record):
 
 
 class VaultMeta(_Record):
-    """What anyone can read without the passphrase (§3.1)."""
+    """What anyone can read without the passphrase."""
 
     __slots__ = (
         "canonical_path",
@@ -244,7 +244,7 @@ class WriteResult(_Record):
 
 if TYPE_CHECKING:
     class Store(Protocol):
-        """The operations of SPEC §3.6, implemented by `kimen.vault.LocalStore`, the session client's
+        """The store operations, implemented by `kimen.vault.LocalStore`, the session client's
         `SessionStore` and the read-only `BundleStore` (structurally: none inherits from this).
 
         `meta` and `list` need no key. A type only: `typing` is not imported at run time.
@@ -264,7 +264,7 @@ if TYPE_CHECKING:
             ...
 
         def verify(self) -> None:
-            """The integrity check of §3.3; raises `VaultTampered` or `SecretCorrupt`."""
+            """The integrity check (docs/vault.md); raises `VaultTampered` or `SecretCorrupt`."""
             ...
 
         def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""Bundles (SPEC §8): signed, versioned documents of secrets, age-encrypted to recipients.
+"""Bundles: signed, versioned documents of secrets, age-encrypted to recipients.
 
 - `keys`: identities (decrypt and sign), recipients and signer ids;
 - `age`: the one importer of pyrage: the age pre-parse (kimen.agefmt), in-memory decryption and

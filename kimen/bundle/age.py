@@ -1,4 +1,4 @@
-"""The age layer (SPEC §8.2): the only importer of pyrage.
+"""The age layer: the only importer of pyrage.
 
 Decryption is in memory only (`pyrage.decrypt`; `pyrage.decrypt_file` writes 0644 plaintext and
 follows symlinks). Before pyrage sees a byte, `kimen.agefmt` removes the armor strictly and checks

@@ -1,4 +1,4 @@
-"""The bundle document (SPEC §8.1), its signature and the trust and freshness checks (§8.3).
+"""The bundle document, its signature and the trust and freshness checks.
 
 UTF-8 JSON, serialised canonically (keys sorted, no insignificant whitespace, ASCII only,
 integers only). `signature.sig` is Ed25519 over `kimen-bundle-v1` || 0x00 || the canonical
@@ -195,7 +195,7 @@ def _verify_signature(doc: dict[str, Any]) -> str | None:
 
 
 def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: bool) -> None:
-    """SPEC §8.3: a trusted signer, or an explicit --allow-unsigned (with a warning)."""
+    """Trust: a trusted signer, or an explicit --allow-unsigned (with a warning)."""
     from ..output import warn
 
     if document.signer is None:

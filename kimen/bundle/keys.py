@@ -1,4 +1,4 @@
-"""Identities, recipients and signer ids (SPEC §8.1, §8.2).
+"""Identities, recipients and signer ids.
 
 An identity file holds `#` comments and exactly one `AGE-SECRET-KEY-1…` line, or is an
 unencrypted OpenSSH ed25519 private key. An X25519 identity also signs: its Ed25519 key pair is

@@ -1,4 +1,4 @@
-"""The read-only store of a decrypted, verified bundle (SPEC §8.5).
+"""The read-only store of a decrypted, verified bundle.
 
 Projections ask it for names exactly as they ask a vault or a session; it never writes.
 """

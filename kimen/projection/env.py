@@ -1,4 +1,4 @@
-"""The child's environment and command (SPEC §7.1): what `run` hands to execve.
+"""The child's environment and command: what `run` hands to execve.
 
 Starts from kimen's environment without private variables (or the `--pristine` minimum), applies
 the winning `env`/`envpath` directives, marks the child with `KIMEN_RUN=1` and `KIMEN_FILES_DIR`,
@@ -61,7 +61,7 @@ def _encoded(value: str | bytes) -> bytes:
 
 
 def check_exec_block(environ: Mapping[str, str | bytes], argv: Sequence[str]) -> None:
-    """Refuse what execve would refuse, before anything is written or started (SPEC §11.23)."""
+    """Refuse what execve would refuse, before anything is written or started."""
     total = 0
     for name, value in environ.items():
         raw = _encoded(value)

@@ -1,4 +1,4 @@
-"""Envfile formats (SPEC §7.3): dotenv, shell, docker, json.
+"""Envfile formats: dotenv, shell, docker, json.
 
 Each encoder either produces text that reads back as exactly one variable with exactly the value,
 or refuses the value with `value_not_representable` naming the variable. `render` encodes every

@@ -1,4 +1,4 @@
-"""Projected files (SPEC §7.1, §7.2, §11.10-13): private runtime dirs, `--files-dir`, render dirs.
+"""Projected files: private runtime dirs, `--files-dir`, render dirs.
 
 Every write goes through directory file descriptors opened with O_NOFOLLOW, so a symlink planted
 anywhere under a directory kimen writes into is refused rather than followed. Runtime dirs are
@@ -148,7 +148,7 @@ class RuntimeDir:
 
 
 def runtime_base(env: Mapping[str, str]) -> str:
-    """The runtime base (SPEC §2.2), created 0700 or checked: refused if foreign or loose."""
+    """The runtime base, created 0700 or checked: refused if foreign or loose."""
     base = paths.runtime_base(env)
     fsutil.ensure_private_dir(base, errors.UnsafeFilesDir, strict=True)
     return base

@@ -1,4 +1,4 @@
-"""The `.kmap` profile language (SPEC §6): line parser, references, validation, includes, lookup,
+"""The `.kmap` profile language: line parser, references, validation, includes, lookup,
 composition with inline flags, and the lint rules of `map lint`.
 
 Pure in the sense that matters: it reads profile files and nothing else — no vault, no `exec:`, no
@@ -25,7 +25,7 @@ MAX_INCLUDE_DEPTH = 16
 MAX_RELPATH_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
 INLINE = "<inline>"
-OWNER_FILE = ".kimen-owner"  # the owner record of a private runtime dir (SPEC §7.1)
+OWNER_FILE = ".kimen-owner"  # the owner record of a private runtime dir
 KINDS = ("env", "file", "envpath", "stdin", "include")
 
 # Sets rather than regular expressions: compiling each costs ~0.3 ms on every `run`.
@@ -39,7 +39,7 @@ PROTECTED_ENV = frozenset({
     "RUBYOPT", "JAVA_TOOL_OPTIONS",
 })
 
-# reason of the raised error -> lint code (SPEC §6.8), where they differ
+# reason of the raised error -> lint code, where they differ
 _LINT_CODE = {
     "envpath_requires_projected_files": "envpath_missing_file",
     "envpath_missing_projected_file": "envpath_missing_file",
@@ -174,7 +174,7 @@ def is_profile_name(name: str) -> bool:
 
 
 def relpath_problem(path: str) -> str | None:
-    """Why `path` cannot name a file under a files dir (SPEC §6.4), or None."""
+    """Why `path` cannot name a file under a files dir, or None."""
     if path == "":
         return "path is empty"
     if len(path.encode("utf-8", "surrogatepass")) > MAX_RELPATH_BYTES:
@@ -234,7 +234,7 @@ def _fail(cls: type[errors.KimenError], path: str, line: int, detail: str, **kw:
 
 
 def parse_ref(text: str, path: str, line: int) -> Ref:
-    """A reference (SPEC §6.3): prefixes tested in order const:, secret:, exec:, else a bare name."""
+    """A reference: prefixes tested in order const:, secret:, exec:, else a bare name."""
     if text.startswith("const:"):
         return Ref("const", text, const=text[6:].encode("utf-8", "surrogateescape"))
     if text.startswith("exec:"):
@@ -298,7 +298,7 @@ def build_directive(kind: str, rest: str, path: str, line: int, unit: int,
 
 
 def _process_line(raw: str) -> str:
-    """Steps 1-3 of SPEC §6.1: CR, trim, comment. Returns "" for lines to skip."""
+    """The first steps of line processing: CR, trim, comment. Returns "" for lines to skip."""
     if raw.endswith("\r"):
         raw = raw[:-1]
     text = raw.strip(" \t")
@@ -377,7 +377,7 @@ def check_profile_name(name: str) -> str:
 
 
 def profile_candidates(name: str, env: Mapping[str, str], cwd: str | None = None) -> list[str]:
-    """Every existing regular file for profile `name`, in lookup order (SPEC §6.7)."""
+    """Every existing regular file for profile `name`, in lookup order."""
     found = []
     for directory in paths.profile_dirs(env, cwd):
         candidate = os.path.join(directory, f"{name}.kmap")
@@ -486,7 +486,7 @@ class _Loader:
             issues.append(Issue("include_cycle", "error", f"include cycle: {chain}", path, line, err))
             return
         if real in self.done:
-            return  # already included: skipped (SPEC §6.4)
+            return  # already included: skipped
         if len(self.stack) > MAX_INCLUDE_DEPTH:
             issues.append(_issue(errors.InvalidMap, path, line, "includes nested deeper than 16"))
             return
@@ -506,7 +506,7 @@ def load(
     env: Mapping[str, str] = os.environ,
     cwd: str | None = None,
 ) -> Profile:
-    """Compose the profile (includes in place) then the inline flags, and validate (SPEC §6.4).
+    """Compose the profile (includes in place) then the inline flags, and validate.
 
     Raises for a source that cannot be loaded at all (both or bad source, not found, unreadable);
     everything else is recorded in `Profile.issues` — call `.check()` to stop at the first error.
@@ -561,7 +561,7 @@ def _compose_checks(profile: Profile) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Lint (SPEC §6.8): the warnings and the within-file duplicate rules
+# Lint: the warnings and the within-file duplicate rules
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Resolving the winning directives' references to bytes (SPEC §6.3, §6.4, §7).
+"""Resolving the winning directives' references to bytes.
 
 Secrets come from one `store.read(names)` with exactly the names the directives need; the store
 is opened through the caller's `open_store` only when there is at least one such name, so a
