@@ -1,5 +1,5 @@
 """Test doubles and helpers for projection unit tests: an in-memory `Store` (a test double of the
-store interface of SPEC §3.6) that records what was read."""
+store interface) that records what was read."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Every CCTV age vector through kimen's age decryption (SPEC §8.2, §11.25).
+"""Every CCTV age vector through kimen's age decryption.
 
 `expect: success` vectors decrypt to the expected payload hash (post-quantum hybrid ones are
-refused as `bundle_unsupported`, which SPEC §8.2 allows); every other vector is refused with a
+refused as `bundle_unsupported`, a documented limit: docs/bundles.md); every other vector is refused with a
 reason — including the ones pyrage alone accepts — and never with another exception.
 """
 

@@ -1,4 +1,4 @@
-"""Bundle documents, signatures, keys and the read-only bundle store (SPEC §8.1, §8.3, §8.5)."""
+"""Bundle documents, signatures, keys and the read-only bundle store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Envfile formats (SPEC §7.3): every accepted value reads back as exactly one variable with the
+"""Envfile formats: every accepted value reads back as exactly one variable with the
 exact value — dotenv through python-dotenv and `bash -c 'set -a; . FILE'`, shell through bash,
 docker by its line rule, json through json.load — and everything else is refused."""
 

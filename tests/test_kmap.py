@@ -1,4 +1,4 @@
-"""The `.kmap` language: SPEC §6.5 test vectors as one table, lookup, includes, lint rules, and
+"""The `.kmap` language: test vectors as one table, lookup, includes, lint rules, and
 hypothesis fuzzing of the parser (no uncaught exception, every error located, no value echoed)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`kimen bundle keygen|recipient|seal|open` end to end (SPEC §8.1-8.4, §11.25-26)."""
+"""`kimen bundle keygen|recipient|seal|open` end to end."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Projecting straight from a bundle: `--bundle FILE --identity FILE` on run, envfile, render, plan,
-doctor and project (SPEC §8.5): no vault is opened or written and no passphrase is asked."""
+doctor and project: no vault is opened or written and no passphrase is asked."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_bundle_source_refusals(ci):
     kimen, team = ci
     args = ("--identity", str(team.key), "--profile", "prod", "--", "true")
     kimen.fail(23, "conflicting_source_inputs", "run", "--bundle", "vault.age", "--vault", "x.db", *args)
-    # an empty --vault is given too: not silently dropped (as it is not without --bundle, SPEC §2.2)
+    # an empty --vault is given too: not silently dropped (as it is not without --bundle)
     kimen.fail(23, "conflicting_source_inputs", "run", "--bundle", "vault.age", "--vault", "", *args)
     done = kimen.run("doctor", "--bundle", "vault.age", "--vault", "", "--identity", str(team.key), "--json")
     assert {c["name"]: c["status"] for c in done.json()["checks"]}["bundle_spec"] == "error"

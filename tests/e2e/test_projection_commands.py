@@ -1,4 +1,4 @@
-"""render, envfile, plan, map lint, doctor and the project aliases, end to end (SPEC §6.8, §6.9, §7.2-7.5)."""
+"""render, envfile, plan, map lint, doctor and the project aliases, end to end."""
 
 from __future__ import annotations
 

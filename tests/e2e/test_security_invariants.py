@@ -1,4 +1,4 @@
-"""Clauses of the SPEC §11 security invariants not pinned down elsewhere (see docs/security.md,
+"""Clauses of the security invariants not pinned down elsewhere (see docs/security.md,
 "Invariants and their tests", for the whole map from invariant to test)."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def keygen(kimen, name: str = "key.txt") -> tuple[Path, str]:
     return key, doc["recipient"]
 
 
-# -- §11.1: no plaintext in -shm, config, bundles, backups or any output ------------------------------
+# -- invariant 1: no plaintext in -shm, config, bundles, backups or any output ------------------------------
 
 
 def test_canary_absent_from_shm_config_bundles_backups_and_output(kimen):
@@ -90,7 +90,7 @@ def test_canary_absent_from_shm_config_bundles_backups_and_output(kimen):
         assert CANARY not in done.err and CANARY.encode() not in done.out, done.args
 
 
-# -- §11.4: the wrong-passphrase error does not say which check failed ---------------------------------
+# -- invariant 4: the wrong-passphrase error does not say which check failed ---------------------------------
 
 
 def _flip(vault: Path, column: str) -> None:
@@ -128,7 +128,7 @@ def test_wrong_passphrase_error_is_the_same_whichever_check_failed(kimen, tmp_pa
         assert json.loads(outputs["wrong passphrase"].splitlines()[-1])["reason"] == "wrong_passphrase"
 
 
-# -- §11.7: kimen never mutates its own environment ----------------------------------------------------
+# -- invariant 7: kimen never mutates its own environment ----------------------------------------------------
 
 
 ENV_PROBE = r"""
@@ -177,7 +177,7 @@ def test_kimen_never_mutates_its_own_environment(kimen, tmp_path):
     assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
-# -- §11.8: --debug never prints a value, passphrase, identity or a line of a profile/dotenv/recipients file --
+# -- invariant 8: --debug never prints a value, passphrase, identity or a line of a profile/dotenv/recipients file --
 
 
 def _debug_cases(kimen, tmp_path):
@@ -189,7 +189,7 @@ def _debug_cases(kimen, tmp_path):
     (tmp_path / "r.txt").write_text(f"not-a-recipient-{CANARY}\n")
     (tmp_path / "id.txt").write_text(f"AGE-SECRET-KEY-1{CANARY.upper()}\n")
     wrong = {"KIMEN_PASSPHRASE": f"wrong {CANARY}"}
-    failing_cmd = tmp_path / "pass.sh"  # prints a passphrase-like canary, then fails (its stderr is its own, §4.2)
+    failing_cmd = tmp_path / "pass.sh"  # prints a passphrase-like canary, then fails (its stderr is its own)
     failing_cmd.write_text(f"#!/bin/sh\necho '{CANARY}'\nexit 3\n")
     failing_cmd.chmod(0o755)
     wrong_cmd = tmp_path / "wrongpass.sh"
@@ -227,7 +227,7 @@ def test_debug_output_never_holds_secret_text(kimen, tmp_path):
             assert CANARY.upper() not in done.err
 
 
-# -- §11.9: values are printed only by `secret get --unsafe-stdout` and `envfile --out - --unsafe-stdout` --
+# -- invariant 9: values are printed only by `secret get --unsafe-stdout` and `envfile --out - --unsafe-stdout` --
 
 
 def test_values_printed_only_by_the_two_unsafe_commands(kimen, tmp_path):
@@ -255,7 +255,7 @@ def test_values_printed_only_by_the_two_unsafe_commands(kimen, tmp_path):
         assert CANARY.encode() not in done.out and CANARY not in done.err, args
 
 
-# -- §11.10: 0600 files and 0700 directories whatever the umask ----------------------------------------
+# -- invariant 10: 0600 files and 0700 directories whatever the umask ----------------------------------------
 
 
 def test_files_are_0600_and_dirs_0700_under_umask_000(kimen, tmp_path):
@@ -287,7 +287,7 @@ def test_files_are_0600_and_dirs_0700_under_umask_000(kimen, tmp_path):
             assert mode(path) & 0o077 == 0, (path, oct(mode(path)))
 
 
-# -- §11.11: unsafe runtime base, files dir and render dir are refused, never chmodded or written into ---
+# -- invariant 11: unsafe runtime base, files dir and render dir are refused, never chmodded or written into ---
 
 
 def _make_unsafe(directory: Path, problem: str, tmp_path: Path) -> Path | None:
@@ -334,7 +334,7 @@ def test_unsafe_directories_are_refused_never_chmodded(kimen, tmp_path, which, p
         os.chown(directory, 0, 0)
 
 
-# -- §11.12: names checked before any value is resolved, for every projection ---------------------------
+# -- invariant 12: names checked before any value is resolved, for every projection ---------------------------
 
 
 @pytest.mark.parametrize("line", ["file ../escape=a.b", "file /etc/x=a.b", "env A=B=a.b", "file ok/../../x=a.b"])
@@ -355,7 +355,7 @@ def test_bad_names_fail_before_a_wrong_passphrase_is_tried(kimen, line, command)
     assert not (kimen.cwd.parent / "escape").exists()
 
 
-# -- §11.23: `=` in a name and oversized entries fail before exec ---------------------------------------
+# -- invariant 23: `=` in a name and oversized entries fail before exec ---------------------------------------
 
 
 def test_equals_in_a_name_and_oversized_entries_fail_before_exec(kimen, tmp_path):
@@ -390,7 +390,7 @@ def test_check_exec_block_refuses_equals_in_a_name():
             penv.check_exec_block({name: "x"}, ["true"])
 
 
-# -- §11.29: every failure is one reasoned line or envelope; exit 1 only for bugs -----------------------
+# -- invariant 29: every failure is one reasoned line or envelope; exit 1 only for bugs -----------------------
 
 
 FAILURES = [
@@ -446,7 +446,7 @@ def test_failures_are_one_reasoned_error_with_a_documented_code(kimen, json_out)
             assert len(errs) == 1, (args, done.err)
 
 
-# -- §11.2: a damaged schema that is not UTF-8 is a reasoned error, not a traceback ---------------------
+# -- invariant 2: a damaged schema that is not UTF-8 is a reasoned error, not a traceback ---------------------
 
 
 def test_non_utf8_bytes_in_the_schema_are_a_reasoned_error(kimen):
@@ -462,7 +462,7 @@ def test_non_utf8_bytes_in_the_schema_are_a_reasoned_error(kimen):
         assert done.err_json()["reason"] == "invalid_vault_file", (args, done.err)
 
 
-# -- §11.16: the daemon never sends a data key, whatever it is asked --------------------------------------
+# -- invariant 16: the daemon never sends a data key, whatever it is asked --------------------------------------
 
 
 def test_the_daemon_never_sends_the_data_key(kimen):
@@ -496,7 +496,7 @@ def test_the_daemon_never_sends_the_data_key(kimen):
         assert not any(form in answer for form in forms), answer[:200]
 
 
-# -- §11.3: no vault is created or rewritten below the KDF floor ----------------------------------------
+# -- invariant 3: no vault is created or rewritten below the KDF floor ----------------------------------------
 
 
 def test_no_vault_is_created_or_rewritten_below_the_floor(kimen, tmp_path):
@@ -520,7 +520,7 @@ def test_no_vault_is_created_or_rewritten_below_the_floor(kimen, tmp_path):
     assert not (tmp_path / "n.db").exists()
 
 
-# -- §11.6: a value given with --value is the one exception, and it warns ---------------------------------
+# -- invariant 6: a value given with --value is the one exception, and it warns ---------------------------------
 
 
 def test_value_on_the_command_line_warns(kimen):
@@ -531,7 +531,7 @@ def test_value_on_the_command_line_warns(kimen):
     assert "warning" not in done.err
 
 
-# -- §11.10: secret-bearing outputs are never written through a symlink -----------------------------------
+# -- invariant 10: secret-bearing outputs are never written through a symlink -----------------------------------
 
 
 def test_outputs_are_never_written_through_a_symlink(kimen, tmp_path):
@@ -560,7 +560,7 @@ def test_outputs_are_never_written_through_a_symlink(kimen, tmp_path):
         link.unlink()
 
 
-# -- §11.4: wrong and right passphrases cost the same KDF (memory, not time: no timing assertions) --------
+# -- invariant 4: wrong and right passphrases cost the same KDF (memory, not time: no timing assertions) --------
 
 
 RSS_PROBE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
@@ -589,7 +589,7 @@ def test_every_passphrase_check_runs_the_full_kdf(kimen):
     kimen.vault.write_bytes(pristine)
 
 
-# -- §11.16: the daemon keeps no passphrase after unwrap -------------------------------------------------
+# -- invariant 16: the daemon keeps no passphrase after unwrap -------------------------------------------------
 
 
 def _memory_count(pid: int, needle: bytes) -> int:
@@ -622,7 +622,7 @@ def test_the_daemon_keeps_no_passphrase_after_unwrap(kimen):
     assert _memory_count(pid, passphrase.encode()) == 0
 
 
-# -- §11.17: lock and idle expiry gate every store request, not only reads -------------------------------
+# -- invariant 17: lock and idle expiry gate every store request, not only reads -------------------------------
 
 
 STORE_REQUESTS = [

@@ -1,4 +1,4 @@
-"""The session daemon end to end (SPEC §5): a real daemon on a real socket, driven by the installed
+"""The session daemon end to end: a real daemon on a real socket, driven by the installed
 `kimen`. Timing-dependent cases use TTLs of seconds and generous waits, never timing assertions."""
 
 from __future__ import annotations

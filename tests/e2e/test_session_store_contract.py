@@ -1,4 +1,4 @@
-"""The store contract (SPEC §3.6) against the session store: a real daemon serves an empty vault."""
+"""The store contract against the session store: a real daemon serves an empty vault."""
 
 from __future__ import annotations
 

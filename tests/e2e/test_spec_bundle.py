@@ -1,4 +1,4 @@
-"""SPEC §6.9 / §8.4-8.5 audit: `doctor [--bundle FILE …]` checks every bundle it is given, and the
+"""Audit of bundles in doctor and projection: `doctor [--bundle FILE …]` checks every bundle it is given, and the
 bundle commands' flags, JSON fields and reasons are the ones the spec lists."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def test_doctor_bundles_and_vault_conflict(two):
 
 
 def test_doctor_reports_several_identities_as_a_warning(two):
-    """SPEC §8.2: several identity sources -> a warning naming the one used; a report keeps stderr empty."""
+    """several identity sources -> a warning naming the one used; a report keeps stderr empty."""
     kimen, team = two
     done = kimen.run("doctor", "--bundle", "all.age", "--identity", str(team.key), "--json",
                      env={"KIMEN_AGE_IDENTITY": team.key.read_text()})
@@ -114,7 +114,7 @@ def test_doctor_reports_several_identities_as_a_warning(two):
 
 
 def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
-    """SPEC §8.4: each bundle command's action and fields (fields may be added, never missing)."""
+    """each bundle command's action and fields (fields may be added, never missing)."""
     from ..conftest import SMALL_KDF
     from .bundle_helpers import NEW_PASS
 
@@ -153,7 +153,7 @@ def test_bundle_commands_json_fields_are_the_spec_ones(kimen, tmp_path):
 
 
 def test_doctor_checks_bundles_even_when_the_config_is_unusable(two):
-    """SPEC §6.9: with --bundle the bundle checks run; an invalid config fails config_json and the
+    """with --bundle the bundle checks run; an invalid config fails config_json and the
     signer check (config `bundle.trusted_signers` cannot be read), not the whole bundle section."""
     kimen, team = two
     bad = kimen.root / "bad.json"

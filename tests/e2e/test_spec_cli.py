@@ -1,4 +1,4 @@
-"""SPEC §2 and §4 audit: the global CLI conventions and the config layer, on the points no other test
+"""The global CLI conventions and the config layer, on the points no other test
 holds — usage errors without a command word, words after `--` for a command that takes none, the
 usage line of a command's own usage errors, `help --json`, a config file that cannot be read or
 written, `config path` beside a broken config, and a grant token that meets a locked session."""
@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import PASSPHRASE
 from tests.e2e.test_completion import _bash_complete
 
-# -- §2.1: every usage error is exit 2 / usage_error, printed with the usage line ---------------------
+# -- every usage error is exit 2 / usage_error, printed with the usage line ---------------------
 
 USAGE_ERRORS = [
     # (argv, usage line starts with, words of the message)
@@ -64,7 +64,7 @@ def test_commands_that_take_words_after_dashdash_still_do(kimen, argv):
 
 
 def test_top_level_version_wins_over_a_command_word(kimen):
-    """§2.1: `kimen --version` equals `kimen version`, like --help even before a command (it used to
+    """`kimen --version` equals `kimen version`, like --help even before a command (it used to
     run the command: `kimen --version secret rm NAME` removed the secret)."""
     kimen.init_vault()
     kimen.set("app.token", "value")
@@ -76,7 +76,7 @@ def test_top_level_version_wins_over_a_command_word(kimen):
 
 
 def test_an_error_stays_one_line_whatever_the_user_typed(kimen):
-    """§2.6: one `kimen: error:` line (plus real hints): control characters in a path are shown
+    """one `kimen: error:` line (plus real hints): control characters in a path are shown
     escaped, never split the message, forge a hint or reach the terminal raw."""
     argv = ("--vault", "/tmp/x\nkimen: hint: forged\x1b[31m", "secret", "list")
     done = kimen.run(*argv)
@@ -104,12 +104,12 @@ def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     (("config", "path"), {"KIMEN_CONFIG": "rel//c.json"}, "{cwd}/rel/c.json"),
 ])
 def test_user_paths_are_absolute_normalised_and_tilde_expanded(kimen, argv, env, printed):
-    """§2.2 (and the documented choice on `~`)."""
+    """Paths are absolute and normalised (and the documented choice on `~`)."""
     done = kimen.ok(*argv, env=env)
     assert done.stdout == printed.format(home=kimen.env["HOME"], cwd=kimen.cwd) + "\n"
 
 
-# -- §2.10: completion offers the words a command accepts, also where the command checks them itself ----
+# -- completion offers the words a command accepts, also where the command checks them itself ----
 
 
 @pytest.mark.parametrize("words,expected", [
@@ -121,7 +121,7 @@ def test_completion_offers_values_checked_by_the_command(kimen, words, expected)
     assert set(_bash_complete(kimen, words)) == expected
 
 
-# -- §4.4 / §4.5 / §2.8: the config file -----------------------------------------------------------------
+# -- the config file -----------------------------------------------------------------
 
 
 def test_config_path_does_not_need_a_readable_config(kimen):
@@ -137,7 +137,7 @@ def test_config_path_does_not_need_a_readable_config(kimen):
 @pytest.mark.parametrize("argv", [("secret", "list"), ("vault", "path"), ("config", "show"),
                                   ("config", "unlock", "set", "env")])
 def test_an_unreadable_config_is_26_from_every_command(kimen, argv):
-    """§2.8: code 26 also means "the config file is unusable", whichever command reads it."""
+    """code 26 also means "the config file is unusable", whichever command reads it."""
     directory = kimen.root / "a-directory.json"
     directory.mkdir()
     done = kimen.fail(26, "config_path_unavailable", *argv, env={"KIMEN_CONFIG": str(directory)})
@@ -229,7 +229,7 @@ def test_a_null_method_shows_as_the_default(kimen):
     assert kimen.ok("config", "unlock", "show", "--json").json()["default"] is True
 
 
-# -- §4.1: with a grant token, a session that cannot serve is named precisely ----------------------------
+# -- with a grant token, a session that cannot serve is named precisely ----------------------------
 
 
 def test_grant_token_with_a_locked_session_is_session_locked(kimen):
@@ -258,7 +258,7 @@ def test_grant_token_with_an_unsafe_session_dir_names_it(kimen):
 
 
 def test_grant_token_with_no_session_never_tries_the_configured_method(kimen):
-    """§4.1: with KIMEN_SESSION_TOKEN set, sources 5 and 6 are not tried, --no-session or not."""
+    """with KIMEN_SESSION_TOKEN set, sources 5 and 6 are not tried, --no-session or not."""
     kimen.init_vault()
     kimen.set("app.token", "value")
     ran = kimen.root / "unlock-ran"

@@ -1,5 +1,5 @@
-"""SPEC §6-§7 audit of the projection commands, driven through the installed `kimen`: the JSON
-shapes of plan, render, envfile and map lint; the §6.5 vectors and validation reasons in every
+"""Audit of the projection commands, driven through the installed `kimen`: the JSON
+shapes of plan, render, envfile and map lint; the profile-language vectors and validation reasons in every
 command (before any vault is needed); the plan's `files-dir` line; the name a private runtime dir
 reserves for its owner record."""
 
@@ -29,7 +29,7 @@ def _runtime_dirs(kimen) -> list[Path]:
     return sorted(base.glob("run-*")) if base.exists() else []
 
 
-# -- JSON shapes (§6.8, §7.2-7.4) -------------------------------------------------------------------
+# -- JSON shapes -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("args", "fields"), [
@@ -41,7 +41,7 @@ def _runtime_dirs(kimen) -> list[Path]:
     (["map", "lint", "--profile", "full", "--json"], LINT_FIELDS),
 ])
 def test_reports_carry_exactly_the_spec_fields_without_a_vault(kimen, args, fields):
-    """§7.4: plan needs no vault and no passphrase (none exists here) and never runs exec:."""
+    """plan needs no vault and no passphrase (none exists here) and never runs exec:."""
     kimen.write_profile("full", FULL)
     done = kimen.ok(*args)
     doc = done.json()
@@ -80,7 +80,7 @@ def test_render_and_envfile_success_shapes(kimen, tmp_path):
     doc = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out), "--json").json()
     assert doc == {"ok": True, "action": "envfile", "exit_code": 0, "warnings": [], "out": str(out),
                    "format": "dotenv", "count": 2, "files_dir": None, "files": []}
-    # human forms (§7.3: `wrote <n> variables to <path>`; §7.2 hints on stdout)
+    # human forms (`wrote <n> variables to <path>`; render's hints on stdout)
     done = kimen.ok("envfile", "--env", "B=const:2", "--env", "A=const:1", "--out", str(out))
     assert done.stdout == f"wrote 2 variables to {out}\n" and done.err == ""
     assert out.read_text() == "A=1\nB=2\n"
@@ -91,7 +91,7 @@ def test_render_and_envfile_success_shapes(kimen, tmp_path):
                                             f"# files rendered under {target} (dir 0700, files 0600)"]
 
 
-# -- the plan's files-dir line agrees with its JSON (§7.4) -------------------------------------------
+# -- the plan's files-dir line agrees with its JSON -------------------------------------------
 
 
 @pytest.mark.parametrize(("args", "line", "files_dir"), [
@@ -116,7 +116,7 @@ def test_plan_files_dir_line(kimen, args, line, files_dir):
         assert doc["envpath"] == [{"var": "P", "path": "f", "resolved_path": f"{kimen.cwd}/fd/f"}]
 
 
-# -- a private runtime dir keeps its owner record (§7.1, §7.4) ---------------------------------------
+# -- a private runtime dir keeps its owner record ---------------------------------------
 
 
 @pytest.mark.parametrize("target", [".kimen-owner", ".kimen-owner/x"])
@@ -141,7 +141,7 @@ def test_owner_record_name_is_fine_in_a_files_dir(kimen, tmp_path):
     kimen.ok("run", "--file", "sub/.kimen-owner=const:x", "--", "true")  # only the top-level name is taken
 
 
-# -- §6.4/§6.5: the same validation in every command, before any vault ------------------------------
+# -- the same validation in every command, before any vault ------------------------------
 
 
 COMMANDS = [  # (exit code, argv before the profile flag, argv after it)
@@ -178,7 +178,7 @@ def test_unknown_kind_in_map_lint(kimen):
     assert doc["exit_code"] == 20 and [i["code"] for i in doc["issues"]] == ["invalid_map"]
 
 
-# -- §6.5 values through the installed run (profile lines and both inline spellings) -----------------
+# -- the vectors' values through the installed run (profile lines and both inline spellings) -----------------
 
 
 SHOW = ["--", PY, "-c", "import os, sys, json; print(json.dumps([os.environ.get('A'), sys.stdin.read()]))"]

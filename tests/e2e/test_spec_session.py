@@ -1,4 +1,4 @@
-"""SPEC §5.7 audit: the JSON of `session start|status|lock|stop` carries exactly the status fields
+"""The JSON of `session start|status|lock|stop` carries exactly the status fields
 the spec lists, and `session status` stays honest (exit 0, a real socket path) when the session
 directory is unusable."""
 
@@ -55,7 +55,7 @@ def test_status_with_an_unsafe_session_dir_still_names_the_socket(kimen, vault):
 
 
 def test_start_without_a_source_does_not_suggest_a_session(kimen, vault):
-    """SPEC §5.7: start reads sources 1-3, 5, 6 only; its hint lists those, not `session start`."""
+    """start reads sources 1-3, 5, 6 only; its hint lists those, not `session start`."""
     done = kimen.fail(10, "missing_passphrase", "session", "start")
     hint = done.err_json()["hint"]
     assert "session start" not in hint and "KIMEN_PASSPHRASE" in hint and "--stdin" in hint

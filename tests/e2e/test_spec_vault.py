@@ -1,7 +1,7 @@
-"""SPEC §3 audit of the vault and secret commands, driven through the installed `kimen`: the human
-lines and exact JSON fields of every command (§3.7, §3.8), hints that never suggest a session to a
+"""Audit of the vault and secret commands, driven through the installed `kimen`: the human
+lines and exact JSON fields of every command, hints that never suggest a session to a
 command that never uses one, the init warning counted in characters, `--vault ""`, strict KDF
-numbers (§2.5), what a rekey leaves behind, and the busy vault (§3.5)."""
+numbers, what a rekey leaves behind, and the busy vault."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ STEPS = [
 
 
 def test_every_command_prints_the_spec_lines_and_exactly_its_json_fields(kimen):
-    """§3.7/§3.8: the human lines (in order) and, with --json, exactly the envelope's fields."""
+    """the human lines (in order) and, with --json, exactly the envelope's fields."""
     for mode in ("human", "json"):
         vault_dir = kimen.root / mode
         vault_dir.mkdir()
@@ -94,7 +94,7 @@ def test_every_command_prints_the_spec_lines_and_exactly_its_json_fields(kimen):
 
 @pytest.mark.parametrize("command", [["vault", "init", *SMALL_KDF], ["vault", "rekey", "--rotate-data-key"]])
 def test_commands_that_never_use_a_session_do_not_suggest_one(kimen, command):
-    """§3.7, §4.1: init and rekey never read a session; with none of their sources the hint lists
+    """init and rekey never read a session; with none of their sources the hint lists
     theirs, not `kimen session start` -- for rekey even while a session is live."""
     if command[1] == "rekey":
         kimen.init_vault()
@@ -111,12 +111,12 @@ def test_commands_that_never_use_a_session_do_not_suggest_one(kimen, command):
 
 ROUND_TRIP = [b"plain", b"", b"it's", b"back\\slash", b'quo"te', b"multi\nline", b"spa ce # hash", b" lead",
               b"trail ", b"tab\there", b"#hash", b"''", b"'\\''", b"dollar ${X}", b"both ' and \\"]
-DOTENV_REFUSES = 2  # the last two: `--format dotenv` refuses them (SPEC §7.3), `--format shell` writes them
+DOTENV_REFUSES = 2  # the last two: `--format dotenv` refuses them, `--format shell` writes them
 
 
 @pytest.mark.parametrize("fmt", ["dotenv", "shell"])
 def test_import_reads_back_what_envfile_writes(kimen, fmt):
-    """§3.8: import reads "the dialect of §7.3": every value kimen's own envfile writes comes back
+    """import reads the dialect envfile writes: every value kimen's own envfile writes comes back
     byte-exact -- also the shell format's `'\\''`, needed for what dotenv refuses."""
     kimen.init_vault()
     values = ROUND_TRIP if fmt == "shell" else ROUND_TRIP[:-DOTENV_REFUSES]
@@ -140,7 +140,7 @@ TOO_BIG = b"z" * (1024 * 1024 + 1)
      "line 3: value of imp.BIG exceeds 1 MiB", {"secret": "imp.BIG", "line": 3}),
 ])
 def test_an_oversize_value_names_its_secret(kimen, args, stdin, message, fields):
-    """§2.6: messages name the thing -- in an import of many keys, which one is too large (and on
+    """messages name the thing -- in an import of many keys, which one is too large (and on
     which line); never its value."""
     kimen.init_vault()
     before = vault_state(kimen.vault)
@@ -154,7 +154,7 @@ def test_an_oversize_value_names_its_secret(kimen, args, stdin, message, fields)
     (["--new-passphrase-env="], ""),
 ])
 def test_missing_new_passphrase_hint_names_the_variable_rekey_reads(kimen, flags, named):
-    """§3.7 step 2: the variable is `--new-passphrase-env`'s; the hint must not send the user to
+    """the variable is `--new-passphrase-env`'s; the hint must not send the user to
     another one (nor to any when the flag names none)."""
     kimen.init_vault()
     done = kimen.fail(10, "missing_new_passphrase", "vault", "rekey", *flags,
@@ -165,7 +165,7 @@ def test_missing_new_passphrase_hint_names_the_variable_rekey_reads(kimen, flags
 
 @pytest.mark.parametrize("variable", ["MY_NEW", "KIMEN_NEW_PASSPHRASE", "KIMEN_MY_NEW"])
 def test_the_new_passphrase_variable_never_reaches_the_old_passphrase_command(kimen, variable):
-    """§2.3, §4.3: the variable `--new-passphrase-env` names holds a passphrase: like
+    """the variable `--new-passphrase-env` names holds a passphrase: like
     KIMEN_NEW_PASSPHRASE it is kept from every process kimen starts (here `--passphrase-cmd`)."""
     kimen.init_vault()
     dump = kimen.root / "seen.env"
@@ -186,7 +186,7 @@ def test_the_new_passphrase_variable_never_reaches_the_old_passphrase_command(ki
     ("ääääää日本", False),  # 8 characters
 ])
 def test_init_warns_about_short_passphrases_by_characters(kimen, passphrase, warns):
-    """§3.7: "shorter than 8 characters" -- characters, not UTF-8 bytes."""
+    """"shorter than 8 characters" -- characters, not UTF-8 bytes."""
     done = kimen.ok("vault", "init", *SMALL_KDF, env=kimen.with_pass(passphrase))
     assert ("kimen: warning: the passphrase is shorter than 8 characters" in done.err) is warns
     assert kimen.vault.exists()
@@ -199,7 +199,7 @@ def test_init_warns_about_short_passphrases_by_characters(kimen, passphrase, war
 ])
 @pytest.mark.parametrize("flag", [["--vault", ""], ["--vault="]])
 def test_an_empty_vault_flag_is_a_usage_error(kimen, command, flag):
-    """§2.2/§2.4: as "unset", `--vault "$VAULT"` with an empty variable would silently use the
+    """as "unset", `--vault "$VAULT"` with an empty variable would silently use the
     default (or KIMEN_VAULT's) vault -- also in the commands that read a value or unlock first, and
     in `run`'s own argv reader. Nothing is read, created or changed."""
     kimen.init_vault()
@@ -219,7 +219,7 @@ def test_an_empty_vault_flag_is_a_usage_error(kimen, command, flag):
     ("--kdf-time", "\u0661", False), ("--kdf-parallelism", "0x1", False), ("--kdf-parallelism", "-1", False),
 ])
 def test_kdf_flags_take_plain_decimal_numbers(kimen, flag, value, ok):
-    """§2.5: a size is an integer with an optional KiB/MiB/GiB suffix; N is an integer. int() alone
+    """a size is an integer with an optional KiB/MiB/GiB suffix; N is an integer. int() alone
     would take `1_0` as ten and other scripts' digits; a refusal names the flag."""
     params = dict(zip(SMALL_KDF[::2], SMALL_KDF[1::2], strict=True))
     params[flag] = value
@@ -234,7 +234,7 @@ def test_kdf_flags_take_plain_decimal_numbers(kimen, flag, value, ok):
 
 
 def test_rekey_reads_old_then_new_from_stdin_and_the_backup_keeps_the_old(kimen):
-    """§3.7 steps 2, 6, 9: stdin's first line is the old passphrase, its second the new one; the
+    """stdin's first line is the old passphrase, its second the new one; the
     backup in --backup-dir is 0600 and opens with the old passphrase, the vault with the new."""
     kimen.init_vault()
     kimen.set("app.key", "v")
@@ -258,7 +258,7 @@ def test_rekey_reads_old_then_new_from_stdin_and_the_backup_keeps_the_old(kimen)
 
 
 def test_a_busy_vault_fails_writers_cleanly_and_keeps_serving_readers(kimen):
-    """§3.5: while another process holds the write lock, every writer waits the busy timeout and
+    """while another process holds the write lock, every writer waits the busy timeout and
     fails with vault_busy (never "database is locked"), the vault unchanged; readers still work.
     A rekey that snapshotted first removes its snapshot when it then cannot write."""
     kimen.init_vault()

@@ -1,4 +1,4 @@
-"""Concurrent writers and SIGKILL at random moments (SPEC §3.5, §11 item 5): nothing acknowledged is
+"""Concurrent writers and SIGKILL at random moments: nothing acknowledged is
 lost, nothing half-written is seen, and the file always passes `PRAGMA integrity_check`."""
 
 from __future__ import annotations

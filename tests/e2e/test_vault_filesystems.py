@@ -1,4 +1,4 @@
-"""SPEC §3.5 on real filesystems: a read-only vault serves reads and refuses writes with
+"""Concurrency and durability on real filesystems: a read-only vault serves reads and refuses writes with
 `vault_read_only`; a full device refuses writes with `disk_full`; in both cases the vault is
 unchanged. The filesystems are real mounts (a read-only bind mount, a 2 MiB tmpfs) made in a
 private mount namespace (`unshare -m`), so they vanish with the test; without the privilege to

@@ -1,7 +1,7 @@
-"""Every vault, secret and config command's `--json` output parses and has the shape of SPEC §2.7
-(and the fields its section lists); every failure is one reasoned envelope or one human error
-line with the documented exit code, never a traceback (also under `--debug`) — SPEC §2.6-2.9,
-§11 item 29."""
+"""Every vault, secret and config command's `--json` output parses and has the documented shape
+(and fields); every failure is one reasoned envelope or one human error
+line with the documented exit code, never a traceback (also under `--debug`) —
+invariant 29 of docs/security.md."""
 
 from __future__ import annotations
 

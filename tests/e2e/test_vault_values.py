@@ -1,6 +1,6 @@
 """The vault through the installed `kimen`: exact values, failures that leave the vault untouched,
 wrong passphrases from every source, tampered rows and parameters, and no plaintext on disk
-(SPEC §3.3, §3.4, §3.8, §4.1, §4.2, §11 items 1-4 and 29)."""
+(invariants 1-4 and 29)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_invalid_and_empty_names(filled):
         (11, "invalid_secret_name", ("secret", "import", "-", "--prefix", "bad prefix."), b"K=" + CANARY + b"\n"),
     ]
     _check_failures(filled, cases, env=filled.with_pass())
-    # a leading '-' never reaches the name check: argparse takes it for a flag (SPEC §2.1)
+    # a leading '-' never reaches the name check: argparse takes it for a flag
     filled.fail(2, "usage_error", "secret", "set", "-a", "--stdin", input=CANARY, env=filled.with_pass())
     ok_name = "x" * 128  # the longest valid name, as a control
     filled.ok("secret", "set", ok_name, "--stdin", input=b"v", env=filled.with_pass())
@@ -185,7 +185,7 @@ def test_missing_vault_fails_without_creating_one(vk):
     assert not other.parent.exists()
 
 
-# -- wrong passphrase from every source (SPEC §4.1, §4.2) --------------------------------------------
+# -- wrong passphrase from every source --------------------------------------------
 
 
 def _sources(vk, passphrase: str):
@@ -245,7 +245,7 @@ def test_conflicting_and_failing_sources(filled):
     assert "using KIMEN_PASSPHRASE, ignoring --passphrase-cmd" in done.err
 
 
-# -- tampering (SPEC §3.3, §11 items 2 and 3) ---------------------------------------------------------
+# -- tampering (invariants 2 and 3) ---------------------------------------------------------
 
 
 def _flip_byte(vault: Path, name: str) -> None:
@@ -290,7 +290,7 @@ def test_deleted_row_fails_the_integrity_check(filled):
     conn = db(filled.vault)
     conn.execute("DELETE FROM secrets WHERE name='b'")
     conn.close()
-    assert filled.get("a") == b"alpha"  # point reads do not run the integrity check (§3.3)
+    assert filled.get("a") == b"alpha"  # point reads do not run the integrity check
     filled.fail(15, "vault_tampered", "vault", "info", "--verify", env=filled.with_pass())
     filled.human_fail(15, "vault", "info", "--verify", env=filled.with_pass())
 
@@ -322,7 +322,7 @@ def test_parameters_edited_within_range_fail_as_wrong_passphrase(filled):
     filled.fail(15, "wrong_passphrase", "secret", "get", "a", "--unsafe-stdout", env=filled.with_pass())
 
 
-# -- no plaintext at rest (SPEC §11 item 1) ---------------------------------------------------------
+# -- no plaintext at rest (invariant 1) ---------------------------------------------------------
 
 
 def _files_holding(root: Path, needle: bytes, skip: set[Path]) -> list[Path]:
