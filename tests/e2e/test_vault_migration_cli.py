@@ -6,22 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 
 import pytest
 
 from tests.fixtures.make_v1_vault import EXPECTED, PASSPHRASE
-from tests.test_vault_migration import FIXTURE
+from tests.test_vault_migration import FIXTURE, _user_version
 
 PW = PASSPHRASE.decode()
-
-
-def _user_version(path):
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def _sha(path):
