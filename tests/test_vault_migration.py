@@ -34,7 +34,12 @@ def v1_path(tmp_path):
 
 
 def test_fixture_is_version_1():
-    assert _user_version(FIXTURE) == 1
+    # immutable: the committed file is read as it is, no -wal/-shm created next to it
+    conn = sqlite3.connect(f"file:{FIXTURE}?mode=ro&immutable=1", uri=True)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        conn.close()
 
 
 def test_v1_fixture_reads_every_value(v1_path):
