@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # a read returns what is there: large reads cost nothing when output trickles
+PIPE_SIZE = 1 << 20  # the child's pipes (Linux F_SETPIPE_SZ): fewer, larger chunks per write burst
 JOB_CONTROL = frozenset({_signal.SIGTSTP, _signal.SIGCONT})
 
 
@@ -89,6 +90,7 @@ class Relay:
             for fd, tty in ((1, out_tty), (2, err_tty)):
                 if not tty:
                     read_end, write_end = os.pipe()
+                    _grow_pipe(read_end)
                     self._child_ends.append(write_end)
                     self.redirect[fd] = write_end
                     self._pumps.append((read_end, fd, self._masker(pty=False).stream()))
@@ -257,6 +259,18 @@ class Relay:
             for read_fd, _, _ in self._pumps:
                 os.close(read_fd)
             self._pumps = []
+
+
+def _grow_pipe(fd: int) -> None:
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is None:
+        return
+    try:
+        fcntl.fcntl(fd, setsize, PIPE_SIZE)
+    except OSError:
+        pass  # not Linux, or over the user's pipe-buffer limit: the default size
 
 
 def _write_all(fd: int, data: bytes) -> bool:
