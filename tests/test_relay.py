@@ -141,7 +141,7 @@ def test_sigterm_to_kimen_is_forwarded_once_and_output_is_drained(tmp_path):
     log = tmp_path / "log"
     code = ("import os, signal, sys, time\n"
             "def h(s, f):\n"
-            "    open(sys.argv[1], 'a').write('TERM\\n'); print('bye tok_9f8e7d6c5b4a', flush=True); sys.exit(9)\n"
+            "    open(sys.argv[1], 'a').write('TERM\\n'); os.write(1, b'bye tok_9f8e7d6c5b4a\\n'); os._exit(9)\n"
             "signal.signal(signal.SIGTERM, h)\nprint('ready', flush=True)\n"
             "while True: signal.pause()\n")
     proc = subprocess.Popen(driver_argv(*py(code, str(log))), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
