@@ -304,6 +304,29 @@ def test_on_a_terminal_sigtstp_to_kimen_stops_the_child_first():
     assert b"continued line" in term.out and b"job exit 0" in term.out
 
 
+BACKGROUND_SHELL = """
+import os, sys
+# kimen started as a background job (`kimen run --mask -- CMD &`): its group is not the terminal's
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.execv(sys.argv[1], sys.argv[1:])
+os.setpgid(pid, pid)
+_, status = os.waitpid(pid, os.WUNTRACED)
+print("job stopped" if os.WIFSTOPPED(status) else f"job exit {os.waitstatus_to_exitcode(status)}", flush=True)
+if os.WIFSTOPPED(status):
+    os.killpg(pid, 9)
+"""
+
+
+def test_as_a_background_job_kimen_leaves_the_keyboard_alone_and_does_not_stop():
+    code = "import os\nprint(os.isatty(0), os.isatty(1), 'tok_9f8e7d6c5b4a', flush=True)"
+    term = Terminal(py(BACKGROUND_SHELL, *driver_argv(*py(code))))
+    assert term.finish() == 0
+    assert b"job exit 0" in term.out
+    assert b"True True [masked:API_TOKEN]" in term.out  # stdin: the terminal itself, not the pty
+
+
 # ---------------------------------------------------------------------------------------------
 # the 6-byte rule
 # ---------------------------------------------------------------------------------------------

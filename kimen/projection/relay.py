@@ -72,7 +72,8 @@ class Relay:
 
     def __init__(self, values: Mapping[str, bytes], *, stdin_projected: bool) -> None:
         out_tty, err_tty = os.isatty(1), os.isatty(2)
-        self.in_tty = os.isatty(0) and not stdin_projected and (out_tty or err_tty)
+        # kimen's keyboard goes to the pty only while kimen is the terminal's foreground job
+        self.in_tty = os.isatty(0) and not stdin_projected and (out_tty or err_tty) and _foreground()
         self.pty = out_tty or err_tty
         self.values = dict(values)
         self._maskers: dict[bool, Masker] = {}
@@ -164,7 +165,7 @@ class Relay:
 
     def raw_mode(self) -> None:
         """kimen's terminal (its stdin) in raw mode; the first call saves the modes to restore."""
-        if not self.in_tty:
+        if not self.in_tty or not _foreground():  # a background job leaves the terminal alone
             return
         import termios
         import tty
@@ -273,6 +274,14 @@ def _grow_pipe(fd: int) -> None:
         pass  # not Linux, or over the user's pipe-buffer limit: the default size
 
 
+def _foreground() -> bool:
+    """kimen's stdin is a terminal whose foreground process group is kimen's."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
 def _write_all(fd: int, data: bytes) -> bool:
     """Write everything; False when the reader is gone (EPIPE) or the output failed."""
     view = memoryview(data)
@@ -312,9 +321,15 @@ def _copy_input(stop_fd: int, master: int) -> None:
 
     try:
         while True:
+            if not _foreground():  # reading the terminal in the background would stop kimen (SIGTTIN)
+                if select.select([stop_fd], [], [], 0.2)[0]:
+                    return
+                continue
             ready = select.select([0, stop_fd], [], [])[0]
             if stop_fd in ready:
                 return
+            if not _foreground():
+                continue
             data = os.read(0, 4096)
             if not data:
                 return
