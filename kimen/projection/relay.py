@@ -4,7 +4,8 @@ Imported only under `--mask` (it imports the masker and its matcher library, `th
 
 Streams. When kimen's stdout or stderr is a terminal, the child gets one pty as its controlling
 terminal, in a session of its own: the pty is its stdout and its stderr where kimen's are terminals,
-and its stdin too when kimen's stdin is a terminal and no `stdin` is projected. The pty's output
+and its stdin too when kimen's stdin is a terminal, no `stdin` is projected and kimen is the
+terminal's foreground job (a background kimen must not read or set the terminal). The pty's output
 goes to kimen's stdout when that is a terminal, else to its stderr. The pty starts with the
 terminal's modes and window size. Every stream that is not a terminal gets a pipe of its own (stdin
 is then inherited, or the projected `stdin` pipe).
