@@ -104,6 +104,10 @@ def _register_run(sub: argparse._SubParsersAction, name: str, project: bool = Fa
     _source_flags(p, ("env", "file", "envpath", "stdin"))
     p.add_argument("--files-dir", metavar="DIR", help="write files here (kept) instead of a private dir")
     p.add_argument("--pristine", action="store_true", help="start from a minimal environment")
+    p.add_argument("--mask", action="store_true",
+                   help="relay the command's stdout and stderr with every projected value masked")
+    p.add_argument("--strict-mask", action="store_true",
+                   help="--mask, and refuse values too short to mask (under 6 bytes)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; open no vault, run nothing")
     p.set_defaults(command_name="project run" if project else "run")
 
@@ -327,13 +331,17 @@ def plan_doc(ctx: Context, profile: Profile, mode: str, argv: list[str] | None,
         "exec": [list(a) for a in exec_commands(used)],
         "files_dir": files_dir if (files or paths) else None,
         "cleanup": private,
-        "exec_in_place": mode == "run" and not private and stdin is None,
+        "exec_in_place": mode == "run" and not private and stdin is None and not _masked(ctx),
         "against": against.source if against is not None else None,
         "diff": _diff(profile, against) if against is not None else None,
     }
     if getattr(ctx.args, "bundle", None):
         doc["bundle"] = _check_bundle_names(ctx, doc["secrets"])
     return doc
+
+
+def _masked(ctx: Context) -> bool:
+    return bool(getattr(ctx.args, "mask", False) or getattr(ctx.args, "strict_mask", False))
 
 
 def _diff(mine: Profile, other: Profile) -> dict[str, Any]:

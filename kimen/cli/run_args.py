@@ -8,7 +8,7 @@ then runs through the same handler, the same error rendering and the same exit c
     [global flags] run|project run [global flags | run flags] -- CMD [ARGS...]
 
     global flags  --json --vault PATH --passphrase-cmd CMD --passphrase-stdin --no-session --debug
-    run flags     --profile NAME --map PATH --files-dir DIR --pristine --dry-run
+    run flags     --profile NAME --map PATH --files-dir DIR --pristine --mask --strict-mask --dry-run
                   --env NAME=REF --file RELPATH=REF --envpath NAME=RELPATH --stdin REF
 
 **Anything else returns None and argparse reads the argv from the start**: `--flag=value`, a
@@ -25,12 +25,13 @@ _GLOBAL_VALUE = {"--vault": "vault", "--passphrase-cmd": "passphrase_cmd"}
 _GLOBAL_BOOL = {"--json": "json", "--passphrase-stdin": "passphrase_stdin", "--no-session": "no_session",
                 "--debug": "debug"}
 _RUN_VALUE = {"--profile": "profile", "--map": "map", "--files-dir": "files_dir"}
-_RUN_BOOL = {"--pristine": "pristine", "--dry-run": "dry_run"}
+_RUN_BOOL = {"--pristine": "pristine", "--mask": "mask", "--strict-mask": "strict_mask", "--dry-run": "dry_run"}
 _INLINE = {"--env": "env", "--file": "file", "--envpath": "envpath", "--stdin": "stdin"}
 
 # What argparse puts in the namespace of `run` when a flag is absent (global flags are absent).
 RUN_DEFAULTS = {
-    "profile": None, "map": None, "files_dir": None, "pristine": False, "dry_run": False, "inline": (),
+    "profile": None, "map": None, "files_dir": None, "pristine": False, "mask": False, "strict_mask": False,
+    "dry_run": False, "inline": (),
     "bundle": None, "identity": None, "identity_stdin": False, "trusted_signer": (),
     "trusted_signers_file": (), "allow_unsigned": False, "max_age": None,
 }
