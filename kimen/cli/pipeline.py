@@ -156,7 +156,8 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
         "exec": [list(a) for a in exec_commands(used)],
         "files_dir": files_dir if (files or paths) else None,
         "cleanup": private,
-        "exec_in_place": mode == "run" and not private and stdin is None,
+        "exec_in_place": mode == "run" and not private and stdin is None
+        and not (getattr(inv.options, "mask", False) or getattr(inv.options, "strict_mask", False)),
         "against": against.source if against is not None else None,
         "diff": _diff(profile, against) if against is not None else None,
     }
