@@ -13,7 +13,7 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
-from . import COMMANDS, Context, Result
+from . import COMMANDS, Context, Result, history
 from .parser import add_command, add_group, complete_names
 
 TYPE_CHECKING = False
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = add_command(group, "get", "print a secret's value (needs --unsafe-stdout)", handler=cmd_get)
     complete_names(p.add_argument("name", metavar="NAME"), "secrets")
     p.add_argument("--unsafe-stdout", action="store_true", help="yes, print the value on stdout")
+    history.add_revision(p)
 
     p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
     p.add_argument("--prefix", metavar="P", help="only names starting with P")
@@ -59,6 +60,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--no-backup", action="store_true",
                    help="do not snapshot the vault before --overwrite replaces values")
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
+
+    history.register(group)
 
 
 # -- set --
@@ -201,17 +204,21 @@ def cmd_get(ctx: Context) -> Result | int:
     if not ctx.args.unsafe_stdout:
         raise errors.UnsafeStdoutRequired(hint="add --unsafe-stdout, or project the value with `kimen run`")
     name = check_secret_name(ctx.args.name)
-    store = open_store(ctx)
-    try:
-        secret = store.read([name])[name]
-    finally:
-        store.close()
+    if ctx.args.revision is not None:
+        value, revision = history.read_revision(ctx, name, ctx.args.revision)
+    else:
+        store = open_store(ctx)
+        try:
+            secret = store.read([name])[name]
+        finally:
+            store.close()
+        value, revision = secret.value, secret.revision
     if ctx.json:
         print_json(success_envelope("get", {
-            "name": name, "encoding": "base64", "value_b64": base64.b64encode(secret.value).decode(),
-            "revision": secret.revision, "size": len(secret.value)}))
+            "name": name, "encoding": "base64", "value_b64": base64.b64encode(value).decode(),
+            "revision": revision, "size": len(value)}))
     else:
-        write_bytes(secret.value)
+        write_bytes(value)
     return 0
 
 
