@@ -333,7 +333,7 @@ def cmd_import(ctx: Context) -> Result:
             with open_metadata(ctx) as vault:
                 backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
                 with backed_up(vault, backup_path):
-                    store.write(changes)
+                    store.write(changes, history_op="import")
         finally:
             store.close()
     prefix = "[dry-run] " if a.dry_run else ""

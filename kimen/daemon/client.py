@@ -297,7 +297,8 @@ class SessionStore:
             raise errors.SecretNotFound(missing)
         return {name: result[name] for name in wanted if name in result}
 
-    def write(self, changes: Sequence[Change], if_generation: int | None = None, baseline: Any = None) -> WriteResult:
+    def write(self, changes: Sequence[Change], if_generation: int | None = None, baseline: Any = None, *,
+              history_op: str | None = None) -> WriteResult:
         from binascii import b2a_base64
 
         items = []
@@ -314,6 +315,8 @@ class SessionStore:
             fields["if_generation"] = if_generation
         if baseline is not None:
             fields["baseline"] = baseline
+        if history_op is not None:
+            fields["history_op"] = history_op
         response = self.conn.call("write", **fields)
         return WriteResult(response["generation"], [
             ChangeResult(r["op"], r["name"], r.get("revision"), created=bool(r.get("created")),

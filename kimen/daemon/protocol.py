@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         name: str  # read_revision, restore
         revision: int  # read_revision, restore
         all: bool  # purge_history (else `names`)
+        history_op: str | None  # write: what replaced values in their history rows
 
     class VaultState(TypedDict):
         """An unlocked vault in `status`, `unlock` and `lock` responses."""

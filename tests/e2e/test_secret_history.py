@@ -110,3 +110,12 @@ def test_history_is_never_sealed_into_a_bundle(hist):
     doc = hist.ok("--vault", str(target), "secret", "history", "app.x", "--json").json()
     assert doc["entries"] == [] and doc["current"]["size"] == len("current")
     assert CANARY.encode() not in (hist.cwd / "vault.age").read_bytes()
+
+
+def test_import_overwrite_is_kept_as_import(kimen):
+    kimen.init_vault()
+    kimen.set("app.k", "before")
+    (kimen.cwd / "in.env").write_text("app.k=after\n")
+    kimen.ok("secret", "import", "in.env", "--overwrite", "--no-backup", env=kimen.with_pass())
+    entries = kimen.ok("secret", "history", "app.k", "--json").json()["entries"]
+    assert [e["op"] for e in entries] == ["import"]

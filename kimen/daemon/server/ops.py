@@ -31,6 +31,7 @@ from ... import errors
 from ...sensitive import Sensitive
 from ...store import Change
 from ...vault import Vault
+from ...vault.schema import HISTORY_OPS
 from .. import protocol, requests
 from ..session import DEFAULT_MAX_TTL, DEFAULT_TTL, Deadlines, LockedKey, ttl_problem
 from ..vaults import DaemonStore, VaultEntry, WouldBlock, file_stamp
@@ -229,8 +230,11 @@ def op_write(svc: Service, request: Request, blocking: bool) -> Answer:
     if_generation = request.get("if_generation")
     if request.get("baseline") is not None:
         raise errors.SessionUnsupported(message="sync baselines through a session are not supported yet")
-    result = svc.registry.with_store(_vault_path(request),
-                                     lambda store: store.write(changes, if_generation=if_generation))
+    history_op = request.get("history_op")
+    if history_op is not None and history_op not in HISTORY_OPS:
+        raise errors.SessionProtocolError(message="unknown history_op")
+    result = svc.registry.with_store(_vault_path(request), lambda store: store.write(
+        changes, if_generation=if_generation, history_op=history_op))
     return {"generation": result.generation, "results": [
         {"op": r.op, "name": r.name, "revision": r.revision, "created": r.created, "new_name": r.new_name}
         for r in result.results]}
