@@ -60,7 +60,7 @@ OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "verify": {"vault_path": ("text", True)},
     "read_revision": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
     "restore": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
-    "purge_history": {"vault_path": ("text", True), "names": ("texts", False), "all": ("bool", False)},
+    "purge_history": {"vault_path": ("text", True), "names": ("texts", True)},
 }
 
 

@@ -119,7 +119,7 @@ def base(op: str, vault: str) -> dict:
         "verify": {"vault_path": vault},
         "read_revision": {"vault_path": vault, "name": "app.token", "revision": 1},
         "restore": {"vault_path": vault, "name": "app.token", "revision": 1},
-        "purge_history": {"vault_path": vault, "names": ["app.token"], "all": False},
+        "purge_history": {"vault_path": vault, "names": ["app.token"]},
     }[op])
     return doc
 

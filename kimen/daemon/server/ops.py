@@ -262,10 +262,11 @@ def op_restore(svc: Service, request: Request, blocking: bool) -> Answer:
 
 
 def op_purge_history(svc: Service, request: Request, blocking: bool) -> Answer:
-    """The history of `names`, or with `all` of every name (exactly one of the two)."""
-    names = request.get("names")
-    if (names is None) == (not request.get("all")):
-        raise errors.SessionProtocolError(message="purge_history needs names or all, not both")
+    """The history of `names` (always named, so a grant can check each; the client lists every
+    name for "all")."""
+    names = request["names"]
+    if len(names) > protocol.READ_BATCH:
+        raise errors.SessionProtocolError(message="too many names in one purge_history")
     count = svc.registry.with_store(_vault_path(request), lambda store: store.purge_history(names))
     return {"count": count}
 
