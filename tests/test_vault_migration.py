@@ -139,3 +139,18 @@ def test_migration_needs_a_writable_vault(v1_path):
         with pytest.raises(errors.VaultReadOnly):
             v.migrate()
     assert _user_version(v1_path) == 1 and _backups(v1_path) == []
+
+
+def test_a_reader_opened_at_v1_sees_history_written_after_another_migrated(v1_path):
+    from kimen.store import Change
+
+    reader = vault.Vault.open(v1_path)  # a long-lived connection: the session daemon's
+    try:
+        reader_store = reader.unlock(Sensitive(PASSPHRASE))
+        with vault.Vault.open(v1_path) as writer:
+            writer.unlock(Sensitive(PASSPHRASE)).write([Change.set("db.url", b"changed")])
+        reader_store.verify()  # the new history row is counted, not "tampered"
+        assert [e.op for e in reader_store.history("db.url").entries] == ["set"]
+        assert reader_store.read_revision("db.url", 4).value == EXPECTED["db.url"]
+    finally:
+        reader.close()

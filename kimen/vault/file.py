@@ -284,7 +284,14 @@ class VaultFile:
     @property
     def has_history(self) -> bool:
         """Whether the file has the `secret_history` table (schema version 2; a version-1 vault
-        read as it is has no history yet)."""
+        read as it is has no history yet). A connection that saw version 1 asks the file again:
+        another process (or a session's daemon) may have migrated it since."""
+        if self.schema_version < 2:
+            try:
+                self.schema_version = max(self.schema_version,
+                                          self._conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise map_error(exc, self.path) from None
         return self.schema_version >= 2
 
     def migrate(self, backup_path: str | None = None) -> str | None:
