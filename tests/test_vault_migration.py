@@ -85,13 +85,20 @@ def test_key_free_reads_leave_a_v1_vault_unmigrated(v1_path):
     assert _user_version(v1_path) == 1 and _sha(v1_path) == before and _backups(v1_path) == []
 
 
-def test_migration_backs_up_rewrites_no_row_and_keeps_every_value(v1_path, capsys):
+def test_migration_backs_up_rewrites_no_row_and_keeps_every_value(v1_path):
+    from kimen import output
+
     vault_row, secret_rows, tables = _rows(v1_path)
     assert "secret_history" not in tables
-    with vault.Vault.open(v1_path) as v:
-        backup = v.migrate()
-        assert backup is not None and v.schema_version == 2
-    assert "migrated to schema version 2" in capsys.readouterr().err
+    output.collect_warnings()
+    try:
+        with vault.Vault.open(v1_path) as v:
+            backup = v.migrate()
+            assert backup is not None and v.schema_version == 2
+        warnings = output.take_warnings()
+    finally:
+        output.collect_warnings(False)
+    assert [w["reason"] for w in warnings] == ["vault_migrated"] and backup in warnings[0]["message"]
     assert _user_version(v1_path) == 2
     after_vault, after_secrets, after_tables = _rows(v1_path)
     assert (after_vault, after_secrets) == (vault_row, secret_rows)  # no row rewritten

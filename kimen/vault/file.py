@@ -213,6 +213,13 @@ class VaultFile:
         return SecretHistory(name, SecretInfo(*row) if row is not None else None,
                              [HistoryEntry(*r) for r in rows], keep)
 
+    def history_names(self) -> builtins.list[str]:
+        """Every name with kept older values, sorted (no key needed)."""
+        if not self.has_history:
+            return []
+        with self.reading() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT name FROM secret_history ORDER BY name")]
+
     def record_bundle_generation(self, generation: int) -> None:
         """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
         with self.transaction() as conn:
