@@ -214,6 +214,12 @@ class AuditLog:
                 os.close(self._fd)
                 self._fd, self._held = None, None
 
+    def ready(self) -> None:
+        """`AuditUnavailable` unless the path names a file a line can be written to now (checked,
+        and opened again when moved or replaced, before a request is served)."""
+        with self._lock:
+            self._check_path()
+
     # -- recording --
 
     def request(self, peer: Peer, request: dict[str, Any], *, outcome: str, grant_id: str | None = None) -> None:

@@ -179,12 +179,14 @@ def _spawn(env: Mapping[str, str], path: str) -> int:
     import sys
     import time
 
+    from .. import paths
     from ..environ import public_environ
 
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "kimen.daemon.server", "--socket", path, "--ready-fd", str(write_fd)],
+            [sys.executable, "-P", "-m", "kimen.daemon.server", "--socket", path, "--ready-fd", str(write_fd),
+             "--audit-log", paths.audit_log(env)],
             pass_fds=(write_fd,), env=public_environ(env), cwd="/", stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
         )

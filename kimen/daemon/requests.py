@@ -58,6 +58,10 @@ OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "write": {"vault_path": ("text", True), "changes": ("objects", True), "if_generation": ("int|null", False),
               "baseline": ("any", False)},
     "verify": {"vault_path": ("text", True)},
+    "grant_create": {"vault_path": ("text", True), "passphrase_b64": ("text", True), "secrets": ("texts", True),
+                     "read_only": ("bool", False), "ttl": ("number", False)},
+    "grant_list": {},
+    "grant_revoke": {"grant_id": ("text", True)},
 }
 
 
