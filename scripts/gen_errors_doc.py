@@ -27,6 +27,7 @@ FIXED = [
     (13, "secret already exists"),
     (14, "vault not found"),
     (15, "wrong passphrase, or vault data failed authentication"),
+    (35, "a grant token was required, or the token is invalid, expired or does not cover the request"),
     (126, "`run`: the command is not executable"),
     (127, "`run`: the command was not found"),
     (130, "kimen itself was interrupted (Ctrl-C) outside `run`: at a prompt, in the KDF, in a passphrase command"),
