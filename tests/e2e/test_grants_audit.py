@@ -419,3 +419,48 @@ def test_a_grant_after_stop_and_restart_is_invalid(session):
     assert s.call("grant_list")["grants"] == []
     k = s.kimen
     k.fail(35, "grant_invalid", "secret", "get", "dev.token", "--unsafe-stdout", env={"KIMEN_SESSION_TOKEN": token})
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.isdir("/proc"), reason="needs root to connect as another uid")
+def test_a_peer_of_another_uid_is_refused_and_recorded(tmp_path):
+    """A daemon started by hand on a socket another uid may reach: that peer gets not a byte, and
+    the refusal is recorded with its pid and uid."""
+    import subprocess
+    import sys
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="kp-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    sock_path = os.path.join(directory, "s.sock")
+    log = tmp_path / "state" / "audit.jsonl"
+    daemon = subprocess.Popen([sys.executable, "-m", "kimen.daemon.server", "--socket", sock_path,
+                               "--audit-log", str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(sock_path), "the daemon's socket", 30)
+        os.chmod(sock_path, 0o666)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe and exits
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(10)
+                s.connect(sock_path)
+                os.write(write_end, b"closed" if s.recv(10) == b"" else b"data")
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(child, 0)
+        assert os.read(read_end, 16) == b"closed"  # not a byte
+        os.close(read_end)
+        record = wait_for(lambda: [r for r in (json.loads(x) for x in log.read_text().splitlines())
+                                   if r["outcome"] == "peer_rejected"], "the refusal record", 10)[0]
+        assert record["op"] is None and record["pid"] == child and record["uid"] == 65534
+        with Connection(sock_path) as conn:  # its own uid is still served
+            assert conn.call("status")["running"] is True
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
