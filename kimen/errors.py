@@ -52,7 +52,7 @@ CONTEXT_FIELDS = frozenset({
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
     "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "vault_path", "expired_at", "expired_by", "field",
-    "column", "editor_status", "tool", "root", "depth",
+    "column", "editor_status", "tool", "root", "depth", "available",
 })
 
 
@@ -256,6 +256,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('FingerprintMismatch', 'fingerprint_mismatch', None, 'value does not match the expected fingerprint', None),
     ('SecretConfirmationMismatch', 'secret_confirmation_mismatch', None, 'the values do not match', None),
     ('InvalidDotenv', 'invalid_dotenv', None, 'invalid dotenv line {line}: {detail}', None),
+    ('RevisionNotFound', 'revision_not_found', None, 'revision {revision} of {secret} is not kept',
+     'kimen secret history NAME lists the revisions that are kept'),
     # -- vault --
     ('VaultExists', 'vault_exists', None, 'vault already exists: {path}', None),
     ('ConflictingBackupOptions', 'conflicting_backup_options', None, '--no-backup and --backup-dir cannot be combined',
@@ -569,6 +571,8 @@ WARNINGS: dict[str, str] = {
     "passphrase_retry": "a wrong passphrase at the terminal prompt; it is asked again (3 attempts)",
     "short_passphrase": "`vault init`: the new passphrase is shorter than 8 characters",
     "vault_permissions_loose": "the vault file is readable or writable by other users",
+    "vault_migrated": "the first change to a schema version 1 vault migrated it to version 2 after a backup "
+                      "(the warning names the backup)",
     "value_on_command_line": "`secret set --value`: the value is visible in the process list and shell history",
     "import_key_repeated": "`secret import`, `migrate`: a key is set more than once in a file; the last value wins",
     "import_not_interpolated": "`secret import`, `migrate`: a value holding `${…}` or `\\$` is imported literally "

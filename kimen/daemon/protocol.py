@@ -46,6 +46,9 @@ if TYPE_CHECKING:
         secrets: list[str]  # grant_create: the scope (exact names and globs)
         read_only: bool  # grant_create
         grant_id: str  # grant_revoke
+        name: str  # read_revision, restore
+        revision: int  # read_revision, restore
+        all: bool  # purge_history (else `names`)
 
     class VaultState(TypedDict):
         """An unlocked vault in `status`, `unlock` and `lock` responses."""

@@ -62,6 +62,9 @@ OPS: dict[str, dict[str, tuple[str, bool]]] = {
                      "read_only": ("bool", False), "ttl": ("number", False)},
     "grant_list": {},
     "grant_revoke": {"grant_id": ("text", True)},
+    "read_revision": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
+    "restore": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
+    "purge_history": {"vault_path": ("text", True), "names": ("texts", False), "all": ("bool", False)},
 }
 
 

@@ -464,3 +464,24 @@ def test_a_peer_of_another_uid_is_refused_and_recorded(tmp_path):
         daemon.terminate()
         daemon.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_history_ops_are_narrowed_by_the_grant(session):
+    s = session
+    k = s.kimen
+    k.set("dev.token", b"dev-value-second")
+    narrow = s.grant(["prod.**"])
+    ro = s.grant(["dev.token"], read_only=True)
+    rw = s.grant(["dev.token"])
+    revision = s.call("read", vault_path=s.vault, names=["dev.token"])["secrets"][0]["revision"]
+    fields = {"vault_path": s.vault, "name": "dev.token", "revision": revision}
+    assert s.raw("read_revision", narrow["token"], **fields)["denied"] == ["dev.token"]
+    got = s.raw("read_revision", ro["token"], **fields)
+    assert got["ok"] is True, got
+    assert base64.b64decode(got["value_b64"]) == b"dev-value-second"
+    assert s.records()[-1]["names"] == ["dev.token"] and s.records()[-1]["grant_id"] == ro["grant_id"]
+    assert s.raw("restore", ro["token"], **fields)["reason"] == "grant_denied"
+    assert s.raw("purge_history", rw["token"], vault_path=s.vault, all=True)["reason"] == "grant_denied"
+    assert s.raw("purge_history", narrow["token"], vault_path=s.vault, names=["dev.token"])["reason"] == "grant_denied"
+    assert s.raw("restore", rw["token"], **fields)["ok"] is True
+    assert s.raw("purge_history", rw["token"], vault_path=s.vault, names=["dev.token"])["ok"] is True

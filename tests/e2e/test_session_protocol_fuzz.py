@@ -121,6 +121,9 @@ def base(op: str, vault: str) -> dict:
                          "secrets": ["fuzz.**"], "read_only": True, "ttl": 60},
         "grant_list": {},
         "grant_revoke": {"grant_id": "0123456789abcdef"},
+        "read_revision": {"vault_path": vault, "name": "fuzz.none", "revision": 1},
+        "restore": {"vault_path": vault, "name": "fuzz.none", "revision": 1},
+        "purge_history": {"vault_path": vault, "names": ["fuzz.none"]},
     }[op])
     return doc
 

@@ -61,7 +61,8 @@ if TYPE_CHECKING:
 
 _CLOSING_REASONS = frozenset({"session_protocol_error", "frame_too_large"})
 DEFAULT_GRANT_TTL = 10 * 60
-_NAMED_OPS = frozenset({"read", "write", "digest"})  # ops whose names the token's scope must cover
+# ops whose names (`audit.request_names`: names, a write's changes, a `name`) the token's scope must cover
+_NAMED_OPS = frozenset({"read", "write", "digest", "read_revision", "restore", "purge_history"})
 _AUDIT = "_audit"  # a handler's extra audit fields (popped before the response is encoded)
 
 
@@ -332,6 +333,34 @@ def op_verify(svc: Service, request: Request, grant: Grant | None, blocking: boo
     return {"integrity": "ok"}
 
 
+def op_read_revision(svc: Service, request: Request, grant: Grant | None, blocking: bool) -> Answer:
+    """An older value of one name (a value of at most 1 MiB: always a small frame)."""
+    name, revision = request["name"], request["revision"]
+    value = svc.registry.with_store(_vault_path(request), lambda store: store.read_revision(name, revision),
+                                    retry=True)
+    return {"name": value.name, "revision": value.revision,
+            "value_b64": binascii.b2a_base64(value.value, newline=False).decode()}
+
+
+def op_restore(svc: Service, request: Request, grant: Grant | None, blocking: bool) -> Answer:
+    name, revision = request["name"], request["revision"]
+    result = svc.registry.with_store(_vault_path(request), lambda store: store.restore(name, revision))
+    return {"name": result.name, "from_revision": result.from_revision, "revision": result.revision,
+            "generation": result.generation, "unchanged": result.unchanged}
+
+
+def op_purge_history(svc: Service, request: Request, grant: Grant | None, blocking: bool) -> Answer:
+    """The history of `names`, or with `all` of every name (exactly one of the two)."""
+    names = request.get("names")
+    if (names is None) == (not request.get("all")):
+        raise errors.SessionProtocolError(message="purge_history needs names or all, not both")
+    if names is None and grant is not None and not grant.whole_vault:
+        raise errors.GrantDenied(message="purging every name's history needs a grant for the whole vault "
+                                         "(--secret '**')", denied=[], grant_id=grant.grant_id)
+    count = svc.registry.with_store(_vault_path(request), lambda store: store.purge_history(names))
+    return {"count": count}
+
+
 # op -> handler and where it runs; `kimen.daemon.requests.OPS` holds each op's fields
 OPS: dict[str, Op] = {
     "status": Op(op_status, inline=True),
@@ -339,6 +368,9 @@ OPS: dict[str, Op] = {
     "unlock": Op(op_unlock),
     "write": Op(op_write),
     "verify": Op(op_verify),
+    "read_revision": Op(op_read_revision),
+    "restore": Op(op_restore),
+    "purge_history": Op(op_purge_history),
     "lock": Op(op_lock),
     "stop": Op(op_stop, stops=True),
     "grant_create": Op(op_grant_create),
