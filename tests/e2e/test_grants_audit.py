@@ -485,3 +485,10 @@ def test_history_ops_are_narrowed_by_the_grant(session):
     assert s.raw("purge_history", narrow["token"], vault_path=s.vault, names=["dev.token"])["reason"] == "grant_denied"
     assert s.raw("restore", rw["token"], **fields)["ok"] is True
     assert s.raw("purge_history", rw["token"], vault_path=s.vault, names=["dev.token"])["ok"] is True
+
+
+def test_a_request_with_a_wrong_field_is_recorded_as_a_broken_frame(session):
+    reply = session.raw("read", vault_path=session.vault, names="dev.token")
+    assert reply["reason"] == "session_protocol_error"
+    last = session.records()[-1]
+    assert last["op"] is None and last["outcome"] == "session_protocol_error" and last["names"] == []

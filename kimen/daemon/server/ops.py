@@ -158,8 +158,11 @@ class Service:
 
     def _record(self, peer: Peer | None, request: dict[str, Any], outcome: str, grant: Grant | None,
                 grant_id: str | None = None) -> None:
-        """The request's audit line (`AuditUnavailable` when it cannot be written)."""
-        if self.audit is not None:
+        """The request's audit line (`AuditUnavailable` when it cannot be written). A frame that
+        is not a valid request is recorded like a broken frame: `op` null, folded per outcome."""
+        if self.audit is not None and outcome in _CLOSING_REASONS:
+            self.audit.refusal(peer or Peer(), outcome)
+        elif self.audit is not None:
             found = grant.grant_id if grant is not None else grant_id
             self.audit.request(peer or Peer(), request, outcome=outcome, grant_id=found)
 
