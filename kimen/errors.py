@@ -530,8 +530,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     # -- run --mask (the masker core exists; the flag does not yet) --
     ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
      'run without --strict-mask to show them unmasked, or project longer values'),
-    ('MaskValueUnmasked', 'mask_value_unmasked', None, 'values under 6 bytes are not masked: {names}',
-     None),  # a warning's reason (run --mask), never raised
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )
@@ -598,4 +596,5 @@ WARNINGS: dict[str, str] = {
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
     "grant_revoke_failed": "`session grant -- CMD`: the grant could not be revoked when CMD exited (it ends at its "
                            "expiry or with the daemon)",
+    "mask_value_unmasked": "`run --mask`: projected values under 6 bytes are not masked (names them, never the values)",
 }

@@ -11,11 +11,10 @@ exit revokes the grant. `log` reads the audit files without the daemon.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from .. import errors
-from . import Context, Result, takes_child_argv
+from .model import Invocation, Result, takes_child_argv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,16 +56,16 @@ def register(group: argparse._SubParsersAction) -> None:
 # -- session grant --
 
 
-def _scope(ctx: Context) -> list[str]:
-    args = ctx.args
+def _scope(inv: Invocation) -> list[str]:
+    args = inv.options
     if args.secret:
         return list(dict.fromkeys(args.secret))
     if args.profile is None and args.map is None:
         raise errors.UsageError(detail="give the scope: --profile P, --map PATH or --secret GLOB")
     from ..projection.resolve import secret_names
-    from .run import load_profile
+    from .pipeline import load_profile
 
-    profile = load_profile(ctx, profile=args.profile, map_path=args.map, inline=[])
+    profile = load_profile(inv, profile=args.profile, map_path=args.map, inline=[])
     names = secret_names(profile.directives)
     if not names:
         raise errors.GrantScopeEmpty()
@@ -85,11 +84,11 @@ def _ttl(text: str) -> int:
     return seconds
 
 
-def _ready_session(ctx: Context, canonical: str) -> None:
+def _ready_session(inv: Invocation, canonical: str) -> None:
     """The vault must be unlocked in a running daemon: checked before any passphrase is asked."""
     from ..daemon import client
 
-    found = client.probe(ctx.env, canonical, strict=True, keep=False)
+    found = client.probe(inv.env, canonical, strict=True, keep=False)
     if found.state in ("stopped", "busy"):
         raise errors.SessionUnavailable(message="no session daemon serves this vault",
                                         hint="unlock it first: `kimen session start`")
@@ -97,21 +96,21 @@ def _ready_session(ctx: Context, canonical: str) -> None:
         raise found.refusal(canonical)
 
 
-def _covered(ctx: Context, location: Any, scope: list[str]) -> int:
+def _covered(inv: Invocation, location: Any, scope: list[str]) -> int:
     """How many of the vault's names the scope covers now (for the details line)."""
     from ..access import open_metadata
     from ..globs import Glob
 
     globs = [Glob(text) for text in scope]
     try:
-        with open_metadata(ctx, location) as vault:
+        with open_metadata(inv, location) as vault:
             names = vault.list_names()
     except errors.KimenError:
         return 0
     return sum(any(g.match(name) for g in globs) for name in names)
 
 
-def _mint(ctx: Context, canonical: str, source: Any, scope: list[str], ttl: int) -> dict[str, Any]:
+def _mint(inv: Invocation, canonical: str, source: Any, scope: list[str], ttl: int) -> dict[str, Any]:
     import base64
 
     from ..daemon import control
@@ -120,7 +119,7 @@ def _mint(ctx: Context, canonical: str, source: Any, scope: list[str], ttl: int)
         with source.get() as passphrase:
             encoded = base64.b64encode(passphrase.view()).decode()
         try:
-            return control.grant(ctx.env, canonical, encoded, scope, read_only=bool(ctx.args.read_only), ttl=ttl)
+            return control.grant(inv.env, canonical, encoded, scope, read_only=bool(inv.options.read_only), ttl=ttl)
         except errors.WrongPassphrase:
             if attempt + 1 >= source.attempts:
                 raise
@@ -133,37 +132,37 @@ def _mint(ctx: Context, canonical: str, source: Any, scope: list[str], ttl: int)
 
 
 @takes_child_argv
-def cmd_grant(ctx: Context) -> Result | int:
+def cmd_grant(inv: Invocation) -> Result | int:
     from ..access import explicit, resolve_vault
     from ..passphrase import prompt_source
-    from .session import _check_session_path as check_session_path
+    from .common import check_session_path
 
-    args = ctx.args
-    command = ctx.child_argv
-    if args.export and (ctx.json or command is not None):
+    args = inv.options
+    command = inv.child_argv
+    if args.export and (inv.json or command is not None):
         raise errors.UsageError(detail="--export cannot be combined with --json or -- CMD")
     if command is not None and not command:
         raise errors.MissingCommand(command="session grant")
     ttl = _ttl(args.ttl)
-    location = resolve_vault(ctx)
+    location = resolve_vault(inv)
     canonical = location.canonical_path
     check_session_path(canonical)
-    scope = _scope(ctx)
-    _ready_session(ctx, canonical)
-    source = explicit(ctx) or prompt_source(location.path)  # never the session or the configured method
+    scope = _scope(inv)
+    _ready_session(inv, canonical)
+    source = explicit(inv) or prompt_source(location.path)  # never the session or the configured method
     if source is None:
         raise errors.MissingPassphrase(
             hint="minting a grant needs the vault passphrase: KIMEN_PASSPHRASE, --passphrase-cmd, "
                  "--passphrase-stdin or a terminal to prompt on (a session or the configured unlock "
                  "method never mint a grant)")
-    minted = _mint(ctx, canonical, source, scope, ttl)
+    minted = _mint(inv, canonical, source, scope, ttl)
     token, grant_id = minted["token"], minted["grant_id"]
     access = "read-only" if minted.get("read_only") else "read-write"
-    details = (f"grant {grant_id}: {_covered(ctx, location, scope)} names, {access}, "
+    details = (f"grant {grant_id}: {_covered(inv, location, scope)} names, {access}, "
                f"expires {minted.get('expires_at')}")
     if command is not None:
-        return _run_with_token(ctx, command, token, grant_id, details)
-    if ctx.json:
+        return _run_with_token(inv, command, token, grant_id, details)
+    if inv.json:
         fields = {"grant_id": grant_id, "token": token, "env": {"KIMEN_SESSION_TOKEN": token},
                   "vault_path": canonical, "secrets": minted.get("secrets", scope),
                   "read_only": bool(minted.get("read_only")), "expires_at": minted.get("expires_at")}
@@ -177,7 +176,7 @@ def cmd_grant(ctx: Context) -> Result | int:
     return 0
 
 
-def _run_with_token(ctx: Context, command: list[str], token: str, grant_id: str, details: str) -> int:
+def _run_with_token(inv: Invocation, command: list[str], token: str, grant_id: str, details: str) -> int:
     """CMD with the token in its environment only; supervised, and the grant revoked when it exits."""
     from ..daemon import control, tokens
     from ..output import flush_warnings, warn
@@ -186,12 +185,12 @@ def _run_with_token(ctx: Context, command: list[str], token: str, grant_id: str,
 
     prun.block_signals()
     try:
-        environ: dict[str, str | bytes] = {**penv.base_environ(ctx.env, False), tokens.ENV: token}
+        environ: dict[str, str | bytes] = {**penv.base_environ(inv.env, False), tokens.ENV: token}
         exe = penv.find_command(command[0], environ)
         stop = prun.pending_stop()
         if stop is not None:
             return 128 + stop
-        if not ctx.json:
+        if not inv.json:
             sys.stderr.write(details + "\n")
         flush_warnings()
         own_group = prun.own_group_wanted()
@@ -199,7 +198,7 @@ def _run_with_token(ctx: Context, command: list[str], token: str, grant_id: str,
         return prun.supervise(pid, own_group=own_group)
     finally:
         try:
-            control.revoke(ctx.env, grant_id)
+            control.revoke(inv.env, grant_id)
         except errors.KimenError:
             warn(f"could not revoke grant {grant_id} (it ends at its expiry or with the daemon)",
                  reason="grant_revoke_failed")
@@ -209,10 +208,10 @@ def _run_with_token(ctx: Context, command: list[str], token: str, grant_id: str,
 # -- session grants / revoke --
 
 
-def cmd_grants(ctx: Context) -> Result:
+def cmd_grants(inv: Invocation) -> Result:
     from ..daemon import control
 
-    found = control.grants(ctx.env)
+    found = control.grants(inv.env)
     keys = ("grant_id", "vault_path", "secrets", "read_only", "created_at", "expires_at", "last_used_at",
             "use_count")
     shown = [{k: g.get(k) for k in keys} for g in found]
@@ -223,31 +222,31 @@ def cmd_grants(ctx: Context) -> Result:
     return Result("session_grants", lines or ["no grants"], {"grants": shown})
 
 
-def cmd_revoke(ctx: Context) -> Result:
+def cmd_revoke(inv: Invocation) -> Result:
     from ..daemon import control
 
-    grant_id = control.revoke(ctx.env, ctx.args.grant_id)
+    grant_id = control.revoke(inv.env, inv.options.grant_id)
     return Result("session_revoke", f"grant {grant_id} revoked", {"grant_id": grant_id})
 
 
 # -- session log --
 
 
-def cmd_log(ctx: Context) -> int:
+def cmd_log(inv: Invocation) -> int:
     from .. import paths
     from ..daemon.audit_reader import LogReader, Selection, human_lines, parse_since
     from ..output import dumps
 
-    args = ctx.args
+    args = inv.options
     if args.limit is not None and args.limit < 0:
         raise errors.UsageError(detail="--limit must be 0 or more")
     since = parse_since(args.since) if args.since is not None else None
-    reader = LogReader(paths.audit_log(ctx.env), Selection(since=since, grant=args.grant, name=args.name))
+    reader = LogReader(paths.audit_log(inv.env), Selection(since=since, grant=args.grant, name=args.name))
 
     def show(records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        text = "".join(dumps(r) + "\n" for r in records) if ctx.json else "".join(
+        text = "".join(dumps(r) + "\n" for r in records) if inv.json else "".join(
             line + "\n" for line in human_lines(records))
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -264,14 +263,3 @@ def cmd_log(ctx: Context) -> int:
         return 0
     return 0
 
-
-def present_token_file(ctx: Context) -> None:
-    """`--token-file PATH`: its token is the one this command presents (the flag wins over
-    KIMEN_SESSION_TOKEN, with a warning); kept in the command's own environment copy, which
-    kimen passes to no child."""
-    path = getattr(ctx.args, "token_file", None)
-    if path is None:
-        return
-    from ..daemon import tokens
-
-    ctx.env[tokens.ENV] = tokens.presented(ctx.env, os.fsdecode(path))
