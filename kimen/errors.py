@@ -368,6 +368,24 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('OutputIsDirectory', 'output_is_directory', None, 'output is a directory: {path}', None),
     ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
     ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
+    # -- audit (34) --
+    ('AuditUnavailable', 'audit_unavailable', 34, 'audit log cannot be written: {path} ({problem})',
+     'the daemon refuses requests until it can write its audit log: free space, or remove what replaced the file'),
+    # -- grants (35) --
+    ('GrantRequired', 'grant_required', 35, 'this session requires a grant token',
+     'present a token from `kimen session grant` in KIMEN_SESSION_TOKEN or with --token-file'),
+    ('GrantDenied', 'grant_denied', 35, 'grant does not cover: {names}', None),
+    ('GrantExpired', 'grant_expired', 35, 'grant {grant_id} expired', 'ask for a new grant (`kimen session grant`)'),
+    ('GrantInvalid', 'grant_invalid', 35, 'grant token is invalid (malformed, unknown or revoked)',
+     'ask for a new grant (`kimen session grant`); a grant ends with the session daemon that minted it'),
+    # -- grants and audit (session area) --
+    ('GrantScopeEmpty', 'grant_scope_empty', None, 'grant scope is empty', None),
+    ('GrantNotFound', 'grant_not_found', None, 'grant not found: {grant_id}', None),
+    ('AuditLogUnreadable', 'audit_log_unreadable', None, 'audit log is unreadable: {path} ({problem})', None),
+    ('InvalidSince', 'invalid_since', None, 'invalid --since: {text}',
+     'give a duration back from now (90s, 15m, 1h30m, 7d) or an RFC 3339 time (2026-11-25T10:00:00Z)'),
+    ('UnsafeTokenFile', 'unsafe_token_file', None, 'unsafe token file: {path} ({problem})',
+     'the token file must be a regular file you own, readable by you only (chmod 600)'),
 )
 
 
@@ -389,28 +407,10 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
      'an admin can republish the accepted head with `kimen sync push --restore-head --yes`; see docs/sync.md'),
     ('RemoteHistoryGap', 'remote_history_gap', 31, "remote head (seq {remote_seq}) is too far ahead of the head already accepted (seq {known_seq}): its log no longer reaches it",
      'make this vault mirror the head with `kimen sync pull --mirror` (a backup is written first)'),
-    # -- audit (34) --
-    ('AuditUnavailable', 'audit_unavailable', 34, 'audit log cannot be written: {path} ({problem})',
-     'the daemon refuses requests until it can write its audit log: free space, or remove what replaced the file'),
-    # -- grants (35) --
-    ('GrantRequired', 'grant_required', 35, 'this session requires a grant token',
-     'present a token from `kimen session grant` in KIMEN_SESSION_TOKEN or with --token-file'),
-    ('GrantDenied', 'grant_denied', 35, 'grant does not cover: {names}', None),
-    ('GrantExpired', 'grant_expired', 35, 'grant {grant_id} expired', 'ask for a new grant (`kimen session grant`)'),
-    ('GrantInvalid', 'grant_invalid', 35, 'grant token is invalid (malformed, unknown or revoked)',
-     'ask for a new grant (`kimen session grant`); a grant ends with the session daemon that minted it'),
     # -- catch-all reasons nothing raises yet --
     ('SecretFailed', 'secret_failed', None, 'secret command failed: {detail}', None),
     ('PlanFailed', 'plan_failed', None, 'plan failed: {detail}', None),
     ('EnvfileFailed', 'envfile_failed', None, 'envfile failed: {detail}', None),
-    # -- grants and audit (session area) --
-    ('GrantScopeEmpty', 'grant_scope_empty', None, 'grant scope is empty', None),
-    ('GrantNotFound', 'grant_not_found', None, 'grant not found: {grant_id}', None),
-    ('AuditLogUnreadable', 'audit_log_unreadable', None, 'audit log is unreadable: {path} ({problem})', None),
-    ('InvalidSince', 'invalid_since', None, 'invalid --since: {text}',
-     'give a duration back from now (90s, 15m, 1h30m, 7d) or an RFC 3339 time (2026-11-25T10:00:00Z)'),
-    ('UnsafeTokenFile', 'unsafe_token_file', None, 'unsafe token file: {path} ({problem})',
-     'the token file must be a regular file you own, readable by you only (chmod 600)'),
     # -- remote --
     ('EmptyRemoteName', 'empty_remote_name', None, 'remote name is empty', None),
     ('InvalidRemoteName', 'invalid_remote_name', None, 'invalid remote name: {name}', None),
@@ -595,5 +595,7 @@ WARNINGS: dict[str, str] = {
     "session_dir_unusable": "`session status`: the session directory cannot be used (reported as stopped)",
     "session_other_version": "the session daemon runs another kimen version; it is not used until restarted",
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
+    "grant_revoke_failed": "`session grant -- CMD`: the grant could not be revoked when CMD exited (it ends at its "
+                           "expiry or with the daemon)",
     "mask_value_unmasked": "`run --mask`: projected values under 6 bytes are not masked (names them, never the values)",
 }

@@ -27,6 +27,7 @@ FIXED_CODES = {
     "invalid_vault_file": 24, "vault_unsupported": 24, "kdf_params_rejected": 24, "vault_busy": 24,
     "vault_read_only": 24, "disk_full": 24,
     "invalid_config_json": 26, "config_path_unavailable": 26,
+    "audit_unavailable": 34, "grant_required": 35, "grant_denied": 35, "grant_expired": 35, "grant_invalid": 35,
     "session_unavailable": 34, "session_locked": 34, "session_dir_unsafe": 34, "socket_path_too_long": 34,
     "daemon_start_failed": 34, "session_protocol_error": 34, "session_version_mismatch": 34,
     "frame_too_large": 34, "invalid_ttl": 34, "session_unsupported": 34,
@@ -58,7 +59,8 @@ def _command_reachable_source() -> str:
 
     paths = {_module_name(p): p for p in sorted((ROOT / "kimen").rglob("*.py"))}
     seen: set[str] = set()
-    entry = ("kimen.cli", "kimen.__main__", "kimen.daemon.server")  # and every kimen.cli.* (not kimen.clipboard)
+    # and every kimen.cli.* (not kimen.clipboard)
+    entry = ("kimen.cli", "kimen.__main__", "kimen.daemon.server", "kimen.daemon.server.__main__")
     todo = [m for m in paths if m.startswith("kimen.cli.") or m in entry]
     while todo:
         name = todo.pop()

@@ -27,7 +27,7 @@ from .model import COMMANDS, Invocation, Result, split_child_argv
 
 TYPE_CHECKING = False  # neither typing nor collections.abc is imported on the hot path
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from .model import Handler
@@ -168,7 +168,12 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             return run_cli(["version", *(t for t in ("--json", "--debug") if t in kimen_argv)])
         handler = _handler(options.get("handler"))
         area = options.get("area", 1)
-        inv = Invocation(options, env=os.environ, child_argv=child_argv, area=area, usage=usage)
+        env: Mapping[str, str] = os.environ
+        if options.get("token_file") is not None:  # the token this command presents (never a child's)
+            from ..daemon.tokens import with_token_file
+
+            env = with_token_file(os.environ, options["token_file"])
+        inv = Invocation(options, env=env, child_argv=child_argv, area=area, usage=usage)
         if want_json != inv.json:  # `--json` was the value of another flag
             want_json = inv.json
             output.collect_warnings(want_json)

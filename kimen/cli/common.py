@@ -1,4 +1,5 @@
-"""Helpers shared by several command modules (KDF parameters, the git-ignore warning, session expiry text).
+"""Helpers shared by several command modules (KDF parameters, the git-ignore warning, session expiry text,
+the session path check).
 
 A leaf of `kimen.cli`: it imports no command module, and nothing heavy at import time."""
 
@@ -84,3 +85,16 @@ _TTL_WORDS = {"idle_ttl": "idle TTL", "max_ttl": "max TTL"}
 def expiry_text(vault: dict[str, Any]) -> str:
     """When and by which limit a session vault expired (`2026-01-02T03:04:05Z, idle TTL`)."""
     return f"{vault['expired_at']}, {_TTL_WORDS.get(vault['expired_by'], vault['expired_by'])}"
+
+
+def check_session_path(canonical: str) -> None:
+    """Session requests carry the vault path as JSON text: it must be valid UTF-8."""
+    import os
+
+    from ..daemon.protocol import utf8
+
+    if not utf8(canonical):
+        shown = os.fsencode(canonical).decode("utf-8", "backslashreplace")
+        raise errors.SessionUnsupported(message=f"a session cannot hold a vault whose path is not valid UTF-8: "
+                                                f"{shown}", hint="rename the vault file or its directory, or use "
+                                                                 "the vault without a session")

@@ -28,6 +28,7 @@ GLOBAL: tuple[Row, ...] = (
     ("--passphrase-cmd", "passphrase_cmd", "value", "CMD", "run CMD; its first output line is the passphrase"),
     ("--passphrase-stdin", "passphrase_stdin", "bool", None, "read the passphrase from stdin"),
     ("--no-session", "no_session", "bool", None, "never use the session daemon"),
+    ("--token-file", "token_file", "value", "PATH", "present the grant token in PATH (wins over KIMEN_SESSION_TOKEN)"),
     ("--debug", "debug", "bool", None, "print a traceback for internal errors"),
 )
 

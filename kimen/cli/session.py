@@ -2,8 +2,8 @@
 
 `start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of §4.1:
 never the session itself). `status` always exits 0 and is on the hot path: it imports the light
-client only. Grants and the audit log (`--require-grant`, `grant`, `revoke`, `grants`, `log`)
-come with a later issue.
+client only. `--require-grant` switches the daemon into grant-required mode; the grant and log
+commands (`grant`, `grants`, `revoke`, `log`) are `kimen.cli.grants`'s.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from .common import expiry_text
+from .common import check_session_path, expiry_text
 from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group
 
@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--ttl", metavar="DUR", default="15m", help="idle TTL, refreshed by every use (default 15m)")
     p.add_argument("--max-ttl", metavar="DUR", default="8h", help="absolute TTL from unlock (default 8h, at most 7d)")
     p.add_argument("--stdin", action="store_true", help="alias of --passphrase-stdin")
+    p.add_argument("--require-grant", action="store_true",
+                   help="refuse store requests without a grant token (until `session stop`)")
 
     add_command(group, "status", "show whether a session serves the vault (always exits 0)", handler=cmd_status)
 
@@ -35,6 +37,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--all", action="store_true", help="forget every vault's key")
 
     add_command(group, "stop", "forget every key and stop the daemon", handler=cmd_stop)
+
+    from .grants import register as register_grants  # grant, grants, revoke, log
+
+    register_grants(group)
 
 
 def _ttls(inv: Invocation) -> tuple[int, int]:
@@ -70,7 +76,7 @@ def cmd_start(inv: Invocation) -> Result:
         Vault.open(location.path).close()  # always raises (missing, not a regular file, unreadable)
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
-    _check_session_path(canonical)
+    check_session_path(canonical)
     source = explicit(inv) or fallback_source(inv, location)  # never the session (SPEC §4.1)
     if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
         raise missing_passphrase_without_session(" (--stdin)")
@@ -81,7 +87,7 @@ def cmd_start(inv: Invocation) -> Result:
                 encoded = base64.b64encode(passphrase.view()).decode()
             try:
                 conn.call("unlock", timeout=client.UNLOCK_TIMEOUT, vault_path=canonical, passphrase_b64=encoded,
-                          ttl=ttl, max_ttl=max_ttl, require_grant=False)
+                          ttl=ttl, max_ttl=max_ttl, require_grant=bool(inv.options.require_grant))
                 break
             except errors.WrongPassphrase:
                 if attempt + 1 >= source.attempts:
@@ -95,19 +101,6 @@ def cmd_start(inv: Invocation) -> Result:
     fields = status_fields(client_socket(inv), state, canonical)
     return Result("session_start", f"session unlocked: {canonical} (idle {format_duration(ttl)}, "
                                    f"max {format_duration(max_ttl)}, pid {fields['pid']})", fields)
-
-
-def _check_session_path(canonical: str) -> None:
-    """Session requests carry the vault path as JSON text: it must be valid UTF-8."""
-    import os
-
-    from ..daemon.protocol import utf8
-
-    if not utf8(canonical):
-        shown = os.fsencode(canonical).decode("utf-8", "backslashreplace")
-        raise errors.SessionUnsupported(message=f"a session cannot hold a vault whose path is not valid UTF-8: "
-                                                f"{shown}", hint="rename the vault file or its directory, or use "
-                                                                 "the vault without a session")
 
 
 def client_socket(inv: Invocation) -> str:

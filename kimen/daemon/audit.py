@@ -140,7 +140,7 @@ def _text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
 
 def request_names(request: dict[str, Any]) -> list[str]:
     """The secret names a request touches (never values): `names`, a write's change names (both
-    names of a move), a grant's scope; each once, in order."""
+    names of a move), a grant's scope, the `name` of a revision read or restore; each once, in order."""
     op = request.get("op")
     found: list[Any] = []
     if op == "write" and isinstance(request.get("changes"), list):
@@ -151,6 +151,8 @@ def request_names(request: dict[str, Any]) -> list[str]:
         found = request["secrets"]
     elif isinstance(request.get("names"), list):
         found = request["names"]
+    elif isinstance(request.get("name"), str):  # read_revision, restore
+        found = [request["name"]]
     return list(dict.fromkeys(name[:TEXT_LIMIT] for name in found if isinstance(name, str)))
 
 
@@ -213,6 +215,12 @@ class AuditLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd, self._held = None, None
+
+    def ready(self) -> None:
+        """`AuditUnavailable` unless the path names a file a line can be written to now (checked,
+        and opened again when moved or replaced, before a request is served)."""
+        with self._lock:
+            self._check_path()
 
     # -- recording --
 

@@ -179,12 +179,14 @@ def _spawn(env: Mapping[str, str], path: str) -> int:
     import sys
     import time
 
+    from .. import paths
     from ..environ import public_environ
 
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "kimen.daemon.server", "--socket", path, "--ready-fd", str(write_fd)],
+            [sys.executable, "-P", "-m", "kimen.daemon.server", "--socket", path, "--ready-fd", str(write_fd),
+             "--audit-log", paths.audit_log(env)],
             pass_fds=(write_fd,), env=public_environ(env), cwd="/", stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
         )
@@ -215,3 +217,45 @@ def _spawn(env: Mapping[str, str], path: str) -> int:
         proc.wait()
     detail = line[6:] if line.startswith("error ") else "no readiness signal within 5 s"
     raise errors.DaemonStartFailed(message=f"session daemon failed to start: {detail[:200]}")
+
+
+# -- grants (`kimen session grant|grants|revoke`) --
+
+
+def _connected(env: Mapping[str, str]) -> Connection:
+    """A connection to a running daemon of this version; never starts one (`session_unavailable`)."""
+    conn = connect(env, strict=True)
+    if conn is None:
+        raise errors.SessionUnavailable(message="no session daemon is running",
+                                        hint="start one with `kimen session start` first")
+    return conn
+
+
+def grant(env: Mapping[str, str], vault_path: str, passphrase_b64: str, secrets: list[str], *, read_only: bool,
+          ttl: float) -> dict[str, Any]:
+    """Mint a grant in the running daemon (the vault must be unlocked there); the response holds
+    the token, which the caller hands over once and never stores."""
+    from .client import UNLOCK_TIMEOUT
+
+    with _connected(env) as conn:
+        return conn.call("grant_create", timeout=UNLOCK_TIMEOUT, vault_path=vault_path,
+                         passphrase_b64=passphrase_b64, secrets=secrets, read_only=read_only, ttl=ttl)
+
+
+def grants(env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The daemon's grants (a token holder: its own); no daemon, no grants."""
+    conn = connect(env, strict=True)
+    if conn is None:
+        return []
+    with conn:
+        found = conn.call("grant_list").get("grants")
+    return [g for g in found or () if isinstance(g, dict)]
+
+
+def revoke(env: Mapping[str, str], grant_id: str) -> str:
+    """Revoke a grant; `grant_not_found` when the daemon does not hold it (or runs no more)."""
+    conn = connect(env, strict=True)
+    if conn is None:
+        raise errors.GrantNotFound(grant_id=grant_id[:64])
+    with conn:
+        return str(conn.call("grant_revoke", grant_id=grant_id).get("grant_id", grant_id))

@@ -237,6 +237,12 @@ class GrantTable:
         with self._lock:
             return sum(not g.expired(now) for g in self._grants.values())
 
+    def unuse(self, grant: Grant) -> None:
+        """Take back one use `authorize` counted for a request that is served again later (the
+        event loop hands a read of a busy vault to a worker thread, which authorizes it anew)."""
+        with self._lock:
+            grant.use_count = max(0, grant.use_count - 1)
+
     # -- checking a request --
 
     def find(self, token: str) -> Grant | None:

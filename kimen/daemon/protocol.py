@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         token: str
         context: dict[str, Any]
         vault_path: str | None  # `status`, `lock`: optional; the store ops and `unlock`: required
-        passphrase_b64: str  # unlock
+        passphrase_b64: str  # unlock, grant_create
         ttl: int | float
         max_ttl: int | float
         require_grant: bool
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
         changes: list[dict[str, Any]]  # write: {op, name, value_b64?, mode?, new_name?}
         if_generation: int | None
         baseline: Any
+        secrets: list[str]  # grant_create: the scope (exact names and globs)
+        read_only: bool  # grant_create
+        grant_id: str  # grant_revoke
         name: str  # read_revision, restore
         revision: int  # read_revision, restore
         history_op: str | None  # write: what replaced values in their history rows

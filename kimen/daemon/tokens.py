@@ -142,3 +142,11 @@ def presented(env: Mapping[str, str], token_file: str | None = None) -> str | No
                  reason="token_source_conflict")
         return token
     return env.get(ENV) or None
+
+
+def with_token_file(env: Mapping[str, str], token_file: str) -> dict[str, str]:
+    """A copy of `env` presenting `token_file`'s token as ``KIMEN_SESSION_TOKEN`` (`presented`'s
+    rules: the file wins, with a warning when the variable is set too). The variable is private:
+    kimen passes it to no child."""
+    token = presented(env, token_file)
+    return {**env, ENV: token} if token else dict(env)

@@ -2,8 +2,9 @@
 envelope on stdout (`ok`, `action`, `exit_code`, `warnings`) and nothing on stderr; a failure is
 exactly one error envelope on stderr (with `warnings` too) and nothing on stdout; a warning raised
 on the way is an item of the envelope's `warnings`, never a human line. The exceptions are few and
-named: `config show` (raw config), `completion` (a script, or names), `help` (text), and a
-successful `run` (no envelope; its warnings as one `{"warnings": [...]}` line before the child).
+named: `config show` (raw config), `completion` (a script, or names), `help` (text), `session log`
+(the audit records as JSON Lines), and a successful `run` (no envelope; its warnings as one
+`{"warnings": [...]}` line before the child).
 
 The table walks every command of the parser, in success and in failure, against a real vault,
 session daemon and bundle; a test fails when the parser gains a command the table lacks."""
@@ -72,6 +73,14 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["session", "start", "--ttl", "0"], (34, "invalid_ttl"), PASS),
     (["session", "start"], (10, "missing_passphrase"), {}),
     (["session", "start"], OK, PASS),
+    (["session", "grant", "--secret", "app.*", "--read-only"], OK, PASS),
+    (["session", "grant", "--secret", "app.*"], (10, "missing_passphrase"), {}),
+    (["session", "grants"], OK, {}),
+    (["session", "grants"], (35, "grant_invalid"), {"KIMEN_SESSION_TOKEN": "garbage"}),
+    (["session", "revoke", "{grant}"], OK, {}),
+    (["session", "revoke", "{grant}"], (34, "grant_not_found"), {}),
+    (["session", "log", "--limit", "3"], RAW, {}),
+    (["session", "log", "--since", "yesterday"], (34, "invalid_since"), {}),
     (["session", "lock"], OK, {}),
     (["session", "stop"], OK, {}),
     (["session", "lock"], OK, {}),  # nothing running: still a status envelope
@@ -179,6 +188,8 @@ def test_every_command_keeps_the_json_contract(world):
         if argv[:2] == ["bundle", "keygen"] and outcome == OK:
             keygen = done.json()
             team.update(recipient=keygen["recipient"], signer=keygen["signer"])
+        if argv[:2] == ["session", "grant"] and outcome == OK:
+            team.update(grant=done.json()["grant_id"])
         if outcome == RAW:
             _check_exception(world, argv, env, done, what)
         elif outcome == OK:
@@ -218,6 +229,9 @@ def _check_exception(kimen: Kimen, argv: list[str], env: dict[str, str], done, w
         assert "ok" not in json.loads(done.out) and done.err == "", what
     elif argv[0] == "completion":
         assert done.stdout.startswith("# kimen bash completion") and done.err == "", what
+    elif argv[:2] == ["session", "log"]:  # the records as JSON Lines, no envelope
+        lines = done.stdout.splitlines()
+        assert lines and all(json.loads(line)["ts"] for line in lines) and done.err == "", what
     elif argv[0] == "help":
         assert done.stdout.startswith("usage: kimen") and done.err == "", what
     else:  # pragma: no cover - a new exception must be named here

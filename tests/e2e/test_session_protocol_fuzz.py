@@ -117,6 +117,10 @@ def base(op: str, vault: str) -> dict:
         "write": {"vault_path": vault, "changes": [{"op": "set", "name": "fuzz.written", "value_b64": "eA=="}],
                   "if_generation": None},
         "verify": {"vault_path": vault},
+        "grant_create": {"vault_path": vault, "passphrase_b64": base64.b64encode(PASSPHRASE.encode()).decode(),
+                         "secrets": ["fuzz.**"], "read_only": True, "ttl": 60},
+        "grant_list": {},
+        "grant_revoke": {"grant_id": "0123456789abcdef"},
         "read_revision": {"vault_path": vault, "name": "app.token", "revision": 1},
         "restore": {"vault_path": vault, "name": "app.token", "revision": 1},
         "purge_history": {"vault_path": vault, "names": ["app.token"]},
@@ -218,6 +222,36 @@ def test_wrong_type_for_every_field_of_every_op(daemon):
     with Connection(daemon.sock_path) as conn:  # none of them wrote anything
         names = conn.call("read", vault_path=daemon.vault, names=["app.token"])["secrets"]
     assert [s["name"] for s in names] == ["app.token"]
+
+
+# -- tokens: every op with garbage, unknown and mutated tokens --
+
+_LENIENT = {"status", "stop", "unlock", "grant_create"}  # answered whatever the token
+
+
+def test_garbage_tokens_for_every_op(daemon):
+    rng = random.Random(11)
+    valid = "kimen_grant_v1_0123456789abcdef_" + "A" * 43  # well formed, unknown
+    garbage = ["", "x", "kimen_grant_v1_", valid, valid[:-1], valid + "A", "kimen_grant_v1_\u00e9_" + "A" * 43,
+               "\x00" * 10, "y" * 70_000]
+    garbage += ["".join(rng.choice(valid + "-_=+/ .é") for _ in range(rng.randint(1, 100))) for _ in range(30)]
+    for op in requests.OPS:
+        if op == "stop":
+            continue
+        for token in garbage:
+            doc = {**base(op, daemon.vault), "token": token}
+            if op == "unlock":
+                doc["ttl"], doc["max_ttl"] = 3600, 7200  # the fixture's session goes on
+            reply = daemon.request(doc)
+            assert reply is not None, (op, token[:40])
+            if op in _LENIENT:
+                assert reply["ok"] is True or reply["reason"] not in ("internal_error", "grant_invalid"), (op, reply)
+            else:
+                assert reply["ok"] is False and reply["reason"] == "grant_invalid", (op, token[:40], reply)
+        daemon.healthy()
+    with Connection(daemon.sock_path) as conn:  # the grants minted above (unlock and grant_create ignore tokens)
+        for grant in conn.call("grant_list")["grants"]:
+            conn.call("grant_revoke", grant_id=grant["grant_id"])
 
 
 # -- framing: length prefixes, half-closed and slow sockets --

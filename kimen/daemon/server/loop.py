@@ -18,6 +18,12 @@ connection only. Resources are bounded so that hostile or broken peers cannot lo
   unread (its 5 s frame deadline still runs). A connection reads its next request only after its
   response is sent, so no peer can pile up responses it does not read.
 
+Every request is recorded in the audit log before it is answered (`Service.handle`); what never
+becomes a request is recorded here, folded per outcome (`AuditLog.refusal`): a peer of another
+uid (`peer_rejected`), a frame that is not a valid request (`session_protocol_error`), an oversize
+prefix (`frame_too_large`) and a frame that does not arrive in time (`frame_timeout`). Who the
+peer is (`audit.peer_info`: pid, uid, exe, cwd, ancestors from /proc) is read once, on accept.
+
 A timer thread expires keys at their deadlines (boot clock), checks every 10 s that the socket
 path still names this daemon's socket, and exits after an hour with nothing held.
 """
@@ -36,6 +42,7 @@ import threading
 from ... import errors
 from ...fsutil import unlink_quietly
 from .. import protocol
+from ..audit import Peer, peer_info
 from ..session import boot_clock
 from ..vaults import Registry, WouldBlock
 from .limits import BUFFER_CAP, MAX_CONNECTIONS, MAX_WORKERS, SMALL_FRAME, STALL, Budget
@@ -44,6 +51,8 @@ from .ops import INTERNAL_ERROR, Reply, Service, error_reply
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ..audit import AuditLog
 
 _HEADER = struct.Struct(">I")
 SOCKET_CHECK_INTERVAL = 10.0
@@ -55,10 +64,11 @@ class Conn:
     """One client connection, owned by the event loop."""
 
     __slots__ = ("busy", "closing", "frame", "frame_at", "got", "held_in", "held_out", "idle_at", "inbuf",
-                 "last_rx", "mask", "out", "out_at", "paused", "sock")
+                 "last_rx", "mask", "out", "out_at", "paused", "peer", "sock")
 
-    def __init__(self, sock: socket.socket, now: float) -> None:
+    def __init__(self, sock: socket.socket, now: float, peer: Peer | None = None) -> None:
         self.sock: socket.socket | None = sock
+        self.peer = peer or Peer()  # who connected (for the audit log)
         self.inbuf = bytearray()  # at most SMALL_FRAME bytes
         self.frame: bytearray | None = None  # a large frame being received (its length reserved)
         self.got = 0
@@ -81,14 +91,17 @@ class Conn:
 class Daemon:
     """The daemon's socket, event loop and lifetime; requests are the `Service`'s."""
 
-    def __init__(self, socket_path: str, max_connections: int = MAX_CONNECTIONS, *, mlock_ok: bool) -> None:
+    def __init__(self, socket_path: str, max_connections: int = MAX_CONNECTIONS, *, mlock_ok: bool,
+                 audit: AuditLog | None = None) -> None:
         self.socket_path = socket_path
         self.max_connections = max_connections
         self.uid = os.getuid()
         self.pid = os.getpid()
         self.registry = Registry()
         self.budget = Budget(BUFFER_CAP)
-        self.service = Service(self.registry, self.budget, pid=self.pid, mlock_ok=mlock_ok, release=self.release)
+        self.audit = audit
+        self.service = Service(self.registry, self.budget, pid=self.pid, mlock_ok=mlock_ok, release=self.release,
+                               audit=audit)
         self.conns: set[Conn] = set()
         self.done: queue.SimpleQueue[tuple[Conn, Reply]] = queue.SimpleQueue()
         self.paused: collections.deque[Conn] = collections.deque()
@@ -135,8 +148,9 @@ class Daemon:
         self._poke()
 
     def release(self) -> None:
-        """Forget every key and remove the socket (when it is still this daemon's)."""
+        """Forget every key and grant and remove the socket (when it is still this daemon's)."""
         self.registry.lock_all()
+        self.service.grants.clear()
         if self.owns_socket():
             unlink_quietly(self.socket_path)
 
@@ -162,7 +176,8 @@ class Daemon:
         threading.Thread(target=self._timer, name="deadlines", daemon=True).start()
         next_sweep = boot_clock() + 0.5
         while not self.stopping:
-            events = sel.select(0.5 if self.conns or not self.listening else None)
+            folding = self.audit is not None and self.audit.next_deadline() is not None
+            events = sel.select(0.5 if self.conns or not self.listening or folding else None)
             for key, mask in events:
                 conn = key.data
                 try:
@@ -184,6 +199,8 @@ class Daemon:
             if now >= next_sweep:
                 next_sweep = now + 0.5
                 self._sweep(now)
+                if self.audit is not None:
+                    self.audit.tick()  # folded records whose second has ended
         for conn in list(self.conns):
             self._close(conn)
         sel.close()
@@ -200,18 +217,20 @@ class Daemon:
                     self._watch_listener(False)
                 return
             try:
-                uid = protocol.peer_uid(sock)
+                uid, pid = protocol.peer_uid(sock), protocol.peer_pid(sock)
             except OSError:
-                uid = None
+                uid = pid = None
             now = boot_clock()
             if uid != self.uid or self.stopping:
-                sock.close()  # another uid gets not a single byte (logged as peer_rejected once audit exists)
+                sock.close()  # another uid gets not a single byte
+                if uid != self.uid:
+                    self._refusal(peer_info(pid, uid), "peer_rejected")
                 continue
             if len(self.conns) >= self.max_connections and not self._evict_for_slot(now):
                 sock.close()  # every connection has a request in service: refuse the newcomer
                 continue
             sock.setblocking(False)
-            conn = Conn(sock, now)
+            conn = Conn(sock, now, peer_info(pid, uid))
             self.conns.add(conn)
             self.sel.register(sock, _READ, conn)
 
@@ -343,7 +362,7 @@ class Daemon:
             self._to_worker(conn, request)
             return
         try:
-            reply = self.service.handle(request, blocking=False)
+            reply = self.service.handle(request, conn.peer, blocking=False)
         except WouldBlock:
             self._to_worker(conn, request)
             return
@@ -368,15 +387,33 @@ class Daemon:
 
     def _work(self, conn: Conn, request: dict[str, Any]) -> None:
         try:
-            reply = self.service.handle(request, blocking=True)
+            reply = self.service.handle(request, conn.peer, blocking=True)
         except BaseException:  # pragma: no cover - handle() answers everything; the loop must hear back
             reply = Reply([INTERNAL_ERROR], False, close=True)
         self.done.put((conn, reply))
         self._poke()
 
     def _fail(self, conn: Conn, err: errors.KimenError) -> None:
-        """An error frame for a broken frame, then close the connection."""
-        self._deliver(conn, error_reply(None, err))
+        """An error frame for a broken frame, then close the connection; recorded first (when
+        the record cannot be written, the answer is `audit_unavailable`)."""
+        try:
+            self._refusal(conn.peer, err.reason, strict=True)
+        except errors.KimenError as failed:
+            err = failed
+        reply = error_reply(None, err)
+        reply.close = True
+        self._deliver(conn, reply)
+
+    def _refusal(self, peer: Peer, outcome: str, *, strict: bool = False) -> None:
+        """Record what never became a request (folded per outcome). Nothing is answered for a
+        refused peer or a slow frame, so their record is best effort; `strict` raises."""
+        if self.audit is None:
+            return
+        try:
+            self.audit.refusal(peer, outcome)
+        except errors.KimenError:
+            if strict:
+                raise
 
     def _deliver(self, conn: Conn, reply: Reply) -> None:
         """Queue a response (releasing the request's reservation) and send what the socket takes."""
@@ -557,6 +594,8 @@ class Daemon:
             slow_reader = conn.out_at is not None and now >= conn.out_at
             idle = not conn.partial() and not conn.out and now >= conn.idle_at
             if slow_frame or slow_reader or idle:
+                if slow_frame:
+                    self._refusal(conn.peer, "frame_timeout")
                 self._close(conn)
 
     # -- the timer thread --
@@ -574,7 +613,7 @@ class Daemon:
             expired, idle_since, deadline = tick
             for entry in expired:
                 entry.forget()
-            if idle_since is not None and now - idle_since >= IDLE_EXIT:
+            if idle_since is not None and now - idle_since >= IDLE_EXIT and not self.service.grants.live_count():
                 self.request_stop()
                 return
             if now >= next_socket_check:

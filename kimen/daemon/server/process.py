@@ -1,7 +1,8 @@
 """Start-up of the daemon process: arguments, hardening, limits, signals and the readiness line.
 
 `main` hardens the process before anything else (no core dumps, not dumpable: no ptrace or /proc
-access by same-uid processes), becomes a session leader in `/` with umask 077, raises its
+access by same-uid processes), opens the audit log (`--audit-log PATH`, default
+`<state>/audit.jsonl`), becomes a session leader in `/` with umask 077, raises its
 descriptor limit, binds the socket, reports `ok <pid>` (or `error …`) on the readiness pipe
 `kimen.daemon.control` waits on, and runs the event loop. SIGTERM and SIGINT stop it; SIGHUP and
 SIGUSR1 forget every key.
@@ -14,7 +15,9 @@ import signal
 import sys
 import threading
 
+from ... import errors
 from ...sensitive import Sensitive
+from ..audit import AuditLog
 from ..session import LockedKey
 from .limits import MAX_CONNECTIONS, RESERVED_FDS
 from .loop import Daemon
@@ -84,8 +87,8 @@ def _mlock_probe() -> bool:
         key.wipe()
 
 
-def _parse_args(argv: list[str]) -> tuple[str, int | None]:
-    socket_path, ready_fd = None, None
+def _parse_args(argv: list[str]) -> tuple[str, int | None, str]:
+    socket_path, ready_fd, audit_path = None, None, None
     it = iter(argv)
     for arg in it:
         if arg == "--socket":
@@ -93,11 +96,19 @@ def _parse_args(argv: list[str]) -> tuple[str, int | None]:
         elif arg == "--ready-fd":
             value = next(it, None)
             ready_fd = int(value) if value is not None and value.isdigit() else None
+        elif arg == "--audit-log":
+            audit_path = next(it, None)
         else:
             raise SystemExit(f"kimen.daemon.server: unknown argument {arg[:40]!r}")
     if not socket_path or not os.path.isabs(socket_path):
-        raise SystemExit("usage: python -m kimen.daemon.server --socket PATH [--ready-fd N]")
-    return socket_path, ready_fd
+        raise SystemExit("usage: python -m kimen.daemon.server --socket PATH [--ready-fd N] [--audit-log PATH]")
+    if audit_path is None:
+        from ... import paths
+
+        audit_path = paths.audit_log(os.environ)
+    if not os.path.isabs(audit_path):
+        raise SystemExit("kimen.daemon.server: --audit-log must be an absolute path")
+    return socket_path, ready_fd, audit_path
 
 
 def _report(ready_fd: int | None, line: str) -> None:
@@ -111,7 +122,7 @@ def _report(ready_fd: int | None, line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    socket_path, ready_fd = _parse_args(sys.argv[1:] if argv is None else argv)
+    socket_path, ready_fd, audit_path = _parse_args(sys.argv[1:] if argv is None else argv)
     harden()
     try:
         os.setsid()
@@ -120,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir("/")
     os.umask(0o077)
     tune_malloc()
+    audit = AuditLog(audit_path)
+    try:
+        audit.open()
+    except errors.KimenError:
+        pass  # every request tries again, and fails closed (`audit_unavailable`) while it cannot
     daemon = Daemon(socket_path, max(16, min(MAX_CONNECTIONS, raise_fd_limit(MAX_CONNECTIONS + RESERVED_FDS)
-                                             - RESERVED_FDS)), mlock_ok=_mlock_probe())
+                                             - RESERVED_FDS)), mlock_ok=_mlock_probe(), audit=audit)
     try:
         daemon.bind()
     except OSError as exc:
@@ -144,4 +160,5 @@ def main(argv: list[str] | None = None) -> int:
         daemon.serve()
     finally:
         daemon.release()
+        audit.close()  # folded records still pending are written
     os._exit(0)
