@@ -49,7 +49,7 @@ def test_every_sh_block_runs_under_a_read_only_grant_and_shows_no_value(kimen):
         outputs.append(text)
     run = [out for block, out in zip(blocks, outputs, strict=True) if "run --profile test --mask" in block]
     assert run and b"token is [masked:API_KEY]" in run[0]
-    assert b"test.api_key" in outputs[[i for i, b in enumerate(blocks) if "plan" in b][0]]  # names, not values
+    assert b"test.api_key" in outputs[next(i for i, b in enumerate(blocks) if "plan" in b)]  # names, not values
 
 
 def test_the_grant_command_of_the_table_works_and_nothing_forbidden_is_run(kimen):
