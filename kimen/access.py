@@ -231,7 +231,7 @@ def unlock_vault(vault: Vault, source: Source) -> LocalStore:
     raise errors.WrongPassphrase()  # pragma: no cover - attempts >= 1
 
 
-def missing_passphrase_without_session(stdin_flag: str = "") -> errors.MissingPassphrase:
+def missing_passphrase_without_session(stdin_flag: str = "") -> errors.KimenError:
     """`missing_passphrase` for a command that never uses a session (vault init, vault rekey,
     session start): its hint lists only the sources that command reads, not `session start`."""
     return errors.MissingPassphrase(hint=f"set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin"

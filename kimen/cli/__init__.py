@@ -152,6 +152,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             from .fastargs import run_options
 
             options = run_options(kimen_argv)
+        usage: Callable[[], str | None] | None
         if options is not None:
             usage = _fast_usage(options["command_name"])
         else:
@@ -174,6 +175,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             output.collect_warnings(want_json)
         if child_argv and not getattr(handler, "takes_child_argv", False):
             leaf = options.get("parser") or parser
+            assert leaf is not None  # the fast path reads only `run`, which takes child argv
             raise errors.UsageError(detail=f"{leaf.prog} takes no arguments after --",
                                     usage=leaf.format_usage().strip())
         if handler is None:  # only on the argparse path: global flags alone

@@ -9,6 +9,7 @@ non-interactive source or a session can do it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import stat
@@ -270,7 +271,7 @@ def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
             except errors.KimenError as exc:
                 identity[:] = [None, exc.message]
         label = f"bundle {k} ({path})" if several else "bundle"
-        store = _one_bundle(inv, checks, path, lambda check, k=k: name(k, check), identity)
+        store = _one_bundle(inv, checks, path, functools.partial(name, k), identity)
         if store is not None:
             stores.append((label, store))
     return stores
@@ -394,7 +395,7 @@ def _mapping_checks(inv: Invocation, checks: _Checks, stores: list[tuple[str, An
     else:
         problems = []
         for label, store in stores:
-            found = _guard(checks, "mapping_secrets", lambda store=store: store.names(names))
+            found = _guard(checks, "mapping_secrets", functools.partial(store.names, names))
             if found is None:
                 return profile.source
             missing = [n for n in names if n not in found]

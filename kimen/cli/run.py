@@ -57,7 +57,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
     if private:
         from ..paths import runtime_base
 
-        planned = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # same length as the real one
+        planned: str | None = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # as long as the real one
     else:
         planned = user_dir
     environ = penv.child_environ(inv.env, winners, values, planned, pristine=inv.options.pristine)
@@ -100,7 +100,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
             if pipe is not None:
                 os.close(pipe[0])
         if pipe is not None:  # the writer thread starts after the fork: kimen forks single-threaded
-            prun.start_stdin_feeder(pipe[1], values[stdin])  # type: ignore[index]
+            prun.start_stdin_feeder(pipe[1], values[stdin])  # type: ignore[index]  # the pipe exists only for a stdin directive
         return prun.supervise(pid, own_group=own_group)
     finally:
         if runtime is not None:

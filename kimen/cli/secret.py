@@ -19,6 +19,7 @@ from .parser import add_command, add_group, complete_names
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -72,7 +73,7 @@ def _strip_newline(value: bytes) -> bytes:
     return value
 
 
-def _too_large(name: str, **where: object) -> errors.KimenError:
+def _too_large(name: str, **where: Any) -> errors.KimenError:
     return errors.SecretTooLarge(secret=name, hint="values are limited to 1 MiB; project large files another way",
                                  **where)
 

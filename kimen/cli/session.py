@@ -147,7 +147,7 @@ def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: st
         fields.update(running=True, state="unknown", locked=None, pid=busy_pid, reason="session_busy")
     if state is None:
         return fields
-    vaults = [{k: v.get(k) for k in VAULT_KEYS} | {"state": v.get("state") or "unlocked"}
+    vaults: list[dict[str, Any]] = [{k: v.get(k) for k in VAULT_KEYS} | {"state": v.get("state") or "unlocked"}
               for v in state.get("vaults") or () if isinstance(v, dict)]
     mine = next((v for v in vaults if v["vault_path"] == vault_path), None)
     selected = mine["state"] if mine else "locked"
@@ -157,6 +157,8 @@ def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: st
         require_grant=bool(state.get("require_grant")), mlock=bool(state.get("mlock")), vaults=vaults,
         grant_count=state.get("grant_count", 0), version_mismatch=not same_version(state),
     )
+    if mine is None:
+        return fields
     if selected == "unlocked":
         fields.update(expires_at=min(mine["idle_expires_at"], mine["max_expires_at"]), ttl_seconds=mine["ttl_seconds"])
     elif selected == "expired":
