@@ -52,7 +52,7 @@ CONTEXT_FIELDS = frozenset({
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
     "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "vault_path", "expired_at", "expired_by", "field",
-    "column", "editor_status", "tool", "root", "depth",
+    "column", "editor_status", "tool", "root", "depth", "available",
 })
 
 
@@ -256,6 +256,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('FingerprintMismatch', 'fingerprint_mismatch', None, 'value does not match the expected fingerprint', None),
     ('SecretConfirmationMismatch', 'secret_confirmation_mismatch', None, 'the values do not match', None),
     ('InvalidDotenv', 'invalid_dotenv', None, 'invalid dotenv line {line}: {detail}', None),
+    ('RevisionNotFound', 'revision_not_found', None, 'revision {revision} of {secret} is not kept',
+     'kimen secret history NAME lists the revisions that are kept'),
     # -- vault --
     ('VaultExists', 'vault_exists', None, 'vault already exists: {path}', None),
     ('ConflictingBackupOptions', 'conflicting_backup_options', None, '--no-backup and --backup-dir cannot be combined',
@@ -528,8 +530,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     # -- run --mask (the masker core exists; the flag does not yet) --
     ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
      'run without --strict-mask to show them unmasked, or project longer values'),
-    ('MaskValueUnmasked', 'mask_value_unmasked', None, 'values under 6 bytes are not masked: {names}',
-     None),  # a warning's reason (run --mask), never raised
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )
@@ -569,6 +569,8 @@ WARNINGS: dict[str, str] = {
     "passphrase_retry": "a wrong passphrase at the terminal prompt; it is asked again (3 attempts)",
     "short_passphrase": "`vault init`: the new passphrase is shorter than 8 characters",
     "vault_permissions_loose": "the vault file is readable or writable by other users",
+    "vault_migrated": "the first change to a schema version 1 vault migrated it to version 2 after a backup "
+                      "(the warning names the backup)",
     "value_on_command_line": "`secret set --value`: the value is visible in the process list and shell history",
     "import_key_repeated": "`secret import`, `migrate`: a key is set more than once in a file; the last value wins",
     "import_not_interpolated": "`secret import`, `migrate`: a value holding `${…}` or `\\$` is imported literally "
@@ -592,4 +594,5 @@ WARNINGS: dict[str, str] = {
     "session_dir_unusable": "`session status`: the session directory cannot be used (reported as stopped)",
     "session_other_version": "the session daemon runs another kimen version; it is not used until restarted",
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
+    "mask_value_unmasked": "`run --mask`: projected values under 6 bytes are not masked (names them, never the values)",
 }

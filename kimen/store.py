@@ -242,6 +242,60 @@ class WriteResult(_Record):
         self._init(generation=generation, results=results)
 
 
+class HistoryEntry(_Record):
+    """One kept older value of a name (metadata only: never the value). `created_at` is when that
+    revision was written, `replaced_at` when it left the name, `op` what replaced or removed it
+    (set, rm, mv, restore, import, bundle, sync)."""
+
+    __slots__ = ("created_at", "op", "replaced_at", "revision", "size")
+    created_at: str
+    op: str
+    replaced_at: str
+    revision: int
+    size: int
+
+    def __init__(self, revision: int, size: int, created_at: str, replaced_at: str, op: str) -> None:
+        self._init(revision=revision, size=size, created_at=created_at, replaced_at=replaced_at, op=op)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "size": self.size, "created_at": self.created_at,
+                "replaced_at": self.replaced_at, "op": self.op}
+
+
+class SecretHistory(_Record):
+    """A name's current revision (None once removed) and its kept older ones, newest first; `keep`
+    is how many older ones the vault keeps per name."""
+
+    __slots__ = ("current", "entries", "keep", "name")
+    current: SecretInfo | None
+    entries: list[HistoryEntry]
+    keep: int
+    name: str
+
+    def __init__(self, name: str, current: SecretInfo | None, entries: list[HistoryEntry], keep: int) -> None:
+        self._init(name=name, current=current, entries=entries, keep=keep)
+
+    def revisions(self) -> list[int]:
+        """Every revision that can be read back, newest first."""
+        return ([self.current.revision] if self.current is not None else []) + [e.revision for e in self.entries]
+
+
+class RestoreResult(_Record):
+    """What `restore` did: `revision` is the new revision holding `from_revision`'s value, or
+    `from_revision` itself when that was already current (`unchanged`)."""
+
+    __slots__ = ("from_revision", "generation", "name", "revision", "unchanged")
+    from_revision: int
+    generation: int
+    name: str
+    revision: int
+    unchanged: bool
+
+    def __init__(self, name: str, from_revision: int, revision: int, generation: int, unchanged: bool) -> None:
+        self._init(name=name, from_revision=from_revision, revision=revision, generation=generation,
+                   unchanged=unchanged)
+
+
 if TYPE_CHECKING:
     class Store(Protocol):
         """The store operations, implemented by `kimen.vault.LocalStore`, the session client's

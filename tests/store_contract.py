@@ -90,3 +90,89 @@ class StoreContract:
         store.write([Change.set("a", b"1")])
         meta = store.meta()
         assert meta.secret_count == 1 and meta.generation >= 1 and len(meta.vault_id) == 32
+
+    # -- per-secret history --
+
+    def test_history_keeps_replaced_and_removed_values(self, store):
+        first = store.write([Change.set("h.key", b"one")]).generation
+        second = store.write([Change.set("h.key", b"two")]).generation
+        info = store.history("h.key")
+        assert info.current.revision == second and info.keep == 10
+        assert [(e.revision, e.size, e.op) for e in info.entries] == [(first, 3, "set")]
+        assert "one" not in repr(info) and "two" not in repr(info)
+        store.write([Change.rm("h.key")])
+        info = store.history("h.key")
+        assert info.current is None
+        assert [(e.revision, e.op) for e in info.entries] == [(second, "rm"), (first, "set")]
+        assert store.read_revision("h.key", first).value == b"one"
+        assert store.read_revision("h.key", second).value == b"two"
+        store.verify()
+
+    def test_history_of_an_unknown_name(self, store):
+        with pytest.raises(errors.SecretNotFound):
+            store.history("h.never")
+        with pytest.raises(errors.SecretNotFound):
+            store.read_revision("h.never", 1)
+
+    def test_read_revision_current_and_not_kept(self, store):
+        rev = store.write([Change.set("h.cur", b"now")]).generation
+        assert store.read_revision("h.cur", rev).value == b"now"
+        with pytest.raises(errors.RevisionNotFound) as info:
+            store.read_revision("h.cur", rev + 100)
+        assert info.value.fields["available"] == [rev]
+
+    def test_keeps_the_last_ten(self, store):
+        revs = [store.write([Change.set("h.many", b"v%d" % i)]).generation for i in range(13)]
+        info = store.history("h.many")
+        assert [e.revision for e in info.entries] == revs[-2:-12:-1]
+        with pytest.raises(errors.RevisionNotFound):
+            store.read_revision("h.many", revs[0])
+        store.verify()
+
+    def test_restore_an_older_value_is_itself_undoable(self, store):
+        old = store.write([Change.set("h.r", b"good")]).generation
+        bad = store.write([Change.set("h.r", b"bad")]).generation
+        result = store.restore("h.r", old)
+        assert (result.from_revision, result.unchanged) == (old, False) and result.revision > bad
+        got = store.read(["h.r"])["h.r"]
+        assert got.value == b"good" and got.revision == result.revision
+        entries = store.history("h.r").entries
+        assert [(e.revision, e.op) for e in entries] == [(bad, "restore"), (old, "set")]
+        assert store.restore("h.r", bad).unchanged is False
+        assert store.read(["h.r"])["h.r"].value == b"bad"
+        store.verify()
+
+    def test_restore_undoes_rm_and_current_is_unchanged(self, store):
+        rev = store.write([Change.set("h.gone", b"back")]).generation
+        store.write([Change.rm("h.gone")])
+        result = store.restore("h.gone", rev)
+        assert store.read(["h.gone"])["h.gone"].value == b"back"
+        again = store.restore("h.gone", result.revision)
+        assert again.unchanged is True and again.revision == result.revision
+        with pytest.raises(errors.RevisionNotFound):
+            store.restore("h.gone", 999999)
+        store.verify()
+
+    def test_mv_carries_history(self, store):
+        first = store.write([Change.set("h.old", b"a")]).generation
+        second = store.write([Change.set("h.old", b"b")]).generation
+        store.write([Change.mv("h.old", "h.new")])
+        with pytest.raises(errors.SecretNotFound):
+            store.history("h.old")
+        entries = store.history("h.new").entries
+        assert [(e.revision, e.op) for e in entries] == [(second, "mv"), (first, "set")]
+        assert store.read_revision("h.new", first).value == b"a"
+        store.verify()
+
+    def test_purge_one_name_and_all(self, store):
+        store.write([Change.set("h.p1", b"1"), Change.set("h.p2", b"1")])
+        store.write([Change.set("h.p1", b"2"), Change.set("h.p2", b"2")])
+        store.write([Change.set("h.p1", b"3")])
+        assert store.purge_history(["h.p1"]) == 2
+        assert store.history("h.p1").entries == [] and len(store.history("h.p2").entries) == 1
+        store.verify()
+        assert store.purge_history() == 1
+        assert store.history("h.p2").entries == []
+        assert store.purge_history() == 0
+        assert store.read(["h.p1", "h.p2"])["h.p1"].value == b"3"
+        store.verify()

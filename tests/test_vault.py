@@ -40,10 +40,10 @@ def _db(path):
 def test_schema_pragmas_and_permissions(store, vault_path):
     conn = _db(vault_path)
     assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x4B4D4E31
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"vault", "secrets", "sync_state", "sync_baseline"}
+    assert tables == {"vault", "secrets", "sync_state", "sync_baseline", "secret_history"}
     row = conn.execute("SELECT format, kdf_alg, kdf_version, length(vault_id), length(kdf_salt), "
                        "length(wrap_nonce), length(wrapped_key), length(wrap_id), key_epoch FROM vault").fetchone()
     assert row == ("kimen-sqlite-vault/1", "argon2id", 19, 16, 16, 24, 48, 16, 1)
@@ -168,7 +168,7 @@ def test_not_a_vault(tmp_path):
 
 
 def test_newer_schema_is_unsupported(store, vault_path):
-    _tamper(vault_path, "PRAGMA user_version = 2")
+    _tamper(vault_path, "PRAGMA user_version = 3")
     with pytest.raises(errors.VaultUnsupported):
         vault.Vault.open(vault_path)
 
@@ -205,8 +205,8 @@ def test_rotation_translates_sync_baselines(store, vault_path):
         return crypto.mac(key, struct.pack(">H", len(name)) + name.encode() + value)
 
     conn = _db(vault_path)
-    conn.execute("INSERT INTO sync_baseline VALUES ('team', 'same', ?)", (digest(k_sync, "same", b"s"),))
-    conn.execute("INSERT INTO sync_baseline VALUES ('team', 'changed', ?)", (digest(k_sync, "changed", b"old"),))
+    conn.execute("INSERT INTO sync_baseline VALUES ('team', 'same', ?, 1)", (digest(k_sync, "same", b"s"),))
+    conn.execute("INSERT INTO sync_baseline VALUES ('team', 'changed', ?, 1)", (digest(k_sync, "changed", b"old"),))
     conn.close()
     v = vault.Vault.open(vault_path)
     v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
@@ -231,3 +231,61 @@ def test_list_names_matches_list_and_any_prefix_is_safe(store, prefix):
     expected = sorted(n for n in ("a", "a.b", "a.b.c", "a-b", "a_b", "ab", "b", "B") if n.startswith(prefix or ""))
     assert [i.name for i in store.list(prefix)] == expected
     assert store.vault.list_names(prefix) == expected
+
+
+# -- per-secret history: integrity and rotation --
+
+
+def _with_history(store):
+    first = store.write([Change.set("h.a", b"one")]).generation
+    store.write([Change.set("h.a", b"two")])
+    return first
+
+
+def test_dropping_a_history_row_is_tampering(store, vault_path):
+    _with_history(store)
+    _tamper(vault_path, "DELETE FROM secret_history")
+    with pytest.raises(errors.VaultTampered):
+        store.verify()
+
+
+def test_moving_a_history_row_into_secrets_is_tampering(store, vault_path):
+    first = _with_history(store)
+    _tamper(vault_path, "DELETE FROM secrets WHERE name='h.a'")
+    _tamper(vault_path, "INSERT INTO secrets SELECT name, revision, created_at, created_at, size, nonce, ciphertext "
+                        "FROM secret_history")
+    _tamper(vault_path, "DELETE FROM secret_history")
+    assert store.read(["h.a"])["h.a"].revision == first  # the row itself opens: same name and revision
+    with pytest.raises(errors.VaultTampered):
+        store.verify()
+
+
+def test_a_history_row_of_another_name_does_not_open(store, vault_path):
+    first = _with_history(store)
+    _tamper(vault_path, "UPDATE secret_history SET name='h.b'")
+    with pytest.raises(errors.SecretCorrupt):
+        store.read_revision("h.b", first)
+
+
+def test_rotation_reencrypts_history(store, vault_path):
+    first = _with_history(store)
+    conn = _db(vault_path)
+    before = conn.execute("SELECT ciphertext FROM secret_history").fetchone()[0]
+    conn.close()
+    v = vault.Vault.open(vault_path)
+    v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
+    fresh = vault.Vault.open(vault_path).unlock(Sensitive(PW))
+    fresh.verify()
+    assert fresh.read_revision("h.a", first).value == b"one"
+    conn = _db(vault_path)
+    assert conn.execute("SELECT ciphertext FROM secret_history").fetchone()[0] != before
+    conn.close()
+    fresh.close()
+    v.close()
+
+
+def test_keep_zero_keeps_nothing(store):
+    store.history_keep = 0
+    _with_history(store)
+    assert store.history("h.a").entries == []
+    store.verify()

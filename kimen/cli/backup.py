@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
 def backup_path(vault_path: str, backup_dir: str | None = None) -> str:
     from ..paths import absolute
+    from ..vault.backup import default_path
 
-    stamp = time.time_ns()
     if backup_dir is None:
-        return f"{vault_path}.bak.{stamp}"
+        return default_path(vault_path)
+    stamp = time.time_ns()
     directory = absolute(backup_dir)
     if not os.path.isdir(directory):
         raise errors.BackupFailed(detail=f"backup directory does not exist: {directory}")

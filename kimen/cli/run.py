@@ -89,18 +89,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
             return 128 + stop
         flush_warnings()
         own_group = prun.own_group_wanted()
-        pipe = prun.stdin_pipe() if stdin is not None else None
-        try:
-            pid = prun.spawn(exe, argv, environ, pipe[0] if pipe else None, own_group=own_group)
-        except BaseException:
-            if pipe is not None:
-                os.close(pipe[1])
-            raise
-        finally:
-            if pipe is not None:
-                os.close(pipe[0])
-        if pipe is not None:  # the writer thread starts after the fork: kimen forks single-threaded
-            prun.start_stdin_feeder(pipe[1], values[stdin])  # type: ignore[index]  # the pipe exists only for a stdin directive
+        pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group)
         return prun.supervise(pid, own_group=own_group)
     finally:
         if runtime is not None:

@@ -17,7 +17,7 @@ import _socket  # the C module: `socket` would add `selectors` and its wrappers 
 import os
 
 from .. import errors
-from ..store import MAX_VALUE_BYTES, ChangeResult, SecretValue, WriteResult
+from ..store import MAX_VALUE_BYTES, ChangeResult, RestoreResult, SecretValue, WriteResult, check_secret_name
 from . import protocol
 
 TYPE_CHECKING = False
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from ..store import Change, SecretInfo, VaultMeta
+    from ..store import Change, SecretHistory, SecretInfo, VaultMeta
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 60.0
@@ -321,6 +321,31 @@ class SessionStore:
 
     def verify(self) -> None:
         self.conn.call("verify", vault_path=self.canonical_path)
+
+    def history(self, name: str) -> SecretHistory:
+        """No key needed: read from the vault file, like `list`."""
+        with self._metadata() as vault:
+            return vault.history(name)
+
+    def read_revision(self, name: str, revision: int) -> SecretValue:
+        from binascii import a2b_base64
+
+        check_secret_name(name)
+        response = self.conn.call("read_revision", vault_path=self.canonical_path, name=name, revision=revision)
+        return SecretValue(response["name"], a2b_base64(response["value_b64"], strict_mode=True),
+                           response["revision"])
+
+    def restore(self, name: str, revision: int) -> RestoreResult:
+        check_secret_name(name)
+        r = self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision)
+        return RestoreResult(r["name"], r["from_revision"], r["revision"], r["generation"], bool(r["unchanged"]))
+
+    def purge_history(self, names: Sequence[str] | None = None) -> int:
+        if names is None:
+            response = self.conn.call("purge_history", vault_path=self.canonical_path, all=True)
+        else:
+            response = self.conn.call("purge_history", vault_path=self.canonical_path, names=list(names))
+        return int(response["count"])
 
     def close(self) -> None:
         self.conn.close()

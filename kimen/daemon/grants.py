@@ -54,8 +54,8 @@ TOKEN_RULES: dict[str, str] = {
     "unlock": IGNORED, "grant_create": IGNORED,
     "lock": ALLOWED,
     "grant_list": OWN, "grant_revoke": OWN,
-    "read": NAMES, "digest": NAMES,
-    "write": WRITE,
+    "read": NAMES, "digest": NAMES, "read_revision": NAMES,
+    "write": WRITE, "restore": WRITE, "purge_history": WRITE,
     "verify": WHOLE, "sync_state": WHOLE,
 }
 STORE_OPS = frozenset(op for op, rule in TOKEN_RULES.items() if rule in (NAMES, WRITE, WHOLE))

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
         changes: list[dict[str, Any]]  # write: {op, name, value_b64?, mode?, new_name?}
         if_generation: int | None
         baseline: Any
+        name: str  # read_revision, restore
+        revision: int  # read_revision, restore
+        all: bool  # purge_history (else `names`)
 
     class VaultState(TypedDict):
         """An unlocked vault in `status`, `unlock` and `lock` responses."""

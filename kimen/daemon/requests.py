@@ -58,6 +58,9 @@ OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "write": {"vault_path": ("text", True), "changes": ("objects", True), "if_generation": ("int|null", False),
               "baseline": ("any", False)},
     "verify": {"vault_path": ("text", True)},
+    "read_revision": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
+    "restore": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
+    "purge_history": {"vault_path": ("text", True), "names": ("texts", False), "all": ("bool", False)},
 }
 
 

@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from ..fsutil import fsync_dir, unlink_quietly
 from .sqlite import file_uri, map_error, private_umask
+
+
+def default_path(vault_path: str) -> str:
+    """Where a backup of the vault at `vault_path` goes unless a command says otherwise:
+    `<vault>.bak.<unix-nanoseconds>`, next to the vault."""
+    return f"{vault_path}.bak.{time.time_ns()}"
+
+
+def discard(dest: str) -> None:
+    """Remove a backup nobody needs (the change it preceded did not happen)."""
+    unlink_quietly(dest)
 
 
 def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:

@@ -4,6 +4,12 @@ Names, sizes, revisions and KDF parameters are plaintext metadata, readable with
 passphrase (`meta`, `list`, `names`, `sizes`). `unwrap_key` runs the KDF; reading and writing
 values needs the data key and is `kimen.vault.store`'s job. Every change is one `BEGIN IMMEDIATE`
 transaction (`transaction`); writers wait on the busy timeout and then fail with `vault_busy`.
+
+A vault of an older schema version (1) opens and reads as it is: key-free reads (`secret list`,
+`vault info`, a read-only mount) never change the file. The first write-capable use (`transaction`)
+migrates it: a backup snapshot next to the vault first (`<vault>.bak.<ns>`, a warning names it),
+then the migration in one transaction of its own, which creates and drops tables only (no row is
+rewritten), then the change itself.
 """
 
 from __future__ import annotations
@@ -14,9 +20,18 @@ import sqlite3
 import stat
 
 from .. import crypto, errors
-from ..store import SecretInfo, VaultMeta
+from ..store import HistoryEntry, SecretHistory, SecretInfo, VaultMeta
 from . import backup, keys, rekey
-from .schema import APPLICATION_ID, FORMAT, HEADER_COLUMNS, SCHEMA_VERSION, Header
+from .schema import (
+    APPLICATION_ID,
+    FORMAT,
+    HEADER_COLUMNS,
+    HISTORY_KEEP,
+    MIGRATE_V1_TO_V2,
+    OLDEST_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    Header,
+)
 from .sqlite import Stamp, chunks, connect, file_stamp, map_error, private_umask, rollback, wal_is_empty
 
 TYPE_CHECKING = False
@@ -39,6 +54,7 @@ class VaultFile:
         self.read_only = read_only
         self._conn = conn
         self._immutable_stamp: Stamp | None = None  # set when opened immutable (sqlite.connect)
+        self.schema_version = SCHEMA_VERSION  # the file's, read by `_check_format`
         st = os.stat(self.canonical_path)
         self.device, self.inode = st.st_dev, st.st_ino
 
@@ -81,8 +97,9 @@ class VaultFile:
             raise errors.InvalidVaultFile(path=self.path)
         if version > SCHEMA_VERSION:
             raise errors.VaultUnsupported(path=self.path)
-        if version < 1:
+        if version < OLDEST_SCHEMA_VERSION:
             raise errors.InvalidVaultFile(path=self.path)
+        self.schema_version = version
         header = self.header()
         if header.format != FORMAT or len(header.vault_id) != 16:
             raise errors.InvalidVaultFile(path=self.path)
@@ -131,7 +148,7 @@ class VaultFile:
         st = os.stat(self.canonical_path)
         return VaultMeta(
             path=self.path, canonical_path=self.canonical_path, format=header.format,
-            schema_version=SCHEMA_VERSION, vault_id=header.vault_id.hex(), created_at=header.created_at,
+            schema_version=self.schema_version, vault_id=header.vault_id.hex(), created_at=header.created_at,
             generation=header.generation, secret_count=count, size_bytes=st.st_size,
             mode=f"{stat.S_IMODE(st.st_mode):04o}", kdf=header.kdf, key_epoch=header.key_epoch,
             wrap_id=header.wrap_id.hex(),
@@ -179,6 +196,23 @@ class VaultFile:
                 raise map_error(exc, self.path) from None
         return rows
 
+    def history(self, name: str, keep: int = HISTORY_KEEP) -> SecretHistory:
+        """`name`'s current revision and kept older ones, newest first (no key needed; a version-1
+        vault has none yet). `SecretNotFound` when the name is in neither."""
+        from ..store import check_secret_name
+
+        check_secret_name(name)
+        with self.reading() as conn:
+            row = conn.execute("SELECT name, revision, size, created_at, updated_at FROM secrets WHERE name=?",
+                               (name,)).fetchone()
+            rows = conn.execute(
+                "SELECT revision, size, created_at, replaced_at, op FROM secret_history WHERE name=? "
+                "ORDER BY revision DESC", (name,)).fetchall() if self.has_history else []
+        if row is None and not rows:
+            raise errors.SecretNotFound([name])
+        return SecretHistory(name, SecretInfo(*row) if row is not None else None,
+                             [HistoryEntry(*r) for r in rows], keep)
+
     def record_bundle_generation(self, generation: int) -> None:
         """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
         with self.transaction() as conn:
@@ -217,9 +251,12 @@ class VaultFile:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One `BEGIN IMMEDIATE` transaction; rolled back on any exception."""
+        """One `BEGIN IMMEDIATE` transaction; rolled back on any exception. A vault of an older
+        schema is migrated first (`migrate`)."""
         if self.read_only:
             raise errors.VaultReadOnly(path=self.path)
+        if self.schema_version < SCHEMA_VERSION:
+            self.migrate()
         conn = self._conn
         try:
             with private_umask():
@@ -236,6 +273,65 @@ class VaultFile:
         except BaseException:
             rollback(conn)
             raise
+
+    @property
+    def has_history(self) -> bool:
+        """Whether the file has the `secret_history` table (schema version 2; a version-1 vault
+        read as it is has no history yet)."""
+        return self.schema_version >= 2
+
+    def migrate(self, backup_path: str | None = None) -> str | None:
+        """Bring a vault of an older schema to `SCHEMA_VERSION`: a backup snapshot (at
+        `backup_path`, default `<vault>.bak.<ns>`), then one transaction that creates and drops
+        tables only. Returns the backup's path, or None when the vault was already current
+        (another process may have migrated it meanwhile: its unneeded backup is removed again).
+        A failed backup (`backup_failed`) or migration leaves the vault as it was."""
+        if self.schema_version >= SCHEMA_VERSION:
+            return None
+        if self.read_only:
+            raise errors.VaultReadOnly(path=self.path)
+        dest = backup_path or backup.default_path(self.path)
+        try:
+            self.snapshot(dest)
+        except OSError as exc:
+            raise errors.BackupFailed(detail=f"{dest}: {exc.strerror}") from None
+        except errors.KimenError as exc:
+            raise errors.BackupFailed(detail=f"{dest}: {exc.message}") from None
+        conn = self._conn
+        migrated = False
+        try:
+            with private_umask():
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 1:
+                    for statement in MIGRATE_V1_TO_V2.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    migrated = True
+                elif version != SCHEMA_VERSION:
+                    raise errors.VaultUnsupported(path=self.path)
+                with private_umask():
+                    conn.execute("COMMIT")
+            except BaseException:
+                rollback(conn)
+                raise
+        except sqlite3.Error as exc:
+            backup.discard(dest)
+            raise map_error(exc, self.path) from None
+        except BaseException:
+            backup.discard(dest)
+            raise
+        self.schema_version = SCHEMA_VERSION
+        if not migrated:
+            backup.discard(dest)
+            return None
+        from ..output import warn
+
+        warn(f"vault {self.path} migrated to schema version {SCHEMA_VERSION}; a backup of the version-1 "
+             f"vault is at {dest}", reason="vault_migrated")
+        return dest
 
     def checkpoint(self) -> None:
         """Truncate the WAL so no old ciphertext or wrapped key lingers there (§3.5)."""

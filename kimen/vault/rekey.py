@@ -3,7 +3,7 @@
 Runs inside the caller's write transaction, after the new KEK was derived (the KDF never runs
 while the vault is locked for writing). A new salt and wrap id always; with rotation a new data
 key and key epoch, every row re-encrypted under it (revisions kept, so `rows_mac` is recomputed),
-and sync baseline digests translated to the new key.
+the kept older values of `secret_history` too, and sync baseline digests translated to the new key.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ def _rotate_rows(conn: sqlite3.Connection, header: Header, old_key: Sensitive, n
         new_nonce, new_ct = sealing.seal_value(new_key, header.vault_id, name, revision, value)
         conn.execute("UPDATE secrets SET nonce=?, ciphertext=? WHERE name=?", (new_nonce, new_ct, name))
         acc = sealing.xor(acc, sealing.row_mac(k_mac, name, revision, new_nonce, new_ct))
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= 2:  # the kept older values, likewise
+        kept = conn.execute(f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secret_history").fetchall()
+        for name, revision, nonce, ciphertext in kept:
+            value = sealing.open_value(old_key, header.vault_id, name, revision, nonce, ciphertext)
+            new_nonce, new_ct = sealing.seal_value(new_key, header.vault_id, name, revision, value)
+            conn.execute("UPDATE secret_history SET nonce=?, ciphertext=? WHERE name=? AND revision=?",
+                         (new_nonce, new_ct, name, revision))
+            acc = sealing.xor(acc, sealing.hist_mac(k_mac, name, revision, new_nonce, new_ct))
     return acc
 
 

@@ -4,6 +4,12 @@ A vault is one SQLite file in WAL mode whose `application_id` is "KMN1" and whos
 is the schema version. Its `vault` table holds exactly one row (`Header`): the vault id, the KDF
 parameters and salt, the wrapped data key, the key epoch, the generation and the two MACs.
 Nothing here opens a file or touches a key.
+
+Schema versions: 1 (the first release) and 2, which adds `secret_history` (the last values of each
+name) and replaces the two sync tables of version 1, which no release ever wrote, by their final
+form (`sync_state` with the known head and membership, `sync_baseline` with each entry's `seq`).
+`MIGRATE_V1_TO_V2` is the one forward migration: it creates and drops tables only, so no row of
+`vault` or `secrets` is rewritten. A version 3 does not exist.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ if TYPE_CHECKING:
 
 FORMAT = "kimen-sqlite-vault/1"
 APPLICATION_ID = 0x4B4D4E31  # "KMN1"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OLDEST_SCHEMA_VERSION = 1  # still opened; migrated to SCHEMA_VERSION by the first write
 KDF_VERSION = 19  # argon2 version 0x13
 
 SCHEMA = """
@@ -51,29 +58,65 @@ CREATE TABLE secrets (
 );
 CREATE TABLE sync_state (
     remote TEXT PRIMARY KEY,
-    endpoint TEXT,
-    last_seen_rev TEXT,
-    last_local_rev TEXT,
-    last_generation INTEGER,
-    last_bundle_id TEXT,
-    updated_at TEXT
+    remote_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    head_seq INTEGER NOT NULL,
+    head_id TEXT NOT NULL,
+    head_rev TEXT NOT NULL,
+    head_generation INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    record_hash TEXT NOT NULL,
+    members_fp TEXT NOT NULL,
+    member TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    rotation_due_count INTEGER NOT NULL DEFAULT 0,
+    last_local_rev TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    state_mac BLOB NOT NULL
 );
 CREATE TABLE sync_baseline (
     remote TEXT NOT NULL,
     name TEXT NOT NULL,
     digest BLOB NOT NULL,
+    seq INTEGER NOT NULL,
     PRIMARY KEY (remote, name)
 );
+CREATE TABLE secret_history (
+    name TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    replaced_at TEXT NOT NULL,
+    op TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    PRIMARY KEY (name, revision)
+);
 """
+
+# Version 1 -> 2, run in one transaction by the first write-capable use of a version-1 vault
+# (after a backup). Only tables are created and dropped: the version-1 sync tables were never
+# written by a release (nothing to carry over), and `secret_history` starts empty.
+MIGRATE_V1_TO_V2 = (
+    "DROP TABLE IF EXISTS sync_state;\nDROP TABLE IF EXISTS sync_baseline;\n"
+    + SCHEMA[SCHEMA.index("CREATE TABLE sync_state ("):]
+)
+
+HISTORY_KEEP = 10  # older values kept per name (`secret_history`)
+
+# Why a history row was written (`secret_history.op`)
+HISTORY_OPS = ("set", "rm", "mv", "restore", "import", "bundle", "sync")
 
 HEADER_COLUMNS = (
     "format, vault_id, created_at, kdf_alg, kdf_version, kdf_memory_kib, kdf_time, kdf_parallelism, "
     "kdf_salt, wrap_nonce, wrapped_key, wrap_id, key_epoch, generation, rows_mac, meta_mac, "
     "bundle_high_generation"
 )
-# Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT)
-# readable as bytes, so it fails authentication instead of raising a decoding error.
-CIPHERTEXT_COLUMNS = "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
+# Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT,
+# INTEGER) readable as bytes and IFNULL a NULL one, so it fails authentication (naming the secret)
+# instead of raising a decoding or type error.
+CIPHERTEXT_COLUMNS = "CAST(IFNULL(nonce, x'') AS BLOB), CAST(IFNULL(ciphertext, x'') AS BLOB)"
 
 
 class Header:

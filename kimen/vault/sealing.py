@@ -4,7 +4,8 @@
   revision and its name, so a row moved to another name, vault or revision fails to open.
 - `rows_mac` is the XOR of a keyed MAC (k_mac, a subkey of the data key) of every row, so it is
   updated in O(1) per changed row; `meta_mac` binds it to the vault id, generation and key epoch.
-  Together they let `verify` detect deleted, added or individually rolled-back rows.
+  Together they let `verify` detect deleted, added or individually rolled-back rows. Rows of
+  `secret_history` are in `rows_mac` too, under their own tag (`hist_mac`).
 - Sync baselines are digests under another subkey (k_sync) of a name and its value.
 """
 
@@ -36,12 +37,23 @@ def sync_key(data_key: Sensitive, vault_id: bytes) -> bytes:
 
 
 def name_field(name: str) -> bytes:
-    raw = name.encode("ascii")
+    try:
+        raw = name.encode("ascii")
+    except (AttributeError, UnicodeEncodeError):  # a row whose name a byte change made another type
+        raise errors.VaultTampered() from None
     return struct.pack(">H", len(raw)) + raw
 
 
+def revision_field(revision: int) -> bytes:
+    """The 8 bytes a revision is bound as; a row whose revision a byte change made NULL, text, a
+    float or out of range is a tampered vault, not a crash."""
+    if type(revision) is not int or not 0 <= revision < 1 << 64:
+        raise errors.VaultTampered()
+    return struct.pack(">Q", revision)
+
+
 def _secret_aad(vault_id: bytes, revision: int, name: str) -> bytes:
-    return _SECRET_LABEL + vault_id + struct.pack(">Q", revision) + name_field(name)
+    return _SECRET_LABEL + vault_id + revision_field(revision) + name_field(name)
 
 
 def seal_value(data_key: Sensitive, vault_id: bytes, name: str, revision: int, value: bytes) -> tuple[bytes, bytes]:
@@ -61,7 +73,14 @@ def open_value(data_key: Sensitive, vault_id: bytes, name: str, revision: int, n
 
 def row_mac(k_mac: bytes, name: str, revision: int, nonce: bytes, ciphertext: bytes) -> bytes:
     digest = hashlib.sha256(nonce + ciphertext).digest()
-    return crypto.mac(k_mac, b"row" + name_field(name) + struct.pack(">Q", revision) + digest)
+    return crypto.mac(k_mac, b"row" + name_field(name) + revision_field(revision) + digest)
+
+
+def hist_mac(k_mac: bytes, name: str, revision: int, nonce: bytes, ciphertext: bytes) -> bytes:
+    """A history row's share of `rows_mac`: another tag than `row`, so a history row cannot be
+    moved into `secrets` (or back) unnoticed."""
+    digest = hashlib.sha256(nonce + ciphertext).digest()
+    return crypto.mac(k_mac, b"hist" + name_field(name) + revision_field(revision) + digest)
 
 
 def meta_mac(k_mac: bytes, vault_id: bytes, generation: int, key_epoch: int, rows_mac: bytes) -> bytes:

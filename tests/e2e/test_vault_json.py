@@ -167,7 +167,7 @@ def test_unusable_files_and_parameters(vk):
     newer = vk.root / "newer.db"
     vk.ok("vault", "init", *SMALL_KDF, env={**env, "KIMEN_VAULT": str(newer)})
     conn = sqlite3.connect(str(newer), isolation_level=None)
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute("PRAGMA user_version = 3")
     conn.close()
     for path, reason in ((junk, "invalid_vault_file"), (other, "invalid_vault_file"), (newer, "vault_unsupported")):
         for args in (("secret", "list"), ("secret", "get", "a", "--unsafe-stdout"), ("vault", "info")):

@@ -241,6 +241,31 @@ def op_verify(svc: Service, request: Request, blocking: bool) -> Answer:
     return {"integrity": "ok"}
 
 
+def op_read_revision(svc: Service, request: Request, blocking: bool) -> Answer:
+    """An older value of one name (a value of at most 1 MiB: always a small frame)."""
+    name, revision = request["name"], request["revision"]
+    value = svc.registry.with_store(_vault_path(request), lambda store: store.read_revision(name, revision),
+                                    retry=True)
+    return {"name": value.name, "revision": value.revision,
+            "value_b64": binascii.b2a_base64(value.value, newline=False).decode()}
+
+
+def op_restore(svc: Service, request: Request, blocking: bool) -> Answer:
+    name, revision = request["name"], request["revision"]
+    result = svc.registry.with_store(_vault_path(request), lambda store: store.restore(name, revision))
+    return {"name": result.name, "from_revision": result.from_revision, "revision": result.revision,
+            "generation": result.generation, "unchanged": result.unchanged}
+
+
+def op_purge_history(svc: Service, request: Request, blocking: bool) -> Answer:
+    """The history of `names`, or with `all` of every name (exactly one of the two)."""
+    names = request.get("names")
+    if (names is None) == (not request.get("all")):
+        raise errors.SessionProtocolError(message="purge_history needs names or all, not both")
+    count = svc.registry.with_store(_vault_path(request), lambda store: store.purge_history(names))
+    return {"count": count}
+
+
 # op -> handler and where it runs; `kimen.daemon.requests.OPS` holds each op's fields
 OPS: dict[str, Op] = {
     "status": Op(op_status, inline=True),
@@ -248,6 +273,9 @@ OPS: dict[str, Op] = {
     "unlock": Op(op_unlock),
     "write": Op(op_write),
     "verify": Op(op_verify),
+    "read_revision": Op(op_read_revision),
+    "restore": Op(op_restore),
+    "purge_history": Op(op_purge_history),
     "lock": Op(op_lock),
     "stop": Op(op_stop, stops=True),
 }

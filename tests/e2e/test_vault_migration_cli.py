@@ -1,0 +1,72 @@
+"""The installed kimen on the committed version-1 vault: reads leave it as it is, the first change
+migrates it (backup first, a warning naming it), through the CLI and through a session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from tests.fixtures.make_v1_vault import EXPECTED, PASSPHRASE
+from tests.test_vault_migration import FIXTURE, _user_version
+
+PW = PASSPHRASE.decode()
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _backups(path):
+    return sorted(p for p in path.parent.iterdir() if ".bak." in p.name)
+
+
+@pytest.fixture
+def v1(kimen):
+    kimen.vault.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(FIXTURE, kimen.vault)
+    os.chmod(kimen.vault, 0o600)
+    return kimen
+
+
+def test_reads_leave_a_v1_vault_unmigrated(v1):
+    before = _sha(v1.vault)
+    assert v1.ok("secret", "list").stdout.split() == sorted(EXPECTED)
+    info = v1.ok("vault", "info", "--json").json()
+    assert info["schema_version"] == 1 and info["secret_count"] == len(EXPECTED)
+    assert v1.get("app.binary", PW) == EXPECTED["app.binary"]
+    assert v1.ok("vault", "info", "--verify", env=v1.with_pass(PW)).code == 0
+    assert _user_version(v1.vault) == 1 and _sha(v1.vault) == before and _backups(v1.vault) == []
+
+
+def test_first_set_migrates_after_a_backup(v1):
+    done = v1.ok("secret", "set", "db.password", "--stdin", input=b"newer", env=v1.with_pass(PW))
+    backups = _backups(v1.vault)
+    assert len(backups) == 1 and str(backups[0]) in done.err and "schema version 2" in done.err
+    assert _user_version(v1.vault) == 2 and _user_version(backups[0]) == 1
+    assert v1.ok("vault", "info", "--json").json()["schema_version"] == 2
+    for name, value in EXPECTED.items():
+        assert v1.get(name, PW) == (b"newer" if name == "db.password" else value)
+    v1.ok("vault", "info", "--verify", env=v1.with_pass(PW))
+    # the backup is the version-1 vault, and opens with the same passphrase
+    assert v1.ok("--vault", str(backups[0]), "secret", "get", "db.password", "--unsafe-stdout",
+                 env=v1.with_pass(PW)).out == EXPECTED["db.password"]
+    v1.ok("secret", "set", "db.password", "--stdin", input=b"again", env=v1.with_pass(PW))
+    assert len(_backups(v1.vault)) == 1  # migrated once
+
+
+def test_json_reports_the_migration_as_a_warning(v1):
+    done = v1.ok("secret", "rm", "app.empty", "--json", env=v1.with_pass(PW))
+    warnings = done.json().get("warnings") or []
+    assert [w["reason"] for w in warnings] == ["vault_migrated"]
+
+
+def test_a_session_write_migrates_too(v1):
+    v1.ok("session", "start", env=v1.with_pass(PW))
+    assert v1.get("db.url", "") == EXPECTED["db.url"]  # served by the session, still version 1
+    assert _user_version(v1.vault) == 1
+    v1.ok("secret", "set", "db.url", "--stdin", input=b"postgres://new", env={"KIMEN_PASSPHRASE": ""})
+    assert _user_version(v1.vault) == 2 and len(_backups(v1.vault)) == 1
+    assert v1.get("db.url", "") == b"postgres://new"
