@@ -7,22 +7,24 @@ input never costs a KDF and never leaves a partial write. Values are printed onl
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group, complete_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
     from typing import Any
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import SECRET_LIST
+    from .parser import add_command, add_flags, add_group, complete_names
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SECRET)
 
     p = add_command(group, "set", "store a secret (prompts for the value in a terminal)", handler=cmd_set)
@@ -41,8 +43,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--unsafe-stdout", action="store_true", help="yes, print the value on stdout")
 
     p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
-    p.add_argument("--prefix", metavar="P", help="only names starting with P")
-    p.add_argument("--long", action="store_true", help="add revision, size and updated_at")
+    add_flags(p, SECRET_LIST)
 
     p = add_command(group, "rm", "remove a secret", handler=cmd_rm, aliases=["delete"])
     complete_names(p.add_argument("name", metavar="NAME"), "secrets")

@@ -8,19 +8,19 @@ come with a later issue.
 
 from __future__ import annotations
 
-import argparse
-
 from .. import errors
 from .common import expiry_text
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .parser import add_command, add_group
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SESSION)
 
     p = add_command(group, "start", "unlock the vault in the session daemon (starts it when needed)",

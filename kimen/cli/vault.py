@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from .. import errors
-from . import backup
 from .common import add_kdf_flags, kdf_from_args
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group
 
 # `vault init` says it in one line: no one, kimen included, can open a vault without its passphrase
 LOST_PASSPHRASE_NOTICE = ("a lost passphrase cannot be recovered, and neither can these secrets: keep a backup "
                           "bundle sealed to an offline identity (kimen bundle seal)")
 
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import VAULT_INFO
+    from .parser import add_command, add_flags, add_group
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_VAULT)
     p = add_command(group, "init", "create a new vault", handler=cmd_init)
     add_kdf_flags(p)
     add_command(group, "path", "print the resolved vault path", handler=cmd_path)
     p = add_command(group, "info", "show vault metadata (no passphrase needed)", handler=cmd_info)
-    p.add_argument("--verify", action="store_true", help="unlock and run the integrity check")
+    add_flags(p, VAULT_INFO)
     p = add_command(group, "rekey", "change the passphrase or KDF parameters; optionally rotate the data key",
                     handler=cmd_rekey)
     p.add_argument("--new-passphrase-env", metavar="NAME", default="KIMEN_NEW_PASSPHRASE",
@@ -144,6 +149,7 @@ def cmd_rekey(inv: Invocation) -> Result | int:
     from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault, unlock_vault
     from ..sensitive import Sensitive
     from ..vault import Vault
+    from . import backup
 
     a = inv.options
     if a.no_backup and a.backup_dir:
