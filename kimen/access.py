@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .passphrase import Source, StdinClaim
     from .store import Store
     from .vault import LocalStore, Vault
+    from .vault.file import VaultFile
 
     class Invocation(Protocol):
         """What opening a store reads of a command's invocation (`kimen.cli.model.Invocation`)."""
@@ -105,11 +106,12 @@ def _configured_vault(inv: Invocation) -> str | None:
     return load_config(inv).vault_path()
 
 
-def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> Vault:
-    """The vault file opened for key-free reads; no passphrase, no session."""
-    from .vault import Vault
+def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> VaultFile:
+    """The vault file opened for key-free reads; no passphrase, no session (and no crypto module
+    loaded: names, sizes and KDF parameters are plaintext)."""
+    from .vault.file import VaultFile
 
-    return Vault.open((location or resolve_vault(inv)).path)
+    return VaultFile.open((location or resolve_vault(inv)).path)
 
 
 def explicit(inv: Invocation) -> Source | None:

@@ -19,9 +19,8 @@ import os
 import sqlite3
 import stat
 
-from .. import crypto, errors
+from .. import errors
 from ..store import HistoryEntry, SecretHistory, SecretInfo, VaultMeta
-from . import backup, keys, rekey
 from .schema import (
     APPLICATION_ID,
     FORMAT,
@@ -222,12 +221,17 @@ class VaultFile:
 
     def unwrap_key(self, passphrase: Sensitive) -> Sensitive:
         """Run the KDF and unwrap the data key; `WrongPassphrase` if it does not open."""
+        from . import keys  # the crypto modules load only when a key is needed, not for metadata
+
         return keys.unwrap(self.header(), passphrase, self.path)
 
     def rekey(self, old_key: Sensitive, new_passphrase: Sensitive, params: KdfParams, *,
               rotate_data_key: bool) -> None:
         """Rewrap the data key under a new passphrase/parameters; optionally rotate the data key
         (`kimen.vault.rekey`). One transaction, the KDF run before it; then the WAL is truncated."""
+        from .. import crypto
+        from . import keys, rekey
+
         keys.check_kdf(params)
         salt = crypto.random_bytes(crypto.SALT_BYTES)
         with crypto.derive_kek(new_passphrase, salt, params) as kek, self.transaction() as conn:
@@ -290,6 +294,8 @@ class VaultFile:
             return None
         if self.read_only:
             raise errors.VaultReadOnly(path=self.path)
+        from . import backup
+
         dest = backup_path or backup.default_path(self.path)
         try:
             self.snapshot(dest)
@@ -342,4 +348,6 @@ class VaultFile:
 
     def snapshot(self, dest: str) -> None:
         """A consistent private copy at `dest` (`kimen.vault.backup`)."""
+        from . import backup
+
         backup.snapshot(self._conn, self.path, dest)
