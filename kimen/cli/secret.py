@@ -217,17 +217,48 @@ def cmd_get(inv: Invocation) -> Result | int:
     return 0
 
 
-def cmd_list(inv: Invocation) -> Result:
+def cmd_list(inv: Invocation) -> Result | int:
     from ..access import open_metadata
 
     with open_metadata(inv) as vault:
         if not (inv.json or inv.options.long):
             return Result("list", vault.list_names(inv.options.prefix), {})
+        if inv.json:
+            rows = vault.list_rows(inv.options.prefix)
+            text = _list_json(rows)
+            if text is not None:
+                from ..output import print_lines
+
+                print_lines(text)
+                return 0
         infos = vault.list(inv.options.prefix)
     if inv.json:
         return Result("list", None, {
             "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
     return Result("list", [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos], {})
+
+
+def _list_json(rows: list[tuple[Any, ...]]) -> str | None:
+    """The envelope of `secret list --json`, written directly: a name is ASCII letters, digits and
+    `_.-`, a time RFC 3339, a revision and a size whole numbers, so no value needs escaping. The
+    text is exactly what `output.dumps` writes for the same fields; None when any stored value is
+    not of that shape (a tampered file): the general encoder then writes it."""
+    from ..output import dumps, success_envelope
+
+    names = [row[0] for row in rows]
+    texts = [*names, *(row[3] for row in rows), *(row[4] for row in rows)]
+    if not all(type(t) is str for t in texts) or not all(type(row[1]) is int and type(row[2]) is int
+                                                          for row in rows):
+        return None
+    joined = "".join(texts)
+    if not (joined.isascii() and joined.isprintable()) or '"' in joined or "\\" in joined:
+        return None
+    head = dumps(success_envelope("list", {}))  # {"ok":true,...,"warnings":[...]}
+    secrets = ",".join(f'{{"name":"{n}","revision":{r},"size":{s},"created_at":"{c}","updated_at":"{u}"}}'
+                       for n, r, s, c, u in rows)
+    quoted = '","'.join(names)
+    listed = f'"{quoted}"' if names else ""
+    return f'{head[:-1]},"names":[{listed}],"count":{len(rows)},"secrets":[{secrets}]}}'
 
 
 def cmd_rm(inv: Invocation) -> Result:

@@ -156,6 +156,11 @@ class VaultFile:
     def list(self, prefix: str | None = None) -> builtins.list[SecretInfo]:
         return [SecretInfo(*row) for row in self._select_sorted("name, revision, size, created_at, updated_at", prefix)]
 
+    def list_rows(self, prefix: str | None = None) -> builtins.list[tuple[Any, ...]]:
+        """`list()` as plain rows `(name, revision, size, created_at, updated_at)`, as stored: for a
+        caller that writes them out at once (`secret list --json` on 100k rows) and checks them."""
+        return self._select_sorted("name, revision, size, created_at, updated_at", prefix)
+
     def list_names(self, prefix: str | None = None) -> builtins.list[str]:
         """Just the sorted names: `secret list` without `--long` or `--json` (cheap on 100k rows)."""
         return [row[0] for row in self._select_sorted("name", prefix)]
