@@ -1,4 +1,4 @@
-"""Opening the store a command needs (SPEC §2.2 vault path, §4.1 unlock precedence).
+"""Opening the store a command needs: the vault path and the unlock order (docs/passphrase-and-config.md).
 
 This is the one seam between commands and vaults: a command asks `open_store(inv)` and gets a
 `Store` — the session daemon's when a session for the same canonical vault path is live and no
@@ -56,7 +56,7 @@ class VaultLocation:
 
     @property
     def canonical_path(self) -> str:
-        """The session key: the realpath of the vault file (SPEC §2.2)."""
+        """The session key: the realpath of the vault file."""
         return os.path.realpath(self.path)
 
 
@@ -115,7 +115,7 @@ def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> Vau
 
 
 def explicit(inv: Invocation) -> Source | None:
-    """The explicit passphrase source (SPEC §4.1 #1-3), warning once if several are set."""
+    """The explicit passphrase source (KIMEN_PASSPHRASE, --passphrase-cmd, --passphrase-stdin), warning once if several are set."""
     derived = inv.derived
     if "explicit_source" not in derived:
         if not (inv.env.get("KIMEN_PASSPHRASE") or inv.passphrase_cmd is not None or inv.passphrase_stdin):
@@ -142,7 +142,7 @@ def fallback_source(inv: Invocation, location: VaultLocation, *, prompt: bool = 
 
 def session_probe(inv: Invocation, location: VaultLocation) -> Probe:
     """What the session daemon says about this vault (stopped, busy, locked, expired, unlocked…);
-    a daemon of another version is no session, with a warning (SPEC §5.10)."""
+    a daemon of another version is no session, with a warning (docs/session.md)."""
     from .daemon import client
 
     found = client.probe(inv.env, location.canonical_path)
@@ -152,7 +152,7 @@ def session_probe(inv: Invocation, location: VaultLocation) -> Probe:
 
 
 def _refusal(inv: Invocation, found: Probe, location: VaultLocation) -> errors.KimenError:
-    """Why no session serves `location` when one must (a grant token is set, SPEC §4.1, §5.10):
+    """Why no session serves `location` when one must (a grant token is set, docs/agents.md):
     an unsafe session dir or a too-long socket path is the reason, not only a warning."""
     if found.state == "stopped":
         from .daemon import client
@@ -167,12 +167,12 @@ def _refusal(inv: Invocation, found: Probe, location: VaultLocation) -> errors.K
 
 
 def session_store(inv: Invocation, location: VaultLocation) -> Store | None:
-    """The session daemon's store for this vault, or None when no session serves it (SPEC §5.10)."""
+    """The session daemon's store for this vault, or None when no session serves it."""
     return session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
 
 
 def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = True) -> Store:
-    """The store for the selected vault, following SPEC §4.1.
+    """The store for the selected vault, in the unlock order of docs/passphrase-and-config.md.
 
     `allow_session=False` for commands that must never use a session (rekey, session start);
     `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
@@ -185,7 +185,7 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
     source = explicit(inv)
     expired = None
     if source is None and allow_session:
-        # a token means "use the session": sources 5 and 6 are never tried (SPEC §4.1)
+        # a token means "use the session": sources 5 and 6 are never tried
         token = bool(inv.env.get("KIMEN_SESSION_TOKEN"))
         if not inv.no_session:
             found = session_probe(inv, location)

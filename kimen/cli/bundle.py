@@ -1,4 +1,4 @@
-"""`kimen bundle keygen|recipient|seal|open` (SPEC §8.4)."""
+"""`kimen bundle keygen|recipient|seal|open` (docs/bundles.md)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def _read_key_file(path: str, missing: type[errors.KimenError]) -> bytes:
 
 
 def load_identity(inv: Invocation, *, required: bool = True, env: bool = True) -> Identity | None:
-    """--identity FILE > --identity-stdin > KIMEN_AGE_IDENTITY (SPEC §8.2); warns when several are set."""
+    """--identity FILE > --identity-stdin > KIMEN_AGE_IDENTITY (docs/bundles.md); warns when several are set."""
     from ..bundle.keys import parse_identity
     from ..output import warn
 

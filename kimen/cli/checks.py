@@ -1,4 +1,4 @@
-"""`kimen map lint` (SPEC §6.8) and `kimen doctor` (SPEC §6.9): reports, not envelopes.
+"""`kimen map lint` (docs/profiles.md) and `kimen doctor`: reports, not envelopes.
 
 Both print their report on stdout whether they pass or fail and return the exit code (20 / 27);
 nothing goes to stderr (warnings that lower layers would print are captured and folded into the
@@ -243,7 +243,7 @@ _BUNDLE_CHECKS = ("spec", "in", "identity", "decrypt", "signer")
 
 def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
     """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer for every `--bundle`
-    (SPEC §6.9); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
+    (docs/errors.md); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
     order). Returns (label, store) for each usable bundle: the stores answer `names` for
     mapping_secrets. The identity and the trusted signers are read once (stdin can be read once)."""
     from ..paths import absolute

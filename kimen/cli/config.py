@@ -1,4 +1,4 @@
-"""`kimen config path|show`, `config vault set|show|clear`, `config unlock set|show|clear` (SPEC §4.5)."""
+"""`kimen config path|show`, `config vault set|show|clear`, `config unlock set|show|clear` (docs/passphrase-and-config.md)."""
 
 from __future__ import annotations
 

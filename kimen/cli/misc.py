@@ -1,4 +1,4 @@
-"""Utility commands: version, help, completion (SPEC §2.10)."""
+"""Utility commands: version, help, completion."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def load_profile(inv: Invocation, *, profile: str | None = None, map_path: str |
 
 
 def store_for(inv: Invocation) -> Store:
-    """The store that serves secret references: `--bundle` (read-only, SPEC §8.5), else the
+    """The store that serves secret references: `--bundle` (read-only, docs/bundles.md), else the
     session or the unlocked vault."""
     if getattr(inv.options, "bundle", None):
         from .bundle_opts import bundle_store
@@ -79,7 +79,7 @@ def write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[err
 
 
 def envfile_vars(profile: Profile, files_dir: str | None) -> tuple[list[Directive], list[Directive]]:
-    """Winning env directives and the envpath ones that can be written (SPEC §7.3)."""
+    """Winning env directives and the envpath ones that can be written (envpath needs --files-dir)."""
     from ..output import warn
     from ..projection.kmap import INLINE
 
@@ -116,7 +116,7 @@ def _check_bundle_names(inv: Invocation, names: list[str]) -> dict[str, Any]:
 
 def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | None,
              against: Profile | None = None) -> dict[str, Any]:
-    """The plan object of SPEC §7.4; never a value (references as written)."""
+    """The plan object (docs/run.md); never a value (references as written)."""
     from ..projection.resolve import exec_commands, secret_names
 
     files_dir = files_dir_arg(inv)

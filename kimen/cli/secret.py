@@ -1,4 +1,4 @@
-"""`kimen secret set|list|get|rm|mv|import` (SPEC §3.8).
+"""`kimen secret set|list|get|rm|mv|import` (docs/vault.md).
 
 Values are read and validated before the vault is unlocked (the name first of all), so a bad
 input never costs a KDF and never leaves a partial write. Values are printed only by
@@ -80,7 +80,7 @@ def _too_large(name: str, **where: Any) -> errors.KimenError:
 
 
 def _read_value(inv: Invocation, name: str) -> bytes:
-    """The value from exactly one source (SPEC §3.8), size-checked before reading past the limit."""
+    """The value from exactly one source (stdin, a file, a variable, the flag, or the prompt), size-checked before reading past the limit."""
     from ..access import stdin_claim
     from ..fsutil import read_limited
     from ..output import warn

@@ -1,4 +1,4 @@
-"""`kimen session start|status|lock|stop` (SPEC §5.7).
+"""`kimen session start|status|lock|stop` (docs/session.md).
 
 `start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of §4.1:
 never the session itself). `status` always exits 0 and is on the hot path: it imports the light
@@ -71,8 +71,8 @@ def cmd_start(inv: Invocation) -> Result:
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
     _check_session_path(canonical)
-    source = explicit(inv) or fallback_source(inv, location)  # never the session (SPEC §4.1)
-    if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
+    source = explicit(inv) or fallback_source(inv, location)  # never the session: it is what this command starts
+    if source is None:  # the hint leaves out the session: this command is how one starts
         raise missing_passphrase_without_session(" (--stdin)")
     conn, _started = control.ensure_daemon(inv.env)
     with conn:
@@ -132,7 +132,7 @@ VAULT_KEYS = ("vault_path", "vault_id", "state", "unlocked_at", "idle_expires_at
 
 def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: str | None, *,
                   busy_pid: int | None = None, busy: bool = False) -> dict[str, Any]:
-    """The `session_status` JSON fields (SPEC §5.7) from the daemon's status response: `state` is
+    """The `session_status` JSON fields (docs/session.md) from the daemon's status response: `state` is
     the selected vault's `locked`, `expired` or `unlocked`; `stopped` without a daemon; `unknown`
     (with `reason: session_busy`) when a daemon holds the socket but did not answer in time."""
     from ..daemon.client import same_version

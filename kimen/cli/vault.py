@@ -1,4 +1,4 @@
-"""`kimen vault init|info|path|rekey` (SPEC §3.7)."""
+"""`kimen vault init|info|path|rekey` (docs/vault.md)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def cmd_init(inv: Invocation) -> Result:
 
 
 def _characters(passphrase) -> int:
-    """Characters, not bytes, of a UTF-8 passphrase (SPEC §3.7: `ääää` is 4 characters), counted
+    """Characters, not bytes, of a UTF-8 passphrase (`ääää` is 4 characters), counted
     without decoding it into an immutable str: every byte but a UTF-8 continuation byte."""
     return sum(1 for byte in passphrase.view() if byte & 0xC0 != 0x80)
 
@@ -117,7 +117,7 @@ def cmd_info(inv: Invocation) -> Result:
 
 
 def _new_passphrase(inv: Invocation, old_uses_stdin: bool, env_value: str):
-    """The new passphrase (SPEC §3.7 step 2), or None when no source is set (rotation alone);
+    """The new passphrase, or None when no source is set (rotation alone);
     `env_value` is the value of the `--new-passphrase-env` variable ("" when unset)."""
     from .. import passphrase as pp
     from ..access import stdin_claim
@@ -156,7 +156,7 @@ def cmd_rekey(inv: Invocation) -> Result | int:
         raise errors.ConflictingBackupOptions()
     new_env_value = inv.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
     if a.new_passphrase_env and not _read_by_kimen(a.new_passphrase_env):
-        # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE (SPEC §2.3, §4.3): the
+        # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE: the
         # old passphrase's command or unlock exec must not see it (a new mapping; os.environ is
         # never changed). kimen's own settings are kept; the private ones are never passed on anyway.
         inv = inv.replace(env={k: v for k, v in inv.env.items() if k != a.new_passphrase_env})
@@ -218,7 +218,7 @@ def cmd_rekey(inv: Invocation) -> Result | int:
     })
 
 
-# The settings kimen itself reads (SPEC §2.3 table, plus PATH): never dropped from its own view of
+# The settings kimen itself reads (docs/passphrase-and-config.md, plus PATH): never dropped from its own view of
 # the environment. Any other name -- `KIMEN_MY_NEW` included -- holds only the new passphrase.
 _KIMEN_SETTINGS = frozenset({
     "KIMEN_VAULT", "KIMEN_CONFIG", "KIMEN_SESSION_DIR", "KIMEN_PROFILE_DIR", "KIMEN_REMOTE",
@@ -229,13 +229,13 @@ _KIMEN_SETTINGS = frozenset({
 
 
 def _read_by_kimen(name: str) -> bool:
-    """Variables kimen itself reads (SPEC §2.3): never dropped from its own view of the environment
+    """Variables kimen itself reads: never dropped from its own view of the environment
     (the private ones among them are kept from children by `public_environ` already)."""
     return name in _KIMEN_SETTINGS
 
 
 def _lock_session(inv: Invocation, canonical_path: str) -> None:
-    """SPEC §3.7 step 8: tell a running daemon to forget this vault (best effort; it would also
+    """After a rekey, tell a running daemon to forget this vault (best effort; it would also
     notice the new wrap id on the next request)."""
     from ..daemon import control
 
