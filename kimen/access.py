@@ -115,7 +115,8 @@ def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> Vau
 
 
 def explicit(inv: Invocation) -> Source | None:
-    """The explicit passphrase source (KIMEN_PASSPHRASE, --passphrase-cmd, --passphrase-stdin), warning once if several are set."""
+    """The explicit passphrase source (KIMEN_PASSPHRASE, --passphrase-cmd, --passphrase-stdin),
+    warning once if several are set."""
     derived = inv.derived
     if "explicit_source" not in derived:
         if not (inv.env.get("KIMEN_PASSPHRASE") or inv.passphrase_cmd is not None or inv.passphrase_stdin):

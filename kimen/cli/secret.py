@@ -80,7 +80,8 @@ def _too_large(name: str, **where: Any) -> errors.KimenError:
 
 
 def _read_value(inv: Invocation, name: str) -> bytes:
-    """The value from exactly one source (stdin, a file, a variable, the flag, or the prompt), size-checked before reading past the limit."""
+    """The value from exactly one source (stdin, a file, a variable, the flag, or the prompt),
+    size-checked before reading past the limit."""
     from ..access import stdin_claim
     from ..fsutil import read_limited
     from ..output import warn
