@@ -71,6 +71,7 @@ def test_simple_commands_are_read_without_argparse(live, argv):
     parser = PARSER if plain else {"argparse", "kimen.cli.parser"}
     assert not loaded & parser, sorted(loaded & parser)
     # names, sizes and KDF parameters are plaintext: no crypto module, no KDF, no prompt
-    assert not loaded & {"kimen.crypto", "nacl", "argon2", "kimen.passphrase", "prompt_toolkit", "kimen.vault.store"}
+    assert not loaded & {"kimen.crypto", "nacl", "argon2", "kimen.passphrase", "prompt_toolkit", "kimen.vault.store",
+                         "urllib.parse"}
     if argv[-1] == "version":
         assert not loaded & (FORBIDDEN | HEAVY | {"kimen.daemon.client", "kimen.access"}), sorted(loaded)
