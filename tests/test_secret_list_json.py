@@ -15,6 +15,13 @@ def _general(rows):
                                                          "secrets": secrets}))
 
 
+@pytest.fixture(autouse=True)
+def _warnings_printed_again():
+    """Collecting warnings is process state: give later tests the default (printed) back."""
+    yield
+    output.collect_warnings(False)
+
+
 ROWS = [("app.db_password", 3, 17, "2026-01-02T03:04:05Z", "2026-02-03T04:05:06Z"),
         ("Z-9_x", 1, 0, "2026-01-02T03:04:05.123456Z", "2026-01-02T03:04:05.123456Z")]
 
