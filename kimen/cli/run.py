@@ -58,7 +58,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
     if private:
         from ..paths import runtime_base
 
-        planned = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # same length as the real one
+        planned: str | None = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # as long as the real one
     else:
         planned = user_dir
     environ = penv.child_environ(inv.env, winners, values, planned, pristine=inv.options.pristine)

@@ -19,9 +19,8 @@ import os
 import sqlite3
 import stat
 
-from .. import crypto, errors
+from .. import errors
 from ..store import HistoryEntry, SecretHistory, SecretInfo, VaultMeta
-from . import backup, keys, rekey
 from .schema import (
     APPLICATION_ID,
     FORMAT,
@@ -157,6 +156,11 @@ class VaultFile:
     def list(self, prefix: str | None = None) -> builtins.list[SecretInfo]:
         return [SecretInfo(*row) for row in self._select_sorted("name, revision, size, created_at, updated_at", prefix)]
 
+    def list_rows(self, prefix: str | None = None) -> builtins.list[tuple[Any, ...]]:
+        """`list()` as plain rows `(name, revision, size, created_at, updated_at)`, as stored: for a
+        caller that writes them out at once (`secret list --json` on 100k rows) and checks them."""
+        return self._select_sorted("name, revision, size, created_at, updated_at", prefix)
+
     def list_names(self, prefix: str | None = None) -> builtins.list[str]:
         """Just the sorted names: `secret list` without `--long` or `--json` (cheap on 100k rows)."""
         return [row[0] for row in self._select_sorted("name", prefix)]
@@ -229,12 +233,17 @@ class VaultFile:
 
     def unwrap_key(self, passphrase: Sensitive) -> Sensitive:
         """Run the KDF and unwrap the data key; `WrongPassphrase` if it does not open."""
+        from . import keys  # the crypto modules load only when a key is needed, not for metadata
+
         return keys.unwrap(self.header(), passphrase, self.path)
 
     def rekey(self, old_key: Sensitive, new_passphrase: Sensitive, params: KdfParams, *,
               rotate_data_key: bool) -> None:
         """Rewrap the data key under a new passphrase/parameters; optionally rotate the data key
         (`kimen.vault.rekey`). One transaction, the KDF run before it; then the WAL is truncated."""
+        from .. import crypto
+        from . import keys, rekey
+
         keys.check_kdf(params)
         salt = crypto.random_bytes(crypto.SALT_BYTES)
         with crypto.derive_kek(new_passphrase, salt, params) as kek, self.transaction() as conn:
@@ -304,6 +313,8 @@ class VaultFile:
             return None
         if self.read_only:
             raise errors.VaultReadOnly(path=self.path)
+        from . import backup
+
         dest = backup_path or backup.default_path(self.path)
         try:
             self.snapshot(dest)
@@ -356,4 +367,6 @@ class VaultFile:
 
     def snapshot(self, dest: str) -> None:
         """A consistent private copy at `dest` (`kimen.vault.backup`)."""
+        from . import backup
+
         backup.snapshot(self._conn, self.path, dest)
