@@ -214,6 +214,10 @@ class VaultFile:
                 "ORDER BY revision DESC", (name,)).fetchall() if self.has_history else []
         if row is None and not rows:
             raise errors.SecretNotFound([name])
+        # a byte change may have given a column another type: a reasoned error, not a crash later
+        if (row is not None and not _typed(row, (str, int, int, str, str))) \
+                or not all(_typed(r, (int, int, str, str, str)) for r in rows):
+            raise errors.VaultTampered()
         return SecretHistory(name, SecretInfo(*row) if row is not None else None,
                              [HistoryEntry(*r) for r in rows], keep)
 
@@ -370,3 +374,7 @@ class VaultFile:
         from . import backup
 
         backup.snapshot(self._conn, self.path, dest)
+
+
+def _typed(row: Sequence[Any], types: tuple[type, ...]) -> bool:
+    return len(row) == len(types) and all(type(v) is t for v, t in zip(row, types, strict=False))
