@@ -169,7 +169,9 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         handler = _handler(options.get("handler"))
         area = options.get("area", 1)
         env: Mapping[str, str] = os.environ
-        if options.get("token_file") is not None:  # the token this command presents (never a child's)
+        # the token this command presents (never a child's); commands of no area (help, version,
+        # completion) never talk to the daemon
+        if options.get("token_file") is not None and area != 1:
             from ..daemon.tokens import with_token_file
 
             env = with_token_file(os.environ, options["token_file"])

@@ -99,7 +99,10 @@ SHAPES: dict[str, list[list[str]]] = {
     "init ci-pr-safety": [["--out", "@new:pr.yml"]],
     "init ci-deploy": [["--out", "@new:deploy.yml"]],
     "completion": [["bash"]],
+    # reads its profile before it looks for a session: without one, the good shape ends in session_unavailable
+    "session grant": [[*_MAP, "--ttl", "1m"]],
 }
+NEEDS_SESSION = {"session grant": "no session daemon serves this vault"}  # session_unavailable
 for _command in ("run", "render", "plan"):
     SHAPES[f"project {_command}"] = SHAPES[_command]
 MAP = "include base\nenv A=app.a\nfile f.txt=app.a\nenvpath F=f.txt\n"
@@ -338,7 +341,7 @@ def test_every_shape_is_a_run_that_succeeds(tmp_path, template):
     todo = [Case(command, next((w for w in shape if (command, w) in flags), "--vault"), "good", json)
             for command, shapes in SHAPES.items() for shape in shapes for json in (False, True)]
     failed = [f"{case}: exit {case.code}\n{case.err}" for case in run_all(tmp_path, template, todo)
-              if case.code != 0]
+              if case.code != 0 and not (case.command in NEEDS_SESSION and NEEDS_SESSION[case.command] in case.err)]
     assert not failed, "\n\n".join(failed)
 
 
