@@ -43,6 +43,10 @@ if TYPE_CHECKING:
         def no_session(self) -> bool: ...
         @property
         def derived(self) -> dict[str, Any]: ...
+        @property
+        def command_name(self) -> str: ...
+        @property
+        def options(self) -> Any: ...
 
 
 class VaultLocation:
@@ -146,10 +150,28 @@ def session_probe(inv: Invocation, location: VaultLocation) -> Probe:
     a daemon of another version is no session, with a warning (docs/session.md)."""
     from .daemon import client
 
-    found = client.probe(inv.env, location.canonical_path)
+    context = _context(inv)
+    found = client.probe(inv.env, location.canonical_path, context=context)
     if found.state == "other_version":
         client.warn_other_version(found)
     return found
+
+
+def _context(inv: Invocation) -> dict[str, str] | None:
+    """What this command tells the daemon it is doing (advisory, only logged): the command and its
+    profile."""
+    command = inv.command_name
+    if not command:
+        parser = getattr(inv.options, "parser", None)
+        prog = getattr(parser, "prog", None)
+        command = prog.partition(" ")[2] if isinstance(prog, str) else ""
+    if not command:
+        return None
+    context = {"command": command}
+    profile = getattr(inv.options, "profile", None)
+    if isinstance(profile, str):
+        context["profile"] = profile
+    return context
 
 
 def _refusal(inv: Invocation, found: Probe, location: VaultLocation) -> errors.KimenError:
