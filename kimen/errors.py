@@ -312,6 +312,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('MissingFilesDirForEnvpath', 'missing_files_dir_for_envpath', None, '--envpath needs --files-dir', None),
     ('ValueNotRepresentable', 'value_not_representable', None, 'value of {name} cannot be represented in {format} format',
      None),
+    ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
+     'run without --strict-mask to show them unmasked, or project longer values'),
     ('InvalidMode', 'invalid_mode', None, 'invalid mode: {mode}', 'use run, render or envfile'),
     ('ConflictingAgainstInputs', 'conflicting_against_inputs', None, 'use either --against-profile or --against-map, not both',
      None),
@@ -527,9 +529,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
      'drop --prefix, or migrate one directory at a time: kimen migrate DIR/.env --prefix P'),
     ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
      'pass --update-profile to add the variables it does not set'),
-    # -- run --mask (the masker core exists; the flag does not yet) --
-    ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
-     'run without --strict-mask to show them unmasked, or project longer values'),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )

@@ -70,6 +70,8 @@ BUNDLE_SOURCE: tuple[Row, ...] = (
 RUN: tuple[Row, ...] = (
     ("--files-dir", "files_dir", "value", "DIR", "write files here (kept) instead of a private dir"),
     ("--pristine", "pristine", "bool", None, "start from a minimal environment"),
+    ("--mask", "mask", "bool", None, "relay the command's stdout and stderr with every projected value masked"),
+    ("--strict-mask", "strict_mask", "bool", None, "--mask, and refuse values too short to mask (under 6 bytes)"),
     ("--dry-run", "dry_run", "bool", None, "print the plan; open no vault, run nothing"),
 )
 # The projection modes (`--mode` of plan, map lint and doctor).

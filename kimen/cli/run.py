@@ -53,6 +53,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
     from ..projection import env as penv
     from ..projection import run as prun
 
+    masked = _mask_values(inv, values)  # before anything is written or started
     private = bool(files) and user_dir is None
     if private:
         from ..paths import runtime_base
@@ -65,7 +66,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
     exe = penv.find_command(argv[0], environ)
     payload = [(d.target, values[d]) for d in files]
 
-    if not private and stdin is None:
+    if not private and stdin is None and masked is None:
         if user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
@@ -73,7 +74,12 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
     # Supervised: block the relayed signals *before* anything needs cleaning up.
-    prun.block_signals()
+    relay = None
+    if masked is not None:
+        from ..projection.relay import Relay
+
+        relay = Relay(masked, stdin_projected=stdin is not None)
+    prun.block_signals(relay.watched if relay is not None else prun.WATCHED)
     runtime = None
     try:
         if private:
@@ -89,8 +95,26 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
             return 128 + stop
         flush_warnings()
         own_group = prun.own_group_wanted()
-        pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group)
+        pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group,
+                         spawner=relay.spawn if relay is not None else None)
+        if relay is not None:
+            return relay.supervise(pid, own_group=own_group)
         return prun.supervise(pid, own_group=own_group)
     finally:
+        if relay is not None:
+            relay.close()
         if runtime is not None:
             runtime.remove()
+
+
+def _mask_values(inv: Invocation, values: dict[Directive, bytes]) -> dict[str, bytes] | None:
+    """Under --mask / --strict-mask: the projected values by the name `[masked:NAME]` shows (the
+    variable, the file's relative path, `stdin`), short ones refused or named; else None."""
+    strict = bool(inv.options.strict_mask)
+    if not (strict or inv.options.mask):
+        return None
+    from ..projection.relay import check_short_values
+
+    named = {(d.target if d.kind != "stdin" else "stdin"): value for d, value in values.items()}
+    check_short_values(named, strict=strict)
+    return named

@@ -140,7 +140,7 @@ def test_generated_workflow(kimen, template):
         kimen_steps = [s for s in job["steps"] if _runs_kimen(s)]
         assert [s["run"] for s in kimen_steps] == [
             "kimen doctor --bundle vault.age --profile prod --strict --json\n",
-            "kimen project run --bundle vault.age --profile prod -- ./scripts/deploy.sh\n"]
+            "kimen project run --bundle vault.age --profile prod --mask -- ./scripts/deploy.sh\n"]
         assert all(s["env"] == SECRET_ENV for s in kimen_steps)
         assert not any("env" in s for s in job["steps"] if not _runs_kimen(s))
 
@@ -163,7 +163,7 @@ def test_flag_values_read_back_exactly(kimen, template):
                                     "--deploy-command", "echo __PROFILE__ __COMMAND__")
         (job,) = workflow["jobs"].values()
         assert job["environment"] == environment
-        assert _kimen_lines(workflow)[-1].endswith("--profile prod -- echo __PROFILE__ __COMMAND__")
+        assert _kimen_lines(workflow)[-1].endswith("--profile prod --mask -- echo __PROFILE__ __COMMAND__")
 
 
 def test_unsafe_flag_values_are_refused(kimen):
@@ -187,7 +187,7 @@ def test_unsafe_flag_values_are_refused(kimen):
 def test_flags_and_refusals(kimen):
     text, _workflow = _generate(kimen, "ci-deploy", "--profile", "staging", "--deploy-command",
                                 "make deploy ENV=staging # done", "--bundle", "secrets/staging.age", out="d.yml")
-    assert "--bundle secrets/staging.age --profile staging -- make deploy ENV=staging # done" in text
+    assert "--bundle secrets/staging.age --profile staging --mask -- make deploy ENV=staging # done" in text
     done = kimen.fail(33, "output_exists", "init", "ci-deploy", "--out", "d.yml")
     assert "--force" in done.err_json()["hint"]
     kimen.ok("init", "ci-deploy", "--out", "d.yml", "--force")

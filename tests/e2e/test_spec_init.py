@@ -15,7 +15,7 @@ DEFAULTS = {
                      {"--profile NAME": "default ci", "--command CMD": "default echo ci-check"}),
     "ci-deploy": (".github/workflows/kimen-deploy.yml",
                   ["kimen doctor --bundle vault.age --profile prod --strict --json",
-                   "kimen project run --bundle vault.age --profile prod -- ./scripts/deploy.sh"],
+                   "kimen project run --bundle vault.age --profile prod --mask -- ./scripts/deploy.sh"],
                   {"--profile NAME": "default prod", "--deploy-command CMD": "default ./scripts/deploy.sh",
                    "--bundle FILE": "default vault.age", "--environment NAME": "default production"}),
 }
