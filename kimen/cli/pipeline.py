@@ -158,14 +158,18 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
         "exec": [list(a) for a in exec_commands(used)],
         "files_dir": files_dir if (files or paths) else None,
         "cleanup": private,
-        "exec_in_place": mode == "run" and not private and stdin is None
-        and not (getattr(inv.options, "mask", False) or getattr(inv.options, "strict_mask", False)),
+        "exec_in_place": mode == "run" and not private and stdin is None and not _masked(inv),
         "against": against.source if against is not None else None,
         "diff": _diff(profile, against) if against is not None else None,
     }
     if getattr(inv.options, "bundle", None):
         doc["bundle"] = _check_bundle_names(inv, doc["secrets"])
     return doc
+
+
+def _masked(inv: Invocation) -> bool:
+    """`run --mask` / `--strict-mask`: always supervised (plan's `exec_in_place` is false)."""
+    return bool(getattr(inv.options, "mask", False) or getattr(inv.options, "strict_mask", False))
 
 
 def _diff(mine: Profile, other: Profile) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
 def _mask_values(inv: Invocation, values: dict[Directive, bytes]) -> dict[str, bytes] | None:
     """Under --mask / --strict-mask: the projected values by the name `[masked:NAME]` shows (the
     variable, the file's relative path, `stdin`), short ones refused or named; else None."""
-    strict = inv.options.strict_mask
+    strict = bool(inv.options.strict_mask)
     if not (strict or inv.options.mask):
         return None
     from ..projection.relay import check_short_values
