@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from kimen.bundle import age, document, keys
 from kimen.sensitive import Sensitive
 from kimen.store import Change, KdfParams
 from kimen.sync import chain, merge
-from kimen.sync.base import Member
+from kimen.sync.base import Member, Transport
 from kimen.sync.engine import Engine, Remote, endpoint
 from kimen.sync.fs import FsTransport
+from kimen.sync.git import GitTransport
 from kimen.vault.syncstate import VaultSyncState, read_local_revision, read_state
 
 SMALL = KdfParams(memory_kib=8192, time=1, parallelism=1)
@@ -27,8 +29,10 @@ CANARY = b"canary-3f9a1c-value-never-on-the-remote"
 class Person:
     """One member: a vault, an identity, a state directory, an engine over the shared fs remote."""
 
-    def __init__(self, root: Path, name: str, remote_dir: Path, ident: keys.Identity | None = None) -> None:
+    def __init__(self, root: Path, name: str, remote_dir: Path, ident: keys.Identity | None = None,
+                 transport: Callable[[Person], Transport] | None = None) -> None:
         self.name = name
+        self.make_transport = transport or (lambda me: FsTransport(str(me.remote_dir), lock_wait=30))
         home = root / name
         home.mkdir()
         self.vault_path = str(home / "vault.db")
@@ -42,8 +46,7 @@ class Person:
         self.home = home
 
     def engine(self) -> Engine:
-        transport = FsTransport(str(self.remote_dir), lock_wait=30)
-        remote = Remote("team", transport, remote_id=self.remote_id,
+        remote = Remote("team", self.make_transport(self), remote_id=self.remote_id,
                         endpoint=endpoint("fs", str(self.remote_dir)), state_base=self.state_base)
         return Engine(remote, self.identity)
 
@@ -93,8 +96,7 @@ def team(tmp_path):
     assert created.created_remote and created.seq == 1
     ana.remote_id = created.remote_id
     for name in ("bo", "cy"):
-        add(people, "ana", Member(name, "writer", people[name].identity.recipient, people[name].identity.signer,
-                                  ("**",)))
+        add(ana, member_of(people[name]))
         people[name].remote_id = created.remote_id
     return people
 
@@ -105,26 +107,30 @@ def head_of(person: Person):
     return chain.parse_head(document.parse(age.decrypt(data, [person.identity])))
 
 
-def add(people, admin: str, member: Member) -> None:
+def add(person: Person, member: Member) -> None:
     """A membership head published by hand (the membership commands come later): build_next with an
-    AddMember change, signed by the admin, sealed to every member of the new membership."""
-    person = people[admin]
-    head = head_of(person)
+    AddMember change, signed by the admin `person`, sealed to every member of the new membership."""
     import time
 
     from kimen.durations import format_time
     from kimen.sigfmt import canonical
 
+    transport = person.make_transport(person)
+    current = transport.read_head()
+    head = chain.parse_head(document.parse(age.decrypt(current.data, [person.identity])))
     now = time.time()
-    doc = merge.build_next(head, author=admin, changes={}, at=format_time(now), now_ms=int(now * 1000),
-                           creator={"user": admin}, membership=merge.AddMember(member), signer=person.identity)
+    doc = merge.build_next(head, author=person.name, changes={}, at=format_time(now), now_ms=int(now * 1000),
+                           creator={"user": person.name}, membership=merge.AddMember(member),
+                           signer=person.identity)
     document.sign(doc, person.identity)
     plaintext = canonical(doc)
     new = chain.parse_head(document.parse(plaintext))
     data = age.encrypt(plaintext, [keys.parse_recipient(m.recipient).obj for m in new.current.members])
-    transport = FsTransport(str(person.remote_dir))
-    current = transport.read_head()
-    assert transport.publish(data, current.rev, seq=new.seq, by=admin, expected_seq=head.seq).rev
+    assert transport.publish(data, current.rev, seq=new.seq, by=person.name, expected_seq=head.seq).rev
+
+
+def member_of(person: Person, role: str = "writer", scope: tuple[str, ...] = ("**",)) -> Member:
+    return Member(person.name, role, person.identity.recipient, person.identity.signer, scope)  # type: ignore[arg-type]
 
 
 def diverge(team) -> tuple[Person, Person]:
@@ -272,7 +278,7 @@ def test_push_carries_forward_names_outside_the_pushers_scope(tmp_path):
     dev = Person(tmp_path, "dev", remote_dir)
     ana.remote_id = ana.engine().init("ana").remote_id
     dev.remote_id = ana.remote_id
-    add({"ana": ana}, "ana", Member("dev", "writer", dev.identity.recipient, dev.identity.signer, ("dev.**",)))
+    add(ana, member_of(dev, scope=("dev.**",)))
     ana.set("prod.db", b"p")
     ana.set("dev.db", b"d")
     ana.push()
@@ -370,7 +376,7 @@ def test_outsider_cannot_pull_and_reader_cannot_push(tmp_path):
     rita = Person(tmp_path, "rita", remote_dir)
     eve = Person(tmp_path, "eve", remote_dir)
     ana.remote_id = ana.engine().init("ana").remote_id
-    add({"ana": ana}, "ana", Member("rita", "reader", rita.identity.recipient, rita.identity.signer, ("**",)))
+    add(ana, member_of(rita, "reader"))
     with pytest.raises(errors.SyncNotAMember):
         eve.pull()
     rita.pull()
@@ -499,3 +505,116 @@ def test_status_needs_no_identity_and_reads_the_head_every_call(team):
     assert bo.status().reason == "remote_changed" and bo.status().recommended_action == "sync_pull"
     bo.set("b", b"x")
     assert bo.status().local_changed and bo.status().recommended_action == "sync_pull_reconcile"
+
+
+# -- over a bare git repository: lost races ------------------------------------------------------------
+
+
+class RacedGit(GitTransport):
+    """The real git transport; just before its first publish, another member's push runs (the race
+    a lock-free transport has to survive)."""
+
+    def __init__(self, *args, before_publish: Callable[[], None] | None = None, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.before_publish = before_publish
+
+    def publish(self, *args, **kw):
+        hook, self.before_publish = self.before_publish, None
+        if hook is not None:
+            hook()
+        return super().publish(*args, **kw)
+
+
+@pytest.fixture
+def git_team(tmp_path):
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    (tmp_path / "githome").mkdir()
+    hooks: dict[str, Callable[[], None]] = {}
+
+    def transport(me: Person) -> Transport:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "githome"),
+               "XDG_CACHE_HOME": str(me.home / "cache")}
+        return RacedGit(str(repo), env=env, before_publish=hooks.pop(me.name, None))
+
+    people = {name: Person(tmp_path, name, repo, transport=transport) for name in ("ana", "bo")}
+    ana, bo = people["ana"], people["bo"]
+    ana.remote_id = ana.engine().init("ana").remote_id
+    bo.remote_id = ana.remote_id
+    add(ana, member_of(bo))
+    return people, hooks
+
+
+def test_git_a_lost_race_rebuilds_on_the_new_head_when_the_merge_stays_clean(git_team):
+    people, hooks = git_team
+    ana, bo = people["ana"], people["bo"]
+    ana.pull()
+    bo.pull()
+    ana.set("ana.key", b"a")
+    bo.set("bo.key", b"b")
+    hooks["ana"] = lambda: bo.push()  # bo publishes between ana's read and ana's publish
+    pushed = ana.push()
+    assert pushed.attempts == 2 and pushed.published_keys == ["ana.key"] and pushed.merged_remote_keys == ["bo.key"]
+    assert ana.values() == {"ana.key": b"a", "bo.key": b"b"}
+    bo.pull()
+    assert bo.values() == ana.values()
+    head = ana.engine().fetch(None).head
+    assert [(e.seq, e.by) for e in head.sync.log][-2:] == [(head.seq - 1, "bo"), (head.seq, "ana")]
+
+
+def test_git_a_lost_race_on_the_same_key_stops_with_31(git_team):
+    people, hooks = git_team
+    ana, bo = people["ana"], people["bo"]
+    ana.pull()
+    bo.pull()
+    ana.set("k", b"a")
+    bo.set("k", b"b")
+    hooks["ana"] = lambda: bo.push()
+    generation = ana.vault.header().generation
+    with pytest.raises(errors.OverlappingChanges) as caught:
+        ana.push()
+    assert caught.value.fields["conflict_keys"] == ["k"]
+    assert ana.vault.header().generation == generation
+    assert ana.engine().fetch(None).head.entries["k"].value == b"b"
+
+
+def test_git_three_lost_races_give_up_with_remote_changed(git_team):
+    people, _hooks = git_team
+    ana, bo = people["ana"], people["bo"]
+    ana.pull()
+    bo.pull()
+    counter = iter(range(100))
+
+    class AlwaysRaced(RacedGit):
+        def publish(self, *args, **kw):
+            bo.set("bo.key", str(next(counter)).encode())
+            bo.push()
+            return GitTransport.publish(self, *args, **kw)
+
+    ana.make_transport = lambda me: AlwaysRaced(str(me.remote_dir), env={
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(me.home), "XDG_CACHE_HOME": str(me.home / "c")})
+    ana.set("ana.key", b"a")
+    with pytest.raises(errors.RemoteChanged) as caught:
+        ana.push()
+    assert caught.value.exit_code(32) == 31
+    assert "ana.key" not in ana.engine().fetch(None).head.entries
+
+
+def test_changes_names_keys_and_mirror_makes_the_scope_equal_to_the_head(team):
+    ana, bo = diverge(team)
+    ana.set("a.only", b"1")
+    ana.push()
+    bo.set("b.only", b"2")
+    changes = bo.engine().changes(bo.local())
+    assert changes.conflict_keys == ["k"] and changes.conflicts == [{"key": "k", "kind": "both_changed"}]
+    assert changes.local_only_changed_keys == ["b.only"] and changes.remote_only_changed_keys == ["a.only"]
+    assert not changes.can_reconcile and not changes.first_pull
+    assert bo.status().conflicts()["has_conflict"]
+    with pytest.raises(errors.ConflictingPullModes):
+        bo.pull(reconcile=True, mirror=True)
+    mirrored = bo.pull(mirror=True)
+    assert mirrored.mode == "pull_mirror" and mirrored.backup_path and os.path.exists(mirrored.backup_path)
+    assert bo.values() == ana.values() == {"a.only": b"1", "k": b"ana"}
+    assert bo.status().in_sync

@@ -143,6 +143,26 @@ class ResolveResult:
 
 
 @dataclass(slots=True)
+class Changes:
+    """`sync changes`: the key-level analysis against the accepted head (names only)."""
+
+    seq: int
+    first_pull: bool
+    local_changed_keys: list[str]
+    remote_changed_keys: list[str]
+    conflict_keys: list[str]
+    conflicts: list[dict[str, str]]
+    local_only_changed_keys: list[str]
+    remote_only_changed_keys: list[str]
+    converged_keys: list[str]
+    out_of_scope_count: int
+
+    @property
+    def can_reconcile(self) -> bool:
+        return not self.conflict_keys
+
+
+@dataclass(slots=True)
 class Status:
     """`sync status`: no passphrase, no identity, no decryption; the head's file read on every call."""
 
@@ -184,6 +204,12 @@ class Status:
     @property
     def has_conflict(self) -> bool:
         return self.reason in ("remote_disappeared", "no_local_baseline", "remote_changed")
+
+    def conflicts(self) -> dict[str, object]:
+        """`sync conflicts`: the revision-level result and the lock state (no key, no decryption)."""
+        return {"has_conflict": self.has_conflict, "reason": self.reason, "expected_rev": self.last_seen_rev,
+                "actual_rev": self.remote_rev, "has_lock": self.has_lock, "lock_owner": self.lock_owner,
+                "recommended_action": self.recommended_action}
 
 
 class Remote:
@@ -511,6 +537,21 @@ class Engine:
                          keep_local_rev=False, backup_path=backup_path)
         self._remember(head, fetched.remote.data)
         return ResolveResult(take, wanted, remaining, backup_path if changes else None)
+
+    # -- changes (key level, names only) -----------------------------------------------------------
+
+    def changes(self, local: LocalState) -> Changes:
+        """`sync changes`: accept the head and compare per key, names only; nothing is written."""
+        state, baseline, _generation, fetched, me = self._begin(local)
+        result, _values = self._merge(local, fetched.head, Scope(me.scope), baseline)
+        local_changed = sorted(result.local_changed + [k for k in result.conflict_keys])
+        remote_changed = sorted(result.remote_sets + result.remote_deletes + result.conflict_keys)
+        return Changes(
+            seq=fetched.head.seq, first_pull=state is None, local_changed_keys=local_changed,
+            remote_changed_keys=remote_changed, conflict_keys=result.conflict_keys, conflicts=result.conflicts,
+            local_only_changed_keys=result.local_changed,
+            remote_only_changed_keys=sorted(result.remote_sets + result.remote_deletes),
+            converged_keys=result.names("converged"), out_of_scope_count=result.out_of_scope_count)
 
     # -- status and conflicts (no passphrase, no identity, no decryption) ------------------------
 
