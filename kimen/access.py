@@ -1,8 +1,8 @@
 """Opening the store a command needs (SPEC §2.2 vault path, §4.1 unlock precedence).
 
-This is the one seam between commands and vaults: a command asks `open_store(ctx)` and gets a
+This is the one seam between commands and vaults: a command asks `open_store(inv)` and gets a
 `Store` — the session daemon's when a session for the same canonical vault path is live and no
-explicit passphrase source was given, else a locally unlocked vault. `open_metadata(ctx)` opens
+explicit passphrase source was given, else a locally unlocked vault. `open_metadata(inv)` opens
 a vault for key-free reads (`list`, `meta`) without any passphrase.
 
 The local vault module (sqlite3, crypto) is imported only on the local path, so a command served
@@ -18,13 +18,30 @@ from . import errors, paths
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Mapping
+    from typing import Any, Protocol
 
     from .config import Config
     from .daemon.client import Probe
     from .passphrase import Source, StdinClaim
     from .store import Store
     from .vault import LocalStore, Vault
+
+    class Invocation(Protocol):
+        """What opening a store reads of a command's invocation (`kimen.cli.model.Invocation`)."""
+
+        @property
+        def env(self) -> Mapping[str, str]: ...
+        @property
+        def vault_flag(self) -> str | None: ...
+        @property
+        def passphrase_cmd(self) -> str | None: ...
+        @property
+        def passphrase_stdin(self) -> bool: ...
+        @property
+        def no_session(self) -> bool: ...
+        @property
+        def derived(self) -> dict[str, Any]: ...
 
 
 class VaultLocation:
@@ -42,111 +59,104 @@ class VaultLocation:
         return os.path.realpath(self.path)
 
 
-def load_config(ctx: Any) -> Config:
+def load_config(inv: Invocation) -> Config:
     """The config file, loaded once per command."""
-    cached = getattr(ctx, "config", None)
+    cached: Config | None = inv.derived.get("config")
     if cached is None:
         from .config import Config
 
-        cached = Config.load(ctx.env)
-        ctx.config = cached
+        cached = inv.derived["config"] = Config.load(inv.env)
     return cached
 
 
-def stdin_claim(ctx: Any) -> StdinClaim:
-    claim = getattr(ctx, "stdin", None)
+def stdin_claim(inv: Invocation) -> StdinClaim:
+    """Who reads stdin (the passphrase, an identity, a value): claimed once per command."""
+    claim: StdinClaim | None = inv.derived.get("stdin")
     if claim is None:
         from .passphrase import StdinClaim
 
-        claim = StdinClaim()
-        ctx.stdin = claim
+        claim = inv.derived["stdin"] = StdinClaim()
     return claim
 
 
-def resolve_vault(ctx: Any) -> VaultLocation:
+def resolve_vault(inv: Invocation) -> VaultLocation:
     """--vault > KIMEN_VAULT (non-empty) > config vault.path > <config>/vault.db."""
-    if ctx.vault_flag is not None:
-        if not ctx.vault_flag:  # not "no --vault": an empty path must not silently mean another vault
+    if inv.vault_flag is not None:
+        if not inv.vault_flag:  # not "no --vault": an empty path must not silently mean another vault
             raise errors.UsageError(detail="--vault needs a path, not an empty value")
-        return VaultLocation(paths.absolute(ctx.vault_flag), "flag")
-    env_path = ctx.env.get("KIMEN_VAULT", "")
+        return VaultLocation(paths.absolute(inv.vault_flag), "flag")
+    env_path = inv.env.get("KIMEN_VAULT", "")
     if env_path:
         return VaultLocation(paths.absolute(env_path), "env")
-    configured = _configured_vault(ctx)
+    configured = _configured_vault(inv)
     if configured:
         return VaultLocation(paths.absolute(configured), "config")
-    return VaultLocation(paths.default_vault(ctx.env), "default")
+    return VaultLocation(paths.default_vault(inv.env), "default")
 
 
-def _configured_vault(ctx: Any) -> str | None:
+def _configured_vault(inv: Invocation) -> str | None:
     """config `vault.path`; without a config file, kimen.config is not even imported (hot path)."""
-    if getattr(ctx, "config", None) is None:
+    if "config" not in inv.derived:
         try:
-            if not os.path.lexists(paths.config_file(ctx.env)):
+            if not os.path.lexists(paths.config_file(inv.env)):
                 return None
         except (KeyError, OSError, RuntimeError):
             pass  # Config.load reports it
-    return load_config(ctx).vault_path()
+    return load_config(inv).vault_path()
 
 
-def open_metadata(ctx: Any, location: VaultLocation | None = None) -> Vault:
+def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> Vault:
     """The vault file opened for key-free reads; no passphrase, no session."""
     from .vault import Vault
 
-    return Vault.open((location or resolve_vault(ctx)).path)
+    return Vault.open((location or resolve_vault(inv)).path)
 
 
-def explicit(ctx: Any) -> Source | None:
+def explicit(inv: Invocation) -> Source | None:
     """The explicit passphrase source (SPEC §4.1 #1-3), warning once if several are set."""
-    if "explicit_source" not in _memo(ctx):
-        if not (ctx.env.get("KIMEN_PASSPHRASE") or ctx.passphrase_cmd is not None or ctx.passphrase_stdin):
-            _memo(ctx)["explicit_source"] = None  # without importing kimen.passphrase (hot path)
+    derived = inv.derived
+    if "explicit_source" not in derived:
+        if not (inv.env.get("KIMEN_PASSPHRASE") or inv.passphrase_cmd is not None or inv.passphrase_stdin):
+            derived["explicit_source"] = None  # without importing kimen.passphrase (hot path)
         else:
             from .passphrase import explicit_source
 
-            _memo(ctx)["explicit_source"] = explicit_source(
-                ctx.env, ctx.passphrase_cmd, ctx.passphrase_stdin, stdin_claim(ctx)
+            derived["explicit_source"] = explicit_source(
+                inv.env, inv.passphrase_cmd, inv.passphrase_stdin, stdin_claim(inv)
             )
-    return _memo(ctx)["explicit_source"]
+    source: Source | None = derived["explicit_source"]
+    return source
 
 
-def _memo(ctx: Any) -> dict[str, Any]:
-    memo = getattr(ctx, "memo", None)
-    if memo is None:
-        memo = {}
-        ctx.memo = memo
-    return memo
-
-
-def fallback_source(ctx: Any, location: VaultLocation, *, prompt: bool = True) -> Source | None:
+def fallback_source(inv: Invocation, location: VaultLocation, *, prompt: bool = True) -> Source | None:
     """The configured unlock method (#5), then the terminal prompt (#6)."""
     from .passphrase import configured_source, prompt_source
 
-    configured = configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
+    configured = configured_source(load_config(inv).unlock(), inv.env, stdin_claim(inv))
     if configured is not None:
         return configured
     return prompt_source(location.path) if prompt else None
 
 
-def session_probe(ctx: Any, location: VaultLocation) -> Probe:
+def session_probe(inv: Invocation, location: VaultLocation) -> Probe:
     """What the session daemon says about this vault (stopped, busy, locked, expired, unlocked…);
     a daemon of another version is no session, with a warning (SPEC §5.10)."""
     from .daemon import client
 
-    found = client.probe(ctx.env, location.canonical_path)
+    found = client.probe(inv.env, location.canonical_path)
     if found.state == "other_version":
         client.warn_other_version(found)
     return found
 
 
-def _refusal(ctx: Any, found: Probe, location: VaultLocation) -> errors.KimenError:
+def _refusal(inv: Invocation, found: Probe, location: VaultLocation) -> errors.KimenError:
     """Why no session serves `location` when one must (a grant token is set, SPEC §4.1, §5.10):
     an unsafe session dir or a too-long socket path is the reason, not only a warning."""
     if found.state == "stopped":
         from .daemon import client
 
         try:
-            conn = client.connect(ctx.env, strict=True)
+            conn = client.connect(inv.env, strict=True)
         except errors.KimenError as err:
             return err
         if conn is not None:
@@ -154,12 +164,12 @@ def _refusal(ctx: Any, found: Probe, location: VaultLocation) -> errors.KimenErr
     return found.refusal(location.path)
 
 
-def session_store(ctx: Any, location: VaultLocation) -> Store | None:
+def session_store(inv: Invocation, location: VaultLocation) -> Store | None:
     """The session daemon's store for this vault, or None when no session serves it (SPEC §5.10)."""
-    return session_probe(ctx, location).store(location.path, lambda: open_metadata(ctx, location))
+    return session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
 
 
-def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> Store:
+def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = True) -> Store:
     """The store for the selected vault, following SPEC §4.1.
 
     `allow_session=False` for commands that must never use a session (rekey, session start);
@@ -167,33 +177,33 @@ def open_store(ctx: Any, *, allow_session: bool = True, prompt: bool = True) -> 
     A session that expired for this vault falls back like a locked one, but when no later source
     exists the command fails with `session_expired`, which says when and what to run (§5.10).
     """
-    location = resolve_vault(ctx)
+    location = resolve_vault(inv)
     if not os.path.exists(location.path):
         raise errors.VaultNotFound(path=location.path)
-    source = explicit(ctx)
+    source = explicit(inv)
     expired = None
     if source is None and allow_session:
         # a token means "use the session": sources 5 and 6 are never tried (SPEC §4.1)
-        token = bool(ctx.env.get("KIMEN_SESSION_TOKEN"))
-        if not ctx.no_session:
-            found = session_probe(ctx, location)
-            store = found.store(location.path, lambda: open_metadata(ctx, location))
+        token = bool(inv.env.get("KIMEN_SESSION_TOKEN"))
+        if not inv.no_session:
+            found = session_probe(inv, location)
+            store = found.store(location.path, lambda: open_metadata(inv, location))
             if store is not None:
                 return store
             if token:
-                raise _refusal(ctx, found, location)
+                raise _refusal(inv, found, location)
             if found.state == "expired":
                 expired = found
         elif token:
             raise errors.MissingPassphrase(hint="KIMEN_SESSION_TOKEN is set, so kimen neither prompts nor runs the "
                                            "configured unlock method; drop --no-session or give an explicit source")
-    source = source or fallback_source(ctx, location, prompt=prompt)
+    source = source or fallback_source(inv, location, prompt=prompt)
     if source is None and expired is not None:
         raise expired.refusal(location.path)
-    return unlock_local(ctx, location, source)
+    return unlock_local(inv, location, source)
 
 
-def unlock_local(ctx: Any, location: VaultLocation, source: Source | None) -> LocalStore:
+def unlock_local(inv: Invocation, location: VaultLocation, source: Source | None) -> LocalStore:
     """Open and unlock the vault file with `source` (a prompt is asked up to 3 times)."""
     from .vault import Vault
 
@@ -229,12 +239,12 @@ def missing_passphrase_without_session(stdin_flag: str = "") -> errors.MissingPa
                                     "or run in a terminal")
 
 
-def passphrase_for_new_vault(ctx: Any, location: VaultLocation) -> Any:
+def passphrase_for_new_vault(inv: Invocation, location: VaultLocation) -> Any:
     """`vault init` (and `bundle open` creating a vault): an explicit or configured source without
     confirmation, else the prompt asked twice. Never a session."""
     from .passphrase import configured_source, prompt_new, terminal_available
 
-    source = explicit(ctx) or configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
+    source = explicit(inv) or configured_source(load_config(inv).unlock(), inv.env, stdin_claim(inv))
     if source is not None:
         return source.get()
     if not terminal_available():
@@ -243,15 +253,15 @@ def passphrase_for_new_vault(ctx: Any, location: VaultLocation) -> Any:
                       errors.EmptyPassphrase)
 
 
-def noninteractive_source_name(ctx: Any) -> str | None:
+def noninteractive_source_name(inv: Invocation) -> str | None:
     """Which non-prompting source would unlock the vault (for doctor), or None."""
-    source = explicit(ctx)
+    source = explicit(inv)
     if source is not None:
         return source.name
-    location = resolve_vault(ctx)
-    if not ctx.no_session and session_store(ctx, location) is not None:
+    location = resolve_vault(inv)
+    if not inv.no_session and session_store(inv, location) is not None:
         return "session"
     from .passphrase import configured_source
 
-    configured = configured_source(load_config(ctx).unlock(), ctx.env, stdin_claim(ctx))
+    configured = configured_source(load_config(inv).unlock(), inv.env, stdin_claim(inv))
     return configured.name if configured is not None else None

@@ -533,8 +533,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     # -- run --mask (the masker core exists; the flag does not yet) --
     ('MaskValueTooShort', 'mask_value_too_short', None, 'values too short to mask (under 6 bytes): {names}',
      'run without --strict-mask to show them unmasked, or project longer values'),
-    ('MaskValueUnmasked', 'mask_value_unmasked', None, 'values under 6 bytes are not masked: {names}',
-     None),  # a warning's reason (run --mask), never raised
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )
@@ -599,4 +597,5 @@ WARNINGS: dict[str, str] = {
     "session_dir_unusable": "`session status`: the session directory cannot be used (reported as stopped)",
     "session_other_version": "the session daemon runs another kimen version; it is not used until restarted",
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
+    "mask_value_unmasked": "`run --mask`: projected values under 6 bytes are not masked (names them, never the values)",
 }

@@ -12,9 +12,9 @@ FORBIDDEN = {
 }
 # also kept off the exec-in-place path (they cost more than a whole Python start-up together)
 HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "threading", "json", "shutil", "secrets"}
-# argparse and what it brings: `run` reads its common argv without them (kimen.cli.run_args)
+# argparse and what it brings: `run` reads its common argv without them (kimen.cli.fastargs)
 PARSER = {"argparse", "re", "enum", "functools", "collections", "collections.abc", "kimen.cli.parser",
-          "kimen.cli.projection"}
+          "kimen.cli.project"}
 
 
 def _modules(code: str) -> set[str]:
@@ -25,7 +25,7 @@ def _modules(code: str) -> set[str]:
 
 def test_run_path_imports_nothing_heavy():
     loaded = _modules(
-        "import kimen.cli, kimen.cli.run, kimen.cli.run_args, kimen.access\n"
+        "import kimen.cli, kimen.cli.run, kimen.cli.fastargs, kimen.cli.pipeline, kimen.access\n"
         "from kimen.projection import kmap, resolve, env, files, run\n"
     )
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)

@@ -58,3 +58,33 @@ def test_every_changed_byte_gives_the_right_values_or_a_reasoned_error(tmp_path)
         assert got == VALUES, f"byte {offset} changed a value or a name undetected"
         outcomes["same"] += 1
     assert outcomes["reasoned"] > 100, outcomes  # the flips really hit authenticated data
+
+
+def test_rows_of_another_type_are_reasoned_errors(tmp_path):
+    """A byte change can turn a column into another type (SQLite keeps the value's own type): each
+    is a reasoned error on the verifying read, in `secrets` and in `secret_history`. (NULL, which
+    the NOT NULL constraints keep SQL from writing, is reached by the byte-by-byte test above.)"""
+    import sqlite3
+
+    cases = [
+        ("secrets", "nonce", 7), ("secrets", "ciphertext", "text"), ("secrets", "revision", "x"),
+        ("secrets", "revision", 1.5), ("secrets", "revision", -1), ("secrets", "name", b"app.db"),
+        ("secret_history", "nonce", 7), ("secret_history", "revision", "x"),
+        ("secret_history", "revision", 2.5), ("secret_history", "name", "caf\u00e9"),
+    ]
+    for table, column, bad in cases:
+        path = str(tmp_path / f"{table}-{column}-{type(bad).__name__}.db")
+        store = vault.create_vault(path, Sensitive(PW), SMALL).unlock(Sensitive(PW))
+        store.write([Change("set", name, value) for name, value in VALUES.items()])
+        store.write([Change("set", "app.db", b"a newer value")])  # one history row for app.db
+        store.close()
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute(f"UPDATE {table} SET {column}=? WHERE rowid=(SELECT min(rowid) FROM {table})", (bad,))
+        conn.close()
+        try:
+            _read_everything(path)
+        except errors.KimenError as exc:
+            assert exc.reason in {"vault_tampered", "secret_corrupt", "invalid_vault_file"}, (table, column, exc.reason)
+        else:
+            raise AssertionError(f"{table}.{column}={bad!r} read without an error")

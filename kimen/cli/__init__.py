@@ -4,8 +4,14 @@ Commands live in small modules under `kimen.cli` (one per area). Each module exp
 ``register(subparsers, name)`` and imports what its commands need *inside* the command functions.
 To keep start-up light, only the parser of the command being run is built: the first non-flag
 word before ``--`` picks the module; help, completion and unknown words build the tree. The
-common argv shapes of `run` are read without argparse at all (`kimen.cli.run_args`), so `kimen
-run` with a live session pays only for the projection code and the daemon client.
+common argv shapes of `run` are read without argparse at all (`kimen.cli.fastargs`, from the same
+flag tables, `kimen.cli.flags`), so `kimen run` with a live session pays only for the projection
+code and the daemon client.
+
+The shared parts live in leaves that import no command module: the command records, results and
+the frozen `Invocation` a handler receives (`model`), the flag tables (`flags`), the argparse
+helpers (`parser`), and the projection pipeline (`pipeline`). Command modules import those and
+never each other; this module imports command modules only by name (`importlib`).
 
 Nothing imports this package except `kimen.__main__` (an import-linter contract).
 """
@@ -16,99 +22,20 @@ import os
 import sys
 
 from .. import errors, output
+from .flags import GLOBAL, value_flags
+from .model import COMMANDS, Invocation, Result, split_child_argv
 
 TYPE_CHECKING = False  # neither typing nor collections.abc is imported on the hot path
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable, Sequence
-    from typing import Any, TypeVar
+    from typing import Any
 
-    Handler = Callable[["Context"], "Result | int | None"]
-    H = TypeVar("H", bound=Handler)
+    from .model import Handler
 
-# command word -> (module, one-line help). The order is the order of `kimen help`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "vault": ("kimen.cli.vault", "create, inspect and rekey the vault"),
-    "secret": ("kimen.cli.secret", "set, list, read, remove, rename and import secrets"),
-    "config": ("kimen.cli.config", "show and edit the config file"),
-    "session": ("kimen.cli.session", "unlock once, then use the vault without a passphrase (session daemon)"),
-    "run": ("kimen.cli.projection", "run a command with secrets projected into env, files and stdin"),
-    "render": ("kimen.cli.projection", "write a profile's files into a directory (e.g. for a service)"),
-    "envfile": ("kimen.cli.projection", "write an envfile (dotenv, shell, docker or json)"),
-    "plan": ("kimen.cli.projection", "show what a projection would do, without values"),
-    "map": ("kimen.cli.projection", "check .kmap profiles (map lint)"),
-    "doctor": ("kimen.cli.projection", "check the setup: config, vault or bundles, session, profile"),
-    "project": ("kimen.cli.projection", "aliases of run, render and plan"),
-    "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
-    "init": ("kimen.cli.init", "write CI workflow templates (GitHub Actions)"),
-    "version": ("kimen.cli.misc", "print the version"),
-    "help": ("kimen.cli.misc", "show help for a command"),
-    "completion": ("kimen.cli.misc", "print a shell completion script"),
-}
+__all__ = ["run_cli", "split_child_argv"]
 
 # Global flags with a value (needed to find the command word without building the tree).
-_VALUE_FLAGS = {"--vault", "--passphrase-cmd"}
-
-
-class Result:
-    """What a command produced: JSON fields under `action`, and the human lines."""
-
-    __slots__ = ("action", "exit_code", "fields", "human")
-
-    def __init__(self, action: str, human: str | list[str] | None = None,
-                 fields: dict[str, Any] | None = None, exit_code: int = 0) -> None:
-        self.action = action
-        self.human = human
-        self.fields = fields if fields is not None else {}
-        self.exit_code = exit_code
-
-
-class Context:
-    """Everything a command needs besides its own arguments."""
-
-    def __init__(self, args: argparse.Namespace, child_argv: list[str] | None, env: dict[str, str],
-                 area: int = 1) -> None:
-        self.args = args
-        self.child_argv = child_argv
-        self.env = env
-        self.area = area
-        # filled lazily by kimen.access: the loaded config, the stdin claim, memoised sources
-        self.config: Any = None
-        self.stdin: Any = None
-        self.memo: dict[str, Any] = {}
-
-    @property
-    def json(self) -> bool:
-        return bool(getattr(self.args, "json", False))
-
-    @property
-    def debug(self) -> bool:
-        return bool(getattr(self.args, "debug", False))
-
-    @property
-    def vault_flag(self) -> str | None:
-        return getattr(self.args, "vault", None)
-
-    @property
-    def passphrase_cmd(self) -> str | None:
-        return getattr(self.args, "passphrase_cmd", None)
-
-    @property
-    def passphrase_stdin(self) -> bool:
-        return bool(getattr(self.args, "passphrase_stdin", False))
-
-    @property
-    def no_session(self) -> bool:
-        return bool(getattr(self.args, "no_session", False))
-
-
-def takes_child_argv(handler: H) -> H:
-    """Mark a command that reads the words after `--` (`run`, `plan`, `config unlock set exec`).
-
-    Every other command refuses them as a usage error (SPEC §2.1: a wrong argument count), rather
-    than silently dropping what the user typed."""
-    handler.takes_child_argv = True  # type: ignore[attr-defined]
-    return handler
+_VALUE_FLAGS = value_flags(GLOBAL)
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -127,48 +54,37 @@ def _command_word(argv: Sequence[str]) -> str | None:
     return None
 
 
-def split_child_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
-    """Everything after the first `--` belongs to the child (SPEC §2.1)."""
-    argv = list(argv)
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1 :]
-    return argv, None
-
-
-def _print_result(ctx: Context, result: Result) -> None:
-    if ctx.json:
+def _print_result(inv: Invocation, result: Result) -> None:
+    if inv.json:
         output.print_json(output.success_envelope(result.action, result.fields))
     elif result.human is not None:
         output.print_lines(result.human)
 
 
-def _suggest_secret_names(ctx: Context, err: errors.SecretNotFound) -> None:
+def _suggest_secret_names(inv: Invocation, err: errors.SecretNotFound) -> None:
     """Near names from the vault file, read without unlocking (names are not secret). A bundle
     store suggests from its own names when it raises; here only the vault is asked."""
-    if err.suggested or getattr(ctx.args, "bundle", None):
+    if err.suggested or getattr(inv.options, "bundle", None):
         return
     try:
         from ..access import open_metadata
 
-        with output.capture_warnings(), open_metadata(ctx) as vault:
+        with output.capture_warnings(), open_metadata(inv) as vault:
             err.suggest(vault.list_names())
     except Exception:  # noqa: S110 - a courtesy: never let it replace the error being reported
         pass
 
 
-def _report_error(ctx: Context | None, err: errors.KimenError, area: int, want_json: bool) -> int:
+def _report_error(inv: Invocation | None, err: errors.KimenError, area: int, want_json: bool) -> int:
     code = err.exit_code(area)
-    if isinstance(err, errors.SecretNotFound) and ctx is not None:
-        _suggest_secret_names(ctx, err)
+    if isinstance(err, errors.SecretNotFound) and inv is not None:
+        _suggest_secret_names(inv, err)
     if want_json:
         output.print_error_envelope(err.envelope(area))
     else:
         usage = err.fields.get("usage") if isinstance(err, errors.UsageError) else None
-        if isinstance(err, errors.UsageError) and not usage and ctx is not None:
-            # raised by a command after parsing: still printed with that command's usage line (§2.1)
-            parser = getattr(ctx.args, "parser", None)
-            usage = parser.format_usage().strip() if parser is not None else None
+        if isinstance(err, errors.UsageError) and not usage and inv is not None:
+            usage = inv.usage()  # raised by a command after parsing: still printed with its usage line
         if usage:
             sys.stderr.write(f"{usage}\n")
         output.print_error(err.message, err.hint_text)
@@ -176,7 +92,8 @@ def _report_error(ctx: Context | None, err: errors.KimenError, area: int, want_j
 
 
 def _debug_traceback(exc: BaseException) -> None:
-    """Frames and exception types only: exception *text* may carry secret material (SPEC §11.8)."""
+    """Frames and exception types only: exception *text* may carry secret material (a value in a
+    parse error, a passphrase in a decoding error), so no message is printed."""
     import traceback
 
     chain: list[BaseException] = []
@@ -190,6 +107,32 @@ def _debug_traceback(exc: BaseException) -> None:
         sys.stderr.write(f"{type(item).__module__}.{type(item).__qualname__}: <message withheld>\n")
 
 
+def _handler(found: Handler | str | None) -> Handler | None:
+    """A handler named "module:function" (see `kimen.cli.model.RUN_HANDLER`) is imported here."""
+    if not isinstance(found, str):
+        return found
+    import importlib
+
+    module, _, name = found.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler
+
+
+def _fast_usage(words: str) -> Callable[[], str | None]:
+    """The usage line of a command read without argparse: the parser is built only when needed."""
+    def usage() -> str | None:
+        from .parser import build_parser, parse
+
+        leaf = parse(build_parser(words.split()[0]), words.split()).parser
+        return str(leaf.format_usage().strip())
+
+    return usage
+
+
+def _parser_usage(leaf: Any) -> Callable[[], str | None]:
+    return lambda: str(leaf.format_usage().strip())
+
+
 def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     """Parse `argv`, run the command, render its result or error; returns the exit code.
 
@@ -199,47 +142,52 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     want_json = "--json" in kimen_argv
     want_debug = "--debug" in kimen_argv
     output.collect_warnings(want_json)
-    ctx: Context | None = None
+    inv: Invocation | None = None
     area = 1
     try:
         word = _command_word(kimen_argv)
-        args = parser = None
+        options: dict[str, Any] | None = None
+        parser = None
         if fast and (word == "run" or word == "project") and child_argv:
-            from .run_args import read_run_args
+            from .fastargs import run_options
 
-            args = read_run_args(kimen_argv)
-        if args is None:
+            options = run_options(kimen_argv)
+        if options is not None:
+            usage = _fast_usage(options["command_name"])
+        else:
             from .parser import build_parser, parse
 
             parser = build_parser(word if word in COMMANDS else None)
             if not raw:
                 parser.print_help()
                 return 0
-            args = parse(parser, kimen_argv)  # `kimen --bogus` is a usage error, not the overview
-        if getattr(args, "version", False):  # like --help: the top-level action wins over a command word
+            options = vars(parse(parser, kimen_argv))  # `kimen --bogus` is a usage error, not the overview
+            leaf = options.get("parser")
+            usage = _parser_usage(leaf) if leaf is not None else None
+        if options.get("version"):  # like --help: the top-level action wins over a command word
             return run_cli(["version", *(t for t in ("--json", "--debug") if t in kimen_argv)])
-        handler: Handler | None = getattr(args, "handler", None)
-        area = getattr(args, "area", 1)
-        ctx = Context(args=args, child_argv=child_argv, env=dict(os.environ), area=area)
-        if want_json != ctx.json:  # `--json` was the value of another flag
-            want_json = ctx.json
+        handler = _handler(options.get("handler"))
+        area = options.get("area", 1)
+        inv = Invocation(options, env=os.environ, child_argv=child_argv, area=area, usage=usage)
+        if want_json != inv.json:  # `--json` was the value of another flag
+            want_json = inv.json
             output.collect_warnings(want_json)
         if child_argv and not getattr(handler, "takes_child_argv", False):
-            leaf = getattr(args, "parser", None) or parser
+            leaf = options.get("parser") or parser
             raise errors.UsageError(detail=f"{leaf.prog} takes no arguments after --",
                                     usage=leaf.format_usage().strip())
         if handler is None:  # only on the argparse path: global flags alone
-            parser.print_help()
+            parser.print_help()  # type: ignore[union-attr]  # the fast path always names a handler
             return 0
-        result = handler(ctx)
+        result = handler(inv)
         if isinstance(result, Result):
-            _print_result(ctx, result)
+            _print_result(inv, result)
             return result.exit_code
         return int(result or 0)
     except errors.KimenError as err:
-        return _report_error(ctx, err, area, want_json)
+        return _report_error(inv, err, area, want_json)
     except KeyboardInterrupt:
-        return _report_error(ctx, errors.Interrupted(), area, want_json)
+        return _report_error(inv, errors.Interrupted(), area, want_json)
     except BrokenPipeError:
         # the reader went away (`kimen secret list | head`): exit quietly like other CLI tools
         try:
@@ -252,5 +200,4 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     except Exception as exc:  # the one place a bug becomes exit 1
         if want_debug:
             _debug_traceback(exc)
-        return _report_error(ctx, errors.InternalError(type=type(exc).__name__), 1, want_json)
-
+        return _report_error(inv, errors.InternalError(type=type(exc).__name__), 1, want_json)

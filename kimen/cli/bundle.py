@@ -6,9 +6,9 @@ import argparse
 import os
 
 from .. import errors
-from . import COMMANDS, Context, Result
 from .bundle_opts import add_identity_flags, add_trust_flags
 from .common import add_kdf_flags, warn_if_not_git_ignored
+from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group
 
 TYPE_CHECKING = False
@@ -57,13 +57,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def cmd_keygen(ctx: Context) -> Result:
+def cmd_keygen(inv: Invocation) -> Result:
     from .. import fsutil
     from ..bundle.keys import generate
     from ..output import print_lines
     from ..paths import absolute
 
-    args = ctx.args
+    args = inv.options
     if not args.out:
         raise errors.MissingOut()
     path = absolute(args.out)
@@ -76,23 +76,23 @@ def cmd_keygen(ctx: Context) -> Result:
         fsutil.write_exclusive(path, text.encode("ascii"), mode=0o600, exists=errors.IdentityExists)
     signer = identity.signer
     fields = {"identity_path": path, "recipient": identity.recipient, "signer": signer}
-    if not ctx.json:  # with --json the envelope alone carries them
+    if not inv.json:  # with --json the envelope alone carries them
         import sys
 
         sys.stderr.write(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
-    warn_if_not_git_ignored(ctx, path)
-    if args.print_recipient and not ctx.json:
+    warn_if_not_git_ignored(inv, path)
+    if args.print_recipient and not inv.json:
         print_lines(identity.recipient or "")
     return Result("bundle_keygen", None, fields)
 
 
-def cmd_recipient(ctx: Context) -> Result:
+def cmd_recipient(inv: Invocation) -> Result:
     from .bundle_opts import load_identity
 
-    args = ctx.args
+    args = inv.options
     if not args.identity and not args.identity_stdin:
         raise errors.MissingIdentityInput()
-    identity = load_identity(ctx, env=False)
+    identity = load_identity(inv, env=False)
     assert identity is not None
     if args.signer and identity.signer is None:
         raise errors.InvalidIdentity(detail="ssh-ed25519 identities cannot sign")
@@ -107,13 +107,13 @@ def cmd_recipient(ctx: Context) -> Result:
 # ---------------------------------------------------------------------------------------------
 
 
-def _recipients(ctx: Context) -> list:
+def _recipients(inv: Invocation) -> list:
     from ..bundle.keys import parse_recipient, parse_recipients_file
     from ..fsutil import read_regular
     from ..output import warn
     from ..paths import absolute
 
-    args = ctx.args
+    args = inv.options
     found = [parse_recipient(r) for r in args.recipient]
     for name in args.recipients_file:
         path = absolute(name)
@@ -131,12 +131,12 @@ def _recipients(ctx: Context) -> list:
     return list(unique.values())
 
 
-def _selected_names(ctx: Context, infos: list) -> list[str]:
+def _selected_names(inv: Invocation, infos: list) -> list[str]:
     """The names to seal: a profile's references, then the `--secret` globs (kimen.globs); none of
     those flags -> every name, with a warning saying so."""
     from ..output import warn
 
-    args = ctx.args
+    args = inv.options
     names = [info.name for info in infos]
     if args.profile or args.map:
         if args.profile and args.map:
@@ -144,7 +144,7 @@ def _selected_names(ctx: Context, infos: list) -> list[str]:
         from ..projection import kmap
         from ..projection.resolve import secret_names
 
-        profile = kmap.load(map_path=args.map, profile=args.profile, inline=[], env=ctx.env).check()
+        profile = kmap.load(map_path=args.map, profile=args.profile, inline=[], env=inv.env).check()
         wanted = secret_names(profile.winners())
         missing = [n for n in wanted if n not in set(names)]
         if missing:
@@ -164,7 +164,7 @@ def _selected_names(ctx: Context, infos: list) -> list[str]:
     return names
 
 
-def cmd_seal(ctx: Context) -> Result:
+def cmd_seal(inv: Invocation) -> Result:
     import getpass
     import socket
     import time
@@ -176,7 +176,7 @@ def cmd_seal(ctx: Context) -> Result:
     from ..paths import absolute
     from .bundle_opts import load_identity
 
-    args = ctx.args
+    args = inv.options
     if not args.out:
         raise errors.MissingOut()
     out = absolute(args.out)
@@ -189,18 +189,18 @@ def cmd_seal(ctx: Context) -> Result:
         requested = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
         if not document.valid_generation(requested):
             raise errors.BundleInvalid(detail=f"--generation must be an integer from 1 to {document.MAX_GENERATION}")
-    recipients = _recipients(ctx)
-    identity = None if args.no_sign else load_identity(ctx, required=False)
+    recipients = _recipients(inv)
+    identity = None if args.no_sign else load_identity(inv, required=False)
     if not args.no_sign:
         if identity is None:
             raise errors.MissingSigningIdentity()
         if not identity.can_sign:
             raise errors.InvalidIdentity(detail="ssh-ed25519 identities cannot sign; use an age identity or --no-sign")
-    location = resolve_vault(ctx)
-    store = open_store(ctx)
+    location = resolve_vault(inv)
+    store = open_store(inv)
     try:
         listed = store.list()
-        names = _selected_names(ctx, listed)
+        names = _selected_names(inv, listed)
         infos = {i.name: i for i in listed}
         del listed
         if hasattr(store, "verify_and_read"):  # a local vault: one pass decrypts every row once
@@ -211,7 +211,7 @@ def cmd_seal(ctx: Context) -> Result:
         meta = store.meta()
     finally:
         store.close()
-    with open_metadata(ctx, location) as vault:
+    with open_metadata(inv, location) as vault:
         high = vault.header().bundle_high_generation
     if high >= document.MAX_GENERATION:
         # only a bundle opened before generations were bounded can have left this; no valid
@@ -236,7 +236,7 @@ def cmd_seal(ctx: Context) -> Result:
     ciphertext = age.encrypt(payload, [r.obj for r in recipients], armor=args.armor)
     del payload, secrets, values
     fsutil.atomic_write(out, ciphertext, mode=0o600)
-    with open_metadata(ctx, location) as vault:
+    with open_metadata(inv, location) as vault:
         vault.record_bundle_generation(generation)
     signer = identity.signer if identity is not None else None
     return Result("bundle_seal", f"sealed {len(names)} secret{'s' if len(names) != 1 else ''} to {out} "
@@ -252,12 +252,12 @@ def cmd_seal(ctx: Context) -> Result:
 # ---------------------------------------------------------------------------------------------
 
 
-def _age_passphrase(ctx: Context) -> bytes | None:
-    if not ctx.args.age_passphrase_stdin:
+def _age_passphrase(inv: Invocation) -> bytes | None:
+    if not inv.options.age_passphrase_stdin:
         return None
     from ..access import stdin_claim
 
-    claim = stdin_claim(ctx)
+    claim = stdin_claim(inv)
     with claim.passphrase_line(0) as line:
         value = line.reveal()
     claim.owner = "age-passphrase"
@@ -266,7 +266,7 @@ def _age_passphrase(ctx: Context) -> bytes | None:
     return value
 
 
-def cmd_open(ctx: Context) -> Result:
+def cmd_open(inv: Invocation) -> Result:
     """Decrypt and verify, then create a vault or update an existing one (one transaction).
 
     `--overwrite` sets the bundle's names and never removes another; `--mirror` also removes the
@@ -279,13 +279,13 @@ def cmd_open(ctx: Context) -> Result:
     from .bundle_opts import open_document
     from .common import kdf_from_args
 
-    args = ctx.args
+    args = inv.options
     if not args.in_path:
         raise errors.MissingIn()
     in_path = absolute(args.in_path)
-    if args.out_vault:
-        args.vault = absolute(args.out_vault)
-    location = resolve_vault(ctx)
+    if args.out_vault:  # `--out-vault PATH` is the vault this command writes
+        inv = inv.replace(vault=absolute(args.out_vault))
+    location = resolve_vault(inv)
     exists = os.path.lexists(location.path)
     if exists and not (args.overwrite or args.mirror):
         raise errors.OutputVaultExists(path=location.path)
@@ -295,17 +295,17 @@ def cmd_open(ctx: Context) -> Result:
         params = kdf_from_args(args, KDF_DEFAULT)
     if not os.path.exists(in_path):
         raise errors.InputMissing(path=in_path)
-    doc, _identity = open_document(ctx, in_path, passphrase=_age_passphrase(ctx))
+    doc, _identity = open_document(inv, in_path, passphrase=_age_passphrase(inv))
     document.check_not_in_future(doc)  # opening records the generation (freshness, stateful)
     wanted = {s.name: s.value for s in doc.secrets}
     if exists:
-        plan = _update(ctx, location, wanted, doc.generation)
+        plan = _update(inv, location, wanted, doc.generation)
     elif args.dry_run:
         plan = _Plan(sorted(wanted), [], [], None)
     else:
-        _create(ctx, location, params, wanted, doc.generation)
+        _create(inv, location, params, wanted, doc.generation)
         plan = _Plan(sorted(wanted), [], [], None)
-    return _open_result(ctx, in_path, location.path, doc, plan, created=not exists)
+    return _open_result(inv, in_path, location.path, doc, plan, created=not exists)
 
 
 class _Plan:
@@ -317,9 +317,9 @@ class _Plan:
         self.added, self.updated, self.removed, self.backup_path = added, updated, removed, backup_path
 
 
-def _open_result(ctx: Context, in_path: str, vault_path: str, doc: Document, plan: _Plan, *,
+def _open_result(inv: Invocation, in_path: str, vault_path: str, doc: Document, plan: _Plan, *,
                  created: bool) -> Result:
-    dry = bool(ctx.args.dry_run)
+    dry = bool(inv.options.dry_run)
     counts = f"{len(plan.added)}, {'update' if dry else 'updated'} {len(plan.updated)}, " \
              f"{'remove' if dry else 'removed'} {len(plan.removed)}"
     fields = {
@@ -347,13 +347,13 @@ def _open_result(ctx: Context, in_path: str, vault_path: str, doc: Document, pla
     return Result("bundle_open", lines, fields)
 
 
-def _create(ctx: Context, location: object, params: object, wanted: dict[str, bytes], generation: int) -> None:
+def _create(inv: Invocation, location: object, params: object, wanted: dict[str, bytes], generation: int) -> None:
     from ..access import passphrase_for_new_vault
     from ..store import Change
     from ..vault import create_vault, discard_new_vault
 
     path = location.path  # type: ignore[attr-defined]
-    with passphrase_for_new_vault(ctx, location) as passphrase:
+    with passphrase_for_new_vault(inv, location) as passphrase:
         vault = create_vault(path, passphrase, params)  # type: ignore[arg-type]
         try:
             store = vault.unlock(passphrase)
@@ -366,15 +366,15 @@ def _create(ctx: Context, location: object, params: object, wanted: dict[str, by
     vault.close()
 
 
-def _update(ctx: Context, location: object, wanted: dict[str, bytes], generation: int) -> _Plan:
+def _update(inv: Invocation, location: object, wanted: dict[str, bytes], generation: int) -> _Plan:
     """Compare with the existing vault; unless a dry run: back up, then one transaction that sets
     the new and differing names, removes absent ones with --mirror, and records the generation."""
     from ..access import open_store
     from ..store import Change
     from .backup import backed_up, backup_path, check_writable
 
-    args = ctx.args
-    store = open_store(ctx, allow_session=False)
+    args = inv.options
+    store = open_store(inv, allow_session=False)
     try:
         vault = store.vault  # type: ignore[attr-defined]
         header = vault.header()

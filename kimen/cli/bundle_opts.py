@@ -1,48 +1,40 @@
 """Identity, trust and `--bundle` flags shared by `bundle …` and the projection commands.
 
-Light at import time (argparse only): `kimen run` registers these flags on its hot path; the
-bundle machinery (pyrage, nacl) is imported only when a bundle is actually opened.
+The flags themselves are rows of `kimen.cli.flags`; nothing heavy at import time: the bundle
+machinery (pyrage, nacl) is imported only when a bundle is actually opened.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from .. import errors
+from . import flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+
     from ..bundle.document import Document
     from ..bundle.keys import Identity
     from ..bundle.store import BundleStore
-    from . import Context
+    from .model import Invocation
 
 MAX_KEY_BYTES = 64 * 1024
 
 
-def add_identity_flags(p: argparse.ArgumentParser, *, env: bool = True) -> None:
-    p.add_argument("--identity", metavar="FILE", help="age identity file (AGE-SECRET-KEY-1... or OpenSSH ed25519)")
-    p.add_argument("--identity-stdin", action="store_true", help="read the identity from stdin")
+def add_identity_flags(p: argparse.ArgumentParser) -> None:
+    from .parser import add_flags
+
+    add_flags(p, flags.IDENTITY)
 
 
 def add_trust_flags(p: argparse.ArgumentParser, *, stateful: bool = False) -> None:
-    p.add_argument("--trusted-signer", metavar="ID", action="append", default=[],
-                   help="accept bundles signed by ID (kimen-sig-v1:...); repeatable")
-    p.add_argument("--trusted-signers-file", metavar="FILE", action="append", default=[],
-                   help="file of trusted signer ids, one per line; repeatable")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned bundle (warned)")
-    p.add_argument("--max-age", metavar="DUR", help="refuse bundles created longer ago than DUR (e.g. 7d)")
+    from .parser import add_flags
+
+    add_flags(p, flags.TRUST)
     if stateful:
-        p.add_argument("--allow-older", action="store_true",
-                       help="accept a bundle older than one this vault already accepted")
-
-
-def add_bundle_source_flags(p: argparse.ArgumentParser) -> None:
-    """`--bundle FILE` with identity and trust flags (projection commands, SPEC §8.5)."""
-    p.add_argument("--bundle", metavar="FILE", help="read secrets from this bundle instead of a vault")
-    add_identity_flags(p)
-    add_trust_flags(p)
+        add_flags(p, flags.TRUST_STATEFUL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,15 +47,15 @@ def _read_key_file(path: str, missing: type[errors.KimenError]) -> bytes:
                         missing=lambda: missing(path=path))
 
 
-def load_identity(ctx: Context, *, required: bool = True, env: bool = True) -> Identity | None:
+def load_identity(inv: Invocation, *, required: bool = True, env: bool = True) -> Identity | None:
     """--identity FILE > --identity-stdin > KIMEN_AGE_IDENTITY (SPEC §8.2); warns when several are set."""
     from ..bundle.keys import parse_identity
     from ..output import warn
 
-    args = ctx.args
+    args = inv.options
     found = [name for name, on in (("--identity", bool(getattr(args, "identity", None))),
                                    ("--identity-stdin", bool(getattr(args, "identity_stdin", False))),
-                                   ("KIMEN_AGE_IDENTITY", env and bool(ctx.env.get("KIMEN_AGE_IDENTITY"))))
+                                   ("KIMEN_AGE_IDENTITY", env and bool(inv.env.get("KIMEN_AGE_IDENTITY"))))
              if on]
     if not found:
         if required:
@@ -83,22 +75,22 @@ def load_identity(ctx: Context, *, required: bool = True, env: bool = True) -> I
         from ..access import stdin_claim
         from ..fsutil import read_limited
 
-        stdin_claim(ctx).claim("identity")
+        stdin_claim(inv).claim("identity")
         data = read_limited(sys.stdin.buffer, MAX_KEY_BYTES)
         if len(data) > MAX_KEY_BYTES:
             raise errors.InvalidIdentity(detail="stdin: larger than 64 KiB")
         return parse_identity(data, "stdin")
-    return parse_identity(os.fsencode(ctx.env["KIMEN_AGE_IDENTITY"]), "KIMEN_AGE_IDENTITY")
+    return parse_identity(os.fsencode(inv.env["KIMEN_AGE_IDENTITY"]), "KIMEN_AGE_IDENTITY")
 
 
-def trusted_signers(ctx: Context, identity: Identity | None) -> list[str]:
+def trusted_signers(inv: Invocation, identity: Identity | None) -> list[str]:
     """Every trusted signer: flags, files, KIMEN_TRUSTED_SIGNERS, config, the opener's own."""
     from ..access import load_config
     from ..bundle.keys import parse_signer, parse_signers_text
     from ..fsutil import read_regular
     from ..paths import absolute
 
-    args = ctx.args
+    args = inv.options
     out: list[str] = []
     for item in getattr(args, "trusted_signer", None) or []:
         parse_signer(item)
@@ -108,14 +100,14 @@ def trusted_signers(ctx: Context, identity: Identity | None) -> list[str]:
         data = read_regular(path, MAX_KEY_BYTES, lambda problem, path=path: errors.InvalidSigner(
             detail=f"{path}: {problem}"), missing=lambda path=path: errors.InputMissing(path=path))
         out += parse_signers_text(data.decode("utf-8", "replace"), path)
-    if ctx.env.get("KIMEN_TRUSTED_SIGNERS"):
-        out += parse_signers_text(ctx.env["KIMEN_TRUSTED_SIGNERS"], "KIMEN_TRUSTED_SIGNERS")
-    configured = load_config(ctx).section("bundle").get("trusted_signers")
+    if inv.env.get("KIMEN_TRUSTED_SIGNERS"):
+        out += parse_signers_text(inv.env["KIMEN_TRUSTED_SIGNERS"], "KIMEN_TRUSTED_SIGNERS")
+    configured = load_config(inv).section("bundle").get("trusted_signers")
     if isinstance(configured, str):
         configured = [configured]
     if configured is not None:
         if not isinstance(configured, list) or not all(isinstance(x, str) for x in configured):
-            raise errors.InvalidConfigJson(path=load_config(ctx).path,
+            raise errors.InvalidConfigJson(path=load_config(inv).path,
                                            hint="`bundle.trusted_signers` must be a list of signer ids")
         out += parse_signers_text("\n".join(configured), "config bundle.trusted_signers")
     if identity is not None and identity.signer is not None:
@@ -123,8 +115,8 @@ def trusted_signers(ctx: Context, identity: Identity | None) -> list[str]:
     return out
 
 
-def max_age_seconds(ctx: Context) -> int | None:
-    text = getattr(ctx.args, "max_age", None)
+def max_age_seconds(inv: Invocation) -> int | None:
+    text = getattr(inv.options, "max_age", None)
     if text is None:
         return None
     from ..durations import parse_duration
@@ -146,28 +138,28 @@ def read_bundle_file(path: str) -> bytes:
                         too_large=lambda: errors.BundleTooLarge(path=path))
 
 
-def open_document(ctx: Context, path: str, *, passphrase: bytes | None = None) -> tuple[Document, Identity | None]:
+def open_document(inv: Invocation, path: str, *, passphrase: bytes | None = None) -> tuple[Document, Identity | None]:
     """Decrypt, parse, verify and check trust and max age of the bundle at `path` (in memory)."""
     from ..bundle import age, document
 
     data = read_bundle_file(path)
-    identity = load_identity(ctx, required=passphrase is None)
-    trusted = trusted_signers(ctx, identity)
-    limit = max_age_seconds(ctx)
+    identity = load_identity(inv, required=passphrase is None)
+    trusted = trusted_signers(inv, identity)
+    limit = max_age_seconds(inv)
     plaintext = age.decrypt(data, [identity] if identity is not None else [], passphrase)
     doc = document.parse(plaintext)
-    document.check_trust(doc, trusted, allow_unsigned=bool(getattr(ctx.args, "allow_unsigned", False)))
+    document.check_trust(doc, trusted, allow_unsigned=bool(getattr(inv.options, "allow_unsigned", False)))
     document.check_max_age(doc, limit)
     return doc, identity
 
 
-def bundle_store(ctx: Context) -> BundleStore:
+def bundle_store(inv: Invocation) -> BundleStore:
     """The read-only store of `--bundle` (projection commands)."""
     from ..bundle.store import BundleStore
     from ..paths import absolute
 
-    if ctx.vault_flag is not None:  # `--vault ""` was given too: never silently dropped
+    if inv.vault_flag is not None:  # `--vault ""` was given too: never silently dropped
         raise errors.ConflictingSourceInputs()
-    path = absolute(ctx.args.bundle)
-    doc, _ = open_document(ctx, path)
+    path = absolute(inv.options.bundle)
+    doc, _ = open_document(inv, path)
     return BundleStore(path, doc)

@@ -1,16 +1,19 @@
-"""Helpers shared by several command modules (KDF parameters, value reading, the git-ignore warning)."""
+"""Helpers shared by several command modules (KDF parameters, the git-ignore warning, session expiry text).
+
+A leaf of `kimen.cli`: it imports no command module, and nothing heavy at import time."""
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from .. import errors
-from ..store import KdfParams
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
+
+    from ..store import KdfParams
 
 
 def add_kdf_flags(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +25,7 @@ def add_kdf_flags(parser: argparse.ArgumentParser) -> None:
 def kdf_from_args(args: argparse.Namespace, default: KdfParams) -> KdfParams:
     """The KDF parameters of the --kdf-* flags over `default`; range-checked (invalid_kdf_params)."""
     from ..durations import parse_size_kib
+    from ..store import KdfParams
     from ..vault import kdf_problem
 
     memory, time_cost, lanes = default.memory_kib, default.time, default.parallelism
@@ -51,14 +55,14 @@ def _whole_number(flag: str, text: str) -> int:
     return int(text)
 
 
-def warn_if_not_git_ignored(ctx: Any, path: str) -> None:
+def warn_if_not_git_ignored(inv: Any, path: str) -> None:
     """After writing a secret-bearing `path` (an identity, an envfile): inside a git work tree
     where git does not ignore it, warn `output_not_git_ignored` with the exact `.gitignore` line.
     git unavailable or no work tree: no warning. git runs only here, never on the `run` hot path."""
     from .. import gitcheck
     from ..output import warn
 
-    if gitcheck.is_ignored(path, ctx.env) is not False:
+    if gitcheck.is_ignored(path, inv.env) is not False:
         return
     top = gitcheck.work_tree_top(os.path.dirname(path)) or os.path.dirname(path)
     warn(f"{path} is not ignored by git; add it to .gitignore (the line {gitignore_line(path, top)} "
@@ -72,3 +76,11 @@ def gitignore_line(path: str, top: str) -> str:
     escaped = "".join("\\" + ch if ch in "\\*?[" else ch for ch in relative)
     stripped = escaped.rstrip(" ")
     return "/" + stripped + "\\ " * (len(escaped) - len(stripped)) + "*"
+
+
+_TTL_WORDS = {"idle_ttl": "idle TTL", "max_ttl": "max TTL"}
+
+
+def expiry_text(vault: dict[str, Any]) -> str:
+    """When and by which limit a session vault expired (`2026-01-02T03:04:05Z, idle TTL`)."""
+    return f"{vault['expired_at']}, {_TTL_WORDS.get(vault['expired_by'], vault['expired_by'])}"

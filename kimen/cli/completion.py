@@ -79,7 +79,7 @@ def flatten(parser: argparse.ArgumentParser) -> dict[str, Node]:
 # -- names (run by the scripts at completion time) --
 
 
-def names(kind: str, ctx: object) -> list[str]:
+def names(kind: str, inv: object) -> list[str]:
     """`kimen completion --names KIND`: secret names from the vault file (no unlock, no session,
     no prompt), or profile names from the lookup directories."""
     from ..output import capture_warnings
@@ -88,9 +88,9 @@ def names(kind: str, ctx: object) -> list[str]:
         if kind == "secrets":
             from ..access import open_metadata
 
-            with open_metadata(ctx) as vault:
+            with open_metadata(inv) as vault:
                 return vault.list_names()
-        return list_profiles(ctx.env)  # type: ignore[attr-defined]
+        return list_profiles(inv.env)  # type: ignore[attr-defined]
 
 
 def list_profiles(env: Mapping[str, str]) -> list[str]:

@@ -6,7 +6,7 @@ import argparse
 
 from .. import errors
 from ..config import UNLOCK_METHODS
-from . import COMMANDS, Context, Result, takes_child_argv
+from .model import COMMANDS, Invocation, Result, takes_child_argv
 from .parser import add_command, add_group, add_subcommands, choice_hint, complete_with
 
 
@@ -32,40 +32,40 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     add_command(unlock_sub, "clear", "back to the prompt", handler=cmd_unlock_clear)
 
 
-def _config(ctx: Context):
+def _config(inv: Invocation):
     from ..access import load_config
 
-    return load_config(ctx)
+    return load_config(inv)
 
 
-def cmd_path(ctx: Context) -> Result:
+def cmd_path(inv: Invocation) -> Result:
     """The path only: the file is not read, so a broken config can still be found and fixed."""
     from ..config import config_path
 
-    path = config_path(ctx.env)
+    path = config_path(inv.env)
     return Result("config_path", path, {"path": path})
 
 
-def cmd_show(ctx: Context) -> int:
+def cmd_show(inv: Invocation) -> int:
     import json
 
     from ..output import print_lines
 
-    config = _config(ctx)
-    if ctx.args.pretty == "true":
+    config = _config(inv)
+    if inv.options.pretty == "true":
         print_lines(json.dumps(config.data, indent=2))
     else:
         print_lines(json.dumps(config.data, separators=(",", ":")))
     return 0
 
 
-def cmd_vault_set(ctx: Context) -> Result:
+def cmd_vault_set(inv: Invocation) -> Result:
     from ..paths import absolute
 
-    if not ctx.args.path:
+    if not inv.options.path:
         raise errors.MissingVaultPath(hint="kimen config vault set PATH")
-    config = _config(ctx)
-    vault_path = absolute(ctx.args.path)
+    config = _config(inv)
+    vault_path = absolute(inv.options.path)
     config.data.setdefault("vault", {})
     if not isinstance(config.data["vault"], dict):
         raise errors.InvalidConfigJson(path=config.path, hint="`vault` must be an object")
@@ -74,15 +74,15 @@ def cmd_vault_set(ctx: Context) -> Result:
     return Result("config_vault_set", f"vault path: {vault_path}", {"path": config.path, "vault_path": vault_path})
 
 
-def cmd_vault_show(ctx: Context) -> Result:
-    config = _config(ctx)
+def cmd_vault_show(inv: Invocation) -> Result:
+    config = _config(inv)
     vault_path = config.vault_path()
     return Result("config_vault_show", f"vault path: {vault_path or '(not set)'}",
                   {"path": config.path, "vault_path": vault_path})
 
 
-def cmd_vault_clear(ctx: Context) -> Result:
-    config = _config(ctx)
+def cmd_vault_clear(inv: Invocation) -> Result:
+    config = _config(inv)
     section = config.section("vault")
     if "path" in section:
         del section["path"]
@@ -93,17 +93,17 @@ def cmd_vault_clear(ctx: Context) -> Result:
 
 
 @takes_child_argv
-def cmd_unlock_set(ctx: Context) -> Result:
-    method = ctx.args.method
+def cmd_unlock_set(inv: Invocation) -> Result:
+    method = inv.options.method
     if method not in UNLOCK_METHODS:
         raise errors.UnknownUnlockMethod(method=method, hint=choice_hint(method, UNLOCK_METHODS,
                                                                          errors.UnknownUnlockMethod.hint or ""))
-    argv = ctx.child_argv or []
+    argv = inv.child_argv or []
     if method == "exec" and not (argv and argv[0]):
         raise errors.MissingUnlockExecCommand()
     if method != "exec" and argv:
         raise errors.UsageError(detail=f"unlock method {method} takes no command")
-    config = _config(ctx)
+    config = _config(inv)
     config.section("unlock")  # validates the existing shape
     unlock = {"method": method}
     if method == "exec":
@@ -121,8 +121,8 @@ def _argv_text(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def cmd_unlock_show(ctx: Context) -> Result:
-    config = _config(ctx)
+def cmd_unlock_show(inv: Invocation) -> Result:
+    config = _config(inv)
     unlock = config.unlock()
     default = not unlock.get("method")  # absent, null or "" (Config.unlock checked the rest)
     method = unlock.get("method") or "prompt"
@@ -135,8 +135,8 @@ def cmd_unlock_show(ctx: Context) -> Result:
         "path": config.path, "method": method, "exec": argv, "default": default})
 
 
-def cmd_unlock_clear(ctx: Context) -> Result:
-    config = _config(ctx)
+def cmd_unlock_clear(inv: Invocation) -> Result:
+    config = _config(inv)
     if "unlock" in config.data:
         del config.data["unlock"]
         config.save()

@@ -22,7 +22,7 @@ import os
 import re
 
 from .. import errors
-from . import COMMANDS, Context, Result
+from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group
 
 TEMPLATES = {
@@ -139,11 +139,11 @@ def _make_dirs(directory: str) -> None:
             raise errors.InitFailed(detail=f"{path}: {exc.strerror}") from None
 
 
-def cmd_init(ctx: Context) -> Result:
+def cmd_init(inv: Invocation) -> Result:
     from .. import fsutil
     from ..paths import absolute
 
-    args = ctx.args
+    args = inv.options
     text = render(args.template, profile=args.profile, command=args.run_command,
                   bundle=getattr(args, "bundle", "vault.age"),
                   environment=getattr(args, "environment", "production"), install_spec=args.install_spec)

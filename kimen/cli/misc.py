@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import COMMANDS, Context, Result
+from .model import COMMANDS, Invocation, Result
 from .parser import add_command
 
 
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--names", choices=NAME_KINDS, help=argparse.SUPPRESS)
 
 
-def cmd_version(ctx: Context) -> Result:
+def cmd_version(inv: Invocation) -> Result:
     from .. import __version__
 
     return Result("version", __version__, {
@@ -33,14 +33,13 @@ def cmd_version(ctx: Context) -> Result:
     })
 
 
-def cmd_help(ctx: Context) -> int:
+def cmd_help(inv: Invocation) -> int:
     """`kimen help [COMMAND…]` is `--help`; `kimen help GUIDE` prints a guide shipped with kimen."""
     from .. import errors
-    from . import run_cli
     from .guides import guide_path, guides, topic
     from .parser import build_parser
 
-    words = list(ctx.args.topic)
+    words = list(inv.options.topic)
     if not words:
         build_parser().print_help()
         return 0
@@ -55,22 +54,25 @@ def cmd_help(ctx: Context) -> int:
         with open(path, encoding="utf-8") as fh:
             sys.stdout.write(fh.read())
         return 0
-    flags = [flag for flag in ("--json", "--debug") if getattr(ctx.args, flag[2:], False)]
-    return run_cli([*words, *flags, "--help"])
+    flags = [flag for flag in ("--json", "--debug") if getattr(inv.options, flag[2:], False)]
+    from .parser import parse
+
+    parse(build_parser(words[0]), [*words, *flags, "--help"])  # prints the help and exits 0
+    return 0
 
 
-def cmd_completion(ctx: Context) -> int:
+def cmd_completion(inv: Invocation) -> int:
     from .. import errors
     from .completion import SHELLS, names, script
 
-    if ctx.args.names:
+    if inv.options.names:
         try:
-            sys.stdout.write("".join(f"{name}\n" for name in names(ctx.args.names, ctx)))
+            sys.stdout.write("".join(f"{name}\n" for name in names(inv.options.names, inv)))
             sys.stdout.flush()
         except Exception:  # noqa: S110 - no vault, a bad config, a closed pipe: nothing, silently
             pass
         return 0
-    if not ctx.args.shell:
+    if not inv.options.shell:
         raise errors.UsageError(detail=f"missing shell: use {', '.join(SHELLS[:-1])} or {SHELLS[-1]}")
-    sys.stdout.write(script(ctx.args.shell))
+    sys.stdout.write(script(inv.options.shell))
     return 0

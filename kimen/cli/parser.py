@@ -1,7 +1,7 @@
 """The argparse tree: the parser class, the global flags and the helpers command modules use.
 
 Only imported when a command needs the parser (every command except the argv shapes that
-`kimen.cli.run_args` reads without it): argparse pulls in `re`, `enum`, `functools` and
+`kimen.cli.fastargs` reads without it): argparse pulls in `re`, `enum`, `functools` and
 `collections`, together about as much as the interpreter's own start-up.
 """
 
@@ -11,14 +11,15 @@ import os
 import sys
 
 from .. import errors
-from . import COMMANDS
+from . import flags
+from .model import COMMANDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from . import Handler
+    from .model import Handler
 
 
 def _argparse_without_gettext():
@@ -87,17 +88,28 @@ def _help_width() -> int:
     return _WIDTH[0]
 
 
+def add_flags(parser: argparse.ArgumentParser, rows: tuple[flags.Row, ...], *, suppress: bool = False) -> None:
+    """Register the rows of a flag table (`kimen.cli.flags`) on `parser`. `suppress`: an absent flag
+    sets nothing (the global flags, so a sub-parser never resets what the top level read)."""
+    for flag, dest, kind, metavar, text in rows:
+        default: Any = argparse.SUPPRESS if suppress else ([] if kind == "append" else None)
+        if kind == "bool":
+            parser.add_argument(flag, dest=dest, action="store_true",
+                                default=argparse.SUPPRESS if suppress else False, help=text)
+        elif kind == "inline":
+            parser.add_argument(flag, action=InlineAction, kind=dest, metavar=metavar, help=text, dest="inline")
+        elif kind == "append":
+            parser.add_argument(flag, dest=dest, metavar=metavar, action="append", default=default, help=text)
+        else:
+            parser.add_argument(flag, dest=dest, metavar=metavar, default=default, help=text)
+    if any(row[2] == "inline" for row in rows):
+        parser.set_defaults(inline=[])
+
+
 def _global_flags() -> argparse.ArgumentParser:
-    """The flags every command accepts (SPEC §2.4); SUPPRESS keeps sub-parsers from resetting them."""
+    """The flags every command accepts; SUPPRESS keeps sub-parsers from resetting them."""
     g = Parser(add_help=False)
-    s = argparse.SUPPRESS
-    g.add_argument("--json", action="store_true", default=s, help="machine-readable output")
-    g.add_argument("--vault", metavar="PATH", default=s, help="vault to use")
-    g.add_argument("--passphrase-cmd", metavar="CMD", default=s,
-                   help="run CMD; its first output line is the passphrase")
-    g.add_argument("--passphrase-stdin", action="store_true", default=s, help="read the passphrase from stdin")
-    g.add_argument("--no-session", action="store_true", default=s, help="never use the session daemon")
-    g.add_argument("--debug", action="store_true", default=s, help="print a traceback for internal errors")
+    add_flags(g, flags.GLOBAL, suppress=True)
     return g
 
 
@@ -109,7 +121,7 @@ def add_command(
     name: str,
     help: str,
     *,
-    handler: Handler | None = None,
+    handler: Handler | str | None = None,
     area: int | None = None,
     aliases: Sequence[str] = (),
     description: str | None = None,
@@ -204,6 +216,11 @@ def complete_with(action: argparse.Action, words: Sequence[str]) -> None:
     action.completions = list(words)  # type: ignore[attr-defined]
 
 
+def add_mode_flag(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """`--mode run|render|envfile` (plan, map lint, doctor): checked by the command itself."""
+    complete_with(p.add_argument("--mode", default=default, help=help), flags.MODES)
+
+
 def complete_names(action: argparse.Action, kind: str) -> argparse.Action:
     """Mark a positional whose completions are names (`secrets` or `profiles`): the completion
     scripts ask `kimen completion --names KIND` for them at completion time."""
@@ -212,7 +229,8 @@ def complete_names(action: argparse.Action, kind: str) -> argparse.Action:
 
 
 class InlineAction(argparse.Action):
-    """Appends `(kind, value)` to `dest`, so several flags keep one shared argv order (SPEC §6.4)."""
+    """Appends `(kind, value)` to `dest`, so several flags keep one shared argv order (the order
+    inline directives are typed in is the order they apply in, later ones winning)."""
 
     def __init__(self, *args: Any, kind: str, **kwargs: Any) -> None:
         self.kind = kind

@@ -1,12 +1,9 @@
-"""`kimen run`, and the steps every projection command shares (SPEC §6, §7).
+"""`kimen run`: start a command with a profile's secrets projected into its environment, files and stdin.
 
-One pipeline for every projection: parse and validate the profile and inline flags (nothing read
-yet), decide which directives win, resolve exactly those (one store read, opened lazily and only
-when a winning directive names a secret; then `exec:` sources), check every value for its target,
-and only then write or start anything. `run` is the hot path: this module imports nothing heavy at
-top level — not argparse (`kimen.cli.run_args` reads the common argv without it; the flags are
-registered in `kimen.cli.projection`), and not the other projection commands. The store is fetched
-in `store_for`, the one place a `--bundle` source plugs in.
+The hot path: this module imports nothing heavy at top level -- not argparse (`kimen.cli.fastargs`
+reads the common argv without it; the flags are registered in `kimen.cli.project` from the tables
+of `kimen.cli.flags`), and not the other projection commands. The steps it shares with them (load
+the profile, resolve the winners through one store) are `kimen.cli.pipeline`'s.
 """
 
 from __future__ import annotations
@@ -14,88 +11,31 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from . import takes_child_argv
+from .model import takes_child_argv
+from .pipeline import files_dir_arg, load_profile, resolve_values, write_user_dir
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
-    from ..projection.kmap import Directive, Profile
-    from ..store import Store
-    from . import Context
-
-
-def load_profile(ctx: Context, *, profile: str | None = None, map_path: str | None = None,
-                 inline: list[tuple[str, str]] | None = None) -> Profile:
-    from ..projection import kmap
-
-    args = ctx.args
-    return kmap.load(
-        map_path=args.map if map_path is None and profile is None else map_path,
-        profile=args.profile if map_path is None and profile is None else profile,
-        inline=args.inline if inline is None else inline,
-        env=ctx.env,
-    ).check()
-
-
-def store_for(ctx: Context) -> Store:
-    """The store that serves secret references: `--bundle` (read-only, SPEC §8.5), else the
-    session or the unlocked vault."""
-    if getattr(ctx.args, "bundle", None):
-        from .bundle_opts import bundle_store
-
-        return bundle_store(ctx)  # type: ignore[return-value]
-    from ..access import open_store
-
-    return open_store(ctx)
-
-
-def resolve_values(ctx: Context, directives: list[Directive]) -> dict[Directive, bytes]:
-    from ..environ import public_environ
-    from ..projection.resolve import resolve
-
-    return resolve(directives, lambda: store_for(ctx), public_environ(ctx.env), os.getcwd())
-
-
-def files_dir_arg(ctx: Context) -> str | None:
-    from ..paths import absolute
-
-    value = getattr(ctx.args, "files_dir", None)
-    if value == "":  # not "no --files-dir": an empty path would silently mean the current directory
-        raise errors.UsageError(detail="--files-dir needs a directory, not an empty value")
-    return absolute(value) if value is not None else None
-
-
-def write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[errors.KimenError]) -> None:
-    """`--files-dir` / render target: create 0700 or check it, then replace each file atomically."""
-    from ..projection.files import prepare_user_dir, write_files
-
-    fd = prepare_user_dir(path, unsafe)
-    try:
-        write_files(fd, path, payload, replace=True, error=unsafe)
-    finally:
-        os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------
-# run
-# ---------------------------------------------------------------------------------------------
+    from ..projection.kmap import Directive
+    from .model import Invocation
 
 
 @takes_child_argv
-def cmd_run(ctx: Context) -> int:
+def cmd_run(inv: Invocation) -> int:
     from ..output import warn
 
-    name = ctx.args.command_name
-    argv = ctx.child_argv
+    name = inv.options.command_name
+    argv = inv.child_argv
     if not argv or not argv[0]:
         raise errors.MissingCommand(command=name)
-    if "KIMEN_RUN" in ctx.env:
+    if "KIMEN_RUN" in inv.env:
         warn("nested kimen run", reason="nested_run")
-    files_dir = files_dir_arg(ctx)
-    profile = load_profile(ctx)
-    if ctx.args.dry_run:
-        from .projection import print_plan
+    files_dir = files_dir_arg(inv)
+    profile = load_profile(inv)
+    if inv.options.dry_run:
+        from .pipeline import print_plan
 
-        return print_plan(ctx, profile, "run", argv)
+        return print_plan(inv, profile, "run", argv)
     winners = profile.winners()
     files = [d for d in winners if d.kind == "file"]
     if files and files_dir is None:
@@ -103,11 +43,11 @@ def cmd_run(ctx: Context) -> int:
 
         check_private_dir_targets(files)
     stdin = next((d for d in winners if d.kind == "stdin"), None)
-    values = resolve_values(ctx, [d for d in winners if d.ref is not None])
-    return _run(ctx, winners, files, stdin, values, argv, files_dir if files else None)
+    values = resolve_values(inv, [d for d in winners if d.ref is not None])
+    return _run(inv, winners, files, stdin, values, argv, files_dir if files else None)
 
 
-def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: Directive | None,
+def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdin: Directive | None,
          values: dict[Directive, bytes], argv: list[str], user_dir: str | None) -> int:
     from ..output import flush_warnings
     from ..projection import env as penv
@@ -117,10 +57,10 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
     if private:
         from ..paths import runtime_base
 
-        planned = os.path.join(runtime_base(ctx.env), "run-" + "0" * 16)  # same length as the real one
+        planned = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # same length as the real one
     else:
         planned = user_dir
-    environ = penv.child_environ(ctx.env, winners, values, planned, pristine=ctx.args.pristine)
+    environ = penv.child_environ(inv.env, winners, values, planned, pristine=inv.options.pristine)
     penv.check_exec_block(environ, argv)
     exe = penv.find_command(argv[0], environ)
     payload = [(d.target, values[d]) for d in files]
@@ -139,8 +79,8 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
         if private:
             from ..projection.files import create_runtime_dir
 
-            runtime = create_runtime_dir(ctx.env)
-            environ = penv.child_environ(ctx.env, winners, values, runtime.path, pristine=ctx.args.pristine)
+            runtime = create_runtime_dir(inv.env)
+            environ = penv.child_environ(inv.env, winners, values, runtime.path, pristine=inv.options.pristine)
             runtime.write(payload)
         elif user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
@@ -149,18 +89,7 @@ def _run(ctx: Context, winners: list[Directive], files: list[Directive], stdin: 
             return 128 + stop
         flush_warnings()
         own_group = prun.own_group_wanted()
-        pipe = prun.stdin_pipe() if stdin is not None else None
-        try:
-            pid = prun.spawn(exe, argv, environ, pipe[0] if pipe else None, own_group=own_group)
-        except BaseException:
-            if pipe is not None:
-                os.close(pipe[1])
-            raise
-        finally:
-            if pipe is not None:
-                os.close(pipe[0])
-        if pipe is not None:  # the writer thread starts after the fork: kimen forks single-threaded
-            prun.start_stdin_feeder(pipe[1], values[stdin])  # type: ignore[index]
+        pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group)
         return prun.supervise(pid, own_group=own_group)
     finally:
         if runtime is not None:

@@ -13,7 +13,7 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
-from . import COMMANDS, Context, Result
+from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group, complete_names
 
 TYPE_CHECKING = False
@@ -77,29 +77,29 @@ def _too_large(name: str, **where: object) -> errors.KimenError:
                                  **where)
 
 
-def _read_value(ctx: Context, name: str) -> bytes:
+def _read_value(inv: Invocation, name: str) -> bytes:
     """The value from exactly one source (SPEC §3.8), size-checked before reading past the limit."""
     from ..access import stdin_claim
     from ..fsutil import read_limited
     from ..output import warn
 
-    a = ctx.args
+    a = inv.options
     sources = [s for s, on in (("--stdin", a.stdin), ("--from-file", a.from_file is not None),
                                ("--from-env", a.from_env is not None), ("--value", a.value is not None)) if on]
     if len(sources) > 1:
         raise errors.ConflictingValueSources(message=f"give exactly one value source, not {' and '.join(sources)}")
     if a.stdin:
-        if ctx.passphrase_stdin:
+        if inv.passphrase_stdin:
             raise errors.ConflictingStdinInputs()
-        stdin_claim(ctx).claim("value")
+        stdin_claim(inv).claim("value")
         value = read_limited(sys.stdin.buffer, MAX_VALUE_BYTES + 2)
     elif a.from_file is not None:
         # +2: room for a CRLF that --strip-newline removes
         value = _read_file(a.from_file, MAX_VALUE_BYTES + 2, lambda: _too_large(name))
     elif a.from_env is not None:
-        if a.from_env not in ctx.env:
+        if a.from_env not in inv.env:
             raise errors.ValueSourceFailed(detail=f"environment variable {a.from_env} is not set")
-        value = os.fsencode(ctx.env[a.from_env])
+        value = os.fsencode(inv.env[a.from_env])
     elif a.value is not None:
         warn("--value is visible in the process list and shell history", reason="value_on_command_line")
         value = os.fsencode(a.value)
@@ -150,20 +150,20 @@ def _check_fingerprint(text: str | None) -> str | None:
     return text.lower()
 
 
-def cmd_set(ctx: Context) -> Result:
+def cmd_set(inv: Invocation) -> Result:
     import hashlib
 
     from ..access import open_metadata, open_store
 
-    a = ctx.args
+    a = inv.options
     name = check_secret_name(a.name)
     expected = _check_fingerprint(a.confirm_fingerprint)
-    value = _read_value(ctx, name)
+    value = _read_value(inv, name)
     digest = hashlib.sha256(value).hexdigest()
     if expected is not None and digest != expected:
         raise errors.FingerprintMismatch()
     if a.dry_run:
-        with open_metadata(ctx) as vault:
+        with open_metadata(inv) as vault:
             exists = bool(vault.names([name]))
         if exists and a.no_clobber:
             raise _clobber(name)
@@ -171,7 +171,7 @@ def cmd_set(ctx: Context) -> Result:
         return Result("set", f"[dry-run] would set {name} ({verb}) size={len(value)} sha256={digest}", {
             "name": name, "created": not exists, "replaced": exists, "revision": None, "size": len(value),
             "dry_run": True, "sha256": digest})
-    store = open_store(ctx)
+    store = open_store(inv)
     try:
         # --no-clobber: a create-only change, refused inside the write transaction (no race)
         result = store.write([Change.set(name, value, mode="create" if a.no_clobber else "upsert")]).results[0]
@@ -192,21 +192,21 @@ def _clobber(name: str) -> errors.SecretExists:
 # -- get / list / rm / mv --
 
 
-def cmd_get(ctx: Context) -> Result | int:
+def cmd_get(inv: Invocation) -> Result | int:
     import base64
 
     from ..access import open_store
     from ..output import print_json, success_envelope, write_bytes
 
-    if not ctx.args.unsafe_stdout:
+    if not inv.options.unsafe_stdout:
         raise errors.UnsafeStdoutRequired(hint="add --unsafe-stdout, or project the value with `kimen run`")
-    name = check_secret_name(ctx.args.name)
-    store = open_store(ctx)
+    name = check_secret_name(inv.options.name)
+    store = open_store(inv)
     try:
         secret = store.read([name])[name]
     finally:
         store.close()
-    if ctx.json:
+    if inv.json:
         print_json(success_envelope("get", {
             "name": name, "encoding": "base64", "value_b64": base64.b64encode(secret.value).decode(),
             "revision": secret.revision, "size": len(secret.value)}))
@@ -215,24 +215,24 @@ def cmd_get(ctx: Context) -> Result | int:
     return 0
 
 
-def cmd_list(ctx: Context) -> Result:
+def cmd_list(inv: Invocation) -> Result:
     from ..access import open_metadata
 
-    with open_metadata(ctx) as vault:
-        if not (ctx.json or ctx.args.long):
-            return Result("list", vault.list_names(ctx.args.prefix), {})
-        infos = vault.list(ctx.args.prefix)
-    if ctx.json:
+    with open_metadata(inv) as vault:
+        if not (inv.json or inv.options.long):
+            return Result("list", vault.list_names(inv.options.prefix), {})
+        infos = vault.list(inv.options.prefix)
+    if inv.json:
         return Result("list", None, {
             "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
     return Result("list", [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos], {})
 
 
-def cmd_rm(ctx: Context) -> Result:
+def cmd_rm(inv: Invocation) -> Result:
     from ..access import open_store
 
-    name = check_secret_name(ctx.args.name)
-    store = open_store(ctx)
+    name = check_secret_name(inv.options.name)
+    store = open_store(inv)
     try:
         store.write([Change.rm(name)])
     finally:
@@ -240,14 +240,14 @@ def cmd_rm(ctx: Context) -> Result:
     return Result("rm", f"removed {name}", {"name": name})
 
 
-def cmd_mv(ctx: Context) -> Result:
+def cmd_mv(inv: Invocation) -> Result:
     from ..access import open_store
 
-    old = check_secret_name(ctx.args.old)
-    new = check_secret_name(ctx.args.new)
+    old = check_secret_name(inv.options.old)
+    new = check_secret_name(inv.options.new)
     if old == new:
         raise errors.SameSecretName(name=old)
-    store = open_store(ctx)
+    store = open_store(inv)
     try:
         result = store.write([Change.mv(old, new)]).results[0]
     finally:
@@ -261,15 +261,15 @@ def cmd_mv(ctx: Context) -> Result:
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
 
 
-def _read_import_source(ctx: Context, path: str) -> tuple[bytes, str]:
+def _read_import_source(inv: Invocation, path: str) -> tuple[bytes, str]:
     from ..access import stdin_claim
     from ..fsutil import read_limited
     from ..paths import absolute
 
     if path == "-":
-        if ctx.passphrase_stdin:
+        if inv.passphrase_stdin:
             raise errors.ConflictingStdinInputs()
-        stdin_claim(ctx).claim("import")
+        stdin_claim(inv).claim("import")
         data = read_limited(sys.stdin.buffer, MAX_IMPORT_BYTES)
         label = "-"
     else:
@@ -280,13 +280,13 @@ def _read_import_source(ctx: Context, path: str) -> tuple[bytes, str]:
     return data, label
 
 
-def cmd_import(ctx: Context) -> Result:
+def cmd_import(inv: Invocation) -> Result:
     from ..access import open_metadata, open_store
     from ..dotenv import kept_literally, parse
     from ..output import warn
 
-    a = ctx.args
-    data, label = _read_import_source(ctx, a.file)
+    a = inv.options
+    data, label = _read_import_source(inv, a.file)
     entries = parse(data)
     values: dict[str, bytes] = {}
     for entry in entries:
@@ -307,7 +307,7 @@ def cmd_import(ctx: Context) -> Result:
                  reason="import_key_repeated")
             del values[name]  # keep file order of the winning assignment
         values[name] = entry.value
-    with open_metadata(ctx) as vault:
+    with open_metadata(inv) as vault:
         existing = vault.names(list(values))
     if existing and not (a.overwrite or a.skip_existing):
         raise errors.SecretExists(sorted(existing), hint="use --overwrite to replace them or --skip-existing")
@@ -321,9 +321,9 @@ def cmd_import(ctx: Context) -> Result:
         from .backup import backed_up
         from .backup import backup_path as new_backup_path
 
-        store = open_store(ctx)
+        store = open_store(inv)
         try:  # replacing values the command line does not name: a backup first (bulk change)
-            with open_metadata(ctx) as vault:
+            with open_metadata(inv) as vault:
                 backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
                 with backed_up(vault, backup_path):
                     store.write(changes)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from . import COMMANDS, Context, Result
+from .common import expiry_text
+from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group
 
 TYPE_CHECKING = False
@@ -36,13 +37,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     add_command(group, "stop", "forget every key and stop the daemon", handler=cmd_stop)
 
 
-def _ttls(ctx: Context) -> tuple[int, int]:
+def _ttls(inv: Invocation) -> tuple[int, int]:
     from ..daemon.session import ttl_problem
     from ..durations import parse_duration
 
     try:
-        ttl = parse_duration(ctx.args.ttl)
-        max_ttl = parse_duration(ctx.args.max_ttl)
+        ttl = parse_duration(inv.options.ttl)
+        max_ttl = parse_duration(inv.options.max_ttl)
     except ValueError as exc:
         raise errors.InvalidTtl(detail=str(exc)) from None
     problem = ttl_problem(ttl, max_ttl)
@@ -51,7 +52,7 @@ def _ttls(ctx: Context) -> tuple[int, int]:
     return ttl, max_ttl
 
 
-def cmd_start(ctx: Context) -> Result:
+def cmd_start(inv: Invocation) -> Result:
     import base64
     import os
 
@@ -59,10 +60,10 @@ def cmd_start(ctx: Context) -> Result:
     from ..daemon import client, control
     from ..durations import format_duration
 
-    ttl, max_ttl = _ttls(ctx)
-    if ctx.args.stdin:
-        ctx.args.passphrase_stdin = True
-    location = resolve_vault(ctx)
+    ttl, max_ttl = _ttls(inv)
+    if inv.options.stdin:  # `session start --stdin` is `--passphrase-stdin`
+        inv = inv.replace(passphrase_stdin=True)
+    location = resolve_vault(inv)
     if not os.path.isfile(location.path):  # no daemon for a path that holds no vault: the local reason
         from ..vault import Vault
 
@@ -70,10 +71,10 @@ def cmd_start(ctx: Context) -> Result:
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
     _check_session_path(canonical)
-    source = explicit(ctx) or fallback_source(ctx, location)  # never the session (SPEC §4.1)
+    source = explicit(inv) or fallback_source(inv, location)  # never the session (SPEC §4.1)
     if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
         raise missing_passphrase_without_session(" (--stdin)")
-    conn, _started = control.ensure_daemon(ctx.env)
+    conn, _started = control.ensure_daemon(inv.env)
     with conn:
         for attempt in range(source.attempts):
             with source.get() as passphrase:
@@ -91,7 +92,7 @@ def cmd_start(ctx: Context) -> Result:
             finally:
                 del encoded
         state = conn.call("status")
-    fields = status_fields(client_socket(ctx), state, canonical)
+    fields = status_fields(client_socket(inv), state, canonical)
     return Result("session_start", f"session unlocked: {canonical} (idle {format_duration(ttl)}, "
                                    f"max {format_duration(max_ttl)}, pid {fields['pid']})", fields)
 
@@ -109,25 +110,24 @@ def _check_session_path(canonical: str) -> None:
                                                                  "the vault without a session")
 
 
-def client_socket(ctx: Context) -> str:
+def client_socket(inv: Invocation) -> str:
     from ..daemon.protocol import socket_path
 
-    return socket_path(ctx.env)
+    return socket_path(inv.env)
 
 
-def _selected(ctx: Context) -> str | None:
+def _selected(inv: Invocation) -> str | None:
     """The selected vault's canonical path, or None when it cannot be resolved."""
     from ..access import resolve_vault
 
     try:
-        return resolve_vault(ctx).canonical_path
+        return resolve_vault(inv).canonical_path
     except errors.KimenError:
         return None
 
 
 VAULT_KEYS = ("vault_path", "vault_id", "state", "unlocked_at", "idle_expires_at", "max_expires_at", "ttl_seconds",
               "max_ttl_seconds", "expired_at", "expired_by")
-_TTL_WORDS = {"idle_ttl": "idle TTL", "max_ttl": "max TTL"}
 
 
 def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: str | None, *,
@@ -173,15 +173,11 @@ def status_lines(fields: dict[str, Any]) -> list[str]:
     if mine is None:
         first = f"session: locked (pid={fields['pid']})"
     elif mine["state"] == "expired":
-        first = f"session: expired (vault={mine['vault_path']} at {_expiry(mine)})"
+        first = f"session: expired (vault={mine['vault_path']} at {expiry_text(mine)})"
     else:
         first = (f"session: unlocked (vault={mine['vault_path']} idle_expires_at={mine['idle_expires_at']} "
                  f"max_expires_at={mine['max_expires_at']} pid={fields['pid']})")
     return [first, *_other_vaults(fields, mine, "also")]
-
-
-def _expiry(v: dict[str, Any]) -> str:
-    return f"{v['expired_at']}, {_TTL_WORDS.get(v['expired_by'], v['expired_by'])}"
 
 
 def _other_vaults(fields: dict[str, Any], mine: dict[str, Any] | None, word: str,
@@ -189,7 +185,7 @@ def _other_vaults(fields: dict[str, Any], mine: dict[str, Any] | None, word: str
     """One line per other vault in one of `states`."""
     return [f"{word} unlocked: vault={v['vault_path']} idle_expires_at={v['idle_expires_at']} "
             f"max_expires_at={v['max_expires_at']}" if v["state"] == "unlocked"
-            else f"{word} expired: vault={v['vault_path']} at {_expiry(v)}"
+            else f"{word} expired: vault={v['vault_path']} at {expiry_text(v)}"
             for v in fields["vaults"] if v is not mine and v["state"] in states]
 
 
@@ -201,12 +197,12 @@ def _mismatch_warning(fields: dict[str, Any]) -> None:
              reason="session_other_version")
 
 
-def cmd_status(ctx: Context) -> Result:
+def cmd_status(inv: Invocation) -> Result:
     from ..daemon import control
 
-    selected = _selected(ctx)
+    selected = _selected(inv)
     try:
-        socket_path, found = control.status(ctx.env, selected)
+        socket_path, found = control.status(inv.env, selected)
     except errors.KimenError as err:  # status always exits 0: an unusable session dir is "stopped"
         import os
 
@@ -215,7 +211,7 @@ def cmd_status(ctx: Context) -> Result:
         from ..output import warn
 
         warn(err.message, reason="session_dir_unusable")
-        socket_path = os.path.join(paths.session_dir(ctx.env), SOCKET_NAME)
+        socket_path = os.path.join(paths.session_dir(inv.env), SOCKET_NAME)
         fields = status_fields(socket_path, None, selected)
     else:
         fields = status_fields(socket_path, found.status, selected, busy=found.state == "busy", busy_pid=found.pid)
@@ -223,30 +219,30 @@ def cmd_status(ctx: Context) -> Result:
     return Result("session_status", status_lines(fields), fields)
 
 
-def cmd_lock(ctx: Context) -> Result:
+def cmd_lock(inv: Invocation) -> Result:
     """`held` (JSON): whether the daemon held the selected vault (any vault with `--all`) before
     this lock; null without a daemon. A vault the daemon does not hold is said so, and every
     vault that stays unlocked is named."""
     from ..daemon import control
     from ..daemon.protocol import utf8
 
-    selected = _selected(ctx)
-    target = None if ctx.args.all else selected
-    if target is None and not ctx.args.all:
+    selected = _selected(inv)
+    target = None if inv.options.all else selected
+    if target is None and not inv.options.all:
         from ..access import resolve_vault
 
-        resolve_vault(ctx)  # raise the reason why the vault cannot be resolved
+        resolve_vault(inv)  # raise the reason why the vault cannot be resolved
     if target is not None and not utf8(target):  # never held: a session only holds UTF-8 paths
-        _, found = control.status(ctx.env, None)
+        _, found = control.status(inv.env, None)
         state = None if found.status is None else {**found.status, "held": False}
     else:
-        state = control.lock(ctx.env, target)
-    fields = status_fields(client_socket(ctx), state, selected)
+        state = control.lock(inv.env, target)
+    fields = status_fields(client_socket(inv), state, selected)
     held = state.get("held") if state is not None else None
     fields["held"] = held if isinstance(held, bool) else None
     if state is None or held is True:
         lines = ["session locked"]
-    elif ctx.args.all:
+    elif inv.options.all:
         lines = ["session locked (no vault was unlocked)"]
     else:
         lines = [f"session: nothing locked: {selected} is not unlocked in the session"]
@@ -254,47 +250,8 @@ def cmd_lock(ctx: Context) -> Result:
     return Result("session_lock", lines, fields)
 
 
-def doctor_check(ctx: Context, vault_path: str | None) -> tuple[str, str, str]:
-    """`doctor`'s `session` check: (status, message, state). `stopped`, `locked`, `expired` and
-    `unlocked` are all `ok` (a passphrase can come from elsewhere); an unsafe session directory, a
-    daemon of another version and one that does not answer (state `unknown`) are warnings."""
-    import os
-
-    from .. import fsutil, paths
-    from ..daemon import client
-
-    directory = paths.session_dir(ctx.env)
-    if os.path.lexists(directory):
-        problem = fsutil.directory_problem(directory, strict=True)
-        if problem:
-            return "warning", f"session dir {directory} is unsafe: {problem}; the session is ignored", "stopped"
-    canonical = os.path.realpath(vault_path) if vault_path else None
-    try:
-        found = client.probe(ctx.env, canonical, timeout=client.STATUS_TIMEOUT, keep=False)
-    except errors.KimenError as err:
-        return "warning", err.message, "stopped"
-    unused = " (not used: --no-session)" if ctx.no_session else ""
-    pid = found.pid
-    if found.state == "stopped":
-        return "ok", "no session daemon", "stopped"
-    if found.state == "busy":
-        return "warning", f"the session daemon did not answer within 1s (busy; pid={pid or '-'})", "unknown"
-    if found.state == "other_version":
-        version = (found.status or {}).get("version")
-        return ("warning", f"the session daemon (pid={pid}) runs kimen {version!s:.40}; "
-                "run `kimen session start` to replace it", "locked")
-    if found.state == "expired":
-        vault = found.vault or {}
-        return ("ok", f"expired at {_expiry(vault)}; run kimen session start{unused}", "expired")
-    if found.state == "unlocked" and found.vault is not None:
-        until = min(found.vault["idle_expires_at"], found.vault["max_expires_at"])
-        return "ok", f"unlocked until {until} (pid={pid}){unused}", "unlocked"
-    what = f"{vault_path} is locked" if vault_path else "no vault selected"
-    return "ok", f"session daemon running (pid={pid}); {what}", "locked"
-
-
-def cmd_stop(ctx: Context) -> Result:
+def cmd_stop(inv: Invocation) -> Result:
     from ..daemon import control
 
-    control.stop(ctx.env)
-    return Result("session_stop", "session stopped", status_fields(client_socket(ctx), None, _selected(ctx)))
+    control.stop(inv.env)
+    return Result("session_stop", "session stopped", status_fields(client_socket(inv), None, _selected(inv)))

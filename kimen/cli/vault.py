@@ -6,8 +6,9 @@ import argparse
 import os
 
 from .. import errors
-from . import COMMANDS, Context, Result, backup
+from . import backup
 from .common import add_kdf_flags, kdf_from_args
+from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group
 
 # `vault init` says it in one line: no one, kimen included, can open a vault without its passphrase
@@ -37,16 +38,16 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--backup-dir", metavar="DIR", help="directory for the snapshot (default: the vault's)")
 
 
-def cmd_init(ctx: Context) -> Result:
+def cmd_init(inv: Invocation) -> Result:
     from ..access import passphrase_for_new_vault, resolve_vault
     from ..output import warn
     from ..vault import KDF_DEFAULT, create_vault
 
-    params = kdf_from_args(ctx.args, KDF_DEFAULT)
-    location = resolve_vault(ctx)
+    params = kdf_from_args(inv.options, KDF_DEFAULT)
+    location = resolve_vault(inv)
     if os.path.lexists(location.path):
         raise errors.VaultExists(path=location.path)
-    with passphrase_for_new_vault(ctx, location) as passphrase:
+    with passphrase_for_new_vault(inv, location) as passphrase:
         if _characters(passphrase) < 8:
             warn("the passphrase is shorter than 8 characters", reason="short_passphrase")
         vault = create_vault(location.path, passphrase, params)
@@ -65,10 +66,10 @@ def _characters(passphrase) -> int:
     return sum(1 for byte in passphrase.view() if byte & 0xC0 != 0x80)
 
 
-def cmd_path(ctx: Context) -> Result:
+def cmd_path(inv: Invocation) -> Result:
     from ..access import resolve_vault
 
-    location = resolve_vault(ctx)
+    location = resolve_vault(inv)
     return Result(
         "vault_path",
         location.path,
@@ -76,15 +77,15 @@ def cmd_path(ctx: Context) -> Result:
     )
 
 
-def cmd_info(ctx: Context) -> Result:
+def cmd_info(inv: Invocation) -> Result:
     from ..access import open_metadata, open_store, resolve_vault
 
-    location = resolve_vault(ctx)
-    with open_metadata(ctx, location) as vault:
+    location = resolve_vault(inv)
+    with open_metadata(inv, location) as vault:
         meta = vault.meta()
     integrity = "unchecked"
-    if ctx.args.verify:
-        store = open_store(ctx)
+    if inv.options.verify:
+        store = open_store(inv)
         try:
             store.verify()
         finally:
@@ -100,7 +101,7 @@ def cmd_info(ctx: Context) -> Result:
         f"secrets: {meta.secret_count}",
         f"created_at: {meta.created_at}",
     ]
-    if ctx.args.verify:
+    if inv.options.verify:
         lines.append("integrity: ok")
     return Result("vault_info", lines, {
         "path": meta.path, "format": meta.format, "schema_version": meta.schema_version,
@@ -110,14 +111,14 @@ def cmd_info(ctx: Context) -> Result:
     })
 
 
-def _new_passphrase(ctx: Context, old_uses_stdin: bool, env_value: str):
+def _new_passphrase(inv: Invocation, old_uses_stdin: bool, env_value: str):
     """The new passphrase (SPEC §3.7 step 2), or None when no source is set (rotation alone);
     `env_value` is the value of the `--new-passphrase-env` variable ("" when unset)."""
     from .. import passphrase as pp
     from ..access import stdin_claim
     from ..sensitive import Sensitive
 
-    a = ctx.args
+    a = inv.options
     chosen = [name for name, on in (("--new-passphrase-cmd", a.new_passphrase_cmd is not None),
                                     ("--new-passphrase-stdin", a.new_passphrase_stdin),
                                     (a.new_passphrase_env, bool(env_value))) if on]
@@ -129,37 +130,37 @@ def _new_passphrase(ctx: Context, old_uses_stdin: bool, env_value: str):
         argv = a.new_passphrase_cmd.split()
         if not argv:
             raise errors.EmptyPassphraseCommand()
-        return pp.run_command(argv, ctx.env)
+        return pp.run_command(argv, inv.env)
     if a.new_passphrase_stdin:
-        value = stdin_claim(ctx).passphrase_line(1 if old_uses_stdin else 0)
+        value = stdin_claim(inv).passphrase_line(1 if old_uses_stdin else 0)
         return pp._checked(value, empty)
     if env_value:
         return pp._checked(Sensitive(os.fsencode(env_value)), empty)
     return None
 
 
-def cmd_rekey(ctx: Context) -> Result | int:
+def cmd_rekey(inv: Invocation) -> Result | int:
     from .. import passphrase as pp
     from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault, unlock_vault
     from ..sensitive import Sensitive
     from ..vault import Vault
 
-    a = ctx.args
+    a = inv.options
     if a.no_backup and a.backup_dir:
         raise errors.ConflictingBackupOptions()
-    new_env_value = ctx.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
+    new_env_value = inv.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
     if a.new_passphrase_env and not _read_by_kimen(a.new_passphrase_env):
         # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE (SPEC §2.3, §4.3): the
         # old passphrase's command or unlock exec must not see it (a new mapping; os.environ is
         # never changed). kimen's own settings are kept; the private ones are never passed on anyway.
-        ctx.env = {k: v for k, v in ctx.env.items() if k != a.new_passphrase_env}
-    location = resolve_vault(ctx)
+        inv = inv.replace(env={k: v for k, v in inv.env.items() if k != a.new_passphrase_env})
+    location = resolve_vault(inv)
     vault = Vault.open(location.path)
     with vault:
         current = vault.header().kdf
         params = kdf_from_args(a, current)
         # 1. the old passphrase: explicit, configured or prompt -- never a session
-        old_source = explicit(ctx) or fallback_source(ctx, location)
+        old_source = explicit(inv) or fallback_source(inv, location)
         if old_source is None:
             raise missing_passphrase_without_session()
         captured: list[Sensitive] = []
@@ -174,7 +175,7 @@ def cmd_rekey(ctx: Context) -> Result | int:
         store = unlock_vault(vault, pp.Source(old_source.name, old_source.kind, remember, old_source.attempts))
         old = captured[0]
         # 2. the new passphrase
-        new = _new_passphrase(ctx, old_source.name in ("--passphrase-stdin", "unlock.method=stdin"), new_env_value)
+        new = _new_passphrase(inv, old_source.name in ("--passphrase-stdin", "unlock.method=stdin"), new_env_value)
         if new is None:
             if a.rotate_data_key:
                 new = Sensitive(old.reveal())
@@ -201,7 +202,7 @@ def cmd_rekey(ctx: Context) -> Result | int:
             with backup.backed_up(vault, backup_path, unchanged_while="wrap_id"):
                 vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
         store.forget_key()
-    _lock_session(ctx, location.canonical_path)
+    _lock_session(inv, location.canonical_path)
     lines = [f"rekeyed vault: {location.path}"]
     if backup_path:
         lines.append(f"backup: {backup_path} (opens with the old passphrase)")
@@ -227,12 +228,12 @@ def _read_by_kimen(name: str) -> bool:
     return name in _KIMEN_SETTINGS
 
 
-def _lock_session(ctx: Context, canonical_path: str) -> None:
+def _lock_session(inv: Invocation, canonical_path: str) -> None:
     """SPEC §3.7 step 8: tell a running daemon to forget this vault (best effort; it would also
     notice the new wrap id on the next request)."""
     from ..daemon import control
 
     try:
-        control.lock(ctx.env, canonical_path)
+        control.lock(inv.env, canonical_path)
     except (errors.KimenError, OSError):
         pass

@@ -1,4 +1,4 @@
-"""Starting the child of `kimen run` (SPEC §7.1, §11.21-23): exec in place, or spawn and supervise.
+"""Starting the child of `kimen run`: exec in place, or spawn and supervise (`relay` under `--mask`).
 
 Exec in place (`execve`) when nothing must outlive the child's start: status and signals then
 pass natively. Otherwise (a private runtime dir to remove, stdin to feed) kimen forks and execs
@@ -43,7 +43,7 @@ from .. import errors
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 FORWARDED = (
     _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2,
@@ -87,9 +87,10 @@ def _start_error(exc: OSError, command: str) -> errors.KimenError:
     return errors.CommandNotExecutable(command=command)
 
 
-def block_signals() -> None:
-    """Hold every relayed signal (and SIGCHLD) pending until `supervise` collects it."""
-    _signal.pthread_sigmask(_signal.SIG_BLOCK, WATCHED)
+def block_signals(watched: frozenset[int] = WATCHED) -> None:
+    """Hold every relayed signal (and SIGCHLD) pending until `supervise` collects it (`--mask` on
+    a pty also holds the job-control signals: `relay.Relay.watched`)."""
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, watched)
 
 
 def pending_stop() -> int | None:
@@ -120,12 +121,21 @@ def own_group_wanted() -> bool:
 
 
 def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], stdin_fd: int | None,
-          *, own_group: bool) -> int:
+          *, own_group: bool, redirect: Mapping[int, int] | None = None, ctty: int | None = None) -> int:
     """Start the child (signals must already be blocked, no other thread running); returns its pid.
 
+    redirect: child fd -> kimen fd to put there (the relay's pipes and pty). ctty: a pty the child
+    takes as its controlling terminal, in a session of its own (then `own_group` must be False).
     A failed exec is reported through a close-on-exec pipe and raised here, as `posix_spawn` would.
     """
     prctl = _pdeathsig()
+    moves = sorted((redirect or {}).items())
+    ioctl = tiocsctty = None
+    if ctty is not None:
+        import fcntl
+        import termios
+
+        ioctl, tiocsctty = fcntl.ioctl, getattr(termios, "TIOCSCTTY", None)
     parent = os.getpid()
     args, env = list(argv), dict(environ)
     report_r, report_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
@@ -134,7 +144,11 @@ def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], std
     if pid == 0:  # the child: nothing here may raise past os._exit
         try:
             os.close(report_r)
-            if own_group:
+            if ctty is not None:
+                os.setsid()
+                if ioctl is not None and tiocsctty is not None:
+                    ioctl(ctty, tiocsctty, 0)
+            elif own_group:
                 os.setpgid(0, 0)
             if prctl is not None:
                 prctl(PR_SET_PDEATHSIG, _signal.SIGTERM, 0, 0, 0)  # type: ignore[operator]
@@ -142,6 +156,11 @@ def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], std
                     os._exit(128 + _signal.SIGTERM)
             if stdin_fd is not None:
                 os.dup2(stdin_fd, 0)
+            for target, source in moves:
+                if source == target:
+                    os.set_inheritable(target, True)
+                else:
+                    os.dup2(source, target)
             for sig in _RESET_FOR_CHILD:  # default actions first: a pending signal then acts as after exec
                 _signal.signal(sig, _signal.SIG_DFL)
             _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
@@ -172,6 +191,25 @@ def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], std
     return pid
 
 
+def start(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], stdin_data: bytes | None, *,
+          own_group: bool, spawner: Callable[..., int] | None = None) -> int:
+    """Spawn the child (`spawner`, default `spawn`) with the projected stdin, if any, fed through a
+    pipe by a writer thread started after the fork; returns its pid."""
+    pipe = stdin_pipe() if stdin_data is not None else None
+    try:
+        pid = (spawner or spawn)(exe, argv, environ, pipe[0] if pipe else None, own_group=own_group)
+    except BaseException:
+        if pipe is not None:
+            os.close(pipe[1])
+        raise
+    finally:
+        if pipe is not None:
+            os.close(pipe[0])
+    if pipe is not None and stdin_data is not None:  # kimen forks single-threaded
+        start_stdin_feeder(pipe[1], stdin_data)
+    return pid
+
+
 def _feed(fd: int, data: bytes) -> None:
     try:
         view = memoryview(data)
@@ -195,7 +233,7 @@ def start_stdin_feeder(write_fd: int, data: bytes) -> None:
     threading.Thread(target=_feed, args=(write_fd, data), name="kimen-stdin", daemon=True).start()
 
 
-def _next_signal() -> tuple[int, bool]:
+def next_signal(watched: frozenset[int] = WATCHED) -> tuple[int, bool]:
     """The next relayed signal, and whether the kernel (a terminal) generated it.
 
     `si_code` says who sent it: > 0 (SI_KERNEL) is the tty driver signalling the whole foreground
@@ -204,9 +242,9 @@ def _next_signal() -> tuple[int, bool]:
     terminal's foreground process group (docs/run.md).
     """
     if _HAS_SIGWAITINFO:
-        info = _signal.sigwaitinfo(WATCHED)
+        info = _signal.sigwaitinfo(watched)
         return info.si_signo, info.si_code > 0 or info.si_code == SI_KERNEL
-    sig = _signal.sigwait(WATCHED)
+    sig = _signal.sigwait(watched)
     return sig, _in_terminal_foreground()
 
 
@@ -235,15 +273,15 @@ def supervise(pid: int, *, own_group: bool = False) -> int:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-        sig, from_terminal = _next_signal()
+        sig, from_terminal = next_signal()
         if sig == _signal.SIGCHLD:
             continue
-        if sig in TERMINAL_SIGNALS and from_terminal and _shares_foreground(pid):
+        if sig in TERMINAL_SIGNALS and from_terminal and shares_foreground(pid):
             continue
-        _forward(pid, sig, own_group)
+        forward(pid, sig, own_group)
 
 
-def _forward(pid: int, sig: int, own_group: bool) -> None:
+def forward(pid: int, sig: int, own_group: bool) -> None:
     try:
         if own_group and os.getpgid(pid) == pid:
             os.killpg(pid, sig)
@@ -253,7 +291,7 @@ def _forward(pid: int, sig: int, own_group: bool) -> None:
         pass
 
 
-def _shares_foreground(pid: int) -> bool:
+def shares_foreground(pid: int) -> bool:
     """The child is in kimen's process group (it always is), which received the terminal's signal."""
     try:
         return os.getpgid(pid) == os.getpgrp()

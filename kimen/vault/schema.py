@@ -113,9 +113,10 @@ HEADER_COLUMNS = (
     "kdf_salt, wrap_nonce, wrapped_key, wrap_id, key_epoch, generation, rows_mac, meta_mac, "
     "bundle_high_generation"
 )
-# Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT)
-# readable as bytes, so it fails authentication instead of raising a decoding error.
-CIPHERTEXT_COLUMNS = "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
+# Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT,
+# INTEGER) readable as bytes and IFNULL a NULL one, so it fails authentication (naming the secret)
+# instead of raising a decoding or type error.
+CIPHERTEXT_COLUMNS = "CAST(IFNULL(nonce, x'') AS BLOB), CAST(IFNULL(ciphertext, x'') AS BLOB)"
 
 
 class Header:

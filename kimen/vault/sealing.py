@@ -37,12 +37,23 @@ def sync_key(data_key: Sensitive, vault_id: bytes) -> bytes:
 
 
 def name_field(name: str) -> bytes:
-    raw = name.encode("ascii")
+    try:
+        raw = name.encode("ascii")
+    except (AttributeError, UnicodeEncodeError):  # a row whose name a byte change made another type
+        raise errors.VaultTampered() from None
     return struct.pack(">H", len(raw)) + raw
 
 
+def revision_field(revision: int) -> bytes:
+    """The 8 bytes a revision is bound as; a row whose revision a byte change made NULL, text, a
+    float or out of range is a tampered vault, not a crash."""
+    if type(revision) is not int or not 0 <= revision < 1 << 64:
+        raise errors.VaultTampered()
+    return struct.pack(">Q", revision)
+
+
 def _secret_aad(vault_id: bytes, revision: int, name: str) -> bytes:
-    return _SECRET_LABEL + vault_id + struct.pack(">Q", revision) + name_field(name)
+    return _SECRET_LABEL + vault_id + revision_field(revision) + name_field(name)
 
 
 def seal_value(data_key: Sensitive, vault_id: bytes, name: str, revision: int, value: bytes) -> tuple[bytes, bytes]:
@@ -62,14 +73,14 @@ def open_value(data_key: Sensitive, vault_id: bytes, name: str, revision: int, n
 
 def row_mac(k_mac: bytes, name: str, revision: int, nonce: bytes, ciphertext: bytes) -> bytes:
     digest = hashlib.sha256(nonce + ciphertext).digest()
-    return crypto.mac(k_mac, b"row" + name_field(name) + struct.pack(">Q", revision) + digest)
+    return crypto.mac(k_mac, b"row" + name_field(name) + revision_field(revision) + digest)
 
 
 def hist_mac(k_mac: bytes, name: str, revision: int, nonce: bytes, ciphertext: bytes) -> bytes:
     """A history row's share of `rows_mac`: another tag than `row`, so a history row cannot be
     moved into `secrets` (or back) unnoticed."""
     digest = hashlib.sha256(nonce + ciphertext).digest()
-    return crypto.mac(k_mac, b"hist" + name_field(name) + struct.pack(">Q", revision) + digest)
+    return crypto.mac(k_mac, b"hist" + name_field(name) + revision_field(revision) + digest)
 
 
 def meta_mac(k_mac: bytes, vault_id: bytes, generation: int, key_epoch: int, rows_mac: bytes) -> bytes:

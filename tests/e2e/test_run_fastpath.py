@@ -1,4 +1,4 @@
-"""The installed `kimen run` reads its common argv without argparse (kimen.cli.run_args); in every
+"""The installed `kimen run` reads its common argv without argparse (kimen.cli.fastargs); in every
 state it gives exactly what the argparse reading gives: same exit code, stdout and stderr."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def live(kimen):
 ])
 def test_common_run_argv_never_imports_argparse(live, argv):
     loaded = loaded_modules(live, *argv)
-    assert "kimen.cli.run_args" in loaded
+    assert "kimen.cli.fastargs" in loaded
     assert not loaded & PARSER, sorted(loaded & PARSER)
 
 

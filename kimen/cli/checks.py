@@ -13,31 +13,62 @@ import io
 import os
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..output import capture_warnings, print_json, print_lines, success_envelope
 from ..projection import kmap
-from . import Context
+from .common import expiry_text
+from .model import COMMANDS, Invocation
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import IDENTITY, TRUST
+    from .parser import add_command, add_flags, add_group, add_mode_flag, argparse
+
+    if name == "map":
+        group = add_group(sub, "map", COMMANDS[name][1], area=errors.AREA_MAP_LINT)
+        p = add_command(group, "lint", "check a profile (no vault, no exec:)", handler=cmd_map_lint,
+                        area=errors.AREA_MAP_LINT)
+        p.add_argument("--profile", metavar="NAME")
+        p.add_argument("--map", metavar="PATH")
+        add_mode_flag(p, "also report the warnings of this mode: run, render or envfile")
+        p.add_argument("--strict", action="store_true", help="warnings fail too")
+    elif name == "doctor":
+        p = add_command(sub, "doctor", COMMANDS[name][1], handler=cmd_doctor, area=errors.AREA_DOCTOR)
+        p.add_argument("--profile", metavar="NAME", help="also check profile NAME and its secrets")
+        p.add_argument("--map", metavar="PATH", help="also check the profile file PATH and its secrets")
+        add_mode_flag(p, "lint the profile for this mode too: run, render or envfile")
+        p.add_argument("--strict", action="store_true", help="warnings fail too")
+        p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
+        p.add_argument("--bundle", metavar="FILE", action="append", default=[],
+                       help="check this bundle instead of the vault; repeatable (each one is checked)")
+        p.add_argument("--bundle-in", dest="bundle", metavar="FILE", action="append", help=argparse.SUPPRESS)
+        add_flags(p, IDENTITY)
+        add_flags(p, TRUST)
+
 
 # ---------------------------------------------------------------------------------------------
 # map lint
 # ---------------------------------------------------------------------------------------------
 
 
-def lint_mode(ctx: Context) -> str | None:
+def lint_mode(inv: Invocation) -> str | None:
     """`--mode` of map lint and doctor: which mode's own warnings to report (None: no mode's)."""
-    mode = getattr(ctx.args, "mode", None)
+    mode = getattr(inv.options, "mode", None)
     if mode is not None and mode not in kmap.MODES:
         raise errors.InvalidMode(mode=mode)
     return mode
 
 
 def lint_report(
-    ctx: Context, map_path: str | None, profile_name: str | None
+    inv: Invocation, map_path: str | None, profile_name: str | None
 ) -> tuple[dict[str, Any], kmap.Profile | None]:
     """The lint report document and the composed profile (None when it could not be loaded)."""
-    mode = lint_mode(ctx)
+    mode = lint_mode(inv)
     issues: list[kmap.Issue] = []
     profile = None
     if map_path is None and profile_name is None:
@@ -46,7 +77,7 @@ def lint_report(
         issues.append(kmap.Issue("invalid_input", "error", "use either --map or --profile, not both", None, None))
     else:
         try:
-            profile = kmap.load(map_path=map_path, profile=profile_name, env=ctx.env)
+            profile = kmap.load(map_path=map_path, profile=profile_name, env=inv.env)
         except errors.KimenError as exc:
             code = "invalid_map" if exc.reason == "invalid_map" else "invalid_input"
             issues.append(kmap.Issue(code, "error", exc.message, exc.fields.get("path"), None))
@@ -55,7 +86,7 @@ def lint_report(
     winners = profile.winners() if profile is not None else []
     n_err = sum(1 for i in issues if i.severity == "error")
     n_warn = len(issues) - n_err
-    strict = bool(getattr(ctx.args, "strict", False))
+    strict = bool(getattr(inv.options, "strict", False))
     failed = n_err > 0 or (strict and n_warn > 0)
     doc = {
         "ok": not failed,
@@ -82,9 +113,9 @@ def _issue_line(issue: dict[str, Any]) -> str:
     return f"- [{issue['severity']}] {issue['code']} {where + ': ' if where else ''}{issue['message']}"
 
 
-def cmd_map_lint(ctx: Context) -> int:
-    doc, _ = lint_report(ctx, ctx.args.map, ctx.args.profile)
-    if ctx.json:
+def cmd_map_lint(inv: Invocation) -> int:
+    doc, _ = lint_report(inv, inv.options.map, inv.options.profile)
+    if inv.json:
         print_json(success_envelope("map_lint", doc))
     else:
         shown = doc["path"] or "(none)"
@@ -110,27 +141,26 @@ class _Checks:
         return sum(1 for c in self.items if c["status"] == status)
 
 
-def session_check(ctx: Context, vault_path: str | None) -> tuple[str, str, str]:
+def session_check(inv: Invocation, vault_path: str | None) -> tuple[str, str, str]:
     """(status, message, state) about the session for the selected vault (`cli.session.doctor_check`)."""
-    from .session import doctor_check
 
-    return doctor_check(ctx, vault_path)
+    return doctor_check(inv, vault_path)
 
 
-def _runtime_check(ctx: Context, checks: _Checks) -> None:
+def _runtime_check(inv: Invocation, checks: _Checks) -> None:
     from .. import fsutil, paths
 
-    base = paths.runtime_base(ctx.env)
+    base = paths.runtime_base(inv.env)
     problem = fsutil.directory_problem(base, strict=True) if os.path.lexists(base) else None
     if problem:
         checks.add("runtime_dir", "error", f"runtime base {base} is unsafe: {problem}")
-    elif ctx.env.get("XDG_RUNTIME_DIR") and base.startswith(os.path.join(ctx.env["XDG_RUNTIME_DIR"], "")):
+    elif inv.env.get("XDG_RUNTIME_DIR") and base.startswith(os.path.join(inv.env["XDG_RUNTIME_DIR"], "")):
         checks.add("runtime_dir", "ok", f"projected files go under {base}")
     elif base.startswith("/dev/shm/"):  # noqa: S108 - comparing, not creating
-        checks.add("runtime_dir", "ok" if not ctx.env.get("XDG_RUNTIME_DIR") else "warning",
+        checks.add("runtime_dir", "ok" if not inv.env.get("XDG_RUNTIME_DIR") else "warning",
                    f"projected files go under {base} (tmpfs)"
                    + ("; XDG_RUNTIME_DIR is not usable (not owned by you or too open)"
-                      if ctx.env.get("XDG_RUNTIME_DIR") else ""))
+                      if inv.env.get("XDG_RUNTIME_DIR") else ""))
     else:
         checks.add("runtime_dir", "warning", f"projected files go under {base}, which may be on disk; "
                    "set XDG_RUNTIME_DIR to a private tmpfs directory")
@@ -145,18 +175,18 @@ def _guard(checks: _Checks, name: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _vault_checks(ctx: Context, checks: _Checks) -> Any:
+def _vault_checks(inv: Invocation, checks: _Checks) -> Any:
     """vault_* and passphrase_source; returns the open metadata vault (or None)."""
     from .. import access
 
-    location = _guard(checks, "vault_path", lambda: access.resolve_vault(ctx))
+    location = _guard(checks, "vault_path", lambda: access.resolve_vault(inv))
     if location is None:
         return None
-    source = _guard(checks, "passphrase_source", lambda: access.noninteractive_source_name(ctx))
+    source = _guard(checks, "passphrase_source", lambda: access.noninteractive_source_name(inv))
     if not any(c["name"] == "passphrase_source" for c in checks.items):
-        _passphrase_check(ctx, checks, source)
+        _passphrase_check(inv, checks, source)
     if not os.path.exists(location.path):
-        if ctx.args.allow_missing_vault:
+        if inv.options.allow_missing_vault:
             checks.add("vault_path", "ok", f"no vault at {location.path} (allowed)")
         else:
             checks.add("vault_path", "error", f"vault not found: {location.path}")
@@ -164,7 +194,7 @@ def _vault_checks(ctx: Context, checks: _Checks) -> Any:
             checks.add(name, "skipped", "no vault")
         return None
     checks.add("vault_path", "ok", f"{location.path} ({location.source})")
-    vault = _guard(checks, "vault_file", lambda: access.open_metadata(ctx, location))
+    vault = _guard(checks, "vault_file", lambda: access.open_metadata(inv, location))
     if vault is None:
         for name in ("vault_metadata", "vault_kdf", "vault_integrity"):
             checks.add(name, "skipped", "vault file unusable")
@@ -195,7 +225,7 @@ def _vault_checks(ctx: Context, checks: _Checks) -> Any:
         checks.add("vault_integrity", "skipped", "the vault cannot be unlocked without a prompt")
     else:
         def verify() -> bool:
-            store = access.open_store(ctx, prompt=False)
+            store = access.open_store(inv, prompt=False)
             try:
                 store.verify()
             finally:
@@ -210,7 +240,7 @@ def _vault_checks(ctx: Context, checks: _Checks) -> Any:
 _BUNDLE_CHECKS = ("spec", "in", "identity", "decrypt", "signer")
 
 
-def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
+def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
     """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer for every `--bundle`
     (SPEC §6.9); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
     order). Returns (label, store) for each usable bundle: the stores answer `names` for
@@ -218,13 +248,13 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
     from ..paths import absolute
     from .bundle_opts import load_identity
 
-    paths = [absolute(b) for b in ctx.args.bundle]
+    paths = [absolute(b) for b in inv.options.bundle]
     several = len(paths) > 1
 
     def name(k: int, check: str) -> str:
         return f"bundle_{k}_{check}" if several else f"bundle_{check}"
 
-    if ctx.vault_flag is not None:  # `--vault ""` was given too: never silently dropped
+    if inv.vault_flag is not None:  # `--vault ""` was given too: never silently dropped
         for k in range(1, len(paths) + 1):
             checks.add(name(k, "spec"), "error", "use either --bundle or --vault, not both")
             for check in _BUNDLE_CHECKS[1:]:
@@ -236,11 +266,11 @@ def _bundle_checks(ctx: Context, checks: _Checks) -> list[tuple[str, Any]]:
         if not identity:
             try:
                 with capture_warnings() as said:  # "several identities are set" -> the check's note
-                    identity[:] = [load_identity(ctx), _warnings(said)]
+                    identity[:] = [load_identity(inv), _warnings(said)]
             except errors.KimenError as exc:
                 identity[:] = [None, exc.message]
         label = f"bundle {k} ({path})" if several else "bundle"
-        store = _one_bundle(ctx, checks, path, lambda check, k=k: name(k, check), identity)
+        store = _one_bundle(inv, checks, path, lambda check, k=k: name(k, check), identity)
         if store is not None:
             stores.append((label, store))
     return stores
@@ -251,7 +281,7 @@ def _warnings(said: list[dict[str, str]]) -> str:
     return "; ".join(w["message"] for w in said)
 
 
-def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], str], identity: list[Any]) -> Any:
+def _one_bundle(inv: Invocation, checks: _Checks, path: str, name: Callable[[str], str], identity: list[Any]) -> Any:
     from .bundle_opts import read_bundle_file, trusted_signers
 
     checks.add(name("spec"), "ok", path)
@@ -280,8 +310,8 @@ def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], 
     def trust() -> bool:
         from .bundle_opts import max_age_seconds
 
-        document.check_trust(doc, trusted_signers(ctx, key), allow_unsigned=bool(ctx.args.allow_unsigned))
-        document.check_max_age(doc, max_age_seconds(ctx))
+        document.check_trust(doc, trusted_signers(inv, key), allow_unsigned=bool(inv.options.allow_unsigned))
+        document.check_max_age(doc, max_age_seconds(inv))
         return True
 
     if not _guard(checks, name("signer"), trust):
@@ -293,14 +323,14 @@ def _one_bundle(ctx: Context, checks: _Checks, path: str, name: Callable[[str], 
     return BundleStore(path, doc)
 
 
-def _passphrase_check(ctx: Context, checks: _Checks, source: str | None) -> None:
+def _passphrase_check(inv: Invocation, checks: _Checks, source: str | None) -> None:
     from ..access import load_config
     from ..passphrase import terminal_available
 
-    explicit = [n for n, on in (("KIMEN_PASSPHRASE", bool(ctx.env.get("KIMEN_PASSPHRASE"))),
-                                ("--passphrase-cmd", bool(ctx.passphrase_cmd)),
-                                ("--passphrase-stdin", ctx.passphrase_stdin)) if on]
-    method = (load_config(ctx).unlock() or {}).get("method")
+    explicit = [n for n, on in (("KIMEN_PASSPHRASE", bool(inv.env.get("KIMEN_PASSPHRASE"))),
+                                ("--passphrase-cmd", bool(inv.passphrase_cmd)),
+                                ("--passphrase-stdin", inv.passphrase_stdin)) if on]
+    method = (load_config(inv).unlock() or {}).get("method")
     if len(explicit) > 1:
         checks.add("passphrase_source", "warning", f"several explicit sources are set: {', '.join(explicit)}; "
                    f"{explicit[0]} wins")
@@ -329,16 +359,16 @@ def _permissions(checks: _Checks, path: str) -> None:
         checks.add("vault_permissions", "ok", "private")
 
 
-def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]) -> str | None:
+def _mapping_checks(inv: Invocation, checks: _Checks, stores: list[tuple[str, Any]]) -> str | None:
     """The profile checks; mapping_secrets looks the names up in every store (label, store).
     Returns the profile file used (absolute), or None."""
-    args = ctx.args
+    args = inv.options
     if args.map is None and args.profile is None:
         for name in ("mapping_spec", "mapping_profile", "mapping_parse", "mapping_lint", "mapping_secrets"):
             checks.add(name, "skipped", "no --profile or --map given")
         return None
     checks.add("mapping_spec", "ok", f"profile {args.profile}" if args.profile else f"map {args.map}")
-    doc, profile = lint_report(ctx, args.map, args.profile)
+    doc, profile = lint_report(inv, args.map, args.profile)
     if profile is None:
         message = doc["issues"][0]["message"] if doc["issues"] else "cannot load"
         checks.add("mapping_profile", "error", message)
@@ -378,49 +408,49 @@ def _mapping_checks(ctx: Context, checks: _Checks, stores: list[tuple[str, Any]]
     return profile.source
 
 
-def cmd_doctor(ctx: Context) -> int:
+def cmd_doctor(inv: Invocation) -> int:
     from .. import access, paths
 
-    args = ctx.args
-    lint_mode(ctx)  # an unknown --mode fails before any check runs
+    args = inv.options
+    lint_mode(inv)  # an unknown --mode fails before any check runs
     checks = _Checks()
     profile_path = None
     if args.map is not None and args.profile is not None:
         checks.add("mapping_input", "error", "use either --map or --profile, not both")
     else:
         checks.add("mapping_input", "ok", "one source" if (args.map or args.profile) else "no profile given")
-    checks.add("config_path", "ok", paths.config_file(ctx.env))
+    checks.add("config_path", "ok", paths.config_file(inv.env))
     with contextlib.redirect_stderr(io.StringIO()), capture_warnings():  # lower layers' warnings: the checks say it
-        config = _guard(checks, "config_json", lambda: access.load_config(ctx))
+        config = _guard(checks, "config_json", lambda: access.load_config(inv))
         if config is not None:
             checks.add("config_json", "ok", "valid" if getattr(config, "exists", True) else "no config file")
         if getattr(args, "bundle", None):  # checked even when the config is unusable: bundles need no vault
             for name in ("passphrase_source", "vault_path", "vault_file", "vault_metadata", "vault_kdf",
                          "vault_permissions", "vault_integrity"):
                 checks.add(name, "skipped", "--bundle given: the bundle is the store")
-            stores = _bundle_checks(ctx, checks)
+            stores = _bundle_checks(inv, checks)
         elif config is not None:
-            vault = _vault_checks(ctx, checks)
+            vault = _vault_checks(inv, checks)
             stores = [("vault", vault)] if vault is not None else []
         else:
             stores = []
             for name in ("passphrase_source", "vault_path"):
                 checks.add(name, "skipped", "config unusable")
         location = stores[0][1].path if stores and not getattr(args, "bundle", None) else None
-        status, message, state = session_check(ctx, location)
+        status, message, state = session_check(inv, location)
         if status == "ok" and getattr(args, "bundle", None):
             message = "not used: --bundle given, the bundle is the store"
         checks.add("session", status, message)
         checks.items[-1]["state"] = state
-        _runtime_check(ctx, checks)
+        _runtime_check(inv, checks)
         if args.map is None or args.profile is None:
-            profile_path = _mapping_checks(ctx, checks, stores)
+            profile_path = _mapping_checks(inv, checks, stores)
         for _label, store in stores:
             store.close()
     n_err, n_warn = checks.count("error"), checks.count("warning")
     failed = n_err > 0 or (args.strict and n_warn > 0)
     code = errors.AREA_DOCTOR if failed else 0
-    if ctx.json:
+    if inv.json:
         print_json(success_envelope("doctor", {
             "ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
             "error_count": n_err, "warning_count": n_warn, "checks": checks.items}))
@@ -429,3 +459,42 @@ def cmd_doctor(ctx: Context) -> int:
         lines.extend(f"- [{c['status']}] {c['name']}: {c['message']}" for c in checks.items)
         print_lines(lines)
     return code
+
+
+def doctor_check(inv: Invocation, vault_path: str | None) -> tuple[str, str, str]:
+    """`doctor`'s `session` check: (status, message, state). `stopped`, `locked`, `expired` and
+    `unlocked` are all `ok` (a passphrase can come from elsewhere); an unsafe session directory, a
+    daemon of another version and one that does not answer (state `unknown`) are warnings."""
+    import os
+
+    from .. import fsutil, paths
+    from ..daemon import client
+
+    directory = paths.session_dir(inv.env)
+    if os.path.lexists(directory):
+        problem = fsutil.directory_problem(directory, strict=True)
+        if problem:
+            return "warning", f"session dir {directory} is unsafe: {problem}; the session is ignored", "stopped"
+    canonical = os.path.realpath(vault_path) if vault_path else None
+    try:
+        found = client.probe(inv.env, canonical, timeout=client.STATUS_TIMEOUT, keep=False)
+    except errors.KimenError as err:
+        return "warning", err.message, "stopped"
+    unused = " (not used: --no-session)" if inv.no_session else ""
+    pid = found.pid
+    if found.state == "stopped":
+        return "ok", "no session daemon", "stopped"
+    if found.state == "busy":
+        return "warning", f"the session daemon did not answer within 1s (busy; pid={pid or '-'})", "unknown"
+    if found.state == "other_version":
+        version = (found.status or {}).get("version")
+        return ("warning", f"the session daemon (pid={pid}) runs kimen {version!s:.40}; "
+                "run `kimen session start` to replace it", "locked")
+    if found.state == "expired":
+        vault = found.vault or {}
+        return ("ok", f"expired at {expiry_text(vault)}; run kimen session start{unused}", "expired")
+    if found.state == "unlocked" and found.vault is not None:
+        until = min(found.vault["idle_expires_at"], found.vault["max_expires_at"])
+        return "ok", f"unlocked until {until} (pid={pid}){unused}", "unlocked"
+    what = f"{vault_path} is locked" if vault_path else "no vault selected"
+    return "ok", f"session daemon running (pid={pid}); {what}", "locked"

@@ -1,4 +1,4 @@
-"""`kimen.cli.run_args` reads `run` argv without argparse: wherever it gives an answer, that answer is
+"""`kimen.cli.fastargs` reads `run` argv without argparse: wherever it gives an answer, that answer is
 exactly the namespace argparse gives; everything it does not know, it leaves to argparse."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kimen import errors
-from kimen.cli import split_child_argv
+from kimen.cli.fastargs import run_options
+from kimen.cli.flags import RUN_ALL, defaults
+from kimen.cli.model import split_child_argv
 from kimen.cli.parser import build_parser, parse
-from kimen.cli.run_args import RUN_DEFAULTS, read_run_args
 
 
 def argparse_namespace(argv: list[str]) -> dict | None:
@@ -25,8 +26,7 @@ def argparse_namespace(argv: list[str]) -> dict | None:
 
 
 def fast_namespace(argv: list[str]) -> dict | None:
-    args = read_run_args(argv)
-    return None if args is None else vars(args)
+    return run_options(argv)
 
 
 ACCEPTED = [
@@ -43,6 +43,8 @@ ACCEPTED = [
     ["--vault", "run", "run"],  # a vault file named run
     ["run", "--profile", ""],
     ["--debug", "project", "run", "--stdin", "secret:app.token", "--files-dir", "d"],
+    ["run", "--bundle", "vault.age", "--identity", "id.txt", "--allow-unsigned", "--max-age", "7d"],
+    ["run", "--identity-stdin", "--bundle", "b.age"],
 ]
 
 DECLINED = [
@@ -50,8 +52,7 @@ DECLINED = [
     ["run", "--profile"],              # missing value
     ["run", "--profile", "-x"],        # a value that looks like a flag
     ["run", "--env", "--json"],
-    ["run", "--bundle", "vault.age"],  # bundle, identity and trust flags
-    ["run", "--identity", "id.txt"],
+    ["run", "--trusted-signer", "kimen-sig-v1:x"],  # a repeatable flag
     ["run", "-h"],
     ["run", "--help"],
     ["run", "extra"],                  # a stray positional
@@ -75,22 +76,21 @@ def test_accepted_argv_reads_as_argparse_reads_it(argv):
 
 @pytest.mark.parametrize("argv", DECLINED, ids=lambda a: " ".join(a) or "(empty)")
 def test_other_argv_is_left_to_argparse(argv):
-    assert read_run_args(argv) is None
+    assert run_options(argv) is None
 
 
-def test_defaults_table_matches_the_parser():
-    """RUN_DEFAULTS is every attribute argparse sets for `run` besides the command's own identity."""
+def test_defaults_of_the_flag_table_are_the_parsers():
+    """The table's defaults are every attribute argparse sets for `run` besides the command's identity."""
     namespace = argparse_namespace(["run"])
     own = {"command", "command_name", "handler", "area"}
-    assert {k: v for k, v in namespace.items() if k not in own} == {
-        k: list(v) if isinstance(v, tuple) else v for k, v in RUN_DEFAULTS.items()}
+    assert {k: v for k, v in namespace.items() if k not in own} == defaults(RUN_ALL)
 
 
 def test_lists_are_fresh_for_every_reading():
-    first = read_run_args(["run", "--env", "A=const:x"])
-    second = read_run_args(["run"])
-    assert first.inline == [("env", "A=const:x")] and second.inline == []
-    assert first.trusted_signer is not second.trusted_signer
+    first = run_options(["run", "--env", "A=const:x"])
+    second = run_options(["run"])
+    assert first["inline"] == [("env", "A=const:x")] and second["inline"] == []
+    assert first["trusted_signer"] is not second["trusted_signer"]
 
 
 TOKENS = st.sampled_from([
