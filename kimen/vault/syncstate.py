@@ -188,8 +188,18 @@ class VaultSyncState:
                                                  header.rows_mac)))
         return result
 
-    def clear(self, remote: str) -> None:
-        """Drop `remote`'s state row and baseline (the ratchet outside the vault stays)."""
-        with self.vault.transaction() as conn:
-            conn.execute("DELETE FROM sync_baseline WHERE remote=?", (remote,))
-            conn.execute("DELETE FROM sync_state WHERE remote=?", (remote,))
+
+def clear_state(vault: VaultFile, remote: str) -> bool:
+    """Drop `remote`'s state row and baseline (no key needed; the ratchet outside the vault stays).
+    Returns whether there was any."""
+    if vault.schema_version < 2:
+        return False
+    with vault.reading() as conn:
+        found = conn.execute("SELECT 1 FROM sync_state WHERE remote=? UNION ALL "
+                             "SELECT 1 FROM sync_baseline WHERE remote=? LIMIT 1", (remote, remote)).fetchone()
+    if found is None:
+        return False
+    with vault.transaction() as conn:
+        conn.execute("DELETE FROM sync_baseline WHERE remote=?", (remote,))
+        conn.execute("DELETE FROM sync_state WHERE remote=?", (remote,))
+    return True

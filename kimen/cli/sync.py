@@ -1,0 +1,661 @@
+"""`kimen remote add|get|set|list|rm` and `kimen sync init|push|pull|status|conflicts|changes|resolve`
+(docs/sync.md).
+
+Remotes live in the config (`remotes`: name, type, path, identity, remote_id, and for git branch
+and bundle_path); membership never does. The sync commands build a `kimen.sync.engine.Engine`
+from the selected remote: its transport (fs or git), the member's identity, the state directory
+and the clock. Output names secrets, members, seqs, head ids and remote revs — never a value, a
+per-key digest or an identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import errors
+from .model import COMMANDS, Invocation, Result
+from .parser import add_command, add_group
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..bundle.keys import Identity
+    from ..config import Config
+    from ..sync.engine import Engine
+    from ..vault import Vault
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_FIELDS = ("type", "path", "identity", "remote_id", "branch", "bundle_path")
+_LOCATION_FIELDS = ("type", "path", "branch", "bundle_path", "remote_id")
+_MEMBERSHIP_FLAGS = ("recipient", "recipients_file", "signer", "scope", "derive_recipient", "no_derive_recipient")
+_IGNORED_KEYS = ("recipients", "signers", "scope")
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "remote":
+        _register_remote(sub, name)
+    else:
+        _register_sync(sub, name)
+
+
+def _location_flags(p: argparse.ArgumentParser, *, type_default: str | None, identity: bool = True) -> None:
+    p.add_argument("--type", choices=["fs", "git"], default=type_default, help="fs (a directory) or git")
+    p.add_argument("--path", help="fs: a directory or a .age file; git: the repository (path or URL)")
+    if identity:
+        p.add_argument("--identity", metavar="FILE", help="your age identity file (decrypts and signs heads)")
+    p.add_argument("--branch", help="git only: the branch (default main)")
+    p.add_argument("--bundle-path", help="git only: the head's path in the repository (default vault.age)")
+
+
+def _register_remote(sub: argparse._SubParsersAction, name: str) -> None:
+    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_REMOTE)
+    for verb, text, handler in (("add", "add a remote (contacts nothing)", cmd_remote_add),
+                                ("set", "change fields of a remote (an empty value clears one)", cmd_remote_set)):
+        p = add_command(group, verb, text, handler=handler)
+        p.add_argument("name", metavar="NAME")
+        _location_flags(p, type_default="fs" if verb == "add" else None)
+        p.add_argument("--remote-id", help="the remote's id (32 hex), pinned on first contact otherwise")
+        for flag in _MEMBERSHIP_FLAGS:  # membership lives in the remote's head, not in the config
+            p.add_argument("--" + flag.replace("_", "-"), dest=flag, nargs="?", const=True, default=None,
+                           help=argparse.SUPPRESS)
+    p = add_command(group, "get", "show a remote's fields", handler=cmd_remote_get)
+    p.add_argument("name", metavar="NAME")
+    add_command(group, "list", "list the remotes", handler=cmd_remote_list)
+    p = add_command(group, "rm", "remove a remote (and this vault's sync state for it)", handler=cmd_remote_rm)
+    p.add_argument("name", metavar="NAME")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from .bundle_opts import add_identity_flags
+
+    p.add_argument("--remote", metavar="NAME", help="the remote (default: see docs/sync.md, \"Which remote\")")
+    add_identity_flags(p)
+    p.add_argument("--max-skew", metavar="DUR", default="15m", help="refuse heads dated further ahead (15m)")
+
+
+def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
+    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SYNC)
+    p = add_command(group, "init", "configure a remote; create its first head when it has none", handler=cmd_init)
+    p.add_argument("name", metavar="NAME", nargs="?")
+    _common(p)
+    _location_flags(p, type_default=None, identity=False)
+    p.add_argument("--member", help="your member id (default: the login name, lower-cased)")
+    p.add_argument("--scope", metavar="GLOB", action="append", default=[], help="your scope (default **)")
+    p.add_argument("--update", action="store_true", help="change an existing remote's entry")
+    p.add_argument("--no-check", action="store_true", help="do not contact the remote")
+
+    for verb, text, handler, strict in (
+            ("status", "compare the vault and the remote (no passphrase)", cmd_status,
+             "exit 31 on a conflict, 32 on another blocker"),
+            ("conflicts", "the revision-level conflict and the lock (no passphrase)", cmd_conflicts,
+             "exit 31 on a conflict, 32 on a held lock")):
+        p = add_command(group, verb, text, handler=handler)
+        _common(p)
+        p.add_argument("--stale-threshold", metavar="DUR", default="0", help="(accepted; 0 = off)")
+        p.add_argument("--strict", action="store_true", help=strict)
+    p = add_command(group, "changes", "names changed locally, remotely, or both", handler=cmd_changes)
+    _common(p)
+
+    p = add_command(group, "pull", "merge the remote head into the vault", handler=cmd_pull)
+    _common(p)
+    p.add_argument("--reconcile", action="store_true", help="merge even with local changes (kept)")
+    p.add_argument("--mirror", action="store_true", help="make the names in scope equal to the head's (backup first)")
+    p.add_argument("--no-backup", action="store_true", help="no snapshot of the vault before changing it")
+    p.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+
+    p = add_command(group, "push", "publish local changes as the next head", handler=cmd_push)
+    _common(p)
+    p.add_argument("--lock-wait", metavar="DUR", default="10s", help="wait this long for the remote's lock (10s)")
+    p.add_argument("--break-stale-lock-after", metavar="DUR", help="fs only; accepted and ignored")
+    p.add_argument("--dry-run", action="store_true", help="report what would be published; change nothing")
+    p.add_argument("--ff-only", action="store_true", help="refuse when the head moved since the last sync")
+    p.add_argument("--no-backup", action="store_true", help="no snapshot before applying remote changes")
+
+    p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
+    _common(p)
+    p.add_argument("--take", help="local or remote")
+    p.add_argument("--key", metavar="K", action="append", default=[], help="a conflicting key (default: all)")
+    p.add_argument("--no-backup", action="store_true", help="no snapshot before --take remote writes")
+
+
+# -- the config's remotes ----------------------------------------------------------------------------
+
+
+def _config(inv: Invocation) -> Config:
+    from ..access import load_config
+
+    return load_config(inv)
+
+
+def _remotes(config: Config) -> list[dict[str, Any]]:
+    value = config.data.get("remotes")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in value):
+        raise errors.InvalidConfigJson(path=config.path, hint="`remotes` must be a list of objects with a name")
+    return value
+
+
+def _check_name(name: str) -> str:
+    if not name:
+        raise errors.EmptyRemoteName()
+    if not _NAME_CHARS.issuperset(name) or len(name) > 64:
+        raise errors.InvalidRemoteName(name=name[:72])
+    return name
+
+
+def _find(config: Config, name: str) -> dict[str, Any]:
+    for remote in _remotes(config):
+        if remote["name"] == name:
+            return remote
+    from ..suggest import hint
+
+    raise errors.RemoteNotFound(name=name, hint=hint(name, [r["name"] for r in _remotes(config)]))
+
+
+def _warn_ignored(remote: dict[str, Any]) -> None:
+    from ..output import warn
+
+    ignored = [k for k in _IGNORED_KEYS if k in remote]
+    if ignored:
+        warn(f"remote {remote['name']}: {', '.join(ignored)} in the config are ignored; membership lives in the "
+             "remote's head (`kimen sync members`)", reason="remote_membership_keys_ignored")
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    """The rules of a remote object's fields (after the flags were applied)."""
+    kind = fields.get("type") or "fs"
+    if kind not in ("fs", "git"):
+        raise errors.UnsupportedRemoteType(type=str(kind)[:20])
+    if not fields.get("path"):
+        raise errors.MissingPath()
+    if kind != "git" and (fields.get("branch") or fields.get("bundle_path")):
+        raise errors.GitFieldsRequireGitType()
+    if fields.get("remote_id"):
+        from ..sync.ratchet import check_remote_id
+
+        check_remote_id(fields["remote_id"])
+    if kind == "git":
+        from ..sync.git import check_branch, check_bundle_path
+
+        check_branch(fields.get("branch") or "main")
+        check_bundle_path(fields.get("bundle_path") or "vault.age")
+
+
+def _flag_fields(inv: Invocation) -> dict[str, Any]:
+    """The remote fields given as flags (None: not given; "": clear)."""
+    from ..paths import absolute
+
+    args = inv.options
+    for flag in _MEMBERSHIP_FLAGS:
+        if getattr(args, flag, None):
+            raise errors.MembershipNotInConfig(flag="--" + flag.replace("_", "-"))
+    out: dict[str, Any] = {}
+    for key in _FIELDS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if value and key == "identity":
+            value = absolute(value)
+        if value and key == "path" and (getattr(args, "type", None) or "fs") == "fs":
+            value = absolute(value)
+        out[key] = value
+    return out
+
+
+def _remote_view(remote: dict[str, Any]) -> dict[str, Any]:
+    return {key: remote.get(key) for key in ("name", *_FIELDS)}
+
+
+def _human_fields(remote: dict[str, Any]) -> list[str]:
+    return [f"{key}: {remote.get(key) or '(none)'}" for key in ("name", *_FIELDS)]
+
+
+# -- remote commands -----------------------------------------------------------------------------------
+
+
+def cmd_remote_add(inv: Invocation) -> Result:
+    name = _check_name(inv.options.name)
+    config = _config(inv)
+    remotes = _remotes(config)
+    if any(r["name"] == name for r in remotes):
+        raise errors.RemoteExists(name=name)
+    fields = {k: v for k, v in _flag_fields(inv).items() if v}
+    fields.setdefault("type", "fs")
+    _check_fields(fields)
+    remote = {"name": name, **fields}
+    config.data["remotes"] = [*remotes, remote]
+    config.save()
+    return Result("remote_add", f"added remote {name} ({remote['type']}: {remote['path']})",
+                  {"name": name, "remote": _remote_view(remote)})
+
+
+def cmd_remote_get(inv: Invocation) -> Result:
+    remote = _find(_config(inv), inv.options.name)
+    _warn_ignored(remote)
+    return Result("remote_get", _human_fields(remote), {"name": remote["name"], "remote": _remote_view(remote)})
+
+
+def cmd_remote_list(inv: Invocation) -> Result:
+    remotes = sorted(_remotes(_config(inv)), key=lambda r: r["name"])
+    lines = [f"{r['name']}\t{r.get('type') or 'fs'}\t{r.get('path') or ''}" for r in remotes]
+    return Result("remote_list", lines, {"remotes": [_remote_view(r) for r in remotes], "count": len(remotes)})
+
+
+def cmd_remote_set(inv: Invocation) -> Result:
+    config = _config(inv)
+    remote = _find(config, inv.options.name)
+    given = _flag_fields(inv)
+    if not given:
+        raise errors.MissingRemoteSetFields()
+    updated = dict(remote)
+    for key, value in given.items():
+        if value:
+            updated[key] = value
+        else:
+            updated.pop(key, None)
+    _check_fields(updated)
+    moved = any(remote.get(k) != updated.get(k) for k in _LOCATION_FIELDS)
+    reset = _clear_baseline(inv, remote["name"]) if moved else False
+    remote.clear()
+    remote.update(updated)
+    config.save()
+    return Result("remote_set", _human_fields(remote),
+                  {"name": remote["name"], "remote": _remote_view(remote), "baseline_reset": reset})
+
+
+def cmd_remote_rm(inv: Invocation) -> Result:
+    config = _config(inv)
+    remote = _find(config, inv.options.name)
+    config.data["remotes"] = [r for r in _remotes(config) if r is not remote]
+    reset = _clear_baseline(inv, remote["name"])
+    config.save()
+    return Result("remote_rm", f"removed remote {remote['name']}", {"name": remote["name"], "baseline_reset": reset})
+
+
+def _clear_baseline(inv: Invocation, name: str) -> bool:
+    """Drop the selected vault's sync state of remote `name` (no key; the ratchet stays)."""
+    from ..access import resolve_vault
+    from ..vault import Vault
+    from ..vault.syncstate import clear_state
+
+    location = resolve_vault(inv)
+    if not os.path.exists(location.path):
+        return False
+    with Vault.open(location.path) as vault:
+        return clear_state(vault, name)
+
+
+# -- the engine of a sync command ---------------------------------------------------------------------
+
+
+def _select(inv: Invocation, config: Config, vault: Vault | None) -> dict[str, Any]:
+    remotes = _remotes(config)
+    wanted = getattr(inv.options, "remote", None)
+    if wanted:
+        return _find(config, wanted)
+    from_env = inv.env.get("KIMEN_REMOTE", "")
+    if from_env:
+        for remote in remotes:
+            if remote["name"] == from_env:
+                return remote
+        raise errors.RemoteNotFoundFromEnv(name=from_env)
+    if not remotes:
+        raise errors.NoRemotesConfigured(hint="add one with `kimen sync init` or `kimen remote add`")
+    if vault is not None:
+        from ..vault.syncstate import read_state
+
+        with_state = [r for r in remotes if read_state(vault, r["name"]) is not None]
+        if len(with_state) == 1:
+            return with_state[0]
+    for remote in remotes:
+        if remote["name"] == "origin":
+            return remote
+    if len(remotes) == 1:
+        return remotes[0]
+    raise errors.MultipleRemotesConfigured(hint="pass --remote NAME or set KIMEN_REMOTE")
+
+
+def _transport(inv: Invocation, remote: dict[str, Any], lock_wait: float | None = None) -> Any:
+    if (remote.get("type") or "fs") == "git":
+        from ..sync.git import GitTransport
+
+        return GitTransport(remote["path"], branch=remote.get("branch") or "main",
+                            bundle_path=remote.get("bundle_path") or "vault.age", env=inv.env)
+    from ..sync.base import LOCK_WAIT
+    from ..sync.fs import FsTransport
+
+    return FsTransport(remote["path"], lock_wait=LOCK_WAIT if lock_wait is None else lock_wait)
+
+
+def _identity(inv: Invocation, remote: dict[str, Any], *, required: bool) -> Identity | None:
+    from .bundle_opts import load_identity
+
+    found = load_identity(inv, required=False)
+    if found is not None:
+        return found
+    path = remote.get("identity")
+    if path:
+        from ..bundle.keys import parse_identity
+        from .bundle_opts import _read_key_file
+
+        return parse_identity(_read_key_file(path, errors.MissingIdentityFile), path)
+    if required:
+        raise errors.RemoteIdentityMissing(
+            hint=f"pass --identity FILE, set KIMEN_AGE_IDENTITY, or "
+                 f"`kimen remote set {remote['name']} --identity FILE`")
+    return None
+
+
+def _duration(text: str, error: type[errors.KimenError], *, allow_zero: bool = True) -> int:
+    from ..durations import parse_duration
+
+    try:
+        return parse_duration(text, allow_zero=allow_zero)
+    except ValueError as exc:
+        raise error(detail=str(exc)) from None
+
+
+def _engine(inv: Invocation, remote: dict[str, Any], identity: Identity | None,
+            lock_wait: float | None = None) -> Engine:
+    from ..sync.engine import Engine, Remote, endpoint
+
+    max_skew = _duration(getattr(inv.options, "max_skew", None) or "15m", errors.InvalidMaxSkew)
+    kind = remote.get("type") or "fs"
+    where = endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path"))
+    handle = Remote(remote["name"], _transport(inv, remote, lock_wait), remote_id=remote.get("remote_id") or None,
+                    endpoint=where, env=inv.env)
+    return Engine(handle, identity, max_skew=float(max_skew))
+
+
+def _pin(config: Config, remote: dict[str, Any], remote_id: str | None, *, created: bool = False) -> None:
+    """First contact with a remote whose id was not configured: pin it, and say so (not to the
+    member who just created the remote)."""
+    if remote_id is None or remote.get("remote_id"):
+        return
+    remote["remote_id"] = remote_id
+    config.save()
+    if not created:
+        from ..output import warn
+
+        warn(f"remote id {remote_id} pinned on first use", reason="remote_id_pinned")
+
+
+class _Session:
+    """A sync command's parts: config, selected remote, the vault (unlocked or not), the engine."""
+
+    def __init__(self, inv: Invocation, *, unlock: bool, identity: bool = True, lock_wait: float | None = None):
+        from ..access import open_metadata, open_store, resolve_vault
+
+        self.inv = inv
+        self.config = _config(inv)
+        location = resolve_vault(inv)
+        self.vault_path = location.path
+        self.vault: Any = None
+        self.store: Any = None
+        if unlock:
+            if not os.path.exists(location.path):
+                raise errors.LocalVaultMissing(path=location.path, hint="create one with `kimen vault init`")
+            self.store = open_store(inv, allow_session=False)
+            self.vault = self.store.vault
+        elif os.path.exists(location.path):
+            self.vault = open_metadata(inv, location)
+        self.remote = _select(inv, self.config, self.vault)
+        _warn_ignored(self.remote)
+        self.identity = _identity(inv, self.remote, required=identity)
+        self.engine = _engine(inv, self.remote, self.identity, lock_wait)
+
+    def local(self) -> Any:
+        from ..vault.syncstate import VaultSyncState
+
+        return VaultSyncState(self.store)
+
+    def backup_path(self) -> str | None:
+        if getattr(self.inv.options, "no_backup", False):
+            return None
+        from .backup import backup_path
+
+        return backup_path(self.vault_path)
+
+    def pin(self, remote_id: str | None) -> None:
+        _pin(self.config, self.remote, remote_id)
+
+    def close(self) -> None:
+        if self.vault is not None:
+            self.vault.close()
+
+
+def _next_command(action: str, remote: str) -> str | None:
+    commands = {
+        "sync_init": f"kimen sync init {remote}", "sync_pull": f"kimen sync pull --remote {remote}",
+        "sync_pull_reconcile": f"kimen sync pull --remote {remote} --reconcile",
+        "sync_pull_mirror": f"kimen sync pull --remote {remote} --mirror",
+        "sync_push": f"kimen sync push --remote {remote}", "manual_reconcile": f"kimen sync changes --remote {remote}",
+        "wait_or_sync_unlock": f"kimen sync unlock --remote {remote}",
+        "sync_reset_baseline_or_remote_recreate": f"kimen sync reset-baseline --remote {remote} --to-remote --yes",
+        "configure_remote_identity": f"kimen remote set {remote} --identity FILE",
+        "vault_init": "kimen vault init",
+    }
+    return commands.get(action)
+
+
+def _names(label: str, names: list[str]) -> list[str]:
+    return [f"{label}: {', '.join(names)}"] if names else []
+
+
+# -- sync commands -------------------------------------------------------------------------------------
+
+
+def cmd_init(inv: Invocation) -> Result:
+    import getpass
+
+    args = inv.options
+    config = _config(inv)
+    name = _check_name(args.name or args.remote or "origin")
+    remotes = _remotes(config)
+    existing = next((r for r in remotes if r["name"] == name), None)
+    given = {k: v for k, v in _flag_fields(inv).items() if v}
+    created = updated = False
+    if existing is None:
+        remote = {"name": name, "type": "fs", **given}
+        _check_fields(remote)
+        config.data["remotes"] = [*remotes, remote]
+        created = True
+    else:
+        remote = existing
+        if given and not args.update and any(remote.get(k) != v for k, v in given.items()):
+            raise errors.RemoteExists(name=name, hint="pass --update to change its entry")
+        if given:
+            candidate = {**remote, **given}
+            _check_fields(candidate)
+            updated = any(remote.get(k) != v for k, v in given.items())
+            remote.update(candidate)
+    config.save()
+    fields: dict[str, Any] = {"created": created, "updated": updated, "created_remote": False,
+                              "remote_id": remote.get("remote_id"), "member": None, "baseline_reset": False,
+                              "check_ok": None, "remote_config": _remote_view(remote)}
+    lines = [f"{'added' if created else 'updated' if updated else 'kept'} remote {name} "
+             f"({remote.get('type') or 'fs'}: {remote['path']})"]
+    if not args.no_check:
+        try:
+            member = (args.member or getpass.getuser()).lower()
+        except (KeyError, OSError):
+            member = args.member or ""
+        engine = _engine(inv, remote, _identity(inv, remote, required=True))
+        done = engine.init(member, args.scope or ("**",))
+        _pin(config, remote, done.pin_remote_id, created=done.created_remote)
+        fields.update(created_remote=done.created_remote, remote_id=done.remote_id, member=done.member,
+                      check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev)
+        lines.append(f"created the remote's first head (remote id {done.remote_id}, admin {done.member})"
+                     if done.created_remote else
+                     f"checked the remote's head: seq {done.seq}, remote id {done.remote_id}, member {done.member}")
+    action = "sync_pull"
+    fields.update(recommended_action=action, next_command=_next_command(action, name))
+    lines.append(f"next: {fields['next_command']}")
+    return Result("sync_init", lines, fields)
+
+
+def _status(inv: Invocation) -> tuple[Any, _Session]:
+    from ..vault.syncstate import read_local_revision, read_state
+
+    session = _Session(inv, unlock=False, identity=False)
+    vault = session.vault
+    state = read_state(vault, session.remote["name"]) if vault is not None else None
+    local_rev = (lambda scope: read_local_revision(vault, scope)) if vault is not None else None
+    return session.engine.status(state, local_rev), session
+
+
+def cmd_status(inv: Invocation) -> Result:
+    status, session = _status(inv)
+    session.close()
+    name = session.remote["name"]
+    fields = {
+        "remote": name, "remote_id": status.remote_id, "remote_rev": status.remote_rev,
+        "remote_commit": status.remote_commit, "last_seen_rev": status.last_seen_rev, "local_rev": status.local_rev,
+        "has_remote": status.has_remote, "has_local": status.has_local, "has_lock": status.has_lock,
+        "lock_owner": status.lock_owner, "likely_stale": False, "in_sync": status.in_sync,
+        "can_push": status.can_push, "needs_pull": status.needs_pull, "local_changed": status.local_changed,
+        "blockers": status.blockers, "reason": status.reason, "recommended_action": status.recommended_action,
+        "next_command": _next_command(status.recommended_action, name), "head_seq": status.head_seq,
+        "ratchet_seq": status.ratchet_seq, "member": status.member, "role": status.role, "scope": status.scope,
+        "members_changed": False, "rotation_due_count": status.rotation_due_count,
+        "baseline_verified": status.baseline_verified,
+    }
+    lines = [f"remote: {name}", f"head: {'seq ' + str(status.head_seq) if status.head_seq else '(no baseline)'}"
+             f"{'' if status.has_remote else ' (the remote holds no head)'}",
+             f"in sync: {'yes' if status.in_sync else 'no'}" + (f" ({status.reason})" if status.reason else ""),
+             f"local changes: {'yes' if status.local_changed else 'no'}",
+             f"next: {fields['next_command'] or 'nothing to do'}"]
+    code = 0
+    if inv.options.strict and status.blockers:
+        code = 31 if status.has_conflict else 32
+    return Result("sync_status", lines, fields, exit_code=code)
+
+
+def cmd_conflicts(inv: Invocation) -> Result:
+    status, session = _status(inv)
+    session.close()
+    fields = status.conflicts()
+    lines = [f"conflict: {'yes (' + str(status.reason) + ')' if status.has_conflict else 'no'}",
+             f"lock: {status.lock_owner or 'free'}"]
+    code = 0
+    if inv.options.strict:
+        code = 31 if status.has_conflict else 32 if status.has_lock else 0
+    return Result("sync_conflicts", lines, fields, exit_code=code)
+
+
+def cmd_changes(inv: Invocation) -> Result:
+    session = _Session(inv, unlock=True)
+    try:
+        changes = session.engine.changes(session.local())
+    finally:
+        session.close()
+    fields = {
+        "seq": changes.seq, "local_changed_keys": changes.local_changed_keys,
+        "remote_changed_keys": changes.remote_changed_keys, "conflict_keys": changes.conflict_keys,
+        "conflicts": changes.conflicts, "local_only_changed_keys": changes.local_only_changed_keys,
+        "remote_only_changed_keys": changes.remote_only_changed_keys, "converged_keys": changes.converged_keys,
+        "out_of_scope_count": changes.out_of_scope_count, "can_reconcile": changes.can_reconcile,
+        "recommended_action": "manual_reconcile" if changes.conflict_keys else
+        "sync_pull_reconcile" if changes.remote_only_changed_keys else
+        "sync_push" if changes.local_only_changed_keys else "none",
+    }
+    lines = (_names("local", changes.local_only_changed_keys) + _names("remote", changes.remote_only_changed_keys)
+             + _names("conflicts", changes.conflict_keys)) or ["no changes"]
+    return Result("sync_changes", lines, fields)
+
+
+def cmd_pull(inv: Invocation) -> Result:
+    args = inv.options
+    if args.reconcile and args.mirror:
+        raise errors.ConflictingPullModes()
+    session = _Session(inv, unlock=True)
+    try:
+        result = session.engine.pull(session.local(), reconcile=args.reconcile, mirror=args.mirror,
+                                     dry_run=args.dry_run, backup_path=None if args.dry_run else session.backup_path())
+        if not args.dry_run:
+            session.pin(result.pin_remote_id)
+    finally:
+        session.close()
+    if args.dry_run:
+        fields = {"seq": result.seq, "head_id": result.head_id, "would_backup": bool(
+            (result.applied_keys or result.deleted_keys) and not args.no_backup), "can_reconcile": True,
+            "would_apply_keys": result.applied_keys, "would_delete_keys": result.deleted_keys, "conflict_keys": []}
+        return Result("sync_pull_dry_run", [f"would pull seq {result.seq}", *_names("would apply", result.applied_keys),
+                                            *_names("would delete", result.deleted_keys)], fields)
+    fields = {"seq": result.seq, "head_id": result.head_id, "remote_rev": result.remote_rev,
+              "backup_path": result.backup_path, "applied_keys": result.applied_keys,
+              "deleted_keys": result.deleted_keys, "kept_local_keys": result.kept_local_keys,
+              "in_sync": result.in_sync, "first_pull": result.first_pull}
+    lines = [f"pulled seq {result.seq}" + (" (first pull: union)" if result.first_pull else ""),
+             *_names("applied", result.applied_keys), *_names("deleted", result.deleted_keys),
+             *_names("kept local", result.kept_local_keys)]
+    if result.backup_path:
+        lines.append(f"backup: {result.backup_path}")
+    return Result("sync_" + result.mode, lines, fields)
+
+
+def cmd_push(inv: Invocation) -> Result:
+    args = inv.options
+    lock_wait = _duration(args.lock_wait, errors.InvalidLockWait)
+    if args.break_stale_lock_after is not None:
+        _duration(args.break_stale_lock_after, errors.InvalidBreakStaleLockAfter)
+        if args.dry_run:
+            raise errors.ConflictingDryRunLockFlags()
+    session = _Session(inv, unlock=True, lock_wait=float(lock_wait))
+    try:
+        if args.break_stale_lock_after is not None:
+            if (session.remote.get("type") or "fs") != "fs":
+                raise errors.LockFlagsRequireFsRemote()
+            from ..output import warn
+
+            warn("--break-stale-lock-after is ignored: a remote's lock is a flock, released when its holder dies",
+                 reason="break_stale_lock_ignored")
+        if args.dry_run:
+            changes = session.engine.changes(session.local())
+            fields = {"would_publish_keys": [k for k in changes.local_only_changed_keys],
+                      "would_delete_keys": [], "would_merge_keys": changes.remote_only_changed_keys,
+                      "conflict_keys": changes.conflict_keys, "can_push": not changes.conflict_keys}
+            return Result("sync_push_dry_run", [*_names("would publish", changes.local_only_changed_keys),
+                                                *_names("would merge", changes.remote_only_changed_keys),
+                                                *_names("conflicts", changes.conflict_keys)], fields)
+        result = session.engine.push(session.local(), ff_only=args.ff_only, backup_path=session.backup_path(),
+                                     lock_wait=float(lock_wait))
+        session.pin(result.pin_remote_id)
+    finally:
+        session.close()
+    fields = {"seq": result.seq, "head_id": result.head_id, "remote_rev": result.remote_rev,
+              "remote_commit": result.remote_commit, "generation": result.generation,
+              "published_keys": result.published_keys, "deleted_keys": result.deleted_keys,
+              "merged_remote_keys": result.merged_remote_keys, "attempts": result.attempts, "noop": result.noop,
+              "backup_path": result.backup_path, "stale_lock_broken": False}
+    lines = ([f"nothing to publish (head seq {result.seq})"] if result.noop else [f"pushed seq {result.seq}"])
+    lines += [*_names("published", result.published_keys), *_names("deleted", result.deleted_keys),
+              *_names("merged from the remote", result.merged_remote_keys)]
+    if result.backup_path:
+        lines.append(f"backup: {result.backup_path}")
+    return Result("sync_push", lines, fields)
+
+
+def cmd_resolve(inv: Invocation) -> Result:
+    args = inv.options
+    if args.take not in ("local", "remote"):
+        raise errors.InvalidTake()
+    keys = sorted({k.strip() for item in args.key for k in item.split(",") if k.strip()})
+    session = _Session(inv, unlock=True)
+    try:
+        result = session.engine.resolve(session.local(), args.take, keys,
+                                        backup_path=session.backup_path() if args.take == "remote" else None)
+    finally:
+        session.close()
+    action = "manual_reconcile" if result.remaining_conflict_keys else "sync_pull_reconcile"
+    fields = {"take": result.take, "keys": result.keys, "resolved_count": result.resolved_count,
+              "remaining_conflict_keys": result.remaining_conflict_keys, "recommended_action": action,
+              "backup_path": result.backup_path}
+    lines = [f"resolved ({result.take}): {', '.join(result.keys)}",
+             *_names("still conflicting", result.remaining_conflict_keys)]
+    if result.backup_path:
+        lines.append(f"backup: {result.backup_path}")
+    return Result("sync_resolve", lines, fields)
