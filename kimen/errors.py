@@ -408,6 +408,10 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('MembershipNotInConfig', 'membership_not_in_config', None, '{flag}: membership is not configured per remote',
      'membership lives in the remote\'s head: `kimen sync members add`'),
     ('InvalidMaxSkew', 'invalid_max_skew', None, 'invalid --max-skew: {detail}', None),
+    ('MembersRmConfirmationRequired', 'members_rm_confirmation_required', None,
+     'removing member {member} needs --yes', 'they keep what they already fetched: rotate those secrets afterwards'),
+    ('MembersPinMismatch', 'members_pin_mismatch', None, 'the membership fingerprint is {actual}, not {expected}',
+     'compare the members (`kimen sync members list`) before acknowledging them'),
     ('ConflictingPullModes', 'conflicting_pull_modes', None, '--reconcile and --mirror cannot be combined', None),
     ('SyncBaselineTampered', 'sync_baseline_tampered', None, 'the sync baseline of remote {remote} fails its integrity check',
      'take the head as the new baseline: `kimen sync reset-baseline --to-remote --yes`'),
@@ -602,6 +606,8 @@ WARNINGS: dict[str, str] = {
     "remote_id_pinned": "first contact with a remote whose id was not configured: the id is written to the config",
     "remote_membership_keys_ignored": "a remote object in the config has `recipients`, `signers` or `scope`: ignored "
                                       "(membership lives in the remote's head)",
+    "remote_filesystem_unsupported": "`sync init`: the fs remote's directory is on a network or FUSE filesystem other "
+                                     "than nfs4, whose locks and renames kimen cannot rely on",
     "break_stale_lock_ignored": "`sync push --break-stale-lock-after`: accepted and ignored (a remote's lock is a "
                                 "flock, released when its holder dies)",
 }

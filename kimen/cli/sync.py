@@ -15,7 +15,7 @@ import os
 
 from .. import errors
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group
+from .parser import add_command, add_group, add_subcommands
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,6 +112,37 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="report what would be published; change nothing")
     p.add_argument("--ff-only", action="store_true", help="refuse when the head moved since the last sync")
     p.add_argument("--no-backup", action="store_true", help="no snapshot before applying remote changes")
+
+    p = add_command(group, "join", "configure a remote and print a join request for an admin", handler=cmd_join)
+    p.add_argument("name", metavar="NAME", nargs="?")
+    _common(p)
+    _location_flags(p, type_default=None, identity=False)
+    p.add_argument("--member", help="your member id (default: the login name, lower-cased)")
+    p.add_argument("--remote-id", help="the remote's id (32 hex), when the admin gave it to you")
+    p.add_argument("--update", action="store_true", help="change an existing remote's entry")
+
+    members = add_command(group, "members", "list, add, remove and acknowledge members")
+    members_sub = add_subcommands(members, "sync_members_command")
+    p = add_command(members_sub, "list", "the current members (decrypts the head)", handler=cmd_members_list)
+    _common(p)
+    p = add_command(members_sub, "add", "add a member (admins): from a join request, or ID and --recipient",
+                    handler=cmd_members_add)
+    p.add_argument("id", metavar="ID", nargs="?")
+    _common(p)
+    p.add_argument("--request", metavar="TEXT", help="the join request the new member printed")
+    p.add_argument("--recipient", metavar="R", help="the member's age1... (or, for a reader, ssh-ed25519) recipient")
+    p.add_argument("--signer", metavar="S", help="the member's signer id (kimen-sig-v1:...)")
+    p.add_argument("--role", choices=["admin", "writer", "reader"], help="admin, writer (default) or reader")
+    p.add_argument("--scope", metavar="GLOB", action="append", default=[], help="the member's scope (default **)")
+    p.add_argument("--update", action="store_true", help="change the role or scope of an existing member")
+    p = add_command(members_sub, "rm", "remove a member (admins); their names become due for rotation",
+                    handler=cmd_members_rm)
+    p.add_argument("id", metavar="ID")
+    _common(p)
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p = add_command(members_sub, "ack", "acknowledge the current members", handler=cmd_members_ack)
+    _common(p)
+    p.add_argument("--fp", metavar="FP", help="refuse unless the members' fingerprint is FP")
 
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
@@ -449,42 +480,22 @@ def _names(label: str, names: list[str]) -> list[str]:
 
 
 def cmd_init(inv: Invocation) -> Result:
-    import getpass
-
     args = inv.options
     config = _config(inv)
     name = _check_name(args.name or args.remote or "origin")
-    remotes = _remotes(config)
-    existing = next((r for r in remotes if r["name"] == name), None)
-    given = {k: v for k, v in _flag_fields(inv).items() if v}
-    created = updated = False
-    if existing is None:
-        remote = {"name": name, "type": "fs", **given}
-        _check_fields(remote)
-        config.data["remotes"] = [*remotes, remote]
-        created = True
-    else:
-        remote = existing
-        if given and not args.update and any(remote.get(k) != v for k, v in given.items()):
-            raise errors.RemoteExists(name=name, hint="pass --update to change its entry")
-        if given:
-            candidate = {**remote, **given}
-            _check_fields(candidate)
-            updated = any(remote.get(k) != v for k, v in given.items())
-            remote.update(candidate)
-    config.save()
+    remote, created, updated = _configure(inv, config, name)
     fields: dict[str, Any] = {"created": created, "updated": updated, "created_remote": False,
                               "remote_id": remote.get("remote_id"), "member": None, "baseline_reset": False,
                               "check_ok": None, "remote_config": _remote_view(remote)}
     lines = [f"{'added' if created else 'updated' if updated else 'kept'} remote {name} "
              f"({remote.get('type') or 'fs'}: {remote['path']})"]
     if not args.no_check:
-        try:
-            member = (args.member or getpass.getuser()).lower()
-        except (KeyError, OSError):
-            member = args.member or ""
         engine = _engine(inv, remote, _identity(inv, remote, required=True))
-        done = engine.init(member, args.scope or ("**",))
+        for warning in getattr(engine.remote.transport.probe(), "warnings", ()):
+            from ..output import warn
+
+            warn(warning, reason="remote_filesystem_unsupported")
+        done = engine.init(_member_id(inv), args.scope or ("**",))
         _pin(config, remote, done.pin_remote_id, created=done.created_remote)
         fields.update(created_remote=done.created_remote, remote_id=done.remote_id, member=done.member,
                       check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev)
@@ -659,3 +670,176 @@ def cmd_resolve(inv: Invocation) -> Result:
     if result.backup_path:
         lines.append(f"backup: {result.backup_path}")
     return Result("sync_resolve", lines, fields)
+
+
+# -- membership ----------------------------------------------------------------------------------------
+
+
+def _configure(inv: Invocation, config: Config, name: str) -> tuple[dict[str, Any], bool, bool]:
+    """Create or (with --update) change the config entry of remote `name` from the flags."""
+    remotes = _remotes(config)
+    existing = next((r for r in remotes if r["name"] == name), None)
+    given = {k: v for k, v in _flag_fields(inv).items() if v}
+    if existing is None:
+        remote = {"name": name, "type": "fs", **given}
+        _check_fields(remote)
+        config.data["remotes"] = [*remotes, remote]
+        config.save()
+        return remote, True, False
+    if given and not inv.options.update and any(existing.get(k) != v for k, v in given.items()):
+        raise errors.RemoteExists(name=name, hint="pass --update to change its entry")
+    updated = any(existing.get(k) != v for k, v in given.items())
+    if updated:
+        candidate = {**existing, **given}
+        _check_fields(candidate)
+        existing.update(candidate)
+        config.save()
+    return existing, False, updated
+
+
+def _member_id(inv: Invocation) -> str:
+    import getpass
+
+    if inv.options.member:
+        return inv.options.member
+    try:
+        return getpass.getuser().lower()
+    except (KeyError, OSError):
+        raise errors.InvalidMemberId(member="", hint="pass --member ID") from None
+
+
+def _members_fields(head: Any) -> dict[str, Any]:
+    from ..sync.chain import members_fp
+
+    return {"members": [m.to_json() for m in head.current.members], "members_fp": members_fp(head.current.members),
+            "epoch": head.current.epoch, "seq": head.seq}
+
+
+def _member_lines(head: Any) -> list[str]:
+    return [f"{m.id}\t{m.role}\t{','.join(m.scope)}\t{m.recipient}" for m in head.current.members]
+
+
+def cmd_join(inv: Invocation) -> Result:
+    from ..durations import format_time
+    from ..sync.chain import make_join_request
+
+    args = inv.options
+    config = _config(inv)
+    name = _check_name(args.name or args.remote or "origin")
+    remote, created, updated = _configure(inv, config, name)
+    identity = _identity(inv, remote, required=True)
+    assert identity is not None
+    if identity.recipient is None or identity.signer is None or not identity.recipient.startswith("age1"):
+        raise errors.MissingSigningIdentity(hint="use an age (X25519) identity: it decrypts and signs")
+    member = _member_id(inv)
+    request = make_join_request(member, identity, identity.recipient, remote.get("remote_id") or None,
+                                format_time())
+    is_member = False
+    try:
+        fetched = _engine(inv, remote, identity).fetch(None)
+        is_member = fetched is not None and any(m.recipient == identity.recipient
+                                                for m in fetched.head.current.members)
+    except errors.KimenError:
+        is_member = False
+    fields = {"request": request.text, "fingerprint": request.fingerprint, "member": member,
+              "recipient": identity.recipient, "signer": identity.signer, "is_member": is_member,
+              "created": created, "updated": updated,
+              "next_command": f"kimen sync pull --remote {name}" if is_member else None}
+    if is_member:
+        lines = [f"{member} is already a member of {name}", f"next: kimen sync pull --remote {name}"]
+    else:
+        lines = ["send this join request to an admin of the team:", request.text,
+                 f"fingerprint (compare it with the admin by voice): {request.fingerprint}",
+                 f"then: kimen sync pull --remote {name}"]
+    return Result("sync_join", lines, fields)
+
+
+def cmd_members_list(inv: Invocation) -> Result:
+    session = _Session(inv, unlock=False)
+    session.close()
+    fetched = session.engine.members()
+    head = fetched.head
+    from ..sync.ratchet import SyncStateDir
+
+    ack = SyncStateDir(head.remote_id, inv.env).read_ack()
+    fields = _members_fields(head)
+    acked = {m.id: m for m in ack.members} if ack is not None else {}
+    current = {m.id: m for m in head.current.members}
+    fields.update(acked=ack is not None and ack.members_fp == fields["members_fp"],
+                  added=sorted(set(current) - set(acked)) if ack else [],
+                  removed=sorted(set(acked) - set(current)) if ack else [],
+                  changed=sorted(k for k in set(current) & set(acked) if current[k] != acked[k]))
+    return Result("sync_members_list", _member_lines(head), fields)
+
+
+def cmd_members_add(inv: Invocation) -> Result:
+    from ..sync import merge
+    from ..sync.base import Member, check_scope_glob
+
+    args = inv.options
+    session = _Session(inv, unlock=False)
+    session.close()
+    scope = tuple(check_scope_glob(g) for g in args.scope) or None
+    fingerprint = None
+    if args.update:
+        if not args.id:
+            raise errors.MemberNotFound(member="", hint="name the member: kimen sync members add ID --update")
+        change: Any = merge.UpdateMember(args.id, args.role, scope)
+        member_id = args.id
+    elif args.request:
+        from ..sync.chain import parse_join_request
+
+        request = parse_join_request(args.request, session.remote.get("remote_id") or None)
+        member_id, fingerprint = request.member, request.fingerprint
+        change = merge.AddMember(Member(request.member, args.role or "writer", request.recipient, request.signer,
+                                        scope or ("**",)))
+    else:
+        if not args.id or not args.recipient:
+            raise errors.InvalidJoinRequest(detail="give --request TEXT, or ID with --recipient (and --signer)")
+        member_id = args.id
+        change = merge.AddMember(Member(args.id, args.role or "writer", args.recipient, args.signer,
+                                        scope or ("**",)))
+    done = session.engine.change_members(change)
+    added = done.head.current.member(member_id)
+    fields = {"member": member_id, "role": added.role if added else None, "scope": list(added.scope) if added else [],
+              "fingerprint": fingerprint, "seq": done.head.seq, "remote_id": done.head.remote_id,
+              "members_fp": _members_fields(done.head)["members_fp"], "attempts": done.attempts}
+    verb = "updated" if args.update else "added"
+    return Result("sync_members_add", [f"{verb} {member_id} ({fields['role']}) in seq {done.head.seq}",
+                                       f"next: {member_id} runs kimen sync pull"], fields)
+
+
+def cmd_members_rm(inv: Invocation) -> Result:
+    from ..sync import merge
+
+    args = inv.options
+    if not args.yes:
+        raise errors.MembersRmConfirmationRequired(member=args.id)
+    session = _Session(inv, unlock=False)
+    session.close()
+    done = session.engine.change_members(merge.RemoveMember(args.id))
+    head = done.head
+    fields = {"member": args.id, "seq": head.seq, "members_fp": _members_fields(head)["members_fp"],
+              "recipient_count": len(head.current.members), "rotation_due_count": len(head.sync.rotation_due),
+              "next_command": "kimen sync rotation"}
+    return Result("sync_members_rm", [
+        f"removed {args.id} in seq {head.seq}; {len(head.sync.rotation_due)} names are due for rotation",
+        "they keep what they already fetched: rotate those secrets, and remove their access to the remote's "
+        "directory or repository too"], fields)
+
+
+def cmd_members_ack(inv: Invocation) -> Result:
+    from ..sync.chain import members_fp
+    from ..sync.ratchet import SyncStateDir
+
+    session = _Session(inv, unlock=False)
+    session.close()
+    head = session.engine.members().head
+    current = members_fp(head.current.members)
+    if inv.options.fp and inv.options.fp != current:
+        raise errors.MembersPinMismatch(actual=current, expected=inv.options.fp)
+    directory = SyncStateDir(head.remote_id, inv.env)
+    previous = directory.read_ack()
+    directory.write_ack(current, head.current.members)
+    return Result("sync_members_ack", f"acknowledged members {current}",
+                  {"members_fp": current, "previous_fp": previous.members_fp if previous else None})

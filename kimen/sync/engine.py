@@ -142,6 +142,15 @@ class ResolveResult:
         return len(self.keys)
 
 
+@dataclass(slots=True, eq=False)
+class MembersResult:
+    """A published membership head: the head, its remote rev, and how many attempts it took."""
+
+    head: Head
+    remote_rev: str
+    attempts: int
+
+
 @dataclass(slots=True)
 class Changes:
     """`sync changes`: the key-level analysis against the accepted head (names only)."""
@@ -369,6 +378,50 @@ class Engine:
             raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
                                        hint="create the remote's first head with `kimen sync init`")
         return state, baseline, generation, fetched, self._me(fetched.head)
+
+    # -- membership (admins; no vault, no passphrase) ---------------------------------------------
+
+    def members(self) -> Fetched:
+        """The accepted current head, for `sync members list` (`remote_missing` when none)."""
+        fetched = self.fetch(None)
+        if fetched is None:
+            raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init")
+        self._me(fetched.head)
+        self._remember(fetched.head, fetched.remote.data)
+        return fetched
+
+    def change_members(self, change: merge.MembershipChange, *, max_attempts: int = MAX_ATTEMPTS) -> MembersResult:
+        """Publish a membership head: every entry carried forward, one new record signed by this
+        admin; a removal puts every live name in `rotation_due`. Reads and changes no vault."""
+        from ..bundle import age, document, keys
+
+        identity = self._identity()
+        transport = self.remote.transport
+        for attempt in range(1, max_attempts + 1):
+            with transport.locked():
+                fetched = self.fetch(None)
+                if fetched is None:
+                    raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init")
+                head = fetched.head
+                me = self._me(head)
+                if me.role != "admin":
+                    raise errors.SyncRoleForbidden(member=me.id, role=me.role, action="change the membership")
+                now = self.clock()
+                doc = merge.build_next(head, author=me.id, changes={}, at=format_time(now), now_ms=int(now * 1000),
+                                       creator=self.creator, membership=change, signer=identity)
+                document.sign(doc, identity)
+                plaintext = canonical(doc)
+                new_head = chain.parse_head(document.parse(plaintext))
+                data = age.encrypt(plaintext, [keys.parse_recipient(m.recipient).obj
+                                               for m in new_head.current.members])
+                published = transport.publish(data, fetched.remote.rev, seq=new_head.seq, by=me.id,
+                                              expected_seq=head.seq)
+                rev = getattr(published, "rev", None)
+                if rev is not None:
+                    self._remember(new_head, data)
+                    return MembersResult(new_head, rev, attempt)
+        raise errors.RemoteChanged(remote=self.remote.name, recommended_action="sync_members",
+                                   hint=f"lost the race to publish {max_attempts} times; run the command again")
 
     # -- merging ----------------------------------------------------------------------------------
 

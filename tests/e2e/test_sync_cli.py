@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KIMEN, Kimen
+from tests.conftest import Kimen
 
 CANARY = "canary-7d1e-sync-cli-value"
 
@@ -24,39 +24,15 @@ def member(tmp_path: Path, name: str) -> Kimen:
     return k
 
 
-def recipient_and_signer(k: Kimen) -> tuple[str, str]:
-    out = k.ok("bundle", "recipient", "--identity", str(k.identity), "--json").json()  # type: ignore[attr-defined]
-    return out["recipient"], out["signer"]
-
-
-def add_member(admin: Kimen, new: Kimen, member_id: str, remote_dir: Path) -> None:
-    """A membership head by hand: `sync members add` is not a command yet; the admin's kimen
-    library code builds it (the same code the command will run)."""
-    recipient, signer = recipient_and_signer(new)
-    script = f"""
-import json, os, sys, time
-from kimen.bundle import age, document, keys
-from kimen.durations import format_time
-from kimen.sigfmt import canonical
-from kimen.sync import chain, merge
-from kimen.sync.base import Member
-from kimen.sync.fs import FsTransport
-ident = keys.parse_identity(open({str(admin.identity)!r}, 'rb').read(), 'id')
-t = FsTransport({str(remote_dir)!r})
-cur = t.read_head()
-head = chain.parse_head(document.parse(age.decrypt(cur.data, [ident])))
-now = time.time()
-doc = merge.build_next(head, author=head.by if False else 'ana', changes={{}}, at=format_time(now),
-    now_ms=int(now * 1000), creator={{}}, membership=merge.AddMember(Member({member_id!r}, 'writer',
-    {recipient!r}, {signer!r}, ('**',))), signer=ident)
-document.sign(doc, ident)
-plain = canonical(doc)
-new = chain.parse_head(document.parse(plain))
-data = age.encrypt(plain, [keys.parse_recipient(m.recipient).obj for m in new.current.members])
-assert t.publish(data, cur.rev, seq=new.seq, by='ana', expected_seq=head.seq).rev
-"""
-    python = Path(KIMEN).parent / "python"
-    subprocess.run([str(python), "-c", script], check=True, env=admin.env, capture_output=True)
+def join(admin: Kimen, new: Kimen, member_id: str, remote_dir: Path, remote_id: str, *, role: str = "writer") -> dict:
+    """`sync join` by the new member, `sync members add --request` by the admin."""
+    joined = new.ok("sync", "join", "team", "--path", str(remote_dir), "--identity", str(new.identity),
+                    "--member", member_id, "--remote-id", remote_id, "--json").json()
+    assert joined["action"] == "sync_join" and not joined["is_member"]
+    assert joined["request"].startswith("kimen-join-v1:") and len(joined["fingerprint"]) == 19
+    added = admin.ok("sync", "members", "add", "--request", joined["request"], "--role", role, "--json").json()
+    assert added["member"] == member_id and added["fingerprint"] == joined["fingerprint"]
+    return added
 
 
 @pytest.fixture
@@ -68,9 +44,7 @@ def team(tmp_path):
                   "--member", "ana", "--json").json()
     assert done["action"] == "sync_init" and done["created_remote"] and done["member"] == "ana"
     remote_id = done["remote_id"]
-    add_member(ana, bo, "bo", remote_dir)
-    bo.ok("remote", "add", "team", "--path", str(remote_dir), "--identity", str(bo.identity),
-          "--remote-id", remote_id)
+    join(ana, bo, "bo", remote_dir, remote_id)
     return ana, bo, remote_dir
 
 
@@ -174,3 +148,26 @@ def test_git_remote_end_to_end(tmp_path):
     assert "kimen sync push" in log and "v" not in log.replace("kimen sync push", "")
     assert sync(ana, "push")["noop"]
     assert sync(ana, "status")["in_sync"]
+
+
+def test_members_list_remove_and_rotation(team, tmp_path):
+    ana, bo, _remote_dir = team
+    ana.set("prod.db", CANARY)
+    sync(ana, "push")
+    sync(bo, "pull")
+    listed = ana.ok("sync", "members", "list", "--json").json()
+    assert [m["id"] for m in listed["members"]] == ["ana", "bo"] and len(listed["members_fp"]) == 64
+    assert all("AGE-SECRET-KEY" not in json.dumps(m) for m in listed["members"])
+    assert listed["acked"] is False and listed["added"] == ["bo"]  # ana acknowledged the genesis members
+    ack = ana.ok("sync", "members", "ack", "--json").json()
+    assert ack["members_fp"] == listed["members_fp"] != ack["previous_fp"]
+    assert ana.ok("sync", "members", "list", "--json").json()["acked"] is True
+    ana.fail(32, "members_rm_confirmation_required", "sync", "members", "rm", "bo")
+    bo.fail(32, "sync_role_forbidden", "sync", "members", "rm", "ana", "--yes")
+    ana.fail(32, "sync_last_admin", "sync", "members", "rm", "ana", "--yes")
+    removed = ana.ok("sync", "members", "rm", "bo", "--yes", "--json").json()
+    assert removed["recipient_count"] == 1 and removed["rotation_due_count"] == 1
+    # bo can no longer decrypt the new head
+    bo.fail(32, "sync_not_a_member", "sync", "pull", env=bo.with_pass())
+    ana.fail(32, "members_pin_mismatch", "sync", "members", "ack", "--fp", "0" * 64)
+    assert "bo" not in ana.ok("sync", "members", "list").stdout
