@@ -144,6 +144,20 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     _common(p)
     p.add_argument("--fp", metavar="FP", help="refuse unless the members' fingerprint is FP")
 
+    p = add_command(group, "rotation", "names still due for rotation after member removals",
+                    handler=cmd_rotation)
+    _common(p)
+    p.add_argument("--strict", action="store_true", help="exit 32 when any name is due")
+    p = add_command(group, "log", "the head's change log, newest first (names only)", handler=cmd_log)
+    _common(p)
+    p.add_argument("--limit", metavar="N", default="20", help="at most N entries (20)")
+    p.add_argument("--key", metavar="NAME", help="only entries that set or deleted NAME")
+    p = add_command(group, "pin", "CI gate: accept the head statelessly (no vault, no passphrase)",
+                    handler=cmd_pin)
+    _common(p)
+    p.add_argument("--check", metavar="FP", help="refuse unless the members' fingerprint is FP")
+    p.add_argument("--remote-id", help="the remote's id (default: the configured one)")
+
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
     p.add_argument("--take", help="local or remote")
@@ -843,3 +857,61 @@ def cmd_members_ack(inv: Invocation) -> Result:
     directory.write_ack(current, head.current.members)
     return Result("sync_members_ack", f"acknowledged members {current}",
                   {"members_fp": current, "previous_fp": previous.members_fp if previous else None})
+
+
+# -- reading the head: rotation, log, pin ---------------------------------------------------------------
+
+
+def cmd_rotation(inv: Invocation) -> Result:
+    session = _Session(inv, unlock=False)
+    session.close()
+    head = session.engine.members().head
+    due = [d.to_json() for d in head.sync.rotation_due]
+    if inv.options.strict and due:
+        raise errors.SyncRotationDue(count=len(due))
+    lines = [f"{d['name']}\tsince seq {d['since_seq']}\tremoved {','.join(d['removed'])}" for d in due]
+    return Result("sync_rotation", lines or ["nothing is due for rotation"], {"rotation_due": due, "count": len(due)})
+
+
+def cmd_log(inv: Invocation) -> Result:
+    args = inv.options
+    try:
+        limit = int(args.limit)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise errors.InvalidLimit(detail=str(args.limit)[:20])
+    session = _Session(inv, unlock=False)
+    session.close()
+    head = session.engine.members().head
+    entries = [e.to_json() for e in reversed(head.sync.log)
+               if args.key is None or args.key in e.set or args.key in e.deleted][:limit]
+    lines = [f"{e['seq']}\t{e['at']}\t{e['by']}\t" + " ".join(
+        [*("+" + n for n in e["set"]), *("-" + n for n in e["del"])] + (["(members)"] if e["members"] else [])
+        + ([f"({e['note']})"] if e["note"] else [])) for e in entries]
+    return Result("sync_log", lines, {"entries": entries, "first_seq": head.sync.log[0].seq, "head_seq": head.seq})
+
+
+def cmd_pin(inv: Invocation) -> Result:
+    from ..sync.chain import members_fp
+    from ..sync.ratchet import check_remote_id
+
+    args = inv.options
+    config = _config(inv)
+    remote = dict(_select(inv, config, None))
+    if args.remote_id:
+        remote["remote_id"] = check_remote_id(args.remote_id)
+    engine = _engine(inv, remote, _identity(inv, remote, required=True))
+    fetched = engine.fetch(None, stateless=True)
+    if fetched is None:
+        raise errors.RemoteMissing(remote=remote["name"], recommended_action="sync_init")
+    head = fetched.head
+    fp = members_fp(head.current.members)
+    if args.check and args.check != fp:
+        raise errors.MembersPinMismatch(actual=fp, expected=args.check)
+    writers = [m for m in head.current.members if m.can_write]
+    fields = {"remote_id": head.remote_id, "seq": head.seq, "head_id": head.id, "by": head.by, "members_fp": fp,
+              "writers": [m.id for m in writers], "trusted_signers": [m.signer for m in writers],
+              "pinned": bool(args.check)}
+    return Result("sync_pin", [f"head seq {head.seq} by {head.by}: accepted", f"members_fp: {fp}",
+                               "trusted signers: " + ",".join(str(m.signer) for m in writers)], fields)

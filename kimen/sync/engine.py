@@ -280,9 +280,10 @@ class Engine:
             state = None  # another remote's baseline: reset when the location changed
         return known_head(state, ratchet)
 
-    def fetch(self, state: SyncState | None) -> Fetched | None:
+    def fetch(self, state: SyncState | None, *, stateless: bool = False) -> Fetched | None:
         """Read the head and accept it against the known head, or raise the first failing check's
-        reason; None when the remote holds no head."""
+        reason; None when the remote holds no head. `stateless` (`sync pin`): no known head, so
+        the order check is skipped and nothing is read from this machine."""
         from ..bundle import age, document
 
         identity = self._identity()
@@ -296,12 +297,12 @@ class Engine:
             raise errors.SyncNotAMember(remote=self.remote.name, **({"hint": hint} if hint else {})) from None
         doc = document.parse(plaintext)
         remote_id = self._remote_id(state)
-        if remote_id is None:
+        if remote_id is None and not stateless:
             sync = doc.raw.get("sync")
             candidate = sync.get("remote_id") if isinstance(sync, dict) else None
             if isinstance(candidate, str) and len(candidate) == 32 and candidate.isalnum() and candidate.islower():
                 remote_id = candidate  # first contact: a ratchet kept for that remote still counts
-        known = self._known(remote_id, state)
+        known = None if stateless else self._known(remote_id, state)
         acceptance = chain.accept(doc, known, self.remote.remote_id, self.clock(), self.max_skew)
         return Fetched(current, acceptance.head, acceptance.outcome, acceptance.pin_remote_id)
 

@@ -171,3 +171,19 @@ def test_members_list_remove_and_rotation(team, tmp_path):
     bo.fail(32, "sync_not_a_member", "sync", "pull", env=bo.with_pass())
     ana.fail(32, "members_pin_mismatch", "sync", "members", "ack", "--fp", "0" * 64)
     assert "bo" not in ana.ok("sync", "members", "list").stdout
+    rotation = ana.ok("sync", "rotation", "--json").json()
+    assert rotation["count"] == 1 and rotation["rotation_due"][0]["name"] == "prod.db"
+    assert rotation["rotation_due"][0]["removed"] == ["bo"]
+    ana.fail(32, "rotation_due", "sync", "rotation", "--strict")
+    ana.set("prod.db", "rotated")
+    sync(ana, "push")
+    assert ana.ok("sync", "rotation", "--json").json()["count"] == 0
+    log = ana.ok("sync", "log", "--json", "--key", "prod.db").json()
+    assert [e["by"] for e in log["entries"]] == ["ana", "ana"] and log["entries"][0]["set"] == ["prod.db"]
+    assert CANARY not in json.dumps(log)
+    fp = ana.ok("sync", "members", "list", "--json").json()["members_fp"]
+    pinned = ana.ok("sync", "pin", "--check", fp, "--json").json()
+    assert pinned["pinned"] and pinned["writers"] == ["ana"]
+    assert pinned["trusted_signers"][0].startswith("kimen-sig-v1:")
+    ana.fail(32, "members_pin_mismatch", "sync", "pin", "--check", "f" * 64)
+    ana.fail(32, "bundle_wrong_remote", "sync", "pin", "--remote-id", "0" * 32)
