@@ -158,6 +158,20 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--check", metavar="FP", help="refuse unless the members' fingerprint is FP")
     p.add_argument("--remote-id", help="the remote's id (default: the configured one)")
 
+    p = add_command(group, "reset-baseline", "take the remote head as the baseline, or drop the baseline",
+                    handler=cmd_reset_baseline)
+    _common(p)
+    p.add_argument("--to-remote", action="store_true", help="baseline := the current head (values unchanged)")
+    p.add_argument("--clear", action="store_true", help="drop this vault's baseline and sync state")
+    p.add_argument("--rev", metavar="SHA256", help="as --to-remote, only if the head's remote rev is SHA256")
+    p.add_argument("--accept-fork", action="store_true", help="with --to-remote: accept a head that forks")
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p = add_command(group, "unlock", "fs: who holds the remote's lock; sweep old in-flight files",
+                    handler=cmd_unlock)
+    _common(p)
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p.add_argument("--if-older-than", metavar="DUR", default="1h", help="in-flight files older than DUR (1h)")
+
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
     p.add_argument("--take", help="local or remote")
@@ -915,3 +929,69 @@ def cmd_pin(inv: Invocation) -> Result:
               "pinned": bool(args.check)}
     return Result("sync_pin", [f"head seq {head.seq} by {head.by}: accepted", f"members_fp: {fp}",
                                "trusted signers: " + ",".join(str(m.signer) for m in writers)], fields)
+
+
+# -- recovery: reset-baseline, unlock -------------------------------------------------------------------
+
+
+def cmd_reset_baseline(inv: Invocation) -> Result:
+    args = inv.options
+    modes = [m for m, on in (("to_remote", args.to_remote), ("clear", args.clear), ("rev", bool(args.rev))) if on]
+    if len(modes) != 1 or (args.accept_fork and modes != ["to_remote"]):
+        raise errors.InvalidResetBaselineMode()
+    if not args.yes:
+        raise errors.ResetBaselineConfirmationRequired()
+    mode = modes[0]
+    if mode == "clear":
+        from ..vault.syncstate import read_state
+
+        session = _Session(inv, unlock=False, identity=False)
+        try:
+            previous = read_state(session.vault, session.remote["name"]) if session.vault is not None else None
+            if session.vault is not None:
+                from ..vault.syncstate import clear_state
+
+                clear_state(session.vault, session.remote["name"])
+        finally:
+            session.close()
+        fields = {"mode": "clear", "previous_rev": previous.head_rev if previous else None, "new_rev": None,
+                  "previous_seq": previous.head_seq if previous else None, "new_seq": None, "accepted_fork": False}
+        return Result("sync_reset_baseline", f"cleared the baseline of {session.remote['name']}", fields)
+    session = _Session(inv, unlock=True)
+    try:
+        done = session.engine.reset_baseline(session.local(), accept_fork=args.accept_fork, rev=args.rev or None)
+    finally:
+        session.close()
+    fields = {"mode": "rev" if mode == "rev" else "to_remote", "previous_rev": done.previous_rev,
+              "new_rev": done.new_rev, "previous_seq": done.previous_seq, "new_seq": done.new_seq,
+              "accepted_fork": done.accepted_fork}
+    lines = [f"baseline := head seq {done.new_seq} ({done.head_id})"]
+    if done.accepted_fork:
+        lines.append(f"accepted a fork: the ratchet now names head {done.head_id}")
+    return Result("sync_reset_baseline", lines, fields)
+
+
+def cmd_unlock(inv: Invocation) -> Result:
+    args = inv.options
+    if not args.yes:
+        raise errors.UnlockConfirmationRequired()
+    age = _duration(args.if_older_than, errors.InvalidIfOlderThan)
+    config = _config(inv)
+    remote = _select(inv, config, None)
+    if (remote.get("type") or "fs") != "fs":
+        raise errors.UnlockRequiresFsRemote()
+    transport = _transport(inv, remote, lock_wait=0.0)
+    holder = transport.lock_holder()
+    removed_files: list[str] = []
+    if holder is None:
+        try:
+            removed_files = transport.sweep_temp_files(float(age))
+        except errors.RemoteLockPresent as exc:  # taken meanwhile
+            holder = exc.fields.get("lock_owner")
+    fields = {"lock_path": transport.lock_path, "held": holder is not None, "holder": holder, "removed": False,
+              "removed_temp_files": removed_files, "lock_age": None,
+              "reason": None if holder is not None else "lock_missing"}
+    lines = [f"lock {transport.lock_path}: " + (f"held by {holder}" if holder else "free"),
+             "a lock is never removed: it is released when its holder exits",
+             *_names("removed in-flight files", removed_files)]
+    return Result("sync_unlock", lines, fields)

@@ -53,6 +53,10 @@ if TYPE_CHECKING:
             """(sync state, baseline, vault generation); (None, None, g) before the first sync."""
             ...
 
+        def unverified(self, remote: str) -> tuple[SyncState | None, int]:
+            """(sync state, vault generation) without checking the baseline's MAC."""
+            ...
+
         def local_values(self, scope: Scope) -> dict[str, bytes]: ...
 
         def commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed],
@@ -140,6 +144,16 @@ class ResolveResult:
     @property
     def resolved_count(self) -> int:
         return len(self.keys)
+
+
+@dataclass(slots=True)
+class ResetResult:
+    previous_rev: str | None
+    new_rev: str
+    previous_seq: int | None
+    new_seq: int
+    accepted_fork: bool
+    head_id: str
 
 
 @dataclass(slots=True, eq=False)
@@ -379,6 +393,36 @@ class Engine:
             raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
                                        hint="create the remote's first head with `kimen sync init`")
         return state, baseline, generation, fetched, self._me(fetched.head)
+
+    # -- reset-baseline ---------------------------------------------------------------------------
+
+    def reset_baseline(self, local: LocalState, *, accept_fork: bool = False, rev: str | None = None) -> ResetResult:
+        """B := R and sync state := the current head, values unchanged (`sync reset-baseline
+        --to-remote`, or `--rev` when the head's remote rev is `rev`). The baseline's MAC is not
+        checked first (this is the way out of `sync_baseline_tampered`). `accept_fork` waives the
+        order check against the known head and re-anchors the ratchet on this head."""
+        previous, generation = local.unverified(self.remote.name)
+        if previous is not None and previous.remote_id != self._remote_id(previous):
+            previous = None
+        fetched = self.fetch(None, stateless=True) if accept_fork else self.fetch(previous)
+        if fetched is None:
+            raise errors.RemoteBundleMissingForBaseline(remote=self.remote.name)
+        if rev is not None and fetched.remote.rev != rev:
+            raise errors.RemoteChanged(remote=self.remote.name, expected_rev=rev, actual_rev=fetched.remote.rev,
+                                       recommended_action="sync_pull")
+        head = fetched.head
+        me = self._me(head)
+        scope = Scope(me.scope)
+        local.commit(self.remote.name, (), self._state_of(head, fetched.remote.rev, me),
+                     self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
+                     keep_local_rev=False, backup_path=None)
+        if accept_fork:
+            directory = self.remote.state_dir(head.remote_id)
+            directory.accept_fork(chain.known_head(head), fetched.remote.data)
+        else:
+            self._remember(head, fetched.remote.data)
+        return ResetResult(previous.head_rev if previous else None, fetched.remote.rev,
+                           previous.head_seq if previous else None, head.seq, accept_fork, head.id)
 
     # -- membership (admins; no vault, no passphrase) ---------------------------------------------
 

@@ -120,6 +120,11 @@ class VaultSyncState:
             raise errors.SyncBaselineTampered(remote=remote)
         return state, {name: Keyed(digest, seq) for name, seq, digest in rows}, generation
 
+    def unverified(self, remote: str) -> tuple[SyncState | None, int]:
+        """(state, vault generation) of `remote` without the MAC check (`sync reset-baseline`)."""
+        generation = self.vault.header().generation
+        return read_state(self.vault, remote), generation
+
     def local_values(self, scope: Scope) -> dict[str, bytes]:
         """The values of every name in `scope` (one read)."""
         names = [name for name in self.vault.list_names() if scope.covers(name)]

@@ -187,3 +187,33 @@ def test_members_list_remove_and_rotation(team, tmp_path):
     assert pinned["trusted_signers"][0].startswith("kimen-sig-v1:")
     ana.fail(32, "members_pin_mismatch", "sync", "pin", "--check", "f" * 64)
     ana.fail(32, "bundle_wrong_remote", "sync", "pin", "--remote-id", "0" * 32)
+
+
+def test_reset_baseline_and_unlock(team):
+    ana, bo, remote_dir = team
+    ana.set("a", "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    import sqlite3
+
+    conn = sqlite3.connect(bo.vault)
+    conn.execute("UPDATE sync_baseline SET seq = seq + 1")
+    conn.commit()
+    conn.close()
+    bo.fail(32, "sync_baseline_tampered", "sync", "pull", env=bo.with_pass())
+    bo.fail(32, "reset_baseline_confirmation_required", "sync", "reset-baseline", "--to-remote", env=bo.with_pass())
+    reset = sync(bo, "reset-baseline", "--to-remote", "--yes")
+    assert reset["mode"] == "to_remote" and reset["new_seq"] == reset["previous_seq"]
+    assert sync(bo, "pull")["in_sync"]
+    wrong = bo.fail(31, "remote_changed", "sync", "reset-baseline", "--rev", "0" * 64, "--yes", env=bo.with_pass())
+    assert wrong.err_json()["actual_rev"]
+    cleared = sync(bo, "reset-baseline", "--clear", "--yes")
+    assert cleared["mode"] == "clear" and sync(bo, "status")["reason"] == "no_local_baseline"
+    stale = remote_dir / "vault.age.tmp.0123456789abcdef"
+    stale.write_bytes(b"x")
+    import os
+
+    os.utime(stale, (1, 1))
+    unlocked = bo.ok("sync", "unlock", "--yes", "--json").json()
+    assert unlocked["held"] is False and unlocked["reason"] == "lock_missing"
+    assert unlocked["removed_temp_files"] == [str(stale)] and not stale.exists()
