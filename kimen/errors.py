@@ -258,6 +258,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('InvalidDotenv', 'invalid_dotenv', None, 'invalid dotenv line {line}: {detail}', None),
     ('RevisionNotFound', 'revision_not_found', None, 'revision {revision} of {secret} is not kept',
      'kimen secret history NAME lists the revisions that are kept'),
+    ('PurgeConfirmationRequired', 'purge_confirmation_required', None,
+     'purging the history of every secret needs --yes', None),
     # -- vault --
     ('VaultExists', 'vault_exists', None, 'vault already exists: {path}', None),
     ('ConflictingBackupOptions', 'conflicting_backup_options', None, '--no-backup and --backup-dir cannot be combined',

@@ -313,8 +313,10 @@ if TYPE_CHECKING:
             ...
 
         def write(self, changes: Sequence[Change], if_generation: int | None = None,
-                  baseline: Any = None) -> WriteResult:
-            """Apply all `changes` in one transaction, or none of them."""
+                  baseline: Any = None, *, history_op: str | None = None) -> WriteResult:
+            """Apply all `changes` in one transaction, or none of them. `history_op` names what
+            replaced or removed values in their history rows (`import`, `bundle`, `sync`; by
+            default each change's own op)."""
             ...
 
         def verify(self) -> None:

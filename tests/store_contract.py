@@ -176,3 +176,9 @@ class StoreContract:
         assert store.purge_history() == 0
         assert store.read(["h.p1", "h.p2"])["h.p1"].value == b"3"
         store.verify()
+
+    def test_history_op_names_the_bulk_change(self, store):
+        store.write([Change.set("h.imp", b"1")])
+        store.write([Change.set("h.imp", b"2")], history_op="import")
+        store.write([Change.rm("h.imp")], history_op="bundle")
+        assert [e.op for e in store.history("h.imp").entries] == ["bundle", "import"]

@@ -387,3 +387,19 @@ def test_fuzzed_tokens_are_invalid_and_never_echoed(text):
         assert err.message == errors.GrantInvalid().message and not err.fields  # nothing of the text
     else:  # pragma: no cover - a random text is never a live token
         raise AssertionError("a fuzzed token was accepted")
+
+
+def test_history_ops_follow_read_and_write(table):
+    """read_revision is a read of its name; restore and purge_history are writes (each purged name
+    is named, also for "all"): a read-only grant may read old values but neither restore nor purge."""
+    ro = mint(table, globs=["prod.*"], read_only=True).token
+    rw = mint(table, globs=["prod.*"], read_only=False).token
+    assert table.authorize(ro, "read_revision", vault_path=VAULT, names=["prod.x"])
+    for op in ("restore", "purge_history"):
+        with pytest.raises(errors.GrantDenied):
+            table.authorize(ro, op, vault_path=VAULT, names=["prod.x"])
+        assert table.authorize(rw, op, vault_path=VAULT, names=["prod.x"])
+        with pytest.raises(errors.GrantDenied):
+            table.authorize(rw, op, vault_path=VAULT, names=["prod.x", "dev.y"])
+    with pytest.raises(errors.GrantDenied):
+        table.authorize(ro, "read_revision", vault_path=VAULT, names=["dev.y"])

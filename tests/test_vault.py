@@ -289,3 +289,23 @@ def test_keep_zero_keeps_nothing(store):
     _with_history(store)
     assert store.history("h.a").entries == []
     store.verify()
+
+
+def test_purge_leaves_no_old_ciphertext_in_the_file_or_wal(store, vault_path):
+    _with_history(store)
+    conn = _db(vault_path)
+    old = bytes(conn.execute("SELECT ciphertext FROM secret_history").fetchone()[0])
+    conn.close()
+    assert store.purge_history(["h.a"]) == 1
+    for suffix in ("", "-wal"):
+        if os.path.exists(vault_path + suffix):
+            with open(vault_path + suffix, "rb") as f:
+                assert old not in f.read(), suffix
+    store.verify()
+
+
+def test_history_rows_of_another_type_are_tampering(store, vault_path):
+    _with_history(store)
+    _tamper(vault_path, "UPDATE secret_history SET created_at=x'ff', size='big'")
+    with pytest.raises(errors.VaultTampered):
+        store.history("h.a")

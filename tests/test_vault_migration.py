@@ -85,13 +85,20 @@ def test_key_free_reads_leave_a_v1_vault_unmigrated(v1_path):
     assert _user_version(v1_path) == 1 and _sha(v1_path) == before and _backups(v1_path) == []
 
 
-def test_migration_backs_up_rewrites_no_row_and_keeps_every_value(v1_path, capsys):
+def test_migration_backs_up_rewrites_no_row_and_keeps_every_value(v1_path):
+    from kimen import output
+
     vault_row, secret_rows, tables = _rows(v1_path)
     assert "secret_history" not in tables
-    with vault.Vault.open(v1_path) as v:
-        backup = v.migrate()
-        assert backup is not None and v.schema_version == 2
-    assert "migrated to schema version 2" in capsys.readouterr().err
+    output.collect_warnings()
+    try:
+        with vault.Vault.open(v1_path) as v:
+            backup = v.migrate()
+            assert backup is not None and v.schema_version == 2
+        warnings = output.take_warnings()
+    finally:
+        output.collect_warnings(False)
+    assert [w["reason"] for w in warnings] == ["vault_migrated"] and backup in warnings[0]["message"]
     assert _user_version(v1_path) == 2
     after_vault, after_secrets, after_tables = _rows(v1_path)
     assert (after_vault, after_secrets) == (vault_row, secret_rows)  # no row rewritten
@@ -139,3 +146,18 @@ def test_migration_needs_a_writable_vault(v1_path):
         with pytest.raises(errors.VaultReadOnly):
             v.migrate()
     assert _user_version(v1_path) == 1 and _backups(v1_path) == []
+
+
+def test_a_reader_opened_at_v1_sees_history_written_after_another_migrated(v1_path):
+    from kimen.store import Change
+
+    reader = vault.Vault.open(v1_path)  # a long-lived connection: the session daemon's
+    try:
+        reader_store = reader.unlock(Sensitive(PASSPHRASE))
+        with vault.Vault.open(v1_path) as writer:
+            writer.unlock(Sensitive(PASSPHRASE)).write([Change.set("db.url", b"changed")])
+        reader_store.verify()  # the new history row is counted, not "tampered"
+        assert [e.op for e in reader_store.history("db.url").entries] == ["set"]
+        assert reader_store.read_revision("db.url", 4).value == EXPECTED["db.url"]
+    finally:
+        reader.close()

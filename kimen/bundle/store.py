@@ -47,7 +47,8 @@ class BundleStore:
             raise errors.SecretNotFound(missing, known=self._secrets)
         return {n: SecretValue(n, self._secrets[n].value, self._secrets[n].revision) for n in wanted}
 
-    def write(self, changes: Sequence[Any], if_generation: int | None = None, baseline: Any = None) -> Any:
+    def write(self, changes: Sequence[Any], if_generation: int | None = None, baseline: Any = None, *,
+              history_op: str | None = None) -> Any:
         raise errors.VaultReadOnly(path=self.path)
 
     def verify(self) -> None:

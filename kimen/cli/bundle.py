@@ -397,7 +397,8 @@ def _update(inv: Invocation, location: object, wanted: dict[str, bytes], generat
         with backed_up(vault, path):
             if changed:  # `if_generation`: the lists above stay true (a concurrent change -> retry)
                 store.write(changes, if_generation=header.generation,  # type: ignore[call-arg]
-                            bundle_generation=generation, allow_older=bool(args.allow_older))
+                            bundle_generation=generation, allow_older=bool(args.allow_older),
+                            history_op="bundle")
             else:
                 vault.record_bundle_generation(generation)
         vault.checkpoint()

@@ -13,6 +13,7 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
+from . import history
 from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group, complete_names
 
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = add_command(group, "get", "print a secret's value (needs --unsafe-stdout)", handler=cmd_get)
     complete_names(p.add_argument("name", metavar="NAME"), "secrets")
     p.add_argument("--unsafe-stdout", action="store_true", help="yes, print the value on stdout")
+    history.add_revision(p)
 
     p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
     p.add_argument("--prefix", metavar="P", help="only names starting with P")
@@ -59,6 +61,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--no-backup", action="store_true",
                    help="do not snapshot the vault before --overwrite replaces values")
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
+
+    history.register(group)
 
 
 # -- set --
@@ -201,17 +205,21 @@ def cmd_get(inv: Invocation) -> Result | int:
     if not inv.options.unsafe_stdout:
         raise errors.UnsafeStdoutRequired(hint="add --unsafe-stdout, or project the value with `kimen run`")
     name = check_secret_name(inv.options.name)
-    store = open_store(inv)
-    try:
-        secret = store.read([name])[name]
-    finally:
-        store.close()
+    if inv.options.revision is not None:
+        value, revision = history.read_revision(inv, name, inv.options.revision)
+    else:
+        store = open_store(inv)
+        try:
+            secret = store.read([name])[name]
+        finally:
+            store.close()
+        value, revision = secret.value, secret.revision
     if inv.json:
         print_json(success_envelope("get", {
-            "name": name, "encoding": "base64", "value_b64": base64.b64encode(secret.value).decode(),
-            "revision": secret.revision, "size": len(secret.value)}))
+            "name": name, "encoding": "base64", "value_b64": base64.b64encode(value).decode(),
+            "revision": revision, "size": len(value)}))
     else:
-        write_bytes(secret.value)
+        write_bytes(value)
     return 0
 
 
@@ -326,7 +334,7 @@ def cmd_import(inv: Invocation) -> Result:
             with open_metadata(inv) as vault:
                 backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
                 with backed_up(vault, backup_path):
-                    store.write(changes)
+                    store.write(changes, history_op="import")
         finally:
             store.close()
     prefix = "[dry-run] " if a.dry_run else ""

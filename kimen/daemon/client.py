@@ -297,7 +297,8 @@ class SessionStore:
             raise errors.SecretNotFound(missing)
         return {name: result[name] for name in wanted if name in result}
 
-    def write(self, changes: Sequence[Change], if_generation: int | None = None, baseline: Any = None) -> WriteResult:
+    def write(self, changes: Sequence[Change], if_generation: int | None = None, baseline: Any = None, *,
+              history_op: str | None = None) -> WriteResult:
         from binascii import b2a_base64
 
         items = []
@@ -314,6 +315,8 @@ class SessionStore:
             fields["if_generation"] = if_generation
         if baseline is not None:
             fields["baseline"] = baseline
+        if history_op is not None:
+            fields["history_op"] = history_op
         response = self.conn.call("write", **fields)
         return WriteResult(response["generation"], [
             ChangeResult(r["op"], r["name"], r.get("revision"), created=bool(r.get("created")),
@@ -341,11 +344,18 @@ class SessionStore:
         return RestoreResult(r["name"], r["from_revision"], r["revision"], r["generation"], bool(r["unchanged"]))
 
     def purge_history(self, names: Sequence[str] | None = None) -> int:
+        """All names (None) are sent by name, as read from the vault file: a grant then checks
+        each one, so an agent's scoped grant cannot purge names outside its scope."""
         if names is None:
-            response = self.conn.call("purge_history", vault_path=self.canonical_path, all=True)
-        else:
-            response = self.conn.call("purge_history", vault_path=self.canonical_path, names=list(names))
-        return int(response["count"])
+            with self._metadata() as vault:
+                names = vault.history_names()
+        wanted = list(dict.fromkeys(names))
+        count = 0
+        for start in range(0, len(wanted), protocol.READ_BATCH):
+            response = self.conn.call("purge_history", vault_path=self.canonical_path,
+                                      names=wanted[start:start + protocol.READ_BATCH])
+            count += int(response["count"])
+        return count
 
     def close(self) -> None:
         self.conn.close()

@@ -39,13 +39,13 @@ if TYPE_CHECKING:
         ttl: int | float
         max_ttl: int | float
         require_grant: bool
-        names: list[str]  # read
+        names: list[str]  # read, purge_history
         changes: list[dict[str, Any]]  # write: {op, name, value_b64?, mode?, new_name?}
         if_generation: int | None
         baseline: Any
         name: str  # read_revision, restore
         revision: int  # read_revision, restore
-        all: bool  # purge_history (else `names`)
+        history_op: str | None  # write: what replaced values in their history rows
 
     class VaultState(TypedDict):
         """An unlocked vault in `status`, `unlock` and `lock` responses."""

@@ -56,11 +56,11 @@ OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "lock": {"vault_path": ("text|null", False)},
     "read": {"vault_path": ("text", True), "names": ("texts", True)},
     "write": {"vault_path": ("text", True), "changes": ("objects", True), "if_generation": ("int|null", False),
-              "baseline": ("any", False)},
+              "baseline": ("any", False), "history_op": ("text|null", False)},
     "verify": {"vault_path": ("text", True)},
     "read_revision": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
     "restore": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
-    "purge_history": {"vault_path": ("text", True), "names": ("texts", False), "all": ("bool", False)},
+    "purge_history": {"vault_path": ("text", True), "names": ("texts", True)},
 }
 
 

@@ -210,8 +210,19 @@ class VaultFile:
                 "ORDER BY revision DESC", (name,)).fetchall() if self.has_history else []
         if row is None and not rows:
             raise errors.SecretNotFound([name])
+        # a byte change may have given a column another type: a reasoned error, not a crash later
+        if (row is not None and not _typed(row, (str, int, int, str, str))) \
+                or not all(_typed(r, (int, int, str, str, str)) for r in rows):
+            raise errors.VaultTampered()
         return SecretHistory(name, SecretInfo(*row) if row is not None else None,
                              [HistoryEntry(*r) for r in rows], keep)
+
+    def history_names(self) -> builtins.list[str]:
+        """Every name with kept older values, sorted (no key needed)."""
+        if not self.has_history:
+            return []
+        with self.reading() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT name FROM secret_history ORDER BY name")]
 
     def record_bundle_generation(self, generation: int) -> None:
         """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
@@ -277,7 +288,14 @@ class VaultFile:
     @property
     def has_history(self) -> bool:
         """Whether the file has the `secret_history` table (schema version 2; a version-1 vault
-        read as it is has no history yet)."""
+        read as it is has no history yet). A connection that saw version 1 asks the file again:
+        another process (or a session's daemon) may have migrated it since."""
+        if self.schema_version < 2:
+            try:
+                self.schema_version = max(self.schema_version,
+                                          self._conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise map_error(exc, self.path) from None
         return self.schema_version >= 2
 
     def migrate(self, backup_path: str | None = None) -> str | None:
@@ -343,3 +361,7 @@ class VaultFile:
     def snapshot(self, dest: str) -> None:
         """A consistent private copy at `dest` (`kimen.vault.backup`)."""
         backup.snapshot(self._conn, self.path, dest)
+
+
+def _typed(row: Sequence[Any], types: tuple[type, ...]) -> bool:
+    return len(row) == len(types) and all(type(v) is t for v, t in zip(row, types, strict=False))

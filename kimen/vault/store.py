@@ -30,7 +30,7 @@ from ..store import (
 )
 from . import sealing
 from .file import VaultFile
-from .schema import CIPHERTEXT_COLUMNS, HISTORY_KEEP
+from .schema import CIPHERTEXT_COLUMNS, HISTORY_KEEP, HISTORY_OPS
 from .sqlite import chunks
 
 TYPE_CHECKING = False
@@ -137,6 +137,8 @@ class LocalStore:
         """
         if baseline is not None:
             raise errors.VaultFailed(detail="sync baselines are not supported yet")
+        if history_op is not None and history_op not in HISTORY_OPS:
+            raise errors.VaultFailed(detail=f"unknown history op {history_op[:40]!r}")
         for change in changes:
             check_secret_name(change.name)
             if change.new_name is not None:

@@ -44,7 +44,8 @@ def named(kimen):
 
 @pytest.mark.parametrize("words,expected", [
     (["kimen", "sec"], {"secret"}),
-    (["kimen", "secret", ""], {"set", "get", "list", "rm", "delete", "mv", "rename", "import"}),
+    (["kimen", "secret", ""], {"set", "get", "list", "rm", "delete", "mv", "rename", "import", "history",
+                                 "restore"}),
     (["kimen", "secret", "set", "x", "--st"], {"--stdin", "--strip-newline"}),
     (["kimen", "--vault", "/tmp/v", "secret", "li"], {"list"}),
     (["kimen", "completion", ""], SHELLS),

@@ -46,6 +46,12 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["secret", "mv", "app.url", "app.url"], (11, "same_secret_name"), PASS),
     (["secret", "rename", "app.url", "app.db"], OK, PASS),
     (["secret", "rename", "app.gone", "app.db2"], (12, "secret_not_found"), PASS),
+    (["secret", "history", "app.db"], OK, {}),
+    (["secret", "history", "app.nope"], (12, "secret_not_found"), {}),
+    (["secret", "restore", "app.db", "--revision", "2"], OK, PASS),  # app.db was revision 2 before the mv
+    (["secret", "restore", "app.db", "--revision", "999"], (11, "revision_not_found"), PASS),
+    (["secret", "history", "--purge", "--all"], (11, "purge_confirmation_required"), PASS),
+    (["secret", "history", "--purge", "app.db"], OK, PASS),
     (["secret", "import", "in.env"], OK, PASS),  # warns: import_not_interpolated
     (["secret", "import", "in.env"], (13, "secret_exists"), PASS),
     (["secret", "rm", "app.imported"], OK, PASS),

@@ -117,6 +117,9 @@ def base(op: str, vault: str) -> dict:
         "write": {"vault_path": vault, "changes": [{"op": "set", "name": "fuzz.written", "value_b64": "eA=="}],
                   "if_generation": None},
         "verify": {"vault_path": vault},
+        "read_revision": {"vault_path": vault, "name": "app.token", "revision": 1},
+        "restore": {"vault_path": vault, "name": "app.token", "revision": 1},
+        "purge_history": {"vault_path": vault, "names": ["app.token"]},
     }[op])
     return doc
 

@@ -70,3 +70,32 @@ def test_a_session_write_migrates_too(v1):
     v1.ok("secret", "set", "db.url", "--stdin", input=b"postgres://new", env={"KIMEN_PASSPHRASE": ""})
     assert _user_version(v1.vault) == 2 and len(_backups(v1.vault)) == 1
     assert v1.get("db.url", "") == b"postgres://new"
+
+
+def test_a_v1_vault_on_a_read_only_mount_is_read_as_it_is(kimen, tmp_path):
+    from .test_vault_filesystems import _can_mount, in_namespace, read_only_bind, reason
+
+    if not _can_mount():
+        pytest.skip("needs unshare -m and mount (root in a private mount namespace) for a read-only mount")
+    vault_dir = tmp_path / "ro"
+    vault_dir.mkdir(mode=0o700)
+    vault = vault_dir / "v.db"
+    shutil.copyfile(FIXTURE, vault)
+    os.chmod(vault, 0o600)
+    before = _sha(vault)
+    out = tmp_path / "out"
+    out.mkdir()
+    v = f"--vault '{vault}'"
+    results = in_namespace(kimen, read_only_bind(vault_dir), [
+        ("list", f"kimen secret list {v}"),
+        ("info", f"kimen vault info --json {v}"),
+        ("history", f"kimen secret history db.password --json {v}"),
+        ("get", f"KIMEN_PASSPHRASE='{PW}' kimen secret get app.binary --unsafe-stdout {v}"),
+        ("set", f"printf x | KIMEN_PASSPHRASE='{PW}' kimen secret set db.url --stdin --json {v}"),
+    ], out)
+    assert results["list"][0] == 0 and results["list"][2].decode().split() == sorted(EXPECTED)
+    assert results["info"][0] == 0 and b'"schema_version":1' in results["info"][2]
+    assert results["history"][0] == 0 and b'"entries":[]' in results["history"][2]
+    assert results["get"][:1] == (0,) and results["get"][2] == EXPECTED["app.binary"]
+    assert (results["set"][0], reason(results["set"][1])) == (24, "vault_read_only")
+    assert _sha(vault) == before and sorted(p.name for p in vault_dir.iterdir()) == ["v.db"]

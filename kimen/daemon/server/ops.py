@@ -31,6 +31,7 @@ from ... import errors
 from ...sensitive import Sensitive
 from ...store import Change
 from ...vault import Vault
+from ...vault.schema import HISTORY_OPS
 from .. import protocol, requests
 from ..session import DEFAULT_MAX_TTL, DEFAULT_TTL, Deadlines, LockedKey, ttl_problem
 from ..vaults import DaemonStore, VaultEntry, WouldBlock, file_stamp
@@ -229,8 +230,11 @@ def op_write(svc: Service, request: Request, blocking: bool) -> Answer:
     if_generation = request.get("if_generation")
     if request.get("baseline") is not None:
         raise errors.SessionUnsupported(message="sync baselines through a session are not supported yet")
-    result = svc.registry.with_store(_vault_path(request),
-                                     lambda store: store.write(changes, if_generation=if_generation))
+    history_op = request.get("history_op")
+    if history_op is not None and history_op not in HISTORY_OPS:
+        raise errors.SessionProtocolError(message="unknown history_op")
+    result = svc.registry.with_store(_vault_path(request), lambda store: store.write(
+        changes, if_generation=if_generation, history_op=history_op))
     return {"generation": result.generation, "results": [
         {"op": r.op, "name": r.name, "revision": r.revision, "created": r.created, "new_name": r.new_name}
         for r in result.results]}
@@ -258,10 +262,11 @@ def op_restore(svc: Service, request: Request, blocking: bool) -> Answer:
 
 
 def op_purge_history(svc: Service, request: Request, blocking: bool) -> Answer:
-    """The history of `names`, or with `all` of every name (exactly one of the two)."""
-    names = request.get("names")
-    if (names is None) == (not request.get("all")):
-        raise errors.SessionProtocolError(message="purge_history needs names or all, not both")
+    """The history of `names` (always named, so a grant can check each; the client lists every
+    name for "all")."""
+    names = request["names"]
+    if len(names) > protocol.READ_BATCH:
+        raise errors.SessionProtocolError(message="too many names in one purge_history")
     count = svc.registry.with_store(_vault_path(request), lambda store: store.purge_history(names))
     return {"count": count}
 
