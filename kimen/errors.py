@@ -367,6 +367,10 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
     ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
     # -- remotes and team sync (30, 31, 32) --
+    ('SyncHistoryUnavailable', 'sync_history_unavailable', None, 'head {seq} is not available',
+     'the remote keeps a limited history (fs: the last 64 heads), and a head sealed before you joined does not '
+     'decrypt with your identity'),
+    ('MissingToSeq', 'missing_to_seq', None, 'missing --to-seq', 'kimen sync revert NAME --to-seq N (see `kimen sync log`)'),
     ('LockMissing', 'lock_missing', None, 'no remote lock present', None),
     ('UnlockConfirmationRequired', 'unlock_confirmation_required', None, 'pass --yes to remove the remote lock',
      None),

@@ -618,3 +618,38 @@ def test_changes_names_keys_and_mirror_makes_the_scope_equal_to_the_head(team):
     assert mirrored.mode == "pull_mirror" and mirrored.backup_path and os.path.exists(mirrored.backup_path)
     assert bo.values() == ana.values() == {"a.only": b"1", "k": b"ana"}
     assert bo.status().in_sync
+
+
+def test_revert_takes_a_value_back_from_an_older_head(team):
+    ana, bo = team["ana"], team["bo"]
+    ana.set("k", b"v1")
+    first = ana.push().seq
+    ana.set("k", b"v2")
+    ana.set("new", b"n")
+    ana.push()
+    bo.pull()
+    done = bo.engine().revert(bo.local(), "k", first)
+    assert done.changed and not done.deleted and bo.values()["k"] == b"v1"
+    gone = bo.engine().revert(bo.local(), "new", first)
+    assert gone.deleted and "new" not in bo.values()
+    assert bo.push().published_keys == ["k"] and head_of(ana).tombstone_map()["new"].by == "bo"
+    with pytest.raises(errors.SyncHistoryUnavailable):
+        bo.engine().revert(bo.local(), "k", 999)
+
+
+def test_an_edited_sync_state_row_is_tampering(team):
+    ana, bo = team["ana"], team["bo"]
+    ana.set("a", b"1")
+    ana.push()
+    bo.pull()
+    import sqlite3
+
+    conn = sqlite3.connect(bo.vault_path)
+    conn.execute("UPDATE sync_state SET scope = '[\"x.**\"]'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(errors.SyncBaselineTampered):
+        bo.push()
+    reset = bo.engine().reset_baseline(bo.local())
+    assert reset.new_seq == reset.previous_seq
+    assert bo.pull().in_sync

@@ -172,6 +172,11 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--yes", action="store_true", help="confirm")
     p.add_argument("--if-older-than", metavar="DUR", default="1h", help="in-flight files older than DUR (1h)")
 
+    p = add_command(group, "revert", "a local change back to NAME's value at an older head", handler=cmd_revert)
+    p.add_argument("key", metavar="NAME")
+    _common(p)
+    p.add_argument("--to-seq", metavar="N", help="the head whose value to take back (see `kimen sync log`)")
+
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
     p.add_argument("--take", help="local or remote")
@@ -995,3 +1000,27 @@ def cmd_unlock(inv: Invocation) -> Result:
              "a lock is never removed: it is released when its holder exits",
              *_names("removed in-flight files", removed_files)]
     return Result("sync_unlock", lines, fields)
+
+
+def cmd_revert(inv: Invocation) -> Result:
+    from ..store import check_secret_name
+
+    args = inv.options
+    name = check_secret_name(args.key)
+    if not args.to_seq:
+        raise errors.MissingToSeq()
+    try:
+        to_seq = int(args.to_seq)
+    except ValueError:
+        raise errors.SyncHistoryUnavailable(seq=str(args.to_seq)[:20], hint="--to-seq is a head's seq") from None
+    session = _Session(inv, unlock=True)
+    try:
+        done = session.engine.revert(session.local(), name, to_seq)
+    finally:
+        session.close()
+    remote = session.remote["name"]
+    fields = {"key": done.key, "to_seq": done.to_seq, "deleted": done.deleted, "changed": done.changed,
+              "next_command": f"kimen sync push --remote {remote}"}
+    what = "removed (absent at that head)" if done.deleted else "set to its value at that head"
+    return Result("sync_revert", [f"{name}: {what if done.changed else 'already so'} (seq {to_seq})",
+                                  f"next: kimen sync push --remote {remote}"], fields)

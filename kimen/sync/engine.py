@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 
         def local_values(self, scope: Scope) -> dict[str, bytes]: ...
 
+        def write(self, changes: Sequence[Change], *, if_generation: int) -> None:
+            """Change values only (a local change, like `secret set`): the sync tables stay."""
+            ...
+
         def commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed],
                    *, if_generation: int, scope: Scope, keep_local_rev: bool,
                    backup_path: str | None) -> WriteResult | None: ...
@@ -144,6 +148,14 @@ class ResolveResult:
     @property
     def resolved_count(self) -> int:
         return len(self.keys)
+
+
+@dataclass(slots=True)
+class RevertResult:
+    key: str
+    to_seq: int
+    deleted: bool
+    changed: bool
 
 
 @dataclass(slots=True)
@@ -393,6 +405,43 @@ class Engine:
             raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
                                        hint="create the remote's first head with `kimen sync init`")
         return state, baseline, generation, fetched, self._me(fetched.head)
+
+    # -- revert -------------------------------------------------------------------------------------
+
+    def revert(self, local: LocalState, name: str, to_seq: int) -> RevertResult:
+        """Make NAME's value in the vault what it was at head `to_seq` (absent there: a delete) — a
+        local change the next push publishes. The older head must still be kept by the remote,
+        decrypt with this identity and be the one the current head's log chains back to
+        (`sync_history_unavailable` otherwise)."""
+        from ..bundle import age, document
+        from ..store import Change
+
+        _state, _baseline, generation, fetched, me = self._begin(local)
+        head = fetched.head
+        if not Scope(me.scope).covers(name):
+            raise errors.KeyOutOfScope(name=name, member=me.id)
+        if to_seq == head.seq:
+            old = head
+        else:
+            child = next((e for e in head.sync.log if e.seq == to_seq + 1), None)
+            data = self.remote.transport.history(to_seq) if child is not None and to_seq >= 1 else None
+            if data is None or child is None:
+                raise errors.SyncHistoryUnavailable(seq=to_seq)
+            try:
+                old = chain.parse_head(document.parse(age.decrypt(data, [self._identity()])))
+            except errors.KimenError:
+                raise errors.SyncHistoryUnavailable(seq=to_seq) from None
+            if old.id != child.parent or old.seq != to_seq or old.remote_id != head.remote_id:
+                raise errors.SyncHistoryUnavailable(seq=to_seq, hint="the kept head is not the one the log names")
+        entry = old.entries.get(name)
+        current = local.local_values(Scope((name,))).get(name)
+        if entry is None:
+            changes = [Change.rm(name)] if current is not None else []
+        else:
+            changes = [Change.set(name, entry.value)] if current != entry.value else []
+        if changes:
+            local.write(changes, if_generation=generation)
+        return RevertResult(name, to_seq, entry is None, bool(changes))
 
     # -- reset-baseline ---------------------------------------------------------------------------
 

@@ -130,6 +130,10 @@ class VaultSyncState:
         names = [name for name in self.vault.list_names() if scope.covers(name)]
         return {name: value.value for name, value in self.store.read(names).items()} if names else {}
 
+    def write(self, changes: Sequence[Change], *, if_generation: int) -> None:
+        """Change values only, as `secret set` and `secret rm` do (`sync revert`)."""
+        self.store.write(changes, if_generation=if_generation)
+
     def commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed], *,
                if_generation: int, scope: Scope, keep_local_rev: bool, backup_path: str | None) -> WriteResult | None:
         """Apply `changes` (values), replace `remote`'s baseline by `baseline` and its state row by

@@ -127,6 +127,8 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["sync", "push"], OK, PASS),
     (["sync", "pull", "--reconcile", "--mirror"], (32, "conflicting_pull_modes"), PASS),
     (["sync", "pull"], OK, PASS),
+    (["sync", "revert", "app.token", "--to-seq", "2"], OK, PASS),
+    (["sync", "revert", "app.token"], (32, "missing_to_seq"), PASS),
     (["sync", "changes"], OK, PASS),
     (["sync", "changes", "--max-skew", "zz"], (32, "invalid_max_skew"), PASS),
     (["sync", "conflicts"], OK, {}),
