@@ -385,17 +385,22 @@ def test_outsider_cannot_pull_and_reader_cannot_push(tmp_path):
         rita.push()
 
 
+def tamper(person: Person, sql: str) -> None:
+    """An edit of the vault's sync tables behind kimen's back (sqlite3 directly)."""
+    import sqlite3
+
+    conn = sqlite3.connect(person.vault_path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
 def test_remote_missing_and_tampered_baseline(team, tmp_path):
     ana, bo = team["ana"], team["bo"]
     ana.set("a", b"1")
     ana.push()
     bo.pull()
-    import sqlite3
-
-    conn = sqlite3.connect(bo.vault_path)
-    conn.execute("UPDATE sync_baseline SET seq = seq + 1")
-    conn.commit()
-    conn.close()
+    tamper(bo, "UPDATE sync_baseline SET seq = seq + 1")
     with pytest.raises(errors.SyncBaselineTampered):
         bo.pull()
     lonely = Person(tmp_path, "lonely", tmp_path / "empty")
@@ -642,12 +647,7 @@ def test_an_edited_sync_state_row_is_tampering(team):
     ana.set("a", b"1")
     ana.push()
     bo.pull()
-    import sqlite3
-
-    conn = sqlite3.connect(bo.vault_path)
-    conn.execute("UPDATE sync_state SET scope = '[\"x.**\"]'")
-    conn.commit()
-    conn.close()
+    tamper(bo, "UPDATE sync_state SET scope = '[\"x.**\"]'")
     with pytest.raises(errors.SyncBaselineTampered):
         bo.push()
     reset = bo.engine().reset_baseline(bo.local())
