@@ -367,6 +367,9 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
     ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
     # -- remotes and team sync (30, 31, 32) --
+    ('RemoteScopeOverlap', 'remote_scope_overlap', None,
+     'your scope in remote {remote} ({glob}) overlaps your scope in remote {other} ({other_glob})',
+     'one vault may sync several remotes only with disjoint scopes: ask an admin to narrow one scope'),
     ('SyncHistoryUnavailable', 'sync_history_unavailable', None, 'head {seq} is not available',
      'the remote keeps a limited history (fs: the last 64 heads), and a head sealed before you joined does not '
      'decrypt with your identity'),

@@ -653,3 +653,20 @@ def test_an_edited_sync_state_row_is_tampering(team):
     reset = bo.engine().reset_baseline(bo.local())
     assert reset.new_seq == reset.previous_seq
     assert bo.pull().in_sync
+
+
+def test_one_vault_two_remotes_with_overlapping_scopes_is_refused(team, tmp_path):
+    ana = team["ana"]
+    ana.set("app.x", b"1")
+    ana.push()
+    ana.pull()
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = Remote("second", FsTransport(str(second_dir)), remote_id=None, endpoint=endpoint("fs", str(second_dir)),
+                    state_base=ana.state_base)
+    engine = Engine(second, ana.identity)
+    engine.init("ana", ("**",))
+    with pytest.raises(errors.RemoteScopeOverlap) as caught:
+        engine.pull(ana.local())
+    assert caught.value.fields["other"] == "team"
+    assert read_state(ana.vault, "second") is None

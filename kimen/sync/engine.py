@@ -57,6 +57,10 @@ if TYPE_CHECKING:
             """(sync state, vault generation) without checking the baseline's MAC."""
             ...
 
+        def other_scopes(self, remote: str) -> dict[str, tuple[str, ...]]:
+            """The member's scope in each other remote this vault syncs."""
+            ...
+
         def local_values(self, scope: Scope) -> dict[str, bytes]: ...
 
         def write(self, changes: Sequence[Change], *, if_generation: int) -> None:
@@ -404,7 +408,20 @@ class Engine:
         if fetched is None:
             raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
                                        hint="create the remote's first head with `kimen sync init`")
-        return state, baseline, generation, fetched, self._me(fetched.head)
+        me = self._me(fetched.head)
+        self._check_overlap(local, me)
+        return state, baseline, generation, fetched, me
+
+    def _check_overlap(self, local: LocalState, me: Member) -> None:
+        """One vault, several remotes: the member's scopes in them must not overlap (a name synced
+        through two remotes could be changed by both) → `remote_scope_overlap`; nothing is applied."""
+        from .base import scope_overlaps
+
+        for other, scope in sorted(local.other_scopes(self.remote.name).items()):
+            pairs = scope_overlaps(me.scope, scope)
+            if pairs:
+                mine, theirs = pairs[0]
+                raise errors.RemoteScopeOverlap(remote=self.remote.name, other=other, glob=mine, other_glob=theirs)
 
     # -- revert -------------------------------------------------------------------------------------
 

@@ -125,6 +125,19 @@ class VaultSyncState:
         generation = self.vault.header().generation
         return read_state(self.vault, remote), generation
 
+    def other_scopes(self, remote: str) -> dict[str, tuple[str, ...]]:
+        """The member's scope in every other remote this vault syncs (their state rows, unverified)."""
+        if self.vault.schema_version < 2:
+            return {}
+        with self.vault.reading() as conn:
+            rows = conn.execute("SELECT remote FROM sync_state WHERE remote != ?", (remote,)).fetchall()
+        out: dict[str, tuple[str, ...]] = {}
+        for (name,) in rows:
+            state = read_state(self.vault, str(name))
+            if state is not None:
+                out[state.remote] = state.scope
+        return out
+
     def local_values(self, scope: Scope) -> dict[str, bytes]:
         """The values of every name in `scope` (one read)."""
         names = [name for name in self.vault.list_names() if scope.covers(name)]
