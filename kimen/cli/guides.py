@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 GUIDE_OF_COMMAND = {
     "vault": "vault", "secret": "vault", "config": "passphrase-and-config", "session": "session",
     "run": "run", "render": "run", "envfile": "run", "plan": "run", "project": "run", "map": "profiles",
-    "doctor": "profiles", "bundle": "bundles", "init": "ci",
+    "doctor": "profiles", "bundle": "bundles", "init": "ci", "remote": "sync", "sync": "sync",
 }
 
 _FOUND: list[list[str]] = []
