@@ -177,9 +177,12 @@ class VaultFile:
             params = (prefix, prefix + "\U0010ffff", len(prefix), prefix)
         sql += " ORDER BY name"
         try:
-            return self._conn.execute(sql, params).fetchall()
+            rows = self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise map_error(exc, self.path) from None
+        if not all(type(row[0]) is str for row in rows):  # a byte change made a name a number or a blob
+            raise errors.VaultTampered()
+        return rows
 
     def names(self, names: Sequence[str]) -> set[str]:
         """Which of `names` exist (no key needed)."""
