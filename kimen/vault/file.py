@@ -168,21 +168,27 @@ class VaultFile:
     def list_json(self, prefix: str | None = None) -> tuple[str, str, int] | None:
         """`list()` as JSON text built by SQLite, for `secret list --json` on 100k rows: the array
         of names, the array of `{"name","revision","size","created_at","updated_at"}` objects (in
-        that key order, compact) and the count. None when a row is not of the stored shape (a
-        tampered file: a name that is not text, a revision or size not a whole number, a time not
-        text) or the text needed an escape or non-ASCII: the caller then encodes the rows itself.
-        The rows are read in the primary key's order (the plan scans its index; no sorter)."""
+        that key order, compact) and the count. The rows are read in the primary key's order (the
+        plan scans its index; no sorter).
+
+        None when a row is not of the stored shape (a tampered file) or a text needed an escape:
+        the caller then encodes the rows itself. Checked without a per-row test: a blob makes
+        `json_object` fail; a revision or size that is real or NULL shows in `sum`/`count`; any
+        name or time that is not text, or a revision or size that is text, changes the number of
+        `"` (16 per object, 2 per name); an escape shows as a backslash."""
         select, params = _sorted_select("name, revision, size, created_at, updated_at", prefix)
         sql = ("SELECT json_group_array(name), json_group_array(json_object('name', name, 'revision', revision,"
                " 'size', size, 'created_at', created_at, 'updated_at', updated_at)), count(*),"
-               " total(typeof(name) <> 'text' OR typeof(revision) <> 'integer' OR typeof(size) <> 'integer'"
-               " OR typeof(created_at) <> 'text' OR typeof(updated_at) <> 'text')"
+               " typeof(sum(revision)), typeof(sum(size)), count(revision), count(size)"
                f" FROM ({select})")
         try:
-            names, secrets, count, odd = self._conn.execute(sql, params).fetchone()
+            names, secrets, count, rev_type, size_type, revs, sizes = self._conn.execute(sql, params).fetchone()
         except sqlite3.Error:
-            return None  # a blob (json_object refuses it) or any other doubt: the row-by-row path decides
-        if odd or not (names.isascii() and secrets.isascii()) or "\\" in names or "\\" in secrets:
+            return None  # a blob, an overflowing sum, text that is not UTF-8: the row-by-row path decides
+        whole = count == 0 or (rev_type == size_type == "integer" and revs == sizes == count)
+        if not (whole and names.count('"') == 2 * count and secrets.count('"') == 16 * count):
+            return None
+        if not (names.isascii() and secrets.isascii()) or "\\" in names or "\\" in secrets:
             return None
         return names, secrets, count
 
