@@ -200,7 +200,7 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
     `allow_session=False` for commands that must never use a session (rekey, session start);
     `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
     A session that expired for this vault falls back like a locked one, but when no later source
-    exists the command fails with `session_expired`, which says when and what to run (§5.10).
+    exists the command fails with `session_expired`, which says when and what to run.
     """
     location = resolve_vault(inv)
     if not os.path.exists(location.path):
