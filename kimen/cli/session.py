@@ -1,9 +1,10 @@
 """`kimen session start|status|lock|stop` (docs/session.md).
 
 `start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of the unlock
-order in docs/passphrase-and-config.md: never the session itself). `status` always exits 0 and
-is on the hot path: it imports the light client only. `--require-grant` switches the daemon into grant-required mode; the grant and log
-commands (`grant`, `grants`, `revoke`, `log`) are `kimen.cli.grants`'s.
+order in docs/passphrase-and-config.md: never the session itself). `status` always exits 0 and is on
+the hot path: it imports the light client only. `--require-grant` switches the daemon into grant-
+required mode; the grant and log commands (`grant`, `grants`, `revoke`, `log`) are
+`kimen.cli.grants`'s.
 """
 
 from __future__ import annotations
