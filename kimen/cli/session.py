@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from ..sensitive import Sensitive
+
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     from .parser import add_command, add_group
@@ -63,7 +65,7 @@ def cmd_start(inv: Invocation) -> Result:
     import base64
     import os
 
-    from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault
+    from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault, with_attempts
     from ..daemon import client, control
     from ..durations import format_duration
 
@@ -83,21 +85,15 @@ def cmd_start(inv: Invocation) -> Result:
         raise missing_passphrase_without_session(" (--stdin)")
     conn, _started = control.ensure_daemon(inv.env)
     with conn:
-        for attempt in range(source.attempts):
-            with source.get() as passphrase:
-                encoded = base64.b64encode(passphrase.view()).decode()
+        def unlock(passphrase: Sensitive) -> None:
+            encoded = base64.b64encode(passphrase.view()).decode()
             try:
                 conn.call("unlock", timeout=client.UNLOCK_TIMEOUT, vault_path=canonical, passphrase_b64=encoded,
                           ttl=ttl, max_ttl=max_ttl, require_grant=bool(inv.options.require_grant))
-                break
-            except errors.WrongPassphrase:
-                if attempt + 1 >= source.attempts:
-                    raise
-                from ..output import warn
-
-                warn("wrong passphrase, try again", reason="passphrase_retry")
             finally:
                 del encoded
+
+        with_attempts(source, unlock)
         state = conn.call("status")
     fields = status_fields(client_socket(inv), state, canonical)
     return Result("session_start", f"session unlocked: {canonical} (idle {format_duration(ttl)}, "
