@@ -18,8 +18,12 @@ from . import errors, paths
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import Any, Protocol
+    from collections.abc import Callable, Mapping
+    from typing import Any, Protocol, TypeVar
+
+    from .sensitive import Sensitive
+
+    T = TypeVar("T")
 
     from .config import Config
     from .daemon.client import Probe
@@ -200,7 +204,7 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
     `allow_session=False` for commands that must never use a session (rekey, session start);
     `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
     A session that expired for this vault falls back like a locked one, but when no later source
-    exists the command fails with `session_expired`, which says when and what to run (§5.10).
+    exists the command fails with `session_expired`, which says when and what to run.
     """
     location = resolve_vault(inv)
     if not os.path.exists(location.path):
@@ -243,10 +247,17 @@ def unlock_local(inv: Invocation, location: VaultLocation, source: Source | None
 
 
 def unlock_vault(vault: Vault, source: Source) -> LocalStore:
+    return with_attempts(source, vault.unlock)
+
+
+def with_attempts(source: Source, use: Callable[[Sensitive], T]) -> T:
+    """`use(passphrase)` with the passphrase of `source`; a wrong one is asked for again as often as
+    the source allows (the terminal prompt: 3 times), with a warning each time. The one owner of
+    the retry rule: local unlocks, `session start` and `session grant` use it."""
     for attempt in range(source.attempts):
         with source.get() as passphrase:
             try:
-                return vault.unlock(passphrase)
+                return use(passphrase)
             except errors.WrongPassphrase:
                 if attempt + 1 >= source.attempts:
                     raise

@@ -1,4 +1,4 @@
-"""SPEC §11 item 2, byte by byte: any change to the vault file gives the right values or a reasoned
+"""Invariant 2 (docs/security.md), byte by byte: any change to the vault file gives the right values or a reasoned
 error, never a wrong value or an unexpected exception (a real SQLite file, opened as kimen opens it)."""
 
 from __future__ import annotations

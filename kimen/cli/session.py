@@ -1,9 +1,10 @@
 """`kimen session start|status|lock|stop` (docs/session.md).
 
-`start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of §4.1:
-never the session itself). `status` always exits 0 and is on the hot path: it imports the light
-client only. `--require-grant` switches the daemon into grant-required mode; the grant and log
-commands (`grant`, `grants`, `revoke`, `log`) are `kimen.cli.grants`'s.
+`start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of the unlock
+order in docs/passphrase-and-config.md: never the session itself). `status` always exits 0 and is on
+the hot path: it imports the light client only. `--require-grant` switches the daemon into grant-
+required mode; the grant and log commands (`grant`, `grants`, `revoke`, `log`) are
+`kimen.cli.grants`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from typing import Any
+
+    from ..sensitive import Sensitive
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -62,7 +65,7 @@ def cmd_start(inv: Invocation) -> Result:
     import base64
     import os
 
-    from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault
+    from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault, with_attempts
     from ..daemon import client, control
     from ..durations import format_duration
 
@@ -82,21 +85,15 @@ def cmd_start(inv: Invocation) -> Result:
         raise missing_passphrase_without_session(" (--stdin)")
     conn, _started = control.ensure_daemon(inv.env)
     with conn:
-        for attempt in range(source.attempts):
-            with source.get() as passphrase:
-                encoded = base64.b64encode(passphrase.view()).decode()
+        def unlock(passphrase: Sensitive) -> None:
+            encoded = base64.b64encode(passphrase.view()).decode()
             try:
                 conn.call("unlock", timeout=client.UNLOCK_TIMEOUT, vault_path=canonical, passphrase_b64=encoded,
                           ttl=ttl, max_ttl=max_ttl, require_grant=bool(inv.options.require_grant))
-                break
-            except errors.WrongPassphrase:
-                if attempt + 1 >= source.attempts:
-                    raise
-                from ..output import warn
-
-                warn("wrong passphrase, try again", reason="passphrase_retry")
             finally:
                 del encoded
+
+        with_attempts(source, unlock)
         state = conn.call("status")
     fields = status_fields(client_socket(inv), state, canonical)
     return Result("session_start", f"session unlocked: {canonical} (idle {format_duration(ttl)}, "

@@ -1,4 +1,4 @@
-"""The light session client (SPEC §5.10): connect, ask, and the session store.
+"""The light session client: connect, ask, and the session store.
 
 Stdlib only, and nothing heavy at import time: `secret get`, `run` and `session status` served by a
 live session load this module and `protocol`, never sqlite3, crypto or the server (an
@@ -259,7 +259,7 @@ def session_store(env: Mapping[str, str], vault_path: str, canonical_path: str,
 
 
 class SessionStore:
-    """The store of SPEC §3.6 served by the daemon; `meta`/`list` read the vault file locally."""
+    """The store served by the daemon; `meta`/`list` read the vault file locally."""
 
     def __init__(self, conn: Connection, path: str, canonical_path: str, metadata: Callable[[], Any]) -> None:
         self.conn = conn

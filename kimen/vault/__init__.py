@@ -1,4 +1,4 @@
-"""The vault file (SPEC §3): the only importer of sqlite3.
+"""The vault file: the only importer of sqlite3.
 
 A vault is one SQLite file in WAL mode. Names, sizes, revisions and KDF parameters are plaintext
 metadata; values are XChaCha20-Poly1305 ciphertexts under a random data key, each bound by its

@@ -252,7 +252,7 @@ class VaultFile:
             return [r[0] for r in conn.execute("SELECT DISTINCT name FROM secret_history ORDER BY name")]
 
     def record_bundle_generation(self, generation: int) -> None:
-        """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
+        """Raise `bundle_high_generation` to `generation` (bundle seal)."""
         with self.transaction() as conn:
             conn.execute("UPDATE vault SET bundle_high_generation=max(bundle_high_generation, ?)", (generation,))
 
@@ -386,7 +386,7 @@ class VaultFile:
         return dest
 
     def checkpoint(self) -> None:
-        """Truncate the WAL so no old ciphertext or wrapped key lingers there (§3.5)."""
+        """Truncate the WAL so no old ciphertext or wrapped key lingers there."""
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:

@@ -140,14 +140,26 @@ def test_git_remote_end_to_end(tmp_path):
     done = ana.ok("sync", "init", "--type", "git", "--path", str(repo), "--identity", str(ana.identity),
                   "--member", "ana", "--json").json()
     assert done["created_remote"] and done["remote_config"]["name"] == "origin"
-    ana.set("k", "v")
+    ana.set("k", CANARY)
     pushed = sync(ana, "push")
     assert pushed["remote_commit"] and pushed["published_keys"] == ["k"]
     log = subprocess.run(["git", "--git-dir", str(repo), "log", "--format=%s", "main"], capture_output=True,
                          check=True).stdout.decode()
-    assert "kimen sync push" in log and "v" not in log.replace("kimen sync push", "")
+    assert "kimen sync push" in log and CANARY not in log
     assert sync(ana, "push")["noop"]
     assert sync(ana, "status")["in_sync"]
+    # no object of the repository (blobs, trees, commits) holds the value, and kimen's own git is
+    # not redirected by a hostile GIT_DIR in the caller's environment
+    objects = subprocess.run(["git", "--git-dir", str(repo), "cat-file", "--batch-all-objects", "--batch"],
+                             capture_output=True, check=True).stdout
+    assert objects and CANARY.encode() not in objects
+    decoy = tmp_path / "decoy.git"
+    gitpython.Repo.init(decoy, bare=True)
+    ana.set("k2", "v2")
+    hostile = {**ana.with_pass(), "GIT_DIR": str(decoy), "GIT_WORK_TREE": str(tmp_path), "GIT_INDEX_FILE": "/x"}
+    assert ana.ok("sync", "push", "--json", env=hostile).json()["published_keys"] == ["k2"]
+    assert subprocess.run(["git", "--git-dir", str(decoy), "rev-parse", "--verify", "-q", "main"],
+                          capture_output=True).returncode != 0
 
 
 def test_members_list_remove_and_rotation(team, tmp_path):
