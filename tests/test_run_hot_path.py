@@ -15,6 +15,9 @@ HEAVY = {"dataclasses", "inspect", "typing", "subprocess", "threading", "json", 
 # argparse and what it brings: `run` reads its common argv without them (kimen.cli.fastargs)
 PARSER = {"argparse", "re", "enum", "functools", "collections", "collections.abc", "kimen.cli.parser",
           "kimen.cli.project"}
+# the supervised start and the `--mask` relay: only a run that needs them imports them
+SUPERVISION = {"kimen.projection.run", "kimen.projection.relay", "kimen.projection.mask", "kimen.projection.files",
+               "pty", "tty", "termios", "fcntl", "select", "selectors", "ctypes", "threading", "errno"}
 
 
 def _modules(code: str) -> set[str]:
@@ -42,8 +45,9 @@ def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    assert "kimen.projection.run" in loaded
-    assert not loaded & (FORBIDDEN | HEAVY | PARSER), sorted(loaded & (FORBIDDEN | HEAVY | PARSER))
+    assert "kimen.projection.execute" in loaded
+    assert not loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION), sorted(loaded & (FORBIDDEN | HEAVY | PARSER
+                                                                                     | SUPERVISION))
 
 
 def test_session_run_path_imports_nothing_heavy():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kimen import output
+from kimen import errors, output
 from kimen.cli.secret import _list_json
 
 
@@ -47,3 +47,65 @@ def test_warnings_are_kept():
 ])
 def test_a_value_needing_escapes_falls_back(bad):
     assert _list_json([ROWS[0], bad]) is None
+
+
+def _vault_with(tmp_path, rows, n):
+    """A real vault file whose secrets table holds `rows` as stored (values of any SQLite type)."""
+    import sqlite3
+
+    from kimen import vault
+    from kimen.sensitive import Sensitive
+    from kimen.store import Change, KdfParams
+
+    path = str(tmp_path / f"v{n}.db")
+    store = vault.create_vault(path, Sensitive(b"pw"), KdfParams(memory_kib=8192, time=1, parallelism=1)).unlock(
+        Sensitive(b"pw"))
+    store.write([Change("set", f"seed.n{i}", b"v") for i in range(len(rows))])
+    store.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        for i, (name, rev, size, created, updated) in enumerate(rows):
+            conn.execute("UPDATE secrets SET name=?, revision=?, size=?, created_at=?, updated_at=? WHERE name=?",
+                         (name, rev, size, created, updated, f"seed.n{i}"))
+    conn.close()
+    return vault.Vault.open(path)
+
+
+@pytest.mark.parametrize("odd", [
+    None, ('a"b', 1, 1, "t", "t"), ("a\\b", 1, 1, "t", "t"), ("a\nb", 1, 1, "t", "t"), ("é", 1, 1, "t", "t"),
+    ("a", 1.5, 1, "t", "t"), ("a", 1, "2", "t", "t"), ("a", 1, 1, 5, "t"), ("a\x7f", 1, 1, "t", "t"),
+    ("a/b", 1, 1, "t", "t"), (7, 1, 1, "t", "t"), ("a", "3", 1, "t", "t"), ("a", 1, 2.5, "t", "t"),
+    ("a", 1, 1, "t", 7.5), ("a", 2**63 - 1, 1, "t", "t"), ("a", 1, "x", "t", "t"), ("a", 1, 1, "t", "a\tb"),
+])
+def test_sqlite_built_arrays_are_the_general_encoding_or_refused(tmp_path, odd):
+    """The arrays SQLite builds, in the envelope, are the general encoder's text for the same rows
+    (shuffled on insert, read sorted); any row it would write differently makes it refuse (None)."""
+    from kimen.cli.secret import _envelope
+
+    rows = [ROWS[1], ROWS[0], *([odd] if odd else [])]
+    v = _vault_with(tmp_path, rows, 0)
+    try:
+        for prefix in (None, "app.", "Z", "nothing"):
+            built = v.list_json(prefix)
+            output.collect_warnings(True)
+            if built is None:
+                assert odd is not None and odd[0] not in ("a/b", "a\x7f"), "a plain row was refused"
+                continue
+            try:
+                stored = v.list_rows(prefix)
+            except errors.VaultTampered:
+                raise AssertionError("SQLite wrote arrays for a tampered name") from None
+            output.collect_warnings(True)
+            assert _envelope(*built) == _general(stored), prefix
+    finally:
+        v.close()
+
+
+def test_a_blob_name_is_refused_then_tampered(tmp_path):
+    v = _vault_with(tmp_path, [ROWS[0], (b"app.x", 1, 1, "t", "t")], 1)
+    try:
+        assert v.list_json() is None
+        with pytest.raises(errors.VaultTampered):
+            v.list_rows()
+    finally:
+        v.close()

@@ -51,7 +51,6 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
          values: dict[Directive, bytes], argv: list[str], user_dir: str | None) -> int:
     from ..output import flush_warnings
     from ..projection import env as penv
-    from ..projection import run as prun
 
     masked = _mask_values(inv, values)  # before anything is written or started
     private = bool(files) and user_dir is None
@@ -70,10 +69,14 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         if user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
-        prun.exec_in_place(exe, argv, environ)
+        from ..projection.execute import exec_in_place
+
+        exec_in_place(exe, argv, environ)
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
     # Supervised: block the relayed signals *before* anything needs cleaning up.
+    from ..projection import run as prun
+
     relay = None
     if masked is not None:
         from ..projection.relay import Relay

@@ -233,8 +233,8 @@ def cmd_list(inv: Invocation) -> Result | int:
         if not (inv.json or inv.options.long):
             return Result("list", vault.list_names(inv.options.prefix), {})
         if inv.json:
-            rows = vault.list_rows(inv.options.prefix)
-            text = _list_json(rows)
+            built = vault.list_json(inv.options.prefix)  # SQLite writes the arrays (100k rows)
+            text = _envelope(*built) if built is not None else _list_json(vault.list_rows(inv.options.prefix))
             if text is not None:
                 from ..output import print_lines
 
@@ -252,8 +252,6 @@ def _list_json(rows: list[tuple[Any, ...]]) -> str | None:
     `_.-`, a time RFC 3339, a revision and a size whole numbers, so no value needs escaping. The
     text is exactly what `output.dumps` writes for the same fields; None when any stored value is
     not of that shape (a tampered file): the general encoder then writes it."""
-    from ..output import dumps, success_envelope
-
     names = [row[0] for row in rows]
     texts = [*names, *(row[3] for row in rows), *(row[4] for row in rows)]
     if not all(type(t) is str for t in texts) or not all(type(row[1]) is int and type(row[2]) is int
@@ -262,12 +260,19 @@ def _list_json(rows: list[tuple[Any, ...]]) -> str | None:
     joined = "".join(texts)
     if not (joined.isascii() and joined.isprintable()) or '"' in joined or "\\" in joined:
         return None
-    head = dumps(success_envelope("list", {}))  # {"ok":true,...,"warnings":[...]}
     secrets = ",".join(f'{{"name":"{n}","revision":{r},"size":{s},"created_at":"{c}","updated_at":"{u}"}}'
                        for n, r, s, c, u in rows)
     quoted = '","'.join(names)
     listed = f'"{quoted}"' if names else ""
-    return f'{head[:-1]},"names":[{listed}],"count":{len(rows)},"secrets":[{secrets}]}}'
+    return _envelope(f"[{listed}]", f"[{secrets}]", len(rows))
+
+
+def _envelope(names: str, secrets: str, count: int) -> str:
+    """The `secret list --json` envelope around the arrays, as `output.dumps` writes it."""
+    from ..output import dumps, success_envelope
+
+    head = dumps(success_envelope("list", {}))  # {"ok":true,...,"warnings":[...]}
+    return f'{head[:-1]},"names":{names},"count":{count},"secrets":{secrets}}}'
 
 
 def cmd_rm(inv: Invocation) -> Result:

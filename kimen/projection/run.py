@@ -39,7 +39,9 @@ import _signal  # the C module: `signal` only wraps it in enums (~1 ms on every 
 import os
 import sys
 
-from .. import errors
+from .execute import RESET_FOR_CHILD as _RESET_FOR_CHILD
+from .execute import flush as _flush
+from .execute import start_error as _start_error
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:
@@ -52,39 +54,7 @@ FORWARDED = (
 TERMINAL_SIGNALS = frozenset({_signal.SIGINT, _signal.SIGQUIT, _signal.SIGWINCH})
 STOPPING = frozenset({_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT})
 WATCHED = frozenset({*FORWARDED, _signal.SIGCHLD})
-_RESET_FOR_CHILD = tuple(
-    s for s in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGPIPE, getattr(_signal, "SIGXFSZ", None))
-    if s is not None
-)
 SI_KERNEL = 0x80
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def exec_in_place(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes]) -> None:
-    """Replace kimen with the child. Returns only by raising (the exec failed)."""
-    _flush()
-    # Python ignores SIGPIPE (and SIGXFSZ); an exec'd program must get the default action back.
-    for sig in _RESET_FOR_CHILD[2:]:
-        _signal.signal(sig, _signal.SIG_DFL)
-    try:
-        os.execve(exe, list(argv), dict(environ))  # noqa: S606 - no shell, by design
-    except OSError as exc:
-        raise _start_error(exc, argv[0]) from None
-
-
-def _start_error(exc: OSError, command: str) -> errors.KimenError:
-    import errno
-
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return errors.CommandNotFound(command=command)
-    return errors.CommandNotExecutable(command=command)
 
 
 def block_signals(watched: frozenset[int] = WATCHED) -> None:

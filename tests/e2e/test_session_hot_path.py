@@ -52,6 +52,11 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
         assert b"unlocked" in out.stdout
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & HEAVY - ({"subprocess", "threading"} if argv[0] == "run" else set()), sorted(loaded & HEAVY)
+    if argv[0] == "run":  # exec in place: no supervision, relay, pty or terminal machinery
+        supervision = {"kimen.projection.run", "kimen.projection.relay", "kimen.projection.mask", "pty", "tty",
+                       "termios", "fcntl", "select", "selectors", "ctypes", "threading"}
+        assert "kimen.projection.execute" in loaded
+        assert not loaded & supervision, sorted(loaded & supervision)
     if argv[0] == "run" or argv == ("session", "status"):  # read without argparse (kimen.cli.fastargs)
         assert not loaded & PARSER, sorted(loaded & PARSER)
     elif argv[:2] == ("session", "status"):  # --json: `json` brings `re`, but still no parser
