@@ -13,7 +13,7 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
-from . import history
+from . import daily, history
 from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group, complete_names
 
@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
 
     history.register(group)
+    daily.register(group)
 
 
 # -- set --
