@@ -261,6 +261,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('PurgeConfirmationRequired', 'purge_confirmation_required', None,
      'purging the history of every secret needs --yes', None),
     # -- daily use (secret generate|edit|copy, mv/rm --prefix, vault backups) --
+    ('RmConfirmationRequired', 'rm_confirmation_required', None,
+     'removing every secret under {prefix} needs --yes', 'kimen secret list --prefix P shows what would go'),
     ('SecretChangedConcurrently', 'secret_changed_concurrently', None,
      '{secret} changed while it was being edited; nothing was written', 'run the command again'),
     ('ConflictingGenerateOptions', 'conflicting_generate_options', None, 'conflicting generate options: {detail}',
@@ -535,8 +537,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
      'pass --update-profile to add the variables it does not set'),
     # -- daily use: secret rm --prefix, vault backups --prune --
-    ('RmConfirmationRequired', 'rm_confirmation_required', None,
-     'removing every secret under {prefix} needs --yes', 'kimen secret list --prefix P shows what would go'),
     ('PruneConfirmationRequired', 'prune_confirmation_required', None,
      'pruning backups needs --yes', 'kimen vault backups lists them first'),
     # -- init ci-sync-gate --
@@ -605,5 +605,7 @@ WARNINGS: dict[str, str] = {
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
     "grant_revoke_failed": "`session grant -- CMD`: the grant could not be revoked when CMD exited (it ends at its "
                            "expiry or with the daemon)",
+    "source_tracked_by_git": "`secret set --from-file`, `secret import`: the source file is tracked by git (the value "
+                             "is in its history: rotate it)",
     "mask_value_unmasked": "`run --mask`: projected values under 6 bytes are not masked (names them, never the values)",
 }
