@@ -78,7 +78,7 @@ SHAPES: dict[str, list[list[str]]] = {
     "vault init": [["--vault", "@new:v.db", *SMALL_KDF]],
     "vault rekey": [["--backup-dir", "@backups", *SMALL_KDF]],
     "secret set": [["app.b", "--from-file", "@value.txt"]],
-    "secret get": [["app.a", "--unsafe-stdout"]],
+    "secret get": [["app.a", "--unsafe-stdout"], ["app.a", "--out", "@new:value.out"]],
     "secret rm": [["app.a"]],
     "secret mv": [["app.a", "app.b"]],
     "secret import": [["@import.env"]],
