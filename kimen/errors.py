@@ -261,6 +261,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('PurgeConfirmationRequired', 'purge_confirmation_required', None,
      'purging the history of every secret needs --yes', None),
     # -- daily use (secret generate|edit|copy, mv/rm --prefix, vault backups) --
+    ('PruneConfirmationRequired', 'prune_confirmation_required', None,
+     'pruning backups needs --yes', 'kimen vault backups lists them first'),
     ('RmConfirmationRequired', 'rm_confirmation_required', None,
      'removing every secret under {prefix} needs --yes', 'kimen secret list --prefix P shows what would go'),
     ('SecretChangedConcurrently', 'secret_changed_concurrently', None,
@@ -536,9 +538,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
      'drop --prefix, or migrate one directory at a time: kimen migrate DIR/.env --prefix P'),
     ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
      'pass --update-profile to add the variables it does not set'),
-    # -- daily use: secret rm --prefix, vault backups --prune --
-    ('PruneConfirmationRequired', 'prune_confirmation_required', None,
-     'pruning backups needs --yes', 'kimen vault backups lists them first'),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )

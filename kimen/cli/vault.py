@@ -6,7 +6,7 @@ import argparse
 import os
 
 from .. import errors
-from . import backup
+from . import backup, vault_backups
 from .common import add_kdf_flags, kdf_from_args
 from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="check everything, change nothing")
     p.add_argument("--no-backup", action="store_true", help="do not snapshot the vault first")
     p.add_argument("--backup-dir", metavar="DIR", help="directory for the snapshot (default: the vault's)")
+    vault_backups.register(group)
 
 
 def cmd_init(inv: Invocation) -> Result:
@@ -206,6 +207,8 @@ def cmd_rekey(inv: Invocation) -> Result | int:
     lines = [f"rekeyed vault: {location.path}"]
     if backup_path:
         lines.append(f"backup: {backup_path} (opens with the old passphrase)")
+        lines.append("hint: backups made before this rekey open with the old passphrase; list them with "
+                     "`kimen vault backups` and remove them with `kimen vault backups --prune --keep N --yes`")
     return Result("vault_rekey", lines, {
         "path": location.path, "backup_path": backup_path, "rotated_data_key": a.rotate_data_key,
         "kdf": params.as_json(), "dry_run": False,

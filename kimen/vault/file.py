@@ -357,3 +357,8 @@ class VaultFile:
     def snapshot(self, dest: str) -> None:
         """A consistent private copy at `dest` (`kimen.vault.backup`)."""
         backup.snapshot(self._conn, self.path, dest)
+
+    def restore_from(self, source: VaultFile) -> None:
+        """Replace this vault's whole content with `source`'s, in one SQLite transaction
+        (`kimen.vault.backup.restore`)."""
+        backup.restore(source._conn, self._conn, self.path)
