@@ -99,13 +99,17 @@ def cmd_backups(inv: Invocation) -> Result:
 
 
 def cmd_restore(inv: Invocation) -> Result:
-    from ..access import open_metadata
+    from ..access import open_metadata, open_store
     from ..paths import absolute
     from ..vault import Vault
     from .backup import backed_up, backup_path
 
     a = inv.options
     source_path = absolute(a.backup)
+    with Vault.open(source_path):
+        pass  # not a kimen vault: refused before any unlock
+    # replacing every value: only for whoever can unlock the vault now (never through a session)
+    open_store(inv, allow_session=False).close()
     with Vault.open(source_path) as source, open_metadata(inv) as vault:
         if os.path.samefile(source_path, vault.path):
             raise errors.UsageError(detail="--backup names the vault itself")

@@ -41,7 +41,7 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["vault", "rekey", "--vault", "other.db"], (10, "missing_new_passphrase"), PASS),
     (["vault", "backups"], OK, {}),
     (["vault", "backups", "--prune", "--keep", "1"], (24, "prune_confirmation_required"), {}),
-    (["vault", "restore", "--vault", "other.db", "--backup", "../config/kimen/vault.db"], OK, {}),
+    (["vault", "restore", "--vault", "other.db", "--backup", "../config/kimen/vault.db"], OK, PASS),
     (["vault", "restore", "--vault", "other.db", "--backup", "missing.db"], (14, "vault_not_found"), {}),
     (["secret", "set", "app.db", "--value", "v"], OK, PASS),  # warns: value_on_command_line
     (["secret", "set", "app.db", "--value", "v", "--no-clobber"], (13, "secret_exists"), PASS),

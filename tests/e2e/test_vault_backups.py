@@ -46,6 +46,8 @@ def test_restore_snapshots_the_current_vault_first(kimen):
     kimen.ok("secret", "rm", "--prefix", "app.", "--yes", env=kimen.with_pass())
     backup = _backups(kimen)[0]["path"]
     kimen.set("app.z", "after")
+    kimen.fail(15, "wrong_passphrase", "vault", "restore", "--backup", backup, env={"KIMEN_PASSPHRASE": "wrong"})
+    assert kimen.ok("secret", "list").stdout.split() == ["app.z"]
     doc = kimen.ok("vault", "restore", "--backup", backup, "--json", env=kimen.with_pass()).json()
     assert doc["action"] == "vault_restore" and os.path.exists(doc["backup_path"])
     assert kimen.ok("secret", "list").stdout.split() == ["app.Y", "app.x"]
