@@ -213,3 +213,25 @@ def test_edit_loses_to_a_concurrent_change(vault, tmp_path):
     env["EDITOR"] = _editor(tmp_path, body2)
     vault.ok("secret", "edit", "app.x", env=env)
     assert vault.get("app.x") == b"mine"
+
+
+def test_generate_and_edit_through_a_session_and_its_grants(vault, tmp_path):
+    vault.set("app.x", CANARY)
+    vault.ok("session", "start", "--require-grant", env=vault.with_pass())
+    try:
+        read_only = vault.ok("session", "grant", "--secret", "app.*", "--read-only",
+                             env=vault.with_pass()).stdout.strip()
+        writer = vault.ok("session", "grant", "--secret", "app.*", env=vault.with_pass()).stdout.strip()
+        editor = _editor(tmp_path, "open(path, 'w').write('through the session')")
+        vault.fail(35, "grant_denied", "secret", "generate", "app.new", env={"KIMEN_SESSION_TOKEN": read_only})
+        vault.fail(35, "grant_denied", "secret", "edit", "app.x",
+                   env={"KIMEN_SESSION_TOKEN": read_only, "EDITOR": editor})
+        vault.ok("secret", "generate", "app.new", env={"KIMEN_SESSION_TOKEN": writer})
+        vault.fail(35, "grant_denied", "secret", "generate", "other.new", env={"KIMEN_SESSION_TOKEN": writer})
+        doc = vault.ok("secret", "edit", "app.x", "--json",
+                       env={"KIMEN_SESSION_TOKEN": writer, "EDITOR": editor}).json()
+        assert doc["changed"] is True and _edit_dirs(vault) == []
+        assert vault.get("app.x") == b"through the session"
+        assert len(vault.get("app.new")) == 32
+    finally:
+        vault.run("session", "stop")
