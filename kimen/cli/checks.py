@@ -1,4 +1,4 @@
-"""`kimen map lint` (SPEC §6.8) and `kimen doctor` (SPEC §6.9): reports, not envelopes.
+"""`kimen map lint` (docs/profiles.md) and `kimen doctor`: reports, not envelopes.
 
 Both print their report on stdout whether they pass or fail and return the exit code (20 / 27);
 nothing goes to stderr (warnings that lower layers would print are captured and folded into the
@@ -9,6 +9,7 @@ non-interactive source or a session can do it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import stat
@@ -244,7 +245,7 @@ _BUNDLE_CHECKS = ("spec", "in", "identity", "decrypt", "signer")
 
 def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
     """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer for every `--bundle`
-    (SPEC §6.9); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
+    (docs/errors.md); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
     order). Returns (label, store) for each usable bundle: the stores answer `names` for
     mapping_secrets. The identity and the trusted signers are read once (stdin can be read once)."""
     from ..paths import absolute
@@ -272,7 +273,7 @@ def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
             except errors.KimenError as exc:
                 identity[:] = [None, exc.message]
         label = f"bundle {k} ({path})" if several else "bundle"
-        store = _one_bundle(inv, checks, path, lambda check, k=k: name(k, check), identity)
+        store = _one_bundle(inv, checks, path, functools.partial(name, k), identity)
         if store is not None:
             stores.append((label, store))
     return stores
@@ -396,7 +397,7 @@ def _mapping_checks(inv: Invocation, checks: _Checks, stores: list[tuple[str, An
     else:
         problems = []
         for label, store in stores:
-            found = _guard(checks, "mapping_secrets", lambda store=store: store.names(names))
+            found = _guard(checks, "mapping_secrets", functools.partial(store.names, names))
             if found is None:
                 return profile.source
             missing = [n for n in names if n not in found]
@@ -444,7 +445,7 @@ def _example_check(inv: Invocation, checks: _Checks, profile_path: str | None) -
     if missing:
         checks.add("example_keys", "warning", f"{len(missing)} of {len(wanted)} keys of {path} are not mapped by "
                                               f"the profile: {', '.join(missing)}")
-        checks.items[-1]["keys"] = missing
+        checks.items[-1]["keys"] = missing  # type: ignore[assignment]  # the one list field of a check
     else:
         checks.add("example_keys", "ok", f"the profile maps all {len(wanted)} keys of {path}")
 

@@ -8,22 +8,23 @@ session, its grants and its audit log apply). No handler prints or returns a val
 
 from __future__ import annotations
 
-import argparse
-
 from .. import errors
 from ..store import Change, check_secret_name
 from .model import Invocation, Result
-from .parser import add_command, complete_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..store import Store
+    import argparse
+
+    from ..store import SetMode, Store
 
 CAS_ATTEMPTS = 5
 
 
 def register(group: argparse._SubParsersAction) -> None:
     """Add `generate`, `edit` and `copy` to the `secret` group."""
+    from .parser import add_command, complete_names
+
     p = add_command(group, "generate", "store a new random value (never printed)", handler=cmd_generate)
     complete_names(p.add_argument("name", metavar="NAME"), "secrets")
     p.add_argument("--length", metavar="N", help="characters (1-4096, default 32)")
@@ -141,7 +142,7 @@ def cmd_edit(inv: Invocation) -> Result:
 def _write_if_unchanged(store: Store, name: str, value: bytes, revision: int | None, generation: int) -> int:
     """Write `value` only if `name` is still at `revision` (None: still absent): compare-and-set
     on the vault's generation, retried while only other names changed."""
-    mode = "create" if revision is None else "update"
+    mode: SetMode = "create" if revision is None else "update"
     for _attempt in range(CAS_ATTEMPTS):
         try:
             result = store.write([Change.set(name, value, mode=mode)], if_generation=generation)

@@ -1,4 +1,4 @@
-"""The common argv shapes of `kimen run` / `kimen project run`, read without argparse.
+"""The common argv shapes of `kimen run` and of the commands of `SIMPLE`, read without argparse.
 
 `run` is the command scripts type most, and argparse with what it imports (`re`, `enum`,
 `functools`, `collections`) costs about as much as the interpreter's own start-up. This module
@@ -7,6 +7,11 @@ into the options argparse would have produced, and the command then runs through
 handler, the same error rendering and the same exit codes:
 
     [global flags] run|project run [global flags | run flags] -- CMD [ARGS...]
+    [global flags] version | vault path | vault info | secret list | session status
+                   [global flags | the command's own flags]
+
+The latter are what shell prompts, agent wrappers and scripts call most (`session status` before
+every step): with argparse they would pay more for parsing than for their work.
 
 **Anything else returns None and argparse reads the argv from the start**: `--flag=value`, a
 value that starts with `-`, a missing value, a repeatable (append) flag such as
@@ -17,17 +22,64 @@ module accepts.
 
 from __future__ import annotations
 
-from ..errors import AREA_RUN
-from .flags import GLOBAL, RUN_ALL, defaults
+from ..errors import AREA_RUN, AREA_SECRET, AREA_SESSION, AREA_VAULT
+from .flags import GLOBAL, RUN_ALL, SECRET_LIST, VAULT_INFO, defaults
 from .model import RUN_HANDLER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .flags import Row
+
 # flag -> (dest, kind) for the flags this reader accepts (append flags are left to argparse)
 _GLOBAL = {row[0]: (row[1], row[2]) for row in GLOBAL}
 _RUN = {row[0]: (row[1], row[2]) for row in RUN_ALL if row[2] != "append"}
+
+
+# The commands read here besides `run`: words -> (handler, error area or None, own flag rows). The
+# command modules register the same handlers and rows with argparse; tests/test_fastargs.py checks
+# that both readings agree for every command of this table.
+SIMPLE: dict[tuple[str, ...], tuple[str, int | None, tuple[Row, ...]]] = {
+    ("version",): ("kimen.cli.misc:cmd_version", None, ()),
+    ("vault", "path"): ("kimen.cli.vault:cmd_path", AREA_VAULT, ()),
+    ("vault", "info"): ("kimen.cli.vault:cmd_info", AREA_VAULT, VAULT_INFO),
+    ("secret", "list"): ("kimen.cli.secret:cmd_list", AREA_SECRET, SECRET_LIST),
+    ("session", "status"): ("kimen.cli.session:cmd_status", AREA_SESSION, ()),
+}
+SIMPLE_WORDS = frozenset(words[0] for words in SIMPLE)
+
+
+def simple_options(argv: list[str]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """The command words and options of a `SIMPLE` command, or None when argparse must read `argv`."""
+    values: dict[str, Any] = {}
+    i, n = 0, len(argv)
+    while i < n and argv[i].startswith("-"):
+        i = _flag(argv, i, _GLOBAL, values, [])
+        if i < 0:
+            return None
+    words = tuple(argv[i:i + 2])
+    if words not in SIMPLE:
+        words = words[:1]
+        if words not in SIMPLE:
+            return None
+    handler, area, rows = SIMPLE[words]
+    own = {row[0]: (row[1], row[2]) for row in rows}
+    options = defaults(rows)
+    i += len(words)
+    while i < n:
+        j = _flag(argv, i, own, options, []) if own else -1
+        if j < 0:
+            j = _flag(argv, i, _GLOBAL, values, [])
+            if j < 0:
+                return None
+        i = j
+    options.update(values, command=words[0], handler=handler)
+    if len(words) > 1:
+        options[f"{words[0]}_command"] = words[1]
+    if area is not None:
+        options["area"] = area
+    return words, options
 
 
 def run_options(argv: list[str]) -> dict[str, Any] | None:
@@ -75,6 +127,8 @@ def _flag(argv: list[str], i: int, table: dict[str, tuple[str, str]], values: di
         return -1
     if kind == "inline":
         inline.append((dest, argv[i + 1]))
+    elif kind == "append":  # `secret list --match GLOB` (repeatable)
+        values.setdefault(dest, []).append(argv[i + 1])
     else:
         values[dest] = argv[i + 1]
     return i + 2

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from ..sensitive import Sensitive
+
 DEFAULT_GRANT_TTL = "10m"
 
 
@@ -113,22 +115,17 @@ def _covered(inv: Invocation, location: Any, scope: list[str]) -> int:
 def _mint(inv: Invocation, canonical: str, source: Any, scope: list[str], ttl: int) -> dict[str, Any]:
     import base64
 
+    from ..access import with_attempts
     from ..daemon import control
 
-    for attempt in range(source.attempts):
-        with source.get() as passphrase:
-            encoded = base64.b64encode(passphrase.view()).decode()
+    def mint(passphrase: Sensitive) -> dict[str, Any]:
+        encoded = base64.b64encode(passphrase.view()).decode()
         try:
             return control.grant(inv.env, canonical, encoded, scope, read_only=bool(inv.options.read_only), ttl=ttl)
-        except errors.WrongPassphrase:
-            if attempt + 1 >= source.attempts:
-                raise
-            from ..output import warn
-
-            warn("wrong passphrase, try again", reason="passphrase_retry")
         finally:
             del encoded
-    raise errors.MissingPassphrase()  # pragma: no cover - attempts >= 1
+
+    return with_attempts(source, mint)
 
 
 @takes_child_argv

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("kimen.cli.checks", "check the setup: config, vault or bundles, session, profile"),
     "project": ("kimen.cli.project", "aliases of run, render and plan"),
     "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
+    "remote": ("kimen.cli.sync", "add, show, change and remove team remotes (fs or git)"),
+    "sync": ("kimen.cli.sync", "share secrets with a team through a remote: init, pull, push, status, resolve"),
     "init": ("kimen.cli.init", "write CI workflow templates (GitHub Actions)"),
     "version": ("kimen.cli.misc", "print the version"),
     "help": ("kimen.cli.misc", "show help for a command"),

@@ -493,3 +493,15 @@ def test_a_request_with_a_wrong_field_is_recorded_as_a_broken_frame(session):
     assert reply["reason"] == "session_protocol_error"
     last = session.records()[-1]
     assert last["op"] is None and last["outcome"] == "session_protocol_error" and last["names"] == []
+
+
+def test_kimen_commands_send_their_advisory_context(session):
+    k = session.kimen
+    k.write_profile("dev", "env T=dev.token\n")
+    k.ok("run", "--profile", "dev", "--", "true")
+    k.ok("secret", "get", "prod.api_key", "--unsafe-stdout", "--json")  # not the fast path
+    reads = [r for r in session.records() if r["op"] == "read"]
+    assert reads[-2]["context"] == {"command": "run", "profile": "dev"} and reads[-2]["names"] == ["dev.token"]
+    assert reads[-1]["context"] == {"command": "secret get"}
+    human = k.ok("session", "log", "--limit", "1", "--name", "dev.token").stdout
+    assert 'ctx(advisory)={"command":"run","profile":"dev"}' in human

@@ -59,11 +59,10 @@ def test_the_sensitive_files_table_matches_what_kimen_creates(kimen, tmp_path):
         kimen.ok("init", "ci-deploy", "--out", str(tmp_path / "wf" / "deploy.yml"))
         kimen.ok("session", "start", env=pw)  # the daemon holds the vault open: -wal and -shm exist
         try:
+            kimen.ok("secret", "get", "app.token", "--unsafe-stdout")  # through the session: audited
             saw("`-wal`, `-shm`", f"{kimen.vault}-wal", f"{kimen.vault}-shm")
             sessions = kimen.session_dir
             saw("session dir", sessions, sessions / "session.sock", sessions / "session.lock")
-            audit = kimen.root / "state" / "kimen"
-            saw("audit log", audit, audit / "audit.jsonl")
         finally:
             kimen.ok("session", "stop")
     saw("vault", kimen.vault)
@@ -77,7 +76,9 @@ def test_the_sensitive_files_table_matches_what_kimen_creates(kimen, tmp_path):
     seen["runtime dirs"] = {f"{int(m, 8) & 0o7777:04o}" for m in (base, run_dir, projected)}
     saw("workflows", tmp_path / "wf" / "deploy.yml")
     assert _mode(kimen.vault.parent) == "0700" and _mode(tmp_path / "wf") == "0755"
-    assert b"canary-0000" not in (kimen.root / "state" / "kimen" / "audit.jsonl").read_bytes()
+    audit = kimen.root / "state" / "kimen" / "audit.jsonl"
+    saw("audit log", audit.parent, audit)
+    assert "canary-0000" not in audit.read_text() and PASSPHRASE not in audit.read_text()
     assert seen == _documented_modes()
 
 
