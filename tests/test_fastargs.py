@@ -136,6 +136,7 @@ SIMPLE_ACCEPTED = [
     ["vault", "path"], ["--vault", "v.db", "vault", "path", "--json"],
     ["vault", "info"], ["vault", "info", "--verify", "--no-session"],
     ["secret", "list"], ["secret", "list", "--json"], ["secret", "list", "--prefix", "app.", "--long"],
+    ["secret", "list", "--match", "app.*", "--json", "--match", "db.**"],
     ["--passphrase-cmd", "pass x", "secret", "list", "--prefix", "p", "--prefix", "q"],
     ["session", "status"], ["session", "status", "--json", "--vault", "a.db"],
 ]

@@ -60,6 +60,7 @@ def backed_up(vault: VaultFile, path: str | None, *, unchanged_while: str = "gen
         raise errors.BackupFailed(detail=f"{path}: {exc.strerror}") from None
     except errors.KimenError as exc:  # disk_full, vault_read_only, ... while copying
         raise errors.BackupFailed(detail=f"{path}: {exc.message}") from None
+    record(vault.path, path)
     try:
         yield
     except BaseException:
@@ -71,3 +72,93 @@ def backed_up(vault: VaultFile, path: str | None, *, unchanged_while: str = "gen
             with contextlib.suppress(OSError):
                 os.unlink(path)
         raise
+
+
+# -- what made each backup (`kimen vault backups`) --
+#
+# A backup's file holds the vault as it was, nothing about why it was made; that is one JSON line
+# per backup in `<vault>.backups` (0600, next to the vault, appended): `{"path", "made_by"}`.
+# `made_by` is the command's words (`secret import`, `vault rekey`). A missing or unreadable log
+# only loses that column.
+
+LOG_SUFFIX = ".backups"
+
+
+def _command_words() -> str:
+    import sys
+
+    words = [w for w in sys.argv[1:] if not w.startswith("-")]
+    return " ".join(words[:2]) or "kimen"
+
+
+def record(vault_path: str, path: str, made_by: str | None = None) -> None:
+    import json
+
+    line = json.dumps({"path": os.path.abspath(path), "made_by": made_by or _command_words()}) + "\n"
+    try:
+        fd = os.open(vault_path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def made_by(vault_path: str) -> dict[str, str]:
+    """backup path -> the command that made it, from the log (empty when there is none)."""
+    import json
+
+    from ..fsutil import read_limited
+
+    try:
+        fd = os.open(vault_path + LOG_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return {}
+    try:
+        data = read_limited(fd, 4 * 1024 * 1024)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    found: dict[str, str] = {}
+    for line in data.splitlines():
+        try:
+            doc = json.loads(line)
+            found[str(doc["path"])] = str(doc["made_by"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def backup_files(vault_path: str) -> list[str]:
+    """Every backup of the vault at `vault_path`: `<vault>.bak.<ns>` next to it, and those the log
+    names elsewhere (`--backup-dir`) that still exist; oldest first."""
+    import stat
+
+    directory, base = os.path.split(os.path.abspath(vault_path))
+    prefix = base + ".bak."
+    found = set()
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.name[len(prefix):].isdigit() and entry.is_file(
+                        follow_symlinks=False):
+                    found.add(entry.path)
+    except OSError:
+        pass
+    for path in made_by(vault_path):
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                found.add(path)
+        except OSError:
+            continue
+    return sorted(found, key=_stamp)
+
+
+def _stamp(path: str) -> tuple[int, str]:
+    tail = path.rsplit(".bak.", 1)[-1]
+    return (int(tail) if tail.isdigit() else 0, path)

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         add_mode_flag(p, "lint the profile for this mode too: run, render or envfile")
         p.add_argument("--strict", action="store_true", help="warnings fail too")
         p.add_argument("--allow-missing-vault", action="store_true", help="a missing vault is not an error")
+        p.add_argument("--example", metavar="FILE",
+                       help="also list the keys of a dotenv example file (.env.example) the profile does not map")
         p.add_argument("--bundle", metavar="FILE", action="append", default=[],
                        help="check this bundle instead of the vault; repeatable (each one is checked)")
         p.add_argument("--bundle-in", dest="bundle", metavar="FILE", action="append", help=argparse.SUPPRESS)
@@ -409,6 +411,45 @@ def _mapping_checks(inv: Invocation, checks: _Checks, stores: list[tuple[str, An
     return profile.source
 
 
+# -- doctor --example: keys of a dotenv example file that the profile does not map --
+
+MAX_EXAMPLE_BYTES = 16 * 1024 * 1024
+
+
+def _example_check(inv: Invocation, checks: _Checks, profile_path: str | None) -> None:
+    """`example_keys`: the keys of `--example FILE` (values ignored) that no env directive of the
+    profile sets; names only, warning level."""
+    from ..dotenv import parse
+    from ..fsutil import read_regular
+    from ..paths import absolute
+    from ..projection import kmap
+
+    if profile_path is None:
+        checks.add("example_keys", "skipped", "no profile loaded (give --profile or --map)")
+        return
+    path = absolute(inv.options.example)
+
+    def unreadable(problem: str) -> errors.KimenError:
+        return errors.ValueSourceFailed(detail=f"cannot read {path}: {problem}")
+
+    def keys() -> list[str]:
+        data = read_regular(path, MAX_EXAMPLE_BYTES, unreadable)
+        return list(dict.fromkeys(entry.key for entry in parse(data)))
+
+    wanted = _guard(checks, "example_keys", keys)
+    if wanted is None:
+        return
+    profile = kmap.load(map_path=profile_path, env=inv.env)
+    mapped = {d.target for d in profile.winners() if d.kind in ("env", "envpath")}
+    missing = [k for k in wanted if k not in mapped]
+    if missing:
+        checks.add("example_keys", "warning", f"{len(missing)} of {len(wanted)} keys of {path} are not mapped by "
+                                              f"the profile: {', '.join(missing)}")
+        checks.items[-1]["keys"] = missing  # type: ignore[assignment]  # the one list field of a check
+    else:
+        checks.add("example_keys", "ok", f"the profile maps all {len(wanted)} keys of {path}")
+
+
 def cmd_doctor(inv: Invocation) -> int:
     from .. import access, paths
 
@@ -446,6 +487,8 @@ def cmd_doctor(inv: Invocation) -> int:
         _runtime_check(inv, checks)
         if args.map is None or args.profile is None:
             profile_path = _mapping_checks(inv, checks, stores)
+        if args.example is not None:
+            _example_check(inv, checks, profile_path)
         for _label, store in stores:
             store.close()
     n_err, n_warn = checks.count("error"), checks.count("warning")

@@ -127,6 +127,8 @@ def _flag(argv: list[str], i: int, table: dict[str, tuple[str, str]], values: di
         return -1
     if kind == "inline":
         inline.append((dest, argv[i + 1]))
+    elif kind == "append":  # `secret list --match GLOB` (repeatable)
+        values.setdefault(dest, []).append(argv[i + 1])
     else:
         values[dest] = argv[i + 1]
     return i + 2

@@ -82,6 +82,8 @@ VAULT_INFO: tuple[Row, ...] = (
 SECRET_LIST: tuple[Row, ...] = (
     ("--prefix", "prefix", "value", "P", "only names starting with P"),
     ("--long", "long", "bool", None, "add revision, size and updated_at"),
+    ("--match", "match", "append", "GLOB",
+     "only names GLOB matches (* one segment, ** any, ? one character); repeatable"),
 )
 
 # The projection modes (`--mode` of plan, map lint and doctor).

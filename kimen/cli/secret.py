@@ -12,7 +12,7 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
-from . import history
+from . import daily, history
 from .model import COMMANDS, Invocation, Result
 
 TYPE_CHECKING = False
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
     from typing import Any
+
+    from ..store import SecretInfo
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -43,16 +45,22 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     complete_names(p.add_argument("name", metavar="NAME"), "secrets")
     p.add_argument("--unsafe-stdout", action="store_true", help="yes, print the value on stdout")
     history.add_revision(p)
+    p.add_argument("--out", metavar="PATH", help="write the value to PATH (0600, atomic) instead")
+    p.add_argument("--force", action="store_true", help="with --out: replace an existing file")
 
     p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
     add_flags(p, SECRET_LIST)
 
     p = add_command(group, "rm", "remove a secret", handler=cmd_rm, aliases=["delete"])
-    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
+    complete_names(p.add_argument("name", metavar="NAME", nargs="?"), "secrets")
+    p.add_argument("--prefix", metavar="P", help="remove every secret starting with P (one transaction, backup first)")
+    p.add_argument("--yes", action="store_true", help="confirm --prefix")
 
     p = add_command(group, "mv", "rename a secret", handler=cmd_mv, aliases=["rename"])
     complete_names(p.add_argument("old", metavar="OLD"), "secrets")
     p.add_argument("new", metavar="NEW")
+    p.add_argument("--prefix", action="store_true",
+                   help="OLD and NEW are prefixes: rename every secret under OLD (one transaction, backup first)")
 
     p = add_command(group, "import", "import a dotenv file (- for stdin)", handler=cmd_import)
     p.add_argument("file", metavar="FILE")
@@ -65,6 +73,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
 
     history.register(group)
+    daily.register(group)
 
 
 # -- set --
@@ -103,6 +112,7 @@ def _read_value(inv: Invocation, name: str) -> bytes:
     elif a.from_file is not None:
         # +2: room for a CRLF that --strip-newline removes
         value = _read_file(a.from_file, MAX_VALUE_BYTES + 2, lambda: _too_large(name))
+        warn_if_tracked(inv, a.from_file)
     elif a.from_env is not None:
         if a.from_env not in inv.env:
             raise errors.ValueSourceFailed(detail=f"environment variable {a.from_env} is not set")
@@ -127,6 +137,17 @@ def _read_file(path: str, limit: int, too_large: Callable[[], errors.KimenError]
 
     return read_regular(path, limit, lambda problem: errors.ValueSourceFailed(detail=f"cannot read {path}: {problem}"),
                         too_large=too_large)
+
+
+def warn_if_tracked(inv: Invocation, path: str) -> None:
+    """`source_tracked_by_git` when the file a value came from is tracked in a git work tree."""
+    from .. import gitcheck
+    from ..output import warn
+    from ..paths import absolute
+
+    if gitcheck.is_tracked(absolute(path), dict(inv.env)):
+        warn(f"{path} is tracked by git: its content is already in the repository's history; rotate the value "
+             "and remove the file from git", reason="source_tracked_by_git")
 
 
 def _prompt_value(name: str) -> bytes:
@@ -205,9 +226,16 @@ def cmd_get(inv: Invocation) -> Result | int:
     from ..access import open_store
     from ..output import print_json, success_envelope, write_bytes
 
-    if not inv.options.unsafe_stdout:
-        raise errors.UnsafeStdoutRequired(hint="add --unsafe-stdout, or project the value with `kimen run`")
+    a = inv.options
+    if a.out is not None and a.unsafe_stdout:
+        raise errors.UsageError(detail="--out and --unsafe-stdout cannot be combined")
+    if a.force and a.out is None:
+        raise errors.UsageError(detail="--force goes with --out")
+    if a.out is None and not a.unsafe_stdout:
+        raise errors.UnsafeStdoutRequired(hint="add --unsafe-stdout, write a file with --out PATH, "
+                                               "or project the value with `kimen run`")
     name = check_secret_name(inv.options.name)
+    out = None if a.out is None else _check_out(a.out, force=bool(a.force))
     if inv.options.revision is not None:
         value, revision = history.read_revision(inv, name, inv.options.revision)
     else:
@@ -217,6 +245,8 @@ def cmd_get(inv: Invocation) -> Result | int:
         finally:
             store.close()
         value, revision = secret.value, secret.revision
+    if out is not None:
+        return _write_out(inv, name, value, revision, out, force=bool(a.force))
     if inv.json:
         print_json(success_envelope("get", {
             "name": name, "encoding": "base64", "value_b64": base64.b64encode(value).decode(),
@@ -226,21 +256,62 @@ def cmd_get(inv: Invocation) -> Result | int:
     return 0
 
 
+def _check_out(path: str, *, force: bool) -> str:
+    """`--out PATH`: never through a symlink, an existing file only with --force."""
+    from ..fsutil import refuse_unsafe_target
+    from ..paths import absolute
+
+    out = absolute(path)
+    refuse_unsafe_target(out)
+    if os.path.lexists(out) and not force:
+        raise errors.OutputExists(path=out)
+    if not os.path.isdir(os.path.dirname(out)):
+        raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
+    return out
+
+
+def _write_out(inv: Invocation, name: str, value: bytes, revision: int, out: str, *, force: bool) -> Result:
+    from ..fsutil import atomic_write, write_exclusive
+    from .common import warn_if_not_git_ignored
+
+    if force:
+        atomic_write(out, value)
+    else:  # created exclusively: a file that appeared meanwhile is not replaced
+        write_exclusive(out, value, exists=errors.OutputExists)
+    warn_if_not_git_ignored(inv, out)
+    return Result("get", f"wrote {name} (revision {revision}, {len(value)} bytes) to {out}",
+                  {"name": name, "revision": revision, "size": len(value), "out": out})
+
+
 def cmd_list(inv: Invocation) -> Result | int:
     from ..access import open_metadata
 
+    a = inv.options
+    if a.match:
+        from ..globs import compile_globs, match_any
+
+        globs = compile_globs(a.match)
+        with open_metadata(inv) as vault:
+            infos = [i for i in vault.list(a.prefix) if match_any(globs, i.name)]
+        if not (inv.json or a.long):
+            return Result("list", [i.name for i in infos], {})
+        return _list_result(inv, infos)
     with open_metadata(inv) as vault:
-        if not (inv.json or inv.options.long):
-            return Result("list", vault.list_names(inv.options.prefix), {})
+        if not (inv.json or a.long):
+            return Result("list", vault.list_names(a.prefix), {})
         if inv.json:
-            built = vault.list_json(inv.options.prefix)  # SQLite writes the arrays (100k rows)
-            text = _envelope(*built) if built is not None else _list_json(vault.list_rows(inv.options.prefix))
+            built = vault.list_json(a.prefix)  # SQLite writes the arrays (100k rows)
+            text = _envelope(*built) if built is not None else _list_json(vault.list_rows(a.prefix))
             if text is not None:
                 from ..output import print_lines
 
                 print_lines(text)
                 return 0
-        infos = vault.list(inv.options.prefix)
+        infos = vault.list(a.prefix)
+    return _list_result(inv, infos)
+
+
+def _list_result(inv: Invocation, infos: list[SecretInfo]) -> Result:
     if inv.json:
         return Result("list", None, {
             "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
@@ -278,6 +349,14 @@ def _envelope(names: str, secrets: str, count: int) -> str:
 def cmd_rm(inv: Invocation) -> Result:
     from ..access import open_store
 
+    if inv.options.prefix is not None:
+        from .bulk import rm_prefix
+
+        return rm_prefix(inv)
+    if inv.options.yes:
+        raise errors.UsageError(detail="--yes goes with --prefix")
+    if inv.options.name is None:
+        raise errors.UsageError(detail="secret rm needs NAME or --prefix P")
     name = check_secret_name(inv.options.name)
     store = open_store(inv)
     try:
@@ -290,6 +369,10 @@ def cmd_rm(inv: Invocation) -> Result:
 def cmd_mv(inv: Invocation) -> Result:
     from ..access import open_store
 
+    if inv.options.prefix:
+        from .bulk import mv_prefix
+
+        return mv_prefix(inv)
     old = check_secret_name(inv.options.old)
     new = check_secret_name(inv.options.new)
     if old == new:
@@ -322,6 +405,7 @@ def _read_import_source(inv: Invocation, path: str) -> tuple[bytes, str]:
     else:
         label = absolute(path)
         data = _read_file(label, MAX_IMPORT_BYTES)
+        warn_if_tracked(inv, label)
     if len(data) > MAX_IMPORT_BYTES:
         raise errors.ValueSourceFailed(detail=f"{label} is larger than 256 MiB")
     return data, label

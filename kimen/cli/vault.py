@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="check everything, change nothing")
     p.add_argument("--no-backup", action="store_true", help="do not snapshot the vault first")
     p.add_argument("--backup-dir", metavar="DIR", help="directory for the snapshot (default: the vault's)")
+    from . import vault_backups
+
+    vault_backups.register(group)
 
 
 def cmd_init(inv: Invocation) -> Result:
@@ -212,6 +215,8 @@ def cmd_rekey(inv: Invocation) -> Result | int:
     lines = [f"rekeyed vault: {location.path}"]
     if backup_path:
         lines.append(f"backup: {backup_path} (opens with the old passphrase)")
+        lines.append("hint: backups made before this rekey open with the old passphrase; list them with "
+                     "`kimen vault backups` and remove them with `kimen vault backups --prune --keep N --yes`")
     return Result("vault_rekey", lines, {
         "path": location.path, "backup_path": backup_path, "rotated_data_key": a.rotate_data_key,
         "kdf": params.as_json(), "dry_run": False,

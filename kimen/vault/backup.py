@@ -48,3 +48,13 @@ def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
     except BaseException:
         unlink_quietly(dest)
         raise
+
+
+def restore(source: sqlite3.Connection, conn: sqlite3.Connection, path: str) -> None:
+    """Copy the whole database open on `source` into the vault open on `conn` (at `path`, for
+    messages) with SQLite's online backup: one step, so a reader sees the old vault or the new one,
+    never a mix, and the vault's `-wal` stays consistent (a raw file copy could not promise that)."""
+    try:
+        source.backup(conn)
+    except sqlite3.Error as exc:
+        raise map_error(exc, path) from None

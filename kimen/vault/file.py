@@ -398,6 +398,13 @@ class VaultFile:
 
         backup.snapshot(self._conn, self.path, dest)
 
+    def restore_from(self, source: VaultFile) -> None:
+        """Replace this vault's whole content with `source`'s, in one SQLite transaction
+        (`kimen.vault.backup.restore`)."""
+        from . import backup
+
+        backup.restore(source._conn, self._conn, self.path)
+
 
 def _sorted_select(columns: str, prefix: str | None) -> tuple[str, tuple[Any, ...]]:
     """SELECT `columns` of the secrets whose name starts with `prefix` (all without one), by name."""

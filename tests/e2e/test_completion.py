@@ -45,7 +45,7 @@ def named(kimen):
 @pytest.mark.parametrize("words,expected", [
     (["kimen", "sec"], {"secret"}),
     (["kimen", "secret", ""], {"set", "get", "list", "rm", "delete", "mv", "rename", "import", "history",
-                                 "restore"}),
+                                 "restore", "generate", "edit", "copy"}),
     (["kimen", "secret", "set", "x", "--st"], {"--stdin", "--strip-newline"}),
     (["kimen", "--vault", "/tmp/v", "secret", "li"], {"list"}),
     (["kimen", "completion", ""], SHELLS),

@@ -12,6 +12,8 @@ session daemon and bundle; a test fails when the parser gains a command the tabl
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,8 @@ from tests.e2e.bundle_helpers import NEW_PASS
 OK = "ok"  # a success envelope
 RAW = "raw"  # one of the named exceptions: checked by its own assertion
 PASS = {"KIMEN_PASSPHRASE": "correct horse battery staple"}
+# a stand-in wl-copy (reads the value, keeps nothing) first on PATH
+FAKE_CLIPBOARD_PATH = f"{Path(__file__).parent / 'fakebin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
 
 # (argv, outcome, environment): outcome is OK, RAW, or (exit code, reason). In table order: the
 # steps share one vault, session and bundle.
@@ -35,6 +39,10 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["vault", "init", "--vault", "other.db", *SMALL_KDF], OK, PASS),
     (["vault", "rekey", "--dry-run", "--vault", "other.db"], OK, {**PASS, "KIMEN_NEW_PASSPHRASE": "another one"}),
     (["vault", "rekey", "--vault", "other.db"], (10, "missing_new_passphrase"), PASS),
+    (["vault", "backups"], OK, {}),
+    (["vault", "backups", "--prune", "--keep", "1"], (24, "prune_confirmation_required"), {}),
+    (["vault", "restore", "--vault", "other.db", "--backup", "../config/kimen/vault.db"], OK, PASS),
+    (["vault", "restore", "--vault", "other.db", "--backup", "missing.db"], (14, "vault_not_found"), {}),
     (["secret", "set", "app.db", "--value", "v"], OK, PASS),  # warns: value_on_command_line
     (["secret", "set", "app.db", "--value", "v", "--no-clobber"], (13, "secret_exists"), PASS),
     (["secret", "set", "app.x", "--value", "v", "--stdin"], (11, "conflicting_value_sources"), PASS),
@@ -48,6 +56,12 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["secret", "rename", "app.url", "app.db"], OK, PASS),
     (["secret", "rename", "app.gone", "app.db2"], (12, "secret_not_found"), PASS),
     (["secret", "history", "app.db"], OK, {}),
+    (["secret", "generate", "app.gen"], OK, PASS),
+    (["secret", "generate", "app.gen"], (13, "secret_exists"), PASS),
+    (["secret", "edit", "app.gen"], OK, {**PASS, "EDITOR": "true", "VISUAL": ""}),
+    (["secret", "edit", "app.gen"], (11, "editor_not_found"), {**PASS, "EDITOR": "no-such-editor", "VISUAL": ""}),
+    (["secret", "copy", "app.gen"], (11, "clipboard_unavailable"), {"DISPLAY": "", "WAYLAND_DISPLAY": ""}),
+    (["secret", "copy", "app.gen", "--no-clear"], OK, {**PASS, "WAYLAND_DISPLAY": "w", "PATH": FAKE_CLIPBOARD_PATH}),
     (["secret", "history", "app.nope"], (12, "secret_not_found"), {}),
     (["secret", "restore", "app.db", "--revision", "2"], OK, PASS),  # app.db was revision 2 before the mv
     (["secret", "restore", "app.db", "--revision", "999"], (11, "revision_not_found"), PASS),
