@@ -38,6 +38,8 @@ AREA_VAULT = 24
 AREA_BUNDLE = 25
 AREA_CONFIG = 26
 AREA_DOCTOR = 27
+AREA_INJECT = 28
+AREA_MIGRATE = 29
 AREA_REMOTE = 30
 AREA_SYNC = 32
 AREA_INIT = 33
@@ -386,6 +388,16 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'give a duration back from now (90s, 15m, 1h30m, 7d) or an RFC 3339 time (2026-11-25T10:00:00Z)'),
     ('UnsafeTokenFile', 'unsafe_token_file', None, 'unsafe token file: {path} ({problem})',
      'the token file must be a regular file you own, readable by you only (chmod 600)'),
+    # -- daily use: inject, migrate, status, direnv --
+    ('InvalidTemplate', 'invalid_template', None, 'invalid template reference at line {line}, column {column}',
+     'a reference is {{ kimen:NAME }} on one line; write \\{{ kimen:NAME }} to keep one literally'),
+    ('TemplateTooLarge', 'template_too_large', None, 'template {path} exceeds 16 MiB', None),
+    ('TemplateUnreadable', 'template_unreadable', None, 'cannot read the template: {path} ({problem})', None),
+    ('UnsafeStdoutTerminal', 'unsafe_stdout_terminal', None, 'refusing to print secret values to a terminal',
+     'run it inside eval "$(...)" (direnv), or drop --unsafe-stdout'),
+    ('DirenvNeedsSession', 'direnv_needs_session', None,
+     'direnv --unsafe-stdout reads values only from a live session or an explicit passphrase source',
+     'kimen session start'),
 )
 
 
@@ -508,10 +520,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
     # -- daily use (inject, migrate, secret generate|edit|copy): the cores exist, the commands do not yet --
-    ('InvalidTemplate', 'invalid_template', None, 'invalid template reference at line {line}, column {column}',
-     'a reference is {{ kimen:NAME }} on one line; write \\{{ kimen:NAME }} to keep one literally'),
-    ('TemplateTooLarge', 'template_too_large', None, 'template {path} exceeds 16 MiB', None),
-    ('TemplateUnreadable', 'template_unreadable', None, 'cannot read the template: {path} ({problem})', None),
     ('ConflictingGenerateOptions', 'conflicting_generate_options', None, 'conflicting generate options: {detail}',
      'text mode takes --length and --charset; bytes mode takes --bytes and --encoding'),
     ('InvalidGenerateOptions', 'invalid_generate_options', None, 'invalid generate options: {detail}', None),
@@ -524,6 +532,7 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('EditorFailed', 'editor_failed', None, 'the editor failed ({detail}); nothing was written', None),
     ('ValueNotEditable', 'value_not_editable', None, 'the value of {secret} is not editable text (not UTF-8, or NUL bytes)',
      'replace it with `kimen secret set NAME --from-file PATH`'),
+    # -- daily use: migrate (wired next) --
     ('NoEnvFilesFound', 'no_env_files_found', None, 'no dotenv files found under {root} (depth {depth})',
      'name the files (kimen migrate FILE ...) or look deeper (--depth N, at most 8)'),
     ('MigratePrefixAmbiguous', 'migrate_prefix_ambiguous', None,
@@ -581,6 +590,7 @@ WARNINGS: dict[str, str] = {
     "generated_value_weak": "`secret generate`: the value has fewer than 64 bits of strength (a PIN may be meant)",
     "env_file_tracked": "`migrate`: a dotenv file is tracked by git (its values are in the history: rotate them)",
     "migrate_kept_existing": "`migrate --skip-existing`: names already in the vault are kept and mapped, not imported",
+    "template_has_no_references": "`inject`: the template holds no {{ kimen:NAME }} reference (it is copied as is)",
     "direnv_skipped_directives": "`direnv --unsafe-stdout`: the profile's file, envpath and stdin directives are skipped",
     "identity_source_conflict": "several age identities are given; the first is used and the others named",
     "bundle_unsigned_accepted": "--allow-unsigned accepted a bundle without a signature",

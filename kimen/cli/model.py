@@ -30,11 +30,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("kimen.cli.checks", "check the setup: config, vault or bundles, session, profile"),
     "project": ("kimen.cli.project", "aliases of run, render and plan"),
     "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
+    # -- daily use --
+    "inject": ("kimen.cli.daily", "render a template with {{ kimen:NAME }} references into a 0600 file"),
+    "status": ("kimen.cli.daily", "one screen: vault, session, the profile here, visible profiles"),
+    "direnv": ("kimen.cli.daily", "print the .envrc lines that select a profile (eval in direnv)"),
+    # --
     "init": ("kimen.cli.init", "write CI workflow templates (GitHub Actions)"),
     "version": ("kimen.cli.misc", "print the version"),
     "help": ("kimen.cli.misc", "show help for a command"),
     "completion": ("kimen.cli.misc", "print a shell completion script"),
 }
+
+# The commands whose profile defaults to KIMEN_PROFILE when neither --profile nor --map is given
+# (never `bundle seal`, `session grant` or `migrate`: they name their scope or target explicitly).
+PROFILE_ENV_COMMANDS = frozenset({"run", "render", "envfile", "plan", "doctor", "map", "project", "status", "direnv"})
 
 # Handlers named by "module:function" instead of the function itself: a command registered by one
 # module whose handler lives in another (the `run` command is registered with render, envfile and

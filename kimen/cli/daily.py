@@ -1,0 +1,252 @@
+"""`kimen inject|migrate|status|direnv`: the daily-use commands (docs/daily.md).
+
+The rules live in the cores: the template scanner and renderer (`kimen.projection.template`),
+dotenv detection and planning (`kimen.migrate`), the status screen (`kimen.status`) and the
+direnv output (`kimen.direnv`). This module wires them to the store, the files and the output.
+
+`status` and `direnv` (safe output) are on the light path: nothing heavy is imported at top level,
+and their handlers never open SQLite, run git or import crypto.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .. import errors
+from .model import COMMANDS, Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from .model import Invocation
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import BUNDLE_SOURCE
+    from .parser import add_command, add_flags
+
+    if name == "inject":
+        p = add_command(sub, "inject", COMMANDS[name][1], handler=cmd_inject, area=errors.AREA_INJECT)
+        p.add_argument("-i", "--in", dest="template", metavar="TEMPLATE",
+                       help="the template file (- or omitted: stdin)")
+        p.add_argument("-o", "--out", metavar="PATH", help="the file to write, 0600 (- or omitted: stdout)")
+        p.add_argument("--unsafe-stdout", action="store_true", help="allow the rendered values on stdout")
+        p.add_argument("--dry-run", action="store_true", help="check the references only; unlock nothing")
+        add_flags(p, BUNDLE_SOURCE)
+    elif name == "status":
+        p = add_command(sub, "status", COMMANDS[name][1], handler=cmd_status, area=errors.AREA_CONFIG)
+        p.add_argument("--profile", metavar="NAME", help="the profile to look up (default: KIMEN_PROFILE)")
+        p.set_defaults(map=None)
+    elif name == "direnv":
+        p = add_command(sub, "direnv", COMMANDS[name][1], handler=cmd_direnv, area=errors.AREA_ENVFILE)
+        p.add_argument("--profile", metavar="NAME", help="the profile to select (default: KIMEN_PROFILE)")
+        p.add_argument("--unsafe-stdout", action="store_true",
+                       help="also export the values (from a live session only; see docs/daily.md for the cost)")
+        p.set_defaults(map=None)
+    elif name == "migrate":
+        p = add_command(sub, "migrate", COMMANDS[name][1], handler=cmd_migrate, area=errors.AREA_MIGRATE)
+        p.add_argument("files", nargs="*", metavar="FILE", help="dotenv files to import (default: detect)")
+        p.add_argument("--profile", metavar="NAME", help="the profile of .env and .env.local (default dev)")
+        p.add_argument("--all", action="store_true", help="also import .env.<profile> files")
+        p.add_argument("--depth", metavar="N", type=int, default=4, help="directories to descend (0-8, default 4)")
+        p.add_argument("--prefix", metavar="P", help="secret name prefix (one directory only)")
+        existing = p.add_mutually_exclusive_group()
+        existing.add_argument("--overwrite", action="store_true", help="replace existing secrets (backup first)")
+        existing.add_argument("--skip-existing", action="store_true", help="keep and map existing secrets")
+        p.add_argument("--update-profile", action="store_true", help="append to an existing profile file")
+        p.add_argument("--no-backup", action="store_true", help="no backup before --overwrite")
+        p.add_argument("--dry-run", action="store_true", help="show the plan; no passphrase, nothing written")
+
+
+# ---------------------------------------------------------------------------------------------
+# inject
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_inject(inv: Invocation) -> Result | int:
+    from .. import fsutil
+    from ..paths import absolute
+    from ..projection import template
+
+    args = inv.options
+    in_path = args.template if args.template not in (None, "") else "-"
+    to_stdout = args.out in (None, "-")
+    if to_stdout and not args.unsafe_stdout and not args.dry_run:
+        raise errors.UnsafeStdoutRequired(hint="pass -o PATH, or --unsafe-stdout to print the rendered values")
+    if to_stdout:
+        out = None
+    else:
+        from .pipeline import output_file
+
+        out = output_file(args.out)
+    if in_path == "-":
+        if inv.passphrase_stdin or getattr(args, "identity_stdin", False):
+            raise errors.ConflictingStdinInputs()
+        from ..access import stdin_claim
+
+        stdin_claim(inv).claim("template")
+    data = template.read(in_path if in_path == "-" else absolute(in_path), sys.stdin.buffer)
+    parsed = template.parse(data, in_path)
+    if parsed.references == 0:
+        from ..output import warn
+
+        warn(f"the template {in_path} has no {{{{ kimen:NAME }}}} reference; it is copied as is",
+             reason="template_has_no_references")
+    where = out if out is not None else "stdout"
+    fields: dict[str, Any] = {"in": in_path if in_path == "-" else absolute(in_path), "out": out,
+                              "references": parsed.references, "secrets": parsed.names}
+    if args.dry_run:
+        _check_names(inv, parsed.names)
+        fields.update(bytes=None, dry_run=True, missing=[])
+        human = [f"[dry-run] would write {where}: {parsed.references} references, {len(parsed.names)} secrets",
+                 *(f"[dry-run]   {name}" for name in parsed.names)]
+        return Result("inject", human, fields)
+    values: dict[str, bytes] = {}
+    if parsed.names:
+        from .pipeline import store_for
+
+        store = store_for(inv)
+        try:
+            values = {name: item.value for name, item in store.read(parsed.names).items()}
+        finally:
+            store.close()
+    rendered = parsed.render(values)
+    if out is None:
+        from ..output import write_bytes
+
+        write_bytes(rendered)
+        return 0
+    fsutil.atomic_write(out, rendered)
+    from .common import warn_if_not_git_ignored
+
+    warn_if_not_git_ignored(inv, out)
+    fields.update(bytes=len(rendered), dry_run=False)
+    return Result("inject", f"wrote {out} ({parsed.references} references, {len(parsed.names)} secrets)", fields)
+
+
+def _check_names(inv: Invocation, names: list[str]) -> None:
+    """--dry-run: every name exists (the vault's names without unlocking; a bundle's after opening it)."""
+    if not names:
+        return
+    if getattr(inv.options, "bundle", None):
+        from .pipeline import store_for
+
+        store = store_for(inv)
+        try:
+            found = store.names(names)  # type: ignore[attr-defined]
+        finally:
+            store.close()
+    else:
+        from ..access import open_metadata, resolve_vault
+
+        location = resolve_vault(inv)
+        if not os.path.exists(location.path):
+            raise errors.VaultNotFound(path=location.path)
+        with open_metadata(inv, location) as vault:
+            found = set(vault.list_names())
+    missing = sorted(n for n in names if n not in found)
+    if missing:
+        raise errors.SecretNotFound(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------------------------
+
+
+def _profile_choice(inv: Invocation) -> tuple[str | None, str | None]:
+    """The selected profile and where it came from (`flag`, `env`), KIMEN_PROFILE applied."""
+    return inv.options.profile, getattr(inv.options, "profile_source", None)
+
+
+def cmd_status(inv: Invocation) -> Result:
+    from .. import status
+    from ..access import resolve_vault
+
+    location = resolve_vault(inv)
+    vault = status.vault_section(location.path, location.source)
+    try:
+        from ..daemon import control
+
+        _socket, found = control.status(inv.env, location.path)
+        fields = found.status
+        if fields is not None:
+            from .session import status_fields
+
+            fields = status_fields(_socket, fields, location.path)
+        elif found.state == "busy":
+            fields = None
+        else:
+            fields = {"state": "stopped"}
+    except errors.KimenError:
+        fields = None
+    session = status.session_section(fields)
+    name, source = _profile_choice(inv)
+    cwd = os.getcwd()
+    profile = status.profile_section(name, source, inv.env, cwd)
+    doc = status.document(vault, session, profile, status.visible_profiles(inv.env, cwd), [])
+    return Result("status", status.lines(doc), doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# direnv
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_direnv(inv: Invocation) -> Result | int:
+    from .. import direnv
+    from ..output import write_bytes
+
+    name, source = _profile_choice(inv)
+    if not name:
+        raise errors.UsageError(detail="give --profile NAME or set KIMEN_PROFILE")
+    if inv.options.unsafe_stdout and sys.stdout.isatty():
+        raise errors.UnsafeStdoutTerminal()
+    from .pipeline import load_profile
+
+    profile = load_profile(inv, profile=name, map_path=None, inline=[])
+    if inv.json and not inv.options.unsafe_stdout:  # what the safe output selects and watches (names only)
+        return Result("direnv", None, {"profile": name, "profile_source": source, "profile_path": profile.source,
+                                       "watch_files": list(dict.fromkeys(profile.files))})
+    if not inv.options.unsafe_stdout:
+        write_bytes(direnv.safe_output(name, profile.files).encode())
+        return 0
+    envs = direnv.env_directives(profile.winners())
+    from ..environ import public_environ
+    from ..projection.resolve import resolve
+
+    values = resolve(envs, lambda: _session_store(inv), public_environ(inv.env), os.getcwd())
+    data = direnv.unsafe_output(name, profile.files, [(d.target, values[d]) for d in envs])
+    write_bytes(data)
+    return 0
+
+
+def _session_store(inv: Invocation) -> Any:
+    """A live session, or an explicit passphrase source: never a prompt or the configured unlock
+    method (direnv runs on every `cd`)."""
+    from ..access import explicit, open_store, resolve_vault, session_probe
+
+    if explicit(inv) is not None:
+        return open_store(inv)
+    location = resolve_vault(inv)
+    if not os.path.exists(location.path):
+        raise errors.VaultNotFound(path=location.path)
+    if not inv.no_session:
+        from ..access import open_metadata
+
+        store = session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
+        if store is not None:
+            return store
+    raise errors.DirenvNeedsSession()
+
+
+# ---------------------------------------------------------------------------------------------
+# migrate
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_migrate(inv: Invocation) -> Result:
+    raise errors.UsageError(detail="kimen migrate is not wired yet")
