@@ -393,6 +393,13 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'a reference is {{ kimen:NAME }} on one line; write \\{{ kimen:NAME }} to keep one literally'),
     ('TemplateTooLarge', 'template_too_large', None, 'template {path} exceeds 16 MiB', None),
     ('TemplateUnreadable', 'template_unreadable', None, 'cannot read the template: {path} ({problem})', None),
+    ('NoEnvFilesFound', 'no_env_files_found', None, 'no dotenv files found under {root} (depth {depth})',
+     'name the files (kimen migrate FILE ...) or look deeper (--depth N, at most 8)'),
+    ('MigratePrefixAmbiguous', 'migrate_prefix_ambiguous', None,
+     '--prefix {prefix} would give the same names to files of more than one directory or profile',
+     'drop --prefix, or migrate one directory at a time: kimen migrate DIR/.env --prefix P'),
+    ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
+     'pass --update-profile to add the variables it does not set'),
     ('UnsafeStdoutTerminal', 'unsafe_stdout_terminal', None, 'refusing to print secret values to a terminal',
      'run it inside eval "$(...)" (direnv), or drop --unsafe-stdout'),
     ('DirenvNeedsSession', 'direnv_needs_session', None,
@@ -532,14 +539,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('EditorFailed', 'editor_failed', None, 'the editor failed ({detail}); nothing was written', None),
     ('ValueNotEditable', 'value_not_editable', None, 'the value of {secret} is not editable text (not UTF-8, or NUL bytes)',
      'replace it with `kimen secret set NAME --from-file PATH`'),
-    # -- daily use: migrate (wired next) --
-    ('NoEnvFilesFound', 'no_env_files_found', None, 'no dotenv files found under {root} (depth {depth})',
-     'name the files (kimen migrate FILE ...) or look deeper (--depth N, at most 8)'),
-    ('MigratePrefixAmbiguous', 'migrate_prefix_ambiguous', None,
-     '--prefix {prefix} would give the same names to files of more than one directory or profile',
-     'drop --prefix, or migrate one directory at a time: kimen migrate DIR/.env --prefix P'),
-    ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
-     'pass --update-profile to add the variables it does not set'),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )

@@ -249,4 +249,76 @@ def _session_store(inv: Invocation) -> Any:
 
 
 def cmd_migrate(inv: Invocation) -> Result:
-    raise errors.UsageError(detail="kimen migrate is not wired yet")
+    from .. import migrate
+    from ..access import open_metadata, resolve_vault
+
+    args = inv.options
+    cwd = os.getcwd()
+    profile = args.profile or migrate.DEFAULT_PROFILE
+    if args.files:
+        detection = migrate.explicit(list(args.files), cwd, profile=profile, env=inv.env)
+    else:
+        detection = migrate.detect(migrate.find_root(cwd), profile=profile, all_profiles=args.all,
+                                   depth=args.depth, env=inv.env)
+    plan = migrate.plan(detection, prefix=args.prefix)
+    location = resolve_vault(inv)
+    if not os.path.exists(location.path):
+        raise errors.VaultNotFound(path=location.path)
+    with open_metadata(inv, location) as vault:
+        existing = vault.names(plan.names())
+    plan.resolve(existing, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    writes = plan.profiles(update=args.update_profile)  # profile_exists before anything is written
+    backup = None
+    changes = plan.changes()
+    if changes and not args.dry_run:
+        backup = _import(inv, location, changes, backup=args.overwrite and not args.no_backup)
+    if not args.dry_run:
+        _write_profiles(writes, [c.name for c in changes])
+    lines = plan.lines(cwd, dry_run=args.dry_run)
+    for write in writes:
+        if write.existed and write.data is None:
+            lines.append(f"{'[dry-run] ' if args.dry_run else ''}profile {os.path.relpath(write.path, cwd)} "
+                         "already sets every variable")
+    if backup:
+        lines.append(f"backup: {backup}")
+    steps = plan.next_steps(cwd)
+    lines += steps if not args.dry_run else []
+    return Result("migrate", lines, {
+        "root": plan.root, "files": plan.files_json(), "not_imported": plan.not_imported_json(),
+        "backup_path": backup, "dry_run": bool(args.dry_run), "next_steps": steps,
+    })
+
+
+def _import(inv: Invocation, location: Any, changes: list[Any], *, backup: bool) -> str | None:
+    """All values in one store transaction, after a backup when values are replaced."""
+    from ..access import open_metadata, open_store
+    from .backup import backed_up, backup_path
+
+    store = open_store(inv)
+    try:
+        with open_metadata(inv, location) as vault:
+            path = backup_path(vault.path) if backup and any(c.mode == "update" for c in changes) else None
+            with backed_up(vault, path):
+                store.write(changes, history_op="import")
+    finally:
+        store.close()
+    return path
+
+
+def _write_profiles(writes: list[Any], imported: list[str]) -> None:
+    """Each profile atomically, with the umask (profiles hold no value: they are meant to be committed)."""
+    from .. import fsutil
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for write in writes:
+        if write.data is None:
+            continue
+        try:
+            os.makedirs(os.path.dirname(write.path), exist_ok=True)
+            fsutil.atomic_write(write.path, write.data, mode=0o666 & ~mask)
+        except (OSError, errors.KimenError) as exc:
+            detail = exc.message if isinstance(exc, errors.KimenError) else f"{write.path}: {exc.strerror}"
+            shown = ", ".join(imported) or "nothing"
+            raise errors.WriteFailed(detail=f"{detail}; imported: {shown} (run again with --skip-existing)",
+                                     path=write.path) from None

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
     # -- daily use --
     "inject": ("kimen.cli.daily", "render a template with {{ kimen:NAME }} references into a 0600 file"),
+    "migrate": ("kimen.cli.daily", "import .env files into the vault and write profiles that reproduce them"),
     "status": ("kimen.cli.daily", "one screen: vault, session, the profile here, visible profiles"),
     "direnv": ("kimen.cli.daily", "print the .envrc lines that select a profile (eval in direnv)"),
     # --

@@ -103,6 +103,8 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["envfile", "--profile", "p", "--out", "-"], (22, "unsafe_stdout_required"), PASS),
     (["inject", "-i", "in.env", "-o", "out.txt"], OK, PASS),  # warns: template_has_no_references
     (["inject", "-i", "in.env"], (28, "unsafe_stdout_required"), PASS),
+    (["migrate", "mig.env", "--profile", "mig", "--prefix", "mig."], OK, PASS),
+    (["migrate", "mig.env", "--profile", "mig", "--prefix", "mig."], (13, "secret_exists"), PASS),
     (["status"], OK, {}),
     (["status", "--vault", ""], (2, "usage_error"), {}),
     (["direnv", "--profile", "p"], OK, {}),
@@ -181,6 +183,7 @@ def world(kimen: Kimen) -> Kimen:
     kimen.write_profile("p", "env DB=app.db\nfile f=app.token\nenvpath F=f\n")
     kimen.write_profile("bad", "env 1BAD=app.db\n")
     (kimen.cwd / "in.env").write_text("app.imported=1\napp.LITERAL=${HOME}/x\n")
+    (kimen.cwd / "mig.env").write_text("MIG_A=1\n")
     (kimen.cwd / "wf").mkdir()
     return kimen
 
