@@ -40,6 +40,8 @@ def live(kimen):
     ("session", "status"),
     ("session", "status", "--json"),
     ("run", "--env", "A=app.token", "--", "true"),
+    ("status",),
+    ("status", "--json"),
 ])
 def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
     out, loaded = _imports(live, *argv)
@@ -48,9 +50,23 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
     assert "kimen.daemon.client" in loaded or "kimen.fastpath" in loaded
     if argv[:2] == ("secret", "get") and "--json" not in argv:
         assert out.stdout == b"hot-value"
-    if argv[:2] == ("session", "status"):
+    if argv[:2] == ("session", "status") or argv[0] == "status":
         assert b"unlocked" in out.stdout
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & HEAVY - ({"subprocess", "threading"} if argv[0] == "run" else set()), sorted(loaded & HEAVY)
     if argv[0] == "run":
         assert not loaded & PARSER, sorted(loaded & PARSER)
+
+
+@pytest.mark.parametrize("argv", [
+    ("direnv", "--profile", "dev"),
+    ("direnv", "--profile", "dev", "--unsafe-stdout"),
+])
+def test_direnv_imports_nothing_heavy(live, argv):
+    live.write_profile("dev", "env TOKEN=secret:app.token\n")
+    out, loaded = _imports(live, *argv)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(b"export KIMEN_PROFILE=dev\n")
+    assert (b"export TOKEN='hot-value'" in out.stdout) == ("--unsafe-stdout" in argv)
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
