@@ -127,3 +127,47 @@ def test_every_argv_of_the_documented_grammar_is_read_without_argparse(project, 
     fast = fast_namespace(argv)
     assert fast is not None, argv
     assert fast == argparse_namespace(argv), argv
+
+
+# -- status and direnv: flag-only commands read without argparse --
+
+SIMPLE_ACCEPTED = [
+    ["status"],
+    ["status", "--json"],
+    ["--json", "status", "--profile", "dev"],
+    ["status", "--vault", "v.db", "--no-session"],
+    ["direnv", "--profile", "dev"],
+    ["direnv", "--profile", "dev", "--unsafe-stdout", "--json"],
+    ["--vault", "direnv", "direnv"],  # a vault file named direnv
+]
+SIMPLE_DECLINED = [
+    ["status", "--profile"], ["status", "--profile=dev"], ["status", "-h"], ["status", "extra"],
+    ["direnv", "--unsafe"], ["direnv", "--profile", "-x"], ["status", "--map", "m.kmap"],
+]
+
+
+def _simple_argparse(argv: list[str]) -> dict | None:
+    word = next(t for t in argv if t in ("status", "direnv"))
+    try:
+        namespace = vars(parse(build_parser(word), argv))
+    except errors.UsageError:
+        return None
+    namespace.pop("parser", None)
+    return namespace
+
+
+@pytest.mark.parametrize("argv", SIMPLE_ACCEPTED, ids=" ".join)
+def test_status_and_direnv_read_as_argparse_reads_them(argv):
+    from kimen.cli.fastargs import simple_options
+
+    word = "direnv" if "direnv" in argv else "status"
+    fast = simple_options(argv, word)
+    assert fast is not None, argv
+    assert fast == _simple_argparse(argv)
+
+
+@pytest.mark.parametrize("argv", SIMPLE_DECLINED, ids=" ".join)
+def test_other_status_and_direnv_argv_is_left_to_argparse(argv):
+    from kimen.cli.fastargs import simple_options
+
+    assert simple_options(argv, "direnv" if "direnv" in argv else "status") is None

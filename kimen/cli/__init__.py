@@ -164,6 +164,10 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             from .fastargs import run_options
 
             options = run_options(kimen_argv)
+        elif fast and (word == "status" or word == "direnv") and child_argv is None:
+            from .fastargs import simple_options
+
+            options = simple_options(kimen_argv, word)
         if options is not None:
             usage = _fast_usage(options["command_name"])
         else:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    from .flags import BUNDLE_SOURCE
+    from .flags import BUNDLE_SOURCE, DIRENV, STATUS
+    from .model import DIRENV_HANDLER, STATUS_HANDLER
     from .parser import add_command, add_flags
 
     if name == "inject":
@@ -37,15 +38,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--dry-run", action="store_true", help="check the references only; unlock nothing")
         add_flags(p, BUNDLE_SOURCE)
     elif name == "status":
-        p = add_command(sub, "status", COMMANDS[name][1], handler=cmd_status, area=errors.AREA_CONFIG)
-        p.add_argument("--profile", metavar="NAME", help="the profile to look up (default: KIMEN_PROFILE)")
-        p.set_defaults(map=None)
+        p = add_command(sub, "status", COMMANDS[name][1], handler=STATUS_HANDLER, area=errors.AREA_CONFIG)
+        add_flags(p, STATUS)
+        p.set_defaults(map=None, command_name="status")
     elif name == "direnv":
-        p = add_command(sub, "direnv", COMMANDS[name][1], handler=cmd_direnv, area=errors.AREA_ENVFILE)
-        p.add_argument("--profile", metavar="NAME", help="the profile to select (default: KIMEN_PROFILE)")
-        p.add_argument("--unsafe-stdout", action="store_true",
-                       help="also export the values (from a live session only; see docs/daily.md for the cost)")
-        p.set_defaults(map=None)
+        p = add_command(sub, "direnv", COMMANDS[name][1], handler=DIRENV_HANDLER, area=errors.AREA_ENVFILE)
+        add_flags(p, DIRENV)
+        p.set_defaults(map=None, command_name="direnv")
     elif name == "migrate":
         p = add_command(sub, "migrate", COMMANDS[name][1], handler=cmd_migrate, area=errors.AREA_MIGRATE)
         p.add_argument("files", nargs="*", metavar="FILE", help="dotenv files to import (default: detect)")
@@ -168,27 +167,35 @@ def cmd_status(inv: Invocation) -> Result:
 
     location = resolve_vault(inv)
     vault = status.vault_section(location.path, location.source)
-    try:
-        from ..daemon import control
-
-        _socket, found = control.status(inv.env, location.path)
-        fields = found.status
-        if fields is not None:
-            from .session import status_fields
-
-            fields = status_fields(_socket, fields, location.path)
-        elif found.state == "busy":
-            fields = None
-        else:
-            fields = {"state": "stopped"}
-    except errors.KimenError:
-        fields = None
+    fields = _session_fields(inv, location.canonical_path)
     session = status.session_section(fields)
     name, source = _profile_choice(inv)
     cwd = os.getcwd()
     profile = status.profile_section(name, source, inv.env, cwd)
     doc = status.document(vault, session, profile, status.visible_profiles(inv.env, cwd), [])
     return Result("status", status.lines(doc), doc)
+
+
+def _session_fields(inv: Invocation, canonical: str) -> dict[str, Any] | None:
+    """What the daemon says about the selected vault (one `status` request, 1 s timeout): `state`
+    stopped, locked, expired or unlocked; None when it did not answer (shown as unknown)."""
+    from ..daemon import control
+
+    try:
+        _socket, found = control.status(inv.env, canonical)
+    except errors.KimenError:
+        return None
+    raw = found.status
+    if raw is None:
+        return None if found.state == "busy" else {"state": "stopped"}
+    vaults = [v for v in raw.get("vaults") or () if isinstance(v, dict)]
+    mine = next((v for v in vaults if v.get("vault_path") == canonical), None)
+    state = (mine.get("state") or "unlocked") if mine is not None else "locked"
+    expired = mine is not None and state == "expired"
+    return {"state": state, "pid": raw.get("pid"), "vault_path": canonical, "vaults": vaults,
+            "expired_at": mine.get("expired_at") if expired else None,  # type: ignore[union-attr]
+            "expired_by": mine.get("expired_by") if expired else None,  # type: ignore[union-attr]
+            "require_grant": bool(raw.get("require_grant"))}
 
 
 # ---------------------------------------------------------------------------------------------

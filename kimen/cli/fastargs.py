@@ -17,9 +17,9 @@ module accepts.
 
 from __future__ import annotations
 
-from ..errors import AREA_RUN
-from .flags import GLOBAL, RUN_ALL, defaults
-from .model import RUN_HANDLER
+from ..errors import AREA_CONFIG, AREA_ENVFILE, AREA_RUN
+from .flags import DIRENV, GLOBAL, RUN_ALL, STATUS, defaults
+from .model import DIRENV_HANDLER, RUN_HANDLER, STATUS_HANDLER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,6 +58,42 @@ def run_options(argv: list[str]) -> dict[str, Any] | None:
                 return None
         i = j
     options.update(values, inline=inline, handler=RUN_HANDLER, area=AREA_RUN)
+    return options
+
+
+# the flag-only commands read here too (`status`, `direnv`: prompts and .envrc run them constantly):
+# word -> (flag rows, handler, error area)
+SIMPLE = {
+    "status": (STATUS, STATUS_HANDLER, AREA_CONFIG),
+    "direnv": (DIRENV, DIRENV_HANDLER, AREA_ENVFILE),
+}
+
+
+def simple_options(argv: list[str], word: str) -> dict[str, Any] | None:
+    """The options of the flag-only command `word` (a key of `SIMPLE`), or None for argparse:
+
+        [global flags] WORD [global flags | WORD's flags]"""
+    rows, handler, area = SIMPLE[word]
+    table = {row[0]: (row[1], row[2]) for row in rows if row[2] != "append"}
+    values: dict[str, Any] = {}
+    inline: list[tuple[str, str]] = []
+    i, n = 0, len(argv)
+    while i < n and argv[i] != word:
+        i = _flag(argv, i, _GLOBAL, values, inline)
+        if i < 0:
+            return None
+    if i == n:
+        return None
+    options = defaults(rows)
+    i += 1
+    while i < n:
+        j = _flag(argv, i, table, options, inline)
+        if j < 0:
+            j = _flag(argv, i, _GLOBAL, values, inline)
+            if j < 0:
+                return None
+        i = j
+    options.update(values, command=word, command_name=word, map=None, handler=handler, area=area)
     return options
 
 

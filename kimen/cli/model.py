@@ -50,6 +50,8 @@ PROFILE_ENV_COMMANDS = frozenset({"run", "render", "envfile", "plan", "doctor", 
 # module whose handler lives in another (the `run` command is registered with render, envfile and
 # plan, but its handler is the hot path's own module), so command modules never import each other.
 RUN_HANDLER = "kimen.cli.run:cmd_run"
+STATUS_HANDLER = "kimen.cli.daily:cmd_status"
+DIRENV_HANDLER = "kimen.cli.daily:cmd_direnv"
 
 
 class Result:

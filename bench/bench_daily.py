@@ -1,0 +1,93 @@
+"""The daily-use commands: `status`, `direnv` and `inject` against their budgets.
+
+1. `kimen status` on a 1 000-secret vault, without a session and with a live one, and `kimen
+   direnv --profile p` (safe output), each against `python -c pass` (budget 1.5x).
+2. `kimen direnv --profile p --unsafe-stdout` with a session against `kimen run --profile p --
+   /bin/true` (20 secrets; budget 1.2x).
+3. `kimen inject` of a 100-reference template with a session against `kimen run` of a profile
+   with the same 100 secrets (budget 1.5x).
+
+Interleaved rounds; wall ms median [min-max] and the child's CPU ms median. Never asserts.
+Standalone: `python bench/bench_daily.py [ROUNDS]`.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env, kimen
+
+
+def measure(cases: dict[str, tuple[list[str], dict[str, str]]], rounds: int, cwd: Path) -> None:
+    for argv, env in cases.values():  # warm up, and fail loudly on a broken setup
+        subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (argv, env) in cases.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wall[name].append((time.perf_counter() - t0) * 1000)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
+    first = next(iter(cases))
+    base, cbase = statistics.median(wall[first]), statistics.median(cpu[first])
+    for name in cases:
+        med, cmed = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:58s} {med:7.1f} [{min(wall[name]):6.1f}-{max(wall[name]):6.1f}]  x{med / base:4.2f}"
+              f"   cpu {cmed:6.1f}  x{cmed / cbase:4.2f}")
+
+
+def main(argv: list[str]) -> int:
+    rounds = int(argv[0]) if argv else 15
+    root = Path(tempfile.mkdtemp(prefix="kimen-bench-"))
+    env = isolated_env(root)
+    work = root / "work"
+    (work / ".kimen" / "profiles").mkdir(parents=True)
+    try:
+        vault = str(root / "vault.db")
+        env["KIMEN_VAULT"] = vault
+        pass_env = {**env, "KIMEN_PASSPHRASE": PASSPHRASE}
+        kimen(pass_env, "vault", "init", *SMALL_KDF)
+        dotenv = "".join(f"S{i}=value-{i}-{'x' * 40}\n" for i in range(1000)).encode()
+        kimen(pass_env, "secret", "import", "-", "--prefix", "bench.", stdin=dotenv)
+        profiles = work / ".kimen" / "profiles"
+        (profiles / "p.kmap").write_text("".join(f"env V{i}=secret:bench.S{i}\n" for i in range(20)))
+        (profiles / "hundred.kmap").write_text("".join(f"env V{i}=secret:bench.S{i}\n" for i in range(100)))
+        (work / "t.tmpl").write_text("".join(f"v{i}: {{{{ kimen:bench.S{i} }}}}\n" for i in range(100)))
+        pyc = [sys.executable, "-c", "pass"]
+        print(f"status and direnv (safe): 1 000 secrets, {rounds} interleaved rounds; wall ms median [min-max] "
+              "and ratio to python -c pass; CPU ms median and ratio")
+        print(" without a session:")
+        measure({"python -c pass": (pyc, env), "kimen status": ([KIMEN, "status"], env),
+                 "kimen status --json": ([KIMEN, "status", "--json"], env),
+                 "kimen direnv --profile p": ([KIMEN, "direnv", "--profile", "p"], env)}, rounds, work)
+        kimen(pass_env, "session", "start", "--ttl", "1h")
+        print(" with a live session:")
+        measure({"python -c pass": (pyc, env), "kimen status": ([KIMEN, "status"], env),
+                 "kimen direnv --profile p": ([KIMEN, "direnv", "--profile", "p"], env)}, rounds, work)
+        print("direnv --unsafe-stdout (20 secrets, session) against run of the same profile:")
+        measure({"kimen run --profile p -- /bin/true": ([KIMEN, "run", "--profile", "p", "--", "/bin/true"], env),
+                 "kimen direnv --profile p --unsafe-stdout": (
+                     [KIMEN, "direnv", "--profile", "p", "--unsafe-stdout"], env)}, rounds, work)
+        print("inject of a 100-reference template (session) against run of a 100-secret profile:")
+        measure({"kimen run --profile hundred -- /bin/true": (
+                    [KIMEN, "run", "--profile", "hundred", "--", "/bin/true"], env),
+                 "kimen inject -i t.tmpl -o out.txt": ([KIMEN, "inject", "-i", "t.tmpl", "-o", "out.txt"], env)},
+                rounds, work)
+    finally:
+        subprocess.run([KIMEN, "session", "stop"], env=env, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
