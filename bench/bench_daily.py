@@ -13,37 +13,18 @@ Standalone: `python bench/bench_daily.py [ROUNDS]`.
 
 from __future__ import annotations
 
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import benchlib
 from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env, kimen
 
 
 def measure(cases: dict[str, tuple[list[str], dict[str, str]]], rounds: int, cwd: Path) -> None:
-    for argv, env in cases.values():  # warm up, and fail loudly on a broken setup
-        subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
-    wall: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, (argv, env) in cases.items():
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.perf_counter()
-            subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wall[name].append((time.perf_counter() - t0) * 1000)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
-    first = next(iter(cases))
-    base, cbase = statistics.median(wall[first]), statistics.median(cpu[first])
-    for name in cases:
-        med, cmed = statistics.median(wall[name]), statistics.median(cpu[name])
-        print(f"  {name:58s} {med:7.1f} [{min(wall[name]):6.1f}-{max(wall[name]):6.1f}]  x{med / base:4.2f}"
-              f"   cpu {cmed:6.1f}  x{cmed / cbase:4.2f}")
+    benchlib.measure(cases, rounds, cwd, width=58)
 
 
 def main(argv: list[str]) -> int:

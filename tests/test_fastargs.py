@@ -16,7 +16,7 @@ from kimen.cli.parser import build_parser, parse
 
 def argparse_namespace(argv: list[str]) -> dict | None:
     """What the parser of truth reads (None when it refuses the argv), without its `parser` object."""
-    word = next((t for t in argv if t in ("run", "project")), None)
+    word = next((t for t in argv if t in ("run", "project", "status", "direnv")), None)
     try:
         namespace = vars(parse(build_parser(word), argv))
     except errors.UsageError:
@@ -146,16 +146,6 @@ SIMPLE_DECLINED = [
 ]
 
 
-def _simple_argparse(argv: list[str]) -> dict | None:
-    word = next(t for t in argv if t in ("status", "direnv"))
-    try:
-        namespace = vars(parse(build_parser(word), argv))
-    except errors.UsageError:
-        return None
-    namespace.pop("parser", None)
-    return namespace
-
-
 @pytest.mark.parametrize("argv", SIMPLE_ACCEPTED, ids=" ".join)
 def test_status_and_direnv_read_as_argparse_reads_them(argv):
     from kimen.cli.fastargs import simple_options
@@ -163,7 +153,7 @@ def test_status_and_direnv_read_as_argparse_reads_them(argv):
     word = "direnv" if "direnv" in argv else "status"
     fast = simple_options(argv, word)
     assert fast is not None, argv
-    assert fast == _simple_argparse(argv)
+    assert fast == argparse_namespace(argv)
 
 
 @pytest.mark.parametrize("argv", SIMPLE_DECLINED, ids=" ".join)

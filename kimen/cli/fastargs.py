@@ -50,13 +50,8 @@ def run_options(argv: list[str]) -> dict[str, Any] | None:
         values.update(command="run", command_name="run")
         i += 1
     options = defaults(RUN_ALL)
-    while i < n:
-        j = _flag(argv, i, _RUN, options, inline)
-        if j < 0:
-            j = _flag(argv, i, _GLOBAL, values, inline)
-            if j < 0:
-                return None
-        i = j
+    if not _command_flags(argv, i, _RUN, options, values, inline):
+        return None
     options.update(values, inline=inline, handler=RUN_HANDLER, area=AREA_RUN)
     return options
 
@@ -85,16 +80,25 @@ def simple_options(argv: list[str], word: str) -> dict[str, Any] | None:
     if i == n:
         return None
     options = defaults(rows)
-    i += 1
+    if not _command_flags(argv, i + 1, table, options, values, inline):
+        return None
+    options.update(values, command=word, command_name=word, map=None, handler=handler, area=area)
+    return options
+
+
+def _command_flags(argv: list[str], i: int, table: dict[str, tuple[str, str]], options: dict[str, Any],
+                   values: dict[str, Any], inline: list[tuple[str, str]]) -> bool:
+    """The words from `i` on: the command's flags into `options`, global ones into `values`;
+    False at the first word that is neither."""
+    n = len(argv)
     while i < n:
         j = _flag(argv, i, table, options, inline)
         if j < 0:
             j = _flag(argv, i, _GLOBAL, values, inline)
             if j < 0:
-                return None
+                return False
         i = j
-    options.update(values, command=word, command_name=word, map=None, handler=handler, area=area)
-    return options
+    return True
 
 
 def _flag(argv: list[str], i: int, table: dict[str, tuple[str, str]], values: dict[str, Any],
