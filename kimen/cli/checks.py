@@ -93,6 +93,7 @@ def lint_report(
         "exit_code": errors.AREA_MAP_LINT if failed else 0,
         "path": profile.source if profile is not None else None,
         "profile_path": profile.source if profile is not None else None,
+        "profile_source": getattr(inv.options, "profile_source", None),
         "mode": mode,
         "env_count": sum(1 for d in winners if d.kind == "env"),
         "file_count": sum(1 for d in winners if d.kind == "file"),
@@ -453,6 +454,7 @@ def cmd_doctor(inv: Invocation) -> int:
     if inv.json:
         print_json(success_envelope("doctor", {
             "ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
+            "profile_source": getattr(args, "profile_source", None),
             "error_count": n_err, "warning_count": n_warn, "checks": checks.items}))
     else:
         lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]

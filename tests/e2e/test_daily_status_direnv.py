@@ -107,6 +107,12 @@ def test_kimen_profile_is_the_default_profile(repo):
     done = repo.ok("run", "--", "sh", "-c", 'printf %s "$MODE"', env=env)
     assert done.out == b"it's on"
     repo.fail(23, "profile_not_found", "run", "--", "true", env={"KIMEN_PROFILE": "nope"})
+    lint = repo.ok("map", "lint", "--json", env=env).json()
+    assert lint["profile_source"] == "env" and lint["profile_path"].endswith("dev.kmap")
+    doctor = repo.run("doctor", "--json", env=env).json()
+    assert doctor["profile_source"] == "env" and doctor["profile_path"].endswith("dev.kmap")
+    envfile = repo.ok("envfile", "--out", "out.env", env=env)
+    assert envfile.code == 0 and (repo.cwd / "out.env").read_bytes().count(b"\n") == 2
     # --profile wins; an empty KIMEN_PROFILE is unset
     assert repo.ok("plan", "--json", "--profile", "dev", "--", "true", env=env).json()["profile_source"] == "flag"
     assert repo.ok("plan", "--json", "--env", "A=const:x", "--", "true",
