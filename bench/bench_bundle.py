@@ -1,4 +1,4 @@
-"""Bundles (SPEC §12): `bundle seal` and `bundle open` of 10 000 secrets against the `age` CLI
+"""Bundles: `bundle seal` and `bundle open` of 10 000 secrets against the `age` CLI
 encrypting and decrypting a payload of the same size, interleaved in one run:
 
   age -r R (encrypt the document)              the floor for seal

@@ -1,4 +1,4 @@
-"""`kimen run --mask` relay throughput (SPEC §12): a 64 MiB stream through the masker with 20
+"""`kimen run --mask` relay throughput: a 64 MiB stream through the masker with 20
 projected secrets, against `cat` of the same file in the same run. Interleaved rounds of
 
   masker in process                 MaskStream.feed over the file's bytes in 64 KiB chunks (as read)

@@ -11,8 +11,10 @@ a masked form or a 5-byte prefix of one, as in bench_mask.py) and 64 MiB (defaul
 
 The relay runs as a process started by this script (`python -c` calling `relay.run`, what `kimen run
 --mask` runs after resolving values): its Python start-up and the masker's compilation are counted.
-Reports MB/s (1e6 bytes of input) median [min-max] over N rounds (default 10) and the time ratio
-against the floor. Never asserts a timing. Standalone: `python bench/bench_relay.py [ROUNDS [MIB]]`.
+Reports MB/s (1e6 bytes of input) median [min-max] over N rounds (default 10), the time ratio
+against the floor, and MB/s per CPU second of the case's processes (user + system; the steadier
+figure on a shared machine; the pty's kernel work done in kworker threads is not counted).
+Never asserts a timing. Standalone: `python bench/bench_relay.py [ROUNDS [MIB]]`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import pty
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,6 +41,11 @@ from kimen.projection import relay
 values = {k: bytes.fromhex(v) for k, v in json.load(open(sys.argv[1])).items()}
 sys.exit(relay.run(sys.argv[2], sys.argv[2:], dict(os.environ), values))
 """
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _piped(argv: list[str]) -> float:
@@ -96,11 +104,15 @@ def main(argv: list[str]) -> int:
             cases[(label, "pty: relay -- cat FILE")] = ("pty", [*relay, str(path)])
             cases[(label, "pty: cat FILE")] = ("pty", [cat, str(path)])
         wall: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+        cpu: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
         for _ in range(rounds):
             for case, (kind, command) in cases.items():  # interleaved: every round runs every case
+                before = _children_cpu()
                 wall[case].append(_piped(command) if kind == "pipe" else _on_pty(command)[0])
+                cpu[case].append(_children_cpu() - before)
         print(f"run --mask relay end to end: {size >> 20} MiB, {len(values)} secrets, {rounds} interleaved rounds, "
-              f"{os.cpu_count()} cores; MB/s median [min-max]; time against the same path with cat")
+              f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; MB/s median [min-max]; time against the "
+              "same path with cat; MB/s per CPU second of the case's processes")
         for label in ("clean", "1% hits"):
             print(f"  {label} stream" + (f" ({planted} forms planted)" if label != "clean" else ""))
             for path_kind, floor_name in (("pipes", "pipes: cat FILE | cat"), ("pty", "pty: cat FILE")):
@@ -110,7 +122,8 @@ def main(argv: list[str]) -> int:
                         continue
                     rates = [size / s / 1e6 for s in seconds]
                     print(f"    {name:28s} {statistics.median(rates):8.0f} [{min(rates):6.0f}-{max(rates):6.0f}]"
-                          f"  x{statistics.median(seconds) / floor:5.2f}")
+                          f"  x{statistics.median(seconds) / floor:5.2f}"
+                          f"   cpu {size / statistics.median(cpu[(stream, name)]) / 1e6:6.0f} MB/s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

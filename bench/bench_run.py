@@ -1,4 +1,4 @@
-"""`kimen run` overhead (SPEC §12): interleaved runs of
+"""`kimen run` overhead: interleaved runs of
 
   /bin/true                                        the floor
   python -c pass                                   the venv's interpreter start-up
@@ -7,7 +7,7 @@
   kimen run --profile p -- /bin/true (default KDF) 20 secrets, KIMEN_PASSPHRASE, 64 MiB t=3 p=4
   kimen run --profile p -- /bin/true (session)     20 secrets with a live session, when the daemon exists
   kimen secret get NAME --unsafe-stdout (session)  one value through the live session
-  dotenvx run -q -f .env -- /bin/true              the same 20 values from a plain .env (SPEC §12), when
+  dotenvx run -q -f .env -- /bin/true              the same 20 values from a plain .env, when
                                                    dotenvx is installed (`make bench` installs it with npm)
 
 Reports wall-clock median and min-max over N interleaved rounds (default 15), the ratio of each

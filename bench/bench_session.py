@@ -1,4 +1,4 @@
-"""The session daemon (SPEC §12): request rate, and `secret get` latency with a live session.
+"""The session daemon: request rate, and `secret get` latency with a live session.
 
 1. Request rate: N client processes (1, 8, 64) each send `read` requests of one secret for a fixed
    time, either opening a new connection per request or keeping one connection; reports

@@ -1,4 +1,4 @@
-"""Unlock (SPEC §12): argon2id at the default parameters, and `session start` to readiness.
+"""Unlock: argon2id at the default parameters, and `session start` to readiness.
 
 1. One key derivation (`kimen.crypto.derive_kek`, the vault's default 64 MiB, t=3, p=4), each in a
    fresh interpreter so peak RSS is that of one unlock: wall ms per derivation (median [min-max])

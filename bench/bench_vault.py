@@ -1,4 +1,4 @@
-"""Vault scale (SPEC §12): vaults of 1 000 and 100 000 secrets.
+"""Vault scale: vaults of 1 000 and 100 000 secrets.
 
 CLI, interleaved rounds (every round runs every case once; default 10 rounds), wall-clock median
 [min-max] and median CPU time (user+sys of the child, from getrusage; the steadier figure on a

@@ -1,7 +1,7 @@
 """Run every benchmark script in bench/ (bench_*.py) in turn and print their reports.
 
 Each script is standalone (`python bench/bench_x.py`), measures commands interleaved in one run,
-reports medians with min-max over >= 10 runs, and never asserts a timing (SPEC §12).
+reports medians with min-max over >= 10 runs, and never asserts a timing.
 Results are also written to bench/results/<name>.txt.
 """
 

@@ -1,4 +1,4 @@
-"""Opening the store a command needs (SPEC §2.2 vault path, §4.1 unlock precedence).
+"""Opening the store a command needs: the vault path and the unlock order (docs/passphrase-and-config.md).
 
 This is the one seam between commands and vaults: a command asks `open_store(inv)` and gets a
 `Store` — the session daemon's when a session for the same canonical vault path is live and no
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .passphrase import Source, StdinClaim
     from .store import Store
     from .vault import LocalStore, Vault
+    from .vault.file import VaultFile
 
     class Invocation(Protocol):
         """What opening a store reads of a command's invocation (`kimen.cli.model.Invocation`)."""
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
         def no_session(self) -> bool: ...
         @property
         def derived(self) -> dict[str, Any]: ...
+        @property
+        def command_name(self) -> str: ...
+        @property
+        def options(self) -> Any: ...
 
 
 class VaultLocation:
@@ -55,7 +60,7 @@ class VaultLocation:
 
     @property
     def canonical_path(self) -> str:
-        """The session key: the realpath of the vault file (SPEC §2.2)."""
+        """The session key: the realpath of the vault file."""
         return os.path.realpath(self.path)
 
 
@@ -105,15 +110,17 @@ def _configured_vault(inv: Invocation) -> str | None:
     return load_config(inv).vault_path()
 
 
-def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> Vault:
-    """The vault file opened for key-free reads; no passphrase, no session."""
-    from .vault import Vault
+def open_metadata(inv: Invocation, location: VaultLocation | None = None) -> VaultFile:
+    """The vault file opened for key-free reads; no passphrase, no session (and no crypto module
+    loaded: names, sizes and KDF parameters are plaintext)."""
+    from .vault.file import VaultFile
 
-    return Vault.open((location or resolve_vault(inv)).path)
+    return VaultFile.open((location or resolve_vault(inv)).path)
 
 
 def explicit(inv: Invocation) -> Source | None:
-    """The explicit passphrase source (SPEC §4.1 #1-3), warning once if several are set."""
+    """The explicit passphrase source (KIMEN_PASSPHRASE, --passphrase-cmd, --passphrase-stdin),
+    warning once if several are set."""
     derived = inv.derived
     if "explicit_source" not in derived:
         if not (inv.env.get("KIMEN_PASSPHRASE") or inv.passphrase_cmd is not None or inv.passphrase_stdin):
@@ -140,17 +147,35 @@ def fallback_source(inv: Invocation, location: VaultLocation, *, prompt: bool = 
 
 def session_probe(inv: Invocation, location: VaultLocation) -> Probe:
     """What the session daemon says about this vault (stopped, busy, locked, expired, unlocked…);
-    a daemon of another version is no session, with a warning (SPEC §5.10)."""
+    a daemon of another version is no session, with a warning (docs/session.md)."""
     from .daemon import client
 
-    found = client.probe(inv.env, location.canonical_path)
+    context = _context(inv)
+    found = client.probe(inv.env, location.canonical_path, context=context)
     if found.state == "other_version":
         client.warn_other_version(found)
     return found
 
 
+def _context(inv: Invocation) -> dict[str, str] | None:
+    """What this command tells the daemon it is doing (advisory, only logged): the command and its
+    profile."""
+    command = inv.command_name
+    if not command:
+        parser = getattr(inv.options, "parser", None)
+        prog = getattr(parser, "prog", None)
+        command = prog.partition(" ")[2] if isinstance(prog, str) else ""
+    if not command:
+        return None
+    context = {"command": command}
+    profile = getattr(inv.options, "profile", None)
+    if isinstance(profile, str):
+        context["profile"] = profile
+    return context
+
+
 def _refusal(inv: Invocation, found: Probe, location: VaultLocation) -> errors.KimenError:
-    """Why no session serves `location` when one must (a grant token is set, SPEC §4.1, §5.10):
+    """Why no session serves `location` when one must (a grant token is set, docs/agents.md):
     an unsafe session dir or a too-long socket path is the reason, not only a warning."""
     if found.state == "stopped":
         from .daemon import client
@@ -165,17 +190,17 @@ def _refusal(inv: Invocation, found: Probe, location: VaultLocation) -> errors.K
 
 
 def session_store(inv: Invocation, location: VaultLocation) -> Store | None:
-    """The session daemon's store for this vault, or None when no session serves it (SPEC §5.10)."""
+    """The session daemon's store for this vault, or None when no session serves it."""
     return session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
 
 
 def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = True) -> Store:
-    """The store for the selected vault, following SPEC §4.1.
+    """The store for the selected vault, in the unlock order of docs/passphrase-and-config.md.
 
     `allow_session=False` for commands that must never use a session (rekey, session start);
     `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
     A session that expired for this vault falls back like a locked one, but when no later source
-    exists the command fails with `session_expired`, which says when and what to run (§5.10).
+    exists the command fails with `session_expired`, which says when and what to run.
     """
     location = resolve_vault(inv)
     if not os.path.exists(location.path):
@@ -183,7 +208,7 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
     source = explicit(inv)
     expired = None
     if source is None and allow_session:
-        # a token means "use the session": sources 5 and 6 are never tried (SPEC §4.1)
+        # a token means "use the session": sources 5 and 6 are never tried
         token = bool(inv.env.get("KIMEN_SESSION_TOKEN"))
         if not inv.no_session:
             found = session_probe(inv, location)
@@ -231,7 +256,7 @@ def unlock_vault(vault: Vault, source: Source) -> LocalStore:
     raise errors.WrongPassphrase()  # pragma: no cover - attempts >= 1
 
 
-def missing_passphrase_without_session(stdin_flag: str = "") -> errors.MissingPassphrase:
+def missing_passphrase_without_session(stdin_flag: str = "") -> errors.KimenError:
     """`missing_passphrase` for a command that never uses a session (vault init, vault rekey,
     session start): its hint lists only the sources that command reads, not `session start`."""
     return errors.MissingPassphrase(hint=f"set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin"

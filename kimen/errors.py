@@ -405,18 +405,25 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('DirenvNeedsSession', 'direnv_needs_session', None,
      'direnv --unsafe-stdout reads values only from a live session or an explicit passphrase source',
      'kimen session start'),
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Declared for features not built yet (team sync and remotes, agent grants and the audit log,
-# `init ci-sync-gate`) and for catch-all reasons no command raises yet. No command raises these
-# today (the sync core raises some, but no command reaches it before `kimen sync` exists): they
-# stay out of docs/errors.md until a command does, and then move up into the table above
-# (tests/test_errors.py checks both directions).
-# ---------------------------------------------------------------------------------------------
-_NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ...] = (
-    # -- sync conflicts (31) --
+    # -- remotes and team sync (30, 31, 32) --
+    ('RemoteScopeOverlap', 'remote_scope_overlap', None,
+     'your scope in remote {remote} ({glob}) overlaps your scope in remote {other} ({other_glob})',
+     'one vault may sync several remotes only with disjoint scopes: ask an admin to narrow one scope'),
+    ('SyncHistoryUnavailable', 'sync_history_unavailable', None, 'head {seq} is not available',
+     'the remote keeps a limited history (fs: the last 64 heads), and a head sealed before you joined does not '
+     'decrypt with your identity'),
+    ('MissingToSeq', 'missing_to_seq', None, 'missing --to-seq', 'kimen sync revert NAME --to-seq N (see `kimen sync log`)'),
+    ('LockMissing', 'lock_missing', None, 'no remote lock present', None),
+    ('UnlockConfirmationRequired', 'unlock_confirmation_required', None, 'pass --yes to remove the remote lock',
+     None),
+    ('UnlockRequiresFsRemote', 'unlock_requires_fs_remote', None, 'sync unlock works on fs remotes only', None),
+    ('InvalidIfOlderThan', 'invalid_if_older_than', None, 'invalid --if-older-than: {detail}', None),
+    ('InvalidResetBaselineMode', 'invalid_reset_baseline_mode', None, 'pass exactly one of --to-remote, --clear or --rev',
+     None),
+    ('ResetBaselineConfirmationRequired', 'reset_baseline_confirmation_required', None, 'pass --yes to reset the baseline',
+     None),
+    ('RemoteBundleMissingForBaseline', 'remote_bundle_missing_for_baseline', None, 'remote has no bundle to take a baseline from',
+     None),
     ('RemoteChanged', 'remote_changed', 31, 'remote changed since the last sync', None),
     ('NoLocalBaseline', 'no_local_baseline', 31, 'remote has a bundle but this vault has no baseline for it', None),
     ('RemoteDisappeared', 'remote_disappeared', 31, 'remote bundle disappeared', None),
@@ -426,73 +433,50 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
      'an admin can republish the accepted head with `kimen sync push --restore-head --yes`; see docs/sync.md'),
     ('RemoteHistoryGap', 'remote_history_gap', 31, "remote head (seq {remote_seq}) is too far ahead of the head already accepted (seq {known_seq}): its log no longer reaches it",
      'make this vault mirror the head with `kimen sync pull --mirror` (a backup is written first)'),
-    # -- catch-all reasons nothing raises yet --
-    ('SecretFailed', 'secret_failed', None, 'secret command failed: {detail}', None),
-    ('PlanFailed', 'plan_failed', None, 'plan failed: {detail}', None),
-    ('EnvfileFailed', 'envfile_failed', None, 'envfile failed: {detail}', None),
-    # -- remote --
     ('EmptyRemoteName', 'empty_remote_name', None, 'remote name is empty', None),
     ('InvalidRemoteName', 'invalid_remote_name', None, 'invalid remote name: {name}', None),
     ('RemoteNotFound', 'remote_not_found', None, 'remote not found: {name}', None),
     ('RemoteExists', 'remote_exists', None, 'remote already exists: {name}', None),
     ('UnsupportedRemoteType', 'unsupported_remote_type', None, 'unsupported remote type: {type}', None),
     ('MissingRemoteSetFields', 'missing_remote_set_fields', None, 'nothing to change; pass at least one field', None),
-    ('ConflictingDeriveFlags', 'conflicting_derive_flags', None, '--derive-recipient and --no-derive-recipient cannot be combined',
-     None),
-    ('ConflictingDeriveRecipientInputs', 'conflicting_derive_recipient_inputs', None, '--derive-recipient cannot be combined with explicit recipients',
-     None),
-    ('MissingIdentityForRecipientDerivation', 'missing_identity_for_recipient_derivation', None, '--derive-recipient needs --identity',
-     None),
-    ('RecipientDerivationFailed', 'recipient_derivation_failed', None, 'cannot derive a recipient from the identity',
-     None),
     ('GitFieldsRequireGitType', 'git_fields_require_git_type', None, '--branch and --bundle-path require --type git',
      None),
     ('MissingPath', 'missing_path', None, 'missing --path', None),
-    ('EmptyPath', 'empty_path', None, 'path is empty', None),
-    ('RemoteFailed', 'remote_failed', None, 'remote command failed: {detail}', None),
-    # -- sync --
     ('RemoteMissing', 'remote_missing', None, 'remote has no bundle', None),
     ('LocalVaultMissing', 'local_vault_missing', None, 'local vault is missing', None),
-    ('ReconcileBaselineMissing', 'reconcile_baseline_missing', None, 'reconcile needs a baseline; pull first', None),
     ('NoOverlappingConflicts', 'no_overlapping_conflicts', None, 'there are no overlapping conflicts to resolve',
      None),
     ('ResolveKeyNotConflict', 'resolve_key_not_conflict', None, 'not a conflict: {names}', None),
     ('RemoteLockPresent', 'remote_lock_present', None, 'remote is locked by another push: {lock_owner}',
      'wait for it to finish, or see who holds it with `kimen sync unlock`'),
-    ('RemoteRecipientMissing', 'remote_recipient_missing', None, 'remote has no recipients', None),
     ('RemoteIdentityMissing', 'remote_identity_missing', None, 'remote has no identity', None),
     ('ManualPullRequired', 'manual_pull_required', None, 'local changes since the last sync; a fast-forward pull is not possible',
      'use --reconcile'),
-    ('LockMissing', 'lock_missing', None, 'no remote lock present', None),
-    ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
-    ('UnlockConfirmationRequired', 'unlock_confirmation_required', None, 'pass --yes to remove the remote lock',
-     None),
-    ('UnlockRequiresFsRemote', 'unlock_requires_fs_remote', None, 'sync unlock works on fs remotes only', None),
     ('LockFlagsRequireFsRemote', 'lock_flags_require_fs_remote', None, 'lock flags work on fs remotes only', None),
     ('ConflictingDryRunLockFlags', 'conflicting_dry_run_lock_flags', None, '--dry-run cannot be combined with lock flags',
      None),
-    ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
-     None),
-    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}', None),
     ('InvalidLockWait', 'invalid_lock_wait', None, 'invalid --lock-wait: {detail}', None),
     ('InvalidBreakStaleLockAfter', 'invalid_break_stale_lock_after', None, 'invalid --break-stale-lock-after: {detail}',
      None),
-    ('InvalidIfOlderThan', 'invalid_if_older_than', None, 'invalid --if-older-than: {detail}', None),
     ('RemoteNotFoundFromEnv', 'remote_not_found_from_env', None, 'KIMEN_REMOTE names an unknown remote: {name}',
      None),
     ('NoRemotesConfigured', 'no_remotes_configured', None, 'no remotes configured', None),
     ('MultipleRemotesConfigured', 'multiple_remotes_configured', None, 'several remotes configured; pass --remote',
      None),
     ('InvalidTake', 'invalid_take', None, '--take must be local or remote', None),
-    ('InvalidResetBaselineMode', 'invalid_reset_baseline_mode', None, 'pass exactly one of --to-remote, --clear or --rev',
-     None),
-    ('ResetBaselineConfirmationRequired', 'reset_baseline_confirmation_required', None, 'pass --yes to reset the baseline',
-     None),
-    ('RemoteBundleMissingForBaseline', 'remote_bundle_missing_for_baseline', None, 'remote has no bundle to take a baseline from',
-     None),
-    ('MissingBackup', 'missing_backup', None, 'missing --backup', None),
-    ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
-    ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
+    ('MembershipNotInConfig', 'membership_not_in_config', None, '{flag}: membership is not configured per remote',
+     'membership lives in the remote\'s head: `kimen sync members add`'),
+    ('InvalidMaxSkew', 'invalid_max_skew', None, 'invalid --max-skew: {detail}', None),
+    ('SyncRotationDue', 'rotation_due', None, '{count} names are due for rotation after a member was removed',
+     'set each listed name to a new value (or delete it) and push; `kimen sync rotation` lists them'),
+    ('InvalidLimit', 'invalid_limit', None, 'invalid --limit: {detail}', 'a whole number from 1'),
+    ('MembersRmConfirmationRequired', 'members_rm_confirmation_required', None,
+     'removing member {member} needs --yes', 'they keep what they already fetched: rotate those secrets afterwards'),
+    ('MembersPinMismatch', 'members_pin_mismatch', None, 'the membership fingerprint is {actual}, not {expected}',
+     'compare the members (`kimen sync members list`) before acknowledging them'),
+    ('ConflictingPullModes', 'conflicting_pull_modes', None, '--reconcile and --mirror cannot be combined', None),
+    ('SyncBaselineTampered', 'sync_baseline_tampered', None, 'the sync baseline of remote {remote} fails its integrity check',
+     'take the head as the new baseline: `kimen sync reset-baseline --to-remote --yes`'),
     ('GitFailed', 'git_failed', None, 'git failed: {detail}', None),
     ('GitLfsPointer', 'git_lfs_pointer', None, 'remote head {path} is a Git LFS pointer, not a head',
      'keep the bundle path out of Git LFS (remove its pattern from .gitattributes) and publish the head again'),
@@ -503,7 +487,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('InvalidBundlePath', 'invalid_bundle_path', None, 'invalid bundle path: {detail}',
      "a relative path inside the repository, without '..' or '.git' segments"),
     ('InvalidRemoteId', 'invalid_remote_id', None, 'invalid remote id: {remote_id}', 'a remote id is 32 hex digits'),
-    # -- sync: heads, membership, scopes --
     ('BundleWrongRemote', 'bundle_wrong_remote', None, 'head belongs to remote {remote_id}, not to the configured {expected}',
      "check the remote's location, or its remote_id in the config"),
     ('SyncNotASyncDocument', 'sync_not_a_sync_document', None, 'not a sync head: the document has no sync member',
@@ -526,6 +509,41 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
      "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
     ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared for features not built yet (the sync commands still to come, agent grants and the
+# audit log, `init ci-sync-gate`) and for catch-all reasons no command raises yet. No command
+# raises these today: they stay out of docs/errors.md until a command does, and then move up into the table above
+# (tests/test_errors.py checks both directions).
+# ---------------------------------------------------------------------------------------------
+_NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ...] = (
+    # -- catch-all reasons nothing raises yet --
+    ('SecretFailed', 'secret_failed', None, 'secret command failed: {detail}', None),
+    ('PlanFailed', 'plan_failed', None, 'plan failed: {detail}', None),
+    ('EnvfileFailed', 'envfile_failed', None, 'envfile failed: {detail}', None),
+    # -- remote --
+    ('ConflictingDeriveFlags', 'conflicting_derive_flags', None, '--derive-recipient and --no-derive-recipient cannot be combined',
+     None),
+    ('ConflictingDeriveRecipientInputs', 'conflicting_derive_recipient_inputs', None, '--derive-recipient cannot be combined with explicit recipients',
+     None),
+    ('MissingIdentityForRecipientDerivation', 'missing_identity_for_recipient_derivation', None, '--derive-recipient needs --identity',
+     None),
+    ('RecipientDerivationFailed', 'recipient_derivation_failed', None, 'cannot derive a recipient from the identity',
+     None),
+    ('EmptyPath', 'empty_path', None, 'path is empty', None),
+    ('RemoteFailed', 'remote_failed', None, 'remote command failed: {detail}', None),
+    # -- sync --
+    ('ReconcileBaselineMissing', 'reconcile_baseline_missing', None, 'reconcile needs a baseline; pull first', None),
+    ('RemoteRecipientMissing', 'remote_recipient_missing', None, 'remote has no recipients', None),
+    ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
+    ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
+     None),
+    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}', None),
+    ('MissingBackup', 'missing_backup', None, 'missing --backup', None),
+    ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
+    ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
     # -- daily use (inject, migrate, secret generate|edit|copy): the cores exist, the commands do not yet --
     ('ConflictingGenerateOptions', 'conflicting_generate_options', None, 'conflicting generate options: {detail}',
      'text mode takes --length and --charset; bytes mode takes --bytes and --encoding'),
@@ -607,4 +625,11 @@ WARNINGS: dict[str, str] = {
     "grant_revoke_failed": "`session grant -- CMD`: the grant could not be revoked when CMD exited (it ends at its "
                            "expiry or with the daemon)",
     "mask_value_unmasked": "`run --mask`: projected values under 6 bytes are not masked (names them, never the values)",
+    "remote_id_pinned": "first contact with a remote whose id was not configured: the id is written to the config",
+    "remote_membership_keys_ignored": "a remote object in the config has `recipients`, `signers` or `scope`: ignored "
+                                      "(membership lives in the remote's head)",
+    "remote_filesystem_unsupported": "`sync init`: the fs remote's directory is on a network or FUSE filesystem other "
+                                     "than nfs4, whose locks and renames kimen cannot rely on",
+    "break_stale_lock_ignored": "`sync push --break-stale-lock-after`: accepted and ignored (a remote's lock is a "
+                                "flock, released when its holder dies)",
 }

@@ -1,4 +1,4 @@
-"""`kimen secret get NAME --unsafe-stdout` served by a live session, without argparse (SPEC §12).
+"""`kimen secret get NAME --unsafe-stdout` served by a live session, without argparse.
 
 Reading one value through the session is the most frequent command of scripts and agents; with
 the normal path, argparse, `re`, `enum`, `json` and `socket` cost more than the interpreter's own
@@ -55,7 +55,8 @@ def secret_get(argv: list[str]) -> int | None:
 
 
 def _valid_name(name: str) -> bool:
-    """SPEC §3.4, as `kimen.store.check_secret_name` (without importing `re`)."""
+    """The secret-name rule of `kimen.store.check_secret_name` (ASCII letters, digits, `_` and `-`
+    in non-empty dot-separated segments, at most 128, not starting with `-`), without `re`."""
     if not 0 < len(name) <= 128 or name[0] == "-" or not name.isascii():
         return False
     return all(segment and _NAME_CHARS.issuperset(segment) for segment in name.split("."))

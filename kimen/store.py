@@ -323,4 +323,20 @@ if TYPE_CHECKING:
             """The integrity check (docs/vault.md); raises `VaultTampered` or `SecretCorrupt`."""
             ...
 
+        def history(self, name: str) -> SecretHistory:
+            """The current revision and the kept older ones of `name` (no value, no key)."""
+            ...
+
+        def read_revision(self, name: str, revision: int) -> SecretValue:
+            """The value `name` had at `revision` (current or kept); `RevisionNotFound` else."""
+            ...
+
+        def restore(self, name: str, revision: int) -> RestoreResult:
+            """Make `revision`'s value current again (the current one goes to history)."""
+            ...
+
+        def purge_history(self, names: Sequence[str] | None = None) -> int:
+            """Delete the kept older values of `names` (None: every name); how many went."""
+            ...
+
         def close(self) -> None: ...

@@ -27,6 +27,7 @@ FIXED = [
     (13, "secret already exists"),
     (14, "vault not found"),
     (15, "wrong passphrase, or vault data failed authentication"),
+    (31, "sync: a conflict (the same keys changed on both sides), a fork or a rollback of the remote's head"),
     (35, "a grant token was required, or the token is invalid, expired or does not cover the request"),
     (126, "`run`: the command is not executable"),
     (127, "`run`: the command was not found"),
@@ -42,6 +43,8 @@ AREAS = [
     (errors.AREA_BUNDLE, "a `bundle` command failed"),
     (errors.AREA_CONFIG, "a `config` command failed, or the config file is unusable"),
     (errors.AREA_DOCTOR, "`doctor` failed (also warnings under `--strict`)"),
+    (errors.AREA_REMOTE, "a `remote` command failed"),
+    (errors.AREA_SYNC, "a `sync` command failed (other than a conflict, fork or rollback: 31)"),
     (errors.AREA_INIT, "`init ci-*` failed"),
     (errors.AREA_SESSION, "the session daemon failed, or a `session` command"),
 ]

@@ -1,4 +1,4 @@
-"""The store contract (SPEC §3.6): one suite, run against every Store implementation.
+"""The store contract: one suite, run against every Store implementation.
 
 Subclass `StoreContract` and provide a `store` fixture yielding an empty, writable store.
 (keyring's habit: every backend passes the same tests.)

@@ -1,4 +1,4 @@
-"""SPEC §11 item 16: the daemon's first step makes it non-dumpable with core dumps off, before it
+"""Invariant 16 (docs/security.md): the daemon's first step makes it non-dumpable with core dumps off, before it
 binds its socket or can hold a key (checked in a fresh process, as the daemon runs it)."""
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ FIXED_CODES = {
     "session_unavailable": 34, "session_locked": 34, "session_dir_unsafe": 34, "socket_path_too_long": 34,
     "daemon_start_failed": 34, "session_protocol_error": 34, "session_version_mismatch": 34,
     "frame_too_large": 34, "invalid_ttl": 34, "session_unsupported": 34,
+    "remote_changed": 31, "no_local_baseline": 31, "remote_disappeared": 31, "overlapping_changes": 31,
+    "remote_rollback": 31, "remote_fork": 31, "remote_history_gap": 31,
     "command_not_executable": 126, "command_not_found": 127,
 }
 

@@ -8,15 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kimen import errors
-from kimen.cli.fastargs import run_options
+from kimen.cli.fastargs import SIMPLE, SIMPLE_WORDS, run_options, simple_options
 from kimen.cli.flags import RUN_ALL, defaults
 from kimen.cli.model import split_child_argv
 from kimen.cli.parser import build_parser, parse
 
 
-def argparse_namespace(argv: list[str]) -> dict | None:
+def argparse_namespace(argv: list[str], word: str | None = None) -> dict | None:
     """What the parser of truth reads (None when it refuses the argv), without its `parser` object."""
-    word = next((t for t in argv if t in ("run", "project", "status", "direnv")), None)
+    word = word or next((t for t in argv if t in ("run", "project")), None)
     try:
         namespace = vars(parse(build_parser(word), argv))
     except errors.UsageError:
@@ -129,35 +129,71 @@ def test_every_argv_of_the_documented_grammar_is_read_without_argparse(project, 
     assert fast == argparse_namespace(argv), argv
 
 
-# -- status and direnv: flag-only commands read without argparse --
+# --- the simple commands (version, vault path|info, secret list, session status) ---
 
 SIMPLE_ACCEPTED = [
-    ["status"],
-    ["status", "--json"],
-    ["--json", "status", "--profile", "dev"],
+    ["version"], ["--json", "version"], ["version", "--debug"],
+    ["vault", "path"], ["--vault", "v.db", "vault", "path", "--json"],
+    ["vault", "info"], ["vault", "info", "--verify", "--no-session"],
+    ["secret", "list"], ["secret", "list", "--json"], ["secret", "list", "--prefix", "app.", "--long"],
+    ["--passphrase-cmd", "pass x", "secret", "list", "--prefix", "p", "--prefix", "q"],
+    ["session", "status"], ["session", "status", "--json", "--vault", "a.db"],
+    ["status"], ["status", "--json"], ["--json", "status", "--profile", "dev"],
     ["status", "--vault", "v.db", "--no-session"],
-    ["direnv", "--profile", "dev"],
-    ["direnv", "--profile", "dev", "--unsafe-stdout", "--json"],
+    ["direnv", "--profile", "dev"], ["direnv", "--profile", "dev", "--unsafe-stdout", "--json"],
     ["--vault", "direnv", "direnv"],  # a vault file named direnv
 ]
 SIMPLE_DECLINED = [
+    ["version", "--help"], ["vault", "info", "extra"], ["secret", "list", "--prefix"],
+    ["secret", "list", "--prefix=p"], ["secret", "list", "--prefix", "-p"], ["session", "status", "--verify"],
+    ["vault", "init"], ["secret", "get", "x"], ["session"], ["vault"], ["--vault"], ["-h", "version"],
     ["status", "--profile"], ["status", "--profile=dev"], ["status", "-h"], ["status", "extra"],
     ["direnv", "--unsafe"], ["direnv", "--profile", "-x"], ["status", "--map", "m.kmap"],
 ]
 
 
-@pytest.mark.parametrize("argv", SIMPLE_ACCEPTED, ids=" ".join)
-def test_status_and_direnv_read_as_argparse_reads_them(argv):
-    from kimen.cli.fastargs import simple_options
+def simple_namespace(argv: list[str]) -> dict | None:
+    from kimen.cli import _handler
 
-    word = "direnv" if "direnv" in argv else "status"
-    fast = simple_options(argv, word)
+    found = simple_options(argv)
+    if found is None:
+        return None
+    options = dict(found[1])
+    options["handler"] = _handler(options["handler"])
+    return options
+
+
+@pytest.mark.parametrize("argv", SIMPLE_ACCEPTED, ids=" ".join)
+def test_simple_command_reads_as_argparse_reads_it(argv):
+    fast = simple_namespace(argv)
     assert fast is not None, argv
-    assert fast == argparse_namespace(argv)
+    assert fast == argparse_namespace(argv, word=next(w for w in argv if w in WORDS))
 
 
 @pytest.mark.parametrize("argv", SIMPLE_DECLINED, ids=" ".join)
-def test_other_status_and_direnv_argv_is_left_to_argparse(argv):
-    from kimen.cli.fastargs import simple_options
+def test_other_simple_argv_is_left_to_argparse(argv):
+    assert simple_options(argv) is None
 
-    assert simple_options(argv, "direnv" if "direnv" in argv else "status") is None
+
+def test_every_simple_command_is_in_the_table_and_the_dispatcher_knows_its_word():
+    from kimen.cli import _SIMPLE_WORDS
+
+    assert {words[0] for words in SIMPLE} == set(_SIMPLE_WORDS) == set(SIMPLE_WORDS)
+    for words in SIMPLE:
+        assert simple_namespace(list(words)) == argparse_namespace(list(words), word=words[0])
+
+
+WORDS = {"version", "vault", "secret", "session", "status", "direnv"}
+SIMPLE_TOKENS = st.sampled_from([
+    "version", "vault", "path", "info", "secret", "list", "session", "status", "--verify", "--prefix",
+    "--long", "--json", "--vault", "--passphrase-cmd", "--passphrase-stdin", "--no-session", "--debug", "-h",
+    "--prefix=p", "p", "", "-x", "a b",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(SIMPLE_TOKENS, max_size=8))
+def test_any_simple_argv_the_reader_accepts_argparse_reads_the_same(argv):
+    fast = simple_namespace(argv)
+    if fast is not None:
+        assert fast == argparse_namespace(argv, word=fast["command"]), argv

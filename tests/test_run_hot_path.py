@@ -1,4 +1,4 @@
-"""The `kimen run` hot path imports nothing heavy (SPEC §12): checked in a fresh interpreter."""
+"""The `kimen run` hot path imports nothing heavy: checked in a fresh interpreter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docs/security.md maps every SPEC §11 item to tests: every item has a row, every named test exists."""
+"""docs/security.md maps every security invariant to tests: every item has a row, every named test exists."""
 
 from __future__ import annotations
 

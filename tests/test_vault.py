@@ -302,3 +302,10 @@ def test_purge_leaves_no_old_ciphertext_in_the_file_or_wal(store, vault_path):
             with open(vault_path + suffix, "rb") as f:
                 assert old not in f.read(), suffix
     store.verify()
+
+
+def test_history_rows_of_another_type_are_tampering(store, vault_path):
+    _with_history(store)
+    _tamper(vault_path, "UPDATE secret_history SET created_at=x'ff', size='big'")
+    with pytest.raises(errors.VaultTampered):
+        store.history("h.a")

@@ -1,4 +1,4 @@
-"""SPEC §11 item 2, byte by byte: any change to the vault file gives the right values or a reasoned
+"""Invariant 2 (docs/security.md), byte by byte: any change to the vault file gives the right values or a reasoned
 error, never a wrong value or an unexpected exception (a real SQLite file, opened as kimen opens it)."""
 
 from __future__ import annotations
@@ -88,3 +88,29 @@ def test_rows_of_another_type_are_reasoned_errors(tmp_path):
             assert exc.reason in {"vault_tampered", "secret_corrupt", "invalid_vault_file"}, (table, column, exc.reason)
         else:
             raise AssertionError(f"{table}.{column}={bad!r} read without an error")
+
+
+def test_a_name_of_another_type_fails_the_key_free_listing(tmp_path):
+    """`secret list` (and its --json) reads names without the key: a name a byte change made a
+    blob or a number is vault_tampered there too, not a traceback or a garbled listing."""
+    import sqlite3
+
+    for n, bad in enumerate((b"app.db", b"\xff\xfe")):  # a blob keeps its type in a TEXT column (a number would not)
+        path = str(tmp_path / f"blob{n}.db")
+        store = vault.create_vault(path, Sensitive(PW), SMALL).unlock(Sensitive(PW))
+        store.write([Change("set", name, value) for name, value in VALUES.items()])
+        store.close()
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("UPDATE secrets SET name=? WHERE name='app.db'", (bad,))
+        conn.close()
+        v = vault.Vault.open(path)
+        try:
+            for listing in (v.list, v.list_names, v.list_rows):
+                try:
+                    listing()
+                except errors.VaultTampered:
+                    continue
+                raise AssertionError(f"{listing.__name__} listed a name of type {type(bad).__name__}")
+        finally:
+            v.close()

@@ -6,7 +6,7 @@ Projections ask it for names exactly as they ask a vault or a session; it never 
 from __future__ import annotations
 
 from .. import errors
-from ..store import KdfParams, SecretInfo, SecretValue, VaultMeta, check_read_names
+from ..store import KdfParams, RestoreResult, SecretHistory, SecretInfo, SecretValue, VaultMeta, check_read_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,6 +53,26 @@ class BundleStore:
 
     def verify(self) -> None:
         """Verified when opened (age MAC, document checks, signature)."""
+
+    # A bundle carries each name's current value only: no history is ever sealed.
+
+    def history(self, name: str) -> SecretHistory:
+        self.read([name])  # SecretNotFound for a name the bundle lacks
+        kept = self._secrets[name]
+        return SecretHistory(name, SecretInfo(name, kept.revision, len(kept.value), kept.updated_at, kept.updated_at),
+                             [], 0)
+
+    def read_revision(self, name: str, revision: int) -> SecretValue:
+        found = self.read([name])[name]
+        if found.revision != revision:
+            raise errors.RevisionNotFound(secret=name, revision=revision, available=[found.revision])
+        return found
+
+    def restore(self, name: str, revision: int) -> RestoreResult:
+        raise errors.VaultReadOnly(path=self.path)
+
+    def purge_history(self, names: Sequence[str] | None = None) -> int:
+        raise errors.VaultReadOnly(path=self.path)
 
     def close(self) -> None:
         self._secrets = {}

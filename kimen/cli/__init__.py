@@ -36,6 +36,9 @@ __all__ = ["run_cli", "split_child_argv"]
 
 # Global flags with a value (needed to find the command word without building the tree).
 _VALUE_FLAGS = value_flags(GLOBAL)
+# The first words of the commands `kimen.cli.fastargs.simple_options` reads (kept in step with its
+# table by tests/test_fastargs.py, so this module need not import the reader for other commands).
+_SIMPLE_WORDS = frozenset({"version", "vault", "secret", "session", "status", "direnv"})
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -111,19 +114,18 @@ def _handler(found: Handler | str | None) -> Handler | None:
     """A handler named "module:function" (see `kimen.cli.model.RUN_HANDLER`) is imported here."""
     if not isinstance(found, str):
         return found
-    import importlib
-
     module, _, name = found.partition(":")
-    handler: Handler = getattr(importlib.import_module(module), name)
+    __import__(module)  # importlib itself (and the `warnings` it brings) would cost more than the lookup
+    handler: Handler = getattr(sys.modules[module], name)
     return handler
 
 
-def _fast_usage(words: str) -> Callable[[], str | None]:
+def _fast_usage(words: list[str]) -> Callable[[], str | None]:
     """The usage line of a command read without argparse: the parser is built only when needed."""
     def usage() -> str | None:
         from .parser import build_parser, parse
 
-        leaf = parse(build_parser(words.split()[0]), words.split()).parser
+        leaf = parse(build_parser(words[0]), words).parser
         return str(leaf.format_usage().strip())
 
     return usage
@@ -160,17 +162,21 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         word = _command_word(kimen_argv)
         options: dict[str, Any] | None = None
         parser = None
+        usage: Callable[[], str | None] | None = None
         if fast and (word == "run" or word == "project") and child_argv:
             from .fastargs import run_options
 
             options = run_options(kimen_argv)
-        elif fast and (word == "status" or word == "direnv") and child_argv is None:
+            if options is not None:
+                usage = _fast_usage(options["command_name"].split())
+        elif fast and word in _SIMPLE_WORDS and child_argv is None:
             from .fastargs import simple_options
 
-            options = simple_options(kimen_argv, word)
-        if options is not None:
-            usage = _fast_usage(options["command_name"])
-        else:
+            found = simple_options(kimen_argv)
+            if found is not None:
+                words, options = found
+                usage = _fast_usage(list(words))
+        if options is None:
             from .parser import build_parser, parse
 
             parser = build_parser(word if word in COMMANDS else None)
@@ -185,7 +191,9 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         handler = _handler(options.get("handler"))
         area = options.get("area", 1)
         env: Mapping[str, str] = os.environ
-        if options.get("token_file") is not None:  # the token this command presents (never a child's)
+        # The token this command presents (never a child's). Commands of no area (version, help,
+        # completion) never talk to the daemon, so they do not read the file either.
+        if options.get("token_file") is not None and area != 1:
             from ..daemon.tokens import with_token_file
 
             env = with_token_file(os.environ, options["token_file"])
@@ -197,6 +205,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             output.collect_warnings(want_json)
         if child_argv and not getattr(handler, "takes_child_argv", False):
             leaf = options.get("parser") or parser
+            assert leaf is not None  # the fast path reads only `run`, which takes child argv
             raise errors.UsageError(detail=f"{leaf.prog} takes no arguments after --",
                                     usage=leaf.format_usage().strip())
         if handler is None:  # only on the argparse path: global flags alone

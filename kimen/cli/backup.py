@@ -20,7 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..vault import Vault
+    from ..vault.file import VaultFile
 
 
 def backup_path(vault_path: str, backup_dir: str | None = None) -> str:
@@ -43,7 +43,7 @@ def check_writable(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def backed_up(vault: Vault, path: str | None, *, unchanged_while: str = "generation") -> Iterator[None]:
+def backed_up(vault: VaultFile, path: str | None, *, unchanged_while: str = "generation") -> Iterator[None]:
     """Snapshot `vault` to `path` (None: no backup), then run the change in the `with` body.
 
     When the body fails and the vault's header field `unchanged_while` (`generation` for row

@@ -1,4 +1,4 @@
-"""`kimen bundle keygen|recipient|seal|open` (SPEC §8.4)."""
+"""`kimen bundle keygen|recipient|seal|open` (docs/bundles.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from .parser import add_command, add_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ..access import VaultLocation
     from ..bundle.document import Document
+    from ..store import KdfParams
+    from ..vault import LocalStore
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -109,16 +112,13 @@ def cmd_recipient(inv: Invocation) -> Result:
 
 def _recipients(inv: Invocation) -> list:
     from ..bundle.keys import parse_recipient, parse_recipients_file
-    from ..fsutil import read_regular
     from ..output import warn
-    from ..paths import absolute
+    from .bundle_opts import read_listed_file
 
     args = inv.options
     found = [parse_recipient(r) for r in args.recipient]
     for name in args.recipients_file:
-        path = absolute(name)
-        data = read_regular(path, 1024 * 1024, lambda problem, path=path: errors.InvalidRecipient(
-            detail=f"{path}: {problem}"), missing=lambda path=path: errors.InputMissing(path=path))
+        path, data = read_listed_file(name, 1024 * 1024, errors.InvalidRecipient)
         found += parse_recipients_file(data, path)
     unique: dict[str, object] = {}
     for r in found:
@@ -347,14 +347,15 @@ def _open_result(inv: Invocation, in_path: str, vault_path: str, doc: Document, 
     return Result("bundle_open", lines, fields)
 
 
-def _create(inv: Invocation, location: object, params: object, wanted: dict[str, bytes], generation: int) -> None:
+def _create(inv: Invocation, location: VaultLocation, params: KdfParams, wanted: dict[str, bytes],
+            generation: int) -> None:
     from ..access import passphrase_for_new_vault
     from ..store import Change
     from ..vault import create_vault, discard_new_vault
 
-    path = location.path  # type: ignore[attr-defined]
+    path = location.path
     with passphrase_for_new_vault(inv, location) as passphrase:
-        vault = create_vault(path, passphrase, params)  # type: ignore[arg-type]
+        vault = create_vault(path, passphrase, params)
         try:
             store = vault.unlock(passphrase)
             store.write([Change.set(n, v) for n, v in wanted.items()], bundle_generation=generation)
@@ -366,17 +367,20 @@ def _create(inv: Invocation, location: object, params: object, wanted: dict[str,
     vault.close()
 
 
-def _update(inv: Invocation, location: object, wanted: dict[str, bytes], generation: int) -> _Plan:
+def _update(inv: Invocation, location: VaultLocation, wanted: dict[str, bytes], generation: int) -> _Plan:
     """Compare with the existing vault; unless a dry run: back up, then one transaction that sets
     the new and differing names, removes absent ones with --mirror, and records the generation."""
+    from typing import cast
+
     from ..access import open_store
     from ..store import Change
     from .backup import backed_up, backup_path, check_writable
 
     args = inv.options
-    store = open_store(inv, allow_session=False)
+    # never a session: the store is the locally unlocked vault
+    store = cast("LocalStore", open_store(inv, allow_session=False))
     try:
-        vault = store.vault  # type: ignore[attr-defined]
+        vault = store.vault
         header = vault.header()
         if generation < header.bundle_high_generation and not args.allow_older:
             raise errors.BundleReplay(generation=generation, high=header.bundle_high_generation)
@@ -387,7 +391,7 @@ def _update(inv: Invocation, location: object, wanted: dict[str, bytes], generat
         removed = sorted(n for n in current_names if n not in wanted) if args.mirror else []
         del current
         changed = bool(added or updated or removed)
-        path = backup_path(location.path) if changed and not args.no_backup else None  # type: ignore[attr-defined]
+        path = backup_path(location.path) if changed and not args.no_backup else None
         plan = _Plan(added, updated, removed, path)
         if args.dry_run:
             if path is not None:
@@ -396,7 +400,7 @@ def _update(inv: Invocation, location: object, wanted: dict[str, bytes], generat
         changes = [Change.set(n, wanted[n]) for n in added + updated] + [Change.rm(n) for n in removed]
         with backed_up(vault, path):
             if changed:  # `if_generation`: the lists above stay true (a concurrent change -> retry)
-                store.write(changes, if_generation=header.generation,  # type: ignore[call-arg]
+                store.write(changes, if_generation=header.generation,
                             bundle_generation=generation, allow_older=bool(args.allow_older),
                             history_op="bundle")
             else:

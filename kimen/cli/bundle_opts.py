@@ -40,6 +40,17 @@ def add_trust_flags(p: argparse.ArgumentParser, *, stateful: bool = False) -> No
 # ---------------------------------------------------------------------------------------------
 
 
+def read_listed_file(name: str, limit: int, invalid: type[errors.KimenError]) -> tuple[str, bytes]:
+    """A file a flag names (`--recipients-file`, `--trusted-signers-file`): its absolute path and
+    bytes, at most `limit`; a missing file is `input_missing`, any other problem `invalid`."""
+    from ..fsutil import read_regular
+    from ..paths import absolute
+
+    path = absolute(name)
+    return path, read_regular(path, limit, lambda problem: invalid(detail=f"{path}: {problem}"),
+                              missing=lambda: errors.InputMissing(path=path))
+
+
 def _read_key_file(path: str, missing: type[errors.KimenError]) -> bytes:
     from ..fsutil import read_regular
 
@@ -48,7 +59,7 @@ def _read_key_file(path: str, missing: type[errors.KimenError]) -> bytes:
 
 
 def load_identity(inv: Invocation, *, required: bool = True, env: bool = True) -> Identity | None:
-    """--identity FILE > --identity-stdin > KIMEN_AGE_IDENTITY (SPEC §8.2); warns when several are set."""
+    """--identity FILE > --identity-stdin > KIMEN_AGE_IDENTITY (docs/bundles.md); warns when several are set."""
     from ..bundle.keys import parse_identity
     from ..output import warn
 
@@ -87,18 +98,13 @@ def trusted_signers(inv: Invocation, identity: Identity | None) -> list[str]:
     """Every trusted signer: flags, files, KIMEN_TRUSTED_SIGNERS, config, the opener's own."""
     from ..access import load_config
     from ..bundle.keys import parse_signer, parse_signers_text
-    from ..fsutil import read_regular
-    from ..paths import absolute
-
     args = inv.options
     out: list[str] = []
     for item in getattr(args, "trusted_signer", None) or []:
         parse_signer(item)
         out.append(item.strip())
     for name in getattr(args, "trusted_signers_file", None) or []:
-        path = absolute(name)
-        data = read_regular(path, MAX_KEY_BYTES, lambda problem, path=path: errors.InvalidSigner(
-            detail=f"{path}: {problem}"), missing=lambda path=path: errors.InputMissing(path=path))
+        path, data = read_listed_file(name, MAX_KEY_BYTES, errors.InvalidSigner)
         out += parse_signers_text(data.decode("utf-8", "replace"), path)
     if inv.env.get("KIMEN_TRUSTED_SIGNERS"):
         out += parse_signers_text(inv.env["KIMEN_TRUSTED_SIGNERS"], "KIMEN_TRUSTED_SIGNERS")

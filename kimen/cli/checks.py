@@ -1,4 +1,4 @@
-"""`kimen map lint` (SPEC §6.8) and `kimen doctor` (SPEC §6.9): reports, not envelopes.
+"""`kimen map lint` (docs/profiles.md) and `kimen doctor`: reports, not envelopes.
 
 Both print their report on stdout whether they pass or fail and return the exit code (20 / 27);
 nothing goes to stderr (warnings that lower layers would print are captured and folded into the
@@ -9,6 +9,7 @@ non-interactive source or a session can do it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import stat
@@ -243,7 +244,7 @@ _BUNDLE_CHECKS = ("spec", "in", "identity", "decrypt", "signer")
 
 def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
     """bundle_spec, bundle_in, bundle_identity, bundle_decrypt, bundle_signer for every `--bundle`
-    (SPEC §6.9); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
+    (docs/errors.md); with several bundles the names are `bundle_<k>_spec` ... (k = 1, 2, ... in argv
     order). Returns (label, store) for each usable bundle: the stores answer `names` for
     mapping_secrets. The identity and the trusted signers are read once (stdin can be read once)."""
     from ..paths import absolute
@@ -271,7 +272,7 @@ def _bundle_checks(inv: Invocation, checks: _Checks) -> list[tuple[str, Any]]:
             except errors.KimenError as exc:
                 identity[:] = [None, exc.message]
         label = f"bundle {k} ({path})" if several else "bundle"
-        store = _one_bundle(inv, checks, path, lambda check, k=k: name(k, check), identity)
+        store = _one_bundle(inv, checks, path, functools.partial(name, k), identity)
         if store is not None:
             stores.append((label, store))
     return stores
@@ -395,7 +396,7 @@ def _mapping_checks(inv: Invocation, checks: _Checks, stores: list[tuple[str, An
     else:
         problems = []
         for label, store in stores:
-            found = _guard(checks, "mapping_secrets", lambda store=store: store.names(names))
+            found = _guard(checks, "mapping_secrets", functools.partial(store.names, names))
             if found is None:
                 return profile.source
             missing = [n for n in names if n not in found]

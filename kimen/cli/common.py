@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..store import KdfParams
+    from .model import Options
 
 
 def add_kdf_flags(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_kdf_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kdf-parallelism", metavar="N", help="argon2id lanes")
 
 
-def kdf_from_args(args: argparse.Namespace, default: KdfParams) -> KdfParams:
+def kdf_from_args(args: Options, default: KdfParams) -> KdfParams:
     """The KDF parameters of the --kdf-* flags over `default`; range-checked (invalid_kdf_params)."""
     from ..durations import parse_size_kib
     from ..store import KdfParams

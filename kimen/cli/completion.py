@@ -19,6 +19,10 @@ import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Invocation
 
 SHELLS = ("bash", "zsh", "fish", "elvish", "powershell")
 NAME_KINDS = ("secrets", "profiles")
@@ -79,7 +83,7 @@ def flatten(parser: argparse.ArgumentParser) -> dict[str, Node]:
 # -- names (run by the scripts at completion time) --
 
 
-def names(kind: str, inv: object) -> list[str]:
+def names(kind: str, inv: Invocation) -> list[str]:
     """`kimen completion --names KIND`: secret names from the vault file (no unlock, no session,
     no prompt), or profile names from the lookup directories."""
     from ..output import capture_warnings
@@ -90,7 +94,7 @@ def names(kind: str, inv: object) -> list[str]:
 
             with open_metadata(inv) as vault:
                 return vault.list_names()
-        return list_profiles(inv.env)  # type: ignore[attr-defined]
+        return list_profiles(inv.env)
 
 
 def list_profiles(env: Mapping[str, str]) -> list[str]:

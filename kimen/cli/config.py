@@ -1,4 +1,6 @@
-"""`kimen config path|show`, `config vault set|show|clear`, `config unlock set|show|clear` (SPEC §4.5)."""
+"""`kimen config path|show`, `config vault set|show|clear`, `config unlock set|show|clear`.
+
+The file and its settings: docs/passphrase-and-config.md."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     from .flags import BUNDLE_SOURCE, DIRENV, STATUS
-    from .model import DIRENV_HANDLER, STATUS_HANDLER
     from .parser import add_command, add_flags
 
     if name == "inject":
@@ -38,13 +37,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--dry-run", action="store_true", help="check the references only; unlock nothing")
         add_flags(p, BUNDLE_SOURCE)
     elif name == "status":
-        p = add_command(sub, "status", COMMANDS[name][1], handler=STATUS_HANDLER, area=errors.AREA_CONFIG)
+        p = add_command(sub, "status", COMMANDS[name][1], handler=cmd_status, area=errors.AREA_CONFIG)
         add_flags(p, STATUS)
-        p.set_defaults(map=None, command_name="status")
+
     elif name == "direnv":
-        p = add_command(sub, "direnv", COMMANDS[name][1], handler=DIRENV_HANDLER, area=errors.AREA_ENVFILE)
+        p = add_command(sub, "direnv", COMMANDS[name][1], handler=cmd_direnv, area=errors.AREA_ENVFILE)
         add_flags(p, DIRENV)
-        p.set_defaults(map=None, command_name="direnv")
+
     elif name == "migrate":
         p = add_command(sub, "migrate", COMMANDS[name][1], handler=cmd_migrate, area=errors.AREA_MIGRATE)
         p.add_argument("files", nargs="*", metavar="FILE", help="dotenv files to import (default: detect)")

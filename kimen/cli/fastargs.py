@@ -1,4 +1,4 @@
-"""The common argv shapes of `kimen run` / `kimen project run`, read without argparse.
+"""The common argv shapes of `kimen run` and of the commands of `SIMPLE`, read without argparse.
 
 `run` is the command scripts type most, and argparse with what it imports (`re`, `enum`,
 `functools`, `collections`) costs about as much as the interpreter's own start-up. This module
@@ -7,6 +7,11 @@ into the options argparse would have produced, and the command then runs through
 handler, the same error rendering and the same exit codes:
 
     [global flags] run|project run [global flags | run flags] -- CMD [ARGS...]
+    [global flags] version | vault path | vault info | secret list | session status | status | direnv
+                   [global flags | the command's own flags]
+
+The latter are what shell prompts, agent wrappers and scripts call most (`session status` before
+every step): with argparse they would pay more for parsing than for their work.
 
 **Anything else returns None and argparse reads the argv from the start**: `--flag=value`, a
 value that starts with `-`, a missing value, a repeatable (append) flag such as
@@ -17,17 +22,67 @@ module accepts.
 
 from __future__ import annotations
 
-from ..errors import AREA_CONFIG, AREA_ENVFILE, AREA_RUN
-from .flags import DIRENV, GLOBAL, RUN_ALL, STATUS, defaults
-from .model import DIRENV_HANDLER, RUN_HANDLER, STATUS_HANDLER
+from ..errors import AREA_CONFIG, AREA_ENVFILE, AREA_RUN, AREA_SECRET, AREA_SESSION, AREA_VAULT
+from .flags import DIRENV, GLOBAL, RUN_ALL, SECRET_LIST, STATUS, VAULT_INFO, defaults
+from .model import RUN_HANDLER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .flags import Row
+
 # flag -> (dest, kind) for the flags this reader accepts (append flags are left to argparse)
 _GLOBAL = {row[0]: (row[1], row[2]) for row in GLOBAL}
 _RUN = {row[0]: (row[1], row[2]) for row in RUN_ALL if row[2] != "append"}
+
+
+# The commands read here besides `run`: words -> (handler, error area or None, own flag rows). The
+# command modules register the same handlers and rows with argparse; tests/test_fastargs.py checks
+# that both readings agree for every command of this table.
+SIMPLE: dict[tuple[str, ...], tuple[str, int | None, tuple[Row, ...]]] = {
+    ("version",): ("kimen.cli.misc:cmd_version", None, ()),
+    ("vault", "path"): ("kimen.cli.vault:cmd_path", AREA_VAULT, ()),
+    ("vault", "info"): ("kimen.cli.vault:cmd_info", AREA_VAULT, VAULT_INFO),
+    ("secret", "list"): ("kimen.cli.secret:cmd_list", AREA_SECRET, SECRET_LIST),
+    ("session", "status"): ("kimen.cli.session:cmd_status", AREA_SESSION, ()),
+    # -- daily use: prompts and .envrc files run these constantly --
+    ("status",): ("kimen.cli.daily:cmd_status", AREA_CONFIG, STATUS),
+    ("direnv",): ("kimen.cli.daily:cmd_direnv", AREA_ENVFILE, DIRENV),
+}
+SIMPLE_WORDS = frozenset(words[0] for words in SIMPLE)
+
+
+def simple_options(argv: list[str]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """The command words and options of a `SIMPLE` command, or None when argparse must read `argv`."""
+    values: dict[str, Any] = {}
+    i, n = 0, len(argv)
+    while i < n and argv[i].startswith("-"):
+        i = _flag(argv, i, _GLOBAL, values, [])
+        if i < 0:
+            return None
+    words = tuple(argv[i:i + 2])
+    if words not in SIMPLE:
+        words = words[:1]
+        if words not in SIMPLE:
+            return None
+    handler, area, rows = SIMPLE[words]
+    own = {row[0]: (row[1], row[2]) for row in rows}
+    options = defaults(rows)
+    i += len(words)
+    while i < n:
+        j = _flag(argv, i, own, options, []) if own else -1
+        if j < 0:
+            j = _flag(argv, i, _GLOBAL, values, [])
+            if j < 0:
+                return None
+        i = j
+    options.update(values, command=words[0], handler=handler)
+    if len(words) > 1:
+        options[f"{words[0]}_command"] = words[1]
+    if area is not None:
+        options["area"] = area
+    return words, options
 
 
 def run_options(argv: list[str]) -> dict[str, Any] | None:
@@ -50,55 +105,15 @@ def run_options(argv: list[str]) -> dict[str, Any] | None:
         values.update(command="run", command_name="run")
         i += 1
     options = defaults(RUN_ALL)
-    if not _command_flags(argv, i, _RUN, options, values, inline):
-        return None
-    options.update(values, inline=inline, handler=RUN_HANDLER, area=AREA_RUN)
-    return options
-
-
-# the flag-only commands read here too (`status`, `direnv`: prompts and .envrc run them constantly):
-# word -> (flag rows, handler, error area)
-SIMPLE = {
-    "status": (STATUS, STATUS_HANDLER, AREA_CONFIG),
-    "direnv": (DIRENV, DIRENV_HANDLER, AREA_ENVFILE),
-}
-
-
-def simple_options(argv: list[str], word: str) -> dict[str, Any] | None:
-    """The options of the flag-only command `word` (a key of `SIMPLE`), or None for argparse:
-
-        [global flags] WORD [global flags | WORD's flags]"""
-    rows, handler, area = SIMPLE[word]
-    table = {row[0]: (row[1], row[2]) for row in rows if row[2] != "append"}
-    values: dict[str, Any] = {}
-    inline: list[tuple[str, str]] = []
-    i, n = 0, len(argv)
-    while i < n and argv[i] != word:
-        i = _flag(argv, i, _GLOBAL, values, inline)
-        if i < 0:
-            return None
-    if i == n:
-        return None
-    options = defaults(rows)
-    if not _command_flags(argv, i + 1, table, options, values, inline):
-        return None
-    options.update(values, command=word, command_name=word, map=None, handler=handler, area=area)
-    return options
-
-
-def _command_flags(argv: list[str], i: int, table: dict[str, tuple[str, str]], options: dict[str, Any],
-                   values: dict[str, Any], inline: list[tuple[str, str]]) -> bool:
-    """The words from `i` on: the command's flags into `options`, global ones into `values`;
-    False at the first word that is neither."""
-    n = len(argv)
     while i < n:
-        j = _flag(argv, i, table, options, inline)
+        j = _flag(argv, i, _RUN, options, inline)
         if j < 0:
             j = _flag(argv, i, _GLOBAL, values, inline)
             if j < 0:
-                return False
+                return None
         i = j
-    return True
+    options.update(values, inline=inline, handler=RUN_HANDLER, area=AREA_RUN)
+    return options
 
 
 def _flag(argv: list[str], i: int, table: dict[str, tuple[str, str]], values: dict[str, Any],

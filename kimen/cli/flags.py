@@ -75,6 +75,15 @@ RUN: tuple[Row, ...] = (
     ("--strict-mask", "strict_mask", "bool", None, "--mask, and refuse values too short to mask (under 6 bytes)"),
     ("--dry-run", "dry_run", "bool", None, "print the plan; open no vault, run nothing"),
 )
+# The own flags of the commands the fast reader also serves (`kimen.cli.fastargs.SIMPLE`).
+VAULT_INFO: tuple[Row, ...] = (
+    ("--verify", "verify", "bool", None, "unlock and run the integrity check"),
+)
+SECRET_LIST: tuple[Row, ...] = (
+    ("--prefix", "prefix", "value", "P", "only names starting with P"),
+    ("--long", "long", "bool", None, "add revision, size and updated_at"),
+)
+
 # The projection modes (`--mode` of plan, map lint and doctor).
 MODES = ("run", "render", "envfile")
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Container
+
 # command word -> the guide that explains it
 GUIDE_OF_COMMAND = {
     "vault": "vault", "secret": "vault", "config": "passphrase-and-config", "session": "session",
     "run": "run", "render": "run", "envfile": "run", "plan": "run", "project": "run", "map": "profiles",
-    "doctor": "profiles", "bundle": "bundles", "init": "ci",
+    "doctor": "profiles", "bundle": "bundles", "init": "ci", "remote": "sync", "sync": "sync",
 }
 
 _FOUND: list[list[str]] = []
@@ -35,9 +39,9 @@ def guides() -> list[str]:
     return _FOUND[0]
 
 
-def topic(guide: str, commands: object) -> str:
+def topic(guide: str, commands: Container[str]) -> str:
     """What to type after `kimen help` for `guide`."""
-    return f"{guide}.md" if guide in commands else guide  # type: ignore[operator]
+    return f"{guide}.md" if guide in commands else guide
 
 
 def guide_path(word: str) -> str | None:
@@ -48,13 +52,13 @@ def guide_path(word: str) -> str | None:
     return os.path.join(docs_dir(), f"{name}.md")
 
 
-def overview_epilog(commands: object) -> str:
+def overview_epilog(commands: Container[str]) -> str:
     names = ", ".join(topic(g, commands) for g in guides())
     return (f"guides (shipped with kimen; print one with `kimen help GUIDE`): {names}\n"
             f"installed in {docs_dir()}")
 
 
-def command_epilog(command: str, commands: object) -> str | None:
+def command_epilog(command: str, commands: Container[str]) -> str | None:
     guide = GUIDE_OF_COMMAND.get(command)
     if guide is None or guide not in guides():
         return None

@@ -9,16 +9,20 @@ them like any other command.
 
 from __future__ import annotations
 
-import argparse
-
 from .. import errors
 from ..store import check_secret_name
 from .model import Invocation, Result
-from .parser import add_command, complete_names
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(group: argparse._SubParsersAction) -> None:
-    """Add `history` and `restore` to the `secret` group (`get --revision` is `add_get_revision`)."""
+    """Add `history` and `restore` to the `secret` group (`get --revision` is `add_get_revision`).
+    The parser is imported here only: `secret list` and `get` are read without argparse."""
+    from .parser import add_command, complete_names
+
     p = add_command(group, "history", "show the kept older revisions of a secret (no passphrase needed)",
                     handler=cmd_history)
     complete_names(p.add_argument("name", metavar="NAME", nargs="?"), "secrets")
@@ -39,6 +43,8 @@ def add_revision(parser: argparse.ArgumentParser, *, required: bool = False) -> 
 
 
 def _revision(text: str) -> int:
+    import argparse  # called by argparse itself: already loaded
+
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise argparse.ArgumentTypeError(f"a revision is a positive integer, not {text[:40]!r}")
     return int(text)

@@ -1,15 +1,18 @@
-"""Utility commands: version, help, completion (SPEC §2.10)."""
+"""Utility commands: version, help, completion."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .parser import add_command, argparse
     if name == "version":
         add_command(sub, "version", COMMANDS["version"][1], handler=cmd_version)
     elif name == "help":

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("kimen.cli.checks", "check the setup: config, vault or bundles, session, profile"),
     "project": ("kimen.cli.project", "aliases of run, render and plan"),
     "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
+    "remote": ("kimen.cli.sync", "add, show, change and remove team remotes (fs or git)"),
+    "sync": ("kimen.cli.sync", "share secrets with a team through a remote: init, pull, push, status, resolve"),
     # -- daily use --
     "inject": ("kimen.cli.daily", "render a template with {{ kimen:NAME }} references into a 0600 file"),
     "migrate": ("kimen.cli.daily", "import .env files into the vault and write profiles that reproduce them"),
@@ -50,8 +52,7 @@ PROFILE_ENV_COMMANDS = frozenset({"run", "render", "envfile", "plan", "doctor", 
 # module whose handler lives in another (the `run` command is registered with render, envfile and
 # plan, but its handler is the hot path's own module), so command modules never import each other.
 RUN_HANDLER = "kimen.cli.run:cmd_run"
-STATUS_HANDLER = "kimen.cli.daily:cmd_status"
-DIRENV_HANDLER = "kimen.cli.daily:cmd_direnv"
+
 
 
 class Result:

@@ -17,31 +17,34 @@ from .model import COMMANDS
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
+    from typing import Any, NoReturn
 
     from .model import Handler
 
 
-def _argparse_without_gettext():
+def _argparse_without_gettext() -> Any:
     """kimen's messages are English, but argparse looks every message up through gettext: importing
     gettext compiles a regular expression (~1.2 ms), and each lookup stats a
     handful of locale paths that cannot exist for kimen. argparse is imported against a stand-in
     that returns messages unchanged; the real gettext stays importable for anyone else."""
     stand_in = type(sys)("gettext")
-    stand_in.gettext = lambda message: message
-    stand_in.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+    stand_in.__dict__.update(gettext=lambda message: message,
+                             ngettext=lambda singular, plural, n: singular if n == 1 else plural)
     installed = sys.modules.setdefault("gettext", stand_in) is stand_in
     try:
         import argparse
     finally:
         if installed:
             del sys.modules["gettext"]
-    argparse._ = stand_in.gettext  # type: ignore[attr-defined]  # argparse imported earlier elsewhere
-    argparse.ngettext = stand_in.ngettext  # type: ignore[attr-defined]
+    # argparse imported earlier elsewhere still looks its messages up through the stand-in
+    argparse.__dict__.update(_=stand_in.gettext, ngettext=stand_in.ngettext)
     return argparse
 
 
-argparse = _argparse_without_gettext()
+if TYPE_CHECKING:
+    import argparse
+else:
+    argparse = _argparse_without_gettext()
 
 
 class Parser(argparse.ArgumentParser):
@@ -54,7 +57,7 @@ class Parser(argparse.ArgumentParser):
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse builds a formatter for every add_argument(), which imports shutil and asks the
         # terminal for its size each time; one cached width keeps parser construction cheap.
-        return self.formatter_class(prog=self.prog, width=_help_width())
+        return self.formatter_class(prog=self.prog, width=_help_width())  # type: ignore[call-arg]  # typeshed's _FormatterClass omits `width`, which HelpFormatter takes
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         # an unknown command, subcommand or choice: remember the nearest valid word for the hint
@@ -63,9 +66,9 @@ class Parser(argparse.ArgumentParser):
             from ..suggest import hint
 
             self._hint = hint(str(value), [str(c) for c in choices])
-        super()._check_value(action, value)  # type: ignore[misc]
+        super()._check_value(action, value)
 
-    def error(self, message: str, hint: str | None = None):  # type: ignore[override]
+    def error(self, message: str, hint: str | None = None) -> NoReturn:
         hint = hint or getattr(self, "_hint", None)
         self._hint = None
         raise errors.UsageError(detail=message, usage=self.format_usage().strip(), hint=hint)
@@ -81,7 +84,7 @@ def _help_width() -> int:
             columns = int(os.environ.get("COLUMNS", ""))
         except ValueError:
             try:
-                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]  # no stdout at all: caught below
             except (AttributeError, OSError, ValueError):
                 columns = 80
         _WIDTH.append(max(columns - 2, 20))
@@ -129,7 +132,7 @@ def add_command(
     """Add a command (or a group when `handler` is None) that accepts the global flags."""
     from .guides import command_epilog
 
-    prog = f"{sub._prog_prefix} {name}".split()  # type: ignore[attr-defined]
+    prog = f"{sub._prog_prefix} {name}".split()
     parser = sub.add_parser(
         name,
         help=help,
@@ -213,7 +216,7 @@ def choice_hint(word: str, choices: Sequence[str], usage_hint: str) -> str:
 def complete_with(action: argparse.Action, words: Sequence[str]) -> None:
     """Words the completion scripts offer for `action` without argparse enforcing them: the command
     refuses other words with its own reason (`unknown_unlock_method`, `invalid_mode`)."""
-    action.completions = list(words)  # type: ignore[attr-defined]
+    action.completions = list(words)  # type: ignore[attr-defined]  # a marker attribute the completion scripts read
 
 
 def add_mode_flag(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
@@ -224,7 +227,7 @@ def add_mode_flag(p: argparse.ArgumentParser, help: str, default: str | None = N
 def complete_names(action: argparse.Action, kind: str) -> argparse.Action:
     """Mark a positional whose completions are names (`secrets` or `profiles`): the completion
     scripts ask `kimen completion --names KIND` for them at completion time."""
-    action.complete_names = kind  # type: ignore[attr-defined]
+    action.complete_names = kind  # type: ignore[attr-defined]  # a marker attribute the completion scripts read
     return action
 
 

@@ -40,12 +40,12 @@ def load_profile(inv: Invocation, *, profile: str | None = None, map_path: str |
 
 
 def store_for(inv: Invocation) -> Store:
-    """The store that serves secret references: `--bundle` (read-only, SPEC §8.5), else the
+    """The store that serves secret references: `--bundle` (read-only, docs/bundles.md), else the
     session or the unlocked vault."""
     if getattr(inv.options, "bundle", None):
         from .bundle_opts import bundle_store
 
-        return bundle_store(inv)  # type: ignore[return-value]
+        return bundle_store(inv)
     from ..access import open_store
 
     return open_store(inv)
@@ -92,7 +92,7 @@ def write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[err
 
 
 def envfile_vars(profile: Profile, files_dir: str | None) -> tuple[list[Directive], list[Directive]]:
-    """Winning env directives and the envpath ones that can be written (SPEC §7.3)."""
+    """Winning env directives and the envpath ones that can be written (envpath needs --files-dir)."""
     from ..output import warn
     from ..projection.kmap import INLINE
 
@@ -111,23 +111,25 @@ def envfile_vars(profile: Profile, files_dir: str | None) -> tuple[list[Directiv
 
 def _check_bundle_names(inv: Invocation, names: list[str]) -> dict[str, Any]:
     """`plan --bundle`: every referenced name is in the bundle (names only, never values)."""
-    store = store_for(inv)
+    from .bundle_opts import bundle_store
+
+    store = bundle_store(inv)
     try:
-        found = store.names(names)  # type: ignore[attr-defined]
-        document = store.document  # type: ignore[attr-defined]
+        found = store.names(names)
+        document = store.document
         missing = [n for n in names if n not in found]
         if missing:
-            raise errors.SecretNotFound(missing, path=store.path,  # type: ignore[attr-defined]
+            raise errors.SecretNotFound(missing, path=store.path,
                                         known=[i.name for i in store.list()])
     finally:
         store.close()
-    return {"path": store.path, "generation": document.generation,  # type: ignore[attr-defined]
+    return {"path": store.path, "generation": document.generation,
             "signer": document.signer, "secrets_present": len(names)}
 
 
 def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | None,
              against: Profile | None = None) -> dict[str, Any]:
-    """The plan object of SPEC §7.4; never a value (references as written)."""
+    """The plan object (docs/run.md); never a value (references as written)."""
     from ..projection.resolve import exec_commands, secret_names
 
     files_dir = files_dir_arg(inv)
@@ -146,7 +148,7 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
         from ..projection.env import check_exec_block
 
         literals = {d.target: d.ref.const for d in envs if d.ref is not None and d.ref.kind == "const"}
-        check_exec_block(literals, argv or [])  # type: ignore[arg-type]
+        check_exec_block(literals, argv or [])  # type: ignore[arg-type]  # consts only (ref.const is set for them); envpath directives carry a relpath
     private = mode == "run" and bool(files) and files_dir is None
     if private:
         from ..projection.kmap import check_private_dir_targets
@@ -160,18 +162,17 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
         "source": profile.source,
         "profile_path": profile.source,
         "profile_source": getattr(inv.options, "profile_source", None),
-        "env": [{"var": d.target, "source": d.ref.text} for d in envs],  # type: ignore[union-attr]
-        "files": [{"path": d.target, "source": d.ref.text} for d in files],  # type: ignore[union-attr]
+        "env": [{"var": d.target, "source": d.ref.text} for d in envs],  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
+        "files": [{"path": d.target, "source": d.ref.text} for d in files],  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
         "envpath": [{"var": d.target, "path": d.relpath,
-                     "resolved_path": os.path.join(files_dir, d.relpath) if files_dir else None}  # type: ignore[arg-type]
+                     "resolved_path": os.path.join(files_dir, d.relpath) if files_dir else None}  # type: ignore[arg-type]  # consts only (ref.const is set for them); envpath directives carry a relpath
                     for d in paths],
-        "stdin": stdin.ref.text if stdin is not None else None,  # type: ignore[union-attr]
+        "stdin": stdin.ref.text if stdin is not None else None,  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
         "secrets": secret_names(used),
         "exec": [list(a) for a in exec_commands(used)],
         "files_dir": files_dir if (files or paths) else None,
         "cleanup": private,
-        "exec_in_place": mode == "run" and not private and stdin is None
-        and not (getattr(inv.options, "mask", False) or getattr(inv.options, "strict_mask", False)),
+        "exec_in_place": mode == "run" and not private and stdin is None and not _masked(inv),
         "against": against.source if against is not None else None,
         "diff": _diff(profile, against) if against is not None else None,
     }
@@ -180,9 +181,14 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
     return doc
 
 
+def _masked(inv: Invocation) -> bool:
+    """`run --mask` / `--strict-mask`: always supervised (plan's `exec_in_place` is false)."""
+    return bool(getattr(inv.options, "mask", False) or getattr(inv.options, "strict_mask", False))
+
+
 def _diff(mine: Profile, other: Profile) -> dict[str, Any]:
     def table(p: Profile, kind: str) -> dict[str, str]:
-        return {d.target: (d.ref.text if d.ref else d.relpath) for d in p.winners() if d.kind == kind}  # type: ignore[misc]
+        return {d.target: (d.ref.text if d.ref else d.relpath) for d in p.winners() if d.kind == kind}  # type: ignore[misc]  # env and file directives carry a reference, envpath ones a relpath
 
     out: dict[str, Any] = {}
     for kind, key, label in (("env", "var", "env"), ("file", "path", "files"), ("envpath", "var", "envpath")):
@@ -191,8 +197,8 @@ def _diff(mine: Profile, other: Profile) -> dict[str, Any]:
         out[f"{label}_removed"] = sorted(set(b) - set(a))
         out[f"{label}_changed"] = [{key: k, "from": b[k], "to": a[k]} for k in sorted(set(a) & set(b))
                                    if a[k] != b[k]]
-    s1 = next((d.ref.text for d in mine.winners() if d.kind == "stdin"), None)  # type: ignore[union-attr]
-    s2 = next((d.ref.text for d in other.winners() if d.kind == "stdin"), None)  # type: ignore[union-attr]
+    s1 = next((d.ref.text for d in mine.winners() if d.kind == "stdin"), None)  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
+    s2 = next((d.ref.text for d in other.winners() if d.kind == "stdin"), None)  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
     out["stdin_changed"] = s1 != s2
     return out
 

@@ -166,10 +166,10 @@ def cmd_envfile(inv: Invocation) -> Result | int:
     files = [d for d in profile.winners() if d.kind == "file"] if files_dir is not None else []
     values = resolve_values(inv, [*envs, *files])
     variables = [(d.target, values[d]) for d in envs]
-    variables += [(d.target, os.fsencode(os.path.join(files_dir, d.relpath))) for d in paths]  # type: ignore[arg-type]
+    variables += [(d.target, os.fsencode(os.path.join(files_dir, d.relpath))) for d in paths]  # type: ignore[arg-type]  # files_dir is set whenever envpath variables or files are written
     data = envfmt.render(args.format, variables)  # every value checked before anything is written
     if files:  # the files the envpath variables name, so each path exists with its value
-        write_user_dir(files_dir, [(d.target, values[d]) for d in files], errors.UnsafeFilesDir)  # type: ignore[arg-type]
+        write_user_dir(files_dir, [(d.target, values[d]) for d in files], errors.UnsafeFilesDir)  # type: ignore[arg-type]  # files_dir is set whenever envpath variables or files are written
     if out is None:
         write_bytes(data)
         return 0

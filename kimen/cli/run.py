@@ -58,7 +58,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
     if private:
         from ..paths import runtime_base
 
-        planned = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # same length as the real one
+        planned: str | None = os.path.join(runtime_base(inv.env), "run-" + "0" * 16)  # as long as the real one
     else:
         planned = user_dir
     environ = penv.child_environ(inv.env, winners, values, planned, pristine=inv.options.pristine)
@@ -110,7 +110,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
 def _mask_values(inv: Invocation, values: dict[Directive, bytes]) -> dict[str, bytes] | None:
     """Under --mask / --strict-mask: the projected values by the name `[masked:NAME]` shows (the
     variable, the file's relative path, `stdin`), short ones refused or named; else None."""
-    strict = inv.options.strict_mask
+    strict = bool(inv.options.strict_mask)
     if not (strict or inv.options.mask):
         return None
     from ..projection.relay import check_short_values

@@ -1,4 +1,4 @@
-"""`kimen secret set|list|get|rm|mv|import` (SPEC §3.8).
+"""`kimen secret set|list|get|rm|mv|import` (docs/vault.md).
 
 Values are read and validated before the vault is unlocked (the name first of all), so a bad
 input never costs a KDF and never leaves a partial write. Values are printed only by
@@ -7,7 +7,6 @@ input never costs a KDF and never leaves a partial write. Values are printed onl
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -15,14 +14,18 @@ from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
 from . import history
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group, complete_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
+    from typing import Any
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import SECRET_LIST
+    from .parser import add_command, add_flags, add_group, complete_names
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SECRET)
 
     p = add_command(group, "set", "store a secret (prompts for the value in a terminal)", handler=cmd_set)
@@ -42,8 +45,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     history.add_revision(p)
 
     p = add_command(group, "list", "list secret names (no passphrase needed)", handler=cmd_list)
-    p.add_argument("--prefix", metavar="P", help="only names starting with P")
-    p.add_argument("--long", action="store_true", help="add revision, size and updated_at")
+    add_flags(p, SECRET_LIST)
 
     p = add_command(group, "rm", "remove a secret", handler=cmd_rm, aliases=["delete"])
     complete_names(p.add_argument("name", metavar="NAME"), "secrets")
@@ -76,13 +78,14 @@ def _strip_newline(value: bytes) -> bytes:
     return value
 
 
-def _too_large(name: str, **where: object) -> errors.KimenError:
+def _too_large(name: str, **where: Any) -> errors.KimenError:
     return errors.SecretTooLarge(secret=name, hint="values are limited to 1 MiB; project large files another way",
                                  **where)
 
 
 def _read_value(inv: Invocation, name: str) -> bytes:
-    """The value from exactly one source (SPEC §3.8), size-checked before reading past the limit."""
+    """The value from exactly one source (stdin, a file, a variable, the flag, or the prompt),
+    size-checked before reading past the limit."""
     from ..access import stdin_claim
     from ..fsutil import read_limited
     from ..output import warn
@@ -223,17 +226,48 @@ def cmd_get(inv: Invocation) -> Result | int:
     return 0
 
 
-def cmd_list(inv: Invocation) -> Result:
+def cmd_list(inv: Invocation) -> Result | int:
     from ..access import open_metadata
 
     with open_metadata(inv) as vault:
         if not (inv.json or inv.options.long):
             return Result("list", vault.list_names(inv.options.prefix), {})
+        if inv.json:
+            rows = vault.list_rows(inv.options.prefix)
+            text = _list_json(rows)
+            if text is not None:
+                from ..output import print_lines
+
+                print_lines(text)
+                return 0
         infos = vault.list(inv.options.prefix)
     if inv.json:
         return Result("list", None, {
             "names": [i.name for i in infos], "count": len(infos), "secrets": [i.as_json() for i in infos]})
     return Result("list", [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos], {})
+
+
+def _list_json(rows: list[tuple[Any, ...]]) -> str | None:
+    """The envelope of `secret list --json`, written directly: a name is ASCII letters, digits and
+    `_.-`, a time RFC 3339, a revision and a size whole numbers, so no value needs escaping. The
+    text is exactly what `output.dumps` writes for the same fields; None when any stored value is
+    not of that shape (a tampered file): the general encoder then writes it."""
+    from ..output import dumps, success_envelope
+
+    names = [row[0] for row in rows]
+    texts = [*names, *(row[3] for row in rows), *(row[4] for row in rows)]
+    if not all(type(t) is str for t in texts) or not all(type(row[1]) is int and type(row[2]) is int
+                                                          for row in rows):
+        return None
+    joined = "".join(texts)
+    if not (joined.isascii() and joined.isprintable()) or '"' in joined or "\\" in joined:
+        return None
+    head = dumps(success_envelope("list", {}))  # {"ok":true,...,"warnings":[...]}
+    secrets = ",".join(f'{{"name":"{n}","revision":{r},"size":{s},"created_at":"{c}","updated_at":"{u}"}}'
+                       for n, r, s, c, u in rows)
+    quoted = '","'.join(names)
+    listed = f'"{quoted}"' if names else ""
+    return f'{head[:-1]},"names":[{listed}],"count":{len(rows)},"secrets":[{secrets}]}}'
 
 
 def cmd_rm(inv: Invocation) -> Result:

@@ -1,26 +1,26 @@
-"""`kimen session start|status|lock|stop` (SPEC §5.7).
+"""`kimen session start|status|lock|stop` (docs/session.md).
 
-`start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of §4.1:
-never the session itself). `status` always exits 0 and is on the hot path: it imports the light
-client only. `--require-grant` switches the daemon into grant-required mode; the grant and log
-commands (`grant`, `grants`, `revoke`, `log`) are `kimen.cli.grants`'s.
+`start` is the only command that hands a passphrase to the daemon (sources 1-3, 5, 6 of the unlock
+order in docs/passphrase-and-config.md: never the session itself). `status` always exits 0 and
+is on the hot path: it imports the light client only. `--require-grant` switches the daemon into
+grant-required mode; the grant and log commands (`grant`, `grants`, `revoke`, `log`) are `kimen.cli.grants`'s.
 """
 
 from __future__ import annotations
 
-import argparse
-
 from .. import errors
 from .common import check_session_path, expiry_text
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .parser import add_command, add_group
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SESSION)
 
     p = add_command(group, "start", "unlock the vault in the session daemon (starts it when needed)",
@@ -77,8 +77,8 @@ def cmd_start(inv: Invocation) -> Result:
         raise errors.VaultNotFound(path=location.path)
     canonical = location.canonical_path
     check_session_path(canonical)
-    source = explicit(inv) or fallback_source(inv, location)  # never the session (SPEC §4.1)
-    if source is None:  # the hint leaves out the session: this command is how one starts (SPEC §5.7)
+    source = explicit(inv) or fallback_source(inv, location)  # never the session: it is what this command starts
+    if source is None:  # the hint leaves out the session: this command is how one starts
         raise missing_passphrase_without_session(" (--stdin)")
     conn, _started = control.ensure_daemon(inv.env)
     with conn:
@@ -125,7 +125,7 @@ VAULT_KEYS = ("vault_path", "vault_id", "state", "unlocked_at", "idle_expires_at
 
 def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: str | None, *,
                   busy_pid: int | None = None, busy: bool = False) -> dict[str, Any]:
-    """The `session_status` JSON fields (SPEC §5.7) from the daemon's status response: `state` is
+    """The `session_status` JSON fields (docs/session.md) from the daemon's status response: `state` is
     the selected vault's `locked`, `expired` or `unlocked`; `stopped` without a daemon; `unknown`
     (with `reason: session_busy`) when a daemon holds the socket but did not answer in time."""
     from ..daemon.client import same_version
@@ -140,7 +140,7 @@ def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: st
         fields.update(running=True, state="unknown", locked=None, pid=busy_pid, reason="session_busy")
     if state is None:
         return fields
-    vaults = [{k: v.get(k) for k in VAULT_KEYS} | {"state": v.get("state") or "unlocked"}
+    vaults: list[dict[str, Any]] = [{k: v.get(k) for k in VAULT_KEYS} | {"state": v.get("state") or "unlocked"}
               for v in state.get("vaults") or () if isinstance(v, dict)]
     mine = next((v for v in vaults if v["vault_path"] == vault_path), None)
     selected = mine["state"] if mine else "locked"
@@ -150,6 +150,8 @@ def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: st
         require_grant=bool(state.get("require_grant")), mlock=bool(state.get("mlock")), vaults=vaults,
         grant_count=state.get("grant_count", 0), version_mismatch=not same_version(state),
     )
+    if mine is None:
+        return fields
     if selected == "unlocked":
         fields.update(expires_at=min(mine["idle_expires_at"], mine["max_expires_at"]), ttl_seconds=mine["ttl_seconds"])
     elif selected == "expired":

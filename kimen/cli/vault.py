@@ -1,28 +1,33 @@
-"""`kimen vault init|info|path|rekey` (SPEC §3.7)."""
+"""`kimen vault init|info|path|rekey` (docs/vault.md)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from .. import errors
-from . import backup
 from .common import add_kdf_flags, kdf_from_args
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group
 
 # `vault init` says it in one line: no one, kimen included, can open a vault without its passphrase
 LOST_PASSPHRASE_NOTICE = ("a lost passphrase cannot be recovered, and neither can these secrets: keep a backup "
                           "bundle sealed to an offline identity (kimen bundle seal)")
 
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+
 def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import VAULT_INFO
+    from .parser import add_command, add_flags, add_group
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_VAULT)
     p = add_command(group, "init", "create a new vault", handler=cmd_init)
     add_kdf_flags(p)
     add_command(group, "path", "print the resolved vault path", handler=cmd_path)
     p = add_command(group, "info", "show vault metadata (no passphrase needed)", handler=cmd_info)
-    p.add_argument("--verify", action="store_true", help="unlock and run the integrity check")
+    add_flags(p, VAULT_INFO)
     p = add_command(group, "rekey", "change the passphrase or KDF parameters; optionally rotate the data key",
                     handler=cmd_rekey)
     p.add_argument("--new-passphrase-env", metavar="NAME", default="KIMEN_NEW_PASSPHRASE",
@@ -61,7 +66,7 @@ def cmd_init(inv: Invocation) -> Result:
 
 
 def _characters(passphrase) -> int:
-    """Characters, not bytes, of a UTF-8 passphrase (SPEC §3.7: `ääää` is 4 characters), counted
+    """Characters, not bytes, of a UTF-8 passphrase (`ääää` is 4 characters), counted
     without decoding it into an immutable str: every byte but a UTF-8 continuation byte."""
     return sum(1 for byte in passphrase.view() if byte & 0xC0 != 0x80)
 
@@ -112,7 +117,7 @@ def cmd_info(inv: Invocation) -> Result:
 
 
 def _new_passphrase(inv: Invocation, old_uses_stdin: bool, env_value: str):
-    """The new passphrase (SPEC §3.7 step 2), or None when no source is set (rotation alone);
+    """The new passphrase, or None when no source is set (rotation alone);
     `env_value` is the value of the `--new-passphrase-env` variable ("" when unset)."""
     from .. import passphrase as pp
     from ..access import stdin_claim
@@ -144,13 +149,14 @@ def cmd_rekey(inv: Invocation) -> Result | int:
     from ..access import explicit, fallback_source, missing_passphrase_without_session, resolve_vault, unlock_vault
     from ..sensitive import Sensitive
     from ..vault import Vault
+    from . import backup
 
     a = inv.options
     if a.no_backup and a.backup_dir:
         raise errors.ConflictingBackupOptions()
     new_env_value = inv.env.get(a.new_passphrase_env, "") if a.new_passphrase_env else ""
     if a.new_passphrase_env and not _read_by_kimen(a.new_passphrase_env):
-        # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE (SPEC §2.3, §4.3): the
+        # the variable holds a passphrase, private like KIMEN_NEW_PASSPHRASE: the
         # old passphrase's command or unlock exec must not see it (a new mapping; os.environ is
         # never changed). kimen's own settings are kept; the private ones are never passed on anyway.
         inv = inv.replace(env={k: v for k, v in inv.env.items() if k != a.new_passphrase_env})
@@ -212,7 +218,7 @@ def cmd_rekey(inv: Invocation) -> Result | int:
     })
 
 
-# The settings kimen itself reads (SPEC §2.3 table, plus PATH): never dropped from its own view of
+# The settings kimen itself reads (docs/passphrase-and-config.md, plus PATH): never dropped from its own view of
 # the environment. Any other name -- `KIMEN_MY_NEW` included -- holds only the new passphrase.
 _KIMEN_SETTINGS = frozenset({
     "KIMEN_VAULT", "KIMEN_CONFIG", "KIMEN_SESSION_DIR", "KIMEN_PROFILE_DIR", "KIMEN_REMOTE",
@@ -223,13 +229,13 @@ _KIMEN_SETTINGS = frozenset({
 
 
 def _read_by_kimen(name: str) -> bool:
-    """Variables kimen itself reads (SPEC §2.3): never dropped from its own view of the environment
+    """Variables kimen itself reads: never dropped from its own view of the environment
     (the private ones among them are kept from children by `public_environ` already)."""
     return name in _KIMEN_SETTINGS
 
 
 def _lock_session(inv: Invocation, canonical_path: str) -> None:
-    """SPEC §3.7 step 8: tell a running daemon to forget this vault (best effort; it would also
+    """After a rekey, tell a running daemon to forget this vault (best effort; it would also
     notice the new wrap id on the next request)."""
     from ..daemon import control
 

@@ -1,4 +1,4 @@
-"""The session daemon (SPEC §5): wire protocol, light client, key sessions and the server.
+"""The session daemon: wire protocol, light client, key sessions and the server.
 
 `protocol` and `client` are stdlib-only and sit on the hot path of `secret get`, `run` and
 `session status`; `session` holds keys and deadlines; `server` is the daemon process itself

@@ -1,4 +1,4 @@
-"""The light session client (SPEC §5.10): connect, ask, and the session store.
+"""The light session client: connect, ask, and the session store.
 
 Stdlib only, and nothing heavy at import time: `secret get`, `run` and `session status` served by a
 live session load this module and `protocol`, never sqlite3, crypto or the server (an
@@ -49,6 +49,7 @@ class Connection:
     def __init__(self, path: str, token: str | None = None, timeout: float = CONNECT_TIMEOUT) -> None:
         self.path = path
         self.token = token
+        self.context: dict[str, Any] | None = None  # advisory: what the client says it is doing (audited)
         self._next = 0
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
@@ -79,6 +80,8 @@ class Connection:
         request = {"v": protocol.PROTOCOL, "kimen": protocol.VERSION, "id": rid, "op": op, **fields}
         if self.token:
             request["token"] = self.token
+        if self.context:
+            request["context"] = self.context
         try:
             protocol.send(self.sock, request)
             response = protocol.receive(self.sock, idle=timeout)
@@ -206,7 +209,7 @@ def expired_error(vault: dict[str, Any], vault_path: str) -> errors.KimenError:
 
 
 def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = False,
-          timeout: float = REPLY_TIMEOUT, keep: bool = True) -> Probe:
+          timeout: float = REPLY_TIMEOUT, keep: bool = True, context: dict[str, Any] | None = None) -> Probe:
     """Ask the daemon's status (about `canonical_path` when given; see `Probe`). `keep=False`:
     close the connection in every case."""
     if canonical_path is not None and not protocol.utf8(canonical_path):
@@ -217,6 +220,7 @@ def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = 
         return Probe("busy" if absent.busy else "stopped")
     if conn is None:
         return Probe("stopped")
+    conn.context = context
     fields = {} if canonical_path is None else {"vault_path": canonical_path}
     try:
         status = conn.call("status", timeout=timeout, **fields)
@@ -255,7 +259,7 @@ def session_store(env: Mapping[str, str], vault_path: str, canonical_path: str,
 
 
 class SessionStore:
-    """The store of SPEC §3.6 served by the daemon; `meta`/`list` read the vault file locally."""
+    """The store served by the daemon; `meta`/`list` read the vault file locally."""
 
     def __init__(self, conn: Connection, path: str, canonical_path: str, metadata: Callable[[], Any]) -> None:
         self.conn = conn

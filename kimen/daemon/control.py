@@ -3,7 +3,7 @@
 The commands that only *use* a session (`secret get`, `run`, …) need `kimen.daemon.client` alone;
 this module holds what the session commands add: the `session.lock` flock under which a daemon is
 started, reused or stopped, the spawn of `python -P -m kimen.daemon.server` with its readiness
-pipe, replacing a daemon of another version, and removing a stale socket (SPEC §5.2).
+pipe, replacing a daemon of another version, and removing a stale socket.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _is_socket(path: str) -> bool:
 
 
 def _remove_stale_socket(path: str) -> None:
-    """Remove a socket nobody answers on, only if it is a socket of ours (SPEC §5.2)."""
+    """Remove a socket nobody answers on, only if it is a socket of ours."""
     import stat
 
     try:

@@ -1,4 +1,4 @@
-"""The session wire protocol (SPEC §5.3): framing, versions and where the socket lives.
+"""The session wire protocol: framing, versions and where the socket lives.
 
 A frame is a 4-byte big-endian length then that many bytes of UTF-8 JSON (one object). Sizes are
 checked on the length prefix before anything else is read. Requests carry the protocol version

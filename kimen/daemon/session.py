@@ -1,4 +1,4 @@
-"""Keys and deadlines of the session daemon (SPEC §5.1, §5.5, §5.6).
+"""Keys and deadlines of the session daemon.
 
 - `boot_clock()`: seconds on CLOCK_BOOTTIME (keeps counting across suspend) on Linux,
   CLOCK_MONOTONIC elsewhere. Every deadline is on this clock.

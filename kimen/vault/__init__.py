@@ -1,4 +1,4 @@
-"""The vault file (SPEC §3): the only importer of sqlite3.
+"""The vault file: the only importer of sqlite3.
 
 A vault is one SQLite file in WAL mode. Names, sizes, revisions and KDF parameters are plaintext
 metadata; values are XChaCha20-Poly1305 ciphertexts under a random data key, each bound by its
@@ -24,11 +24,32 @@ bound to), `backup` (snapshots), `rekey`, `file` (`VaultFile`: the open file, ke
 transactions), `store` (`Vault`, which unlocks into a `LocalStore`), `create`.
 """
 
-from .create import create_vault, discard_new_vault
-from .keys import KDF_DEFAULT, kdf_problem
-from .schema import Header
-from .sqlite import file_stamp, main_file_vault_id
-from .store import LocalStore, Vault
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .create import create_vault, discard_new_vault
+    from .keys import KDF_DEFAULT, kdf_problem
+    from .schema import Header
+    from .sqlite import file_stamp, main_file_vault_id
+    from .store import LocalStore, Vault
+
+# Each name is loaded from its module on first use: a command that reads only plaintext metadata
+# (`secret list`, `vault info`) opens `kimen.vault.file` and never pays for the crypto modules.
+_HOME = {
+    "create_vault": "create", "discard_new_vault": "create", "KDF_DEFAULT": "keys", "kdf_problem": "keys",
+    "Header": "schema", "file_stamp": "sqlite", "main_file_vault_id": "sqlite", "LocalStore": "store",
+    "Vault": "store",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __import__(f"{__name__}.{home}")
+    value = getattr(globals()[home], name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "KDF_DEFAULT",

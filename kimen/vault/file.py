@@ -19,9 +19,8 @@ import os
 import sqlite3
 import stat
 
-from .. import crypto, errors
+from .. import errors
 from ..store import HistoryEntry, SecretHistory, SecretInfo, VaultMeta
-from . import backup, keys, rekey
 from .schema import (
     APPLICATION_ID,
     FORMAT,
@@ -157,6 +156,11 @@ class VaultFile:
     def list(self, prefix: str | None = None) -> builtins.list[SecretInfo]:
         return [SecretInfo(*row) for row in self._select_sorted("name, revision, size, created_at, updated_at", prefix)]
 
+    def list_rows(self, prefix: str | None = None) -> builtins.list[tuple[Any, ...]]:
+        """`list()` as plain rows `(name, revision, size, created_at, updated_at)`, as stored: for a
+        caller that writes them out at once (`secret list --json` on 100k rows) and checks them."""
+        return self._select_sorted("name, revision, size, created_at, updated_at", prefix)
+
     def list_names(self, prefix: str | None = None) -> builtins.list[str]:
         """Just the sorted names: `secret list` without `--long` or `--json` (cheap on 100k rows)."""
         return [row[0] for row in self._select_sorted("name", prefix)]
@@ -173,9 +177,12 @@ class VaultFile:
             params = (prefix, prefix + "\U0010ffff", len(prefix), prefix)
         sql += " ORDER BY name"
         try:
-            return self._conn.execute(sql, params).fetchall()
+            rows = self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise map_error(exc, self.path) from None
+        if not all(type(row[0]) is str for row in rows):  # a byte change made a name a number or a blob
+            raise errors.VaultTampered()
+        return rows
 
     def names(self, names: Sequence[str]) -> set[str]:
         """Which of `names` exist (no key needed)."""
@@ -210,6 +217,10 @@ class VaultFile:
                 "ORDER BY revision DESC", (name,)).fetchall() if self.has_history else []
         if row is None and not rows:
             raise errors.SecretNotFound([name])
+        # a byte change may have given a column another type: a reasoned error, not a crash later
+        if (row is not None and not _typed(row, (str, int, int, str, str))) \
+                or not all(_typed(r, (int, int, str, str, str)) for r in rows):
+            raise errors.VaultTampered()
         return SecretHistory(name, SecretInfo(*row) if row is not None else None,
                              [HistoryEntry(*r) for r in rows], keep)
 
@@ -221,7 +232,7 @@ class VaultFile:
             return [r[0] for r in conn.execute("SELECT DISTINCT name FROM secret_history ORDER BY name")]
 
     def record_bundle_generation(self, generation: int) -> None:
-        """Raise `bundle_high_generation` to `generation` (bundle seal; SPEC §8.1)."""
+        """Raise `bundle_high_generation` to `generation` (bundle seal)."""
         with self.transaction() as conn:
             conn.execute("UPDATE vault SET bundle_high_generation=max(bundle_high_generation, ?)", (generation,))
 
@@ -229,12 +240,17 @@ class VaultFile:
 
     def unwrap_key(self, passphrase: Sensitive) -> Sensitive:
         """Run the KDF and unwrap the data key; `WrongPassphrase` if it does not open."""
+        from . import keys  # the crypto modules load only when a key is needed, not for metadata
+
         return keys.unwrap(self.header(), passphrase, self.path)
 
     def rekey(self, old_key: Sensitive, new_passphrase: Sensitive, params: KdfParams, *,
               rotate_data_key: bool) -> None:
         """Rewrap the data key under a new passphrase/parameters; optionally rotate the data key
         (`kimen.vault.rekey`). One transaction, the KDF run before it; then the WAL is truncated."""
+        from .. import crypto
+        from . import keys, rekey
+
         keys.check_kdf(params)
         salt = crypto.random_bytes(crypto.SALT_BYTES)
         with crypto.derive_kek(new_passphrase, salt, params) as kek, self.transaction() as conn:
@@ -304,6 +320,8 @@ class VaultFile:
             return None
         if self.read_only:
             raise errors.VaultReadOnly(path=self.path)
+        from . import backup
+
         dest = backup_path or backup.default_path(self.path)
         try:
             self.snapshot(dest)
@@ -348,7 +366,7 @@ class VaultFile:
         return dest
 
     def checkpoint(self) -> None:
-        """Truncate the WAL so no old ciphertext or wrapped key lingers there (§3.5)."""
+        """Truncate the WAL so no old ciphertext or wrapped key lingers there."""
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
@@ -356,4 +374,10 @@ class VaultFile:
 
     def snapshot(self, dest: str) -> None:
         """A consistent private copy at `dest` (`kimen.vault.backup`)."""
+        from . import backup
+
         backup.snapshot(self._conn, self.path, dest)
+
+
+def _typed(row: Sequence[Any], types: tuple[type, ...]) -> bool:
+    return len(row) == len(types) and all(type(v) is t for v, t in zip(row, types, strict=False))

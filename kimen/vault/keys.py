@@ -29,7 +29,7 @@ _WRAP_LABEL = b"kimen/v1/keywrap\x00"
 
 
 def kdf_problem(params: KdfParams) -> str | None:
-    """Why `params` are outside the floor/ceiling of SPEC §3.3, or None."""
+    """Why `params` are outside the KDF floor/ceiling (docs/vault.md), or None."""
     if params.alg != "argon2id":
         return f"unsupported KDF {params.alg!r}"
     if params.memory_kib < KDF_MIN.memory_kib:

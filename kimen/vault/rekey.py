@@ -69,7 +69,7 @@ def _rotate_rows(conn: sqlite3.Connection, header: Header, old_key: Sensitive, n
 
 def _translate_baselines(conn: sqlite3.Connection, header: Header, old_key: Sensitive,
                          new_key: Sensitive) -> None:
-    """Re-key sync baseline digests (SPEC §9.3): digests that match the current value under the old
+    """Re-key sync baseline digests: digests that match the current value under the old
     key get the new-key digest of that value; every other key gets a marker that matches nothing."""
     rows = conn.execute("SELECT remote, name, digest FROM sync_baseline").fetchall()
     if not rows:

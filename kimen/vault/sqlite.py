@@ -102,12 +102,15 @@ def connect(path: str, *, read_only: bool) -> tuple[sqlite3.Connection, Stamp | 
         raise errors.InvalidVaultFile(path=path) from None
 
 
+# Bytes a `file:` URI path keeps as they are (RFC 3986 unreserved, and `/`): `urllib.parse.quote`'s
+# rule, without importing urllib.parse (with `re` and `ipaddress`, more than sqlite3 itself costs).
+_URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
+
+
 def file_uri(path: str) -> str:
     """The SQLite `file:` URI of `path`, quoted from its bytes: a path may hold bytes that are not
     UTF-8 (lone surrogates once decoded), which SQLite takes only as %XX escapes."""
-    from urllib.parse import quote
-
-    return f"file:{quote(os.fsencode(path))}"
+    return "file:" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in os.fsencode(path))
 
 
 def open_connection(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:

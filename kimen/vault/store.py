@@ -52,7 +52,7 @@ class Vault(VaultFile):
 
 
 class LocalStore:
-    """The store of SPEC §3.6 over a local vault and an unwrapped data key.
+    """The store over a local vault and an unwrapped data key.
 
     `stale_error` is raised when the vault was rekeyed or replaced under the key (the daemon
     passes `SessionLocked`; a local command gets `VaultFailed`).

@@ -481,7 +481,8 @@ def test_history_ops_are_narrowed_by_the_grant(session):
     assert base64.b64decode(got["value_b64"]) == b"dev-value-second"
     assert s.records()[-1]["names"] == ["dev.token"] and s.records()[-1]["grant_id"] == ro["grant_id"]
     assert s.raw("restore", ro["token"], **fields)["reason"] == "grant_denied"
-    assert s.raw("purge_history", rw["token"], vault_path=s.vault, all=True)["reason"] == "grant_denied"
+    everything = s.raw("purge_history", rw["token"], vault_path=s.vault, all=True)  # the op takes names only
+    assert everything["reason"] == "session_protocol_error"
     assert s.raw("purge_history", narrow["token"], vault_path=s.vault, names=["dev.token"])["reason"] == "grant_denied"
     assert s.raw("restore", rw["token"], **fields)["ok"] is True
     assert s.raw("purge_history", rw["token"], vault_path=s.vault, names=["dev.token"])["ok"] is True
@@ -492,3 +493,15 @@ def test_a_request_with_a_wrong_field_is_recorded_as_a_broken_frame(session):
     assert reply["reason"] == "session_protocol_error"
     last = session.records()[-1]
     assert last["op"] is None and last["outcome"] == "session_protocol_error" and last["names"] == []
+
+
+def test_kimen_commands_send_their_advisory_context(session):
+    k = session.kimen
+    k.write_profile("dev", "env T=dev.token\n")
+    k.ok("run", "--profile", "dev", "--", "true")
+    k.ok("secret", "get", "prod.api_key", "--unsafe-stdout", "--json")  # not the fast path
+    reads = [r for r in session.records() if r["op"] == "read"]
+    assert reads[-2]["context"] == {"command": "run", "profile": "dev"} and reads[-2]["names"] == ["dev.token"]
+    assert reads[-1]["context"] == {"command": "secret get"}
+    human = k.ok("session", "log", "--limit", "1", "--name", "dev.token").stdout
+    assert 'ctx(advisory)={"command":"run","profile":"dev"}' in human

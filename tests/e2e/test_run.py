@@ -1,4 +1,4 @@
-"""`kimen run` end to end: exit codes, signals, cleanup, stdin, environment hygiene (SPEC §7.1, §11)."""
+"""`kimen run` end to end: exit codes, signals, cleanup, stdin, environment hygiene."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _runtime_dirs(kimen) -> list[Path]:
     return sorted(base.glob("run-*")) if base.exists() else []
 
 
-# -- exit codes (SPEC §11.21) -------------------------------------------------------------------
+# -- exit codes -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("supervised", [False, True], ids=["exec", "supervised"])
@@ -77,7 +77,7 @@ def test_everything_after_dashdash_belongs_to_the_child(kimen):
     assert done.stdout.strip() == "['--json', '--profile', 'x', '--']"
 
 
-# -- signals (SPEC §7.1 table, §11.22) ----------------------------------------------------------
+# -- signals (docs/run.md table, invariant 22) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -220,7 +220,7 @@ def test_child_that_ignores_projected_stdin(kimen):
     kimen.ok("run", "--stdin", "const:" + "y" * 1000, "--", "true")
 
 
-# -- environment (SPEC §7.1, §11.6-7, 23) --------------------------------------------------------
+# -- environment --------------------------------------------------------
 
 
 def test_child_environment(kimen):

@@ -59,6 +59,7 @@ def test_the_sensitive_files_table_matches_what_kimen_creates(kimen, tmp_path):
         kimen.ok("init", "ci-deploy", "--out", str(tmp_path / "wf" / "deploy.yml"))
         kimen.ok("session", "start", env=pw)  # the daemon holds the vault open: -wal and -shm exist
         try:
+            kimen.ok("secret", "get", "app.token", "--unsafe-stdout")  # through the session: audited
             saw("`-wal`, `-shm`", f"{kimen.vault}-wal", f"{kimen.vault}-shm")
             sessions = kimen.session_dir
             saw("session dir", sessions, sessions / "session.sock", sessions / "session.lock")
@@ -75,11 +76,10 @@ def test_the_sensitive_files_table_matches_what_kimen_creates(kimen, tmp_path):
     seen["runtime dirs"] = {f"{int(m, 8) & 0o7777:04o}" for m in (base, run_dir, projected)}
     saw("workflows", tmp_path / "wf" / "deploy.yml")
     assert _mode(kimen.vault.parent) == "0700" and _mode(tmp_path / "wf") == "0755"
-    # the audit log arrives with agent grants; until then the table says so and nothing writes one
-    assert not [p for p in kimen.root.rglob("*audit*")]
-    documented = _documented_modes()
-    assert documented.pop("audit log") == set()
-    assert seen == documented
+    audit = kimen.root / "state" / "kimen" / "audit.jsonl"
+    saw("audit log", audit.parent, audit)
+    assert "canary-0000" not in audit.read_text() and PASSPHRASE not in audit.read_text()
+    assert seen == _documented_modes()
 
 
 def test_vault_init_says_a_lost_passphrase_cannot_be_recovered(kimen):

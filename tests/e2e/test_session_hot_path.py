@@ -1,4 +1,4 @@
-"""With a live session, `secret get`, `session status` and `run` import nothing heavy (SPEC §12).
+"""With a live session, `secret get`, `session status` and `run` import nothing heavy.
 
 The real command runs in a fresh interpreter under `-X importtime` against a real daemon; the
 import log is the proof (`sys.modules` of the finished process, in effect).
@@ -54,8 +54,29 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
         assert b"unlocked" in out.stdout
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & HEAVY - ({"subprocess", "threading"} if argv[0] == "run" else set()), sorted(loaded & HEAVY)
-    if argv[0] == "run":
+    if argv[0] == "run" or argv == ("session", "status"):  # read without argparse (kimen.cli.fastargs)
         assert not loaded & PARSER, sorted(loaded & PARSER)
+    elif argv[:2] == ("session", "status"):  # --json: `json` brings `re`, but still no parser
+        assert not loaded & {"argparse", "kimen.cli.parser"}
+
+
+@pytest.mark.parametrize("argv", [("version",), ("--json", "version"), ("vault", "path"), ("vault", "info"),
+                                  ("secret", "list"), ("secret", "list", "--json")])
+def test_simple_commands_are_read_without_argparse(live, argv):
+    """`version`, `vault path|info` and `secret list` read their argv from the flag tables: no
+    argparse, `re`, `enum` or parser module, and `version` not even the daemon client."""
+    out, loaded = _imports(live, *argv)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "kimen.cli.fastargs" in loaded
+    # `json` and the vault file (sqlite3, for info and list) bring `re` and `collections` themselves
+    plain = "--json" not in argv and argv[:2] not in (("vault", "info"), ("secret", "list"))
+    parser = PARSER if plain else {"argparse", "kimen.cli.parser"}
+    assert not loaded & parser, sorted(loaded & parser)
+    # names, sizes and KDF parameters are plaintext: no crypto module, no KDF, no prompt
+    assert not loaded & {"kimen.crypto", "nacl", "argon2", "kimen.passphrase", "prompt_toolkit", "kimen.vault.store",
+                         "urllib.parse"}
+    if argv[-1] == "version":
+        assert not loaded & (FORBIDDEN | HEAVY | {"kimen.daemon.client", "kimen.access"}), sorted(loaded)
 
 
 @pytest.mark.parametrize("argv", [

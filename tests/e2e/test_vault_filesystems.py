@@ -43,6 +43,11 @@ def in_namespace(kimen, setup: str, steps: list[tuple[str, str]], out) -> dict[s
             for name, _ in steps}
 
 
+def read_only_bind(directory) -> str:
+    """The setup that makes `directory` a read-only bind mount of itself (exit 90 when it fails)."""
+    return f"mount --bind '{directory}' '{directory}' && mount -o remount,ro,bind '{directory}' || exit 90"
+
+
 def reason(stderr: str) -> str:
     return json.loads(stderr.strip().splitlines()[-1])["reason"]
 
@@ -57,8 +62,7 @@ def test_read_only_vault_reads_and_refuses_writes(kimen, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     v = f"--vault '{vault}'"
-    results = in_namespace(kimen, f"mount --bind '{vault_dir}' '{vault_dir}' && "
-                                  f"mount -o remount,ro,bind '{vault_dir}' || exit 90", [
+    results = in_namespace(kimen, read_only_bind(vault_dir), [
         ("get", f"kimen secret get app.token --unsafe-stdout {v}"),
         ("list", f"kimen secret list --json {v}"),
         ("verify", f"kimen vault info --verify {v}"),
@@ -128,8 +132,7 @@ def test_a_read_only_vault_whose_wal_holds_changes_is_refused_not_read_stale(kim
     assert os.path.getsize(vault_dir / "v.db-wal") > 0
     out = tmp_path / "out"
     out.mkdir()
-    results = in_namespace(kimen, f"mount --bind '{vault_dir}' '{vault_dir}' && "
-                                  f"mount -o remount,ro,bind '{vault_dir}' || exit 90", [
+    results = in_namespace(kimen, read_only_bind(vault_dir), [
         ("get", f"kimen secret get app.token --unsafe-stdout --json --vault '{vault_dir}/v.db'"),
     ], out)
     code, err, stdout = results["get"]

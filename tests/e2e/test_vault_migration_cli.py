@@ -73,7 +73,7 @@ def test_a_session_write_migrates_too(v1):
 
 
 def test_a_v1_vault_on_a_read_only_mount_is_read_as_it_is(kimen, tmp_path):
-    from .test_vault_filesystems import _can_mount, in_namespace, reason
+    from .test_vault_filesystems import _can_mount, in_namespace, read_only_bind, reason
 
     if not _can_mount():
         pytest.skip("needs unshare -m and mount (root in a private mount namespace) for a read-only mount")
@@ -86,8 +86,7 @@ def test_a_v1_vault_on_a_read_only_mount_is_read_as_it_is(kimen, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     v = f"--vault '{vault}'"
-    results = in_namespace(kimen, f"mount --bind '{vault_dir}' '{vault_dir}' && "
-                                  f"mount -o remount,ro,bind '{vault_dir}' || exit 90", [
+    results = in_namespace(kimen, read_only_bind(vault_dir), [
         ("list", f"kimen secret list {v}"),
         ("info", f"kimen vault info --json {v}"),
         ("history", f"kimen secret history db.password --json {v}"),

@@ -1,0 +1,794 @@
+"""The sync engine: init, pull, push, status, conflicts and resolve over one remote (docs/sync.md).
+
+Pure logic over five parts, each given by the caller:
+
+- the **local state** (`LocalState`; `kimen.vault.syncstate.VaultSyncState` over an unlocked
+  vault): the vault's values in the member's scope, the remote's baseline and sync state, and the
+  one commit that changes values, baseline and state together;
+- the **transport** (`kimen.sync.base.Transport`: fs or git), which moves ciphertext only;
+- the member's **identity** (an age X25519 identity decrypts and signs);
+- the **state directory** outside the vault (`kimen.sync.ratchet.SyncStateDir`: the ratchet, the
+  known head's bytes, the acknowledged members);
+- a **clock** (seconds since the epoch).
+
+Every command that reads a head accepts it through `kimen.sync.chain.accept` against the known
+head (the larger of the vault's sync state and the ratchet) before anything is written. A pull
+merges per key against the baseline (first pull: a union that never deletes a local name); a push
+builds the next head from the current head, never from the vault, carries every entry it does not
+change forward, publishes without force and, after a lost race, reads the head again and rebuilds
+(up to 3 attempts) while the merge stays clean. Same-key conflicts stop with `overlapping_changes`
+(31) naming the keys and change nothing. Every change of vault values is preceded by a backup
+snapshot (unless the caller passes none), and the ratchet rises after the vault commit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .. import errors
+from ..durations import format_time
+from ..sigfmt import canonical
+from . import chain, merge
+from .base import Scope, SyncState
+from .ratchet import SyncStateDir, known_head
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Literal, Protocol
+
+    from ..bundle.keys import Identity
+    from ..store import Change, WriteResult
+    from .base import Head, KnownHead, Member, RemoteHead, Transport
+    from .merge import Keyed, MergeResult
+
+    class LocalState(Protocol):
+        """The vault side of sync (implemented by `kimen.vault.syncstate.VaultSyncState`)."""
+
+        @property
+        def k_sync(self) -> bytes: ...
+
+        def load(self, remote: str) -> tuple[SyncState | None, dict[str, Keyed] | None, int]:
+            """(sync state, baseline, vault generation); (None, None, g) before the first sync."""
+            ...
+
+        def unverified(self, remote: str) -> tuple[SyncState | None, int]:
+            """(sync state, vault generation) without checking the baseline's MAC."""
+            ...
+
+        def other_scopes(self, remote: str) -> dict[str, tuple[str, ...]]:
+            """The member's scope in each other remote this vault syncs."""
+            ...
+
+        def local_values(self, scope: Scope) -> dict[str, bytes]: ...
+
+        def write(self, changes: Sequence[Change], *, if_generation: int) -> None:
+            """Change values only (a local change, like `secret set`): the sync tables stay."""
+            ...
+
+        def commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed],
+                   *, if_generation: int, scope: Scope, keep_local_rev: bool,
+                   backup_path: str | None) -> WriteResult | None: ...
+
+MAX_ATTEMPTS = 3
+MAX_SKEW = 15 * 60.0
+
+
+def default_creator() -> dict[str, str]:
+    import getpass
+    import socket
+
+    from .. import __version__
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return {"user": user, "host": socket.gethostname(), "kimen": __version__}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Fetched:
+    """The current head: its bytes and remote rev, the accepted head, and whether it pinned the
+    remote id (first contact with a remote whose id was not configured)."""
+
+    remote: RemoteHead
+    head: Head
+    outcome: str
+    pin_remote_id: str | None
+
+
+@dataclass(slots=True)
+class InitResult:
+    remote_id: str
+    created_remote: bool
+    seq: int
+    head_id: str
+    remote_rev: str
+    member: str
+    pin_remote_id: str | None
+
+
+@dataclass(slots=True)
+class PullResult:
+    mode: str  # pull, pull_reconcile, pull_mirror
+    seq: int
+    head_id: str
+    remote_rev: str
+    first_pull: bool
+    backup_path: str | None
+    applied_keys: list[str]
+    deleted_keys: list[str]
+    kept_local_keys: list[str]
+    in_sync: bool
+    dry_run: bool = False
+    pin_remote_id: str | None = None
+
+
+@dataclass(slots=True)
+class PushResult:
+    seq: int
+    head_id: str
+    remote_rev: str
+    remote_commit: str | None
+    generation: int
+    published_keys: list[str]
+    deleted_keys: list[str]
+    merged_remote_keys: list[str]
+    attempts: int
+    noop: bool
+    backup_path: str | None
+    pin_remote_id: str | None = None
+
+
+@dataclass(slots=True)
+class ResolveResult:
+    take: str
+    keys: list[str]
+    remaining_conflict_keys: list[str]
+    backup_path: str | None
+
+    @property
+    def resolved_count(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(slots=True)
+class RevertResult:
+    key: str
+    to_seq: int
+    deleted: bool
+    changed: bool
+
+
+@dataclass(slots=True)
+class ResetResult:
+    previous_rev: str | None
+    new_rev: str
+    previous_seq: int | None
+    new_seq: int
+    accepted_fork: bool
+    head_id: str
+
+
+@dataclass(slots=True, eq=False)
+class MembersResult:
+    """A published membership head: the head, its remote rev, and how many attempts it took."""
+
+    head: Head
+    remote_rev: str
+    attempts: int
+
+
+@dataclass(slots=True)
+class Changes:
+    """`sync changes`: the key-level analysis against the accepted head (names only)."""
+
+    seq: int
+    first_pull: bool
+    local_changed_keys: list[str]
+    remote_changed_keys: list[str]
+    conflict_keys: list[str]
+    conflicts: list[dict[str, str]]
+    local_only_changed_keys: list[str]
+    remote_only_changed_keys: list[str]
+    converged_keys: list[str]
+    out_of_scope_count: int
+
+    @property
+    def can_reconcile(self) -> bool:
+        return not self.conflict_keys
+
+
+@dataclass(slots=True)
+class Status:
+    """`sync status`: no passphrase, no identity, no decryption; the head's file read on every call."""
+
+    remote: str
+    remote_id: str | None
+    has_remote: bool
+    has_local: bool
+    remote_rev: str | None
+    remote_commit: str | None
+    last_seen_rev: str | None
+    local_rev: str | None
+    head_seq: int | None
+    ratchet_seq: int | None
+    member: str | None
+    role: str | None
+    scope: list[str] | None
+    rotation_due_count: int
+    local_changed: bool
+    has_lock: bool
+    lock_owner: str | None
+    reason: str | None
+    recommended_action: str
+    blockers: list[str] = field(default_factory=list)
+    baseline_verified: bool = False
+
+    @property
+    def in_sync(self) -> bool:
+        return self.reason is None and not self.local_changed
+
+    @property
+    def needs_pull(self) -> bool:
+        return self.reason in ("remote_changed", "no_local_baseline")
+
+    @property
+    def can_push(self) -> bool:
+        return self.has_remote and self.role in ("admin", "writer") and not self.blockers \
+            and self.reason in (None, "remote_changed")
+
+    @property
+    def has_conflict(self) -> bool:
+        return self.reason in ("remote_disappeared", "no_local_baseline", "remote_changed")
+
+    def conflicts(self) -> dict[str, object]:
+        """`sync conflicts`: the revision-level result and the lock state (no key, no decryption)."""
+        return {"has_conflict": self.has_conflict, "reason": self.reason, "expected_rev": self.last_seen_rev,
+                "actual_rev": self.remote_rev, "has_lock": self.has_lock, "lock_owner": self.lock_owner,
+                "recommended_action": self.recommended_action}
+
+
+class Remote:
+    """One remote as the engine uses it: its name (the vault's key), transport, configured id,
+    endpoint (SHA-256 of type, path, branch, bundle path) and the state directory root."""
+
+    def __init__(self, name: str, transport: Transport, *, remote_id: str | None, endpoint: str,
+                 state_base: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.transport = transport
+        self.remote_id = remote_id
+        self.endpoint = endpoint
+        self.state_base = state_base
+        self.env = env
+
+    def __repr__(self) -> str:
+        return f"Remote({self.name!r}, {self.transport!r})"
+
+    def state_dir(self, remote_id: str) -> SyncStateDir:
+        return SyncStateDir(remote_id, self.env, base=self.state_base)
+
+
+def endpoint(kind: str, path: str, branch: str | None = None, bundle_path: str | None = None) -> str:
+    """SHA-256 of a remote's type, path, branch and bundle path: where its baseline belongs."""
+    import hashlib
+
+    return hashlib.sha256(canonical([kind, path, branch, bundle_path])).hexdigest()
+
+
+class Engine:
+    """Sync operations for one member (identity) against one remote."""
+
+    def __init__(self, remote: Remote, identity: Identity | None, *, clock: Callable[[], float] = time.time,
+                 max_skew: float = MAX_SKEW, creator: Mapping[str, str] | None = None) -> None:
+        self.remote = remote
+        self.identity = identity
+        self.clock = clock
+        self.max_skew = max_skew
+        self.creator = dict(creator) if creator is not None else default_creator()
+
+    # -- reading and accepting the head -----------------------------------------------------------
+
+    def _identity(self) -> Identity:
+        if self.identity is None:
+            raise errors.RemoteIdentityMissing(remote=self.remote.name,
+                                               hint="set the remote's identity, or pass --identity")
+        return self.identity
+
+    def _remote_id(self, state: SyncState | None) -> str | None:
+        if self.remote.remote_id is not None:
+            return self.remote.remote_id
+        return state.remote_id if state is not None else None
+
+    def _known(self, remote_id: str | None, state: SyncState | None) -> KnownHead | None:
+        if remote_id is None:
+            return None
+        ratchet = self.remote.state_dir(remote_id).read_ratchet()
+        if state is not None and state.remote_id != remote_id:
+            state = None  # another remote's baseline: reset when the location changed
+        return known_head(state, ratchet)
+
+    def fetch(self, state: SyncState | None, *, stateless: bool = False) -> Fetched | None:
+        """Read the head and accept it against the known head, or raise the first failing check's
+        reason; None when the remote holds no head. `stateless` (`sync pin`): no known head, so
+        the order check is skipped and nothing is read from this machine."""
+        from ..bundle import age, document
+
+        identity = self._identity()
+        current = self.remote.transport.read_head()
+        if current is None:
+            return None
+        try:
+            plaintext = age.decrypt(current.data, [identity])
+        except errors.BundleNoMatch:
+            hint = ("you may have been removed from the team; ask an admin" if state is not None else None)
+            raise errors.SyncNotAMember(remote=self.remote.name, **({"hint": hint} if hint else {})) from None
+        doc = document.parse(plaintext)
+        remote_id = self._remote_id(state)
+        if remote_id is None and not stateless:
+            sync = doc.raw.get("sync")
+            candidate = sync.get("remote_id") if isinstance(sync, dict) else None
+            if isinstance(candidate, str) and len(candidate) == 32 and candidate.isalnum() and candidate.islower():
+                remote_id = candidate  # first contact: a ratchet kept for that remote still counts
+        known = None if stateless else self._known(remote_id, state)
+        acceptance = chain.accept(doc, known, self.remote.remote_id, self.clock(), self.max_skew)
+        return Fetched(current, acceptance.head, acceptance.outcome, acceptance.pin_remote_id)
+
+    def _me(self, head: Head) -> Member:
+        identity = self._identity()
+        for member in head.current.members:
+            if member.recipient == identity.recipient or (member.signer is not None
+                                                          and member.signer == identity.signer):
+                return member
+        raise errors.SyncNotAMember(remote=self.remote.name)
+
+    def _state_of(self, head: Head, rev: str, me: Member) -> SyncState:
+        return SyncState(
+            remote=self.remote.name, remote_id=head.remote_id, endpoint=self.remote.endpoint, head_seq=head.seq,
+            head_id=head.id, head_rev=rev, head_generation=head.generation, epoch=head.current.epoch,
+            record_hash=chain.record_hash(head.current), members_fp=chain.members_fp(head.current.members),
+            member=me.id, role=me.role, scope=me.scope, rotation_due_count=len(head.sync.rotation_due),
+            last_local_rev=None, updated_at="")
+
+    def _remember(self, head: Head, data: bytes) -> None:
+        """After the vault commit: raise the ratchet (with the head's bytes); the first accepted
+        head's members are acknowledged automatically."""
+        directory = self.remote.state_dir(head.remote_id)
+        directory.raise_to(chain.known_head(head), data)
+        if directory.read_ack() is None:
+            directory.write_ack(chain.members_fp(head.current.members), head.current.members)
+
+    # -- init -------------------------------------------------------------------------------------
+
+    def init(self, member_id: str, scope: Sequence[str] = ("**",)) -> InitResult:
+        """Create the remote's first head (seq 1: a new remote id, record 1 with this member as its
+        admin, no secrets) when the location holds none; else check the head there (first
+        contact). Needs no vault."""
+        from ..bundle import age, document, keys
+        from .base import Member, check_member_id, check_scope_glob
+
+        identity = self._identity()
+        check_member_id(member_id)
+        scope = tuple(check_scope_glob(g) for g in scope)
+        transport = self.remote.transport
+        with transport.locked():
+            existing = self.fetch(None)
+            if existing is not None:
+                self._remember(existing.head, existing.remote.data)
+                return InitResult(existing.head.remote_id, False, existing.head.seq, existing.head.id,
+                                  existing.remote.rev, self._me(existing.head).id, existing.pin_remote_id)
+            if identity.recipient is None or identity.signer is None:
+                raise errors.MissingSigningIdentity(hint="use an age (X25519) identity: it decrypts and signs")
+            me = Member(member_id, "admin", identity.recipient, identity.signer, scope)
+            now = self.clock()
+            doc = merge.build_genesis(me, identity, at=format_time(now), now_ms=int(now * 1000),
+                                      creator=self.creator, remote_id=self.remote.remote_id)
+            document.sign(doc, identity)
+            plaintext = canonical(doc)
+            head = chain.parse_head(document.parse(plaintext))
+            data = age.encrypt(plaintext, [keys.parse_recipient(identity.recipient).obj])
+            published = transport.publish(data, None, seq=1, by=member_id, expected_seq=None)
+            if not hasattr(published, "rev") or published.rev is None:
+                raise errors.RemoteChanged(recommended_action="sync_pull",
+                                           hint="another member created the remote first; run the command again")
+            self._remember(head, data)
+        return InitResult(head.remote_id, True, 1, head.id, published.rev, member_id,
+                          head.remote_id if self.remote.remote_id is None else None)
+
+    def _begin(self, local: LocalState) -> tuple[SyncState | None, dict[str, Keyed] | None, int, Fetched, Member]:
+        """What every vault-changing command starts from: the vault's sync state and baseline (MAC
+        verified; dropped when they belong to another remote id), its generation, the accepted
+        current head (`remote_missing` when there is none) and this member's entry in it."""
+        state, baseline, generation = local.load(self.remote.name)
+        if state is not None and state.remote_id != self._remote_id(state):
+            state, baseline = None, None
+        fetched = self.fetch(state)
+        if fetched is None:
+            raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
+                                       hint="create the remote's first head with `kimen sync init`")
+        me = self._me(fetched.head)
+        self._check_overlap(local, me)
+        return state, baseline, generation, fetched, me
+
+    def _check_overlap(self, local: LocalState, me: Member) -> None:
+        """One vault, several remotes: the member's scopes in them must not overlap (a name synced
+        through two remotes could be changed by both) → `remote_scope_overlap`; nothing is applied."""
+        from .base import scope_overlaps
+
+        for other, scope in sorted(local.other_scopes(self.remote.name).items()):
+            pairs = scope_overlaps(me.scope, scope)
+            if pairs:
+                mine, theirs = pairs[0]
+                raise errors.RemoteScopeOverlap(remote=self.remote.name, other=other, glob=mine, other_glob=theirs)
+
+    # -- revert -------------------------------------------------------------------------------------
+
+    def revert(self, local: LocalState, name: str, to_seq: int) -> RevertResult:
+        """Make NAME's value in the vault what it was at head `to_seq` (absent there: a delete) — a
+        local change the next push publishes. The older head must still be kept by the remote,
+        decrypt with this identity and be the one the current head's log chains back to
+        (`sync_history_unavailable` otherwise)."""
+        from ..bundle import age, document
+        from ..store import Change
+
+        _state, _baseline, generation, fetched, me = self._begin(local)
+        head = fetched.head
+        if not Scope(me.scope).covers(name):
+            raise errors.KeyOutOfScope(name=name, member=me.id)
+        if to_seq == head.seq:
+            old = head
+        else:
+            child = next((e for e in head.sync.log if e.seq == to_seq + 1), None)
+            data = self.remote.transport.history(to_seq) if child is not None and to_seq >= 1 else None
+            if data is None or child is None:
+                raise errors.SyncHistoryUnavailable(seq=to_seq)
+            try:
+                old = chain.parse_head(document.parse(age.decrypt(data, [self._identity()])))
+            except errors.KimenError:
+                raise errors.SyncHistoryUnavailable(seq=to_seq) from None
+            if old.id != child.parent or old.seq != to_seq or old.remote_id != head.remote_id:
+                raise errors.SyncHistoryUnavailable(seq=to_seq, hint="the kept head is not the one the log names")
+        entry = old.entries.get(name)
+        current = local.local_values(Scope((name,))).get(name)
+        if entry is None:
+            changes = [Change.rm(name)] if current is not None else []
+        else:
+            changes = [Change.set(name, entry.value)] if current != entry.value else []
+        if changes:
+            local.write(changes, if_generation=generation)
+        return RevertResult(name, to_seq, entry is None, bool(changes))
+
+    # -- reset-baseline ---------------------------------------------------------------------------
+
+    def reset_baseline(self, local: LocalState, *, accept_fork: bool = False, rev: str | None = None) -> ResetResult:
+        """B := R and sync state := the current head, values unchanged (`sync reset-baseline
+        --to-remote`, or `--rev` when the head's remote rev is `rev`). The baseline's MAC is not
+        checked first (this is the way out of `sync_baseline_tampered`). `accept_fork` waives the
+        order check against the known head and re-anchors the ratchet on this head."""
+        previous, generation = local.unverified(self.remote.name)
+        if previous is not None and previous.remote_id != self._remote_id(previous):
+            previous = None
+        fetched = self.fetch(None, stateless=True) if accept_fork else self.fetch(previous)
+        if fetched is None:
+            raise errors.RemoteBundleMissingForBaseline(remote=self.remote.name)
+        if rev is not None and fetched.remote.rev != rev:
+            raise errors.RemoteChanged(remote=self.remote.name, expected_rev=rev, actual_rev=fetched.remote.rev,
+                                       recommended_action="sync_pull")
+        head = fetched.head
+        me = self._me(head)
+        scope = Scope(me.scope)
+        local.commit(self.remote.name, (), self._state_of(head, fetched.remote.rev, me),
+                     self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
+                     keep_local_rev=False, backup_path=None)
+        if accept_fork:
+            directory = self.remote.state_dir(head.remote_id)
+            directory.accept_fork(chain.known_head(head), fetched.remote.data)
+        else:
+            self._remember(head, fetched.remote.data)
+        return ResetResult(previous.head_rev if previous else None, fetched.remote.rev,
+                           previous.head_seq if previous else None, head.seq, accept_fork, head.id)
+
+    # -- membership (admins; no vault, no passphrase) ---------------------------------------------
+
+    def members(self) -> Fetched:
+        """The accepted current head, for `sync members list` (`remote_missing` when none)."""
+        fetched = self.fetch(None)
+        if fetched is None:
+            raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init")
+        self._me(fetched.head)
+        self._remember(fetched.head, fetched.remote.data)
+        return fetched
+
+    def change_members(self, change: merge.MembershipChange, *, max_attempts: int = MAX_ATTEMPTS) -> MembersResult:
+        """Publish a membership head: every entry carried forward, one new record signed by this
+        admin; a removal puts every live name in `rotation_due`. Reads and changes no vault."""
+        from ..bundle import age, document, keys
+
+        identity = self._identity()
+        transport = self.remote.transport
+        for attempt in range(1, max_attempts + 1):
+            with transport.locked():
+                fetched = self.fetch(None)
+                if fetched is None:
+                    raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init")
+                head = fetched.head
+                me = self._me(head)
+                if me.role != "admin":
+                    raise errors.SyncRoleForbidden(member=me.id, role=me.role, action="change the membership")
+                now = self.clock()
+                doc = merge.build_next(head, author=me.id, changes={}, at=format_time(now), now_ms=int(now * 1000),
+                                       creator=self.creator, membership=change, signer=identity)
+                document.sign(doc, identity)
+                plaintext = canonical(doc)
+                new_head = chain.parse_head(document.parse(plaintext))
+                data = age.encrypt(plaintext, [keys.parse_recipient(m.recipient).obj
+                                               for m in new_head.current.members])
+                published = transport.publish(data, fetched.remote.rev, seq=new_head.seq, by=me.id,
+                                              expected_seq=head.seq)
+                rev = getattr(published, "rev", None)
+                if rev is not None:
+                    self._remember(new_head, data)
+                    return MembersResult(new_head, rev, attempt)
+        raise errors.RemoteChanged(remote=self.remote.name, recommended_action="sync_members",
+                                   hint=f"lost the race to publish {max_attempts} times; run the command again")
+
+    # -- merging ----------------------------------------------------------------------------------
+
+    def _merge(self, local: LocalState, head: Head, scope: Scope, baseline: Mapping[str, Keyed] | None,
+               *, mirror: bool = False) -> tuple[MergeResult, dict[str, bytes]]:
+        values = local.local_values(scope)
+        k_sync = local.k_sync
+        digests = {name: merge.key_digest(k_sync, name, value) for name, value in values.items()}
+        if mirror:
+            return merge.mirror(k_sync, scope, head, digests), values
+        return merge.merge(k_sync, scope, head, digests, baseline), values
+
+    @staticmethod
+    def _remote_changes(result: MergeResult, head: Head) -> list[Change]:
+        """The remote-only changes as vault changes: set the head's value, or remove the name."""
+        from ..store import Change
+
+        out = [Change.set(name, head.entries[name].value) for name in result.remote_sets]
+        out += [Change.rm(name) for name in result.remote_deletes]
+        return out
+
+    @staticmethod
+    def _baseline_of(k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
+        """B := R for every in-scope name of the head."""
+        return merge.head_digests(k_sync, head, scope)
+
+    # -- pull -------------------------------------------------------------------------------------
+
+    def pull(self, local: LocalState, *, reconcile: bool = False, mirror: bool = False, dry_run: bool = False,
+             backup_path: str | None = None) -> PullResult:
+        """Accept the current head and merge it into the vault (docs/sync.md, "Pulling")."""
+        if reconcile and mirror:
+            raise errors.ConflictingPullModes()
+        _state, baseline, generation, fetched, me = self._begin(local)
+        head, scope = fetched.head, Scope(me.scope)
+        first_pull = baseline is None
+        result, _values = self._merge(local, head, scope, baseline, mirror=mirror)
+        mode = "pull_mirror" if mirror else "pull_reconcile" if reconcile else "pull"
+        result.check_conflicts()
+        if not first_pull and not mirror and not reconcile and result.local_changed:
+            raise errors.ManualPullRequired(remote=self.remote.name, recommended_action="sync_pull_reconcile")
+        changes = self._remote_changes(result, head)
+        applied, deleted = result.remote_sets, result.remote_deletes
+        kept = result.local_changed
+        if dry_run:
+            return PullResult(mode, head.seq, head.id, fetched.remote.rev, first_pull, None, applied, deleted, kept,
+                              not kept and not changes, dry_run=True, pin_remote_id=fetched.pin_remote_id)
+        local.commit(self.remote.name, changes, self._state_of(head, fetched.remote.rev, me),
+                     self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
+                     keep_local_rev=not kept, backup_path=backup_path)
+        self._remember(head, fetched.remote.data)
+        return PullResult(mode, head.seq, head.id, fetched.remote.rev, first_pull,
+                          backup_path if changes else None, applied, deleted, kept, not kept,
+                          pin_remote_id=fetched.pin_remote_id)
+
+    # -- push -------------------------------------------------------------------------------------
+
+    def push(self, local: LocalState, *, ff_only: bool = False, backup_path: str | None = None,
+             lock_wait: float | None = None, max_attempts: int = MAX_ATTEMPTS) -> PushResult:
+        """Publish the local-only changes in scope as the next head (docs/sync.md, "Pushing")."""
+        from ..bundle import age, document, keys
+
+        identity = self._identity()
+        transport = self.remote.transport
+        attempts = 0
+        while True:
+            attempts += 1
+            with transport.locked(lock_wait):
+                state, baseline, generation, fetched, me = self._begin(local)
+                head = fetched.head
+                if not me.can_write:
+                    raise errors.SyncRoleForbidden(member=me.id, role=me.role, action="publish heads")
+                scope = Scope(me.scope)
+                result, values = self._merge(local, head, scope, baseline)
+                result.check_conflicts()
+                remote_changes = self._remote_changes(result, head)
+                if ff_only and remote_changes:
+                    raise errors.RemoteChanged(remote=self.remote.name, expected_rev=state.head_rev if state else None,
+                                               actual_rev=fetched.remote.rev, recommended_action="sync_pull",
+                                               hint="the head moved since the last sync; pull first or drop --ff-only")
+                changes = merge.push_changes(result, values)
+                merged = sorted(result.remote_sets + result.remote_deletes)
+                if not changes:
+                    local.commit(self.remote.name, remote_changes, self._state_of(head, fetched.remote.rev, me),
+                                 self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
+                                 keep_local_rev=True, backup_path=backup_path)
+                    self._remember(head, fetched.remote.data)
+                    return PushResult(head.seq, head.id, fetched.remote.rev, fetched.remote.commit, head.generation,
+                                      [], [], merged, attempts, True, backup_path if remote_changes else None,
+                                      fetched.pin_remote_id)
+                now = self.clock()
+                doc = merge.build_next(head, author=me.id, changes=changes, at=format_time(now),
+                                       now_ms=int(now * 1000), creator=self.creator)
+                document.sign(doc, identity)
+                plaintext = canonical(doc)
+                new_head = chain.parse_head(document.parse(plaintext))
+                recipients = [keys.parse_recipient(m.recipient).obj for m in new_head.current.members]
+                data = age.encrypt(plaintext, recipients)
+                published = transport.publish(data, fetched.remote.rev, seq=new_head.seq, by=me.id,
+                                              expected_seq=head.seq)
+                rev = getattr(published, "rev", None)
+                if rev is not None:
+                    local.commit(self.remote.name, remote_changes, self._state_of(new_head, rev, me),
+                                 self._baseline_of(local.k_sync, new_head, scope), if_generation=generation,
+                                 scope=scope, keep_local_rev=True, backup_path=backup_path)
+                    self._remember(new_head, data)
+                    return PushResult(new_head.seq, new_head.id, rev, getattr(published, "commit", None),
+                                      new_head.generation, sorted(n for n, v in changes.items() if v is not None),
+                                      sorted(n for n, v in changes.items() if v is None), merged, attempts, False,
+                                      backup_path if remote_changes else None, fetched.pin_remote_id)
+            if attempts >= max_attempts:
+                raise errors.RemoteChanged(remote=self.remote.name, actual_rev=getattr(published, "actual_rev", None),
+                                           recommended_action="sync_push",
+                                           hint=f"lost the race to publish {attempts} times; run the command again")
+
+    # -- resolve ----------------------------------------------------------------------------------
+
+    def resolve(self, local: LocalState, take: Literal["local", "remote"], keys: Iterable[str] = (), *,
+                backup_path: str | None = None) -> ResolveResult:
+        """Settle conflicts against the current head: `remote` writes the head's value (or removes
+        the name), `local` keeps the vault's; both set the baseline of those keys to the head's, so
+        a following `pull --reconcile` (or push) completes. Before the first pull (no baseline) the
+        resolution and the first pull happen together, once every conflict is settled."""
+        from ..store import Change
+
+        if take not in ("local", "remote"):
+            raise errors.InvalidTake()
+        state, baseline, generation, fetched, me = self._begin(local)
+        head, scope = fetched.head, Scope(me.scope)
+        result, _values = self._merge(local, head, scope, baseline)
+        conflicts = result.conflict_keys
+        if not conflicts:
+            raise errors.NoOverlappingConflicts()
+        wanted = sorted(set(keys)) or conflicts
+        not_conflicts = [k for k in wanted if k not in conflicts]
+        if not_conflicts:
+            raise errors.ResolveKeyNotConflict(names=", ".join(not_conflicts), conflict_keys=conflicts)
+        remaining = [k for k in conflicts if k not in wanted]
+        remote_digests = merge.head_digests(local.k_sync, head, scope)
+        changes: list[Change] = []
+        if take == "remote":
+            for name in wanted:
+                entry = head.entries.get(name)
+                changes.append(Change.set(name, entry.value) if entry is not None else Change.rm(name))
+        if state is None or baseline is None:
+            if remaining:
+                raise errors.OverlappingChanges(
+                    names=", ".join(remaining), conflict_keys=remaining,
+                    conflicts=[c for c in result.conflicts if c["key"] in remaining],
+                    hint="before the first pull, settle every conflict in one `kimen sync resolve` "
+                         "(omit --key, or name them all)")
+            # the first pull and the resolution together
+            changes += self._remote_changes(result, head)
+            kept = result.local_changed + (wanted if take == "local" else [])
+            local.commit(self.remote.name, changes, self._state_of(head, fetched.remote.rev, me),
+                         self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
+                         keep_local_rev=not kept, backup_path=backup_path)
+        else:
+            new_baseline = dict(baseline)
+            for name in wanted:
+                if name in remote_digests:
+                    new_baseline[name] = remote_digests[name]
+                else:
+                    new_baseline.pop(name, None)
+            local.commit(self.remote.name, changes, state, new_baseline, if_generation=generation, scope=scope,
+                         keep_local_rev=False, backup_path=backup_path)
+        self._remember(head, fetched.remote.data)
+        return ResolveResult(take, wanted, remaining, backup_path if changes else None)
+
+    # -- changes (key level, names only) -----------------------------------------------------------
+
+    def changes(self, local: LocalState) -> Changes:
+        """`sync changes`: accept the head and compare per key, names only; nothing is written."""
+        state, baseline, _generation, fetched, me = self._begin(local)
+        result, _values = self._merge(local, fetched.head, Scope(me.scope), baseline)
+        local_changed = sorted(result.local_changed + [k for k in result.conflict_keys])
+        remote_changed = sorted(result.remote_sets + result.remote_deletes + result.conflict_keys)
+        return Changes(
+            seq=fetched.head.seq, first_pull=state is None, local_changed_keys=local_changed,
+            remote_changed_keys=remote_changed, conflict_keys=result.conflict_keys, conflicts=result.conflicts,
+            local_only_changed_keys=result.local_changed,
+            remote_only_changed_keys=sorted(result.remote_sets + result.remote_deletes),
+            converged_keys=result.names("converged"), out_of_scope_count=result.out_of_scope_count)
+
+    # -- status and conflicts (no passphrase, no identity, no decryption) ------------------------
+
+    def status(self, state: SyncState | None, local_rev: Callable[[Scope], str] | None) -> Status:
+        """The revision-level view: the head file's remote rev (read now) against the vault's
+        `head_rev`, the local revision against `last_local_rev`, the ratchet and the lock.
+        `state` is the vault's sync state read without the key (None: no baseline);
+        `local_rev(scope)` computes the local revision (None: no local vault)."""
+        transport = self.remote.transport
+        current = transport.read_head()
+        remote_id = self._remote_id(state)
+        ratchet = self.remote.state_dir(remote_id).read_ratchet() if remote_id is not None else None
+        holder = getattr(transport, "lock_holder", None)
+        lock_owner = holder() if holder is not None else None
+        has_local = local_rev is not None
+        local_changed = False
+        local = None
+        if state is not None and local_rev is not None:
+            local = local_rev(Scope(state.scope))
+            local_changed = local != state.last_local_rev
+        blockers: list[str] = []
+        if not has_local:
+            blockers.append("local_vault_missing")
+        if lock_owner is not None:
+            blockers.append("remote_lock_present")
+        if self.identity is None:
+            blockers.append("remote_identity_missing")
+        if state is not None and state.role == "reader" and local_changed:
+            blockers.append("sync_role_forbidden")
+        if current is None:
+            reason = "remote_disappeared" if state is not None else "remote_missing"
+        elif state is None:
+            reason = "no_local_baseline"
+        elif current.rev != state.head_rev:
+            reason = "remote_changed"
+        else:
+            reason = None
+        if reason is not None and reason != "remote_missing" and reason not in blockers:
+            blockers.append(reason)
+        action = _recommended_action(reason, has_local=has_local, identity=self.identity is not None,
+                                     local_changed=local_changed, lock=lock_owner is not None,
+                                     writer=state is not None and state.role in ("admin", "writer"))
+        return Status(
+            remote=self.remote.name, remote_id=remote_id, has_remote=current is not None, has_local=has_local,
+            remote_rev=current.rev if current is not None else None,
+            remote_commit=current.commit if current is not None else None,
+            last_seen_rev=state.head_rev if state is not None else None, local_rev=local,
+            head_seq=state.head_seq if state is not None else None,
+            ratchet_seq=ratchet.seq if ratchet is not None else None,
+            member=state.member if state is not None else None, role=state.role if state is not None else None,
+            scope=list(state.scope) if state is not None else None,
+            rotation_due_count=state.rotation_due_count if state is not None else 0,
+            local_changed=local_changed, has_lock=lock_owner is not None, lock_owner=lock_owner, reason=reason,
+            recommended_action=action, blockers=blockers)
+
+
+def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,
+                        writer: bool) -> str:
+    """The first applicable action, in the documented precedence."""
+    if not identity:
+        return "configure_remote_identity"
+    if not has_local:
+        return "vault_init" if reason != "remote_missing" else "sync_init"
+    if reason == "remote_missing":
+        return "sync_init"
+    if reason == "remote_disappeared":
+        return "sync_reset_baseline_or_remote_recreate"
+    if reason == "no_local_baseline":
+        return "sync_pull"
+    if reason == "remote_changed":
+        return "sync_pull_reconcile" if local_changed else "sync_pull"
+    if lock:
+        return "wait_or_sync_unlock"
+    if local_changed and writer:
+        return "sync_push"
+    return "none"
