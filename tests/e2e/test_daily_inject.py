@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 import pytest
 
+from tests.conftest import KIMEN
 from tests.e2e.vault_helpers import CANARY
 
 TEMPLATE = b"db: {{ kimen:app.db }}\nhelm: {{ .Values.x }}\nkept: \\{{ kimen:app.db }}\ntok: {{kimen:app.tok}}\n"
@@ -22,7 +24,7 @@ def vault(kimen):
     return kimen
 
 
-def test_renders_to_a_0600_file_under_umask_022(vault):
+def test_renders_to_a_0600_file_under_umask_022_and_000(vault):
     out = vault.cwd / "out.yml"
     done = vault.ok("inject", "-i", "t.yml", "-o", "out.yml", "--json", env=vault.with_pass())
     assert out.read_bytes() == (b"db: " + CANARY + b"\nhelm: {{ .Values.x }}\nkept: {{ kimen:app.db }}\ntok: t0k\n")
@@ -33,6 +35,11 @@ def test_renders_to_a_0600_file_under_umask_022(vault):
     assert CANARY not in done.out and CANARY.decode() not in done.err
     human = vault.ok("inject", "--in", "t.yml", "--out", "out.yml", env=vault.with_pass())
     assert human.stdout.strip() == f"wrote {out} (2 references, 2 secrets)"
+    os.chmod(out, 0o666)  # an old mode and an open umask change nothing
+    done = subprocess.run(["sh", "-c", f"umask 000; exec {KIMEN} inject -i t.yml -o out.yml"], cwd=vault.cwd,
+                          env={**vault.env, **vault.with_pass()}, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
 
 
 def test_stdout_needs_unsafe_stdout_before_any_unlock(vault):
