@@ -171,8 +171,56 @@ def cmd_status(inv: Invocation) -> Result:
     name, source = _profile_choice(inv)
     cwd = os.getcwd()
     profile = status.profile_section(name, source, inv.env, cwd)
-    doc = status.document(vault, session, profile, status.visible_profiles(inv.env, cwd), [])
+    doc = status.document(vault, session, profile, status.visible_profiles(inv.env, cwd), _remotes(inv))
     return Result("status", status.lines(doc), doc)
+
+
+def _remotes(inv: Invocation) -> list[dict[str, Any]]:
+    """Per configured remote the head this vault last accepted, read from its ratchet file (never
+    the remote, git or the vault); no config file or no remote: none."""
+    from .. import paths
+
+    try:
+        if not os.path.lexists(paths.config_file(inv.env)):
+            return []
+    except (KeyError, OSError, RuntimeError):
+        return []
+    from ..access import load_config
+
+    configured = load_config(inv).data.get("remotes")
+    out: list[dict[str, Any]] = []
+    for remote in configured if isinstance(configured, list) else ():
+        if not isinstance(remote, dict) or not isinstance(remote.get("name"), str):
+            continue
+        remote_id = remote.get("remote_id")
+        seq, at = _known_head(inv, remote_id) if isinstance(remote_id, str) else (None, None)
+        out.append({"name": remote["name"], "type": remote.get("type"), "remote_id": remote_id or None,
+                    "known_seq": seq, "known_at": at})
+    return out
+
+
+def _known_head(inv: Invocation, remote_id: str) -> tuple[int | None, str | None]:
+    """(seq, updated_at) of `<state>/sync/<remote_id>/ratchet.json`, or (None, None)."""
+    import json
+
+    from .. import paths
+
+    if not remote_id or "/" in remote_id or remote_id in (".", ".."):
+        return None, None
+    path = os.path.join(paths.state_dir(inv.env), "sync", remote_id, "ratchet.json")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        try:
+            doc = json.loads(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, RecursionError):
+        return None, None
+    if not isinstance(doc, dict) or doc.get("remote_id") != remote_id:
+        return None, None
+    seq, at = doc.get("seq"), doc.get("updated_at")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+            at if isinstance(at, str) else None)
 
 
 def _session_fields(inv: Invocation, canonical: str) -> dict[str, Any] | None:

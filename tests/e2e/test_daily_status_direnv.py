@@ -117,3 +117,24 @@ def test_kimen_profile_is_the_default_profile(repo):
     assert repo.ok("plan", "--json", "--profile", "dev", "--", "true", env=env).json()["profile_source"] == "flag"
     assert repo.ok("plan", "--json", "--env", "A=const:x", "--", "true",
                    env={"KIMEN_PROFILE": ""}).json()["profile_source"] is None
+
+
+def test_status_shows_the_known_head_of_each_remote(tmp_path):
+    from tests.e2e.test_sync_cli import member
+
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+    ana = member(tmp_path, "ana")
+    ana.ok("remote", "add", "spare", "--path", str(tmp_path / "spare"))
+    done = ana.ok("sync", "init", "team", "--path", str(remote_dir), "--identity", str(ana.identity),
+                  "--member", "ana", "--json").json()
+    doc = ana.ok("status", "--json").json()
+    remotes = {r["name"]: r for r in doc["remotes"]}
+    assert remotes["spare"] == {"name": "spare", "type": "fs", "remote_id": None, "known_seq": None, "known_at": None}
+    team = remotes["team"]
+    assert team["remote_id"] == done["remote_id"] and team["type"] == "fs"
+    assert isinstance(team["known_seq"], int) and team["known_seq"] >= 1 and team["known_at"]
+    lines = ana.ok("status").stdout.splitlines()
+    head = f"known head seq {team['known_seq']} at {team['known_at']}"
+    assert f"remote:   team (fs) {head} (kimen sync status for more)" in lines
+    assert "remote:   spare (fs) no head accepted yet (kimen sync pull)" in lines
