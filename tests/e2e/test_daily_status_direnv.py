@@ -48,6 +48,9 @@ def test_status_missing_vault_and_profile_still_exit_0(kimen):
     assert doc["profile"]["source"] == "flag"
     assert "kimen vault init" in doc["next"]
     kimen.fail(2, "usage_error", "status", "--bogus")
+    (kimen.root / "bad.json").write_text("{bad")
+    done = kimen.run("status", "--json", env={"KIMEN_CONFIG": str(kimen.root / "bad.json")})
+    assert done.code == 26 and done.out == b""
 
 
 def test_status_imports_nothing_heavy_and_opens_no_sqlite(repo):
