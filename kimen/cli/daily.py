@@ -70,7 +70,7 @@ def cmd_inject(inv: Invocation) -> Result | int:
     from ..projection import template
 
     args = inv.options
-    in_path = args.template if args.template not in (None, "") else "-"
+    in_path = args.template if args.template is not None else "-"
     to_stdout = args.out in (None, "-")
     if to_stdout and not args.unsafe_stdout and not args.dry_run:
         raise errors.UnsafeStdoutRequired(hint="pass -o PATH, or --unsafe-stdout to print the rendered values")
