@@ -6,6 +6,7 @@
    /bin/true` (20 secrets; budget 1.2x).
 3. `kimen inject` of a 100-reference template with a session against `kimen run` of a profile
    with the same 100 secrets (budget 1.5x).
+4. `kimen migrate` of a 1 000-line `.env` against `kimen secret import` of it (budget 1.2x).
 
 Interleaved rounds; wall ms median [min-max] and the child's CPU ms median. Never asserts.
 Standalone: `python bench/bench_daily.py [ROUNDS]`.
@@ -64,6 +65,16 @@ def main(argv: list[str]) -> int:
                     [KIMEN, "run", "--profile", "hundred", "--", "/bin/true"], env),
                  "kimen inject -i t.tmpl -o out.txt": ([KIMEN, "inject", "-i", "t.tmpl", "-o", "out.txt"], env)},
                 rounds, work)
+        print("migrate of a 1 000-line .env against secret import of the same file (both replacing the same "
+              "1 000 values after a backup, with the passphrase, no session):")
+        kimen(env, "session", "stop")
+        (work / "big.env").write_bytes(dotenv)
+        kimen(pass_env, "secret", "import", str(work / "big.env"), "--prefix", "m.")
+        measure({"kimen secret import big.env --prefix m. --overwrite": (
+                    [KIMEN, "secret", "import", "big.env", "--prefix", "m.", "--overwrite"], pass_env),
+                 "kimen migrate big.env --prefix m. --overwrite --update-profile": (
+                    [KIMEN, "migrate", "big.env", "--profile", "m", "--prefix", "m.", "--overwrite",
+                     "--update-profile"], pass_env)}, rounds, work)
     finally:
         subprocess.run([KIMEN, "session", "stop"], env=env, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
