@@ -94,7 +94,6 @@ def lint_report(
         "exit_code": errors.AREA_MAP_LINT if failed else 0,
         "path": profile.source if profile is not None else None,
         "profile_path": profile.source if profile is not None else None,
-        "profile_source": getattr(inv.options, "profile_source", None),
         "mode": mode,
         "env_count": sum(1 for d in winners if d.kind == "env"),
         "file_count": sum(1 for d in winners if d.kind == "file"),
