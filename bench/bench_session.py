@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env
+from benchlib import KIMEN, PASSPHRASE, SMALL_KDF, isolated_env, measure
 
 _env = isolated_env
 
@@ -158,25 +156,9 @@ def main(argv: list[str]) -> int:
                 [KIMEN, "secret", "get", "bench.secret_0", "--unsafe-stdout"], env),
             "kimen session status": ([KIMEN, "session", "status"], env),
         }
-        for argv_, e in cases.values():
-            subprocess.run(argv_, env=e, check=True, capture_output=True)
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        cpu: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(rounds):
-            for name, (argv_, e) in cases.items():
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t0 = time.perf_counter()
-                subprocess.run(argv_, env=e, check=True, stdout=subprocess.DEVNULL)
-                times[name].append((time.perf_counter() - t0) * 1000)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
-        base, cbase = statistics.median(times["python -c pass"]), statistics.median(cpu["python -c pass"])
         print(f"latency with a live session: {rounds} interleaved rounds; wall ms median [min-max] and ratio "
               "to python -c pass; CPU ms median and ratio")
-        for name, values in times.items():
-            med, cmed = statistics.median(values), statistics.median(cpu[name])
-            print(f"  {name:44s} {med:7.1f} [{min(values):6.1f}-{max(values):6.1f}]  x{med / base:4.2f}"
-                  f"   cpu {cmed:6.1f}  x{cmed / cbase:4.2f}")
+        measure(cases, rounds)
     finally:
         subprocess.run([KIMEN, "session", "stop"], env=env, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -38,6 +38,8 @@ AREA_VAULT = 24
 AREA_BUNDLE = 25
 AREA_CONFIG = 26
 AREA_DOCTOR = 27
+AREA_INJECT = 28
+AREA_MIGRATE = 29
 AREA_REMOTE = 30
 AREA_SYNC = 32
 AREA_INIT = 33
@@ -405,6 +407,23 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'give a duration back from now (90s, 15m, 1h30m, 7d) or an RFC 3339 time (2026-11-25T10:00:00Z)'),
     ('UnsafeTokenFile', 'unsafe_token_file', None, 'unsafe token file: {path} ({problem})',
      'the token file must be a regular file you own, readable by you only (chmod 600)'),
+    # -- daily use: inject, migrate, status, direnv --
+    ('InvalidTemplate', 'invalid_template', None, 'invalid template reference at line {line}, column {column}',
+     'a reference is {{ kimen:NAME }} on one line; write \\{{ kimen:NAME }} to keep one literally'),
+    ('TemplateTooLarge', 'template_too_large', None, 'template {path} exceeds 16 MiB', None),
+    ('TemplateUnreadable', 'template_unreadable', None, 'cannot read the template: {path} ({problem})', None),
+    ('NoEnvFilesFound', 'no_env_files_found', None, 'no dotenv files found under {root} (depth {depth})',
+     'name the files (kimen migrate FILE ...) or look deeper (--depth N, at most 8)'),
+    ('MigratePrefixAmbiguous', 'migrate_prefix_ambiguous', None,
+     '--prefix {prefix} would give the same names to files of more than one directory or profile',
+     'drop --prefix, or migrate one directory at a time: kimen migrate DIR/.env --prefix P'),
+    ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
+     'pass --update-profile to add the variables it does not set'),
+    ('UnsafeStdoutTerminal', 'unsafe_stdout_terminal', None, 'refusing to print secret values to a terminal',
+     'run it inside eval "$(...)" (direnv), or drop --unsafe-stdout'),
+    ('DirenvNeedsSession', 'direnv_needs_session', None,
+     'direnv --unsafe-stdout reads values only from a live session or an explicit passphrase source',
+     'kimen session start'),
     # -- remotes and team sync (30, 31, 32) --
     ('RemoteScopeOverlap', 'remote_scope_overlap', None,
      'your scope in remote {remote} ({glob}) overlaps your scope in remote {other} ({other_glob})',
@@ -544,18 +563,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('MissingBackup', 'missing_backup', None, 'missing --backup', None),
     ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
     ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
-    # -- daily use (inject, migrate): the cores exist, the commands do not yet --
-    ('InvalidTemplate', 'invalid_template', None, 'invalid template reference at line {line}, column {column}',
-     'a reference is {{ kimen:NAME }} on one line; write \\{{ kimen:NAME }} to keep one literally'),
-    ('TemplateTooLarge', 'template_too_large', None, 'template {path} exceeds 16 MiB', None),
-    ('TemplateUnreadable', 'template_unreadable', None, 'cannot read the template: {path} ({problem})', None),
-    ('NoEnvFilesFound', 'no_env_files_found', None, 'no dotenv files found under {root} (depth {depth})',
-     'name the files (kimen migrate FILE ...) or look deeper (--depth N, at most 8)'),
-    ('MigratePrefixAmbiguous', 'migrate_prefix_ambiguous', None,
-     '--prefix {prefix} would give the same names to files of more than one directory or profile',
-     'drop --prefix, or migrate one directory at a time: kimen migrate DIR/.env --prefix P'),
-    ('ProfileExists', 'profile_exists', None, 'profile already exists: {path}',
-     'pass --update-profile to add the variables it does not set'),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )
@@ -606,6 +613,7 @@ WARNINGS: dict[str, str] = {
     "generated_value_weak": "`secret generate`: the value has fewer than 64 bits of strength (a PIN may be meant)",
     "env_file_tracked": "`migrate`: a dotenv file is tracked by git (its values are in the history: rotate them)",
     "migrate_kept_existing": "`migrate --skip-existing`: names already in the vault are kept and mapped, not imported",
+    "template_has_no_references": "`inject`: the template holds no {{ kimen:NAME }} reference (it is copied as is)",
     "direnv_skipped_directives": "`direnv --unsafe-stdout`: the profile's file, envpath and stdin directives are skipped",
     "identity_source_conflict": "several age identities are given; the first is used and the others named",
     "bundle_unsigned_accepted": "--allow-unsigned accepted a bundle without a signature",

@@ -139,11 +139,17 @@ SIMPLE_ACCEPTED = [
     ["secret", "list", "--match", "app.*", "--json", "--match", "db.**"],
     ["--passphrase-cmd", "pass x", "secret", "list", "--prefix", "p", "--prefix", "q"],
     ["session", "status"], ["session", "status", "--json", "--vault", "a.db"],
+    ["status"], ["status", "--json"], ["--json", "status", "--profile", "dev"],
+    ["status", "--vault", "v.db", "--no-session"],
+    ["direnv", "--profile", "dev"], ["direnv", "--profile", "dev", "--unsafe-stdout", "--json"],
+    ["--vault", "direnv", "direnv"],  # a vault file named direnv
 ]
 SIMPLE_DECLINED = [
     ["version", "--help"], ["vault", "info", "extra"], ["secret", "list", "--prefix"],
     ["secret", "list", "--prefix=p"], ["secret", "list", "--prefix", "-p"], ["session", "status", "--verify"],
     ["vault", "init"], ["secret", "get", "x"], ["session"], ["vault"], ["--vault"], ["-h", "version"],
+    ["status", "--profile"], ["status", "--profile=dev"], ["status", "-h"], ["status", "extra"],
+    ["direnv", "--unsafe"], ["direnv", "--profile", "-x"], ["status", "--map", "m.kmap"],
 ]
 
 
@@ -178,7 +184,7 @@ def test_every_simple_command_is_in_the_table_and_the_dispatcher_knows_its_word(
         assert simple_namespace(list(words)) == argparse_namespace(list(words), word=words[0])
 
 
-WORDS = {"version", "vault", "secret", "session"}
+WORDS = {"version", "vault", "secret", "session", "status", "direnv"}
 SIMPLE_TOKENS = st.sampled_from([
     "version", "vault", "path", "info", "secret", "list", "session", "status", "--verify", "--prefix",
     "--long", "--json", "--vault", "--passphrase-cmd", "--passphrase-stdin", "--no-session", "--debug", "-h",

@@ -23,7 +23,7 @@ import sys
 
 from .. import errors, output
 from .flags import GLOBAL, value_flags
-from .model import COMMANDS, Invocation, Result, split_child_argv
+from .model import COMMANDS, PROFILE_ENV_COMMANDS, Invocation, Result, split_child_argv
 
 TYPE_CHECKING = False  # neither typing nor collections.abc is imported on the hot path
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ __all__ = ["run_cli", "split_child_argv"]
 _VALUE_FLAGS = value_flags(GLOBAL)
 # The first words of the commands `kimen.cli.fastargs.simple_options` reads (kept in step with its
 # table by tests/test_fastargs.py, so this module need not import the reader for other commands).
-_SIMPLE_WORDS = frozenset({"version", "vault", "secret", "session"})
+_SIMPLE_WORDS = frozenset({"version", "vault", "secret", "session", "status", "direnv"})
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -135,6 +135,18 @@ def _parser_usage(leaf: Any) -> Callable[[], str | None]:
     return lambda: str(leaf.format_usage().strip())
 
 
+def _profile_default(options: dict[str, Any], word: str | None, env: Mapping[str, str]) -> None:
+    """KIMEN_PROFILE (non-empty) is the profile of the commands of `PROFILE_ENV_COMMANDS` when
+    neither --profile nor --map is given; `profile_source` says which applied (flag, env or None)."""
+    if options.get("profile") is not None:
+        options["profile_source"] = "flag"
+    elif options.get("map") is None and word in PROFILE_ENV_COMMANDS and env.get("KIMEN_PROFILE"):
+        options["profile"] = env["KIMEN_PROFILE"]
+        options["profile_source"] = "env"
+    else:
+        options["profile_source"] = None
+
+
 def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     """Parse `argv`, run the command, render its result or error; returns the exit code.
 
@@ -185,6 +197,8 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             from ..daemon.tokens import with_token_file
 
             env = with_token_file(os.environ, options["token_file"])
+        if "profile" in options:
+            _profile_default(options, word, env)
         inv = Invocation(options, env=env, child_argv=child_argv, area=area, usage=usage)
         if want_json != inv.json:  # `--json` was the value of another flag
             want_json = inv.json

@@ -497,6 +497,7 @@ def cmd_doctor(inv: Invocation) -> int:
     if inv.json:
         print_json(success_envelope("doctor", {
             "ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
+            "profile_source": getattr(args, "profile_source", None),
             "error_count": n_err, "warning_count": n_warn, "checks": checks.items}))
     else:
         lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]

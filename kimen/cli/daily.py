@@ -1,186 +1,378 @@
-"""`kimen secret generate|edit|copy` (docs/daily.md): new random values, editing a value in the
-user's editor, and handing a value to the clipboard.
+"""`kimen inject|migrate|status|direnv`: the daily-use commands (docs/daily.md).
 
-The rules live in their own modules (`kimen.generate`, `kimen.editing`, `kimen.clipboard`); these
-handlers check the input before anything is unlocked, then read and write through the store (so a
-session, its grants and its audit log apply). No handler prints or returns a value.
+The rules live in the cores: the template scanner and renderer (`kimen.projection.template`),
+dotenv detection and planning (`kimen.migrate`), the status screen (`kimen.status`) and the
+direnv output (`kimen.direnv`). This module wires them to the store, the files and the output.
+
+`status` and `direnv` (safe output) are on the light path: nothing heavy is imported at top level,
+and their handlers never open SQLite, run git or import crypto.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
 from .. import errors
-from ..store import Change, check_secret_name
-from .model import Invocation, Result
+from .model import COMMANDS, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
-    from ..store import SetMode, Store
-
-CAS_ATTEMPTS = 5
-
-
-def register(group: argparse._SubParsersAction) -> None:
-    """Add `generate`, `edit` and `copy` to the `secret` group."""
-    from .parser import add_command, complete_names
-
-    p = add_command(group, "generate", "store a new random value (never printed)", handler=cmd_generate)
-    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
-    p.add_argument("--length", metavar="N", help="characters (1-4096, default 32)")
-    p.add_argument("--charset", metavar="SET", help="alnum (default), alpha, digits, hex, base32 or symbols")
-    p.add_argument("--bytes", metavar="N", dest="nbytes", help="random bytes (1-65536) instead of text")
-    p.add_argument("--encoding", metavar="ENC", help="with --bytes: hex (default), base64, base64url or raw")
-    p.add_argument("--replace", action="store_true", help="replace an existing secret (its value goes to history)")
-    p.add_argument("--dry-run", action="store_true", help="show what would be generated (no passphrase)")
-
-    p = add_command(group, "edit", "edit a secret in $VISUAL/$EDITOR (a private file, removed afterwards)",
-                    handler=cmd_edit)
-    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
-    p.add_argument("--create", action="store_true", help="start from an empty value when NAME does not exist")
-    p.add_argument("--keep-newline", action="store_true", help="keep a final newline the editor added")
-
-    p = add_command(group, "copy", "put a secret on the clipboard, cleared after 45s", handler=cmd_copy)
-    complete_names(p.add_argument("name", metavar="NAME"), "secrets")
-    clear = p.add_mutually_exclusive_group()
-    clear.add_argument("--clear-after", metavar="DUR", help="clear the clipboard after DUR (default 45s, 1s-24h)")
-    clear.add_argument("--no-clear", action="store_true", help="leave the value on the clipboard")
+    from .model import Invocation
 
 
-def _count(flag: str, text: str | None) -> int | None:
-    if text is None:
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    from .flags import BUNDLE_SOURCE, DIRENV, STATUS
+    from .parser import add_command, add_flags
+
+    if name == "inject":
+        p = add_command(sub, "inject", COMMANDS[name][1], handler=cmd_inject, area=errors.AREA_INJECT)
+        p.add_argument("-i", "--in", dest="template", metavar="TEMPLATE",
+                       help="the template file (- or omitted: stdin)")
+        p.add_argument("-o", "--out", metavar="PATH", help="the file to write, 0600 (- or omitted: stdout)")
+        p.add_argument("--unsafe-stdout", action="store_true", help="allow the rendered values on stdout")
+        p.add_argument("--dry-run", action="store_true", help="check the references only; unlock nothing")
+        add_flags(p, BUNDLE_SOURCE)
+    elif name == "status":
+        p = add_command(sub, "status", COMMANDS[name][1], handler=cmd_status, area=errors.AREA_CONFIG)
+        add_flags(p, STATUS)
+
+    elif name == "direnv":
+        p = add_command(sub, "direnv", COMMANDS[name][1], handler=cmd_direnv, area=errors.AREA_ENVFILE)
+        add_flags(p, DIRENV)
+
+    elif name == "migrate":
+        p = add_command(sub, "migrate", COMMANDS[name][1], handler=cmd_migrate, area=errors.AREA_MIGRATE)
+        p.add_argument("files", nargs="*", metavar="FILE", help="dotenv files to import (default: detect)")
+        p.add_argument("--profile", metavar="NAME", help="the profile of .env and .env.local (default dev)")
+        p.add_argument("--all", action="store_true", help="also import .env.<profile> files")
+        p.add_argument("--depth", metavar="N", type=int, default=4, help="directories to descend (0-8, default 4)")
+        p.add_argument("--prefix", metavar="P", help="secret name prefix (one directory only)")
+        existing = p.add_mutually_exclusive_group()
+        existing.add_argument("--overwrite", action="store_true", help="replace existing secrets (backup first)")
+        existing.add_argument("--skip-existing", action="store_true", help="keep and map existing secrets")
+        p.add_argument("--update-profile", action="store_true", help="append to an existing profile file")
+        p.add_argument("--no-backup", action="store_true", help="no backup before --overwrite")
+        p.add_argument("--dry-run", action="store_true", help="show the plan; no passphrase, nothing written")
+
+
+# ---------------------------------------------------------------------------------------------
+# inject
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_inject(inv: Invocation) -> Result | int:
+    from .. import fsutil
+    from ..paths import absolute
+    from ..projection import template
+
+    args = inv.options
+    in_path = args.template if args.template is not None else "-"
+    to_stdout = args.out in (None, "-")
+    if to_stdout and not args.unsafe_stdout and not args.dry_run:
+        raise errors.UnsafeStdoutRequired(hint="pass -o PATH, or --unsafe-stdout to print the rendered values")
+    if to_stdout:
+        out = None
+    else:
+        from .pipeline import output_file
+
+        out = output_file(args.out)
+    if in_path == "-":
+        if inv.passphrase_stdin or getattr(args, "identity_stdin", False):
+            raise errors.ConflictingStdinInputs()
+        from ..access import stdin_claim
+
+        stdin_claim(inv).claim("template")
+    data = template.read(in_path if in_path == "-" else absolute(in_path), sys.stdin.buffer)
+    parsed = template.parse(data, in_path)
+    if parsed.references == 0:
+        from ..output import warn
+
+        warn(f"the template {in_path} has no {{{{ kimen:NAME }}}} reference; it is copied as is",
+             reason="template_has_no_references")
+    where = out if out is not None else "stdout"
+    fields: dict[str, Any] = {"in": in_path if in_path == "-" else absolute(in_path), "out": out,
+                              "references": parsed.references, "secrets": parsed.names}
+    if args.dry_run:
+        _check_names(inv, parsed.names)
+        fields.update(bytes=None, dry_run=True, missing=[])
+        human = [f"[dry-run] would write {where}: {parsed.references} references, {len(parsed.names)} secrets",
+                 *(f"[dry-run]   {name}" for name in parsed.names)]
+        return Result("inject", human, fields)
+    values: dict[str, bytes] = {}
+    if parsed.names:
+        from .pipeline import store_for
+
+        store = store_for(inv)
+        try:
+            values = {name: item.value for name, item in store.read(parsed.names).items()}
+        finally:
+            store.close()
+    rendered = parsed.render(values)
+    if out is None:
+        from ..output import write_bytes
+
+        write_bytes(rendered)
+        return 0
+    fsutil.atomic_write(out, rendered)
+    from .common import warn_if_not_git_ignored
+
+    warn_if_not_git_ignored(inv, out)
+    fields.update(bytes=len(rendered), dry_run=False)
+    return Result("inject", f"wrote {out} ({parsed.references} references, {len(parsed.names)} secrets)", fields)
+
+
+def _check_names(inv: Invocation, names: list[str]) -> None:
+    """--dry-run: every name exists (the vault's names without unlocking; a bundle's after opening it)."""
+    if not names:
+        return
+    if getattr(inv.options, "bundle", None):
+        from .pipeline import store_for
+
+        store = store_for(inv)
+        try:
+            found = store.names(names)  # type: ignore[attr-defined]
+        finally:
+            store.close()
+    else:
+        from ..access import open_metadata, resolve_vault
+
+        location = resolve_vault(inv)
+        if not os.path.exists(location.path):
+            raise errors.VaultNotFound(path=location.path)
+        with open_metadata(inv, location) as vault:
+            found = set(vault.list_names())
+    missing = sorted(n for n in names if n not in found)
+    if missing:
+        raise errors.SecretNotFound(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------------------------
+
+
+def _profile_choice(inv: Invocation) -> tuple[str | None, str | None]:
+    """The selected profile and where it came from (`flag`, `env`), KIMEN_PROFILE applied."""
+    return inv.options.profile, getattr(inv.options, "profile_source", None)
+
+
+def cmd_status(inv: Invocation) -> Result:
+    from .. import status
+    from ..access import resolve_vault
+
+    location = resolve_vault(inv)
+    vault = status.vault_section(location.path, location.source)
+    fields = _session_fields(inv, location.canonical_path)
+    session = status.session_section(fields)
+    name, source = _profile_choice(inv)
+    cwd = os.getcwd()
+    profile = status.profile_section(name, source, inv.env, cwd)
+    doc = status.document(vault, session, profile, status.visible_profiles(inv.env, cwd), _remotes(inv))
+    return Result("status", status.lines(doc), doc)
+
+
+def _remotes(inv: Invocation) -> list[dict[str, Any]]:
+    """Per configured remote the head this vault last accepted, read from its ratchet file (never
+    the remote, git or the vault); no config file or no remote: none."""
+    from .. import paths
+
+    try:
+        if not os.path.lexists(paths.config_file(inv.env)):
+            return []
+    except (KeyError, OSError, RuntimeError):
+        return []
+    from ..access import load_config
+
+    configured = load_config(inv).data.get("remotes")
+    out: list[dict[str, Any]] = []
+    for remote in configured if isinstance(configured, list) else ():
+        if not isinstance(remote, dict) or not isinstance(remote.get("name"), str):
+            continue
+        remote_id = remote.get("remote_id")
+        seq, at = _known_head(inv, remote_id) if isinstance(remote_id, str) else (None, None)
+        out.append({"name": remote["name"], "type": remote.get("type"), "remote_id": remote_id or None,
+                    "known_seq": seq, "known_at": at})
+    return out
+
+
+def _known_head(inv: Invocation, remote_id: str) -> tuple[int | None, str | None]:
+    """(seq, updated_at) of `<state>/sync/<remote_id>/ratchet.json`, or (None, None)."""
+    import json
+
+    from .. import paths
+
+    if not remote_id or "/" in remote_id or remote_id in (".", ".."):
+        return None, None
+    path = os.path.join(paths.state_dir(inv.env), "sync", remote_id, "ratchet.json")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        try:
+            doc = json.loads(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, RecursionError):
+        return None, None
+    if not isinstance(doc, dict) or doc.get("remote_id") != remote_id:
+        return None, None
+    seq, at = doc.get("seq"), doc.get("updated_at")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+            at if isinstance(at, str) else None)
+
+
+def _session_fields(inv: Invocation, canonical: str) -> dict[str, Any] | None:
+    """What the daemon says about the selected vault (one `status` request, 1 s timeout): `state`
+    stopped, locked, expired or unlocked; None when it did not answer (shown as unknown)."""
+    from ..daemon import control
+
+    try:
+        _socket, found = control.status(inv.env, canonical)
+    except errors.KimenError:
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 9:
-        raise errors.InvalidGenerateOptions(detail=f"{flag} takes a positive integer, not {text[:40]!r}")
-    return int(text)
+    raw = found.status
+    if raw is None:
+        return None if found.state == "busy" else {"state": "stopped"}
+    vaults = [v for v in raw.get("vaults") or () if isinstance(v, dict)]
+    mine = next((v for v in vaults if v.get("vault_path") == canonical), None)
+    state = (mine.get("state") or "unlocked") if mine is not None else "locked"
+    expired = mine is not None and state == "expired"
+    return {"state": state, "pid": raw.get("pid"), "vault_path": canonical, "vaults": vaults,
+            "expired_at": mine.get("expired_at") if expired else None,  # type: ignore[union-attr]
+            "expired_by": mine.get("expired_by") if expired else None,  # type: ignore[union-attr]
+            "require_grant": bool(raw.get("require_grant"))}
 
 
-# -- generate --
+# ---------------------------------------------------------------------------------------------
+# direnv
+# ---------------------------------------------------------------------------------------------
 
 
-def cmd_generate(inv: Invocation) -> Result:
+def cmd_direnv(inv: Invocation) -> Result | int:
+    from .. import direnv
+    from ..output import write_bytes
+
+    name, source = _profile_choice(inv)
+    if not name:
+        raise errors.UsageError(detail="give --profile NAME or set KIMEN_PROFILE")
+    if inv.options.unsafe_stdout and sys.stdout.isatty():
+        raise errors.UnsafeStdoutTerminal()
+    from .pipeline import load_profile
+
+    profile = load_profile(inv, profile=name, map_path=None, inline=[])
+    if inv.json and not inv.options.unsafe_stdout:  # what the safe output selects and watches (names only)
+        return Result("direnv", None, {"profile": name, "profile_source": source, "profile_path": profile.source,
+                                       "watch_files": list(dict.fromkeys(profile.files))})
+    if not inv.options.unsafe_stdout:
+        write_bytes(direnv.safe_output(name, profile.files).encode())
+        return 0
+    envs = direnv.env_directives(profile.winners())
+    from ..environ import public_environ
+    from ..projection.resolve import resolve
+
+    values = resolve(envs, lambda: _session_store(inv), public_environ(inv.env), os.getcwd())
+    data = direnv.unsafe_output(name, profile.files, [(d.target, values[d]) for d in envs])
+    write_bytes(data)
+    return 0
+
+
+def _session_store(inv: Invocation) -> Any:
+    """A live session, or an explicit passphrase source: never a prompt or the configured unlock
+    method (direnv runs on every `cd`)."""
+    from ..access import explicit, open_store, resolve_vault, session_probe
+
+    if explicit(inv) is not None:
+        return open_store(inv)
+    location = resolve_vault(inv)
+    if not os.path.exists(location.path):
+        raise errors.VaultNotFound(path=location.path)
+    if not inv.no_session:
+        from ..access import open_metadata
+
+        store = session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
+        if store is not None:
+            return store
+    raise errors.DirenvNeedsSession()
+
+
+# ---------------------------------------------------------------------------------------------
+# migrate
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_migrate(inv: Invocation) -> Result:
+    from .. import migrate
+    from ..access import open_metadata, resolve_vault
+
+    args = inv.options
+    cwd = os.getcwd()
+    profile = args.profile or migrate.DEFAULT_PROFILE
+    if args.files:
+        detection = migrate.explicit(list(args.files), cwd, profile=profile, env=inv.env)
+    else:
+        detection = migrate.detect(migrate.find_root(cwd), profile=profile, all_profiles=args.all,
+                                   depth=args.depth, env=inv.env)
+    plan = migrate.plan(detection, prefix=args.prefix)
+    location = resolve_vault(inv)
+    if not os.path.exists(location.path):
+        raise errors.VaultNotFound(path=location.path)
+    with open_metadata(inv, location) as vault:
+        existing = vault.names(plan.names())
+    plan.resolve(existing, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    writes = plan.profiles(update=args.update_profile)  # profile_exists before anything is written
+    backup = None
+    changes = plan.changes()
+    if changes and not args.dry_run:
+        backup = _import(inv, location, changes, backup=args.overwrite and not args.no_backup)
+    if not args.dry_run:
+        _write_profiles(writes, [c.name for c in changes])
+    lines = plan.lines(cwd, dry_run=args.dry_run)
+    for write in writes:
+        if write.existed and write.data is None:
+            lines.append(f"{'[dry-run] ' if args.dry_run else ''}profile {os.path.relpath(write.path, cwd)} "
+                         "already sets every variable")
+    if backup:
+        lines.append(f"backup: {backup}")
+    steps = plan.next_steps(cwd)
+    lines += steps if not args.dry_run else []
+    return Result("migrate", lines, {
+        "root": plan.root, "files": plan.files_json(), "not_imported": plan.not_imported_json(),
+        "backup_path": backup, "dry_run": bool(args.dry_run), "next_steps": steps,
+    })
+
+
+def _import(inv: Invocation, location: Any, changes: list[Any], *, backup: bool) -> str | None:
+    """All values in one store transaction, after a backup when values are replaced."""
     from ..access import open_metadata, open_store
-    from ..generate import generate, recipe
+    from .backup import backed_up, backup_path
 
-    a = inv.options
-    name = check_secret_name(a.name)
-    made = recipe(length=_count("--length", a.length), charset=a.charset, nbytes=_count("--bytes", a.nbytes),
-                  encoding=a.encoding)
-    fields: dict[str, object] = {"name": name}
-    if a.dry_run:
-        with open_metadata(inv) as vault:
-            exists = bool(vault.names([name]))
-        if exists and not a.replace:
-            raise _exists(name)
-        fields.update(created=not exists, replaced=exists, revision=None, size=_size(made), **made.as_json(),
-                      dry_run=True)
-        return Result("generate", f"[dry-run] would generate {name} ({made.describe()}, {int(made.bits)} bits)",
-                      fields)
-    value = generate(made)
     store = open_store(inv)
     try:
-        result = store.write([Change.set(name, value, mode="upsert" if a.replace else "create")]).results[0]
-    except errors.SecretExists:
-        raise _exists(name) from None
+        with open_metadata(inv, location) as vault:
+            path = backup_path(vault.path) if backup and any(c.mode == "update" for c in changes) else None
+            with backed_up(vault, path):
+                store.write(changes, history_op="import")
     finally:
         store.close()
-    fields.update(created=result.created, replaced=not result.created, revision=result.revision, size=len(value),
-                  **made.as_json(), dry_run=False)
-    return Result("generate", f"generated {name} (revision {result.revision}, {made.describe()}, "
-                              f"{int(made.bits)} bits)", fields)
+    return path
 
 
-def _size(made: object) -> int:
-    """The stored size of a value of this recipe (the value itself is not drawn in a dry run)."""
-    nbytes, length, encoding = (getattr(made, k) for k in ("nbytes", "length", "encoding"))
-    if nbytes is None:
-        return int(length)
-    if encoding == "raw":
-        return int(nbytes)
-    if encoding == "hex":
-        return 2 * int(nbytes)
-    return 4 * ((int(nbytes) + 2) // 3)
+def _write_profiles(writes: list[Any], imported: list[str]) -> None:
+    """Each profile atomically, with the umask (profiles hold no value: they are meant to be committed)."""
+    from .. import fsutil
 
-
-def _exists(name: str) -> errors.SecretExists:
-    return errors.SecretExists([name], hint="pass --replace to replace it (the old value is kept in its history)")
-
-
-# -- edit --
-
-
-def cmd_edit(inv: Invocation) -> Result:
-    from ..access import open_store
-    from ..editing import edit, editor_command
-
-    a = inv.options
-    name = check_secret_name(a.name)
-    editor = editor_command(inv.env)  # editor_not_found before any unlock
-    store = open_store(inv)
-    try:
-        generation = store.meta().generation
+    mask = os.umask(0)
+    os.umask(mask)
+    for write in writes:
+        if write.data is None:
+            continue
         try:
-            secret = store.read([name])[name]
-            old, revision = secret.value, secret.revision
-        except errors.SecretNotFound:
-            if not a.create:
-                raise
-            old, revision = b"", None
-        new = edit(name, old, editor, inv.env, keep_newline=bool(a.keep_newline))
-        if new is None:
-            return Result("edit", f"unchanged {name}", {"name": name, "created": False, "changed": False,
-                                                        "revision": revision})
-        written = _write_if_unchanged(store, name, new, revision, generation)
-    finally:
-        store.close()
-    created = revision is None
-    verb = "created" if created else "edited"
-    return Result("edit", f"{verb} {name} (revision {written})",
-                  {"name": name, "created": created, "changed": True, "revision": written})
-
-
-def _write_if_unchanged(store: Store, name: str, value: bytes, revision: int | None, generation: int) -> int:
-    """Write `value` only if `name` is still at `revision` (None: still absent): compare-and-set
-    on the vault's generation, retried while only other names changed."""
-    mode: SetMode = "create" if revision is None else "update"
-    for _attempt in range(CAS_ATTEMPTS):
-        try:
-            result = store.write([Change.set(name, value, mode=mode)], if_generation=generation)
-            return int(result.results[0].revision or 0)
-        except (errors.VaultFailed, errors.SecretExists, errors.SecretNotFound):
-            current = [i.revision for i in store.list(name) if i.name == name]
-            if (current[0] if current else None) != revision:
-                raise errors.SecretChangedConcurrently(secret=name) from None
-            generation = store.meta().generation
-    raise errors.SecretChangedConcurrently(secret=name)
-
-
-# -- copy --
-
-
-def cmd_copy(inv: Invocation) -> Result:
-    from .. import clipboard
-    from ..access import open_store
-
-    a = inv.options
-    name = check_secret_name(a.name)
-    tool = clipboard.detect(inv.env, name)  # clipboard_unavailable before any unlock
-    seconds = None if a.no_clear else (clipboard.DEFAULT_CLEAR_SECONDS if a.clear_after is None
-                                       else clipboard.clear_after(a.clear_after))
-    store = open_store(inv)
-    try:
-        secret = store.read([name])[name]
-    finally:
-        store.close()
-    clipboard.copy(tool, secret.value, inv.env)
-    if seconds is not None:
-        clipboard.start_clear(tool, secret.value, seconds, inv.env)
-    when = "not cleared (--no-clear)" if seconds is None else f"clears in {_duration(seconds)}"
-    return Result("copy", f"copied {name} to the clipboard ({tool.name}); {when}",
-                  {"name": name, "revision": secret.revision, "tool": tool.name, "clear_after_seconds": seconds})
-
-
-def _duration(seconds: int) -> str:
-    from ..durations import format_duration
-
-    return format_duration(seconds)
+            os.makedirs(os.path.dirname(write.path), exist_ok=True)
+            fsutil.atomic_write(write.path, write.data, mode=0o666 & ~mask)
+        except (OSError, errors.KimenError) as exc:
+            detail = exc.message if isinstance(exc, errors.KimenError) else f"{write.path}: {exc.strerror}"
+            shown = ", ".join(imported) or "nothing"
+            raise errors.WriteFailed(detail=f"{detail}; imported: {shown} (run again with --skip-existing)",
+                                     path=write.path) from None

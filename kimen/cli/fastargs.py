@@ -7,7 +7,7 @@ into the options argparse would have produced, and the command then runs through
 handler, the same error rendering and the same exit codes:
 
     [global flags] run|project run [global flags | run flags] -- CMD [ARGS...]
-    [global flags] version | vault path | vault info | secret list | session status
+    [global flags] version | vault path | vault info | secret list | session status | status | direnv
                    [global flags | the command's own flags]
 
 The latter are what shell prompts, agent wrappers and scripts call most (`session status` before
@@ -22,8 +22,8 @@ module accepts.
 
 from __future__ import annotations
 
-from ..errors import AREA_RUN, AREA_SECRET, AREA_SESSION, AREA_VAULT
-from .flags import GLOBAL, RUN_ALL, SECRET_LIST, VAULT_INFO, defaults
+from ..errors import AREA_CONFIG, AREA_ENVFILE, AREA_RUN, AREA_SECRET, AREA_SESSION, AREA_VAULT
+from .flags import DIRENV, GLOBAL, RUN_ALL, SECRET_LIST, STATUS, VAULT_INFO, defaults
 from .model import RUN_HANDLER
 
 TYPE_CHECKING = False
@@ -46,6 +46,9 @@ SIMPLE: dict[tuple[str, ...], tuple[str, int | None, tuple[Row, ...]]] = {
     ("vault", "info"): ("kimen.cli.vault:cmd_info", AREA_VAULT, VAULT_INFO),
     ("secret", "list"): ("kimen.cli.secret:cmd_list", AREA_SECRET, SECRET_LIST),
     ("session", "status"): ("kimen.cli.session:cmd_status", AREA_SESSION, ()),
+    # -- daily use: prompts and .envrc files run these constantly --
+    ("status",): ("kimen.cli.daily:cmd_status", AREA_CONFIG, STATUS),
+    ("direnv",): ("kimen.cli.daily:cmd_direnv", AREA_ENVFILE, DIRENV),
 }
 SIMPLE_WORDS = frozenset(words[0] for words in SIMPLE)
 

@@ -93,6 +93,17 @@ MODES = ("run", "render", "envfile")
 RUN_ALL: tuple[Row, ...] = (*PROFILE, *BUNDLE_SOURCE, *INLINE, *RUN)
 
 
+# -- daily use: `status` and `direnv` (read without argparse too, `kimen.cli.fastargs`) --
+STATUS: tuple[Row, ...] = (
+    ("--profile", "profile", "value", "NAME", "the profile to look up (default: KIMEN_PROFILE)"),
+)
+DIRENV: tuple[Row, ...] = (
+    ("--profile", "profile", "value", "NAME", "the profile to select (default: KIMEN_PROFILE)"),
+    ("--unsafe-stdout", "unsafe_stdout", "bool", None,
+     "also export the values (from a live session only; see docs/daily.md for the cost)"),
+)
+
+
 def defaults(rows: tuple[Row, ...]) -> dict[str, Any]:
     """What argparse puts in the namespace for these flags when none is typed."""
     out: dict[str, Any] = {}

@@ -32,16 +32,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bundle": ("kimen.cli.bundle", "seal and open signed, age-encrypted bundles (vault.age)"),
     "remote": ("kimen.cli.sync", "add, show, change and remove team remotes (fs or git)"),
     "sync": ("kimen.cli.sync", "share secrets with a team through a remote: init, pull, push, status, resolve"),
+    # -- daily use --
+    "inject": ("kimen.cli.daily", "render a template with {{ kimen:NAME }} references into a 0600 file"),
+    "migrate": ("kimen.cli.daily", "import .env files into the vault and write profiles that reproduce them"),
+    "status": ("kimen.cli.daily", "one screen: vault, session, the profile here, visible profiles"),
+    "direnv": ("kimen.cli.daily", "print the .envrc lines that select a profile (eval in direnv)"),
+    # --
     "init": ("kimen.cli.init", "write CI workflow templates (GitHub Actions)"),
     "version": ("kimen.cli.misc", "print the version"),
     "help": ("kimen.cli.misc", "show help for a command"),
     "completion": ("kimen.cli.misc", "print a shell completion script"),
 }
 
+# The commands whose profile defaults to KIMEN_PROFILE when neither --profile nor --map is given
+# (never `bundle seal`, `session grant` or `migrate`: they name their scope or target explicitly).
+PROFILE_ENV_COMMANDS = frozenset({"run", "render", "envfile", "plan", "doctor", "map", "project", "status", "direnv"})
+
 # Handlers named by "module:function" instead of the function itself: a command registered by one
 # module whose handler lives in another (the `run` command is registered with render, envfile and
 # plan, but its handler is the hot path's own module), so command modules never import each other.
 RUN_HANDLER = "kimen.cli.run:cmd_run"
+
 
 
 class Result:

@@ -67,6 +67,19 @@ def files_dir_arg(inv: Invocation) -> str | None:
     return absolute(value) if value is not None else None
 
 
+def output_file(out: str) -> str:
+    """An `--out PATH` for an atomic write (envfile, inject): absolute, not a symlink or another
+    non-regular file, in a directory that exists; refused before any value is read."""
+    from .. import fsutil
+    from ..paths import absolute
+
+    path = absolute(out)
+    fsutil.refuse_unsafe_target(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise errors.WriteFailed(detail=f"{os.path.dirname(path)}: directory does not exist", path=path)
+    return path
+
+
 def write_user_dir(path: str, payload: list[tuple[str, bytes]], unsafe: type[errors.KimenError]) -> None:
     """`--files-dir` / render target: create 0700 or check it, then replace each file atomically."""
     from ..projection.files import prepare_user_dir, write_files
@@ -148,6 +161,7 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
         "command": list(argv) if argv else None,
         "source": profile.source,
         "profile_path": profile.source,
+        "profile_source": getattr(inv.options, "profile_source", None),
         "env": [{"var": d.target, "source": d.ref.text} for d in envs],  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
         "files": [{"path": d.target, "source": d.ref.text} for d in files],  # type: ignore[union-attr]  # env, file and stdin directives always carry a reference
         "envpath": [{"var": d.target, "path": d.relpath,

@@ -13,7 +13,15 @@ import os
 from .. import errors
 from .flags import BUNDLE_SOURCE, INLINE, PROFILE, RUN_ALL
 from .model import COMMANDS, RUN_HANDLER, Result, takes_child_argv
-from .pipeline import envfile_vars, files_dir_arg, load_profile, print_plan, resolve_values, write_user_dir
+from .pipeline import (
+    envfile_vars,
+    files_dir_arg,
+    load_profile,
+    output_file,
+    print_plan,
+    resolve_values,
+    write_user_dir,
+)
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
@@ -141,18 +149,13 @@ def cmd_render(inv: Invocation) -> Result:
 def cmd_envfile(inv: Invocation) -> Result | int:
     from .. import fsutil
     from ..output import write_bytes
-    from ..paths import absolute
     from ..projection import envfmt
 
     args = inv.options
     to_stdout = args.out == "-"
     if to_stdout and not args.unsafe_stdout:
         raise errors.UnsafeStdoutRequired(hint="pass --unsafe-stdout to print values on stdout")
-    out = None if to_stdout else absolute(args.out)
-    if out is not None:
-        fsutil.refuse_unsafe_target(out)
-        if not os.path.isdir(os.path.dirname(out)):
-            raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
+    out = None if to_stdout else output_file(args.out)
     files_dir = files_dir_arg(inv)
     if files_dir is not None and os.path.lexists(files_dir):  # refused before any value is read
         problem = fsutil.directory_problem(files_dir, strict=False)

@@ -12,7 +12,7 @@ import sys
 
 from .. import errors
 from ..store import MAX_VALUE_BYTES, Change, check_secret_name
-from . import daily, history
+from . import history, secret_tools
 from .model import COMMANDS, Invocation, Result
 
 TYPE_CHECKING = False
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would change (no passphrase)")
 
     history.register(group)
-    daily.register(group)
+    secret_tools.register(group)
 
 
 # -- set --

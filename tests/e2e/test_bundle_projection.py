@@ -118,3 +118,16 @@ def test_trusted_signers_from_env_and_file(kimen, tmp_path):
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps({"bundle": {"trusted_signers": [team.signer]}}))
     kimen.ok(*base, "true")
+
+
+def test_inject_from_bundle_without_vault_or_passphrase(ci):
+    kimen, team = ci
+    (kimen.cwd / "t.txt").write_text("token={{ kimen:prod.token }}\n")
+    kimen.ok("inject", "--bundle", "vault.age", "--identity", str(team.key), "-i", "t.txt", "-o", "out.txt")
+    token = CANARY if isinstance(CANARY, bytes) else CANARY.encode()
+    assert (kimen.cwd / "out.txt").read_bytes() == b"token=" + token + b"\n"
+    (kimen.cwd / "bad.txt").write_text("{{ kimen:prod.nope }}")
+    done = kimen.fail(12, "secret_not_found", "inject", "--bundle", "vault.age", "--identity", str(team.key),
+                      "-i", "bad.txt", "--dry-run")
+    assert done.err_json()["missing"] == ["prod.nope"]
+    assert not kimen.vault.exists()

@@ -115,6 +115,14 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
      (23, "conflicting_render_target_inputs"), PASS),
     (["envfile", "--profile", "p", "--out", "out.env"], OK, PASS),  # warns: envpath_skipped
     (["envfile", "--profile", "p", "--out", "-"], (22, "unsafe_stdout_required"), PASS),
+    (["inject", "-i", "in.env", "-o", "out.txt"], OK, PASS),  # warns: template_has_no_references
+    (["inject", "-i", "in.env"], (28, "unsafe_stdout_required"), PASS),
+    (["migrate", "mig.env", "--profile", "mig", "--prefix", "mig."], OK, PASS),
+    (["migrate", "mig.env", "--profile", "mig", "--prefix", "mig."], (13, "secret_exists"), PASS),
+    (["status"], OK, {}),
+    (["status", "--vault", ""], (2, "usage_error"), {}),
+    (["direnv", "--profile", "p"], OK, {}),
+    (["direnv", "--profile", "nope"], (22, "profile_not_found"), {}),
     (["map", "lint", "--profile", "p"], OK, {}),
     (["map", "lint", "--profile", "bad"], (20, None), {}),  # a failed report: still on stdout
     (["map", "lint", "--profile", "p", "--map", "x.kmap"], (20, None), {}),
@@ -189,6 +197,7 @@ WARNS = {  # steps whose envelope (or run's warnings line) carries these warning
     ("secret", "set", "app.db", "--value", "v"): ["value_on_command_line"],
     ("secret", "import", "in.env"): ["import_not_interpolated"],
     ("envfile", "--profile", "p", "--out", "out.env"): ["envpath_skipped"],
+    ("inject", "-i", "in.env", "-o", "out.txt"): ["template_has_no_references"],
     ("bundle", "seal", "--out", "v.age", "--recipient", "{recipient}", "--identity", "id.txt",
      "--recipient", "{recipient}"): ["duplicate_recipient", "bundle_seal_all"],
 }
@@ -235,6 +244,7 @@ def world(kimen: Kimen) -> Kimen:
     kimen.write_profile("p", "env DB=app.db\nfile f=app.token\nenvpath F=f\n")
     kimen.write_profile("bad", "env 1BAD=app.db\n")
     (kimen.cwd / "in.env").write_text("app.imported=1\napp.LITERAL=${HOME}/x\n")
+    (kimen.cwd / "mig.env").write_text("MIG_A=1\n")
     (kimen.cwd / "wf").mkdir()
     (kimen.cwd / "teamdir").mkdir()
     return kimen

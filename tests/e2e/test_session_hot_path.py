@@ -40,6 +40,8 @@ def live(kimen):
     ("session", "status"),
     ("session", "status", "--json"),
     ("run", "--env", "A=app.token", "--", "true"),
+    ("status",),
+    ("status", "--json"),
 ])
 def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
     out, loaded = _imports(live, *argv)
@@ -48,7 +50,7 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
     assert "kimen.daemon.client" in loaded or "kimen.fastpath" in loaded
     if argv[:2] == ("secret", "get") and "--json" not in argv:
         assert out.stdout == b"hot-value"
-    if argv[:2] == ("session", "status"):
+    if argv[:2] == ("session", "status") or argv[0] == "status":
         assert b"unlocked" in out.stdout
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & HEAVY - ({"subprocess", "threading"} if argv[0] == "run" else set()), sorted(loaded & HEAVY)
@@ -80,3 +82,17 @@ def test_simple_commands_are_read_without_argparse(live, argv):
                          "urllib.parse"}
     if argv[-1] == "version":
         assert not loaded & (FORBIDDEN | HEAVY | {"kimen.daemon.client", "kimen.access"}), sorted(loaded)
+
+
+@pytest.mark.parametrize("argv", [
+    ("direnv", "--profile", "dev"),
+    ("direnv", "--profile", "dev", "--unsafe-stdout"),
+])
+def test_direnv_imports_nothing_heavy(live, argv):
+    live.write_profile("dev", "env TOKEN=secret:app.token\n")
+    out, loaded = _imports(live, *argv)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(b"export KIMEN_PROFILE=dev\n")
+    assert (b"export TOKEN='hot-value'" in out.stdout) == ("--unsafe-stdout" in argv)
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)

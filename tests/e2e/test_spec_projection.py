@@ -13,8 +13,8 @@ import pytest
 
 PY = sys.executable
 ENVELOPE = {"ok", "action", "exit_code", "warnings"}
-PLAN_FIELDS = ENVELOPE | {"mode", "command", "source", "profile_path", "env", "files", "envpath", "stdin", "secrets",
-                          "exec", "files_dir", "cleanup", "exec_in_place", "against", "diff"}
+PLAN_FIELDS = ENVELOPE | {"mode", "command", "source", "profile_path", "profile_source", "env", "files", "envpath",
+                          "stdin", "secrets", "exec", "files_dir", "cleanup", "exec_in_place", "against", "diff"}
 DIFF_FIELDS = {"env_added", "env_removed", "env_changed", "files_added", "files_removed", "files_changed",
                "envpath_added", "envpath_removed", "envpath_changed", "stdin_changed"}
 LINT_FIELDS = ENVELOPE | {"path", "profile_path", "mode", "env_count", "file_count", "envpath_count", "stdin",
