@@ -45,7 +45,7 @@ REPORTS = ("map lint", "doctor")  # they fail with their document on stdout, not
 
 def file_flags() -> list[tuple[str, str]]:
     """(command, flag) for every option and positional whose value names a file: its metavar is
-    PATH, FILE or DIR. A positional is named by its position (`#1`). Aliases are swept once."""
+    PATH, FILE, DIR or TEMPLATE (inject's input). A positional is named by its position (`#1`). Aliases are swept once."""
     import argparse
 
     from kimen.cli.parser import build_parser
@@ -61,7 +61,7 @@ def file_flags() -> list[tuple[str, str]]:
                 return
         positionals = [a for a in parser._actions if not a.option_strings]
         for action in parser._actions:
-            if action.metavar in ("PATH", "FILE", "DIR"):
+            if action.metavar in ("PATH", "FILE", "DIR", "TEMPLATE"):
                 flag = action.option_strings[0] if action.option_strings else f"#{positionals.index(action) + 1}"
                 found.append((" ".join(path), flag))
 
@@ -100,6 +100,7 @@ SHAPES: dict[str, list[list[str]]] = {
     "init ci-pr-safety": [["--out", "@new:pr.yml"]],
     "init ci-deploy": [["--out", "@new:deploy.yml"]],
     "completion": [["bash"]],
+    "inject": [["-i", "@value.txt", "-o", "@new:out.txt"]],
     "secret history": [["app.a"]],
     "secret restore": [["app.a", "--revision", "1"]],
     # they read their files before they look for a session: without one, the good shape ends in a
