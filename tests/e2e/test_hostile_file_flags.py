@@ -45,7 +45,8 @@ REPORTS = ("map lint", "doctor")  # they fail with their document on stdout, not
 
 def file_flags() -> list[tuple[str, str]]:
     """(command, flag) for every option and positional whose value names a file: its metavar is
-    PATH, FILE, DIR or TEMPLATE (inject's input). A positional is named by its position (`#1`). Aliases are swept once."""
+    PATH, FILE, DIR or TEMPLATE (inject's input). A positional is named by its position (`#1`).
+    Aliases are swept once."""
     import argparse
 
     from kimen.cli.parser import build_parser
