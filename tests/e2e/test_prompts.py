@@ -89,3 +89,32 @@ def test_right_passphrase_on_the_second_attempt(kimen):
     code, out = _finish(term)
     assert code == 0
     assert out.strip().endswith("value-b")
+
+
+def test_session_start_and_grant_ask_again_after_a_wrong_passphrase(kimen):
+    """The daemon checks the passphrase for `session start` and `session grant`: a wrong one at the
+    prompt is asked for again (with the `passphrase_retry` warning), as for a local unlock."""
+    kimen.init_vault()
+    kimen.set("app.token", "value-c")
+    kimen.write_profile("p", "env T=app.token\n")
+    try:
+        term = _spawn(kimen, "session", "start")
+        _answer(term, "Passphrase for ", "nope")
+        _answer(term, "Passphrase for ", PASSPHRASE)
+        code, out = _finish(term)
+        assert code == 0, out
+        assert "wrong passphrase, try again" in out and "nope" not in out
+        assert kimen.ok("session", "status", "--json").json()["state"] == "unlocked"
+        term = _spawn(kimen, "session", "grant", "--profile", "p", "--read-only")
+        _answer(term, "Passphrase for ", "nope again")
+        _answer(term, "Passphrase for ", PASSPHRASE)
+        code, out = _finish(term)
+        assert code == 0, out
+        assert "wrong passphrase, try again" in out and "kimen_grant_v1_" in out
+        term = _spawn(kimen, "session", "grant", "--profile", "p")
+        for attempt in range(3):
+            _answer(term, "Passphrase for ", f"wrong {attempt}")
+        code, out = _finish(term)
+        assert code == 15 and "wrong 0" not in out
+    finally:
+        kimen.run("session", "stop")
