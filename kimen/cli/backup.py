@@ -85,10 +85,23 @@ LOG_SUFFIX = ".backups"
 
 
 def _command_words() -> str:
+    """The command's first two words (`secret import`), skipping flags and the values of the
+    global flags that take one (`--vault PATH`, `--passphrase-cmd CMD` is not a command word)."""
     import sys
 
-    words = [w for w in sys.argv[1:] if not w.startswith("-")]
-    return " ".join(words[:2]) or "kimen"
+    from .flags import GLOBAL, value_flags
+
+    takes_value = value_flags(GLOBAL)
+    words: list[str] = []
+    skip = False
+    for word in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif word.startswith("-"):
+            skip = word in takes_value
+        elif len(words) < 2:
+            words.append(word)
+    return " ".join(words) or "kimen"
 
 
 def record(vault_path: str, path: str, made_by: str | None = None) -> None:

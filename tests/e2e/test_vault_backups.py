@@ -60,3 +60,17 @@ def test_restore_snapshots_the_current_vault_first(kimen):
     kimen.fail(24, "invalid_vault_file", "vault", "restore", "--backup", "junk")
     kimen.fail(14, "vault_not_found", "vault", "restore", "--backup", "missing.db")
     assert kimen.ok("secret", "list").stdout.split() == ["app.z"]
+
+
+def test_made_by_names_the_command_not_a_global_flags_value(kimen):
+    """`--vault PATH` and `--passphrase-cmd CMD` before the command word: their values are not
+    command words (a passphrase command line must not land in `<vault>.backups`)."""
+    kimen.init_vault()
+    (kimen.cwd / "a.env").write_text("A=1\n")
+    (kimen.cwd / "pass.sh").write_text(f"#!/bin/sh\necho '{kimen.with_pass()['KIMEN_PASSPHRASE']}'\n")
+    os.chmod(kimen.cwd / "pass.sh", 0o700)
+    kimen.ok("--vault", str(kimen.vault), "--passphrase-cmd", "./pass.sh", "secret", "import", "a.env")
+    kimen.ok("--vault", str(kimen.vault), "--passphrase-cmd", "./pass.sh", "secret", "import", "a.env",
+             "--overwrite")
+    assert [b["made_by"] for b in _backups(kimen)] == ["secret import"]
+    assert "pass.sh" not in (kimen.vault.parent / (kimen.vault.name + ".backups")).read_text()
