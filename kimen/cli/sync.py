@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .. import errors
 from .model import COMMANDS, Invocation, Result
@@ -752,7 +753,7 @@ def _member_lines(head: Any) -> list[str]:
     return [f"{m.id}\t{m.role}\t{','.join(m.scope)}\t{m.recipient}" for m in head.current.members]
 
 
-def cmd_join(inv: Invocation) -> Result:
+def cmd_join(inv: Invocation) -> Result | int:
     from ..durations import format_time
     from ..sync.chain import make_join_request
 
@@ -779,12 +780,20 @@ def cmd_join(inv: Invocation) -> Result:
               "created": created, "updated": updated,
               "next_command": f"kimen sync pull --remote {name}" if is_member else None}
     if is_member:
-        lines = [f"{member} is already a member of {name}", f"next: kimen sync pull --remote {name}"]
-    else:
-        lines = ["send this join request to an admin of the team:", request.text,
-                 f"fingerprint (compare it with the admin by voice): {request.fingerprint}",
-                 f"then: kimen sync pull --remote {name}"]
-    return Result("sync_join", lines, fields)
+        return Result("sync_join", [f"{member} is already a member of {name}",
+                                    f"next: kimen sync pull --remote {name}"], fields)
+    if inv.json:
+        return Result("sync_join", None, fields)
+    # The request alone on stdout (`kimen sync join … > bo.request`), the guidance on stderr.
+    from ..output import flush_warnings, print_lines
+
+    flush_warnings()
+    sys.stderr.write("send this join request to an admin of the team\n"
+                     f"fingerprint (compare it with the admin by voice): {request.fingerprint}\n"
+                     f"then: kimen sync pull --remote {name}\n")
+    sys.stderr.flush()
+    print_lines(request.text)
+    return 0
 
 
 def cmd_members_list(inv: Invocation) -> Result:
@@ -838,8 +847,11 @@ def cmd_members_add(inv: Invocation) -> Result:
               "fingerprint": fingerprint, "seq": done.head.seq, "remote_id": done.head.remote_id,
               "members_fp": _members_fields(done.head)["members_fp"], "attempts": done.attempts}
     verb = "updated" if args.update else "added"
-    return Result("sync_members_add", [f"{verb} {member_id} ({fields['role']}) in seq {done.head.seq}",
-                                       f"next: {member_id} runs kimen sync pull"], fields)
+    lines = [f"{verb} {member_id} ({fields['role']}) in seq {done.head.seq}"]
+    if fingerprint:
+        lines.append(f"fingerprint: {fingerprint} (it must be the one {member_id} read out to you; "
+                     f"if not: kimen sync members rm {member_id} --yes)")
+    return Result("sync_members_add", [*lines, f"next: {member_id} runs kimen sync pull"], fields)
 
 
 def cmd_members_rm(inv: Invocation) -> Result:
