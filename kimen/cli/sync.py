@@ -249,12 +249,13 @@ def _check_fields(fields: dict[str, Any]) -> None:
         check_bundle_path(fields.get("bundle_path") or "vault.age")
 
 
-def _flag_fields(inv: Invocation) -> dict[str, Any]:
-    """The remote fields given as flags (None: not given; "": clear)."""
+def _flag_fields(inv: Invocation, refused: tuple[str, ...] = _MEMBERSHIP_FLAGS) -> dict[str, Any]:
+    """The remote fields given as flags (None: not given; "": clear); a `refused` membership flag is
+    `membership_not_in_config`."""
     from ..paths import absolute
 
     args = inv.options
-    for flag in _MEMBERSHIP_FLAGS:
+    for flag in refused:
         if getattr(args, flag, None):
             raise errors.MembershipNotInConfig(flag="--" + flag.replace("_", "-"))
     out: dict[str, Any] = {}
@@ -529,7 +530,7 @@ def cmd_init(inv: Invocation) -> Result:
             from ..output import warn
 
             warn(warning, reason="remote_filesystem_unsupported")
-        done = engine.init(_member_id(inv), args.scope or ("**",))
+        done = engine.init(_member_id(inv), args.scope or ("**",), _other_scopes(inv, name))
         _pin(config, remote, done.pin_remote_id, created=done.created_remote)
         fields.update(created_remote=done.created_remote, remote_id=done.remote_id, member=done.member,
                       check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev)
@@ -540,6 +541,21 @@ def cmd_init(inv: Invocation) -> Result:
     fields.update(recommended_action=action, next_command=_next_command(action, name))
     lines.append(f"next: {fields['next_command']}")
     return Result("sync_init", lines, fields)
+
+
+def _other_scopes(inv: Invocation, remote: str) -> dict[str, tuple[str, ...]]:
+    """This member's scope in the vault's other remotes (none without a vault); read unlocked."""
+    from ..access import open_metadata, resolve_vault
+    from ..vault.syncstate import other_scopes
+
+    location = resolve_vault(inv)
+    if not os.path.exists(location.path):
+        return {}
+    vault = open_metadata(inv, location)
+    try:
+        return other_scopes(vault, remote)
+    finally:
+        vault.close()
 
 
 def _status(inv: Invocation) -> tuple[Any, _Session]:
@@ -713,7 +729,8 @@ def _configure(inv: Invocation, config: Config, name: str) -> tuple[dict[str, An
     """Create or (with --update) change the config entry of remote `name` from the flags."""
     remotes = _remotes(config)
     existing = next((r for r in remotes if r["name"] == name), None)
-    given = {k: v for k, v in _flag_fields(inv).items() if v}
+    # `sync init --scope` is the member's scope in a new remote's first head, not a config field
+    given = {k: v for k, v in _flag_fields(inv, tuple(f for f in _MEMBERSHIP_FLAGS if f != "scope")).items() if v}
     if existing is None:
         remote = {"name": name, "type": "fs", **given}
         _check_fields(remote)
@@ -768,13 +785,15 @@ def cmd_join(inv: Invocation) -> Result | int:
     member = _member_id(inv)
     request = make_join_request(member, identity, identity.recipient, remote.get("remote_id") or None,
                                 format_time())
-    is_member = False
     try:
         fetched = _engine(inv, remote, identity).fetch(None)
-        is_member = fetched is not None and any(m.recipient == identity.recipient
-                                                for m in fetched.head.current.members)
+        mine = [m for m in (fetched.head.current.members if fetched is not None else ())
+                if m.recipient == identity.recipient]
     except errors.KimenError:
-        is_member = False
+        mine = []
+    is_member = bool(mine)
+    if is_member:  # already admitted: the scope it has here must not overlap this vault's other remotes
+        _engine(inv, remote, identity).check_scope_overlap(mine[0].scope, _other_scopes(inv, name))
     fields = {"request": request.text, "fingerprint": request.fingerprint, "member": member,
               "recipient": identity.recipient, "signer": identity.signer, "is_member": is_member,
               "created": created, "updated": updated,

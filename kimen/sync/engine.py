@@ -362,10 +362,12 @@ class Engine:
 
     # -- init -------------------------------------------------------------------------------------
 
-    def init(self, member_id: str, scope: Sequence[str] = ("**",)) -> InitResult:
+    def init(self, member_id: str, scope: Sequence[str] = ("**",),
+             other_scopes: Mapping[str, Sequence[str]] | None = None) -> InitResult:
         """Create the remote's first head (seq 1: a new remote id, record 1 with this member as its
         admin, no secrets) when the location holds none; else check the head there (first
-        contact). Needs no vault."""
+        contact). Needs no vault; `other_scopes` (the member's scope in the vault's other remotes)
+        must not overlap the scope here (`remote_scope_overlap`, nothing published or kept)."""
         from ..bundle import age, document, keys
         from .base import Member, check_member_id, check_scope_glob
 
@@ -376,9 +378,12 @@ class Engine:
         with transport.locked():
             existing = self.fetch(None)
             if existing is not None:
+                me_there = self._me(existing.head)
+                self.check_scope_overlap(me_there.scope, other_scopes or {})
                 self._remember(existing.head, existing.remote.data)
                 return InitResult(existing.head.remote_id, False, existing.head.seq, existing.head.id,
-                                  existing.remote.rev, self._me(existing.head).id, existing.pin_remote_id)
+                                  existing.remote.rev, me_there.id, existing.pin_remote_id)
+            self.check_scope_overlap(scope, other_scopes or {})
             if identity.recipient is None or identity.signer is None:
                 raise errors.MissingSigningIdentity(hint="use an age (X25519) identity: it decrypts and signs")
             me = Member(member_id, "admin", identity.recipient, identity.signer, scope)
@@ -413,12 +418,15 @@ class Engine:
         return state, baseline, generation, fetched, me
 
     def _check_overlap(self, local: LocalState, me: Member) -> None:
+        self.check_scope_overlap(me.scope, local.other_scopes(self.remote.name))
+
+    def check_scope_overlap(self, scope: Sequence[str], others: Mapping[str, Sequence[str]]) -> None:
         """One vault, several remotes: the member's scopes in them must not overlap (a name synced
         through two remotes could be changed by both) → `remote_scope_overlap`; nothing is applied."""
         from .base import scope_overlaps
 
-        for other, scope in sorted(local.other_scopes(self.remote.name).items()):
-            pairs = scope_overlaps(me.scope, scope)
+        for other, other_scope in sorted(others.items()):
+            pairs = scope_overlaps(tuple(scope), tuple(other_scope))
             if pairs:
                 mine, theirs = pairs[0]
                 raise errors.RemoteScopeOverlap(remote=self.remote.name, other=other, glob=mine, other_glob=theirs)

@@ -68,6 +68,21 @@ def read_state(vault: VaultFile, remote: str) -> SyncState | None:
     return _row_state(row) if row is not None else None
 
 
+def other_scopes(vault: VaultFile, remote: str) -> dict[str, tuple[str, ...]]:
+    """The member's scope in every remote but `remote` this vault syncs (state rows, unverified; no
+    key needed: `sync init` and `sync join` check them before the vault is ever unlocked)."""
+    if vault.schema_version < 2:
+        return {}
+    with vault.reading() as conn:
+        rows = conn.execute("SELECT remote FROM sync_state WHERE remote != ?", (remote,)).fetchall()
+    out: dict[str, tuple[str, ...]] = {}
+    for (name,) in rows:
+        state = read_state(vault, str(name))
+        if state is not None:
+            out[state.remote] = state.scope
+    return out
+
+
 def _revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
     rows = []
     for name, revision, nonce, ciphertext in conn.execute(
@@ -127,16 +142,7 @@ class VaultSyncState:
 
     def other_scopes(self, remote: str) -> dict[str, tuple[str, ...]]:
         """The member's scope in every other remote this vault syncs (their state rows, unverified)."""
-        if self.vault.schema_version < 2:
-            return {}
-        with self.vault.reading() as conn:
-            rows = conn.execute("SELECT remote FROM sync_state WHERE remote != ?", (remote,)).fetchall()
-        out: dict[str, tuple[str, ...]] = {}
-        for (name,) in rows:
-            state = read_state(self.vault, str(name))
-            if state is not None:
-                out[state.remote] = state.scope
-        return out
+        return other_scopes(self.vault, remote)
 
     def local_values(self, scope: Scope) -> dict[str, bytes]:
         """The values of every name in `scope` (one read)."""

@@ -229,3 +229,21 @@ def test_reset_baseline_and_unlock(team):
     unlocked = bo.ok("sync", "unlock", "--yes", "--json").json()
     assert unlocked["held"] is False and unlocked["reason"] == "lock_missing"
     assert unlocked["removed_temp_files"] == [str(stale)] and not stale.exists()
+
+
+def test_sync_init_refuses_a_scope_overlapping_another_remote_of_the_vault(tmp_path):
+    """One vault, several remotes: `sync init` checks the scope before creating or keeping a head."""
+    ana = member(tmp_path, "ana")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second, tmp_path / "third"):
+        directory.mkdir()
+    ana.ok("sync", "init", "one", "--path", str(first), "--identity", str(ana.identity), "--member", "ana",
+           "--scope", "dev.**")
+    ana.set("dev.key", "v")
+    sync(ana, "push", "--remote", "one")  # the vault now syncs `one` with scope dev.**
+    done = ana.fail(32, "remote_scope_overlap", "sync", "init", "two", "--path", str(second), "--identity",
+                    str(ana.identity), "--member", "ana", "--scope", "dev.db.*")
+    assert "dev.**" in done.err and "dev.db.*" in done.err
+    assert not (second / "vault.age").exists()  # no head was created there
+    ana.ok("sync", "init", "three", "--path", str(tmp_path / "third"), "--identity", str(ana.identity),
+           "--member", "ana", "--scope", "ops.**")
