@@ -136,6 +136,31 @@ def print_lines(lines: str | list[str]) -> None:
         _write_out("".join(f"{line}\n" for line in lines))
 
 
+def terse_line(action: str, fields: dict) -> str:
+    """`--terse`: the envelope's scalar fields as one line of shell-quoted `key=value` words
+    (`action` first; booleans `true`/`false`, None empty, a list of scalars comma-joined; nested
+    objects left out — `--json` has them)."""
+    import shlex
+
+    def word(value: object) -> str | None:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+            return ",".join(str(v) for v in value)
+        return None
+
+    pairs = [("action", action)]
+    for key, value in fields.items():
+        text = word(value)
+        if text is not None:
+            pairs.append((key, text))
+    return " ".join(f"{key}={shlex.quote(text) if text else ''}" for key, text in pairs)
+
+
 def write_bytes(data: bytes) -> None:
     """Raw bytes on stdout (values printed on explicit request only)."""
     out = sys.stdout

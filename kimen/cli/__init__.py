@@ -60,6 +60,8 @@ def _command_word(argv: Sequence[str]) -> str | None:
 def _print_result(inv: Invocation, result: Result) -> None:
     if inv.json:
         output.print_json(output.success_envelope(result.action, result.fields))
+    elif getattr(inv.options, "terse", False):
+        output.print_lines(output.terse_line(result.action, result.fields))
     elif result.human is not None:
         output.print_lines(result.human)
 

@@ -74,6 +74,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", metavar="NAME", help="the remote (default: see docs/sync.md, \"Which remote\")")
     add_identity_flags(p)
     p.add_argument("--max-skew", metavar="DUR", default="15m", help="refuse heads dated further ahead (15m)")
+    p.add_argument("--terse", action="store_true", help="one line of key=value words (scalar fields of --json)")
 
 
 def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
@@ -801,7 +802,7 @@ def cmd_join(inv: Invocation) -> Result | int:
     if is_member:
         return Result("sync_join", [f"{member} is already a member of {name}",
                                     f"next: kimen sync pull --remote {name}"], fields)
-    if inv.json:
+    if inv.json or inv.options.terse:
         return Result("sync_join", None, fields)
     # The request alone on stdout (`kimen sync join … > bo.request`), the guidance on stderr.
     from ..output import flush_warnings, print_lines

@@ -247,3 +247,24 @@ def test_sync_init_refuses_a_scope_overlapping_another_remote_of_the_vault(tmp_p
     assert not (second / "vault.age").exists()  # no head was created there
     ana.ok("sync", "init", "three", "--path", str(tmp_path / "third"), "--identity", str(ana.identity),
            "--member", "ana", "--scope", "ops.**")
+
+
+def test_terse_is_one_line_of_the_json_scalars(team):
+    import shlex
+
+    ana, _bo, _ = team
+    ana.set("dev.a", "v")
+    for args in (("sync", "status"), ("sync", "members", "list"), ("sync", "rotation")):
+        terse = ana.ok(*args, "--terse", env=ana.with_pass()).stdout
+        assert terse.count("\n") == 1
+        words = dict(word.split("=", 1) for word in shlex.split(terse))
+        envelope = ana.ok(*args, "--json", env=ana.with_pass()).json()
+        assert words.pop("action") == envelope["action"]
+        for key, value in words.items():
+            expected = envelope[key]
+            if isinstance(expected, bool):
+                expected = "true" if expected else "false"
+            elif isinstance(expected, list):
+                expected = ",".join(map(str, expected))
+            assert value == ("" if expected is None else str(expected)), key
+        assert "head_seq" in words or args[1] != "status"
