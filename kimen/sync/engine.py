@@ -124,6 +124,7 @@ class PullResult:
     in_sync: bool
     dry_run: bool = False
     pin_remote_id: str | None = None
+    conflict_keys: list[str] = field(default_factory=list)  # a dry run reports them instead of stopping
 
 
 @dataclass(slots=True)
@@ -195,6 +196,7 @@ class Changes:
     remote_only_changed_keys: list[str]
     converged_keys: list[str]
     out_of_scope_count: int
+    local_deleted_keys: list[str] = field(default_factory=list)  # local-only changes that are deletions
 
     @property
     def can_reconcile(self) -> bool:
@@ -226,6 +228,8 @@ class Status:
     recommended_action: str
     blockers: list[str] = field(default_factory=list)
     baseline_verified: bool = False
+    head_created: float | None = None  # seconds since the epoch: the known head's generation, when current
+    members_changed: bool = False
 
     @property
     def in_sync(self) -> bool:
@@ -571,7 +575,8 @@ class Engine:
         first_pull = baseline is None
         result, _values = self._merge(local, head, scope, baseline, mirror=mirror)
         mode = "pull_mirror" if mirror else "pull_reconcile" if reconcile else "pull"
-        result.check_conflicts()
+        if not dry_run:
+            result.check_conflicts()
         if not first_pull and not mirror and not reconcile and result.local_changed:
             raise errors.ManualPullRequired(remote=self.remote.name, recommended_action="sync_pull_reconcile")
         changes = self._remote_changes(result, head)
@@ -579,7 +584,8 @@ class Engine:
         kept = result.local_changed
         if dry_run:
             return PullResult(mode, head.seq, head.id, fetched.remote.rev, first_pull, None, applied, deleted, kept,
-                              not kept and not changes, dry_run=True, pin_remote_id=fetched.pin_remote_id)
+                              not kept and not changes and not result.conflict_keys, dry_run=True,
+                              pin_remote_id=fetched.pin_remote_id, conflict_keys=result.conflict_keys)
         local.commit(self.remote.name, changes, self._state_of(head, fetched.remote.rev, me),
                      self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
                      keep_local_rev=not kept, backup_path=backup_path)
@@ -715,7 +721,8 @@ class Engine:
             remote_changed_keys=remote_changed, conflict_keys=result.conflict_keys, conflicts=result.conflicts,
             local_only_changed_keys=result.local_changed,
             remote_only_changed_keys=sorted(result.remote_sets + result.remote_deletes),
-            converged_keys=result.names("converged"), out_of_scope_count=result.out_of_scope_count)
+            converged_keys=result.names("converged"), out_of_scope_count=result.out_of_scope_count,
+            local_deleted_keys=sorted(n for n in result.local_changed if result.keys[n].local is None))
 
     # -- status and conflicts (no passphrase, no identity, no decryption) ------------------------
 

@@ -183,6 +183,8 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["sync", "log", "--limit", "0"], (32, "invalid_limit"), {}),
     (["sync", "pin"], OK, {}),
     (["sync", "pin", "--check", "00"], (32, "members_pin_mismatch"), {}),
+    (["sync", "preflight", "--only", "head,rotation,status"], OK, {}),
+    (["sync", "preflight", "--only", "head,bogus"], (32, "unknown_preflight_check"), {}),
     (["sync", "unlock", "--yes"], OK, {}),
     (["sync", "unlock"], (32, "unlock_confirmation_required"), {}),
     (["sync", "reset-baseline", "--to-remote", "--clear", "--yes"], (32, "invalid_reset_baseline_mode"), PASS),

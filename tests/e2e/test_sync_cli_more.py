@@ -1,0 +1,141 @@
+"""`kimen sync preflight`, `sync restore`, `push --restore-head`, the dry runs and the plain `kimen
+sync`, through the installed command: members with separate homes, vaults and identities over an
+fs remote and a real bare git repository (docs/sync.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Kimen
+from tests.e2e import test_sync_cli
+from tests.e2e.test_sync_cli import member
+
+CANARY = "canary-5b0c-sync-more-value"
+team = test_sync_cli.team  # the fixture: ana (admin) and bo (writer) over an fs remote
+
+
+def sync(k: Kimen, *args: str) -> dict:
+    return k.ok("sync", *args, "--json", env=k.with_pass()).json()
+
+
+def checks_of(doc: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in doc["checks"]}
+
+
+def test_preflight_ci_gate_without_a_vault_over_git(tmp_path):
+    """The CI gate: a fresh home with only an identity (KIMEN_AGE_IDENTITY) and a remote added by
+    `remote add --type git ...`; no vault, no passphrase."""
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana = member(tmp_path, "ana")
+    done = ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--branch", "secrets",
+                  "--bundle-path", "team/vault.age", "--identity", str(ana.identity), "--member", "ana",
+                  "--json").json()
+    remote_id = done["remote_id"]
+    ana.set("prod.db", CANARY)
+    sync(ana, "push")
+    fp = ana.ok("sync", "members", "list", "--json").json()["members_fp"]
+
+    (tmp_path / "ci").mkdir()
+    ci = Kimen(tmp_path / "ci")
+    gate = {"KIMEN_AGE_IDENTITY": ana.identity.read_text()}
+    ci.ok("remote", "add", "team", "--type", "git", "--path", str(repo), "--branch", "secrets",
+          "--bundle-path", "team/vault.age", "--remote-id", remote_id)
+    pinned = ci.ok("sync", "pin", "--remote", "team", "--check", fp, "--json", env=gate).json()
+    assert pinned["members_fp"] == fp and pinned["pinned"]
+    args = ("sync", "preflight", "--remote", "team", "--strict", "--allow-missing-vault", "--pin", fp,
+            "--only", "head,pin,rotation", "--json")
+    report = ci.ok(*args, env=gate)
+    doc = report.json()
+    assert doc["action"] == "sync_preflight" and doc["check_count"] == 3 and doc["failed_count"] == 0
+    assert [c["name"] for c in doc["checks"]] == ["head", "pin", "rotation"]
+    assert doc["failed_checks"] == [] and doc["recommended_action"] == "none"
+    head = checks_of(doc)["head"]
+    assert head["ok"] and not head["skipped"] and head["payload"]["seq"] == 2 and head["payload"]["by"] == "ana"
+    assert set(checks_of(doc)["head"]) == {"name", "command", "ok", "skipped", "exit_code", "error",
+                                           "recommended_action", "payload"}
+    assert checks_of(doc)["pin"]["payload"]["members_fp"] == fp
+    assert checks_of(doc)["rotation"]["payload"]["count"] == 0
+    assert not (ci.vault.exists()), "the gate created a vault"
+    for text in (report.stdout, report.err):
+        assert CANARY not in text and "AGE-SECRET-KEY" not in text
+
+    # a wrong pin: the pin check fails (32) and names its reason; the others still run
+    wrong = ci.run(*args[:-5], "--pin", "0" * 64, "--only", "head,pin,rotation", "--json", env=gate)
+    assert wrong.code == 32
+    doc = wrong.json()
+    assert doc["failed_checks"] == ["pin"] and checks_of(doc)["head"]["ok"]
+    assert checks_of(doc)["pin"]["error"]["reason"] == "members_pin_mismatch"
+    assert checks_of(doc)["pin"]["exit_code"] == 32
+
+    # without --allow-missing-vault the vault's checks fail with local_vault_missing
+    missing = ci.run("sync", "preflight", "--remote", "team", "--skip", "doctor,pull,push", "--json", env=gate)
+    assert missing.code == 32
+    doc = missing.json()
+    assert checks_of(doc)["status"]["error"]["reason"] == "local_vault_missing"
+    assert checks_of(doc)["pin"]["skipped"]  # no --pin
+    # with it they are skipped
+    skipped = ci.ok("sync", "preflight", "--remote", "team", "--allow-missing-vault", "--json", env=gate).json()
+    assert {c["name"] for c in skipped["checks"] if c["skipped"]} == {"doctor", "pin", "status", "conflicts",
+                                                                       "pull", "push"}
+    # no identity: the head check fails with its reason
+    noid = ci.run("sync", "preflight", "--remote", "team", "--allow-missing-vault", "--only", "head", "--json")
+    assert noid.code == 32 and checks_of(noid.json())["head"]["error"]["reason"] == "remote_identity_missing"
+
+
+def test_preflight_with_a_vault_conflicts_rotation_and_bad_flags(team):
+    ana, bo, _remote_dir = team
+    ana.set("app.key", "one")
+    sync(ana, "push")
+    sync(bo, "pull")
+    report = sync(bo, "preflight", "--strict")
+    assert report["failed_count"] == 0 and [c["name"] for c in report["checks"]] == [
+        "doctor", "head", "pin", "status", "conflicts", "rotation", "pull", "push"]
+    assert checks_of(report)["pin"]["skipped"] and checks_of(report)["doctor"]["payload"]["ok"]
+    assert checks_of(report)["status"]["payload"]["in_sync"]
+
+    # the same key changed on both sides: head passes, the status and pull checks see the conflict
+    ana.set("app.key", "from-ana")
+    sync(ana, "push")
+    bo.set("app.key", CANARY)
+    done = bo.run("sync", "preflight", "--strict", "--skip", "doctor", "--json", env=bo.with_pass())
+    assert done.code == 31, done.err
+    doc = done.json()
+    assert "status" in doc["failed_checks"] and "pull" in doc["failed_checks"] and "push" in doc["failed_checks"]
+    pull = checks_of(doc)["pull"]
+    assert pull["exit_code"] == 31 and pull["error"]["reason"] == "overlapping_changes"
+    assert pull["payload"]["conflict_keys"] == ["app.key"] and doc["recommended_action"] != "none"
+    assert CANARY not in done.stdout + done.err
+
+    # rotation fails only under --strict
+    ana.ok("sync", "members", "rm", "bo", "--yes")
+    lenient = sync(ana, "preflight", "--only", "rotation")
+    assert lenient["failed_count"] == 0 and checks_of(lenient)["rotation"]["payload"]["count"] == 1
+    strict = ana.run("sync", "preflight", "--only", "rotation", "--strict", "--json")
+    assert strict.code == 32 and checks_of(strict.json())["rotation"]["error"]["reason"] == "rotation_due"
+
+    ana.fail(32, "unknown_preflight_check", "sync", "preflight", "--only", "head,bogus")
+    ana.fail(32, "no_preflight_checks_selected", "sync", "preflight", "--only", "head", "--skip", "head")
+    ana.fail(32, "invalid_stale_threshold", "sync", "preflight", "--stale-threshold", "soon")
+    human = ana.run("sync", "preflight", "--only", "head,rotation", "--strict")
+    assert human.code == 32 and "rotation: failed (exit 32, rotation_due)" in human.stdout
+    assert json.loads(ana.ok("sync", "preflight", "--only", "head", "--json").stdout)["checks"][0]["ok"]
+
+
+def test_preflight_git_head_gone_is_reported(tmp_path):
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana = member(tmp_path, "ana")
+    ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--identity", str(ana.identity),
+           "--member", "ana")
+    other = tmp_path / "empty.git"
+    gitpython.Repo.init(other, bare=True)
+    ana.ok("remote", "set", "team", "--path", str(other), "--remote-id", "")
+    done = ana.run("sync", "preflight", "--only", "head", "--json")
+    assert done.code == 32 and checks_of(done.json())["head"]["error"]["reason"] == "remote_missing"
+    assert Path(repo).exists()
