@@ -533,6 +533,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'the checks: doctor, head, pin, status, conflicts, rotation, pull, push'),
     ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected',
      '--only and --skip left no check to run'),
+    ('MembersUnacknowledged', 'members_unacknowledged', None, 'the members changed since you acknowledged them',
+     'compare them (`kimen sync members list`), then `kimen sync members ack`'),
     ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
      'run `kimen doctor` (with the same --profile) for the report'),
 )

@@ -612,9 +612,14 @@ def status_result(inv: Invocation, session: Session) -> Result:
              f"next: {fields['next_command'] or 'nothing to do'}"]
     if fields["likely_stale"]:
         lines.insert(2, "likely stale: nobody has published for longer than --stale-threshold")
+    if status.members_changed:
+        lines.insert(-1, "members changed since you acknowledged them: `kimen sync members list`, then "
+                         "`kimen sync members ack`")
     code = 0
-    if inv.options.strict and status.blockers:
-        code = 31 if status.has_conflict else 32
+    if inv.options.strict and (status.blockers or status.members_changed):
+        code = 31 if status.has_conflict else 32  # members alone: members_unacknowledged
+    if code == 32 and not status.blockers:
+        fields["reason"] = fields["reason"] or "members_unacknowledged"
     return Result("sync_status", lines, fields, exit_code=code)
 
 

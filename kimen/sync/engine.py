@@ -734,7 +734,13 @@ class Engine:
         transport = self.remote.transport
         current = transport.read_head()
         remote_id = self._remote_id(state)
-        ratchet = self.remote.state_dir(remote_id).read_ratchet() if remote_id is not None else None
+        directory = self.remote.state_dir(remote_id) if remote_id is not None else None
+        ratchet = directory.read_ratchet() if directory is not None else None
+        ack = directory.read_ack() if directory is not None and state is not None else None
+        members_changed = ack is not None and state is not None and ack.members_fp != state.members_fp
+        # the head's age without decrypting: known only while the remote still holds the known head
+        head_created = (state.head_generation / 1000.0 if state is not None and current is not None
+                        and current.rev == state.head_rev else None)
         holder = getattr(transport, "lock_holder", None)
         lock_owner = holder() if holder is not None else None
         has_local = local_rev is not None
@@ -764,7 +770,9 @@ class Engine:
             blockers.append(reason)
         action = _recommended_action(reason, has_local=has_local, identity=self.identity is not None,
                                      local_changed=local_changed, lock=lock_owner is not None,
-                                     writer=state is not None and state.role in ("admin", "writer"))
+                                     writer=state is not None and state.role in ("admin", "writer"),
+                                     members_changed=members_changed,
+                                     rotation_due=state is not None and state.rotation_due_count > 0)
         return Status(
             remote=self.remote.name, remote_id=remote_id, has_remote=current is not None, has_local=has_local,
             remote_rev=current.rev if current is not None else None,
@@ -776,11 +784,12 @@ class Engine:
             scope=list(state.scope) if state is not None else None,
             rotation_due_count=state.rotation_due_count if state is not None else 0,
             local_changed=local_changed, has_lock=lock_owner is not None, lock_owner=lock_owner, reason=reason,
-            recommended_action=action, blockers=blockers)
+            recommended_action=action, blockers=blockers, head_created=head_created,
+            members_changed=members_changed)
 
 
 def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,
-                        writer: bool) -> str:
+                        writer: bool, members_changed: bool = False, rotation_due: bool = False) -> str:
     """The first applicable action, in the documented precedence."""
     if not identity:
         return "configure_remote_identity"
@@ -798,4 +807,8 @@ def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, 
         return "wait_or_sync_unlock"
     if local_changed and writer:
         return "sync_push"
+    if members_changed:
+        return "sync_members_ack"
+    if rotation_due:
+        return "sync_rotate"
     return "none"

@@ -139,3 +139,31 @@ def test_preflight_git_head_gone_is_reported(tmp_path):
     done = ana.run("sync", "preflight", "--only", "head", "--json")
     assert done.code == 32 and checks_of(done.json())["head"]["error"]["reason"] == "remote_missing"
     assert Path(repo).exists()
+
+
+def test_status_members_changed_and_likely_stale(team):
+    import time
+
+    ana, bo, _remote_dir = team
+    # ana acknowledged the genesis members (herself); bo joined since
+    sync(ana, "pull")
+    status = sync(ana, "status")
+    assert status["members_changed"] is True and status["recommended_action"] == "sync_members_ack"
+    assert status["next_command"] == "kimen sync members ack --remote team"
+    strict = ana.run("sync", "status", "--strict", "--json")
+    assert strict.code == 32 and strict.json()["reason"] == "members_unacknowledged"
+    ana.ok("sync", "members", "ack")
+    assert sync(ana, "status")["members_changed"] is False
+    assert ana.ok("sync", "status", "--strict")
+
+    sync(bo, "pull")  # bo's first accepted head is acknowledged automatically
+    assert sync(bo, "status")["members_changed"] is False
+    time.sleep(1.2)  # the head is now older than 1s
+    for command in ("status", "conflicts"):
+        assert sync(bo, command, "--stale-threshold", "1s")["likely_stale"] is True
+        assert sync(bo, command, "--stale-threshold", "1h")["likely_stale"] is False
+        assert sync(bo, command)["likely_stale"] is False  # 0 = off
+    head = checks_of(sync(bo, "preflight", "--only", "head", "--stale-threshold", "1s"))["head"]
+    assert head["payload"]["likely_stale"] is True
+    assert "likely stale" in bo.ok("sync", "status", "--stale-threshold", "1s").stdout
+    bo.fail(32, "invalid_stale_threshold", "sync", "status", "--stale-threshold", "-1")
