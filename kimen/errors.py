@@ -535,6 +535,7 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      '--only and --skip left no check to run'),
     ('MembersUnacknowledged', 'members_unacknowledged', None, 'the members changed since you acknowledged them',
      'compare them (`kimen sync members list`), then `kimen sync members ack`'),
+    ('MissingBackup', 'missing_backup', None, 'missing --backup', 'kimen sync restore --backup FILE (see `kimen vault backups`)'),
     ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
      'run `kimen doctor` (with the same --profile) for the report'),
 )
@@ -568,7 +569,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
     ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
      None),
-    ('MissingBackup', 'missing_backup', None, 'missing --backup', None),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )

@@ -198,6 +198,11 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     _common(p)
     p.add_argument("--to-seq", metavar="N", help="the head whose value to take back (see `kimen sync log`)")
 
+    p = add_command(group, "restore", "replace the vault with a backup (after a snapshot); the ratchet stays",
+                    handler=cmd_restore)
+    p.add_argument("--backup", metavar="FILE", help="the backup to restore (e.g. a sync backup_path)")
+    p.add_argument("--no-backup", action="store_true", help="do not snapshot the current vault first")
+
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
     p.add_argument("--take", help="local or remote")
@@ -1107,3 +1112,19 @@ def cmd_revert(inv: Invocation) -> Result:
     what = "removed (absent at that head)" if done.deleted else "set to its value at that head"
     return Result("sync_revert", [f"{name}: {what if done.changed else 'already so'} (seq {to_seq})",
                                   f"next: kimen sync push --remote {remote}"], fields)
+
+
+def cmd_restore(inv: Invocation) -> Result:
+    from .backup import restore_backup
+
+    args = inv.options
+    if not args.backup:
+        raise errors.MissingBackup()
+    path, source, snapshot = restore_backup(inv, args.backup, snapshot=not args.no_backup)
+    lines = [f"restored {path} from {source}"]
+    if snapshot:
+        lines.append(f"backup of the replaced vault: {snapshot}")
+    lines.append("the remote's ratchet is unchanged: an older vault cannot roll the team back; "
+                 "`kimen sync status` shows what to run next")
+    return Result("sync_restore", lines, {"vault_path": path, "source_backup_path": source,
+                                          "current_backup_path": snapshot})

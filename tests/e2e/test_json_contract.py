@@ -185,6 +185,8 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
     (["sync", "pin", "--check", "00"], (32, "members_pin_mismatch"), {}),
     (["sync", "preflight", "--only", "head,rotation,status"], OK, {}),
     (["sync", "preflight", "--only", "head,bogus"], (32, "unknown_preflight_check"), {}),
+    (["sync", "restore", "--vault", "other.db", "--backup", "../config/kimen/vault.db"], OK, PASS),
+    (["sync", "restore", "--vault", "other.db"], (32, "missing_backup"), PASS),
     (["sync", "unlock", "--yes"], OK, {}),
     (["sync", "unlock"], (32, "unlock_confirmation_required"), {}),
     (["sync", "reset-baseline", "--to-remote", "--clear", "--yes"], (32, "invalid_reset_baseline_mode"), PASS),

@@ -167,3 +167,40 @@ def test_status_members_changed_and_likely_stale(team):
     assert head["payload"]["likely_stale"] is True
     assert "likely stale" in bo.ok("sync", "status", "--stale-threshold", "1s").stdout
     bo.fail(32, "invalid_stale_threshold", "sync", "status", "--stale-threshold", "-1")
+
+
+def test_sync_restore_replaces_the_vault_and_keeps_the_ratchet(team):
+    import os
+    import stat
+
+    ana, bo, _remote_dir = team
+    ana.set("app.a", "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    ana.set("app.a", "2")
+    ana.set("app.b", CANARY)
+    sync(ana, "push")
+    pulled = sync(bo, "pull")
+    before = pulled["backup_path"]  # bo's vault before this pull: app.a = 1, no app.b
+    assert before and bo.get("app.b") == CANARY.encode()
+
+    bo.fail(32, "missing_backup", "sync", "restore", env=bo.with_pass())
+    bo.fail(10, "missing_passphrase", "sync", "restore", "--backup", before)  # whoever restores can unlock
+    done = sync(bo, "restore", "--backup", before)
+    assert done["action"] == "sync_restore" and done["vault_path"] == str(bo.vault)
+    assert done["source_backup_path"] == before
+    current = done["current_backup_path"]
+    assert current and Path(current).exists() and stat.S_IMODE(os.stat(current).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(bo.vault).st_mode) == 0o600
+    assert bo.get("app.a") == b"1" and bo.run("secret", "get", "app.b", "--unsafe-stdout",
+                                               env=bo.with_pass()).code != 0
+    # the ratchet outside the vault is untouched: the known head is still seq 4, and a pull takes
+    # the team's head again
+    status = sync(bo, "status")
+    assert status["ratchet_seq"] == pulled["seq"] and status["head_seq"] < pulled["seq"]
+    again = sync(bo, "pull")
+    assert again["applied_keys"] == ["app.a", "app.b"] and bo.get("app.b") == CANARY.encode()
+    # --no-backup writes no snapshot; the human output names both files, never a value
+    human = bo.ok("sync", "restore", "--backup", current, "--no-backup", env=bo.with_pass())
+    assert f"from {current}" in human.stdout and CANARY not in human.stdout + human.err
+    assert "backup of the replaced vault" not in human.stdout
