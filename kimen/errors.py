@@ -536,6 +536,13 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('MembersUnacknowledged', 'members_unacknowledged', None, 'the members changed since you acknowledged them',
      'compare them (`kimen sync members list`), then `kimen sync members ack`'),
     ('MissingBackup', 'missing_backup', None, 'missing --backup', 'kimen sync restore --backup FILE (see `kimen vault backups`)'),
+    ('RestoreHeadConfirmationRequired', 'restore_head_confirmation_required', None,
+     'publishing the known head again needs --yes', 'kimen sync push --restore-head --yes (admins)'),
+    ('RestoreHeadUnavailable', 'restore_head_unavailable', None, 'cannot restore the head of remote {remote}: {detail}',
+     'restore the head from a machine that accepted it (its state directory keeps a copy)'),
+    ('RestoreHeadNotNeeded', 'restore_head_not_needed', None,
+     'remote {remote} holds a head that descends from the known head: nothing to restore',
+     'pull or push as usual (`kimen sync status`)'),
     ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
      'run `kimen doctor` (with the same --profile) for the report'),
 )

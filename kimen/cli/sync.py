@@ -133,6 +133,9 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="report what would be published; change nothing")
     p.add_argument("--ff-only", action="store_true", help="refuse when the head moved since the last sync")
     p.add_argument("--no-backup", action="store_true", help="no snapshot before applying remote changes")
+    p.add_argument("--restore-head", action="store_true",
+                   help="admins: publish the known head again when the remote's is gone, older or forked")
+    p.add_argument("--yes", action="store_true", help="confirm --restore-head")
 
     p = add_command(group, "join", "configure a remote and print a join request for an admin", handler=cmd_join)
     p.add_argument("name", metavar="NAME", nargs="?")
@@ -605,7 +608,10 @@ def status_result(inv: Invocation, session: Session) -> Result:
         "in_sync": status.in_sync, "can_push": status.can_push, "needs_pull": status.needs_pull,
         "local_changed": status.local_changed,
         "blockers": status.blockers, "reason": status.reason, "recommended_action": status.recommended_action,
-        "next_command": next_command(status.recommended_action, name), "head_seq": status.head_seq,
+        "next_command": (f"kimen sync push --remote {name} --restore-head --yes"
+                         if status.recommended_action == "sync_reset_baseline_or_remote_recreate"
+                         and status.role == "admin" else next_command(status.recommended_action, name)),
+        "head_seq": status.head_seq,
         "ratchet_seq": status.ratchet_seq, "member": status.member, "role": status.role, "scope": status.scope,
         "members_changed": status.members_changed, "rotation_due_count": status.rotation_due_count,
         "baseline_verified": status.baseline_verified,
@@ -738,6 +744,11 @@ def cmd_push(inv: Invocation) -> Result:
         duration(args.break_stale_lock_after, errors.InvalidBreakStaleLockAfter)
         if args.dry_run:
             raise errors.ConflictingDryRunLockFlags()
+    if args.restore_head:
+        if args.dry_run or args.ff_only:
+            raise errors.UsageError(detail="--restore-head cannot be combined with --dry-run or --ff-only")
+        if not args.yes:
+            raise errors.RestoreHeadConfirmationRequired()
     session = Session(inv, unlock=True, lock_wait=float(lock_wait))
     try:
         if args.break_stale_lock_after is not None:
@@ -749,6 +760,10 @@ def cmd_push(inv: Invocation) -> Result:
                  reason="break_stale_lock_ignored")
         if args.dry_run:
             return push_dry_run(session)
+        if args.restore_head:
+            restored = session.engine.restore_head(session.local(), backup_path=session.backup_path(),
+                                                   lock_wait=float(lock_wait))
+            return push_result(restored, restored=True)
         result = session.engine.push(session.local(), ff_only=args.ff_only, backup_path=session.backup_path(),
                                      lock_wait=float(lock_wait))
         session.pin(result.pin_remote_id)
@@ -757,13 +772,14 @@ def cmd_push(inv: Invocation) -> Result:
     return push_result(result)
 
 
-def push_result(result: Any) -> Result:
+def push_result(result: Any, *, restored: bool = False) -> Result:
     fields = {"seq": result.seq, "head_id": result.head_id, "remote_rev": result.remote_rev,
               "remote_commit": result.remote_commit, "generation": result.generation,
               "published_keys": result.published_keys, "deleted_keys": result.deleted_keys,
               "merged_remote_keys": result.merged_remote_keys, "attempts": result.attempts, "noop": result.noop,
-              "backup_path": result.backup_path, "stale_lock_broken": False}
-    lines = ([f"nothing to publish (head seq {result.seq})"] if result.noop else [f"pushed seq {result.seq}"])
+              "backup_path": result.backup_path, "stale_lock_broken": False, "restored": restored}
+    lines = ([f"nothing to publish (head seq {result.seq})"] if result.noop else
+             [f"restored the known head as seq {result.seq}"] if restored else [f"pushed seq {result.seq}"])
     lines += [*_names("published", result.published_keys), *_names("deleted", result.deleted_keys),
               *_names("merged from the remote", result.merged_remote_keys)]
     if result.backup_path:

@@ -318,12 +318,16 @@ class Engine:
         """Read the head and accept it against the known head, or raise the first failing check's
         reason; None when the remote holds no head. `stateless` (`sync pin`): no known head, so
         the order check is skipped and nothing is read from this machine."""
-        from ..bundle import age, document
-
         identity = self._identity()
         current = self.remote.transport.read_head()
         if current is None:
             return None
+        return self._accept(current, identity, state, stateless=stateless)
+
+    def _accept(self, current: RemoteHead, identity: Identity, state: SyncState | None, *,
+                stateless: bool = False) -> Fetched:
+        from ..bundle import age, document
+
         try:
             plaintext = age.decrypt(current.data, [identity])
         except errors.BundleNoMatch:
@@ -653,6 +657,85 @@ class Engine:
                 raise errors.RemoteChanged(remote=self.remote.name, actual_rev=getattr(published, "actual_rev", None),
                                            recommended_action="sync_push",
                                            hint=f"lost the race to publish {attempts} times; run the command again")
+
+    # -- restore-head -----------------------------------------------------------------------------
+
+    def _kept_head(self, known: KnownHead, identity: Identity) -> tuple[Head, bytes]:
+        """The known head from this machine's state directory (`head.age`), checked against the
+        ratchet's head id → else `restore_head_unavailable`."""
+        from ..bundle import age, document
+
+        data = self.remote.state_dir(known.remote_id).read_head()
+        if data is None:
+            raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail="this machine keeps no copy of it")
+        try:
+            head = chain.parse_head(document.parse(age.decrypt(data, [identity])))
+        except errors.KimenError as exc:
+            raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail=exc.reason) from None
+        if head.id != known.head_id or head.remote_id != known.remote_id:
+            raise errors.RestoreHeadUnavailable(remote=self.remote.name,
+                                                detail="the kept copy is not the head the ratchet names")
+        return head, data
+
+    def restore_head(self, local: LocalState, *, backup_path: str | None = None,
+                     lock_wait: float | None = None) -> PushResult:
+        """Publish the known head again (plus this vault's local changes) when the remote's head
+        is absent, older than the known head (a rollback) or forked from it: `seq` = max(known,
+        remote) + 1, `parent` = the known head, log note `restore`. Admins only. A remote whose
+        head this member accepts (nothing to restore) is `restore_head_not_needed`."""
+        from ..bundle import age, document, keys
+
+        identity = self._identity()
+        transport = self.remote.transport
+        with transport.locked(lock_wait):
+            state, baseline, generation = local.load(self.remote.name)
+            if state is not None and state.remote_id != self._remote_id(state):
+                state, baseline = None, None
+            known = self._known(self._remote_id(state), state)
+            if known is None:
+                raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail="no head was accepted here")
+            head, _data = self._kept_head(known, identity)
+            current = transport.read_head()
+            remote_seq = 0
+            if current is not None:
+                try:
+                    self._accept(current, identity, state)
+                except (errors.RemoteRollback, errors.RemoteFork) as exc:
+                    remote_seq = int(exc.fields.get("remote_seq") or 0)
+                else:
+                    raise errors.RestoreHeadNotNeeded(remote=self.remote.name)
+            me = self._me(head)
+            if me.role != "admin":
+                raise errors.SyncRoleForbidden(member=me.id, role=me.role, action="restore the head")
+            self._check_overlap(local, me)
+            scope = Scope(me.scope)
+            result, values = self._merge(local, head, scope, baseline)
+            result.check_conflicts()
+            remote_changes = self._remote_changes(result, head)
+            changes = merge.push_changes(result, values)
+            now = self.clock()
+            doc = merge.build_next(head, author=me.id, changes=changes, at=format_time(now), now_ms=int(now * 1000),
+                                   creator=self.creator, note="restore", seq=max(known.seq, remote_seq) + 1)
+            document.sign(doc, identity)
+            plaintext = canonical(doc)
+            new_head = chain.parse_head(document.parse(plaintext))
+            data = age.encrypt(plaintext, [keys.parse_recipient(m.recipient).obj for m in new_head.current.members])
+            published = transport.publish(data, current.rev if current is not None else None, seq=new_head.seq,
+                                          by=me.id, expected_seq=remote_seq or None)
+            rev = getattr(published, "rev", None)
+            if rev is None:
+                raise errors.RemoteChanged(remote=self.remote.name, actual_rev=getattr(published, "actual_rev", None),
+                                           recommended_action="sync_status",
+                                           hint="the remote changed while restoring; look again before retrying")
+            local.commit(self.remote.name, remote_changes, self._state_of(new_head, rev, me),
+                         self._baseline_of(local.k_sync, new_head, scope), if_generation=generation, scope=scope,
+                         keep_local_rev=True, backup_path=backup_path)
+            self._remember(new_head, data)
+            return PushResult(new_head.seq, new_head.id, rev, getattr(published, "commit", None), new_head.generation,
+                              sorted(n for n, v in changes.items() if v is not None),
+                              sorted(n for n, v in changes.items() if v is None),
+                              sorted(result.remote_sets + result.remote_deletes), 1, False,
+                              backup_path if remote_changes else None)
 
     # -- resolve ----------------------------------------------------------------------------------
 

@@ -204,3 +204,104 @@ def test_sync_restore_replaces_the_vault_and_keeps_the_ratchet(team):
     human = bo.ok("sync", "restore", "--backup", current, "--no-backup", env=bo.with_pass())
     assert f"from {current}" in human.stdout and CANARY not in human.stdout + human.err
     assert "backup of the replaced vault" not in human.stdout
+
+
+def test_restore_head_after_a_wipe_a_rollback_and_a_fork(team, tmp_path):
+    ana, bo, remote_dir = team
+    head_file = remote_dir / "vault.age"
+    cy = member(tmp_path, "cy")
+    cy_joined = cy.ok("sync", "join", "team", "--path", str(remote_dir), "--identity", str(cy.identity),
+                      "--member", "cy", "--json").json()
+    ana.ok("sync", "members", "add", "--request", cy_joined["request"], "--role", "reader")  # seq 3
+    bo.ok("sync", "members", "ack")
+    sync(bo, "pull")
+    sync(cy, "pull")
+    ana.ok("sync", "members", "ack")
+    ana.set("app.a", "0")
+    sync(ana, "push")  # seq 4
+    sync(bo, "pull")
+    ana.set("app.a", "1")
+    sync(ana, "push")  # seq 5
+    sync(bo, "pull")
+    seq5 = head_file.read_bytes()
+    ana.set("app.a", "2")
+    sync(ana, "push")  # seq 6
+    sync(bo, "pull")
+
+    # the remote directory is wiped
+    for path in sorted(remote_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    status = sync(ana, "status")
+    assert status["reason"] == "remote_disappeared"
+    assert status["next_command"] == "kimen sync push --remote team --restore-head --yes"
+    assert sync(bo, "status")["next_command"] == "kimen sync reset-baseline --remote team --to-remote --yes"
+    ana.fail(32, "restore_head_confirmation_required", "sync", "push", "--restore-head", env=ana.with_pass())
+    bo.fail(32, "sync_role_forbidden", "sync", "push", "--restore-head", "--yes", env=bo.with_pass())
+    ana.set("app.b", CANARY)
+    restored = sync(ana, "push", "--restore-head", "--yes")
+    assert restored["restored"] and restored["seq"] == 7 and restored["published_keys"] == ["app.b"]
+    pulled = sync(bo, "pull")  # bo, who knew seq 6, accepts the restored head
+    assert pulled["seq"] == 7 and pulled["applied_keys"] == ["app.b"] and bo.get("app.a") == b"2"
+    ana.fail(32, "restore_head_not_needed", "sync", "push", "--restore-head", "--yes", env=ana.with_pass())
+    log = ana.ok("sync", "log", "--json", "--limit", "1").json()["entries"][0]
+    assert log["note"] == "restore" and log["seq"] == 7
+
+    # the remote is replaced by an older copy: refused as a rollback, restored above both
+    head_file.write_bytes(seq5)
+    bo.fail(31, "remote_rollback", "sync", "pull", env=bo.with_pass())
+    assert sync(ana, "push", "--restore-head", "--yes")["seq"] == 8
+    assert sync(bo, "pull")["seq"] == 8
+
+    # a fork ahead of ana's head: bo publishes twice on top of an older head
+    seq8 = head_file.read_bytes()
+    ana.set("app.c", "from-ana")
+    sync(ana, "push")  # seq 9, which bo never sees (cy does)
+    assert sync(cy, "pull")["seq"] == 9
+    head_file.write_bytes(seq8)
+    bo.set("app.d", "1")
+    sync(bo, "push")  # seq 9' (a fork of ana's 9)
+    bo.set("app.d", "2")
+    sync(bo, "push")  # seq 10'
+    ana.fail(31, "remote_fork", "sync", "pull", env=ana.with_pass())
+    forked = sync(ana, "push", "--restore-head", "--yes")
+    assert forked["seq"] == 11  # above the fork's 10
+    # cy, who knew ana's seq 9, accepts the restored chain (the skipped seq 10 is an entry that changes nothing)
+    assert sync(cy, "pull")["seq"] == 11
+    # bo's two heads are a fork of the restored chain: refused until bo re-anchors
+    bo.fail(31, "remote_fork", "sync", "pull", env=bo.with_pass())
+    sync(bo, "reset-baseline", "--to-remote", "--accept-fork", "--yes")
+    sync(bo, "reset-baseline", "--clear", "--yes")  # the next pull is a union again
+    assert sync(bo, "pull")["applied_keys"] == ["app.c"]
+    pushed = sync(bo, "push")
+    assert pushed["published_keys"] == ["app.d"] and pushed["deleted_keys"] == []  # nothing is lost
+    assert sync(ana, "pull")["applied_keys"] == ["app.d"] and ana.get("app.c") == b"from-ana"
+    entries = ana.ok("sync", "log", "--json").json()["entries"]
+    assert [e["note"] for e in entries if e["seq"] in (10, 11)] == ["restore", "restore"]
+    for path in remote_dir.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes()
+
+
+def test_restore_head_over_a_git_branch_moved_back(tmp_path):
+    import subprocess
+
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana, bo = member(tmp_path, "ana"), member(tmp_path, "bo")
+    done = ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--identity", str(ana.identity),
+                  "--member", "ana", "--json").json()
+    joined = bo.ok("sync", "join", "team", "--type", "git", "--path", str(repo), "--identity", str(bo.identity),
+                   "--member", "bo", "--remote-id", done["remote_id"], "--json").json()
+    ana.ok("sync", "members", "add", "--request", joined["request"])
+    ana.set("k", "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    git = ["git", "--git-dir", str(repo)]
+    old = subprocess.run([*git, "rev-parse", "main~1"], capture_output=True, check=True, text=True).stdout.strip()
+    subprocess.run([*git, "update-ref", "refs/heads/main", old], check=True)  # someone force-pushed an older tip
+    bo.fail(31, "remote_rollback", "sync", "pull", env=bo.with_pass())
+    restored = sync(ana, "push", "--restore-head", "--yes")
+    assert restored["seq"] == 4 and restored["remote_commit"]
+    assert sync(bo, "pull")["seq"] == 4 and bo.get("k") == b"1"
