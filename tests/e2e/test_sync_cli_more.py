@@ -305,3 +305,31 @@ def test_restore_head_over_a_git_branch_moved_back(tmp_path):
     restored = sync(ana, "push", "--restore-head", "--yes")
     assert restored["seq"] == 4 and restored["remote_commit"]
     assert sync(bo, "pull")["seq"] == 4 and bo.get("k") == b"1"
+
+
+def test_dry_runs_name_deletes_and_conflicts(team):
+    ana, bo, _remote_dir = team
+    for name in ("app.a", "app.b", "app.c"):
+        ana.set(name, "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    ana.ok("secret", "rm", "app.a", env=ana.with_pass())
+    ana.set("app.b", "2")
+    ana.set("app.new", CANARY)
+    dry = sync(ana, "push", "--dry-run")
+    assert dry["action"] == "sync_push_dry_run" and dry["can_push"]
+    assert dry["would_publish_keys"] == ["app.b", "app.new"] and dry["would_delete_keys"] == ["app.a"]
+    assert dry["would_merge_keys"] == [] and dry["conflict_keys"] == []
+    human = ana.ok("sync", "push", "--dry-run", env=ana.with_pass()).stdout
+    assert "would delete: app.a" in human and CANARY not in human
+    sync(ana, "push")
+
+    # bo changed app.b too: a dry pull names the conflict instead of stopping, and changes nothing
+    bo.set("app.b", "bo")
+    pulled = sync(bo, "pull", "--reconcile", "--dry-run")
+    assert pulled["action"] == "sync_pull_dry_run" and pulled["conflict_keys"] == ["app.b"]
+    assert pulled["can_reconcile"] is False and pulled["would_delete_keys"] == ["app.a"]
+    assert pulled["would_apply_keys"] == ["app.new"]
+    assert bo.get("app.a") == b"1" and bo.get("app.b") == b"bo"
+    assert sync(bo, "push", "--dry-run")["conflict_keys"] == ["app.b"]
+    bo.fail(31, "overlapping_changes", "sync", "pull", "--reconcile", env=bo.with_pass())
