@@ -528,6 +528,23 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
     ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
+    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}', None),
+    ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}',
+     'the checks: doctor, head, pin, status, conflicts, rotation, pull, push'),
+    ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected',
+     '--only and --skip left no check to run'),
+    ('MembersUnacknowledged', 'members_unacknowledged', None, 'the members changed since you acknowledged them',
+     'compare them (`kimen sync members list`), then `kimen sync members ack`'),
+    ('MissingBackup', 'missing_backup', None, 'missing --backup', 'kimen sync restore --backup FILE (see `kimen vault backups`)'),
+    ('RestoreHeadConfirmationRequired', 'restore_head_confirmation_required', None,
+     'publishing the known head again needs --yes', 'kimen sync push --restore-head --yes (admins)'),
+    ('RestoreHeadUnavailable', 'restore_head_unavailable', None, 'cannot restore the head of remote {remote}: {detail}',
+     'restore the head from a machine that accepted it (its state directory keeps a copy)'),
+    ('RestoreHeadNotNeeded', 'restore_head_not_needed', None,
+     'remote {remote} holds a head that descends from the known head: nothing to restore',
+     'pull or push as usual (`kimen sync status`)'),
+    ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
+     'run `kimen doctor` (with the same --profile) for the report'),
 )
 
 
@@ -559,10 +576,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
     ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
      None),
-    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}', None),
-    ('MissingBackup', 'missing_backup', None, 'missing --backup', None),
-    ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
-    ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )

@@ -86,6 +86,7 @@ SHAPES: dict[str, list[list[str]]] = {
     "config vault set": [["@vault.db"]],
     "config unlock set": [["prompt"]],
     "vault restore": [["--backup", "@vault.db"]],
+    "sync restore": [["--backup", "@vault.db"]],
     "run": [[*_MAP, "--files-dir", "@new:files", "--", "true"], [*_MAP, *_BUNDLE, "--", "true"]],
     "render": [[*_MAP, "--dir", "@new:out"], [*_MAP, *_BUNDLE, "--systemd-service", "svc", "--runtime-dir", "@new:rt"]],
     "envfile": [[*_MAP, "--out", "@new:out.env", "--files-dir", "@new:files"], [*_MAP, *_BUNDLE, "--out", "@new:o"]],
