@@ -254,7 +254,8 @@ def _flag_fields(inv: Invocation) -> dict[str, Any]:
 
     args = inv.options
     for flag in _MEMBERSHIP_FLAGS:
-        if getattr(args, flag, None):
+        value = getattr(args, flag, None)
+        if value and not (flag == "scope" and isinstance(value, list)):  # `sync init --scope`: the creator's own
             raise errors.MembershipNotInConfig(flag="--" + flag.replace("_", "-"))
     out: dict[str, Any] = {}
     for key in _FIELDS:

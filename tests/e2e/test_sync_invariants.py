@@ -194,13 +194,10 @@ def test_forged_replayed_foreign_forked_and_lfs_heads_are_refused(accepted, tmp_
     assert envelope["remote_seq"] < envelope["known_seq"]
     write_head(repo, older_head, force=True)
     _refused(bo, 31, "remote_rollback")
-    # another remote's head, encrypted to bo (made by bo, from another home and vault)
+    # another remote's head, encrypted to bo (bo founded it from the same vault, with a disjoint scope)
     other = sync_team.bare_repo(tmp_path / "other.git")
-    (tmp_path / "bo-elsewhere").mkdir()
-    elsewhere = Kimen(tmp_path / "bo-elsewhere")
-    elsewhere.init_vault()
-    elsewhere.ok("sync", "init", "other", "--type", "git", "--path", str(other), "--identity", str(bo.identity),
-                 "--member", "bo")
+    bo.ok("sync", "init", "other", "--type", "git", "--path", str(other), "--identity", str(bo.identity),
+          "--member", "bo", "--scope", "elsewhere.**", env=bo.with_pass())
     write_head(repo, read_head(other))
     _refused(bo, 32, "bundle_wrong_remote")
     # an LFS pointer where the head should be
