@@ -389,6 +389,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('OutputIsDirectory', 'output_is_directory', None, 'output is a directory: {path}', None),
     ('OutputExists', 'output_exists', None, 'output already exists: {path}', 'use --force to overwrite'),
     ('InitFailed', 'init_failed', None, 'init failed: {detail}', None),
+    ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type for a CI gate: {type}',
+     'a CI job reaches the team through a git repository: pass --remote-type git'),
     # -- audit (34) --
     ('AuditUnavailable', 'audit_unavailable', 34, 'audit log cannot be written: {path} ({problem})',
      'the daemon refuses requests until it can write its audit log: free space, or remove what replaced the file'),
@@ -550,7 +552,7 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
 
 # ---------------------------------------------------------------------------------------------
 # Declared for features not built yet (the sync commands still to come, agent grants and the
-# audit log, `init ci-sync-gate`) and for catch-all reasons no command raises yet. No command
+# audit log) and for catch-all reasons no command raises yet. No command
 # raises these today: they stay out of docs/errors.md until a command does, and then move up into the table above
 # (tests/test_errors.py checks both directions).
 # ---------------------------------------------------------------------------------------------
@@ -576,8 +578,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
     ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
      None),
-    # -- init ci-sync-gate --
-    ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )
 
 _SPECS = {row[0]: row for row in _DECLARED + _NOT_BUILT}

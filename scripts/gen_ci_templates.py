@@ -8,7 +8,8 @@ from pathlib import Path
 from kimen.cli.init import TEMPLATES, render
 
 DEFAULTS = {"ci-pr-safety": {"profile": "ci", "command": "echo ci-check"},
-            "ci-deploy": {"profile": "prod", "command": "./scripts/deploy.sh", "bundle": "vault.age"}}
+            "ci-deploy": {"profile": "prod", "command": "./scripts/deploy.sh", "bundle": "vault.age"},
+            "ci-sync-gate": {}}
 
 
 def shipped() -> dict[Path, str]:

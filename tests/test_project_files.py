@@ -60,7 +60,7 @@ def test_make_dist_builds_a_wheel_and_an_sdist_with_the_templates(tmp_path):
     wheel_name, sdist_name = f"kimen-{__version__}-py3-none-any.whl", f"kimen-{__version__}.tar.gz"
     assert sorted(p.name for p in (copy / "dist").iterdir()) == sorted([wheel_name, sdist_name])
     templates = sorted(p.name for p in (REPO / "kimen" / "templates").glob("*.yml"))
-    assert templates == ["ci-deploy.yml", "ci-pr-safety.yml"]
+    assert templates == ["ci-deploy.yml", "ci-pr-safety.yml", "ci-sync-gate.yml"]
     with zipfile.ZipFile(copy / "dist" / wheel_name) as wheel:
         for name in templates:
             assert wheel.read(f"kimen/templates/{name}") == (REPO / "kimen" / "templates" / name).read_bytes()

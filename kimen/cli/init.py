@@ -1,4 +1,4 @@
-"""`kimen init ci-pr-safety|ci-deploy`: GitHub Actions workflows from built-in templates.
+"""`kimen init ci-pr-safety|ci-deploy|ci-sync-gate`: GitHub Actions workflows from built-in templates.
 
 Templates live in `kimen/templates/`; actions are pinned by commit. The rendered copies shipped in
 `.github/workflows/*-template.yml` (triggers reduced to `workflow_dispatch`) are produced by
@@ -10,8 +10,9 @@ PR title could then run in the job that holds the identity) or a line break or o
 character (it could end its YAML scalar and add keys) is `template_value_unsafe`. Free text (the
 command, the install spec) only ever lands inside a literal block scalar (`run: |`) whose line
 starts with kimen's own words, so YAML takes it byte for byte; names that are YAML scalars of their
-own (the environment) are written double-quoted; profile and bundle are restricted to plain
-shell-safe characters.
+own (the environment, the sync gate's branch trigger) are written double-quoted; profile and bundle
+are restricted to plain shell-safe characters; the sync gate's remote location (path, branch, bundle
+path) is shell-quoted after the rules `kimen remote add` applies to it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 
 from .. import errors
 from .model import COMMANDS, Invocation, Result
@@ -29,8 +31,14 @@ TEMPLATES = {
     "ci-pr-safety": {"file": "ci-pr-safety.yml", "out": ".github/workflows/kimen-pr-safety.yml",
                      "triggers": "  pull_request:\n"},
     "ci-deploy": {"file": "ci-deploy.yml", "out": ".github/workflows/kimen-deploy.yml",
-                  "triggers": "  push:\n    branches: [main]\n  workflow_dispatch:\n"},
+                  "triggers": "  push:\n    branches: [main]\n  workflow_dispatch:\n", "environment": "production"},
+    # a new head arrives with a push to the remote's branch; the daily run notices a membership or
+    # rotation change that no push to this repository announced
+    "ci-sync-gate": {"file": "ci-sync-gate.yml", "out": ".github/workflows/kimen-sync-gate.yml",
+                     "triggers": "  push:\n    branches: [__BRANCH__]\n  schedule:\n    - cron: \"17 5 * * *\"\n"
+                                 "  workflow_dispatch:\n", "environment": "kimen-sync-gate"},
 }
+SYNC_GATE_REMOTE_TYPES = ("git",)  # CI reaches no shared directory: an fs remote cannot be gated there
 _PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}")
 _PLACEHOLDER = re.compile(r"__([A-Z_]+)__")
 _ENVIRONMENT_MAX = 255  # GitHub's limit for an environment name
@@ -58,6 +66,19 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--environment", metavar="NAME", default="production",
                    help="GitHub environment of the deploy job; its protection rules guard the identity "
                         "(default production)")
+    p = _template_command(group, "ci-sync-gate",
+                          "workflow: check a team's sync head and pinned members (no vault, no passphrase)")
+    p.add_argument("--remote-name", metavar="NAME", default="team", help="the remote's name in the job (default team)")
+    p.add_argument("--remote-type", metavar="TYPE", default="git", help="the remote's type: git (the default and "
+                   "the only type a CI job can reach)")
+    p.add_argument("--remote-path", metavar="URL", default="",
+                   help="the team's git repository (URL or path); empty (the default): the repository the "
+                        "workflow runs in, checked out at --remote-branch")
+    p.add_argument("--remote-branch", metavar="BRANCH", default="main", help="the remote's branch (default main)")
+    p.add_argument("--remote-bundle-path", metavar="PATH", default="vault.age",
+                   help="the head's path in the repository (default vault.age)")
+    p.add_argument("--environment", metavar="NAME", default="kimen-sync-gate",
+                   help="GitHub environment of the gate job, which holds the reader identity (default kimen-sync-gate)")
 
 
 def _template_command(group: argparse._SubParsersAction, template: str, help: str) -> argparse.ArgumentParser:
@@ -85,18 +106,39 @@ def _checked(flag: str, value: str) -> str:
     return value
 
 
-def render(template: str, *, profile: str, command: str, bundle: str = "vault.age",
-           environment: str = "production", install_spec: str | None = None,
-           dispatch_only: bool = False) -> str:
+def render(template: str, *, profile: str = "ci", command: str = "echo ci-check", bundle: str = "vault.age",
+           environment: str | None = None, install_spec: str | None = None, remote_name: str = "team",
+           remote_type: str = "git", remote_path: str = "", remote_branch: str = "main",
+           remote_bundle_path: str = "vault.age", dispatch_only: bool = False) -> str:
     """The workflow text; refuses values that could break out of their YAML or shell slot."""
     from importlib import resources
 
+    install_spec = default_install_spec() if install_spec is None else install_spec
+    spec = TEMPLATES[template]
+    environment = spec.get("environment", "") if environment is None else environment
+    _checked("--install-spec", install_spec)
+    if not install_spec.strip():
+        raise errors.InitFailed(detail="--install-spec must not be empty")
+    values = {"INSTALL_SPEC": install_spec}
+    if template == "ci-sync-gate":
+        values.update(_sync_gate_values(remote_name, remote_type, remote_path, remote_branch, remote_bundle_path))
+    else:
+        values.update(_project_values(template, profile, command, bundle))
+    if "environment" in spec:  # the jobs that hold the identity
+        values.update(_environment_values(environment))
+    text = resources.files("kimen").joinpath("templates", spec["file"]).read_text(encoding="utf-8")
+    triggers = "  workflow_dispatch:" if dispatch_only else spec["triggers"].rstrip("\n")
+    values["TRIGGERS"] = triggers.replace("__BRANCH__", values.get("BRANCH_SCALAR", ""))
+    # one pass: a value that happens to contain `__PROFILE__` is never substituted again
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def _project_values(template: str, profile: str, command: str, bundle: str) -> dict[str, str]:
+    """The placeholders of the templates that read a profile: ci-pr-safety and ci-deploy."""
     from ..projection.kmap import is_profile_name
 
     command_flag = "--deploy-command" if template == "ci-deploy" else "--command"
-    install_spec = default_install_spec() if install_spec is None else install_spec
-    for flag, value in (("--profile", profile), (command_flag, command), ("--bundle", bundle),
-                        ("--environment", environment), ("--install-spec", install_spec)):
+    for flag, value in (("--profile", profile), (command_flag, command), ("--bundle", bundle)):
         _checked(flag, value)
     if not is_profile_name(profile) or profile.startswith("-"):  # "-x" would read as a flag after --profile
         raise errors.InvalidProfileName(name=profile)
@@ -104,22 +146,46 @@ def render(template: str, *, profile: str, command: str, bundle: str = "vault.ag
         raise errors.InitFailed(detail="--bundle must be a relative path of [A-Za-z0-9_./-]")
     if not command.strip():
         raise errors.InitFailed(detail=f"{command_flag} must not be empty")
-    if not install_spec.strip():
-        raise errors.InitFailed(detail="--install-spec must not be empty")
+    return {"PROFILE": profile, "BUNDLE": bundle, "COMMAND": command}
+
+
+def _environment_values(environment: str) -> dict[str, str]:
+    """The job's GitHub environment (its protection rules guard the identity), checked."""
+    _checked("--environment", environment)
     if not environment or environment != environment.strip() or len(environment) > _ENVIRONMENT_MAX:
         raise errors.InitFailed(
             detail=f"--environment must be 1 to {_ENVIRONMENT_MAX} characters, without leading or trailing spaces")
-    spec = TEMPLATES[template]
-    text = resources.files("kimen").joinpath("templates", spec["file"]).read_text(encoding="utf-8")
-    values = {
-        "TRIGGERS": "  workflow_dispatch:" if dispatch_only else spec["triggers"].rstrip("\n"),
-        "PROFILE": profile, "BUNDLE": bundle, "COMMAND": command, "INSTALL_SPEC": install_spec,
-        # JSON strings are YAML double-quoted scalars: any name reads back as itself (`yes`, `1.0`, `a: b`)
-        "ENVIRONMENT": json.dumps(environment, ensure_ascii=False),
-        "CONCURRENCY_GROUP": json.dumps(f"kimen-deploy-{environment}", ensure_ascii=False),
+    # JSON strings are YAML double-quoted scalars: any name reads back as itself (`yes`, `1.0`, `a: b`)
+    return {"ENVIRONMENT": json.dumps(environment, ensure_ascii=False),
+            "CONCURRENCY_GROUP": json.dumps(f"kimen-deploy-{environment}", ensure_ascii=False)}
+
+
+def _sync_gate_values(name: str, kind: str, path: str, branch: str, bundle_path: str) -> dict[str, str]:
+    """The placeholders of ci-sync-gate: the remote as `kimen remote add` would accept it, each value
+    one shell word (quoted when it needs it); an empty path is the repository the workflow runs in."""
+    from ..sync.git import check_branch, check_bundle_path
+    from .sync import _check_name
+
+    for flag, value in (("--remote-name", name), ("--remote-type", kind), ("--remote-path", path),
+                        ("--remote-branch", branch), ("--remote-bundle-path", bundle_path)):
+        _checked(flag, value)
+    _check_name(name)
+    if kind not in SYNC_GATE_REMOTE_TYPES:
+        raise errors.InvalidRemoteType(type=kind[:20])
+    if path != path.strip() or path.startswith("-"):
+        raise errors.InitFailed(detail="--remote-path must not start with '-' or a space, nor end with a space")
+    try:
+        check_branch(branch)
+    except errors.GitFailed:
+        raise errors.InitFailed(detail="--remote-branch must be a branch name git accepts") from None
+    check_bundle_path(bundle_path)
+    checkout_ref = f"          ref: {json.dumps(branch)}\n" if not path else ""
+    return {
+        "REMOTE_NAME": name, "REMOTE_TYPE": kind,
+        "REMOTE_PATH": shlex.quote(path) if path else '"$GITHUB_WORKSPACE"',
+        "REMOTE_BRANCH": shlex.quote(branch), "REMOTE_BUNDLE_PATH": shlex.quote(bundle_path),
+        "CHECKOUT_REF": checkout_ref, "BRANCH_SCALAR": json.dumps(branch, ensure_ascii=False),
     }
-    # one pass: a value that happens to contain `__PROFILE__` is never substituted again
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
 def _make_dirs(directory: str) -> None:
@@ -144,9 +210,15 @@ def cmd_init(inv: Invocation) -> Result:
     from ..paths import absolute
 
     args = inv.options
-    text = render(args.template, profile=args.profile, command=args.run_command,
-                  bundle=getattr(args, "bundle", "vault.age"),
-                  environment=getattr(args, "environment", "production"), install_spec=args.install_spec)
+    if args.template == "ci-sync-gate":
+        text = render(args.template, install_spec=args.install_spec, environment=args.environment,
+                      remote_name=args.remote_name,
+                      remote_type=args.remote_type, remote_path=args.remote_path, remote_branch=args.remote_branch,
+                      remote_bundle_path=args.remote_bundle_path)
+    else:
+        text = render(args.template, profile=args.profile, command=args.run_command,
+                      bundle=getattr(args, "bundle", "vault.age"),
+                      environment=getattr(args, "environment", "production"), install_spec=args.install_spec)
     out = absolute(args.out)
     if os.path.isdir(out):
         raise errors.OutputIsDirectory(path=out)

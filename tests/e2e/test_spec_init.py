@@ -1,5 +1,5 @@
-"""The defaults of `init ci-pr-safety` and `init ci-deploy` are the documented ones (docs/ci.md), and
-`--help` names them."""
+"""The defaults of `init ci-pr-safety`, `init ci-deploy` and `init ci-sync-gate` are the documented
+ones (docs/ci.md), and `--help` names them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ DEFAULTS = {
                    "kimen project run --bundle vault.age --profile prod --mask -- ./scripts/deploy.sh"],
                   {"--profile NAME": "default prod", "--deploy-command CMD": "default ./scripts/deploy.sh",
                    "--bundle FILE": "default vault.age", "--environment NAME": "default production"}),
+    "ci-sync-gate": (".github/workflows/kimen-sync-gate.yml",
+                     ['kimen remote add team --type git --path "$GITHUB_WORKSPACE" --branch main'
+                      ' --bundle-path vault.age --remote-id "$KIMEN_REMOTE_ID"',
+                      'kimen sync pin --remote team --check "$KIMEN_MEMBERS_PIN" --json',
+                      'kimen sync preflight --remote team --strict --allow-missing-vault --pin "$KIMEN_MEMBERS_PIN"'
+                      " --only head,pin,rotation --json"],
+                     {"--remote-name NAME": "default team", "--remote-branch BRANCH": "default main",
+                      "--remote-bundle-path PATH": "default vault.age",
+                      "--environment NAME": "default kimen-sync-gate"}),
 }
 
 
