@@ -236,6 +236,27 @@ def test_a_head_that_changes_values_without_a_new_revision_is_refused(remote):
     assert result.keys["ops.k"].outcome == "converged"  # L = R, both differ from the unusable digest
 
 
+def test_an_untranslated_baseline_digest_is_read_by_its_revision(remote):
+    """A rotation that could not recompute a digest keeps the row's revision: the head's entry of
+    that revision is the baseline value, any other value differs from it."""
+    baseline = _base(remote, 1)
+    seq = baseline["ops.k"].seq
+    lost = {**baseline, "ops.k": Keyed(merge.UNTRANSLATED, seq)}
+    local = {n: k.digest for n, k in baseline.items()}
+    for value, outcome in ((b"3", "unchanged"), (b"9", "local_only")):
+        result = merge.merge(K, SCOPE, remote.head, {**local, "ops.k": _d("ops.k", value)}, lost)
+        assert result.keys["ops.k"].outcome == outcome
+    newer = Chain()
+    newer.push("ana", {"app.a": b"1", "app.b": b"2", "ops.k": b"3", "x.out": b"4"})
+    newer.push("ana", {"app.b": None})
+    newer.push("ana", {"ops.k": b"remote"})  # a later revision: the remote changed it
+    for value, outcome in ((b"9", "conflict"), (b"remote", "converged")):
+        result = merge.merge(K, SCOPE, newer.head, {**local, "ops.k": _d("ops.k", value)}, lost)
+        assert result.keys["ops.k"].outcome == outcome
+    with pytest.raises(errors.KimenError):  # an older revision is still a rollback
+        merge.merge(K, SCOPE, remote.head, local, {**lost, "ops.k": Keyed(merge.UNTRANSLATED, seq + 5)})
+
+
 def test_push_changes_takes_local_values_and_deletes():
     c = Chain()
     c.push("ana", {"app.a": b"1", "app.b": b"2"})

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     ConflictKind = Literal["both_changed", "local_deleted", "remote_deleted"]
 
 _ZERO = bytes(32)
+UNTRANSLATED = b"\xff" * 32
+"""The digest of a baseline row that a data-key rotation could not carry over (the value it was
+taken from was no longer kept): it matches no value; the merge reads it by its revision instead."""
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -133,9 +136,9 @@ def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
 class Keyed:
     """A keyed digest and the seq of the entry it was taken from (a baseline row, a head entry).
 
-    A baseline row with `seq` 0 claims no revision: a digest that can no longer be checked against
-    the head's (one `--rotate-data-key` could not translate) keeps its name "locally changed"
-    without making the head look forged.
+    A baseline row with `seq` 0 claims no revision: its digest is not checked against the head's.
+    A row whose digest is `UNTRANSLATED` equals the head's entry of the same revision (a revision
+    names one value) and differs from every other value, so the local value counts as changed.
     """
 
     digest: bytes
@@ -236,7 +239,14 @@ def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
             else:
                 keys[name] = KeyMerge(name, "conflict", l_digest, r_digest, "both_changed")
         return MergeResult(head, keys, out_of_scope, first_pull=True)
-    base = {name: row for name, row in baseline.items() if scope.covers(name)}
+    base: dict[str, Keyed] = {}
+    for name, row in baseline.items():
+        if scope.covers(name):
+            if row.digest == UNTRANSLATED:
+                r = remote.get(name)
+                if r is not None and r.seq == row.seq:
+                    row = r  # the same revision is the same value
+            base[name] = row
     _check_carried(head, base, remote, tombstones)
     for name in mine.keys() | remote.keys() | base.keys():
         b = base.get(name)
