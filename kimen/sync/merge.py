@@ -123,10 +123,12 @@ def state_mac(k_sync: bytes, state: SyncState, acc: bytes) -> bytes:
 def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
     """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
     tells "the vault changed since the last sync" without a passphrase."""
-    digest = hashlib.sha256()
-    for name, revision, row_hash in sorted(rows):
-        digest.update(_name(name) + _U64.pack(revision) + row_hash)
-    return digest.hexdigest()
+    u16, u64 = _U16.pack, _U64.pack
+    parts = []
+    for name, revision, row_hash in sorted(rows):  # rows read in name order sort in linear time
+        raw = name.encode("ascii")
+        parts.append(u16(len(raw)) + raw + u64(revision) + row_hash)
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 # -- the merge ----------------------------------------------------------------------------------

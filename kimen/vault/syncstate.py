@@ -78,11 +78,16 @@ def read_state(vault: VaultFile, remote: str) -> SyncState | None:
 
 
 def _revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
+    """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
+    sha256 = hashlib.sha256
+    covers = None if scope.everything else scope.covers
     rows = []
     for name, revision, nonce, ciphertext in conn.execute(
-            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets"):
-        if scope.covers(name):
-            rows.append((name, revision, hashlib.sha256(bytes(nonce) + bytes(ciphertext)).digest()))
+            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"):
+        if covers is None or covers(name):
+            row_hash = sha256(nonce)
+            row_hash.update(ciphertext)
+            rows.append((name, revision, row_hash.digest()))
     return rows
 
 
