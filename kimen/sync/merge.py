@@ -98,6 +98,18 @@ def baseline_acc(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> bytes
     return acc.to_bytes(32, "big")
 
 
+def baseline_acc_update(k_sync: bytes, acc: bytes, old: Mapping[str, Keyed], new: Mapping[str, Keyed]) -> bytes:
+    """`baseline_acc` of `new`, from `acc` (that of `old`): only the rows that differ are MACed."""
+    value = int.from_bytes(acc, "big")
+    for name, row in old.items():
+        if new.get(name) != row:
+            value ^= int.from_bytes(baseline_row_mac(k_sync, name, row.seq, row.digest), "big")
+    for name, row in new.items():
+        if old.get(name) != row:
+            value ^= int.from_bytes(baseline_row_mac(k_sync, name, row.seq, row.digest), "big")
+    return value.to_bytes(32, "big")
+
+
 def _field(value: str | int | tuple[str, ...] | None) -> bytes:
     if value is None:
         return b"\xff\xff\xff\xff"  # no length a field can have: null differs from ""
@@ -207,14 +219,37 @@ class MergeResult:
             raise errors.OverlappingChanges(names=", ".join(keys), conflict_keys=keys, conflicts=self.conflicts)
 
 
-def head_digests(k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
+class Digests:
+    """`key_digest` under one `k_sync`, remembering each (name, value) it digested: one operation
+    digests the local values, the head's and the next head's, which are mostly the same values."""
+
+    __slots__ = ("_memo", "k_sync")
+
+    def __init__(self, k_sync: bytes) -> None:
+        self.k_sync = k_sync
+        self._memo: dict[tuple[str, bytes], bytes] = {}
+
+    def __repr__(self) -> str:  # never a value or a digest
+        return f"Digests({len(self._memo)})"
+
+    def __call__(self, name: str, value: bytes) -> bytes:
+        key = (name, value)
+        digest = self._memo.get(key)
+        if digest is None:
+            digest = self._memo[key] = key_digest(self.k_sync, name, value)
+        return digest
+
+
+def head_digests(k_sync: bytes, head: Head, scope: Scope, digests: Digests | None = None) -> dict[str, Keyed]:
     """The keyed digest and revision of every entry of `head` inside `scope`."""
-    return {name: Keyed(key_digest(k_sync, name, entry.value), entry.revision)
-            for name, entry in head.entries.items() if scope.covers(name)}
+    digest = digests if digests is not None and digests.k_sync == k_sync else Digests(k_sync)
+    covers = None if scope.everything else scope.covers
+    return {name: Keyed(digest(name, entry.value), entry.revision)
+            for name, entry in head.entries.items() if covers is None or covers(name)}
 
 
 def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
-          baseline: Mapping[str, Keyed] | None) -> MergeResult:
+          baseline: Mapping[str, Keyed] | None, digests: Digests | None = None) -> MergeResult:
     """The per-key merge of the local vault against an accepted head, over the names in `scope`.
 
     `local` maps the vault's names to their keyed digests (names outside `scope` are ignored);
@@ -293,9 +328,10 @@ def _check_carried(head: Head, base: Mapping[str, Keyed], remote: Mapping[str, K
             seq=head.seq, detail=f"changed without a new revision: {', '.join(sorted(forged))}")
 
 
-def mirror(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes]) -> MergeResult:
+def mirror(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
+           digests: Digests | None = None) -> MergeResult:
     """`sync pull --mirror`: every in-scope local name becomes the head's (set, replaced or deleted)."""
-    remote = head_digests(k_sync, head, scope)
+    remote = head_digests(k_sync, head, scope, digests)
     mine = {name: digest for name, digest in local.items() if scope.covers(name)}
     keys: dict[str, KeyMerge] = {}
     for name in mine.keys() | remote.keys():

@@ -34,7 +34,15 @@ import json
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
-from ..sync.merge import UNTRANSLATED, Keyed, baseline_acc, key_digest, local_revision, state_mac
+from ..sync.merge import (
+    UNTRANSLATED,
+    Keyed,
+    baseline_acc,
+    baseline_acc_update,
+    key_digest,
+    local_revision,
+    state_mac,
+)
 from . import backup as vault_backup
 from . import sealing
 from .schema import CIPHERTEXT_COLUMNS
@@ -106,6 +114,7 @@ class VaultSyncState:
         self.store = store
         self.vault = store.vault
         self.k_sync = sealing.sync_key(store.data_key, self.vault.header().vault_id)
+        self._verified: dict[str, tuple[dict[str, Keyed], bytes]] = {}  # remote -> (baseline, acc) `load` checked
 
     def __repr__(self) -> str:
         return f"VaultSyncState({self.vault.path!r})"
@@ -127,12 +136,22 @@ class VaultSyncState:
                 raise errors.SyncBaselineTampered(remote=remote)
             return None, None, generation
         state = _row_state(row)
-        expected = state_mac(self.k_sync, state, baseline_acc(self.k_sync, rows))
+        acc = baseline_acc(self.k_sync, rows)
+        expected = state_mac(self.k_sync, state, acc)
         stored = row[16]
         if not isinstance(stored, (bytes, memoryview)) or not hmac.compare_digest(bytes(stored), expected) \
                 or state.remote != remote:
             raise errors.SyncBaselineTampered(remote=remote)
-        return state, {name: Keyed(digest, seq) for name, seq, digest in rows}, generation
+        baseline = {name: Keyed(digest, seq) for name, seq, digest in rows}
+        self._verified[remote] = (dict(baseline), acc)
+        return state, baseline, generation
+
+    def unchanged(self, state: SyncState, scope: Scope) -> bool:
+        """Whether no row in `scope` changed since the commit that recorded `state` with no local
+        change left (`last_local_rev`): every local value then equals the baseline's, and a merge
+        needs no value decrypted (no key; `scope` must be the state's own)."""
+        return (state.last_local_rev is not None and tuple(scope.globs) == tuple(state.scope)
+                and read_local_revision(self.vault, scope) == state.last_local_rev)
 
     def unverified(self, remote: str) -> tuple[SyncState | None, int]:
         """(state, vault generation) of `remote` without the MAC check (`sync reset-baseline`)."""
@@ -203,7 +222,10 @@ class VaultSyncState:
                 role=state.role, scope=state.scope, rotation_due_count=state.rotation_due_count,
                 last_local_rev=local_rev, updated_at=format_time())
             rows = sorted((name, keyed.seq, keyed.digest) for name, keyed in baseline.items())
-            mac = state_mac(self.k_sync, new_state, baseline_acc(self.k_sync, rows))
+            verified = self._verified.pop(remote, None)  # MAC only the rows that changed since `load`
+            acc = (baseline_acc_update(self.k_sync, verified[1], verified[0], baseline) if verified is not None
+                   else baseline_acc(self.k_sync, rows))
+            mac = state_mac(self.k_sync, new_state, acc)
             conn.execute("DELETE FROM sync_baseline WHERE remote=?", (remote,))
             conn.executemany("INSERT INTO sync_baseline (remote, name, digest, seq) VALUES (?, ?, ?, ?)",
                              [(remote, name, digest, seq) for name, seq, digest in rows])
@@ -222,6 +244,7 @@ class VaultSyncState:
                 conn.execute("UPDATE vault SET generation=?, meta_mac=?", (
                     generation, sealing.meta_mac(k_mac, header.vault_id, generation, header.key_epoch,
                                                  header.rows_mac)))
+        self._verified[remote] = (dict(baseline), acc)
         return result
 
 
