@@ -313,8 +313,10 @@ def _parse_log_entry(value: Any) -> LogEntry:
                     item["members"], item["note"])
 
 
-def parse_head(doc: SignedDocument) -> Head:
+def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head:
     """A head from a parsed, signature-verified document: every field rule of the `sync` member.
+    `canonical_text`: the document's canonical serialisation when the caller made it (a head it
+    just built), so its id needs no second encoding.
 
     No `sync` member → `sync_not_a_sync_document`; unsigned → `bundle_unsigned`; any broken rule →
     `bundle_invalid`. Chain checks that need more than the document itself are `accept`'s.
@@ -365,7 +367,8 @@ def parse_head(doc: SignedDocument) -> Head:
 
     sync_member = SyncMember(FORMAT, remote_id, seq, parent, by, membership, tombstones, rotation_due, log)
     creator = raw.get("creator") or {}
-    return Head(head_id(raw), raw["bundle_id"], raw["created_at"], raw["generation"], dict(creator), signer,
+    the_id = head_id(raw) if canonical_text is None else hashlib.sha256(canonical_text).hexdigest()
+    return Head(the_id, raw["bundle_id"], raw["created_at"], raw["generation"], dict(creator), signer,
                 entries, sync_member)
 
 

@@ -648,7 +648,7 @@ class Engine:
                                        now_ms=int(now * 1000), creator=self.creator)
                 document.sign(doc, identity)
                 plaintext = canonical(doc)
-                new_head = chain.parse_head(document.parse(plaintext))
+                new_head = _own_head(plaintext, identity)
                 recipients = [keys.parse_recipient(m.recipient).obj for m in new_head.current.members]
                 data = age.encrypt(plaintext, recipients)
                 published = transport.publish(data, fetched.remote.rev, seq=new_head.seq, by=me.id,
@@ -790,6 +790,24 @@ class Engine:
             rotation_due_count=state.rotation_due_count if state is not None else 0,
             local_changed=local_changed, has_lock=lock_owner is not None, lock_owner=lock_owner, reason=reason,
             recommended_action=action, blockers=blockers)
+
+
+class _Own:
+    """A head this member just built and signed, as `chain.parse_head` reads a document."""
+
+    __slots__ = ("raw", "signer")
+
+    def __init__(self, raw: Mapping[str, object], signer: str | None) -> None:
+        self.raw, self.signer = raw, signer
+
+
+def _own_head(plaintext: bytes, identity: Identity) -> Head:
+    """The head of a document this member just built, signed and serialised: every rule of a head
+    checked again (`chain.parse_head`), without decoding each value and verifying its own signature
+    as a document from elsewhere needs (`kimen.bundle.document.parse`)."""
+    from ..sigfmt import loads
+
+    return chain.parse_head(_Own(loads(plaintext.decode("utf-8")), identity.signer), plaintext)
 
 
 def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,

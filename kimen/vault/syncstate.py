@@ -115,6 +115,7 @@ class VaultSyncState:
         self.vault = store.vault
         self.k_sync = sealing.sync_key(store.data_key, self.vault.header().vault_id)
         self._verified: dict[str, tuple[dict[str, Keyed], bytes]] = {}  # remote -> (baseline, acc) `load` checked
+        self._local_rev: tuple[int, tuple[str, ...], str] | None = None  # (generation, scope, rev) last read
 
     def __repr__(self) -> str:
         return f"VaultSyncState({self.vault.path!r})"
@@ -150,8 +151,13 @@ class VaultSyncState:
         """Whether no row in `scope` changed since the commit that recorded `state` with no local
         change left (`last_local_rev`): every local value then equals the baseline's, and a merge
         needs no value decrypted (no key; `scope` must be the state's own)."""
-        return (state.last_local_rev is not None and tuple(scope.globs) == tuple(state.scope)
-                and read_local_revision(self.vault, scope) == state.last_local_rev)
+        if state.last_local_rev is None or tuple(scope.globs) != tuple(state.scope):
+            return False
+        with self.vault.reading() as conn:
+            generation = self.vault.header().generation
+            rev = local_revision(_revision_rows(conn, scope))
+        self._local_rev = (generation, tuple(scope.globs), rev)
+        return rev == state.last_local_rev
 
     def unverified(self, remote: str) -> tuple[SyncState | None, int]:
         """(state, vault generation) of `remote` without the MAC check (`sync reset-baseline`)."""
@@ -214,7 +220,13 @@ class VaultSyncState:
             if header.generation != if_generation:
                 raise errors.VaultFailed(detail="the vault changed concurrently; run the command again")
             result = store._apply(conn, header, changes, "sync") if changes else None
-            local_rev = local_revision(_revision_rows(conn, scope)) if keep_local_rev else None
+            known = self._local_rev  # no row changed since it was read: the same revision
+            if not keep_local_rev:
+                local_rev = None
+            elif result is None and known is not None and known[:2] == (header.generation, tuple(scope.globs)):
+                local_rev = known[2]
+            else:
+                local_rev = local_revision(_revision_rows(conn, scope))
             new_state = SyncState(
                 remote=remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
                 head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,
