@@ -255,9 +255,10 @@ def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
     `local` maps the vault's names to their keyed digests (names outside `scope` are ignored);
     `baseline` is the remote's baseline, or None before the first pull (then: a union). A head
     that changed an in-scope value without a new revision, lowered one, or dropped a name without
-    a tombstone is refused (`sync_write_unauthorized`) before any outcome is computed.
+    a tombstone is refused (`sync_write_unauthorized`) before any outcome is computed. `digests`
+    (optional) remembers the digests of one operation across its calls.
     """
-    remote = head_digests(k_sync, head, scope)
+    remote = head_digests(k_sync, head, scope, digests)
     tombstones = head.tombstone_map()
     mine = {name: digest for name, digest in local.items() if scope.covers(name)}
     out_of_scope = len(head.entries) - len(remote)
