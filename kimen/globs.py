@@ -28,7 +28,7 @@ _LIT, _ONE, _SEG, _ANY = 0, 1, 2, 3
 class Glob:
     """A compiled glob; `match(name)` tells whether it matches the whole name."""
 
-    __slots__ = ("_tokens", "text")
+    __slots__ = ("_fast", "_tokens", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -51,6 +51,15 @@ class Glob:
                 tokens.append((_LIT, ch))
             i += 1
         self._tokens = tuple(tokens)
+        # the shapes scopes and selections use most, matched without the walker: `**`, a literal,
+        # a literal prefix then `**` (`prod.**`)
+        self._fast: tuple[int, str] | None = None
+        if self._tokens == ((_ANY, ""),):
+            self._fast = (_ANY, "")
+        elif self.is_literal:
+            self._fast = (_LIT, self._tokens[0][1] if self._tokens else "")
+        elif len(self._tokens) == 2 and self._tokens[0][0] == _LIT and self._tokens[1][0] == _ANY:
+            self._fast = (_SEG, self._tokens[0][1])
 
     def __repr__(self) -> str:
         return f"Glob({self.text!r})"
@@ -61,6 +70,10 @@ class Glob:
         return all(kind == _LIT for kind, _ in self._tokens)
 
     def match(self, name: str) -> bool:
+        fast = self._fast
+        if fast is not None:
+            kind, text = fast
+            return True if kind == _ANY else name == text if kind == _LIT else name.startswith(text)
         return _match(self._tokens, 0, name, 0, {})
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kimen import gitcheck
-from kimen.globs import Glob, select
+from kimen.globs import Glob, _match, select
 from kimen.suggest import hint, nearest
 
 GLOB_TABLE = [
@@ -43,6 +45,16 @@ def test_glob_table(glob: str, name: str, matches: bool) -> None:
 def test_select_is_a_union_in_order() -> None:
     names = ["dev.a", "prod.a", "prod.b.c", "prod.b"]
     assert select([Glob("prod.*"), Glob("dev.*")], names) == ["dev.a", "prod.a", "prod.b"]
+
+
+_PIECES = st.lists(st.sampled_from(["a", "b", ".", "ab.", "*", "**", "?"]), max_size=5).map("".join)
+
+
+@given(_PIECES, st.lists(st.sampled_from(["a", "b", ".", "ab"]), max_size=6).map("".join))
+def test_the_fast_shapes_match_as_the_walker_does(glob: str, name: str) -> None:
+    """`**`, a literal and `prefix**` skip the walker; every glob answers as the walker would."""
+    compiled = Glob(glob)
+    assert compiled.match(name) is _match(compiled._tokens, 0, name, 0, {})
 
 
 def test_glob_matcher_is_not_exponential() -> None:

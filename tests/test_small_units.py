@@ -6,6 +6,8 @@ import os
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kimen import dotenv, durations, errors, paths, store
 
@@ -86,6 +88,14 @@ def test_valid_secret_names(name):
 def test_invalid_secret_names(name):
     with pytest.raises(errors.InvalidSecretName):
         store.check_secret_name(name)
+
+
+@given(st.text(alphabet="aZ9_-.\u00e9 ", max_size=8) | st.text(max_size=4) | st.just("x" * 128 + "y"))
+def test_secret_name_rule_is_the_documented_pattern(name):
+    import re
+
+    expected = re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*", name) is not None and len(name) <= 128
+    assert store.is_valid_secret_name(name) is expected
 
 
 def test_empty_secret_name():

@@ -670,3 +670,38 @@ def test_one_vault_two_remotes_with_overlapping_scopes_is_refused(team, tmp_path
         engine.pull(ana.local())
     assert caught.value.fields["other"] == "team"
     assert read_state(ana.vault, "second") is None
+
+
+class _Counting(VaultSyncState):
+    """The real vault side, counting how often every value in scope is decrypted."""
+
+    reads = 0
+
+    def local_values(self, scope):
+        type(self).reads += 1
+        return super().local_values(scope)
+
+
+def test_a_merge_decrypts_nothing_while_no_local_row_changed_since_the_last_sync(team):
+    """With the local revision still the one the last sync recorded, every local value is the
+    baseline's: pull, changes and a no-op push take the baseline's digests and read no value; one
+    local change (or a changed row of any kind) makes them read and compare the values again."""
+    ana, bo = team["ana"], team["bo"]
+    for i in range(5):
+        ana.set(f"k{i}", b"v%d" % i)
+    ana.push()
+    bo.pull()
+    ana.set("k1", b"changed")
+    ana.push()
+    _Counting.reads = 0
+    pulled = bo.engine().pull(_Counting(bo.store), reconcile=True, backup_path=bo.backup())
+    assert pulled.applied_keys == ["k1"] and _Counting.reads == 0
+    assert bo.engine().changes(_Counting(bo.store)).local_changed_keys == [] and _Counting.reads == 0
+    assert bo.engine().push(_Counting(bo.store)).noop and _Counting.reads == 0
+    assert bo.values()["k1"] == b"changed"
+    bo.set("k2", b"local")
+    changes = bo.engine().changes(_Counting(bo.store))
+    assert changes.local_only_changed_keys == ["k2"] and _Counting.reads == 1
+    assert bo.engine().push(_Counting(bo.store)).published_keys == ["k2"] and _Counting.reads == 2
+    ana.pull()
+    assert ana.values()["k2"] == b"local"

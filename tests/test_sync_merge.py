@@ -9,6 +9,8 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kimen import errors
 from kimen.sync import base, chain, merge
@@ -236,6 +238,27 @@ def test_a_head_that_changes_values_without_a_new_revision_is_refused(remote):
     assert result.keys["ops.k"].outcome == "converged"  # L = R, both differ from the unusable digest
 
 
+def test_an_untranslated_baseline_digest_is_read_by_its_revision(remote):
+    """A rotation that could not recompute a digest keeps the row's revision: the head's entry of
+    that revision is the baseline value, any other value differs from it."""
+    baseline = _base(remote, 1)
+    seq = baseline["ops.k"].seq
+    lost = {**baseline, "ops.k": Keyed(merge.UNTRANSLATED, seq)}
+    local = {n: k.digest for n, k in baseline.items()}
+    for value, outcome in ((b"3", "unchanged"), (b"9", "local_only")):
+        result = merge.merge(K, SCOPE, remote.head, {**local, "ops.k": _d("ops.k", value)}, lost)
+        assert result.keys["ops.k"].outcome == outcome
+    newer = Chain()
+    newer.push("ana", {"app.a": b"1", "app.b": b"2", "ops.k": b"3", "x.out": b"4"})
+    newer.push("ana", {"app.b": None})
+    newer.push("ana", {"ops.k": b"remote"})  # a later revision: the remote changed it
+    for value, outcome in ((b"9", "conflict"), (b"remote", "converged")):
+        result = merge.merge(K, SCOPE, newer.head, {**local, "ops.k": _d("ops.k", value)}, lost)
+        assert result.keys["ops.k"].outcome == outcome
+    with pytest.raises(errors.KimenError):  # an older revision is still a rollback
+        merge.merge(K, SCOPE, remote.head, local, {**lost, "ops.k": Keyed(merge.UNTRANSLATED, seq + 5)})
+
+
 def test_push_changes_takes_local_values_and_deletes():
     c = Chain()
     c.push("ana", {"app.a": b"1", "app.b": b"2"})
@@ -393,3 +416,25 @@ def test_tombstones_and_log_are_trimmed_to_the_window():
     assert len(sync["log"]) == base.W and sync["log"][0]["seq"] == 5001 - 999 and sync["log"][-1]["seq"] == 5001
     # t0000 (seq 4000) falls out of the window at seq 5001; t0001 (4001) stays; t0002 was set again
     assert [t["name"] for t in sync["tombstones"]] == ["t0001"]
+
+
+def test_digests_remember_and_equal_key_digest():
+    digests = merge.Digests(K)
+    assert digests("app.a", b"1") == merge.key_digest(K, "app.a", b"1") == digests("app.a", b"1")
+    assert digests("app.b", b"1") == merge.key_digest(K, "app.b", b"1") and "1" not in repr(digests)
+    c = Chain()
+    c.push("ana", {"app.a": b"1", "ops.k": b"3"})
+    assert merge.head_digests(K, c.head, SCOPE, digests) == merge.head_digests(K, c.head, SCOPE)
+    assert merge.head_digests(K, c.head, SCOPE, merge.Digests(K2)) == merge.head_digests(K, c.head, SCOPE)
+
+
+@given(st.dictionaries(st.sampled_from("abcdef"), st.tuples(st.sampled_from([b"x", b"y"]), st.integers(1, 3))),
+       st.dictionaries(st.sampled_from("abcdef"), st.tuples(st.sampled_from([b"x", b"y"]), st.integers(1, 3))))
+def test_baseline_acc_update_equals_the_acc_of_the_new_rows(old, new):
+    old_rows = {n: Keyed(_d(n, v), s) for n, (v, s) in old.items()}
+    new_rows = {n: Keyed(_d(n, v), s) for n, (v, s) in new.items()}
+
+    def acc(rows):
+        return merge.baseline_acc(K, [(n, k.seq, k.digest) for n, k in rows.items()])
+
+    assert merge.baseline_acc_update(K, acc(old_rows), old_rows, new_rows) == acc(new_rows)

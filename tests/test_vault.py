@@ -192,29 +192,53 @@ def test_rekey_keeps_values_and_rotation_replaces_key(store, vault_path):
         old.read(["a"])
 
 
-def test_rotation_translates_sync_baselines(store, vault_path):
-    import struct
+def test_rotation_carries_the_sync_tables_to_the_new_key(store, vault_path):
+    """A verified remote's baseline digests are recomputed from the value each was taken from (the
+    current value, or a kept older one), `last_local_rev` follows the re-encrypted rows and the
+    state's MAC verifies under the new key; a digest whose value is gone keeps its revision."""
+    from kimen.sync.base import Scope, SyncState
+    from kimen.sync.merge import UNTRANSLATED, Keyed, key_digest
+    from kimen.vault.syncstate import VaultSyncState, read_local_revision, read_state
 
-    from kimen import crypto
-
-    store.write([Change.set("same", b"s"), Change.set("changed", b"c")])
-    header = store.vault.header()
-    k_sync = crypto.subkey(store.data_key.view(), header.vault_id, b"kimen-sync-v1")
-
-    def digest(key, name, value):
-        return crypto.mac(key, struct.pack(">H", len(name)) + name.encode() + value)
-
-    conn = _db(vault_path)
-    conn.execute("INSERT INTO sync_baseline VALUES ('team', 'same', ?, 1)", (digest(k_sync, "same", b"s"),))
-    conn.execute("INSERT INTO sync_baseline VALUES ('team', 'changed', ?, 1)", (digest(k_sync, "changed", b"old"),))
-    conn.close()
+    store.write([Change.set("same", b"s"), Change.set("changed", b"old")])
+    store.write([Change.set("changed", b"c"), Change.set("lost", b"x")])  # "old" is kept in history
+    sync = VaultSyncState(store)
+    baseline = {"same": Keyed(key_digest(sync.k_sync, "same", b"s"), 2),
+                "changed": Keyed(key_digest(sync.k_sync, "changed", b"old"), 2),
+                "lost": Keyed(key_digest(sync.k_sync, "lost", b"never stored"), 3)}
+    state = SyncState("team", "r" * 32, "e" * 64, 3, "h", "rev", 1, 1, "rh", "fp", "ana", "admin", ("**",), 0,
+                      None, "")
+    sync.commit("team", [], state, baseline, if_generation=store.vault.header().generation, scope=Scope(["**"]),
+                keep_local_rev=True, backup_path=None)
+    before = read_state(store.vault, "team")
     v = vault.Vault.open(vault_path)
     v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
-    new_key = v.unwrap_key(Sensitive(PW))
-    new_sync = crypto.subkey(new_key.view(), header.vault_id, b"kimen-sync-v1")
-    rows = dict(_db(vault_path).execute("SELECT name, digest FROM sync_baseline").fetchall())
-    assert rows["same"] == digest(new_sync, "same", b"s")
-    assert rows["changed"] == b"\xff" * 32
+    new = v.unlock(Sensitive(PW))
+    loaded, rows, _generation = VaultSyncState(new).load("team")  # the MAC verifies
+    k_new = VaultSyncState(new).k_sync
+    assert loaded is not None and rows is not None and k_new != sync.k_sync
+    assert rows["same"] == Keyed(key_digest(k_new, "same", b"s"), 2)
+    assert rows["changed"] == Keyed(key_digest(k_new, "changed", b"old"), 2)
+    assert rows["lost"] == Keyed(UNTRANSLATED, 3)
+    assert before is not None and loaded.last_local_rev != before.last_local_rev
+    assert loaded.last_local_rev == read_local_revision(v, Scope(["**"]))
+    assert loaded.head_rev == before.head_rev and loaded.updated_at == before.updated_at
+
+
+def test_rotation_leaves_a_tampered_sync_state_tampered(store, vault_path):
+    from kimen.sync.base import Scope, SyncState
+    from kimen.vault.syncstate import VaultSyncState
+
+    store.write([Change.set("a", b"1")])
+    state = SyncState("team", "r" * 32, "e" * 64, 3, "h", "rev", 1, 1, "rh", "fp", "ana", "admin", ("**",), 0,
+                      None, "")
+    VaultSyncState(store).commit("team", [], state, {}, if_generation=store.vault.header().generation,
+                                 scope=Scope(["**"]), keep_local_rev=True, backup_path=None)
+    _db(vault_path).execute("UPDATE sync_state SET head_seq = 4")
+    v = vault.Vault.open(vault_path)
+    v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
+    with pytest.raises(errors.SyncBaselineTampered):
+        VaultSyncState(v.unlock(Sensitive(PW))).load("team")
 
 
 def test_snapshot_is_private_and_opens_with_same_passphrase(store, vault_path, tmp_path):

@@ -14,8 +14,8 @@ Those three are pure: no file, socket, vault or age I/O. Beside them:
   header) and the test-only pause of the kill -9 tests;
 - `ratchet` (layer 2): the state kept outside the vault, `<state>/sync/<remote_id>/` (the ratchet,
   the known head's bytes, the acknowledged members);
-- `fs`, `git` (layer 4): the transports, which move ciphertext and never decrypt it (`git` is the
-  only importer of GitPython).
+- `fs`, `git` (layer 4): the transports, which move ciphertext and never decrypt it (`git` runs the
+  git CLI).
 
 The vault's sync tables and the commands come in the layers above.
 """

@@ -122,17 +122,18 @@ def scope_overlaps(a: Iterable[str], b: Iterable[str]) -> list[tuple[str, str]]:
 class Scope:
     """A member's scope: a union of scope globs, matched by kimen's one matcher."""
 
-    __slots__ = ("_compiled", "globs")
+    __slots__ = ("_compiled", "everything", "globs")
 
     def __init__(self, globs: Iterable[str]) -> None:
         self.globs = tuple(globs)
         self._compiled = compile_globs(self.globs)
+        self.everything = "**" in self.globs  # covers every name: no match per name needed
 
     def __repr__(self) -> str:
         return f"Scope({list(self.globs)!r})"
 
     def covers(self, name: str) -> bool:
-        return match_any(self._compiled, name)
+        return self.everything or match_any(self._compiled, name)
 
 
 # -- the parts of a head -----------------------------------------------------------------------

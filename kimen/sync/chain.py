@@ -284,15 +284,21 @@ def _parse_record(value: Any, epoch: int, head_seq: int) -> MembershipRecord:
     return MembershipRecord(epoch, seq, remote_id, prev, members, signer, sig)
 
 
-def _parse_entry(value: Any, head_seq: int) -> Entry:
-    # kimen.bundle.document checked the name, order, value and types; a head's entry has every field
-    item = _obj(value, _ENTRY_KEYS, f"secret {value.get('name') if type(value) is dict else '?'}")
-    name = item["name"]
-    revision = _int(item["revision"], 1, head_seq, f"secret {name} revision")
-    if type(item["value_b64"]) is not str or len(item["value_b64"]) > (MAX_VALUE_BYTES + 2) // 3 * 4 \
-            or type(item["updated_at"]) is not str:
+def _parse_entry(value: Any, head_seq: int, ids: set[str]) -> Entry:
+    # kimen.bundle.document checked the name, order, value and types; a head's entry has every field.
+    # The checks of 10 000 entries are one head's read: the messages are formatted only on failure,
+    # and each member id (`ids`: those already checked in this head) is checked once.
+    if type(value) is not dict or value.keys() != _ENTRY_KEYS:
+        _obj(value, _ENTRY_KEYS, f"secret {value.get('name') if type(value) is dict else '?'}")
+    name, value_b64, revision, by, updated_at = (value["name"], value["value_b64"], value["revision"], value["by"],
+                                                 value["updated_at"])
+    if type(revision) is not int or not 1 <= revision <= head_seq:
+        _int(revision, 1, head_seq, f"secret {name} revision")
+    if type(value_b64) is not str or len(value_b64) > (MAX_VALUE_BYTES + 2) // 3 * 4 or type(updated_at) is not str:
         _bad(f"secret {name}: malformed")
-    return Entry(name, item["value_b64"], revision, _member_id(item["by"], f"secret {name} by"), item["updated_at"])
+    if type(by) is not str or by not in ids:
+        ids.add(_member_id(by, f"secret {name} by"))
+    return Entry(name, value_b64, revision, by, updated_at)
 
 
 def _parse_log_entry(value: Any) -> LogEntry:
@@ -313,8 +319,10 @@ def _parse_log_entry(value: Any) -> LogEntry:
                     item["members"], item["note"])
 
 
-def parse_head(doc: SignedDocument) -> Head:
+def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head:
     """A head from a parsed, signature-verified document: every field rule of the `sync` member.
+    `canonical_text`: the document's canonical serialisation when the caller made it (a head it
+    just built), so its id needs no second encoding.
 
     No `sync` member → `sync_not_a_sync_document`; unsigned → `bundle_unsigned`; any broken rule →
     `bundle_invalid`. Chain checks that need more than the document itself are `accept`'s.
@@ -345,7 +353,8 @@ def parse_head(doc: SignedDocument) -> Head:
     if membership[0].seq != 1 or any(a.seq > b.seq for a, b in pairwise(membership)):
         _bad("membership record seqs must start at 1 and never decrease")
 
-    entries = {e.name: e for e in (_parse_entry(item, seq) for item in raw["secrets"])}
+    ids: set[str] = set()
+    entries = {e.name: e for e in (_parse_entry(item, seq, ids) for item in raw["secrets"])}
 
     tombstones = tuple(_parse_tombstone(t, seq) for t in _list(sync["tombstones"], "sync tombstones"))
     if not sorted_unique([t.name for t in tombstones]):
@@ -365,7 +374,8 @@ def parse_head(doc: SignedDocument) -> Head:
 
     sync_member = SyncMember(FORMAT, remote_id, seq, parent, by, membership, tombstones, rotation_due, log)
     creator = raw.get("creator") or {}
-    return Head(head_id(raw), raw["bundle_id"], raw["created_at"], raw["generation"], dict(creator), signer,
+    the_id = head_id(raw) if canonical_text is None else hashlib.sha256(canonical_text).hexdigest()
+    return Head(the_id, raw["bundle_id"], raw["created_at"], raw["generation"], dict(creator), signer,
                 entries, sync_member)
 
 

@@ -63,6 +63,10 @@ if TYPE_CHECKING:
 
         def local_values(self, scope: Scope) -> dict[str, bytes]: ...
 
+        def unchanged(self, state: SyncState, scope: Scope) -> bool:
+            """Whether no row in `scope` changed since `state` was committed with no local change."""
+            ...
+
         def write(self, changes: Sequence[Change], *, if_generation: int) -> None:
             """Change values only (a local change, like `secret set`): the sync tables stay."""
             ...
@@ -291,7 +295,15 @@ class Engine:
         self.identity = identity
         self.clock = clock
         self.max_skew = max_skew
-        self.creator = dict(creator) if creator is not None else default_creator()
+        self._creator = dict(creator) if creator is not None else None
+        self._digests: merge.Digests | None = None  # one operation's digests (reset by `_begin`)
+
+    @property
+    def creator(self) -> dict[str, str]:
+        """Who writes new heads (user, host, kimen version); computed when a head is first built."""
+        if self._creator is None:
+            self._creator = default_creator()
+        return self._creator
 
     # -- reading and accepting the head -----------------------------------------------------------
 
@@ -414,6 +426,7 @@ class Engine:
         """What every vault-changing command starts from: the vault's sync state and baseline (MAC
         verified; dropped when they belong to another remote id), its generation, the accepted
         current head (`remote_missing` when there is none) and this member's entry in it."""
+        self._digests = None
         state, baseline, generation = local.load(self.remote.name)
         if state is not None and state.remote_id != self._remote_id(state):
             state, baseline = None, None
@@ -553,13 +566,21 @@ class Engine:
     # -- merging ----------------------------------------------------------------------------------
 
     def _merge(self, local: LocalState, head: Head, scope: Scope, baseline: Mapping[str, Keyed] | None,
-               *, mirror: bool = False) -> tuple[MergeResult, dict[str, bytes]]:
-        values = local.local_values(scope)
-        k_sync = local.k_sync
-        digests = {name: merge.key_digest(k_sync, name, value) for name, value in values.items()}
+               *, state: SyncState | None = None, mirror: bool = False) -> tuple[MergeResult, dict[str, bytes]]:
+        """The merge against `head`, and the local values it read. When no row in scope changed
+        since the last sync left none (`local.unchanged`), every local value is the baseline's: the
+        merge then takes the baseline's digests and decrypts nothing (and returns no values)."""
+        digests = self._digests = merge.Digests(local.k_sync)
+        if state is not None and baseline is not None and state.scope == tuple(scope.globs) \
+                and merge.UNTRANSLATED not in {k.digest for k in baseline.values()} and local.unchanged(state, scope):
+            values: dict[str, bytes] = {}
+            local_digests = {name: keyed.digest for name, keyed in baseline.items() if scope.covers(name)}
+        else:
+            values = local.local_values(scope)
+            local_digests = {name: digests(name, value) for name, value in values.items()}
         if mirror:
-            return merge.mirror(k_sync, scope, head, digests), values
-        return merge.merge(k_sync, scope, head, digests, baseline), values
+            return merge.mirror(local.k_sync, scope, head, local_digests, digests), values
+        return merge.merge(local.k_sync, scope, head, local_digests, baseline, digests), values
 
     @staticmethod
     def _remote_changes(result: MergeResult, head: Head) -> list[Change]:
@@ -570,10 +591,9 @@ class Engine:
         out += [Change.rm(name) for name in result.remote_deletes]
         return out
 
-    @staticmethod
-    def _baseline_of(k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
+    def _baseline_of(self, k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
         """B := R for every in-scope name of the head."""
-        return merge.head_digests(k_sync, head, scope)
+        return merge.head_digests(k_sync, head, scope, self._digests)
 
     # -- pull -------------------------------------------------------------------------------------
 
@@ -582,10 +602,10 @@ class Engine:
         """Accept the current head and merge it into the vault (docs/sync.md, "Pulling")."""
         if reconcile and mirror:
             raise errors.ConflictingPullModes()
-        _state, baseline, generation, fetched, me = self._begin(local)
+        state, baseline, generation, fetched, me = self._begin(local)
         head, scope = fetched.head, Scope(me.scope)
         first_pull = baseline is None
-        result, _values = self._merge(local, head, scope, baseline, mirror=mirror)
+        result, _values = self._merge(local, head, scope, baseline, state=state, mirror=mirror)
         mode = "pull_mirror" if mirror else "pull_reconcile" if reconcile else "pull"
         if not dry_run:
             result.check_conflicts()
@@ -624,7 +644,7 @@ class Engine:
                 if not me.can_write:
                     raise errors.SyncRoleForbidden(member=me.id, role=me.role, action="publish heads")
                 scope = Scope(me.scope)
-                result, values = self._merge(local, head, scope, baseline)
+                result, values = self._merge(local, head, scope, baseline, state=state)
                 result.check_conflicts()
                 remote_changes = self._remote_changes(result, head)
                 if ff_only and remote_changes:
@@ -646,7 +666,7 @@ class Engine:
                                        now_ms=int(now * 1000), creator=self.creator)
                 document.sign(doc, identity)
                 plaintext = canonical(doc)
-                new_head = chain.parse_head(document.parse(plaintext))
+                new_head = _own_head(plaintext, identity)
                 recipients = [keys.parse_recipient(m.recipient).obj for m in new_head.current.members]
                 data = age.encrypt(plaintext, recipients)
                 published = transport.publish(data, fetched.remote.rev, seq=new_head.seq, by=me.id,
@@ -759,7 +779,7 @@ class Engine:
             raise errors.InvalidTake()
         state, baseline, generation, fetched, me = self._begin(local)
         head, scope = fetched.head, Scope(me.scope)
-        result, _values = self._merge(local, head, scope, baseline)
+        result, _values = self._merge(local, head, scope, baseline, state=state)
         conflicts = result.conflict_keys
         if not conflicts:
             raise errors.NoOverlappingConflicts()
@@ -768,7 +788,7 @@ class Engine:
         if not_conflicts:
             raise errors.ResolveKeyNotConflict(names=", ".join(not_conflicts), conflict_keys=conflicts)
         remaining = [k for k in conflicts if k not in wanted]
-        remote_digests = merge.head_digests(local.k_sync, head, scope)
+        remote_digests = merge.head_digests(local.k_sync, head, scope, self._digests)
         changes: list[Change] = []
         if take == "remote":
             for name in wanted:
@@ -804,7 +824,7 @@ class Engine:
     def changes(self, local: LocalState) -> Changes:
         """`sync changes`: accept the head and compare per key, names only; nothing is written."""
         state, baseline, _generation, fetched, me = self._begin(local)
-        result, _values = self._merge(local, fetched.head, Scope(me.scope), baseline)
+        result, _values = self._merge(local, fetched.head, Scope(me.scope), baseline, state=state)
         local_changed = sorted(result.local_changed + [k for k in result.conflict_keys])
         remote_changed = sorted(result.remote_sets + result.remote_deletes + result.conflict_keys)
         return Changes(
@@ -877,6 +897,24 @@ class Engine:
             local_changed=local_changed, has_lock=lock_owner is not None, lock_owner=lock_owner, reason=reason,
             recommended_action=action, blockers=blockers, head_created=head_created,
             members_changed=members_changed)
+
+
+class _Own:
+    """A head this member just built and signed, as `chain.parse_head` reads a document."""
+
+    __slots__ = ("raw", "signer")
+
+    def __init__(self, raw: Mapping[str, object], signer: str | None) -> None:
+        self.raw, self.signer = raw, signer
+
+
+def _own_head(plaintext: bytes, identity: Identity) -> Head:
+    """The head of a document this member just built, signed and serialised: every rule of a head
+    checked again (`chain.parse_head`), without decoding each value and verifying its own signature
+    as a document from elsewhere needs (`kimen.bundle.document.parse`)."""
+    from ..sigfmt import loads
+
+    return chain.parse_head(_Own(loads(plaintext.decode("utf-8")), identity.signer), plaintext)
 
 
 def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,

@@ -1,5 +1,6 @@
 """The git transport: a team's head as one file on a branch (docs/sync.md, "Remotes and
-transports"). The only importer of GitPython.
+transports"). It runs the git CLI itself (no GitPython: importing it cost more than the git
+processes of a `sync status`).
 
 Each remote gets a bare cache repository, `<cache>/git/<first 16 hex of SHA-256(url NUL branch)>/`
 (0700): no work tree, no checkout, never a git merge.
@@ -13,12 +14,11 @@ Each remote gets a bare cache repository, `<cache>/git/<first 16 hex of SHA-256(
   `<commit>:refs/heads/<branch>` and never forced: a non-fast-forward rejection is a lost race.
   Then `ls-remote` must show the branch at that commit (`sync_push_unconfirmed` otherwise).
 
-**Environment.** Every git process gets `kimen.gitcheck.git_environ` (no private variable, no
-`GIT_*` but the SSH, askpass and author/committer ones, prompts off, a private `GIT_INDEX_FILE`)
-and `-c core.hooksPath=<empty dir> -c core.fsmonitor=false -c protocol.ext.allow=never`, with
-`--git-dir` naming the cache. GitPython merges kimen's own `os.environ` into every command it runs,
-and kimen never changes its own environment, so each command runs through `env -u NAME …` for the
-variables the scrubbed environment drops: names on the command line, never a value.
+**Environment.** Every git process gets exactly `kimen.gitcheck.git_environ` (no private
+variable, no `GIT_*` but the SSH, askpass and author/committer ones, prompts off, a private
+`GIT_INDEX_FILE`) with `LC_ALL=C` and `LANGUAGE=C` (git's messages are read), and `-c
+core.hooksPath=<empty dir> -c core.fsmonitor=false -c protocol.ext.allow=never`, with
+`--git-dir` naming the cache; nothing of kimen's own environment is merged in.
 
 Errors: git's first error line (`git_failed`), with the credentials of any URL removed.
 """
@@ -130,9 +130,7 @@ class GitTransport:
         self._environ = git_environ(env, index_file=os.path.join(self.cache, _INDEX))
         search = self._environ.get("PATH", os.defpath)
         self._git_exe = shutil.which("git", path=search)
-        self._env_exe = shutil.which("env", path=search) or "/usr/bin/env"
-        # GitPython starts from os.environ: drop (by name) whatever the scrubbed environment lacks
-        self._unset = sorted(k for k in os.environ if k not in self._environ)
+        self._environ.update(LC_ALL="C", LANGUAGE="C")
 
     def __repr__(self) -> str:
         return f"GitTransport({self.location!r})"
@@ -140,24 +138,20 @@ class GitTransport:
     # -- running git -----------------------------------------------------------------------------
 
     def _run(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
-        from git.cmd import Git
-        from git.exc import GitError
+        import subprocess
 
         if self._git_exe is None:
             raise errors.GitFailed(detail="git is not installed (not found on PATH)")
-        command = [self._env_exe, *(f"-u{name}" for name in self._unset), self._git_exe, f"--git-dir={self.cache}",
+        command = [self._git_exe, f"--git-dir={self.cache}",
                    "-c", f"core.hooksPath={os.path.join(self.cache, _HOOKS)}", "-c", "core.fsmonitor=false",
                    "-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args]
         try:
-            result = Git(self.cache).execute(
-                command, istream=stdin, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
-                strip_newline_in_stdout=False, env={**self._environ, **(env or {})})
-        except (GitError, OSError) as exc:
+            done = subprocess.run(command, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                  capture_output=True, cwd=self.cache, env={**self._environ, **(env or {})},
+                                  check=False)
+        except OSError as exc:
             raise errors.GitFailed(detail=type(exc).__name__) from None
-        if not isinstance(result, tuple):  # pragma: no cover - with_extended_output always gives a tuple
-            raise errors.GitFailed(detail="unexpected answer from GitPython")
-        code, out, err = result
-        return _Done(int(code), out if isinstance(out, bytes) else b"", str(err))
+        return _Done(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
 
     def _check(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
         done = self._run(*args, stdin=stdin, env=env)

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     ConflictKind = Literal["both_changed", "local_deleted", "remote_deleted"]
 
 _ZERO = bytes(32)
+UNTRANSLATED = b"\xff" * 32
+"""The digest of a baseline row that a data-key rotation could not carry over (the value it was
+taken from was no longer kept): it matches no value; the merge reads it by its revision instead."""
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -95,6 +98,18 @@ def baseline_acc(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> bytes
     return acc.to_bytes(32, "big")
 
 
+def baseline_acc_update(k_sync: bytes, acc: bytes, old: Mapping[str, Keyed], new: Mapping[str, Keyed]) -> bytes:
+    """`baseline_acc` of `new`, from `acc` (that of `old`): only the rows that differ are MACed."""
+    value = int.from_bytes(acc, "big")
+    for name, row in old.items():
+        if new.get(name) != row:
+            value ^= int.from_bytes(baseline_row_mac(k_sync, name, row.seq, row.digest), "big")
+    for name, row in new.items():
+        if old.get(name) != row:
+            value ^= int.from_bytes(baseline_row_mac(k_sync, name, row.seq, row.digest), "big")
+    return value.to_bytes(32, "big")
+
+
 def _field(value: str | int | tuple[str, ...] | None) -> bytes:
     if value is None:
         return b"\xff\xff\xff\xff"  # no length a field can have: null differs from ""
@@ -120,10 +135,12 @@ def state_mac(k_sync: bytes, state: SyncState, acc: bytes) -> bytes:
 def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
     """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
     tells "the vault changed since the last sync" without a passphrase."""
-    digest = hashlib.sha256()
-    for name, revision, row_hash in sorted(rows):
-        digest.update(_name(name) + _U64.pack(revision) + row_hash)
-    return digest.hexdigest()
+    u16, u64 = _U16.pack, _U64.pack
+    parts = []
+    for name, revision, row_hash in sorted(rows):  # rows read in name order sort in linear time
+        raw = name.encode("ascii")
+        parts.append(u16(len(raw)) + raw + u64(revision) + row_hash)
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 # -- the merge ----------------------------------------------------------------------------------
@@ -133,9 +150,9 @@ def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
 class Keyed:
     """A keyed digest and the seq of the entry it was taken from (a baseline row, a head entry).
 
-    A baseline row with `seq` 0 claims no revision: a digest that can no longer be checked against
-    the head's (one `--rotate-data-key` could not translate) keeps its name "locally changed"
-    without making the head look forged.
+    A baseline row with `seq` 0 claims no revision: its digest is not checked against the head's.
+    A row whose digest is `UNTRANSLATED` equals the head's entry of the same revision (a revision
+    names one value) and differs from every other value, so the local value counts as changed.
     """
 
     digest: bytes
@@ -202,22 +219,46 @@ class MergeResult:
             raise errors.OverlappingChanges(names=", ".join(keys), conflict_keys=keys, conflicts=self.conflicts)
 
 
-def head_digests(k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
+class Digests:
+    """`key_digest` under one `k_sync`, remembering each (name, value) it digested: one operation
+    digests the local values, the head's and the next head's, which are mostly the same values."""
+
+    __slots__ = ("_memo", "k_sync")
+
+    def __init__(self, k_sync: bytes) -> None:
+        self.k_sync = k_sync
+        self._memo: dict[tuple[str, bytes], bytes] = {}
+
+    def __repr__(self) -> str:  # never a value or a digest
+        return f"Digests({len(self._memo)})"
+
+    def __call__(self, name: str, value: bytes) -> bytes:
+        key = (name, value)
+        digest = self._memo.get(key)
+        if digest is None:
+            digest = self._memo[key] = key_digest(self.k_sync, name, value)
+        return digest
+
+
+def head_digests(k_sync: bytes, head: Head, scope: Scope, digests: Digests | None = None) -> dict[str, Keyed]:
     """The keyed digest and revision of every entry of `head` inside `scope`."""
-    return {name: Keyed(key_digest(k_sync, name, entry.value), entry.revision)
-            for name, entry in head.entries.items() if scope.covers(name)}
+    digest = digests if digests is not None and digests.k_sync == k_sync else Digests(k_sync)
+    covers = None if scope.everything else scope.covers
+    return {name: Keyed(digest(name, entry.value), entry.revision)
+            for name, entry in head.entries.items() if covers is None or covers(name)}
 
 
 def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
-          baseline: Mapping[str, Keyed] | None) -> MergeResult:
+          baseline: Mapping[str, Keyed] | None, digests: Digests | None = None) -> MergeResult:
     """The per-key merge of the local vault against an accepted head, over the names in `scope`.
 
     `local` maps the vault's names to their keyed digests (names outside `scope` are ignored);
     `baseline` is the remote's baseline, or None before the first pull (then: a union). A head
     that changed an in-scope value without a new revision, lowered one, or dropped a name without
-    a tombstone is refused (`sync_write_unauthorized`) before any outcome is computed.
+    a tombstone is refused (`sync_write_unauthorized`) before any outcome is computed. `digests`
+    (optional) remembers the digests of one operation across its calls.
     """
-    remote = head_digests(k_sync, head, scope)
+    remote = head_digests(k_sync, head, scope, digests)
     tombstones = head.tombstone_map()
     mine = {name: digest for name, digest in local.items() if scope.covers(name)}
     out_of_scope = len(head.entries) - len(remote)
@@ -236,7 +277,14 @@ def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
             else:
                 keys[name] = KeyMerge(name, "conflict", l_digest, r_digest, "both_changed")
         return MergeResult(head, keys, out_of_scope, first_pull=True)
-    base = {name: row for name, row in baseline.items() if scope.covers(name)}
+    base: dict[str, Keyed] = {}
+    for name, row in baseline.items():
+        if scope.covers(name):
+            if row.digest == UNTRANSLATED:
+                r = remote.get(name)
+                if r is not None and r.seq == row.seq:
+                    row = r  # the same revision is the same value
+            base[name] = row
     _check_carried(head, base, remote, tombstones)
     for name in mine.keys() | remote.keys() | base.keys():
         b = base.get(name)
@@ -281,9 +329,10 @@ def _check_carried(head: Head, base: Mapping[str, Keyed], remote: Mapping[str, K
             seq=head.seq, detail=f"changed without a new revision: {', '.join(sorted(forged))}")
 
 
-def mirror(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes]) -> MergeResult:
+def mirror(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
+           digests: Digests | None = None) -> MergeResult:
     """`sync pull --mirror`: every in-scope local name becomes the head's (set, replaced or deleted)."""
-    remote = head_digests(k_sync, head, scope)
+    remote = head_digests(k_sync, head, scope, digests)
     mine = {name: digest for name, digest in local.items() if scope.covers(name)}
     keys: dict[str, KeyMerge] = {}
     for name in mine.keys() | remote.keys():

@@ -3,12 +3,13 @@
 Runs inside the caller's write transaction, after the new KEK was derived (the KDF never runs
 while the vault is locked for writing). A new salt and wrap id always; with rotation a new data
 key and key epoch, every row re-encrypted under it (revisions kept, so `rows_mac` is recomputed),
-the kept older values of `secret_history` too, and sync baseline digests translated to the new key.
+the kept older values of `secret_history` too, and the sync tables carried over to the new key
+(`kimen.vault.syncstate.Rotation`: baselines translated, `state_mac` recomputed).
 """
 
 from __future__ import annotations
 
-from .. import crypto, errors
+from .. import crypto
 from ..sensitive import Sensitive
 from . import keys, sealing
 from .schema import CIPHERTEXT_COLUMNS
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from ..store import KdfParams
     from .schema import Header
+    from .syncstate import Rotation
 
 
 def rewrap(conn: sqlite3.Connection, header: Header, old_key: Sensitive, kek: Sensitive, salt: bytes,
@@ -29,8 +31,11 @@ def rewrap(conn: sqlite3.Connection, header: Header, old_key: Sensitive, kek: Se
     generation = header.generation + 1
     if rotate_data_key:
         new_key = Sensitive(crypto.random_bytes(crypto.KEY_BYTES))
-        _translate_baselines(conn, header, old_key, new_key)  # needs the old ciphertexts
-        rows_mac = _rotate_rows(conn, header, old_key, new_key)
+        from .syncstate import Rotation
+
+        sync = Rotation(conn, header.vault_id, old_key, new_key)  # reads the old ciphertexts
+        rows_mac = _rotate_rows(conn, header, old_key, new_key, sync)
+        sync.finish(conn)
     else:
         new_key = Sensitive(old_key.reveal())
         rows_mac = header.rows_mac
@@ -46,13 +51,15 @@ def rewrap(conn: sqlite3.Connection, header: Header, old_key: Sensitive, kek: Se
     )
 
 
-def _rotate_rows(conn: sqlite3.Connection, header: Header, old_key: Sensitive, new_key: Sensitive) -> bytes:
-    """Re-encrypt every row under `new_key`; the new `rows_mac`."""
+def _rotate_rows(conn: sqlite3.Connection, header: Header, old_key: Sensitive, new_key: Sensitive,
+                 sync: Rotation) -> bytes:
+    """Re-encrypt every row under `new_key` (showing each value to `sync`); the new `rows_mac`."""
     k_mac = sealing.mac_key(new_key, header.vault_id)
     acc = sealing.ZERO_MAC
     rows = conn.execute(f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets").fetchall()
     for name, revision, nonce, ciphertext in rows:
         value = sealing.open_value(old_key, header.vault_id, name, revision, nonce, ciphertext)
+        sync.see(name, value)
         new_nonce, new_ct = sealing.seal_value(new_key, header.vault_id, name, revision, value)
         conn.execute("UPDATE secrets SET nonce=?, ciphertext=? WHERE name=?", (new_nonce, new_ct, name))
         acc = sealing.xor(acc, sealing.row_mac(k_mac, name, revision, new_nonce, new_ct))
@@ -60,31 +67,10 @@ def _rotate_rows(conn: sqlite3.Connection, header: Header, old_key: Sensitive, n
         kept = conn.execute(f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secret_history").fetchall()
         for name, revision, nonce, ciphertext in kept:
             value = sealing.open_value(old_key, header.vault_id, name, revision, nonce, ciphertext)
+            sync.see(name, value)
             new_nonce, new_ct = sealing.seal_value(new_key, header.vault_id, name, revision, value)
             conn.execute("UPDATE secret_history SET nonce=?, ciphertext=? WHERE name=? AND revision=?",
                          (new_nonce, new_ct, name, revision))
             acc = sealing.xor(acc, sealing.hist_mac(k_mac, name, revision, new_nonce, new_ct))
     return acc
 
-
-def _translate_baselines(conn: sqlite3.Connection, header: Header, old_key: Sensitive,
-                         new_key: Sensitive) -> None:
-    """Re-key sync baseline digests: digests that match the current value under the old
-    key get the new-key digest of that value; every other key gets a marker that matches nothing."""
-    rows = conn.execute("SELECT remote, name, digest FROM sync_baseline").fetchall()
-    if not rows:
-        return
-    old_sync = sealing.sync_key(old_key, header.vault_id)
-    new_sync = sealing.sync_key(new_key, header.vault_id)
-    for remote, name, digest in rows:
-        found = conn.execute(f"SELECT revision, {CIPHERTEXT_COLUMNS} FROM secrets WHERE name=?", (name,)).fetchone()
-        marker = b"\xff" * 32
-        if found is not None:
-            revision, nonce, ciphertext = found
-            try:
-                value: bytes | None = sealing.open_value(old_key, header.vault_id, name, revision, nonce, ciphertext)
-            except errors.SecretCorrupt:
-                value = None
-            if value is not None and crypto.mac(old_sync, sealing.name_field(name) + value) == bytes(digest):
-                marker = crypto.mac(new_sync, sealing.name_field(name) + value)
-        conn.execute("UPDATE sync_baseline SET digest=? WHERE remote=? AND name=?", (marker, remote, name))

@@ -11,6 +11,14 @@ baseline row), all under `k_sync`, a subkey of the data key: a baseline edited, 
 between remotes fails `load` with `sync_baseline_tampered`. Key-free readers (`sync status`) get
 the row without that check (`read_state`) and say so (`baseline_verified: false`).
 
+`vault rekey --rotate-data-key` carries every remote whose MAC verifies over to the new key in its
+own transaction (`Rotation`): each baseline digest is recomputed from the value it was taken from
+(the current value, else a kept older one of `secret_history`), `last_local_rev` follows the
+re-encrypted rows when it matched them before, and `state_mac` is recomputed, so the next sync sees
+exactly what it would have seen without the rotation. A digest whose value is no longer kept keeps
+its revision and gets `UNTRANSLATED` (the merge reads it by revision); a remote whose MAC does not
+verify stays tampered.
+
 `commit` is the one write: the value changes a pull, push or resolve makes, the remote's whole new
 baseline and its new state row, in one transaction guarded by the vault's generation, after an
 optional backup snapshot. A vault of schema version 1 has no sync state (its first write migrates
@@ -26,7 +34,15 @@ import json
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
-from ..sync.merge import Keyed, baseline_acc, local_revision, state_mac
+from ..sync.merge import (
+    UNTRANSLATED,
+    Keyed,
+    baseline_acc,
+    baseline_acc_update,
+    key_digest,
+    local_revision,
+    state_mac,
+)
 from . import backup as vault_backup
 from . import sealing
 from .schema import CIPHERTEXT_COLUMNS
@@ -36,6 +52,7 @@ if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Mapping, Sequence
 
+    from ..sensitive import Sensitive
     from ..store import Change, WriteResult
     from .file import VaultFile
     from .store import LocalStore
@@ -84,11 +101,16 @@ def other_scopes(vault: VaultFile, remote: str) -> dict[str, tuple[str, ...]]:
 
 
 def _revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
+    """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
+    sha256 = hashlib.sha256
+    covers = None if scope.everything else scope.covers
     rows = []
     for name, revision, nonce, ciphertext in conn.execute(
-            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets"):
-        if scope.covers(name):
-            rows.append((name, revision, hashlib.sha256(bytes(nonce) + bytes(ciphertext)).digest()))
+            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"):
+        if covers is None or covers(name):
+            row_hash = sha256(nonce)
+            row_hash.update(ciphertext)
+            rows.append((name, revision, row_hash.digest()))
     return rows
 
 
@@ -107,6 +129,8 @@ class VaultSyncState:
         self.store = store
         self.vault = store.vault
         self.k_sync = sealing.sync_key(store.data_key, self.vault.header().vault_id)
+        self._verified: dict[str, tuple[dict[str, Keyed], bytes]] = {}  # remote -> (baseline, acc) `load` checked
+        self._local_rev: tuple[int, tuple[str, ...], str] | None = None  # (generation, scope, rev) last read
 
     def __repr__(self) -> str:
         return f"VaultSyncState({self.vault.path!r})"
@@ -128,12 +152,27 @@ class VaultSyncState:
                 raise errors.SyncBaselineTampered(remote=remote)
             return None, None, generation
         state = _row_state(row)
-        expected = state_mac(self.k_sync, state, baseline_acc(self.k_sync, rows))
+        acc = baseline_acc(self.k_sync, rows)
+        expected = state_mac(self.k_sync, state, acc)
         stored = row[16]
         if not isinstance(stored, (bytes, memoryview)) or not hmac.compare_digest(bytes(stored), expected) \
                 or state.remote != remote:
             raise errors.SyncBaselineTampered(remote=remote)
-        return state, {name: Keyed(digest, seq) for name, seq, digest in rows}, generation
+        baseline = {name: Keyed(digest, seq) for name, seq, digest in rows}
+        self._verified[remote] = (dict(baseline), acc)
+        return state, baseline, generation
+
+    def unchanged(self, state: SyncState, scope: Scope) -> bool:
+        """Whether no row in `scope` changed since the commit that recorded `state` with no local
+        change left (`last_local_rev`): every local value then equals the baseline's, and a merge
+        needs no value decrypted (no key; `scope` must be the state's own)."""
+        if state.last_local_rev is None or tuple(scope.globs) != tuple(state.scope):
+            return False
+        with self.vault.reading() as conn:
+            generation = self.vault.header().generation
+            rev = local_revision(_revision_rows(conn, scope))
+        self._local_rev = (generation, tuple(scope.globs), rev)
+        return rev == state.last_local_rev
 
     def unverified(self, remote: str) -> tuple[SyncState | None, int]:
         """(state, vault generation) of `remote` without the MAC check (`sync reset-baseline`)."""
@@ -187,7 +226,13 @@ class VaultSyncState:
             if header.generation != if_generation:
                 raise errors.VaultFailed(detail="the vault changed concurrently; run the command again")
             result = store._apply(conn, header, changes, "sync") if changes else None
-            local_rev = local_revision(_revision_rows(conn, scope)) if keep_local_rev else None
+            known = self._local_rev  # no row changed since it was read: the same revision
+            if not keep_local_rev:
+                local_rev = None
+            elif result is None and known is not None and known[:2] == (header.generation, tuple(scope.globs)):
+                local_rev = known[2]
+            else:
+                local_rev = local_revision(_revision_rows(conn, scope))
             new_state = SyncState(
                 remote=remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
                 head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,
@@ -195,7 +240,10 @@ class VaultSyncState:
                 role=state.role, scope=state.scope, rotation_due_count=state.rotation_due_count,
                 last_local_rev=local_rev, updated_at=format_time())
             rows = sorted((name, keyed.seq, keyed.digest) for name, keyed in baseline.items())
-            mac = state_mac(self.k_sync, new_state, baseline_acc(self.k_sync, rows))
+            verified = self._verified.pop(remote, None)  # MAC only the rows that changed since `load`
+            acc = (baseline_acc_update(self.k_sync, verified[1], verified[0], baseline) if verified is not None
+                   else baseline_acc(self.k_sync, rows))
+            mac = state_mac(self.k_sync, new_state, acc)
             conn.execute("DELETE FROM sync_baseline WHERE remote=?", (remote,))
             conn.executemany("INSERT INTO sync_baseline (remote, name, digest, seq) VALUES (?, ?, ?, ?)",
                              [(remote, name, digest, seq) for name, seq, digest in rows])
@@ -214,7 +262,70 @@ class VaultSyncState:
                 conn.execute("UPDATE vault SET generation=?, meta_mac=?", (
                     generation, sealing.meta_mac(k_mac, header.vault_id, generation, header.key_epoch,
                                                  header.rows_mac)))
+        self._verified[remote] = (dict(baseline), acc)
         return result
+
+
+class Rotation:
+    """The sync tables' part of a data-key rotation, inside the rotation's transaction: built
+    before the rows are re-encrypted (it needs the old ciphertexts), shown every value the rotation
+    decrypts (`see`), finished after (`finish`)."""
+
+    def __init__(self, conn: sqlite3.Connection, vault_id: bytes, old_key: Sensitive, new_key: Sensitive) -> None:
+        self.vault_id = vault_id
+        self.old_sync = sealing.sync_key(old_key, vault_id)
+        self.new_sync = sealing.sync_key(new_key, vault_id)
+        # remote -> (state, its baseline rows, whether last_local_rev matched the rows)
+        self.remotes: dict[str, tuple[SyncState, list[tuple[str, int, bytes]], bool]] = {}
+        self.wanted: dict[str, set[bytes]] = {}  # name -> old digests still to translate
+        self.translated: dict[bytes, bytes] = {}  # old digest -> new digest
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+            return
+        for row in conn.execute(f"SELECT {_STATE_COLUMNS}, state_mac FROM sync_state").fetchall():
+            try:
+                state = _row_state(row)
+            except errors.SyncBaselineTampered:
+                continue  # stays tampered: its MAC cannot verify under the new key either
+            rows = [(str(name), int(seq), bytes(digest)) for name, digest, seq in conn.execute(
+                "SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?", (state.remote,))]
+            expected = state_mac(self.old_sync, state, baseline_acc(self.old_sync, rows))
+            if not isinstance(row[16], (bytes, memoryview)) or not hmac.compare_digest(bytes(row[16]), expected):
+                continue
+            matched = state.last_local_rev == local_revision(_revision_rows(conn, Scope(state.scope)))
+            self.remotes[state.remote] = (state, rows, matched)
+            for name, _seq, digest in rows:
+                if digest != UNTRANSLATED:
+                    self.wanted.setdefault(name, set()).add(digest)
+
+    def __repr__(self) -> str:
+        return f"Rotation({len(self.remotes)} remotes)"
+
+    def see(self, name: str, value: bytes) -> None:
+        """A value the rotation decrypted (a current or a kept older one of `name`)."""
+        wanted = self.wanted.get(name)
+        if wanted:
+            old = key_digest(self.old_sync, name, value)
+            if old in wanted:
+                wanted.discard(old)
+                self.translated[old] = key_digest(self.new_sync, name, value)
+
+    def finish(self, conn: sqlite3.Connection) -> None:
+        """After the rows were re-encrypted: write each verified remote's translated baseline, its
+        `last_local_rev` and its `state_mac` under the new key."""
+        for remote, (state, rows, matched) in self.remotes.items():
+            new_rows = [(name, seq, self.translated.get(digest, UNTRANSLATED)) for name, seq, digest in rows]
+            local_rev = local_revision(_revision_rows(conn, Scope(state.scope))) if matched else state.last_local_rev
+            new_state = SyncState(
+                remote=state.remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
+                head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,
+                epoch=state.epoch, record_hash=state.record_hash, members_fp=state.members_fp, member=state.member,
+                role=state.role, scope=state.scope, rotation_due_count=state.rotation_due_count,
+                last_local_rev=local_rev, updated_at=state.updated_at)
+            mac = state_mac(self.new_sync, new_state, baseline_acc(self.new_sync, new_rows))
+            conn.executemany("UPDATE sync_baseline SET digest=? WHERE remote=? AND name=?",
+                             [(digest, remote, name) for name, _seq, digest in new_rows])
+            conn.execute("UPDATE sync_state SET last_local_rev=?, state_mac=? WHERE remote=?",
+                         (local_rev or "", mac, remote))
 
 
 def clear_state(vault: VaultFile, remote: str) -> bool:
