@@ -91,7 +91,7 @@ def render(template: str, *, profile: str, command: str, bundle: str = "vault.ag
     """The workflow text; refuses values that could break out of their YAML or shell slot."""
     from importlib import resources
 
-    from ..projection.kmap import is_profile_name
+    from ..paths import is_profile_name
 
     command_flag = "--deploy-command" if template == "ci-deploy" else "--command"
     install_spec = default_install_spec() if install_spec is None else install_spec

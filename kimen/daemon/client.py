@@ -202,6 +202,14 @@ class Probe:
         return errors.SessionUnavailable()
 
 
+def status(env: Mapping[str, str], vault_path: str | None) -> tuple[str, Probe]:
+    """(socket path, what the daemon says about `vault_path`); a daemon that holds the socket but
+    does not answer within `STATUS_TIMEOUT` is `busy`, never `stopped`. Here rather than in
+    `kimen.daemon.control`, so `kimen status` asks without importing the process control."""
+    path = protocol.socket_path(env)
+    return path, probe(env, vault_path, strict=True, timeout=STATUS_TIMEOUT, keep=False)
+
+
 def expired_error(vault: dict[str, Any], vault_path: str) -> errors.KimenError:
     """`session_expired` naming the vault as the session does (its canonical path)."""
     return errors.SessionExpired(vault_path=vault.get("vault_path") or vault_path,

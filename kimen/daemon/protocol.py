@@ -17,6 +17,7 @@ import os
 import sys
 
 from .. import __version__, errors, paths
+from ..output import compact_json as dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -188,12 +189,9 @@ def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int
 # `import json` compiles five regular expressions (~1.4 ms, the largest cost of a session request
 # after the interpreter itself). Frames are plain JSON objects, so the client and the daemon use
 # `_json`, the C module that `json` itself calls, with `json`'s own semantics: `json.dumps(doc,
-# separators=(",", ":"), ensure_ascii=False)` and `json.loads(text)`. A value of any other type,
-# or an interpreter without `_json`, goes through the `json` module.
-
-
-class _Other(Exception):
-    """A value outside the plain JSON types (internal): the `json` module encodes it."""
+# separators=(",", ":"), ensure_ascii=False)` (`kimen.output.compact_json`, which the CLI's
+# envelopes share) and `json.loads(text)`. A value of any other type, or an interpreter without
+# `_json`, goes through the `json` module.
 
 
 class _ScanContext:
@@ -208,54 +206,6 @@ class _ScanContext:
 
 
 _WHITESPACE = " \t\n\r"
-
-
-def dumps(doc: Any) -> str:
-    """`json.dumps(doc, separators=(",", ":"), ensure_ascii=False)`."""
-    try:
-        from _json import encode_basestring
-
-        out: list[str] = []
-        _dump(doc, out, encode_basestring)
-        return "".join(out)
-    except (ImportError, _Other):
-        import json
-
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dump(value: Any, out: list[str], quote: Any) -> None:
-    kind = type(value)
-    if kind is str:
-        out.append(quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif kind is int:
-        out.append(int.__repr__(value))
-    elif kind is float and value == value and value not in (float("inf"), float("-inf")):
-        out.append(float.__repr__(value))
-    elif kind is dict:
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            if type(key) is not str:
-                raise _Other()
-            out.append("," if i else "")
-            out.append(quote(key))
-            out.append(":")
-            _dump(item, out, quote)
-        out.append("}")
-    elif kind is list or kind is tuple:
-        out.append("[")
-        for i, item in enumerate(value):
-            out.append("," if i else "")
-            _dump(item, out, quote)
-        out.append("]")
-    else:
-        raise _Other()
 
 
 def loads(body: bytes | bytearray | memoryview | str) -> Any:
