@@ -98,3 +98,34 @@ def test_the_cli_envelopes_and_the_protocol_share_one_encoder(doc):
         output.dumps(doc).encode()
     except UnicodeEncodeError:  # pragma: no cover - output.dumps escapes lone surrogates
         raise AssertionError("output.dumps wrote a lone surrogate") from None
+
+
+def _a2b_or_error(text: str):
+    import binascii
+
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:
+        return ValueError
+
+
+@settings(max_examples=600)
+@given(st.binary(max_size=64) | st.binary(min_size=3000, max_size=3100))
+def test_values_read_back_as_binascii_reads_them(value):
+    import binascii
+
+    text = binascii.b2a_base64(value, newline=False).decode()
+    assert protocol.value_from_b64(text) == value
+
+
+@settings(max_examples=1500)
+@given(st.text(alphabet=st.sampled_from([*"AQgw/+z9=", "\n", " ", "-", "_", "é", "\x00"]), max_size=14))
+def test_malformed_base64_is_refused_as_binascii_refuses_it(text):
+    """Every text, canonical or not (padding in the middle, too much padding, other characters, a
+    length that is no multiple of 4, non-zero spare bits): the same bytes or the same refusal."""
+    expected = _a2b_or_error(text)
+    try:
+        got = protocol.value_from_b64(text)
+    except ValueError:
+        got = ValueError
+    assert got == expected, (text, got, expected)

@@ -287,8 +287,6 @@ class SessionStore:
         """Values through the daemon, in requests of at most 1 000 names whose responses stay
         under 48 MiB: sizes come from the vault file when the largest legal values could exceed
         that (more than ~30 names), so any set of legal values can be read."""
-        from binascii import a2b_base64  # base64 would import re and struct
-
         wanted = list(dict.fromkeys(names))
         result: dict[str, SecretValue] = {}
         missing: list[str] = []
@@ -304,7 +302,7 @@ class SessionStore:
                 continue
             for item in response.get("secrets") or ():
                 name = item["name"]
-                result[name] = SecretValue(name, a2b_base64(item["value_b64"], strict_mode=True), item["revision"])
+                result[name] = SecretValue(name, protocol.value_from_b64(item["value_b64"]), item["revision"])
         if missing:
             raise errors.SecretNotFound(missing)
         return {name: result[name] for name in wanted if name in result}
@@ -343,11 +341,9 @@ class SessionStore:
             return vault.history(name)
 
     def read_revision(self, name: str, revision: int) -> SecretValue:
-        from binascii import a2b_base64
-
         check_secret_name(name)
         response = self.conn.call("read_revision", vault_path=self.canonical_path, name=name, revision=revision)
-        return SecretValue(response["name"], a2b_base64(response["value_b64"], strict_mode=True),
+        return SecretValue(response["name"], protocol.value_from_b64(response["value_b64"]),
                            response["revision"])
 
     def restore(self, name: str, revision: int) -> RestoreResult:

@@ -59,6 +59,8 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
                        "termios", "fcntl", "select", "selectors", "ctypes", "threading"}
         assert "kimen.projection.execute" in loaded
         assert not loaded & supervision, sorted(loaded & supervision)
+        # short values are decoded without binascii (whose import loads libz)
+        assert not loaded & {"binascii", "zlib"}, sorted(loaded & {"binascii", "zlib"})
     if argv[0] == "run" or argv == ("session", "status"):  # read without argparse (kimen.cli.fastargs)
         assert not loaded & PARSER, sorted(loaded & PARSER)
     elif argv[:2] == ("session", "status"):  # --json: still no parser
