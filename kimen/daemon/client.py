@@ -17,7 +17,6 @@ import _socket  # the C module: `socket` would add `selectors` and its wrappers 
 import os
 
 from .. import errors
-from ..store import MAX_VALUE_BYTES, ChangeResult, RestoreResult, SecretValue, WriteResult, check_secret_name
 from . import protocol
 
 TYPE_CHECKING = False
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from ..store import Change, SecretHistory, SecretInfo, VaultMeta
+    from ..store import Change, RestoreResult, SecretHistory, SecretInfo, SecretValue, VaultMeta, WriteResult
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 60.0
@@ -287,6 +286,7 @@ class SessionStore:
         """Values through the daemon, in requests of at most 1 000 names whose responses stay
         under 48 MiB: sizes come from the vault file when the largest legal values could exceed
         that (more than ~30 names), so any set of legal values can be read."""
+        from ..store import MAX_VALUE_BYTES, SecretValue  # here: `status` asks the daemon without them
         wanted = list(dict.fromkeys(names))
         result: dict[str, SecretValue] = {}
         missing: list[str] = []
@@ -310,6 +310,8 @@ class SessionStore:
     def write(self, changes: Sequence[Change], if_generation: int | None = None, baseline: Any = None, *,
               history_op: str | None = None) -> WriteResult:
         from binascii import b2a_base64
+
+        from ..store import ChangeResult, WriteResult
 
         items = []
         for change in changes:
@@ -341,12 +343,16 @@ class SessionStore:
             return vault.history(name)
 
     def read_revision(self, name: str, revision: int) -> SecretValue:
+        from ..store import SecretValue, check_secret_name
+
         check_secret_name(name)
         response = self.conn.call("read_revision", vault_path=self.canonical_path, name=name, revision=revision)
         return SecretValue(response["name"], protocol.value_from_b64(response["value_b64"]),
                            response["revision"])
 
     def restore(self, name: str, revision: int) -> RestoreResult:
+        from ..store import RestoreResult, check_secret_name
+
         check_secret_name(name)
         r = self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision)
         return RestoreResult(r["name"], r["from_revision"], r["revision"], r["generation"], bool(r["unchanged"]))
