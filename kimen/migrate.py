@@ -35,8 +35,8 @@ from .dotenv import MAX_FILE_BYTES, kept_literally
 from .dotenv import parse as parse_dotenv
 from .fsutil import read_regular
 from .output import warn
-from .paths import work_tree_top
-from .projection.kmap import check_profile_name, is_env_name, is_profile_name, variables_set
+from .paths import is_profile_name, work_tree_top
+from .projection.kmap import check_profile_name, is_env_name, variables_set
 from .store import MAX_VALUE_BYTES, Change, check_secret_name
 
 TYPE_CHECKING = False

@@ -26,14 +26,68 @@ _pending: list[dict[str, str]] | None = None
 def dumps(doc: Any) -> str:
     """Compact JSON, as every kimen envelope is written. Always UTF-8 text: a byte that is not UTF-8
     (a path's, decoded to a lone surrogate) is written as the text `\\xff`, as messages show it."""
-    import json
-
-    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    text = compact_json(doc)
     try:
         text.encode()
     except UnicodeEncodeError:  # surrogates occur only inside strings, where `\\` is a backslash
         text = "".join(_escaped(ch).replace("\\", "\\\\") if "\ud800" <= ch <= "\udfff" else ch for ch in text)
     return text
+
+
+class _Other(Exception):
+    """A value outside the plain JSON types (internal): the `json` module encodes it."""
+
+
+def compact_json(doc: Any) -> str:
+    """`json.dumps(doc, separators=(",", ":"), ensure_ascii=False)`, written through `_json`, the
+    C module `json` itself calls: `import json` compiles regular expressions and imports `re`
+    (~5 ms, more than a third of the interpreter's own start-up), which `status --json` and every
+    session request would pay. A value of another type (or an interpreter without `_json`) goes
+    through `json`; `tests/test_protocol_json.py` proves the texts equal."""
+    try:
+        from _json import encode_basestring
+
+        out: list[str] = []
+        _dump(doc, out, encode_basestring)
+        return "".join(out)
+    except (ImportError, _Other):
+        import json
+
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def _dump(value: Any, out: list[str], quote: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        out.append(quote(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif kind is int:
+        out.append(int.__repr__(value))
+    elif kind is float and value == value and value not in (float("inf"), float("-inf")):
+        out.append(float.__repr__(value))
+    elif kind is dict:
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if type(key) is not str:
+                raise _Other()
+            out.append("," if i else "")
+            out.append(quote(key))
+            out.append(":")
+            _dump(item, out, quote)
+        out.append("}")
+    elif kind is list or kind is tuple:
+        out.append("[")
+        for i, item in enumerate(value):
+            out.append("," if i else "")
+            _dump(item, out, quote)
+        out.append("]")
+    else:
+        raise _Other()
 
 
 def _escaped(ch: str) -> str:

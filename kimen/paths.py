@@ -151,6 +151,17 @@ def work_tree_top(start: str) -> str | None:
         current = parent
 
 
+# [A-Za-z0-9_-][A-Za-z0-9_.-]*: a set, not a regular expression (`re` costs ~5 ms of start-up)
+_PROFILE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+
+def is_profile_name(name: str) -> bool:
+    """Whether `name` can name a profile, the file `<name>.kmap` in a profile directory
+    (docs/profiles.md): ASCII letters, digits, `_`, `-` and `.`, not starting with `.`. Here, not
+    in `kimen.projection.kmap`, so `kimen status` lists profiles without importing the parser."""
+    return bool(name) and name[0] != "." and _PROFILE_CHARS.issuperset(name)
+
+
 def profile_dirs(env: Mapping[str, str] = os.environ, cwd: str | None = None) -> list[str]:
     """Profile directories in lookup order, duplicates removed (docs/profiles.md, "Lookup"):
     $KIMEN_PROFILE_DIR; `.kimen/profiles` of the working directory and of each parent up to the git

@@ -13,7 +13,7 @@ import os
 
 from . import paths
 from .durations import format_time
-from .projection.kmap import is_profile_name
+from .paths import is_profile_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -109,3 +109,15 @@ def test_json_refuses_invalid_utf8_and_docker_multiline():
     with pytest.raises(errors.ValueNotRepresentable):
         envfmt.render("docker", [("A", b"a\nb")])
     assert envfmt.render("shell", [("A", b"\xff'")]) == b"export A='\xff'\\'''\n"
+
+
+@settings(max_examples=400)
+@given(st.binary(min_size=1, max_size=12) | st.text(alphabet=st.sampled_from(list("aZ09_./:@+,-~ $'\"é")), min_size=1,
+                                                    max_size=12).map(str.encode))
+def test_dotenv_bare_set_is_the_documented_pattern(value):
+    """The unquoted-value rule is a byte set (no `re` on the `direnv --unsafe-stdout` path); it
+    accepts exactly the non-empty values `[A-Za-z0-9_./:@+,-]+` matches."""
+    import re
+
+    expected = re.fullmatch(rb"[A-Za-z0-9_./:@+,-]+", value) is not None
+    assert envfmt._DOTENV_BARE.issuperset(value) == expected

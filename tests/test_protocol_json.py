@@ -83,3 +83,49 @@ def test_decode_wraps_every_failure_as_a_protocol_error():
     for body in (b"[]", b"{", b"\xff\xfe", b"[" * 100_000):
         with pytest.raises(errors.SessionProtocolError):
             protocol.decode(body)
+
+
+@settings(max_examples=400)
+@given(documents)
+def test_the_cli_envelopes_and_the_protocol_share_one_encoder(doc):
+    """`kimen.output.compact_json` writes every envelope (`status --json` imports no `json`, no
+    `re`): it is the protocol's encoder and the `json` module's text."""
+    from kimen import output
+
+    assert protocol.dumps is output.compact_json
+    assert output.compact_json(doc) == json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    try:
+        output.dumps(doc).encode()
+    except UnicodeEncodeError:  # pragma: no cover - output.dumps escapes lone surrogates
+        raise AssertionError("output.dumps wrote a lone surrogate") from None
+
+
+def _a2b_or_error(text: str):
+    import binascii
+
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:
+        return ValueError
+
+
+@settings(max_examples=600)
+@given(st.binary(max_size=64) | st.binary(min_size=3000, max_size=3100))
+def test_values_read_back_as_binascii_reads_them(value):
+    import binascii
+
+    text = binascii.b2a_base64(value, newline=False).decode()
+    assert protocol.value_from_b64(text) == value
+
+
+@settings(max_examples=1500)
+@given(st.text(alphabet=st.sampled_from([*"AQgw/+z9=", "\n", " ", "-", "_", "é", "\x00"]), max_size=14))
+def test_malformed_base64_is_refused_as_binascii_refuses_it(text):
+    """Every text, canonical or not (padding in the middle, too much padding, other characters, a
+    length that is no multiple of 4, non-zero spare bits): the same bytes or the same refusal."""
+    expected = _a2b_or_error(text)
+    try:
+        got = protocol.value_from_b64(text)
+    except ValueError:
+        got = ValueError
+    assert got == expected, (text, got, expected)

@@ -62,3 +62,37 @@ def test_session_run_path_imports_nothing_heavy():
                       "from kimen.projection import kmap, resolve, env, files, run\n")
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets"}
+
+
+_GC_PROBE = """
+import gc, sys
+from kimen.__main__ import main
+import kimen.projection.run as prun
+
+def start(*args, **kwargs):  # the supervised path reached: report the collector, start nothing
+    print("supervising, collector on:", gc.isenabled(), flush=True)
+    raise SystemExit(0)
+
+prun.start = start
+sys.argv = ["kimen", *sys.argv[1:]]
+code = main()
+print("returned, collector on:", gc.isenabled(), flush=True)
+"""
+
+
+def _gc_probe(tmp_path, *argv: str) -> str:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-c", _GC_PROBE, *argv], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=60)
+    return out.stdout
+
+
+def test_the_collector_is_off_only_while_a_short_command_starts(tmp_path):
+    """`kimen.__main__` turns the cyclic collector off for start-up (nothing it allocates is
+    garbage); the commands read with argparse and a supervised `run` (a process that lives as long
+    as its child) turn it back on; the argparse-free `version` finishes with it off."""
+    assert "returned, collector on: False" in _gc_probe(tmp_path, "version")
+    assert "returned, collector on: True" in _gc_probe(tmp_path, "completion", "bash")
+    supervised = _gc_probe(tmp_path, "run", "--file", "f.txt=const:x", "--", "true")
+    assert "supervising, collector on: True" in supervised, supervised

@@ -179,6 +179,9 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
                 words, options = found
                 usage = _fast_usage(list(words))
         if options is None:
+            import gc
+
+            gc.enable()  # off since `kimen.__main__` for the argparse-free commands only
             from .parser import build_parser, parse
 
             parser = build_parser(word if word in COMMANDS else None)

@@ -226,10 +226,10 @@ def _known_head(inv: Invocation, remote_id: str) -> tuple[int | None, str | None
 def _session_fields(inv: Invocation, canonical: str) -> dict[str, Any] | None:
     """What the daemon says about the selected vault (one `status` request, 1 s timeout): `state`
     stopped, locked, expired or unlocked; None when it did not answer (shown as unknown)."""
-    from ..daemon import control
+    from ..daemon import client
 
     try:
-        _socket, found = control.status(inv.env, canonical)
+        _socket, found = client.status(inv.env, canonical)
     except errors.KimenError:
         return None
     raw = found.status

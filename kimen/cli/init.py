@@ -135,7 +135,7 @@ def render(template: str, *, profile: str = "ci", command: str = "echo ci-check"
 
 def _project_values(template: str, profile: str, command: str, bundle: str) -> dict[str, str]:
     """The placeholders of the templates that read a profile: ci-pr-safety and ci-deploy."""
-    from ..projection.kmap import is_profile_name
+    from ..paths import is_profile_name
 
     command_flag = "--deploy-command" if template == "ci-deploy" else "--command"
     for flag, value in (("--profile", profile), (command_flag, command), ("--bundle", bundle)):

@@ -74,7 +74,11 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         exec_in_place(exe, argv, environ)
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
-    # Supervised: block the relayed signals *before* anything needs cleaning up.
+    # Supervised: this process lives as long as the child, so the collector (off during start-up,
+    # see `kimen.__main__`) runs again. Block the relayed signals *before* anything needs cleaning up.
+    import gc
+
+    gc.enable()
     from ..projection import run as prun
 
     relay = None

@@ -190,11 +190,11 @@ def _mismatch_warning(fields: dict[str, Any]) -> None:
 
 
 def cmd_status(inv: Invocation) -> Result:
-    from ..daemon import control
+    from ..daemon import client
 
     selected = _selected(inv)
     try:
-        socket_path, found = control.status(inv.env, selected)
+        socket_path, found = client.status(inv.env, selected)
     except errors.KimenError as err:  # status always exits 0: an unusable session dir is "stopped"
         import os
 
@@ -215,7 +215,7 @@ def cmd_lock(inv: Invocation) -> Result:
     """`held` (JSON): whether the daemon held the selected vault (any vault with `--all`) before
     this lock; null without a daemon. A vault the daemon does not hold is said so, and every
     vault that stays unlocked is named."""
-    from ..daemon import control
+    from ..daemon import client, control
     from ..daemon.protocol import utf8
 
     selected = _selected(inv)
@@ -225,7 +225,7 @@ def cmd_lock(inv: Invocation) -> Result:
 
         resolve_vault(inv)  # raise the reason why the vault cannot be resolved
     if target is not None and not utf8(target):  # never held: a session only holds UTF-8 paths
-        _, found = control.status(inv.env, None)
+        _, found = client.status(inv.env, None)
         state = None if found.status is None else {**found.status, "held": False}
     else:
         state = control.lock(inv.env, target)

@@ -17,7 +17,6 @@ import _socket  # the C module: `socket` would add `selectors` and its wrappers 
 import os
 
 from .. import errors
-from ..store import MAX_VALUE_BYTES, ChangeResult, RestoreResult, SecretValue, WriteResult, check_secret_name
 from . import protocol
 
 TYPE_CHECKING = False
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from ..store import Change, SecretHistory, SecretInfo, VaultMeta
+    from ..store import Change, RestoreResult, SecretHistory, SecretInfo, SecretValue, VaultMeta, WriteResult
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 60.0
@@ -202,6 +201,14 @@ class Probe:
         return errors.SessionUnavailable()
 
 
+def status(env: Mapping[str, str], vault_path: str | None) -> tuple[str, Probe]:
+    """(socket path, what the daemon says about `vault_path`); a daemon that holds the socket but
+    does not answer within `STATUS_TIMEOUT` is `busy`, never `stopped`. Here rather than in
+    `kimen.daemon.control`, so `kimen status` asks without importing the process control."""
+    path = protocol.socket_path(env)
+    return path, probe(env, vault_path, strict=True, timeout=STATUS_TIMEOUT, keep=False)
+
+
 def expired_error(vault: dict[str, Any], vault_path: str) -> errors.KimenError:
     """`session_expired` naming the vault as the session does (its canonical path)."""
     return errors.SessionExpired(vault_path=vault.get("vault_path") or vault_path,
@@ -279,8 +286,7 @@ class SessionStore:
         """Values through the daemon, in requests of at most 1 000 names whose responses stay
         under 48 MiB: sizes come from the vault file when the largest legal values could exceed
         that (more than ~30 names), so any set of legal values can be read."""
-        from binascii import a2b_base64  # base64 would import re and struct
-
+        from ..store import MAX_VALUE_BYTES, SecretValue  # here: `status` asks the daemon without them
         wanted = list(dict.fromkeys(names))
         result: dict[str, SecretValue] = {}
         missing: list[str] = []
@@ -296,7 +302,7 @@ class SessionStore:
                 continue
             for item in response.get("secrets") or ():
                 name = item["name"]
-                result[name] = SecretValue(name, a2b_base64(item["value_b64"], strict_mode=True), item["revision"])
+                result[name] = SecretValue(name, protocol.value_from_b64(item["value_b64"]), item["revision"])
         if missing:
             raise errors.SecretNotFound(missing)
         return {name: result[name] for name in wanted if name in result}
@@ -304,6 +310,8 @@ class SessionStore:
     def write(self, changes: Sequence[Change], if_generation: int | None = None, baseline: Any = None, *,
               history_op: str | None = None) -> WriteResult:
         from binascii import b2a_base64
+
+        from ..store import ChangeResult, WriteResult
 
         items = []
         for change in changes:
@@ -335,14 +343,16 @@ class SessionStore:
             return vault.history(name)
 
     def read_revision(self, name: str, revision: int) -> SecretValue:
-        from binascii import a2b_base64
+        from ..store import SecretValue, check_secret_name
 
         check_secret_name(name)
         response = self.conn.call("read_revision", vault_path=self.canonical_path, name=name, revision=revision)
-        return SecretValue(response["name"], a2b_base64(response["value_b64"], strict_mode=True),
+        return SecretValue(response["name"], protocol.value_from_b64(response["value_b64"]),
                            response["revision"])
 
     def restore(self, name: str, revision: int) -> RestoreResult:
+        from ..store import RestoreResult, check_secret_name
+
         check_secret_name(name)
         r = self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision)
         return RestoreResult(r["name"], r["from_revision"], r["revision"], r["generation"], bool(r["unchanged"]))

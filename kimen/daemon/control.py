@@ -13,7 +13,7 @@ import os
 
 from .. import errors
 from . import protocol
-from .client import STATUS_TIMEOUT, Connection, Probe, connect, probe, same_version
+from .client import Connection, connect, same_version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 START_TIMEOUT = 5.0
-
-
-def status(env: Mapping[str, str], vault_path: str | None) -> tuple[str, Probe]:
-    """(socket path, what the daemon says about `vault_path`); a daemon that holds the socket but
-    does not answer within `STATUS_TIMEOUT` is `busy`, never `stopped`."""
-    path = protocol.socket_path(env)
-    return path, probe(env, vault_path, strict=True, timeout=STATUS_TIMEOUT, keep=False)
 
 
 def lock(env: Mapping[str, str], vault_path: str | None) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import os
 import sys
 
 from .. import __version__, errors, paths
+from ..output import compact_json as dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -188,12 +189,9 @@ def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int
 # `import json` compiles five regular expressions (~1.4 ms, the largest cost of a session request
 # after the interpreter itself). Frames are plain JSON objects, so the client and the daemon use
 # `_json`, the C module that `json` itself calls, with `json`'s own semantics: `json.dumps(doc,
-# separators=(",", ":"), ensure_ascii=False)` and `json.loads(text)`. A value of any other type,
-# or an interpreter without `_json`, goes through the `json` module.
-
-
-class _Other(Exception):
-    """A value outside the plain JSON types (internal): the `json` module encodes it."""
+# separators=(",", ":"), ensure_ascii=False)` (`kimen.output.compact_json`, which the CLI's
+# envelopes share) and `json.loads(text)`. A value of any other type, or an interpreter without
+# `_json`, goes through the `json` module.
 
 
 class _ScanContext:
@@ -210,52 +208,33 @@ class _ScanContext:
 _WHITESPACE = " \t\n\r"
 
 
-def dumps(doc: Any) -> str:
-    """`json.dumps(doc, separators=(",", ":"), ensure_ascii=False)`."""
-    try:
-        from _json import encode_basestring
-
-        out: list[str] = []
-        _dump(doc, out, encode_basestring)
-        return "".join(out)
-    except (ImportError, _Other):
-        import json
-
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+# -- values: standard base64 (`value_b64`) --------------------------------------------------------
+# `binascii` loads libz as it is imported (~0.3 ms, a tenth of a `kimen run`'s own work): values up
+# to `_SHORT_B64` characters in the canonical shape are decoded with bytes.translate and int(),
+# which `a2b_base64(strict_mode=True)` reads the same (tests/test_protocol_json.py compares them);
+# anything else, and every longer value, is read by binascii itself.
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_HIGH = bytes.maketrans(_B64, bytes(48 + (i >> 3) for i in range(64)))  # each char: two octal digits
+_B64_LOW = bytes.maketrans(_B64, bytes(48 + (i & 7) for i in range(64)))
+_SHORT_B64 = 4096
 
 
-def _dump(value: Any, out: list[str], quote: Any) -> None:
-    kind = type(value)
-    if kind is str:
-        out.append(quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif kind is int:
-        out.append(int.__repr__(value))
-    elif kind is float and value == value and value not in (float("inf"), float("-inf")):
-        out.append(float.__repr__(value))
-    elif kind is dict:
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            if type(key) is not str:
-                raise _Other()
-            out.append("," if i else "")
-            out.append(quote(key))
-            out.append(":")
-            _dump(item, out, quote)
-        out.append("}")
-    elif kind is list or kind is tuple:
-        out.append("[")
-        for i, item in enumerate(value):
-            out.append("," if i else "")
-            _dump(item, out, quote)
-        out.append("]")
-    else:
-        raise _Other()
+def value_from_b64(text: str) -> bytes:
+    """`binascii.a2b_base64(text, strict_mode=True)` (`binascii.Error`, a `ValueError`, on bad input)."""
+    if len(text) <= _SHORT_B64 and len(text) % 4 == 0 and text.isascii():
+        data = text.encode()
+        body = data.rstrip(b"=")
+        if len(data) - len(body) <= 2 and not body.translate(None, _B64):
+            if not body:
+                return b""
+            digits = bytearray(2 * len(body))
+            digits[0::2] = body.translate(_B64_HIGH)
+            digits[1::2] = body.translate(_B64_LOW)
+            size = len(body) * 3 // 4
+            return (int(digits, 8) >> (len(body) * 6 - size * 8)).to_bytes(size, "big")
+    from binascii import a2b_base64
+
+    return a2b_base64(text, strict_mode=True)
 
 
 def loads(body: bytes | bytearray | memoryview | str) -> Any:

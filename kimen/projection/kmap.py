@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from .. import errors, paths
+from ..paths import is_profile_name
 from ..store import is_valid_secret_name
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
@@ -31,7 +32,6 @@ KINDS = ("env", "file", "envpath", "stdin", "include")
 # Sets rather than regular expressions: compiling each costs ~0.3 ms on every `run`.
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _ENV_CHARS = _LETTERS | frozenset("0123456789")  # [A-Za-z_][A-Za-z0-9_]*
-_PROFILE_CHARS = _ENV_CHARS | frozenset("-.")  # [A-Za-z0-9_-][A-Za-z0-9_.-]*
 _EXEC_BLANKS = str.maketrans("\t\f\v", "   ")  # exec: arguments split on [ \t\f\v]+
 _WRAPPER_CHARS = frozenset("'\"|&;<>$()`")
 PROTECTED_ENV = frozenset({
@@ -167,10 +167,6 @@ class Profile:
 
 def is_env_name(name: str) -> bool:
     return bool(name) and name[0] in _LETTERS and _ENV_CHARS.issuperset(name)
-
-
-def is_profile_name(name: str) -> bool:
-    return bool(name) and name[0] != "." and _PROFILE_CHARS.issuperset(name)
 
 
 def relpath_problem(path: str) -> str | None:
