@@ -118,3 +118,24 @@ def test_a_bad_setting_is_refused_before_anything_is_written(vault, keep):
 def test_a_history_section_that_is_not_an_object(vault):
     config(vault, {"history": 5})
     vault.fail(26, "invalid_config_json", "secret", "set", "a", "--stdin", input="x", env=vault.with_pass())
+
+
+def test_the_daemon_refuses_a_history_keep_out_of_range(vault):
+    from kimen.daemon.client import Connection
+
+    vault.set("a", "original")
+    vault.ok("session", "start", env=vault.with_pass())
+    try:
+        path = str(vault.vault.resolve())
+        change = {"op": "set", "name": "a", "value_b64": "eA=="}
+        socket = str(vault.session_dir / "session.sock")
+        for keep in (-1, 101, 10**30, "3", True, None):
+            for op, fields in (("write", {"changes": [change]}), ("restore", {"name": "a", "revision": 1})):
+                with Connection(socket) as conn:  # a protocol error closes the connection
+                    answer = conn.call_raw(op, vault_path=path, history_keep=keep, **fields)
+                assert answer.get("ok") is False and answer.get("reason") == "session_protocol_error", (keep, answer)
+        with Connection(socket) as conn:
+            assert conn.call_raw("write", vault_path=path, changes=[change], history_keep=0).get("ok") is True
+    finally:
+        vault.ok("session", "stop")
+    assert vault.get("a") == b"x" and kept(vault, "a") == []
