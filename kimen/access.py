@@ -218,6 +218,7 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
             found = session_probe(inv, location)
             store = found.store(location.path, lambda: open_metadata(inv, location))
             if store is not None:
+                store.keep_history_from(lambda: load_config(inv).history_keep())
                 return store
             if token:
                 raise _refusal(inv, found, location)
@@ -240,10 +241,12 @@ def unlock_local(inv: Invocation, location: VaultLocation, source: Source | None
         raise errors.MissingPassphrase()
     vault = Vault.open(location.path)
     try:
-        return unlock_vault(vault, source)
+        store = unlock_vault(vault, source)
     except BaseException:
         vault.close()
         raise
+    store.keep_history_from(lambda: load_config(inv).history_keep())
+    return store
 
 
 def unlock_vault(vault: Vault, source: Source) -> LocalStore:

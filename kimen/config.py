@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from . import errors, paths
 from .fsutil import atomic_write, make_private_dirs, read_regular
+from .store import HISTORY_KEEP, HISTORY_KEEP_MAX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,6 +100,23 @@ class Config:
         if not isinstance(value, str):
             raise errors.InvalidConfigJson(path=self.path, hint="`vault.path` must be a string")
         return value
+
+    def history_keep(self) -> int:
+        """`history.keep`: how many older values `secret history` keeps per name (absent or null:
+        10). A whole number from 0 to 100; anything else is `invalid_config_value` naming the
+        field, never silently replaced by the default (a typo must not keep more, or less, than
+        the user asked for)."""
+        keep = self.section("history").get("keep")
+        if keep is None:
+            return HISTORY_KEEP
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= HISTORY_KEEP_MAX:
+            shown = keep if isinstance(keep, int | float) else type(keep).__name__
+            raise errors.InvalidConfigValue(
+                field="history.keep", path=self.path,
+                detail=f"{shown} is not a whole number from 0 to {HISTORY_KEEP_MAX}",
+                hint=f'set "history": {{"keep": N}} in {self.path} with N from 0 (keep none) to '
+                     f"{HISTORY_KEEP_MAX}, or remove it for the default {HISTORY_KEEP}")
+        return keep
 
     def unlock(self) -> dict[str, Any]:
         """`unlock`, checked as every reader needs it: a known method (absent, null or "" mean

@@ -221,6 +221,7 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     # -- config (26) --
     ('InvalidConfigJson', 'invalid_config_json', 26, 'config file is not valid JSON: {path}', None),
     ('ConfigPathUnavailable', 'config_path_unavailable', 26, 'cannot determine the config location', None),
+    ('InvalidConfigValue', 'invalid_config_value', 26, 'config value {field} is invalid in {path}: {detail}', None),
     # -- session daemon (34) --
     ('SessionUnavailable', 'session_unavailable', 34, 'no session daemon is running',
      'start one with `kimen session start`'),

@@ -243,6 +243,11 @@ class WriteResult(_Record):
         self._init(generation=generation, results=results)
 
 
+# Older values `secret history` keeps per name: config `history.keep`, this default, 0 to the max
+HISTORY_KEEP = 10
+HISTORY_KEEP_MAX = 100
+
+
 class HistoryEntry(_Record):
     """One kept older value of a name (metadata only: never the value). `created_at` is when that
     revision was written, `replaced_at` when it left the name, `op` what replaced or removed it

@@ -108,6 +108,26 @@ class StoreContract:
         assert store.read_revision("h.key", second).value == b"two"
         store.verify()
 
+    def test_history_keeps_what_its_source_says_per_write(self, store):
+        """`keep_history_from` (the command's config): read at each write, so a lowered setting
+        trims the name written, and 0 empties it; a name not written keeps its rows."""
+        keep = [3]
+        store.keep_history_from(lambda: keep[0])
+        revisions = [store.write([Change.set(n, f"{n}{i}".encode())]).generation
+                     for i in range(5) for n in ("k.a", "k.b")]
+        assert [e.revision for e in store.history("k.a").entries] == revisions[-4:-10:-2]
+        assert store.history("k.a").keep == 3
+        keep[0] = 1
+        store.write([Change.set("k.a", b"new")])
+        assert [e.revision for e in store.history("k.a").entries] == [revisions[-2]]
+        assert len(store.history("k.b").entries) == 3
+        restored = store.restore("k.b", store.history("k.b").entries[-1].revision)
+        assert [e.revision for e in store.history("k.b").entries] == [revisions[-1]] and not restored.unchanged
+        keep[0] = 0
+        store.write([Change.set("k.a", b"newer")])
+        assert store.history("k.a").entries == []
+        store.verify()
+
     def test_history_of_an_unknown_name(self, store):
         with pytest.raises(errors.SecretNotFound):
             store.history("h.never")

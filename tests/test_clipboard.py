@@ -150,6 +150,30 @@ def test_clear_helper_clears_an_unchanged_clipboard(wayland):
     assert wayland.events()[-2:] == ["paste", "clear"]
 
 
+def test_clear_helper_never_holds_the_value(wayland):
+    """Its whole memory, once it has read its pipe and sleeps, holds the tool it was handed but no
+    copy of the value: it got a keyed digest only."""
+    from tests.e2e.test_security_invariants import _memory_count
+
+    tool = clipboard.detect(wayland.env)
+    clipboard.copy(tool, VALUE, wayland.env)
+    pid = clipboard.start_clear(tool, VALUE, 600, wayland.env)
+    try:
+        cmdline = wait_for(lambda: _helper_view(pid)[0], "the helper's /proc entry")
+        fd = cmdline.split(b"\0")[cmdline.split(b"\0").index(b"--fd") + 1].decode()
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}/fd/{fd}"), "the helper to read its pipe")
+        try:
+            seen = _memory_count(pid, str(wayland.bin).encode())
+        except PermissionError:
+            pytest.skip("this kernel does not let the test read its child's memory")
+        assert seen >= 1  # the scan does see what the helper was handed
+        assert _memory_count(pid, VALUE) == 0
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert wayland.clip.read_bytes() == VALUE and "clear" not in wayland.events()
+
+
 def test_clear_helper_leaves_what_the_user_copied_since(wayland):
     tool = clipboard.detect(wayland.env)
     clipboard.copy(tool, VALUE, wayland.env)

@@ -26,7 +26,7 @@ FIXED_CODES = {
     "wrong_passphrase": 15, "secret_corrupt": 15, "vault_tampered": 15,
     "invalid_vault_file": 24, "vault_unsupported": 24, "kdf_params_rejected": 24, "vault_busy": 24,
     "vault_read_only": 24, "disk_full": 24,
-    "invalid_config_json": 26, "config_path_unavailable": 26,
+    "invalid_config_json": 26, "config_path_unavailable": 26, "invalid_config_value": 26,
     "audit_unavailable": 34, "grant_required": 35, "grant_denied": 35, "grant_expired": 35, "grant_invalid": 35,
     "session_unavailable": 34, "session_locked": 34, "session_dir_unsafe": 34, "socket_path_too_long": 34,
     "daemon_start_failed": 34, "session_protocol_error": 34, "session_version_mismatch": 34,

@@ -134,3 +134,25 @@ def test_draw_is_uniform(charset):
     if 256 % len(alphabet) >= 8:  # digits: a 4 % bias needs more draws than this test makes
         biased = Counter(alphabet[b % len(alphabet)] for b in os.urandom(draws))
         assert _chi_square(biased, alphabet, draws) > 3 * critical
+
+
+def test_values_come_from_the_os_csprng_only():
+    """The module draws through `secrets` alone (never `random`, whose seed would make values
+    predictable): seeding `random` identically before two draws gives two different values."""
+    import ast
+    import inspect
+    import random
+
+    tree = ast.parse(inspect.getsource(generate))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+                for alias in node.names} | {node.module for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert "secrets" in imported and not {"random", "numpy"} & imported
+    drawn = {f"{node.value.id}.{node.attr}" for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "secrets"}
+    assert drawn == {"secrets.choice", "secrets.token_bytes"}
+    made, _ = _recipe()
+    random.seed(0)
+    first = generate.generate(made)
+    random.seed(0)
+    assert generate.generate(made) != first

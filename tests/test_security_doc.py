@@ -22,7 +22,7 @@ def _test_names(path: Path) -> set[str]:
 
 def test_every_invariant_has_a_row_and_every_named_test_exists():
     rows = _rows()
-    assert sorted(rows) == list(range(1, max(rows) + 1)) and max(rows) >= 35
+    assert list(rows) == list(range(1, 43)), list(rows)
     for number, cell in rows.items():
         refs = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", cell)
         assert refs, f"item {number} names no test"

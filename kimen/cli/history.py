@@ -61,11 +61,12 @@ def cmd_history(inv: Invocation) -> Result:
         raise errors.UsageError(detail="--all and --yes go with --purge")
     if a.name is None:
         raise errors.UsageError(detail="secret history needs NAME")
-    from ..access import open_metadata
+    from ..access import load_config, open_metadata
 
     name = check_secret_name(a.name)
+    keep = load_config(inv).history_keep()
     with open_metadata(inv) as vault:
-        info = vault.history(name)
+        info = vault.history(name, keep)
     lines = []
     if info.current is not None:
         lines.append(f"{info.current.revision} {info.current.updated_at} size={info.current.size} current")

@@ -273,6 +273,12 @@ class SessionStore:
         self.path = path
         self.canonical_path = canonical_path
         self._metadata = metadata
+        self._history_keep: Callable[[], int] | None = None
+
+    def keep_history_from(self, source: Callable[[], int]) -> None:
+        """Send `source()` (the config's `history.keep`) with each write and restore: the daemon
+        keeps what the command's own config says, not what the daemon's environment would."""
+        self._history_keep = source
 
     def meta(self) -> VaultMeta:
         with self._metadata() as vault:
@@ -329,6 +335,8 @@ class SessionStore:
             fields["baseline"] = baseline
         if history_op is not None:
             fields["history_op"] = history_op
+        if self._history_keep is not None:
+            fields["history_keep"] = self._history_keep()
         response = self.conn.call("write", **fields)
         return WriteResult(response["generation"], [
             ChangeResult(r["op"], r["name"], r.get("revision"), created=bool(r.get("created")),
@@ -340,7 +348,7 @@ class SessionStore:
     def history(self, name: str) -> SecretHistory:
         """No key needed: read from the vault file, like `list`."""
         with self._metadata() as vault:
-            return vault.history(name)
+            return vault.history(name, self._history_keep()) if self._history_keep else vault.history(name)
 
     def read_revision(self, name: str, revision: int) -> SecretValue:
         from ..store import SecretValue, check_secret_name
@@ -354,7 +362,8 @@ class SessionStore:
         from ..store import RestoreResult, check_secret_name
 
         check_secret_name(name)
-        r = self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision)
+        keep = {} if self._history_keep is None else {"history_keep": self._history_keep()}
+        r = self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision, **keep)
         return RestoreResult(r["name"], r["from_revision"], r["revision"], r["generation"], bool(r["unchanged"]))
 
     def purge_history(self, names: Sequence[str] | None = None) -> int:

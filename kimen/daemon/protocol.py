@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         name: str  # read_revision, restore
         revision: int  # read_revision, restore
         history_op: str | None  # write: what replaced values in their history rows
+        history_keep: int  # write, restore: the client's config `history.keep` (0-100; default 10)
 
     class VaultState(TypedDict):
         """An unlocked vault in `status`, `unlock` and `lock` responses."""

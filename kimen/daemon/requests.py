@@ -56,14 +56,15 @@ OPS: dict[str, dict[str, tuple[str, bool]]] = {
     "lock": {"vault_path": ("text|null", False)},
     "read": {"vault_path": ("text", True), "names": ("texts", True)},
     "write": {"vault_path": ("text", True), "changes": ("objects", True), "if_generation": ("int|null", False),
-              "baseline": ("any", False), "history_op": ("text|null", False)},
+              "baseline": ("any", False), "history_op": ("text|null", False), "history_keep": ("int", False)},
     "verify": {"vault_path": ("text", True)},
     "grant_create": {"vault_path": ("text", True), "passphrase_b64": ("text", True), "secrets": ("texts", True),
                      "read_only": ("bool", False), "ttl": ("number", False)},
     "grant_list": {},
     "grant_revoke": {"grant_id": ("text", True)},
     "read_revision": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
-    "restore": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True)},
+    "restore": {"vault_path": ("text", True), "name": ("text", True), "revision": ("int", True),
+                "history_keep": ("int", False)},
     "purge_history": {"vault_path": ("text", True), "names": ("texts", True)},
 }
 

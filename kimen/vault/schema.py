@@ -14,6 +14,7 @@ form (`sync_state` with the known head and membership, `sync_baseline` with each
 
 from __future__ import annotations
 
+from ..store import HISTORY_KEEP as HISTORY_KEEP  # older values kept per name by default (re-exported)
 from ..store import KdfParams
 
 TYPE_CHECKING = False
@@ -102,8 +103,6 @@ MIGRATE_V1_TO_V2 = (
     "DROP TABLE IF EXISTS sync_state;\nDROP TABLE IF EXISTS sync_baseline;\n"
     + SCHEMA[SCHEMA.index("CREATE TABLE sync_state ("):]
 )
-
-HISTORY_KEEP = 10  # older values kept per name (`secret_history`)
 
 # Why a history row was written (`secret_history.op`)
 HISTORY_OPS = ("set", "rm", "mv", "restore", "import", "bundle", "sync")

@@ -7,7 +7,8 @@ match). It refuses to use its key on a vault that was replaced or rekeyed since 
 
 History: every change that replaces or removes a value moves the old row, ciphertext untouched,
 into `secret_history` in the same transaction (`set`, `rm`, `restore`; `mv` re-encrypts the
-name's history under the new name), keeping the last `HISTORY_KEEP` per name. History rows are
+name's history under the new name), keeping the last `history_keep` per name (config `history.keep`,
+default `HISTORY_KEEP`; a lowered setting trims a name at its next change). History rows are
 in `rows_mac` under their own tag, so `verify` notices one dropped, added or moved. Nothing but
 this module's history operations reads them: bundles, sync and projections see `secrets` only.
 
@@ -36,7 +37,7 @@ from .sqlite import chunks
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from ..sensitive import Sensitive
@@ -69,6 +70,17 @@ class LocalStore:
         self._k_mac = sealing.mac_key(data_key, header.vault_id)
         self._stale_error = stale_error
         self.history_keep = HISTORY_KEEP
+        self._keep_source: Callable[[], int] | None = None
+
+    def keep_history_from(self, source: Callable[[], int]) -> None:
+        """Take `history_keep` from `source` (the command's config), asked at each write and
+        restore before its transaction: a command that only reads never asks, and a bad setting
+        fails a write before anything is written."""
+        self._keep_source = source
+
+    def _refresh_keep(self) -> None:
+        if self._keep_source is not None:
+            self.history_keep = self._keep_source()
 
     @property
     def path(self) -> str:
@@ -145,6 +157,7 @@ class LocalStore:
                 check_secret_name(change.new_name)
             if change.value is not None and len(change.value) > MAX_VALUE_BYTES:
                 raise errors.SecretTooLarge(secret=change.name)
+        self._refresh_keep()
         with self.vault.transaction() as conn:
             header = self.vault.header()
             self.check_key(header)
@@ -248,7 +261,7 @@ class LocalStore:
         size) into the history unchanged (same ciphertext, same associated data), then drop the
         oldest beyond `keep`. `acc` with the history's MACs updated."""
         if self.history_keep <= 0:
-            return acc
+            return self._prune(conn, acc, name)  # keeping none: what a larger setting kept goes too
         revision, nonce, ciphertext = row[0], bytes(row[1]), bytes(row[2])
         conn.execute(
             "INSERT INTO secret_history (name, revision, created_at, replaced_at, op, size, nonce, ciphertext) "
@@ -277,7 +290,7 @@ class LocalStore:
             acc = sealing.xor(acc, sealing.hist_mac(self._k_mac, old, revision, nonce, ciphertext))
         conn.execute("DELETE FROM secret_history WHERE name=?", (old,))
         if self.history_keep <= 0:
-            return acc
+            return self._prune(conn, acc, new)
         entries = [(revision, created, replaced, self._open(old, revision, nonce, ciphertext), kept_op)
                    for revision, created, replaced, nonce, ciphertext, kept_op, _size in moved]
         entries.append((row[0], row[4], replaced_at, value, op))
@@ -296,6 +309,7 @@ class LocalStore:
         return self._prune(conn, acc, new)
 
     def history(self, name: str) -> SecretHistory:
+        self._refresh_keep()
         return self.vault.history(name, self.history_keep)
 
     def read_revision(self, name: str, revision: int) -> SecretValue:
@@ -325,6 +339,7 @@ class LocalStore:
 
     def restore(self, name: str, revision: int) -> RestoreResult:
         check_secret_name(name)
+        self._refresh_keep()
         with self.vault.transaction() as conn:
             header = self.vault.header()
             self.check_key(header)

@@ -35,7 +35,7 @@ import threading
 
 from ... import errors
 from ...sensitive import Sensitive
-from ...store import Change
+from ...store import HISTORY_KEEP, HISTORY_KEEP_MAX, Change, RestoreResult, WriteResult
 from ...vault import Vault
 from ...vault.schema import HISTORY_OPS
 from .. import protocol, requests
@@ -328,11 +328,24 @@ def op_write(svc: Service, request: Request, grant: Grant | None, blocking: bool
     history_op = request.get("history_op")
     if history_op is not None and history_op not in HISTORY_OPS:
         raise errors.SessionProtocolError(message="unknown history_op")
-    result = svc.registry.with_store(_vault_path(request), lambda store: store.write(
-        changes, if_generation=if_generation, history_op=history_op))
+    keep = _history_keep(request)
+
+    def write(store: DaemonStore) -> WriteResult:
+        store.history_keep = keep  # this request's setting (under the vault's op lock)
+        return store.write(changes, if_generation=if_generation, history_op=history_op)
+
+    result = svc.registry.with_store(_vault_path(request), write)
     return {"generation": result.generation, "results": [
         {"op": r.op, "name": r.name, "revision": r.revision, "created": r.created, "new_name": r.new_name}
         for r in result.results]}
+
+
+def _history_keep(request: Request) -> int:
+    """The client's `history.keep` (its config), the default when it sends none."""
+    keep = request.get("history_keep", HISTORY_KEEP)
+    if not 0 <= keep <= HISTORY_KEEP_MAX:
+        raise errors.SessionProtocolError(message=f"history_keep must be from 0 to {HISTORY_KEEP_MAX}")
+    return keep
 
 
 def op_verify(svc: Service, request: Request, grant: Grant | None, blocking: bool) -> Answer:
@@ -351,7 +364,13 @@ def op_read_revision(svc: Service, request: Request, grant: Grant | None, blocki
 
 def op_restore(svc: Service, request: Request, grant: Grant | None, blocking: bool) -> Answer:
     name, revision = request["name"], request["revision"]
-    result = svc.registry.with_store(_vault_path(request), lambda store: store.restore(name, revision))
+    keep = _history_keep(request)
+
+    def restore(store: DaemonStore) -> RestoreResult:
+        store.history_keep = keep  # this request's setting (under the vault's op lock)
+        return store.restore(name, revision)
+
+    result = svc.registry.with_store(_vault_path(request), restore)
     return {"name": result.name, "from_revision": result.from_revision, "revision": result.revision,
             "generation": result.generation, "unchanged": result.unchanged}
 
