@@ -543,6 +543,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
     ('RestoreHeadNotNeeded', 'restore_head_not_needed', None,
      'remote {remote} holds a head that descends from the known head: nothing to restore',
      'pull or push as usual (`kimen sync status`)'),
+    ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
+     None),
     ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
      'run `kimen doctor` (with the same --profile) for the report'),
 )
@@ -574,8 +576,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('ReconcileBaselineMissing', 'reconcile_baseline_missing', None, 'reconcile needs a baseline; pull first', None),
     ('RemoteRecipientMissing', 'remote_recipient_missing', None, 'remote has no recipients', None),
     ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
-    ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
-     None),
     # -- init ci-sync-gate --
     ('InvalidRemoteType', 'invalid_remote_type', None, 'invalid remote type: {type}', None),
 )

@@ -13,6 +13,7 @@ not the config. Output names checks, members, seqs and head ids — never a valu
 from __future__ import annotations
 
 from .. import errors
+from ..output import Progress
 from . import sync as common
 from .model import Invocation, Result
 
@@ -78,7 +79,8 @@ class _Run:
                         remote=self.name, recommended_action="configure_remote_identity",
                         hint=f"pass --identity FILE, set KIMEN_AGE_IDENTITY, or "
                              f"`kimen remote set {self.name} --identity FILE`")
-                fetched = engine.fetch(self.state())
+                with Progress(f"fetching the head of {self.name}"):
+                    fetched = engine.fetch(self.state())
                 if fetched is None:
                     raise errors.RemoteMissing(remote=self.name, recommended_action="sync_init",
                                                hint="create the remote's first head with `kimen sync init`")
@@ -261,3 +263,137 @@ def cmd_preflight(inv: Invocation) -> Result:
     if failed and fields["next_command"]:
         lines.append(f"next: {fields['next_command']}")
     return Result("sync_preflight", lines, fields, exit_code=code)
+
+
+# -- plain `kimen sync`: doctor, status, then one decided step ---------------------------------------
+
+_BLOCKING = ("remote_identity_missing", "remote_lock_present", "sync_role_forbidden", "remote_disappeared")
+
+
+def decide(status: dict[str, Any], *, has_vault: bool, strict: bool) -> tuple[str, str | None]:
+    """(decision, reason) from `sync status`'s fields: noop, pull (no baseline), pull_reconcile
+    (nothing to publish), push (local changes, a writer; it merges) or blocked."""
+    if not has_vault:
+        return "blocked", "local_vault_missing"
+    for blocker in _BLOCKING:
+        if blocker in status["blockers"]:
+            return "blocked", blocker
+    reason = status["reason"]
+    if reason == "remote_missing":
+        return "blocked", reason
+    if strict and status["members_changed"]:
+        return "blocked", "members_unacknowledged"
+    writer = status["role"] in ("admin", "writer")
+    if reason == "no_local_baseline":
+        return "pull", reason
+    if status["local_changed"] and writer:
+        return "push", reason
+    if reason == "remote_changed":
+        return "pull_reconcile", reason
+    return "noop", reason
+
+
+_CONFLICT_REASONS = frozenset({"remote_disappeared", "no_local_baseline", "remote_changed"})
+
+
+def _step(name: str, command: str, run: Callable[[], Result]) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "command": command, "ok": True, "exit_code": 0, "error": None,
+                            "action": None, "payload": None}
+    try:
+        result = run()
+    except errors.KimenError as exc:
+        envelope = exc.envelope(errors.AREA_SYNC)
+        envelope.pop("ok", None)
+        step.update(ok=False, exit_code=envelope["exit_code"], error=envelope, payload=exc.fields.get("payload"))
+        return step
+    step.update(action=result.action, payload=result.fields, exit_code=result.exit_code, ok=result.exit_code == 0)
+    return step
+
+
+def _run_decision(inv: Invocation, decision: str, remote: str, *, dry_run: bool) -> dict[str, Any]:
+    """Execute the decided step (or its dry run) in a session of its own, unlocked once."""
+    command = _run_command(decision, remote) + (" --dry-run" if dry_run else "")
+
+    def execute() -> Result:
+        session = common.Session(inv, unlock=True)
+        try:
+            if decision == "push":
+                if dry_run:
+                    return common.push_dry_run(session)
+                with Progress(f"pushing to {remote}"):
+                    pushed = session.engine.push(session.local(), backup_path=session.backup_path())
+                session.pin(pushed.pin_remote_id)
+                return common.push_result(pushed)
+            if dry_run:
+                return common.pull_dry_run(session, reconcile=decision == "pull_reconcile")
+            with Progress(f"pulling from {remote}"):
+                pulled = session.engine.pull(session.local(), reconcile=decision == "pull_reconcile",
+                                             backup_path=session.backup_path())
+            session.pin(pulled.pin_remote_id)
+            return common.pull_result(pulled)
+        finally:
+            session.close()
+
+    return _step(decision, command, execute)
+
+
+def cmd_sync(inv: Invocation) -> Result:
+    args = inv.options
+    if args.check and args.dry_run:
+        raise errors.ConflictingCheckAndDryRun()
+    common.stale_threshold(inv)
+    mode = "check" if args.check else "dry_run" if args.dry_run else "run"
+    run = _Run(inv)
+    steps: list[dict[str, Any]] = []
+    try:
+        if not args.no_doctor and (run.has_vault or not args.allow_missing_vault):
+            steps.append(_one_step(run, "doctor"))
+        status = common.status_result(inv.replace(strict=False), run.session).fields
+    finally:
+        run.close()
+    steps.append({"name": "status", "command": f"kimen sync status --remote {run.name}", "ok": True,
+                  "exit_code": 0, "error": None, "action": "sync_status", "payload": status})
+    decision, reason = decide(status, has_vault=run.has_vault, strict=bool(args.strict))
+    if steps[0]["name"] == "doctor" and not steps[0]["ok"] and decision != "blocked":
+        decision, reason = "blocked", "doctor_failed"
+    code = 0
+    action = status["recommended_action"]
+    if decision == "blocked":
+        if reason == "local_vault_missing" and args.allow_missing_vault:
+            decision = "noop"
+        else:
+            code = 31 if reason in _CONFLICT_REASONS else 32
+            action = "doctor" if reason == "doctor_failed" else action
+    elif decision != "noop" and mode != "check":
+        step = _run_decision(inv, decision, run.name, dry_run=mode == "dry_run")
+        steps.append(step)
+        if not step["ok"]:
+            code = step["exit_code"]
+            action = (step["error"] or {}).get("recommended_action") or "manual_reconcile"
+        elif mode == "run":
+            action = "none"
+    fields: dict[str, Any] = {
+        "ok": code == 0, "exit_code": code, "remote": run.name, "mode": mode, "decision": decision,
+        "local_changed": status["local_changed"], "reason": reason, "recommended_action": action,
+        "next_command": common.next_command(action, run.name), "status": status, "steps": steps}
+    if mode == "check" and decision not in ("noop", "blocked"):
+        fields["would_run"] = _run_command(decision, run.name)
+    lines = [f"{s['name']}: {'ok' if s['ok'] else 'failed (exit ' + str(s['exit_code']) + ')'}" for s in steps]
+    verb = {"check": "would ", "dry_run": "dry run: "}.get(mode, "")
+    lines.append(f"sync: {verb}{decision}" + (f" ({reason})" if reason else ""))
+    if fields["next_command"] and action != "none":
+        lines.append(f"next: {fields['next_command']}")
+    return Result("sync", lines, fields, exit_code=code)
+
+
+def _run_command(decision: str, remote: str) -> str:
+    return {"pull": f"kimen sync pull --remote {remote}",
+            "pull_reconcile": f"kimen sync pull --remote {remote} --reconcile",
+            "push": f"kimen sync push --remote {remote}"}[decision]
+
+
+def _one_step(run: _Run, name: str) -> dict[str, Any]:
+    """A preflight check as a step of `kimen sync` (the doctor step)."""
+    check = _one(run, name)
+    return {"name": check["name"], "command": check["command"], "ok": check["ok"], "exit_code": check["exit_code"],
+            "error": check["error"], "action": name, "payload": check["payload"]}

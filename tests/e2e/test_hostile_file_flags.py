@@ -59,7 +59,8 @@ def file_flags() -> list[tuple[str, str]]:
                 for name, sub in action.choices.items():
                     if sub.prog.split()[-1] == name:
                         walk(sub, [*path, name])
-                return
+                if parser.get_default("handler") is None:
+                    return  # a group; one that runs on its own (plain `kimen sync`) has flags of its own
         positionals = [a for a in parser._actions if not a.option_strings]
         for action in parser._actions:
             if action.metavar in ("PATH", "FILE", "DIR", "TEMPLATE"):
@@ -342,6 +343,7 @@ def test_file_flags_come_from_the_parser():
                  ("envfile", "--out"), ("config vault set", "#1")]:
         assert pair in flags, pair
     assert ("run", "--env") not in flags and ("help", "#1") not in flags
+    assert ("sync", "--bundle-in") in flags and ("sync preflight", "--bundle-in") in flags
 
 
 def test_every_shape_is_a_run_that_succeeds(tmp_path, template):
