@@ -528,7 +528,8 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
     ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
-    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}', None),
+    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}',
+     'a duration such as 12h or 7d; 0 turns it off'),
     ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}',
      'the checks: doctor, head, pin, status, conflicts, rotation, pull, push'),
     ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected',
@@ -544,7 +545,7 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      'remote {remote} holds a head that descends from the known head: nothing to restore',
      'pull or push as usual (`kimen sync status`)'),
     ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
-     None),
+     "--check only decides; --dry-run also runs the decided step's dry run"),
     ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
      'run `kimen doctor` (with the same --profile) for the report'),
 )
