@@ -1,5 +1,5 @@
-"""`kimen remote add|get|set|list|rm` and `kimen sync init|push|pull|status|conflicts|changes|resolve`
-(docs/sync.md).
+"""`kimen remote add|get|set|list|rm` and the `kimen sync …` commands (docs/sync.md). The plain
+`kimen sync` and `sync preflight` are registered here with their handlers in `kimen.cli.sync_checks`.
 
 Remotes live in the config (`remotes`: name, type, path, identity, remote_id, and for git branch
 and bundle_path); membership never does. The sync commands build a `kimen.sync.engine.Engine`

@@ -1,8 +1,12 @@
-"""`kimen sync preflight`: the sync commands' checks in one report (docs/sync.md, "Preflight").
+"""`kimen sync preflight` (the sync commands' checks in one report) and the plain `kimen sync`
+(doctor, status, then the one step they call for): docs/sync.md, "Preflight" and "Plain `kimen sync`".
 
-Registered by `kimen.cli.sync` (its flags) with this module's handlers named by "module:function",
-so the two command modules never import each other. The checks run in a fixed order — `doctor`,
-`head`, `pin`, `status`, `conflicts`, `rotation`, `pull`, `push` — each as the command it names
+A part of the `sync` command module: `kimen.cli.sync` registers both commands' flags and names
+their handlers here as "module:function", so it never imports this module (which reuses its
+session, status and push/pull results; a direct import back would be a cycle).
+
+Preflight's checks run in a fixed order — `doctor`, `head`, `pin`, `status`, `conflicts`,
+`rotation`, `pull`, `push` — each as the command it names
 would (its exit code, its JSON fields as the check's `payload`, its error), sharing one read of the
 head and at most one unlock. `head`, `pin` and `rotation` need an identity but no vault and no
 passphrase (the CI gate); the others are vault checks, reported `skipped` under
@@ -107,7 +111,7 @@ def _command(name: str, remote: str, inv: Invocation) -> str:
         words += [f"--bundle {b}" for b in args.bundle_in]
         return " ".join(words)
     if name == "head":
-        return f"kimen sync pin --remote {remote}"
+        return f"kimen sync preflight --remote {remote} --only head"
     if name == "pin":
         return f"kimen sync pin --remote {remote} --check {args.pin}"
     if name in ("status", "conflicts", "rotation"):
