@@ -16,6 +16,8 @@ not the config. Output names checks, members, seqs and head ids — never a valu
 
 from __future__ import annotations
 
+import os
+
 from .. import errors
 from ..output import Progress
 from . import sync as common
@@ -50,19 +52,33 @@ def selected_checks(only: list[str], skip: list[str]) -> list[str]:
 
 
 class _Run:
-    """One preflight: the selected remote, the vault (metadata only, if any), the head read once."""
+    """One preflight: the vault (metadata only, if any), the selected remote, the head read once.
+    The remote is selected on first use, so the doctor step needs none (`--only doctor`)."""
 
     def __init__(self, inv: Invocation) -> None:
+        from ..access import resolve_vault
+
         self.inv = inv
-        self.session = common.Session(inv, unlock=False, identity=False)
-        self.name: str = self.session.remote["name"]
-        self.has_vault = self.session.vault is not None
+        self.vault_path = resolve_vault(inv).path
+        self.has_vault = os.path.exists(self.vault_path)
+        self._session: Any = None
         self._fetched: Any = None
         self._fetch_error: errors.KimenError | None = None
         self._unlocked: Any = None
 
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = common.Session(self.inv, unlock=False, identity=False)
+        return self._session
+
+    @property
+    def name(self) -> str:
+        return str(self.session.remote["name"])
+
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
         if self._unlocked is not None:
             self._unlocked.close()
 
@@ -215,7 +231,8 @@ _RUNNERS: dict[str, Callable[[_Run], tuple[dict[str, Any], int]]] = {
 
 
 def _one(run: _Run, name: str) -> dict[str, Any]:
-    check: dict[str, Any] = {"name": name, "command": _command(name, run.name, run.inv), "ok": True,
+    check: dict[str, Any] = {"name": name, "command": _command(name, "" if name == "doctor" else run.name, run.inv),
+                             "ok": True,
                              "skipped": False, "exit_code": 0, "error": None, "recommended_action": "none",
                              "payload": None}
     if name == "pin" and not run.inv.options.pin:
@@ -226,7 +243,7 @@ def _one(run: _Run, name: str) -> dict[str, Any]:
         return check
     try:
         if name in VAULT_CHECKS and not run.has_vault:
-            raise errors.LocalVaultMissing(path=run.session.vault_path, recommended_action="vault_init",
+            raise errors.LocalVaultMissing(path=run.vault_path, recommended_action="vault_init",
                                            hint="create one with `kimen vault init`, or pass --allow-missing-vault")
         payload, code = _RUNNERS[name](run)
     except errors.KimenError as exc:
@@ -248,6 +265,7 @@ def cmd_preflight(inv: Invocation) -> Result:
     run = _Run(inv)
     try:
         checks = [_one(run, name) for name in chosen]
+        remote = run.name if chosen != ["doctor"] else None
     finally:
         run.close()
     failed = [c for c in checks if not c["ok"]]
@@ -255,9 +273,9 @@ def cmd_preflight(inv: Invocation) -> Result:
     action = failed[0]["recommended_action"] if failed else "none"
     failed_names = [str(c["name"]) for c in failed]
     fields: dict[str, Any] = {
-        "ok": not failed, "exit_code": code, "remote": run.name, "check_count": len(checks),
+        "ok": not failed, "exit_code": code, "remote": remote, "check_count": len(checks),
         "failed_count": len(failed), "failed_checks": failed_names, "recommended_action": action,
-        "next_command": common.next_command(action, run.name), "checks": checks}
+        "next_command": common.next_command(action, remote or ""), "checks": checks}
     lines = []
     for c in checks:
         state = "skipped" if c["skipped"] else "ok" if c["ok"] else f"failed (exit {c['exit_code']}" + (
@@ -353,9 +371,10 @@ def cmd_sync(inv: Invocation) -> Result:
         if not args.no_doctor and (run.has_vault or not args.allow_missing_vault):
             steps.append(_one_step(run, "doctor"))
         status = common.status_result(inv.replace(strict=False), run.session).fields
+        remote = run.name
     finally:
         run.close()
-    steps.append({"name": "status", "command": f"kimen sync status --remote {run.name}", "ok": True,
+    steps.append({"name": "status", "command": f"kimen sync status --remote {remote}", "ok": True,
                   "exit_code": 0, "error": None, "action": "sync_status", "payload": status})
     decision, reason = decide(status, has_vault=run.has_vault, strict=bool(args.strict))
     if steps[0]["name"] == "doctor" and not steps[0]["ok"] and decision != "blocked":
@@ -369,7 +388,7 @@ def cmd_sync(inv: Invocation) -> Result:
             code = 31 if reason in _CONFLICT_REASONS else 32
             action = "doctor" if reason == "doctor_failed" else action
     elif decision != "noop" and mode != "check":
-        step = _run_decision(inv, decision, run.name, dry_run=mode == "dry_run")
+        step = _run_decision(inv, decision, remote, dry_run=mode == "dry_run")
         steps.append(step)
         if not step["ok"]:
             code = step["exit_code"]
@@ -377,11 +396,11 @@ def cmd_sync(inv: Invocation) -> Result:
         elif mode == "run":
             action = "none"
     fields: dict[str, Any] = {
-        "ok": code == 0, "exit_code": code, "remote": run.name, "mode": mode, "decision": decision,
+        "ok": code == 0, "exit_code": code, "remote": remote, "mode": mode, "decision": decision,
         "local_changed": status["local_changed"], "reason": reason, "recommended_action": action,
-        "next_command": common.next_command(action, run.name), "status": status, "steps": steps}
+        "next_command": common.next_command(action, remote), "status": status, "steps": steps}
     if mode == "check" and decision not in ("noop", "blocked"):
-        fields["would_run"] = _run_command(decision, run.name)
+        fields["would_run"] = _run_command(decision, remote)
     lines = [f"{s['name']}: {'ok' if s['ok'] else 'failed (exit ' + str(s['exit_code']) + ')'}" for s in steps]
     verb = {"check": "would ", "dry_run": "dry run: "}.get(mode, "")
     lines.append(f"sync: {verb}{decision}" + (f" ({reason})" if reason else ""))

@@ -40,7 +40,7 @@ from tests.conftest import KIMEN, PASSPHRASE, SMALL_KDF, Kimen, isolated_env
 TIMEOUT = 30  # a case that runs longer hangs; generous, as other tests share the machine
 HOSTILE = ("missing", "directory", "fifo", "symlink loop", "/dev/zero", "symlink to /dev/zero", "huge", "binary",
            "not UTF-8", "surrogate path")
-REPORTS = ("map lint", "doctor")  # they fail with their document on stdout, not an error line
+REPORTS = ("map lint", "doctor", "sync preflight", "sync")  # they fail with their document on stdout, not an error line
 
 
 def file_flags() -> list[tuple[str, str]]:
@@ -88,6 +88,8 @@ SHAPES: dict[str, list[list[str]]] = {
     "config unlock set": [["prompt"]],
     "vault restore": [["--backup", "@vault.db"]],
     "sync restore": [["--backup", "@vault.db"]],
+    # the doctor step reads its files before a remote is needed (plain `sync` then stops at its status step)
+    "sync preflight": [["--only", "doctor", "--bundle-in", "@bundle.age", "--identity", "@key.txt"]],
     "run": [[*_MAP, "--files-dir", "@new:files", "--", "true"], [*_MAP, *_BUNDLE, "--", "true"]],
     "render": [[*_MAP, "--dir", "@new:out"], [*_MAP, *_BUNDLE, "--systemd-service", "svc", "--runtime-dir", "@new:rt"]],
     "envfile": [[*_MAP, "--out", "@new:out.env", "--files-dir", "@new:files"], [*_MAP, *_BUNDLE, "--out", "@new:o"]],

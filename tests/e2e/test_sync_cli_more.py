@@ -422,3 +422,12 @@ def test_progress_lines_on_a_terminal_for_a_slow_push(team):
         lock.close()
     code, err = _stderr_on_a_terminal(ana, "sync", "push")
     assert code == 0 and "pushing" not in err  # a quick push says nothing
+
+
+def test_preflight_doctor_alone_needs_no_remote(tmp_path):
+    (tmp_path / "solo").mkdir()
+    k = Kimen(tmp_path / "solo")
+    k.init_vault()
+    done = k.ok("sync", "preflight", "--only", "doctor", "--json", env=k.with_pass()).json()
+    assert done["remote"] is None and done["checks"][0]["ok"] and done["checks"][0]["command"] == "kimen doctor"
+    k.fail(32, "no_remotes_configured", "sync", "preflight", "--only", "doctor,head", env=k.with_pass())
