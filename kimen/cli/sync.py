@@ -1,5 +1,5 @@
-"""`kimen remote add|get|set|list|rm` and `kimen sync init|push|pull|status|conflicts|changes|resolve`
-(docs/sync.md).
+"""`kimen remote add|get|set|list|rm` and the `kimen sync …` commands (docs/sync.md). The plain
+`kimen sync` and `sync preflight` are registered here with their handlers in `kimen.cli.sync_checks`.
 
 Remotes live in the config (`remotes`: name, type, path, identity, remote_id, and for git branch
 and bundle_path); membership never does. The sync commands build a `kimen.sync.engine.Engine`
@@ -15,6 +15,7 @@ import os
 import sys
 
 from .. import errors
+from ..output import Progress
 from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group, add_subcommands
 
@@ -90,7 +91,15 @@ def _check_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
-    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SYNC)
+    # plain `kimen sync` runs doctor, status and the step they call for; its flags go before nothing
+    # else (a subcommand's own flags follow the subcommand)
+    top = add_command(sub, name, COMMANDS[name][1], area=errors.AREA_SYNC, handler="kimen.cli.sync_checks:cmd_sync")
+    _common(top)
+    _check_flags(top)
+    top.add_argument("--dry-run", action="store_true", help="run the dry run of the decided step")
+    top.add_argument("--check", action="store_true", help="decide only: report what would run")
+    top.add_argument("--no-doctor", action="store_true", help="skip the doctor step")
+    group = top.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=False, prog=top.prog)
     p = add_command(group, "init", "configure a remote; create its first head when it has none", handler=cmd_init)
     p.add_argument("name", metavar="NAME", nargs="?")
     _common(p)
@@ -621,8 +630,9 @@ def _status(session: Session) -> Any:
 def status_result(inv: Invocation, session: Session) -> Result:
     """`sync status` over an open session (also the `status` check of `sync preflight`)."""
     threshold = stale_threshold(inv)
-    status = _status(session)
     name = session.remote["name"]
+    with Progress(f"reading the head of {name}"):
+        status = _status(session)
     fields = {
         "remote": name, "remote_id": status.remote_id, "remote_rev": status.remote_rev,
         "remote_commit": status.remote_commit, "last_seen_rev": status.last_seen_rev, "local_rev": status.local_rev,
@@ -673,7 +683,8 @@ def cmd_status(inv: Invocation) -> Result:
 def conflicts_result(inv: Invocation, session: Session) -> Result:
     """`sync conflicts` over an open session (also the `conflicts` check of `sync preflight`)."""
     threshold = stale_threshold(inv)
-    status = _status(session)
+    with Progress(f"reading the head of {session.remote['name']}"):
+        status = _status(session)
     fields = {**status.conflicts(), "likely_stale": likely_stale(status.head_created, threshold)}
     lines = [f"conflict: {'yes (' + str(status.reason) + ')' if status.has_conflict else 'no'}",
              f"lock: {status.lock_owner or 'free'}"]
@@ -729,11 +740,16 @@ def cmd_pull(inv: Invocation) -> Result:
     try:
         if args.dry_run:
             return pull_dry_run(session, reconcile=args.reconcile, mirror=args.mirror)
-        result = session.engine.pull(session.local(), reconcile=args.reconcile, mirror=args.mirror,
-                                     backup_path=session.backup_path())
+        with Progress(f"pulling from {session.remote['name']}"):
+            result = session.engine.pull(session.local(), reconcile=args.reconcile, mirror=args.mirror,
+                                         backup_path=session.backup_path())
         session.pin(result.pin_remote_id)
     finally:
         session.close()
+    return pull_result(result)
+
+
+def pull_result(result: Any) -> Result:
     fields = {"seq": result.seq, "head_id": result.head_id, "remote_rev": result.remote_rev,
               "backup_path": result.backup_path, "applied_keys": result.applied_keys,
               "deleted_keys": result.deleted_keys, "kept_local_keys": result.kept_local_keys,
@@ -784,11 +800,13 @@ def cmd_push(inv: Invocation) -> Result:
         if args.dry_run:
             return push_dry_run(session)
         if args.restore_head:
-            restored = session.engine.restore_head(session.local(), backup_path=session.backup_path(),
-                                                   lock_wait=float(lock_wait))
+            with Progress(f"restoring the head of {session.remote['name']}"):
+                restored = session.engine.restore_head(session.local(), backup_path=session.backup_path(),
+                                                       lock_wait=float(lock_wait))
             return push_result(restored, restored=True)
-        result = session.engine.push(session.local(), ff_only=args.ff_only, backup_path=session.backup_path(),
-                                     lock_wait=float(lock_wait))
+        with Progress(f"pushing to {session.remote['name']}"):
+            result = session.engine.push(session.local(), ff_only=args.ff_only,
+                                         backup_path=session.backup_path(), lock_wait=float(lock_wait))
         session.pin(result.pin_remote_id)
     finally:
         session.close()
@@ -1062,7 +1080,8 @@ def cmd_pin(inv: Invocation) -> Result:
     if args.remote_id:
         remote["remote_id"] = check_remote_id(args.remote_id)
     engine = _engine(inv, remote, _identity(inv, remote, required=True))
-    fetched = engine.fetch(None, stateless=True)
+    with Progress(f"fetching the head of {remote['name']}"):
+        fetched = engine.fetch(None, stateless=True)
     if fetched is None:
         raise errors.RemoteMissing(remote=remote["name"], recommended_action="sync_init")
     head = fetched.head

@@ -1,8 +1,12 @@
-"""`kimen sync preflight`: the sync commands' checks in one report (docs/sync.md, "Preflight").
+"""`kimen sync preflight` (the sync commands' checks in one report) and the plain `kimen sync`
+(doctor, status, then the one step they call for): docs/sync.md, "Preflight" and "Plain `kimen sync`".
 
-Registered by `kimen.cli.sync` (its flags) with this module's handlers named by "module:function",
-so the two command modules never import each other. The checks run in a fixed order — `doctor`,
-`head`, `pin`, `status`, `conflicts`, `rotation`, `pull`, `push` — each as the command it names
+A part of the `sync` command module: `kimen.cli.sync` registers both commands' flags and names
+their handlers here as "module:function", so it never imports this module (which reuses its
+session, status and push/pull results; a direct import back would be a cycle).
+
+Preflight's checks run in a fixed order — `doctor`, `head`, `pin`, `status`, `conflicts`,
+`rotation`, `pull`, `push` — each as the command it names
 would (its exit code, its JSON fields as the check's `payload`, its error), sharing one read of the
 head and at most one unlock. `head`, `pin` and `rotation` need an identity but no vault and no
 passphrase (the CI gate); the others are vault checks, reported `skipped` under
@@ -12,7 +16,10 @@ not the config. Output names checks, members, seqs and head ids — never a valu
 
 from __future__ import annotations
 
+import os
+
 from .. import errors
+from ..output import Progress
 from . import sync as common
 from .model import Invocation, Result
 
@@ -45,19 +52,33 @@ def selected_checks(only: list[str], skip: list[str]) -> list[str]:
 
 
 class _Run:
-    """One preflight: the selected remote, the vault (metadata only, if any), the head read once."""
+    """One preflight: the vault (metadata only, if any), the selected remote, the head read once.
+    The remote is selected on first use, so the doctor step needs none (`--only doctor`)."""
 
     def __init__(self, inv: Invocation) -> None:
+        from ..access import resolve_vault
+
         self.inv = inv
-        self.session = common.Session(inv, unlock=False, identity=False)
-        self.name: str = self.session.remote["name"]
-        self.has_vault = self.session.vault is not None
+        self.vault_path = resolve_vault(inv).path
+        self.has_vault = os.path.exists(self.vault_path)
+        self._session: Any = None
         self._fetched: Any = None
         self._fetch_error: errors.KimenError | None = None
         self._unlocked: Any = None
 
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = common.Session(self.inv, unlock=False, identity=False)
+        return self._session
+
+    @property
+    def name(self) -> str:
+        return str(self.session.remote["name"])
+
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
         if self._unlocked is not None:
             self._unlocked.close()
 
@@ -78,7 +99,8 @@ class _Run:
                         remote=self.name, recommended_action="configure_remote_identity",
                         hint=f"pass --identity FILE, set KIMEN_AGE_IDENTITY, or "
                              f"`kimen remote set {self.name} --identity FILE`")
-                fetched = engine.fetch(self.state())
+                with Progress(f"fetching the head of {self.name}"):
+                    fetched = engine.fetch(self.state())
                 if fetched is None:
                     raise errors.RemoteMissing(remote=self.name, recommended_action="sync_init",
                                                hint="create the remote's first head with `kimen sync init`")
@@ -105,7 +127,7 @@ def _command(name: str, remote: str, inv: Invocation) -> str:
         words += [f"--bundle {b}" for b in args.bundle_in]
         return " ".join(words)
     if name == "head":
-        return f"kimen sync pin --remote {remote}"
+        return f"kimen sync preflight --remote {remote} --only head"
     if name == "pin":
         return f"kimen sync pin --remote {remote} --check {args.pin}"
     if name in ("status", "conflicts", "rotation"):
@@ -209,7 +231,8 @@ _RUNNERS: dict[str, Callable[[_Run], tuple[dict[str, Any], int]]] = {
 
 
 def _one(run: _Run, name: str) -> dict[str, Any]:
-    check: dict[str, Any] = {"name": name, "command": _command(name, run.name, run.inv), "ok": True,
+    check: dict[str, Any] = {"name": name, "command": _command(name, "" if name == "doctor" else run.name, run.inv),
+                             "ok": True,
                              "skipped": False, "exit_code": 0, "error": None, "recommended_action": "none",
                              "payload": None}
     if name == "pin" and not run.inv.options.pin:
@@ -220,7 +243,7 @@ def _one(run: _Run, name: str) -> dict[str, Any]:
         return check
     try:
         if name in VAULT_CHECKS and not run.has_vault:
-            raise errors.LocalVaultMissing(path=run.session.vault_path, recommended_action="vault_init",
+            raise errors.LocalVaultMissing(path=run.vault_path, recommended_action="vault_init",
                                            hint="create one with `kimen vault init`, or pass --allow-missing-vault")
         payload, code = _RUNNERS[name](run)
     except errors.KimenError as exc:
@@ -242,6 +265,7 @@ def cmd_preflight(inv: Invocation) -> Result:
     run = _Run(inv)
     try:
         checks = [_one(run, name) for name in chosen]
+        remote = run.name if chosen != ["doctor"] else None
     finally:
         run.close()
     failed = [c for c in checks if not c["ok"]]
@@ -249,9 +273,9 @@ def cmd_preflight(inv: Invocation) -> Result:
     action = failed[0]["recommended_action"] if failed else "none"
     failed_names = [str(c["name"]) for c in failed]
     fields: dict[str, Any] = {
-        "ok": not failed, "exit_code": code, "remote": run.name, "check_count": len(checks),
+        "ok": not failed, "exit_code": code, "remote": remote, "check_count": len(checks),
         "failed_count": len(failed), "failed_checks": failed_names, "recommended_action": action,
-        "next_command": common.next_command(action, run.name), "checks": checks}
+        "next_command": common.next_command(action, remote or ""), "checks": checks}
     lines = []
     for c in checks:
         state = "skipped" if c["skipped"] else "ok" if c["ok"] else f"failed (exit {c['exit_code']}" + (
@@ -261,3 +285,138 @@ def cmd_preflight(inv: Invocation) -> Result:
     if failed and fields["next_command"]:
         lines.append(f"next: {fields['next_command']}")
     return Result("sync_preflight", lines, fields, exit_code=code)
+
+
+# -- plain `kimen sync`: doctor, status, then one decided step ---------------------------------------
+
+_BLOCKING = ("remote_identity_missing", "remote_lock_present", "sync_role_forbidden", "remote_disappeared")
+
+
+def decide(status: dict[str, Any], *, has_vault: bool, strict: bool) -> tuple[str, str | None]:
+    """(decision, reason) from `sync status`'s fields: noop, pull (no baseline), pull_reconcile
+    (nothing to publish), push (local changes, a writer; it merges) or blocked."""
+    if not has_vault:
+        return "blocked", "local_vault_missing"
+    for blocker in _BLOCKING:
+        if blocker in status["blockers"]:
+            return "blocked", blocker
+    reason = status["reason"]
+    if reason == "remote_missing":
+        return "blocked", reason
+    if strict and status["members_changed"]:
+        return "blocked", "members_unacknowledged"
+    writer = status["role"] in ("admin", "writer")
+    if reason == "no_local_baseline":
+        return "pull", reason
+    if status["local_changed"] and writer:
+        return "push", reason
+    if reason == "remote_changed":
+        return "pull_reconcile", reason
+    return "noop", reason
+
+
+_CONFLICT_REASONS = frozenset({"remote_disappeared", "no_local_baseline", "remote_changed"})
+
+
+def _step(name: str, command: str, run: Callable[[], Result]) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "command": command, "ok": True, "exit_code": 0, "error": None,
+                            "action": None, "payload": None}
+    try:
+        result = run()
+    except errors.KimenError as exc:
+        envelope = exc.envelope(errors.AREA_SYNC)
+        envelope.pop("ok", None)
+        step.update(ok=False, exit_code=envelope["exit_code"], error=envelope, payload=exc.fields.get("payload"))
+        return step
+    step.update(action=result.action, payload=result.fields, exit_code=result.exit_code, ok=result.exit_code == 0)
+    return step
+
+
+def _run_decision(inv: Invocation, decision: str, remote: str, *, dry_run: bool) -> dict[str, Any]:
+    """Execute the decided step (or its dry run) in a session of its own, unlocked once."""
+    command = _run_command(decision, remote) + (" --dry-run" if dry_run else "")
+
+    def execute() -> Result:
+        session = common.Session(inv, unlock=True)
+        try:
+            if decision == "push":
+                if dry_run:
+                    return common.push_dry_run(session)
+                with Progress(f"pushing to {remote}"):
+                    pushed = session.engine.push(session.local(), backup_path=session.backup_path())
+                session.pin(pushed.pin_remote_id)
+                return common.push_result(pushed)
+            if dry_run:
+                return common.pull_dry_run(session, reconcile=decision == "pull_reconcile")
+            with Progress(f"pulling from {remote}"):
+                pulled = session.engine.pull(session.local(), reconcile=decision == "pull_reconcile",
+                                             backup_path=session.backup_path())
+            session.pin(pulled.pin_remote_id)
+            return common.pull_result(pulled)
+        finally:
+            session.close()
+
+    return _step(decision, command, execute)
+
+
+def cmd_sync(inv: Invocation) -> Result:
+    args = inv.options
+    if args.check and args.dry_run:
+        raise errors.ConflictingCheckAndDryRun()
+    common.stale_threshold(inv)
+    mode = "check" if args.check else "dry_run" if args.dry_run else "run"
+    run = _Run(inv)
+    steps: list[dict[str, Any]] = []
+    try:
+        if not args.no_doctor and (run.has_vault or not args.allow_missing_vault):
+            steps.append(_one_step(run, "doctor"))
+        status = common.status_result(inv.replace(strict=False), run.session).fields
+        remote = run.name
+    finally:
+        run.close()
+    steps.append({"name": "status", "command": f"kimen sync status --remote {remote}", "ok": True,
+                  "exit_code": 0, "error": None, "action": "sync_status", "payload": status})
+    decision, reason = decide(status, has_vault=run.has_vault, strict=bool(args.strict))
+    if steps[0]["name"] == "doctor" and not steps[0]["ok"] and decision != "blocked":
+        decision, reason = "blocked", "doctor_failed"
+    code = 0
+    action = status["recommended_action"]
+    if decision == "blocked":
+        if reason == "local_vault_missing" and args.allow_missing_vault:
+            decision = "noop"
+        else:
+            code = 31 if reason in _CONFLICT_REASONS else 32
+            action = "doctor" if reason == "doctor_failed" else action
+    elif decision != "noop" and mode != "check":
+        step = _run_decision(inv, decision, remote, dry_run=mode == "dry_run")
+        steps.append(step)
+        if not step["ok"]:
+            code = step["exit_code"]
+            action = (step["error"] or {}).get("recommended_action") or "manual_reconcile"
+        elif mode == "run":
+            action = "none"
+    fields: dict[str, Any] = {
+        "ok": code == 0, "exit_code": code, "remote": remote, "mode": mode, "decision": decision,
+        "local_changed": status["local_changed"], "reason": reason, "recommended_action": action,
+        "next_command": common.next_command(action, remote), "status": status, "steps": steps}
+    if mode == "check" and decision not in ("noop", "blocked"):
+        fields["would_run"] = _run_command(decision, remote)
+    lines = [f"{s['name']}: {'ok' if s['ok'] else 'failed (exit ' + str(s['exit_code']) + ')'}" for s in steps]
+    verb = {"check": "would ", "dry_run": "dry run: "}.get(mode, "")
+    lines.append(f"sync: {verb}{decision}" + (f" ({reason})" if reason else ""))
+    if fields["next_command"] and action != "none":
+        lines.append(f"next: {fields['next_command']}")
+    return Result("sync", lines, fields, exit_code=code)
+
+
+def _run_command(decision: str, remote: str) -> str:
+    return {"pull": f"kimen sync pull --remote {remote}",
+            "pull_reconcile": f"kimen sync pull --remote {remote} --reconcile",
+            "push": f"kimen sync push --remote {remote}"}[decision]
+
+
+def _one_step(run: _Run, name: str) -> dict[str, Any]:
+    """A preflight check as a step of `kimen sync` (the doctor step)."""
+    check = _one(run, name)
+    return {"name": check["name"], "command": check["command"], "ok": check["ok"], "exit_code": check["exit_code"],
+            "error": check["error"], "action": name, "payload": check["payload"]}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import Kimen
+from tests.conftest import KIMEN, Kimen
 from tests.e2e import test_sync_cli
 from tests.e2e.test_sync_cli import member
 
@@ -333,3 +333,101 @@ def test_dry_runs_name_deletes_and_conflicts(team):
     assert bo.get("app.a") == b"1" and bo.get("app.b") == b"bo"
     assert sync(bo, "push", "--dry-run")["conflict_keys"] == ["app.b"]
     bo.fail(31, "overlapping_changes", "sync", "pull", "--reconcile", env=bo.with_pass())
+
+
+def test_plain_sync_decides_and_runs_one_step(team, tmp_path):
+    ana, bo, _remote_dir = team
+    sync(ana, "pull")
+    ana.ok("sync", "members", "ack")
+    # bo has never pulled: the decision is a first pull
+    checked = sync(bo, "--check")
+    assert checked["action"] == "sync" and checked["mode"] == "check" and checked["decision"] == "pull"
+    assert checked["would_run"] == "kimen sync pull --remote team" and checked["reason"] == "no_local_baseline"
+    assert [s["name"] for s in checked["steps"]] == ["doctor", "status"] and checked["status"]["remote"] == "team"
+    bo.fail(32, "conflicting_check_and_dry_run", "sync", "--check", "--dry-run", env=bo.with_pass())
+    ran = sync(bo)
+    assert ran["decision"] == "pull" and ran["steps"][-1]["action"] == "sync_pull" and ran["steps"][-1]["ok"]
+    assert sync(bo, "--no-doctor")["decision"] == "noop"
+
+    # local change: push (a writer), and the dry run publishes nothing
+    bo.set("app.x", CANARY)
+    dry = sync(bo, "--dry-run", "--no-doctor")
+    assert dry["decision"] == "push" and dry["steps"][-1]["action"] == "sync_push_dry_run"
+    assert dry["steps"][-1]["payload"]["would_publish_keys"] == ["app.x"]
+    pushed = sync(bo, "--no-doctor")
+    assert pushed["decision"] == "push" and pushed["steps"][-1]["payload"]["published_keys"] == ["app.x"]
+    assert pushed["recommended_action"] == "none"
+    # the remote moved and ana has nothing to publish: pull_reconcile
+    done = sync(ana, "--no-doctor")
+    assert done["decision"] == "pull_reconcile" and ana.get("app.x") == CANARY.encode()
+    # the same key on both sides: the decided push stops with 31 and names the key
+    ana.set("app.x", "ana")
+    sync(ana, "push")
+    bo.set("app.x", "bo")
+    conflict = bo.run("sync", "--no-doctor", "--json", env=bo.with_pass())
+    assert conflict.code == 31 and conflict.json()["steps"][-1]["error"]["reason"] == "overlapping_changes"
+    assert CANARY not in conflict.stdout + conflict.err
+
+    # blocked: no identity; no vault (allowed: a noop)
+    (tmp_path / "eve-home").mkdir()
+    eve = Kimen(tmp_path / "eve-home")
+    eve.ok("remote", "add", "team", "--path", str(_remote_dir))
+    blocked = eve.run("sync", "--json")
+    assert blocked.code == 32 and blocked.json()["decision"] == "blocked"
+    assert blocked.json()["reason"] == "local_vault_missing"
+    assert eve.ok("sync", "--allow-missing-vault", "--json").json()["decision"] == "noop"
+    human = bo.run("sync", "--check", "--no-doctor", env=bo.with_pass())
+    assert "sync: would push" in human.stdout
+
+
+def _stderr_on_a_terminal(k: Kimen, *args: str) -> tuple[int, str]:
+    """Run kimen with stderr on a pty (stdout and stdin not): what it wrote there, and its exit code."""
+    import os
+    import subprocess
+
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([KIMEN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=slave, env={**k.env, **k.with_pass()}, cwd=k.cwd)
+        os.close(slave)
+        proc.stdout.read()  # type: ignore[union-attr]
+        code = proc.wait(timeout=60)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_lines_on_a_terminal_for_a_slow_push(team):
+    import fcntl
+
+    ana, _bo, remote_dir = team
+    ana.set("app.a", "1")
+    lock = (remote_dir / "vault.age.lock").open("rb")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another push holds the remote: this one waits 3s, then gives up
+    try:
+        code, err = _stderr_on_a_terminal(ana, "sync", "push", "--lock-wait", "3s")
+        assert code == 32 and "kimen: pushing to team…" in err and "remote_lock_present" not in err
+        code, err = _stderr_on_a_terminal(ana, "sync", "push", "--lock-wait", "3s", "--json")
+        assert code == 32 and "pushing to team" not in err  # --json: the envelope only
+    finally:
+        lock.close()
+    code, err = _stderr_on_a_terminal(ana, "sync", "push")
+    assert code == 0 and "pushing" not in err  # a quick push says nothing
+
+
+def test_preflight_doctor_alone_needs_no_remote(tmp_path):
+    (tmp_path / "solo").mkdir()
+    k = Kimen(tmp_path / "solo")
+    k.init_vault()
+    done = k.ok("sync", "preflight", "--only", "doctor", "--json", env=k.with_pass()).json()
+    assert done["remote"] is None and done["checks"][0]["ok"] and done["checks"][0]["command"] == "kimen doctor"
+    k.fail(32, "no_remotes_configured", "sync", "preflight", "--only", "doctor,head", env=k.with_pass())
