@@ -216,6 +216,7 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
                     handler=cmd_restore)
     p.add_argument("--backup", metavar="FILE", help="the backup to restore (e.g. a sync backup_path)")
     p.add_argument("--no-backup", action="store_true", help="do not snapshot the current vault first")
+    p.add_argument("--terse", action="store_true", help="one line of key=value words (scalar fields of --json)")
 
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
