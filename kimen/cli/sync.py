@@ -70,13 +70,17 @@ def _register_remote(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("name", metavar="NAME")
 
 
+def _terse(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--terse", action="store_true", help="one line of key=value words (scalar fields of --json)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     from .bundle_opts import add_identity_flags
 
     p.add_argument("--remote", metavar="NAME", help="the remote (default: see docs/sync.md, \"Which remote\")")
     add_identity_flags(p)
     p.add_argument("--max-skew", metavar="DUR", default="15m", help="refuse heads dated further ahead (15m)")
-    p.add_argument("--terse", action="store_true", help="one line of key=value words (scalar fields of --json)")
+    _terse(p)
 
 
 def _check_flags(p: argparse.ArgumentParser) -> None:
@@ -216,7 +220,7 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
                     handler=cmd_restore)
     p.add_argument("--backup", metavar="FILE", help="the backup to restore (e.g. a sync backup_path)")
     p.add_argument("--no-backup", action="store_true", help="do not snapshot the current vault first")
-    p.add_argument("--terse", action="store_true", help="one line of key=value words (scalar fields of --json)")
+    _terse(p)
 
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
