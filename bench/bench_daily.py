@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
         kimen(pass_env, "session", "start", "--ttl", "1h")
         print(" with a live session:")
         measure({"python -c pass": (pyc, env), "kimen status": ([KIMEN, "status"], env),
+                 "kimen status --json": ([KIMEN, "status", "--json"], env),
                  "kimen direnv --profile p": ([KIMEN, "direnv", "--profile", "p"], env)}, rounds, work)
         print("direnv --unsafe-stdout (20 secrets, session) against run of the same profile:")
         measure({"kimen run --profile p -- /bin/true": ([KIMEN, "run", "--profile", "p", "--", "/bin/true"], env),
