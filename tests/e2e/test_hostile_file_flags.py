@@ -112,7 +112,30 @@ SHAPES: dict[str, list[list[str]]] = {
     # reasoned session error (tests/e2e/test_session_grant_cli.py runs them against a live daemon)
     "session grant": [[*_MAP, "--ttl", "1m"]],
     "session revoke": [["0123456789abcdef"]],
+    "init ci-sync-gate": [["--out", "@new:gate.yml"]],
 }
+# the sync commands run against the case's own copy of an fs remote "team" that the template's
+# vault founded (as admin ana, with a reader bo), the identity given as a file
+_ID = ["--identity", "@key.txt"]
+READER_RECIPIENT = "age18h99g5ex4lsxa05vfdg7h85zycrmn8qu3qegxz8jvnxel6c43dwsz9ls2k"  # public; its identity is unknown
+SHAPES.update({
+    "remote add": [["other", "--path", "@remote", "--identity", "@key.txt"]],
+    "remote set": [["team", "--identity", "@key.txt"]],
+    "remote get": [["team"]],
+    "remote list": [[]],
+    "remote rm": [["team"]],
+    "sync init": [["team", "--update", *_ID]],
+    "sync join": [["team", "--update", "--path", "@remote", *_ID, "--member", "ana"]],
+    "sync members add": [["bo", "--update", "--scope", "app.**", *_ID]],
+    "sync members rm": [["bo", "--yes", *_ID]],
+    "sync reset-baseline": [["--to-remote", "--yes", *_ID]],
+    "sync unlock": [["--yes"]],
+    "sync revert": [["app.a", "--to-seq", "2", *_ID]],
+    "sync resolve": [["--take", "local", "--vault", "@conflict.db", *_ID]],
+})
+for _command in ("status", "conflicts", "changes", "pull", "push", "members list", "members ack", "rotation", "log",
+                 "pin"):
+    SHAPES[f"sync {_command}"] = [_ID]
 NEEDS_SESSION = {"session grant": ("no session daemon serves this vault",),
                  "session revoke": ("no session daemon", "grant not found")}  # another case may have left one
 for _command in ("run", "render", "plan"):
@@ -195,7 +218,18 @@ def template(tmp_path_factory) -> Path:
     (d / "value.txt").write_text("value-b")
     (d / "import.env").write_text("APP_C=c\n")
     (d / "backups").mkdir(mode=0o700)
-    shutil.copy2(k.vault, d / "vault.db")
+    (d / "remote").mkdir()
+    k.ok("sync", "init", "team", "--path", str(d / "remote"), "--identity", str(d / "key.txt"), "--member", "ana")
+    k.ok("sync", "push", env=k.with_pass())  # seq 2: app.a
+    k.ok("sync", "members", "add", "bo", "--recipient", READER_RECIPIENT, "--role", "reader")  # seq 3
+    # each case gets this config, its paths moved into the case's directory (its own remote)
+    (d / "sync-config.json").write_bytes((k.root / "config" / "kimen" / "config.json").read_bytes())
+    shutil.copy2(k.vault, d / "vault.db")  # in sync at seq 3
+    # conflict.db: app.a changed here and, in seq 4, on the remote (for `sync resolve`)
+    shutil.copy2(k.vault, d / "conflict.db")
+    k.set("app.a", "remote side")
+    k.ok("sync", "push", env=k.with_pass())
+    k.ok("secret", "set", "app.a", "--stdin", "--vault", str(d / "conflict.db"), input="local side", env=k.with_pass())
     return d
 
 
@@ -240,6 +274,10 @@ def prepare(case: Case, root: Path, template: Path) -> Case:
     default_vault = root / "config" / "kimen" / "vault.db"
     default_vault.parent.mkdir(mode=0o700)
     shutil.copy2(home / "vault.db", default_vault)
+    config = (home / "sync-config.json").read_text()
+    (default_vault.parent / "config.json").write_text(  # the remote and the identity: the case's copies
+        config.replace(json.dumps(str(template))[1:-1], json.dumps(str(home))[1:-1]))
+    (default_vault.parent / "config.json").chmod(0o600)
     shapes = SHAPES.get(case.command, [[]])
     wanted = "--map" if case.target in ("lookup", "include") else case.target
     shape = next((s for s in shapes if wanted in s), shapes[0])
@@ -342,7 +380,8 @@ def test_file_flags_come_from_the_parser():
     for pair in [("run", "--map"), ("run", "--bundle"), ("run", "--identity"), ("run", "--trusted-signers-file"),
                  ("bundle seal", "--recipients-file"), ("secret set", "--from-file"), ("secret import", "#1"),
                  ("secret list", "--vault"), ("session start", "--vault"), ("bundle open", "--in"),
-                 ("envfile", "--out"), ("config vault set", "#1")]:
+                 ("envfile", "--out"), ("config vault set", "#1"), ("sync pull", "--identity"),
+                 ("sync pin", "--identity"), ("remote add", "--identity"), ("init ci-sync-gate", "--out")]:
         assert pair in flags, pair
     assert ("run", "--env") not in flags and ("help", "#1") not in flags
     assert ("sync", "--bundle-in") in flags and ("sync preflight", "--bundle-in") in flags
@@ -372,6 +411,7 @@ def test_hostile_files_for_every_file_flag(tmp_path, template):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # some 2000 cases, the sync commands' with real work behind them
 def test_hostile_files_for_every_file_flag_and_every_input(tmp_path, template):
     failed = sweep(tmp_path, template, cases(exhaustive=True))
     assert not failed, "\n\n".join(failed)

@@ -446,6 +446,77 @@ def test_failures_are_one_reasoned_error_with_a_documented_code(kimen, json_out)
             assert len(errs) == 1, (args, done.err)
 
 
+FORGED = "kimen: hint: forged"
+SYNC_FAILURES = [
+    ("remote", "add", "bad name", "--path", "rdir"),
+    ("remote", "add", f"x\n{FORGED}", "--path", "rdir"),
+    ("remote", "add", "t2", "--path", "rdir", "--remote-id", "zz"),
+    ("remote", "add", "t2", "--type", "s3", "--path", "rdir"),
+    ("remote", "add", "t2", "--type", "git", "--path", "rdir", "--branch=a..b"),
+    ("remote", "add", "t2", "--type", "git", "--path", "rdir", "--bundle-path", "../x.age"),
+    ("remote", "add", "t2", "--path", "rdir", "--recipient", "age1x"),
+    ("remote", "add", "team", "--path", "rdir"),
+    ("remote", "get", "nope"),
+    ("remote", "rm", f"nope\x1b[31m\n{FORGED}"),
+    ("remote", "set", "team"),
+    ("sync", "status", "--remote", f"nope\n{FORGED}"),
+    ("sync", "pull", "--max-skew", "-5m"),
+    ("sync", "pull", "--reconcile", "--mirror"),
+    ("sync", "push", "--lock-wait", f"\n{FORGED}"),
+    ("sync", "pin", "--remote-id", "0" * 31),
+    ("sync", "pin", "--check", "zz"),
+    ("sync", "log", "--limit", "1e9"),
+    ("sync", "members", "add", "BAD ID", "--recipient", "age1nope"),
+    ("sync", "members", "add", "--request", f"kimen-join-v1:@@@.###\n{FORGED}"),
+    ("sync", "members", "add", "dan", "--recipient", "ssh-rsa AAAA", "--role", "reader"),
+    ("sync", "members", "rm", "nobody", "--yes"),
+    ("sync", "members", "ack", "--fp", "\x7f"),
+    ("sync", "resolve", "--take", "both"),
+    ("sync", "resolve", "--take", "local", "--key", "bad name"),
+    ("sync", "reset-baseline", "--to-remote", "--clear", "--yes"),
+    ("sync", "reset-baseline", "--rev", "xyz", "--yes"),
+    ("sync", "unlock", "--yes", "--if-older-than", "later"),
+    ("sync", "revert", "bad name", "--to-seq", "2"),
+    ("sync", "revert", "app.a", "--to-seq", "-1"),
+    ("sync", "revert", "app.a", "--to-seq", "99999999999999999999"),
+    ("sync", "init", "t3", "--type", "git", "--path", "/nonexistent/repo.git", "--identity", "id.txt"),
+    ("sync", "init", "t5", "--path", "rdir", "--identity", "id.txt", "--scope", "a.**.b"),
+    ("sync", "join", "t4", "--path", "rdir", "--identity", "id.txt", "--member", "BAD ID"),
+    ("sync", "join", "t6", "--path", "rdir", "--identity", "/nonexistent.txt", "--member", "x"),
+    ("sync", "join", "t7", "--path", "rdir", "--identity", "id.txt", "--member", "x", "--remote-id", "g" * 32),
+    ("init", "ci-sync-gate", "--remote-type", "fs"),
+    ("init", "ci-sync-gate", "--remote-branch", f"a\n{FORGED}"),
+]
+
+
+@pytest.mark.parametrize("json_out", [False, True], ids=["human", "json"])
+def test_bad_input_to_remote_and_sync_is_one_reasoned_error(kimen, json_out):
+    """The remote and sync commands, with a configured fs remote behind them: every bad value is one
+    reasoned error with a documented code, never exit 1, and text it echoes cannot forge a line."""
+    kimen.init_vault()
+    kimen.set("app.a", "v")
+    kimen.ok("bundle", "keygen", "--out", "id.txt")
+    (kimen.cwd / "rdir").mkdir()
+    kimen.ok("sync", "init", "team", "--path", "rdir", "--identity", "id.txt", "--member", "me")
+    kimen.ok("sync", "push", env=kimen.with_pass())
+    reasons = {cls.reason: cls.code for cls in errors.all_error_classes()}
+    for args in SYNC_FAILURES:
+        if args[1] in ("init", "join") and args[0] == "sync":
+            kimen.run("remote", "rm", args[2])  # a failed `sync init|join` may have kept its config entry
+        done = kimen.run(*args, *(("--json",) if json_out else ()), env=kimen.with_pass())
+        assert done.code not in (0, 1) and done.code in DOCUMENTED_CODES, (args, done.code, done.err)
+        assert done.out == b"", args
+        lines = [line for line in done.err.splitlines() if line.strip()]
+        assert not any(line.startswith(FORGED) for line in lines), (args, done.err)
+        if json_out:
+            envelope = json.loads(lines[-1])
+            assert envelope["ok"] is False and envelope["exit_code"] == done.code, args
+            assert envelope["reason"] in reasons and reasons[envelope["reason"]] in (None, done.code), args
+        else:
+            assert len([line for line in lines if line.startswith("kimen: error: ")]) == 1, (args, done.err)
+    assert kimen.get("app.a") == b"v"
+
+
 # -- invariant 2: a damaged schema that is not UTF-8 is a reasoned error, not a traceback ---------------------
 
 
