@@ -4,7 +4,7 @@ Runs inside the caller's write transaction, after the new KEK was derived (the K
 while the vault is locked for writing). A new salt and wrap id always; with rotation a new data
 key and key epoch, every row re-encrypted under it (revisions kept, so `rows_mac` is recomputed),
 the kept older values of `secret_history` too, and the sync tables carried over to the new key
-(`kimen.vault.syncstate.Rotation`: baselines translated, `state_mac` recomputed).
+(`kimen.vault.syncrows.Rotation`: baselines translated, `state_mac` recomputed).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from ..store import KdfParams
     from .schema import Header
-    from .syncstate import Rotation
+    from .syncrows import Rotation
 
 
 def rewrap(conn: sqlite3.Connection, header: Header, old_key: Sensitive, kek: Sensitive, salt: bytes,
@@ -31,7 +31,7 @@ def rewrap(conn: sqlite3.Connection, header: Header, old_key: Sensitive, kek: Se
     generation = header.generation + 1
     if rotate_data_key:
         new_key = Sensitive(crypto.random_bytes(crypto.KEY_BYTES))
-        from .syncstate import Rotation
+        from .syncrows import Rotation
 
         sync = Rotation(conn, header.vault_id, old_key, new_key)  # reads the old ciphertexts
         rows_mac = _rotate_rows(conn, header, old_key, new_key, sync)

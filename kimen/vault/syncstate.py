@@ -11,13 +11,8 @@ baseline row), all under `k_sync`, a subkey of the data key: a baseline edited, 
 between remotes fails `load` with `sync_baseline_tampered`. Key-free readers (`sync status`) get
 the row without that check (`read_state`) and say so (`baseline_verified: false`).
 
-`vault rekey --rotate-data-key` carries every remote whose MAC verifies over to the new key in its
-own transaction (`Rotation`): each baseline digest is recomputed from the value it was taken from
-(the current value, else a kept older one of `secret_history`), `last_local_rev` follows the
-re-encrypted rows when it matched them before, and `state_mac` is recomputed, so the next sync sees
-exactly what it would have seen without the rotation. A digest whose value is no longer kept keeps
-its revision and gets `UNTRANSLATED` (the merge reads it by revision); a remote whose MAC does not
-verify stays tampered.
+`vault rekey --rotate-data-key` carries the verified remotes over to the new key
+(`kimen.vault.syncrows.Rotation`).
 
 `commit` is the one write: the value changes a pull, push or resolve makes, the remote's whole new
 baseline and its new state row, in one transaction guarded by the vault's generation, after an
@@ -27,53 +22,24 @@ it).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
-from ..sync.merge import (
-    UNTRANSLATED,
-    Keyed,
-    baseline_acc,
-    baseline_acc_update,
-    key_digest,
-    local_revision,
-    state_mac,
-)
+from ..sync.merge import Keyed, baseline_acc, baseline_acc_update, local_revision, state_mac
 from . import backup as vault_backup
 from . import sealing
-from .schema import CIPHERTEXT_COLUMNS
+from .syncrows import STATE_COLUMNS, revision_rows, row_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Mapping, Sequence
 
-    from ..sensitive import Sensitive
     from ..store import Change, WriteResult
     from .file import VaultFile
     from .store import LocalStore
-
-_STATE_COLUMNS = ("remote, remote_id, endpoint, head_seq, head_id, head_rev, head_generation, epoch, record_hash, "
-                  "members_fp, member, role, scope, rotation_due_count, last_local_rev, updated_at")
-
-
-def _row_state(row: Sequence[object]) -> SyncState:
-    try:
-        scope = json.loads(str(row[12]))
-        if not isinstance(scope, list) or not all(isinstance(g, str) for g in scope):
-            raise ValueError("scope")
-        return SyncState(
-            remote=str(row[0]), remote_id=str(row[1]), endpoint=str(row[2]), head_seq=int(row[3]),  # type: ignore[call-overload]
-            head_id=str(row[4]), head_rev=str(row[5]), head_generation=int(row[6]),  # type: ignore[call-overload]
-            epoch=int(row[7]), record_hash=str(row[8]), members_fp=str(row[9]), member=str(row[10]),  # type: ignore[call-overload]
-            role=str(row[11]), scope=tuple(scope), rotation_due_count=int(row[13]),  # type: ignore[call-overload]
-            last_local_rev=str(row[14]) or None, updated_at=str(row[15]))
-    except (TypeError, ValueError):
-        raise errors.SyncBaselineTampered(remote=str(row[0])) from None
 
 
 def read_state(vault: VaultFile, remote: str) -> SyncState | None:
@@ -81,8 +47,8 @@ def read_state(vault: VaultFile, remote: str) -> SyncState | None:
     if vault.schema_version < 2:
         return None
     with vault.reading() as conn:
-        row = conn.execute(f"SELECT {_STATE_COLUMNS} FROM sync_state WHERE remote=?", (remote,)).fetchone()
-    return _row_state(row) if row is not None else None
+        row = conn.execute(f"SELECT {STATE_COLUMNS} FROM sync_state WHERE remote=?", (remote,)).fetchone()
+    return row_state(row) if row is not None else None
 
 
 def other_scopes(vault: VaultFile, remote: str) -> dict[str, tuple[str, ...]]:
@@ -100,26 +66,12 @@ def other_scopes(vault: VaultFile, remote: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
-    """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
-    sha256 = hashlib.sha256
-    covers = None if scope.everything else scope.covers
-    rows = []
-    for name, revision, nonce, ciphertext in conn.execute(
-            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"):
-        if covers is None or covers(name):
-            row_hash = sha256(nonce)
-            row_hash.update(ciphertext)
-            rows.append((name, revision, row_hash.digest()))
-    return rows
-
-
 def read_local_revision(vault: VaultFile, scope: Scope) -> str:
     """The local revision of the names in `scope` (no key): SHA-256 over their sorted (name,
     revision, SHA-256(nonce || ciphertext)). It differs from `last_local_rev` when the vault changed
     since the last sync."""
     with vault.reading() as conn:
-        return local_revision(_revision_rows(conn, scope))
+        return local_revision(revision_rows(conn, scope))
 
 
 class VaultSyncState:
@@ -143,7 +95,7 @@ class VaultSyncState:
             return None, None, self.vault.header().generation
         with self.vault.reading() as conn:
             generation = self.vault.header().generation
-            row = conn.execute(f"SELECT {_STATE_COLUMNS}, state_mac FROM sync_state WHERE remote=?",
+            row = conn.execute(f"SELECT {STATE_COLUMNS}, state_mac FROM sync_state WHERE remote=?",
                                (remote,)).fetchone()
             rows = [(str(name), int(seq), bytes(digest)) for name, digest, seq in conn.execute(
                 "SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?", (remote,))]
@@ -151,7 +103,7 @@ class VaultSyncState:
             if rows:
                 raise errors.SyncBaselineTampered(remote=remote)
             return None, None, generation
-        state = _row_state(row)
+        state = row_state(row)
         acc = baseline_acc(self.k_sync, rows)
         expected = state_mac(self.k_sync, state, acc)
         stored = row[16]
@@ -170,7 +122,7 @@ class VaultSyncState:
             return False
         with self.vault.reading() as conn:
             generation = self.vault.header().generation
-            rev = local_revision(_revision_rows(conn, scope))
+            rev = local_revision(revision_rows(conn, scope))
         self._local_rev = (generation, tuple(scope.globs), rev)
         return rev == state.last_local_rev
 
@@ -232,7 +184,7 @@ class VaultSyncState:
             elif result is None and known is not None and known[:2] == (header.generation, tuple(scope.globs)):
                 local_rev = known[2]
             else:
-                local_rev = local_revision(_revision_rows(conn, scope))
+                local_rev = local_revision(revision_rows(conn, scope))
             new_state = SyncState(
                 remote=remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
                 head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,
@@ -249,7 +201,7 @@ class VaultSyncState:
                              [(remote, name, digest, seq) for name, seq, digest in rows])
             conn.execute("DELETE FROM sync_state WHERE remote=?", (remote,))
             conn.execute(
-                f"INSERT INTO sync_state ({_STATE_COLUMNS}, state_mac) VALUES "
+                f"INSERT INTO sync_state ({STATE_COLUMNS}, state_mac) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (remote, new_state.remote_id, new_state.endpoint, new_state.head_seq, new_state.head_id,
                  new_state.head_rev, new_state.head_generation, new_state.epoch, new_state.record_hash,
@@ -264,68 +216,6 @@ class VaultSyncState:
                                                  header.rows_mac)))
         self._verified[remote] = (dict(baseline), acc)
         return result
-
-
-class Rotation:
-    """The sync tables' part of a data-key rotation, inside the rotation's transaction: built
-    before the rows are re-encrypted (it needs the old ciphertexts), shown every value the rotation
-    decrypts (`see`), finished after (`finish`)."""
-
-    def __init__(self, conn: sqlite3.Connection, vault_id: bytes, old_key: Sensitive, new_key: Sensitive) -> None:
-        self.vault_id = vault_id
-        self.old_sync = sealing.sync_key(old_key, vault_id)
-        self.new_sync = sealing.sync_key(new_key, vault_id)
-        # remote -> (state, its baseline rows, whether last_local_rev matched the rows)
-        self.remotes: dict[str, tuple[SyncState, list[tuple[str, int, bytes]], bool]] = {}
-        self.wanted: dict[str, set[bytes]] = {}  # name -> old digests still to translate
-        self.translated: dict[bytes, bytes] = {}  # old digest -> new digest
-        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
-            return
-        for row in conn.execute(f"SELECT {_STATE_COLUMNS}, state_mac FROM sync_state").fetchall():
-            try:
-                state = _row_state(row)
-            except errors.SyncBaselineTampered:
-                continue  # stays tampered: its MAC cannot verify under the new key either
-            rows = [(str(name), int(seq), bytes(digest)) for name, digest, seq in conn.execute(
-                "SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?", (state.remote,))]
-            expected = state_mac(self.old_sync, state, baseline_acc(self.old_sync, rows))
-            if not isinstance(row[16], (bytes, memoryview)) or not hmac.compare_digest(bytes(row[16]), expected):
-                continue
-            matched = state.last_local_rev == local_revision(_revision_rows(conn, Scope(state.scope)))
-            self.remotes[state.remote] = (state, rows, matched)
-            for name, _seq, digest in rows:
-                if digest != UNTRANSLATED:
-                    self.wanted.setdefault(name, set()).add(digest)
-
-    def __repr__(self) -> str:
-        return f"Rotation({len(self.remotes)} remotes)"
-
-    def see(self, name: str, value: bytes) -> None:
-        """A value the rotation decrypted (a current or a kept older one of `name`)."""
-        wanted = self.wanted.get(name)
-        if wanted:
-            old = key_digest(self.old_sync, name, value)
-            if old in wanted:
-                wanted.discard(old)
-                self.translated[old] = key_digest(self.new_sync, name, value)
-
-    def finish(self, conn: sqlite3.Connection) -> None:
-        """After the rows were re-encrypted: write each verified remote's translated baseline, its
-        `last_local_rev` and its `state_mac` under the new key."""
-        for remote, (state, rows, matched) in self.remotes.items():
-            new_rows = [(name, seq, self.translated.get(digest, UNTRANSLATED)) for name, seq, digest in rows]
-            local_rev = local_revision(_revision_rows(conn, Scope(state.scope))) if matched else state.last_local_rev
-            new_state = SyncState(
-                remote=state.remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
-                head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,
-                epoch=state.epoch, record_hash=state.record_hash, members_fp=state.members_fp, member=state.member,
-                role=state.role, scope=state.scope, rotation_due_count=state.rotation_due_count,
-                last_local_rev=local_rev, updated_at=state.updated_at)
-            mac = state_mac(self.new_sync, new_state, baseline_acc(self.new_sync, new_rows))
-            conn.executemany("UPDATE sync_baseline SET digest=? WHERE remote=? AND name=?",
-                             [(digest, remote, name) for name, _seq, digest in new_rows])
-            conn.execute("UPDATE sync_state SET last_local_rev=?, state_mac=? WHERE remote=?",
-                         (local_rev or "", mac, remote))
 
 
 def clear_state(vault: VaultFile, remote: str) -> bool:

@@ -1,0 +1,126 @@
+"""The sync tables' rows without a vault object: the state row's columns and decoding, the rows
+behind the local revision, and the sync part of a data-key rotation (`Rotation`, used inside the
+rotation's transaction by `kimen.vault.rekey`). `kimen.vault.syncstate` reads and commits through
+them; kept apart so that the rotation, which `VaultFile` runs, imports no vault or store object.
+
+`vault rekey --rotate-data-key` carries every remote whose MAC verifies over to the new key in its
+own transaction: each baseline digest is recomputed from the value it was taken from (the current
+value, else a kept older one of `secret_history`), `last_local_rev` follows the re-encrypted rows
+when it matched them before, and `state_mac` is recomputed, so the next sync sees exactly what it
+would have seen without the rotation. A digest whose value is no longer kept keeps its revision and
+gets `UNTRANSLATED` (the merge reads it by revision); a remote whose MAC does not verify stays
+tampered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from .. import errors
+from ..sync.base import Scope, SyncState
+from ..sync.merge import UNTRANSLATED, baseline_acc, key_digest, local_revision, state_mac
+from . import sealing
+from .schema import CIPHERTEXT_COLUMNS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Sequence
+
+    from ..sensitive import Sensitive
+
+STATE_COLUMNS = ("remote, remote_id, endpoint, head_seq, head_id, head_rev, head_generation, epoch, record_hash, "
+                  "members_fp, member, role, scope, rotation_due_count, last_local_rev, updated_at")
+
+
+def row_state(row: Sequence[object]) -> SyncState:
+    try:
+        scope = json.loads(str(row[12]))
+        if not isinstance(scope, list) or not all(isinstance(g, str) for g in scope):
+            raise ValueError("scope")
+        return SyncState(
+            remote=str(row[0]), remote_id=str(row[1]), endpoint=str(row[2]), head_seq=int(row[3]),  # type: ignore[call-overload]
+            head_id=str(row[4]), head_rev=str(row[5]), head_generation=int(row[6]),  # type: ignore[call-overload]
+            epoch=int(row[7]), record_hash=str(row[8]), members_fp=str(row[9]), member=str(row[10]),  # type: ignore[call-overload]
+            role=str(row[11]), scope=tuple(scope), rotation_due_count=int(row[13]),  # type: ignore[call-overload]
+            last_local_rev=str(row[14]) or None, updated_at=str(row[15]))
+    except (TypeError, ValueError):
+        raise errors.SyncBaselineTampered(remote=str(row[0])) from None
+
+
+def revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
+    """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
+    sha256 = hashlib.sha256
+    covers = None if scope.everything else scope.covers
+    rows = []
+    for name, revision, nonce, ciphertext in conn.execute(
+            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"):
+        if covers is None or covers(name):
+            row_hash = sha256(nonce)
+            row_hash.update(ciphertext)
+            rows.append((name, revision, row_hash.digest()))
+    return rows
+
+
+class Rotation:
+    """The sync tables' part of a data-key rotation, inside the rotation's transaction: built
+    before the rows are re-encrypted (it needs the old ciphertexts), shown every value the rotation
+    decrypts (`see`), finished after (`finish`)."""
+
+    def __init__(self, conn: sqlite3.Connection, vault_id: bytes, old_key: Sensitive, new_key: Sensitive) -> None:
+        self.vault_id = vault_id
+        self.old_sync = sealing.sync_key(old_key, vault_id)
+        self.new_sync = sealing.sync_key(new_key, vault_id)
+        # remote -> (state, its baseline rows, whether last_local_rev matched the rows)
+        self.remotes: dict[str, tuple[SyncState, list[tuple[str, int, bytes]], bool]] = {}
+        self.wanted: dict[str, set[bytes]] = {}  # name -> old digests still to translate
+        self.translated: dict[bytes, bytes] = {}  # old digest -> new digest
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+            return
+        for row in conn.execute(f"SELECT {STATE_COLUMNS}, state_mac FROM sync_state").fetchall():
+            try:
+                state = row_state(row)
+            except errors.SyncBaselineTampered:
+                continue  # stays tampered: its MAC cannot verify under the new key either
+            rows = [(str(name), int(seq), bytes(digest)) for name, digest, seq in conn.execute(
+                "SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?", (state.remote,))]
+            expected = state_mac(self.old_sync, state, baseline_acc(self.old_sync, rows))
+            if not isinstance(row[16], (bytes, memoryview)) or not hmac.compare_digest(bytes(row[16]), expected):
+                continue
+            matched = state.last_local_rev == local_revision(revision_rows(conn, Scope(state.scope)))
+            self.remotes[state.remote] = (state, rows, matched)
+            for name, _seq, digest in rows:
+                if digest != UNTRANSLATED:
+                    self.wanted.setdefault(name, set()).add(digest)
+
+    def __repr__(self) -> str:
+        return f"Rotation({len(self.remotes)} remotes)"
+
+    def see(self, name: str, value: bytes) -> None:
+        """A value the rotation decrypted (a current or a kept older one of `name`)."""
+        wanted = self.wanted.get(name)
+        if wanted:
+            old = key_digest(self.old_sync, name, value)
+            if old in wanted:
+                wanted.discard(old)
+                self.translated[old] = key_digest(self.new_sync, name, value)
+
+    def finish(self, conn: sqlite3.Connection) -> None:
+        """After the rows were re-encrypted: write each verified remote's translated baseline, its
+        `last_local_rev` and its `state_mac` under the new key."""
+        for remote, (state, rows, matched) in self.remotes.items():
+            new_rows = [(name, seq, self.translated.get(digest, UNTRANSLATED)) for name, seq, digest in rows]
+            local_rev = local_revision(revision_rows(conn, Scope(state.scope))) if matched else state.last_local_rev
+            new_state = SyncState(
+                remote=state.remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
+                head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,
+                epoch=state.epoch, record_hash=state.record_hash, members_fp=state.members_fp, member=state.member,
+                role=state.role, scope=state.scope, rotation_due_count=state.rotation_due_count,
+                last_local_rev=local_rev, updated_at=state.updated_at)
+            mac = state_mac(self.new_sync, new_state, baseline_acc(self.new_sync, new_rows))
+            conn.executemany("UPDATE sync_baseline SET digest=? WHERE remote=? AND name=?",
+                             [(digest, remote, name) for name, _seq, digest in new_rows])
+            conn.execute("UPDATE sync_state SET last_local_rev=?, state_mac=? WHERE remote=?",
+                         (local_rev or "", mac, remote))
