@@ -73,6 +73,15 @@ def test_the_team_walkthrough_runs_as_written(tmp_path):
     # no value reached any output
     for value in (password, ana.get("dev.api.key"), cy.get("dev.api.key")):
         assert not any(value in out for out in outputs)
+    # step 8: the CI member's identity alone (a fresh home, no vault) passes the pinned gate
+    assert (shared / ".github" / "workflows" / "kimen-sync-gate.yml").is_file()
+    pin = ana.ok("sync", "pin", "--json").json()["members_fp"]
+    (tmp_path / "ci").mkdir()
+    ci = Kimen(tmp_path / "ci")
+    ci_env = {"KIMEN_AGE_IDENTITY": (shared / "ci-key.txt").read_text()}
+    ci.ok("remote", "add", "team", "--type", "git", "--path", str(repo), "--remote-id", remote_id)
+    assert ci.ok("sync", "pin", "--check", pin, "--json", env=ci_env).json()["writers"] == ["ana", "bo"]
+    assert not ci.vault.exists()
     # cy's identity does not open the current head; bo's does
     bare = gitpython.Repo(repo)
     head_file = tmp_path / "head.age"
