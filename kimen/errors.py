@@ -530,6 +530,26 @@ _DECLARED: tuple[tuple[str, str | None, int | None, str | None, str | None], ...
      "dot-separated segments, each a name segment, '*' (one segment) or '**' (one or more segments, last only)"),
     ('KeyOutOfScope', 'key_out_of_scope', None, '{name} is outside the scope of member {member}', None),
     ('SyncFailed', 'sync_failed', None, 'sync failed: {detail}', None),
+    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}',
+     'a duration such as 12h or 7d; 0 turns it off'),
+    ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}',
+     'the checks: doctor, head, pin, status, conflicts, rotation, pull, push'),
+    ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected',
+     '--only and --skip left no check to run'),
+    ('MembersUnacknowledged', 'members_unacknowledged', None, 'the members changed since you acknowledged them',
+     'compare them (`kimen sync members list`), then `kimen sync members ack`'),
+    ('MissingBackup', 'missing_backup', None, 'missing --backup', 'kimen sync restore --backup FILE (see `kimen vault backups`)'),
+    ('RestoreHeadConfirmationRequired', 'restore_head_confirmation_required', None,
+     'publishing the known head again needs --yes', 'kimen sync push --restore-head --yes (admins)'),
+    ('RestoreHeadUnavailable', 'restore_head_unavailable', None, 'cannot restore the head of remote {remote}: {detail}',
+     'restore the head from a machine that accepted it (its state directory keeps a copy)'),
+    ('RestoreHeadNotNeeded', 'restore_head_not_needed', None,
+     'remote {remote} holds a head that descends from the known head: nothing to restore',
+     'pull or push as usual (`kimen sync status`)'),
+    ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
+     "--check only decides; --dry-run also runs the decided step's dry run"),
+    ('DoctorFailed', 'doctor_failed', None, 'doctor found {errors} errors and {warnings} warnings',
+     'run `kimen doctor` (with the same --profile) for the report'),
 )
 
 
@@ -559,12 +579,6 @@ _NOT_BUILT: tuple[tuple[str, str | None, int | None, str | None, str | None], ..
     ('ReconcileBaselineMissing', 'reconcile_baseline_missing', None, 'reconcile needs a baseline; pull first', None),
     ('RemoteRecipientMissing', 'remote_recipient_missing', None, 'remote has no recipients', None),
     ('LockTooNew', 'lock_too_new', None, 'remote lock is newer than --if-older-than', None),
-    ('ConflictingCheckAndDryRun', 'conflicting_check_and_dry_run', None, '--check and --dry-run cannot be combined',
-     None),
-    ('InvalidStaleThreshold', 'invalid_stale_threshold', None, 'invalid --stale-threshold: {detail}', None),
-    ('MissingBackup', 'missing_backup', None, 'missing --backup', None),
-    ('UnknownPreflightCheck', 'unknown_preflight_check', None, 'unknown preflight check: {name}', None),
-    ('NoPreflightChecksSelected', 'no_preflight_checks_selected', None, 'no preflight checks selected', None),
 )
 
 _SPECS = {row[0]: row for row in _DECLARED + _NOT_BUILT}

@@ -155,3 +155,35 @@ def _write_err(text: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+PROGRESS_AFTER = 2.0  # seconds: a quicker operation prints nothing
+
+
+class Progress:
+    """Progress on a terminal: when the block runs longer than `PROGRESS_AFTER` seconds, one line
+    ``kimen: <what>…`` on stderr. Nothing when stderr is not a terminal, with --json (warnings are
+    collected then) or inside `capture_warnings`. Names only: `what` never holds a value."""
+
+    __slots__ = ("_timer", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._timer: Any = None
+
+    def __enter__(self) -> Progress:
+        try:
+            tty = _pending is None and sys.stderr.isatty()
+        except (AttributeError, OSError, ValueError):
+            tty = False
+        if tty:
+            import threading
+
+            self._timer = threading.Timer(PROGRESS_AFTER, _write_err, (f"{PREFIX}: {one_line(self.what)}…\n",))
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()

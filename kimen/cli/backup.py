@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from ..vault.file import VaultFile
+    from .model import Invocation
 
 
 def backup_path(vault_path: str, backup_dir: str | None = None) -> str:
@@ -175,3 +176,26 @@ def backup_files(vault_path: str) -> list[str]:
 def _stamp(path: str) -> tuple[int, str]:
     tail = path.rsplit(".bak.", 1)[-1]
     return (int(tail) if tail.isdigit() else 0, path)
+
+
+def restore_backup(inv: Invocation, source: str, *, snapshot: bool) -> tuple[str, str, str | None]:
+    """Replace the selected vault with the backup `source` (`vault restore`, `sync restore`): the
+    backup must be a kimen vault (checked before any unlock), whoever restores must be able to
+    unlock the vault now (never through a session), and the current vault is snapshotted first
+    unless `snapshot` is false; the replacement is atomic and 0600. Nothing outside the vault
+    changes (a sync remote's ratchet stays). Returns (vault path, backup path, snapshot path)."""
+    from ..access import open_metadata, open_store
+    from ..paths import absolute
+    from ..vault import Vault
+
+    source_path = absolute(source)
+    with Vault.open(source_path):
+        pass  # not a kimen vault: refused before any unlock
+    open_store(inv, allow_session=False).close()
+    with Vault.open(source_path) as backup, open_metadata(inv) as vault:
+        if os.path.samefile(source_path, vault.path):
+            raise errors.UsageError(detail="--backup names the vault itself")
+        taken = backup_path(vault.path) if snapshot else None
+        with backed_up(vault, taken):
+            vault.restore_from(backup)
+        return vault.path, source_path, taken

@@ -451,6 +451,17 @@ def _example_check(inv: Invocation, checks: _Checks, profile_path: str | None) -
 
 
 def cmd_doctor(inv: Invocation) -> int:
+    code, fields, lines = doctor_report(inv)
+    if inv.json:
+        print_json(success_envelope("doctor", fields))
+    else:
+        print_lines(lines)
+    return code
+
+
+def doctor_report(inv: Invocation) -> tuple[int, dict[str, Any], list[str]]:
+    """Run doctor's checks: (exit code, the JSON fields, the human lines); prints nothing (the
+    `doctor` step of `kimen sync preflight` reads it too)."""
     from .. import access, paths
 
     args = inv.options
@@ -494,16 +505,12 @@ def cmd_doctor(inv: Invocation) -> int:
     n_err, n_warn = checks.count("error"), checks.count("warning")
     failed = n_err > 0 or (args.strict and n_warn > 0)
     code = errors.AREA_DOCTOR if failed else 0
-    if inv.json:
-        print_json(success_envelope("doctor", {
-            "ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
-            "profile_source": getattr(args, "profile_source", None),
-            "error_count": n_err, "warning_count": n_warn, "checks": checks.items}))
-    else:
-        lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]
-        lines.extend(f"- [{c['status']}] {c['name']}: {c['message']}" for c in checks.items)
-        print_lines(lines)
-    return code
+    fields = {"ok": not failed, "exit_code": code, "strict": bool(args.strict), "profile_path": profile_path,
+              "profile_source": getattr(args, "profile_source", None),
+              "error_count": n_err, "warning_count": n_warn, "checks": checks.items}
+    lines = [f"doctor: {'failed' if failed else 'ok'} (errors={n_err} warnings={n_warn})"]
+    lines.extend(f"- [{c['status']}] {c['name']}: {c['message']}" for c in checks.items)
+    return code, fields, lines
 
 
 def doctor_check(inv: Invocation, vault_path: str | None) -> tuple[str, str, str]:

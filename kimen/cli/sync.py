@@ -14,11 +14,13 @@ import argparse
 import os
 
 from .. import errors
+from ..output import Progress
 from .model import COMMANDS, Invocation, Result
 from .parser import add_command, add_group, add_subcommands
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..bundle.keys import Identity
@@ -75,8 +77,27 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-skew", metavar="DUR", default="15m", help="refuse heads dated further ahead (15m)")
 
 
+def _check_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `sync` and `sync preflight` share."""
+    p.add_argument("--profile", metavar="NAME", help="the doctor step also checks profile NAME")
+    p.add_argument("--bundle-in", metavar="FILE", action="append", default=[],
+                   help="the doctor step checks this bundle instead of the vault; repeatable")
+    p.add_argument("--stale-threshold", metavar="DUR", default="0",
+                   help="likely_stale when the head is older than DUR (0 = off)")
+    p.add_argument("--strict", action="store_true", help="blockers, held locks and names due for rotation fail")
+    p.add_argument("--allow-missing-vault", action="store_true", help="without a vault, skip the vault's checks")
+
+
 def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
-    group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_SYNC)
+    # plain `kimen sync` runs doctor, status and the step they call for; its flags go before nothing
+    # else (a subcommand's own flags follow the subcommand)
+    top = add_command(sub, name, COMMANDS[name][1], area=errors.AREA_SYNC, handler="kimen.cli.sync_checks:cmd_sync")
+    _common(top)
+    _check_flags(top)
+    top.add_argument("--dry-run", action="store_true", help="run the dry run of the decided step")
+    top.add_argument("--check", action="store_true", help="decide only: report what would run")
+    top.add_argument("--no-doctor", action="store_true", help="skip the doctor step")
+    group = top.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=False, prog=top.prog)
     p = add_command(group, "init", "configure a remote; create its first head when it has none", handler=cmd_init)
     p.add_argument("name", metavar="NAME", nargs="?")
     _common(p)
@@ -93,8 +114,17 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
              "exit 31 on a conflict, 32 on a held lock")):
         p = add_command(group, verb, text, handler=handler)
         _common(p)
-        p.add_argument("--stale-threshold", metavar="DUR", default="0", help="(accepted; 0 = off)")
+        p.add_argument("--stale-threshold", metavar="DUR", default="0",
+                       help="likely_stale when the head is older than DUR (0 = off)")
         p.add_argument("--strict", action="store_true", help=strict)
+    p = add_command(group, "preflight", "run the sync checks in one report (CI gate: --only head,pin,rotation)",
+                    handler="kimen.cli.sync_checks:cmd_preflight")
+    _common(p)
+    _check_flags(p)
+    p.add_argument("--pin", metavar="FP", help="the pin check: the members' fingerprint must be FP")
+    p.add_argument("--only", metavar="CHECKS", action="append", default=[],
+                   help="run only these checks (comma-separated): doctor,head,pin,status,conflicts,rotation,pull,push")
+    p.add_argument("--skip", metavar="CHECKS", action="append", default=[], help="skip these checks (comma-separated)")
     p = add_command(group, "changes", "names changed locally, remotely, or both", handler=cmd_changes)
     _common(p)
 
@@ -112,6 +142,9 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="report what would be published; change nothing")
     p.add_argument("--ff-only", action="store_true", help="refuse when the head moved since the last sync")
     p.add_argument("--no-backup", action="store_true", help="no snapshot before applying remote changes")
+    p.add_argument("--restore-head", action="store_true",
+                   help="admins: publish the known head again when the remote's is gone, older or forked")
+    p.add_argument("--yes", action="store_true", help="confirm --restore-head")
 
     p = add_command(group, "join", "configure a remote and print a join request for an admin", handler=cmd_join)
     p.add_argument("name", metavar="NAME", nargs="?")
@@ -176,6 +209,11 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("key", metavar="NAME")
     _common(p)
     p.add_argument("--to-seq", metavar="N", help="the head whose value to take back (see `kimen sync log`)")
+
+    p = add_command(group, "restore", "replace the vault with a backup (after a snapshot); the ratchet stays",
+                    handler=cmd_restore)
+    p.add_argument("--backup", metavar="FILE", help="the backup to restore (e.g. a sync backup_path)")
+    p.add_argument("--no-backup", action="store_true", help="do not snapshot the current vault first")
 
     p = add_command(group, "resolve", "settle conflicting keys: --take local or remote", handler=cmd_resolve)
     _common(p)
@@ -414,7 +452,7 @@ def _identity(inv: Invocation, remote: dict[str, Any], *, required: bool) -> Ide
     return None
 
 
-def _duration(text: str, error: type[errors.KimenError], *, allow_zero: bool = True) -> int:
+def duration(text: str, error: type[errors.KimenError], *, allow_zero: bool = True) -> int:
     from ..durations import parse_duration
 
     try:
@@ -427,7 +465,7 @@ def _engine(inv: Invocation, remote: dict[str, Any], identity: Identity | None,
             lock_wait: float | None = None) -> Engine:
     from ..sync.engine import Engine, Remote, endpoint
 
-    max_skew = _duration(getattr(inv.options, "max_skew", None) or "15m", errors.InvalidMaxSkew)
+    max_skew = duration(getattr(inv.options, "max_skew", None) or "15m", errors.InvalidMaxSkew)
     kind = remote.get("type") or "fs"
     where = endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path"))
     handle = Remote(remote["name"], _transport(inv, remote, lock_wait), remote_id=remote.get("remote_id") or None,
@@ -448,7 +486,7 @@ def _pin(config: Config, remote: dict[str, Any], remote_id: str | None, *, creat
         warn(f"remote id {remote_id} pinned on first use", reason="remote_id_pinned")
 
 
-class _Session:
+class Session:
     """A sync command's parts: config, selected remote, the vault (unlocked or not), the engine."""
 
     def __init__(self, inv: Invocation, *, unlock: bool, identity: bool = True, lock_wait: float | None = None):
@@ -497,7 +535,7 @@ class _Session:
             self.vault.close()
 
 
-def _next_command(action: str, remote: str) -> str | None:
+def next_command(action: str, remote: str) -> str | None:
     commands = {
         "sync_init": f"kimen sync init {remote}", "sync_pull": f"kimen sync pull --remote {remote}",
         "sync_pull_reconcile": f"kimen sync pull --remote {remote} --reconcile",
@@ -506,7 +544,9 @@ def _next_command(action: str, remote: str) -> str | None:
         "wait_or_sync_unlock": f"kimen sync unlock --remote {remote}",
         "sync_reset_baseline_or_remote_recreate": f"kimen sync reset-baseline --remote {remote} --to-remote --yes",
         "configure_remote_identity": f"kimen remote set {remote} --identity FILE",
-        "vault_init": "kimen vault init",
+        "vault_init": "kimen vault init", "doctor": "kimen doctor",
+        "sync_members_ack": f"kimen sync members ack --remote {remote}",
+        "sync_rotate": f"kimen sync rotation --remote {remote}",
     }
     return commands.get(action)
 
@@ -542,35 +582,54 @@ def cmd_init(inv: Invocation) -> Result:
                      if done.created_remote else
                      f"checked the remote's head: seq {done.seq}, remote id {done.remote_id}, member {done.member}")
     action = "sync_pull"
-    fields.update(recommended_action=action, next_command=_next_command(action, name))
+    fields.update(recommended_action=action, next_command=next_command(action, name))
     lines.append(f"next: {fields['next_command']}")
     return Result("sync_init", lines, fields)
 
 
-def _status(inv: Invocation) -> tuple[Any, _Session]:
+def stale_threshold(inv: Invocation) -> int:
+    """`--stale-threshold DUR` in seconds (0: off) → `invalid_stale_threshold`."""
+    return duration(getattr(inv.options, "stale_threshold", None) or "0", errors.InvalidStaleThreshold)
+
+
+def likely_stale(created: float | None, threshold: int, now: float | None = None) -> bool:
+    """The head was made longer than `threshold` seconds ago (0: off; None: no head known)."""
+    import time
+
+    if not threshold or created is None:
+        return False
+    return (time.time() if now is None else now) - created > threshold
+
+
+def _status(session: Session) -> Any:
     from ..vault.syncstate import read_local_revision, read_state
 
-    session = _Session(inv, unlock=False, identity=False)
     vault = session.vault
     state = read_state(vault, session.remote["name"]) if vault is not None else None
     local_rev = (lambda scope: read_local_revision(vault, scope)) if vault is not None else None
-    return session.engine.status(state, local_rev), session
+    return session.engine.status(state, local_rev)
 
 
-def cmd_status(inv: Invocation) -> Result:
-    status, session = _status(inv)
-    session.close()
+def status_result(inv: Invocation, session: Session) -> Result:
+    """`sync status` over an open session (also the `status` check of `sync preflight`)."""
+    threshold = stale_threshold(inv)
     name = session.remote["name"]
+    with Progress(f"reading the head of {name}"):
+        status = _status(session)
     fields = {
         "remote": name, "remote_id": status.remote_id, "remote_rev": status.remote_rev,
         "remote_commit": status.remote_commit, "last_seen_rev": status.last_seen_rev, "local_rev": status.local_rev,
         "has_remote": status.has_remote, "has_local": status.has_local, "has_lock": status.has_lock,
-        "lock_owner": status.lock_owner, "likely_stale": False, "in_sync": status.in_sync,
-        "can_push": status.can_push, "needs_pull": status.needs_pull, "local_changed": status.local_changed,
+        "lock_owner": status.lock_owner, "likely_stale": likely_stale(status.head_created, threshold),
+        "in_sync": status.in_sync, "can_push": status.can_push, "needs_pull": status.needs_pull,
+        "local_changed": status.local_changed,
         "blockers": status.blockers, "reason": status.reason, "recommended_action": status.recommended_action,
-        "next_command": _next_command(status.recommended_action, name), "head_seq": status.head_seq,
+        "next_command": (f"kimen sync push --remote {name} --restore-head --yes"
+                         if status.recommended_action == "sync_reset_baseline_or_remote_recreate"
+                         and status.role == "admin" else next_command(status.recommended_action, name)),
+        "head_seq": status.head_seq,
         "ratchet_seq": status.ratchet_seq, "member": status.member, "role": status.role, "scope": status.scope,
-        "members_changed": False, "rotation_due_count": status.rotation_due_count,
+        "members_changed": status.members_changed, "rotation_due_count": status.rotation_due_count,
         "baseline_verified": status.baseline_verified,
     }
     lines = [f"remote: {name}", f"head: {'seq ' + str(status.head_seq) if status.head_seq else '(no baseline)'}"
@@ -578,16 +637,38 @@ def cmd_status(inv: Invocation) -> Result:
              f"in sync: {'yes' if status.in_sync else 'no'}" + (f" ({status.reason})" if status.reason else ""),
              f"local changes: {'yes' if status.local_changed else 'no'}",
              f"next: {fields['next_command'] or 'nothing to do'}"]
+    if fields["likely_stale"]:
+        lines.insert(2, "likely stale: nobody has published for longer than --stale-threshold")
+    if status.members_changed:
+        lines.insert(-1, "members changed since you acknowledged them: `kimen sync members list`, then "
+                         "`kimen sync members ack`")
     code = 0
-    if inv.options.strict and status.blockers:
-        code = 31 if status.has_conflict else 32
+    if inv.options.strict and (status.blockers or status.members_changed):
+        code = 31 if status.has_conflict else 32  # members alone: members_unacknowledged
+    if code == 32 and not status.blockers:
+        fields["reason"] = fields["reason"] or "members_unacknowledged"
     return Result("sync_status", lines, fields, exit_code=code)
 
 
-def cmd_conflicts(inv: Invocation) -> Result:
-    status, session = _status(inv)
-    session.close()
-    fields = status.conflicts()
+def _read_only(inv: Invocation, result: Callable[[Invocation, Session], Result]) -> Result:
+    """A no-passphrase report over a session of its own (`sync status`, `sync conflicts`)."""
+    session = Session(inv, unlock=False, identity=False)
+    try:
+        return result(inv, session)
+    finally:
+        session.close()
+
+
+def cmd_status(inv: Invocation) -> Result:
+    return _read_only(inv, status_result)
+
+
+def conflicts_result(inv: Invocation, session: Session) -> Result:
+    """`sync conflicts` over an open session (also the `conflicts` check of `sync preflight`)."""
+    threshold = stale_threshold(inv)
+    with Progress(f"reading the head of {session.remote['name']}"):
+        status = _status(session)
+    fields = {**status.conflicts(), "likely_stale": likely_stale(status.head_created, threshold)}
     lines = [f"conflict: {'yes (' + str(status.reason) + ')' if status.has_conflict else 'no'}",
              f"lock: {status.lock_owner or 'free'}"]
     code = 0
@@ -596,8 +677,12 @@ def cmd_conflicts(inv: Invocation) -> Result:
     return Result("sync_conflicts", lines, fields, exit_code=code)
 
 
+def cmd_conflicts(inv: Invocation) -> Result:
+    return _read_only(inv, conflicts_result)
+
+
 def cmd_changes(inv: Invocation) -> Result:
-    session = _Session(inv, unlock=True)
+    session = Session(inv, unlock=True)
     try:
         changes = session.engine.changes(session.local())
     finally:
@@ -617,24 +702,37 @@ def cmd_changes(inv: Invocation) -> Result:
     return Result("sync_changes", lines, fields)
 
 
+def pull_dry_run(session: Session, *, reconcile: bool, mirror: bool = False) -> Result:
+    """`sync pull --dry-run`: what a pull would change, and the conflicts it would stop at."""
+    result = session.engine.pull(session.local(), reconcile=reconcile, mirror=mirror, dry_run=True)
+    would_backup = bool((result.applied_keys or result.deleted_keys)
+                        and not getattr(session.inv.options, "no_backup", False))
+    fields = {"seq": result.seq, "head_id": result.head_id, "would_backup": would_backup,
+              "can_reconcile": not result.conflict_keys, "would_apply_keys": result.applied_keys,
+              "would_delete_keys": result.deleted_keys, "conflict_keys": result.conflict_keys}
+    return Result("sync_pull_dry_run", [f"would pull seq {result.seq}", *_names("would apply", result.applied_keys),
+                                        *_names("would delete", result.deleted_keys),
+                                        *_names("conflicts", result.conflict_keys)], fields)
+
+
 def cmd_pull(inv: Invocation) -> Result:
     args = inv.options
     if args.reconcile and args.mirror:
         raise errors.ConflictingPullModes()
-    session = _Session(inv, unlock=True)
+    session = Session(inv, unlock=True)
     try:
-        result = session.engine.pull(session.local(), reconcile=args.reconcile, mirror=args.mirror,
-                                     dry_run=args.dry_run, backup_path=None if args.dry_run else session.backup_path())
-        if not args.dry_run:
-            session.pin(result.pin_remote_id)
+        if args.dry_run:
+            return pull_dry_run(session, reconcile=args.reconcile, mirror=args.mirror)
+        with Progress(f"pulling from {session.remote['name']}"):
+            result = session.engine.pull(session.local(), reconcile=args.reconcile, mirror=args.mirror,
+                                         backup_path=session.backup_path())
+        session.pin(result.pin_remote_id)
     finally:
         session.close()
-    if args.dry_run:
-        fields = {"seq": result.seq, "head_id": result.head_id, "would_backup": bool(
-            (result.applied_keys or result.deleted_keys) and not args.no_backup), "can_reconcile": True,
-            "would_apply_keys": result.applied_keys, "would_delete_keys": result.deleted_keys, "conflict_keys": []}
-        return Result("sync_pull_dry_run", [f"would pull seq {result.seq}", *_names("would apply", result.applied_keys),
-                                            *_names("would delete", result.deleted_keys)], fields)
+    return pull_result(result)
+
+
+def pull_result(result: Any) -> Result:
     fields = {"seq": result.seq, "head_id": result.head_id, "remote_rev": result.remote_rev,
               "backup_path": result.backup_path, "applied_keys": result.applied_keys,
               "deleted_keys": result.deleted_keys, "kept_local_keys": result.kept_local_keys,
@@ -647,14 +745,33 @@ def cmd_pull(inv: Invocation) -> Result:
     return Result("sync_" + result.mode, lines, fields)
 
 
+def push_dry_run(session: Session) -> Result:
+    """`sync push --dry-run`: the names a push would publish, delete and merge, and its conflicts."""
+    changes = session.engine.changes(session.local())
+    deleted = changes.local_deleted_keys
+    published = [k for k in changes.local_only_changed_keys if k not in deleted]
+    fields = {"seq": changes.seq, "would_publish_keys": published, "would_delete_keys": deleted,
+              "would_merge_keys": changes.remote_only_changed_keys, "conflict_keys": changes.conflict_keys,
+              "can_push": not changes.conflict_keys}
+    return Result("sync_push_dry_run", [*_names("would publish", published), *_names("would delete", deleted),
+                                        *_names("would merge", changes.remote_only_changed_keys),
+                                        *_names("conflicts", changes.conflict_keys)] or ["nothing to publish"],
+                  fields)
+
+
 def cmd_push(inv: Invocation) -> Result:
     args = inv.options
-    lock_wait = _duration(args.lock_wait, errors.InvalidLockWait)
+    lock_wait = duration(args.lock_wait, errors.InvalidLockWait)
     if args.break_stale_lock_after is not None:
-        _duration(args.break_stale_lock_after, errors.InvalidBreakStaleLockAfter)
+        duration(args.break_stale_lock_after, errors.InvalidBreakStaleLockAfter)
         if args.dry_run:
             raise errors.ConflictingDryRunLockFlags()
-    session = _Session(inv, unlock=True, lock_wait=float(lock_wait))
+    if args.restore_head:
+        if args.dry_run or args.ff_only:
+            raise errors.UsageError(detail="--restore-head cannot be combined with --dry-run or --ff-only")
+        if not args.yes:
+            raise errors.RestoreHeadConfirmationRequired()
+    session = Session(inv, unlock=True, lock_wait=float(lock_wait))
     try:
         if args.break_stale_lock_after is not None:
             if (session.remote.get("type") or "fs") != "fs":
@@ -664,24 +781,29 @@ def cmd_push(inv: Invocation) -> Result:
             warn("--break-stale-lock-after is ignored: a remote's lock is a flock, released when its holder dies",
                  reason="break_stale_lock_ignored")
         if args.dry_run:
-            changes = session.engine.changes(session.local())
-            fields = {"would_publish_keys": [k for k in changes.local_only_changed_keys],
-                      "would_delete_keys": [], "would_merge_keys": changes.remote_only_changed_keys,
-                      "conflict_keys": changes.conflict_keys, "can_push": not changes.conflict_keys}
-            return Result("sync_push_dry_run", [*_names("would publish", changes.local_only_changed_keys),
-                                                *_names("would merge", changes.remote_only_changed_keys),
-                                                *_names("conflicts", changes.conflict_keys)], fields)
-        result = session.engine.push(session.local(), ff_only=args.ff_only, backup_path=session.backup_path(),
-                                     lock_wait=float(lock_wait))
+            return push_dry_run(session)
+        if args.restore_head:
+            with Progress(f"restoring the head of {session.remote['name']}"):
+                restored = session.engine.restore_head(session.local(), backup_path=session.backup_path(),
+                                                       lock_wait=float(lock_wait))
+            return push_result(restored, restored=True)
+        with Progress(f"pushing to {session.remote['name']}"):
+            result = session.engine.push(session.local(), ff_only=args.ff_only,
+                                         backup_path=session.backup_path(), lock_wait=float(lock_wait))
         session.pin(result.pin_remote_id)
     finally:
         session.close()
+    return push_result(result)
+
+
+def push_result(result: Any, *, restored: bool = False) -> Result:
     fields = {"seq": result.seq, "head_id": result.head_id, "remote_rev": result.remote_rev,
               "remote_commit": result.remote_commit, "generation": result.generation,
               "published_keys": result.published_keys, "deleted_keys": result.deleted_keys,
               "merged_remote_keys": result.merged_remote_keys, "attempts": result.attempts, "noop": result.noop,
-              "backup_path": result.backup_path, "stale_lock_broken": False}
-    lines = ([f"nothing to publish (head seq {result.seq})"] if result.noop else [f"pushed seq {result.seq}"])
+              "backup_path": result.backup_path, "stale_lock_broken": False, "restored": restored}
+    lines = ([f"nothing to publish (head seq {result.seq})"] if result.noop else
+             [f"restored the known head as seq {result.seq}"] if restored else [f"pushed seq {result.seq}"])
     lines += [*_names("published", result.published_keys), *_names("deleted", result.deleted_keys),
               *_names("merged from the remote", result.merged_remote_keys)]
     if result.backup_path:
@@ -694,7 +816,7 @@ def cmd_resolve(inv: Invocation) -> Result:
     if args.take not in ("local", "remote"):
         raise errors.InvalidTake()
     keys = sorted({k.strip() for item in args.key for k in item.split(",") if k.strip()})
-    session = _Session(inv, unlock=True)
+    session = Session(inv, unlock=True)
     try:
         result = session.engine.resolve(session.local(), args.take, keys,
                                         backup_path=session.backup_path() if args.take == "remote" else None)
@@ -794,7 +916,7 @@ def cmd_join(inv: Invocation) -> Result:
 
 
 def cmd_members_list(inv: Invocation) -> Result:
-    session = _Session(inv, unlock=False)
+    session = Session(inv, unlock=False)
     session.close()
     fetched = session.engine.members()
     head = fetched.head
@@ -816,7 +938,7 @@ def cmd_members_add(inv: Invocation) -> Result:
     from ..sync.base import Member, check_scope_glob
 
     args = inv.options
-    session = _Session(inv, unlock=False)
+    session = Session(inv, unlock=False)
     session.close()
     scope = tuple(check_scope_glob(g) for g in args.scope) or None
     fingerprint = None
@@ -854,7 +976,7 @@ def cmd_members_rm(inv: Invocation) -> Result:
     args = inv.options
     if not args.yes:
         raise errors.MembersRmConfirmationRequired(member=args.id)
-    session = _Session(inv, unlock=False)
+    session = Session(inv, unlock=False)
     session.close()
     done = session.engine.change_members(merge.RemoveMember(args.id))
     head = done.head
@@ -871,7 +993,7 @@ def cmd_members_ack(inv: Invocation) -> Result:
     from ..sync.chain import members_fp
     from ..sync.ratchet import SyncStateDir
 
-    session = _Session(inv, unlock=False)
+    session = Session(inv, unlock=False)
     session.close()
     head = session.engine.members().head
     current = members_fp(head.current.members)
@@ -888,7 +1010,7 @@ def cmd_members_ack(inv: Invocation) -> Result:
 
 
 def cmd_rotation(inv: Invocation) -> Result:
-    session = _Session(inv, unlock=False)
+    session = Session(inv, unlock=False)
     session.close()
     head = session.engine.members().head
     due = [d.to_json() for d in head.sync.rotation_due]
@@ -906,7 +1028,7 @@ def cmd_log(inv: Invocation) -> Result:
         limit = 0
     if limit < 1:
         raise errors.InvalidLimit(detail=str(args.limit)[:20])
-    session = _Session(inv, unlock=False)
+    session = Session(inv, unlock=False)
     session.close()
     head = session.engine.members().head
     entries = [e.to_json() for e in reversed(head.sync.log)
@@ -927,7 +1049,8 @@ def cmd_pin(inv: Invocation) -> Result:
     if args.remote_id:
         remote["remote_id"] = check_remote_id(args.remote_id)
     engine = _engine(inv, remote, _identity(inv, remote, required=True))
-    fetched = engine.fetch(None, stateless=True)
+    with Progress(f"fetching the head of {remote['name']}"):
+        fetched = engine.fetch(None, stateless=True)
     if fetched is None:
         raise errors.RemoteMissing(remote=remote["name"], recommended_action="sync_init")
     head = fetched.head
@@ -956,7 +1079,7 @@ def cmd_reset_baseline(inv: Invocation) -> Result:
     if mode == "clear":
         from ..vault.syncstate import read_state
 
-        session = _Session(inv, unlock=False, identity=False)
+        session = Session(inv, unlock=False, identity=False)
         try:
             previous = read_state(session.vault, session.remote["name"]) if session.vault is not None else None
             if session.vault is not None:
@@ -968,7 +1091,7 @@ def cmd_reset_baseline(inv: Invocation) -> Result:
         fields = {"mode": "clear", "previous_rev": previous.head_rev if previous else None, "new_rev": None,
                   "previous_seq": previous.head_seq if previous else None, "new_seq": None, "accepted_fork": False}
         return Result("sync_reset_baseline", f"cleared the baseline of {session.remote['name']}", fields)
-    session = _Session(inv, unlock=True)
+    session = Session(inv, unlock=True)
     try:
         done = session.engine.reset_baseline(session.local(), accept_fork=args.accept_fork, rev=args.rev or None)
     finally:
@@ -986,7 +1109,7 @@ def cmd_unlock(inv: Invocation) -> Result:
     args = inv.options
     if not args.yes:
         raise errors.UnlockConfirmationRequired()
-    age = _duration(args.if_older_than, errors.InvalidIfOlderThan)
+    age = duration(args.if_older_than, errors.InvalidIfOlderThan)
     config = _config(inv)
     remote = _select(inv, config, None)
     if (remote.get("type") or "fs") != "fs":
@@ -1019,7 +1142,7 @@ def cmd_revert(inv: Invocation) -> Result:
         to_seq = int(args.to_seq)
     except ValueError:
         raise errors.SyncHistoryUnavailable(seq=str(args.to_seq)[:20], hint="--to-seq is a head's seq") from None
-    session = _Session(inv, unlock=True)
+    session = Session(inv, unlock=True)
     try:
         done = session.engine.revert(session.local(), name, to_seq)
     finally:
@@ -1030,3 +1153,19 @@ def cmd_revert(inv: Invocation) -> Result:
     what = "removed (absent at that head)" if done.deleted else "set to its value at that head"
     return Result("sync_revert", [f"{name}: {what if done.changed else 'already so'} (seq {to_seq})",
                                   f"next: kimen sync push --remote {remote}"], fields)
+
+
+def cmd_restore(inv: Invocation) -> Result:
+    from .backup import restore_backup
+
+    args = inv.options
+    if not args.backup:
+        raise errors.MissingBackup()
+    path, source, snapshot = restore_backup(inv, args.backup, snapshot=not args.no_backup)
+    lines = [f"restored {path} from {source}"]
+    if snapshot:
+        lines.append(f"backup of the replaced vault: {snapshot}")
+    lines.append("the remote's ratchet is unchanged: an older vault cannot roll the team back; "
+                 "`kimen sync status` shows what to run next")
+    return Result("sync_restore", lines, {"vault_path": path, "source_backup_path": source,
+                                          "current_backup_path": snapshot})

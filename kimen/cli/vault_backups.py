@@ -99,24 +99,9 @@ def cmd_backups(inv: Invocation) -> Result:
 
 
 def cmd_restore(inv: Invocation) -> Result:
-    from ..access import open_metadata, open_store
-    from ..paths import absolute
-    from ..vault import Vault
-    from .backup import backed_up, backup_path
+    from .backup import restore_backup
 
-    a = inv.options
-    source_path = absolute(a.backup)
-    with Vault.open(source_path):
-        pass  # not a kimen vault: refused before any unlock
-    # replacing every value: only for whoever can unlock the vault now (never through a session)
-    open_store(inv, allow_session=False).close()
-    with Vault.open(source_path) as source, open_metadata(inv) as vault:
-        if os.path.samefile(source_path, vault.path):
-            raise errors.UsageError(detail="--backup names the vault itself")
-        snapshot = None if a.no_backup else backup_path(vault.path)
-        with backed_up(vault, snapshot):
-            vault.restore_from(source)
-        path = vault.path
+    path, source_path, snapshot = restore_backup(inv, inv.options.backup, snapshot=not inv.options.no_backup)
     lines = [f"restored {path} from {source_path}"]
     if snapshot:
         lines.append(f"backup: {snapshot}")

@@ -124,6 +124,7 @@ class PullResult:
     in_sync: bool
     dry_run: bool = False
     pin_remote_id: str | None = None
+    conflict_keys: list[str] = field(default_factory=list)  # a dry run reports them instead of stopping
 
 
 @dataclass(slots=True)
@@ -195,6 +196,7 @@ class Changes:
     remote_only_changed_keys: list[str]
     converged_keys: list[str]
     out_of_scope_count: int
+    local_deleted_keys: list[str] = field(default_factory=list)  # local-only changes that are deletions
 
     @property
     def can_reconcile(self) -> bool:
@@ -226,6 +228,8 @@ class Status:
     recommended_action: str
     blockers: list[str] = field(default_factory=list)
     baseline_verified: bool = False
+    head_created: float | None = None  # seconds since the epoch: the known head's generation, when current
+    members_changed: bool = False
 
     @property
     def in_sync(self) -> bool:
@@ -314,12 +318,16 @@ class Engine:
         """Read the head and accept it against the known head, or raise the first failing check's
         reason; None when the remote holds no head. `stateless` (`sync pin`): no known head, so
         the order check is skipped and nothing is read from this machine."""
-        from ..bundle import age, document
-
         identity = self._identity()
         current = self.remote.transport.read_head()
         if current is None:
             return None
+        return self._accept(current, identity, state, stateless=stateless)
+
+    def _accept(self, current: RemoteHead, identity: Identity, state: SyncState | None, *,
+                stateless: bool = False) -> Fetched:
+        from ..bundle import age, document
+
         try:
             plaintext = age.decrypt(current.data, [identity])
         except errors.BundleNoMatch:
@@ -571,7 +579,8 @@ class Engine:
         first_pull = baseline is None
         result, _values = self._merge(local, head, scope, baseline, mirror=mirror)
         mode = "pull_mirror" if mirror else "pull_reconcile" if reconcile else "pull"
-        result.check_conflicts()
+        if not dry_run:
+            result.check_conflicts()
         if not first_pull and not mirror and not reconcile and result.local_changed:
             raise errors.ManualPullRequired(remote=self.remote.name, recommended_action="sync_pull_reconcile")
         changes = self._remote_changes(result, head)
@@ -579,7 +588,8 @@ class Engine:
         kept = result.local_changed
         if dry_run:
             return PullResult(mode, head.seq, head.id, fetched.remote.rev, first_pull, None, applied, deleted, kept,
-                              not kept and not changes, dry_run=True, pin_remote_id=fetched.pin_remote_id)
+                              not kept and not changes and not result.conflict_keys, dry_run=True,
+                              pin_remote_id=fetched.pin_remote_id, conflict_keys=result.conflict_keys)
         local.commit(self.remote.name, changes, self._state_of(head, fetched.remote.rev, me),
                      self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
                      keep_local_rev=not kept, backup_path=backup_path)
@@ -648,6 +658,85 @@ class Engine:
                                            recommended_action="sync_push",
                                            hint=f"lost the race to publish {attempts} times; run the command again")
 
+    # -- restore-head -----------------------------------------------------------------------------
+
+    def _kept_head(self, known: KnownHead, identity: Identity) -> tuple[Head, bytes]:
+        """The known head from this machine's state directory (`head.age`), checked against the
+        ratchet's head id → else `restore_head_unavailable`."""
+        from ..bundle import age, document
+
+        data = self.remote.state_dir(known.remote_id).read_head()
+        if data is None:
+            raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail="this machine keeps no copy of it")
+        try:
+            head = chain.parse_head(document.parse(age.decrypt(data, [identity])))
+        except errors.KimenError as exc:
+            raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail=exc.reason) from None
+        if head.id != known.head_id or head.remote_id != known.remote_id:
+            raise errors.RestoreHeadUnavailable(remote=self.remote.name,
+                                                detail="the kept copy is not the head the ratchet names")
+        return head, data
+
+    def restore_head(self, local: LocalState, *, backup_path: str | None = None,
+                     lock_wait: float | None = None) -> PushResult:
+        """Publish the known head again (plus this vault's local changes) when the remote's head
+        is absent, older than the known head (a rollback) or forked from it: `seq` = max(known,
+        remote) + 1, `parent` = the known head, log note `restore`. Admins only. A remote whose
+        head this member accepts (nothing to restore) is `restore_head_not_needed`."""
+        from ..bundle import age, document, keys
+
+        identity = self._identity()
+        transport = self.remote.transport
+        with transport.locked(lock_wait):
+            state, baseline, generation = local.load(self.remote.name)
+            if state is not None and state.remote_id != self._remote_id(state):
+                state, baseline = None, None
+            known = self._known(self._remote_id(state), state)
+            if known is None:
+                raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail="no head was accepted here")
+            head, _data = self._kept_head(known, identity)
+            current = transport.read_head()
+            remote_seq = 0
+            if current is not None:
+                try:
+                    self._accept(current, identity, state)
+                except (errors.RemoteRollback, errors.RemoteFork) as exc:
+                    remote_seq = int(exc.fields.get("remote_seq") or 0)
+                else:
+                    raise errors.RestoreHeadNotNeeded(remote=self.remote.name)
+            me = self._me(head)
+            if me.role != "admin":
+                raise errors.SyncRoleForbidden(member=me.id, role=me.role, action="restore the head")
+            self._check_overlap(local, me)
+            scope = Scope(me.scope)
+            result, values = self._merge(local, head, scope, baseline)
+            result.check_conflicts()
+            remote_changes = self._remote_changes(result, head)
+            changes = merge.push_changes(result, values)
+            now = self.clock()
+            doc = merge.build_next(head, author=me.id, changes=changes, at=format_time(now), now_ms=int(now * 1000),
+                                   creator=self.creator, note="restore", seq=max(known.seq, remote_seq) + 1)
+            document.sign(doc, identity)
+            plaintext = canonical(doc)
+            new_head = chain.parse_head(document.parse(plaintext))
+            data = age.encrypt(plaintext, [keys.parse_recipient(m.recipient).obj for m in new_head.current.members])
+            published = transport.publish(data, current.rev if current is not None else None, seq=new_head.seq,
+                                          by=me.id, expected_seq=remote_seq or None)
+            rev = getattr(published, "rev", None)
+            if rev is None:
+                raise errors.RemoteChanged(remote=self.remote.name, actual_rev=getattr(published, "actual_rev", None),
+                                           recommended_action="sync_status",
+                                           hint="the remote changed while restoring; look again before retrying")
+            local.commit(self.remote.name, remote_changes, self._state_of(new_head, rev, me),
+                         self._baseline_of(local.k_sync, new_head, scope), if_generation=generation, scope=scope,
+                         keep_local_rev=True, backup_path=backup_path)
+            self._remember(new_head, data)
+            return PushResult(new_head.seq, new_head.id, rev, getattr(published, "commit", None), new_head.generation,
+                              sorted(n for n, v in changes.items() if v is not None),
+                              sorted(n for n, v in changes.items() if v is None),
+                              sorted(result.remote_sets + result.remote_deletes), 1, False,
+                              backup_path if remote_changes else None)
+
     # -- resolve ----------------------------------------------------------------------------------
 
     def resolve(self, local: LocalState, take: Literal["local", "remote"], keys: Iterable[str] = (), *,
@@ -715,7 +804,8 @@ class Engine:
             remote_changed_keys=remote_changed, conflict_keys=result.conflict_keys, conflicts=result.conflicts,
             local_only_changed_keys=result.local_changed,
             remote_only_changed_keys=sorted(result.remote_sets + result.remote_deletes),
-            converged_keys=result.names("converged"), out_of_scope_count=result.out_of_scope_count)
+            converged_keys=result.names("converged"), out_of_scope_count=result.out_of_scope_count,
+            local_deleted_keys=sorted(n for n in result.local_changed if result.keys[n].local is None))
 
     # -- status and conflicts (no passphrase, no identity, no decryption) ------------------------
 
@@ -727,7 +817,13 @@ class Engine:
         transport = self.remote.transport
         current = transport.read_head()
         remote_id = self._remote_id(state)
-        ratchet = self.remote.state_dir(remote_id).read_ratchet() if remote_id is not None else None
+        directory = self.remote.state_dir(remote_id) if remote_id is not None else None
+        ratchet = directory.read_ratchet() if directory is not None else None
+        ack = directory.read_ack() if directory is not None and state is not None else None
+        members_changed = ack is not None and state is not None and ack.members_fp != state.members_fp
+        # the head's age without decrypting: known only while the remote still holds the known head
+        head_created = (state.head_generation / 1000.0 if state is not None and current is not None
+                        and current.rev == state.head_rev else None)
         holder = getattr(transport, "lock_holder", None)
         lock_owner = holder() if holder is not None else None
         has_local = local_rev is not None
@@ -757,7 +853,9 @@ class Engine:
             blockers.append(reason)
         action = _recommended_action(reason, has_local=has_local, identity=self.identity is not None,
                                      local_changed=local_changed, lock=lock_owner is not None,
-                                     writer=state is not None and state.role in ("admin", "writer"))
+                                     writer=state is not None and state.role in ("admin", "writer"),
+                                     members_changed=members_changed,
+                                     rotation_due=state is not None and state.rotation_due_count > 0)
         return Status(
             remote=self.remote.name, remote_id=remote_id, has_remote=current is not None, has_local=has_local,
             remote_rev=current.rev if current is not None else None,
@@ -769,11 +867,12 @@ class Engine:
             scope=list(state.scope) if state is not None else None,
             rotation_due_count=state.rotation_due_count if state is not None else 0,
             local_changed=local_changed, has_lock=lock_owner is not None, lock_owner=lock_owner, reason=reason,
-            recommended_action=action, blockers=blockers)
+            recommended_action=action, blockers=blockers, head_created=head_created,
+            members_changed=members_changed)
 
 
 def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,
-                        writer: bool) -> str:
+                        writer: bool, members_changed: bool = False, rotation_due: bool = False) -> str:
     """The first applicable action, in the documented precedence."""
     if not identity:
         return "configure_remote_identity"
@@ -791,4 +890,8 @@ def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, 
         return "wait_or_sync_unlock"
     if local_changed and writer:
         return "sync_push"
+    if members_changed:
+        return "sync_members_ack"
+    if rotation_due:
+        return "sync_rotate"
     return "none"

@@ -392,7 +392,7 @@ def build_genesis(member: Member, signer: Signer, *, at: str, now_ms: int, creat
 def build_next(parent: Head, *, author: str, changes: Mapping[str, bytes | None], at: str, now_ms: int,
                creator: Mapping[str, str], membership: MembershipChange | None = None,
                signer: Signer | None = None, note: str | None = None,
-               bundle_id: str | None = None) -> dict[str, Any]:
+               bundle_id: str | None = None, seq: int | None = None) -> dict[str, Any]:
     """The head after `parent` (the accepted current head, never the local vault).
 
     Every entry and tombstone of `parent` is carried forward unchanged, names outside the author's
@@ -402,10 +402,16 @@ def build_next(parent: Head, *, author: str, changes: Mapping[str, bytes | None]
     removes a member every live name joins `rotation_due`. Tombstones and the log are trimmed to
     W seqs. Returned unsigned (`signature` null): the caller signs it and encrypts it to every
     recipient of the new membership.
+
+    `seq` (a restore only, `note` restore): a seq above the parent's + 1, so that the restored
+    head outranks a fork or a rollback on the remote; each skipped seq gets a log entry that
+    changes nothing (note `restore`, parent the restored head), keeping the log contiguous.
     """
     if note is not None and (note not in NOTES or note == "genesis"):
         raise ValueError(f"a note is one of {NOTES} (genesis: build_genesis)")
-    seq = parent.seq + 1
+    if seq is not None and seq > parent.seq + 1 and note != "restore":
+        raise ValueError("only a restore skips seqs")
+    seq = parent.seq + 1 if seq is None else max(seq, parent.seq + 1)
     record = parent.current  # the new head's parent membership
     member = record.member(author)
     if member is None:
@@ -460,9 +466,10 @@ def build_next(parent: Head, *, author: str, changes: Mapping[str, bytes | None]
 
     log_entry = LogEntry(seq, parent.id, author, at, tuple(set_names), tuple(del_names), membership is not None,
                          note if note is not None else ("members" if membership is not None else ""))
+    skipped = tuple(LogEntry(k, parent.id, author, at, (), (), False, "restore") for k in range(parent.seq + 1, seq))
     sync = SyncMember(FORMAT, parent.remote_id, seq, parent.id, author, records,
                       tuple(tombstones[n] for n in sorted(tombstones)),
                       tuple(rotation[n] for n in sorted(rotation)),
-                      (*parent.sync.log, log_entry)[-W:])
+                      (*parent.sync.log, *skipped, log_entry)[-W:])
     return _document(bundle_id=bundle_id, created_at=at, creator=creator,
                      generation=max(now_ms, parent.generation + 1), entries=entries.values(), sync=sync)

@@ -1,0 +1,424 @@
+"""`kimen sync preflight`, `sync restore`, `push --restore-head`, the dry runs and the plain `kimen
+sync`, through the installed command: members with separate homes, vaults and identities over an
+fs remote and a real bare git repository (docs/sync.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import KIMEN, Kimen
+from tests.e2e import test_sync_cli
+from tests.e2e.test_sync_cli import member
+
+CANARY = "canary-5b0c-sync-more-value"
+team = test_sync_cli.team  # the fixture: ana (admin) and bo (writer) over an fs remote
+
+
+def sync(k: Kimen, *args: str) -> dict:
+    return k.ok("sync", *args, "--json", env=k.with_pass()).json()
+
+
+def checks_of(doc: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in doc["checks"]}
+
+
+def test_preflight_ci_gate_without_a_vault_over_git(tmp_path):
+    """The CI gate: a fresh home with only an identity (KIMEN_AGE_IDENTITY) and a remote added by
+    `remote add --type git ...`; no vault, no passphrase."""
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana = member(tmp_path, "ana")
+    done = ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--branch", "secrets",
+                  "--bundle-path", "team/vault.age", "--identity", str(ana.identity), "--member", "ana",
+                  "--json").json()
+    remote_id = done["remote_id"]
+    ana.set("prod.db", CANARY)
+    sync(ana, "push")
+    fp = ana.ok("sync", "members", "list", "--json").json()["members_fp"]
+
+    (tmp_path / "ci").mkdir()
+    ci = Kimen(tmp_path / "ci")
+    gate = {"KIMEN_AGE_IDENTITY": ana.identity.read_text()}
+    ci.ok("remote", "add", "team", "--type", "git", "--path", str(repo), "--branch", "secrets",
+          "--bundle-path", "team/vault.age", "--remote-id", remote_id)
+    pinned = ci.ok("sync", "pin", "--remote", "team", "--check", fp, "--json", env=gate).json()
+    assert pinned["members_fp"] == fp and pinned["pinned"]
+    args = ("sync", "preflight", "--remote", "team", "--strict", "--allow-missing-vault", "--pin", fp,
+            "--only", "head,pin,rotation", "--json")
+    report = ci.ok(*args, env=gate)
+    doc = report.json()
+    assert doc["action"] == "sync_preflight" and doc["check_count"] == 3 and doc["failed_count"] == 0
+    assert [c["name"] for c in doc["checks"]] == ["head", "pin", "rotation"]
+    assert doc["failed_checks"] == [] and doc["recommended_action"] == "none"
+    head = checks_of(doc)["head"]
+    assert head["ok"] and not head["skipped"] and head["payload"]["seq"] == 2 and head["payload"]["by"] == "ana"
+    assert set(checks_of(doc)["head"]) == {"name", "command", "ok", "skipped", "exit_code", "error",
+                                           "recommended_action", "payload"}
+    assert checks_of(doc)["pin"]["payload"]["members_fp"] == fp
+    assert checks_of(doc)["rotation"]["payload"]["count"] == 0
+    assert not (ci.vault.exists()), "the gate created a vault"
+    for text in (report.stdout, report.err):
+        assert CANARY not in text and "AGE-SECRET-KEY" not in text
+
+    # a wrong pin: the pin check fails (32) and names its reason; the others still run
+    wrong = ci.run(*args[:-5], "--pin", "0" * 64, "--only", "head,pin,rotation", "--json", env=gate)
+    assert wrong.code == 32
+    doc = wrong.json()
+    assert doc["failed_checks"] == ["pin"] and checks_of(doc)["head"]["ok"]
+    assert checks_of(doc)["pin"]["error"]["reason"] == "members_pin_mismatch"
+    assert checks_of(doc)["pin"]["exit_code"] == 32
+
+    # without --allow-missing-vault the vault's checks fail with local_vault_missing
+    missing = ci.run("sync", "preflight", "--remote", "team", "--skip", "doctor,pull,push", "--json", env=gate)
+    assert missing.code == 32
+    doc = missing.json()
+    assert checks_of(doc)["status"]["error"]["reason"] == "local_vault_missing"
+    assert checks_of(doc)["pin"]["skipped"]  # no --pin
+    # with it they are skipped
+    skipped = ci.ok("sync", "preflight", "--remote", "team", "--allow-missing-vault", "--json", env=gate).json()
+    assert {c["name"] for c in skipped["checks"] if c["skipped"]} == {"doctor", "pin", "status", "conflicts",
+                                                                       "pull", "push"}
+    # no identity: the head check fails with its reason
+    noid = ci.run("sync", "preflight", "--remote", "team", "--allow-missing-vault", "--only", "head", "--json")
+    assert noid.code == 32 and checks_of(noid.json())["head"]["error"]["reason"] == "remote_identity_missing"
+
+
+def test_preflight_with_a_vault_conflicts_rotation_and_bad_flags(team):
+    ana, bo, _remote_dir = team
+    ana.set("app.key", "one")
+    sync(ana, "push")
+    sync(bo, "pull")
+    report = sync(bo, "preflight", "--strict")
+    assert report["failed_count"] == 0 and [c["name"] for c in report["checks"]] == [
+        "doctor", "head", "pin", "status", "conflicts", "rotation", "pull", "push"]
+    assert checks_of(report)["pin"]["skipped"] and checks_of(report)["doctor"]["payload"]["ok"]
+    assert checks_of(report)["status"]["payload"]["in_sync"]
+
+    # the same key changed on both sides: head passes, the status and pull checks see the conflict
+    ana.set("app.key", "from-ana")
+    sync(ana, "push")
+    bo.set("app.key", CANARY)
+    done = bo.run("sync", "preflight", "--strict", "--skip", "doctor", "--json", env=bo.with_pass())
+    assert done.code == 31, done.err
+    doc = done.json()
+    assert "status" in doc["failed_checks"] and "pull" in doc["failed_checks"] and "push" in doc["failed_checks"]
+    pull = checks_of(doc)["pull"]
+    assert pull["exit_code"] == 31 and pull["error"]["reason"] == "overlapping_changes"
+    assert pull["payload"]["conflict_keys"] == ["app.key"] and doc["recommended_action"] != "none"
+    assert CANARY not in done.stdout + done.err
+
+    # rotation fails only under --strict
+    ana.ok("sync", "members", "rm", "bo", "--yes")
+    lenient = sync(ana, "preflight", "--only", "rotation")
+    assert lenient["failed_count"] == 0 and checks_of(lenient)["rotation"]["payload"]["count"] == 1
+    strict = ana.run("sync", "preflight", "--only", "rotation", "--strict", "--json")
+    assert strict.code == 32 and checks_of(strict.json())["rotation"]["error"]["reason"] == "rotation_due"
+
+    ana.fail(32, "unknown_preflight_check", "sync", "preflight", "--only", "head,bogus")
+    ana.fail(32, "no_preflight_checks_selected", "sync", "preflight", "--only", "head", "--skip", "head")
+    ana.fail(32, "invalid_stale_threshold", "sync", "preflight", "--stale-threshold", "soon")
+    human = ana.run("sync", "preflight", "--only", "head,rotation", "--strict")
+    assert human.code == 32 and "rotation: failed (exit 32, rotation_due)" in human.stdout
+    assert json.loads(ana.ok("sync", "preflight", "--only", "head", "--json").stdout)["checks"][0]["ok"]
+
+
+def test_preflight_git_head_gone_is_reported(tmp_path):
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana = member(tmp_path, "ana")
+    ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--identity", str(ana.identity),
+           "--member", "ana")
+    other = tmp_path / "empty.git"
+    gitpython.Repo.init(other, bare=True)
+    ana.ok("remote", "set", "team", "--path", str(other), "--remote-id", "")
+    done = ana.run("sync", "preflight", "--only", "head", "--json")
+    assert done.code == 32 and checks_of(done.json())["head"]["error"]["reason"] == "remote_missing"
+    assert Path(repo).exists()
+
+
+def test_status_members_changed_and_likely_stale(team):
+    import time
+
+    ana, bo, _remote_dir = team
+    # ana acknowledged the genesis members (herself); bo joined since
+    sync(ana, "pull")
+    status = sync(ana, "status")
+    assert status["members_changed"] is True and status["recommended_action"] == "sync_members_ack"
+    assert status["next_command"] == "kimen sync members ack --remote team"
+    strict = ana.run("sync", "status", "--strict", "--json")
+    assert strict.code == 32 and strict.json()["reason"] == "members_unacknowledged"
+    ana.ok("sync", "members", "ack")
+    assert sync(ana, "status")["members_changed"] is False
+    assert ana.ok("sync", "status", "--strict")
+
+    sync(bo, "pull")  # bo's first accepted head is acknowledged automatically
+    assert sync(bo, "status")["members_changed"] is False
+    time.sleep(1.2)  # the head is now older than 1s
+    for command in ("status", "conflicts"):
+        assert sync(bo, command, "--stale-threshold", "1s")["likely_stale"] is True
+        assert sync(bo, command, "--stale-threshold", "1h")["likely_stale"] is False
+        assert sync(bo, command)["likely_stale"] is False  # 0 = off
+    head = checks_of(sync(bo, "preflight", "--only", "head", "--stale-threshold", "1s"))["head"]
+    assert head["payload"]["likely_stale"] is True
+    assert "likely stale" in bo.ok("sync", "status", "--stale-threshold", "1s").stdout
+    bo.fail(32, "invalid_stale_threshold", "sync", "status", "--stale-threshold", "-1")
+
+
+def test_sync_restore_replaces_the_vault_and_keeps_the_ratchet(team):
+    import os
+    import stat
+
+    ana, bo, _remote_dir = team
+    ana.set("app.a", "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    ana.set("app.a", "2")
+    ana.set("app.b", CANARY)
+    sync(ana, "push")
+    pulled = sync(bo, "pull")
+    before = pulled["backup_path"]  # bo's vault before this pull: app.a = 1, no app.b
+    assert before and bo.get("app.b") == CANARY.encode()
+
+    bo.fail(32, "missing_backup", "sync", "restore", env=bo.with_pass())
+    bo.fail(10, "missing_passphrase", "sync", "restore", "--backup", before)  # whoever restores can unlock
+    done = sync(bo, "restore", "--backup", before)
+    assert done["action"] == "sync_restore" and done["vault_path"] == str(bo.vault)
+    assert done["source_backup_path"] == before
+    current = done["current_backup_path"]
+    assert current and Path(current).exists() and stat.S_IMODE(os.stat(current).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(bo.vault).st_mode) == 0o600
+    assert bo.get("app.a") == b"1" and bo.run("secret", "get", "app.b", "--unsafe-stdout",
+                                               env=bo.with_pass()).code != 0
+    # the ratchet outside the vault is untouched: the known head is still seq 4, and a pull takes
+    # the team's head again
+    status = sync(bo, "status")
+    assert status["ratchet_seq"] == pulled["seq"] and status["head_seq"] < pulled["seq"]
+    again = sync(bo, "pull")
+    assert again["applied_keys"] == ["app.a", "app.b"] and bo.get("app.b") == CANARY.encode()
+    # --no-backup writes no snapshot; the human output names both files, never a value
+    human = bo.ok("sync", "restore", "--backup", current, "--no-backup", env=bo.with_pass())
+    assert f"from {current}" in human.stdout and CANARY not in human.stdout + human.err
+    assert "backup of the replaced vault" not in human.stdout
+
+
+def test_restore_head_after_a_wipe_a_rollback_and_a_fork(team, tmp_path):
+    ana, bo, remote_dir = team
+    head_file = remote_dir / "vault.age"
+    cy = member(tmp_path, "cy")
+    cy_joined = cy.ok("sync", "join", "team", "--path", str(remote_dir), "--identity", str(cy.identity),
+                      "--member", "cy", "--json").json()
+    ana.ok("sync", "members", "add", "--request", cy_joined["request"], "--role", "reader")  # seq 3
+    bo.ok("sync", "members", "ack")
+    sync(bo, "pull")
+    sync(cy, "pull")
+    ana.ok("sync", "members", "ack")
+    ana.set("app.a", "0")
+    sync(ana, "push")  # seq 4
+    sync(bo, "pull")
+    ana.set("app.a", "1")
+    sync(ana, "push")  # seq 5
+    sync(bo, "pull")
+    seq5 = head_file.read_bytes()
+    ana.set("app.a", "2")
+    sync(ana, "push")  # seq 6
+    sync(bo, "pull")
+
+    # the remote directory is wiped
+    for path in sorted(remote_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    status = sync(ana, "status")
+    assert status["reason"] == "remote_disappeared"
+    assert status["next_command"] == "kimen sync push --remote team --restore-head --yes"
+    assert sync(bo, "status")["next_command"] == "kimen sync reset-baseline --remote team --to-remote --yes"
+    ana.fail(32, "restore_head_confirmation_required", "sync", "push", "--restore-head", env=ana.with_pass())
+    bo.fail(32, "sync_role_forbidden", "sync", "push", "--restore-head", "--yes", env=bo.with_pass())
+    ana.set("app.b", CANARY)
+    restored = sync(ana, "push", "--restore-head", "--yes")
+    assert restored["restored"] and restored["seq"] == 7 and restored["published_keys"] == ["app.b"]
+    pulled = sync(bo, "pull")  # bo, who knew seq 6, accepts the restored head
+    assert pulled["seq"] == 7 and pulled["applied_keys"] == ["app.b"] and bo.get("app.a") == b"2"
+    ana.fail(32, "restore_head_not_needed", "sync", "push", "--restore-head", "--yes", env=ana.with_pass())
+    log = ana.ok("sync", "log", "--json", "--limit", "1").json()["entries"][0]
+    assert log["note"] == "restore" and log["seq"] == 7
+
+    # the remote is replaced by an older copy: refused as a rollback, restored above both
+    head_file.write_bytes(seq5)
+    bo.fail(31, "remote_rollback", "sync", "pull", env=bo.with_pass())
+    assert sync(ana, "push", "--restore-head", "--yes")["seq"] == 8
+    assert sync(bo, "pull")["seq"] == 8
+
+    # a fork ahead of ana's head: bo publishes twice on top of an older head
+    seq8 = head_file.read_bytes()
+    ana.set("app.c", "from-ana")
+    sync(ana, "push")  # seq 9, which bo never sees (cy does)
+    assert sync(cy, "pull")["seq"] == 9
+    head_file.write_bytes(seq8)
+    bo.set("app.d", "1")
+    sync(bo, "push")  # seq 9' (a fork of ana's 9)
+    bo.set("app.d", "2")
+    sync(bo, "push")  # seq 10'
+    ana.fail(31, "remote_fork", "sync", "pull", env=ana.with_pass())
+    forked = sync(ana, "push", "--restore-head", "--yes")
+    assert forked["seq"] == 11  # above the fork's 10
+    # cy, who knew ana's seq 9, accepts the restored chain (the skipped seq 10 is an entry that changes nothing)
+    assert sync(cy, "pull")["seq"] == 11
+    # bo's two heads are a fork of the restored chain: refused until bo re-anchors
+    bo.fail(31, "remote_fork", "sync", "pull", env=bo.with_pass())
+    sync(bo, "reset-baseline", "--to-remote", "--accept-fork", "--yes")
+    sync(bo, "reset-baseline", "--clear", "--yes")  # the next pull is a union again
+    assert sync(bo, "pull")["applied_keys"] == ["app.c"]
+    pushed = sync(bo, "push")
+    assert pushed["published_keys"] == ["app.d"] and pushed["deleted_keys"] == []  # nothing is lost
+    assert sync(ana, "pull")["applied_keys"] == ["app.d"] and ana.get("app.c") == b"from-ana"
+    entries = ana.ok("sync", "log", "--json").json()["entries"]
+    assert [e["note"] for e in entries if e["seq"] in (10, 11)] == ["restore", "restore"]
+    for path in remote_dir.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes()
+
+
+def test_restore_head_over_a_git_branch_moved_back(tmp_path):
+    import subprocess
+
+    import git as gitpython
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana, bo = member(tmp_path, "ana"), member(tmp_path, "bo")
+    done = ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--identity", str(ana.identity),
+                  "--member", "ana", "--json").json()
+    joined = bo.ok("sync", "join", "team", "--type", "git", "--path", str(repo), "--identity", str(bo.identity),
+                   "--member", "bo", "--remote-id", done["remote_id"], "--json").json()
+    ana.ok("sync", "members", "add", "--request", joined["request"])
+    ana.set("k", "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    git = ["git", "--git-dir", str(repo)]
+    old = subprocess.run([*git, "rev-parse", "main~1"], capture_output=True, check=True, text=True).stdout.strip()
+    subprocess.run([*git, "update-ref", "refs/heads/main", old], check=True)  # someone force-pushed an older tip
+    bo.fail(31, "remote_rollback", "sync", "pull", env=bo.with_pass())
+    restored = sync(ana, "push", "--restore-head", "--yes")
+    assert restored["seq"] == 4 and restored["remote_commit"]
+    assert sync(bo, "pull")["seq"] == 4 and bo.get("k") == b"1"
+
+
+def test_dry_runs_name_deletes_and_conflicts(team):
+    ana, bo, _remote_dir = team
+    for name in ("app.a", "app.b", "app.c"):
+        ana.set(name, "1")
+    sync(ana, "push")
+    sync(bo, "pull")
+    ana.ok("secret", "rm", "app.a", env=ana.with_pass())
+    ana.set("app.b", "2")
+    ana.set("app.new", CANARY)
+    dry = sync(ana, "push", "--dry-run")
+    assert dry["action"] == "sync_push_dry_run" and dry["can_push"]
+    assert dry["would_publish_keys"] == ["app.b", "app.new"] and dry["would_delete_keys"] == ["app.a"]
+    assert dry["would_merge_keys"] == [] and dry["conflict_keys"] == []
+    human = ana.ok("sync", "push", "--dry-run", env=ana.with_pass()).stdout
+    assert "would delete: app.a" in human and CANARY not in human
+    sync(ana, "push")
+
+    # bo changed app.b too: a dry pull names the conflict instead of stopping, and changes nothing
+    bo.set("app.b", "bo")
+    pulled = sync(bo, "pull", "--reconcile", "--dry-run")
+    assert pulled["action"] == "sync_pull_dry_run" and pulled["conflict_keys"] == ["app.b"]
+    assert pulled["can_reconcile"] is False and pulled["would_delete_keys"] == ["app.a"]
+    assert pulled["would_apply_keys"] == ["app.new"]
+    assert bo.get("app.a") == b"1" and bo.get("app.b") == b"bo"
+    assert sync(bo, "push", "--dry-run")["conflict_keys"] == ["app.b"]
+    bo.fail(31, "overlapping_changes", "sync", "pull", "--reconcile", env=bo.with_pass())
+
+
+def test_plain_sync_decides_and_runs_one_step(team, tmp_path):
+    ana, bo, _remote_dir = team
+    sync(ana, "pull")
+    ana.ok("sync", "members", "ack")
+    # bo has never pulled: the decision is a first pull
+    checked = sync(bo, "--check")
+    assert checked["action"] == "sync" and checked["mode"] == "check" and checked["decision"] == "pull"
+    assert checked["would_run"] == "kimen sync pull --remote team" and checked["reason"] == "no_local_baseline"
+    assert [s["name"] for s in checked["steps"]] == ["doctor", "status"] and checked["status"]["remote"] == "team"
+    bo.fail(32, "conflicting_check_and_dry_run", "sync", "--check", "--dry-run", env=bo.with_pass())
+    ran = sync(bo)
+    assert ran["decision"] == "pull" and ran["steps"][-1]["action"] == "sync_pull" and ran["steps"][-1]["ok"]
+    assert sync(bo, "--no-doctor")["decision"] == "noop"
+
+    # local change: push (a writer), and the dry run publishes nothing
+    bo.set("app.x", CANARY)
+    dry = sync(bo, "--dry-run", "--no-doctor")
+    assert dry["decision"] == "push" and dry["steps"][-1]["action"] == "sync_push_dry_run"
+    assert dry["steps"][-1]["payload"]["would_publish_keys"] == ["app.x"]
+    pushed = sync(bo, "--no-doctor")
+    assert pushed["decision"] == "push" and pushed["steps"][-1]["payload"]["published_keys"] == ["app.x"]
+    assert pushed["recommended_action"] == "none"
+    # the remote moved and ana has nothing to publish: pull_reconcile
+    done = sync(ana, "--no-doctor")
+    assert done["decision"] == "pull_reconcile" and ana.get("app.x") == CANARY.encode()
+    # the same key on both sides: the decided push stops with 31 and names the key
+    ana.set("app.x", "ana")
+    sync(ana, "push")
+    bo.set("app.x", "bo")
+    conflict = bo.run("sync", "--no-doctor", "--json", env=bo.with_pass())
+    assert conflict.code == 31 and conflict.json()["steps"][-1]["error"]["reason"] == "overlapping_changes"
+    assert CANARY not in conflict.stdout + conflict.err
+
+    # blocked: no identity; no vault (allowed: a noop)
+    (tmp_path / "eve-home").mkdir()
+    eve = Kimen(tmp_path / "eve-home")
+    eve.ok("remote", "add", "team", "--path", str(_remote_dir))
+    blocked = eve.run("sync", "--json")
+    assert blocked.code == 32 and blocked.json()["decision"] == "blocked"
+    assert blocked.json()["reason"] == "local_vault_missing"
+    assert eve.ok("sync", "--allow-missing-vault", "--json").json()["decision"] == "noop"
+    human = bo.run("sync", "--check", "--no-doctor", env=bo.with_pass())
+    assert "sync: would push" in human.stdout
+
+
+def _stderr_on_a_terminal(k: Kimen, *args: str) -> tuple[int, str]:
+    """Run kimen with stderr on a pty (stdout and stdin not): what it wrote there, and its exit code."""
+    import os
+    import subprocess
+
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([KIMEN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=slave, env={**k.env, **k.with_pass()}, cwd=k.cwd)
+        os.close(slave)
+        proc.stdout.read()  # type: ignore[union-attr]
+        code = proc.wait(timeout=60)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_lines_on_a_terminal_for_a_slow_push(team):
+    import fcntl
+
+    ana, _bo, remote_dir = team
+    ana.set("app.a", "1")
+    lock = (remote_dir / "vault.age.lock").open("rb")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another push holds the remote: this one waits 3s, then gives up
+    try:
+        code, err = _stderr_on_a_terminal(ana, "sync", "push", "--lock-wait", "3s")
+        assert code == 32 and "kimen: pushing to team…" in err and "remote_lock_present" not in err
+        code, err = _stderr_on_a_terminal(ana, "sync", "push", "--lock-wait", "3s", "--json")
+        assert code == 32 and "pushing to team" not in err  # --json: the envelope only
+    finally:
+        lock.close()
+    code, err = _stderr_on_a_terminal(ana, "sync", "push")
+    assert code == 0 and "pushing" not in err  # a quick push says nothing
