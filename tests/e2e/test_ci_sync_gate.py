@@ -14,9 +14,6 @@ import yaml
 
 from tests.conftest import Kimen
 from tests.e2e import sync_team
-from tests.e2e.test_init_ci import PENDING
-
-pytestmark = pytest.mark.skipif("sync preflight" in PENDING, reason="`kimen sync preflight` lands with another branch")
 
 CANARY = "canary-5b0c-sync-gate-value"
 
@@ -35,9 +32,10 @@ def _steps(kimen: Kimen, repo: Path) -> list[tuple[str, set[str]]]:
     return lines
 
 
-def _ci_run(tmp_path: Path, name: str, lines: list[tuple[str, set[str]]], variables: dict[str, str]):
+def _ci_run(tmp_path: Path, name: str, lines: list[tuple[str, set[str]]], variables: dict[str, str], *,
+            keep_going: bool = False):
     """One CI run on a fresh machine (no vault, no config): each line in bash, in order, until one
-    fails; the results."""
+    fails (`keep_going`: every line, to see what each step says); the results."""
     (tmp_path / name).mkdir()
     ci = Kimen(tmp_path / name)
     results = []
@@ -48,7 +46,7 @@ def _ci_run(tmp_path: Path, name: str, lines: list[tuple[str, set[str]]], variab
         out, err = done.stdout.decode(), done.stderr.decode()
         assert "Traceback" not in err and CANARY not in out + err and "AGE-SECRET-KEY" not in out + err
         results.append((line, done.returncode, out, err))
-        if done.returncode:
+        if done.returncode and not keep_going:
             break
     assert not ci.vault.exists()  # the gate never made a vault
     return results
@@ -103,27 +101,33 @@ def test_the_gate_fails_on_a_preflight_with_names_due_for_rotation(gate, tmp_pat
     fp = ana.ok("sync", "members", "list", "--json").json()["members_fp"]
     results = _ci_run(tmp_path, "ci-rotation", gate["lines"], {**gate["variables"], "KIMEN_MEMBERS_PIN": fp})
     assert [rc for _line, rc, _out, _err in results][:2] == [0, 0]  # the head and the pin are fine
-    line, rc, _out, err = results[-1]
+    line, rc, out, _err = results[-1]
     assert "preflight" in line and rc == 32
-    envelope = json.loads(err.strip().splitlines()[-1])
-    assert envelope["failed_checks"] == ["rotation"], envelope
+    report = json.loads(out)  # the report, on stdout
+    assert report["action"] == "sync_preflight" and report["failed_checks"] == ["rotation"], report
 
 
-@pytest.mark.parametrize("forger", ["outsider", "reader"])
-def test_the_gate_fails_on_a_forged_head(gate, tmp_path, forger):
+def _preflight_refuses_the_head(results, reason: str) -> None:
+    line, rc, out, _err = results[-1]
+    assert "preflight" in line and rc == 32, (line, rc, out)
+    report = json.loads(out)
+    head = next(c for c in report["checks"] if c["name"] == "head")
+    assert "head" in report["failed_checks"] and not head["ok"] and reason in json.dumps(head), report
+
+
+def test_the_gate_fails_on_heads_forged_by_an_outsider_and_by_a_reader(gate, tmp_path):
     repo = gate["repo"]
-    if forger == "outsider":  # eve: not a member; she read an old head somehow, and has push access
-        eve = sync_team.person(tmp_path, "eve", vault=False)
-        key = eve.identity
-    else:  # the reader (here: CI's own identity) can decrypt heads but never publish one
-        key = gate["ci_key"]
-    forged = sync_team.forge(sync_team.read_head(repo), gate["ci_key"], key, gate["recipients"])
-    sync_team.write_head(repo, forged)
-    _failed(_ci_run(tmp_path, f"ci-{forger}", gate["lines"], gate["variables"]), 32, "sync_signer_not_writer")
-    # the same forgery claiming to be by the reader itself
-    forged = sync_team.forge(sync_team.read_head(repo), gate["ci_key"], key, gate["recipients"], by="ci")
-    sync_team.write_head(repo, forged)
-    results = _ci_run(tmp_path, f"ci-{forger}-by", gate["lines"], gate["variables"])
-    _line, rc, _out, err = results[-1]
-    assert rc == 32 and json.loads(err.strip().splitlines()[-1])["reason"] in (
-        "sync_signer_not_writer", "sync_write_unauthorized"), err
+    eve = sync_team.person(tmp_path, "eve", vault=False)  # not a member; read a head somehow; has push access
+    good = sync_team.read_head(repo)
+    for n, (key, by) in enumerate(((eve.identity, None), (gate["ci_key"], None), (gate["ci_key"], "ci"))):
+        # the reader (CI's own identity) can decrypt heads but never publish one, even in its own name
+        forged = sync_team.forge(good, gate["ci_key"], key, gate["recipients"], by=by)
+        sync_team.write_head(repo, forged)
+        results = _ci_run(tmp_path, f"ci-forged-{n}", gate["lines"], gate["variables"], keep_going=True)
+        assert [rc for _line, rc, _out, _err in results] == [0, 32, 32], results
+        pin_err = results[1][3]
+        assert json.loads(pin_err.strip().splitlines()[-1])["reason"] == "sync_signer_not_writer", pin_err
+        _preflight_refuses_the_head(results, "sync_signer_not_writer")
+    sync_team.write_head(repo, good)  # the genuine head again (a new commit): the gate passes
+    results = _ci_run(tmp_path, "ci-good-again", gate["lines"], gate["variables"])
+    assert [rc for _line, rc, _out, _err in results] == [0, 0, 0], results

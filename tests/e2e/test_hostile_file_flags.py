@@ -132,6 +132,9 @@ SHAPES.update({
     "sync unlock": [["--yes"]],
     "sync revert": [["app.a", "--to-seq", "2", *_ID]],
     "sync resolve": [["--take", "local", "--vault", "@conflict.db", *_ID]],
+    "sync": [[*_ID, "--no-doctor"]],
+    "sync preflight": [[*_ID, "--only", "head,pin,status,conflicts,rotation"]],
+    "sync restore": [["--backup", "@vault.db"]],
 })
 for _command in ("status", "conflicts", "changes", "pull", "push", "members list", "members ack", "rotation", "log",
                  "pin"):

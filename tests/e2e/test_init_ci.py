@@ -71,18 +71,11 @@ def _strings(node, path=()):
         yield path, str(node)
 
 
-# commands a template calls that land on another branch first; test_pending_commands_are_still_missing
-# fails as soon as one exists, so this set is emptied when it does
-PENDING = {"sync preflight"}
-
-
 def _check_commands_exist(kimen, workflow: dict) -> None:
     """Each `kimen …` line names a real command, and each of its flags is in that command's --help."""
     lines = _kimen_lines(workflow)
     assert lines
     for line in lines:
-        if any(line.startswith(f"kimen {pending} ") for pending in PENDING):
-            continue
         words = shlex.split(line)[1:]
         if "--" in words:
             words = words[: words.index("--")]
@@ -248,11 +241,6 @@ def test_flags_and_refusals(kimen):
                         ("--environment", " prod"), ("--environment", "e" * 256)):
         kimen.fail(33, "init_failed", "init", "ci-deploy", "--out", "x.yml", flag, value)
     assert not (kimen.cwd / "x.yml").exists()
-
-
-def test_pending_commands_are_still_missing(kimen):
-    for pending in PENDING:
-        assert kimen.run(*pending.split(), "--help").code == 2, f"kimen {pending} exists: empty PENDING"
 
 
 def test_sync_gate_refusals(kimen):
