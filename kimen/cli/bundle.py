@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 from .. import errors
@@ -74,20 +73,10 @@ def cmd_keygen(inv: Invocation) -> Result:
     identity, text = generate()
     if os.path.isdir(path):
         raise errors.OutputIsDirectory(path=path)
-    try:  # `~/.config/kimen/id.txt` on a new machine: missing directories are created 0700
-        created = fsutil.make_private_dirs(os.path.dirname(path))
-    except OSError as exc:
-        raise errors.WriteFailed(detail=f"{os.path.dirname(path)}: {exc.strerror}") from None
-    try:
-        if args.overwrite:
-            fsutil.atomic_write(path, text.encode("ascii"), mode=0o600)
-        else:
-            fsutil.write_exclusive(path, text.encode("ascii"), mode=0o600, exists=errors.IdentityExists)
-    except BaseException:
-        for directory in reversed(created):  # leave nothing behind but what was there
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
-        raise
+    if args.overwrite:
+        fsutil.atomic_write(path, text.encode("ascii"), mode=0o600)
+    else:
+        fsutil.write_exclusive(path, text.encode("ascii"), mode=0o600, exists=errors.IdentityExists)
     signer = identity.signer
     fields = {"identity_path": path, "recipient": identity.recipient, "signer": signer}
     if not inv.json:  # with --json the envelope alone carries them

@@ -380,6 +380,14 @@ class Engine:
         if directory.read_ack() is None:
             directory.write_ack(chain.members_fp(head.current.members), head.current.members)
 
+    def _ack_own_change(self, before: Head, after: Head) -> None:
+        """An admin's own membership change is acknowledged on their machine when the members before
+        it were: it is no news to them. An unacknowledged earlier change stays unacknowledged."""
+        directory = self.remote.state_dir(after.remote_id)
+        ack = directory.read_ack()
+        if ack is not None and ack.members_fp == chain.members_fp(before.current.members):
+            directory.write_ack(chain.members_fp(after.current.members), after.current.members)
+
     # -- init -------------------------------------------------------------------------------------
 
     def init(self, member_id: str, scope: Sequence[str] = ("**",),
@@ -559,6 +567,7 @@ class Engine:
                 rev = getattr(published, "rev", None)
                 if rev is not None:
                     self._remember(new_head, data)
+                    self._ack_own_change(head, new_head)
                     return MembersResult(new_head, rev, attempt)
         raise errors.RemoteChanged(remote=self.remote.name, recommended_action="sync_members",
                                    hint=f"lost the race to publish {max_attempts} times; run the command again")

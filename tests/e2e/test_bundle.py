@@ -47,18 +47,6 @@ def test_keygen_writes_a_private_age_keygen_file(kimen):
     assert key.read_bytes() != before and stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
-def test_keygen_creates_missing_directories_private_and_removes_them_on_failure(kimen):
-    kimen.ok("bundle", "keygen", "--out", "new/kimen/id.txt")
-    for directory in ("new", "new/kimen"):
-        assert stat.S_IMODE((kimen.cwd / directory).stat().st_mode) == 0o700
-    (kimen.cwd / "blocked").mkdir()
-    (kimen.cwd / "blocked" / "id.txt").mkdir()  # the target is a directory: refused
-    kimen.fail(25, "output_is_directory", "bundle", "keygen", "--out", "blocked/id.txt")
-    # the directories are made, then the write fails (a file name over NAME_MAX): none is left
-    kimen.fail(25, "write_failed", "bundle", "keygen", "--out", "gone/a/" + "k" * 300)
-    assert not (kimen.cwd / "gone").exists()
-
-
 def test_keygen_and_recipient_inputs(kimen):
     kimen.fail(25, "missing_out", "bundle", "keygen")
     kimen.fail(25, "missing_identity_input", "bundle", "recipient")

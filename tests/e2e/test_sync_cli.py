@@ -170,9 +170,9 @@ def test_members_list_remove_and_rotation(team, tmp_path):
     listed = ana.ok("sync", "members", "list", "--json").json()
     assert [m["id"] for m in listed["members"]] == ["ana", "bo"] and len(listed["members_fp"]) == 64
     assert all("AGE-SECRET-KEY" not in json.dumps(m) for m in listed["members"])
-    assert listed["acked"] is False and listed["added"] == ["bo"]  # ana acknowledged the genesis members
+    assert listed["acked"] is True and listed["added"] == []  # ana added bo herself: no news to her
     ack = ana.ok("sync", "members", "ack", "--json").json()
-    assert ack["members_fp"] == listed["members_fp"] != ack["previous_fp"]
+    assert ack["members_fp"] == listed["members_fp"] == ack["previous_fp"]
     assert ana.ok("sync", "members", "list", "--json").json()["acked"] is True
     ana.fail(32, "members_rm_confirmation_required", "sync", "members", "rm", "bo")
     bo.fail(32, "sync_role_forbidden", "sync", "members", "rm", "ana", "--yes")
@@ -268,3 +268,21 @@ def test_terse_is_one_line_of_the_json_scalars(team):
                 expected = ",".join(map(str, expected))
             assert value == ("" if expected is None else str(expected)), key
         assert "head_seq" in words or args[1] != "status"
+
+
+def test_an_admins_own_membership_change_is_acknowledged_but_not_a_teammates(tmp_path, team):
+    ana, bo, remote_dir = team  # ana added bo: no news to her
+    assert sync(ana, "status")["members_changed"] is False
+    sync(bo, "pull")  # bo's first head: acknowledged automatically
+    # bo learns of the next change through the head: an admin's change is news to bo
+    cy = member(tmp_path, "cy")
+    join(ana, cy, "cy", remote_dir, sync(ana, "status")["remote_id"])
+    assert sync(ana, "status")["members_changed"] is False
+    sync(bo, "pull")
+    bo_status = sync(bo, "status")
+    assert bo_status["members_changed"] is True and bo_status["recommended_action"] == "sync_members_ack"
+    assert bo_status["next_command"] == "kimen sync members ack --remote team"
+    strict = bo.run("sync", "status", "--strict", "--json", env=bo.with_pass())  # the report, exit 32
+    assert strict.code == 32 and strict.json()["reason"] == "members_unacknowledged"
+    sync(bo, "members", "ack")
+    assert sync(bo, "status")["members_changed"] is False
