@@ -11,6 +11,7 @@ per-key digest or an identity.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -21,7 +22,7 @@ from .parser import add_command, add_group, add_subcommands
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from ..bundle.keys import Identity
@@ -143,7 +144,7 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
 
     p = add_command(group, "push", "publish local changes as the next head", handler=cmd_push)
     _common(p)
-    p.add_argument("--lock-wait", metavar="DUR", default="10s", help="wait this long for the remote's lock (10s)")
+    p.add_argument("--lock-wait", metavar="DUR", help="wait this long for the remote's lock (10s)")
     p.add_argument("--break-stale-lock-after", metavar="DUR", help="fs only; accepted and ignored")
     p.add_argument("--dry-run", action="store_true", help="report what would be published; change nothing")
     p.add_argument("--ff-only", action="store_true", help="refuse when the head moved since the last sync")
@@ -565,33 +566,47 @@ def _names(label: str, names: list[str]) -> list[str]:
 # -- sync commands -------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _undone_on_failure(config: Config, name: str, created: bool) -> Iterator[None]:
+    """A remote entry this command just created is removed again when the command fails (a bad
+    member id, an unreachable repository): nothing is left that the user did not get."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            config.data["remotes"] = [r for r in _remotes(config) if r.get("name") != name]
+            config.save()
+        raise
+
+
 def cmd_init(inv: Invocation) -> Result:
     args = inv.options
     config = _config(inv)
     name = _check_name(args.name or args.remote or "origin")
     remote, created, updated = _configure(inv, config, name)
-    fields: dict[str, Any] = {"created": created, "updated": updated, "created_remote": False,
-                              "remote_id": remote.get("remote_id"), "member": None, "baseline_reset": False,
-                              "check_ok": None, "remote_config": _remote_view(remote)}
-    lines = [f"{'added' if created else 'updated' if updated else 'kept'} remote {name} "
-             f"({remote.get('type') or 'fs'}: {remote['path']})"]
-    if not args.no_check:
-        engine = _engine(inv, remote, _identity(inv, remote, required=True))
-        for warning in getattr(engine.remote.transport.probe(), "warnings", ()):
-            from ..output import warn
+    with _undone_on_failure(config, name, created):
+        fields: dict[str, Any] = {"created": created, "updated": updated, "created_remote": False,
+                                  "remote_id": remote.get("remote_id"), "member": None, "baseline_reset": False,
+                                  "check_ok": None, "remote_config": _remote_view(remote)}
+        lines = [f"{'added' if created else 'updated' if updated else 'kept'} remote {name} "
+                 f"({remote.get('type') or 'fs'}: {remote['path']})"]
+        if not args.no_check:
+            engine = _engine(inv, remote, _identity(inv, remote, required=True))
+            for warning in getattr(engine.remote.transport.probe(), "warnings", ()):
+                from ..output import warn
 
-            warn(warning, reason="remote_filesystem_unsupported")
-        done = engine.init(_member_id(inv), args.scope or ("**",), _other_scopes(inv, name))
-        _pin(config, remote, done.pin_remote_id, created=done.created_remote)
-        fields.update(created_remote=done.created_remote, remote_id=done.remote_id, member=done.member,
-                      check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev)
-        lines.append(f"created the remote's first head (remote id {done.remote_id}, admin {done.member})"
-                     if done.created_remote else
-                     f"checked the remote's head: seq {done.seq}, remote id {done.remote_id}, member {done.member}")
-    action = "sync_pull"
-    fields.update(recommended_action=action, next_command=next_command(action, name))
-    lines.append(f"next: {fields['next_command']}")
-    return Result("sync_init", lines, fields)
+                warn(warning, reason="remote_filesystem_unsupported")
+            done = engine.init(_member_id(inv), args.scope or ("**",), _other_scopes(inv, name))
+            _pin(config, remote, done.pin_remote_id, created=done.created_remote)
+            fields.update(created_remote=done.created_remote, remote_id=done.remote_id, member=done.member,
+                          check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev)
+            lines.append(f"created the remote's first head (remote id {done.remote_id}, admin {done.member})"
+                         if done.created_remote else
+                         f"checked the remote's head: seq {done.seq}, remote id {done.remote_id}, member {done.member}")
+        action = "sync_pull"
+        fields.update(recommended_action=action, next_command=next_command(action, name))
+        lines.append(f"next: {fields['next_command']}")
+        return Result("sync_init", lines, fields)
 
 
 def _other_scopes(inv: Invocation, remote: str) -> dict[str, tuple[str, ...]]:
@@ -783,11 +798,11 @@ def push_dry_run(session: Session) -> Result:
 
 def cmd_push(inv: Invocation) -> Result:
     args = inv.options
-    lock_wait = duration(args.lock_wait, errors.InvalidLockWait)
+    lock_wait = duration(args.lock_wait or "10s", errors.InvalidLockWait)
     if args.break_stale_lock_after is not None:
         duration(args.break_stale_lock_after, errors.InvalidBreakStaleLockAfter)
-        if args.dry_run:
-            raise errors.ConflictingDryRunLockFlags()
+    if args.dry_run and (args.lock_wait is not None or args.break_stale_lock_after is not None):
+        raise errors.ConflictingDryRunLockFlags()  # a dry run takes no lock
     if args.restore_head:
         if args.dry_run or args.ff_only:
             raise errors.UsageError(detail="--restore-head cannot be combined with --dry-run or --ff-only")
@@ -911,41 +926,42 @@ def cmd_join(inv: Invocation) -> Result | int:
     config = _config(inv)
     name = _check_name(args.name or args.remote or "origin")
     remote, created, updated = _configure(inv, config, name)
-    identity = _identity(inv, remote, required=True)
-    assert identity is not None
-    if identity.recipient is None or identity.signer is None or not identity.recipient.startswith("age1"):
-        raise errors.MissingSigningIdentity(hint="use an age (X25519) identity: it decrypts and signs")
-    member = _member_id(inv)
-    request = make_join_request(member, identity, identity.recipient, remote.get("remote_id") or None,
-                                format_time())
-    try:
-        fetched = _engine(inv, remote, identity).fetch(None)
-        mine = [m for m in (fetched.head.current.members if fetched is not None else ())
-                if m.recipient == identity.recipient]
-    except errors.KimenError:
-        mine = []
-    is_member = bool(mine)
-    if is_member:  # already admitted: the scope it has here must not overlap this vault's other remotes
-        _engine(inv, remote, identity).check_scope_overlap(mine[0].scope, _other_scopes(inv, name))
-    fields = {"request": request.text, "fingerprint": request.fingerprint, "member": member,
-              "recipient": identity.recipient, "signer": identity.signer, "is_member": is_member,
-              "created": created, "updated": updated,
-              "next_command": f"kimen sync pull --remote {name}" if is_member else None}
-    if is_member:
-        return Result("sync_join", [f"{member} is already a member of {name}",
-                                    f"next: kimen sync pull --remote {name}"], fields)
-    if inv.json or inv.options.terse:
-        return Result("sync_join", None, fields)
-    # The request alone on stdout (`kimen sync join … > bo.request`), the guidance on stderr.
-    from ..output import flush_warnings, print_lines
+    with _undone_on_failure(config, name, created):
+        identity = _identity(inv, remote, required=True)
+        assert identity is not None
+        if identity.recipient is None or identity.signer is None or not identity.recipient.startswith("age1"):
+            raise errors.MissingSigningIdentity(hint="use an age (X25519) identity: it decrypts and signs")
+        member = _member_id(inv)
+        request = make_join_request(member, identity, identity.recipient, remote.get("remote_id") or None,
+                                    format_time())
+        try:
+            fetched = _engine(inv, remote, identity).fetch(None)
+            mine = [m for m in (fetched.head.current.members if fetched is not None else ())
+                    if m.recipient == identity.recipient]
+        except errors.KimenError:
+            mine = []
+        is_member = bool(mine)
+        if is_member:  # already admitted: the scope it has here must not overlap this vault's other remotes
+            _engine(inv, remote, identity).check_scope_overlap(mine[0].scope, _other_scopes(inv, name))
+        fields = {"request": request.text, "fingerprint": request.fingerprint, "member": member,
+                  "recipient": identity.recipient, "signer": identity.signer, "is_member": is_member,
+                  "created": created, "updated": updated,
+                  "next_command": f"kimen sync pull --remote {name}" if is_member else None}
+        if is_member:
+            return Result("sync_join", [f"{member} is already a member of {name}",
+                                        f"next: kimen sync pull --remote {name}"], fields)
+        if inv.json or inv.options.terse:
+            return Result("sync_join", None, fields)
+        # The request alone on stdout (`kimen sync join … > bo.request`), the guidance on stderr.
+        from ..output import flush_warnings, print_lines
 
-    flush_warnings()
-    sys.stderr.write("send this join request to an admin of the team\n"
-                     f"fingerprint (compare it with the admin by voice): {request.fingerprint}\n"
-                     f"then: kimen sync pull --remote {name}\n")
-    sys.stderr.flush()
-    print_lines(request.text)
-    return 0
+        flush_warnings()
+        sys.stderr.write("send this join request to an admin of the team\n"
+                         f"fingerprint (compare it with the admin by voice): {request.fingerprint}\n"
+                         f"then: kimen sync pull --remote {name}\n")
+        sys.stderr.flush()
+        print_lines(request.text)
+        return 0
 
 
 def cmd_members_list(inv: Invocation) -> Result:

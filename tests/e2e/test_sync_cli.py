@@ -286,3 +286,20 @@ def test_an_admins_own_membership_change_is_acknowledged_but_not_a_teammates(tmp
     assert strict.code == 32 and strict.json()["reason"] == "members_unacknowledged"
     sync(bo, "members", "ack")
     assert sync(bo, "status")["members_changed"] is False
+
+
+def test_a_failed_init_or_join_leaves_no_remote_entry_and_dry_run_takes_no_lock_flags(team, tmp_path):
+    ana, _bo, remote_dir = team
+    eve = member(tmp_path, "eve")
+    missing = tmp_path / "no-such-repo.git"
+    eve.fail(32, "git_failed", "sync", "init", "gone", "--type", "git", "--path", str(missing), "--identity",
+             str(eve.identity), "--member", "eve")
+    eve.fail(32, "invalid_member_id", "sync", "join", "team", "--path", str(remote_dir), "--identity",
+             str(eve.identity), "--member", "Not Valid!", "--remote-id", "0" * 32)
+    assert eve.ok("remote", "list", "--json").json()["count"] == 0
+    # an entry that existed before a failing command stays
+    eve.ok("remote", "add", "kept", "--path", str(tmp_path / "nowhere"), "--identity", str(eve.identity))
+    eve.run("sync", "init", "kept", "--member", "eve")
+    assert [r["name"] for r in eve.ok("remote", "list", "--json").json()["remotes"]] == ["kept"]
+    for flags in (("--lock-wait", "1s"), ("--break-stale-lock-after", "1h")):
+        ana.fail(32, "conflicting_dry_run_lock_flags", "sync", "push", "--dry-run", *flags, env=ana.with_pass())
