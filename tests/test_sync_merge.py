@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from kimen import errors
 from kimen.sync import base, chain, merge
-from kimen.vault.syncrows import local_revision
 from kimen.sync.base import Scope
 from kimen.sync.merge import Keyed
+from kimen.vault.syncrows import local_revision
 from tests.sync_helpers import CREATOR, NOW, REMOTE_ID, Chain, identity, member, rfc3339, sign
 
 K = bytes(range(32))
