@@ -143,6 +143,11 @@ SIMPLE_ACCEPTED = [
     ["status", "--vault", "v.db", "--no-session"],
     ["direnv", "--profile", "dev"], ["direnv", "--profile", "dev", "--unsafe-stdout", "--json"],
     ["--vault", "direnv", "direnv"],  # a vault file named direnv
+    ["sync", "status"], ["sync", "status", "--json", "--remote", "team", "--strict"],
+    ["--json", "sync", "status", "--stale-threshold", "1h", "--max-skew", "5m", "--terse"],
+    ["sync", "status", "--identity", "id.txt", "--identity-stdin", "--no-session"],
+    ["sync", "conflicts"], ["sync", "conflicts", "--strict", "--remote", "origin", "--json"],
+    ["--vault", "sync", "sync", "status"],  # a vault file named sync
 ]
 SIMPLE_DECLINED = [
     ["version", "--help"], ["vault", "info", "extra"], ["secret", "list", "--prefix"],
@@ -150,6 +155,9 @@ SIMPLE_DECLINED = [
     ["vault", "init"], ["secret", "get", "x"], ["session"], ["vault"], ["--vault"], ["-h", "version"],
     ["status", "--profile"], ["status", "--profile=dev"], ["status", "-h"], ["status", "extra"],
     ["direnv", "--unsafe"], ["direnv", "--profile", "-x"], ["status", "--map", "m.kmap"],
+    ["sync"], ["sync", "--strict", "status"], ["sync", "status", "--dry-run"], ["sync", "status", "extra"],
+    ["sync", "push"], ["sync", "status", "--remote=team"], ["sync", "conflicts", "--profile", "p"],
+    ["sync", "status", "--remote"], ["sync", "status", "-h"],
 ]
 
 
@@ -184,11 +192,12 @@ def test_every_simple_command_is_in_the_table_and_the_dispatcher_knows_its_word(
         assert simple_namespace(list(words)) == argparse_namespace(list(words), word=words[0])
 
 
-WORDS = {"version", "vault", "secret", "session", "status", "direnv"}
+WORDS = {"version", "vault", "secret", "session", "status", "direnv", "sync"}
 SIMPLE_TOKENS = st.sampled_from([
     "version", "vault", "path", "info", "secret", "list", "session", "status", "--verify", "--prefix",
     "--long", "--json", "--vault", "--passphrase-cmd", "--passphrase-stdin", "--no-session", "--debug", "-h",
-    "--prefix=p", "p", "", "-x", "a b",
+    "--prefix=p", "p", "", "-x", "a b", "sync", "conflicts", "--remote", "--strict", "--stale-threshold",
+    "--max-skew", "--terse", "--identity", "--dry-run",
 ])
 
 

@@ -16,6 +16,7 @@ from kimen import errors
 from kimen.sync import base, chain, merge
 from kimen.sync.base import Scope
 from kimen.sync.merge import Keyed
+from kimen.vault.syncrows import local_revision
 from tests.sync_helpers import CREATOR, NOW, REMOTE_ID, Chain, identity, member, rfc3339, sign
 
 K = bytes(range(32))
@@ -82,11 +83,11 @@ def test_state_mac_covers_every_column_and_the_baseline():
 
 def test_local_revision_is_order_free_and_row_sensitive():
     rows = [("b", 2, b"\x02" * 32), ("a", 1, b"\x01" * 32)]
-    rev = merge.local_revision(rows)
-    assert rev == merge.local_revision(reversed(rows)) and len(rev) == 64
-    assert merge.local_revision([("b", 3, b"\x02" * 32), rows[1]]) != rev
-    assert merge.local_revision(rows[:1]) != rev
-    assert merge.local_revision([]) == hashlib.sha256().hexdigest()
+    rev = local_revision(rows)
+    assert rev == local_revision(reversed(rows)) and len(rev) == 64
+    assert local_revision([("b", 3, b"\x02" * 32), rows[1]]) != rev
+    assert local_revision(rows[:1]) != rev
+    assert local_revision([]) == hashlib.sha256().hexdigest()
 
 
 # -- the merge ----------------------------------------------------------------------------------

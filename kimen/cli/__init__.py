@@ -38,7 +38,7 @@ __all__ = ["run_cli", "split_child_argv"]
 _VALUE_FLAGS = value_flags(GLOBAL)
 # The first words of the commands `kimen.cli.fastargs.simple_options` reads (kept in step with its
 # table by tests/test_fastargs.py, so this module need not import the reader for other commands).
-_SIMPLE_WORDS = frozenset({"version", "vault", "secret", "session", "status", "direnv"})
+_SIMPLE_WORDS = frozenset({"version", "vault", "secret", "session", "status", "direnv", "sync"})
 
 
 def _command_word(argv: Sequence[str]) -> str | None:

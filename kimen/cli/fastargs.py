@@ -8,7 +8,7 @@ handler, the same error rendering and the same exit codes:
 
     [global flags] run|project run [global flags | run flags] -- CMD [ARGS...]
     [global flags] version | vault path | vault info | secret list | session status | status | direnv
-                   [global flags | the command's own flags]
+                   | sync status | sync conflicts  [global flags | the command's own flags]
 
 The latter are what shell prompts, agent wrappers and scripts call most (`session status` before
 every step): with argparse they would pay more for parsing than for their work.
@@ -22,8 +22,19 @@ module accepts.
 
 from __future__ import annotations
 
-from ..errors import AREA_CONFIG, AREA_ENVFILE, AREA_RUN, AREA_SECRET, AREA_SESSION, AREA_VAULT
-from .flags import DIRENV, GLOBAL, RUN_ALL, SECRET_LIST, STATUS, VAULT_INFO, defaults
+from ..errors import AREA_CONFIG, AREA_ENVFILE, AREA_RUN, AREA_SECRET, AREA_SESSION, AREA_SYNC, AREA_VAULT
+from .flags import (
+    DIRENV,
+    GLOBAL,
+    RUN_ALL,
+    SECRET_LIST,
+    STATUS,
+    SYNC_ALL,
+    SYNC_CONFLICTS,
+    SYNC_STATUS,
+    VAULT_INFO,
+    defaults,
+)
 from .model import RUN_HANDLER
 
 TYPE_CHECKING = False
@@ -49,7 +60,13 @@ SIMPLE: dict[tuple[str, ...], tuple[str, int | None, tuple[Row, ...]]] = {
     # -- daily use: prompts and .envrc files run these constantly --
     ("status",): ("kimen.cli.daily:cmd_status", AREA_CONFIG, STATUS),
     ("direnv",): ("kimen.cli.daily:cmd_direnv", AREA_ENVFILE, DIRENV),
+    # -- sync: the no-passphrase reports a prompt or a CI step polls --
+    ("sync", "status"): ("kimen.cli.sync:cmd_status", AREA_SYNC, SYNC_STATUS),
+    ("sync", "conflicts"): ("kimen.cli.sync:cmd_conflicts", AREA_SYNC, SYNC_CONFLICTS),
 }
+# A group that is itself a command with flags: argparse sets the defaults of its flags for each of its
+# subcommands too (accepted only before the subcommand word, so never read here).
+PARENT: dict[str, tuple[Row, ...]] = {"sync": SYNC_ALL}
 SIMPLE_WORDS = frozenset(words[0] for words in SIMPLE)
 
 
@@ -68,7 +85,8 @@ def simple_options(argv: list[str]) -> tuple[tuple[str, ...], dict[str, Any]] | 
             return None
     handler, area, rows = SIMPLE[words]
     own = {row[0]: (row[1], row[2]) for row in rows}
-    options = defaults(rows)
+    options = defaults(PARENT[words[0]]) if words[0] in PARENT else {}
+    options.update(defaults(rows))
     i += len(words)
     while i < n:
         j = _flag(argv, i, own, options, []) if own else -1

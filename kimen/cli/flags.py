@@ -104,6 +104,43 @@ DIRENV: tuple[Row, ...] = (
 )
 
 
+# -- sync: the flags of `kimen.cli.sync` (`sync status` and `sync conflicts` are read without argparse too) --
+TERSE: Row = ("--terse", "terse", "bool", None, "one line of key=value words (scalar fields of --json)")
+SYNC_COMMON: tuple[Row, ...] = (
+    ("--remote", "remote", "value", "NAME", "the remote (default: see docs/sync.md, \"Which remote\")"),
+    *IDENTITY,
+    ("--max-skew", "max_skew", "value", "DUR", "refuse heads dated further ahead (15m)"),
+    TERSE,
+)
+_STALE: Row = ("--stale-threshold", "stale_threshold", "value", "DUR",
+               "likely_stale when the head is older than DUR (0 = off)")
+SYNC_STATUS: tuple[Row, ...] = (
+    *SYNC_COMMON, _STALE,
+    ("--strict", "strict", "bool", None, "exit 31 on a conflict, 32 on another blocker"),
+)
+SYNC_CONFLICTS: tuple[Row, ...] = (
+    *SYNC_COMMON, _STALE,
+    ("--strict", "strict", "bool", None, "exit 31 on a conflict, 32 on a held lock"),
+)
+# the flags plain `sync` and `sync preflight` share
+SYNC_CHECKS: tuple[Row, ...] = (
+    ("--profile", "profile", "value", "NAME", "the doctor step also checks profile NAME"),
+    ("--bundle-in", "bundle_in", "append", "FILE",
+     "the doctor step checks this bundle instead of the vault; repeatable"),
+    _STALE,
+    ("--strict", "strict", "bool", None, "blockers, held locks and names due for rotation fail"),
+    ("--allow-missing-vault", "allow_missing_vault", "bool", None, "without a vault, skip the vault's checks"),
+)
+# plain `sync`'s own flags (before any subcommand word)
+SYNC_TOP: tuple[Row, ...] = (
+    ("--dry-run", "dry_run", "bool", None, "run the dry run of the decided step"),
+    ("--check", "check", "bool", None, "decide only: report what would run"),
+    ("--no-doctor", "no_doctor", "bool", None, "skip the doctor step"),
+)
+# every flag of plain `sync`: argparse sets their defaults for each of its subcommands too
+SYNC_ALL: tuple[Row, ...] = (*SYNC_COMMON, *SYNC_CHECKS, *SYNC_TOP)
+
+
 def defaults(rows: tuple[Row, ...]) -> dict[str, Any]:
     """What argparse puts in the namespace for these flags when none is typed."""
     out: dict[str, Any] = {}

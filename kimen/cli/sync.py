@@ -10,18 +10,18 @@ per-key digest or an identity.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 
 from .. import errors
 from ..output import Progress
+from . import flags
 from .model import COMMANDS, Invocation, Result
-from .parser import add_command, add_group, add_subcommands
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Iterator
     from typing import Any
 
@@ -54,6 +54,10 @@ def _location_flags(p: argparse.ArgumentParser, *, type_default: str | None, ide
 
 
 def _register_remote(sub: argparse._SubParsersAction, name: str) -> None:
+    import argparse
+
+    from .parser import add_command, add_group
+
     group = add_group(sub, name, COMMANDS[name][1], area=errors.AREA_REMOTE)
     for verb, text, handler in (("add", "add a remote (contacts nothing)", cmd_remote_add),
                                 ("set", "change fields of a remote (an empty value clears one)", cmd_remote_set)):
@@ -72,38 +76,24 @@ def _register_remote(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def _terse(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--terse", action="store_true", help="one line of key=value words (scalar fields of --json)")
+    from .parser import add_flags
+
+    add_flags(p, (flags.TERSE,))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .bundle_opts import add_identity_flags
+    from .parser import add_flags
 
-    p.add_argument("--remote", metavar="NAME", help="the remote (default: see docs/sync.md, \"Which remote\")")
-    add_identity_flags(p)
-    p.add_argument("--max-skew", metavar="DUR", default="15m", help="refuse heads dated further ahead (15m)")
-    _terse(p)
-
-
-def _check_flags(p: argparse.ArgumentParser) -> None:
-    """The flags `sync` and `sync preflight` share."""
-    p.add_argument("--profile", metavar="NAME", help="the doctor step also checks profile NAME")
-    p.add_argument("--bundle-in", metavar="FILE", action="append", default=[],
-                   help="the doctor step checks this bundle instead of the vault; repeatable")
-    p.add_argument("--stale-threshold", metavar="DUR", default="0",
-                   help="likely_stale when the head is older than DUR (0 = off)")
-    p.add_argument("--strict", action="store_true", help="blockers, held locks and names due for rotation fail")
-    p.add_argument("--allow-missing-vault", action="store_true", help="without a vault, skip the vault's checks")
+    add_flags(p, flags.SYNC_COMMON)
 
 
 def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
+    from .parser import add_command, add_flags, add_subcommands
+
     # plain `kimen sync` runs doctor, status and the step they call for; its flags go before nothing
     # else (a subcommand's own flags follow the subcommand)
     top = add_command(sub, name, COMMANDS[name][1], area=errors.AREA_SYNC, handler="kimen.cli.sync_checks:cmd_sync")
-    _common(top)
-    _check_flags(top)
-    top.add_argument("--dry-run", action="store_true", help="run the dry run of the decided step")
-    top.add_argument("--check", action="store_true", help="decide only: report what would run")
-    top.add_argument("--no-doctor", action="store_true", help="skip the doctor step")
+    add_flags(top, flags.SYNC_ALL)
     group = top.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=False, prog=top.prog)
     p = add_command(group, "init", "configure a remote; create its first head when it has none", handler=cmd_init)
     p.add_argument("name", metavar="NAME", nargs="?")
@@ -114,20 +104,16 @@ def _register_sync(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--update", action="store_true", help="change an existing remote's entry")
     p.add_argument("--no-check", action="store_true", help="do not contact the remote")
 
-    for verb, text, handler, strict in (
-            ("status", "compare the vault and the remote (no passphrase)", cmd_status,
-             "exit 31 on a conflict, 32 on another blocker"),
+    # `sync status` and `sync conflicts` are also read without argparse (`kimen.cli.fastargs`)
+    for verb, text, handler, rows in (
+            ("status", "compare the vault and the remote (no passphrase)", cmd_status, flags.SYNC_STATUS),
             ("conflicts", "the revision-level conflict and the lock (no passphrase)", cmd_conflicts,
-             "exit 31 on a conflict, 32 on a held lock")):
+             flags.SYNC_CONFLICTS)):
         p = add_command(group, verb, text, handler=handler)
-        _common(p)
-        p.add_argument("--stale-threshold", metavar="DUR", default="0",
-                       help="likely_stale when the head is older than DUR (0 = off)")
-        p.add_argument("--strict", action="store_true", help=strict)
+        add_flags(p, rows)
     p = add_command(group, "preflight", "run the sync checks in one report (CI gate: --only head,pin,rotation)",
                     handler="kimen.cli.sync_checks:cmd_preflight")
-    _common(p)
-    _check_flags(p)
+    add_flags(p, (*flags.SYNC_COMMON, *flags.SYNC_CHECKS))
     p.add_argument("--pin", metavar="FP", help="the pin check: the members' fingerprint must be FP")
     p.add_argument("--only", metavar="CHECKS", action="append", default=[],
                    help="run only these checks (comma-separated): doctor,head,pin,status,conflicts,rotation,pull,push")

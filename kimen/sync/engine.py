@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from .. import errors
 from ..durations import format_time
 from ..sigfmt import canonical
-from . import chain, merge
 from .base import Scope, SyncState
 from .ratchet import SyncStateDir, known_head
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
     from ..bundle.keys import Identity
     from ..store import Change, WriteResult
+    from . import merge
     from .base import Head, KnownHead, Member, RemoteHead, Transport
     from .merge import Keyed, MergeResult
 
@@ -339,6 +339,7 @@ class Engine:
     def _accept(self, current: RemoteHead, identity: Identity, state: SyncState | None, *,
                 stateless: bool = False) -> Fetched:
         from ..bundle import age, document
+        from . import chain
 
         try:
             plaintext = age.decrypt(current.data, [identity])
@@ -365,6 +366,8 @@ class Engine:
         raise errors.SyncNotAMember(remote=self.remote.name)
 
     def _state_of(self, head: Head, rev: str, me: Member) -> SyncState:
+        from . import chain
+
         return SyncState(
             remote=self.remote.name, remote_id=head.remote_id, endpoint=self.remote.endpoint, head_seq=head.seq,
             head_id=head.id, head_rev=rev, head_generation=head.generation, epoch=head.current.epoch,
@@ -375,6 +378,8 @@ class Engine:
     def _remember(self, head: Head, data: bytes) -> None:
         """After the vault commit: raise the ratchet (with the head's bytes); the first accepted
         head's members are acknowledged automatically."""
+        from . import chain
+
         directory = self.remote.state_dir(head.remote_id)
         directory.raise_to(chain.known_head(head), data)
         if directory.read_ack() is None:
@@ -383,6 +388,8 @@ class Engine:
     def _ack_own_change(self, before: Head, after: Head) -> None:
         """An admin's own membership change is acknowledged on their machine when the members before
         it were: it is no news to them. An unacknowledged earlier change stays unacknowledged."""
+        from . import chain
+
         directory = self.remote.state_dir(after.remote_id)
         ack = directory.read_ack()
         if ack is not None and ack.members_fp == chain.members_fp(before.current.members):
@@ -397,6 +404,7 @@ class Engine:
         contact). Needs no vault; `other_scopes` (the member's scope in the vault's other remotes)
         must not overlap the scope here (`remote_scope_overlap`, nothing published or kept)."""
         from ..bundle import age, document, keys
+        from . import chain, merge
         from .base import Member, check_member_id, check_scope_glob
 
         identity = self._identity()
@@ -469,6 +477,7 @@ class Engine:
         (`sync_history_unavailable` otherwise)."""
         from ..bundle import age, document
         from ..store import Change
+        from . import chain
 
         _state, _baseline, generation, fetched, me = self._begin(local)
         head = fetched.head
@@ -504,6 +513,8 @@ class Engine:
         --to-remote`, or `--rev` when the head's remote rev is `rev`). The baseline's MAC is not
         checked first (this is the way out of `sync_baseline_tampered`). `accept_fork` waives the
         order check against the known head and re-anchors the ratchet on this head."""
+        from . import chain
+
         previous, generation = local.unverified(self.remote.name)
         if previous is not None and previous.remote_id != self._remote_id(previous):
             previous = None
@@ -542,6 +553,7 @@ class Engine:
         """Publish a membership head: every entry carried forward, one new record signed by this
         admin; a removal puts every live name in `rotation_due`. Reads and changes no vault."""
         from ..bundle import age, document, keys
+        from . import chain, merge
 
         identity = self._identity()
         transport = self.remote.transport
@@ -579,6 +591,8 @@ class Engine:
         """The merge against `head`, and the local values it read. When no row in scope changed
         since the last sync left none (`local.unchanged`), every local value is the baseline's: the
         merge then takes the baseline's digests and decrypts nothing (and returns no values)."""
+        from . import merge
+
         digests = self._digests = merge.Digests(local.k_sync)
         if state is not None and baseline is not None and state.scope == tuple(scope.globs) \
                 and merge.UNTRANSLATED not in {k.digest for k in baseline.values()} and local.unchanged(state, scope):
@@ -602,6 +616,8 @@ class Engine:
 
     def _baseline_of(self, k_sync: bytes, head: Head, scope: Scope) -> dict[str, Keyed]:
         """B := R for every in-scope name of the head."""
+        from . import merge
+
         return merge.head_digests(k_sync, head, scope, self._digests)
 
     # -- pull -------------------------------------------------------------------------------------
@@ -641,6 +657,7 @@ class Engine:
              lock_wait: float | None = None, max_attempts: int = MAX_ATTEMPTS) -> PushResult:
         """Publish the local-only changes in scope as the next head (docs/sync.md, "Pushing")."""
         from ..bundle import age, document, keys
+        from . import merge
 
         identity = self._identity()
         transport = self.remote.transport
@@ -701,6 +718,7 @@ class Engine:
         """The known head from this machine's state directory (`head.age`), checked against the
         ratchet's head id → else `restore_head_unavailable`."""
         from ..bundle import age, document
+        from . import chain
 
         data = self.remote.state_dir(known.remote_id).read_head()
         if data is None:
@@ -721,6 +739,7 @@ class Engine:
         remote) + 1, `parent` = the known head, log note `restore`. Admins only. A remote whose
         head this member accepts (nothing to restore) is `restore_head_not_needed`."""
         from ..bundle import age, document, keys
+        from . import chain, merge
 
         identity = self._identity()
         transport = self.remote.transport
@@ -783,6 +802,7 @@ class Engine:
         a following `pull --reconcile` (or push) completes. Before the first pull (no baseline) the
         resolution and the first pull happen together, once every conflict is settled."""
         from ..store import Change
+        from . import merge
 
         if take not in ("local", "remote"):
             raise errors.InvalidTake()
@@ -922,6 +942,7 @@ def _own_head(plaintext: bytes, identity: Identity) -> Head:
     checked again (`chain.parse_head`), without decoding each value and verifying its own signature
     as a document from elsewhere needs (`kimen.bundle.document.parse`)."""
     from ..sigfmt import loads
+    from . import chain
 
     return chain.parse_head(_Own(loads(plaintext.decode("utf-8")), identity.signer), plaintext)
 

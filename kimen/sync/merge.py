@@ -22,7 +22,6 @@ Pure: values and digests in, plans and document dicts out; no vault, file or age
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -130,17 +129,6 @@ def state_mac(k_sync: bytes, state: SyncState, acc: bytes) -> bytes:
               state.head_generation, state.epoch, state.record_hash, state.members_fp, state.member, state.role,
               state.scope, state.rotation_due_count, state.last_local_rev, state.updated_at)
     return crypto.mac(k_sync, b"sync-state" + b"".join(_field(f) for f in fields) + acc)
-
-
-def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
-    """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
-    tells "the vault changed since the last sync" without a passphrase."""
-    u16, u64 = _U16.pack, _U64.pack
-    parts = []
-    for name, revision, row_hash in sorted(rows):  # rows read in name order sort in linear time
-        raw = name.encode("ascii")
-        parts.append(u16(len(raw)) + raw + u64(revision) + row_hash)
-    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 # -- the merge ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from .. import agefmt, errors
+from .. import errors
 
 MAX_HEAD_BYTES = 256 * 1024 * 1024
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
@@ -32,6 +32,8 @@ def check_head(data: bytes, shown: str) -> None:
         raise errors.GitLfsPointer(path=shown)
     if len(data) > MAX_HEAD_BYTES:
         raise errors.BundleTooLarge(path=shown)
+    from .. import agefmt
+
     agefmt.binary(data)
 
 

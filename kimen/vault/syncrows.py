@@ -17,20 +17,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import struct
 
 from .. import errors
 from ..sync.base import Scope, SyncState
-from ..sync.merge import UNTRANSLATED, baseline_acc, key_digest, local_revision, state_mac
-from . import sealing
 from .schema import CIPHERTEXT_COLUMNS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from ..sensitive import Sensitive
 
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
 STATE_COLUMNS = ("remote, remote_id, endpoint, head_seq, head_id, head_rev, head_generation, epoch, record_hash, "
                   "members_fp, member, role, scope, rotation_due_count, last_local_rev, updated_at")
 
@@ -53,15 +54,23 @@ def row_state(row: Sequence[object]) -> SyncState:
 def revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
     """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
     sha256 = hashlib.sha256
-    covers = None if scope.everything else scope.covers
-    rows = []
-    for name, revision, nonce, ciphertext in conn.execute(
-            f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name"):
-        if covers is None or covers(name):
-            row_hash = sha256(nonce)
-            row_hash.update(ciphertext)
-            rows.append((name, revision, row_hash.digest()))
-    return rows
+    cursor = conn.execute(f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name")
+    if scope.everything:
+        return [(name, revision, sha256(nonce + ciphertext).digest()) for name, revision, nonce, ciphertext in cursor]
+    covers = scope.covers
+    return [(name, revision, sha256(nonce + ciphertext).digest()) for name, revision, nonce, ciphertext in cursor
+            if covers(name)]
+
+
+def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
+    """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
+    tells "the vault changed since the last sync" without a passphrase."""
+    u16, u64 = _U16.pack, _U64.pack
+    parts = []
+    for name, revision, row_hash in sorted(rows):  # rows read in name order sort in linear time
+        raw = name.encode("ascii")
+        parts.append(u16(len(raw)) + raw + u64(revision) + row_hash)
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 class Rotation:
@@ -70,6 +79,9 @@ class Rotation:
     decrypts (`see`), finished after (`finish`)."""
 
     def __init__(self, conn: sqlite3.Connection, vault_id: bytes, old_key: Sensitive, new_key: Sensitive) -> None:
+        from ..sync.merge import UNTRANSLATED, baseline_acc, state_mac
+        from . import sealing
+
         self.vault_id = vault_id
         self.old_sync = sealing.sync_key(old_key, vault_id)
         self.new_sync = sealing.sync_key(new_key, vault_id)
@@ -100,6 +112,8 @@ class Rotation:
 
     def see(self, name: str, value: bytes) -> None:
         """A value the rotation decrypted (a current or a kept older one of `name`)."""
+        from ..sync.merge import key_digest
+
         wanted = self.wanted.get(name)
         if wanted:
             old = key_digest(self.old_sync, name, value)
@@ -110,6 +124,8 @@ class Rotation:
     def finish(self, conn: sqlite3.Connection) -> None:
         """After the rows were re-encrypted: write each verified remote's translated baseline, its
         `last_local_rev` and its `state_mac` under the new key."""
+        from ..sync.merge import UNTRANSLATED, baseline_acc, state_mac
+
         for remote, (state, rows, matched) in self.remotes.items():
             new_rows = [(name, seq, self.translated.get(digest, UNTRANSLATED)) for name, seq, digest in rows]
             local_rev = local_revision(revision_rows(conn, Scope(state.scope))) if matched else state.last_local_rev

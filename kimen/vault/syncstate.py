@@ -28,16 +28,14 @@ import json
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
-from ..sync.merge import Keyed, baseline_acc, baseline_acc_update, local_revision, state_mac
-from . import backup as vault_backup
-from . import sealing
-from .syncrows import STATE_COLUMNS, revision_rows, row_state
+from .syncrows import STATE_COLUMNS, local_revision, revision_rows, row_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from ..store import Change, WriteResult
+    from ..sync.merge import Keyed
     from .file import VaultFile
     from .store import LocalStore
 
@@ -78,6 +76,8 @@ class VaultSyncState:
     """The sync tables of an unlocked vault (`LocalStore`): verified reads and the one commit."""
 
     def __init__(self, store: LocalStore) -> None:
+        from . import sealing
+
         self.store = store
         self.vault = store.vault
         self.k_sync = sealing.sync_key(store.data_key, self.vault.header().vault_id)
@@ -91,6 +91,8 @@ class VaultSyncState:
         """(state, baseline, vault generation) of `remote`, from one snapshot; the state's MAC
         verified (`sync_baseline_tampered`). No state row: (None, None, generation) — a baseline
         without a state row is tampering too."""
+        from ..sync.merge import Keyed, baseline_acc, state_mac
+
         if self.vault.schema_version < 2:
             return None, None, self.vault.header().generation
         with self.vault.reading() as conn:
@@ -166,11 +168,16 @@ class VaultSyncState:
             return self._commit(remote, changes, state, baseline, if_generation, scope, keep_local_rev)
         except BaseException:
             if snapshot is not None:
+                from . import backup as vault_backup
+
                 vault_backup.discard(snapshot)
             raise
 
     def _commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed],
                 if_generation: int, scope: Scope, keep_local_rev: bool) -> WriteResult | None:
+        from ..sync.merge import baseline_acc, baseline_acc_update, state_mac
+        from . import sealing
+
         store = self.store
         with self.vault.transaction() as conn:
             header = self.vault.header()

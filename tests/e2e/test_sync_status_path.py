@@ -1,0 +1,59 @@
+"""`sync status` and `sync conflicts` run on the argparse-free reader and import only what a
+key-free, decryption-free report needs: no argparse, no libsodium, no merge or chain, no sealing.
+Checked on the real command with -X importtime over a real fs remote."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import Kimen
+
+# what the no-passphrase reports must not import (the passphrase, decryption, merge and parser paths)
+FORBIDDEN = {
+    "argparse", "kimen.cli.parser", "nacl", "argon2", "kimen.crypto", "kimen.sync.merge", "kimen.sync.chain",
+    "kimen.bundle.age", "kimen.bundle.document", "kimen.vault.sealing", "kimen.vault.backup", "kimen.vault.store",
+    "kimen.sync.git", "kimen.cli.sync_checks",
+}
+
+
+@pytest.fixture
+def ana(tmp_path):
+    (tmp_path / "ana").mkdir()
+    k = Kimen(tmp_path / "ana")
+    k.init_vault()
+    identity = k.root / "id.txt"
+    k.ok("bundle", "keygen", "--out", str(identity))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    k.ok("sync", "init", "team", "--path", str(remote), "--identity", str(identity), "--member", "ana",
+         env=k.with_pass())
+    k.set("app.token", "value-1")
+    k.ok("sync", "push", env=k.with_pass())
+    return k
+
+
+def _imports(k: Kimen, *args: str) -> tuple[set[str], str]:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import sys; from kimen.__main__ import main; sys.exit(main())", *args],
+                          capture_output=True, text=True, env=k.env, cwd=k.cwd)
+    assert done.returncode == 0, done.stderr
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return loaded, done.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "conflicts"])
+def test_sync_report_imports_no_parser_crypto_or_merge(ana, command):
+    loaded, out = _imports(ana, "sync", command, "--json")
+    assert "kimen.cli.fastargs" in loaded and "kimen.sync.fs" in loaded  # the fast reader and the fs transport ran
+    assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
+    assert f'"action":"sync_{command}"' in out
+
+
+def test_sync_status_reads_the_same_through_argparse(ana):
+    """A flag spelled `--flag=value` goes to argparse: the report is the same."""
+    fast = ana.ok("sync", "status", "--json", "--stale-threshold", "1h").json()
+    slow = ana.ok("sync", "status", "--json", "--stale-threshold=1h").json()
+    assert fast == slow and fast["in_sync"] and fast["local_changed"] is False
