@@ -90,7 +90,8 @@ def test_sigkill_of_kimen_sends_the_child_sigterm(kimen, tmp_path, projection):
     child, _ = _ready(proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    wait_for(lambda: log.exists(), "the child's SIGTERM after kimen's death", limit=10)
+    # open(..., "w") creates the file before write() fills it: wait for the text, not the file
+    wait_for(lambda: log.exists() and log.read_text() != "", "the child's SIGTERM after kimen's death", limit=10)
     assert log.read_text() == "TERM"
     wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), "the child to exit", limit=10)
 
