@@ -262,3 +262,35 @@ def test_direnv_envrc_block(kimen):
     finally:
         kimen.ok("session", "stop")
     assert done.stdout.decode().splitlines()[-1] == "db=pg://it's"
+
+
+def _fake_tools(directory: Path) -> dict[str, str]:
+    """`aws`, `az`, `op`, `bw` and `pass` that print a value named after themselves (the entry of
+    `pass` has a second line, as a real one often does); PATH with them first."""
+    directory.mkdir()
+    for tool in ("aws", "az", "op", "bw"):
+        (directory / tool).write_text(f"#!/bin/sh\necho value-from-{tool}\n")
+    (directory / "pass").write_text("#!/bin/sh\nprintf 'value-from-pass\\nuser: bob\\n'\n")
+    for script in directory.iterdir():
+        script.chmod(0o755)
+    return {"PATH": f"{directory}:{os.path.dirname(KIMEN)}:{os.environ['PATH']}"}
+
+
+def test_other_stores_recipes_run_as_written(kimen, tmp_path):
+    kimen.init_vault()
+    env = _fake_tools(tmp_path / "tools")
+    profile = block_under("## Other secret stores")
+    assert profile.startswith("# .kimen/profiles/prod.kmap\n")
+    kimen.write_profile("prod", profile)
+    done = sh(kimen, 'kimen run --profile prod -- sh -c \'echo "$DB_PASSWORD $API_KEY $STRIPE_KEY $NPM_TOKEN"\'',
+              env=env)
+    assert done.stdout == b"value-from-aws value-from-az value-from-op value-from-bw\n"
+    # the pipelines that move a value into the vault, verbatim from the page
+    text = DOC.read_text()
+    section = text[text.index("## Other secret stores"):text.index("## Small additions")]
+    pipelines = [c for c in re.findall(r"`([^`]*\| kimen secret set [^`]*)`", section)]
+    assert len(pipelines) == 2
+    for pipeline in pipelines:
+        sh(kimen, pipeline, env=env)
+    assert kimen.get("prod.STRIPE_KEY") == b"value-from-op"
+    assert kimen.get("dev.DB_PASSWORD") == b"value-from-pass"
