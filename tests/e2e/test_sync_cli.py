@@ -303,3 +303,19 @@ def test_a_failed_init_or_join_leaves_no_remote_entry_and_dry_run_takes_no_lock_
     assert [r["name"] for r in eve.ok("remote", "list", "--json").json()["remotes"]] == ["kept"]
     for flags in (("--lock-wait", "1s"), ("--break-stale-lock-after", "1h")):
         ana.fail(32, "conflicting_dry_run_lock_flags", "sync", "push", "--dry-run", *flags, env=ana.with_pass())
+
+
+def test_an_admins_own_change_does_not_acknowledge_an_earlier_change_by_another_admin(tmp_path, team):
+    ana, bo, remote_dir = team
+    remote_id = sync(ana, "status")["remote_id"]
+    ana.ok("sync", "members", "add", "bo", "--update", "--role", "admin")
+    sync(bo, "pull")  # bo's first head (bo an admin): acknowledged
+    cy = member(tmp_path, "cy")
+    join(bo, cy, "cy", remote_dir, remote_id)  # bo's change: news to ana once she reads the head
+    sync(ana, "pull")
+    assert sync(ana, "status")["members_changed"] is True
+    dan = member(tmp_path, "dan")
+    join(ana, dan, "dan", remote_dir, remote_id)  # ana's own change, after one she has not seen
+    assert sync(ana, "status")["members_changed"] is True
+    listed = ana.ok("sync", "members", "list", "--json").json()
+    assert set(listed["added"]) == {"cy", "dan"}
