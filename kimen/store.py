@@ -97,6 +97,9 @@ class _Record:
             object.__setattr__(self, name, value)
 
 
+Record = _Record  # the public name: kimen.sync.base builds its value types on it too
+
+
 class KdfParams(_Record):
     """argon2id parameters as stored in a vault."""
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..bundle.keys import Identity
     from ..config import Config
     from ..sync.engine import Engine
+    from ..sync.status import Remote
     from ..vault import Vault
 
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -455,16 +456,27 @@ def duration(text: str, error: type[errors.KimenError], *, allow_zero: bool = Tr
         raise error(detail=str(exc)) from None
 
 
-def _engine(inv: Invocation, remote: dict[str, Any], identity: Identity | None,
-            lock_wait: float | None = None) -> Engine:
-    from ..sync.engine import Engine, Remote, endpoint
+def _max_skew(inv: Invocation) -> int:
+    return duration(getattr(inv.options, "max_skew", None) or "15m", errors.InvalidMaxSkew)
 
-    max_skew = duration(getattr(inv.options, "max_skew", None) or "15m", errors.InvalidMaxSkew)
+
+def _handle(inv: Invocation, remote: dict[str, Any], lock_wait: float | None = None) -> Remote:
+    """The selected remote as the engine and `sync status` see it (no engine imported)."""
+    from ..sync.status import Remote, endpoint
+
     kind = remote.get("type") or "fs"
     where = endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path"))
-    handle = Remote(remote["name"], _transport(inv, remote, lock_wait), remote_id=remote.get("remote_id") or None,
-                    endpoint=where, env=inv.env)
-    return Engine(handle, identity, max_skew=float(max_skew))
+    return Remote(remote["name"], _transport(inv, remote, lock_wait), remote_id=remote.get("remote_id") or None,
+                  endpoint=where, env=inv.env)
+
+
+def _engine(inv: Invocation, remote: dict[str, Any], identity: Identity | None,
+            lock_wait: float | None = None, *, handle: Remote | None = None, max_skew: int | None = None) -> Engine:
+    from ..sync.engine import Engine
+
+    skew = _max_skew(inv) if max_skew is None else max_skew
+    return Engine(handle if handle is not None else _handle(inv, remote, lock_wait), identity,
+                  max_skew=float(skew))
 
 
 def _pin(config: Config, remote: dict[str, Any], remote_id: str | None, *, created: bool = False) -> None:
@@ -507,7 +519,16 @@ class Session:
             if identity:
                 raise
             self.identity = None  # `sync status` needs none: a configured file that is gone is a blocker, no error
-        self.engine = _engine(inv, self.remote, self.identity, lock_wait)
+        self.max_skew = _max_skew(inv)  # checked now, though only the engine uses it
+        self.handle = _handle(inv, self.remote, lock_wait)
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, built on first use (`sync status` reads through `handle` and needs none)."""
+        if self._engine is None:
+            self._engine = _engine(self.inv, self.remote, self.identity, handle=self.handle, max_skew=self.max_skew)
+        return self._engine
 
     def local(self) -> Any:
         from ..vault.syncstate import VaultSyncState
@@ -625,12 +646,13 @@ def likely_stale(created: float | None, threshold: int, now: float | None = None
 
 
 def _status(session: Session) -> Any:
+    from ..sync.status import read_status
     from ..vault.syncstate import read_local_revision, read_state
 
     vault = session.vault
     state = read_state(vault, session.remote["name"]) if vault is not None else None
     local_rev = (lambda scope: read_local_revision(vault, scope)) if vault is not None else None
-    return session.engine.status(state, local_rev)
+    return read_status(session.handle, session.identity, state, local_rev)
 
 
 def status_result(inv: Invocation, session: Session) -> Result:

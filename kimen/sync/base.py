@@ -16,24 +16,34 @@ Imports only the standard library and layer-1 kimen modules; never a file, a soc
 
 from __future__ import annotations
 
-import base64
 import hashlib
-from dataclasses import dataclass
+from binascii import a2b_base64
 from itertools import pairwise
-from typing import Protocol
 
 from .. import errors
 from ..globs import compile_globs, match_any
-from ..store import is_valid_secret_name
+from ..store import Record, is_valid_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from contextlib import AbstractContextManager
-    from typing import Any, Literal, TypeGuard
+    from typing import Any, Literal, Protocol, TypeGuard
 
     Role = Literal["admin", "writer", "reader"]
     AcceptOutcome = Literal["first_contact", "unchanged", "advanced"]
+else:
+    Protocol = object  # the protocols below are structural types for mypy; at run time plain classes
+
+_set = object.__setattr__  # how a `Record`'s __init__ stores its fields (it refuses assignment)
+
+
+class _Frozen(Record):
+    """A `Record` compared and hashed by identity (what a dataclass with `eq=False` was)."""
+
+    __slots__ = ()
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
 W = 1000  # the log window, and how many seqs a tombstone outlives its deletion
 ROLES = ("admin", "writer", "reader")
@@ -139,13 +149,20 @@ class Scope:
 # -- the parts of a head -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(Record):
+    __slots__ = ("id", "recipient", "role", "scope", "signer")
     id: str
     role: Role
     recipient: str
     signer: str | None
     scope: tuple[str, ...]
+
+    def __init__(self, id: str, role: Role, recipient: str, signer: str | None, scope: tuple[str, ...]) -> None:
+        _set(self, "id", id)
+        _set(self, "role", role)
+        _set(self, "recipient", recipient)
+        _set(self, "signer", signer)
+        _set(self, "scope", scope)
 
     @property
     def can_write(self) -> bool:
@@ -156,10 +173,10 @@ class Member:
                 "scope": list(self.scope)}
 
 
-@dataclass(frozen=True, slots=True)
-class MembershipRecord:
+class MembershipRecord(Record):
     """One membership, signed by an admin of the record before it (record 1: by one of its own)."""
 
+    __slots__ = ("epoch", "members", "prev", "remote_id", "seq", "sig", "signer")
     epoch: int
     seq: int
     remote_id: str
@@ -167,6 +184,16 @@ class MembershipRecord:
     members: tuple[Member, ...]
     signer: str
     sig: str
+
+    def __init__(self, epoch: int, seq: int, remote_id: str, prev: str | None, members: tuple[Member, ...],
+                 signer: str, sig: str) -> None:
+        _set(self, "epoch", epoch)
+        _set(self, "seq", seq)
+        _set(self, "remote_id", remote_id)
+        _set(self, "prev", prev)
+        _set(self, "members", members)
+        _set(self, "signer", signer)
+        _set(self, "sig", sig)
 
     def body(self) -> dict[str, Any]:
         """The record without `sig`: what the signature covers."""
@@ -189,54 +216,71 @@ class MembershipRecord:
         return frozenset(m.signer for m in self.members if m.role == "admin" and m.signer is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Record):
     """A secret of a head: `revision` is the seq of its last change, `by` the member who made it."""
 
+    __slots__ = ("by", "name", "revision", "updated_at", "value_b64")
     name: str
     value_b64: str
     revision: int
     by: str
     updated_at: str
 
+    def __init__(self, name: str, value_b64: str, revision: int, by: str, updated_at: str) -> None:
+        _set(self, "name", name)
+        _set(self, "value_b64", value_b64)
+        _set(self, "revision", revision)
+        _set(self, "by", by)
+        _set(self, "updated_at", updated_at)
+
     def __repr__(self) -> str:  # never the value
         return f"Entry({self.name!r}, revision={self.revision}, by={self.by!r})"
 
     @property
     def value(self) -> bytes:
-        return base64.b64decode(self.value_b64)
+        return a2b_base64(self.value_b64)  # what base64.b64decode does, without importing base64
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "value_b64": self.value_b64, "revision": self.revision, "by": self.by,
                 "updated_at": self.updated_at}
 
 
-@dataclass(frozen=True, slots=True)
-class Tombstone:
+class Tombstone(Record):
+    __slots__ = ("by", "name", "seq")
     name: str
     seq: int
     by: str
+
+    def __init__(self, name: str, seq: int, by: str) -> None:
+        _set(self, "name", name)
+        _set(self, "seq", seq)
+        _set(self, "by", by)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "seq": self.seq, "by": self.by}
 
 
-@dataclass(frozen=True, slots=True)
-class RotationDue:
+class RotationDue(Record):
     """A name a removed member could read, until a later head sets or deletes it."""
 
+    __slots__ = ("name", "removed", "since_seq")
     name: str
     since_seq: int
     removed: tuple[str, ...]
+
+    def __init__(self, name: str, since_seq: int, removed: tuple[str, ...]) -> None:
+        _set(self, "name", name)
+        _set(self, "since_seq", since_seq)
+        _set(self, "removed", removed)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "since_seq": self.since_seq, "removed": list(self.removed)}
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(Record):
     """Names only: which head, after which, by whom, and which names it set and deleted."""
 
+    __slots__ = ("at", "by", "deleted", "members", "note", "parent", "seq", "set")
     seq: int
     parent: str | None
     by: str
@@ -246,13 +290,24 @@ class LogEntry:
     members: bool
     note: str
 
+    def __init__(self, seq: int, parent: str | None, by: str, at: str, set: tuple[str, ...],
+                 deleted: tuple[str, ...], members: bool, note: str) -> None:
+        _set(self, "seq", seq)
+        _set(self, "parent", parent)
+        _set(self, "by", by)
+        _set(self, "at", at)
+        _set(self, "set", set)
+        _set(self, "deleted", deleted)
+        _set(self, "members", members)
+        _set(self, "note", note)
+
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "parent": self.parent, "by": self.by, "at": self.at, "set": list(self.set),
                 "del": list(self.deleted), "members": self.members, "note": self.note}
 
 
-@dataclass(frozen=True, slots=True)
-class SyncMember:
+class SyncMember(Record):
+    __slots__ = ("by", "format", "log", "membership", "parent", "remote_id", "rotation_due", "seq", "tombstones")
     format: int
     remote_id: str
     seq: int
@@ -263,6 +318,19 @@ class SyncMember:
     rotation_due: tuple[RotationDue, ...]
     log: tuple[LogEntry, ...]
 
+    def __init__(self, format: int, remote_id: str, seq: int, parent: str | None, by: str,
+                 membership: tuple[MembershipRecord, ...], tombstones: tuple[Tombstone, ...],
+                 rotation_due: tuple[RotationDue, ...], log: tuple[LogEntry, ...]) -> None:
+        _set(self, "format", format)
+        _set(self, "remote_id", remote_id)
+        _set(self, "seq", seq)
+        _set(self, "parent", parent)
+        _set(self, "by", by)
+        _set(self, "membership", membership)
+        _set(self, "tombstones", tombstones)
+        _set(self, "rotation_due", rotation_due)
+        _set(self, "log", log)
+
     def to_json(self) -> dict[str, Any]:
         return {"format": self.format, "remote_id": self.remote_id, "seq": self.seq, "parent": self.parent,
                 "by": self.by, "membership": [r.to_json() for r in self.membership],
@@ -270,14 +338,14 @@ class SyncMember:
                 "rotation_due": [r.to_json() for r in self.rotation_due], "log": [e.to_json() for e in self.log]}
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Head:
+class Head(_Frozen):
     """A parsed head: the document's own fields, its entries by name, and its `sync` member.
 
     `id` is the head id: SHA-256 of the canonical serialisation of the whole decrypted document,
     signature included. `signer` is the verified signer id of the document signature.
     """
 
+    __slots__ = ("bundle_id", "created_at", "creator", "entries", "generation", "id", "signer", "sync")
     id: str
     bundle_id: str
     created_at: str
@@ -286,6 +354,17 @@ class Head:
     signer: str
     entries: Mapping[str, Entry]
     sync: SyncMember
+
+    def __init__(self, id: str, bundle_id: str, created_at: str, generation: int, creator: Mapping[str, str],
+                 signer: str, entries: Mapping[str, Entry], sync: SyncMember) -> None:
+        _set(self, "id", id)
+        _set(self, "bundle_id", bundle_id)
+        _set(self, "created_at", created_at)
+        _set(self, "generation", generation)
+        _set(self, "creator", creator)
+        _set(self, "signer", signer)
+        _set(self, "entries", entries)
+        _set(self, "sync", sync)
 
     def __repr__(self) -> str:
         return f"Head(seq={self.sync.seq}, id={self.id[:12]}…, entries={len(self.entries)})"
@@ -328,10 +407,10 @@ class Head:
 # -- what a puller remembers, and what it concludes ----------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KnownHead:
+class KnownHead(Record):
     """The highest head accepted for a remote (the larger of the vault's sync state and the ratchet)."""
 
+    __slots__ = ("epoch", "generation", "head_id", "record_hash", "remote_id", "seq")
     remote_id: str
     seq: int
     head_id: str
@@ -339,22 +418,38 @@ class KnownHead:
     epoch: int
     record_hash: str
 
+    def __init__(self, remote_id: str, seq: int, head_id: str, generation: int, epoch: int,
+                 record_hash: str) -> None:
+        _set(self, "remote_id", remote_id)
+        _set(self, "seq", seq)
+        _set(self, "head_id", head_id)
+        _set(self, "generation", generation)
+        _set(self, "epoch", epoch)
+        _set(self, "record_hash", record_hash)
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Acceptance:
+
+class Acceptance(_Frozen):
     """An accepted head. `outcome`: `first_contact` (no known head), `unchanged` (the known head
     itself) or `advanced` (it descends from the known head). `pin_remote_id` is set on first contact
     with a remote whose id was not configured: the caller pins it (and warns)."""
 
+    __slots__ = ("head", "outcome", "pin_remote_id")
     head: Head
     outcome: AcceptOutcome
     pin_remote_id: str | None
 
+    def __init__(self, head: Head, outcome: AcceptOutcome, pin_remote_id: str | None) -> None:
+        _set(self, "head", head)
+        _set(self, "outcome", outcome)
+        _set(self, "pin_remote_id", pin_remote_id)
 
-@dataclass(frozen=True, slots=True)
-class SyncState:
+
+class SyncState(Record):
     """The vault's sync state of one remote, in the column order its MAC covers."""
 
+    __slots__ = ("endpoint", "epoch", "head_generation", "head_id", "head_rev", "head_seq", "last_local_rev",
+                 "member", "members_fp", "record_hash", "remote", "remote_id", "role", "rotation_due_count", "scope",
+                 "updated_at")
     remote: str
     remote_id: str
     endpoint: str
@@ -371,6 +466,27 @@ class SyncState:
     rotation_due_count: int
     last_local_rev: str | None
     updated_at: str
+
+    def __init__(self, remote: str, remote_id: str, endpoint: str, head_seq: int, head_id: str, head_rev: str,
+                 head_generation: int, epoch: int, record_hash: str, members_fp: str, member: str, role: str,
+                 scope: tuple[str, ...], rotation_due_count: int, last_local_rev: str | None,
+                 updated_at: str) -> None:
+        _set(self, "remote", remote)
+        _set(self, "remote_id", remote_id)
+        _set(self, "endpoint", endpoint)
+        _set(self, "head_seq", head_seq)
+        _set(self, "head_id", head_id)
+        _set(self, "head_rev", head_rev)
+        _set(self, "head_generation", head_generation)
+        _set(self, "epoch", epoch)
+        _set(self, "record_hash", record_hash)
+        _set(self, "members_fp", members_fp)
+        _set(self, "member", member)
+        _set(self, "role", role)
+        _set(self, "scope", scope)
+        _set(self, "rotation_due_count", rotation_due_count)
+        _set(self, "last_local_rev", last_local_rev)
+        _set(self, "updated_at", updated_at)
 
 
 # -- signing and signed documents (implemented by kimen.bundle; structural here) ---------------
@@ -407,43 +523,59 @@ def remote_rev(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class RemoteHead:
+class RemoteHead(_Frozen):
     """The bytes of the current head file, its remote rev, and (git) the commit that holds it."""
 
+    __slots__ = ("commit", "data", "rev")
     data: bytes
     rev: str
-    commit: str | None = None
+    commit: str | None
+
+    def __init__(self, data: bytes, rev: str, commit: str | None = None) -> None:
+        _set(self, "data", data)
+        _set(self, "rev", rev)
+        _set(self, "commit", commit)
 
     def __repr__(self) -> str:
         return f"RemoteHead(rev={self.rev[:12]}…, {len(self.data)} bytes)"
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(Record):
     """The new head was written and read back: `rev` is its remote rev."""
 
+    __slots__ = ("commit", "rev")
     rev: str
-    commit: str | None = None
+    commit: str | None
+
+    def __init__(self, rev: str, commit: str | None = None) -> None:
+        _set(self, "rev", rev)
+        _set(self, "commit", commit)
 
 
-@dataclass(frozen=True, slots=True)
-class LostRace:
+class LostRace(Record):
     """Another push moved the head first (`actual_rev`; None when the remote has no head)."""
 
+    __slots__ = ("actual_rev",)
     actual_rev: str | None
+
+    def __init__(self, actual_rev: str | None) -> None:
+        _set(self, "actual_rev", actual_rev)
 
 
 PublishResult = Published | LostRace
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeReport:
+class ProbeReport(Record):
     """A transport's check of its location (locking, atomic rename, reachability): warnings only;
     a location that cannot work raises its reason instead."""
 
+    __slots__ = ("location", "warnings")
     location: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]
+
+    def __init__(self, location: str, warnings: tuple[str, ...] = ()) -> None:
+        _set(self, "location", location)
+        _set(self, "warnings", warnings)
 
 
 class Transport(Protocol):

@@ -30,7 +30,11 @@ from .. import errors
 from ..durations import format_time
 from ..sigfmt import canonical
 from .base import Scope, SyncState
-from .ratchet import SyncStateDir, known_head
+from .ratchet import known_head
+from .status import Remote as Remote  # re-exported: the engine's handle on a remote
+from .status import Status as Status
+from .status import endpoint as endpoint
+from .status import read_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,7 +44,7 @@ if TYPE_CHECKING:
     from ..bundle.keys import Identity
     from ..store import Change, WriteResult
     from . import merge
-    from .base import Head, KnownHead, Member, RemoteHead, Transport
+    from .base import Head, KnownHead, Member, RemoteHead
     from .merge import Keyed, MergeResult
 
     class LocalState(Protocol):
@@ -205,85 +209,6 @@ class Changes:
     @property
     def can_reconcile(self) -> bool:
         return not self.conflict_keys
-
-
-@dataclass(slots=True)
-class Status:
-    """`sync status`: no passphrase, no identity, no decryption; the head's file read on every call."""
-
-    remote: str
-    remote_id: str | None
-    has_remote: bool
-    has_local: bool
-    remote_rev: str | None
-    remote_commit: str | None
-    last_seen_rev: str | None
-    local_rev: str | None
-    head_seq: int | None
-    ratchet_seq: int | None
-    member: str | None
-    role: str | None
-    scope: list[str] | None
-    rotation_due_count: int
-    local_changed: bool
-    has_lock: bool
-    lock_owner: str | None
-    reason: str | None
-    recommended_action: str
-    blockers: list[str] = field(default_factory=list)
-    baseline_verified: bool = False
-    head_created: float | None = None  # seconds since the epoch: the known head's generation, when current
-    members_changed: bool = False
-
-    @property
-    def in_sync(self) -> bool:
-        return self.reason is None and not self.local_changed
-
-    @property
-    def needs_pull(self) -> bool:
-        return self.reason in ("remote_changed", "no_local_baseline")
-
-    @property
-    def can_push(self) -> bool:
-        return self.has_remote and self.role in ("admin", "writer") and not self.blockers \
-            and self.reason in (None, "remote_changed")
-
-    @property
-    def has_conflict(self) -> bool:
-        return self.reason in ("remote_disappeared", "no_local_baseline", "remote_changed")
-
-    def conflicts(self) -> dict[str, object]:
-        """`sync conflicts`: the revision-level result and the lock state (no key, no decryption)."""
-        return {"has_conflict": self.has_conflict, "reason": self.reason, "expected_rev": self.last_seen_rev,
-                "actual_rev": self.remote_rev, "has_lock": self.has_lock, "lock_owner": self.lock_owner,
-                "recommended_action": self.recommended_action}
-
-
-class Remote:
-    """One remote as the engine uses it: its name (the vault's key), transport, configured id,
-    endpoint (SHA-256 of type, path, branch, bundle path) and the state directory root."""
-
-    def __init__(self, name: str, transport: Transport, *, remote_id: str | None, endpoint: str,
-                 state_base: str | None = None, env: Mapping[str, str] | None = None) -> None:
-        self.name = name
-        self.transport = transport
-        self.remote_id = remote_id
-        self.endpoint = endpoint
-        self.state_base = state_base
-        self.env = env
-
-    def __repr__(self) -> str:
-        return f"Remote({self.name!r}, {self.transport!r})"
-
-    def state_dir(self, remote_id: str) -> SyncStateDir:
-        return SyncStateDir(remote_id, self.env, base=self.state_base)
-
-
-def endpoint(kind: str, path: str, branch: str | None = None, bundle_path: str | None = None) -> str:
-    """SHA-256 of a remote's type, path, branch and bundle path: where its baseline belongs."""
-    import hashlib
-
-    return hashlib.sha256(canonical([kind, path, branch, bundle_path])).hexdigest()
 
 
 class Engine:
@@ -867,65 +792,8 @@ class Engine:
     # -- status and conflicts (no passphrase, no identity, no decryption) ------------------------
 
     def status(self, state: SyncState | None, local_rev: Callable[[Scope], str] | None) -> Status:
-        """The revision-level view: the head file's remote rev (read now) against the vault's
-        `head_rev`, the local revision against `last_local_rev`, the ratchet and the lock.
-        `state` is the vault's sync state read without the key (None: no baseline);
-        `local_rev(scope)` computes the local revision (None: no local vault)."""
-        transport = self.remote.transport
-        current = transport.read_head()
-        remote_id = self._remote_id(state)
-        directory = self.remote.state_dir(remote_id) if remote_id is not None else None
-        ratchet = directory.read_ratchet() if directory is not None else None
-        ack = directory.read_ack() if directory is not None and state is not None else None
-        members_changed = ack is not None and state is not None and ack.members_fp != state.members_fp
-        # the head's age without decrypting: known only while the remote still holds the known head
-        head_created = (state.head_generation / 1000.0 if state is not None and current is not None
-                        and current.rev == state.head_rev else None)
-        holder = getattr(transport, "lock_holder", None)
-        lock_owner = holder() if holder is not None else None
-        has_local = local_rev is not None
-        local_changed = False
-        local = None
-        if state is not None and local_rev is not None:
-            local = local_rev(Scope(state.scope))
-            local_changed = local != state.last_local_rev
-        blockers: list[str] = []
-        if not has_local:
-            blockers.append("local_vault_missing")
-        if lock_owner is not None:
-            blockers.append("remote_lock_present")
-        if self.identity is None:
-            blockers.append("remote_identity_missing")
-        if state is not None and state.role == "reader" and local_changed:
-            blockers.append("sync_role_forbidden")
-        if current is None:
-            reason = "remote_disappeared" if state is not None else "remote_missing"
-        elif state is None:
-            reason = "no_local_baseline"
-        elif current.rev != state.head_rev:
-            reason = "remote_changed"
-        else:
-            reason = None
-        if reason is not None and reason != "remote_missing" and reason not in blockers:
-            blockers.append(reason)
-        action = _recommended_action(reason, has_local=has_local, identity=self.identity is not None,
-                                     local_changed=local_changed, lock=lock_owner is not None,
-                                     writer=state is not None and state.role in ("admin", "writer"),
-                                     members_changed=members_changed,
-                                     rotation_due=state is not None and state.rotation_due_count > 0)
-        return Status(
-            remote=self.remote.name, remote_id=remote_id, has_remote=current is not None, has_local=has_local,
-            remote_rev=current.rev if current is not None else None,
-            remote_commit=current.commit if current is not None else None,
-            last_seen_rev=state.head_rev if state is not None else None, local_rev=local,
-            head_seq=state.head_seq if state is not None else None,
-            ratchet_seq=ratchet.seq if ratchet is not None else None,
-            member=state.member if state is not None else None, role=state.role if state is not None else None,
-            scope=list(state.scope) if state is not None else None,
-            rotation_due_count=state.rotation_due_count if state is not None else 0,
-            local_changed=local_changed, has_lock=lock_owner is not None, lock_owner=lock_owner, reason=reason,
-            recommended_action=action, blockers=blockers, head_created=head_created,
-            members_changed=members_changed)
+        """`sync status` of this remote (`kimen.sync.status.read_status`)."""
+        return read_status(self.remote, self.identity, state, local_rev)
 
 
 class _Own:
@@ -945,29 +813,3 @@ def _own_head(plaintext: bytes, identity: Identity) -> Head:
     from . import chain
 
     return chain.parse_head(_Own(loads(plaintext.decode("utf-8")), identity.signer), plaintext)
-
-
-def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,
-                        writer: bool, members_changed: bool = False, rotation_due: bool = False) -> str:
-    """The first applicable action, in the documented precedence."""
-    if not identity:
-        return "configure_remote_identity"
-    if not has_local:
-        return "vault_init" if reason != "remote_missing" else "sync_init"
-    if reason == "remote_missing":
-        return "sync_init"
-    if reason == "remote_disappeared":
-        return "sync_reset_baseline_or_remote_recreate"
-    if reason == "no_local_baseline":
-        return "sync_pull"
-    if reason == "remote_changed":
-        return "sync_pull_reconcile" if local_changed else "sync_pull"
-    if lock:
-        return "wait_or_sync_unlock"
-    if local_changed and writer:
-        return "sync_push"
-    if members_changed:
-        return "sync_members_ack"
-    if rotation_due:
-        return "sync_rotate"
-    return "none"

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from .. import errors
 from ..durations import format_time
 from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular
 from ..paths import state_dir
 from ..sigfmt import canonical, loads
+from ..store import Record
 from .base import KnownHead, Member
 from .transport import MAX_HEAD_BYTES
 
@@ -64,12 +64,15 @@ def known_head(vault: SyncState | None, ratchet: KnownHead | None) -> KnownHead 
                      generation=vault.head_generation, epoch=vault.epoch, record_hash=vault.record_hash)
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(Record):
     """The membership last acknowledged: its fingerprint and members."""
 
+    __slots__ = ("members", "members_fp")
     members_fp: str
     members: tuple[Member, ...]
+
+    def __init__(self, members_fp: str, members: tuple[Member, ...]) -> None:
+        self._init(members_fp=members_fp, members=members)
 
 
 def _int(value: Any, what: str, path: str) -> int:

@@ -15,7 +15,6 @@ tampered.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import struct
 
@@ -79,6 +78,8 @@ class Rotation:
     decrypts (`see`), finished after (`finish`)."""
 
     def __init__(self, conn: sqlite3.Connection, vault_id: bytes, old_key: Sensitive, new_key: Sensitive) -> None:
+        import hmac
+
         from ..sync.merge import UNTRANSLATED, baseline_acc, state_mac
         from . import sealing
 

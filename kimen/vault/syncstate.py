@@ -22,9 +22,6 @@ it).
 
 from __future__ import annotations
 
-import hmac
-import json
-
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
@@ -91,6 +88,8 @@ class VaultSyncState:
         """(state, baseline, vault generation) of `remote`, from one snapshot; the state's MAC
         verified (`sync_baseline_tampered`). No state row: (None, None, generation) — a baseline
         without a state row is tampering too."""
+        import hmac
+
         from ..sync.merge import Keyed, baseline_acc, state_mac
 
         if self.vault.schema_version < 2:
@@ -175,6 +174,8 @@ class VaultSyncState:
 
     def _commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed],
                 if_generation: int, scope: Scope, keep_local_rev: bool) -> WriteResult | None:
+        import json
+
         from ..sync.merge import baseline_acc, baseline_acc_update, state_mac
         from . import sealing
 

@@ -16,6 +16,8 @@ FORBIDDEN = {
     "argparse", "kimen.cli.parser", "nacl", "argon2", "kimen.crypto", "kimen.sync.merge", "kimen.sync.chain",
     "kimen.bundle.age", "kimen.bundle.document", "kimen.vault.sealing", "kimen.vault.backup", "kimen.vault.store",
     "kimen.sync.git", "kimen.cli.sync_checks",
+    # nor the engine and the start-up weight its value types once brought (dataclasses: inspect, ast, dis)
+    "kimen.sync.engine", "dataclasses", "inspect", "typing", "hmac",
 }
 
 
