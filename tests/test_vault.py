@@ -220,8 +220,11 @@ def test_rotation_carries_the_sync_tables_to_the_new_key(store, vault_path):
     assert rows["same"] == Keyed(key_digest(k_new, "same", b"s"), 2)
     assert rows["changed"] == Keyed(key_digest(k_new, "changed", b"old"), 2)
     assert rows["lost"] == Keyed(UNTRANSLATED, 3)
-    assert before is not None and loaded.last_local_rev != before.last_local_rev
-    assert loaded.last_local_rev == read_local_revision(v, Scope(["**"]))
+    assert before is not None and loaded.recorded_rev != before.recorded_rev
+    assert loaded.recorded_rev == read_local_revision(v, Scope(["**"]))
+    # the rows stamp followed the re-encrypted rows too: status takes the recorded revision as it is
+    assert loaded.recorded_stamp is not None and loaded.recorded_stamp != before.recorded_stamp
+    assert read_local_revision(v, Scope(["**"]), loaded) == loaded.recorded_rev
     assert loaded.head_rev == before.head_rev and loaded.updated_at == before.updated_at
 
 

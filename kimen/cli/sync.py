@@ -651,7 +651,7 @@ def _status(session: Session) -> Any:
 
     vault = session.vault
     state = read_state(vault, session.remote["name"]) if vault is not None else None
-    local_rev = (lambda scope: read_local_revision(vault, scope)) if vault is not None else None
+    local_rev = (lambda scope: read_local_revision(vault, scope, state)) if vault is not None else None
     return read_status(session.handle, session.identity, state, local_rev)
 
 

@@ -488,6 +488,20 @@ class SyncState(Record):
         _set(self, "last_local_rev", last_local_rev)
         _set(self, "updated_at", updated_at)
 
+    # `last_local_rev` is the column's text: the local revision at the last sync, then, when the
+    # commit recorded it (every commit since the rows stamp exists), ":" and the rows stamp of the
+    # vault it was computed over (`kimen.vault.syncrows.rows_stamp`); the MAC covers the whole text.
+
+    @property
+    def recorded_rev(self) -> str | None:
+        """The local revision of the last sync (None: a local change was left, or no sync yet)."""
+        return self.last_local_rev.partition(":")[0] or None if self.last_local_rev else None
+
+    @property
+    def recorded_stamp(self) -> str | None:
+        """The rows stamp `recorded_rev` was computed at (None: not recorded, an older kimen's row)."""
+        return self.last_local_rev.partition(":")[2] or None if self.last_local_rev else None
+
 
 # -- signing and signed documents (implemented by kimen.bundle; structural here) ---------------
 

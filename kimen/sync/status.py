@@ -142,7 +142,7 @@ def read_status(remote: Remote, identity: Identity | None, state: SyncState | No
     local = None
     if state is not None and local_rev is not None:
         local = local_rev(Scope(state.scope))
-        local_changed = local != state.last_local_rev
+        local_changed = local != state.recorded_rev
     blockers: list[str] = []
     if not has_local:
         blockers.append("local_vault_missing")

@@ -61,6 +61,30 @@ def revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int
             if covers(name)]
 
 
+def rows_stamp(conn: sqlite3.Connection) -> str:
+    """A cheap fingerprint of the `secrets` table, computed by SQLite in one pass without returning
+    a row: the row count, the sum of the revisions, every name and every nonce (in table order).
+    Every write changes it: kimen's writes give each row they write a fresh random nonce and delete
+    rows or rename them, and so does any other writer of a row a key could open. A change it does
+    not see keeps every name, nonce and the revisions' sum — a ciphertext or revision edited in
+    place, which no key opens any more (the nonce, name and revision are bound to the ciphertext).
+    `last_local_rev` records it beside the local revision, so that `sync status` recomputes the
+    revision (12-15 ms for 10 000 rows) only when the stamp moved (about 1 ms)."""
+    count, revisions, names, nonces = conn.execute(
+        "SELECT count(*), total(revision), CAST(IFNULL(group_concat(IFNULL(name, ''), char(10)), '') AS BLOB), "
+        "CAST(IFNULL(group_concat(CAST(IFNULL(nonce, x'') AS BLOB), ''), '') AS BLOB) FROM secrets").fetchone()
+    digest = hashlib.sha256(f"{count} {revisions!r}\n".encode())
+    digest.update(bytes(names))
+    digest.update(b"\n")
+    digest.update(bytes(nonces))
+    return digest.hexdigest()
+
+
+def recorded_local_rev(local_rev: str | None, stamp: str) -> str | None:
+    """The `last_local_rev` text of a local revision computed at rows stamp `stamp`."""
+    return f"{local_rev}:{stamp}" if local_rev is not None else None
+
+
 def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
     """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
     tells "the vault changed since the last sync" without a passphrase."""
@@ -102,7 +126,7 @@ class Rotation:
             expected = state_mac(self.old_sync, state, baseline_acc(self.old_sync, rows))
             if not isinstance(row[16], (bytes, memoryview)) or not hmac.compare_digest(bytes(row[16]), expected):
                 continue
-            matched = state.last_local_rev == local_revision(revision_rows(conn, Scope(state.scope)))
+            matched = state.recorded_rev == local_revision(revision_rows(conn, Scope(state.scope)))
             self.remotes[state.remote] = (state, rows, matched)
             for name, _seq, digest in rows:
                 if digest != UNTRANSLATED:
@@ -129,7 +153,8 @@ class Rotation:
 
         for remote, (state, rows, matched) in self.remotes.items():
             new_rows = [(name, seq, self.translated.get(digest, UNTRANSLATED)) for name, seq, digest in rows]
-            local_rev = local_revision(revision_rows(conn, Scope(state.scope))) if matched else state.last_local_rev
+            local_rev = (recorded_local_rev(local_revision(revision_rows(conn, Scope(state.scope))), rows_stamp(conn))
+                         if matched else state.last_local_rev)
             new_state = SyncState(
                 remote=state.remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
                 head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,

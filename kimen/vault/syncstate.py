@@ -25,7 +25,7 @@ from __future__ import annotations
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
-from .syncrows import STATE_COLUMNS, local_revision, revision_rows, row_state
+from .syncrows import STATE_COLUMNS, local_revision, recorded_local_rev, revision_rows, row_state, rows_stamp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,11 +61,15 @@ def other_scopes(vault: VaultFile, remote: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def read_local_revision(vault: VaultFile, scope: Scope) -> str:
+def read_local_revision(vault: VaultFile, scope: Scope, state: SyncState | None = None) -> str:
     """The local revision of the names in `scope` (no key): SHA-256 over their sorted (name,
     revision, SHA-256(nonce || ciphertext)). It differs from `last_local_rev` when the vault changed
-    since the last sync."""
+    since the last sync. Given the `state` it is compared with, the revision it recorded is taken
+    as it is while the rows stamp it was recorded at is still the vault's (`syncrows.rows_stamp`)."""
     with vault.reading() as conn:
+        if state is not None and state.recorded_stamp is not None and tuple(scope.globs) == tuple(state.scope) \
+                and rows_stamp(conn) == state.recorded_stamp:
+            return str(state.recorded_rev)
         return local_revision(revision_rows(conn, scope))
 
 
@@ -119,13 +123,13 @@ class VaultSyncState:
         """Whether no row in `scope` changed since the commit that recorded `state` with no local
         change left (`last_local_rev`): every local value then equals the baseline's, and a merge
         needs no value decrypted (no key; `scope` must be the state's own)."""
-        if state.last_local_rev is None or tuple(scope.globs) != tuple(state.scope):
+        if state.recorded_rev is None or tuple(scope.globs) != tuple(state.scope):
             return False
         with self.vault.reading() as conn:
             generation = self.vault.header().generation
             rev = local_revision(revision_rows(conn, scope))
         self._local_rev = (generation, tuple(scope.globs), rev)
-        return rev == state.last_local_rev
+        return rev == state.recorded_rev
 
     def unverified(self, remote: str) -> tuple[SyncState | None, int]:
         """(state, vault generation) of `remote` without the MAC check (`sync reset-baseline`)."""
@@ -193,6 +197,8 @@ class VaultSyncState:
                 local_rev = known[2]
             else:
                 local_rev = local_revision(revision_rows(conn, scope))
+            if local_rev is not None:  # with the rows stamp `sync status` compares
+                local_rev = recorded_local_rev(local_rev, rows_stamp(conn))
             new_state = SyncState(
                 remote=remote, remote_id=state.remote_id, endpoint=state.endpoint, head_seq=state.head_seq,
                 head_id=state.head_id, head_rev=state.head_rev, head_generation=state.head_generation,

@@ -59,3 +59,21 @@ def test_sync_status_reads_the_same_through_argparse(ana):
     fast = ana.ok("sync", "status", "--json", "--stale-threshold", "1h").json()
     slow = ana.ok("sync", "status", "--json", "--stale-threshold=1h").json()
     assert fast == slow and fast["in_sync"] and fast["local_changed"] is False
+
+
+def test_sync_status_sees_every_local_write_kimen_or_not(ana):
+    """The recorded local revision is reused only while the vault's rows stamp is unchanged: a
+    `secret set`, and a row deleted with SQLite itself (no generation, no MAC touched), are both
+    local changes."""
+    import sqlite3
+
+    assert ana.ok("sync", "status", "--json").json()["local_changed"] is False
+    ana.set("app.other", "value-2")
+    changed = ana.ok("sync", "status", "--json").json()
+    assert changed["local_changed"] is True and changed["recommended_action"] == "sync_push"
+    ana.ok("sync", "push", env=ana.with_pass())
+    assert ana.ok("sync", "status", "--json").json()["local_changed"] is False
+    with sqlite3.connect(ana.vault) as conn:
+        conn.execute("DELETE FROM secrets WHERE name='app.other'")
+    conn.close()
+    assert ana.ok("sync", "status", "--json").json()["local_changed"] is True
