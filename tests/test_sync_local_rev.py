@@ -93,7 +93,9 @@ def test_a_kimen_write_moves_the_stamp(synced):
     "UPDATE secrets SET name='app.y' WHERE name='app.c'",
     "UPDATE secrets SET revision=revision + 7 WHERE name='app.c'",
     "UPDATE secrets SET nonce=zeroblob(24) WHERE name='app.c'",
-], ids=["delete", "insert", "copy", "rename", "revision", "nonce"])
+    "UPDATE secrets SET nonce=substr(nonce, 1, 12) WHERE name='app.c'",
+    "DELETE FROM secrets",
+], ids=["delete", "insert", "copy", "rename", "revision", "nonce", "short-nonce", "empty"])
 def test_a_write_outside_kimen_is_seen(synced, sql):
     """SQLite itself, with no generation, MAC or sync table touched: the stamp moves all the same."""
     store, path = synced
