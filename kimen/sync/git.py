@@ -25,6 +25,7 @@ Errors: git's first error line (`git_failed`), with the credentials of any URL r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -56,6 +57,23 @@ _CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 _FILE_MODES = ("100644", "100755")
 _ENTRY_KINDS = {"120000": "a symlink", "040000": "a directory", "160000": "a submodule"}
 _BAD_REF_CHARS = frozenset(" ~^:?*[\\\x7f")
+_MAX_OBJECT = 64 * 1024 * 1024  # a commit or tree on the head's path (a head itself: MAX_HEAD_BYTES)
+
+
+def _tree_entry(tree: bytes, name: str, id_bytes: int) -> tuple[str, str] | None:
+    """(mode as `ls-tree` shows it, object id in hex) of the entry `name` of a raw tree object
+    (entries `<mode> <name>\\0<id>`), or None."""
+    wanted = name.encode("utf-8", "surrogateescape")
+    pos = 0
+    while pos < len(tree):
+        space = tree.find(b" ", pos)
+        nul = tree.find(b"\0", space + 1)
+        if space < 0 or nul < 0 or nul + 1 + id_bytes > len(tree):
+            raise errors.GitFailed(detail="git cat-file: a tree that does not parse")
+        if tree[space + 1:nul] == wanted:
+            return tree[pos:space].decode("ascii", "replace").zfill(6), tree[nul + 1:nul + 1 + id_bytes].hex()
+        pos = nul + 1 + id_bytes
+    return None
 
 
 def redact(text: str) -> str:
@@ -137,14 +155,17 @@ class GitTransport:
 
     # -- running git -----------------------------------------------------------------------------
 
+    def _command(self, *args: str) -> list[str]:
+        if self._git_exe is None:
+            raise errors.GitFailed(detail="git is not installed (not found on PATH)")
+        return [self._git_exe, f"--git-dir={self.cache}",
+                "-c", f"core.hooksPath={os.path.join(self.cache, _HOOKS)}", "-c", "core.fsmonitor=false",
+                "-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args]
+
     def _run(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
         import subprocess
 
-        if self._git_exe is None:
-            raise errors.GitFailed(detail="git is not installed (not found on PATH)")
-        command = [self._git_exe, f"--git-dir={self.cache}",
-                   "-c", f"core.hooksPath={os.path.join(self.cache, _HOOKS)}", "-c", "core.fsmonitor=false",
-                   "-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args]
+        command = self._command(*args)
         try:
             done = subprocess.run(command, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                   capture_output=True, cwd=self.cache, env={**self._environ, **(env or {})},
@@ -202,40 +223,105 @@ class GitTransport:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _fetch(self) -> str | None:
-        """Fetch the branch; its commit, or None when the remote has no such branch."""
+    def _fetch_branch(self) -> bool:
+        """Fetch the branch into the tracking ref; False (and no tracking ref) when the remote has
+        no such branch."""
         done = self._run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
                          "--", self.url, f"+refs/heads/{self.branch}:{self._tracking}")
         if done.code != 0:
             if "couldn't find remote ref" in done.err:
                 self._run("update-ref", "-d", self._tracking)
-                return None
+                return False
             raise errors.GitFailed(detail=_first_error_line(done.err, done.text))
+        return True
+
+    def _fetch(self) -> str | None:
+        """Fetch the branch; its commit, or None when the remote has no such branch."""
+        if not self._fetch_branch():
+            return None
         return self._check("rev-parse", "--verify", "--quiet", f"{self._tracking}^{{commit}}").text
 
+    def _fetch_head(self) -> tuple[str | None, bytes | None]:
+        """Fetch the branch: (its commit, the bytes of `<bundle_path>` in it), each None when absent.
+        Two git processes: the fetch, and one `cat-file --batch` for the rest (`_at`)."""
+        if not self._fetch_branch():
+            return None, None
+        return self._at(self._tracking)
+
     def _blob(self, commit: str) -> bytes | None:
-        """The bytes of `<bundle_path>` in `commit` (None when absent): a regular file only, within
-        the head size limit, checked before it is read."""
+        """The bytes of `<bundle_path>` in `commit` (None when absent)."""
+        return self._at(commit)[1]
+
+    def _at(self, rev: str) -> tuple[str, bytes | None]:
+        """(the commit `rev` names, the bytes of `<bundle_path>` in it or None when absent), read
+        through one `git cat-file --batch`: the commit, then each tree down the path (a tree entry
+        gives the mode, so only a regular file is read, never a symlink, directory or submodule),
+        then the blob, each object's size checked before its bytes are read."""
+        import subprocess
+
         shown = f"{self.bundle_path} on {self.branch}"
-        out = self._check("ls-tree", "-l", "-z", commit, "--", self.bundle_path).out
-        for record in out.split(b"\0"):
-            meta, _tab, path = record.partition(b"\t")
-            if path.decode("utf-8", "surrogateescape") != self.bundle_path:
-                continue
-            mode, _kind, sha, size = meta.decode("ascii", "replace").split()
-            if mode not in _FILE_MODES:
-                raise errors.SyncFailed(detail=f"{shown} is {_ENTRY_KINDS.get(mode, 'not a file')}, not the head file",
-                                        hint="kimen reads only a regular file there")
-            if int(size) > MAX_HEAD_BYTES:
-                raise errors.BundleTooLarge(path=shown)
-            return self._check("cat-file", "blob", sha).out
-        return None
+        try:
+            proc = subprocess.Popen(self._command("cat-file", "--batch"), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.cache,
+                                    env=self._environ)
+        except OSError as exc:
+            raise errors.GitFailed(detail=type(exc).__name__) from None
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # both are pipes
+
+        def ask(name: str, limit: int) -> tuple[str, str, bytes] | None:
+            """(id, type, bytes) of the object `name`, None when there is none."""
+            try:
+                stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+                stdin.flush()
+                header = stdout.readline().decode("ascii", "replace").split()
+                if len(header) == 2 and header[1] == "missing":
+                    return None
+                if len(header) != 3 or not header[2].isdigit():
+                    raise errors.GitFailed(detail=f"git cat-file: unexpected answer for {name}")
+                size = int(header[2])
+                if size > limit:
+                    raise (errors.BundleTooLarge(path=shown) if limit == MAX_HEAD_BYTES else
+                           errors.SyncFailed(detail=f"{shown}: a git object on its path is too large"))
+                body = stdout.read(size + 1)  # the object and the newline after it
+            except OSError as exc:
+                raise errors.GitFailed(detail=f"git cat-file: {exc.strerror}") from None
+            if len(body) != size + 1:
+                raise errors.GitFailed(detail="git cat-file stopped early")
+            return header[0], header[1], body[:size]
+
+        try:
+            found = ask(f"{rev}^{{commit}}", _MAX_OBJECT)
+            if found is None:
+                raise errors.GitFailed(detail=f"{rev} is not a commit")
+            commit = found[0]
+            tree = ask(f"{commit}^{{tree}}", _MAX_OBJECT)
+            segments = self.bundle_path.split("/")
+            for depth, segment in enumerate(segments):
+                entry = _tree_entry(tree[2], segment, len(commit) // 2) if tree is not None else None
+                if entry is None:
+                    return commit, None
+                mode, sha = entry
+                if depth < len(segments) - 1:
+                    tree = ask(sha, _MAX_OBJECT) if mode == "040000" else None
+                    continue
+                if mode not in _FILE_MODES:
+                    raise errors.SyncFailed(
+                        detail=f"{shown} is {_ENTRY_KINDS.get(mode, 'not a file')}, not the head file",
+                        hint="kimen reads only a regular file there")
+                blob = ask(sha, MAX_HEAD_BYTES)
+                return commit, blob[2] if blob is not None else None
+            return commit, None
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+            proc.kill()
+            proc.wait()
 
     def read_head(self) -> RemoteHead | None:
         with self._cache_locked():
-            commit = self._fetch()
-            data = self._blob(commit) if commit else None
-        if data is None:
+            commit, data = self._fetch_head()
+        if data is None or commit is None:
             return None
         check_head(data, f"{self.bundle_path} on {self.branch}")
         return RemoteHead(data, remote_rev(data), commit)
@@ -303,8 +389,7 @@ class GitTransport:
                 expected_seq: int | None) -> PublishResult:
         check_member_id(by)
         with self._cache_locked():
-            tip = self._fetch()
-            current = self._blob(tip) if tip else None
+            tip, current = self._fetch_head()
             actual = remote_rev(current) if current is not None else None
             if actual != expected_rev:
                 return LostRace(actual)
@@ -316,9 +401,8 @@ class GitTransport:
             if pushed.code != 0:
                 # Rejected as non-fast-forward, or beaten to the remote's ref lock by a push landing
                 # at the same moment: either way the branch moved, which makes it a lost race.
-                moved = self._fetch()
+                moved, now = self._fetch_head()
                 if moved != tip:
-                    now = self._blob(moved) if moved else None
                     return LostRace(remote_rev(now) if now is not None else None)
                 rejected = [line for line in pushed.text.splitlines() if line.startswith("!")]
                 raise errors.GitFailed(detail=_first_error_line(pushed.err, *rejected))
