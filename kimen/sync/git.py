@@ -5,10 +5,14 @@ processes of a `sync status`).
 Each remote gets a bare cache repository, `<cache>/git/<first 16 hex of SHA-256(url NUL branch)>/`
 (0700): no work tree, no checkout, never a git merge.
 
-- read: fetch `+refs/heads/<branch>:refs/remotes/origin/<branch>` (no tags) and read the blob
-  `<bundle_path>` of that commit; a missing branch or file is no head. The fetch mirrors the branch
-  as it is, rewritten or not: a force-pushed older head comes back as what it is, and the puller's
-  acceptance rule refuses it (`remote_rollback`, `remote_fork`); the transport adopts nothing.
+- read: `ls-remote` asks the remote which commit the branch points at now; when the cache does not
+  hold that commit, fetch `+refs/heads/<branch>:refs/remotes/origin/<branch>` (no tags); then read
+  the blob `<bundle_path>` of that commit (one `cat-file --batch`); a missing branch or file is no
+  head. Git names every object by the hash of its content, so a commit the cache holds is exactly
+  the remote's: the answer is always the remote's current head, never a cached one. The branch is
+  taken as it is, rewritten or not: a force-pushed older head comes back as what it is, and the
+  puller's acceptance rule refuses it (`remote_rollback`, `remote_fork`); the transport adopts
+  nothing. A publish fetches (it builds on the tracking ref).
 - publish: the new head as a blob, the tip's tree with only `<bundle_path>` replaced (through a
   private index), a commit whose only parent is the tip (an orphan on a missing branch), pushed as
   `<commit>:refs/heads/<branch>` and never forced: a non-fast-forward rejection is a lost race.
@@ -116,6 +120,10 @@ def cache_path(url: str, branch: str, env: Mapping[str, str] | None = None) -> s
     """`<cache>/git/<first 16 hex of SHA-256(url NUL branch)>`."""
     digest = hashlib.sha256(url.encode("utf-8", "surrogateescape") + b"\0" + branch.encode()).hexdigest()
     return os.path.join(cache_dir(os.environ if env is None else env), "git", digest[:16])
+
+
+class _Missing(Exception):
+    """An object the cache repository does not hold (before a fetch: fetch it)."""
 
 
 class _Done:
@@ -246,11 +254,40 @@ class GitTransport:
         Two git processes: the fetch, and one `cat-file --batch` for the rest (`_at`)."""
         if not self._fetch_branch():
             return None, None
-        return self._at(self._tracking)
+        try:
+            return self._at(self._tracking)
+        except _Missing as missing:
+            raise errors.GitFailed(detail=f"git object {missing} is missing after the fetch") from None
+
+    def _current_head(self) -> tuple[str | None, bytes | None]:
+        """(the branch's commit on the remote now, the bytes of `<bundle_path>` in it), each None
+        when absent. `ls-remote` asks the remote for the commit; when the cache repository already
+        holds that commit (git names every object by the hash of its content, so the same id is the
+        same commit, tree and file), it is read from there without a fetch, else fetched first."""
+        tip = self._ls_tip()
+        if tip is None:
+            return None, None
+        try:
+            return self._at(tip)
+        except _Missing:
+            return self._fetch_head()
+
+    def _ls_tip(self) -> str | None:
+        """The commit the remote's branch points at now (`git ls-remote`), None without the branch."""
+        ref = f"refs/heads/{self.branch}"
+        done = self._check("ls-remote", "--", self.url, ref)
+        for line in done.text.splitlines():
+            sha, _tab, name = line.partition("\t")
+            if name == ref:
+                return sha
+        return None
 
     def _blob(self, commit: str) -> bytes | None:
         """The bytes of `<bundle_path>` in `commit` (None when absent)."""
-        return self._at(commit)[1]
+        try:
+            return self._at(commit)[1]
+        except _Missing as missing:
+            raise errors.GitFailed(detail=f"git object {missing} is missing") from None
 
     def _at(self, rev: str) -> tuple[str, bytes | None]:
         """(the commit `rev` names, the bytes of `<bundle_path>` in it or None when absent), read
@@ -269,14 +306,14 @@ class GitTransport:
         stdin, stdout = proc.stdin, proc.stdout
         assert stdin is not None and stdout is not None  # both are pipes
 
-        def ask(name: str, limit: int) -> tuple[str, str, bytes] | None:
-            """(id, type, bytes) of the object `name`, None when there is none."""
+        def ask(name: str, limit: int) -> tuple[str, str, bytes]:
+            """(id, type, bytes) of the object `name` (`_Missing` when the cache has none)."""
             try:
                 stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
                 stdin.flush()
                 header = stdout.readline().decode("ascii", "replace").split()
                 if len(header) == 2 and header[1] == "missing":
-                    return None
+                    raise _Missing(name)
                 if len(header) != 3 or not header[2].isdigit():
                     raise errors.GitFailed(detail=f"git cat-file: unexpected answer for {name}")
                 size = int(header[2])
@@ -291,26 +328,22 @@ class GitTransport:
             return header[0], header[1], body[:size]
 
         try:
-            found = ask(f"{rev}^{{commit}}", _MAX_OBJECT)
-            if found is None:
-                raise errors.GitFailed(detail=f"{rev} is not a commit")
-            commit = found[0]
-            tree = ask(f"{commit}^{{tree}}", _MAX_OBJECT)
+            commit = ask(f"{rev}^{{commit}}", _MAX_OBJECT)[0]
+            tree: bytes | None = ask(f"{commit}^{{tree}}", _MAX_OBJECT)[2]
             segments = self.bundle_path.split("/")
             for depth, segment in enumerate(segments):
-                entry = _tree_entry(tree[2], segment, len(commit) // 2) if tree is not None else None
+                entry = _tree_entry(tree, segment, len(commit) // 2) if tree is not None else None
                 if entry is None:
                     return commit, None
                 mode, sha = entry
                 if depth < len(segments) - 1:
-                    tree = ask(sha, _MAX_OBJECT) if mode == "040000" else None
+                    tree = ask(sha, _MAX_OBJECT)[2] if mode == "040000" else None
                     continue
                 if mode not in _FILE_MODES:
                     raise errors.SyncFailed(
                         detail=f"{shown} is {_ENTRY_KINDS.get(mode, 'not a file')}, not the head file",
                         hint="kimen reads only a regular file there")
-                blob = ask(sha, MAX_HEAD_BYTES)
-                return commit, blob[2] if blob is not None else None
+                return commit, ask(sha, MAX_HEAD_BYTES)[2]
             return commit, None
         finally:
             with contextlib.suppress(OSError):
@@ -320,7 +353,7 @@ class GitTransport:
 
     def read_head(self) -> RemoteHead | None:
         with self._cache_locked():
-            commit, data = self._fetch_head()
+            commit, data = self._current_head()
         if data is None or commit is None:
             return None
         check_head(data, f"{self.bundle_path} on {self.branch}")
