@@ -380,3 +380,17 @@ def test_a_force_pushed_branch_is_fetched_as_it_is_not_merged(remote: GitRemote)
     assert head is not None and head.commit == one.commit
     assert transport.publish(make_head("3"), two.rev, seq=3, by="ana", expected_seq=2) == LostRace(one.rev)
     assert git("rev-parse", "main", env={"GIT_DIR": str(remote.repo)}) == one.commit
+
+
+def test_a_read_asks_the_remote_not_the_cache(remote: GitRemote):
+    """A read takes the branch's commit from the remote (`ls-remote`), reads it from the cache only
+    when the cache holds that very commit, and fetches otherwise: a cache whose tracking ref points
+    elsewhere, or that lacks the remote's commit, never answers for the remote."""
+    ana, bo = remote.transport("ana"), remote.transport("bo")
+    one = publish(ana, make_head("1"), None, 1)
+    two = publish(bo, make_head("2"), ana.read_head(), 2)  # bo's cache: ana's has not seen commit two
+    head = ana.read_head()
+    assert head is not None and (head.commit, head.rev) == (two.commit, two.rev)
+    git("update-ref", "refs/remotes/origin/main", one.commit, env={"GIT_DIR": ana.cache})
+    head = ana.read_head()
+    assert head is not None and (head.commit, head.rev) == (two.commit, two.rev)
