@@ -33,11 +33,11 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 from contextlib import contextmanager
 
 from .. import errors
 from ..durations import format_time
+from ..environ import which
 from ..fsutil import directory_problem, make_private_dirs, unlink_quietly
 from ..gitcheck import git_environ
 from ..paths import cache_dir
@@ -155,7 +155,7 @@ class GitTransport:
         self._tracking = f"refs/remotes/origin/{branch}"
         self._environ = git_environ(env, index_file=os.path.join(self.cache, _INDEX))
         search = self._environ.get("PATH", os.defpath)
-        self._git_exe = shutil.which("git", path=search)
+        self._git_exe = which("git", search)  # kimen's PATH lookup (no shutil import)
         self._environ.update(LC_ALL="C", LANGUAGE="C")
 
     def __repr__(self) -> str:
