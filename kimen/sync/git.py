@@ -320,12 +320,13 @@ class GitTransport:
                 if size > limit:
                     raise (errors.BundleTooLarge(path=shown) if limit == MAX_HEAD_BYTES else
                            errors.SyncFailed(detail=f"{shown}: a git object on its path is too large"))
-                body = stdout.read(size + 1)  # the object and the newline after it
+                body = stdout.read(size)
+                end = stdout.read(1)  # the newline after the object
             except OSError as exc:
                 raise errors.GitFailed(detail=f"git cat-file: {exc.strerror}") from None
-            if len(body) != size + 1:
+            if len(body) != size or end != b"\n":
                 raise errors.GitFailed(detail="git cat-file stopped early")
-            return header[0], header[1], body[:size]
+            return header[0], header[1], body
 
         try:
             commit = ask(f"{rev}^{{commit}}", _MAX_OBJECT)[0]
