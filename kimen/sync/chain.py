@@ -322,7 +322,8 @@ def _parse_log_entry(value: Any) -> LogEntry:
 def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head:
     """A head from a parsed, signature-verified document: every field rule of the `sync` member.
     `canonical_text`: the document's canonical serialisation when the caller made it (a head it
-    just built), so its id needs no second encoding.
+    just built; a parsed document's `canonical_text`, made to check its signature, is taken
+    when present), so its id needs no second encoding.
 
     No `sync` member → `sync_not_a_sync_document`; unsigned → `bundle_unsigned`; any broken rule →
     `bundle_invalid`. Chain checks that need more than the document itself are `accept`'s.
@@ -374,6 +375,8 @@ def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head
 
     sync_member = SyncMember(FORMAT, remote_id, seq, parent, by, membership, tombstones, rotation_due, log)
     creator = raw.get("creator") or {}
+    if canonical_text is None:
+        canonical_text = getattr(doc, "canonical_text", None)  # made by kimen.bundle.document.parse
     the_id = head_id(raw) if canonical_text is None else hashlib.sha256(canonical_text).hexdigest()
     return Head(the_id, raw["bundle_id"], raw["created_at"], raw["generation"], dict(creator), signer,
                 entries, sync_member)
