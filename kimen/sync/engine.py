@@ -619,7 +619,7 @@ class Engine:
             local_digests = {name: keyed.digest for name, keyed in baseline.items() if scope.covers(name)}
         else:
             values = local.local_values(scope)
-            local_digests = {name: digests(name, value) for name, value in values.items()}
+            local_digests = digests.many(values)
         if mirror:
             return merge.mirror(local.k_sync, scope, head, local_digests, digests), values
         return merge.merge(local.k_sync, scope, head, local_digests, baseline, digests), values

@@ -93,11 +93,11 @@ def xor32(a: bytes, b: bytes) -> bytes:
 def _row_macs(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> int:
     """XOR of the row MACs of `rows` (name, seq, digest), as an integer (the loop of a whole
     baseline: `baseline_row_mac` inlined)."""
-    mac, u16, u64, from_bytes = crypto.mac, _U16.pack, _U64.pack, int.from_bytes
+    mac, u16, u64, from_bytes = crypto.mac_with(k_sync), _U16.pack, _U64.pack, int.from_bytes
     acc = 0
     for name, seq, digest in rows:
         raw = name.encode("ascii")
-        acc ^= from_bytes(mac(k_sync, b"brow" + u16(len(raw)) + raw + u64(seq) + digest), "big")
+        acc ^= from_bytes(mac(b"brow" + u16(len(raw)) + raw + u64(seq) + digest), "big")
     return acc
 
 
@@ -260,10 +260,11 @@ class Digests:
     A head's entry is remembered by its base64 text too (`entry`): the next head carries most
     entries forward as the same text, whose digest is then found without decoding it again."""
 
-    __slots__ = ("_memo", "_memo_b64", "k_sync")
+    __slots__ = ("_mac", "_memo", "_memo_b64", "k_sync")
 
     def __init__(self, k_sync: bytes) -> None:
         self.k_sync = k_sync
+        self._mac = crypto.mac_with(k_sync)
         self._memo: dict[tuple[str, bytes], bytes] = {}
         self._memo_b64: dict[tuple[str, str], bytes] = {}
 
@@ -274,8 +275,22 @@ class Digests:
         key = (name, value)
         digest = self._memo.get(key)
         if digest is None:
-            digest = self._memo[key] = key_digest(self.k_sync, name, value)
+            raw = name.encode("ascii")  # `key_digest`, with the key set up once
+            digest = self._memo[key] = self._mac(_U16.pack(len(raw)) + raw + value)
         return digest
+
+    def many(self, values: Mapping[str, bytes]) -> dict[str, bytes]:
+        """The digest of every (name, value) of `values` (the local values of one operation)."""
+        memo, mac, u16 = self._memo, self._mac, _U16.pack
+        out = {}
+        for name, value in values.items():
+            key = (name, value)
+            digest = memo.get(key)
+            if digest is None:
+                raw = name.encode("ascii")
+                digest = memo[key] = mac(u16(len(raw)) + raw + value)
+            out[name] = digest
+        return out
 
     def entry(self, name: str, value_b64: str) -> bytes:
         """The digest of a head entry's value, given as its (checked) base64 text."""
