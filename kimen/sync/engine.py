@@ -721,7 +721,7 @@ class Engine:
                 doc = merge.build_next(head, author=me.id, changes=changes, at=format_time(now),
                                        now_ms=int(now * 1000), creator=self.creator)
                 plaintext = document.sign(doc, identity)
-                new_head = _own_head(doc, plaintext, identity)
+                new_head = _own_head(doc, plaintext, identity, head)
                 recipients = [keys.parse_recipient(m.recipient).obj for m in new_head.current.members]
                 data = age.encrypt(plaintext, recipients)
                 published = transport.publish(data, fetched.remote.rev, seq=new_head.seq, by=me.id,
@@ -966,15 +966,17 @@ class _Own:
         self.raw, self.signer = raw, signer
 
 
-def _own_head(doc: Mapping[str, object], plaintext: bytes, identity: Identity) -> Head:
+def _own_head(doc: Mapping[str, object], plaintext: bytes, identity: Identity, parent: Head) -> Head:
     """The head of a document this member just built and signed (`doc`, serialised as `plaintext`):
     every rule of a head checked again (`chain.parse_head`), without decoding each value and
     verifying its own signature as a document from elsewhere needs (`kimen.bundle.document.parse`).
     The rules are checked on `doc` itself: `plaintext` is its canonical serialisation, which holds
-    exactly its objects, lists, strings, integers and nulls, so reading it back gives the same."""
+    exactly its objects, lists, strings, integers and nulls, so reading it back gives the same.
+    The entries carried unchanged from `parent` (the accepted head it was built from) are its
+    entries (`chain.parse_head`'s `built_from`)."""
     from . import chain
 
-    return chain.parse_head(_Own(doc, identity.signer), plaintext)
+    return chain.parse_head(_Own(doc, identity.signer), plaintext, built_from=parent)
 
 
 def _recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,
