@@ -71,8 +71,12 @@ def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def loads(text: str) -> Any:
-    """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`)."""
+def loads(text: str, *, canonical_text: bool = False) -> Any:
+    """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`).
+    `canonical_text`: the caller knows `text` is a `canonical` serialisation (it hashes to a
+    recorded head id), which never repeats a key, so no key is looked for twice."""
+    if canonical_text:
+        return json.loads(text, parse_float=_no_float, parse_constant=_no_float)
     return json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
 
 

@@ -345,18 +345,25 @@ class Engine:
             state = None  # another remote's baseline: reset when the location changed
         return known_head(state, ratchet)
 
-    def fetch(self, state: SyncState | None, *, stateless: bool = False) -> Fetched | None:
+    def fetch(self, state: SyncState | None, *, stateless: bool = False, verified: bool = False) -> Fetched | None:
         """Read the head and accept it against the known head, or raise the first failing check's
         reason; None when the remote holds no head. `stateless` (`sync pin`): no known head, so
-        the order check is skipped and nothing is read from this machine."""
+        the order check is skipped and nothing is read from this machine. `verified`: `state`
+        was read with its MAC checked (`LocalState.load`)."""
         identity = self._identity()
         current = self.remote.transport.read_head()
         if current is None:
             return None
-        return self._accept(current, identity, state, stateless=stateless)
+        return self._accept(current, identity, state, stateless=stateless, verified=verified)
 
     def _accept(self, current: RemoteHead, identity: Identity, state: SyncState | None, *,
-                stateless: bool = False) -> Fetched:
+                stateless: bool = False, verified: bool = False) -> Fetched:
+        """Decrypt, parse and accept a head. A head that is byte for byte the one accepted at the
+        last sync (its plaintext hashes to the head id of the MAC-checked sync state: `verified`)
+        goes through every check again but its document signature, which was verified over these
+        very bytes then (`kimen.bundle.document.parse`'s `verified_before`)."""
+        import hashlib
+
         from ..bundle import age, document
         from . import chain
 
@@ -365,7 +372,9 @@ class Engine:
         except errors.BundleNoMatch:
             hint = ("you may have been removed from the team; ask an admin" if state is not None else None)
             raise errors.SyncNotAMember(remote=self.remote.name, **({"hint": hint} if hint else {})) from None
-        doc = document.parse(plaintext)
+        seen = verified and not stateless and state is not None and current.rev == state.head_rev \
+            and hashlib.sha256(plaintext).hexdigest() == state.head_id
+        doc = document.parse(plaintext, verified_before=seen)
         remote_id = self._remote_id(state)
         if remote_id is None and not stateless:
             sync = doc.raw.get("sync")
@@ -465,7 +474,7 @@ class Engine:
         state, baseline, generation = local.load(self.remote.name)
         if state is not None and state.remote_id != self._remote_id(state):
             state, baseline = None, None
-        fetched = self.fetch(state)
+        fetched = self.fetch(state, verified=True)
         if fetched is None:
             raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
                                        hint="create the remote's first head with `kimen sync init`")
