@@ -49,7 +49,7 @@ from .chain import BUNDLE_VERSION, FORMAT, check_member, record_hash, sign_recor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any, Literal
 
     from .base import Role, Signer
@@ -300,13 +300,31 @@ class Digests:
             digest = self._memo_b64[key] = self(name, a2b_base64(value_b64))
         return digest
 
+    def entries(self, entries: Mapping[str, Entry], covers: Callable[[str], bool] | None) -> dict[str, Keyed]:
+        """`Keyed` (digest, revision) of each entry whose name `covers` accepts (None: all): `entry`
+        and `__call__` inlined, for the 10 000 entries of a head."""
+        memo, memo_b64, mac, u16 = self._memo, self._memo_b64, self._mac, _U16.pack
+        out = {}
+        for name, entry in entries.items():
+            if covers is not None and not covers(name):
+                continue
+            key = (name, entry.value_b64)
+            digest = memo_b64.get(key)
+            if digest is None:
+                value = a2b_base64(key[1])
+                digest = memo.get((name, value))
+                if digest is None:
+                    raw = name.encode("ascii")
+                    digest = memo[(name, value)] = mac(u16(len(raw)) + raw + value)
+                memo_b64[key] = digest
+            out[name] = Keyed(digest, entry.revision)
+        return out
+
 
 def head_digests(k_sync: bytes, head: Head, scope: Scope, digests: Digests | None = None) -> dict[str, Keyed]:
     """The keyed digest and revision of every entry of `head` inside `scope`."""
-    digest = (digests if digests is not None and digests.k_sync == k_sync else Digests(k_sync)).entry
-    covers = None if scope.everything else scope.covers
-    return {name: Keyed(digest(name, entry.value_b64), entry.revision)
-            for name, entry in head.entries.items() if covers is None or covers(name)}
+    memo = digests if digests is not None and digests.k_sync == k_sync else Digests(k_sync)
+    return memo.entries(head.entries, None if scope.everything else scope.covers)
 
 
 def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],
