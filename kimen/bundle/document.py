@@ -95,10 +95,16 @@ def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, c
     return canonical(doc), bundle_id
 
 
-def sign(doc: dict[str, Any], identity: keys.Identity) -> bytes:
-    """Set `doc["signature"]`: Ed25519 over the context and the document without its signature.
-    Returns the canonical serialisation of the signed document (`canonical(doc)`): each member is
-    encoded once for both."""
+def sign(doc: dict[str, Any], identity: keys.Identity) -> None:
+    """Set `doc["signature"]`: Ed25519 over the context and the document without its signature."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    sig = identity.sign(SIGNATURE_CONTEXT + canonical(body))
+    doc["signature"] = {"alg": "ed25519", "signer": identity.signer, "sig": base64.b64encode(sig).decode("ascii")}
+
+
+def sign_canonical(doc: dict[str, Any], identity: keys.Identity) -> bytes:
+    """`sign`, and return the canonical serialisation of the signed document (`canonical(doc)`):
+    each member is encoded once for both (a sync head, whose id hashes these bytes)."""
     members = sigfmt.canonical_members({k: v for k, v in doc.items() if k != "signature"})
     sig = identity.sign(SIGNATURE_CONTEXT + sigfmt.join_members(members))
     doc["signature"] = {"alg": "ed25519", "signer": identity.signer, "sig": base64.b64encode(sig).decode("ascii")}

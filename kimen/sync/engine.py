@@ -729,7 +729,7 @@ class Engine:
                 now = self.clock()
                 doc = merge.build_next(head, author=me.id, changes=changes, at=format_time(now),
                                        now_ms=int(now * 1000), creator=self.creator)
-                plaintext = document.sign(doc, identity)
+                plaintext = document.sign_canonical(doc, identity)
                 new_head = _own_head(doc, plaintext, identity, head)
                 recipients = [keys.parse_recipient(m.recipient).obj for m in new_head.current.members]
                 data = age.encrypt(plaintext, recipients)
