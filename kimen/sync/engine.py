@@ -24,7 +24,6 @@ snapshot (unless the caller passes none), and the ratchet rises after the vault 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .. import errors
@@ -35,7 +34,7 @@ from .ratchet import SyncStateDir, known_head
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Literal, Protocol
 
     from ..bundle.keys import Identity
@@ -91,6 +90,28 @@ def default_creator() -> dict[str, str]:
     except (KeyError, OSError):
         user = ""
     return {"user": user, "host": socket.gethostname(), "kimen": __version__}
+
+
+class CollectorPaused:
+    """Python's cyclic garbage collector off for one push or pull: the operation makes a few
+    hundred thousand small objects (every head entry, digest and merge outcome of 10 000 names),
+    none of them in a cycle, and the collector would walk the growing heap again and again (about
+    a tenth of the CPU of a push) to free nothing. Reference counting frees them as before; the
+    collector's previous state is restored after."""
+
+    __slots__ = ("enabled",)
+
+    def __enter__(self) -> None:
+        import gc
+
+        self.enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        if self.enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -278,24 +299,6 @@ class Remote:
 
     def state_dir(self, remote_id: str) -> SyncStateDir:
         return SyncStateDir(remote_id, self.env, base=self.state_base)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for one push or pull: the operation makes a few
-    hundred thousand small objects (every head entry, digest and merge outcome of 10 000 names),
-    none of them in a cycle, and the collector would walk the growing heap again and again (about
-    a tenth of the CPU of a push) to free nothing. Reference counting frees them as before; the
-    collector's previous state is restored after."""
-    import gc
-
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def endpoint(kind: str, path: str, branch: str | None = None, bundle_path: str | None = None) -> str:
@@ -653,7 +656,7 @@ class Engine:
     def pull(self, local: LocalState, *, reconcile: bool = False, mirror: bool = False, dry_run: bool = False,
              backup_path: str | None = None) -> PullResult:
         """Accept the current head and merge it into the vault (docs/sync.md, "Pulling")."""
-        with collector_paused():
+        with CollectorPaused():
             return self._pull(local, reconcile=reconcile, mirror=mirror, dry_run=dry_run, backup_path=backup_path)
 
     def _pull(self, local: LocalState, *, reconcile: bool, mirror: bool, dry_run: bool,
@@ -689,7 +692,7 @@ class Engine:
     def push(self, local: LocalState, *, ff_only: bool = False, backup_path: str | None = None,
              lock_wait: float | None = None, max_attempts: int = MAX_ATTEMPTS) -> PushResult:
         """Publish the local-only changes in scope as the next head (docs/sync.md, "Pushing")."""
-        with collector_paused():
+        with CollectorPaused():
             return self._push(local, ff_only=ff_only, backup_path=backup_path, lock_wait=lock_wait,
                               max_attempts=max_attempts)
 

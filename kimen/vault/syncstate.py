@@ -201,6 +201,8 @@ class VaultSyncState:
                 last_local_rev=local_rev, updated_at=format_time())
             verified = self._verified.pop(remote, None)
             if verified is not None:
+                import hmac
+
                 stored = conn.execute("SELECT state_mac FROM sync_state WHERE remote=?", (remote,)).fetchone()
                 if stored is None or not isinstance(stored[0], (bytes, memoryview)) \
                         or not hmac.compare_digest(bytes(stored[0]), verified[2]):
