@@ -26,6 +26,10 @@ from nacl.bindings import (
 from .sensitive import Sensitive
 from .store import KdfParams
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 KEY_BYTES = 32
 NONCE_BYTES = 24
 SALT_BYTES = 16
@@ -86,6 +90,29 @@ def subkey(data_key: bytes | bytearray, vault_id: bytes, person: bytes) -> bytes
 def mac(key: bytes, message: bytes) -> bytes:
     """HMAC-SHA256 (one-shot: `hmac.digest` is several times faster than `hmac.new` per row)."""
     return hmac.digest(key, message, "sha256")
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def mac_with(key: bytes) -> Callable[[bytes], bytes]:
+    """`mac` under one key for many messages (the rows of a baseline): the key's two padded blocks
+    are hashed once (RFC 2104), then each message costs two SHA-256 copies — about half the time
+    of `hmac.digest`, which sets its key up again on every call. The same bytes as `mac`."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(64, b"\0")
+    inner, outer = hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD))
+
+    def keyed_mac(message: bytes) -> bytes:
+        digest = inner.copy()
+        digest.update(message)
+        result = outer.copy()
+        result.update(digest.digest())
+        return result.digest()
+
+    return keyed_mac
 
 
 # -- bundle signing --

@@ -27,9 +27,37 @@ if TYPE_CHECKING:
 SIGNER_PREFIX = "kimen-sig-v1:"
 
 
+_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def canonical(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode("ascii")
+
+
+def canonical_members(doc: dict[str, Any]) -> dict[str, bytes]:
+    """Each member of the object `doc` as `canonical` writes it inside the object (`"key":value`),
+    for `join_members`: a signed document is encoded once for its signature and its id."""
+    encode = _encoder.encode
+    out = {}
+    for key, value in doc.items():
+        if type(key) is not str:
+            raise TypeError("canonical_members: object keys must be strings")
+        out[key] = (encode(key) + ":" + encode(value)).encode("ascii")
+    return out
+
+
+def join_members(members: dict[str, bytes], leave_out: str | None = None) -> bytes:
+    """`canonical` of the object whose members `canonical_members` encoded, without `leave_out`:
+    its members sorted by key, joined by commas (the same bytes as `canonical`)."""
+    return b"{" + b",".join(members[key] for key in sorted(members) if key != leave_out) + b"}"
+
+
+def canonical_without(doc: dict[str, Any], member: str) -> tuple[bytes, bytes]:
+    """(`canonical` of `doc` without `member`, `canonical` of `doc`), each member encoded once: a
+    signature covers the first and a head id hashes the second."""
+    members = canonical_members(doc)
+    return join_members(members, member), join_members(members)
 
 
 def _no_float(text: str) -> Any:
@@ -43,8 +71,12 @@ def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def loads(text: str) -> Any:
-    """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`)."""
+def loads(text: str, *, canonical_text: bool = False) -> Any:
+    """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`).
+    `canonical_text`: the caller knows `text` is a `canonical` serialisation (it hashes to a
+    recorded head id), which never repeats a key, so no key is looked for twice."""
+    if canonical_text:
+        return json.loads(text, parse_float=_no_float, parse_constant=_no_float)
     return json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
 
 

@@ -74,6 +74,41 @@ def test_any_change_breaks_the_signature():
         assert info.value.reason == "bundle_signature_invalid"
 
 
+def test_sign_canonical_returns_the_canonical_signed_document_and_parse_keeps_it():
+    from kimen import sigfmt
+
+    raw = json.loads(_doc())
+    again = json.loads(json.dumps(raw))
+    text = document.sign_canonical(raw, _identity())
+    assert text == document.canonical(raw)
+    document.sign(again, _identity())
+    assert again["signature"] == raw["signature"]  # Ed25519 is deterministic: the same signature
+    assert document.parse(text).canonical_text == text
+    doc = {"b": [1, {"z": "\u00e9", "a": None}], "a b": "x", "a!": 1, "a": 2, "signature": {"x": "y"}}
+    assert sigfmt.canonical_without(doc, "signature") == (
+        document.canonical({k: v for k, v in doc.items() if k != "signature"}), document.canonical(doc))
+
+
+def test_verified_before_skips_only_the_signature_check():
+    """A document the caller verified before (same canonical bytes) is not verified again; its
+    signature member's form and every other rule still are."""
+    parsed = json.loads(_doc(_identity()))
+    parsed["signature"]["sig"] = base64.b64encode(bytes(64)).decode()
+    forged = document.canonical(parsed)
+    with pytest.raises(errors.KimenError):
+        document.parse(forged)
+    doc = document.parse(forged, verified_before=True)  # the caller's word: these bytes were verified
+    assert doc.signer == _identity().signer and doc.canonical_text == forged
+    for mutate, reason in ((lambda d: d["signature"].pop("alg"), "bundle_invalid"),
+                           (lambda d: d.__setitem__("generation", 0), "bundle_invalid"),
+                           (lambda d: d["secrets"][0].__setitem__("value_b64", "!"), "bundle_invalid")):
+        changed = json.loads(json.dumps(parsed))
+        mutate(changed)
+        with pytest.raises(errors.KimenError) as info:
+            document.parse(document.canonical(changed), verified_before=True)
+        assert info.value.reason == reason
+
+
 @pytest.mark.parametrize(("payload", "reason"), [
     (b"\xff\xfe", "bundle_not_a_document"),
     (b"[1]", "bundle_not_a_document"),

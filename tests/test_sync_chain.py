@@ -219,6 +219,47 @@ def test_the_unmodified_rich_head_parses(rich):
     assert [e.seq for e in head.sync.log] == list(range(1, 8))
 
 
+def test_a_parsed_document_keeps_its_canonical_text_for_the_id(rich):
+    """The signature check's serialisation is the one the head id hashes (one encoding for both)."""
+    assert rich.doc.canonical_text == canonical(rich.doc.raw)
+    assert chain.parse_head(rich.doc).id == chain.head_id(rich.doc.raw)
+
+
+def _entry_rule(mutate):
+    def change(raw):
+        mutate(next(e for e in raw["secrets"] if e["name"] == "app.a"))
+    return change
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda e: e.update(revision=99), lambda e: e.update(revision="7"), lambda e: e.update(by="Not A Member Id"),
+    lambda e: e.update(updated_at=7), lambda e: e.pop("by"), lambda e: e.update(extra=1),
+    lambda e: e.update(value_b64=7),
+], ids=["revision-above-seq", "revision-text", "by", "updated_at", "missing-field", "extra-field", "value"])
+def test_built_from_checks_every_entry_not_carried_unchanged(rich, mutate):
+    """`built_from` (a head built from this parent) takes an entry equal to the parent's as is; an
+    entry that differs in any field is checked as every entry is."""
+    class Built:  # as a member's own new head reaches the check: the document it built, no re-parse
+        def __init__(self, raw, signer):
+            self.raw, self.signer = raw, signer
+
+    parent = rich.heads[-2]
+    raw = copy.deepcopy(rich.doc.raw)
+    _entry_rule(mutate)(raw)
+    with pytest.raises(errors.KimenError) as info:
+        chain.parse_head(Built(raw, rich.doc.signer), built_from=parent)
+    assert _reason(info) == "bundle_invalid"
+    chain.parse_head(Built(copy.deepcopy(rich.doc.raw), rich.doc.signer), built_from=parent)  # unchanged: fine
+
+
+def test_built_from_gives_the_same_head(rich):
+    parent, child = rich.heads[-2], rich.doc
+    head = chain.parse_head(child, built_from=parent)
+    plain = chain.parse_head(child)
+    assert (head.id, head.entries, head.sync) == (plain.id, plain.entries, plain.sync)
+    assert head.entries["app.a"] is parent.entries["app.a"]  # carried unchanged: the parent's entry
+
+
 def test_unknown_sync_format_is_unsupported(rich):
     with pytest.raises(errors.KimenError) as info:
         chain.parse_head(resign(rich.doc, "ana", _set(["sync", "format"], 2)))

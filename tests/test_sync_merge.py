@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kimen import errors
@@ -439,3 +439,26 @@ def test_baseline_acc_update_equals_the_acc_of_the_new_rows(old, new):
         return merge.baseline_acc(K, [(n, k.seq, k.digest) for n, k in rows.items()])
 
     assert merge.baseline_acc_update(K, acc(old_rows), old_rows, new_rows) == acc(new_rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=150), messages=st.lists(st.binary(max_size=300), max_size=5))
+def test_mac_with_is_hmac_sha256(key: bytes, messages: list[bytes]) -> None:
+    """The keyed MAC of many messages (pads hashed once) is HMAC-SHA256 byte for byte, any key length."""
+    from kimen import crypto
+
+    keyed = crypto.mac_with(key)
+    for message in messages:
+        assert keyed(message) == hmac.digest(key, message, "sha256") == crypto.mac(key, message)
+
+
+def test_digests_many_and_entry_equal_key_digest() -> None:
+    """`Digests` (one operation's memo, by value and by base64 text) gives `key_digest`'s bytes."""
+    import base64
+
+    digests = merge.Digests(K)
+    values = {"app.a": b"1", "app.b": b"", "ops.k": bytes(range(256))}
+    assert digests.many(values) == {n: merge.key_digest(K, n, v) for n, v in values.items()}
+    for name, value in values.items():
+        assert digests.entry(name, base64.b64encode(value).decode()) == merge.key_digest(K, name, value)
+        assert digests(name, value) == merge.key_digest(K, name, value)

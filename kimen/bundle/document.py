@@ -52,9 +52,11 @@ class Secret:
 
 class Document:
     """A parsed, checked document; `signer` is the verified signer id or None (unsigned); `raw` is the
-    decoded JSON object (a sync head's `sync` member is read from it)."""
+    decoded JSON object (a sync head's `sync` member is read from it); `canonical_text` is the
+    canonical serialisation of `raw` when checking the signature made it (a head id hashes it)."""
 
-    __slots__ = ("bundle_id", "created_at", "creator", "generation", "raw", "secrets", "signer", "source_vault_id")
+    __slots__ = ("bundle_id", "canonical_text", "created_at", "creator", "generation", "raw", "secrets", "signer",
+                 "source_vault_id")
 
     def __init__(self, bundle_id: str, created_at: str, creator: dict[str, Any], source_vault_id: str | None,
                  generation: int, secrets: list[Secret], signer: str | None, raw: dict[str, Any]) -> None:
@@ -66,6 +68,7 @@ class Document:
         self.secrets = secrets
         self.signer = signer
         self.raw = raw
+        self.canonical_text: bytes | None = None
 
 
 def build(secrets: Sequence[Secret], *, source_vault_id: str, generation: int, creator: dict[str, str],
@@ -99,11 +102,27 @@ def sign(doc: dict[str, Any], identity: keys.Identity) -> None:
     doc["signature"] = {"alg": "ed25519", "signer": identity.signer, "sig": base64.b64encode(sig).decode("ascii")}
 
 
-def parse(plaintext: bytes) -> Document:
-    """Parse and check a decrypted payload; verifies the signature when there is one."""
+def sign_canonical(doc: dict[str, Any], identity: keys.Identity) -> bytes:
+    """`sign`, and return the canonical serialisation of the signed document (`canonical(doc)`):
+    each member is encoded once for both (a sync head, whose id hashes these bytes)."""
+    members = sigfmt.canonical_members({k: v for k, v in doc.items() if k != "signature"})
+    sig = identity.sign(SIGNATURE_CONTEXT + sigfmt.join_members(members))
+    doc["signature"] = {"alg": "ed25519", "signer": identity.signer, "sig": base64.b64encode(sig).decode("ascii")}
+    members.update(sigfmt.canonical_members({"signature": doc["signature"]}))
+    return sigfmt.join_members(members)
+
+
+def parse(plaintext: bytes, *, verified_before: bool = False) -> Document:
+    """Parse and check a decrypted payload; verifies the signature when there is one.
+
+    `verified_before`: the caller knows that `plaintext` is, byte for byte, the canonical
+    serialisation of a document whose signature it verified before (its SHA-256 equals a head id
+    recorded under the vault's key when that head was accepted). Verifying is deterministic, so
+    the Ed25519 check over the same bytes is not made again (the signature member's form still
+    is), and `canonical_text` is `plaintext` itself; every other rule is checked as always."""
     try:
         text = plaintext.decode("utf-8")
-        doc = sigfmt.loads(text)
+        doc = sigfmt.loads(text, canonical_text=verified_before)
     except (UnicodeDecodeError, ValueError, RecursionError):
         if plaintext.lstrip()[:1] == b"{" and b'"kimen_bundle"' in plaintext:
             raise errors.BundleInvalid(detail="document is not valid canonical JSON") from None
@@ -134,8 +153,10 @@ def parse(plaintext: bytes) -> Document:
     if source is not None and (not isinstance(source, str) or not _HEX32.fullmatch(source)):
         raise errors.BundleInvalid(detail="source_vault_id must be 32 hex digits")
     secrets = _secrets(doc["secrets"])
-    signer = _verify_signature(doc)
-    return Document(bundle_id, created_at, creator, source, generation, secrets, signer, doc)
+    signer, canonical_text = _verify_signature(doc, plaintext if verified_before else None)
+    parsed = Document(bundle_id, created_at, creator, source, generation, secrets, signer, doc)
+    parsed.canonical_text = canonical_text
+    return parsed
 
 
 def _secrets(items: Any) -> list[Secret]:
@@ -174,24 +195,29 @@ def _secrets(items: Any) -> list[Secret]:
     return out
 
 
-def _verify_signature(doc: dict[str, Any]) -> str | None:
+def _verify_signature(doc: dict[str, Any], verified_text: bytes | None = None) -> tuple[str | None, bytes | None]:
+    """The verified signer id (None: unsigned) and the document's canonical serialisation (made
+    for the signature; None when unsigned). `verified_text`: the document's canonical
+    serialisation, whose signature the caller verified before (`parse`'s `verified_before`)."""
     sig = doc.get("signature")
     if sig is None:
-        return None
+        return None, None
     if not isinstance(sig, dict) or set(sig) != {"alg", "signer", "sig"} or sig["alg"] != "ed25519" \
             or not isinstance(sig["signer"], str) or not isinstance(sig["sig"], str):
         raise errors.BundleInvalid(detail="malformed signature member")
     public = keys.parse_signer(sig["signer"])
+    if verified_text is not None:
+        return sig["signer"], verified_text
     try:
         raw = base64.b64decode(sig["sig"], validate=True)
     except (binascii.Error, ValueError):
         raise errors.BundleSignatureInvalid() from None
-    body = {k: v for k, v in doc.items() if k != "signature"}
     from .. import crypto
 
-    if len(raw) != 64 or not crypto.ed25519_verify(public, SIGNATURE_CONTEXT + canonical(body), raw):
+    body, text = sigfmt.canonical_without(doc, "signature")
+    if len(raw) != 64 or not crypto.ed25519_verify(public, SIGNATURE_CONTEXT + body, raw):
         raise errors.BundleSignatureInvalid()
-    return sig["signer"]
+    return sig["signer"], text
 
 
 def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: bool) -> None:

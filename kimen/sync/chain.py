@@ -319,10 +319,14 @@ def _parse_log_entry(value: Any) -> LogEntry:
                     item["members"], item["note"])
 
 
-def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head:
+def parse_head(doc: SignedDocument, canonical_text: bytes | None = None, *,
+               built_from: Head | None = None) -> Head:
     """A head from a parsed, signature-verified document: every field rule of the `sync` member.
     `canonical_text`: the document's canonical serialisation when the caller made it (a head it
-    just built), so its id needs no second encoding.
+    just built; a parsed document's `canonical_text`, made to check its signature, is taken
+    when present), so its id needs no second encoding. `built_from` (the accepted head this member
+    just built this one from): an entry equal field for field to its entry of the same name is
+    that entry — the same values passed the same rules there, at a seq below this one's.
 
     No `sync` member → `sync_not_a_sync_document`; unsigned → `bundle_unsigned`; any broken rule →
     `bundle_invalid`. Chain checks that need more than the document itself are `accept`'s.
@@ -354,7 +358,18 @@ def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head
         _bad("membership record seqs must start at 1 and never decrease")
 
     ids: set[str] = set()
-    entries = {e.name: e for e in (_parse_entry(item, seq, ids) for item in raw["secrets"])}
+    if built_from is None or built_from.seq >= seq:
+        entries = {e.name: e for e in (_parse_entry(item, seq, ids) for item in raw["secrets"])}
+    else:
+        entries = {}
+        carried = built_from.entries.get
+        for item in raw["secrets"]:
+            entry = carried(item["name"]) if type(item) is dict and "name" in item else None
+            if entry is None or item.keys() != _ENTRY_KEYS or item["value_b64"] != entry.value_b64 \
+                    or item["revision"] != entry.revision or item["by"] != entry.by \
+                    or item["updated_at"] != entry.updated_at or type(item["revision"]) is not int:
+                entry = _parse_entry(item, seq, ids)
+            entries[entry.name] = entry
 
     tombstones = tuple(_parse_tombstone(t, seq) for t in _list(sync["tombstones"], "sync tombstones"))
     if not sorted_unique([t.name for t in tombstones]):
@@ -374,6 +389,8 @@ def parse_head(doc: SignedDocument, canonical_text: bytes | None = None) -> Head
 
     sync_member = SyncMember(FORMAT, remote_id, seq, parent, by, membership, tombstones, rotation_due, log)
     creator = raw.get("creator") or {}
+    if canonical_text is None:
+        canonical_text = getattr(doc, "canonical_text", None)  # made by kimen.bundle.document.parse
     the_id = head_id(raw) if canonical_text is None else hashlib.sha256(canonical_text).hexdigest()
     return Head(the_id, raw["bundle_id"], raw["created_at"], raw["generation"], dict(creator), signer,
                 entries, sync_member)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+from binascii import a2b_base64
 from dataclasses import dataclass
 
 from .. import crypto, errors
@@ -48,7 +49,7 @@ from .chain import BUNDLE_VERSION, FORMAT, check_member, record_hash, sign_recor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any, Literal
 
     from .base import Role, Signer
@@ -89,23 +90,38 @@ def xor32(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(32, "big")
 
 
-def baseline_acc(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> bytes:
-    """XOR over a remote's baseline rows (name, seq, digest) of their row MACs; 32 zero bytes when empty."""
+def _row_macs(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> int:
+    """XOR of the row MACs of `rows` (name, seq, digest), as an integer (the loop of a whole
+    baseline: `baseline_row_mac` inlined)."""
+    mac, u16, u64, from_bytes = crypto.mac_with(k_sync), _U16.pack, _U64.pack, int.from_bytes
     acc = 0
     for name, seq, digest in rows:
-        acc ^= int.from_bytes(baseline_row_mac(k_sync, name, seq, digest), "big")
-    return acc.to_bytes(32, "big")
+        raw = name.encode("ascii")
+        acc ^= from_bytes(mac(b"brow" + u16(len(raw)) + raw + u64(seq) + digest), "big")
+    return acc
 
 
-def baseline_acc_update(k_sync: bytes, acc: bytes, old: Mapping[str, Keyed], new: Mapping[str, Keyed]) -> bytes:
-    """`baseline_acc` of `new`, from `acc` (that of `old`): only the rows that differ are MACed."""
-    value = int.from_bytes(acc, "big")
-    for name, row in old.items():
-        if new.get(name) != row:
-            value ^= int.from_bytes(baseline_row_mac(k_sync, name, row.seq, row.digest), "big")
-    for name, row in new.items():
-        if old.get(name) != row:
-            value ^= int.from_bytes(baseline_row_mac(k_sync, name, row.seq, row.digest), "big")
+def baseline_acc(k_sync: bytes, rows: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """XOR over a remote's baseline rows (name, seq, digest) of their row MACs; 32 zero bytes when empty."""
+    return _row_macs(k_sync, rows).to_bytes(32, "big")
+
+
+def baseline_changes(old: Mapping[str, Keyed], new: Mapping[str, Keyed]) -> tuple[list[str], dict[str, Keyed]]:
+    """What turns baseline `old` into `new`: the names to remove, and the rows to add or replace."""
+    removed = [name for name in old if name not in new]
+    get = old.get
+    changed = {name: row for name, row in new.items() if get(name) != row}
+    return removed, changed
+
+
+def baseline_acc_update(k_sync: bytes, acc: bytes, old: Mapping[str, Keyed], new: Mapping[str, Keyed],
+                        changes: tuple[list[str], dict[str, Keyed]] | None = None) -> bytes:
+    """`baseline_acc` of `new`, from `acc` (that of `old`): only the rows that differ are MACed.
+    `changes`: `baseline_changes(old, new)` when the caller has it."""
+    removed, changed = changes if changes is not None else baseline_changes(old, new)
+    gone = [(name, old[name].seq, old[name].digest) for name in (*removed, *(n for n in changed if n in old))]
+    added = [(name, row.seq, row.digest) for name, row in changed.items()]
+    value = int.from_bytes(acc, "big") ^ _row_macs(k_sync, gone) ^ _row_macs(k_sync, added)
     return value.to_bytes(32, "big")
 
 
@@ -134,34 +150,65 @@ def state_mac(k_sync: bytes, state: SyncState, acc: bytes) -> bytes:
 # -- the merge ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Keyed:
     """A keyed digest and the seq of the entry it was taken from (a baseline row, a head entry).
 
     A baseline row with `seq` 0 claims no revision: its digest is not checked against the head's.
     A row whose digest is `UNTRANSLATED` equals the head's entry of the same revision (a revision
     names one value) and differs from every other value, so the local value counts as changed.
+
+    A value (equal when digest and seq are; never changed after it is made); a plain class, not a
+    dataclass: an operation makes one per name of each head and baseline (tens of thousands).
     """
 
-    digest: bytes
-    seq: int
+    __slots__ = ("digest", "seq")
+
+    def __init__(self, digest: bytes, seq: int) -> None:
+        self.digest = digest
+        self.seq = seq
 
     def __repr__(self) -> str:  # never the digest
         return f"Keyed(seq={self.seq})"
 
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Keyed:
+            return NotImplemented
+        return self.seq == other.seq and self.digest == other.digest
 
-@dataclass(frozen=True, slots=True)
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not Keyed:
+            return NotImplemented
+        return self.seq != other.seq or self.digest != other.digest
+
+    def __hash__(self) -> int:
+        return hash((self.digest, self.seq))
+
+
 class KeyMerge:
-    """The outcome for one name; `local`/`remote` are digests, None for absent (or tombstoned)."""
+    """The outcome for one name; `local`/`remote` are digests, None for absent (or tombstoned).
+    Never changed after it is made (a plain class: one per name of every merge)."""
 
-    name: str
-    outcome: Outcome
-    local: bytes | None
-    remote: bytes | None
-    kind: ConflictKind | None = None
+    __slots__ = ("kind", "local", "name", "outcome", "remote")
+
+    def __init__(self, name: str, outcome: Outcome, local: bytes | None, remote: bytes | None,
+                 kind: ConflictKind | None = None) -> None:
+        self.name = name
+        self.outcome = outcome
+        self.local = local
+        self.remote = remote
+        self.kind = kind
 
     def __repr__(self) -> str:
         return f"KeyMerge({self.name!r}, {self.outcome}{', ' + self.kind if self.kind else ''})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not KeyMerge:
+            return NotImplemented
+        return (self.name, self.outcome, self.local, self.remote, self.kind) == \
+            (other.name, other.outcome, other.local, other.remote, other.kind)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.outcome, self.local, self.remote, self.kind))
 
 
 class MergeResult:
@@ -209,13 +256,17 @@ class MergeResult:
 
 class Digests:
     """`key_digest` under one `k_sync`, remembering each (name, value) it digested: one operation
-    digests the local values, the head's and the next head's, which are mostly the same values."""
+    digests the local values, the head's and the next head's, which are mostly the same values.
+    A head's entry is remembered by its base64 text too (`entry`): the next head carries most
+    entries forward as the same text, whose digest is then found without decoding it again."""
 
-    __slots__ = ("_memo", "k_sync")
+    __slots__ = ("_mac", "_memo", "_memo_b64", "k_sync")
 
     def __init__(self, k_sync: bytes) -> None:
         self.k_sync = k_sync
+        self._mac = crypto.mac_with(k_sync)
         self._memo: dict[tuple[str, bytes], bytes] = {}
+        self._memo_b64: dict[tuple[str, str], bytes] = {}
 
     def __repr__(self) -> str:  # never a value or a digest
         return f"Digests({len(self._memo)})"
@@ -224,16 +275,56 @@ class Digests:
         key = (name, value)
         digest = self._memo.get(key)
         if digest is None:
-            digest = self._memo[key] = key_digest(self.k_sync, name, value)
+            raw = name.encode("ascii")  # `key_digest`, with the key set up once
+            digest = self._memo[key] = self._mac(_U16.pack(len(raw)) + raw + value)
         return digest
+
+    def many(self, values: Mapping[str, bytes]) -> dict[str, bytes]:
+        """The digest of every (name, value) of `values` (the local values of one operation)."""
+        memo, mac, u16 = self._memo, self._mac, _U16.pack
+        out = {}
+        for name, value in values.items():
+            key = (name, value)
+            digest = memo.get(key)
+            if digest is None:
+                raw = name.encode("ascii")
+                digest = memo[key] = mac(u16(len(raw)) + raw + value)
+            out[name] = digest
+        return out
+
+    def entry(self, name: str, value_b64: str) -> bytes:
+        """The digest of a head entry's value, given as its (checked) base64 text."""
+        key = (name, value_b64)
+        digest = self._memo_b64.get(key)
+        if digest is None:
+            digest = self._memo_b64[key] = self(name, a2b_base64(value_b64))
+        return digest
+
+    def entries(self, entries: Mapping[str, Entry], covers: Callable[[str], bool] | None) -> dict[str, Keyed]:
+        """`Keyed` (digest, revision) of each entry whose name `covers` accepts (None: all): `entry`
+        and `__call__` inlined, for the 10 000 entries of a head."""
+        memo, memo_b64, mac, u16 = self._memo, self._memo_b64, self._mac, _U16.pack
+        out = {}
+        for name, entry in entries.items():
+            if covers is not None and not covers(name):
+                continue
+            key = (name, entry.value_b64)
+            digest = memo_b64.get(key)
+            if digest is None:
+                value = a2b_base64(key[1])
+                digest = memo.get((name, value))
+                if digest is None:
+                    raw = name.encode("ascii")
+                    digest = memo[(name, value)] = mac(u16(len(raw)) + raw + value)
+                memo_b64[key] = digest
+            out[name] = Keyed(digest, entry.revision)
+        return out
 
 
 def head_digests(k_sync: bytes, head: Head, scope: Scope, digests: Digests | None = None) -> dict[str, Keyed]:
     """The keyed digest and revision of every entry of `head` inside `scope`."""
-    digest = digests if digests is not None and digests.k_sync == k_sync else Digests(k_sync)
-    covers = None if scope.everything else scope.covers
-    return {name: Keyed(digest(name, entry.value), entry.revision)
-            for name, entry in head.entries.items() if covers is None or covers(name)}
+    memo = digests if digests is not None and digests.k_sync == k_sync else Digests(k_sync)
+    return memo.entries(head.entries, None if scope.everything else scope.covers)
 
 
 def merge(k_sync: bytes, scope: Scope, head: Head, local: Mapping[str, bytes],

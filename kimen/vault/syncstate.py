@@ -82,7 +82,8 @@ class VaultSyncState:
         self.store = store
         self.vault = store.vault
         self.k_sync = sealing.sync_key(store.data_key, self.vault.header().vault_id)
-        self._verified: dict[str, tuple[dict[str, Keyed], bytes]] = {}  # remote -> (baseline, acc) `load` checked
+        # remote -> (baseline, acc, state_mac) as `load` checked them or `commit` wrote them
+        self._verified: dict[str, tuple[dict[str, Keyed], bytes, bytes]] = {}
         self._local_rev: tuple[int, tuple[str, ...], str] | None = None  # (generation, scope, rev) last read
 
     def __repr__(self) -> str:
@@ -116,7 +117,7 @@ class VaultSyncState:
                 or state.remote != remote:
             raise errors.SyncBaselineTampered(remote=remote)
         baseline = {name: Keyed(digest, seq) for name, seq, digest in rows}
-        self._verified[remote] = (dict(baseline), acc)
+        self._verified[remote] = (dict(baseline), acc, expected)
         return state, baseline, generation
 
     def unchanged(self, state: SyncState, scope: Scope) -> bool:
@@ -180,7 +181,7 @@ class VaultSyncState:
                 if_generation: int, scope: Scope, keep_local_rev: bool) -> WriteResult | None:
         import json
 
-        from ..sync.merge import baseline_acc, baseline_acc_update, state_mac
+        from ..sync.merge import baseline_acc, baseline_acc_update, baseline_changes, state_mac
         from . import sealing
 
         store = self.store
@@ -205,14 +206,30 @@ class VaultSyncState:
                 epoch=state.epoch, record_hash=state.record_hash, members_fp=state.members_fp, member=state.member,
                 role=state.role, scope=state.scope, rotation_due_count=state.rotation_due_count,
                 last_local_rev=local_rev, updated_at=format_time())
-            rows = sorted((name, keyed.seq, keyed.digest) for name, keyed in baseline.items())
-            verified = self._verified.pop(remote, None)  # MAC only the rows that changed since `load`
-            acc = (baseline_acc_update(self.k_sync, verified[1], verified[0], baseline) if verified is not None
-                   else baseline_acc(self.k_sync, rows))
+            verified = self._verified.pop(remote, None)
+            if verified is not None:
+                import hmac
+
+                stored = conn.execute("SELECT state_mac FROM sync_state WHERE remote=?", (remote,)).fetchone()
+                if stored is None or not isinstance(stored[0], (bytes, memoryview)) \
+                        or not hmac.compare_digest(bytes(stored[0]), verified[2]):
+                    verified = None  # the rows changed since they were checked: rewrite them all
+            if verified is not None:
+                # the rows on disk are those `load` checked (or the last commit wrote): the
+                # accumulator and the table change by the rows that differ only
+                removed, changed = delta = baseline_changes(verified[0], baseline)
+                acc = baseline_acc_update(self.k_sync, verified[1], verified[0], baseline, delta)
+                conn.executemany("DELETE FROM sync_baseline WHERE remote=? AND name=?",
+                                 [(remote, name) for name in removed])
+                conn.executemany("INSERT OR REPLACE INTO sync_baseline (remote, name, digest, seq) VALUES (?, ?, ?, ?)",
+                                 [(remote, name, keyed.digest, keyed.seq) for name, keyed in changed.items()])
+            else:
+                rows = sorted((name, keyed.seq, keyed.digest) for name, keyed in baseline.items())
+                acc = baseline_acc(self.k_sync, rows)
+                conn.execute("DELETE FROM sync_baseline WHERE remote=?", (remote,))
+                conn.executemany("INSERT INTO sync_baseline (remote, name, digest, seq) VALUES (?, ?, ?, ?)",
+                                 [(remote, name, digest, seq) for name, seq, digest in rows])
             mac = state_mac(self.k_sync, new_state, acc)
-            conn.execute("DELETE FROM sync_baseline WHERE remote=?", (remote,))
-            conn.executemany("INSERT INTO sync_baseline (remote, name, digest, seq) VALUES (?, ?, ?, ?)",
-                             [(remote, name, digest, seq) for name, seq, digest in rows])
             conn.execute("DELETE FROM sync_state WHERE remote=?", (remote,))
             conn.execute(
                 f"INSERT INTO sync_state ({STATE_COLUMNS}, state_mac) VALUES "
@@ -228,7 +245,7 @@ class VaultSyncState:
                 conn.execute("UPDATE vault SET generation=?, meta_mac=?", (
                     generation, sealing.meta_mac(k_mac, header.vault_id, generation, header.key_epoch,
                                                  header.rows_mac)))
-        self._verified[remote] = (dict(baseline), acc)
+        self._verified[remote] = (dict(baseline), acc, mac)
         return result
 
 
