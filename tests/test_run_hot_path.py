@@ -45,7 +45,7 @@ def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    assert "kimen.projection.execute" in loaded
+    assert "kimen.projection.env" in loaded
     assert not loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION), sorted(loaded & (FORBIDDEN | HEAVY | PARSER
                                                                                      | SUPERVISION))
 

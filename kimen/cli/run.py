@@ -69,9 +69,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         if user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
-        from ..projection.execute import exec_in_place
-
-        exec_in_place(exe, argv, environ)
+        penv.exec_in_place(exe, argv, environ)
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
     # Supervised: this process lives as long as the child, so the collector (off during start-up,

@@ -5,12 +5,19 @@ the winning `env`/`envpath` directives, marks the child with `KIMEN_RUN=1` and `
 and checks everything the kernel would otherwise refuse with an opaque E2BIG or Python with a
 ValueError: NUL in a value, one oversized entry, the whole block over ARG_MAX. Also finds the
 command on the *child's* PATH so "not found" (127) and "not executable" (126) are told apart.
+
+And `run` replacing itself with the child (`exec_in_place`), with what the supervised start
+shares: exec in place is the common case (no private files, no projected stdin, no `--mask`) and
+needs only this module, so the supervision machinery of `kimen.projection.run` (signal sets,
+fork, process groups, parent death) is not imported on that path.
 """
 
 from __future__ import annotations
 
+import _signal  # the C module: `signal` only wraps it in enums (~1 ms on every run)
 import os
 import stat
+import sys
 
 from .. import errors
 from ..environ import public_environ
@@ -120,3 +127,41 @@ def _check_executable(path: str, shown: str) -> str:
     if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
         raise errors.CommandNotExecutable(command=shown)
     return path
+
+
+# -- exec in place --
+
+# Dispositions a child gets back at their default: SIGINT and SIGQUIT (a non-interactive shell's
+# `&` ignores them; only the supervised start resets those) and SIGPIPE/SIGXFSZ (Python ignores them).
+RESET_FOR_CHILD = tuple(
+    s for s in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGPIPE, getattr(_signal, "SIGXFSZ", None))
+    if s is not None
+)
+
+
+def flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def exec_in_place(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes]) -> None:
+    """Replace kimen with the child. Returns only by raising (the exec failed)."""
+    flush()
+    # Python ignores SIGPIPE (and SIGXFSZ); an exec'd program must get the default action back.
+    for sig in RESET_FOR_CHILD[2:]:
+        _signal.signal(sig, _signal.SIG_DFL)
+    try:
+        os.execve(exe, list(argv), dict(environ))  # noqa: S606 - no shell, by design
+    except OSError as exc:
+        raise start_error(exc, argv[0]) from None
+
+
+def start_error(exc: OSError, command: str) -> errors.KimenError:
+    import errno
+
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return errors.CommandNotFound(command=command)
+    return errors.CommandNotExecutable(command=command)

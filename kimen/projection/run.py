@@ -39,9 +39,9 @@ import _signal  # the C module: `signal` only wraps it in enums (~1 ms on every 
 import os
 import sys
 
-from .execute import RESET_FOR_CHILD as _RESET_FOR_CHILD
-from .execute import flush as _flush
-from .execute import start_error as _start_error
+from .env import RESET_FOR_CHILD as _RESET_FOR_CHILD
+from .env import flush as _flush
+from .env import start_error as _start_error
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:

@@ -57,7 +57,7 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
     if argv[0] == "run":  # exec in place: no supervision, relay, pty or terminal machinery
         supervision = {"kimen.projection.run", "kimen.projection.relay", "kimen.projection.mask", "pty", "tty",
                        "termios", "fcntl", "select", "selectors", "ctypes", "threading"}
-        assert "kimen.projection.execute" in loaded
+        assert "kimen.projection.env" in loaded
         assert not loaded & supervision, sorted(loaded & supervision)
         # short values are decoded without binascii (whose import loads libz)
         assert not loaded & {"binascii", "zlib"}, sorted(loaded & {"binascii", "zlib"})
