@@ -66,7 +66,7 @@ def _printable(name: str) -> str:
     return shown + ("..." if len(name) > len(shown) else "")
 
 
-class _Record:
+class Record:
     """A small immutable value type: equality, hash and repr over its slots.
 
     Not a dataclass: `dataclasses` costs ~7 ms of imports, and this module is on the hot path.
@@ -80,7 +80,7 @@ class _Record:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Record) and type(other) is type(self) and self._key() == other._key()
+        return isinstance(other, Record) and type(other) is type(self) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -97,10 +97,9 @@ class _Record:
             object.__setattr__(self, name, value)
 
 
-Record = _Record  # the public name: kimen.sync.base builds its value types on it too
 
 
-class KdfParams(_Record):
+class KdfParams(Record):
     """argon2id parameters as stored in a vault."""
 
     __slots__ = ("alg", "memory_kib", "parallelism", "time")
@@ -117,7 +116,7 @@ class KdfParams(_Record):
                 "parallelism": self.parallelism}
 
 
-class VaultMeta(_Record):
+class VaultMeta(Record):
     """What anyone can read without the passphrase."""
 
     __slots__ = (
@@ -157,7 +156,7 @@ class VaultMeta(_Record):
                    size_bytes=size_bytes, mode=mode, kdf=kdf, key_epoch=key_epoch, wrap_id=wrap_id)
 
 
-class SecretInfo(_Record):
+class SecretInfo(Record):
     """A secret's metadata: no value, no key needed."""
 
     __slots__ = ("created_at", "name", "revision", "size", "updated_at")
@@ -181,7 +180,7 @@ class SecretInfo(_Record):
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
-class SecretValue(_Record):
+class SecretValue(Record):
     """A decrypted value (its repr never shows the value)."""
 
     __slots__ = ("name", "revision", "value")
@@ -193,7 +192,7 @@ class SecretValue(_Record):
         self._init(name=name, value=value, revision=revision)
 
 
-class Change(_Record):
+class Change(Record):
     """One item of a `write`: set (create/update/upsert), rm, or mv (old name -> `new_name`)."""
 
     __slots__ = ("mode", "name", "new_name", "op", "value")
@@ -220,7 +219,7 @@ class Change(_Record):
         return Change("mv", old, new_name=new)
 
 
-class ChangeResult(_Record):
+class ChangeResult(Record):
     """What one `Change` did: the new revision (None for `rm`), and whether a `set` created."""
 
     __slots__ = ("created", "name", "new_name", "op", "revision")
@@ -235,7 +234,7 @@ class ChangeResult(_Record):
         self._init(op=op, name=name, revision=revision, created=created, new_name=new_name)
 
 
-class WriteResult(_Record):
+class WriteResult(Record):
     """The vault's generation after a `write`, and one result per change."""
 
     __slots__ = ("generation", "results")
@@ -251,7 +250,7 @@ HISTORY_KEEP = 10
 HISTORY_KEEP_MAX = 100
 
 
-class HistoryEntry(_Record):
+class HistoryEntry(Record):
     """One kept older value of a name (metadata only: never the value). `created_at` is when that
     revision was written, `replaced_at` when it left the name, `op` what replaced or removed it
     (set, rm, mv, restore, import, bundle, sync)."""
@@ -271,7 +270,7 @@ class HistoryEntry(_Record):
                 "replaced_at": self.replaced_at, "op": self.op}
 
 
-class SecretHistory(_Record):
+class SecretHistory(Record):
     """A name's current revision (None once removed) and its kept older ones, newest first; `keep`
     is how many older ones the vault keeps per name."""
 
@@ -289,7 +288,7 @@ class SecretHistory(_Record):
         return ([self.current.revision] if self.current is not None else []) + [e.revision for e in self.entries]
 
 
-class RestoreResult(_Record):
+class RestoreResult(Record):
     """What `restore` did: `revision` is the new revision holding `from_revision`'s value, or
     `from_revision` itself when that was already current (`unchanged`)."""
 
