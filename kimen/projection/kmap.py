@@ -263,26 +263,31 @@ def _relpath(rel: str, path: str, line: int) -> str:
     return rel
 
 
-def _split_mapping(rest: str, path: str, line: int, cls: type[errors.KimenError],
-                   expected: str) -> tuple[str, str]:
+def _split_mapping(rest: str, path: str, line: int, inline: bool, expected: str) -> tuple[str, str]:
+    """`lhs=rhs`; a bad one raises `InvalidMapping` for an inline flag, else `InvalidMap` (looked up
+    only then: `kimen.errors` reads its table on the first lookup of a class)."""
     eq = rest.find("=")
     if eq <= 0:
-        raise _fail(cls, path, line, f"expected {expected}")
+        raise _fail(_mapping_error(inline), path, line, f"expected {expected}")
     lhs, rhs = rest[:eq].strip(" \t"), rest[eq + 1:].strip(" \t")
     if not lhs or not rhs:
-        raise _fail(cls, path, line, "empty side")
+        raise _fail(_mapping_error(inline), path, line, "empty side")
     return lhs, rhs
 
 
+def _mapping_error(inline: bool) -> type[errors.KimenError]:
+    return errors.InvalidMapping if inline else errors.InvalidMap
+
+
 def build_directive(kind: str, rest: str, path: str, line: int, unit: int,
-                    cls: type[errors.KimenError] = errors.InvalidMap,
-                    expected: str = "lhs=value") -> Directive | tuple[str, str]:
-    """A directive from its kind and the text after it. `include` yields ("include", name)."""
+                    inline: bool = False, expected: str = "lhs=value") -> Directive | tuple[str, str]:
+    """A directive from its kind and the text after it. `include` yields ("include", name). A bad
+    mapping is `invalid_map`, or `invalid_mapping` for an inline flag."""
     if kind == "stdin":
         return Directive("stdin", "", path, line, ref=parse_ref(rest, path, line), unit=unit)
     if kind == "include":
         return ("include", rest)
-    lhs, rhs = _split_mapping(rest, path, line, cls, expected)
+    lhs, rhs = _split_mapping(rest, path, line, inline, expected)
     if kind == "env":
         return Directive("env", _var_name(lhs, path, line), path, line,
                          ref=parse_ref(rhs, path, line), unit=unit)
@@ -341,7 +346,7 @@ def parse_inline(kind: str, text: str, index: int) -> Directive:
     try:
         if "\n" in text:
             raise _fail(errors.InvalidMapping, INLINE, index, f"--{kind} value contains a newline")
-        d = build_directive(kind, text.strip(" \t"), INLINE, index, -1, errors.InvalidMapping,
+        d = build_directive(kind, text.strip(" \t"), INLINE, index, -1, True,
                             "NAME=REF" if kind != "file" else "RELPATH=REF")
     except _Fail as exc:
         raise exc.issue.error from None  # type: ignore[misc]
