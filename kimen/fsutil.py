@@ -10,7 +10,6 @@ bounded. Callers pass the error class that names their context (session dir, fil
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
@@ -335,6 +334,8 @@ def write_exclusive(
 def _file_kind(mode: int) -> str:
     """Why a file that is not regular is refused, worded like the OS's own errors."""
     if stat.S_ISDIR(mode):
+        import errno  # here: only a refusal needs it (`kimen run` reads a profile through this module)
+
         return os.strerror(errno.EISDIR)  # "Is a directory", as reading one would say
     if stat.S_ISFIFO(mode):
         return "Is a FIFO, not a regular file"
