@@ -16,7 +16,6 @@ Imports only the standard library and layer-1 kimen modules; never a file, a soc
 
 from __future__ import annotations
 
-import hashlib
 from binascii import a2b_base64
 from itertools import pairwise
 
@@ -55,6 +54,14 @@ _ID_CHARS = _ID_FIRST | frozenset("_.-")
 
 
 # -- member ids and scope globs --------------------------------------------------------------
+
+
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def is_lower_hex(value: object, length: int) -> TypeGuard[str]:
+    """`value` is a text of exactly `length` lower-case hex digits (remote ids, head ids, hashes)."""
+    return type(value) is str and len(value) == length and HEX_DIGITS.issuperset(value)
 
 
 def is_valid_member_id(text: object) -> TypeGuard[str]:
@@ -534,6 +541,8 @@ LOCK_WAIT = 10.0  # seconds a push waits for a remote's lock (`--lock-wait`)
 
 def remote_rev(data: bytes) -> str:
     """The remote rev of a head file: SHA-256 of its bytes (computable without decrypting)."""
+    import hashlib  # here: `hashlib` loads OpenSSL, which most readers of this module never use
+
     return hashlib.sha256(data).hexdigest()
 
 

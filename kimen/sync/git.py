@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 from contextlib import contextmanager
 
 from .. import errors
@@ -58,7 +57,7 @@ FALLBACK_IDENTITY = ("kimen", "kimen@localhost")
 _HOOKS = "kimen-hooks"  # an empty directory: core.hooksPath, so no hook ever runs
 _INDEX = "kimen-index"
 _LOCK = "kimen.lock"
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_CREDENTIALS = r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@"  # compiled only for a text holding "@"
 _FILE_MODES = ("100644", "100755")
 _ENTRY_KINDS = {"120000": "a symlink", "040000": "a directory", "160000": "a submodule"}
 _BAD_REF_CHARS = frozenset(" ~^:?*[\\\x7f")
@@ -88,7 +87,11 @@ _CIPHERTEXT_CONFIG = ("-c", "core.compression=0", "-c", "pack.window=0")
 
 def redact(text: str) -> str:
     """`text` without the user:password part of any URL in it."""
-    return _CREDENTIALS.sub(r"\1", text)
+    if "@" not in text:  # nothing to take out; `sync status` need not import `re`
+        return text
+    import re
+
+    return re.sub(_CREDENTIALS, r"\1", text)
 
 
 def _first_error_line(*outputs: str) -> str:

@@ -19,7 +19,6 @@ lower the protection it gives.
 from __future__ import annotations
 
 import os
-import re
 
 from .. import errors
 from ..durations import format_time
@@ -27,7 +26,7 @@ from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_re
 from ..paths import state_dir
 from ..sigfmt import canonical, loads
 from ..store import Record
-from .base import KnownHead, Member
+from .base import KnownHead, Member, is_lower_hex
 from .transport import MAX_HEAD_BYTES
 
 TYPE_CHECKING = False
@@ -41,14 +40,12 @@ RATCHET = "ratchet.json"
 HEAD = "head.age"
 ACK = "ack.json"
 _MAX_JSON = 4 * 1024 * 1024
-_REMOTE_ID = re.compile(r"[0-9a-f]{32}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _RATCHET_KEYS = frozenset({"remote_id", "seq", "head_id", "generation", "epoch", "record_hash", "updated_at"})
 _ACK_KEYS = frozenset({"members_fp", "members"})
 
 
 def check_remote_id(remote_id: str) -> str:
-    if not isinstance(remote_id, str) or not _REMOTE_ID.fullmatch(remote_id):
+    if not is_lower_hex(remote_id, 32):
         raise errors.InvalidRemoteId(remote_id=str(remote_id)[:40])
     return remote_id
 
@@ -150,7 +147,7 @@ class SyncStateDir:
         if doc["remote_id"] != self.remote_id:
             raise _damaged(path, "it names another remote")
         for key in ("head_id", "record_hash"):
-            if not isinstance(doc[key], str) or not _HEX64.fullmatch(doc[key]):
+            if not is_lower_hex(doc[key], 64):
                 raise _damaged(path, f"{key} is not 64 hex digits")
         return KnownHead(remote_id=self.remote_id, seq=_int(doc["seq"], "seq", path), head_id=doc["head_id"],
                          generation=_int(doc["generation"], "generation", path),
@@ -192,7 +189,7 @@ class SyncStateDir:
         if doc is None:
             return None
         path = self._file(ACK)
-        if not isinstance(doc["members_fp"], str) or not _HEX64.fullmatch(doc["members_fp"]):
+        if not is_lower_hex(doc["members_fp"], 64):
             raise _damaged(path, "members_fp is not 64 hex digits")
         members = doc["members"]
         if not isinstance(members, list):
@@ -205,6 +202,6 @@ class SyncStateDir:
         return Ack(doc["members_fp"], parsed)
 
     def write_ack(self, members_fp: str, members: Sequence[Member]) -> None:
-        if not _HEX64.fullmatch(members_fp):
+        if not is_lower_hex(members_fp, 64):
             raise ValueError("members_fp is 64 hex digits")
         self._write(ACK, canonical({"members_fp": members_fp, "members": [m.to_json() for m in members]}) + b"\n")

@@ -15,10 +15,10 @@ tampered.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 
 from .. import errors
+from ..output import read_json
 from ..sync.base import Scope, SyncState
 from .schema import CIPHERTEXT_COLUMNS
 
@@ -37,7 +37,7 @@ STATE_COLUMNS = ("remote, remote_id, endpoint, head_seq, head_id, head_rev, head
 
 def row_state(row: Sequence[object]) -> SyncState:
     try:
-        scope = json.loads(str(row[12]))
+        scope = read_json(str(row[12]))
         if not isinstance(scope, list) or not all(isinstance(g, str) for g in scope):
             raise ValueError("scope")
         return SyncState(
