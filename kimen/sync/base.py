@@ -563,8 +563,8 @@ class RemoteHead(_Frozen):
         return f"RemoteHead(rev={self.rev[:12]}…, {len(self.data)} bytes)"
 
 
-class Published(Record):
-    """The new head was written and read back: `rev` is its remote rev."""
+class HeadRev(Record):
+    """What `sync status` needs of the current head: its remote rev and (git) its commit."""
 
     __slots__ = ("commit", "rev")
     rev: str
@@ -573,6 +573,10 @@ class Published(Record):
     def __init__(self, rev: str, commit: str | None = None) -> None:
         _set(self, "rev", rev)
         _set(self, "commit", commit)
+
+
+class Published(HeadRev):  # no slots of its own: HeadRev's are the ones `Record` compares
+    """The new head was written and read back: `rev` is its remote rev."""
 
 
 class LostRace(Record):
@@ -616,6 +620,13 @@ class Transport(Protocol):
     def read_head(self) -> RemoteHead | None:
         """The current head (fs: the file; git: a fetch), checked by the transport checks (Git LFS
         pointer, size, age header), or None when the location holds none. Never a cached answer."""
+        ...
+
+    def head_rev(self) -> HeadRev | None:
+        """The current head's remote rev (and commit), as `read_head` would give them: fs reads and
+        hashes the file; git asks `ls-remote` for the commit and reads the file only when it is
+        not the commit kimen last read or pushed (whose rev it keeps: the same commit id is the
+        same file)."""
         ...
 
     def locked(self, wait: float | None = None) -> AbstractContextManager[None]:

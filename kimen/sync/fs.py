@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from .. import errors
 from ..durations import format_time
 from ..fsutil import read_limited, unlink_quietly, write_exclusive
-from .base import LOCK_WAIT, LostRace, ProbeReport, Published, RemoteHead, remote_rev
+from .base import LOCK_WAIT, HeadRev, LostRace, ProbeReport, Published, RemoteHead, remote_rev
 from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
 
 TYPE_CHECKING = False
@@ -151,6 +151,10 @@ class FsTransport:
             return None
         check_head(data, self.head)
         return RemoteHead(data, remote_rev(data))
+
+    def head_rev(self) -> HeadRev | None:
+        head = self.read_head()
+        return HeadRev(head.rev) if head is not None else None
 
     def history(self, seq: int) -> bytes | None:
         dir_fd = self._open_dir()

@@ -126,7 +126,7 @@ def read_status(remote: Remote, identity: Identity | None, state: SyncState | No
     from .base import Scope
 
     transport = remote.transport
-    current = transport.read_head()
+    current = transport.head_rev()
     remote_id = remote.remote_id if remote.remote_id is not None else state.remote_id if state is not None else None
     directory = remote.state_dir(remote_id) if remote_id is not None else None
     ratchet = directory.read_ratchet() if directory is not None else None
