@@ -465,9 +465,9 @@ def _handle(inv: Invocation, remote: dict[str, Any], lock_wait: float | None = N
     from ..sync.status import Remote, endpoint
 
     kind = remote.get("type") or "fs"
-    where = endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path"))
     return Remote(remote["name"], _transport(inv, remote, lock_wait), remote_id=remote.get("remote_id") or None,
-                  endpoint=where, env=inv.env)
+                  endpoint=lambda: endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path")),
+                  env=inv.env)
 
 
 def _engine(inv: Invocation, remote: dict[str, Any], identity: Identity | None,

@@ -25,7 +25,7 @@ from ..store import Record, is_valid_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractContextManager
     from typing import Any, Literal, Protocol, TypeGuard
 
@@ -622,11 +622,12 @@ class Transport(Protocol):
         pointer, size, age header), or None when the location holds none. Never a cached answer."""
         ...
 
-    def head_rev(self) -> HeadRev | None:
-        """The current head's remote rev (and commit), as `read_head` would give them: fs reads and
-        hashes the file; git asks `ls-remote` for the commit and reads the file only when it is
-        not the commit kimen last read or pushed (whose rev it keeps: the same commit id is the
-        same file)."""
+    def head_rev(self, known: Callable[[bytes], str | None] | None = None) -> HeadRev | None:
+        """The current head's remote rev (and commit), as `read_head` would give them: fs reads the
+        file; git asks `ls-remote` for the commit and reads the file only when it is not the
+        commit kimen last read or pushed (whose rev it keeps: the same commit id is the same file).
+        A file read is hashed unless `known(data)` gives its rev (the bytes of a head this
+        machine kept)."""
         ...
 
     def locked(self, wait: float | None = None) -> AbstractContextManager[None]:

@@ -46,7 +46,7 @@ from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import BinaryIO
 
     from .base import PublishResult
@@ -283,10 +283,11 @@ class GitTransport:
         except _Missing:
             return self._fetch_head()
 
-    def _checked(self, commit: str, data: bytes) -> str:
-        """The rev of the head file `data` of `commit`, after the transport checks; remembered."""
+    def _checked(self, commit: str, data: bytes, known: Callable[[bytes], str | None] | None = None) -> str:
+        """The rev of the head file `data` of `commit` (`known(data)`, else hashed), after the
+        transport checks; remembered."""
         check_head(data, f"{self.bundle_path} on {self.branch}")
-        rev = remote_rev(data)
+        rev = (known(data) if known is not None else None) or remote_rev(data)
         self._remember(commit, rev)
         return rev
 
@@ -401,18 +402,18 @@ class GitTransport:
                 return None
             return RemoteHead(data, self._checked(commit, data), commit)
 
-    def head_rev(self) -> HeadRev | None:
+    def head_rev(self, known: Callable[[bytes], str | None] | None = None) -> HeadRev | None:
         with self._cache_locked():
             tip = self._ls_tip()
             if tip is None:
                 return None
-            known = self._recall()
-            if known is not None and known[0] == tip:
-                return HeadRev(known[1], tip)
+            kept = self._recall()
+            if kept is not None and kept[0] == tip:
+                return HeadRev(kept[1], tip)
             commit, data = self._current_head(tip)
             if data is None or commit is None:
                 return None
-            return HeadRev(self._checked(commit, data), commit)
+            return HeadRev(self._checked(commit, data, known), commit)
 
     def history(self, seq: int) -> bytes | None:
         """The head of seq `seq` from the branch's history: the newest commit whose message (kimen's

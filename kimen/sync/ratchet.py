@@ -9,6 +9,10 @@ this machine keeps").
   vault's sync state.
 - `head.age`: the bytes of that head (ciphertext), written just before the ratchet, so that
   `--restore-head` and an offline `sync log` have it. A reader checks that it is the ratchet's head.
+- `head-rev.<rev>`: a hard link of `head.age` named by its remote rev (SHA-256 of the bytes), made once
+  `head.age` is complete. A name given to a file that is never written again, so its bytes are
+  always the ones of its rev: `sync status` compares the remote's head file with the link of the
+  rev its vault last accepted instead of hashing it (`same_as_kept`). Only the newest is kept.
 - `ack.json`: the `members_fp` and the members last acknowledged (`sync members ack`).
 
 Files are 0600 and replaced atomically (`kimen.fsutil`), the directories 0700. A file that is not
@@ -22,7 +26,7 @@ import os
 
 from .. import errors
 from ..durations import format_time
-from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular
+from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular, unlink_quietly
 from ..paths import state_dir
 from ..sigfmt import canonical, loads
 from ..store import Record
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 RATCHET = "ratchet.json"
 HEAD = "head.age"
+REV_LINK = "head-rev."  # + the kept head's remote rev (64 hex digits)
 ACK = "ack.json"
 _MAX_JSON = 4 * 1024 * 1024
 _RATCHET_KEYS = frozenset({"remote_id", "seq", "head_id", "generation", "epoch", "record_hash", "updated_at"})
@@ -158,6 +163,7 @@ class SyncStateDir:
             raise ValueError("the head belongs to another remote")
         if head is not None:
             self._write(HEAD, head)
+            self._link_rev(head)
         doc = {"remote_id": known.remote_id, "seq": known.seq, "head_id": known.head_id,
                "generation": known.generation, "epoch": known.epoch, "record_hash": known.record_hash,
                "updated_at": format_time()}
@@ -181,6 +187,35 @@ class SyncStateDir:
     def read_head(self) -> bytes | None:
         """The bytes of the ratchet's head (ciphertext), when kept."""
         return self._read(HEAD, MAX_HEAD_BYTES)
+
+    def _link_rev(self, head: bytes) -> None:
+        """`head-rev.<rev>` for the `head.age` just written (`head`), the older ones removed. Best
+        effort: without it (a filesystem without hard links) `sync status` hashes the head."""
+        from .base import remote_rev
+
+        name = REV_LINK + remote_rev(head)
+        try:
+            os.link(self._file(HEAD), self._file(name), follow_symlinks=False)
+        except OSError:  # already there (the same rev is the same bytes), or no hard links here
+            pass
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return
+        for other in names:
+            if other != name and other.startswith(REV_LINK) and is_lower_hex(other[len(REV_LINK):], 64):
+                unlink_quietly(self._file(other))
+
+    def same_as_kept(self, data: bytes, rev: str) -> bool:
+        """Whether `data` is, byte for byte, the kept head of remote rev `rev` (`head-rev.<rev>`): then
+        its rev is `rev` without hashing it. False when no such head is kept."""
+        if not is_lower_hex(rev, 64):
+            return False
+        try:
+            kept = read_regular(self._file(REV_LINK + rev), MAX_HEAD_BYTES, OSError, follow_symlinks=False)
+        except OSError:
+            return False
+        return kept == data
 
     # -- acknowledged members --------------------------------------------------------------------
 

@@ -55,6 +55,9 @@ def test_sync_report_imports_no_parser_crypto_or_merge(ana, command):
     assert "kimen.cli.fastargs" in loaded and "kimen.sync.fs" in loaded  # the fast reader and the fs transport ran
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert f'"action":"sync_{command}"' in out
+    # the head is the one this machine kept for the vault's rev (compared, not hashed), and the
+    # rows stamp is BLAKE2b: OpenSSL is not loaded
+    assert "_hashlib" not in loaded
 
 
 def test_sync_status_over_git_reads_the_known_commit_with_one_git_process(tmp_path):
