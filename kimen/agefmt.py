@@ -52,7 +52,7 @@ def _b64decode(text: bytes) -> bytes:
 
 
 def _b64encode(data: bytes) -> bytes:
-    """`_b64encode(data)`."""
+    """`base64.b64encode(data)`, without importing base64."""
     return binascii.b2a_base64(data, newline=False)
 _WHITESPACE = b" \t\r\n"
 

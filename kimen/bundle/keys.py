@@ -40,9 +40,12 @@ class Identity:
 
     def pyrage_identity(self) -> object:
         if self._obj is None:
-            from pyrage import x25519
+            from pyrage import IdentityError, x25519
 
-            self._obj = x25519.Identity.from_str(self._text.decode("ascii"))
+            try:
+                self._obj = x25519.Identity.from_str(self._text.decode("ascii"))
+            except (IdentityError, ValueError):  # `is_age_secret_key` accepts what pyrage does
+                raise errors.InvalidIdentity(detail="not a valid age identity") from None
         return self._obj
 
     @property
