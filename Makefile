@@ -57,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	@# dotenvx is the comparison SPEC §12 names for `run`; installed beside the benches when npm exists
+	@# dotenvx is the comparison bench/bench_run.py measures `run` against; installed beside the benches when npm exists
 	@if command -v npm >/dev/null 2>&1 && [ ! -x bench/node_modules/.bin/dotenvx ]; then \
 		npm install --silent --no-audit --no-fund --prefix bench @dotenvx/dotenvx || true; fi
 	$(BIN)/python bench/run.py

@@ -51,10 +51,8 @@ class Config:
                 f"cannot read the config file: {path} ({problem})", path=path), missing=_Absent)
         except _Absent:
             return cls(path, {}, exists=False)
-        import json
-
         try:
-            data = json.loads(raw)
+            data = _parse(raw)
         except (ValueError, UnicodeDecodeError):
             raise errors.InvalidConfigJson(path=path) from None
         if not isinstance(data, dict):
@@ -137,6 +135,20 @@ class Config:
                 hint="`unlock.exec` must be a list of strings (the argv); "
                      "run `kimen config unlock set exec -- CMD ARGS...`")
         return unlock
+
+
+def _parse(raw: bytes) -> Any:
+    """`json.loads(raw)`. UTF-8 text is read without importing `json` (the commands called before
+    every step read the config); any other encoding `json` accepts (a BOM, UTF-16, UTF-32) and
+    every error go to `json` itself, so the same files are accepted and refused."""
+    from .output import read_json
+
+    try:
+        return read_json(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        import json
+
+        return json.loads(raw)
 
 
 def _field_not_text(value: Any, where: str = "") -> str | None:

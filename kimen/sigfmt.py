@@ -14,9 +14,7 @@ heads, which must not import the age layer) share one definition of each. No cry
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 
 from . import errors
 
@@ -27,18 +25,36 @@ if TYPE_CHECKING:
 SIGNER_PREFIX = "kimen-sig-v1:"
 
 
-_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def canonical(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    """`json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)`
+    as ASCII bytes, written by the C encoder `json` itself uses for these settings, without
+    importing `json` (reading a sync remote's endpoint must not pay for it; `tests/test_sigfmt.py`
+    proves the bytes equal)."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        import json
+
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False).encode("ascii")
+    if isinstance(doc, str):
+        return encode_basestring_ascii(doc).encode("ascii")
+    # the arguments `json.JSONEncoder.iterencode` passes: markers, default, string encoder, indent,
+    # key and item separators, sort_keys, skipkeys, allow_nan
+    encode = make_encoder({}, _not_serializable, encode_basestring_ascii, None, ":", ",", True, False, False)
+    return "".join(encode(doc, 0)).encode("ascii")
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
 def canonical_members(doc: dict[str, Any]) -> dict[str, bytes]:
     """Each member of the object `doc` as `canonical` writes it inside the object (`"key":value`),
     for `join_members`: a signed document is encoded once for its signature and its id."""
-    encode = _encoder.encode
+    import json
+
+    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
     out = {}
     for key, value in doc.items():
         if type(key) is not str:
@@ -60,27 +76,18 @@ def canonical_without(doc: dict[str, Any], member: str) -> tuple[bytes, bytes]:
     return join_members(members, member), join_members(members)
 
 
-def _no_float(text: str) -> Any:
-    raise ValueError("floats are not allowed")
-
-
-def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(items)
-    if len(out) != len(items):
-        raise ValueError("duplicate key")
-    return out
-
-
 def loads(text: str, *, canonical_text: bool = False) -> Any:
     """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`).
     `canonical_text`: the caller knows `text` is a `canonical` serialisation (it hashes to a
     recorded head id), which never repeats a key, so no key is looked for twice."""
-    if canonical_text:
-        return json.loads(text, parse_float=_no_float, parse_constant=_no_float)
-    return json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_pairs)
+    from .output import read_json
+
+    return read_json(text, strict=True, unique_keys=not canonical_text)
 
 
 def signer_id(public: bytes) -> str:
+    import base64  # here: base64 imports `re`, which reading a signed document does not need
+
     return SIGNER_PREFIX + base64.urlsafe_b64encode(public).rstrip(b"=").decode("ascii")
 
 
@@ -89,6 +96,8 @@ def parse_signer(text: str) -> bytes:
     text = text.strip()
     if not text.startswith(SIGNER_PREFIX):
         raise errors.InvalidSigner(detail=f"must start with {SIGNER_PREFIX}")
+    import base64
+
     body = text[len(SIGNER_PREFIX):]
     if len(body) != 43 or not body.replace("-", "").replace("_", "").isalnum() or not body.isascii():
         raise errors.InvalidSigner(detail="expected 43 base64url characters after the prefix")

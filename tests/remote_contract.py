@@ -23,7 +23,7 @@ import pytest
 
 from kimen import errors
 from kimen.bundle import age, keys
-from kimen.sync.base import LostRace, Published, RemoteHead, Transport, remote_rev
+from kimen.sync.base import HeadRev, LostRace, Published, RemoteHead, Transport, remote_rev
 from kimen.sync.transport import MAX_HEAD_BYTES, PAUSE_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +158,25 @@ class RemoteContract:
         publish(bo, second, bo.read_head(), 2)
         head = ana.read_head()
         assert head is not None and head.data == second
+
+    def test_head_rev_is_the_rev_and_commit_read_head_gives(self, remote: Remote):
+        """`sync status`'s read: the current head's rev and commit, whoever published it."""
+        ana, bo = remote.transport("ana"), remote.transport("bo")
+        assert ana.head_rev() is None
+        published = publish(ana, make_head("1"), None, 1)
+        for reader in (ana, bo):
+            assert reader.head_rev() == HeadRev(published.rev, published.commit)
+        second = publish(bo, make_head("2"), bo.read_head(), 2)
+        for reader in (ana, bo):  # a new head is seen at once, by the pusher and by the others
+            assert reader.head_rev() == HeadRev(second.rev, second.commit)
+            head = reader.read_head()
+            assert head is not None and (head.rev, head.commit) == (second.rev, second.commit)
+
+    def test_head_rev_refuses_hostile_heads_like_read_head(self, remote: Remote):
+        remote.plant(b"not an age file\n")
+        with pytest.raises(errors.KimenError) as info:
+            remote.transport().head_rev()
+        assert info.value.reason == "bundle_invalid"
 
     def test_a_stale_expected_rev_is_a_lost_race_and_changes_nothing(self, remote: Remote):
         transport = remote.transport()

@@ -7,6 +7,8 @@ import json
 
 import pyrage
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kimen import agefmt, crypto, durations, errors
 from kimen.bundle import age, document, keys
@@ -232,3 +234,78 @@ def test_created_at_parses_real_utc_times(text, seconds):
 ])
 def test_created_at_refuses_what_is_not_a_real_utc_time(text):
     assert durations.parse_time(text) is None
+
+
+# -- identities are checked without pyrage: the same rule as pyrage's ---------------------------------
+
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _pyrage_accepts(text: bytes) -> bool:
+    try:
+        pyrage.x25519.Identity.from_str(text.decode("ascii"))
+    except (pyrage.IdentityError, ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def test_identity_check_accepts_generated_identities_and_defers_pyrage():
+    for _ in range(20):
+        obj = pyrage.x25519.Identity.generate()
+        text = str(obj).encode()
+        assert keys.is_age_secret_key(text)
+        parsed = keys.parse_identity(text + b"\n", "test")
+        assert parsed._obj is None  # no pyrage object until one is needed
+        assert parsed.recipient == str(obj.to_public())
+        assert str(parsed.pyrage_identity()) == str(obj)
+
+
+@given(st.data())
+@settings(max_examples=400, deadline=None)
+def test_identity_check_agrees_with_pyrage(data):
+    """Mutations of a valid identity (a changed, dropped, added or swapped character, a changed
+    padding bit, another prefix) are accepted exactly when pyrage accepts them."""
+    text = bytearray(str(pyrage.x25519.Identity.generate()).encode())
+    kind = data.draw(st.sampled_from(["change", "drop", "add", "swap", "padding", "prefix", "none"]))
+    alphabet = st.sampled_from(list(_BECH32.upper() + "1BIO-a"))
+    if kind == "change":
+        i = data.draw(st.integers(0, len(text) - 1))
+        text[i] = ord(data.draw(alphabet))
+    elif kind == "drop":
+        del text[data.draw(st.integers(0, len(text) - 1))]
+    elif kind == "add":
+        text.insert(data.draw(st.integers(0, len(text))), ord(data.draw(alphabet)))
+    elif kind == "swap":
+        i = data.draw(st.integers(16, len(text) - 2))
+        text[i], text[i + 1] = text[i + 1], text[i]
+    elif kind == "padding":  # the 52nd data group: its last 4 bits are padding
+        group = _BECH32.upper().index(chr(text[16 + 51]))
+        text[16 + 51] = ord(_BECH32.upper()[group ^ data.draw(st.integers(1, 15))])
+    elif kind == "prefix":
+        text[:16] = data.draw(st.sampled_from([b"AGE-SECRET-KEY-2", b"AGE-SECRET-KEY1", b"AGE-SECRET-KEY-PQ-1"]))
+    assert keys.is_age_secret_key(bytes(text)) == _pyrage_accepts(bytes(text))
+
+
+def test_invalid_identity_is_refused_at_parse_time():
+    text = bytearray(str(pyrage.x25519.Identity.generate()).encode())
+    text[-1] = ord("Q" if text[-1] != ord("Q") else "P")
+    with pytest.raises(errors.InvalidIdentity):
+        keys.parse_identity(bytes(text), "test")
+
+
+def _bech32_with_checksum(groups: list[int]) -> bytes:
+    """`AGE-SECRET-KEY-1` + `groups` + a valid bech32 checksum (BIP 173's reference encoder)."""
+    hrp = "age-secret-key-"
+    values = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp] + groups
+    polymod = keys._polymod(values + [0] * 6) ^ 1
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return ("AGE-SECRET-KEY-1" + "".join(_BECH32[g] for g in groups + checksum)).upper().encode()
+
+
+@given(st.lists(st.integers(0, 31), min_size=50, max_size=54))
+@settings(max_examples=200, deadline=None)
+def test_identity_length_and_padding_rules_agree_with_pyrage(groups):
+    """Well-formed checksums over any number of groups and any padding bits: exactly 52 groups
+    (32 bytes; the 4 padding bits are ignored) are an identity, for pyrage and for kimen alike."""
+    text = _bech32_with_checksum(groups)
+    assert keys.is_age_secret_key(text) == _pyrage_accepts(text) == (len(groups) == 52)

@@ -26,6 +26,29 @@ def test_parse_duration_rejects(text):
         durations.parse_duration(text)
 
 
+def _duration_by_regex(text: str) -> int | None:
+    """The grammar as a regular expression: ASCII digits, or groups of digits and a unit."""
+    import re
+
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if not re.fullmatch(r"(?:[0-9]+[smhd])+", text):
+        return None
+    return sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in re.findall(r"([0-9]+)([smhd])", text))
+
+
+@given(st.text(alphabet="0123456789smhdx .\u0661\u00b2-", max_size=12))
+def test_parse_duration_is_its_grammar(text):
+    """The hand-written reader accepts exactly the regular grammar, with the same value."""
+    expected = _duration_by_regex(text)
+    try:
+        got: int | None = durations.parse_duration(text, allow_zero=True)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
 def test_zero_duration_allowed_when_asked():
     assert durations.parse_duration("0", allow_zero=True) == 0
 

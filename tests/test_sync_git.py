@@ -18,7 +18,7 @@ import git as gitpython
 import pytest
 
 from kimen import errors
-from kimen.sync.base import LostRace, Published
+from kimen.sync.base import HeadRev, LostRace, Published
 from kimen.sync.git import GitTransport, cache_path, check_branch, check_bundle_path, redact
 from kimen.sync.transport import MAX_HEAD_BYTES
 from tests.remote_contract import (
@@ -394,3 +394,51 @@ def test_a_read_asks_the_remote_not_the_cache(remote: GitRemote):
     git("update-ref", "refs/remotes/origin/main", one.commit, env={"GIT_DIR": ana.cache})
     head = ana.read_head()
     assert head is not None and (head.commit, head.rev) == (two.commit, two.rev)
+
+
+# -- sync status's read: the rev of a commit kimen already read is kept -----------------------------
+
+
+def test_head_rev_of_a_known_commit_reads_no_object(remote: GitRemote):
+    """The rev of the commit kimen last read or pushed is kept in the cache (`kimen-head`): the
+    same commit id is the same file, so `head_rev` asks `ls-remote` and reads nothing else. A new
+    commit on the remote is read (and checked) at once."""
+    transport = remote.transport()
+    first = publish(transport, make_head("1"), None, 1)
+    known = Path(transport.cache) / "kimen-head"
+    assert known.read_text() == f"{first.commit} {first.rev}\n"
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    objects = Path(transport.cache) / "objects"
+    moved = Path(str(objects) + ".away")
+    objects.rename(moved)  # nothing to read from: only the kept rev can answer
+    try:
+        assert transport.head_rev() == HeadRev(first.rev, first.commit)
+    finally:
+        moved.rename(objects)
+    other = remote.transport("bo")
+    second = publish(other, make_head("2"), other.read_head(), 2)
+    assert transport.head_rev() == HeadRev(second.rev, second.commit)
+    assert known.read_text() == f"{second.commit} {second.rev}\n"
+
+
+@pytest.mark.parametrize("kept", ["", "garbage\n", "abc def\n", "0" * 40 + " " + "0" * 64,  # no newline: torn
+                                  "0" * 40 + " " + "0" * 63 + "g\n"])
+def test_a_kept_rev_that_is_not_what_kimen_writes_is_ignored(remote: GitRemote, kept: str):
+    transport = remote.transport()
+    first = publish(transport, make_head("1"), None, 1)
+    known = Path(transport.cache) / "kimen-head"
+    known.write_text(kept)
+    assert transport.head_rev() == HeadRev(first.rev, first.commit)
+    assert known.read_text() == f"{first.commit} {first.rev}\n"
+
+
+def test_a_kept_rev_behind_a_symlink_is_not_followed(remote: GitRemote, tmp_path: Path):
+    transport = remote.transport()
+    first = publish(transport, make_head("1"), None, 1)
+    known = Path(transport.cache) / "kimen-head"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(f"{first.commit} {'1' * 64}\n")
+    known.unlink()
+    known.symlink_to(elsewhere)
+    assert transport.head_rev() == HeadRev(first.rev, first.commit)
+    assert elsewhere.read_text() == f"{first.commit} {'1' * 64}\n"  # never written through

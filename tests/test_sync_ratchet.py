@@ -3,6 +3,7 @@ head.age and ack.json beside it, private modes, damaged files refused, and the k
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -69,12 +70,40 @@ def test_files_are_private_and_written_atomically(sd: SyncStateDir, tmp_path: Pa
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(sd.path).st_mode) == 0o700
-    assert sorted(os.listdir(sd.path)) == ["ack.json", "head.age", "ratchet.json"]  # no temp file left
+    rev_link = "head-rev." + hashlib.sha256(b"one").hexdigest()
+    assert sorted(os.listdir(sd.path)) == ["ack.json", rev_link, "head.age", "ratchet.json"]  # no temp file left
     for name in os.listdir(sd.path):
         assert stat.S_IMODE(os.stat(os.path.join(sd.path, name)).st_mode) == 0o600
     doc = (Path(sd.path) / "ratchet.json").read_text()
     for key in ("remote_id", "seq", "head_id", "generation", "epoch", "record_hash", "updated_at"):
         assert f'"{key}":' in doc
+
+
+def test_the_kept_head_answers_for_its_rev_only(sd: SyncStateDir):
+    """`head-rev.<rev>` is a hard link of `head.age` named by its rev: `same_as_kept` holds for
+    exactly those bytes under exactly that rev; a newer kept head replaces the older link."""
+    one, two = b"head one", b"head two"
+    rev_one, rev_two = hashlib.sha256(one).hexdigest(), hashlib.sha256(two).hexdigest()
+    assert not sd.same_as_kept(one, rev_one)  # nothing kept yet
+    sd.raise_to(head(1), one)
+    assert sd.same_as_kept(one, rev_one)
+    assert not sd.same_as_kept(two, rev_one) and not sd.same_as_kept(one, rev_two)
+    assert not sd.same_as_kept(one, "not hex") and not sd.same_as_kept(one, "../" + rev_one[3:])
+    kept = os.stat(os.path.join(sd.path, "head-rev." + rev_one))
+    assert kept.st_ino == os.stat(os.path.join(sd.path, "head.age")).st_ino
+    sd.raise_to(head(2), two)
+    assert sd.same_as_kept(two, rev_two) and not sd.same_as_kept(one, rev_one)
+    assert sorted(n for n in os.listdir(sd.path) if n.startswith("head")) == ["head-rev." + rev_two, "head.age"]
+
+
+def test_a_kept_rev_link_that_is_a_symlink_is_not_trusted(sd: SyncStateDir, tmp_path: Path):
+    one = b"head one"
+    rev = hashlib.sha256(one).hexdigest()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(one)
+    sd.raise_to(head(1), b"other bytes")
+    os.symlink(elsewhere, os.path.join(sd.path, "head-rev." + rev))
+    assert not sd.same_as_kept(one, rev)
 
 
 def test_acknowledged_members_round_trip(sd: SyncStateDir):

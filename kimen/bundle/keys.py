@@ -10,7 +10,6 @@ Messages name files and line numbers, never key material.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import struct
 
@@ -23,14 +22,16 @@ _SSH_END = b"-----END OPENSSH PRIVATE KEY-----"
 
 
 class Identity:
-    """One parsed identity; its text never appears in repr or messages."""
+    """One parsed identity; its text never appears in repr or messages. An X25519 identity's
+    pyrage object and recipient are made on first use: checking that an identity file is valid
+    (`sync status`) imports no pyrage."""
 
     __slots__ = ("_obj", "_recipient", "_signer", "_text", "kind")
 
-    def __init__(self, kind: str, text: bytes, obj: object, recipient: str | None) -> None:
+    def __init__(self, kind: str, text: bytes, obj: object | None, recipient: str | None) -> None:
         self.kind = kind  # "x25519" | "ssh-ed25519"
         self._text = text
-        self._obj = obj
+        self._obj = obj  # None: an X25519 identity not yet handed to pyrage
         self._recipient = recipient
         self._signer: tuple[bytes, str] | None = None
 
@@ -38,10 +39,19 @@ class Identity:
         return f"Identity({self.kind})"
 
     def pyrage_identity(self) -> object:
+        if self._obj is None:
+            from pyrage import IdentityError, x25519
+
+            try:
+                self._obj = x25519.Identity.from_str(self._text.decode("ascii"))
+            except (IdentityError, ValueError):  # `is_age_secret_key` accepts what pyrage does
+                raise errors.InvalidIdentity(detail="not a valid age identity") from None
         return self._obj
 
     @property
     def recipient(self) -> str | None:
+        if self._recipient is None and self.kind == "x25519":
+            self._recipient = str(self.pyrage_identity().to_public())  # type: ignore[attr-defined]  # pyrage's x25519.Identity
         return self._recipient
 
     @property
@@ -102,17 +112,49 @@ def parse_identity(data: bytes, source: str) -> Identity:
     if len(candidates) > 1:
         raise errors.MultipleIdentitiesFound(source=source)
     text = candidates[0][1]
-    from pyrage import IdentityError, x25519
+    if not is_age_secret_key(text):
+        raise errors.InvalidIdentity(detail=f"{source}: not a valid age identity")
+    return Identity("x25519", text, None, None)
 
+
+# -- the bech32 check of an age identity (BIP 173), the rule pyrage applies -------------------------
+
+_BECH32 = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"  # upper case: identities are compared upper-cased
+_BECH32_VALUES = {char: value for value, char in enumerate(_BECH32)}
+_IDENTITY_HRP = "age-secret-key-"
+_KEY_GROUPS = 52  # 32 bytes in 5-bit groups (4 padding bits)
+
+
+def _polymod(values: list[int]) -> int:
+    check = 1
+    for value in values:
+        top = check >> 25
+        check = (check & 0x1FFFFFF) << 5 ^ value
+        for bit, generator in enumerate((0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)):
+            if top >> bit & 1:
+                check ^= generator
+    return check
+
+
+def is_age_secret_key(text: bytes) -> bool:
+    """`text` (upper case) is `AGE-SECRET-KEY-1` + bech32 data of exactly 32 bytes (52 groups)
+    with a valid bech32 checksum: what pyrage's `x25519.Identity.from_str` accepts
+    (`tests/test_bundle_units.py` checks the two agree)."""
+    prefix = _IDENTITY_HRP.upper().encode("ascii") + b"1"
+    if not text.startswith(prefix) or len(text) != len(prefix) + _KEY_GROUPS + 6:
+        return False
     try:
-        obj = x25519.Identity.from_str(text.decode("ascii"))
-    except (IdentityError, ValueError, UnicodeDecodeError):
-        raise errors.InvalidIdentity(detail=f"{source}: not a valid age identity") from None
-    return Identity("x25519", text, obj, str(obj.to_public()))
+        data = [_BECH32_VALUES[char] for char in text[len(prefix):].decode("ascii")]
+    except (KeyError, UnicodeDecodeError):
+        return False
+    hrp = [ord(c) >> 5 for c in _IDENTITY_HRP] + [0] + [ord(c) & 31 for c in _IDENTITY_HRP]
+    return _polymod(hrp + data) == 1  # the last group's 4 padding bits are ignored, as pyrage does
 
 
 def _parse_ssh(data: bytes, source: str) -> Identity:
     """An unencrypted OpenSSH ed25519 private key; anything else is `invalid_identity`."""
+    import base64  # here: base64 imports `re`, which an age identity (`sync status`) does not need
+
     bad = errors.InvalidIdentity(detail=f"{source}: not an unencrypted OpenSSH ed25519 key")
     start = data.find(_SSH_BEGIN)
     end = data.find(_SSH_END, start)

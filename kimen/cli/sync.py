@@ -465,9 +465,9 @@ def _handle(inv: Invocation, remote: dict[str, Any], lock_wait: float | None = N
     from ..sync.status import Remote, endpoint
 
     kind = remote.get("type") or "fs"
-    where = endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path"))
     return Remote(remote["name"], _transport(inv, remote, lock_wait), remote_id=remote.get("remote_id") or None,
-                  endpoint=where, env=inv.env)
+                  endpoint=lambda: endpoint(kind, remote["path"], remote.get("branch"), remote.get("bundle_path")),
+                  env=inv.env)
 
 
 def _engine(inv: Invocation, remote: dict[str, Any], identity: Identity | None,
@@ -548,6 +548,11 @@ class Session:
     def close(self) -> None:
         if self.vault is not None:
             self.vault.close()
+
+
+def _reading(session: Session) -> Progress:
+    """The progress line of a command that reads (and decrypts) the selected remote's head."""
+    return Progress(f"reading the head of {session.remote['name']}")
 
 
 def next_command(action: str, remote: str) -> str | None:
@@ -729,7 +734,8 @@ def cmd_conflicts(inv: Invocation) -> Result:
 def cmd_changes(inv: Invocation) -> Result:
     session = Session(inv, unlock=True)
     try:
-        changes = session.engine.changes(session.local())
+        with _reading(session):
+            changes = session.engine.changes(session.local())
     finally:
         session.close()
     fields = {
@@ -943,7 +949,8 @@ def cmd_join(inv: Invocation) -> Result | int:
         request = make_join_request(member, identity, identity.recipient, remote.get("remote_id") or None,
                                     format_time())
         try:
-            fetched = _engine(inv, remote, identity).fetch(None)
+            with Progress(f"reading the head of {name}"):
+                fetched = _engine(inv, remote, identity).fetch(None)
             mine = [m for m in (fetched.head.current.members if fetched is not None else ())
                     if m.recipient == identity.recipient]
         except errors.KimenError:
@@ -975,8 +982,8 @@ def cmd_join(inv: Invocation) -> Result | int:
 def cmd_members_list(inv: Invocation) -> Result:
     session = Session(inv, unlock=False)
     session.close()
-    fetched = session.engine.members()
-    head = fetched.head
+    with _reading(session):
+        head = session.engine.members().head
     from ..sync.ratchet import SyncStateDir
 
     ack = SyncStateDir(head.remote_id, inv.env).read_ack()
@@ -1017,7 +1024,8 @@ def cmd_members_add(inv: Invocation) -> Result:
         member_id = args.id
         change = merge.AddMember(Member(args.id, args.role or "writer", args.recipient, args.signer,
                                         scope or ("**",)))
-    done = session.engine.change_members(change)
+    with Progress(f"changing the members of {session.remote['name']}"):
+        done = session.engine.change_members(change)
     added = done.head.current.member(member_id)
     fields = {"member": member_id, "role": added.role if added else None, "scope": list(added.scope) if added else [],
               "fingerprint": fingerprint, "seq": done.head.seq, "remote_id": done.head.remote_id,
@@ -1038,7 +1046,8 @@ def cmd_members_rm(inv: Invocation) -> Result:
         raise errors.MembersRmConfirmationRequired(member=args.id)
     session = Session(inv, unlock=False)
     session.close()
-    done = session.engine.change_members(merge.RemoveMember(args.id))
+    with Progress(f"changing the members of {session.remote['name']}"):
+        done = session.engine.change_members(merge.RemoveMember(args.id))
     head = done.head
     fields = {"member": args.id, "seq": head.seq, "members_fp": _members_fields(head)["members_fp"],
               "recipient_count": len(head.current.members), "rotation_due_count": len(head.sync.rotation_due),
@@ -1055,7 +1064,8 @@ def cmd_members_ack(inv: Invocation) -> Result:
 
     session = Session(inv, unlock=False)
     session.close()
-    head = session.engine.members().head
+    with _reading(session):
+        head = session.engine.members().head
     current = members_fp(head.current.members)
     if inv.options.fp and inv.options.fp != current:
         raise errors.MembersPinMismatch(actual=current, expected=inv.options.fp)
@@ -1072,7 +1082,8 @@ def cmd_members_ack(inv: Invocation) -> Result:
 def cmd_rotation(inv: Invocation) -> Result:
     session = Session(inv, unlock=False)
     session.close()
-    head = session.engine.members().head
+    with _reading(session):
+        head = session.engine.members().head
     due = [d.to_json() for d in head.sync.rotation_due]
     if inv.options.strict and due:
         raise errors.SyncRotationDue(count=len(due))
@@ -1090,7 +1101,8 @@ def cmd_log(inv: Invocation) -> Result:
         raise errors.InvalidLimit(detail=str(args.limit)[:20])
     session = Session(inv, unlock=False)
     session.close()
-    head = session.engine.members().head
+    with _reading(session):
+        head = session.engine.members().head
     entries = [e.to_json() for e in reversed(head.sync.log)
                if args.key is None or args.key in e.set or args.key in e.deleted][:limit]
     lines = [f"{e['seq']}\t{e['at']}\t{e['by']}\t" + " ".join(
@@ -1153,7 +1165,8 @@ def cmd_reset_baseline(inv: Invocation) -> Result:
         return Result("sync_reset_baseline", f"cleared the baseline of {session.remote['name']}", fields)
     session = Session(inv, unlock=True)
     try:
-        done = session.engine.reset_baseline(session.local(), accept_fork=args.accept_fork, rev=args.rev or None)
+        with _reading(session):
+            done = session.engine.reset_baseline(session.local(), accept_fork=args.accept_fork, rev=args.rev or None)
     finally:
         session.close()
     fields = {"mode": "rev" if mode == "rev" else "to_remote", "previous_rev": done.previous_rev,
@@ -1204,7 +1217,8 @@ def cmd_revert(inv: Invocation) -> Result:
         raise errors.SyncHistoryUnavailable(seq=str(args.to_seq)[:20], hint="--to-seq is a head's seq") from None
     session = Session(inv, unlock=True)
     try:
-        done = session.engine.revert(session.local(), name, to_seq)
+        with Progress(f"reading seq {to_seq} of {session.remote['name']}"):
+            done = session.engine.revert(session.local(), name, to_seq)
     finally:
         session.close()
     remote = session.remote["name"]

@@ -195,18 +195,6 @@ def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int
 # `_json`, goes through the `json` module.
 
 
-class _ScanContext:
-    """The parser settings `_json.make_scanner` reads (those of `json.JSONDecoder()`)."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
-
-
-_WHITESPACE = " \t\n\r"
 
 
 # -- values: standard base64 (`value_b64`) --------------------------------------------------------
@@ -241,33 +229,9 @@ def value_from_b64(text: str) -> bytes:
 def loads(body: bytes | bytearray | memoryview | str) -> Any:
     """`json.loads` of UTF-8 bytes (`ValueError` for anything that is not one JSON value,
     `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting)."""
-    text = body if isinstance(body, str) else str(body, "utf-8")
-    try:
-        from _json import make_scanner
-    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
-        return _json_loads(text)
-    start = len(text) - len(text.lstrip(_WHITESPACE))
-    try:
-        # typeshed types the context as a scanner; the C scanner reads only the attributes above
-        value, end = make_scanner(_ScanContext)(text, start)  # type: ignore[arg-type]
-    except StopIteration:
-        raise ValueError("not a JSON value") from None
-    except (ValueError, RecursionError):
-        raise
-    except Exception:
-        # The accelerator reports a syntax error through `json.decoder.JSONDecodeError`; before
-        # Python 3.12, when `json.decoder` is not imported yet, it fails with SystemError instead
-        # (`{bad}`). The `json` module gives the documented error for the same text.
-        return _json_loads(text)
-    if text[end:].strip(_WHITESPACE):
-        raise ValueError("extra data after the JSON value")
-    return value
+    from ..output import read_json
 
-
-def _json_loads(text: str) -> Any:
-    import json
-
-    return json.loads(text)
+    return read_json(body if isinstance(body, str) else str(body, "utf-8"))
 
 
 def send(sock: _socket.socket, doc: dict[str, Any]) -> None:

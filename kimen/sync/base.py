@@ -16,7 +16,6 @@ Imports only the standard library and layer-1 kimen modules; never a file, a soc
 
 from __future__ import annotations
 
-import hashlib
 from binascii import a2b_base64
 from itertools import pairwise
 
@@ -26,7 +25,7 @@ from ..store import Record, is_valid_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractContextManager
     from typing import Any, Literal, Protocol, TypeGuard
 
@@ -55,6 +54,14 @@ _ID_CHARS = _ID_FIRST | frozenset("_.-")
 
 
 # -- member ids and scope globs --------------------------------------------------------------
+
+
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def is_lower_hex(value: object, length: int) -> TypeGuard[str]:
+    """`value` is a text of exactly `length` lower-case hex digits (remote ids, head ids, hashes)."""
+    return type(value) is str and len(value) == length and HEX_DIGITS.issuperset(value)
 
 
 def is_valid_member_id(text: object) -> TypeGuard[str]:
@@ -534,6 +541,8 @@ LOCK_WAIT = 10.0  # seconds a push waits for a remote's lock (`--lock-wait`)
 
 def remote_rev(data: bytes) -> str:
     """The remote rev of a head file: SHA-256 of its bytes (computable without decrypting)."""
+    import hashlib  # here: `hashlib` loads OpenSSL, which most readers of this module never use
+
     return hashlib.sha256(data).hexdigest()
 
 
@@ -554,8 +563,8 @@ class RemoteHead(_Frozen):
         return f"RemoteHead(rev={self.rev[:12]}…, {len(self.data)} bytes)"
 
 
-class Published(Record):
-    """The new head was written and read back: `rev` is its remote rev."""
+class HeadRev(Record):
+    """What `sync status` needs of the current head: its remote rev and (git) its commit."""
 
     __slots__ = ("commit", "rev")
     rev: str
@@ -564,6 +573,10 @@ class Published(Record):
     def __init__(self, rev: str, commit: str | None = None) -> None:
         _set(self, "rev", rev)
         _set(self, "commit", commit)
+
+
+class Published(HeadRev):  # no slots of its own: HeadRev's are the ones `Record` compares
+    """The new head was written and read back: `rev` is its remote rev."""
 
 
 class LostRace(Record):
@@ -607,6 +620,14 @@ class Transport(Protocol):
     def read_head(self) -> RemoteHead | None:
         """The current head (fs: the file; git: a fetch), checked by the transport checks (Git LFS
         pointer, size, age header), or None when the location holds none. Never a cached answer."""
+        ...
+
+    def head_rev(self, known: Callable[[bytes], str | None] | None = None) -> HeadRev | None:
+        """The current head's remote rev (and commit), as `read_head` would give them: fs reads the
+        file; git asks `ls-remote` for the commit and reads the file only when it is not the
+        commit kimen last read or pushed (whose rev it keeps: the same commit id is the same file).
+        A file read is hashed unless `known(data)` gives its rev (the bytes of a head this
+        machine kept)."""
         ...
 
     def locked(self, wait: float | None = None) -> AbstractContextManager[None]:

@@ -40,6 +40,7 @@ from .base import (
     Tombstone,
     W,
     check_member_id,
+    is_lower_hex,
     is_valid_member_id,
     is_valid_scope_glob,
     sorted_unique,
@@ -70,7 +71,6 @@ _TOMBSTONE_KEYS = frozenset({"name", "seq", "by"})
 _ROTATION_KEYS = frozenset({"name", "since_seq", "removed"})
 _LOG_KEYS = frozenset({"seq", "parent", "by", "at", "set", "del", "members", "note"})
 _JOIN_KEYS = frozenset({"member", "recipient", "signer", "remote_id", "created_at"})
-_HEX = frozenset("0123456789abcdef")
 _BECH32 = frozenset("qpzry9x8gf2tvdw0s3jn54khce6mua7l")
 _SSH_ED25519_BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"
 _SSH_CANNOT_SIGN = "use an age (X25519) identity: ssh-ed25519 identities cannot sign"
@@ -216,7 +216,7 @@ def _int(value: Any, low: int, high: int, what: str) -> int:
 
 
 def _hex(value: Any, length: int, what: str) -> str:
-    if type(value) is not str or len(value) != length or not _HEX.issuperset(value):
+    if not is_lower_hex(value, length):
         _bad(f"{what} must be {length} lower-case hex digits")
     return value
 
@@ -694,8 +694,7 @@ def parse_join_request(text: str, remote_id: str | None) -> JoinRequest:
         bad("invalid member id")
     if not is_x25519_recipient(fields["recipient"]):
         bad("the recipient must be an age1... recipient")
-    if fields["remote_id"] is not None and (type(fields["remote_id"]) is not str or len(fields["remote_id"]) != 32
-                                           or not _HEX.issuperset(fields["remote_id"])):
+    if fields["remote_id"] is not None and not is_lower_hex(fields["remote_id"], 32):
         bad("malformed remote_id")
     if parse_time(fields["created_at"]) is None:
         bad("created_at must be an RFC 3339 UTC time")

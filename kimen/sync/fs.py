@@ -31,12 +31,12 @@ from contextlib import contextmanager
 from .. import errors
 from ..durations import format_time
 from ..fsutil import read_limited, unlink_quietly, write_exclusive
-from .base import LOCK_WAIT, LostRace, ProbeReport, Published, RemoteHead, remote_rev
+from .base import LOCK_WAIT, HeadRev, LostRace, ProbeReport, Published, RemoteHead, remote_rev
 from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from .base import PublishResult
 
@@ -141,16 +141,26 @@ class FsTransport:
             raise errors.BundleTooLarge(path=shown)
         return data
 
-    def read_head(self) -> RemoteHead | None:
+    def _read_head_file(self) -> bytes | None:
+        """The head file's bytes, after the transport checks (None: no head)."""
         dir_fd = self._open_dir()
         try:
             data = self._read_file(dir_fd, self.name, self.head)
         finally:
             os.close(dir_fd)
+        if data is not None:
+            check_head(data, self.head)
+        return data
+
+    def read_head(self) -> RemoteHead | None:
+        data = self._read_head_file()
+        return RemoteHead(data, remote_rev(data)) if data is not None else None
+
+    def head_rev(self, known: Callable[[bytes], str | None] | None = None) -> HeadRev | None:
+        data = self._read_head_file()
         if data is None:
             return None
-        check_head(data, self.head)
-        return RemoteHead(data, remote_rev(data))
+        return HeadRev((known(data) if known is not None else None) or remote_rev(data))
 
     def history(self, seq: int) -> bytes | None:
         dir_fd = self._open_dir()

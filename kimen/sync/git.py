@@ -33,21 +33,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 from contextlib import contextmanager
 
 from .. import errors
 from ..durations import format_time
 from ..environ import which
-from ..fsutil import directory_problem, make_private_dirs, unlink_quietly
+from ..fsutil import directory_problem, make_private_dirs, read_regular, unlink_quietly
 from ..gitcheck import git_environ
 from ..paths import cache_dir
-from .base import LostRace, ProbeReport, Published, RemoteHead, check_member_id, remote_rev
+from .base import HeadRev, LostRace, ProbeReport, Published, RemoteHead, check_member_id, is_lower_hex, remote_rev
 from .transport import MAX_HEAD_BYTES, check_head, testOnlyPause
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import BinaryIO
 
     from .base import PublishResult
@@ -58,7 +57,8 @@ FALLBACK_IDENTITY = ("kimen", "kimen@localhost")
 _HOOKS = "kimen-hooks"  # an empty directory: core.hooksPath, so no hook ever runs
 _INDEX = "kimen-index"
 _LOCK = "kimen.lock"
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_KNOWN = "kimen-head"  # `<commit> <rev>`: the head file of the commit kimen last read (and checked) or pushed
+_CREDENTIALS = r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@"  # compiled only for a text holding "@"
 _FILE_MODES = ("100644", "100755")
 _ENTRY_KINDS = {"120000": "a symlink", "040000": "a directory", "160000": "a submodule"}
 _BAD_REF_CHARS = frozenset(" ~^:?*[\\\x7f")
@@ -88,7 +88,11 @@ _CIPHERTEXT_CONFIG = ("-c", "core.compression=0", "-c", "pack.window=0")
 
 def redact(text: str) -> str:
     """`text` without the user:password part of any URL in it."""
-    return _CREDENTIALS.sub(r"\1", text)
+    if "@" not in text:  # nothing to take out; `sync status` need not import `re`
+        return text
+    import re
+
+    return re.sub(_CREDENTIALS, r"\1", text)
 
 
 def _first_error_line(*outputs: str) -> str:
@@ -173,22 +177,20 @@ class GitTransport:
     def _command(self, *args: str) -> list[str]:
         if self._git_exe is None:
             raise errors.GitFailed(detail="git is not installed (not found on PATH)")
-        return [self._git_exe, f"--git-dir={self.cache}",
+        return [self._git_exe, "-C", self.cache, f"--git-dir={self.cache}",
                 "-c", f"core.hooksPath={os.path.join(self.cache, _HOOKS)}", "-c", "core.fsmonitor=false",
                 "-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
                 *_CIPHERTEXT_CONFIG, *args]
 
     def _run(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
-        import subprocess
+        from ..capture import capture
 
-        command = self._command(*args)
         try:
-            done = subprocess.run(command, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                  capture_output=True, cwd=self.cache, env={**self._environ, **(env or {})},
-                                  check=False)
+            done = capture(self._command(*args), env={**self._environ, **(env or {})},
+                           stdin=stdin.fileno() if stdin is not None else None)
         except OSError as exc:
             raise errors.GitFailed(detail=type(exc).__name__) from None
-        return _Done(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
+        return _Done(done.code, done.out, done.err.decode("utf-8", "replace"))
 
     def _check(self, *args: str, stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None) -> _Done:
         done = self._run(*args, stdin=stdin, env=env)
@@ -267,18 +269,51 @@ class GitTransport:
         except _Missing as missing:
             raise errors.GitFailed(detail=f"git object {missing} is missing after the fetch") from None
 
-    def _current_head(self) -> tuple[str | None, bytes | None]:
+    def _current_head(self, tip: str | None = None) -> tuple[str | None, bytes | None]:
         """(the branch's commit on the remote now, the bytes of `<bundle_path>` in it), each None
-        when absent. `ls-remote` asks the remote for the commit; when the cache repository already
-        holds that commit (git names every object by the hash of its content, so the same id is the
-        same commit, tree and file), it is read from there without a fetch, else fetched first."""
-        tip = self._ls_tip()
+        when absent. `ls-remote` asks the remote for the commit (unless given as `tip`); when the
+        cache repository already holds that commit (git names every object by the hash of its
+        content, so the same id is the same commit, tree and file), it is read from there without a
+        fetch, else fetched first."""
+        tip = tip or self._ls_tip()
         if tip is None:
             return None, None
         try:
             return self._at(tip)
         except _Missing:
             return self._fetch_head()
+
+    def _checked(self, commit: str, data: bytes, known: Callable[[bytes], str | None] | None = None) -> str:
+        """The rev of the head file `data` of `commit` (`known(data)`, else hashed), after the
+        transport checks; remembered."""
+        check_head(data, f"{self.bundle_path} on {self.branch}")
+        rev = (known(data) if known is not None else None) or remote_rev(data)
+        self._remember(commit, rev)
+        return rev
+
+    def _remember(self, commit: str, rev: str) -> None:
+        """Keep `<commit> <rev>` in the cache (under its flock; a torn write reads as nothing)."""
+        path = os.path.join(self.cache, _KNOWN)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        with contextlib.suppress(OSError):
+            fd = os.open(path, flags, 0o600)
+            try:
+                os.write(fd, f"{commit} {rev}\n".encode("ascii"))
+            finally:
+                os.close(fd)
+        self._read = (commit, rev)
+
+    def _recall(self) -> tuple[str, str] | None:
+        """The `(commit, rev)` `_remember` kept, or None (none, or not what it writes)."""
+        try:
+            data = read_regular(os.path.join(self.cache, _KNOWN), 200, OSError, follow_symlinks=False)
+        except OSError:
+            return None
+        parts = data.decode("ascii", "replace").split()
+        if len(parts) != 2 or len(parts[0]) not in (40, 64) or not is_lower_hex(parts[0], len(parts[0])) \
+                or not is_lower_hex(parts[1], 64) or not data.endswith(b"\n"):
+            return None
+        return parts[0], parts[1]
 
     def _ls_tip(self) -> str | None:
         """The commit the remote's branch points at now (`git ls-remote`), None without the branch."""
@@ -307,7 +342,7 @@ class GitTransport:
         shown = f"{self.bundle_path} on {self.branch}"
         try:
             proc = subprocess.Popen(self._command("cat-file", "--batch"), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.cache,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                     env=self._environ)
         except OSError as exc:
             raise errors.GitFailed(detail=type(exc).__name__) from None
@@ -363,12 +398,22 @@ class GitTransport:
     def read_head(self) -> RemoteHead | None:
         with self._cache_locked():
             commit, data = self._current_head()
-        if data is None or commit is None:
-            return None
-        check_head(data, f"{self.bundle_path} on {self.branch}")
-        rev = remote_rev(data)
-        self._read = (commit, rev) if commit else None
-        return RemoteHead(data, rev, commit)
+            if data is None or commit is None:
+                return None
+            return RemoteHead(data, self._checked(commit, data), commit)
+
+    def head_rev(self, known: Callable[[bytes], str | None] | None = None) -> HeadRev | None:
+        with self._cache_locked():
+            tip = self._ls_tip()
+            if tip is None:
+                return None
+            kept = self._recall()
+            if kept is not None and kept[0] == tip:
+                return HeadRev(kept[1], tip)
+            commit, data = self._current_head(tip)
+            if data is None or commit is None:
+                return None
+            return HeadRev(self._checked(commit, data, known), commit)
 
     def history(self, seq: int) -> bytes | None:
         """The head of seq `seq` from the branch's history: the newest commit whose message (kimen's
@@ -461,7 +506,9 @@ class GitTransport:
                     detail=f"branch {self.branch} points at {remote[:12] if remote else 'nothing'}, "
                            f"not at the pushed commit {commit[:12]}")
             self._run("update-ref", self._tracking, commit)
-        return Published(remote_rev(new), commit)
+            rev = remote_rev(new)
+            self._remember(commit, rev)
+        return Published(rev, commit)
 
     # -- probing ---------------------------------------------------------------------------------
 

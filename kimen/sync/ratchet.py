@@ -9,6 +9,10 @@ this machine keeps").
   vault's sync state.
 - `head.age`: the bytes of that head (ciphertext), written just before the ratchet, so that
   `--restore-head` and an offline `sync log` have it. A reader checks that it is the ratchet's head.
+- `head-rev.<rev>`: a hard link of `head.age` named by its remote rev (SHA-256 of the bytes), made once
+  `head.age` is complete. A name given to a file that is never written again, so its bytes are
+  always the ones of its rev: `sync status` compares the remote's head file with the link of the
+  rev its vault last accepted instead of hashing it (`same_as_kept`). Only the newest is kept.
 - `ack.json`: the `members_fp` and the members last acknowledged (`sync members ack`).
 
 Files are 0600 and replaced atomically (`kimen.fsutil`), the directories 0700. A file that is not
@@ -19,15 +23,14 @@ lower the protection it gives.
 from __future__ import annotations
 
 import os
-import re
 
 from .. import errors
 from ..durations import format_time
-from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular
+from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular, unlink_quietly
 from ..paths import state_dir
 from ..sigfmt import canonical, loads
 from ..store import Record
-from .base import KnownHead, Member
+from .base import KnownHead, Member, is_lower_hex
 from .transport import MAX_HEAD_BYTES
 
 TYPE_CHECKING = False
@@ -39,16 +42,15 @@ if TYPE_CHECKING:
 
 RATCHET = "ratchet.json"
 HEAD = "head.age"
+REV_LINK = "head-rev."  # + the kept head's remote rev (64 hex digits)
 ACK = "ack.json"
 _MAX_JSON = 4 * 1024 * 1024
-_REMOTE_ID = re.compile(r"[0-9a-f]{32}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _RATCHET_KEYS = frozenset({"remote_id", "seq", "head_id", "generation", "epoch", "record_hash", "updated_at"})
 _ACK_KEYS = frozenset({"members_fp", "members"})
 
 
 def check_remote_id(remote_id: str) -> str:
-    if not isinstance(remote_id, str) or not _REMOTE_ID.fullmatch(remote_id):
+    if not is_lower_hex(remote_id, 32):
         raise errors.InvalidRemoteId(remote_id=str(remote_id)[:40])
     return remote_id
 
@@ -150,7 +152,7 @@ class SyncStateDir:
         if doc["remote_id"] != self.remote_id:
             raise _damaged(path, "it names another remote")
         for key in ("head_id", "record_hash"):
-            if not isinstance(doc[key], str) or not _HEX64.fullmatch(doc[key]):
+            if not is_lower_hex(doc[key], 64):
                 raise _damaged(path, f"{key} is not 64 hex digits")
         return KnownHead(remote_id=self.remote_id, seq=_int(doc["seq"], "seq", path), head_id=doc["head_id"],
                          generation=_int(doc["generation"], "generation", path),
@@ -161,6 +163,7 @@ class SyncStateDir:
             raise ValueError("the head belongs to another remote")
         if head is not None:
             self._write(HEAD, head)
+            self._link_rev(head)
         doc = {"remote_id": known.remote_id, "seq": known.seq, "head_id": known.head_id,
                "generation": known.generation, "epoch": known.epoch, "record_hash": known.record_hash,
                "updated_at": format_time()}
@@ -185,6 +188,35 @@ class SyncStateDir:
         """The bytes of the ratchet's head (ciphertext), when kept."""
         return self._read(HEAD, MAX_HEAD_BYTES)
 
+    def _link_rev(self, head: bytes) -> None:
+        """`head-rev.<rev>` for the `head.age` just written (`head`), the older ones removed. Best
+        effort: without it (a filesystem without hard links) `sync status` hashes the head."""
+        from .base import remote_rev
+
+        name = REV_LINK + remote_rev(head)
+        try:
+            os.link(self._file(HEAD), self._file(name), follow_symlinks=False)
+        except OSError:  # already there (the same rev is the same bytes), or no hard links here
+            pass
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return
+        for other in names:
+            if other != name and other.startswith(REV_LINK) and is_lower_hex(other[len(REV_LINK):], 64):
+                unlink_quietly(self._file(other))
+
+    def same_as_kept(self, data: bytes, rev: str) -> bool:
+        """Whether `data` is, byte for byte, the kept head of remote rev `rev` (`head-rev.<rev>`): then
+        its rev is `rev` without hashing it. False when no such head is kept."""
+        if not is_lower_hex(rev, 64):
+            return False
+        try:
+            kept = read_regular(self._file(REV_LINK + rev), MAX_HEAD_BYTES, OSError, follow_symlinks=False)
+        except OSError:
+            return False
+        return kept == data
+
     # -- acknowledged members --------------------------------------------------------------------
 
     def read_ack(self) -> Ack | None:
@@ -192,7 +224,7 @@ class SyncStateDir:
         if doc is None:
             return None
         path = self._file(ACK)
-        if not isinstance(doc["members_fp"], str) or not _HEX64.fullmatch(doc["members_fp"]):
+        if not is_lower_hex(doc["members_fp"], 64):
             raise _damaged(path, "members_fp is not 64 hex digits")
         members = doc["members"]
         if not isinstance(members, list):
@@ -205,6 +237,6 @@ class SyncStateDir:
         return Ack(doc["members_fp"], parsed)
 
     def write_ack(self, members_fp: str, members: Sequence[Member]) -> None:
-        if not _HEX64.fullmatch(members_fp):
+        if not is_lower_hex(members_fp, 64):
             raise ValueError("members_fp is 64 hex digits")
         self._write(ACK, canonical({"members_fp": members_fp, "members": [m.to_json() for m in members]}) + b"\n")

@@ -26,14 +26,20 @@ class Remote:
     """One remote as the engine uses it: its name (the vault's key), transport, configured id,
     endpoint (SHA-256 of type, path, branch, bundle path) and the state directory root."""
 
-    def __init__(self, name: str, transport: Transport, *, remote_id: str | None, endpoint: str,
+    def __init__(self, name: str, transport: Transport, *, remote_id: str | None, endpoint: str | Callable[[], str],
                  state_base: str | None = None, env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.transport = transport
         self.remote_id = remote_id
-        self.endpoint = endpoint
+        self._endpoint = endpoint  # or how to compute it: `sync status` never needs it
         self.state_base = state_base
         self.env = env
+
+    @property
+    def endpoint(self) -> str:
+        if not isinstance(self._endpoint, str):
+            self._endpoint = self._endpoint()
+        return self._endpoint
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, {self.transport!r})"
@@ -126,9 +132,16 @@ def read_status(remote: Remote, identity: Identity | None, state: SyncState | No
     from .base import Scope
 
     transport = remote.transport
-    current = transport.read_head()
     remote_id = remote.remote_id if remote.remote_id is not None else state.remote_id if state is not None else None
     directory = remote.state_dir(remote_id) if remote_id is not None else None
+
+    def known(data: bytes) -> str | None:
+        """The vault's head rev when `data` is the head this machine kept for it (no hashing)."""
+        if directory is not None and state is not None and directory.same_as_kept(data, state.head_rev):
+            return state.head_rev
+        return None
+
+    current = transport.head_rev(known)
     ratchet = directory.read_ratchet() if directory is not None else None
     ack = directory.read_ack() if directory is not None and state is not None else None
     members_changed = ack is not None and state is not None and ack.members_fp != state.members_fp

@@ -14,11 +14,8 @@ tampered.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
-
 from .. import errors
+from ..output import read_json
 from ..sync.base import Scope, SyncState
 from .schema import CIPHERTEXT_COLUMNS
 
@@ -26,18 +23,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Iterable, Sequence
+    from typing import Any
 
     from ..sensitive import Sensitive
 
-_U16 = struct.Struct(">H")
-_U64 = struct.Struct(">Q")
 STATE_COLUMNS = ("remote, remote_id, endpoint, head_seq, head_id, head_rev, head_generation, epoch, record_hash, "
                   "members_fp, member, role, scope, rotation_due_count, last_local_rev, updated_at")
 
 
 def row_state(row: Sequence[object]) -> SyncState:
     try:
-        scope = json.loads(str(row[12]))
+        scope = read_json(str(row[12]))
         if not isinstance(scope, list) or not all(isinstance(g, str) for g in scope):
             raise ValueError("scope")
         return SyncState(
@@ -52,6 +48,8 @@ def row_state(row: Sequence[object]) -> SyncState:
 
 def revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
     """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
+    import hashlib  # here: it loads OpenSSL, which `sync status` does without
+
     sha256 = hashlib.sha256
     cursor = conn.execute(f"SELECT name, revision, {CIPHERTEXT_COLUMNS} FROM secrets ORDER BY name")
     if scope.everything:
@@ -59,6 +57,16 @@ def revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int
     covers = scope.covers
     return [(name, revision, sha256(nonce + ciphertext).digest()) for name, revision, nonce, ciphertext in cursor
             if covers(name)]
+
+
+def _blake2b(data: bytes, *, digest_size: int) -> Any:
+    """BLAKE2b from CPython's built-in module, which `hashlib` re-exports: `hashlib` itself would
+    load OpenSSL (~2 ms of `sync status`'s start-up) for a digest that needs none of it."""
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # pragma: no cover - a CPython built without its own BLAKE2
+        from hashlib import blake2b
+    return blake2b(data, digest_size=digest_size)
 
 
 def rows_stamp(conn: sqlite3.Connection) -> str:
@@ -69,11 +77,12 @@ def rows_stamp(conn: sqlite3.Connection) -> str:
     not see keeps every name, nonce and the revisions' sum — a ciphertext or revision edited in
     place, which no key opens any more (the nonce, name and revision are bound to the ciphertext).
     `last_local_rev` records it beside the local revision, so that `sync status` recomputes the
-    revision (12-15 ms for 10 000 rows) only when the stamp moved (about 1 ms)."""
+    revision (12-15 ms for 10 000 rows) only when the stamp moved (about 1 ms). The digest is
+    BLAKE2b-256: as strong as SHA-256, and without `hashlib`'s OpenSSL."""
     # one concatenation of every row's name and nonce (a row with either NULL drops out of it)
     count, revisions, rows = conn.execute(
         "SELECT count(*), total(revision), CAST(group_concat(name || nonce, '') AS BLOB) FROM secrets").fetchone()
-    digest = hashlib.sha256(f"{count} {revisions!r}\n".encode())
+    digest = _blake2b(f"{count} {revisions!r}\n".encode(), digest_size=32)
     digest.update(bytes(rows or b""))
     return digest.hexdigest()
 
@@ -86,7 +95,10 @@ def recorded_local_rev(local_rev: str | None, stamp: str) -> str | None:
 def local_revision(rows: Iterable[tuple[str, int, bytes]]) -> str:
     """SHA-256 over the in-scope rows (name, revision, SHA-256(nonce || ciphertext)) sorted by name:
     tells "the vault changed since the last sync" without a passphrase."""
-    u16, u64 = _U16.pack, _U64.pack
+    import hashlib
+    import struct
+
+    u16, u64 = struct.Struct(">H").pack, struct.Struct(">Q").pack
     parts = []
     for name, revision, row_hash in sorted(rows):  # rows read in name order sort in linear time
         raw = name.encode("ascii")

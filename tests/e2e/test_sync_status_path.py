@@ -18,6 +18,9 @@ FORBIDDEN = {
     "kimen.sync.git", "kimen.cli.sync_checks",
     # nor the engine and the start-up weight its value types once brought (dataclasses: inspect, ast, dis)
     "kimen.sync.engine", "dataclasses", "inspect", "typing", "hmac",
+    # nor the libraries that cost most of a start-up: JSON, regular expressions and base64 (`re`,
+    # `enum`), pyrage (an identity is checked by its bech32 checksum), subprocess (`locale`, `re`)
+    "json", "re", "enum", "base64", "pyrage", "subprocess",
 }
 
 
@@ -52,6 +55,34 @@ def test_sync_report_imports_no_parser_crypto_or_merge(ana, command):
     assert "kimen.cli.fastargs" in loaded and "kimen.sync.fs" in loaded  # the fast reader and the fs transport ran
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert f'"action":"sync_{command}"' in out
+    # the head is the one this machine kept for the vault's rev (compared, not hashed), and the
+    # rows stamp is BLAKE2b: OpenSSL is not loaded
+    assert "_hashlib" not in loaded
+
+
+def test_sync_status_over_git_reads_the_known_commit_with_one_git_process(tmp_path):
+    """Over git, after the member's own push: `ls-remote` (through `kimen.capture`, not
+    `subprocess`) names the commit kimen pushed, whose rev it kept, so nothing else runs."""
+    import shutil
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.fail("git is required (make test installs it)")
+    (tmp_path / "ana").mkdir()
+    k = Kimen(tmp_path / "ana")
+    k.init_vault()
+    identity = k.root / "id.txt"
+    k.ok("bundle", "keygen", "--out", str(identity))
+    remote = tmp_path / "team.git"
+    subprocess.run([git, "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    k.ok("sync", "init", "team", "--type", "git", "--path", str(remote), "--identity", str(identity),
+         "--member", "ana", env=k.with_pass())
+    k.set("app.token", "value-1")
+    k.ok("sync", "push", env=k.with_pass())
+    loaded, out = _imports(k, "sync", "status", "--json")
+    assert "kimen.sync.git" in loaded and "kimen.capture" in loaded
+    assert not loaded & (FORBIDDEN - {"kimen.sync.git"}), sorted(loaded & FORBIDDEN)
+    assert '"in_sync":true' in out
 
 
 def test_sync_status_reads_the_same_through_argparse(ana):
