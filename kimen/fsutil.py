@@ -10,11 +10,11 @@ bounded. Callers pass the error class that names their context (session dir, fil
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
-from .errors import KimenError, UnsafeOutputPath, WriteFailed
+from . import errors
+from .errors import KimenError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,13 +112,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def refuse_unsafe_target(path: str, unsafe: type[KimenError] = UnsafeOutputPath, *, dir_fd: int | None = None,
+def refuse_unsafe_target(path: str, unsafe: type[KimenError] | None = None, *, dir_fd: int | None = None,
                          shown: str | None = None) -> None:
-    """Refuse to replace a symlink or a non-regular file (`path` relative to `dir_fd` when given)."""
+    """Refuse to replace a symlink or a non-regular file (`path` relative to `dir_fd` when given);
+    `unsafe` defaults to `UnsafeOutputPath`."""
     try:
         st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
+    unsafe = unsafe or errors.UnsafeOutputPath
     if stat.S_ISLNK(st.st_mode):
         raise unsafe(path=shown or path, problem="is a symlink")
     if not stat.S_ISREG(st.st_mode):
@@ -228,16 +230,18 @@ def replace_at(
     *,
     shown: str,
     mode: int = 0o600,
-    unsafe: type[KimenError] = UnsafeOutputPath,
-    failed: type[KimenError] = WriteFailed,
+    unsafe: type[KimenError] | None = None,
+    failed: type[KimenError] | None = None,
     sweep: bool = True,
 ) -> None:
     """Replace `name` in the directory `dir_fd` with `data`: sweep dead writers' temp files, write a
     locked temp file, fsync, rename, fsync the directory. `shown` is the path errors name.
 
     A symlink or non-regular target is refused (`unsafe`); on failure the temp file is removed and
-    the old file is untouched.
+    the old file is untouched. The error classes default to `UnsafeOutputPath` and `WriteFailed`
+    (looked up here, not at import: `kimen.errors` reads its table on the first lookup).
     """
+    failed = failed or errors.WriteFailed
     refuse_unsafe_target(name, unsafe, dir_fd=dir_fd, shown=shown)
     if sweep:
         sweep_temps(dir_fd)
@@ -270,10 +274,11 @@ def atomic_write(
     data: bytes,
     *,
     mode: int = 0o600,
-    unsafe: type[KimenError] = UnsafeOutputPath,
-    failed: type[KimenError] = WriteFailed,
+    unsafe: type[KimenError] | None = None,
+    failed: type[KimenError] | None = None,
 ) -> None:
     """Replace `path` with `data` atomically (`replace_at` in its directory)."""
+    failed = failed or errors.WriteFailed
     refuse_unsafe_target(path, unsafe)
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -294,14 +299,15 @@ def write_exclusive(
     dir_fd: int | None = None,
     shown: str | None = None,
     exists: type[KimenError] | None = None,
-    failed: type[KimenError] = WriteFailed,
+    failed: type[KimenError] | None = None,
 ) -> None:
     """Create a new file (O_CREAT|O_EXCL|O_NOFOLLOW) and write `data`, fsynced: the one writer of
     new private files (`path` relative to `dir_fd` when given; `shown` is the path errors name).
 
     An existing path (or a symlink) raises `exists(path=)` when given, else `failed`.
-    A partially written file is removed.
+    A partially written file is removed. `failed` defaults to `WriteFailed`.
     """
+    failed = failed or errors.WriteFailed
     shown = shown or path
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
     try:
@@ -328,6 +334,8 @@ def write_exclusive(
 def _file_kind(mode: int) -> str:
     """Why a file that is not regular is refused, worded like the OS's own errors."""
     if stat.S_ISDIR(mode):
+        import errno  # here: only a refusal needs it (`kimen run` reads a profile through this module)
+
         return os.strerror(errno.EISDIR)  # "Is a directory", as reading one would say
     if stat.S_ISFIFO(mode):
         return "Is a FIFO, not a regular file"

@@ -11,7 +11,7 @@ Also here, because every layer needs them: the secret-name rule and the value si
 
 from __future__ import annotations
 
-from .errors import EmptySecretName, InvalidSecretName
+from . import errors
 
 TYPE_CHECKING = False  # typing costs ~5 ms of start-up; annotations are strings anyway
 
@@ -45,9 +45,9 @@ def is_valid_secret_name(name: str) -> bool:
 def check_secret_name(name: str) -> str:
     """Return `name` if it is a valid secret name, else raise the precise error."""
     if name == "":
-        raise EmptySecretName()
+        raise errors.EmptySecretName()
     if not is_valid_secret_name(name):
-        raise InvalidSecretName(name=_printable(name))
+        raise errors.InvalidSecretName(name=_printable(name))
     return name
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kimen import errors
-from kimen.projection import kmap
+from kimen.projection import kmap, lint
 from kimen.projection.resolve import resolve
 from tests.projection_helpers import EchoStore
 
@@ -112,7 +112,7 @@ def test_vector_22_exec_is_split_without_a_shell(tmp_path):
     profile = _compose(tmp_path, {M: 'env A=exec:sh -c "echo hi"'}).check()
     (d,) = profile.directives
     assert d.ref.argv == ("sh", "-c", '"echo', 'hi"')
-    assert "exec_source_may_require_wrapper" in {i.code for i in kmap.lint_issues(profile)}
+    assert "exec_source_may_require_wrapper" in {i.code for i in lint.lint_issues(profile)}
 
 
 @pytest.mark.parametrize(("text", "code"), [
@@ -130,7 +130,7 @@ def test_vector_22_exec_is_split_without_a_shell(tmp_path):
 ])
 def test_lint_codes(tmp_path, text, code):
     profile = _compose(tmp_path, {M: text})
-    assert code in {i.code for i in kmap.lint_issues(profile)}
+    assert code in {i.code for i in lint.lint_issues(profile)}
 
 
 @pytest.mark.parametrize(("text", "code", "modes"), [
@@ -140,20 +140,20 @@ def test_lint_codes(tmp_path, text, code):
 ])
 def test_mode_specific_warnings_only_for_their_mode(tmp_path, text, code, modes):
     profile = _compose(tmp_path, {M: text})
-    for mode in (None, *kmap.MODES):
-        assert (code in {i.code for i in kmap.lint_issues(profile, mode)}) == (mode in modes), mode
+    for mode in (None, *lint.MODES):
+        assert (code in {i.code for i in lint.lint_issues(profile, mode)}) == (mode in modes), mode
 
 
 def test_lint_reports_every_line_and_sorts_errors_first(tmp_path):
     profile = _compose(tmp_path, {M: "env LD_X=x\nbogus\nenv 1=x\nfile ../a=b\nenv A=\n"})
-    issues = kmap.lint_issues(profile)
+    issues = lint.lint_issues(profile)
     assert [i.severity for i in issues] == ["error"] * 4 + ["warning"]
     assert sorted(i.line for i in issues if i.severity == "error") == [2, 3, 4, 5]
 
 
 def test_duplicates_across_an_include_are_overrides(tmp_path):
     profile = _compose(tmp_path, {M: "include base\nenv A=y", "base.kmap": "env A=x"})
-    assert not [i for i in kmap.lint_issues(profile) if "duplicate" in i.code or "redundant" in i.code]
+    assert not [i for i in lint.lint_issues(profile) if "duplicate" in i.code or "redundant" in i.code]
 
 
 def test_diamond_include_is_expanded_once(tmp_path):
@@ -243,7 +243,7 @@ def test_fuzz_parser_errors_are_located_and_never_echo_values(tmp_path, lines):
     except errors.KimenError as exc:
         assert CANARY not in exc.message
         return
-    for issue in kmap.lint_issues(profile):
+    for issue in lint.lint_issues(profile):
         if issue.code == "include_not_found":
             continue  # names the (valid) profile name it looked for
         assert CANARY not in issue.message

@@ -18,6 +18,9 @@ PARSER = {"argparse", "re", "enum", "functools", "collections", "collections.abc
 # the supervised start and the `--mask` relay: only a run that needs them imports them
 SUPERVISION = {"kimen.projection.run", "kimen.projection.relay", "kimen.projection.mask", "kimen.projection.files",
                "pty", "tty", "termios", "fcntl", "select", "selectors", "ctypes", "threading", "errno"}
+# the error table: read on the first lookup of an error class, so neither importing the run path
+# (no class looked up at import, not even as a default argument) nor a run that fails nowhere loads it
+ERROR_TABLE = {"kimen.reasons"}
 
 
 def _modules(code: str) -> set[str]:
@@ -34,6 +37,7 @@ def test_run_path_imports_nothing_heavy():
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & (HEAVY - {"subprocess", "threading"}), sorted(loaded & HEAVY)
     assert not loaded & PARSER, sorted(loaded & PARSER)
+    assert not loaded & ERROR_TABLE
 
 
 def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
@@ -46,8 +50,8 @@ def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
     assert out.returncode == 0, out.stderr
     loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "kimen.projection.env" in loaded
-    assert not loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION), sorted(loaded & (FORBIDDEN | HEAVY | PARSER
-                                                                                     | SUPERVISION))
+    assert not loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION | ERROR_TABLE), sorted(
+        loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION | ERROR_TABLE))
 
 
 def test_session_run_path_imports_nothing_heavy():
@@ -62,6 +66,7 @@ def test_session_run_path_imports_nothing_heavy():
                       "from kimen.projection import kmap, resolve, env, files, run\n")
     assert not loaded & FORBIDDEN, sorted(loaded & FORBIDDEN)
     assert not loaded & {"dataclasses", "inspect", "typing", "subprocess", "shutil", "secrets"}
+    assert not loaded & ERROR_TABLE
 
 
 _GC_PROBE = """

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import errors
 from ..output import capture_warnings, print_json, print_lines, success_envelope
 from ..projection import kmap
+from ..projection.lint import MODES, lint_issues
 from .common import expiry_text
 from .model import COMMANDS, Invocation
 
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def lint_mode(inv: Invocation) -> str | None:
     """`--mode` of map lint and doctor: which mode's own warnings to report (None: no mode's)."""
     mode = getattr(inv.options, "mode", None)
-    if mode is not None and mode not in kmap.MODES:
+    if mode is not None and mode not in MODES:
         raise errors.InvalidMode(mode=mode)
     return mode
 
@@ -85,7 +86,7 @@ def lint_report(
             code = "invalid_map" if exc.reason == "invalid_map" else "invalid_input"
             issues.append(kmap.Issue(code, "error", exc.message, exc.fields.get("path"), None))
     if profile is not None:
-        issues = kmap.lint_issues(profile, mode)
+        issues = lint_issues(profile, mode)
     winners = profile.winners() if profile is not None else []
     n_err = sum(1 for i in issues if i.severity == "error")
     n_warn = len(issues) - n_err

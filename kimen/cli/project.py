@@ -2,7 +2,7 @@
 
 `run`'s handler is `kimen.cli.run` (the hot path imports it without this module); the steps every
 projection shares (load the profile, resolve the winning directives through one store, write
-private files, describe a plan) are `kimen.cli.pipeline`'s. `map lint` and `doctor` are reports,
+private files) are `kimen.cli.pipeline`'s, and the plan `kimen.cli.plan`'s. `map lint` and `doctor` are reports,
 in `kimen.cli.checks`.
 """
 
@@ -18,10 +18,10 @@ from .pipeline import (
     files_dir_arg,
     load_profile,
     output_file,
-    print_plan,
     resolve_values,
     write_user_dir,
 )
+from .plan import print_plan
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:

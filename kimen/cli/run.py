@@ -3,7 +3,8 @@
 The hot path: this module imports nothing heavy at top level -- not argparse (`kimen.cli.fastargs`
 reads the common argv without it; the flags are registered in `kimen.cli.project` from the tables
 of `kimen.cli.flags`), and not the other projection commands. The steps it shares with them (load
-the profile, resolve the winners through one store) are `kimen.cli.pipeline`'s.
+the profile, resolve the winners through one store) are `kimen.cli.pipeline`'s; `--dry-run`'s
+plan is `kimen.cli.plan`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def cmd_run(inv: Invocation) -> int:
     files_dir = files_dir_arg(inv)
     profile = load_profile(inv)
     if inv.options.dry_run:
-        from .pipeline import print_plan
+        from .plan import print_plan
 
         return print_plan(inv, profile, "run", argv)
     winners = profile.winners()

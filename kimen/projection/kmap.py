@@ -1,5 +1,5 @@
-"""The `.kmap` profile language: line parser, references, validation, includes, lookup,
-composition with inline flags, and the lint rules of `map lint`.
+"""The `.kmap` profile language: line parser, references, validation, includes, lookup and
+composition with inline flags (the lint rules of `map lint` are `kimen.projection.lint`'s).
 
 Pure in the sense that matters: it reads profile files and nothing else — no vault, no `exec:`, no
 writes. Every problem becomes an `Issue` carrying the precise `KimenError`; commands raise the first
@@ -33,11 +33,6 @@ KINDS = ("env", "file", "envpath", "stdin", "include")
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _ENV_CHARS = _LETTERS | frozenset("0123456789")  # [A-Za-z_][A-Za-z0-9_]*
 _EXEC_BLANKS = str.maketrans("\t\f\v", "   ")  # exec: arguments split on [ \t\f\v]+
-_WRAPPER_CHARS = frozenset("'\"|&;<>$()`")
-PROTECTED_ENV = frozenset({
-    "PATH", "NODE_OPTIONS", "PYTHONPATH", "PYTHONSTARTUP", "BASH_ENV", "ENV", "IFS", "PERL5OPT",
-    "RUBYOPT", "JAVA_TOOL_OPTIONS",
-})
 
 # reason of the raised error -> lint code, where they differ
 _LINT_CODE = {
@@ -202,10 +197,6 @@ def check_private_dir_targets(directives: Iterable[Directive]) -> None:
             raise errors.InvalidRelativePath(f"{d.where}: {detail}", path=d.path, line=d.line, detail=detail)
 
 
-def is_protected_env(name: str) -> bool:
-    return name in PROTECTED_ENV or name.startswith(("LD_", "DYLD_"))
-
-
 # ---------------------------------------------------------------------------------------------
 # One line / one inline flag
 # ---------------------------------------------------------------------------------------------
@@ -263,26 +254,31 @@ def _relpath(rel: str, path: str, line: int) -> str:
     return rel
 
 
-def _split_mapping(rest: str, path: str, line: int, cls: type[errors.KimenError],
-                   expected: str) -> tuple[str, str]:
+def _split_mapping(rest: str, path: str, line: int, inline: bool, expected: str) -> tuple[str, str]:
+    """`lhs=rhs`; a bad one raises `InvalidMapping` for an inline flag, else `InvalidMap` (looked up
+    only then: `kimen.errors` reads its table on the first lookup of a class)."""
     eq = rest.find("=")
     if eq <= 0:
-        raise _fail(cls, path, line, f"expected {expected}")
+        raise _fail(_mapping_error(inline), path, line, f"expected {expected}")
     lhs, rhs = rest[:eq].strip(" \t"), rest[eq + 1:].strip(" \t")
     if not lhs or not rhs:
-        raise _fail(cls, path, line, "empty side")
+        raise _fail(_mapping_error(inline), path, line, "empty side")
     return lhs, rhs
 
 
+def _mapping_error(inline: bool) -> type[errors.KimenError]:
+    return errors.InvalidMapping if inline else errors.InvalidMap
+
+
 def build_directive(kind: str, rest: str, path: str, line: int, unit: int,
-                    cls: type[errors.KimenError] = errors.InvalidMap,
-                    expected: str = "lhs=value") -> Directive | tuple[str, str]:
-    """A directive from its kind and the text after it. `include` yields ("include", name)."""
+                    inline: bool = False, expected: str = "lhs=value") -> Directive | tuple[str, str]:
+    """A directive from its kind and the text after it. `include` yields ("include", name). A bad
+    mapping is `invalid_map`, or `invalid_mapping` for an inline flag."""
     if kind == "stdin":
         return Directive("stdin", "", path, line, ref=parse_ref(rest, path, line), unit=unit)
     if kind == "include":
         return ("include", rest)
-    lhs, rhs = _split_mapping(rest, path, line, cls, expected)
+    lhs, rhs = _split_mapping(rest, path, line, inline, expected)
     if kind == "env":
         return Directive("env", _var_name(lhs, path, line), path, line,
                          ref=parse_ref(rhs, path, line), unit=unit)
@@ -341,7 +337,7 @@ def parse_inline(kind: str, text: str, index: int) -> Directive:
     try:
         if "\n" in text:
             raise _fail(errors.InvalidMapping, INLINE, index, f"--{kind} value contains a newline")
-        d = build_directive(kind, text.strip(" \t"), INLINE, index, -1, errors.InvalidMapping,
+        d = build_directive(kind, text.strip(" \t"), INLINE, index, -1, True,
                             "NAME=REF" if kind != "file" else "RELPATH=REF")
     except _Fail as exc:
         raise exc.issue.error from None  # type: ignore[misc]
@@ -554,74 +550,3 @@ def _compose_checks(profile: Profile) -> None:
                 issues.append(_issue(errors.EnvpathMissingProjectedFile, d.path, d.line,
                                      f"envpath {d.target} names a file that no file directive projects",
                                      name=d.target))
-
-
-# ---------------------------------------------------------------------------------------------
-# Lint: the warnings and the within-file duplicate rules
-# ---------------------------------------------------------------------------------------------
-
-
-def _warn(code: str, message: str, d: Directive | None = None, path: str | None = None) -> Issue:
-    return Issue(code, "warning", message, d.path if d else path, d.line if d else None)
-
-
-MODES = ("run", "render", "envfile")
-
-
-def lint_issues(profile: Profile, mode: str | None = None) -> list[Issue]:
-    """Every issue of `profile`: its errors plus the lint-only rules, sorted errors first.
-
-    The warnings that concern one projection mode only (`envpath_requires_files_dir_for_envfile`,
-    `stdin_run_only`, `envfile_has_no_env_mappings`) are reported only when `mode` asks for it, so
-    a profile meant for `run` passes `map lint --strict` with `envpath` and `stdin` directives.
-    """
-    issues = list(profile.issues)
-    ds = profile.directives
-    if not ds and not profile.errors():
-        issues.append(Issue("empty_map", "error", "no directives", profile.source, None))
-    seen: dict[tuple[int, tuple[str, str]], Directive] = {}
-    kinds_dup = {"env": "env_var", "file": "file_path", "envpath": "envpath_var"}
-    for d in ds:
-        if d.kind == "stdin":
-            continue
-        key = (d.unit, (d.kind, d.target))
-        first = seen.get(key)
-        if first is not None:
-            same = (first.ref.key if first.ref else first.relpath) == (d.ref.key if d.ref else d.relpath)
-            what = kinds_dup[d.kind]
-            if same:
-                issues.append(_warn(f"redundant_{what}", f"{d.target} repeats line {first.line}", d))
-            else:
-                issues.append(Issue(f"duplicate_{what}", "error",
-                                    f"{d.target} is set again with another reference (line {first.line})",
-                                    d.path, d.line))
-        seen[key] = d
-    env_names = {d.target for d in ds if d.kind == "env"}
-    for d in ds:
-        if d.kind == "envpath" and d.target in env_names:
-            issues.append(_warn("envpath_overrides_env_var",
-                                f"{d.target} is set by both env and envpath", d))
-        if d.kind in ("env", "envpath") and is_protected_env(d.target):
-            issues.append(_warn("protected_env_var",
-                                f"{d.target} changes how programs start; make sure you mean it", d))
-        if d.ref is not None and d.ref.kind == "exec" and _WRAPPER_CHARS & set(d.ref.text):
-            issues.append(_warn("exec_source_may_require_wrapper",
-                                "exec: runs without a shell; quotes and shell operators are passed "
-                                "literally (wrap the command in a script)", d))
-        if d.kind == "envpath" and mode == "envfile":
-            issues.append(_warn("envpath_requires_files_dir_for_envfile",
-                                f"envfile writes {d.target} only with --files-dir", d))
-        if d.kind == "stdin" and mode in ("render", "envfile"):
-            issues.append(_warn("stdin_run_only", "stdin is used only by run", d))
-    kinds = {d.kind for d in ds}
-    if kinds == {"file"} and mode == "envfile":
-        issues.append(_warn("envfile_has_no_env_mappings",
-                            "only file directives: envfile has nothing to write", path=profile.source))
-    for other in profile.shadowed:
-        issues.append(_warn("profile_shadowed_candidates",
-                            f"{other} is shadowed by {profile.source}", path=profile.source))
-    return sort_issues(issues)
-
-
-def sort_issues(issues: Iterable[Issue]) -> list[Issue]:
-    return sorted(issues, key=lambda i: (i.severity != "error", i.code, i.path or "", i.line or 0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,7 @@ def live(kimen):
     kimen.init_vault()
     kimen.set("app.token", b"hot-value")
     kimen.ok("session", "start", env=kimen.with_pass())
+    (Path(kimen.cwd) / "p.kmap").write_text("env A=app.token\n")
     return kimen
 
 
@@ -40,6 +42,7 @@ def live(kimen):
     ("session", "status"),
     ("session", "status", "--json"),
     ("run", "--env", "A=app.token", "--", "true"),
+    ("run", "--map", "p.kmap", "--", "true"),  # a profile file read through kimen.fsutil
     ("status",),
     ("status", "--json"),
 ])
@@ -61,6 +64,9 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
         assert not loaded & supervision, sorted(loaded & supervision)
         # short values are decoded without binascii (whose import loads libz)
         assert not loaded & {"binascii", "zlib"}, sorted(loaded & {"binascii", "zlib"})
+        # nothing failed: no error class was looked up (the table of kimen.reasons stays unread), and
+        # the errno names only a refusal needs are not imported either
+        assert not loaded & {"kimen.reasons", "errno"}, sorted(loaded & {"kimen.reasons", "errno"})
     if argv[0] == "run" or argv == ("session", "status"):  # read without argparse (kimen.cli.fastargs)
         assert not loaded & PARSER, sorted(loaded & PARSER)
     elif argv[:2] == ("session", "status"):  # --json: still no parser
