@@ -141,7 +141,7 @@ def _parse(raw: bytes) -> Any:
     """`json.loads(raw)`. UTF-8 text is read without importing `json` (the commands called before
     every step read the config); any other encoding `json` accepts (a BOM, UTF-16, UTF-32) and
     every error go to `json` itself, so the same files are accepted and refused."""
-    from .output import read_json
+    from .jsontext import read_json
 
     try:
         return read_json(raw.decode("utf-8"))

@@ -32,7 +32,7 @@ from . import errors
 from .environ import public_environ, which
 from .fsutil import read_limited
 from .projection import files
-from .store import MAX_VALUE_BYTES
+from .values import MAX_VALUE_BYTES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -55,7 +55,7 @@ def secret_get(argv: list[str]) -> int | None:
 
 
 def _valid_name(name: str) -> bool:
-    """The secret-name rule of `kimen.store.check_secret_name` (ASCII letters, digits, `_` and `-`
+    """The secret-name rule of `kimen.values.check_secret_name` (ASCII letters, digits, `_` and `-`
     in non-empty dot-separated segments, at most 128, not starting with `-`), without `re`."""
     if not 0 < len(name) <= 128 or name[0] == "-" or not name.isascii():
         return False

@@ -37,7 +37,8 @@ from .fsutil import read_regular
 from .output import warn
 from .paths import is_profile_name, work_tree_top
 from .projection.kmap import check_profile_name, is_env_name, variables_set
-from .store import MAX_VALUE_BYTES, Change, check_secret_name
+from .store import Change
+from .values import MAX_VALUE_BYTES, check_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -80,7 +80,7 @@ def loads(text: str, *, canonical_text: bool = False) -> Any:
     """Parse JSON refusing floats, NaN/Infinity and duplicate keys (`ValueError`, `RecursionError`).
     `canonical_text`: the caller knows `text` is a `canonical` serialisation (it hashes to a
     recorded head id), which never repeats a key, so no key is looked for twice."""
-    from .output import read_json
+    from .jsontext import read_json
 
     return read_json(text, strict=True, unique_keys=not canonical_text)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kimen import errors
-from kimen.store import SecretValue
+from kimen.values import SecretValue
 
 
 class MemoryStore:

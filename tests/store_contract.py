@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from kimen import errors
-from kimen.store import MAX_VALUE_BYTES, Change
+from kimen.store import Change
+from kimen.values import MAX_VALUE_BYTES
 
 BINARY = bytes(range(256))
 

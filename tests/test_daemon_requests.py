@@ -14,7 +14,7 @@ import pytest
 from kimen import errors
 from kimen.daemon import protocol, requests
 from kimen.daemon.server.limits import Budget
-from kimen.store import MAX_VALUE_BYTES
+from kimen.values import MAX_VALUE_BYTES
 
 
 @pytest.mark.parametrize("body", [

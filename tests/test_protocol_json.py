@@ -88,12 +88,12 @@ def test_decode_wraps_every_failure_as_a_protocol_error():
 @settings(max_examples=400)
 @given(documents)
 def test_the_cli_envelopes_and_the_protocol_share_one_encoder(doc):
-    """`kimen.output.compact_json` writes every envelope (`status --json` imports no `json`, no
+    """`kimen.jsontext.compact_json` writes every envelope (`status --json` imports no `json`, no
     `re`): it is the protocol's encoder and the `json` module's text."""
-    from kimen import output
+    from kimen import jsontext, output
 
-    assert protocol.dumps is output.compact_json
-    assert output.compact_json(doc) == json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    assert protocol.dumps is jsontext.compact_json
+    assert jsontext.compact_json(doc) == json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     try:
         output.dumps(doc).encode()
     except UnicodeEncodeError:  # pragma: no cover - output.dumps escapes lone surrogates

@@ -21,6 +21,9 @@ SUPERVISION = {"kimen.projection.run", "kimen.projection.relay", "kimen.projecti
 # the error table: read on the first lookup of an error class, so neither importing the run path
 # (no class looked up at import, not even as a default argument) nor a run that fails nowhere loads it
 ERROR_TABLE = {"kimen.reasons"}
+# the store interface's other record types and the terminal writer: a `run` that succeeds needs
+# neither (`kimen.values` and `kimen.jsontext` carry what it uses)
+NOT_ON_RUN = {"kimen.store", "kimen.output"}
 
 
 def _modules(code: str) -> set[str]:
@@ -38,6 +41,7 @@ def test_run_path_imports_nothing_heavy():
     assert not loaded & (HEAVY - {"subprocess", "threading"}), sorted(loaded & HEAVY)
     assert not loaded & PARSER, sorted(loaded & PARSER)
     assert not loaded & ERROR_TABLE
+    assert not loaded & NOT_ON_RUN, sorted(loaded & NOT_ON_RUN)
 
 
 def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
@@ -50,8 +54,8 @@ def test_exec_in_place_run_imports_nothing_heavy(tmp_path):
     assert out.returncode == 0, out.stderr
     loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "kimen.projection.env" in loaded
-    assert not loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION | ERROR_TABLE), sorted(
-        loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION | ERROR_TABLE))
+    assert not loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION | ERROR_TABLE | NOT_ON_RUN), sorted(
+        loaded & (FORBIDDEN | HEAVY | PARSER | SUPERVISION | ERROR_TABLE | NOT_ON_RUN))
 
 
 def test_session_run_path_imports_nothing_heavy():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kimen import dotenv, durations, errors, paths, store
+from kimen import dotenv, durations, errors, paths, values
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), ("7d", 604800),
@@ -103,14 +103,14 @@ def test_absolute_is_lexical():
 @pytest.mark.parametrize("name", ["prod.database_url", "ci.GITHUB_TOKEN", "db-2.password", "a", "_x", "9",
                                   "a.-b", "x" * 128])
 def test_valid_secret_names(name):
-    assert store.check_secret_name(name) == name
+    assert values.check_secret_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["-a", "a..b", ".a", "a.", "a b", "a:b", "Secret:x", "é", "x" * 129, "a/b",
                                   '"x"', "a#b", "a\nb", "a=b"])
 def test_invalid_secret_names(name):
     with pytest.raises(errors.InvalidSecretName):
-        store.check_secret_name(name)
+        values.check_secret_name(name)
 
 
 @given(st.text(alphabet="aZ9_-.\u00e9 ", max_size=8) | st.text(max_size=4) | st.just("x" * 128 + "y"))
@@ -118,17 +118,17 @@ def test_secret_name_rule_is_the_documented_pattern(name):
     import re
 
     expected = re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*", name) is not None and len(name) <= 128
-    assert store.is_valid_secret_name(name) is expected
+    assert values.is_valid_secret_name(name) is expected
 
 
 def test_empty_secret_name():
     with pytest.raises(errors.EmptySecretName):
-        store.check_secret_name("")
+        values.check_secret_name("")
 
 
 def test_invalid_name_message_is_bounded_and_printable():
     with pytest.raises(errors.InvalidSecretName) as info:
-        store.check_secret_name("a\x1bb" + "x" * 500)
+        values.check_secret_name("a\x1bb" + "x" * 500)
     err = info.value
     assert "\x1b" not in err.message and len(err.message) < 250
 

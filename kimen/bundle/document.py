@@ -15,7 +15,7 @@ import time
 from .. import errors, sigfmt
 from ..durations import format_time, parse_time
 from ..sigfmt import canonical  # kimen's one canonical serialisation (document.canonical)
-from ..store import MAX_VALUE_BYTES, is_valid_secret_name
+from ..values import MAX_VALUE_BYTES, is_valid_secret_name
 from . import keys
 
 TYPE_CHECKING = False

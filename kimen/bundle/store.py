@@ -6,7 +6,8 @@ Projections ask it for names exactly as they ask a vault or a session; it never 
 from __future__ import annotations
 
 from .. import errors
-from ..store import KdfParams, RestoreResult, SecretHistory, SecretInfo, SecretValue, VaultMeta, check_read_names
+from ..store import KdfParams, RestoreResult, SecretHistory, SecretInfo, VaultMeta
+from ..values import SecretValue, check_read_names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

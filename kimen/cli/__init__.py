@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import errors, output
+from .. import errors
 from .flags import GLOBAL, value_flags
-from .model import COMMANDS, PROFILE_ENV_COMMANDS, Invocation, Result, split_child_argv
+from .model import COMMANDS, PROFILE_ENV_COMMANDS, Invocation, Result, output_loaded, split_child_argv
 
 TYPE_CHECKING = False  # neither typing nor collections.abc is imported on the hot path
 if TYPE_CHECKING:
@@ -57,7 +57,17 @@ def _command_word(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _collect_warnings(want_json: bool) -> None:
+    """With --json, warnings wait for the envelope; else they are printed (`output_loaded`)."""
+    if want_json or output_loaded():
+        from .. import output
+
+        output.collect_warnings(want_json)
+
+
 def _print_result(inv: Invocation, result: Result) -> None:
+    from .. import output
+
     if inv.json:
         output.print_json(output.success_envelope(result.action, result.fields))
     elif getattr(inv.options, "terse", False):
@@ -72,6 +82,7 @@ def _suggest_secret_names(inv: Invocation, err: errors.SecretNotFound) -> None:
     if err.suggested or getattr(inv.options, "bundle", None):
         return
     try:
+        from .. import output
         from ..access import open_metadata
 
         with output.capture_warnings(), open_metadata(inv) as vault:
@@ -81,6 +92,8 @@ def _suggest_secret_names(inv: Invocation, err: errors.SecretNotFound) -> None:
 
 
 def _report_error(inv: Invocation | None, err: errors.KimenError, area: int, want_json: bool) -> int:
+    from .. import output
+
     code = err.exit_code(area)
     if isinstance(err, errors.SecretNotFound) and inv is not None:
         _suggest_secret_names(inv, err)
@@ -157,7 +170,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
     kimen_argv, child_argv = split_child_argv(raw)
     want_json = "--json" in kimen_argv
     want_debug = "--debug" in kimen_argv
-    output.collect_warnings(want_json)
+    _collect_warnings(want_json)
     inv: Invocation | None = None
     area = 1
     try:
@@ -207,7 +220,7 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         inv = Invocation(options, env=env, child_argv=child_argv, area=area, usage=usage)
         if want_json != inv.json:  # `--json` was the value of another flag
             want_json = inv.json
-            output.collect_warnings(want_json)
+            _collect_warnings(want_json)
         if child_argv and not getattr(handler, "takes_child_argv", False):
             leaf = options.get("parser") or parser
             assert leaf is not None  # the fast path reads only `run`, which takes child argv

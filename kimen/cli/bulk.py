@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from ..store import Change, check_secret_name
+from ..store import Change
+from ..values import check_secret_name
 from .model import Invocation, Result
 
 TYPE_CHECKING = False

@@ -10,7 +10,7 @@ them like any other command.
 from __future__ import annotations
 
 from .. import errors
-from ..store import check_secret_name
+from ..values import check_secret_name
 from .model import Invocation, Result
 
 TYPE_CHECKING = False

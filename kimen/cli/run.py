@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from .model import takes_child_argv
+from .model import output_loaded, takes_child_argv
 from .pipeline import files_dir_arg, load_profile, resolve_values, write_user_dir
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 
 @takes_child_argv
 def cmd_run(inv: Invocation) -> int:
-    from ..output import warn
-
     name = inv.options.command_name
     argv = inv.child_argv
     if not argv or not argv[0]:
         raise errors.MissingCommand(command=name)
     if "KIMEN_RUN" in inv.env:
+        from ..output import warn
+
         warn("nested kimen run", reason="nested_run")
     files_dir = files_dir_arg(inv)
     profile = load_profile(inv)
@@ -48,9 +48,17 @@ def cmd_run(inv: Invocation) -> int:
     return _run(inv, winners, files, stdin, values, argv, files_dir if files else None)
 
 
+def _flush_warnings() -> None:
+    """Collected warnings before the child owns stderr; none can wait while `kimen.output` was
+    never imported (`output_loaded`)."""
+    if output_loaded():
+        from ..output import flush_warnings
+
+        flush_warnings()
+
+
 def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdin: Directive | None,
          values: dict[Directive, bytes], argv: list[str], user_dir: str | None) -> int:
-    from ..output import flush_warnings
     from ..projection import env as penv
 
     masked = _mask_values(inv, values)  # before anything is written or started
@@ -69,7 +77,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
     if not private and stdin is None and masked is None:
         if user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
-        flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
+        _flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
         penv.exec_in_place(exe, argv, environ)
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
@@ -99,7 +107,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         stop = prun.pending_stop()
         if stop is not None:  # interrupted while setting up: the child never starts
             return 128 + stop
-        flush_warnings()
+        _flush_warnings()
         own_group = prun.own_group_wanted()
         pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group,
                          spawner=relay.spawn if relay is not None else None)

@@ -11,7 +11,8 @@ import os
 import sys
 
 from .. import errors
-from ..store import MAX_VALUE_BYTES, Change, check_secret_name
+from ..store import Change
+from ..values import MAX_VALUE_BYTES, check_secret_name
 from . import history, secret_tools
 from .model import COMMANDS, Invocation, Result
 

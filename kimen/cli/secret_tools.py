@@ -9,7 +9,8 @@ session, its grants and its audit log apply). No handler prints or returns a val
 from __future__ import annotations
 
 from .. import errors
-from ..store import Change, check_secret_name
+from ..store import Change
+from ..values import check_secret_name
 from .model import Invocation, Result
 
 TYPE_CHECKING = False

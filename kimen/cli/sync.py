@@ -1205,7 +1205,7 @@ def cmd_unlock(inv: Invocation) -> Result:
 
 
 def cmd_revert(inv: Invocation) -> Result:
-    from ..store import check_secret_name
+    from ..values import check_secret_name
 
     args = inv.options
     name = check_secret_name(args.key)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from ..store import Change, RestoreResult, SecretHistory, SecretInfo, SecretValue, VaultMeta, WriteResult
+    from ..store import Change, RestoreResult, SecretHistory, SecretInfo, VaultMeta, WriteResult
+    from ..values import SecretValue
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 60.0
@@ -292,7 +293,7 @@ class SessionStore:
         """Values through the daemon, in requests of at most 1 000 names whose responses stay
         under 48 MiB: sizes come from the vault file when the largest legal values could exceed
         that (more than ~30 names), so any set of legal values can be read."""
-        from ..store import MAX_VALUE_BYTES, SecretValue  # here: `status` asks the daemon without them
+        from ..values import MAX_VALUE_BYTES, SecretValue  # here: `status` asks the daemon without them
         wanted = list(dict.fromkeys(names))
         result: dict[str, SecretValue] = {}
         missing: list[str] = []
@@ -351,7 +352,7 @@ class SessionStore:
             return vault.history(name, self._history_keep()) if self._history_keep else vault.history(name)
 
     def read_revision(self, name: str, revision: int) -> SecretValue:
-        from ..store import SecretValue, check_secret_name
+        from ..values import SecretValue, check_secret_name
 
         check_secret_name(name)
         response = self.conn.call("read_revision", vault_path=self.canonical_path, name=name, revision=revision)
@@ -359,7 +360,8 @@ class SessionStore:
                            response["revision"])
 
     def restore(self, name: str, revision: int) -> RestoreResult:
-        from ..store import RestoreResult, check_secret_name
+        from ..store import RestoreResult
+        from ..values import check_secret_name
 
         check_secret_name(name)
         keep = {} if self._history_keep is None else {"history_keep": self._history_keep()}

@@ -17,7 +17,7 @@ import os
 import sys
 
 from .. import __version__, errors, paths
-from ..output import compact_json as dumps
+from ..jsontext import compact_json as dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int
 # `import json` compiles five regular expressions (~1.4 ms, the largest cost of a session request
 # after the interpreter itself). Frames are plain JSON objects, so the client and the daemon use
 # `_json`, the C module that `json` itself calls, with `json`'s own semantics: `json.dumps(doc,
-# separators=(",", ":"), ensure_ascii=False)` (`kimen.output.compact_json`, which the CLI's
+# separators=(",", ":"), ensure_ascii=False)` (`kimen.jsontext.compact_json`, which the CLI's
 # envelopes share) and `json.loads(text)`. A value of any other type, or an interpreter without
 # `_json`, goes through the `json` module.
 
@@ -229,7 +229,7 @@ def value_from_b64(text: str) -> bytes:
 def loads(body: bytes | bytearray | memoryview | str) -> Any:
     """`json.loads` of UTF-8 bytes (`ValueError` for anything that is not one JSON value,
     `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting)."""
-    from ..output import read_json
+    from ..jsontext import read_json
 
     return read_json(body if isinstance(body, str) else str(body, "utf-8"))
 

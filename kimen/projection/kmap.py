@@ -14,7 +14,7 @@ import os
 
 from .. import errors, paths
 from ..paths import is_profile_name
-from ..store import is_valid_secret_name
+from ..values import is_valid_secret_name
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path
 if TYPE_CHECKING:

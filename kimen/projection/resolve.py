@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import errors
 from ..environ import which
-from ..store import MAX_VALUE_BYTES
+from ..values import MAX_VALUE_BYTES
 from .kmap import Directive
 
 TYPE_CHECKING = False  # collections.abc is not imported on the hot path

@@ -21,7 +21,7 @@ import re
 
 from .. import errors
 from ..fsutil import read_limited, read_regular
-from ..store import is_valid_secret_name
+from ..values import is_valid_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from itertools import pairwise
 
 from .. import errors
 from ..globs import compile_globs, match_any
-from ..store import Record, is_valid_secret_name
+from ..values import Record, is_valid_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from itertools import pairwise
 from .. import crypto, errors, sigfmt
 from ..durations import parse_time
 from ..sigfmt import canonical
-from ..store import MAX_VALUE_BYTES, is_valid_secret_name
+from ..values import MAX_VALUE_BYTES, is_valid_secret_name
 from .base import (
     NOTES,
     ROLES,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .. import crypto, errors
 from ..sigfmt import canonical
-from ..store import MAX_VALUE_BYTES, is_valid_secret_name
+from ..values import MAX_VALUE_BYTES, is_valid_secret_name
 from .base import (
     NOTES,
     Entry,

@@ -29,7 +29,7 @@ from ..durations import format_time
 from ..fsutil import atomic_write, directory_problem, make_private_dirs, read_regular, unlink_quietly
 from ..paths import state_dir
 from ..sigfmt import canonical, loads
-from ..store import Record
+from ..values import Record
 from .base import KnownHead, Member, is_lower_hex
 from .transport import MAX_HEAD_BYTES
 

@@ -226,7 +226,7 @@ class VaultFile:
     def history(self, name: str, keep: int = HISTORY_KEEP) -> SecretHistory:
         """`name`'s current revision and kept older ones, newest first (no key needed; a version-1
         vault has none yet). `SecretNotFound` when the name is in neither."""
-        from ..store import check_secret_name
+        from ..values import check_secret_name
 
         check_secret_name(name)
         with self.reading() as conn:

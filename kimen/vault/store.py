@@ -19,16 +19,8 @@ from __future__ import annotations
 
 from .. import errors
 from ..durations import format_time
-from ..store import (
-    MAX_VALUE_BYTES,
-    Change,
-    ChangeResult,
-    RestoreResult,
-    SecretValue,
-    WriteResult,
-    check_read_names,
-    check_secret_name,
-)
+from ..store import Change, ChangeResult, RestoreResult, WriteResult
+from ..values import MAX_VALUE_BYTES, SecretValue, check_read_names, check_secret_name
 from . import sealing
 from .file import VaultFile
 from .schema import CIPHERTEXT_COLUMNS, HISTORY_KEEP, HISTORY_OPS

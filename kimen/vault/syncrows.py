@@ -15,7 +15,7 @@ tampered.
 from __future__ import annotations
 
 from .. import errors
-from ..output import read_json
+from ..jsontext import read_json
 from ..sync.base import Scope, SyncState
 from .schema import CIPHERTEXT_COLUMNS
 

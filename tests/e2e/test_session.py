@@ -291,6 +291,43 @@ def test_kill_9_then_status_is_honest_and_start_recovers(kimen, vault):
     served(kimen, "app.token", b"s3cret-value")
 
 
+# tgkill(2) by architecture: a signal sent to one thread of another process (no Python call does it)
+_TGKILL = {"x86_64": 234, "aarch64": 131, "i686": 270, "armv7l": 268, "ppc64le": 250, "s390x": 241}
+
+
+def _signal_thread(pid: int, tid: int, sig: int) -> None:
+    import ctypes
+    import platform
+
+    number = _TGKILL.get(platform.machine())
+    if number is None or not sys.platform.startswith("linux"):
+        pytest.skip("tgkill(2): Linux on a known architecture")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_on_another_thread_still_reaches_an_idle_daemon(kimen, vault, sig):
+    """The kernel may hand a process's signal to any of its threads; Python runs the handler on
+    the main thread, asleep in the event loop with nothing to wait for. The signal wakes it (the
+    loop's wake pipe is the signal wake-up descriptor): an idle daemon still locks and stops."""
+    start(kimen)
+    pid = status(kimen)["pid"]
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert others, "the daemon runs its deadline thread"
+    time.sleep(1.0)  # past the audit's folding second: the loop sleeps without a timeout now
+    _signal_thread(pid, others[0], sig)
+    if sig == signal.SIGTERM:
+        wait_for(lambda: not alive(pid), "exit on SIGTERM sent to a thread", 10)
+        assert not (kimen.session_dir / "session.sock").exists()
+    else:
+        wait_for(lambda: status(kimen)["state"] == "locked", "lock on SIGHUP sent to a thread", 10)
+        assert alive(pid)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid), "exit on SIGTERM")
+
+
 def test_signals(kimen, vault):
     start(kimen)
     pid = status(kimen)["pid"]

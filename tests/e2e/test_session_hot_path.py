@@ -67,12 +67,15 @@ def test_hot_path_with_a_live_session_imports_nothing_heavy(live, argv):
         # nothing failed: no error class was looked up (the table of kimen.reasons stays unread), and
         # the errno names only a refusal needs are not imported either
         assert not loaded & {"kimen.reasons", "errno"}, sorted(loaded & {"kimen.reasons", "errno"})
+        # a `run` that succeeds writes nothing of its own and reads plain values: neither the
+        # terminal writer nor the store interface's other record types are imported
+        assert not loaded & {"kimen.output", "kimen.store"}, sorted(loaded & {"kimen.output", "kimen.store"})
     if argv[0] == "run" or argv == ("session", "status"):  # read without argparse (kimen.cli.fastargs)
         assert not loaded & PARSER, sorted(loaded & PARSER)
     elif argv[:2] == ("session", "status"):  # --json: still no parser
         assert not loaded & {"argparse", "kimen.cli.parser"}
     if argv[0] in ("status", "session"):
-        # envelopes are written through `_json` (kimen.output.compact_json), never `json` and its
+        # envelopes are written through `_json` (kimen.jsontext.compact_json), never `json` and its
         # `re`; profile names are checked by kimen.paths, not the profile parser; the status
         # question is the client's, not the process control's; the client imports the store's
         # value types only when it reads or writes values

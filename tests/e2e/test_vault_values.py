@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kimen.store import MAX_VALUE_BYTES
+from kimen.values import MAX_VALUE_BYTES
 from tests.conftest import PASSPHRASE
 from tests.e2e.vault_helpers import CANARY, db, recording_kimen, vault_state
 

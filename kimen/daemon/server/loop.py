@@ -115,6 +115,11 @@ class Daemon:
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
 
+    @property
+    def wake_fd(self) -> int:
+        """The write end of the loop's wake pipe (non-blocking): a byte written there wakes the loop."""
+        return self._wfd
+
     # -- lifecycle --
 
     def bind(self) -> None:

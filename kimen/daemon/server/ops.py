@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from ...store import SecretValue
+    from ...values import SecretValue
     from ..audit import AuditLog
     from ..grants import Grant
     from ..protocol import Request, Status

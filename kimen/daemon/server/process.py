@@ -150,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_lock(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=daemon.registry.lock_all, daemon=True).start()
 
+    # The kernel may deliver a signal to any thread; Python runs its handler on the main thread,
+    # which may be asleep in the event loop's `select` with no timeout (idle, no connection). The
+    # wake-up descriptor is the loop's own wake pipe: a signal arriving on any thread wakes it, so
+    # a stop or a lock is never left waiting for the next connection.
+    signal.set_wakeup_fd(daemon.wake_fd, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_lock)
