@@ -53,7 +53,7 @@ class Config:
             return cls(path, {}, exists=False)
         try:
             data = _parse(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8 (a ValueError too), nested too deep
             raise errors.InvalidConfigJson(path=path) from None
         if not isinstance(data, dict):
             raise errors.InvalidConfigJson(path=path)

@@ -95,3 +95,27 @@ def test_works_when_the_parent_started_without_stdout():
             "os.write(saved, repr((done.code, done.out, done.err)).encode())\n")
     done = capture(_py(code), env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.out == repr((0, b"hi\n", b"e")).encode()
+
+
+def test_an_interrupted_capture_kills_and_reaps_the_child(tmp_path):
+    """An exception while the outputs are read (here a signal handler raising, as Ctrl-C does):
+    the child is killed and reaped, never left running or as a zombie."""
+    import signal
+
+    pid_file = tmp_path / "pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)  # time for the child to start and write its pid
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            capture(_py(code), env=ENV)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped, so dead: no child of ours by that pid any more

@@ -13,7 +13,7 @@ import sqlite3
 
 import pytest
 
-from kimen import vault
+from kimen import errors, vault
 from kimen.sensitive import Sensitive
 from kimen.store import Change, KdfParams
 from kimen.sync.base import Scope, SyncState
@@ -132,3 +132,17 @@ def test_a_row_without_a_stamp_is_recomputed_and_still_equal(synced):
     assert state.recorded_stamp is None and state.recorded_rev == _full(store)
     assert read_local_revision(store.vault, ALL, state) == state.recorded_rev
     assert VaultSyncState(store).unchanged(state, ALL)
+
+
+@pytest.mark.parametrize("scope", ["[" * 100_000 + "]" * 100_000, "not json", '{"a": 1}', "[1]"])
+def test_a_sync_state_row_with_a_hostile_scope_is_tampered_never_a_crash(scope):
+    """`sync status` reads the state without the key: a scope edited outside kimen (not JSON, not
+    a list of globs, nested deeper than a parser recurses) is `sync_baseline_tampered`."""
+    from kimen.vault.syncrows import row_state
+
+    row = ["team", "0" * 32, "e" * 64, 1, "a" * 64, "b" * 64, 1, 0, "c" * 64, "d" * 64, "ana", "admin", scope, 0,
+           "", "2026-01-01T00:00:00Z"]
+    with pytest.raises(errors.SyncBaselineTampered):
+        row_state(row)
+    row[12] = '["**"]'
+    assert row_state(row).scope == ("**",)

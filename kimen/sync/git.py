@@ -79,6 +79,8 @@ def _tree_entry(tree: bytes, name: str, id_bytes: int) -> tuple[str, str] | None
             return tree[pos:space].decode("ascii", "replace").zfill(6), tree[nul + 1:nul + 1 + id_bytes].hex()
         pos = nul + 1 + id_bytes
     return None
+
+
 # What the cache repository stores and sends is age ciphertext, which neither zlib nor a delta
 # against the previous head makes smaller (every head is encrypted afresh): objects are written
 # without compression and a push searches no deltas (about a quarter of the CPU of a push's git
@@ -167,7 +169,6 @@ class GitTransport:
         search = self._environ.get("PATH", os.defpath)
         self._git_exe = which("git", search)  # kimen's PATH lookup (no shutil import)
         self._environ.update(LC_ALL="C", LANGUAGE="C")
-        self._read: tuple[str, str] | None = None  # (commit, remote rev) of the head `read_head` returned
 
     def __repr__(self) -> str:
         return f"GitTransport({self.location!r})"
@@ -301,7 +302,6 @@ class GitTransport:
                 os.write(fd, f"{commit} {rev}\n".encode("ascii"))
             finally:
                 os.close(fd)
-        self._read = (commit, rev)
 
     def _recall(self) -> tuple[str, str] | None:
         """The `(commit, rev)` `_remember` kept, or None (none, or not what it writes)."""
@@ -479,8 +479,9 @@ class GitTransport:
         check_member_id(by)
         with self._cache_locked():
             tip = self._fetch()
-            if tip is not None and self._read is not None and self._read[0] == tip:
-                actual: str | None = self._read[1]  # the commit `read_head` read: the same blob
+            kept = self._recall() if tip is not None else None
+            if kept is not None and kept[0] == tip:
+                actual: str | None = kept[1]  # the commit kimen last read or pushed: the same blob
             else:
                 current = self._blob(tip) if tip else None
                 actual = remote_rev(current) if current is not None else None

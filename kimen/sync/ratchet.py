@@ -190,7 +190,9 @@ class SyncStateDir:
 
     def _link_rev(self, head: bytes) -> None:
         """`head-rev.<rev>` for the `head.age` just written (`head`), the older ones removed. Best
-        effort: without it (a filesystem without hard links) `sync status` hashes the head."""
+        effort: without it (a filesystem without hard links) `sync status` hashes the head. The
+        rev is computed here from the very bytes written, not taken from the caller: the link's name
+        is what `sync status` trusts."""
         from .base import remote_rev
 
         name = REV_LINK + remote_rev(head)

@@ -1,7 +1,8 @@
 """`sync status` and `sync conflicts`: the revision-level view of one remote, with no passphrase,
 no identity and no decryption (docs/sync.md, "Status without a passphrase").
 
-The head file's remote rev (read now: fs the file, git a fetch; never a cached answer) against the
+The head file's remote rev (asked now: fs reads the file; git asks `ls-remote` for the branch's
+commit and reads the file of a commit it has not read before; never a cached answer) against the
 vault's `head_rev`, the local revision against `last_local_rev`, the ratchet, the acknowledged
 members and the lock. Also `Remote` (one remote as the engine sees it) and `endpoint`, which the
 engine re-exports.

@@ -42,7 +42,7 @@ def row_state(row: Sequence[object]) -> SyncState:
             epoch=int(row[7]), record_hash=str(row[8]), members_fp=str(row[9]), member=str(row[10]),  # type: ignore[call-overload]
             role=str(row[11]), scope=tuple(scope), rotation_due_count=int(row[13]),  # type: ignore[call-overload]
             last_local_rev=str(row[14]) or None, updated_at=str(row[15]))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # a row edited outside kimen: nested too deep too
         raise errors.SyncBaselineTampered(remote=str(row[0])) from None
 
 

@@ -134,6 +134,16 @@ def test_config_path_does_not_need_a_readable_config(kimen):
     kimen.fail(26, "invalid_config_json", "config", "show")  # commands that read it still refuse
 
 
+@pytest.mark.parametrize("text", ["{broken", "[" * 100_000 + "]" * 100_000, '{"a": 1, "a": 2'])
+def test_a_hostile_config_is_invalid_config_json_never_a_crash(kimen, text):
+    """Bad JSON, and JSON nested deeper than any parser recurses, are the same refusal."""
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700, exist_ok=True)
+    config.write_text(text)
+    for argv in (("config", "show"), ("remote", "list")):
+        kimen.fail(26, "invalid_config_json", *argv)
+
+
 @pytest.mark.parametrize("argv", [("secret", "list"), ("vault", "path"), ("config", "show"),
                                   ("config", "unlock", "set", "env")])
 def test_an_unreadable_config_is_26_from_every_command(kimen, argv):

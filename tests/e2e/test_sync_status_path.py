@@ -24,20 +24,24 @@ FORBIDDEN = {
 }
 
 
-@pytest.fixture
-def ana(tmp_path):
+def _member_who_pushed(tmp_path, *location: str) -> Kimen:
+    """`ana`, admin of a new remote at `location` (`sync init` flags), after pushing one secret."""
     (tmp_path / "ana").mkdir()
     k = Kimen(tmp_path / "ana")
     k.init_vault()
     identity = k.root / "id.txt"
     k.ok("bundle", "keygen", "--out", str(identity))
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    k.ok("sync", "init", "team", "--path", str(remote), "--identity", str(identity), "--member", "ana",
-         env=k.with_pass())
+    k.ok("sync", "init", "team", *location, "--identity", str(identity), "--member", "ana", env=k.with_pass())
     k.set("app.token", "value-1")
     k.ok("sync", "push", env=k.with_pass())
     return k
+
+
+@pytest.fixture
+def ana(tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    return _member_who_pushed(tmp_path, "--path", str(remote))
 
 
 def _imports(k: Kimen, *args: str) -> tuple[set[str], str]:
@@ -68,17 +72,9 @@ def test_sync_status_over_git_reads_the_known_commit_with_one_git_process(tmp_pa
     git = shutil.which("git")
     if git is None:
         pytest.fail("git is required (make test installs it)")
-    (tmp_path / "ana").mkdir()
-    k = Kimen(tmp_path / "ana")
-    k.init_vault()
-    identity = k.root / "id.txt"
-    k.ok("bundle", "keygen", "--out", str(identity))
     remote = tmp_path / "team.git"
     subprocess.run([git, "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
-    k.ok("sync", "init", "team", "--type", "git", "--path", str(remote), "--identity", str(identity),
-         "--member", "ana", env=k.with_pass())
-    k.set("app.token", "value-1")
-    k.ok("sync", "push", env=k.with_pass())
+    k = _member_who_pushed(tmp_path, "--type", "git", "--path", str(remote))
     loaded, out = _imports(k, "sync", "status", "--json")
     assert "kimen.sync.git" in loaded and "kimen.capture" in loaded
     assert not loaded & (FORBIDDEN - {"kimen.sync.git"}), sorted(loaded & FORBIDDEN)
