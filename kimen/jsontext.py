@@ -16,60 +16,40 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class _Other(Exception):
-    """A value outside the plain JSON types (internal): the `json` module encodes it."""
-
-
 def compact_json(doc: Any) -> str:
-    """`json.dumps(doc, separators=(",", ":"), ensure_ascii=False)`, written through `_json`, the
-    C module `json` itself calls: `import json` compiles regular expressions and imports `re`
-    (~5 ms, more than a third of the interpreter's own start-up), which `status --json` and every
-    session request would pay. A value of another type (or an interpreter without `_json`) goes
-    through `json`; `tests/test_protocol_json.py` proves the texts equal."""
+    """`json.dumps(doc, separators=(",", ":"), ensure_ascii=False)`, written by the C encoder that
+    `json` itself uses for these settings (`_json.make_encoder`, with the arguments
+    `json.JSONEncoder.iterencode` passes), without importing `json`: `import json` compiles regular
+    expressions and imports `re` (~5 ms, more than a third of the interpreter's own start-up), which
+    `status --json` and every session request would pay. `tests/test_protocol_json.py` proves the
+    texts equal; a value `json` cannot write raises its `TypeError` (through `json`)."""
     try:
-        from _json import encode_basestring
+        from _json import encode_basestring, make_encoder
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        return _json_dumps(doc)
+    if type(doc) is str:
+        return encode_basestring(doc)
+    # markers (circular check), default, string encoder, indent, key and item separators,
+    # sort_keys, skipkeys, allow_nan
+    encode = make_encoder({}, _not_plain, encode_basestring, None, ":", ",", False, False, True)
+    try:
+        return "".join(encode(doc, 0))
+    except _NotPlain:
+        return _json_dumps(doc)  # the `json` module's own error for a value it cannot write
 
-        out: list[str] = []
-        _dump(doc, out, encode_basestring)
-        return "".join(out)
-    except (ImportError, _Other):
-        import json
 
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+class _NotPlain(Exception):
+    """A value outside the JSON types (internal)."""
 
 
-def _dump(value: Any, out: list[str], quote: Any) -> None:
-    kind = type(value)
-    if kind is str:
-        out.append(quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif kind is int:
-        out.append(int.__repr__(value))
-    elif kind is float and value == value and value not in (float("inf"), float("-inf")):
-        out.append(float.__repr__(value))
-    elif kind is dict:
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            if type(key) is not str:
-                raise _Other()
-            out.append("," if i else "")
-            out.append(quote(key))
-            out.append(":")
-            _dump(item, out, quote)
-        out.append("}")
-    elif kind is list or kind is tuple:
-        out.append("[")
-        for i, item in enumerate(value):
-            out.append("," if i else "")
-            _dump(item, out, quote)
-        out.append("]")
-    else:
-        raise _Other()
+def _not_plain(value: Any) -> Any:
+    raise _NotPlain()
+
+
+def _json_dumps(doc: Any) -> str:
+    import json
+
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
 # -- reading JSON without the json package ------------------------------------------------------

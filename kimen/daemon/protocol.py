@@ -203,8 +203,9 @@ def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int
 # which `a2b_base64(strict_mode=True)` reads the same (tests/test_protocol_json.py compares them);
 # anything else, and every longer value, is read by binascii itself.
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_B64_HIGH = bytes.maketrans(_B64, bytes(48 + (i >> 3) for i in range(64)))  # each char: two octal digits
-_B64_LOW = bytes.maketrans(_B64, bytes(48 + (i & 7) for i in range(64)))
+# each char: two octal digits, its index // 8 and index % 8 (literals: no loop at import)
+_B64_HIGH = bytes.maketrans(_B64, b"0000000011111111222222223333333344444444555555556666666677777777")
+_B64_LOW = bytes.maketrans(_B64, b"01234567" * 8)
 _SHORT_B64 = 4096
 
 
