@@ -18,7 +18,7 @@ from . import errors, paths
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, Protocol, TypeVar
 
     from .sensitive import Sensitive
@@ -149,13 +149,14 @@ def fallback_source(inv: Invocation, location: VaultLocation, *, prompt: bool = 
     return prompt_source(location.path) if prompt else None
 
 
-def session_probe(inv: Invocation, location: VaultLocation) -> Probe:
+def session_probe(inv: Invocation, location: VaultLocation, reading: Sequence[str] = ()) -> Probe:
     """What the session daemon says about this vault (stopped, busy, locked, expired, unlocked…);
-    a daemon of another version is no session, with a warning (docs/session.md)."""
+    a daemon of another version is no session, with a warning (docs/session.md). `reading`: the
+    names the command will read, asked for at once (`kimen.daemon.client.probe`)."""
     from .daemon import client
 
     context = _context(inv)
-    found = client.probe(inv.env, location.canonical_path, context=context)
+    found = client.probe(inv.env, location.canonical_path, context=context, reading=reading)
     if found.state == "other_version":
         client.warn_other_version(found)
     return found
@@ -198,11 +199,14 @@ def session_store(inv: Invocation, location: VaultLocation) -> Store | None:
     return session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
 
 
-def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = True) -> Store:
+def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = True,
+               reading: Sequence[str] = ()) -> Store:
     """The store for the selected vault, in the unlock order of docs/passphrase-and-config.md.
 
     `allow_session=False` for commands that must never use a session (rekey, session start);
     `prompt=False` for commands that must never ask (doctor): they get `MissingPassphrase`.
+    `reading`: the names the command will read first, when it knows them (a live session then
+    answers them with the probe itself).
     A session that expired for this vault falls back like a locked one, but when no later source
     exists the command fails with `session_expired`, which says when and what to run.
     """
@@ -215,7 +219,7 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
         # a token means "use the session": sources 5 and 6 are never tried
         token = bool(inv.env.get("KIMEN_SESSION_TOKEN"))
         if not inv.no_session:
-            found = session_probe(inv, location)
+            found = session_probe(inv, location, reading)
             store = found.store(location.path, lambda: open_metadata(inv, location))
             if store is not None:
                 store.keep_history_from(lambda: load_config(inv).history_keep())

@@ -36,7 +36,7 @@ def _outcome(tmp_path: Path, files: dict[str, str | bytes], inline=()):
     store = EchoStore()
     winners = profile.winners()
     try:
-        values = resolve([d for d in winners if d.ref], lambda: store, {"PATH": os.environ["PATH"]})
+        values = resolve([d for d in winners if d.ref], lambda names: store, {"PATH": os.environ["PATH"]})
     except errors.KimenError as exc:
         return ("error", exc.reason)
     env = {d.target: values[d] for d in winners if d.kind == "env"}

@@ -52,7 +52,7 @@ def test_store_is_read_once_with_exactly_the_winning_names():
     profile = kmap.load(inline=[("env", "A=a.one"), ("env", "B=b.two"), ("env", "A=const:x"),
                                 ("file", "f=b.two"), ("stdin", "c.three")]).check()
     store = MemoryStore({"b.two": b"2", "c.three": b"3"})
-    values = resolve(profile.winners(), lambda: store, {})
+    values = resolve(profile.winners(), lambda names: store, {})
     assert store.reads == [["b.two", "c.three"]] and store.closed
     assert sorted(values.values()) == [b"2", b"2", b"3", b"x"]
 
@@ -60,7 +60,7 @@ def test_store_is_read_once_with_exactly_the_winning_names():
 def test_store_not_opened_without_secret_references():
     profile = kmap.load(inline=[("env", "A=const:x")]).check()
 
-    def opener():
+    def opener(names):
         raise AssertionError("the store must not be opened")
 
     assert list(resolve(profile.winners(), opener, {}).values()) == [b"x"]
@@ -69,7 +69,7 @@ def test_store_not_opened_without_secret_references():
 def test_missing_secrets_are_reported_together():
     profile = kmap.load(inline=[("env", "A=z.b"), ("env", "B=a.a")]).check()
     with pytest.raises(errors.SecretNotFound) as info:
-        resolve(profile.winners(), lambda: MemoryStore({}), {})
+        resolve(profile.winners(), lambda names: MemoryStore({}), {})
     assert info.value.fields["missing"] == ["a.a", "z.b"]
 
 

@@ -272,26 +272,26 @@ def cmd_direnv(inv: Invocation) -> Result | int:
     from ..environ import public_environ
     from ..projection.resolve import resolve
 
-    values = resolve(envs, lambda: _session_store(inv), public_environ(inv.env), os.getcwd())
+    values = resolve(envs, lambda names: _session_store(inv, names), public_environ(inv.env), os.getcwd())
     data = direnv.unsafe_output(name, profile.files, [(d.target, values[d]) for d in envs])
     write_bytes(data)
     return 0
 
 
-def _session_store(inv: Invocation) -> Any:
+def _session_store(inv: Invocation, reading: list[str]) -> Any:
     """A live session, or an explicit passphrase source: never a prompt or the configured unlock
-    method (direnv runs on every `cd`)."""
+    method (direnv runs on every `cd`). `reading`: the names to read (see `open_store`)."""
     from ..access import explicit, open_store, resolve_vault, session_probe
 
     if explicit(inv) is not None:
-        return open_store(inv)
+        return open_store(inv, reading=reading)
     location = resolve_vault(inv)
     if not os.path.exists(location.path):
         raise errors.VaultNotFound(path=location.path)
     if not inv.no_session:
         from ..access import open_metadata
 
-        store = session_probe(inv, location).store(location.path, lambda: open_metadata(inv, location))
+        store = session_probe(inv, location, reading).store(location.path, lambda: open_metadata(inv, location))
         if store is not None:
             return store
     raise errors.DirenvNeedsSession()

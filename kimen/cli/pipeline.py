@@ -19,6 +19,8 @@ from .. import errors
 
 TYPE_CHECKING = False  # typing itself is not imported on the hot path
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..projection.kmap import Directive, Profile
     from ..store import Store
     from .model import Invocation
@@ -37,23 +39,23 @@ def load_profile(inv: Invocation, *, profile: str | None = None, map_path: str |
     ).check()
 
 
-def store_for(inv: Invocation) -> Store:
+def store_for(inv: Invocation, reading: Sequence[str] = ()) -> Store:
     """The store that serves secret references: `--bundle` (read-only, docs/bundles.md), else the
-    session or the unlocked vault."""
+    session or the unlocked vault. `reading`: the names the command will read, if known."""
     if getattr(inv.options, "bundle", None):
         from .bundle_opts import bundle_store
 
         return bundle_store(inv)
     from ..access import open_store
 
-    return open_store(inv)
+    return open_store(inv, reading=reading)
 
 
 def resolve_values(inv: Invocation, directives: list[Directive]) -> dict[Directive, bytes]:
     from ..environ import public_environ
     from ..projection.resolve import resolve
 
-    return resolve(directives, lambda: store_for(inv), public_environ(inv.env), os.getcwd())
+    return resolve(directives, lambda names: store_for(inv, names), public_environ(inv.env), os.getcwd())
 
 
 def files_dir_arg(inv: Invocation) -> str | None:

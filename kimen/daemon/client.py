@@ -7,8 +7,10 @@ socket, refused, a daemon of another uid) treats the session as absent; a daemon
 version is absent too, with a warning. `probe` tells the cases apart for the commands that report
 them (`session status`, `doctor`, the `session_expired` fallback): stopped, busy (a daemon holds
 the socket but does not answer in time), another version, and the selected vault locked, expired
-or unlocked. Starting, stopping and locking the daemon process (`session start|stop|lock|status`)
-is `kimen.daemon.control`'s job.
+or unlocked. A command that already knows the names it will read (`run` and the other
+projections) asks for them first: an answer means a daemon of this version serves the vault, so
+the `status` request is sent only when the read is refused. Starting, stopping and locking the
+daemon process (`session start|stop|lock|status`) is `kimen.daemon.control`'s job.
 """
 
 from __future__ import annotations
@@ -177,19 +179,22 @@ class Probe:
 
     `state`: `stopped` (no usable daemon), `busy` (a daemon holds the socket but did not answer in
     time: it may hold keys), `other_version`, or the vault's `locked`, `expired`, `unlocked`.
-    `conn` stays open only for `unlocked` (the caller serves the command through it).
+    `conn` stays open only for `unlocked` (the caller serves the command through it). `answer`:
+    the daemon's response to the read `probe` sent first, for the store to use (`unlocked` only).
     """
 
-    __slots__ = ("conn", "pid", "state", "status", "vault")
+    __slots__ = ("answer", "conn", "pid", "state", "status", "vault")
 
     def __init__(self, state: str, *, status: dict[str, Any] | None = None, pid: int | None = None,
-                 conn: Connection | None = None, vault: dict[str, Any] | None = None) -> None:
+                 conn: Connection | None = None, vault: dict[str, Any] | None = None,
+                 answer: tuple[list[str], dict[str, Any]] | None = None) -> None:
         self.state, self.status, self.pid, self.conn, self.vault = state, status, pid, conn, vault
+        self.answer = answer
 
     def store(self, vault_path: str, metadata: Callable[[], Any]) -> SessionStore | None:
         if self.conn is None or self.vault is None:
             return None
-        return SessionStore(self.conn, vault_path, self.vault["vault_path"], metadata)
+        return SessionStore(self.conn, vault_path, self.vault["vault_path"], metadata, answered=self.answer)
 
     def refusal(self, vault_path: str) -> errors.KimenError:
         """Why this session cannot serve `vault_path` (a grant token requires it to)."""
@@ -217,9 +222,11 @@ def expired_error(vault: dict[str, Any], vault_path: str) -> errors.KimenError:
 
 
 def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = False,
-          timeout: float = REPLY_TIMEOUT, keep: bool = True, context: dict[str, Any] | None = None) -> Probe:
+          timeout: float = REPLY_TIMEOUT, keep: bool = True, context: dict[str, Any] | None = None,
+          reading: Sequence[str] = ()) -> Probe:
     """Ask the daemon's status (about `canonical_path` when given; see `Probe`). `keep=False`:
-    close the connection in every case."""
+    close the connection in every case. `reading`: the names the caller will read, asked for first
+    (one request instead of two when the session serves them)."""
     if canonical_path is not None and not protocol.utf8(canonical_path):
         canonical_path, keep = None, False  # a path that is not valid UTF-8 is never a session's vault
     try:
@@ -229,6 +236,26 @@ def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = 
     if conn is None:
         return Probe("stopped")
     conn.context = context
+    if reading and canonical_path is not None and keep:
+        from ..values import MAX_VALUE_BYTES
+
+        names = list(dict.fromkeys(reading))
+        if len(protocol.read_batches(names, None, MAX_VALUE_BYTES)) == 1:
+            try:
+                response = conn.call_raw("read", timeout, vault_path=canonical_path, names=names)
+            except errors.KimenError:  # it took the connection but gave no answer in time
+                conn.close()
+                return Probe("busy", pid=conn.pid)
+            if response.get("ok") is True:  # only a daemon of this version serving the vault reads
+                return Probe("unlocked", pid=conn.pid, conn=conn, vault={"vault_path": canonical_path},
+                             answer=(names, response))
+            # Refused: whatever the reason, the status request tells the state, on a fresh
+            # connection (a daemon may close one after a refusal). Served, the refusal is the answer.
+            conn.close()
+            found = probe(env, canonical_path, strict=strict, timeout=timeout, context=context)
+            if found.state == "unlocked":
+                found.answer = (names, response)
+            return found
     fields = {} if canonical_path is None else {"vault_path": canonical_path}
     try:
         status = conn.call("status", timeout=timeout, **fields)
@@ -269,12 +296,14 @@ def session_store(env: Mapping[str, str], vault_path: str, canonical_path: str,
 class SessionStore:
     """The store served by the daemon; `meta`/`list` read the vault file locally."""
 
-    def __init__(self, conn: Connection, path: str, canonical_path: str, metadata: Callable[[], Any]) -> None:
+    def __init__(self, conn: Connection, path: str, canonical_path: str, metadata: Callable[[], Any], *,
+                 answered: tuple[list[str], dict[str, Any]] | None = None) -> None:
         self.conn = conn
         self.path = path
         self.canonical_path = canonical_path
         self._metadata = metadata
         self._history_keep: Callable[[], int] | None = None
+        self._answered = answered  # (names, response) of the read `probe` already sent: used once
 
     def keep_history_from(self, source: Callable[[], int]) -> None:
         """Send `source()` (the config's `history.keep`) with each write and restore: the daemon
@@ -301,9 +330,14 @@ class SessionStore:
         if len(batches) > 1:
             with self._metadata() as vault:
                 batches = protocol.read_batches(wanted, vault.sizes(wanted), MAX_VALUE_BYTES)
+        answered, self._answered = self._answered, None
         for batch in batches:
             try:
-                response = self.conn.call("read", vault_path=self.canonical_path, names=batch)
+                if answered is not None and answered[0] == batch:
+                    response = answered[1]
+                    protocol.raise_for(response)
+                else:
+                    response = self.conn.call("read", vault_path=self.canonical_path, names=batch)
             except errors.SecretNotFound as err:
                 missing.extend(err.fields.get("missing") or [])
                 continue

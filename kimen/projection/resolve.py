@@ -77,12 +77,13 @@ def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> by
 
 def resolve(
     directives: Sequence[Directive],
-    open_store: Callable[[], Store] | None,
+    open_store: Callable[[list[str]], Store] | None,
     env: Mapping[str, str],
     cwd: str | None = None,
 ) -> dict[Directive, bytes]:
     """Bytes of every directive in `directives` that has a reference (envpath has none).
 
+    `open_store(names)`: the store to read `names` from (a session may answer them at once).
     `env` is the environment `exec:` sources get (already without private variables).
     """
     values: dict[Directive, bytes] = {}
@@ -90,7 +91,7 @@ def resolve(
     if names:
         if open_store is None:
             raise errors.ProjectionFailed(detail="no store available for secret references")
-        store = open_store()
+        store = open_store(names)
         try:
             found = store.read(names)
         finally:

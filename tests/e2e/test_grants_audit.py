@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import time
 
 import pytest
@@ -505,3 +506,30 @@ def test_kimen_commands_send_their_advisory_context(session):
     assert reads[-1]["context"] == {"command": "secret get"}
     human = k.ok("session", "log", "--limit", "1", "--name", "dev.token").stdout
     assert 'ctx(advisory)={"command":"run","profile":"dev"}' in human
+
+
+def test_a_projection_asks_the_session_once_and_falls_back_on_a_refusal(session):
+    """`run` sends its `read` first (request 1 of its connection): served, that is its one request;
+    refused, a `status` on a new connection tells the state (status records may be folded, so only
+    the reads are counted), and the refusal is the answer only when the session serves the vault."""
+    k = session.kimen
+    k.write_profile("dev", "env T=dev.token\n")
+    k.write_profile("typo", "env T=dev.token\nenv X=prod.nope\n")
+    child = [sys.executable, "-c", "import os, sys; sys.stdout.write(os.environ['T'])"]
+
+    def reads_since(mark: int) -> list[tuple[str, str]]:
+        return [(r["outcome"], r["request_id"]) for r in session.records()[mark:] if r["op"] == "read"]
+
+    mark = len(session.records())
+    assert k.ok("run", "--profile", "dev", "--", *child).out == VALUES["dev.token"]
+    assert reads_since(mark) == [("ok", "1")]
+
+    mark = len(session.records())
+    done = k.fail(12, "secret_not_found", "run", "--profile", "typo", "--", "true")
+    assert done.err_json()["missing"] == ["prod.nope"]
+    assert reads_since(mark) == [("secret_not_found", "1")]
+
+    k.ok("session", "lock")
+    mark = len(session.records())
+    k.fail(10, "missing_passphrase", "run", "--profile", "dev", "--", *child)  # no terminal to prompt on
+    assert reads_since(mark) == [("session_locked", "1")]
