@@ -221,6 +221,10 @@ def expired_error(vault: dict[str, Any], vault_path: str) -> errors.KimenError:
                                  expired_at=vault.get("expired_at"), expired_by=vault.get("expired_by"))
 
 
+# refusals of a read that mean "this session does not serve the vault", not "it refuses the names"
+_NOT_SERVED = frozenset({"session_locked", "session_expired", "session_version_mismatch"})
+
+
 def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = False,
           timeout: float = REPLY_TIMEOUT, keep: bool = True, context: dict[str, Any] | None = None,
           reading: Sequence[str] = ()) -> Probe:
@@ -250,10 +254,11 @@ def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = 
                 return Probe("unlocked", pid=conn.pid, conn=conn, vault={"vault_path": canonical_path},
                              answer=(names, response))
             # Refused: whatever the reason, the status request tells the state, on a fresh
-            # connection (a daemon may close one after a refusal). Served, the refusal is the answer.
+            # connection (a daemon may close one after a refusal). Served, the refusal is the
+            # answer, unless it said the vault was not served (it was unlocked in between).
             conn.close()
             found = probe(env, canonical_path, strict=strict, timeout=timeout, context=context)
-            if found.state == "unlocked":
+            if found.state == "unlocked" and response.get("reason") not in _NOT_SERVED:
                 found.answer = (names, response)
             return found
     fields = {} if canonical_path is None else {"vault_path": canonical_path}
