@@ -533,3 +533,28 @@ def test_a_projection_asks_the_session_once_and_falls_back_on_a_refusal(session)
     mark = len(session.records())
     k.fail(10, "missing_passphrase", "run", "--profile", "dev", "--", *child)  # no terminal to prompt on
     assert reads_since(mark) == [("session_locked", "1")]
+
+
+def test_a_read_refused_as_locked_is_not_the_answer_once_the_vault_is_unlocked(session, monkeypatch):
+    """The vault is unlocked between the refused read and the status request: the store reads
+    again and gets the value, instead of reporting the stale `session_locked`."""
+    from kimen.daemon import client
+
+    session.kimen.ok("session", "lock")
+    first_probe = client.probe
+
+    def unlock_then_probe(*args, **kwargs):  # the status request after the refused read
+        session.call("unlock", vault_path=session.vault, passphrase_b64=PASS_B64, ttl=600, max_ttl=3600)
+        return first_probe(*args, **kwargs)
+
+    monkeypatch.setattr(client, "probe", unlock_then_probe)
+    found = first_probe(session.kimen.env, session.vault, reading=["dev.token"])
+    assert found.state == "unlocked" and found.answer is None
+    store = found.store(session.vault, lambda: None)
+    assert store is not None
+    try:
+        assert store.read(["dev.token"])["dev.token"].value == VALUES["dev.token"]
+    finally:
+        store.close()
+    reads = [r["outcome"] for r in session.records() if r["op"] == "read"]
+    assert reads[-2:] == ["session_locked", "ok"]
