@@ -2,8 +2,10 @@
 
 Three members (separate homes, vaults and identities) are set up through the CLI: `ana` imports
 10 000 secrets, runs `sync init` and pushes them; `bo` and `cy` run `sync join`, `ana` adds them
-(`sync members add --request`), they pull. Then, per transport, interleaved rounds (every round
-runs every case once; default 10 rounds), each against its yardstick measured in the same rounds:
+(`sync members add --request`), they pull. Then, per transport and per yardstick, interleaved
+rounds of that yardstick and the cases measured against it (every round runs each of them once,
+every other round in reverse order, so that none always runs right after a heavier command with
+the CPU caches cold; default 10 rounds):
 
   sync status                  no passphrase, no decryption; reads the head now (fs: the file;
                                git: a fetch)
@@ -173,6 +175,14 @@ def _report(cases: dict[str, tuple[Case, str | None]]) -> None:
         print(line)
 
 
+def _groups(cases: dict[str, tuple[Case, str | None]]) -> list[list[str]]:
+    """Each yardstick, then the cases measured against it."""
+    groups: dict[str, list[str]] = {}
+    for name, (_case, base) in cases.items():
+        groups.setdefault(base or name, []).append(name)
+    return list(groups.values())
+
+
 def main(argv: list[str]) -> int:
     rounds = int(argv[0]) if argv else 10
     kinds = argv[1:] or ["fs", "git"]
@@ -187,9 +197,10 @@ def main(argv: list[str]) -> int:
             built = time.perf_counter() - start
             for case, _base in cases.values():
                 case.run(record=False)  # warm caches, prove it works
-            for _ in range(rounds):
-                for case, _base in cases.values():
-                    case.run()
+            for group in _groups(cases):
+                for round_ in range(rounds):
+                    for name in group if round_ % 2 == 0 else group[::-1]:
+                        cases[name][0].run()
             load = os.getloadavg()[0]
             print(f"{kind} remote, {COUNT} secrets, 3 members (set up in {built:.0f} s): {rounds} interleaved "
                   f"rounds, load average {load:.1f}; wall ms median [min-max], CPU ms median, ratios of medians")
