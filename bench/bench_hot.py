@@ -12,10 +12,11 @@ figure on a shared machine), and both as a ratio to `python -c pass` of the same
   kimen secret list / vault info         1 000 secrets (no passphrase: names are plaintext)
   kimen secret list [--json]             100 000 secrets (the JSON one also against the human one)
 
-The two 100 000-secret listings run in rounds of their own, after the others: a command that
-runs right after one of them finds the CPU caches cold. When they shared the rounds, `python -c
-pass` always followed the JSON listing and took ~5 % longer, which lowered every ratio by about
-0.07x (bench/README.md, "A fairer yardstick").
+The two 100 000-secret listings run in rounds of their own, after the others, and every other
+round runs its cases in reverse order: a command that runs right after a heavy one finds the CPU
+caches cold. When all shared the rounds in one order, `python -c pass` always followed the JSON
+listing and took ~5 % longer, which lowered every ratio by about 0.07x (bench/README.md, "A
+fairer yardstick").
 
 Every call asks the daemon and reads the files it reports on; nothing is cached between calls.
 Never asserts a timing. Standalone: `python bench/bench_hot.py [ROUNDS]`.
@@ -78,8 +79,8 @@ LARGE = ("secret list (100 000)", "secret list --json (100 000)")  # measured in
 
 def _rounds(cases: dict[str, tuple[list[str], dict[str, str]]], names: list[str], rounds: int,
             wall: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
-    for _ in range(rounds):
-        for name in names:
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
             w, c = _once(*cases[name])
             wall[name].append(w)
             cpu[name].append(c)

@@ -36,15 +36,17 @@ def kimen(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subpro
 
 def measure(cases: dict[str, tuple[list[str], dict[str, str]]], rounds: int, cwd: Path | None = None,
             width: int = 44) -> None:
-    """Run each case once (a broken setup fails loudly), then `rounds` interleaved rounds; print per
-    case the wall ms median [min-max] and the child's CPU ms median, each with its ratio to the
-    first case."""
+    """Run each case once (a broken setup fails loudly), then `rounds` interleaved rounds, every
+    other one in reverse order (so the first case, the yardstick, never always follows the
+    heaviest one with the CPU caches cold); print per case the wall ms median [min-max] and the
+    child's CPU ms median, each with its ratio to the first case."""
     for argv, env in cases.values():
         subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
     wall: dict[str, list[float]] = {name: [] for name in cases}
     cpu: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, (argv, env) in cases.items():
+    order = list(cases.items())
+    for round_ in range(rounds):
+        for name, (argv, env) in order if round_ % 2 == 0 else order[::-1]:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
