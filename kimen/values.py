@@ -88,8 +88,6 @@ class Record:
             object.__setattr__(self, name, value)
 
 
-
-
 class SecretValue(Record):
     """A decrypted value (its repr never shows the value)."""
 

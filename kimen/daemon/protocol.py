@@ -18,6 +18,7 @@ import sys
 
 from .. import __version__, errors, paths
 from ..jsontext import compact_json as dumps
+from ..jsontext import read_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -186,17 +187,6 @@ def read_batches(names: list[str], sizes: Mapping[str, int] | None, largest: int
     return batches
 
 
-# -- JSON through the C accelerator --------------------------------------------------------------
-# `import json` compiles five regular expressions (~1.4 ms, the largest cost of a session request
-# after the interpreter itself). Frames are plain JSON objects, so the client and the daemon use
-# `_json`, the C module that `json` itself calls, with `json`'s own semantics: `json.dumps(doc,
-# separators=(",", ":"), ensure_ascii=False)` (`kimen.jsontext.compact_json`, which the CLI's
-# envelopes share) and `json.loads(text)`. A value of any other type, or an interpreter without
-# `_json`, goes through the `json` module.
-
-
-
-
 # -- values: standard base64 (`value_b64`) --------------------------------------------------------
 # `binascii` loads libz as it is imported (~0.3 ms, a tenth of a `kimen run`'s own work): values up
 # to `_SHORT_B64` characters in the canonical shape are decoded with bytes.translate and int(),
@@ -229,9 +219,8 @@ def value_from_b64(text: str) -> bytes:
 
 def loads(body: bytes | bytearray | memoryview | str) -> Any:
     """`json.loads` of UTF-8 bytes (`ValueError` for anything that is not one JSON value,
-    `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting)."""
-    from ..jsontext import read_json
-
+    `UnicodeDecodeError` for bad UTF-8, `RecursionError` for deep nesting); frames are read with
+    `json`'s own semantics without importing it (`kimen.jsontext`)."""
     return read_json(body if isinstance(body, str) else str(body, "utf-8"))
 
 
