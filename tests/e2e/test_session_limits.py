@@ -283,3 +283,34 @@ def test_a_thousand_slow_connections_and_forty_large_frames(kimen, vault, capsys
     assert peak < 512
     wait_for(lambda: json.loads(kimen.ok("session", "status", "--json").stdout)["running"], "daemon answers")
     served(kimen)
+
+
+def test_a_daemon_that_closes_on_a_read_is_busy_and_run_falls_back(kimen, vault):
+    """`run` sends its read first: a peer that takes the frame and closes without an answer is a
+    busy session (no crash, no traceback), and the command goes on to the next passphrase source."""
+    from kimen.daemon import client
+
+    kimen.write_profile("p", "env T=app.token\n")
+    kimen.session_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(kimen.session_dir / protocol.SOCKET_NAME))
+    listener.listen(8)
+    frames: list[bytes] = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                frames.append(conn.recv(65536))
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        found = client.probe(kimen.env, os.path.realpath(kimen.vault), reading=["app.token"])
+        assert (found.state, found.conn, found.answer) == ("busy", None, None)
+        kimen.fail(10, "missing_passphrase", "run", "--profile", "p", "--", "true")
+        assert sum(b'"op":"read"' in f for f in frames) == 2 and not any(b'"op":"status"' in f for f in frames)
+    finally:
+        listener.close()
