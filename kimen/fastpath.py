@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import sys
 
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
 
 class _Defer(Exception):
     """Not the plain case: let the normal parser run the command."""
@@ -52,6 +54,14 @@ def secret_get(argv: list[str]) -> int | None:
     return 0
 
 
+def _valid_name(name: str) -> bool:
+    """The secret-name rule of `kimen.values.check_secret_name` (ASCII letters, digits, `_` and `-`
+    in non-empty dot-separated segments, at most 128, not starting with `-`), without `re`."""
+    if not 0 < len(name) <= 128 or name[0] == "-" or not name.isascii():
+        return False
+    return all(segment and _NAME_CHARS.issuperset(segment) for segment in name.split("."))
+
+
 def _quote(text: str) -> str:
     """A JSON string for plain printable ASCII; anything needing escapes defers."""
     if not text.isascii() or not text.isprintable() or '"' in text or "\\" in text:
@@ -61,9 +71,7 @@ def _quote(text: str) -> str:
 
 def _read(name: str) -> bytes:
     env = os.environ
-    from .values import is_valid_secret_name
-
-    if env.get("KIMEN_PASSPHRASE") or env.get("KIMEN_SESSION_TOKEN") or not is_valid_secret_name(name):
+    if env.get("KIMEN_PASSPHRASE") or env.get("KIMEN_SESSION_TOKEN") or not _valid_name(name):
         raise _Defer()
     from . import paths
     from .daemon import protocol

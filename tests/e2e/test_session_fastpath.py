@@ -116,3 +116,13 @@ def test_unsafe_session_dir_matches(live):
         assert done.returncode == 10 and b"unsafe" in done.stderr
     finally:
         os.chmod(live.session_dir, 0o700)
+
+
+def test_name_rule_is_the_stores():
+    from kimen.fastpath import _valid_name
+    from kimen.values import is_valid_secret_name
+
+    names = ["a", "a.b", "A-b_c.d-1", "_x", "-x", "a..b", ".a", "a.", "a b", "ä", "a" * 128, "a" * 129, "a.-b",
+             "0", "a/b", "a\x00", "a:b", "a.b.c.d", "", "a\n"]
+    for name in names:
+        assert _valid_name(name) == is_valid_secret_name(name), name
