@@ -56,7 +56,9 @@ def secret_get(argv: list[str]) -> int | None:
 
 def _valid_name(name: str) -> bool:
     """The secret-name rule of `kimen.values.check_secret_name` (ASCII letters, digits, `_` and `-`
-    in non-empty dot-separated segments, at most 128, not starting with `-`), without `re`."""
+    in non-empty dot-separated segments, at most 128, not starting with `-`). A copy on purpose:
+    importing `kimen.values` costs this command ~0.15 ms (2 % of it, against a 1.3x budget it
+    meets by little); tests/e2e/test_session_fastpath.py checks that the two rules agree."""
     if not 0 < len(name) <= 128 or name[0] == "-" or not name.isascii():
         return False
     return all(segment and _NAME_CHARS.issuperset(segment) for segment in name.split("."))
