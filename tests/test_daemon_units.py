@@ -170,3 +170,24 @@ def test_locked_key_holds_and_wipes():
     key.wipe()
     assert len(key) == 0 and page.closed
     key.wipe()  # idempotent
+
+
+def test_drop_sent_keeps_exactly_what_the_socket_did_not_take():
+    """The daemon sends a response's chunks with one sendmsg per batch; what the socket took is
+    removed from the front, a chunk sent in part keeps its rest, empty chunks never stall it."""
+    from collections import deque
+
+    from kimen.daemon.server.loop import _drop_sent
+
+    def left(chunks: list[bytes], sent: int) -> list[bytes]:
+        out = deque(memoryview(c) for c in chunks)
+        _drop_sent(out, sent)
+        return [bytes(c) for c in out]
+
+    chunks = [b"", b"head", b"", b"value", b"tail"]
+    assert left(chunks, 0) == [b"head", b"", b"value", b"tail"]
+    assert left(chunks, 2) == [b"ad", b"", b"value", b"tail"]
+    assert left(chunks, 4) == [b"value", b"tail"]
+    assert left(chunks, 6) == [b"lue", b"tail"]
+    assert left(chunks, 13) == []
+    assert b"".join(left(chunks, 7)) == b"".join(chunks)[7:]

@@ -110,6 +110,31 @@ def test_a_read_too_large_for_one_response_is_refused_before_decrypting(kimen, v
     served(kimen)
 
 
+def test_a_response_of_many_chunks_reaches_a_reader_that_waits(kimen, vault):
+    """A `read` response goes out as three chunks per value, many per sendmsg: 500 values of
+    2 KiB (1 502 chunks, about 1.4 MB) to a peer that reads nothing for a while, so the socket
+    fills, the daemon waits for room and goes on where it stopped. Every byte arrives in order."""
+    kimen.ok("session", "start", env=kimen.with_pass())
+    values = {f"many.k{i:03d}": os.urandom(2048) for i in range(500)}
+    store = session_store(kimen.env, str(vault), os.path.realpath(vault), lambda: None)
+    assert store is not None
+    try:
+        store.write([Change.set(n, v) for n, v in values.items()])
+    finally:
+        store.close()
+    with Connection(str(kimen.session_dir / "session.sock")) as conn:
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        protocol.send(conn.sock, {"v": protocol.PROTOCOL, "kimen": protocol.VERSION, "id": "1", "op": "read",
+                                  "vault_path": os.path.realpath(vault), "names": list(values)})
+        time.sleep(0.5)  # the daemon meets a full socket and waits for room
+        response = protocol.receive(conn.sock, idle=30)
+    assert response["ok"] is True
+    got = {item["name"]: protocol.value_from_b64(item["value_b64"]) for item in response["secrets"]}
+    assert list(got) == list(values) and got == values
+    served(kimen)
+
+
 # -- many connections --
 
 
