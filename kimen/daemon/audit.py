@@ -103,8 +103,11 @@ def _link(proc: str, pid: int, name: str) -> str | None:
 def _stat(proc: str, pid: int) -> tuple[str, int] | None:
     """(comm, ppid) from /proc/<pid>/stat; the comm sits in parentheses and may hold any byte."""
     try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            raw = f.read(4096)
+        fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)  # 3 system calls, not open()'s 7
+        try:
+            raw = os.read(fd, 4096)
+        finally:
+            os.close(fd)
     except OSError:
         return None
     start, end = raw.find(b"("), raw.rfind(b")")
