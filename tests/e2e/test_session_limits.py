@@ -112,7 +112,7 @@ def test_a_read_too_large_for_one_response_is_refused_before_decrypting(kimen, v
 
 def test_a_response_of_many_chunks_reaches_a_reader_that_waits(kimen, vault):
     """A `read` response goes out as three chunks per value, many per sendmsg: 500 values of
-    2 KiB (1 502 chunks, about 1.4 MB) to a peer that reads nothing for a while, so the socket
+    2 KiB (1 503 chunks, about 1.4 MB) to a peer that reads nothing for a while, so the socket
     fills, the daemon waits for room and goes on where it stopped. Every byte arrives in order."""
     kimen.ok("session", "start", env=kimen.with_pass())
     values = {f"many.k{i:03d}": os.urandom(2048) for i in range(500)}
