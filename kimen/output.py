@@ -163,11 +163,12 @@ def terse_line(action: str, fields: dict) -> str:
     return " ".join(f"{key}={shlex.quote(text) if text else ''}" for key, text in pairs)
 
 
-def write_bytes(data: bytes) -> None:
-    """Raw bytes on stdout (values printed on explicit request only)."""
+def write_bytes(*chunks: bytes) -> None:
+    """Raw bytes on stdout, one chunk after another (values printed on explicit request only)."""
     out = sys.stdout
     out.flush()
-    out.buffer.write(data)
+    for chunk in chunks:
+        out.buffer.write(chunk)
     out.buffer.flush()
 
 

@@ -12,7 +12,7 @@ from kimen.cli.secret import _list_json
 def _general(rows):
     secrets = [{"name": n, "revision": r, "size": s, "created_at": c, "updated_at": u} for n, r, s, c, u in rows]
     return output.dumps(output.success_envelope("list", {"names": [row[0] for row in rows], "count": len(rows),
-                                                         "secrets": secrets}))
+                                                         "secrets": secrets})).encode()
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +29,13 @@ ROWS = [("app.db_password", 3, 17, "2026-01-02T03:04:05Z", "2026-02-03T04:05:06Z
 @pytest.mark.parametrize("rows", [[], ROWS[:1], ROWS])
 def test_direct_text_is_the_general_encoding(rows):
     output.collect_warnings(True)
-    assert _list_json(rows) == _general(rows)
+    assert b"".join(_list_json(rows)) == _general(rows)
 
 
 def test_warnings_are_kept():
     output.collect_warnings(True)
     output.warn("loose", reason="vault_permissions_loose")
-    text = _list_json(ROWS)
+    text = b"".join(_list_json(ROWS))
     output.collect_warnings(True)
     output.warn("loose", reason="vault_permissions_loose")
     assert text == _general(ROWS)
@@ -96,7 +96,7 @@ def test_sqlite_built_arrays_are_the_general_encoding_or_refused(tmp_path, odd):
             except errors.VaultTampered:
                 raise AssertionError("SQLite wrote arrays for a tampered name") from None
             output.collect_warnings(True)
-            assert _envelope(*built) == _general(stored), prefix
+            assert b"".join(_envelope(*built)) == _general(stored), prefix
     finally:
         v.close()
 

@@ -302,11 +302,11 @@ def cmd_list(inv: Invocation) -> Result | int:
             return Result("list", vault.list_names(a.prefix), {})
         if inv.json:
             built = vault.list_json(a.prefix)  # SQLite writes the arrays (100k rows)
-            text = _envelope(*built) if built is not None else _list_json(vault.list_rows(a.prefix))
-            if text is not None:
-                from ..output import print_lines
+            pieces = _envelope(*built) if built is not None else _list_json(vault.list_rows(a.prefix))
+            if pieces is not None:
+                from ..output import write_bytes
 
-                print_lines(text)
+                write_bytes(*pieces, b"\n")  # in pieces: 12 MB are never copied into one text
                 return 0
         infos = vault.list(a.prefix)
     return _list_result(inv, infos)
@@ -319,11 +319,12 @@ def _list_result(inv: Invocation, infos: list[SecretInfo]) -> Result:
     return Result("list", [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos], {})
 
 
-def _list_json(rows: list[tuple[Any, ...]]) -> str | None:
+def _list_json(rows: list[tuple[Any, ...]]) -> list[bytes] | None:
     """The envelope of `secret list --json`, written directly: a name is ASCII letters, digits and
     `_.-`, a time RFC 3339, a revision and a size whole numbers, so no value needs escaping. The
-    text is exactly what `output.dumps` writes for the same fields; None when any stored value is
-    not of that shape (a tampered file): the general encoder then writes it."""
+    text is exactly what `output.dumps` writes for the same fields, in UTF-8 pieces (`_envelope`);
+    None when any stored value is not of that shape (a tampered file): the general encoder then
+    writes it."""
     names = [row[0] for row in rows]
     texts = [*names, *(row[3] for row in rows), *(row[4] for row in rows)]
     if not all(type(t) is str for t in texts) or not all(type(row[1]) is int and type(row[2]) is int
@@ -336,15 +337,16 @@ def _list_json(rows: list[tuple[Any, ...]]) -> str | None:
                        for n, r, s, c, u in rows)
     quoted = '","'.join(names)
     listed = f'"{quoted}"' if names else ""
-    return _envelope(f"[{listed}]", f"[{secrets}]", len(rows))
+    return _envelope(f"[{listed}]".encode(), f"[{secrets}]".encode(), len(rows))
 
 
-def _envelope(names: str, secrets: str, count: int) -> str:
-    """The `secret list --json` envelope around the arrays, as `output.dumps` writes it."""
+def _envelope(names: bytes, secrets: bytes, count: int) -> list[bytes]:
+    """The `secret list --json` envelope around the arrays, as `output.dumps` writes it, in the
+    pieces that joined make the document."""
     from ..output import dumps, success_envelope
 
     head = dumps(success_envelope("list", {}))  # {"ok":true,...,"warnings":[...]}
-    return f'{head[:-1]},"names":{names},"count":{count},"secrets":{secrets}}}'
+    return [f'{head[:-1]},"names":'.encode(), names, f',"count":{count},"secrets":'.encode(), secrets, b"}"]
 
 
 def cmd_rm(inv: Invocation) -> Result:
