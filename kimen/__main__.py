@@ -21,7 +21,13 @@ def main() -> int:
     if len(argv) == 4 and argv[0] == "secret":
         from kimen.fastpath import secret_get
 
-        code = secret_get(argv)
+        try:
+            code = secret_get(argv)
+        except OSError as exc:  # the value was read but could not be written to stdout
+            from kimen.cli import stdout_failed
+            from kimen.errors import AREA_SECRET
+
+            return stdout_failed(exc, None, AREA_SECRET, False)
         if code is not None:
             return code
     from kimen.cli import run_cli

@@ -12,6 +12,7 @@ JSON text itself (without the `json` package) is written and read by `kimen.json
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .jsontext import compact_json
@@ -120,7 +121,7 @@ def print_error_envelope(doc: dict[str, Any]) -> None:
 
 def print_json(doc: Any) -> None:
     """Print one JSON document on stdout."""
-    _write_out(dumps(doc) + "\n")
+    write_text(dumps(doc) + "\n")
 
 
 def success_envelope(action: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def print_lines(lines: str | list[str]) -> None:
     if isinstance(lines, str):
         lines = [lines]
     if lines:
-        _write_out("".join(f"{line}\n" for line in lines))
+        write_text("".join(f"{line}\n" for line in lines))
 
 
 def terse_line(action: str, fields: dict) -> str:
@@ -163,18 +164,52 @@ def terse_line(action: str, fields: dict) -> str:
     return " ".join(f"{key}={shlex.quote(text) if text else ''}" for key, text in pairs)
 
 
+class StdoutFailed(OSError):
+    """A write to stdout failed for another reason than a closed pipe (a full disk, an I/O error);
+    `kimen.cli.stdout_failed` reports it as `write_failed`."""
+
+
+def drop_stdout() -> None:
+    """Point fd 1 at /dev/null, so the text still buffered for stdout is dropped quietly at exit
+    instead of failing again (Python would then print its own message and exit 120)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    finally:
+        os.close(null)
+
+
+def _failed(exc: OSError) -> OSError:
+    """What a failed write to stdout raises: a closed pipe as it is (`kimen.cli` exits quietly),
+    anything else as `StdoutFailed`."""
+    return exc if isinstance(exc, BrokenPipeError) else StdoutFailed(exc.errno, exc.strerror)
+
+
+def write_text(text: str) -> None:
+    """Text on stdout, flushed; a failure other than a closed pipe raises `StdoutFailed`."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _failed(exc) from None
+
+
 def write_bytes(*chunks: bytes) -> None:
-    """Raw bytes on stdout, one chunk after another (values printed on explicit request only)."""
+    """Raw bytes on stdout, one chunk after another (values printed on explicit request only);
+    failures as `write_text`'s."""
     out = sys.stdout
-    out.flush()
-    for chunk in chunks:
-        out.buffer.write(chunk)
-    out.buffer.flush()
-
-
-def _write_out(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    try:
+        out.flush()
+        for chunk in chunks:
+            out.buffer.write(chunk)
+        out.buffer.flush()
+    except OSError as exc:
+        raise _failed(exc) from None
 
 
 def _write_err(text: str) -> None:

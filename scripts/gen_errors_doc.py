@@ -32,6 +32,8 @@ FIXED = [
     (126, "`run`: the command is not executable"),
     (127, "`run`: the command was not found"),
     (130, "kimen itself was interrupted (Ctrl-C) outside `run`: at a prompt, in the KDF, in a passphrase command"),
+    (141, "the reader of kimen's stdout went away (`kimen secret list | head`): kimen exits without a message, "
+          "like other tools"),
 ]
 AREAS = [
     (errors.AREA_SECRET, "a `secret` command failed"),
@@ -87,6 +89,10 @@ def render() -> str:
         "`map lint` and `doctor` print their report envelope on stdout whether or not it passed (`ok` and",
         "`exit_code` say which). Envelopes are UTF-8 text: a byte of a path that is not UTF-8 is written as the",
         "text `\\xff`, as messages show it.",
+        "",
+        "When kimen cannot write its own output (stdout on a full disk, an I/O error), the command",
+        "fails with `write_failed` (\"write failed: standard output: …\") and its command's exit code,",
+        "after whatever it did (a `secret set` stays done); a closed pipe exits 141 quietly.",
         "",
         "## Exit codes",
         "",

@@ -238,16 +238,30 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         return _report_error(inv, err, area, want_json)
     except KeyboardInterrupt:
         return _report_error(inv, errors.Interrupted(), area, want_json)
-    except BrokenPipeError:
-        # the reader went away (`kimen secret list | head`): exit quietly like other CLI tools
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        except OSError:
-            pass
-        return 141
+    except BrokenPipeError as exc:
+        return stdout_failed(exc, inv, area, want_json)
     except SystemExit:
         raise
     except Exception as exc:  # the one place a bug becomes exit 1
+        from ..output import StdoutFailed
+
+        if isinstance(exc, StdoutFailed):
+            return stdout_failed(exc, inv, area, want_json)
         if want_debug:
             _debug_traceback(exc)
         return _report_error(inv, errors.InternalError(type=type(exc).__name__), 1, want_json)
+
+
+def stdout_failed(exc: OSError, inv: Invocation | None, area: int, want_json: bool) -> int:
+    """A write to stdout failed; returns the exit code. The reader went away (`kimen secret list |
+    head`): quietly 141, like other CLI tools. Anything else (a full disk, an I/O error):
+    `write_failed` on stderr. Either way what is still buffered for stdout is dropped, so it cannot
+    fail again at exit."""
+    from ..output import drop_stdout
+
+    drop_stdout()
+    if isinstance(exc, BrokenPipeError):
+        return 141
+    failed = errors.WriteFailed(detail=f"standard output: {exc.strerror or 'I/O error'}",
+                                hint="free space where the output goes, or send it elsewhere")
+    return _report_error(inv, failed, area, want_json)

@@ -232,7 +232,7 @@ def cmd_revoke(inv: Invocation) -> Result:
 def cmd_log(inv: Invocation) -> int:
     from .. import paths
     from ..daemon.audit_reader import LogReader, Selection, human_lines, parse_since
-    from ..output import dumps
+    from ..output import dumps, print_lines
 
     args = inv.options
     if args.limit is not None and args.limit < 0:
@@ -243,10 +243,7 @@ def cmd_log(inv: Invocation) -> int:
     def show(records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        text = "".join(dumps(r) + "\n" for r in records) if inv.json else "".join(
-            line + "\n" for line in human_lines(records))
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        print_lines([dumps(r) for r in records] if inv.json else human_lines(records))
 
     if args.limit == 0:
         return 0

@@ -55,7 +55,10 @@ def cmd_help(inv: Invocation) -> int:
             raise errors.UsageError(detail=f"unknown help topic: {' '.join(words)}",
                                     hint=hint(words[0], known) or f"topics: {', '.join(known)}")
         with open(path, encoding="utf-8") as fh:
-            sys.stdout.write(fh.read())
+            text = fh.read()
+        from ..output import write_text
+
+        write_text(text)
         return 0
     flags = [flag for flag in ("--json", "--debug") if getattr(inv.options, flag[2:], False)]
     from .parser import parse
@@ -77,5 +80,7 @@ def cmd_completion(inv: Invocation) -> int:
         return 0
     if not inv.options.shell:
         raise errors.UsageError(detail=f"missing shell: use {', '.join(SHELLS[:-1])} or {SHELLS[-1]}")
-    sys.stdout.write(script(inv.options.shell))
+    from ..output import write_text
+
+    write_text(script(inv.options.shell))
     return 0

@@ -68,6 +68,16 @@ class Parser(argparse.ArgumentParser):
             self._hint = hint(str(value), [str(c) for c in choices])
         super()._check_value(action, value)
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # help and usage on stdout go through `output.write_text`, so a failed write is reported
+        # as `write_failed` (not left in the buffer to fail at exit with Python's own message)
+        if message and (file is None or file is sys.stdout):
+            from ..output import write_text
+
+            write_text(message)
+        else:
+            super()._print_message(message, file)
+
     def error(self, message: str, hint: str | None = None) -> NoReturn:
         hint = hint or getattr(self, "_hint", None)
         self._hint = None

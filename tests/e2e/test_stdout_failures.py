@@ -1,0 +1,103 @@
+"""kimen's own stdout fails: on a full disk (`/dev/full`) every command reports `write_failed` on
+stderr with its command's exit code (never "internal error", a traceback, or Python's own
+"Exception ignored" at exit); a reader that went away ends it quietly with 141 (docs/errors.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import KIMEN
+
+FULL = "write failed: standard output: No space left on device"
+
+
+@pytest.fixture
+def live(kimen):
+    kimen.init_vault()
+    kimen.set("app.token", b"value-of-the-token")
+    kimen.ok("session", "start", env=kimen.with_pass())
+    return kimen
+
+
+def _to(kimen, target, *argv: str, input: bytes = b""):
+    return subprocess.run([KIMEN, *argv], stdout=target, stderr=subprocess.PIPE, input=input, env=kimen.env,
+                          cwd=kimen.cwd, timeout=60, start_new_session=True)
+
+
+def _to_full(kimen, *argv: str, input: bytes = b""):
+    with open("/dev/full", "wb") as full:
+        done = _to(kimen, full, *argv, input=input)
+    err = done.stderr.decode()
+    assert "Traceback" not in err and "Exception ignored" not in err and "internal error" not in err, err
+    return done.returncode, err
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (("secret", "get", "app.token", "--unsafe-stdout"), 11),  # the fast path (kimen.fastpath)
+    (("secret", "get", "--unsafe-stdout", "app.token"), 11),
+    (("secret", "list"), 11),
+    (("session", "status"), 34),
+    (("vault", "path"), 24),
+    (("version",), 1),
+    (("help",), 1),
+    (("--help",), 1),
+    (("help", "run"), 1),
+    (("secret", "list", "--help"), 1),
+    (("completion", "bash"), 1),
+])
+def test_a_full_disk_is_write_failed_with_the_commands_code(live, argv, code):
+    got, err = _to_full(live, *argv)
+    assert (got, err.splitlines()[0]) == (code, f"kimen: error: {FULL}"), err
+    assert "kimen: hint: free space" in err
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (("secret", "get", "app.token", "--unsafe-stdout", "--json"), 11),
+    (("secret", "list", "--json"), 11),
+    (("session", "status", "--json"), 34),
+    (("session", "log", "--json"), 34),
+])
+def test_with_json_the_envelope_on_stderr_says_write_failed(live, argv, code):
+    got, err = _to_full(live, *argv)
+    envelope = json.loads(err.splitlines()[-1])
+    assert got == code
+    assert (envelope["reason"], envelope["error"], envelope["exit_code"]) == ("write_failed", FULL, code)
+    assert "value-of-the-token" not in err
+
+
+def test_the_fast_path_and_the_parser_report_the_same(live):
+    """The value was read, then could not be written: the same message and code either way."""
+    import sys
+
+    normal = "import sys; from kimen.cli import run_cli; sys.exit(run_cli())"
+    with open("/dev/full", "wb") as full:
+        fast = subprocess.run([KIMEN, "secret", "get", "app.token", "--unsafe-stdout"], stdout=full,
+                              stderr=subprocess.PIPE, env=live.env, cwd=live.cwd, timeout=60)
+        slow = subprocess.run([sys.executable, "-c", normal, "secret", "get", "app.token", "--unsafe-stdout"],
+                              stdout=full, stderr=subprocess.PIPE, env=live.env, cwd=live.cwd, timeout=60)
+    assert (fast.returncode, fast.stderr) == (slow.returncode, slow.stderr)
+    assert fast.returncode == 11 and FULL in fast.stderr.decode()
+
+
+def test_what_the_command_did_stays_done(live):
+    code, err = _to_full(live, "secret", "set", "app.other", "--stdin", input=b"kept")
+    assert (code, FULL in err) == (11, True)
+    assert live.get("app.other") == b"kept"
+
+
+@pytest.mark.parametrize("argv", [
+    ("secret", "list", "--json"), ("secret", "list"), ("secret", "get", "app.token", "--unsafe-stdout"),
+    ("help",), ("version",),
+])
+def test_a_reader_that_went_away_ends_it_quietly(live, argv):
+    read, write = os.pipe()
+    os.close(read)  # every write now fails with EPIPE
+    try:
+        done = _to(live, write, *argv)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, b"")
