@@ -36,7 +36,7 @@ class _Defer(Exception):
 def secret_get(argv: list[str]) -> int | None:
     """Exit code when the fast path served the command, else None (nothing was printed). A value
     read but not written (a full disk on stdout) raises the OSError: `kimen.__main__` reports it."""
-    if len(argv) != 4 or argv[0] != "secret" or argv[1] != "get":
+    if len(argv) != 4 or argv[0] != "secret" or argv[1] != "get" or sys.stdout is None:
         return None
     if argv[2] == "--unsafe-stdout":
         name = argv[3]

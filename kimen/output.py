@@ -12,6 +12,7 @@ JSON text itself (without the `json` package) is written and read by `kimen.json
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -60,7 +61,7 @@ def warn(message: str, *, reason: str) -> None:
     if _pending is not None:
         _pending.append({"reason": reason, "message": one_line(message)})
     else:
-        _write_err(f"{PREFIX}: warning: {one_line(message)}\n")
+        write_err(f"{PREFIX}: warning: {one_line(message)}\n")
 
 
 def collect_warnings(on: bool = True) -> None:
@@ -84,7 +85,7 @@ def flush_warnings() -> None:
     ``{"warnings": [...]}`` on stderr (nothing when there are none)."""
     taken = take_warnings()
     if taken:
-        _write_err(dumps({"warnings": taken}) + "\n")
+        write_err(dumps({"warnings": taken}) + "\n")
 
 
 class capture_warnings:
@@ -110,13 +111,13 @@ def error_lines(message: str, hint: str | None = None) -> str:
 
 
 def print_error(message: str, hint: str | None = None) -> None:
-    _write_err(error_lines(message, hint))
+    write_err(error_lines(message, hint))
 
 
 def print_error_envelope(doc: dict[str, Any]) -> None:
     """The error envelope on stderr, with the warnings raised before the failure."""
     doc.setdefault("warnings", take_warnings())
-    _write_err(dumps(doc) + "\n")
+    write_err(dumps(doc) + "\n")
 
 
 def print_json(doc: Any) -> None:
@@ -190,11 +191,19 @@ def _failed(exc: OSError) -> OSError:
     return exc if isinstance(exc, BrokenPipeError) else StdoutFailed(exc.errno, exc.strerror)
 
 
+def _stdout() -> Any:
+    out = sys.stdout
+    if out is None:  # kimen was started with fd 1 closed (`kimen … >&-`)
+        raise StdoutFailed(errno.EBADF, "it is closed")
+    return out
+
+
 def write_text(text: str) -> None:
     """Text on stdout, flushed; a failure other than a closed pipe raises `StdoutFailed`."""
+    out = _stdout()
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        out.write(text)
+        out.flush()
     except OSError as exc:
         raise _failed(exc) from None
 
@@ -202,7 +211,7 @@ def write_text(text: str) -> None:
 def write_bytes(*chunks: bytes) -> None:
     """Raw bytes on stdout, one chunk after another (values printed on explicit request only);
     failures as `write_text`'s."""
-    out = sys.stdout
+    out = _stdout()
     try:
         out.flush()
         for chunk in chunks:
@@ -212,11 +221,13 @@ def write_bytes(*chunks: bytes) -> None:
         raise _failed(exc) from None
 
 
-def _write_err(text: str) -> None:
+def write_err(text: str) -> None:
+    """Text on stderr, flushed; never fails (a closed or full stderr loses the text, not the
+    command's exit code)."""
     try:
         sys.stderr.write(text)
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: fd 2 was closed at start (None)
         pass
 
 
@@ -242,7 +253,7 @@ class Progress:
         if tty:
             import threading
 
-            self._timer = threading.Timer(PROGRESS_AFTER, _write_err, (f"{PREFIX}: {one_line(self.what)}…\n",))
+            self._timer = threading.Timer(PROGRESS_AFTER, write_err, (f"{PREFIX}: {one_line(self.what)}…\n",))
             self._timer.daemon = True
             self._timer.start()
         return self

@@ -45,13 +45,25 @@ class StdinClaim:
             raise errors.ConflictingStdinInputs()
         self.owner = purpose
 
+    def read(self, purpose: str, limit: int) -> bytes:
+        """All of stdin for `purpose`, at most `limit`+1 bytes (so the caller can tell "too
+        large"). A closed stdin, or one that fails to read, is `stdin_unreadable`."""
+        self.claim(purpose)
+        stream = sys.stdin
+        if stream is None:  # kimen was started with fd 0 closed (`kimen … <&-`)
+            raise errors.StdinUnreadable(problem="it is closed")
+        from .fsutil import read_limited
+
+        try:
+            return read_limited(stream.buffer, limit)
+        except OSError as exc:
+            raise errors.StdinUnreadable(problem=exc.strerror or type(exc).__name__) from None
+
     def passphrase_line(self, index: int) -> Sensitive:
         """Line `index` of stdin (read once, at most 64 KiB), without CR."""
         self.claim("passphrase")
         if self._lines is None:
-            from .fsutil import read_limited
-
-            data = bytearray(read_limited(sys.stdin.buffer, MAX_SOURCE_BYTES)[:MAX_SOURCE_BYTES])
+            data = bytearray(self.read("passphrase", MAX_SOURCE_BYTES)[:MAX_SOURCE_BYTES])
             self._lines = [line.rstrip(b"\r") for line in bytes(data).split(b"\n")]
             data[:] = b"\0" * len(data)
         lines = self._lines

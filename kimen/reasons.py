@@ -97,6 +97,8 @@ DECLARED: tuple[Row, ...] = (
     ('ConflictingValueSources', 'conflicting_value_sources', None, 'give exactly one value source', None),
     ('ConflictingStdinInputs', 'conflicting_stdin_inputs', None, 'stdin cannot carry both the passphrase and another input',
      None),
+    ('StdinUnreadable', 'stdin_unreadable', None, 'cannot read standard input: {problem}',
+     'send the input through a pipe or from a file (`kimen … < FILE`), or give it another way'),
     ('ValueSourceFailed', 'value_source_failed', None, 'cannot read the value: {detail}', None),
     ('SecretTooLarge', 'secret_too_large', None, 'value of {secret} exceeds 1 MiB', None),
     ('InvalidFingerprint', 'invalid_fingerprint', None, 'fingerprint must be 64 hex digits', None),

@@ -96,9 +96,10 @@ def test_limits_and_reading(tmp_path):
     path = tmp_path / "t.yml"
     path.write_bytes(b"a: {{ kimen:a }}\n")
     assert template.read(str(path)) == b"a: {{ kimen:a }}\n"
-    assert template.read("-", io.BytesIO(b"stdin {{ kimen:a }}")) == b"stdin {{ kimen:a }}"
+    assert template.read("-", lambda limit: io.BytesIO(b"stdin {{ kimen:a }}").read(limit + 1)) == (
+        b"stdin {{ kimen:a }}")
     with pytest.raises(errors.TemplateTooLarge):
-        template.read("-", io.BytesIO(big))
+        template.read("-", lambda limit: io.BytesIO(big).read(limit + 1))
     path.write_bytes(big)
     with pytest.raises(errors.TemplateTooLarge):
         template.read(str(path))

@@ -104,7 +104,7 @@ def _report_error(inv: Invocation | None, err: errors.KimenError, area: int, wan
         if isinstance(err, errors.UsageError) and not usage and inv is not None:
             usage = inv.usage()  # raised by a command after parsing: still printed with its usage line
         if usage:
-            sys.stderr.write(f"{usage}\n")
+            output.write_err(f"{usage}\n")
         output.print_error(err.message, err.hint_text)
     return code
 
@@ -119,10 +119,12 @@ def _debug_traceback(exc: BaseException) -> None:
     while current is not None and current not in chain:
         chain.append(current)
         current = current.__cause__ or current.__context__
+    from ..output import write_err
+
     for item in reversed(chain):
-        sys.stderr.write("Traceback (most recent call last):\n")
-        sys.stderr.write("".join(traceback.format_list(traceback.extract_tb(item.__traceback__))))
-        sys.stderr.write(f"{type(item).__module__}.{type(item).__qualname__}: <message withheld>\n")
+        write_err("Traceback (most recent call last):\n")
+        write_err("".join(traceback.format_list(traceback.extract_tb(item.__traceback__))))
+        write_err(f"{type(item).__module__}.{type(item).__qualname__}: <message withheld>\n")
 
 
 def _handler(found: Handler | str | None) -> Handler | None:
@@ -262,6 +264,7 @@ def stdout_failed(exc: OSError, inv: Invocation | None, area: int, want_json: bo
     drop_stdout()
     if isinstance(exc, BrokenPipeError):
         return 141
-    failed = errors.WriteFailed(detail=f"standard output: {exc.strerror or 'I/O error'}",
-                                hint="free space where the output goes, or send it elsewhere")
+    failed = errors.WriteFailed(
+        detail=f"standard output: {exc.strerror or 'I/O error'}",
+        hint="free space where the output goes, or send it to a file or a pipe (`kimen … > FILE`)")
     return _report_error(inv, failed, area, want_json)

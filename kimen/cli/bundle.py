@@ -80,9 +80,9 @@ def cmd_keygen(inv: Invocation) -> Result:
     signer = identity.signer
     fields = {"identity_path": path, "recipient": identity.recipient, "signer": signer}
     if not inv.json:  # with --json the envelope alone carries them
-        import sys
+        from ..output import write_err
 
-        sys.stderr.write(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
+        write_err(f"kimen: created identity {path}\nkimen: signer: {signer}\n")
     warn_if_not_git_ignored(inv, path)
     if args.print_recipient and not inv.json:
         print_lines(identity.recipient or "")

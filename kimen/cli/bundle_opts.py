@@ -81,13 +81,9 @@ def load_identity(inv: Invocation, *, required: bool = True, env: bool = True) -
         path = absolute(args.identity)
         return parse_identity(_read_key_file(path, errors.MissingIdentityFile), path)
     if found[0] == "--identity-stdin":
-        import sys
-
         from ..access import stdin_claim
-        from ..fsutil import read_limited
 
-        stdin_claim(inv).claim("identity")
-        data = read_limited(sys.stdin.buffer, MAX_KEY_BYTES)
+        data = stdin_claim(inv).read("identity", MAX_KEY_BYTES)
         if len(data) > MAX_KEY_BYTES:
             raise errors.InvalidIdentity(detail="stdin: larger than 64 KiB")
         return parse_identity(data, "stdin")

@@ -85,8 +85,10 @@ def cmd_inject(inv: Invocation) -> Result | int:
             raise errors.ConflictingStdinInputs()
         from ..access import stdin_claim
 
-        stdin_claim(inv).claim("template")
-    data = template.read(in_path if in_path == "-" else absolute(in_path), sys.stdin.buffer)
+        claim = stdin_claim(inv)
+        data = template.read("-", lambda limit: claim.read("template", limit))
+    else:
+        data = template.read(absolute(in_path))
     parsed = template.parse(data, in_path)
     if parsed.references == 0:
         from ..output import warn

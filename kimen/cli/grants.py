@@ -11,8 +11,6 @@ exit revokes the grant. `log` reads the audit files without the daemon.
 
 from __future__ import annotations
 
-import sys
-
 from .. import errors
 from .model import Invocation, Result, takes_child_argv
 
@@ -164,11 +162,10 @@ def cmd_grant(inv: Invocation) -> Result | int:
                   "vault_path": canonical, "secrets": minted.get("secrets", scope),
                   "read_only": bool(minted.get("read_only")), "expires_at": minted.get("expires_at")}
         return Result("session_grant", None, fields)
-    from ..output import flush_warnings, print_lines
+    from ..output import flush_warnings, print_lines, write_err
 
     flush_warnings()
-    sys.stderr.write(details + "\n")
-    sys.stderr.flush()
+    write_err(details + "\n")
     print_lines(f"export KIMEN_SESSION_TOKEN='{token}'" if args.export else token)
     return 0
 
@@ -176,7 +173,7 @@ def cmd_grant(inv: Invocation) -> Result | int:
 def _run_with_token(inv: Invocation, command: list[str], token: str, grant_id: str, details: str) -> int:
     """CMD with the token in its environment only; supervised, and the grant revoked when it exits."""
     from ..daemon import control, tokens
-    from ..output import flush_warnings, warn
+    from ..output import flush_warnings, warn, write_err
     from ..projection import env as penv
     from ..projection import run as prun
 
@@ -188,7 +185,7 @@ def _run_with_token(inv: Invocation, command: list[str], token: str, grant_id: s
         if stop is not None:
             return 128 + stop
         if not inv.json:
-            sys.stderr.write(details + "\n")
+            write_err(details + "\n")
         flush_warnings()
         own_group = prun.own_group_wanted()
         pid = prun.spawn(exe, command, environ, None, own_group=own_group)

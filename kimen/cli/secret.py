@@ -8,7 +8,6 @@ input never costs a KDF and never leaves a partial write. Values are printed onl
 from __future__ import annotations
 
 import os
-import sys
 
 from .. import errors
 from ..store import Change
@@ -97,7 +96,6 @@ def _read_value(inv: Invocation, name: str) -> bytes:
     """The value from exactly one source (stdin, a file, a variable, the flag, or the prompt),
     size-checked before reading past the limit."""
     from ..access import stdin_claim
-    from ..fsutil import read_limited
     from ..output import warn
 
     a = inv.options
@@ -108,8 +106,7 @@ def _read_value(inv: Invocation, name: str) -> bytes:
     if a.stdin:
         if inv.passphrase_stdin:
             raise errors.ConflictingStdinInputs()
-        stdin_claim(inv).claim("value")
-        value = read_limited(sys.stdin.buffer, MAX_VALUE_BYTES + 2)
+        value = stdin_claim(inv).read("value", MAX_VALUE_BYTES + 2)
     elif a.from_file is not None:
         # +2: room for a CRLF that --strip-newline removes
         value = _read_file(a.from_file, MAX_VALUE_BYTES + 2, lambda: _too_large(name))
@@ -396,14 +393,12 @@ MAX_IMPORT_BYTES = 256 * 1024 * 1024
 
 def _read_import_source(inv: Invocation, path: str) -> tuple[bytes, str]:
     from ..access import stdin_claim
-    from ..fsutil import read_limited
     from ..paths import absolute
 
     if path == "-":
         if inv.passphrase_stdin:
             raise errors.ConflictingStdinInputs()
-        stdin_claim(inv).claim("import")
-        data = read_limited(sys.stdin.buffer, MAX_IMPORT_BYTES)
+        data = stdin_claim(inv).read("import", MAX_IMPORT_BYTES)
         label = "-"
     else:
         label = absolute(path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
 from .. import errors
 from ..output import Progress
@@ -968,13 +967,12 @@ def cmd_join(inv: Invocation) -> Result | int:
         if inv.json or inv.options.terse:
             return Result("sync_join", None, fields)
         # The request alone on stdout (`kimen sync join … > bo.request`), the guidance on stderr.
-        from ..output import flush_warnings, print_lines
+        from ..output import flush_warnings, print_lines, write_err
 
         flush_warnings()
-        sys.stderr.write("send this join request to an admin of the team\n"
-                         f"fingerprint (compare it with the admin by voice): {request.fingerprint}\n"
-                         f"then: kimen sync pull --remote {name}\n")
-        sys.stderr.flush()
+        write_err("send this join request to an admin of the team\n"
+                  f"fingerprint (compare it with the admin by voice): {request.fingerprint}\n"
+                  f"then: kimen sync pull --remote {name}\n")
         print_lines(request.text)
         return 0
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import re
 
 from .. import errors
-from ..fsutil import read_limited, read_regular
+from ..fsutil import read_regular
 from ..values import is_valid_secret_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import BinaryIO
+    from collections.abc import Callable, Mapping
 
 MAX_TEMPLATE_BYTES = 16 * 1024 * 1024
 
@@ -78,14 +77,15 @@ def parse(data: bytes, path: str = "-") -> Template:
     return Template([p for p in parts if p != b""], references)
 
 
-def read(path: str, stdin: BinaryIO | None = None) -> bytes:
-    """The template's bytes: the file at `path`, or `stdin` for `-`; bounded by 16 MiB.
+def read(path: str, stdin: Callable[[int], bytes] | None = None) -> bytes:
+    """The template's bytes: the file at `path`, or for `-` what `stdin(limit)` reads (at most
+    limit+1 bytes); bounded by 16 MiB.
 
     A missing, unreadable or non-regular file (a FIFO, a directory) is `template_unreadable`."""
     if path == "-":
         if stdin is None:
             raise errors.TemplateUnreadable(path="-", problem="no standard input")
-        data = read_limited(stdin, MAX_TEMPLATE_BYTES)
+        data = stdin(MAX_TEMPLATE_BYTES)
         if len(data) > MAX_TEMPLATE_BYTES:
             raise errors.TemplateTooLarge(path="-")
         return data

@@ -1,6 +1,8 @@
-"""kimen's own stdout fails: on a full disk (`/dev/full`) every command reports `write_failed` on
-stderr with its command's exit code (never "internal error", a traceback, or Python's own
-"Exception ignored" at exit); a reader that went away ends it quietly with 141 (docs/errors.md)."""
+"""kimen's own standard streams fail. On a full disk (`/dev/full`) or a closed stdout every command
+reports `write_failed` on stderr with its command's exit code (never "internal error", a
+traceback, or Python's own "Exception ignored" at exit); a reader that went away ends it quietly
+with 141; a closed or unreadable stdin is `stdin_unreadable`; a closed stderr loses the message,
+not the exit code (docs/errors.md)."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def _to_full(kimen, *argv: str, input: bytes = b""):
 def test_a_full_disk_is_write_failed_with_the_commands_code(live, argv, code):
     got, err = _to_full(live, *argv)
     assert (got, err.splitlines()[0]) == (code, f"kimen: error: {FULL}"), err
-    assert "kimen: hint: free space" in err
+    assert "kimen: hint: free space where the output goes, or send it to a file or a pipe" in err
 
 
 @pytest.mark.parametrize(("argv", "code"), [
@@ -101,3 +103,47 @@ def test_a_reader_that_went_away_ends_it_quietly(live, argv):
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (141, b"")
+
+
+def _with_closed(kimen, redirect: str, *argv: str, env: dict[str, str] | None = None):
+    """kimen started with a standard stream closed (`>&-`, `<&-`, `2>&-`) or redirected by `sh`."""
+    done = subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", KIMEN, *argv], capture_output=True,
+                          env={**kimen.env, **(env or {})}, cwd=kimen.cwd, timeout=60, start_new_session=True)
+    err = done.stderr.decode()
+    assert "Traceback" not in err and "internal error" not in err, err
+    return done.returncode, done.stdout, err
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (("secret", "get", "app.token", "--unsafe-stdout"), 11), (("secret", "list"), 11), (("version",), 1),
+    (("help",), 1), (("session", "status"), 34),
+])
+def test_a_closed_stdout_is_write_failed(live, argv, code):
+    got, _, err = _with_closed(live, ">&-", *argv)
+    assert (got, err.splitlines()[0]) == (code, "kimen: error: write failed: standard output: it is closed")
+
+
+def test_a_closed_stderr_keeps_the_exit_code(live):
+    assert _with_closed(live, "2>&-", "secret", "get", "app.missing", "--unsafe-stdout")[0] == 12
+    assert _with_closed(live, "2>&- >&-", "secret", "list")[0] == 11
+
+
+STDIN_READERS = [
+    ("secret", "set", "app.new", "--stdin"),
+    ("secret", "import", "-", "--prefix", "imp."),
+    ("inject", "-i", "-", "--unsafe-stdout"),
+    ("bundle", "recipient", "--identity-stdin"),
+    ("secret", "set", "app.new", "--value", "v", "--passphrase-stdin"),
+]
+
+
+@pytest.mark.parametrize("argv", STDIN_READERS)
+@pytest.mark.parametrize(("redirect", "problem"), [("<&-", "it is closed"), ("0>stdin.txt", "Bad file descriptor")])
+def test_an_unreadable_stdin_is_stdin_unreadable(live, argv, redirect, problem):
+    """Closed, or open for writing only: nothing is read, nothing is changed."""
+    before = live.ok("secret", "list").out
+    got, _, err = _with_closed(live, redirect, *argv, "--json")
+    envelope = json.loads(err.splitlines()[-1])
+    assert (envelope["reason"], envelope["error"]) == ("stdin_unreadable", f"cannot read standard input: {problem}")
+    assert got == envelope["exit_code"] != 0
+    assert live.ok("secret", "list").out == before
