@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kimen import errors, output
-from kimen.cli.secret import _list_json
+from kimen.cli.secret import _envelope, _list_json
 
 
 def _general(rows):
@@ -107,5 +107,36 @@ def test_a_blob_name_is_refused_then_tampered(tmp_path):
         assert v.list_json() is None
         with pytest.raises(errors.VaultTampered):
             v.list_rows()
+    finally:
+        v.close()
+
+
+def test_the_arrays_are_in_name_order_whatever_the_insertion_order(tmp_path):
+    """Rows stored in another order than their names' (row ids shuffled): SQLite's arrays still
+    list them by name, as the general encoder does."""
+    import random
+
+    from kimen import vault
+    from kimen.sensitive import Sensitive
+    from kimen.store import Change, KdfParams
+
+    names = [f"app.n{i:03d}" for i in range(300)]
+    random.Random(7).shuffle(names)
+    path = str(tmp_path / "shuffled.db")
+    store = vault.create_vault(path, Sensitive(b"pw"), KdfParams(memory_kib=8192, time=1, parallelism=1)).unlock(
+        Sensitive(b"pw"))
+    for name in names:  # one write each: the row ids follow the shuffled order
+        store.write([Change("set", name, b"v")])
+    store.close()
+    v = vault.Vault.open(path)
+    try:
+        for prefix in (None, "app.n1"):
+            built = v.list_json(prefix)
+            assert built is not None
+            output.collect_warnings(True)
+            stored = v.list_rows(prefix)
+            assert [row[0] for row in stored] == sorted(n for n in names if n.startswith(prefix or ""))
+            output.collect_warnings(True)
+            assert b"".join(_envelope(*built)) == _general(stored)
     finally:
         v.close()

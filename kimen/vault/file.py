@@ -169,19 +169,21 @@ class VaultFile:
         """`list()` as JSON built by SQLite, for `secret list --json` on 100k rows: the array of
         names, the array of `{"name","revision","size","created_at","updated_at"}` objects (in
         that key order, compact), both as UTF-8 bytes (12 MB at 100k rows, never decoded), and the
-        count. The rows are read in the primary key's order (the plan scans its index; no sorter).
+        count. The rows reach the aggregates in the order of the primary key's index, by name:
+        `INDEXED BY` makes the plan scan that index or fail (then the caller reads the rows), and
+        no `ORDER BY` subquery is needed (its co-routine cost 12 of 70 ms at 100k rows).
 
         None when a row is not of the stored shape (a tampered file) or a text needed an escape:
         the caller then encodes the rows itself. Checked without a per-row test: a blob makes
         `json_object` fail; a revision or size that is real or NULL shows in `sum`/`count`; any
         name or time that is not text, or a revision or size that is text, changes the number of
         `"` (16 per object, 2 per name); an escape shows as a backslash."""
-        select, params = _sorted_select("name, revision, size, created_at, updated_at", prefix)
+        where, params = _name_range(prefix)
         sql = ("SELECT CAST(json_group_array(name) AS BLOB), CAST(json_group_array(json_object('name', name,"
                " 'revision', revision, 'size', size, 'created_at', created_at, 'updated_at', updated_at)) AS BLOB),"
                " count(*),"
                " typeof(sum(revision)), typeof(sum(size)), count(revision), count(size)"
-               f" FROM ({select})")
+               f" FROM secrets INDEXED BY sqlite_autoindex_secrets_1{where}")
         try:
             names, secrets, count, rev_type, size_type, revs, sizes = self._conn.execute(sql, params).fetchone()
         except sqlite3.Error:
@@ -409,14 +411,18 @@ class VaultFile:
 
 def _sorted_select(columns: str, prefix: str | None) -> tuple[str, tuple[Any, ...]]:
     """SELECT `columns` of the secrets whose name starts with `prefix` (all without one), by name."""
-    sql = f"SELECT {columns} FROM secrets"
-    params: tuple[Any, ...] = ()
-    if prefix:
-        # a range on the primary key (every ASCII name starting with `prefix` sorts below
-        # prefix + U+10FFFF), then the exact test
-        sql += " WHERE name >= ? AND name < ? AND substr(name, 1, ?) = ?"
-        params = (prefix, prefix + "\U0010ffff", len(prefix), prefix)
-    return sql + " ORDER BY name", params
+    where, params = _name_range(prefix)
+    return f"SELECT {columns} FROM secrets{where} ORDER BY name", params
+
+
+def _name_range(prefix: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause ("" without a prefix) and its parameters for the names starting with
+    `prefix`: a range on the primary key (every ASCII name starting with `prefix` sorts below
+    prefix + U+10FFFF), then the exact test."""
+    if not prefix:
+        return "", ()
+    return (" WHERE name >= ? AND name < ? AND substr(name, 1, ?) = ?",
+            (prefix, prefix + "\U0010ffff", len(prefix), prefix))
 
 
 def _typed(row: Sequence[Any], types: tuple[type, ...]) -> bool:
