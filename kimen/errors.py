@@ -110,6 +110,14 @@ class KimenError(Exception):
         return doc
 
 
+def output_failed(stream: str, problem: str) -> KimenError:
+    """`write_failed` for kimen's own output: `stream` ("standard output") could not be written
+    (a full disk, a closed descriptor; a reader that went away is not an error)."""
+    return error_class("write_failed")(
+        detail=f"{stream}: {problem}",
+        hint="free space where the output goes, or send it to a file or a pipe (`kimen … > FILE`)")
+
+
 def error_class(reason: str) -> type[KimenError]:
     """The class for `reason`; unknown reasons (a newer peer) map to a protocol error."""
     _table()

@@ -264,7 +264,4 @@ def stdout_failed(exc: OSError, inv: Invocation | None, area: int, want_json: bo
     drop_stdout()
     if isinstance(exc, BrokenPipeError):
         return 141
-    failed = errors.WriteFailed(
-        detail=f"standard output: {exc.strerror or 'I/O error'}",
-        hint="free space where the output goes, or send it to a file or a pipe (`kimen … > FILE`)")
-    return _report_error(inv, failed, area, want_json)
+    return _report_error(inv, errors.output_failed("standard output", exc.strerror or "I/O error"), area, want_json)

@@ -112,7 +112,11 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group,
                          spawner=relay.spawn if relay is not None else None)
         if relay is not None:
-            return relay.supervise(pid, own_group=own_group)
+            code = relay.supervise(pid, own_group=own_group)
+            lost = relay.lost_output()
+            if lost is not None:  # the child's output did not all reach kimen's: never a silent 0
+                raise errors.output_failed(*lost)
+            return code
         return prun.supervise(pid, own_group=own_group)
     finally:
         if relay is not None:

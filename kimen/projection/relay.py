@@ -14,7 +14,8 @@ Relaying. One thread per output stream reads what the child wrote, feeds the mas
 it releases at once (`MaskStream.feed` holds only bytes that may still begin a form). At end of
 stream (EOF, or EIO once every holder of the pty's other side has closed it) the rest is released.
 When kimen's own output is closed (EPIPE) the thread closes its read end, so the child meets a
-closed pipe on its next write, as it would without kimen. A terminal stdin is copied to the pty by
+closed pipe on its next write, as it would without kimen; any other failed write (a full disk) does
+the same and is kept in `lost` for `kimen run` to report. A terminal stdin is copied to the pty by
 another thread, with kimen's terminal in raw mode (restored on every exit path and while stopped),
 so Ctrl-C, Ctrl-\\ and Ctrl-Z reach the child through the pty's line discipline.
 
@@ -81,6 +82,7 @@ class Relay:
         self.redirect: dict[int, int] = {}  # child fd -> fd dup'ed there
         self._child_ends: list[int] = []
         self._pumps: list[tuple[int, int, MaskStream]] = []  # (read fd, kimen fd, masking state)
+        self.lost: list[tuple[int, str]] = []  # (kimen fd, error) of an output that failed (not EPIPE)
         self._threads: list[threading.Thread] = []
         self._saved_mode: list[Any] | None = None
         self._stop_r = self._stop_w = -1
@@ -157,7 +159,7 @@ class Relay:
             self.raw_mode()
             self._thread(_copy_input, self._stop_r, os.dup(self.master))  # its own fd: the pump closes master
         for read_fd, out_fd, stream in self._pumps:
-            self._thread(_pump, read_fd, out_fd, stream)
+            self._thread(_pump, read_fd, out_fd, stream, self.lost)
 
     def _thread(self, target: object, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name="kimen-relay", daemon=True)  # type: ignore[arg-type]
@@ -248,6 +250,14 @@ class Relay:
                     except OSError:
                         pass
 
+    def lost_output(self) -> tuple[str, str] | None:
+        """(stream, error) when relaying to kimen's own stdout or stderr failed for another reason
+        than a reader that went away (a full disk); known once `supervise` returned."""
+        if not self.lost:
+            return None
+        fd, problem = self.lost[0]
+        return ("standard output" if fd == 1 else "standard error"), problem
+
     def close(self) -> None:
         """Restore the terminal, stop the input copier, close what is still open (every exit path)."""
         self.restore_mode()
@@ -283,19 +293,20 @@ def _foreground() -> bool:
         return False
 
 
-def _write_all(fd: int, data: bytes) -> bool:
-    """Write everything; False when the reader is gone (EPIPE) or the output failed."""
+def _write_all(fd: int, data: bytes) -> OSError | None:
+    """Write everything; the error when the reader is gone (EPIPE) or the output failed."""
     view = memoryview(data)
     try:
         while view:
             view = view[os.write(fd, view):]
-    except OSError:
-        return False
-    return True
+    except OSError as exc:
+        return exc
+    return None
 
 
-def _pump(read_fd: int, out_fd: int, stream: MaskStream) -> None:
-    """One output stream: read, mask, write what is released; the rest at end of stream."""
+def _pump(read_fd: int, out_fd: int, stream: MaskStream, lost: list[tuple[int, str]]) -> None:
+    """One output stream: read, mask, write what is released; the rest at end of stream. A write
+    that fails for another reason than a closed reader (a full disk) is recorded in `lost`."""
     try:
         while True:
             try:
@@ -304,12 +315,14 @@ def _pump(read_fd: int, out_fd: int, stream: MaskStream) -> None:
                 if exc.errno != errno.EIO:
                     raise
                 chunk = b""
-            if not chunk:
-                _write_all(out_fd, stream.flush())
+            released = stream.feed(chunk) if chunk else stream.flush()
+            failed = _write_all(out_fd, released) if released else None
+            if failed is not None:  # kimen's output failed: closing the read end tells the child
+                if failed.errno != errno.EPIPE:
+                    lost.append((out_fd, failed.strerror or type(failed).__name__))
                 return
-            released = stream.feed(chunk)
-            if released and not _write_all(out_fd, released):
-                return  # kimen's output is closed: closing the read end tells the child
+            if not chunk:
+                return
     except OSError:
         return
     finally:
@@ -337,10 +350,10 @@ def _copy_input(stop_fd: int, master: int) -> None:
             suspend = _suspend_char(master)
             while suspend is not None and suspend in data:  # Ctrl-Z: stop the foreground job
                 before, _, data = data.partition(suspend)
-                if not _write_all(master, before):
+                if _write_all(master, before) is not None:
                     return
                 _stop_foreground(master)
-            if not _write_all(master, data):
+            if _write_all(master, data) is not None:
                 return
     except OSError:
         return

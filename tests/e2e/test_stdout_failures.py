@@ -147,3 +147,23 @@ def test_an_unreadable_stdin_is_stdin_unreadable(live, argv, redirect, problem):
     assert (envelope["reason"], envelope["error"]) == ("stdin_unreadable", f"cannot read standard input: {problem}")
     assert got == envelope["exit_code"] != 0
     assert live.ok("secret", "list").out == before
+
+
+def test_run_mask_that_cannot_relay_to_a_full_disk_is_write_failed(live):
+    """The child's writes into the relay succeed; kimen's to its stdout do not: never a silent 0."""
+    live.write_profile("p", "env TOKEN=app.token\n")
+    code, err = _to_full(live, "run", "--mask", "--profile", "p", "--", "sh", "-c", 'echo "$TOKEN"; echo done')
+    assert (code, err.splitlines()[0]) == (23, f"kimen: error: {FULL}"), err
+    assert "value-of-the-token" not in err
+
+
+def test_run_mask_whose_reader_went_away_ends_like_the_child(live):
+    """A closed reader is not kimen's failure: the child meets a closed pipe, as without kimen."""
+    live.write_profile("p", "env TOKEN=app.token\n")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = _to(live, write, "run", "--mask", "--profile", "p", "--", "sh", "-c", "yes")
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, b"")
