@@ -173,12 +173,16 @@ class StdoutFailed(OSError):
 def drop_stdout() -> None:
     """Point fd 1 at /dev/null, so the text still buffered for stdout is dropped quietly at exit
     instead of failing again (Python would then print its own message and exit 120)."""
+    _drop(sys.stdout)
+
+
+def _drop(stream: Any) -> None:
     try:
         null = os.open(os.devnull, os.O_WRONLY)
     except OSError:
         return
     try:
-        os.dup2(null, sys.stdout.fileno())
+        os.dup2(null, stream.fileno())
     except (OSError, ValueError, AttributeError):
         pass
     finally:
@@ -223,11 +227,13 @@ def write_bytes(*chunks: bytes) -> None:
 
 def write_err(text: str) -> None:
     """Text on stderr, flushed; never fails (a closed or full stderr loses the text, not the
-    command's exit code)."""
+    command's exit code: a failed stderr is pointed at /dev/null, as `drop_stdout` does)."""
     try:
         sys.stderr.write(text)
         sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):  # AttributeError: fd 2 was closed at start (None)
+    except OSError:
+        _drop(sys.stderr)
+    except (ValueError, AttributeError):  # AttributeError: fd 2 was closed at start (None)
         pass
 
 

@@ -94,7 +94,7 @@ def render() -> str:
         "command fails with `write_failed` (\"write failed: standard output: …\") and its command's exit",
         "code, after whatever it did (a `secret set` stays done); a closed pipe exits 141 quietly. A",
         "stdin that a command must read but that is closed or cannot be read is `stdin_unreadable`,",
-        "before anything changes. A closed stderr loses the messages, never the exit code.",
+        "before anything changes. A closed or full stderr loses the messages, never the exit code.",
         "",
         "## Exit codes",
         "",

@@ -11,7 +11,6 @@ and their handlers never open SQLite, run git or import crypto.
 from __future__ import annotations
 
 import os
-import sys
 
 from .. import errors
 from .model import COMMANDS, Result
@@ -259,7 +258,7 @@ def cmd_direnv(inv: Invocation) -> Result | int:
     name, source = _profile_choice(inv)
     if not name:
         raise errors.UsageError(detail="give --profile NAME or set KIMEN_PROFILE")
-    if inv.options.unsafe_stdout and sys.stdout.isatty():
+    if inv.options.unsafe_stdout and os.isatty(1):
         raise errors.UnsafeStdoutTerminal()
     from .pipeline import load_profile
 

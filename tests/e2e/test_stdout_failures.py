@@ -123,9 +123,12 @@ def test_a_closed_stdout_is_write_failed(live, argv, code):
     assert (got, err.splitlines()[0]) == (code, "kimen: error: write failed: standard output: it is closed")
 
 
-def test_a_closed_stderr_keeps_the_exit_code(live):
-    assert _with_closed(live, "2>&-", "secret", "get", "app.missing", "--unsafe-stdout")[0] == 12
-    assert _with_closed(live, "2>&- >&-", "secret", "list")[0] == 11
+@pytest.mark.parametrize("stderr", ["2>&-", "2>/dev/full"])
+def test_a_closed_or_full_stderr_keeps_the_exit_code(live, stderr):
+    """Not Python's 120 for the message still buffered at exit: the command's own code."""
+    assert _with_closed(live, stderr, "secret", "get", "app.missing", "--unsafe-stdout")[0] == 12
+    assert _with_closed(live, f"{stderr} >&-", "secret", "list")[0] == 11
+    assert _with_closed(live, stderr, "secret", "list", "--json", "--bogus")[0] == 2
 
 
 STDIN_READERS = [
@@ -167,3 +170,21 @@ def test_run_mask_whose_reader_went_away_ends_like_the_child(live):
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (141, b"")
+
+
+@pytest.mark.parametrize("argv", [("direnv", "--profile", "p"), ("direnv", "--profile", "p", "--unsafe-stdout")])
+def test_direnv_with_a_closed_stdout_is_write_failed(live, argv):
+    live.write_profile("p", "env TOKEN=app.token\n")
+    got, out, err = _with_closed(live, ">&-", *argv)
+    assert (got, err.splitlines()[0]) == (22, "kimen: error: write failed: standard output: it is closed"), err
+    assert b"value-of-the-token" not in out and "value-of-the-token" not in err
+
+
+def test_run_mask_that_cannot_relay_its_stderr_fails_with_23(live):
+    """The message itself is lost with stderr; the exit code still says the output was."""
+    live.write_profile("p", "env TOKEN=app.token\n")
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([KIMEN, "run", "--mask", "--profile", "p", "--", "sh", "-c", "echo oops >&2"],
+                              stdout=subprocess.PIPE, stderr=full, env=live.env, cwd=live.cwd, timeout=60,
+                              start_new_session=True)
+    assert (done.returncode, done.stdout) == (23, b"")
