@@ -12,7 +12,6 @@ JSON text itself (without the `json` package) is written and read by `kimen.json
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
@@ -198,6 +197,8 @@ def _failed(exc: OSError) -> OSError:
 def _stdout() -> Any:
     out = sys.stdout
     if out is None:  # kimen was started with fd 1 closed (`kimen … >&-`)
+        import errno  # here only: every command that prints imports this module
+
         raise StdoutFailed(errno.EBADF, "it is closed")
     return out
 
