@@ -103,6 +103,13 @@ class SecretInfo(Record):
         _set(self, "updated_at", updated_at)
 
     def as_json(self) -> dict[str, Any]:
+        """The `secret list --json` object. Its readers rely on the stored types: a field a byte
+        change gave another SQLite type (a blob, a real, NULL) is `vault_tampered`."""
+        if not (type(self.name) is str and type(self.revision) is int and type(self.size) is int
+                and type(self.created_at) is str and type(self.updated_at) is str):
+            from .errors import VaultTampered
+
+            raise VaultTampered()
         return {"name": self.name, "revision": self.revision, "size": self.size,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 

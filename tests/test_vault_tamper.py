@@ -106,11 +106,13 @@ def test_a_name_of_another_type_fails_the_key_free_listing(tmp_path):
         conn.close()
         v = vault.Vault.open(path)
         try:
-            for listing in (v.list, v.list_names, v.list_rows):
+            for listing in (v.list, v.list_names):
                 try:
                     listing()
                 except errors.VaultTampered:
                     continue
                 raise AssertionError(f"{listing.__name__} listed a name of type {type(bad).__name__}")
+            with v.json_listing() as built:  # SQLite's text is refused: `secret list --json` lists (and refuses) by row
+                assert built is None
         finally:
             v.close()

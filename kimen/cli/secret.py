@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..store import SecretInfo
+    from ..vault.listing import JsonListing
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -298,13 +299,10 @@ def cmd_list(inv: Invocation) -> Result | int:
         if not (inv.json or a.long):
             return Result("list", vault.list_names(a.prefix), {})
         if inv.json:
-            built = vault.list_json(a.prefix)  # SQLite writes the arrays (100k rows)
-            pieces = _envelope(*built) if built is not None else _list_json(vault.list_rows(a.prefix))
-            if pieces is not None:
-                from ..output import write_bytes
-
-                write_bytes(*pieces, b"\n")  # in pieces: 12 MB are never copied into one text
-                return 0
+            with vault.json_listing(a.prefix) as listing:
+                if listing is not None:
+                    _write_listing(listing)
+                    return 0
         infos = vault.list(a.prefix)
     return _list_result(inv, infos)
 
@@ -316,34 +314,22 @@ def _list_result(inv: Invocation, infos: list[SecretInfo]) -> Result:
     return Result("list", [f"{i.name}\t{i.revision}\t{i.size}\t{i.updated_at}" for i in infos], {})
 
 
-def _list_json(rows: list[tuple[Any, ...]]) -> list[bytes] | None:
-    """The envelope of `secret list --json`, written directly: a name is ASCII letters, digits and
-    `_.-`, a time RFC 3339, a revision and a size whole numbers, so no value needs escaping. The
-    text is exactly what `output.dumps` writes for the same fields, in UTF-8 pieces (`_envelope`);
-    None when any stored value is not of that shape (a tampered file): the general encoder then
-    writes it."""
-    names = [row[0] for row in rows]
-    texts = [*names, *(row[3] for row in rows), *(row[4] for row in rows)]
-    if not all(type(t) is str for t in texts) or not all(type(row[1]) is int and type(row[2]) is int
-                                                          for row in rows):
-        return None
-    joined = "".join(texts)
-    if not (joined.isascii() and joined.isprintable()) or '"' in joined or "\\" in joined:
-        return None
-    secrets = ",".join(f'{{"name":"{n}","revision":{r},"size":{s},"created_at":"{c}","updated_at":"{u}"}}'
-                       for n, r, s, c, u in rows)
-    quoted = '","'.join(names)
-    listed = f'"{quoted}"' if names else ""
-    return _envelope(f"[{listed}]".encode(), f"[{secrets}]".encode(), len(rows))
-
-
-def _envelope(names: bytes, secrets: bytes, count: int) -> list[bytes]:
-    """The `secret list --json` envelope around the arrays, as `output.dumps` writes it, in the
-    pieces that joined make the document."""
-    from ..output import dumps, success_envelope
+def _write_listing(listing: JsonListing) -> None:
+    """The `secret list --json` envelope around SQLite's arrays, as `output.dumps` writes it,
+    written a slice of objects at a time (100k rows: 13 MB never held at once). A slice SQLite
+    could not write as the general encoder would comes as rows and is encoded here."""
+    from ..output import dumps, success_envelope, write_bytes
+    from ..store import SecretInfo
 
     head = dumps(success_envelope("list", {}))  # {"ok":true,...,"warnings":[...]}
-    return [f'{head[:-1]},"names":'.encode(), names, f',"count":{count},"secrets":'.encode(), secrets, b"}"]
+    write_bytes(f'{head[:-1]},"names":'.encode(), listing.names, f',"count":{listing.count},"secrets":['.encode())
+    comma = b""
+    for part in listing.objects():
+        text = part if isinstance(part, bytes) else ",".join(dumps(SecretInfo(*row).as_json()) for row in part).encode()
+        if text:
+            write_bytes(comma, text)
+            comma = b","
+    write_bytes(b"]}\n")
 
 
 def cmd_rm(inv: Invocation) -> Result:

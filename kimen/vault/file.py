@@ -21,6 +21,7 @@ import stat
 
 from .. import errors
 from ..store import HistoryEntry, SecretHistory, SecretInfo, VaultMeta
+from .listing import ROW_COLUMNS, JsonListing, sorted_select
 from .schema import (
     APPLICATION_ID,
     FORMAT,
@@ -154,51 +155,23 @@ class VaultFile:
         )
 
     def list(self, prefix: str | None = None) -> builtins.list[SecretInfo]:
-        return [SecretInfo(*row) for row in self._select_sorted("name, revision, size, created_at, updated_at", prefix)]
-
-    def list_rows(self, prefix: str | None = None) -> builtins.list[tuple[Any, ...]]:
-        """`list()` as plain rows `(name, revision, size, created_at, updated_at)`, as stored: for a
-        caller that writes them out at once (`secret list --json` on 100k rows) and checks them."""
-        return self._select_sorted("name, revision, size, created_at, updated_at", prefix)
+        return [SecretInfo(*row) for row in self._select_sorted(ROW_COLUMNS, prefix)]
 
     def list_names(self, prefix: str | None = None) -> builtins.list[str]:
         """Just the sorted names: `secret list` without `--long` or `--json` (cheap on 100k rows)."""
         return [row[0] for row in self._select_sorted("name", prefix)]
 
-    def list_json(self, prefix: str | None = None) -> tuple[bytes, bytes, int] | None:
-        """`list()` as JSON built by SQLite, for `secret list --json` on 100k rows: the array of
-        names, the array of `{"name","revision","size","created_at","updated_at"}` objects (in
-        that key order, compact), both as UTF-8 bytes (12 MB at 100k rows, never decoded), and the
-        count. The rows reach the aggregates in the order of the primary key's index, by name:
-        `INDEXED BY` makes the plan scan that index or fail (then the caller reads the rows), and
-        no `ORDER BY` subquery is needed (its co-routine cost 12 of 70 ms at 100k rows).
-
-        None when a row is not of the stored shape (a tampered file) or a text needed an escape:
-        the caller then encodes the rows itself. Checked without a per-row test: a blob makes
-        `json_object` fail; a revision or size that is real or NULL shows in `sum`/`count`; any
-        name or time that is not text, or a revision or size that is text, changes the number of
-        `"` (16 per object, 2 per name); an escape shows as a backslash."""
-        where, params = _name_range(prefix)
-        sql = ("SELECT CAST(json_group_array(name) AS BLOB), CAST(json_group_array(json_object('name', name,"
-               " 'revision', revision, 'size', size, 'created_at', created_at, 'updated_at', updated_at)) AS BLOB),"
-               " count(*),"
-               " typeof(sum(revision)), typeof(sum(size)), count(revision), count(size)"
-               f" FROM secrets INDEXED BY sqlite_autoindex_secrets_1{where}")
-        try:
-            names, secrets, count, rev_type, size_type, revs, sizes = self._conn.execute(sql, params).fetchone()
-        except sqlite3.Error:
-            return None  # a blob, an overflowing sum: the row-by-row path decides
-        whole = count == 0 or (rev_type == size_type == "integer" and revs == sizes == count)
-        if not (whole and names.count(b'"') == 2 * count and secrets.count(b'"') == 16 * count):
-            return None
-        if not (names.isascii() and secrets.isascii()) or b"\\" in names or b"\\" in secrets:
-            return None
-        return names, secrets, count
+    @contextlib.contextmanager
+    def json_listing(self, prefix: str | None = None) -> Iterator[JsonListing | None]:
+        """`secret list --json`'s arrays as SQLite writes them, read in one snapshot while the
+        caller writes them out (`kimen.vault.listing`); None when a name is not plain text."""
+        with self.reading() as conn:
+            yield JsonListing.read(conn, prefix)
 
     def _select_sorted(self, columns: str, prefix: str | None) -> builtins.list[tuple[Any, ...]]:
         if prefix and not prefix.isascii():
             return []  # names are ASCII: nothing can start with this prefix
-        sql, params = _sorted_select(columns, prefix)
+        sql, params = sorted_select(columns, prefix)
         try:
             rows = self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -407,22 +380,6 @@ class VaultFile:
         from . import backup
 
         backup.restore(source._conn, self._conn, self.path)
-
-
-def _sorted_select(columns: str, prefix: str | None) -> tuple[str, tuple[Any, ...]]:
-    """SELECT `columns` of the secrets whose name starts with `prefix` (all without one), by name."""
-    where, params = _name_range(prefix)
-    return f"SELECT {columns} FROM secrets{where} ORDER BY name", params
-
-
-def _name_range(prefix: str | None) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE clause ("" without a prefix) and its parameters for the names starting with
-    `prefix`: a range on the primary key (every ASCII name starting with `prefix` sorts below
-    prefix + U+10FFFF), then the exact test."""
-    if not prefix:
-        return "", ()
-    return (" WHERE name >= ? AND name < ? AND substr(name, 1, ?) = ?",
-            (prefix, prefix + "\U0010ffff", len(prefix), prefix))
 
 
 def _typed(row: Sequence[Any], types: tuple[type, ...]) -> bool:
