@@ -26,7 +26,7 @@ _OBJECTS = ("SELECT CAST(group_concat(json_object('name', name, 'revision', revi
             " sum(coalesce(revision + size, 0.5))" + _SCAN)
 
 
-def name_tests(prefix: str | None) -> tuple[list[str], tuple[Any, ...]]:
+def _name_tests(prefix: str | None) -> tuple[list[str], tuple[Any, ...]]:
     """The tests and parameters that pick the names starting with `prefix` (none without one): a
     range on the primary key (every ASCII name starting with `prefix` sorts below prefix +
     U+10FFFF), then the exact test."""
@@ -35,14 +35,14 @@ def name_tests(prefix: str | None) -> tuple[list[str], tuple[Any, ...]]:
     return ["name >= ?", "name < ?", "substr(name, 1, ?) = ?"], (prefix, prefix + "\U0010ffff", len(prefix), prefix)
 
 
-def where(tests: list[str]) -> str:
+def _where(tests: list[str]) -> str:
     return f" WHERE {' AND '.join(tests)}" if tests else ""
 
 
 def sorted_select(columns: str, prefix: str | None) -> tuple[str, tuple[Any, ...]]:
     """SELECT `columns` of the secrets whose name starts with `prefix` (all without one), by name."""
-    tests, params = name_tests(prefix)
-    return f"SELECT {columns} FROM secrets{where(tests)} ORDER BY name", params
+    tests, params = _name_tests(prefix)
+    return f"SELECT {columns} FROM secrets{_where(tests)} ORDER BY name", params
 
 
 def _plain(text: bytes, quotes: int) -> bool:
@@ -65,9 +65,9 @@ class JsonListing:
 
     @classmethod
     def read(cls, conn: sqlite3.Connection, prefix: str | None) -> JsonListing | None:
-        tests, params = name_tests(prefix)
+        tests, params = _name_tests(prefix)
         try:
-            names, count = conn.execute(_NAMES + where(tests), params).fetchone()
+            names, count = conn.execute(_NAMES + _where(tests), params).fetchone()
         except sqlite3.Error:
             return None  # a blob name; or no such index (the rows path decides)
         return cls(conn, names, count, prefix) if _plain(names, 2 * count) else None
@@ -81,19 +81,19 @@ class JsonListing:
         sum real; the rest shows in `_plain`."""
         cuts = self._cuts()
         for low, high in zip([None, *cuts], [*cuts, None], strict=True):
-            tests, params = name_tests(self._prefix)
+            tests, params = _name_tests(self._prefix)
             if low is not None:
                 tests, params = [*tests, "name >= ?"], (*params, low)
             if high is not None:
                 tests, params = [*tests, "name < ?"], (*params, high)
             try:
-                text, count, total = self._conn.execute(_OBJECTS + where(tests), params).fetchone()
+                text, count, total = self._conn.execute(_OBJECTS + _where(tests), params).fetchone()
             except sqlite3.Error:
                 text = None
             if text is not None and type(total) is int and _plain(text, 16 * count):
                 yield text
             else:
-                yield self._conn.execute(f"SELECT {ROW_COLUMNS} FROM secrets{where(tests)} ORDER BY name",
+                yield self._conn.execute(f"SELECT {ROW_COLUMNS} FROM secrets{_where(tests)} ORDER BY name",
                                          params).fetchall()
 
     def _cuts(self) -> list[str]:
