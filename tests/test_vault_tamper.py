@@ -116,3 +116,43 @@ def test_a_name_of_another_type_fails_the_key_free_listing(tmp_path):
                 assert built is None
         finally:
             v.close()
+
+
+def test_a_header_column_of_another_type_is_not_a_vault(tmp_path):
+    """A byte change can give any column of the `vault` row another type, or make a counter
+    negative. Each is invalid_vault_file when the vault opens, never a `bytes(n)` of a number (2**62
+    zero bytes was a MemoryError), a blob compared as a number or a negative generation packed
+    into a MAC (internal errors before)."""
+    import shutil
+    import sqlite3
+
+    from kimen.vault.schema import HEADER_COLUMNS
+
+    base = str(tmp_path / "base.db")
+    store = vault.create_vault(base, Sensitive(PW), SMALL).unlock(Sensitive(PW))
+    store.write([Change("set", name, value) for name, value in VALUES.items()])
+    store.close()
+    columns = [c.strip() for c in HEADER_COLUMNS.split(",")]
+    COUNTERS = {"kdf_version", "key_epoch", "generation", "bundle_high_generation"}
+    tried = 0
+    for column in columns:
+        for bad in (b"\x01\x02", 1.5, "x", 2**62, -1):
+            path = str(tmp_path / f"{column}-{type(bad).__name__}-{tried}.db")
+            shutil.copy(base, path)
+            conn = sqlite3.connect(path)
+            with conn:
+                conn.execute(f"UPDATE vault SET {column}=?", (bad,))
+                stored = conn.execute(f"SELECT {column} FROM vault").fetchone()[0]
+            conn.close()
+            with sqlite3.connect(base) as pristine:
+                kept = pristine.execute(f"SELECT {column} FROM vault").fetchone()[0]
+            pristine.close()
+            if type(stored) is type(kept) and not (column in COUNTERS and stored < 0):
+                continue  # a value of the right type (the KDF parameters' range is checked before argon2 runs)
+            tried += 1
+            try:
+                vault.Vault.open(path).close()
+            except errors.InvalidVaultFile:
+                continue
+            raise AssertionError(f"vault.{column}={bad!r} opened")
+    assert tried > 50, tried  # 56: each column with every value its affinity keeps of another type

@@ -136,7 +136,7 @@ class VaultFile:
             raise errors.InvalidVaultFile(path=self.path)
         try:
             return Header(rows[0])
-        except (TypeError, ValueError, IndexError):
+        except ValueError:  # a column of another type (`Header`)
             raise errors.InvalidVaultFile(path=self.path) from None
 
     def meta(self) -> VaultMeta:

@@ -112,6 +112,8 @@ HEADER_COLUMNS = (
     "kdf_salt, wrap_nonce, wrapped_key, wrap_id, key_epoch, generation, rows_mac, meta_mac, "
     "bundle_high_generation"
 )
+# The SQLite type of each column of `HEADER_COLUMNS`, in order (TEXT str, BLOB bytes, INTEGER int).
+_HEADER_TYPES = (str, bytes, str, str, int, int, int, int, bytes, bytes, bytes, bytes, int, int, bytes, bytes, int)
 # Columns read for a row's ciphertext. CAST keeps a tampered row stored with another type (TEXT,
 # INTEGER) readable as bytes and IFNULL a NULL one, so it fails authentication (naming the secret)
 # instead of raising a decoding or type error.
@@ -139,19 +141,23 @@ class Header:
     wrapped_key: bytes
 
     def __init__(self, row: Sequence[Any]) -> None:
-        """From the columns of `HEADER_COLUMNS`, in order (`TypeError`, `ValueError` or
-        `IndexError` when a column has the wrong type)."""
+        """From the columns of `HEADER_COLUMNS`, in order. `ValueError` when a column is missing or
+        holds another SQLite type than the schema's, or a counter is negative: a byte change can
+        do either, and a blob read as a number (or a number as `bytes(n)`) must not reach the MACs."""
+        if not (len(row) == len(_HEADER_TYPES) and all(type(v) is t for v, t in zip(row, _HEADER_TYPES, strict=False))
+                and min(row[4], row[12], row[13], row[16]) >= 0):
+            raise ValueError("vault header")
         self.format = row[0]
-        self.vault_id = bytes(row[1])
+        self.vault_id = row[1]
         self.created_at = row[2]
         self.kdf = KdfParams(memory_kib=row[5], time=row[6], parallelism=row[7], alg=row[3])
         self.kdf_version = row[4]
-        self.salt = bytes(row[8])
-        self.wrap_nonce = bytes(row[9])
-        self.wrapped_key = bytes(row[10])
-        self.wrap_id = bytes(row[11])
+        self.salt = row[8]
+        self.wrap_nonce = row[9]
+        self.wrapped_key = row[10]
+        self.wrap_id = row[11]
         self.key_epoch = row[12]
         self.generation = row[13]
-        self.rows_mac = bytes(row[14])
-        self.meta_mac = bytes(row[15])
+        self.rows_mac = row[14]
+        self.meta_mac = row[15]
         self.bundle_high_generation = row[16]
