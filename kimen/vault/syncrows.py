@@ -46,6 +46,18 @@ def row_state(row: Sequence[object]) -> SyncState:
         raise errors.SyncBaselineTampered(remote=str(row[0])) from None
 
 
+def baseline_rows(conn: sqlite3.Connection, remote: str) -> list[tuple[str, int, bytes]]:
+    """`remote`'s baseline rows (name, seq, digest). `SyncBaselineTampered` when a byte change gave
+    one another type or a negative seq: its MAC could not even be computed (`int(b'..')`, a
+    negative `struct.pack`), let alone verified."""
+    rows = conn.execute("SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?",
+                        (remote,)).fetchall()
+    if not all(type(name) is str and type(digest) is bytes and type(seq) is int and seq >= 0
+               for name, digest, seq in rows):
+        raise errors.SyncBaselineTampered(remote=remote)
+    return [(name, seq, digest) for name, digest, seq in rows]
+
+
 def revision_rows(conn: sqlite3.Connection, scope: Scope) -> list[tuple[str, int, bytes]]:
     """(name, revision, SHA-256(nonce || ciphertext)) of the rows in `scope`, sorted by name."""
     import hashlib  # here: it loads OpenSSL, which `sync status` does without
@@ -131,8 +143,10 @@ class Rotation:
                 state = row_state(row)
             except errors.SyncBaselineTampered:
                 continue  # stays tampered: its MAC cannot verify under the new key either
-            rows = [(str(name), int(seq), bytes(digest)) for name, digest, seq in conn.execute(
-                "SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?", (state.remote,))]
+            try:
+                rows = baseline_rows(conn, state.remote)
+            except errors.SyncBaselineTampered:
+                continue  # stays tampered, as above
             expected = state_mac(self.old_sync, state, baseline_acc(self.old_sync, rows))
             if not isinstance(row[16], (bytes, memoryview)) or not hmac.compare_digest(bytes(row[16]), expected):
                 continue

@@ -25,7 +25,15 @@ from __future__ import annotations
 from .. import errors
 from ..durations import format_time
 from ..sync.base import Scope, SyncState
-from .syncrows import STATE_COLUMNS, local_revision, recorded_local_rev, revision_rows, row_state, rows_stamp
+from .syncrows import (
+    STATE_COLUMNS,
+    baseline_rows,
+    local_revision,
+    recorded_local_rev,
+    revision_rows,
+    row_state,
+    rows_stamp,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,8 +111,7 @@ class VaultSyncState:
             generation = self.vault.header().generation
             row = conn.execute(f"SELECT {STATE_COLUMNS}, state_mac FROM sync_state WHERE remote=?",
                                (remote,)).fetchone()
-            rows = [(str(name), int(seq), bytes(digest)) for name, digest, seq in conn.execute(
-                "SELECT name, CAST(digest AS BLOB), seq FROM sync_baseline WHERE remote=?", (remote,))]
+            rows = baseline_rows(conn, remote)
         if row is None:
             if rows:
                 raise errors.SyncBaselineTampered(remote=remote)
