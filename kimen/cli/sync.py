@@ -389,6 +389,30 @@ def _clear_baseline(inv: Invocation, name: str) -> bool:
 
 
 def _select(inv: Invocation, config: Config, vault: Vault | None) -> dict[str, Any]:
+    """The remote a sync command acts on (`--remote`, KIMEN_REMOTE, the one with a sync state, `origin`,
+    the only one), its fields checked."""
+    remote = _choose(inv, config, vault)
+    for key in _FIELDS:  # a hand-edited config can give a field any JSON type, or drop the path
+        value = remote.get(key)
+        if value is not None and not isinstance(value, str):
+            detail = f"a JSON {_json_kind(value)}, not text"
+        elif key == "path" and not value:
+            detail = "missing"
+        else:
+            continue
+        name = remote["name"][:64]
+        raise errors.InvalidConfigValue(field=f"remotes[{name}].{key}", path=config.path, detail=detail,
+                                        hint=f"`kimen remote set {name} --{key.replace('_', '-')} VALUE`, "
+                                             "or edit the file")
+    return remote
+
+
+def _json_kind(value: Any) -> str:
+    kinds = ((bool, "boolean"), (int, "number"), (float, "number"), (list, "array"), (dict, "object"))
+    return next((kind for t, kind in kinds if isinstance(value, t)), type(value).__name__)
+
+
+def _choose(inv: Invocation, config: Config, vault: Vault | None) -> dict[str, Any]:
     remotes = _remotes(config)
     wanted = getattr(inv.options, "remote", None)
     if wanted:
