@@ -118,8 +118,8 @@ def refuse_unsafe_target(path: str, unsafe: type[KimenError] | None = None, *, d
     `unsafe` defaults to `UnsafeOutputPath`."""
     try:
         st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
+    except OSError:
+        return  # absent, or not reachable (a name too long, a loop, no search permission): the write says why
     unsafe = unsafe or errors.UnsafeOutputPath
     if stat.S_ISLNK(st.st_mode):
         raise unsafe(path=shown or path, problem="is a symlink")

@@ -234,6 +234,7 @@ def cmd_log(inv: Invocation) -> int:
     args = inv.options
     if args.limit is not None and args.limit < 0:
         raise errors.UsageError(detail="--limit must be 0 or more")
+    limit = None if args.limit is not None and args.limit > 1 << 32 else args.limit  # more than any log holds: all
     since = parse_since(args.since) if args.since is not None else None
     reader = LogReader(paths.audit_log(inv.env), Selection(since=since, grant=args.grant, name=args.name))
 
@@ -242,13 +243,13 @@ def cmd_log(inv: Invocation) -> int:
             return
         print_lines([dumps(r) for r in records] if inv.json else human_lines(records))
 
-    if args.limit == 0:
+    if limit == 0:
         return 0
     if not args.follow:
-        show(reader.scan(args.limit))
+        show(reader.scan(limit))
         return 0
     try:
-        for record in reader.follow(args.limit):
+        for record in reader.follow(limit):
             show([record])
     except KeyboardInterrupt:
         return 0
