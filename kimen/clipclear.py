@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
         tool = Tool.from_json(message["tool"])
         key, expected = bytes.fromhex(message["key"]), bytes.fromhex(message["digest"])
         seconds = min(max(int(message["seconds"]), 0), MAX_CLEAR_SECONDS)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return 2
     finally:
         os.close(fd)

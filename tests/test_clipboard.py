@@ -12,6 +12,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,6 +191,20 @@ def test_clear_helper_with_an_empty_clipboard_does_nothing(wayland):
     pid = clipboard.start_clear(tool, VALUE, 1, wayland.env)
     os.waitpid(pid, 0)
     assert wayland.events() == ["paste"]
+
+
+@pytest.mark.parametrize("message", [b"", b"not json", b"[" * 100_000 + b"]" * 100_000,
+                                     b'{"tool": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"])
+def test_clear_helper_refuses_a_malformed_message(message, tmp_path):
+    """A message it cannot read (nested too deep included) ends the helper with 2, clearing nothing."""
+    (tmp_path / "message").write_bytes(message)
+    fd = os.open(tmp_path / "message", os.O_RDONLY)
+    try:
+        done = subprocess.run([sys.executable, "-m", "kimen.clipclear", "--fd", str(fd)],
+                              pass_fds=(fd,), capture_output=True, timeout=30)
+    finally:
+        os.close(fd)
+    assert done.returncode == 2 and done.stderr == b""
 
 
 def test_tool_failures_are_clipboard_failed(wayland):

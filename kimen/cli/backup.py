@@ -143,7 +143,7 @@ def made_by(vault_path: str) -> dict[str, str]:
         try:
             doc = json.loads(line)
             found[str(doc["path"])] = str(doc["made_by"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a line edited outside kimen
             continue
     return found
 

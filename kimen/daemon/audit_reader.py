@@ -181,7 +181,7 @@ class LogReader:
                 continue
             try:  # UTF-8 only: json.loads would guess UTF-16 or UTF-32 from the first bytes
                 record = json.loads(raw.decode("utf-8"))
-            except ValueError:  # UnicodeDecodeError included
+            except (ValueError, RecursionError):  # UnicodeDecodeError included; nested too deep
                 record = None
             if not isinstance(record, dict):
                 self.skipped += 1
