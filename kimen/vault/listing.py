@@ -23,7 +23,7 @@ _SCAN = " FROM secrets INDEXED BY sqlite_autoindex_secrets_1"  # the primary key
 _NAMES = "SELECT CAST(json_group_array(name) AS BLOB), count(*)" + _SCAN
 _OBJECTS = ("SELECT CAST(group_concat(json_object('name', name, 'revision', revision, 'size', size,"
             " 'created_at', created_at, 'updated_at', updated_at)) AS BLOB), count(*),"
-            " sum(coalesce(revision + size, 0.5))" + _SCAN)
+            " sum(coalesce(abs(revision) + abs(size), 0.5))" + _SCAN)
 
 
 def _name_tests(prefix: str | None) -> tuple[list[str], tuple[Any, ...]]:
@@ -77,8 +77,10 @@ class JsonListing:
         slice at a time: SQLite's compact text of the slice (objects joined by commas), or, when
         that text would differ from the general encoder's (a revision or size not an integer, a
         time not text or needing an escape: a tampered file), the slice's rows as stored, for the
-        caller to encode. A blob makes `json_object` fail; a real or NULL revision or size makes the
-        sum real; the rest shows in `_plain`."""
+        caller to encode. A blob makes `json_object` fail; a revision or size that is not an
+        integer makes the sum real (`abs` of a text or a blob is real, even of "1", which `+`
+        alone would take as the integer 1), and a NULL does through `coalesce`. With both integers,
+        the quote count of `_plain` is exact for the times: a time that is not text lacks its two."""
         cuts = self._cuts()
         for low, high in zip([None, *cuts], [*cuts, None], strict=True):
             tests, params = _name_tests(self._prefix)

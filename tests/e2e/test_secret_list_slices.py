@@ -49,3 +49,27 @@ def test_a_field_of_another_type_is_tampered(kimen, column, bad):
     kimen.fail(15, "vault_tampered", "secret", "list")
     kimen.fail(15, "vault_tampered", "secret", "list", "--match", "app.*")
     assert "app.b" in kimen.ok("secret", "list", "--long").stdout  # the human listing shows what is stored
+
+
+def test_two_changed_fields_whose_quotes_cancel_out_are_tampered(kimen):
+    """A text "1" revision adds two quotes to SQLite's text and a number time takes two away: the
+    row is still refused. The columns' types are removed first, as a byte change can (a text "1"
+    would otherwise be stored as the integer 1)."""
+    kimen.init_vault()
+    for name in ("app.a", "app.b", "app.c"):
+        kimen.set(name, "v")
+    conn = sqlite3.connect(kimen.vault)
+    with conn:
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("UPDATE sqlite_schema SET sql=replace(replace(sql, 'INTEGER', ''), 'TEXT', '')"
+                     " WHERE name='secrets'")
+    conn.close()
+    conn = sqlite3.connect(kimen.vault)
+    with conn:
+        conn.execute("UPDATE secrets SET revision='1', created_at=5 WHERE name='app.b'")
+    assert conn.execute("SELECT typeof(revision), typeof(created_at) FROM secrets WHERE name='app.b'").fetchone() \
+        == ("text", "integer")
+    conn.close()
+    kimen.fail(15, "vault_tampered", "secret", "list")
+    kimen.fail(15, "vault_tampered", "secret", "list", "--match", "app.*")
+    assert "app.b" in kimen.ok("secret", "list", "--long").stdout
