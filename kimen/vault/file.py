@@ -21,7 +21,7 @@ import stat
 
 from .. import errors
 from ..store import HistoryEntry, SecretHistory, SecretInfo, VaultMeta
-from .listing import ROW_COLUMNS, JsonListing, sorted_select
+from .listing import ROW_COLUMNS, SCAN_CACHE_PAGES, JsonListing, sorted_select
 from .schema import (
     APPLICATION_ID,
     FORMAT,
@@ -166,7 +166,11 @@ class VaultFile:
         """`secret list --json`'s arrays as SQLite writes them, read in one snapshot while the
         caller writes them out (`kimen.vault.listing`); None when a name is not plain text."""
         with self.reading() as conn:
-            yield JsonListing.read(conn, prefix)
+            conn.execute(f"PRAGMA cache_size={SCAN_CACHE_PAGES}")
+            try:
+                yield JsonListing.read(conn, prefix)
+            finally:
+                conn.execute("PRAGMA cache_size=-2000")  # SQLite's default, for what the handle does next
 
     def _select_sorted(self, columns: str, prefix: str | None) -> builtins.list[tuple[Any, ...]]:
         if prefix and not prefix.isascii():

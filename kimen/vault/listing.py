@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 SLICE_ROWS = 4096  # names per slice of the objects: about 500 kB of JSON
+# The page cache while the JSON listing reads (pages): a one-pass scan reads each page once, so a
+# larger cache (SQLite's default is 2 MB) only makes a fresh process fault in more new memory.
+SCAN_CACHE_PAGES = 128
 ROW_COLUMNS = "name, revision, size, created_at, updated_at"
 _SCAN = " FROM secrets INDEXED BY sqlite_autoindex_secrets_1"  # the primary key's index, by name, or fail
 _NAMES = "SELECT CAST(json_group_array(name) AS BLOB), count(*)" + _SCAN
