@@ -90,7 +90,8 @@ def _stored(v, prefix):
     ("a/b", 1, 1, "t", "t"), (7, 1, 1, "t", "t"), ("a", "3", 1, "t", "t"), ("a", 1, 2.5, "t", "t"),
     ("a", 1, 1, "t", 7.5), ("a", 2**63 - 1, 1, "t", "t"), ("a", 1, "x", "t", "t"), ("a", 1, 1, "t", "a\tb"),
     ("a", None, 1, "t", "t"), ("a", 1, None, "t", "t"), ("a", 1, 1, None, "t"), ("a", float("inf"), 1, "t", "t"),
-    ("a", 1, 1, "t", "é"), ("a", 2**63 - 1, 2, "t", "t"),
+    ("a", 1, 1, "t", "é"), ("a", 2**63 - 1, 2, "t", "t"), ("a", 1, 1, "t", None), ("a", 1, 1, 2.5, "t"),
+    ("a", 1, 1, "", ""),
     # two changes whose quote counts cancel out: a text number where a number belongs, and a time
     # that is not text
     ("a", "1", 1, None, "t"), ("a", 1, "2", "t", 5), ("a", "1", "2", 3, 4.5),
@@ -122,7 +123,8 @@ def test_the_listing_is_the_general_encoding(tmp_path, monkeypatch, capsysbinary
 
 
 @pytest.mark.parametrize("odd", [("a", 1.5, 1, "t", "t"), ("a", 1, "x", "t", "t"), ("a", None, 1, "t", "t"),
-                                 ("a", 1, 1, "t", "a\tb"), ("a", 1, 1, "t", b"t"), ("a", float("inf"), 1, "t", "t")])
+                                 ("a", 1, 1, "t", "a\tb"), ("a", 1, 1, "t", b"t"), ("a", float("inf"), 1, "t", "t"),
+                                 ("a", 1, 1, 5, "t"), ("a", 1, 1, "t", None)])
 def test_only_the_slice_sqlite_cannot_write_comes_as_rows(tmp_path, monkeypatch, capsysbinary, odd):
     """That slice is encoded here, or refused as vault_tampered when a field is not of its stored
     type: JSON readers rely on the types (a blob made this an internal error)."""

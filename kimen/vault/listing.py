@@ -25,8 +25,9 @@ ROW_COLUMNS = "name, revision, size, created_at, updated_at"
 _SCAN = " FROM secrets INDEXED BY sqlite_autoindex_secrets_1"  # the primary key's index, by name, or fail
 _NAMES = "SELECT CAST(json_group_array(name) AS BLOB), count(*)" + _SCAN
 _OBJECTS = ("SELECT CAST(group_concat(json_object('name', name, 'revision', revision, 'size', size,"
-            " 'created_at', created_at, 'updated_at', updated_at)) AS BLOB), count(*),"
-            " sum(coalesce(abs(revision) + abs(size), 0.5))" + _SCAN)
+            " 'created_at', created_at, 'updated_at', updated_at)) AS BLOB),"
+            " sum(coalesce(abs(revision) + abs(size), 0.5)"
+            " + CASE WHEN created_at >= '' AND updated_at >= '' THEN 0 ELSE 0.5 END)" + _SCAN)
 
 
 def _name_tests(prefix: str | None) -> tuple[list[str], tuple[Any, ...]]:
@@ -48,11 +49,10 @@ def sorted_select(columns: str, prefix: str | None) -> tuple[str, tuple[Any, ...
     return f"SELECT {columns} FROM secrets{_where(tests)} ORDER BY name", params
 
 
-def _plain(text: bytes, quotes: int) -> bool:
-    """Whether SQLite's JSON `text` is what the general encoder writes for the same rows: every
-    name and time was text (`quotes` marks in all: 2 per name, 16 per object; a number or NULL has
-    none, a text revision or size adds two), none needed an escape, all is ASCII."""
-    return text.count(b'"') == quotes and text.isascii() and b"\\" not in text
+def _unescaped(text: bytes) -> bool:
+    """Whether SQLite's JSON `text` needed no escape and is all ASCII: the general encoder (which
+    writes UTF-8 as it is) then writes the same strings."""
+    return text.isascii() and b"\\" not in text
 
 
 class JsonListing:
@@ -73,17 +73,20 @@ class JsonListing:
             names, count = conn.execute(_NAMES + _where(tests), params).fetchone()
         except sqlite3.Error:
             return None  # a blob name; or no such index (the rows path decides)
-        return cls(conn, names, count, prefix) if _plain(names, 2 * count) else None
+        # Two quotes a name: a name that is not text (a number, NULL) has none.
+        plain = names.count(b'"') == 2 * count and _unescaped(names)
+        return cls(conn, names, count, prefix) if plain else None
 
     def objects(self) -> Iterator[bytes | list[tuple[Any, ...]]]:
         """The `{"name","revision","size","created_at","updated_at"}` objects in name order, a
         slice at a time: SQLite's compact text of the slice (objects joined by commas), or, when
         that text would differ from the general encoder's (a revision or size not an integer, a
         time not text or needing an escape: a tampered file), the slice's rows as stored, for the
-        caller to encode. A blob makes `json_object` fail; a revision or size that is not an
-        integer makes the sum real (`abs` of a text or a blob is real, even of "1", which `+`
-        alone would take as the integer 1), and a NULL does through `coalesce`. With both integers,
-        the quote count of `_plain` is exact for the times: a time that is not text lacks its two."""
+        caller to encode. A blob makes `json_object` fail. Any other field of the wrong type makes
+        the sum real: a revision or size that is not an integer through `abs` (real for a text or
+        a blob, even for "1", which `+` alone would take as the integer 1) or, when NULL, through
+        `coalesce`; a time that is not text through the `CASE` (every text sorts at or above '',
+        every number below it, and a comparison with NULL is not true)."""
         cuts = self._cuts()
         for low, high in zip([None, *cuts], [*cuts, None], strict=True):
             tests, params = _name_tests(self._prefix)
@@ -92,10 +95,10 @@ class JsonListing:
             if high is not None:
                 tests, params = [*tests, "name < ?"], (*params, high)
             try:
-                text, count, total = self._conn.execute(_OBJECTS + _where(tests), params).fetchone()
+                text, total = self._conn.execute(_OBJECTS + _where(tests), params).fetchone()
             except sqlite3.Error:
                 text = None
-            if text is not None and type(total) is int and _plain(text, 16 * count):
+            if text is not None and type(total) is int and _unescaped(text):
                 yield text
             else:
                 yield self._conn.execute(f"SELECT {ROW_COLUMNS} FROM secrets{_where(tests)} ORDER BY name",
