@@ -92,8 +92,8 @@ def _stored(v, prefix):
     ("a", None, 1, "t", "t"), ("a", 1, None, "t", "t"), ("a", 1, 1, None, "t"), ("a", float("inf"), 1, "t", "t"),
     ("a", 1, 1, "t", "é"), ("a", 2**63 - 1, 2, "t", "t"), ("a", 1, 1, "t", None), ("a", 1, 1, 2.5, "t"),
     ("a", 1, 1, "", ""),
-    # two changes whose quote counts cancel out: a text number where a number belongs, and a time
-    # that is not text
+    # two changes a quote count of the text would let through (their quotes cancel out): a text
+    # number where a number belongs, and a time that is not text
     ("a", "1", 1, None, "t"), ("a", 1, "2", "t", 5), ("a", "1", "2", 3, 4.5),
 ])
 def test_the_listing_is_the_general_encoding(tmp_path, monkeypatch, capsysbinary, odd, slice_rows):
