@@ -578,20 +578,33 @@ def _reading(session: Session) -> Progress:
     return Progress(f"reading the head of {session.remote['name']}")
 
 
-def next_command(action: str, remote: str) -> str | None:
+RESTORE_ACTION = "sync_reset_baseline_or_remote_recreate"  # the head is gone: an admin restores it
+
+
+def next_command(action: str, remote: str, role: str | None = None) -> str | None:
+    """The command line that carries out `action`; none when there is none for this `role` (only an
+    admin can put back a head that disappeared)."""
+    if action == RESTORE_ACTION:
+        return f"kimen sync push --remote {remote} --restore-head --yes" if role == "admin" else None
     commands = {
         "sync_init": f"kimen sync init {remote}", "sync_pull": f"kimen sync pull --remote {remote}",
         "sync_pull_reconcile": f"kimen sync pull --remote {remote} --reconcile",
         "sync_pull_mirror": f"kimen sync pull --remote {remote} --mirror",
         "sync_push": f"kimen sync push --remote {remote}", "manual_reconcile": f"kimen sync changes --remote {remote}",
         "wait_or_sync_unlock": f"kimen sync unlock --remote {remote}",
-        "sync_reset_baseline_or_remote_recreate": f"kimen sync reset-baseline --remote {remote} --to-remote --yes",
         "configure_remote_identity": f"kimen remote set {remote} --identity FILE",
         "vault_init": "kimen vault init", "doctor": "kimen doctor",
         "sync_members_ack": f"kimen sync members ack --remote {remote}",
         "sync_rotate": f"kimen sync rotation --remote {remote}",
     }
     return commands.get(action)
+
+
+def next_line(action: str, command: str | None, remote: str) -> str:
+    """The human `next:` line: the command, what to ask an admin for, or nothing to do."""
+    if command is None and action == RESTORE_ACTION:
+        return f"next: ask an admin to put the head back (`kimen sync push --remote {remote} --restore-head --yes`)"
+    return f"next: {command or 'nothing to do'}"
 
 
 def _names(label: str, names: list[str]) -> list[str]:
@@ -697,9 +710,7 @@ def status_result(inv: Invocation, session: Session) -> Result:
         "in_sync": status.in_sync, "can_push": status.can_push, "needs_pull": status.needs_pull,
         "local_changed": status.local_changed,
         "blockers": status.blockers, "reason": status.reason, "recommended_action": status.recommended_action,
-        "next_command": (f"kimen sync push --remote {name} --restore-head --yes"
-                         if status.recommended_action == "sync_reset_baseline_or_remote_recreate"
-                         and status.role == "admin" else next_command(status.recommended_action, name)),
+        "next_command": next_command(status.recommended_action, name, status.role),
         "head_seq": status.head_seq,
         "ratchet_seq": status.ratchet_seq, "member": status.member, "role": status.role, "scope": status.scope,
         "members_changed": status.members_changed, "rotation_due_count": status.rotation_due_count,
@@ -709,7 +720,7 @@ def status_result(inv: Invocation, session: Session) -> Result:
              f"{'' if status.has_remote else ' (the remote holds no head)'}",
              f"in sync: {'yes' if status.in_sync else 'no'}" + (f" ({status.reason})" if status.reason else ""),
              f"local changes: {'yes' if status.local_changed else 'no'}",
-             f"next: {fields['next_command'] or 'nothing to do'}"]
+             next_line(status.recommended_action, fields["next_command"], name)]
     if fields["likely_stale"]:
         lines.insert(2, "likely stale: nobody has published for longer than --stale-threshold")
     if status.members_changed:
@@ -1146,7 +1157,7 @@ def cmd_pin(inv: Invocation) -> Result:
     with Progress(f"fetching the head of {remote['name']}"):
         fetched = engine.fetch(None, stateless=True)
     if fetched is None:
-        raise errors.RemoteMissing(remote=remote["name"], recommended_action="sync_init")
+        raise engine.no_head(None, stateless=True)
     head = fetched.head
     fp = members_fp(head.current.members)
     if args.check and args.check != fp:
@@ -1194,9 +1205,10 @@ def cmd_reset_baseline(inv: Invocation) -> Result:
     fields = {"mode": "rev" if mode == "rev" else "to_remote", "previous_rev": done.previous_rev,
               "new_rev": done.new_rev, "previous_seq": done.previous_seq, "new_seq": done.new_seq,
               "accepted_fork": done.accepted_fork}
-    lines = [f"baseline := head seq {done.new_seq} ({done.head_id})"]
-    if done.accepted_fork:
-        lines.append(f"accepted a fork: the ratchet now names head {done.head_id}")
+    lines = ([f"accepted a fork: the ratchet now names head seq {done.new_seq} ({done.head_id})",
+              "dropped the baseline: the next pull merges your values and the team's as a first pull does",
+              f"next: {next_command('sync_pull', session.remote['name'])}"]
+             if done.accepted_fork else [f"baseline := head seq {done.new_seq} ({done.head_id})"])
     return Result("sync_reset_baseline", lines, fields)
 
 

@@ -102,8 +102,7 @@ class _Run:
                 with Progress(f"fetching the head of {self.name}"):
                     fetched = engine.fetch(self.state())
                 if fetched is None:
-                    raise errors.RemoteMissing(remote=self.name, recommended_action="sync_init",
-                                               hint="create the remote's first head with `kimen sync init`")
+                    raise engine.no_head(self.state())
                 self._fetched = fetched
             except errors.KimenError as exc:
                 self._fetch_error = exc
@@ -275,7 +274,7 @@ def cmd_preflight(inv: Invocation) -> Result:
     fields: dict[str, Any] = {
         "ok": not failed, "exit_code": code, "remote": remote, "check_count": len(checks),
         "failed_count": len(failed), "failed_checks": failed_names, "recommended_action": action,
-        "next_command": common.next_command(action, remote or ""), "checks": checks}
+        "next_command": common.next_command(action, remote or "", _role(checks)), "checks": checks}
     lines = []
     for c in checks:
         state = "skipped" if c["skipped"] else "ok" if c["ok"] else f"failed (exit {c['exit_code']}" + (
@@ -285,6 +284,15 @@ def cmd_preflight(inv: Invocation) -> Result:
     if failed and fields["next_command"]:
         lines.append(f"next: {fields['next_command']}")
     return Result("sync_preflight", lines, fields, exit_code=code)
+
+
+def _role(checks: list[dict[str, Any]]) -> str | None:
+    """This member's role as a check that read it reported (the `status` check), else None."""
+    for check in checks:
+        payload = check.get("payload")
+        if isinstance(payload, dict) and isinstance(payload.get("role"), str):
+            return str(payload["role"])
+    return None
 
 
 # -- plain `kimen sync`: doctor, status, then one decided step ---------------------------------------
@@ -392,21 +400,33 @@ def cmd_sync(inv: Invocation) -> Result:
         steps.append(step)
         if not step["ok"]:
             code = step["exit_code"]
-            action = (step["error"] or {}).get("recommended_action") or "manual_reconcile"
+            action = (step["error"] or {}).get("recommended_action") or ("manual_reconcile" if code == 31 else "none")
         elif mode == "run":
             action = "none"
     fields: dict[str, Any] = {
         "ok": code == 0, "exit_code": code, "remote": remote, "mode": mode, "decision": decision,
         "local_changed": status["local_changed"], "reason": reason, "recommended_action": action,
-        "next_command": common.next_command(action, remote), "status": status, "steps": steps}
+        "next_command": common.next_command(action, remote, status["role"]), "status": status, "steps": steps}
     if mode == "check" and decision not in ("noop", "blocked"):
         fields["would_run"] = _run_command(decision, remote)
-    lines = [f"{s['name']}: {'ok' if s['ok'] else 'failed (exit ' + str(s['exit_code']) + ')'}" for s in steps]
+    lines = [line for s in steps for line in _step_lines(s)]
     verb = {"check": "would ", "dry_run": "dry run: "}.get(mode, "")
     lines.append(f"sync: {verb}{decision}" + (f" ({reason})" if reason else ""))
-    if fields["next_command"] and action != "none":
-        lines.append(f"next: {fields['next_command']}")
+    if action != "none" and (fields["next_command"] or action == common.RESTORE_ACTION):
+        lines.append(common.next_line(action, fields["next_command"], remote))
     return Result("sync", lines, fields, exit_code=code)
+
+
+def _step_lines(step: dict[str, Any]) -> list[str]:
+    """A step of the report: `name: ok`, or its failure with the reason, the message (it names the
+    keys of a conflict) and the hint."""
+    if step["ok"]:
+        return [f"{step['name']}: ok"]
+    error = step["error"] or {}
+    if not error:
+        return [f"{step['name']}: failed (exit {step['exit_code']})"]
+    lines = [f"{step['name']}: failed (exit {step['exit_code']}, {error['reason']}): {error['error']}"]
+    return lines + ([f"  hint: {error['hint']}"] if error.get("hint") else [])
 
 
 def _run_command(decision: str, remote: str) -> str:

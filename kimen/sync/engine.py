@@ -79,6 +79,10 @@ if TYPE_CHECKING:
                    *, if_generation: int, scope: Scope, keep_local_rev: bool,
                    backup_path: str | None) -> WriteResult | None: ...
 
+        def forget(self, remote: str) -> None:
+            """Drop the remote's sync state and baseline: the next pull is a first pull."""
+            ...
+
 MAX_ATTEMPTS = 3
 MAX_SKEW = 15 * 60.0
 
@@ -375,13 +379,15 @@ class Engine:
                 self._remember(existing.head, existing.remote.data)
                 return InitResult(existing.head.remote_id, False, existing.head.seq, existing.head.id,
                                   existing.remote.rev, me_there.id, existing.pin_remote_id)
+            if self.remote.remote_id is not None:
+                raise self.no_head(None)  # a team's remote whose head is gone: never a second genesis
             self.check_scope_overlap(scope, other_scopes or {})
             if identity.recipient is None or identity.signer is None:
                 raise errors.MissingSigningIdentity(hint="use an age (X25519) identity: it decrypts and signs")
             me = Member(member_id, "admin", identity.recipient, identity.signer, scope)
             now = self.clock()
             doc = merge.build_genesis(me, identity, at=format_time(now), now_ms=int(now * 1000),
-                                      creator=self.creator, remote_id=self.remote.remote_id)
+                                      creator=self.creator)
             document.sign(doc, identity)
             plaintext = canonical(doc)
             head = chain.parse_head(document.parse(plaintext))
@@ -404,11 +410,31 @@ class Engine:
             state, baseline = None, None
         fetched = self.fetch(state, verified=True)
         if fetched is None:
-            raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init",
-                                       hint="create the remote's first head with `kimen sync init`")
+            raise self.no_head(state)
         me = self._me(fetched.head)
         self._check_overlap(local, me)
         return state, baseline, generation, fetched, me
+
+    def no_head(self, state: SyncState | None, *, stateless: bool = False) -> errors.KimenError:
+        """The error for a location that holds no head. When this machine accepted a head of the
+        remote (the vault's sync state or the ratchet), the head disappeared (`remote_disappeared`):
+        an admin puts it back. When the remote's id is pinned, the location is not a new remote
+        either (a wrong path, or a head lost before this machine saw one). Only an unpinned, unknown
+        remote is `remote_missing` with `sync init` to create it. `stateless` (`sync pin`): nothing
+        on this machine is read, so the head cannot be known to have disappeared."""
+        name = self.remote.name
+        if not stateless and self._known(self._remote_id(state), state) is not None:
+            return errors.RemoteDisappeared(
+                remote=name, recommended_action="sync_reset_baseline_or_remote_recreate",
+                hint=f"the remote lost its head, or its location changed (`kimen remote get {name}`); an admin puts "
+                     f"back the head this machine knows: `kimen sync push --remote {name} --restore-head --yes`")
+        if self.remote.remote_id is not None:
+            return errors.RemoteMissing(
+                remote=name,
+                hint=f"this remote's id is pinned, so the location is not a new remote: check it (`kimen remote get "
+                     f"{name}`), or ask an admin to restore the head (`kimen sync push --restore-head --yes`)")
+        return errors.RemoteMissing(remote=name, recommended_action="sync_init",
+                                    hint="create the remote's first head with `kimen sync init`")
 
     def _check_overlap(self, local: LocalState, me: Member) -> None:
         self.check_scope_overlap(me.scope, local.other_scopes(self.remote.name))
@@ -448,8 +474,13 @@ class Engine:
                 raise errors.SyncHistoryUnavailable(seq=to_seq)
             try:
                 old = chain.parse_head(document.parse(age.decrypt(data, [self._identity()])))
-            except errors.KimenError:
-                raise errors.SyncHistoryUnavailable(seq=to_seq) from None
+            except errors.BundleNoMatch:
+                raise errors.SyncHistoryUnavailable(seq=to_seq, hint="it was sealed before you joined: it does "
+                                                    "not decrypt with your identity") from None
+            except errors.KimenError as exc:
+                raise errors.SyncHistoryUnavailable(
+                    seq=to_seq, hint=f"the remote's copy of head {to_seq} is damaged or was changed "
+                                     f"({exc.reason}); ask an admin to check the remote") from None
             if old.id != child.parent or old.seq != to_seq or old.remote_id != head.remote_id:
                 raise errors.SyncHistoryUnavailable(seq=to_seq, hint="the kept head is not the one the log names")
         entry = old.entries.get(name)
@@ -468,7 +499,8 @@ class Engine:
         """B := R and sync state := the current head, values unchanged (`sync reset-baseline
         --to-remote`, or `--rev` when the head's remote rev is `rev`). The baseline's MAC is not
         checked first (this is the way out of `sync_baseline_tampered`). `accept_fork` waives the
-        order check against the known head and re-anchors the ratchet on this head."""
+        order check against the known head, re-anchors the ratchet on this head and drops the
+        baseline and sync state instead (the next pull merges as a first pull)."""
         from . import chain
 
         previous, generation = local.unverified(self.remote.name)
@@ -482,14 +514,18 @@ class Engine:
                                        recommended_action="sync_pull")
         head = fetched.head
         me = self._me(head)
-        scope = Scope(me.scope)
-        local.commit(self.remote.name, (), self._state_of(head, fetched.remote.rev, me),
-                     self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
-                     keep_local_rev=False, backup_path=None)
         if accept_fork:
+            # This vault never merged the fork's other side: with B := R, every name only that side
+            # added would read as a local delete and the next push would remove it for the team. No
+            # baseline instead: the next pull is a first pull, the union of both sides.
+            local.forget(self.remote.name)
             directory = self.remote.state_dir(head.remote_id)
             directory.accept_fork(chain.known_head(head), fetched.remote.data)
         else:
+            scope = Scope(me.scope)
+            local.commit(self.remote.name, (), self._state_of(head, fetched.remote.rev, me),
+                         self._baseline_of(local.k_sync, head, scope), if_generation=generation, scope=scope,
+                         keep_local_rev=False, backup_path=None)
             self._remember(head, fetched.remote.data)
         return ResetResult(previous.head_rev if previous else None, fetched.remote.rev,
                            previous.head_seq if previous else None, head.seq, accept_fork, head.id)
@@ -500,7 +536,7 @@ class Engine:
         """The accepted current head, for `sync members list` (`remote_missing` when none)."""
         fetched = self.fetch(None)
         if fetched is None:
-            raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init")
+            raise self.no_head(None)
         self._me(fetched.head)
         self._remember(fetched.head, fetched.remote.data)
         return fetched
@@ -517,7 +553,7 @@ class Engine:
             with transport.locked():
                 fetched = self.fetch(None)
                 if fetched is None:
-                    raise errors.RemoteMissing(remote=self.remote.name, recommended_action="sync_init")
+                    raise self.no_head(None)
                 head = fetched.head
                 me = self._me(head)
                 if me.role != "admin":

@@ -167,7 +167,8 @@ def read_status(remote: Remote, identity: Identity | None, state: SyncState | No
     if state is not None and state.role == "reader" and local_changed:
         blockers.append("sync_role_forbidden")
     if current is None:
-        reason = "remote_disappeared" if state is not None else "remote_missing"
+        # this machine accepted a head of the remote (the vault's baseline or the ratchet): it is gone
+        reason = "remote_disappeared" if state is not None or ratchet is not None else "remote_missing"
     elif state is None:
         reason = "no_local_baseline"
     elif current.rev != state.head_rev:
@@ -178,6 +179,7 @@ def read_status(remote: Remote, identity: Identity | None, state: SyncState | No
         blockers.append(reason)
     action = recommended_action(reason, has_local=has_local, identity=identity is not None,
                                 local_changed=local_changed, lock=lock_owner is not None,
+                                pinned=remote.remote_id is not None,
                                 writer=state is not None and state.role in ("admin", "writer"),
                                 members_changed=members_changed,
                                 rotation_due=state is not None and state.rotation_due_count > 0)
@@ -197,10 +199,14 @@ def read_status(remote: Remote, identity: Identity | None, state: SyncState | No
 
 
 def recommended_action(reason: str | None, *, has_local: bool, identity: bool, local_changed: bool, lock: bool,
-                       writer: bool, members_changed: bool = False, rotation_due: bool = False) -> str:
-    """The first applicable action, in the documented precedence."""
+                       writer: bool, members_changed: bool = False, rotation_due: bool = False,
+                       pinned: bool = False) -> str:
+    """The first applicable action, in the documented precedence. A missing head of a remote whose
+    id is `pinned` is not created anew (`sync init` refuses): an admin restores it."""
     if not identity:
         return "configure_remote_identity"
+    if reason == "remote_missing" and pinned:
+        return "sync_reset_baseline_or_remote_recreate"
     if not has_local:
         return "vault_init" if reason != "remote_missing" else "sync_init"
     if reason == "remote_missing":

@@ -157,6 +157,11 @@ class VaultSyncState:
         """Change values only, as `secret set` and `secret rm` do (`sync revert`)."""
         self.store.write(changes, if_generation=if_generation)
 
+    def forget(self, remote: str) -> None:
+        """Drop `remote`'s state row and baseline (`sync reset-baseline --accept-fork`)."""
+        clear_state(self.vault, remote)
+        self._verified.pop(remote, None)
+
     def commit(self, remote: str, changes: Sequence[Change], state: SyncState, baseline: Mapping[str, Keyed], *,
                if_generation: int, scope: Scope, keep_local_rev: bool, backup_path: str | None) -> WriteResult | None:
         """Apply `changes` (values), replace `remote`'s baseline by `baseline` and its state row by

@@ -229,7 +229,10 @@ def test_restore_head_after_a_wipe_a_rollback_and_a_fork(team, tmp_path):
     status = sync(ana, "status")
     assert status["reason"] == "remote_disappeared"
     assert status["next_command"] == "kimen sync push --remote team --restore-head --yes"
-    assert sync(bo, "status")["next_command"] == "kimen sync reset-baseline --remote team --to-remote --yes"
+    writer = sync(bo, "status")  # only an admin can put the head back: no command for bo to run
+    assert writer["recommended_action"] == "sync_reset_baseline_or_remote_recreate" and writer["next_command"] is None
+    assert "next: ask an admin to put the head back (`kimen sync push --remote team --restore-head --yes`)" \
+        in bo.ok("sync", "status").stdout
     ana.fail(32, "restore_head_confirmation_required", "sync", "push", "--restore-head", env=ana.with_pass())
     bo.fail(32, "sync_role_forbidden", "sync", "push", "--restore-head", "--yes", env=bo.with_pass())
     ana.set("app.b", CANARY)
@@ -264,8 +267,10 @@ def test_restore_head_after_a_wipe_a_rollback_and_a_fork(team, tmp_path):
     assert sync(cy, "pull")["seq"] == 11
     # bo's two heads are a fork of the restored chain: refused until bo re-anchors
     bo.fail(31, "remote_fork", "sync", "pull", env=bo.with_pass())
-    sync(bo, "reset-baseline", "--to-remote", "--accept-fork", "--yes")
-    sync(bo, "reset-baseline", "--clear", "--yes")  # the next pull is a union again
+    accepted = sync(bo, "reset-baseline", "--to-remote", "--accept-fork", "--yes")
+    assert accepted["accepted_fork"] and accepted["new_seq"] == 11
+    after = sync(bo, "status")  # the baseline is dropped: the next pull is a union, never a push of deletes
+    assert after["reason"] == "no_local_baseline" and after["next_command"] == "kimen sync pull --remote team"
     assert sync(bo, "pull")["applied_keys"] == ["app.c"]
     pushed = sync(bo, "push")
     assert pushed["published_keys"] == ["app.d"] and pushed["deleted_keys"] == []  # nothing is lost
@@ -275,6 +280,58 @@ def test_restore_head_after_a_wipe_a_rollback_and_a_fork(team, tmp_path):
     for path in remote_dir.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes()
+
+
+def test_a_vanished_head_is_remote_disappeared_and_no_member_creates_another(team, tmp_path):
+    """A head file that disappears is `remote_disappeared` (31) for every member who accepted a head,
+    with the way back; `sync init` never puts a second genesis under the team's remote id."""
+    ana, bo, remote_dir = team
+    remote_id = sync(ana, "status")["remote_id"]
+    cy = member(tmp_path, "cy")  # has the team's id pinned, but never accepted a head
+    cy.ok("sync", "join", "team", "--path", str(remote_dir), "--identity", str(cy.identity), "--member", "cy",
+          "--remote-id", remote_id)
+    ana.set("app.a", CANARY)
+    sync(ana, "push")
+    sync(bo, "pull")
+    head_file = remote_dir / "vault.age"
+    head_file.unlink()
+
+    for args in (("pull",), ("push",), ("changes",), ("revert", "app.a", "--to-seq", "2"), ("members", "list")):
+        gone = bo.fail(31, "remote_disappeared", "sync", *args, env=bo.with_pass()).err_json()
+        assert "`kimen sync push --remote team --restore-head --yes`" in gone["hint"]
+    init = ("sync", "init", "team", "--path", str(remote_dir), "--member")
+    bo.fail(31, "remote_disappeared", *init, "bo", "--identity", str(bo.identity))
+    pinned = cy.fail(32, "remote_missing", *init, "cy", "--identity", str(cy.identity)).err_json()
+    assert "id is pinned" in pinned["hint"] and "recommended_action" not in pinned
+    status = sync(cy, "status")  # never `sync init`, which would refuse
+    assert status["reason"] == "remote_missing" and status["next_command"] is None
+    assert status["recommended_action"] == "sync_reset_baseline_or_remote_recreate"
+    assert not head_file.exists()  # nobody made a new head
+
+    writer = bo.run("sync", "--no-doctor", "--json", env=bo.with_pass())
+    assert writer.code == 31 and writer.json()["reason"] == "remote_disappeared"
+    assert writer.json()["next_command"] is None  # only an admin can put the head back
+    assert "next: ask an admin to put the head back" in bo.run("sync", "--no-doctor", env=bo.with_pass()).stdout
+    admin = ana.run("sync", "--no-doctor", "--json", env=ana.with_pass()).json()
+    assert admin["next_command"] == "kimen sync push --remote team --restore-head --yes"
+    restored = sync(ana, "push", "--restore-head", "--yes")
+    assert restored["restored"] and sync(bo, "pull")["seq"] == restored["seq"] and bo.get("app.a") == CANARY.encode()
+
+
+def test_revert_from_a_damaged_history_copy_says_so(team):
+    ana, _bo, remote_dir = team
+    ana.set("app.a", "1")
+    first = sync(ana, "push")["seq"]
+    ana.set("app.a", "2")
+    sync(ana, "push")
+    kept = remote_dir / "vault.age.history" / f"{first:012d}.age"
+    data = bytearray(kept.read_bytes())
+    data[-20] ^= 1
+    kept.write_bytes(bytes(data))
+    damaged = ana.fail(32, "sync_history_unavailable", "sync", "revert", "app.a", "--to-seq", str(first),
+                       env=ana.with_pass()).err_json()
+    assert "damaged or was changed" in damaged["hint"] and "64" not in damaged["hint"]
+    assert ana.get("app.a") == b"2"
 
 
 def test_restore_head_over_a_git_branch_moved_back(tmp_path):
@@ -362,6 +419,10 @@ def test_plain_sync_decides_and_runs_one_step(team, tmp_path):
     conflict = bo.run("sync", "--no-doctor", "--json", env=bo.with_pass())
     assert conflict.code == 31 and conflict.json()["steps"][-1]["error"]["reason"] == "overlapping_changes"
     assert CANARY not in conflict.stdout + conflict.err
+    human = bo.run("sync", "--no-doctor", env=bo.with_pass())  # the report names the reason and the key
+    assert human.code == 31
+    assert "push: failed (exit 31, overlapping_changes): local and remote changed the same keys: app.x" \
+        in human.stdout
 
     # blocked: no identity; no vault (allowed: a noop)
     (tmp_path / "eve-home").mkdir()
