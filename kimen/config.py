@@ -88,7 +88,8 @@ class Config:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise errors.InvalidConfigJson(path=self.path, hint=f"`{key}` must be an object")
+            raise errors.InvalidConfigValue(field=key, path=self.path, detail="must be an object",
+                                            hint=f"fix `{key}` in {self.path}")
         return value
 
     def vault_path(self) -> str | None:
@@ -96,7 +97,8 @@ class Config:
         if value in (None, ""):
             return None
         if not isinstance(value, str):
-            raise errors.InvalidConfigJson(path=self.path, hint="`vault.path` must be a string")
+            raise errors.InvalidConfigValue(field="vault.path", path=self.path, detail="must be a string",
+                                            hint=f"fix `vault.path` in {self.path}")
         return value
 
     def history_keep(self) -> int:

@@ -109,8 +109,10 @@ def trusted_signers(inv: Invocation, identity: Identity | None) -> list[str]:
         configured = [configured]
     if configured is not None:
         if not isinstance(configured, list) or not all(isinstance(x, str) for x in configured):
-            raise errors.InvalidConfigJson(path=load_config(inv).path,
-                                           hint="`bundle.trusted_signers` must be a list of signer ids")
+            path = load_config(inv).path
+            raise errors.InvalidConfigValue(field="bundle.trusted_signers", path=path,
+                                            detail="must be a list of signer ids",
+                                            hint=f"fix `bundle.trusted_signers` in {path}")
         out += parse_signers_text("\n".join(configured), "config bundle.trusted_signers")
     if identity is not None and identity.signer is not None:
         out.append(identity.signer)

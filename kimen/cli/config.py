@@ -70,7 +70,8 @@ def cmd_vault_set(inv: Invocation) -> Result:
     vault_path = absolute(inv.options.path)
     config.data.setdefault("vault", {})
     if not isinstance(config.data["vault"], dict):
-        raise errors.InvalidConfigJson(path=config.path, hint="`vault` must be an object")
+        raise errors.InvalidConfigValue(field="vault", path=config.path, detail="must be an object",
+                                        hint=f"fix `vault` in {config.path}")
     config.data["vault"]["path"] = vault_path
     config.save()
     return Result("config_vault_set", f"vault path: {vault_path}", {"path": config.path, "vault_path": vault_path})

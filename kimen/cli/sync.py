@@ -230,7 +230,9 @@ def _remotes(config: Config) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in value):
-        raise errors.InvalidConfigJson(path=config.path, hint="`remotes` must be a list of objects with a name")
+        raise errors.InvalidConfigValue(field="remotes", path=config.path,
+                                        detail="must be a list of objects with a name",
+                                        hint=f"fix `remotes` in {config.path}")
     return value
 
 

@@ -144,6 +144,22 @@ def test_a_hostile_config_is_invalid_config_json_never_a_crash(kimen, text):
         kimen.fail(26, "invalid_config_json", *argv)
 
 
+@pytest.mark.parametrize(("text", "field", "argv"), [
+    ('{"vault": 1}', "vault", ("vault", "path")),
+    ('{"vault": {"path": 5}}', "vault.path", ("vault", "path")),
+    ('{"remotes": {"a": 1}}', "remotes", ("remote", "list")),
+    ('{"vault": []}', "vault", ("config", "vault", "set", "/tmp/v.db")),
+])
+def test_a_known_key_of_the_wrong_shape_is_invalid_config_value_naming_it(kimen, text, field, argv):
+    """Valid JSON of the wrong shape is not "not valid JSON": the error names the field."""
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700, exist_ok=True)
+    config.write_text(text)
+    envelope = kimen.fail(26, "invalid_config_value", *argv).err_json()
+    assert envelope["field"] == field and envelope["path"] == str(config)
+    assert config.read_text() == text
+
+
 @pytest.mark.parametrize("argv", [("secret", "list"), ("vault", "path"), ("config", "show"),
                                   ("config", "unlock", "set", "env")])
 def test_an_unreadable_config_is_26_from_every_command(kimen, argv):
