@@ -269,6 +269,16 @@ def replace_at(
         pass
 
 
+def _create_failed(failed: type[KimenError], shown: str, exc: OSError) -> KimenError:
+    """A file could not be created at `shown`; a missing directory gets the command that makes it
+    (a private file's directory is the user's to create, with the mode they choose)."""
+    if isinstance(exc, FileNotFoundError):
+        directory = os.path.dirname(os.path.abspath(shown))
+        return failed(detail=f"{shown}: {exc.strerror}", path=shown,
+                      hint=f"its directory does not exist: create it first (`mkdir -p -m 700 {directory}`)")
+    return failed(detail=f"{shown}: {exc.strerror}", path=shown)
+
+
 def atomic_write(
     path: str,
     data: bytes,
@@ -284,7 +294,7 @@ def atomic_write(
     try:
         dir_fd = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
     except OSError as exc:
-        raise failed(detail=f"{path}: {exc.strerror}", path=path) from None
+        raise _create_failed(failed, path, exc) from None
     try:
         replace_at(dir_fd, os.path.basename(path), data, shown=path, mode=mode, unsafe=unsafe, failed=failed)
     finally:
@@ -317,7 +327,7 @@ def write_exclusive(
             raise exists(path=shown) from None
         raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
     except OSError as exc:
-        raise failed(detail=f"{shown}: {exc.strerror}", path=shown) from None
+        raise _create_failed(failed, shown, exc) from None
     try:
         _write_all(fd, data)
         os.fchmod(fd, mode)

@@ -51,6 +51,10 @@ def test_keygen_and_recipient_inputs(kimen):
     kimen.fail(25, "missing_out", "bundle", "keygen")
     kimen.fail(25, "missing_identity_input", "bundle", "recipient")
     kimen.fail(25, "missing_identity_file", "bundle", "recipient", "--identity", "nope.txt")
+    for flags in ((), ("--overwrite",)):  # a missing directory: the hint makes it, nothing is written
+        missing = kimen.fail(25, "write_failed", "bundle", "keygen", "--out", "keys/id.txt", *flags).err_json()
+        assert f"`mkdir -p -m 700 {kimen.cwd / 'keys'}`" in missing["hint"]
+    assert not (kimen.cwd / "keys").exists()
 
 
 @pytest.mark.parametrize(("content", "reason"), [

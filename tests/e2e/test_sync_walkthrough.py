@@ -48,9 +48,7 @@ def test_the_team_walkthrough_runs_as_written(tmp_path):
     for name in ("ana", "bo", "cy"):
         (tmp_path / name).mkdir()
         members[name] = Kimen(tmp_path / name)
-        members[name].init_vault()
-        # where a real machine keeps the vault (the tests' XDG_CONFIG_HOME is elsewhere)
-        (tmp_path / name / "home" / ".config" / "kimen").mkdir(parents=True, mode=0o700)
+        members[name].init_vault()  # ~/.config/kimen does not exist: the page's `mkdir` makes it
     outputs = []
     remote_id = ""
     for who, lines in steps:
