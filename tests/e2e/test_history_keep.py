@@ -117,7 +117,8 @@ def test_a_bad_setting_is_refused_before_anything_is_written(vault, keep):
 
 def test_a_history_section_that_is_not_an_object(vault):
     config(vault, {"history": 5})
-    vault.fail(26, "invalid_config_json", "secret", "set", "a", "--stdin", input="x", env=vault.with_pass())
+    done = vault.fail(26, "invalid_config_value", "secret", "set", "a", "--stdin", input="x", env=vault.with_pass())
+    assert done.err_json()["field"] == "history"
 
 
 def test_the_daemon_refuses_a_history_keep_out_of_range(vault):
