@@ -234,6 +234,8 @@ def open_store(inv: Invocation, *, allow_session: bool = True, prompt: bool = Tr
     source = source or fallback_source(inv, location, prompt=prompt)
     if source is None and expired is not None:
         raise expired.refusal(location.path)
+    if source is None and not allow_session:
+        raise missing_passphrase_without_session()  # its hint never suggests a session
     return unlock_local(inv, location, source)
 
 

@@ -9,13 +9,15 @@ and that it is gone on every path.
   `edit-<random>` directory (0700, with the `.kimen-owner` record of `kimen/projection/files.py`)
   under the runtime base (RAM on Linux). The directory is removed on every path: the editor's
   success, failure or death, a read error, a value too large, and kimen's SIGTERM or SIGHUP. After
-  a SIGKILL of kimen the next `edit` or `run` removes it (the shared stale-directory sweep).
-- The editor inherits kimen's stdio and gets kimen's environment minus the private variables. While
-  it runs kimen ignores SIGINT and SIGQUIT (the editor owns the terminal); on SIGTERM or SIGHUP it
-  sends SIGTERM to the editor, waits for it, removes the directory and exits 128+N having written
-  and printed nothing (`EditorInterrupted`). Signals are blocked before the directory exists and
-  collected with `sigwait`, so none is lost between two steps; the editor is started with the
-  fork/exec of `kimen run` (a parent-death SIGTERM, default SIGINT/SIGQUIT, an empty mask).
+  a SIGKILL of kimen the next `edit`, or `run` with files, removes it (the stale-directory sweep).
+- The editor inherits kimen's stdin and stderr, and its stdout when that is a terminal (else
+  /dev/null: nothing the editor prints reaches a pipe or a log), and gets kimen's environment
+  minus the private variables. While it runs kimen ignores SIGINT and SIGQUIT (the editor owns the
+  terminal); on SIGTERM or SIGHUP it sends SIGTERM to the editor, waits for it, removes the
+  directory and exits 128+N having written and printed nothing (`EditorInterrupted`). Signals are
+  blocked before the directory exists and collected with `sigwait`, so none is lost between two
+  steps; the editor is started with the fork/exec of `kimen run` (a parent-death SIGTERM, default
+  SIGINT/SIGQUIT, an empty mask).
 - The text rules: an editor-added final LF or CRLF is dropped when the old value had no final LF
   (unless `keep_newline`); an empty result is `empty_secret_value`; identical text is "unchanged".
 
@@ -118,11 +120,17 @@ def _edit_in_private_dir(name: str, old: bytes, editor: list[str], env: Mapping[
         stop = _take_pending()
         if stop is not None:
             raise EditorInterrupted(128 + stop)
+        # stdout is the editor's only when it is a terminal: vi without one draws its screen (the
+        # value) to stdout, and `cat` as $EDITOR prints it; into a pipe or a log neither may go
+        devnull = None if os.isatty(1) else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             pid = spawn(editor[0], [*editor, os.path.join(workdir.path, name)], public_environ(env), None,
-                        own_group=False)
+                        own_group=False, redirect=None if devnull is None else {1: devnull})
         except (errors.CommandNotFound, errors.CommandNotExecutable):
             raise errors.EditorNotFound(command=editor[0]) from None
+        finally:
+            if devnull is not None:
+                os.close(devnull)
         status = _wait(pid)
         if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             raise _failed(status)

@@ -313,7 +313,11 @@ class Plan:
                 continue
             if not update:
                 raise errors.ProfileExists(path=group.profile_path)
+            from .fsutil import refuse_unsafe_target
             from .projection.kmap import read_profile
+
+            # checked here, before any value is imported: the atomic write would refuse it after
+            refuse_unsafe_target(group.profile_path)
 
             old = read_profile(group.profile_path)
             have = variables_set(old)

@@ -451,7 +451,8 @@ WARNINGS: dict[str, str] = {
     "generated_value_weak": "`secret generate`: the value has fewer than 64 bits of strength (a PIN may be meant)",
     "env_file_tracked": "`migrate`: a dotenv file is tracked by git (its values are in the history: rotate them)",
     "migrate_kept_existing": "`migrate --skip-existing`: names already in the vault are kept and mapped, not imported",
-    "template_has_no_references": "`inject`: the template holds no {{ kimen:NAME }} reference (it is copied as is)",
+    "template_has_no_references": "`inject`: the template holds no {{ kimen:NAME }} reference (it is copied as is, "
+                                  "an escaped \\{{ written as {{)",
     "direnv_skipped_directives": "`direnv --unsafe-stdout`: the profile's file, envpath and stdin directives are skipped",
     "identity_source_conflict": "several age identities are given; the first is used and the others named",
     "bundle_unsigned_accepted": "--allow-unsigned accepted a bundle without a signature",
@@ -460,10 +461,13 @@ WARNINGS: dict[str, str] = {
     "bundle_seal_all": "`bundle seal` without --profile, --map or --secret: says it seals the whole vault, and how many",
     "bundle_generation_ignored": "`bundle seal`: the vault recorded a bundle generation beyond the largest valid one; "
                                  "a current generation is used",
-    "output_not_git_ignored": "`bundle keygen --out`, `envfile --out` inside a git work tree: git would not ignore "
-                              "the file (the message gives the .gitignore line)",
+    "output_not_git_ignored": "`bundle keygen --out`, `envfile --out`, `inject -o`, `secret get --out` inside a git "
+                              "work tree: git would not ignore the file (the message gives the .gitignore line)",
     "session_dir_ignored": "the session directory is unsafe, so the session is not used",
+    "audit_lines_skipped": "`session log`: lines of the audit log that are not JSON objects were skipped (how many)",
     "session_dir_unusable": "`session status`: the session directory cannot be used (reported as stopped)",
+    "session_refused": "`session status`: the daemon answered but refuses every request (its audit log cannot be "
+                       "written); reported as unknown, with the fix",
     "session_other_version": "the session daemon runs another kimen version; it is not used until restarted",
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
     "grant_revoke_failed": "`session grant -- CMD`: the grant could not be revoked when CMD exited (it ends at its "

@@ -63,6 +63,8 @@ def session_section(fields: Mapping[str, Any] | None) -> dict[str, Any]:
         "max_expires_at": mine.get("max_expires_at") if unlocked else None,
         "expired_at": fields.get("expired_at"), "expired_by": fields.get("expired_by"),
         "require_grant": bool(fields.get("require_grant")),
+        # `unavailable`: why the daemon cannot be asked or refused, and the fix
+        "reason": fields.get("reason"), "message": fields.get("message"), "hint": fields.get("hint"),
     }
 
 
@@ -170,6 +172,9 @@ def _session_line(session: Mapping[str, Any]) -> str:
         return f"locked (pid {session.get('pid')}){grants}; run kimen session start"
     if state == "stopped":
         return "stopped"
+    if state == "unavailable":
+        hint = session.get("hint")
+        return f"unavailable: {session.get('message')} ({session.get('reason')})" + (f"; {hint}" if hint else "")
     return "unknown (the session daemon did not answer within 1s)"
 
 

@@ -67,12 +67,14 @@ def test_vault_section_and_line(tmp_path):
     ({"running": True, "state": "unknown", "pid": None}, "unknown (the session daemon did not answer within 1s)",
      "unknown"),
     (None, "unknown (the session daemon did not answer within 1s)", "unknown"),
+    ({"state": "unavailable", "reason": "audit_unavailable", "message": "audit log unavailable", "hint": "fix it"},
+     "unavailable: audit log unavailable (audit_unavailable); fix it", "unavailable"),
 ])
 def test_session_section_and_line(fields, line, state):
     section = status.session_section(fields)
     assert section["state"] == state and status._session_line(section) == line
     assert set(section) == {"state", "pid", "idle_expires_at", "max_expires_at", "expired_at", "expired_by",
-                            "require_grant"}
+                            "require_grant", "reason", "message", "hint"}
     if state == "expired":
         assert (section["expired_at"], section["expired_by"]) == ("2026-12-04T10:15:00Z", "idle_ttl")
     if state == "unlocked":

@@ -235,6 +235,10 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
         if isinstance(result, Result):
             _print_result(inv, result)
             return result.exit_code
+        if output_loaded():  # printed no envelope (`inject`, `direnv` to stdout): with --json, the
+            from ..output import flush_warnings  # warnings it collected go to stderr as one line
+
+            flush_warnings()
         return int(result or 0)
     except errors.KimenError as err:
         return _report_error(inv, err, area, want_json)

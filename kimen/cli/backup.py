@@ -189,6 +189,9 @@ def restore_backup(inv: Invocation, source: str, *, snapshot: bool) -> tuple[str
     from ..vault import Vault
 
     source_path = absolute(source)
+    if not os.path.lexists(source_path):
+        raise errors.VaultNotFound(path=source_path,
+                                   hint="no backup there: `kimen vault backups` lists the ones kimen made")
     with Vault.open(source_path):
         pass  # not a kimen vault: refused before any unlock
     open_store(inv, allow_session=False).close()

@@ -92,8 +92,8 @@ def cmd_inject(inv: Invocation) -> Result | int:
     if parsed.references == 0:
         from ..output import warn
 
-        warn(f"the template {in_path} has no {{{{ kimen:NAME }}}} reference; it is copied as is",
-             reason="template_has_no_references")
+        warn(f"the template {in_path} has no {{{{ kimen:NAME }}}} reference; it is copied as is "
+             "(an escaped \\{{ is written as {{)", reason="template_has_no_references")
     where = out if out is not None else "stdout"
     fields: dict[str, Any] = {"in": in_path if in_path == "-" else absolute(in_path), "out": out,
                               "references": parsed.references, "secrets": parsed.names}
@@ -226,13 +226,15 @@ def _known_head(inv: Invocation, remote_id: str) -> tuple[int | None, str | None
 
 def _session_fields(inv: Invocation, canonical: str) -> dict[str, Any] | None:
     """What the daemon says about the selected vault (one `status` request, 1 s timeout): `state`
-    stopped, locked, expired or unlocked; None when it did not answer (shown as unknown)."""
+    stopped, locked, expired or unlocked; `unavailable` with the error when it cannot be asked (an
+    unsafe session dir) or refuses (its audit log unwritable); None when it did not answer (shown
+    as unknown)."""
     from ..daemon import client
 
     try:
         _socket, found = client.status(inv.env, canonical)
-    except errors.KimenError:
-        return None
+    except errors.KimenError as exc:
+        return {"state": "unavailable", "reason": exc.reason, "message": exc.message, "hint": exc.hint_text}
     raw = found.status
     if raw is None:
         return None if found.state == "busy" else {"state": "stopped"}

@@ -247,6 +247,11 @@ def cmd_log(inv: Invocation) -> int:
         return 0
     if not args.follow:
         show(reader.scan(limit))
+        if reader.skipped:
+            from ..output import warn
+
+            warn(f"{reader.skipped} line{'s' if reader.skipped != 1 else ''} of the audit log "
+                 f"{'are' if reader.skipped != 1 else 'is'} not a record: skipped", reason="audit_lines_skipped")
         return 0
     try:
         for record in reader.follow(limit):

@@ -119,6 +119,7 @@ def cmd_edit(inv: Invocation) -> Result:
     editor = editor_command(inv.env)  # editor_not_found before any unlock
     store = open_store(inv)
     try:
+        _refuse_a_read_only_grant(inv, name)
         generation = store.meta().generation
         try:
             secret = store.read([name])[name]
@@ -138,6 +139,20 @@ def cmd_edit(inv: Invocation) -> Result:
     verb = "created" if created else "edited"
     return Result("edit", f"{verb} {name} (revision {written})",
                   {"name": name, "created": created, "changed": True, "revision": written})
+
+
+def _refuse_a_read_only_grant(inv: Invocation, name: str) -> None:
+    """Under a read-only grant the daemon refuses the write after the editor has closed, and the
+    edit is lost: refuse before the editor opens (the daemon still checks the write itself)."""
+    if not inv.env.get("KIMEN_SESSION_TOKEN"):
+        return
+    from ..daemon import control
+
+    for grant in control.grants(inv.env):  # a token holder sees its own grant only
+        if grant.get("read_only"):
+            raise errors.GrantDenied(message="the grant is read-only", denied=[name],
+                                     grant_id=grant.get("grant_id"),
+                                     hint="ask for a grant that may write, or edit without the grant")
 
 
 def _write_if_unchanged(store: Store, name: str, value: bytes, revision: int | None, generation: int) -> int:

@@ -157,6 +157,8 @@ def status_fields(socket_path: str, state: dict[str, Any] | None, vault_path: st
 
 
 def status_lines(fields: dict[str, Any]) -> list[str]:
+    if fields["state"] == "unknown" and fields.get("reason") == "audit_unavailable":
+        return ["session: unknown (the daemon refuses every request: its audit log cannot be written)"]
     if fields["state"] == "unknown":
         return [f"session: unknown (busy: the daemon did not answer within 1s; pid={fields['pid'] or '-'})"]
     if not fields["running"]:
@@ -202,9 +204,13 @@ def cmd_status(inv: Invocation) -> Result:
         from ..daemon.protocol import SOCKET_NAME
         from ..output import warn
 
-        warn(err.message, reason="session_dir_unusable")
         socket_path = os.path.join(paths.session_dir(inv.env), SOCKET_NAME)
         fields = status_fields(socket_path, None, selected)
+        if err.reason == "audit_unavailable":  # a daemon answered, refusing everything: it runs
+            warn(f"{err.message}; {err.hint_text}" if err.hint_text else err.message, reason="session_refused")
+            fields.update(running=True, state="unknown", locked=None, reason=err.reason)
+        else:
+            warn(err.message, reason="session_dir_unusable")
     else:
         fields = status_fields(socket_path, found.status, selected, busy=found.state == "busy", busy_pid=found.pid)
     _mismatch_warning(fields)

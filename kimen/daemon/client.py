@@ -230,7 +230,8 @@ def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = 
           reading: Sequence[str] = ()) -> Probe:
     """Ask the daemon's status (about `canonical_path` when given; see `Probe`). `keep=False`:
     close the connection in every case. `reading`: the names the caller will read, asked for first
-    (one request instead of two when the session serves them)."""
+    (one request instead of two when the session serves them). A daemon that answers `status`
+    with a refusal (`audit_unavailable`) raises it."""
     if canonical_path is not None and not protocol.utf8(canonical_path):
         canonical_path, keep = None, False  # a path that is not valid UTF-8 is never a session's vault
     try:
@@ -263,10 +264,13 @@ def probe(env: Mapping[str, str], canonical_path: str | None, *, strict: bool = 
             return found
     fields = {} if canonical_path is None else {"vault_path": canonical_path}
     try:
-        status = conn.call("status", timeout=timeout, **fields)
+        status = conn.call_raw("status", timeout, **fields)
     except errors.KimenError:  # it took the connection but gave no answer in time
         conn.close()
         return Probe("busy", pid=conn.pid)
+    if status.get("ok") is not True:  # it answered, and refused (its audit log unwritable): that is
+        conn.close()  # the reason, not "busy"; it fails closed and so does the command
+        protocol.raise_for(status)
     pid = status.get("pid") if type(status.get("pid")) is int else conn.pid
     if not same_version(status):
         conn.close()

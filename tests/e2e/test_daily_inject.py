@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -91,6 +92,11 @@ def test_no_reference_warns_and_stdin_conflicts_with_passphrase_stdin(vault):
     done = vault.ok("inject", "-o", "plain", "--json", input=b"no refs here", env=vault.with_pass())
     assert [w["reason"] for w in done.json()["warnings"]] == ["template_has_no_references"]
     assert (vault.cwd / "plain").read_bytes() == b"no refs here"
+    # to stdout there is no envelope: with --json the warning is one `{"warnings": [...]}` line on stderr
+    printed = vault.ok("inject", "--unsafe-stdout", "--json", input=b"a \\{{ kimen:x }} b", env=vault.with_pass())
+    assert printed.out == b"a {{ kimen:x }} b"
+    warned = json.loads(printed.err)["warnings"]
+    assert [w["reason"] for w in warned] == ["template_has_no_references"] and "\\{{" in warned[0]["message"]
     vault.fail(28, "conflicting_stdin_inputs", "inject", "-o", "x", "--passphrase-stdin", input=b"pw\n")
 
 

@@ -92,6 +92,20 @@ def test_existing_names_13_existing_profile_29_nothing_written(repo):
     assert repo.get("dev.A") == b"1"
 
 
+def test_a_symlinked_profile_is_refused_before_any_value_is_imported(repo):
+    root = repo.cwd
+    dotfiles = repo.root / "dotfiles"
+    dotfiles.mkdir()
+    (dotfiles / "dev.kmap").write_text("env OLD=const:x\n")
+    (root / ".kimen" / "profiles").mkdir(parents=True)
+    (root / ".kimen" / "profiles" / "dev.kmap").symlink_to(dotfiles / "dev.kmap")
+    for extra in (("--dry-run",), ()):  # the dry run exits as the real run does
+        done = repo.fail(29, "unsafe_output_path", "migrate", "--update-profile", *extra, env=repo.with_pass())
+        assert done.err_json()["path"] == str(root / ".kimen/profiles/dev.kmap")
+    assert repo.ok("secret", "list", "--json").json()["secrets"] == []  # nothing was imported
+    assert (dotfiles / "dev.kmap").read_text() == "env OLD=const:x\n"
+
+
 def test_dry_run_needs_no_passphrase_and_writes_nothing(repo):
     done = repo.ok("migrate", "--dry-run", unset=("KIMEN_PASSPHRASE",))
     assert "[dry-run]   create apps-api.dev.DATABASE_URL" in done.stdout.splitlines()

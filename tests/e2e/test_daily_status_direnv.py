@@ -42,6 +42,20 @@ def test_status_stopped_then_unlocked_exit_0(repo):
     assert set(doc) >= {"vault", "session", "profile", "profiles", "remotes", "next"}
 
 
+def test_status_names_an_unsafe_session_dir_instead_of_a_timeout(repo):
+    """An unsafe session dir is not "did not answer within 1s": the line says what is wrong."""
+    directory = repo.session_dir
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o755)
+    try:
+        session = repo.ok("status", "--json").json()["session"]
+        line = repo.ok("status").stdout.splitlines()[1]
+    finally:
+        os.chmod(directory, 0o700)
+    assert session["state"] == "unavailable" and session["reason"] and str(directory) in session["message"]
+    assert line.startswith("session:  unavailable: ") and "1s" not in line
+
+
 def test_status_missing_vault_and_profile_still_exit_0(kimen):
     doc = kimen.ok("status", "--profile", "nope", "--json").json()
     assert doc["vault"]["exists"] is False and doc["profile"]["found"] is False

@@ -188,9 +188,16 @@ def test_fail_closed_when_the_log_is_replaced(session, replacement):
     assert session.refused("audit_unavailable", "grant_create", vault_path=session.vault, passphrase_b64=PASS_B64,
                            secrets=["**"])
     assert session.raw("status")["reason"] == "audit_unavailable"
-    # the kimen command fails too, and never prints the value
-    done = session.kimen.run("secret", "get", "prod.db.password", "--unsafe-stdout")
-    assert done.code != 0 and VALUES["prod.db.password"] not in done.out
+    # the kimen commands fail with that reason and its hint (not "no passphrase", not "busy"), and
+    # never print the value; `kimen status` shows it on its session line
+    done = session.kimen.fail(34, "audit_unavailable", "secret", "get", "prod.db.password", "--unsafe-stdout")
+    assert VALUES["prod.db.password"] not in done.out and done.err_json()["hint"]
+    status = session.kimen.ok("session", "status", "--json").json()  # status exits 0, and says why
+    assert status["state"] == "unknown" and status["reason"] == "audit_unavailable" and status["running"]
+    assert [w["reason"] for w in status["warnings"]] == ["session_refused"]
+    shown = session.kimen.ok("status", "--json").json()["session"]
+    assert shown["state"] == "unavailable" and shown["reason"] == "audit_unavailable" and shown["hint"]
+    assert "session:  unavailable: " in session.kimen.ok("status").stdout
     (session.log_path.rmdir() if replacement == "directory" else session.log_path.unlink())
     assert values(session.read(["prod.db.password"]))  # the path is a file again: served, recorded
     assert session.records()[-1]["names"] == ["prod.db.password"]
@@ -506,6 +513,13 @@ def test_kimen_commands_send_their_advisory_context(session):
     assert reads[-1]["context"] == {"command": "secret get"}
     human = k.ok("session", "log", "--limit", "1", "--name", "dev.token").stdout
     assert 'ctx(advisory)={"command":"run","profile":"dev"}' in human
+    k.ok("session", "stop")
+    with open(session.log_path, "ab") as log:  # a hand edit: a line that is not a record
+        log.write(b"not json\n")
+    done = k.ok("session", "log", "--json")
+    assert json.loads(done.err)["warnings"][0]["reason"] == "audit_lines_skipped"
+    assert "1 line of the audit log is not a record: skipped" in k.ok("session", "log").err
+    assert all(json.loads(line) for line in done.stdout.splitlines())
 
 
 def test_a_projection_asks_the_session_once_and_falls_back_on_a_refusal(session):

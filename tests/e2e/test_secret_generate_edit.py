@@ -130,6 +130,38 @@ def test_edit_unchanged_writes_nothing_and_create(vault, tmp_path):
     assert vault.get("new.x") == b"made" and _edit_dirs(vault) == []
 
 
+def test_an_editor_that_prints_the_file_reaches_a_terminal_never_a_pipe(vault, tmp_path):
+    """vi without a terminal draws its screen, the value in it, to stdout: into a pipe (an agent's
+    or CI's log) the editor's stdout goes to /dev/null; on a terminal it is the editor's."""
+    import subprocess
+
+    from tests.conftest import KIMEN
+
+    vault.set("app.x", CANARY)
+    env = {**vault.with_pass(), "EDITOR": _editor(tmp_path, "sys.stdout.write(open(path).read()); sys.stdout.flush()")}
+    piped = vault.ok("secret", "edit", "app.x", env=env)
+    assert CANARY.encode() not in piped.out and piped.stdout.strip() == "unchanged app.x"
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([KIMEN, "secret", "edit", "app.x"], stdin=subprocess.DEVNULL, stdout=slave,
+                                stderr=subprocess.PIPE, env={**vault.env, **env}, cwd=vault.cwd)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every writer of the terminal has closed it
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(master)
+    assert CANARY.encode() in seen and b"unchanged app.x" in seen
+    assert _edit_dirs(vault) == []
+
+
 def test_edit_refusals(vault, tmp_path):
     vault.set("bin.x", b"\xff\xfe")
     vault.fail(11, "editor_not_found", "secret", "edit", "bin.x", env={"EDITOR": "no-such-editor-here"},
@@ -224,8 +256,13 @@ def test_generate_and_edit_through_a_session_and_its_grants(vault, tmp_path):
         writer = vault.ok("session", "grant", "--secret", "app.*", env=vault.with_pass()).stdout.strip()
         editor = _editor(tmp_path, "open(path, 'w').write('through the session')")
         vault.fail(35, "grant_denied", "secret", "generate", "app.new", env={"KIMEN_SESSION_TOKEN": read_only})
-        vault.fail(35, "grant_denied", "secret", "edit", "app.x",
-                   env={"KIMEN_SESSION_TOKEN": read_only, "EDITOR": editor})
+        ran = tmp_path / "editor-ran"  # refused before the editor opens: no edit is made to be lost
+        (tmp_path / "ro").mkdir()
+        opened = _editor(tmp_path / "ro", f"open({str(ran)!r}, 'w').write('ran'); open(path, 'w').write('lost')")
+        denied = vault.fail(35, "grant_denied", "secret", "edit", "app.x",
+                            env={"KIMEN_SESSION_TOKEN": read_only, "EDITOR": opened}).err_json()
+        assert not ran.exists() and denied["error"] == "the grant is read-only" and denied["denied"] == ["app.x"]
+        assert vault.get("app.x") == CANARY.encode()
         vault.ok("secret", "generate", "app.new", env={"KIMEN_SESSION_TOKEN": writer})
         vault.fail(35, "grant_denied", "secret", "generate", "other.new", env={"KIMEN_SESSION_TOKEN": writer})
         doc = vault.ok("secret", "edit", "app.x", "--json",

@@ -58,7 +58,11 @@ def test_restore_snapshots_the_current_vault_first(kimen):
     assert kimen.ok("secret", "list").stdout.split() == ["app.z"]
     (kimen.cwd / "junk").write_bytes(b"not a vault at all" * 100)
     kimen.fail(24, "invalid_vault_file", "vault", "restore", "--backup", "junk")
-    kimen.fail(14, "vault_not_found", "vault", "restore", "--backup", "missing.db")
+    missing = kimen.fail(14, "vault_not_found", "vault", "restore", "--backup", "missing.db").err_json()
+    assert "kimen vault backups" in missing["hint"] and "vault init" not in missing["hint"]
+    no_pass = kimen.fail(10, "missing_passphrase", "vault", "restore", "--backup", backup,
+                         unset=("KIMEN_PASSPHRASE",)).err_json()
+    assert "session" not in no_pass["hint"]  # a session never restores
     assert kimen.ok("secret", "list").stdout.split() == ["app.z"]
 
 
