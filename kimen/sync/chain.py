@@ -442,18 +442,22 @@ def accept(doc: SignedDocument, known: KnownHead | None, configured_remote_id: s
 
     `doc` is the decrypted document, parsed and signature-verified by kimen.bundle.document.
     `known` is the highest head accepted for this remote (None: first contact); `now` and
-    `max_skew` are seconds. `parent`, when the caller has the known head's content and `doc` is its
-    direct child, adds the full carry-forward check (`check_descent`).
+    `max_skew` are seconds. `parent`: the known head's content, when the caller keeps it. A head
+    that descends from it must then hold its entries of that seq or older unchanged
+    (`check_carried`), and its direct child must carry everything forward (`check_descent`).
     """
     head = parse_head(doc)  # 3. document
     pin = _check_remote(head, known, configured_remote_id)  # 4.
     _check_membership_chain(head, known)  # 5.
     author = _check_author(head)  # 6.
     _check_writes(head, author)  # 7.
-    if parent is not None and head.seq == parent.seq + 1 and head.sync.parent == parent.id:
-        check_descent(parent, head)
     _check_clock(head, now, max_skew)  # 8.
-    return Acceptance(head, _check_order(head, known), pin)  # 9.
+    outcome = _check_order(head, known)  # 9.
+    if parent is not None and known is not None and parent.id == known.head_id and outcome == "advanced":
+        check_carried(parent, head)
+        if head.seq == parent.seq + 1:
+            check_descent(parent, head)
+    return Acceptance(head, outcome, pin)
 
 
 def _check_remote(head: Head, known: KnownHead | None, configured: str | None) -> str | None:
@@ -546,6 +550,17 @@ def _check_writes(head: Head, author: Member) -> None:
                    and not removed_here.issubset(due_map[e.name].removed if e.name in due_map else ())]
         if missing:
             raise errors.SyncWriteUnauthorized(seq=seq, detail=f"rotation_due misses {', '.join(sorted(missing))}")
+
+
+def check_carried(known: Head, head: Head) -> None:
+    """`head` descends from `known`: an entry it holds with a revision of `known`'s seq or older is
+    `known`'s own, since any change after it has a newer revision. Without this a writer could put
+    a value outside their scope into a head under an old revision and another member's name →
+    `sync_write_unauthorized`."""
+    for name, entry in head.entries.items():
+        if entry.revision <= known.seq and known.entries.get(name) != entry:
+            raise errors.SyncWriteUnauthorized(
+                seq=head.seq, detail=f"{name} claims revision {entry.revision}, which head {known.seq} did not hold")
 
 
 def check_descent(parent: Head, head: Head) -> None:

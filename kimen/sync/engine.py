@@ -314,8 +314,21 @@ class Engine:
             if isinstance(candidate, str) and len(candidate) == 32 and candidate.isalnum() and candidate.islower():
                 remote_id = candidate  # first contact: a ratchet kept for that remote still counts
         known = None if stateless else self._known(remote_id, state)
-        acceptance = chain.accept(doc, known, self.remote.remote_id, self.clock(), self.max_skew)
+        parent = None if seen else self._known_content(known, identity, doc.raw.get("sync"))
+        acceptance = chain.accept(doc, known, self.remote.remote_id, self.clock(), self.max_skew, parent=parent)
         return Fetched(current, acceptance.head, acceptance.outcome, acceptance.pin_remote_id)
+
+    def _known_content(self, known: KnownHead | None, identity: Identity, sync: object) -> Head | None:
+        """The known head's content from this machine's copy (`head.age`), when the head read now
+        claims a later seq: `chain.accept` checks what the new head carries from it. None when
+        there is no known head or no usable copy (a vault restored from elsewhere)."""
+        seq = sync.get("seq") if isinstance(sync, dict) else None
+        if known is None or type(seq) is not int or seq <= known.seq:
+            return None
+        try:
+            return self._kept_head(known, identity)[0]
+        except errors.RestoreHeadUnavailable:
+            return None
 
     def _me(self, head: Head) -> Member:
         identity = self._identity()
@@ -725,8 +738,8 @@ class Engine:
         data = self.remote.state_dir(known.remote_id).read_head()
         if data is None:
             raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail="this machine keeps no copy of it")
-        try:
-            head = chain.parse_head(document.parse(age.decrypt(data, [identity])))
+        try:  # its signature was verified when it was accepted; the id below proves these are its bytes
+            head = chain.parse_head(document.parse(age.decrypt(data, [identity]), verified_before=True))
         except errors.KimenError as exc:
             raise errors.RestoreHeadUnavailable(remote=self.remote.name, detail=exc.reason) from None
         if head.id != known.head_id or head.remote_id != known.remote_id:

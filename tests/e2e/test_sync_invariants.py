@@ -274,6 +274,78 @@ def test_pushes_carry_forward_names_outside_the_pushers_scope_and_first_pulls_ne
     assert mirrored["deleted_keys"] == ["dev.cy-local"] and Path(mirrored["backup_path"]).exists()
 
 
+def _forge_old_revision(head_bytes: bytes, eve: Kimen, recipients: list[str], *, name: str | None, value: bytes,
+                        seq: int, clear_rotation: bool = False) -> bytes:
+    """What a writer's patched client could publish: the next head after `head_bytes`, by eve and
+    signed with her key, that changes `name` (outside her scope) under the old revision `seq` and
+    the name of that head's author, so the scope check, which looks at this head's revisions, sees
+    nothing; `clear_rotation` also empties `rotation_due`."""
+    import base64
+    import time
+
+    from kimen.bundle import age, document, keys
+    from kimen.durations import format_time
+    from kimen.sigfmt import canonical
+    from kimen.sync import chain, merge
+
+    ident = keys.parse_identity(eve.identity.read_bytes(), str(eve.identity))  # type: ignore[attr-defined]
+    head = chain.parse_head(document.parse(age.decrypt(head_bytes, [ident])))
+    now = time.time()
+    doc = merge.build_next(head, author="eve", changes={"dev.eve": b"1"}, at=format_time(now),
+                           now_ms=int(now * 1000), creator={"user": "x", "host": "x", "kimen": "0"})
+    if name is not None:
+        old = next(e for e in doc["sync"]["log"] if e["seq"] == seq)
+        for entry in doc["secrets"]:
+            if entry["name"] == name:
+                entry.update(value_b64=base64.b64encode(value).decode(), revision=seq, by=old["by"],
+                             updated_at=old["at"])
+        old["set"] = sorted(set(old["set"]) | {name})
+    if clear_rotation:
+        doc["sync"]["rotation_due"] = []
+    document.sign(doc, ident)
+    return age.encrypt(canonical(doc), [keys.parse_recipient(r).obj for r in recipients])
+
+
+def test_a_writer_cannot_slip_a_change_outside_their_scope_in_under_an_old_revision(tmp_path):
+    """Every member who kept the head a forged entry claims to come from refuses the head: the
+    direct child of the kept head must carry everything forward, and any later head must hold the
+    kept head's entries of its seq or older as they were."""
+    repo = sync_team.bare_repo(tmp_path / "team.git")
+    ana, bo, eve = (sync_team.person(tmp_path, n) for n in ("ana", "bo", "eve"))
+    rid = sync_team.found(ana, repo)
+    sync_team.join(ana, bo, "bo", repo, rid)
+    sync_team.join(ana, eve, "eve", repo, rid, scope=("dev.**",))
+    ana.set("prod.db", CANARY)
+    ana.set("dev.b", "1")
+    first = sync(ana, "push")["seq"]
+    for k in (bo, eve):
+        sync(k, "pull")
+    ana.set("dev.c", "1")
+    sync(ana, "push")  # bo does not pull this one: his known head is `first`
+    recipients = [m["recipient"] for m in ana.ok("sync", "members", "list", "--json").json()["members"]]
+    tip = read_head(repo)
+    before = git("--git-dir", str(repo), "rev-parse", "main").decode().strip()
+    write_head(repo, _forge_old_revision(tip, eve, recipients, name="prod.db", value=b"EVIL", seq=first))
+    for k in (ana, bo):  # ana kept its parent; bo kept an older head that held prod.db at `first`
+        done = k.fail(32, "sync_write_unauthorized", "sync", "pull", env=k.with_pass())
+        assert "prod.db" in done.err_json()["error"] and k.get("prod.db") == CANARY.encode()
+        assert b"EVIL" not in done.out and "EVIL" not in done.err
+    git("--git-dir", str(repo), "update-ref", "refs/heads/main", before)
+
+    # rotation_due emptied by a writer: refused by whoever kept the parent
+    cy = sync_team.person(tmp_path, "cy")
+    sync_team.join(ana, cy, "cy", repo, rid)
+    sync(cy, "pull")
+    ana.ok("sync", "members", "rm", "cy", "--yes")
+    assert ana.ok("sync", "rotation", "--json").json()["count"] > 0
+    sync(ana, "pull")
+    recipients = [m["recipient"] for m in ana.ok("sync", "members", "list", "--json").json()["members"]]
+    write_head(repo, _forge_old_revision(read_head(repo), eve, recipients, name=None, value=b"", seq=0,
+                                         clear_rotation=True))
+    done = ana.fail(32, "sync_write_unauthorized", "sync", "pull", env=ana.with_pass())
+    assert "rotation_due" in done.err_json()["error"]
+
+
 # -- 33: a removed member cannot decrypt later heads; their names are due for rotation ---------------
 
 
