@@ -27,7 +27,8 @@ FIXED = [
     (13, "secret already exists"),
     (14, "vault not found"),
     (15, "wrong passphrase, or vault data failed authentication"),
-    (31, "sync: a conflict (the same keys changed on both sides), a fork or a rollback of the remote's head"),
+    (31, "sync: a conflict (the same keys changed on both sides), a fork or a rollback of the remote's head; "
+         "with `--strict`, a vault out of step with the head (it moved, or no baseline yet)"),
     (35, "a grant token was required, or the token is invalid, expired or does not cover the request"),
     (126, "`run`: the command is not executable"),
     (127, "`run`: the command was not found"),

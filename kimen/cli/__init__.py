@@ -68,10 +68,13 @@ def _collect_warnings(want_json: bool) -> None:
 def _print_result(inv: Invocation, result: Result) -> None:
     from .. import output
 
+    fields = result.fields
+    if result.exit_code and "exit_code" not in fields:  # a report that failed (`sync status --strict`)
+        fields = {**fields, "ok": False, "exit_code": result.exit_code}
     if inv.json:
-        output.print_json(output.success_envelope(result.action, result.fields))
+        output.print_json(output.success_envelope(result.action, fields))
     elif getattr(inv.options, "terse", False):
-        output.print_lines(output.terse_line(result.action, result.fields))
+        output.print_lines(output.terse_line(result.action, fields))
     elif result.human is not None:
         output.print_lines(result.human)
 

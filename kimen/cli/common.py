@@ -99,3 +99,15 @@ def check_session_path(canonical: str) -> None:
         raise errors.SessionUnsupported(message=f"a session cannot hold a vault whose path is not valid UTF-8: "
                                                 f"{shown}", hint="rename the vault file or its directory, or use "
                                                                  "the vault without a session")
+
+
+def check_fingerprint(text: str | None) -> str | None:
+    """A fingerprint given on the command line (a value's, the members'): 64 hex digits, returned
+    in lower case → else `invalid_fingerprint`; None stays None."""
+    if text is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise errors.InvalidFingerprint()
+    return text.lower()

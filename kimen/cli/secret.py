@@ -13,6 +13,7 @@ from .. import errors
 from ..store import Change
 from ..values import MAX_VALUE_BYTES, check_secret_name
 from . import history, secret_tools
+from .common import check_fingerprint
 from .model import COMMANDS, Invocation, Result
 
 TYPE_CHECKING = False
@@ -167,16 +168,6 @@ def _prompt_value(name: str) -> bytes:
         return first.reveal()
 
 
-def _check_fingerprint(text: str | None) -> str | None:
-    if text is None:
-        return None
-    import re
-
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
-        raise errors.InvalidFingerprint()
-    return text.lower()
-
-
 def cmd_set(inv: Invocation) -> Result:
     import hashlib
 
@@ -184,7 +175,7 @@ def cmd_set(inv: Invocation) -> Result:
 
     a = inv.options
     name = check_secret_name(a.name)
-    expected = _check_fingerprint(a.confirm_fingerprint)
+    expected = check_fingerprint(a.confirm_fingerprint)
     value = _read_value(inv, name)
     digest = hashlib.sha256(value).hexdigest()
     if expected is not None and digest != expected:

@@ -16,6 +16,7 @@ import os
 from .. import errors
 from ..output import Progress
 from . import flags
+from .common import check_fingerprint
 from .model import COMMANDS, Invocation, Result
 
 TYPE_CHECKING = False
@@ -1102,8 +1103,9 @@ def cmd_members_ack(inv: Invocation) -> Result:
     with _reading(session):
         head = session.engine.members().head
     current = members_fp(head.current.members)
-    if inv.options.fp and inv.options.fp != current:
-        raise errors.MembersPinMismatch(actual=current, expected=inv.options.fp)
+    expected = check_fingerprint(inv.options.fp or None)
+    if expected and expected != current:
+        raise errors.MembersPinMismatch(actual=current, expected=expected)
     directory = SyncStateDir(head.remote_id, inv.env)
     previous = directory.read_ack()
     directory.write_ack(current, head.current.members)
@@ -1134,6 +1136,10 @@ def cmd_log(inv: Invocation) -> Result:
         limit = 0
     if limit < 1:
         raise errors.InvalidLimit(detail=str(args.limit)[:20])
+    if args.key is not None:
+        from ..values import check_secret_name
+
+        check_secret_name(args.key)  # a name no secret can have would match nothing, silently
     session = Session(inv, unlock=False)
     session.close()
     with _reading(session):
@@ -1142,7 +1148,8 @@ def cmd_log(inv: Invocation) -> Result:
                if args.key is None or args.key in e.set or args.key in e.deleted][:limit]
     lines = [f"{e['seq']}\t{e['at']}\t{e['by']}\t" + " ".join(
         [*("+" + n for n in e["set"]), *("-" + n for n in e["del"])] + (["(members)"] if e["members"] else [])
-        + ([f"({e['note']})"] if e["note"] else [])) for e in entries]
+        + ([f"({e['note']})"] if e["note"] and not (e["members"] and e["note"] == "members") else []))
+        for e in entries]
     return Result("sync_log", lines, {"entries": entries, "first_seq": head.sync.log[0].seq, "head_seq": head.seq})
 
 
@@ -1162,8 +1169,9 @@ def cmd_pin(inv: Invocation) -> Result:
         raise engine.no_head(None, stateless=True)
     head = fetched.head
     fp = members_fp(head.current.members)
-    if args.check and args.check != fp:
-        raise errors.MembersPinMismatch(actual=fp, expected=args.check)
+    expected = check_fingerprint(args.check or None)
+    if expected and expected != fp:
+        raise errors.MembersPinMismatch(actual=fp, expected=expected)
     writers = [m for m in head.current.members if m.can_write]
     fields = {"remote_id": head.remote_id, "seq": head.seq, "head_id": head.id, "by": head.by, "members_fp": fp,
               "writers": [m.id for m in writers], "trusted_signers": [m.signer for m in writers],

@@ -21,6 +21,7 @@ import os
 from .. import errors
 from ..output import Progress
 from . import sync as common
+from .common import check_fingerprint
 from .model import Invocation, Result
 
 TYPE_CHECKING = False
@@ -176,7 +177,7 @@ def _pin(run: _Run) -> tuple[dict[str, Any], int]:
 
     head = run.fetched().head
     fp = members_fp(head.current.members)
-    expected = run.inv.options.pin
+    expected = check_fingerprint(run.inv.options.pin)
     if fp != expected:
         raise errors.MembersPinMismatch(actual=fp, expected=expected, recommended_action="sync_members_ack")
     writers = [m for m in head.current.members if m.can_write]
@@ -400,7 +401,10 @@ def cmd_sync(inv: Invocation) -> Result:
         steps.append(step)
         if not step["ok"]:
             code = step["exit_code"]
-            action = (step["error"] or {}).get("recommended_action") or ("manual_reconcile" if code == 31 else "none")
+            error = step["error"] or {}
+            action = error.get("recommended_action") or (
+                common.RESTORE_ACTION if error.get("reason") in ("remote_rollback", "remote_fork")
+                else "manual_reconcile" if code == 31 else "none")
         elif mode == "run":
             action = "none"
     fields: dict[str, Any] = {

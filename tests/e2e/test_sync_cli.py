@@ -198,6 +198,12 @@ def test_members_list_remove_and_rotation(team, tmp_path):
     assert pinned["pinned"] and pinned["writers"] == ["ana"]
     assert pinned["trusted_signers"][0].startswith("kimen-sig-v1:")
     ana.fail(32, "members_pin_mismatch", "sync", "pin", "--check", "f" * 64)
+    for args in (("members", "ack", "--fp", "zz"), ("pin", "--check", "zz")):  # not a fingerprint at all
+        ana.fail(32, "invalid_fingerprint", "sync", *args)
+    assert ana.ok("sync", "pin", "--check", fp.upper(), "--json").json()["pinned"]
+    ana.fail(32, "invalid_secret_name", "sync", "log", "--key", "bad..name")
+    human_log = ana.ok("sync", "log").stdout
+    assert "(members) (members)" not in human_log and "(members)" in human_log
     ana.fail(32, "bundle_wrong_remote", "sync", "pin", "--remote-id", "0" * 32)
 
 
@@ -284,6 +290,9 @@ def test_an_admins_own_membership_change_is_acknowledged_but_not_a_teammates(tmp
     assert bo_status["next_command"] == "kimen sync members ack --remote team"
     strict = bo.run("sync", "status", "--strict", "--json", env=bo.with_pass())  # the report, exit 32
     assert strict.code == 32 and strict.json()["reason"] == "members_unacknowledged"
+    assert strict.json()["ok"] is False and strict.json()["exit_code"] == 32  # the envelope says it failed
+    terse = bo.run("sync", "status", "--strict", "--terse", env=bo.with_pass())
+    assert terse.code == 32 and "ok=false" in terse.stdout.split() and "exit_code=32" in terse.stdout.split()
     sync(bo, "members", "ack")
     assert sync(bo, "status")["members_changed"] is False
 

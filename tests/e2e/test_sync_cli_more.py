@@ -246,7 +246,11 @@ def test_restore_head_after_a_wipe_a_rollback_and_a_fork(team, tmp_path):
 
     # the remote is replaced by an older copy: refused as a rollback, restored above both
     head_file.write_bytes(seq5)
-    bo.fail(31, "remote_rollback", "sync", "pull", env=bo.with_pass())
+    rolled = bo.fail(31, "remote_rollback", "sync", "pull", env=bo.with_pass()).err_json()
+    assert "`kimen sync push --restore-head --yes`" in rolled["hint"]
+    plain = ana.run("sync", "--no-doctor", "--json", env=ana.with_pass()).json()  # not `sync changes`
+    assert plain["steps"][-1]["error"]["reason"] == "remote_rollback"
+    assert plain["next_command"] == "kimen sync push --remote team --restore-head --yes"
     assert sync(ana, "push", "--restore-head", "--yes")["seq"] == 8
     assert sync(bo, "pull")["seq"] == 8
 
