@@ -269,13 +269,25 @@ def replace_at(
         pass
 
 
+def _mkdir_hint(directory: str) -> str:
+    return f"its directory does not exist: create it first (`mkdir -p -m 700 {directory}`)"
+
+
+def require_output_dir(path: str) -> None:
+    """The directory an `--out PATH` goes into exists → else `write_failed` naming it, with the
+    command that makes it (checked before any value is read)."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise errors.WriteFailed(detail=f"{directory}: directory does not exist", path=path,
+                                 hint=_mkdir_hint(directory))
+
+
 def _create_failed(failed: type[KimenError], shown: str, exc: OSError) -> KimenError:
     """A file could not be created at `shown`; a missing directory gets the command that makes it
     (a private file's directory is the user's to create, with the mode they choose)."""
     if isinstance(exc, FileNotFoundError):
-        directory = os.path.dirname(os.path.abspath(shown))
         return failed(detail=f"{shown}: {exc.strerror}", path=shown,
-                      hint=f"its directory does not exist: create it first (`mkdir -p -m 700 {directory}`)")
+                      hint=_mkdir_hint(os.path.dirname(os.path.abspath(shown))))
     return failed(detail=f"{shown}: {exc.strerror}", path=shown)
 
 

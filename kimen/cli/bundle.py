@@ -181,8 +181,7 @@ def cmd_seal(inv: Invocation) -> Result:
         raise errors.MissingOut()
     out = absolute(args.out)
     fsutil.refuse_unsafe_target(out)
-    if not os.path.isdir(os.path.dirname(out)):
-        raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
+    fsutil.require_output_dir(out)
     requested = None
     if args.generation is not None:
         text = args.generation

@@ -75,8 +75,7 @@ def output_file(out: str) -> str:
 
     path = absolute(out)
     fsutil.refuse_unsafe_target(path)
-    if not os.path.isdir(os.path.dirname(path)):
-        raise errors.WriteFailed(detail=f"{os.path.dirname(path)}: directory does not exist", path=path)
+    fsutil.require_output_dir(path)
     return path
 
 

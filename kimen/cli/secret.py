@@ -248,15 +248,14 @@ def cmd_get(inv: Invocation) -> Result | int:
 
 def _check_out(path: str, *, force: bool) -> str:
     """`--out PATH`: never through a symlink, an existing file only with --force."""
-    from ..fsutil import refuse_unsafe_target
+    from ..fsutil import refuse_unsafe_target, require_output_dir
     from ..paths import absolute
 
     out = absolute(path)
     refuse_unsafe_target(out)
     if os.path.lexists(out) and not force:
         raise errors.OutputExists(path=out)
-    if not os.path.isdir(os.path.dirname(out)):
-        raise errors.WriteFailed(detail=f"{os.path.dirname(out)}: directory does not exist", path=out)
+    require_output_dir(out)
     return out
 
 

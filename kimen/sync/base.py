@@ -243,6 +243,12 @@ class Entry(Record):
     def __repr__(self) -> str:  # never the value
         return f"Entry({self.name!r}, revision={self.revision}, by={self.by!r})"
 
+    def __eq__(self, other: object) -> bool:  # Record's, without building two tuples: heads compare 10 000s
+        return type(other) is Entry and self.revision == other.revision and self.value_b64 == other.value_b64 \
+            and self.by == other.by and self.updated_at == other.updated_at and self.name == other.name
+
+    __hash__ = Record.__hash__
+
     @property
     def value(self) -> bytes:
         return a2b_base64(self.value_b64)  # what base64.b64decode does, without importing base64

@@ -454,9 +454,10 @@ def accept(doc: SignedDocument, known: KnownHead | None, configured_remote_id: s
     _check_clock(head, now, max_skew)  # 8.
     outcome = _check_order(head, known)  # 9.
     if parent is not None and known is not None and parent.id == known.head_id and outcome == "advanced":
-        check_carried(parent, head)
         if head.seq == parent.seq + 1:
-            check_descent(parent, head)
+            check_descent(parent, head)  # which holds every entry it did not change to the parent's
+        else:
+            check_carried(parent, head)
     return Acceptance(head, outcome, pin)
 
 

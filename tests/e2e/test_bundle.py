@@ -57,6 +57,25 @@ def test_keygen_and_recipient_inputs(kimen):
     assert not (kimen.cwd / "keys").exists()
 
 
+@pytest.mark.parametrize(("argv", "code"), [
+    (("envfile", "--env", "A=const:x", "--out", "{missing}/out.env"), 22),
+    (("inject", "-i", "t.tmpl", "-o", "{missing}/out.yml"), 28),
+    (("secret", "get", "app.x", "--out", "{missing}/x"), 11),
+    (("bundle", "seal", "--no-sign", "--secret", "app.x", "--recipient", "{recipient}",
+      "--out", "{missing}/v.age"), 25),
+])
+def test_every_out_in_a_missing_directory_gets_the_mkdir_hint(kimen, argv, code):
+    kimen.init_vault()
+    kimen.set("app.x", "v")
+    (kimen.cwd / "t.tmpl").write_text("plain\n")
+    recipient = kimen.ok("bundle", "keygen", "--out", "k.txt", "--json").json()["recipient"]
+    missing = kimen.cwd / "missing"
+    args = [a.format(missing=missing, recipient=recipient) for a in argv]
+    done = kimen.fail(code, "write_failed", *args, env=kimen.with_pass())
+    assert done.err_json()["hint"] == f"its directory does not exist: create it first (`mkdir -p -m 700 {missing}`)"
+    assert not missing.exists()
+
+
 @pytest.mark.parametrize(("content", "reason"), [
     ("# only a comment\n\n", "no_identity_found"),
     ("", "no_identity_found"),
