@@ -32,14 +32,14 @@ ORPHAN_GRACE_SECONDS = 60
 # ---------------------------------------------------------------------------------------------
 
 
-def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError], shown: str) -> int:
+def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError], root_shown: str) -> int:
     """Walk (creating 0700 as needed) `parts` below `root_fd`; returns a new fd of the last one.
 
-    A component that exists as a symlink or a non-directory is refused with `error`.
+    A component that exists as a symlink or a non-directory is refused with `error`, naming it.
     """
     fd = os.dup(root_fd)
     try:
-        for part in parts:
+        for depth, part in enumerate(parts, 1):
             try:
                 os.mkdir(part, 0o700, dir_fd=fd)
                 created = True
@@ -48,7 +48,8 @@ def open_subdirs(root_fd: int, parts: list[str], error: type[errors.KimenError],
             try:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError:
-                raise error(path=shown, problem=f"{part} is not a directory (or is a symlink)") from None
+                raise error(path=os.path.join(root_shown, *parts[:depth]),
+                            problem="is a symlink or not a directory") from None
             if created:
                 os.fchmod(child, 0o700)
             os.close(fd)
@@ -89,13 +90,24 @@ def write_files(root_fd: int, root_shown: str, files: Iterable[tuple[str, bytes]
     """Write each (relpath, data) below `root_fd`; returns the paths written, as shown.
 
     replace: atomic replacement (`fsutil.replace_at`, each directory swept of dead writers' temp
-    files once), else exclusive creation (a fresh private runtime dir)."""
+    files once), else exclusive creation (a fresh private runtime dir). A directory the user named
+    (`replace`) is checked for every file before the first is written: a symlink or another
+    non-regular file in the way, or a subdirectory that is a symlink, refuses them all."""
+    files = list(files)
+    if replace:
+        for rel, _data in files:
+            parts = rel.split("/")
+            fd = open_subdirs(root_fd, parts[:-1], error, root_shown)
+            try:
+                fsutil.refuse_unsafe_target(parts[-1], dir_fd=fd, shown=os.path.join(root_shown, rel))
+            finally:
+                os.close(fd)
     written = []
     swept: set[tuple[int, int]] = set()
     for rel, data in files:
         parts = rel.split("/")
         shown = os.path.join(root_shown, rel)
-        fd = open_subdirs(root_fd, parts[:-1], error, shown)
+        fd = open_subdirs(root_fd, parts[:-1], error, root_shown)
         try:
             if replace:
                 st = os.fstat(fd)

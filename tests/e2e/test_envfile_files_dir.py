@@ -91,3 +91,31 @@ def test_without_files_dir_files_are_ignored(vault):
     done = vault.ok("envfile", "--profile", "p", "--out", ".env", "--json", env=vault.with_pass())
     assert (done.json()["files_dir"], done.json()["files"]) == (None, [])
     assert dotenv_values(vault.cwd / ".env") == {"DB": "postgres://u:p@h/db"}
+
+
+@pytest.mark.parametrize("command", [
+    ("envfile", "--profile", "p", "--out", ".env", "--files-dir"),
+    ("run", "--profile", "p", "--files-dir"),
+    ("render", "--profile", "p", "--dir"),
+])
+@pytest.mark.parametrize("blocked", ["subdir", "file"])
+def test_one_file_in_the_way_writes_no_file_at_all(vault, command, blocked, tmp_path):
+    """Every target is checked before the first file is written: a symlinked subdirectory or a
+    symlink where a file goes refuses them all, and the error names what is in the way."""
+    target = vault.root / "out"
+    target.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if blocked == "subdir":  # creds/c.json is written first, other second
+        (target / "creds").symlink_to(elsewhere)
+        reason, path = ("unsafe_output_dir" if command[0] == "render" else "unsafe_files_dir"), target / "creds"
+    else:
+        (target / "other").symlink_to(elsewhere / "other")
+        reason, path = "unsafe_output_path", target / "other"
+    argv = [*command, str(target)] + (["--", "true"] if command[0] == "run" else [])
+    code = {"envfile": 22, "run": 23, "render": 23}[command[0]]
+    done = vault.fail(code, reason, *argv, env=vault.with_pass())
+    assert done.err_json()["path"] == str(path)
+    assert not (target / "creds" / "c.json").exists() and not (vault.cwd / ".env").exists()
+    assert list(elsewhere.iterdir()) == []
+
