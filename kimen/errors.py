@@ -112,10 +112,16 @@ class KimenError(Exception):
 
 def output_failed(stream: str, problem: str) -> KimenError:
     """`write_failed` for kimen's own output: `stream` ("standard output") could not be written
-    (a full disk, a closed descriptor; a reader that went away is not an error)."""
-    return error_class("write_failed")(
-        detail=f"{stream}: {problem}",
-        hint="free space where the output goes, or send it to a file or a pipe (`kimen … > FILE`)")
+    (a full disk, a closed descriptor; a reader that went away is not an error). `problem` is the
+    OS's words (`strerror`); a closed descriptor gets its own hint."""
+    import errno
+    import os
+
+    if problem in ("it is closed", os.strerror(errno.EBADF)):  # started with it closed (`>&-`)
+        hint = f"kimen's {stream} is closed: give it one (`kimen … > FILE`, or `> /dev/null`)"
+    else:
+        hint = "free space where the output goes, or send it to a file or a pipe (`kimen … > FILE`)"
+    return error_class("write_failed")(detail=f"{stream}: {problem}", hint=hint)
 
 
 def error_class(reason: str) -> type[KimenError]:

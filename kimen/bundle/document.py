@@ -249,8 +249,9 @@ def check_max_age(document: Document, max_age_seconds: int | None, now: float | 
         raise errors.BundleExpired(generation=document.generation)
 
 
-def check_not_in_future(document: Document, now: float | None = None) -> None:
-    """A stateful open records the generation: refuse one over 15 minutes ahead of the clock."""
+def check_not_in_future(generation: int, now: float | None = None) -> None:
+    """A generation a vault records (a stateful open, a seal) may not be over 15 minutes ahead of
+    the clock: the vault would then refuse every genuine bundle sealed before that time."""
     limit = int((now if now is not None else time.time()) * 1000) + MAX_FUTURE_MS
-    if document.generation > limit:
-        raise errors.GenerationInFuture(generation=document.generation)
+    if generation > limit:
+        raise errors.GenerationInFuture(generation=generation)

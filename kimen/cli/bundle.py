@@ -188,6 +188,7 @@ def cmd_seal(inv: Invocation) -> Result:
         requested = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
         if not document.valid_generation(requested):
             raise errors.BundleInvalid(detail=f"--generation must be an integer from 1 to {document.MAX_GENERATION}")
+        document.check_not_in_future(requested)  # the vault records it: no opener would accept one
     recipients = _recipients(inv)
     identity = None if args.no_sign else load_identity(inv, required=False)
     if not args.no_sign:
@@ -295,7 +296,7 @@ def cmd_open(inv: Invocation) -> Result:
     if not os.path.exists(in_path):
         raise errors.InputMissing(path=in_path)
     doc, _identity = open_document(inv, in_path, passphrase=_age_passphrase(inv))
-    document.check_not_in_future(doc)  # opening records the generation (freshness, stateful)
+    document.check_not_in_future(doc.generation)  # opening records the generation (freshness, stateful)
     wanted = {s.name: s.value for s in doc.secrets}
     if exists:
         plan = _update(inv, location, wanted, doc.generation)

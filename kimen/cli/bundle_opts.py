@@ -69,6 +69,9 @@ def load_identity(inv: Invocation, *, required: bool = True, env: bool = True) -
                                    ("KIMEN_AGE_IDENTITY", env and bool(inv.env.get("KIMEN_AGE_IDENTITY"))))
              if on]
     if not found:
+        if required and env and "KIMEN_AGE_IDENTITY" in inv.env:  # a CI secret that is not set arrives empty
+            raise errors.MissingIdentityInput(hint="KIMEN_AGE_IDENTITY is set but empty: in CI, check that the "
+                                              "secret it is read from exists and is passed to this step")
         if required:
             raise errors.MissingIdentityInput()
         return None

@@ -70,7 +70,17 @@ def test_seal_generation_flag_is_bounded(kimen):
                           "--identity", str(team.key), "--generation", bad, env=kimen.with_pass())
         assert "--generation" in done.err_json()["error"]
     assert not (kimen.cwd / "x.age").exists()
-    assert team.seal("ok.age", "--generation", str(MAX_GENERATION))["generation"] == MAX_GENERATION
+    # a valid generation over 15 minutes ahead: no opener accepts it, and the vault would record it
+    # and refuse every later seal of its own; refused before anything is written or recorded
+    for ahead in (str(MAX_GENERATION), str(_now_ms() + 20 * 60 * 1000)):
+        kimen.fail(25, "generation_in_future", "bundle", "seal", "--out", "x.age", "--recipient", team.recipient,
+                   "--identity", str(team.key), "--generation", ahead, env=kimen.with_pass())
+    assert not (kimen.cwd / "x.age").exists()
+    skew = _now_ms() + 5 * 60 * 1000  # within the clock skew an opener accepts
+    assert team.seal("ok.age", "--generation", str(skew))["generation"] == skew
+    following = team.seal("next.age")  # the next seal goes above it, with no warning
+    assert following["generation"] > skew
+    assert "bundle_generation_ignored" not in [w["reason"] for w in following["warnings"]]
 
 
 @needs_age

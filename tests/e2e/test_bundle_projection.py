@@ -93,6 +93,9 @@ def test_bundle_source_refusals(ci):
     assert {c["name"]: c["status"] for c in done.json()["checks"]}["bundle_spec"] == "error"
     kimen.fail(23, "input_missing", "run", "--bundle", "absent.age", *args)
     kimen.fail(23, "missing_identity_input", "run", "--bundle", "vault.age", "--profile", "prod", "--", "true")
+    unset_secret = kimen.fail(23, "missing_identity_input", "run", "--bundle", "vault.age", "--profile", "prod",
+                              "--", "true", env={"KIMEN_AGE_IDENTITY": ""}).err_json()  # a CI secret not set
+    assert "KIMEN_AGE_IDENTITY is set but empty" in unset_secret["hint"]
     stranger = Team(kimen, "stranger.txt")
     kimen.fail(23, "bundle_no_match", "run", "--bundle", "vault.age", "--identity", str(stranger.key),
                "--profile", "prod", "--", "true")

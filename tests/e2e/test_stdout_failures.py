@@ -121,6 +121,7 @@ def _with_closed(kimen, redirect: str, *argv: str, env: dict[str, str] | None = 
 def test_a_closed_stdout_is_write_failed(live, argv, code):
     got, _, err = _with_closed(live, ">&-", *argv)
     assert (got, err.splitlines()[0]) == (code, "kimen: error: write failed: standard output: it is closed")
+    assert "standard output is closed" in err.splitlines()[1]  # the hint: not "free space"
 
 
 @pytest.mark.parametrize("stderr", ["2>&-", "2>/dev/full"])
