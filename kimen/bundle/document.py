@@ -21,7 +21,7 @@ from . import keys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from typing import Any
+    from typing import Any, TypeGuard
 
 VERSION = 1
 SIGNATURE_CONTEXT = b"kimen-bundle-v1\x00"
@@ -236,7 +236,7 @@ def check_trust(document: Document, trusted: Iterable[str], *, allow_unsigned: b
             signer=signer, hint=f"trust it with --trusted-signer {signer} or KIMEN_TRUSTED_SIGNERS={signer}")
 
 
-def valid_generation(value: object) -> bool:
+def valid_generation(value: object) -> TypeGuard[int]:
     return type(value) is int and 1 <= value <= MAX_GENERATION
 
 
