@@ -650,7 +650,8 @@ def cmd_init(inv: Invocation) -> Result:
             done = engine.init(_member_id(inv), args.scope or ("**",), _other_scopes(inv, name))
             _pin(config, remote, done.pin_remote_id, created=done.created_remote)
             fields.update(created_remote=done.created_remote, remote_id=done.remote_id, member=done.member,
-                          check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev)
+                          check_ok=True, seq=done.seq, head_id=done.head_id, remote_rev=done.remote_rev,
+                          remote_config=_remote_view(remote))  # with the id it just pinned
             lines.append(f"created the remote's first head (remote id {done.remote_id}, admin {done.member})"
                          if done.created_remote else
                          f"checked the remote's head: seq {done.seq}, remote id {done.remote_id}, member {done.member}")

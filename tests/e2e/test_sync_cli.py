@@ -43,6 +43,7 @@ def team(tmp_path):
     done = ana.ok("sync", "init", "team", "--path", str(remote_dir), "--identity", str(ana.identity),
                   "--member", "ana", "--json").json()
     assert done["action"] == "sync_init" and done["created_remote"] and done["member"] == "ana"
+    assert done["remote_config"]["remote_id"] == done["remote_id"]  # the config as it now is
     remote_id = done["remote_id"]
     join(ana, bo, "bo", remote_dir, remote_id)
     return ana, bo, remote_dir
