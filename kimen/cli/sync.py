@@ -1031,7 +1031,11 @@ def cmd_members_list(inv: Invocation) -> Result:
                   added=sorted(set(current) - set(acked)) if ack else [],
                   removed=sorted(set(acked) - set(current)) if ack else [],
                   changed=sorted(k for k in set(current) & set(acked) if current[k] != acked[k]))
-    return Result("sync_members_list", _member_lines(head), fields)
+    lines = [*_member_lines(head), f"members_fp: {fields['members_fp']}"]
+    news = [f"{label} {', '.join(fields[label])}" for label in ("added", "removed", "changed") if fields[label]]
+    if news:
+        lines.append(f"since you acknowledged them: {'; '.join(news)} (`kimen sync members ack`)")
+    return Result("sync_members_list", lines, fields)
 
 
 def cmd_members_add(inv: Invocation) -> Result:
@@ -1041,7 +1045,7 @@ def cmd_members_add(inv: Invocation) -> Result:
     args = inv.options
     session = Session(inv, unlock=False)
     session.close()
-    scope = tuple(check_scope_glob(g) for g in args.scope) or None
+    scope = tuple(dict.fromkeys(check_scope_glob(g) for g in args.scope)) or None  # a glob given twice once
     fingerprint = None
     if args.update:
         if not args.id:

@@ -302,7 +302,8 @@ class Engine:
         try:
             plaintext = age.decrypt(current.data, [identity])
         except errors.BundleNoMatch:
-            hint = ("you may have been removed from the team; ask an admin" if state is not None else None)
+            hint = ("the head is not sealed to you: an admin may have removed you, or whoever wrote it left you "
+                    "out (ask an admin; nothing was accepted)" if state is not None else None)
             raise errors.SyncNotAMember(remote=self.remote.name, **({"hint": hint} if hint else {})) from None
         seen = verified and not stateless and state is not None and current.rev == state.head_rev \
             and hashlib.sha256(plaintext).hexdigest() == state.head_id
@@ -382,7 +383,7 @@ class Engine:
 
         identity = self._identity()
         check_member_id(member_id)
-        scope = tuple(check_scope_glob(g) for g in scope)
+        scope = tuple(dict.fromkeys(check_scope_glob(g) for g in scope))  # a glob given twice once
         transport = self.remote.transport
         with transport.locked():
             existing = self.fetch(None)

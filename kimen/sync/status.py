@@ -221,6 +221,8 @@ def recommended_action(reason: str | None, *, has_local: bool, identity: bool, l
         return "wait_or_sync_unlock"
     if local_changed and writer:
         return "sync_push"
+    if local_changed:  # a reader's changes can never be published: the vault back to the head, after a backup
+        return "sync_pull_mirror"
     if members_changed:
         return "sync_members_ack"
     if rotation_due:

@@ -175,6 +175,11 @@ def test_members_list_remove_and_rotation(team, tmp_path):
     ack = ana.ok("sync", "members", "ack", "--json").json()
     assert ack["members_fp"] == listed["members_fp"] == ack["previous_fp"]
     assert ana.ok("sync", "members", "list", "--json").json()["acked"] is True
+    # a glob given twice is one glob, not an invalid scope
+    scoped = ana.ok("sync", "members", "add", "bo", "--update", "--scope", "prod.*", "--scope", "prod.*",
+                    "--json").json()
+    assert scoped["member"] == "bo" and scoped["scope"] == ["prod.*"]
+    ana.ok("sync", "members", "add", "bo", "--update", "--scope", "**")
     ana.fail(32, "members_rm_confirmation_required", "sync", "members", "rm", "bo")
     bo.fail(32, "sync_role_forbidden", "sync", "members", "rm", "ana", "--yes")
     ana.fail(32, "sync_last_admin", "sync", "members", "rm", "ana", "--yes")
@@ -329,3 +334,6 @@ def test_an_admins_own_change_does_not_acknowledge_an_earlier_change_by_another_
     assert sync(ana, "status")["members_changed"] is True
     listed = ana.ok("sync", "members", "list", "--json").json()
     assert set(listed["added"]) == {"cy", "dan"}
+    human = ana.ok("sync", "members", "list").stdout.splitlines()
+    assert f"members_fp: {listed['members_fp']}" in human
+    assert "since you acknowledged them: added cy, dan (`kimen sync members ack`)" in human

@@ -338,6 +338,21 @@ def test_revert_from_a_damaged_history_copy_says_so(team):
     assert ana.get("app.a") == b"2"
 
 
+def test_a_readers_local_change_is_blocked_with_the_way_back(team, tmp_path):
+    ana, _bo, remote_dir = team
+    cy = member(tmp_path, "cy")
+    joined = cy.ok("sync", "join", "team", "--path", str(remote_dir), "--identity", str(cy.identity),
+                   "--member", "cy", "--json").json()
+    ana.ok("sync", "members", "add", "--request", joined["request"], "--role", "reader")
+    sync(cy, "pull")
+    cy.set("app.mine", "x")  # a reader can never publish it
+    status = sync(cy, "status")
+    assert "sync_role_forbidden" in status["blockers"]
+    assert status["next_command"] == "kimen sync pull --remote team --mirror"
+    plain = cy.run("sync", "--no-doctor", env=cy.with_pass())
+    assert plain.code == 32 and "next: kimen sync pull --remote team --mirror" in plain.stdout
+
+
 def test_restore_head_over_a_git_branch_moved_back(tmp_path):
     import subprocess
 
