@@ -80,7 +80,7 @@ class Chain:
     def push(self, author: str, changes: dict[str, bytes | None] | None = None, **kw: Any) -> Head:
         """Build, accept against the known head (with the parent's content), and append."""
         doc = self.build(author, changes, **kw)
-        accepted = chain.accept(doc, chain.known_head(self.head), REMOTE_ID, self.clock, 900, parent=self.head)
+        accepted = chain.accept(doc, chain.known_head(self.head), REMOTE_ID, self.clock, 900, kept=lambda: self.head)
         assert accepted.outcome == "advanced"
         self.docs.append(doc)
         self.heads.append(accepted.head)

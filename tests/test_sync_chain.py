@@ -533,7 +533,7 @@ def test_rotation_due_rules(rich):
     # dropping an entry without rotating the name: caught against the parent's content
     dropped = resign(c.build("ana", {"c": b"1"}), "ana", lambda raw: raw["sync"]["rotation_due"].pop(0))
     assert c.accept(dropped).outcome == "advanced"  # nothing in the head itself tells
-    _refused(c, dropped, "sync_write_unauthorized", parent=c.head)
+    _refused(c, dropped, "sync_write_unauthorized", kept=lambda: c.head)
 
 
 def test_descent_check_against_the_parents_content(rich):
@@ -545,12 +545,12 @@ def test_descent_check_against_the_parents_content(rich):
     altered = resign(altered, "bo", lambda raw: raw["secrets"][1].update(
         value_b64=base64.b64encode(b"evil").decode()))
     assert c.accept(altered).outcome == "advanced"  # the head alone cannot tell
-    err = _refused(c, altered, "sync_write_unauthorized", parent=c.head)
+    err = _refused(c, altered, "sync_write_unauthorized", kept=lambda: c.head)
     assert "ops.k" in err.message
     dropped = resign(_forge(c, "bo", {"app.a": b"2"}), "bo", lambda raw: raw["secrets"].pop(1))
-    _refused(c, dropped, "sync_write_unauthorized", parent=c.head)
+    _refused(c, dropped, "sync_write_unauthorized", kept=lambda: c.head)
     old_gen = resign(c.build("ana", {"app.a": b"3"}), "ana", _set(["generation"], c.head.generation))
-    _refused(c, old_gen, "sync_write_unauthorized", parent=c.head)
+    _refused(c, old_gen, "sync_write_unauthorized", kept=lambda: c.head)
 
 
 def test_clock_skew(rich):

@@ -98,7 +98,7 @@ class Team:
         local = self.locals[who]
         if local.known is None or local.known.id != self.head.id:
             accepted = chain.accept(self.doc, chain.known_head(local.known) if local.known else None,
-                                    REMOTE_ID, self.clock, 900, parent=local.known)
+                                    REMOTE_ID, self.clock, 900, kept=lambda: local.known)
             assert accepted.outcome == ("first_contact" if local.known is None else "advanced")
             local.known = self.head
         scope = Scope(current.scope)
@@ -143,7 +143,7 @@ class Team:
                                now_ms=self.clock * 1000, creator=CREATOR, membership=membership,
                                signer=identity(who) if membership is not None else None)
         doc = sign(raw, who)
-        accepted = chain.accept(doc, chain.known_head(parent), REMOTE_ID, self.clock, 900, parent=parent)
+        accepted = chain.accept(doc, chain.known_head(parent), REMOTE_ID, self.clock, 900, kept=lambda: parent)
         assert accepted.outcome == "advanced"
         head = accepted.head
         _check_invariants(parent, head, changes)

@@ -48,7 +48,7 @@ from .base import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any, NoReturn
 
     from .base import AcceptOutcome, Role, SignedDocument, Signer
@@ -437,14 +437,15 @@ def _check_log(log: Sequence[LogEntry], *, seq: int, parent: str | None, by: str
 
 
 def accept(doc: SignedDocument, known: KnownHead | None, configured_remote_id: str | None, now: float,
-           max_skew: float, *, parent: Head | None = None) -> Acceptance:
+           max_skew: float, *, kept: Callable[[], Head | None] | None = None) -> Acceptance:
     """Accept a head or raise the first failing check's reason; nothing is written either way.
 
     `doc` is the decrypted document, parsed and signature-verified by kimen.bundle.document.
     `known` is the highest head accepted for this remote (None: first contact); `now` and
-    `max_skew` are seconds. `parent`: the known head's content, when the caller keeps it. A head
-    that descends from it must then hold its entries of that seq or older unchanged
-    (`check_carried`), and its direct child must carry everything forward (`check_descent`).
+    `max_skew` are seconds. `kept` returns the content of the known head itself, when the caller
+    keeps it (None otherwise); it is asked only for a head that descends from it, which must
+    then hold its entries of that seq or older unchanged (`check_carried`), its direct child
+    carrying everything forward (`check_descent`).
     """
     head = parse_head(doc)  # 3. document
     pin = _check_remote(head, known, configured_remote_id)  # 4.
@@ -453,7 +454,8 @@ def accept(doc: SignedDocument, known: KnownHead | None, configured_remote_id: s
     _check_writes(head, author)  # 7.
     _check_clock(head, now, max_skew)  # 8.
     outcome = _check_order(head, known)  # 9.
-    if parent is not None and known is not None and parent.id == known.head_id and outcome == "advanced":
+    parent = kept() if kept is not None and outcome == "advanced" else None
+    if parent is not None:
         if head.seq == parent.seq + 1:
             check_descent(parent, head)  # which holds every entry it did not change to the parent's
         else:

@@ -315,21 +315,18 @@ class Engine:
             if isinstance(candidate, str) and len(candidate) == 32 and candidate.isalnum() and candidate.islower():
                 remote_id = candidate  # first contact: a ratchet kept for that remote still counts
         known = None if stateless else self._known(remote_id, state)
-        parent = None if seen else self._known_content(known, identity, doc.raw.get("sync"))
-        acceptance = chain.accept(doc, known, self.remote.remote_id, self.clock(), self.max_skew, parent=parent)
-        return Fetched(current, acceptance.head, acceptance.outcome, acceptance.pin_remote_id)
 
-    def _known_content(self, known: KnownHead | None, identity: Identity, sync: object) -> Head | None:
-        """The known head's content from this machine's copy (`head.age`), when the head read now
-        claims a later seq: `chain.accept` checks what the new head carries from it. None when
-        there is no known head or no usable copy (a vault restored from elsewhere)."""
-        seq = sync.get("seq") if isinstance(sync, dict) else None
-        if known is None or type(seq) is not int or seq <= known.seq:
-            return None
-        try:
-            return self._kept_head(known, identity)[0]
-        except errors.RestoreHeadUnavailable:
-            return None
+        def kept() -> Head | None:
+            """This machine's copy of the known head (`head.age`); None when it has no usable one."""
+            if known is None:  # first contact: `chain.accept` never asks
+                return None
+            try:
+                return self._kept_head(known, identity)[0]
+            except errors.RestoreHeadUnavailable:
+                return None
+
+        acceptance = chain.accept(doc, known, self.remote.remote_id, self.clock(), self.max_skew, kept=kept)
+        return Fetched(current, acceptance.head, acceptance.outcome, acceptance.pin_remote_id)
 
     def _me(self, head: Head) -> Member:
         identity = self._identity()
