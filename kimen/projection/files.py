@@ -93,32 +93,29 @@ def write_files(root_fd: int, root_shown: str, files: Iterable[tuple[str, bytes]
     files once), else exclusive creation (a fresh private runtime dir). A directory the user named
     (`replace`) is checked for every file before the first is written: a symlink or another
     non-regular file in the way, or a subdirectory that is a symlink, refuses them all."""
-    files = list(files)
-    if replace:
-        for rel, _data in files:
-            parts = rel.split("/")
-            fd = open_subdirs(root_fd, parts[:-1], error, root_shown)
-            try:
-                fsutil.refuse_unsafe_target(parts[-1], dir_fd=fd, shown=os.path.join(root_shown, rel))
-            finally:
-                os.close(fd)
-    written = []
-    swept: set[tuple[int, int]] = set()
-    for rel, data in files:
-        parts = rel.split("/")
-        shown = os.path.join(root_shown, rel)
-        fd = open_subdirs(root_fd, parts[:-1], error, root_shown)
-        try:
+    dirs: dict[tuple[str, ...], int] = {}  # each directory opened once, whatever its file count
+    targets: list[tuple[int, str, bytes, str]] = []  # (its directory's fd, file name, data, shown)
+    try:
+        for rel, data in files:  # every directory opened, and in a user's directory every file's
+            parts = rel.split("/")  # place checked, before the first file is written
+            shown = os.path.join(root_shown, rel)
+            where = tuple(parts[:-1])
+            if where not in dirs:
+                dirs[where] = open_subdirs(root_fd, parts[:-1], error, root_shown)
+            targets.append((dirs[where], parts[-1], data, shown))
             if replace:
-                st = os.fstat(fd)
-                fsutil.replace_at(fd, parts[-1], data, shown=shown, sweep=(st.st_dev, st.st_ino) not in swept)
-                swept.add((st.st_dev, st.st_ino))
+                fsutil.refuse_unsafe_target(parts[-1], dir_fd=dirs[where], shown=shown)
+        swept: set[int] = set()
+        for fd, name, data, shown in targets:
+            if replace:
+                fsutil.replace_at(fd, name, data, shown=shown, sweep=fd not in swept)
+                swept.add(fd)
             else:
-                fsutil.write_exclusive(parts[-1], data, dir_fd=fd, shown=shown)
-        finally:
+                fsutil.write_exclusive(name, data, dir_fd=fd, shown=shown)
+    finally:
+        for fd in dirs.values():
             os.close(fd)
-        written.append(shown)
-    return written
+    return [shown for *_rest, shown in targets]
 
 
 def open_dir(path: str, error: type[errors.KimenError]) -> int:
