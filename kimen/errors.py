@@ -110,18 +110,16 @@ class KimenError(Exception):
         return doc
 
 
-def output_failed(stream: str, problem: str) -> KimenError:
+def output_failed(stream: str, exc: OSError) -> KimenError:
     """`write_failed` for kimen's own output: `stream` ("standard output") could not be written
-    (a full disk, a closed descriptor; a reader that went away is not an error). `problem` is the
-    OS's words (`strerror`); a closed descriptor gets its own hint."""
+    (a full disk, a closed descriptor; a reader that went away is not an error)."""
     import errno
-    import os
 
-    if problem in ("it is closed", os.strerror(errno.EBADF)):  # started with it closed (`>&-`)
+    if exc.errno == errno.EBADF:  # kimen was started with it closed (`>&-`)
         hint = f"kimen's {stream} is closed: give it one (`kimen … > FILE`, or `> /dev/null`)"
     else:
         hint = "free space where the output goes, or send it to a file or a pipe (`kimen … > FILE`)"
-    return error_class("write_failed")(detail=f"{stream}: {problem}", hint=hint)
+    return error_class("write_failed")(detail=f"{stream}: {exc.strerror or type(exc).__name__}", hint=hint)
 
 
 def error_class(reason: str) -> type[KimenError]:

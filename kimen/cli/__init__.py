@@ -271,4 +271,4 @@ def stdout_failed(exc: OSError, inv: Invocation | None, area: int, want_json: bo
     drop_stdout()
     if isinstance(exc, BrokenPipeError):
         return 141
-    return _report_error(inv, errors.output_failed("standard output", exc.strerror or "I/O error"), area, want_json)
+    return _report_error(inv, errors.output_failed("standard output", exc), area, want_json)

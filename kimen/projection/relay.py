@@ -82,7 +82,7 @@ class Relay:
         self.redirect: dict[int, int] = {}  # child fd -> fd dup'ed there
         self._child_ends: list[int] = []
         self._pumps: list[tuple[int, int, MaskStream]] = []  # (read fd, kimen fd, masking state)
-        self.lost: list[tuple[int, str]] = []  # (kimen fd, error) of an output that failed (not EPIPE)
+        self.lost: list[tuple[int, OSError]] = []  # (kimen fd, error) of an output that failed (not EPIPE)
         self._threads: list[threading.Thread] = []
         self._saved_mode: list[Any] | None = None
         self._stop_r = self._stop_w = -1
@@ -250,13 +250,14 @@ class Relay:
                     except OSError:
                         pass
 
-    def lost_output(self) -> tuple[str, str] | None:
+    def lost_output(self) -> tuple[str, OSError] | None:
         """(stream, error) when relaying to kimen's own stdout or stderr failed for another reason
-        than a reader that went away (a full disk); known once `supervise` returned."""
+        than a reader that went away (a full disk, a closed descriptor); known once `supervise`
+        returned."""
         if not self.lost:
             return None
-        fd, problem = self.lost[0]
-        return ("standard output" if fd == 1 else "standard error"), problem
+        fd, failed = self.lost[0]
+        return ("standard output" if fd == 1 else "standard error"), failed
 
     def close(self) -> None:
         """Restore the terminal, stop the input copier, close what is still open (every exit path)."""
@@ -304,7 +305,7 @@ def _write_all(fd: int, data: bytes) -> OSError | None:
     return None
 
 
-def _pump(read_fd: int, out_fd: int, stream: MaskStream, lost: list[tuple[int, str]]) -> None:
+def _pump(read_fd: int, out_fd: int, stream: MaskStream, lost: list[tuple[int, OSError]]) -> None:
     """One output stream: read, mask, write what is released; the rest at end of stream. A write
     that fails for another reason than a closed reader (a full disk) is recorded in `lost`."""
     try:
@@ -319,7 +320,7 @@ def _pump(read_fd: int, out_fd: int, stream: MaskStream, lost: list[tuple[int, s
             failed = _write_all(out_fd, released) if released else None
             if failed is not None:  # kimen's output failed: closing the read end tells the child
                 if failed.errno != errno.EPIPE:
-                    lost.append((out_fd, failed.strerror or type(failed).__name__))
+                    lost.append((out_fd, failed))
                 return
             if not chunk:
                 return

@@ -158,7 +158,11 @@ def test_run_mask_that_cannot_relay_to_a_full_disk_is_write_failed(live):
     live.write_profile("p", "env TOKEN=app.token\n")
     code, err = _to_full(live, "run", "--mask", "--profile", "p", "--", "sh", "-c", 'echo "$TOKEN"; echo done')
     assert (code, err.splitlines()[0]) == (23, f"kimen: error: {FULL}"), err
-    assert "value-of-the-token" not in err
+    assert "value-of-the-token" not in err and "free space" in err.splitlines()[1]
+    # started with stdout closed: the hint says so, not "free space"
+    got, _, closed = _with_closed(live, ">&-", "run", "--mask", "--profile", "p", "--", "sh", "-c", 'echo "$TOKEN"')
+    assert got == 23 and "standard output is closed" in closed.splitlines()[1], closed
+    assert "value-of-the-token" not in closed
 
 
 def test_run_mask_whose_reader_went_away_ends_like_the_child(live):
