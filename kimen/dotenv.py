@@ -19,6 +19,8 @@ _KEY = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*(=)?"
 # literally: a `${…}` reference or an escaped dollar `\$`.
 _EXPANDED_ELSEWHERE = re.compile(rb"\$\{[^}]*\}|\\\$")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+# A lone CR outside quotes: a file with old Mac (CR-only) line endings would read as one line.
+_CR = "a carriage return outside quotes (convert CR line endings to LF, or quote the value)"
 MAX_FILE_BYTES = 256 * 1024 * 1024  # the largest dotenv file `secret import` and `migrate` read
 
 
@@ -49,13 +51,15 @@ def parse(data: bytes) -> list[Entry]:
         line_end = end if nl < 0 else nl
         stripped = text[pos:line_end].strip(" \t")
         if not stripped or stripped.startswith("#"):
+            if "\r" in stripped:
+                raise InvalidDotenv(line=line, detail=_CR)
             pos, line = line_end + 1, line + 1
             continue
         match = _KEY.match(text, pos, line_end)
         if not match or not match.group(2):
             raise InvalidDotenv(line=line, detail="expected KEY=value")
         key, start_line = match.group(1), line
-        pos = match.end()
+        pos = after_equals = match.end()
         while pos < line_end and text[pos] in " \t":
             pos += 1
         quote = text[pos] if pos < line_end else ""
@@ -68,7 +72,9 @@ def parse(data: bytes) -> list[Entry]:
                 raise InvalidDotenv(line=line, detail="unexpected text after the closing quote")
             pos = rest_end
         else:
-            raw = text[pos:line_end]
+            raw = text[after_equals:line_end]  # with its leading blanks: `KEY= # note` is empty
+            if "\r" in raw:
+                raise InvalidDotenv(line=line, detail=_CR)
             comment = re.search(r"[ \t]#", raw)
             if comment:
                 raw = raw[:comment.start()]

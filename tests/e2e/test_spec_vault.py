@@ -296,3 +296,25 @@ def test_a_busy_vault_fails_writers_cleanly_and_keeps_serving_readers(kimen):
 
 def _backups(kimen) -> list[str]:
     return sorted(n for n in os.listdir(kimen.vault.parent) if ".bak." in n)
+
+
+def test_import_reads_a_blank_value_with_a_comment_as_empty(kimen):
+    """`KEY= # note` holds an empty value, as a shell reads it and as the docs' "a ` #` starts a
+    comment" says; `KEY=#x` (no blank before the `#`) keeps `#x`."""
+    kimen.init_vault()
+    kimen.ok("secret", "import", "-", "--prefix", "c.", input=b"E= # comment\nH=#x\nA=a # c\n", env=kimen.with_pass())
+    got = {name: kimen.ok("secret", "get", f"c.{name}", "--unsafe-stdout", env=kimen.with_pass()).stdout
+           for name in ("E", "H", "A")}
+    assert got == {"E": "", "H": "#x", "A": "a"}
+
+
+@pytest.mark.parametrize("data", [b"A=1\rB=2\r", b"# note\rA=1\r"])
+def test_import_refuses_a_file_with_cr_line_endings(kimen, data):
+    """A CR-only file would read as one line: `B` lost, or every key swallowed by a comment.
+    It is refused by line number, with nothing written."""
+    kimen.init_vault()
+    before = vault_state(kimen.vault)
+    envelope = kimen.fail(11, "invalid_dotenv", "secret", "import", "-", "--prefix", "cr.", input=data,
+                          env=kimen.with_pass()).err_json()
+    assert envelope["line"] == 1 and "carriage return" in envelope["error"]
+    assert vault_state(kimen.vault) == before
