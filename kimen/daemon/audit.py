@@ -141,21 +141,26 @@ def _text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
     return value[:limit] if isinstance(value, str) else None
 
 
+# The field that names the secrets of each op that reads or changes them (a write's are in its
+# changes). Chosen by op, never by which field a frame happens to carry: an extra `names` on a
+# `restore` must not stand in for the `name` it restores, for the grant check or the audit log.
+_NAMES_FIELD = {"read": "names", "purge_history": "names", "grant_create": "secrets",
+                "read_revision": "name", "restore": "name"}
+
+
 def request_names(request: dict[str, Any]) -> list[str]:
-    """The secret names a request touches (never values): `names`, a write's change names (both
-    names of a move), a grant's scope, the `name` of a revision read or restore; each once, in order."""
+    """The secret names a request touches (never values): a read's `names`, a write's change names
+    (both names of a move), a grant's scope, the `name` of a revision read or restore; each once,
+    in order. Any other op touches none."""
     op = request.get("op")
     found: list[Any] = []
     if op == "write" and isinstance(request.get("changes"), list):
         for change in request["changes"]:
             if isinstance(change, dict):
                 found += [change.get("name"), change.get("new_name")]
-    elif op == "grant_create" and isinstance(request.get("secrets"), list):
-        found = request["secrets"]
-    elif isinstance(request.get("names"), list):
-        found = request["names"]
-    elif isinstance(request.get("name"), str):  # read_revision, restore
-        found = [request["name"]]
+    elif isinstance(op, str) and op in _NAMES_FIELD:
+        value = request.get(_NAMES_FIELD[op])
+        found = [value] if isinstance(value, str) else value if isinstance(value, list) else []
     return list(dict.fromkeys(name[:TEXT_LIMIT] for name in found if isinstance(name, str)))
 
 

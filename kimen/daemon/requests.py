@@ -31,6 +31,11 @@ def _number(value: Any) -> bool:
     return _int(value) or (type(value) is float and math.isfinite(value))
 
 
+def _flat_texts_valid(item: dict[str, Any]) -> bool:
+    """Every string of an object (a write's change: its names, kind, base64) is valid Unicode."""
+    return all(_text(v) for v in item.values() if type(v) is str)
+
+
 KINDS = {
     "text": _text,
     "int": _int,
@@ -41,8 +46,8 @@ KINDS = {
     "id": lambda v: v is None or _text(v) or _int(v),
     "text|null": lambda v: v is None or _text(v),
     "int|null": lambda v: v is None or _int(v),
-    "texts": lambda v: type(v) is list and all(type(x) is str for x in v),
-    "objects": lambda v: type(v) is list and all(type(x) is dict for x in v),
+    "texts": lambda v: type(v) is list and all(_text(x) for x in v),
+    "objects": lambda v: type(v) is list and all(type(x) is dict and _flat_texts_valid(x) for x in v),
 }
 
 COMMON = {"v": "int", "kimen": "text", "id": "id", "op": "text", "token": "text", "context": "object"}

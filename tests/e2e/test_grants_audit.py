@@ -496,6 +496,22 @@ def test_history_ops_are_narrowed_by_the_grant(session):
     assert s.raw("purge_history", rw["token"], vault_path=s.vault, names=["dev.token"])["ok"] is True
 
 
+@pytest.mark.parametrize("names", [[], ["dev.token"]])
+def test_an_extra_names_field_cannot_stand_in_for_the_name_a_revision_op_touches(session, names):
+    """`read_revision` and `restore` touch their `name`; a `names` list sent beside it (an unknown
+    field for these ops) must not be what the grant check or the audit record reads."""
+    s = session
+    narrow = s.grant(["dev.token"])
+    revision = s.call("read", vault_path=s.vault, names=["prod.api_key"])["secrets"][0]["revision"]
+    fields = {"vault_path": s.vault, "name": "prod.api_key", "revision": revision, "names": names}
+    for op in ("read_revision", "restore"):
+        reply = s.raw(op, narrow["token"], **fields)
+        assert reply["reason"] == "grant_denied" and reply["denied"] == ["prod.api_key"], (op, reply)
+        assert "value_b64" not in reply
+        assert s.records()[-1]["names"] == ["prod.api_key"]
+    assert s.call("read", vault_path=s.vault, names=["prod.api_key"])["secrets"][0]["revision"] == revision
+
+
 def test_a_request_with_a_wrong_field_is_recorded_as_a_broken_frame(session):
     reply = session.raw("read", vault_path=session.vault, names="dev.token")
     assert reply["reason"] == "session_protocol_error"

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 _CLOSING_REASONS = frozenset({"session_protocol_error", "frame_too_large"})
 DEFAULT_GRANT_TTL = 10 * 60
 # ops whose names (`audit.request_names`: names, a write's changes, a `name`) the token's scope must cover
-_NAMED_OPS = frozenset({"read", "write", "digest", "read_revision", "restore", "purge_history"})
+_NAMED_OPS = frozenset({"read", "write", "read_revision", "restore", "purge_history"})
 _AUDIT = "_audit"  # a handler's extra audit fields (popped before the response is encoded)
 
 
