@@ -77,6 +77,14 @@ class Glob:
         return _match(self._tokens, 0, name, 0, {})
 
 
+def can_match_a_name(text: str) -> bool:
+    """True when some valid secret name matches the glob `text` (each wildcard taken as one letter):
+    `prod.**` and `*.key` can; ``, `prod.` and `bad name!` never match anything."""
+    from .values import is_valid_secret_name
+
+    return is_valid_secret_name("".join(part if kind == _LIT else "x" for kind, part in Glob(text)._tokens))
+
+
 def _match(tokens: tuple[tuple[int, str], ...], t: int, name: str, n: int,
            seen: dict[tuple[int, int], bool]) -> bool:
     key = (t, n)

@@ -59,6 +59,13 @@ def register(group: argparse._SubParsersAction) -> None:
 def _scope(inv: Invocation) -> list[str]:
     args = inv.options
     if args.secret:
+        from ..globs import can_match_a_name
+
+        for entry in args.secret:
+            if not can_match_a_name(entry):  # a scope entry that no name matches grants nothing
+                raise errors.InvalidSecretName(
+                    name=entry, hint="--secret takes a secret name or a glob of names (`prod.db.password`, "
+                                     "`prod.*`, `prod.**`); see docs/profiles.md, Globs")
         return list(dict.fromkeys(args.secret))
     if args.profile is None and args.map is None:
         raise errors.UsageError(detail="give the scope: --profile P, --map PATH or --secret GLOB")

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+import pytest
+
 from kimen.daemon import tokens
 from tests.conftest import PASSPHRASE, wait_for
 
@@ -101,6 +103,16 @@ def test_minting_needs_the_passphrase_and_a_running_session(kimen):
     kimen.ok("session", "stop")
     kimen.fail(34, "session_unavailable", "session", "grant", "--secret", "**", env=kimen.with_pass())
     assert not kimen.session_dir.joinpath("session.sock").exists()  # it never starts a daemon
+
+
+@pytest.mark.parametrize("entry", ["", "bad name!", "prod.", "prod..*"])
+def test_a_scope_entry_no_name_can_match_is_refused(kimen, entry):
+    """`--secret ''` used to mint a grant of "0 names" that reads nothing: a typo must say so."""
+    _setup(kimen)
+    done = kimen.fail(34, "invalid_secret_name", "--json", "session", "grant", "--secret", "prod.**",
+                      "--secret", entry, env=kimen.with_pass())
+    assert done.err_json()["name"] == entry and "glob" in done.err_json()["hint"]
+    assert kimen.ok("--json", "session", "grants").json()["grants"] == []
 
 
 def test_grant_for_one_command_is_revoked_when_it_exits(kimen):
