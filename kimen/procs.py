@@ -9,6 +9,7 @@
   keep the dir alive.
 
 Both read `/proc/<pid>/stat` where it exists (Linux) and fall back to `kill(pid, 0)` elsewhere.
+`is_session_daemon(pid)` reads its command line: `session stop` signals only a kimen daemon.
 `descendants(pid)` lists what a process started (and they in turn), from the same files; it knows
 nothing without /proc.
 """
@@ -57,6 +58,20 @@ def is_running(pid: int) -> bool:
         return False
     fields = _stat_fields(pid)
     return not fields or fields[0] != b"Z"  # unknown (no /proc): it exists
+
+
+_DAEMON_MODULE = ["-m", "kimen.daemon.server"]
+_CMDLINE_BYTES = 64 * 1024
+
+
+def is_session_daemon(pid: int) -> bool:
+    """Whether `pid` runs kimen's session daemon (`python … -m kimen.daemon.server …`), from
+    /proc/<pid>/cmdline; False where that cannot be read (no /proc, gone, another user's)."""
+    try:
+        words = read_regular(f"/proc/{pid}/cmdline", _CMDLINE_BYTES, OSError).decode("utf-8", "replace").split("\0")
+    except OSError:
+        return False
+    return any(words[i:i + 2] == _DAEMON_MODULE for i in range(len(words) - 1))
 
 
 def is_same_process(pid: int, start: str | None) -> bool:

@@ -74,6 +74,9 @@ DECLARED: tuple[Row, ...] = (
     ('SocketPathTooLong', 'socket_path_too_long', 34, 'session socket path is too long: {path}',
      'set KIMEN_SESSION_DIR to a shorter directory'),
     ('DaemonStartFailed', 'daemon_start_failed', 34, 'session daemon failed to start', None),
+    ('SessionStopFailed', 'session_stop_failed', 34, 'the process on the session socket (pid {pid}) did not stop',
+     'it refused or did not answer `stop`, and it is not a kimen session daemon (only those are signalled) '
+     'or it outlived SIGKILL: look at it with `ps -p PID -o pid,args`'),
     ('SessionProtocolError', 'session_protocol_error', 34, 'session protocol error', None),
     ('SessionVersionMismatch', 'session_version_mismatch', 34, 'session daemon runs another kimen version',
      'restart it with `kimen session start`'),
@@ -469,6 +472,8 @@ WARNINGS: dict[str, str] = {
     "session_dir_unusable": "`session status`: the session directory cannot be used (reported as stopped)",
     "session_refused": "`session status`: the daemon answered but refuses every request (its audit log cannot be "
                        "written); reported as unknown, with the fix",
+    "session_stop_forced": "`session stop`: the daemon refused or did not answer `stop` (a log it cannot write, a "
+                           "stopped or hung process), so it was ended with SIGTERM or SIGKILL",
     "session_other_version": "the session daemon runs another kimen version; it is not used until restarted",
     "token_source_conflict": "both --token-file and KIMEN_SESSION_TOKEN are set; the token file is used",
     "grant_revoke_failed": "`session grant -- CMD`: the grant could not be revoked when CMD exited (it ends at its "

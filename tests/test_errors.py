@@ -29,7 +29,7 @@ FIXED_CODES = {
     "invalid_config_json": 26, "config_path_unavailable": 26, "invalid_config_value": 26,
     "audit_unavailable": 34, "grant_required": 35, "grant_denied": 35, "grant_expired": 35, "grant_invalid": 35,
     "session_unavailable": 34, "session_locked": 34, "session_dir_unsafe": 34, "socket_path_too_long": 34,
-    "daemon_start_failed": 34, "session_protocol_error": 34, "session_version_mismatch": 34,
+    "daemon_start_failed": 34, "session_stop_failed": 34, "session_protocol_error": 34, "session_version_mismatch": 34,
     "frame_too_large": 34, "invalid_ttl": 34, "session_unsupported": 34,
     "remote_changed": 31, "no_local_baseline": 31, "remote_disappeared": 31, "overlapping_changes": 31,
     "remote_rollback": 31, "remote_fork": 31, "remote_history_gap": 31,

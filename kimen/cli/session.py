@@ -83,18 +83,26 @@ def cmd_start(inv: Invocation) -> Result:
     source = explicit(inv) or fallback_source(inv, location)  # never the session: it is what this command starts
     if source is None:  # the hint leaves out the session: this command is how one starts
         raise missing_passphrase_without_session(" (--stdin)")
-    conn, _started = control.ensure_daemon(inv.env)
-    with conn:
-        def unlock(passphrase: Sensitive) -> None:
-            encoded = base64.b64encode(passphrase.view()).decode()
-            try:
-                conn.call("unlock", timeout=client.UNLOCK_TIMEOUT, vault_path=canonical, passphrase_b64=encoded,
-                          ttl=ttl, max_ttl=max_ttl, require_grant=bool(inv.options.require_grant))
-            finally:
-                del encoded
+    conn, started = control.ensure_daemon(inv.env)
+    try:
+        with conn:
+            def unlock(passphrase: Sensitive) -> None:
+                encoded = base64.b64encode(passphrase.view()).decode()
+                try:
+                    conn.call("unlock", timeout=client.UNLOCK_TIMEOUT, vault_path=canonical, passphrase_b64=encoded,
+                              ttl=ttl, max_ttl=max_ttl, require_grant=bool(inv.options.require_grant))
+                finally:
+                    del encoded
 
-        with_attempts(source, unlock)
-        state = conn.call("status")
+            with_attempts(source, unlock)
+            state = conn.call("status")
+    except (errors.KimenError, KeyboardInterrupt):
+        if started:  # the daemon this command started holds no key (or cannot serve): not left behind
+            try:
+                control.stop(inv.env)
+            except errors.KimenError:
+                pass
+        raise
     fields = status_fields(client_socket(inv), state, canonical)
     return Result("session_start", f"session unlocked: {canonical} (idle {format_duration(ttl)}, "
                                    f"max {format_duration(max_ttl)}, pid {fields['pid']})", fields)
@@ -251,5 +259,10 @@ def cmd_lock(inv: Invocation) -> Result:
 def cmd_stop(inv: Invocation) -> Result:
     from ..daemon import control
 
-    control.stop(inv.env)
+    forced = control.stop(inv.env)
+    if forced:
+        from ..output import warn
+
+        signal = "SIGTERM" if forced == "terminated" else "SIGKILL"
+        warn(f"the session daemon did not answer `stop`: it was {forced} ({signal})", reason="session_stop_forced")
     return Result("session_stop", "session stopped", status_fields(client_socket(inv), None, _selected(inv)))

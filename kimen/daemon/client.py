@@ -92,7 +92,10 @@ class Connection:
             raise errors.SessionUnavailable(message="the session daemon closed the connection") from None
         except OSError:
             self.close()
-            raise errors.SessionUnavailable(message="the session daemon did not answer") from None
+            raise errors.SessionUnavailable(
+                message="the session daemon did not answer",
+                hint="it is running but busy, stopped or hung: try again, or end it with `kimen session stop`",
+            ) from None
         if response.get("id") not in (rid, None):
             raise errors.SessionProtocolError()
         return response

@@ -31,32 +31,92 @@ def lock(env: Mapping[str, str], vault_path: str | None) -> dict[str, Any] | Non
         return conn.call("lock") if vault_path is None else conn.call("lock", vault_path=vault_path)
 
 
-def stop(env: Mapping[str, str]) -> None:
-    """Stop the daemon and return once its process is gone and the socket removed."""
+STOP_TIMEOUT = 5.0  # for the `stop` answer, then for the exit after each step
+
+
+def stop(env: Mapping[str, str]) -> str | None:
+    """Stop the daemon and return once its process is gone and the socket removed.
+
+    The daemon is asked first (`stop`: it forgets every key and exits). One that refuses (its audit
+    log cannot be written), does not answer (stopped, hung) or does not exit gets SIGTERM (and
+    SIGCONT, so a stopped one handles it), then SIGKILL: a key in a killed process is gone too.
+    Returns how it stopped when it had to be forced ("terminated", "killed"), else None; a daemon
+    that outlives SIGKILL raises `session_stop_failed`."""
     path = protocol.socket_path(env)
     with session_lock(env):
         conn = connect(env, strict=True)
         if conn is None:
             _remove_stale_socket(path)
-            return
+            return None
         with conn:
+            pid = conn.pid
+            process = _pin(pid)  # this very process, whatever happens to its pid later
             try:
-                pid = conn.call("status").get("pid")
-                conn.call("stop")
+                if pid is None:
+                    pid = conn.call("status", timeout=STOP_TIMEOUT).get("pid")
+                conn.call("stop", timeout=STOP_TIMEOUT)
+                asked = True
             except errors.KimenError:
-                return
-        _wait_gone(pid if isinstance(pid, int) else None, path)
+                asked = False
+        try:
+            known = pid if isinstance(pid, int) else None
+            if asked and _wait_gone(known, path, 2 * STOP_TIMEOUT):
+                return None
+            from ..procs import is_session_daemon
+
+            # no pid (no peer credentials, no answer), or the socket's listener is not kimen's daemon
+            # (another program of this user bound it): never signalled
+            if known is None or not is_session_daemon(known):
+                raise errors.SessionStopFailed(pid=known if known is not None else "unknown")
+            import signal
+
+            for sig, outcome in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
+                _send(process, known, sig)
+                if sig == signal.SIGTERM:
+                    _send(process, known, signal.SIGCONT)
+                if _wait_gone(known, path, STOP_TIMEOUT, socket_too=sig == signal.SIGTERM):
+                    _remove_stale_socket(path)
+                    return outcome
+            raise errors.SessionStopFailed(pid=known)
+        finally:
+            if process is not None:
+                os.close(process)
 
 
-def _wait_gone(pid: int | None, path: str, timeout: float = 10.0) -> None:
+def _pin(pid: int | None) -> int | None:
+    """A pidfd for `pid` (Linux 5.3+), so a signal can never reach a process that took the pid over."""
+    if pid is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _send(process: int | None, pid: int, sig: int) -> None:
+    import signal
+
+    try:
+        if process is not None:
+            signal.pidfd_send_signal(process, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int | None, path: str, timeout: float, *, socket_too: bool = True) -> bool:
+    """Whether the process exited (and, with `socket_too`, its socket was removed) within `timeout`."""
     import time
 
     from ..procs import is_running
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (pid is None or not is_running(pid)) and not _is_socket(path):
-            return
+    while True:
+        if (pid is None or not is_running(pid)) and not (socket_too and _is_socket(path)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.01)
 
 
@@ -151,7 +211,7 @@ def ensure_daemon(env: Mapping[str, str]) -> tuple[Connection, bool]:
                 except errors.KimenError:
                     pass
                 conn.close()
-                _wait_gone(pid if isinstance(pid, int) else None, path)
+                _wait_gone(pid if isinstance(pid, int) else None, path, 2 * STOP_TIMEOUT)
             conn.close()
         if os.path.lexists(path):
             _remove_stale_socket(path)

@@ -385,6 +385,68 @@ def test_stop_leaves_no_process_and_no_socket(kimen, vault):
     assert not (kimen.session_dir / "session.sock").exists()
 
 
+def _audit_log(kimen) -> Path:
+    return kimen.root / "state" / "kimen" / "audit.jsonl"
+
+
+def test_stop_ends_a_daemon_that_refuses_stop(kimen, vault):
+    """A daemon whose audit log cannot be written refuses every request, `stop` included: `session
+    stop` used to say "session stopped" and leave it running with the key."""
+    start(kimen)
+    pid = status(kimen)["pid"]
+    log = _audit_log(kimen)
+    log.unlink()
+    log.mkdir()
+    done = kimen.ok("--json", "session", "stop")
+    assert [w["reason"] for w in done.json()["warnings"]] == ["session_stop_forced"]
+    assert not alive(pid) and not (kimen.session_dir / "session.sock").exists()
+
+
+def test_stop_ends_a_daemon_that_does_not_answer(kimen, vault):
+    """A stopped (SIGSTOP) daemon answers nothing: after 5 s it gets SIGTERM and SIGCONT."""
+    start(kimen)
+    pid = status(kimen)["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        done = kimen.ok("session", "stop")
+        assert "session_stop_forced" not in done.err and "did not answer `stop`" in done.err
+        assert not alive(pid) and not (kimen.session_dir / "session.sock").exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_stop_never_signals_a_listener_that_is_not_a_kimen_daemon(kimen, vault):
+    """Another program of this user on the socket that answers nothing is reported, not killed."""
+    kimen.session_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock = kimen.session_dir / "session.sock"
+    script = ("import socket,sys,time\n"
+              "s=socket.socket(socket.AF_UNIX);s.bind(sys.argv[1]);s.listen(8);print('ready',flush=True)\n"
+              "c=s.accept()[0];time.sleep(60)\n")
+    listener = subprocess.Popen([PY, "-c", script, str(sock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        done = kimen.fail(34, "session_stop_failed", "--json", "session", "stop")
+        assert done.err_json()["error"] == f"the process on the session socket (pid {listener.pid}) did not stop"
+        assert listener.poll() is None
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def test_a_start_that_fails_leaves_no_daemon_behind(kimen, vault):
+    """The daemon `session start` spawned holds no key when the unlock fails (a wrong passphrase,
+    an audit log it cannot write): it is stopped again, not left for `session stop` to find."""
+    kimen.fail(15, "wrong_passphrase", "session", "start", env=kimen.with_pass("not the passphrase"))
+    assert not (kimen.session_dir / "session.sock").exists()
+    log = _audit_log(kimen)
+    log.unlink()  # the refused unlock was recorded
+    log.mkdir()
+    kimen.fail(34, "audit_unavailable", "session", "start", env=kimen.with_pass())
+    assert not (kimen.session_dir / "session.sock").exists()
+    assert kimen.ok("--json", "session", "status").json()["running"] is False
+
+
 def test_run_child_inherits_no_daemon_descriptor(kimen, vault):
     start(kimen)
     probe = [PY, "-c", "import os; print(sorted(os.listdir('/proc/self/fd')))"]
