@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .model import Invocation
 
 
+BUSY_SECONDS = 5.0  # as long as any write waits for another (`vault_busy`)
+
+
 def backup_path(vault_path: str, backup_dir: str | None = None) -> str:
     from ..paths import absolute
     from ..vault.backup import default_path
@@ -44,29 +47,29 @@ def check_writable(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def backed_up(vault: VaultFile, path: str | None, *, unchanged_while: str = "generation") -> Iterator[None]:
-    """Snapshot `vault` to `path` (None: no backup), then run the change in the `with` body.
+def backed_up(vault: VaultFile, path: str | None) -> Iterator[tuple[object, ...] | None]:
+    """Snapshot `vault` to `path` (None: no backup), then run the change in the `with` body, which
+    gets the snapshot's header fingerprint (`Header.fingerprint`; None without a backup).
 
-    When the body fails and the vault's header field `unchanged_while` (`generation` for row
-    changes, `wrap_id` for a rekey) still has its value from before, the vault provably did not
-    change: the snapshot is removed again, so a refused change leaves no file behind.
+    When the body fails and the vault still equals the snapshot (same header: the MACs cover every
+    row), the change provably did not happen: the snapshot is removed again, so a refused change
+    leaves no file behind. Any doubt keeps it.
     """
     if path is None:
-        yield
+        yield None
         return
-    before = getattr(vault.header(), unchanged_while)
     try:
-        vault.snapshot(path)
+        taken = vault.snapshot(path)
     except OSError as exc:
         raise errors.BackupFailed(detail=f"{path}: {exc.strerror}") from None
     except errors.KimenError as exc:  # disk_full, vault_read_only, ... while copying
         raise errors.BackupFailed(detail=f"{path}: {exc.message}") from None
     record(vault.path, path)
     try:
-        yield
+        yield taken
     except BaseException:
         try:
-            unchanged = getattr(vault.header(), unchanged_while) == before
+            unchanged = vault.header().fingerprint() == taken
         except (errors.KimenError, OSError):
             unchanged = False
         if unchanged:
@@ -78,7 +81,8 @@ def backed_up(vault: VaultFile, path: str | None, *, unchanged_while: str = "gen
 # -- what made each backup (`kimen vault backups`) --
 #
 # A backup's file holds the vault as it was, nothing about why it was made; that is one JSON line
-# per backup in `<vault>.backups` (0600, next to the vault, appended): `{"path", "made_by"}`.
+# per backup in `<vault>.backups` (0600, next to the vault, appended): `{"path", "made_by", "vault"}`
+# (`vault`: the vault's real path, so a log copied with the vault's directory is not the copy's).
 # `made_by` is the command's words (`secret import`, `vault rekey`). A missing or unreadable log
 # only loses that column.
 
@@ -108,7 +112,8 @@ def _command_words() -> str:
 def record(vault_path: str, path: str, made_by: str | None = None) -> None:
     import json
 
-    line = json.dumps({"path": os.path.abspath(path), "made_by": made_by or _command_words()}) + "\n"
+    line = json.dumps({"path": os.path.abspath(path), "made_by": made_by or _command_words(),
+                       "vault": os.path.realpath(vault_path)}) + "\n"
     try:
         fd = os.open(vault_path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
@@ -139,37 +144,50 @@ def made_by(vault_path: str) -> dict[str, str]:
     finally:
         os.close(fd)
     found: dict[str, str] = {}
+    this_vault = os.path.realpath(vault_path)
     for line in data.splitlines():
         try:
             doc = json.loads(line)
+            if doc.get("vault", this_vault) != this_vault:  # the log was copied with another vault's directory
+                continue
             found[str(doc["path"])] = str(doc["made_by"])
-        except (ValueError, KeyError, TypeError, RecursionError):  # a line edited outside kimen
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a line edited outside kimen
             continue
     return found
 
 
 def backup_files(vault_path: str) -> list[str]:
-    """Every backup of the vault at `vault_path`: `<vault>.bak.<ns>` next to it, and those the log
-    names elsewhere (`--backup-dir`) that still exist; oldest first."""
+    """Every backup of the vault at `vault_path`, oldest first: `<vault>.bak.<ns>` next to it, and
+    those the log names elsewhere (`--backup-dir`) that still exist. Only regular files named
+    `<vault basename>.bak.<ns>` that hold this vault (its vault id, read from the main file) count:
+    a log line edited or copied with the vault's directory never makes another file a backup (and
+    `--prune` never removes one)."""
     import stat
+
+    from ..vault.sqlite import main_file_vault_id
 
     directory, base = os.path.split(os.path.abspath(vault_path))
     prefix = base + ".bak."
-    found = set()
+    candidates: set[str] = set()
     try:
         with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith(prefix) and entry.name[len(prefix):].isdigit() and entry.is_file(
-                        follow_symlinks=False):
-                    found.add(entry.path)
+            candidates.update(entry.path for entry in entries if entry.name.startswith(prefix))
     except OSError:
         pass
-    for path in made_by(vault_path):
+    candidates.update(made_by(vault_path))
+    own = main_file_vault_id(vault_path)  # None when the vault is damaged or missing: names alone decide
+    found = []
+    for path in candidates:
+        name = os.path.basename(path)
+        if not (name.startswith(prefix) and name[len(prefix):].isdigit()):
+            continue
         try:
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                found.add(path)
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
         except OSError:
             continue
+        if own is None or main_file_vault_id(path) == own:
+            found.append(path)
     return sorted(found, key=_stamp)
 
 
@@ -192,13 +210,25 @@ def restore_backup(inv: Invocation, source: str, *, snapshot: bool) -> tuple[str
     if not os.path.lexists(source_path):
         raise errors.VaultNotFound(path=source_path,
                                    hint="no backup there: `kimen vault backups` lists the ones kimen made")
-    with Vault.open(source_path):
-        pass  # not a kimen vault: refused before any unlock
+    with Vault.open(source_path) as backup:
+        backup.check_integrity()  # not a kimen vault, or a damaged one: refused before any unlock
     open_store(inv, allow_session=False).close()
     with Vault.open(source_path) as backup, open_metadata(inv) as vault:
         if os.path.samefile(source_path, vault.path):
             raise errors.UsageError(detail="--backup names the vault itself")
-        taken = backup_path(vault.path) if snapshot else None
-        with backed_up(vault, taken):
-            vault.restore_from(backup)
-        return vault.path, source_path, taken
+        # The snapshot must hold what the copy replaces: the copy never waits for a writer (one
+        # that commits meanwhile would be lost, and missing from the snapshot), so a writer at the
+        # wrong moment means a new snapshot and another try, within the usual busy timeout.
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            vault.wait_for_writers()
+            taken = backup_path(vault.path) if snapshot else None
+            try:
+                with backed_up(vault, taken) as fingerprint:
+                    vault.restore_from(backup, unchanged_since=fingerprint)
+            except errors.VaultBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            return vault.path, source_path, taken

@@ -12,8 +12,10 @@ import os
 import sqlite3
 import time
 
+from .. import errors
 from ..fsutil import fsync_dir, unlink_quietly
-from .sqlite import file_uri, map_error, private_umask
+from .schema import HEADER_COLUMNS, Header
+from .sqlite import BUSY_TIMEOUT_MS, file_uri, map_error, open_connection, private_umask
 
 
 def default_path(vault_path: str) -> str:
@@ -27,8 +29,9 @@ def discard(dest: str) -> None:
     unlink_quietly(dest)
 
 
-def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
-    """Copy the vault open on `conn` (at `path`, for messages) to the new file `dest`."""
+def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> tuple[object, ...]:
+    """Copy the vault open on `conn` (at `path`, for messages) to the new file `dest`; returns the
+    copy's header fingerprint (`Header.fingerprint`), read back from the file as written."""
     # the name is taken first (raw OSError: the caller words it), then SQLite writes into it
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     os.close(fd)
@@ -42,8 +45,15 @@ def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
         finally:
             os.close(fd)
         fsync_dir(os.path.dirname(dest))
-    except sqlite3.Error as exc:
+        copy = open_connection(dest, read_only=True, immutable=True)  # immutable: no -wal or -shm beside it
+        try:
+            return Header(copy.execute(f"SELECT {HEADER_COLUMNS} FROM vault").fetchone()).fingerprint()
+        finally:
+            copy.close()
+    except (sqlite3.Error, ValueError, TypeError) as exc:
         unlink_quietly(dest)
+        if not isinstance(exc, sqlite3.Error):  # no single well-formed header row in what was written
+            raise errors.InvalidVaultFile(path=path) from None
         raise map_error(exc, path) from None
     except BaseException:
         unlink_quietly(dest)
@@ -53,8 +63,28 @@ def snapshot(conn: sqlite3.Connection, path: str, dest: str) -> None:
 def restore(source: sqlite3.Connection, conn: sqlite3.Connection, path: str) -> None:
     """Copy the whole database open on `source` into the vault open on `conn` (at `path`, for
     messages) with SQLite's online backup: one step, so a reader sees the old vault or the new one,
-    never a mix, and the vault's `-wal` stays consistent (a raw file copy could not promise that)."""
+    never a mix, and the vault's `-wal` stays consistent (a raw file copy could not promise that).
+    A vault another connection is writing is `vault_busy` at once, with nothing copied: the copy
+    never waits, so no write can land between the caller's snapshot and it (the caller retries)."""
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        if status in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            raise _Busy()
+
     try:
-        source.backup(conn)
+        conn.execute("PRAGMA busy_timeout=0")  # BUSY at once, not after waiting for (and then over) a writer
+        try:
+            source.backup(conn, progress=progress)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    except _Busy:
+        raise errors.VaultBusy(path=path) from None
     except sqlite3.Error as exc:
         raise map_error(exc, path) from None
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+class _Busy(Exception):
+    """The destination is locked by another connection: abort the copy before it starts."""

@@ -372,17 +372,38 @@ class VaultFile:
         except sqlite3.Error as exc:
             raise map_error(exc, self.path) from None
 
-    def snapshot(self, dest: str) -> None:
-        """A consistent private copy at `dest` (`kimen.vault.backup`)."""
+    def snapshot(self, dest: str) -> tuple[object, ...]:
+        """A consistent private copy at `dest` (`kimen.vault.backup`); its header fingerprint."""
         from . import backup
 
-        backup.snapshot(self._conn, self.path, dest)
+        return backup.snapshot(self._conn, self.path, dest)
 
-    def restore_from(self, source: VaultFile) -> None:
+    def check_integrity(self) -> None:
+        """SQLite's own page-level check (`PRAGMA integrity_check`): `invalid_vault_file` when the file
+        is damaged. Reads every page; for a file about to replace a vault (`vault restore`)."""
+        try:
+            rows = self._conn.execute("PRAGMA integrity_check(1)").fetchall()
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+        if rows != [("ok",)]:
+            raise errors.InvalidVaultFile(path=self.path)
+
+    def wait_for_writers(self) -> None:
+        """Return once no other connection is writing (waiting up to the busy timeout: `vault_busy`)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from None
+
+    def restore_from(self, source: VaultFile, *, unchanged_since: tuple[object, ...] | None = None) -> None:
         """Replace this vault's whole content with `source`'s, in one SQLite transaction
-        (`kimen.vault.backup.restore`)."""
+        (`kimen.vault.backup.restore`): `vault_busy` at once, with nothing copied, when another
+        connection is writing or (`unchanged_since`, a header fingerprint) has written since."""
         from . import backup
 
+        if unchanged_since is not None and self.header().fingerprint() != unchanged_since:
+            raise errors.VaultBusy(path=self.path)
         backup.restore(source._conn, self._conn, self.path)
 
 

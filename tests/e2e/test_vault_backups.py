@@ -3,8 +3,18 @@ through the installed kimen, against real backups made by bulk commands."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sqlite3
 import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import SMALL_KDF
 
 NEW = "a brand new passphrase"
 
@@ -78,3 +88,115 @@ def test_made_by_names_the_command_not_a_global_flags_value(kimen):
              "--overwrite")
     assert [b["made_by"] for b in _backups(kimen)] == ["secret import"]
     assert "pass.sh" not in (kimen.vault.parent / (kimen.vault.name + ".backups")).read_text()
+
+
+def _generation(path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT generation FROM vault").fetchone()[0]
+
+
+def test_a_failed_restore_keeps_the_snapshot_when_the_vault_differs_at_the_same_generation(kimen):
+    """A restored backup can carry the generation the vault has now: a Ctrl-C that lands after the
+    copy must not read "unchanged" off the generation and remove the only copy of what was there."""
+    from kimen.cli.backup import backed_up
+    from kimen.vault import Vault
+
+    kimen.init_vault()
+    (kimen.cwd / "a.env").write_text("A=1\n")
+    kimen.ok("secret", "import", "a.env", env=kimen.with_pass())
+    (kimen.cwd / "a.env").write_text("A=2\n")
+    kimen.ok("secret", "import", "a.env", "--overwrite", env=kimen.with_pass())
+    first = _backups(kimen)[0]["path"]
+    second = kimen.ok("vault", "restore", "--backup", first, "--json", env=kimen.with_pass()).json()["backup_path"]
+    kimen.set("B", "precious")  # the vault is back at the generation of `second`, with other rows
+    assert _generation(kimen.vault) == _generation(second)
+    snapshot = str(kimen.root / "snap.bak.1")
+    with (Vault.open(str(kimen.vault)) as vault, Vault.open(second) as backup,
+          pytest.raises(KeyboardInterrupt), backed_up(vault, snapshot)):
+        vault.restore_from(backup)
+        raise KeyboardInterrupt  # as a Ctrl-C that arrives once the copy is done
+    assert os.path.exists(snapshot)
+    kimen.ok("vault", "restore", "--backup", snapshot, "--no-backup", env=kimen.with_pass())
+    assert kimen.get("B") == b"precious"
+
+
+def test_restore_does_not_wait_past_the_busy_timeout_and_loses_no_concurrent_write(kimen):
+    """A writer holding the vault: restore waits for it like any write (5 s, then `vault_busy`, with
+    nothing changed and no snapshot left); a write that commits around a restore ends up in the
+    vault or in the snapshot restore took, never in neither."""
+    kimen.init_vault()
+    kimen.set("app.x", "one")
+    (kimen.cwd / "a.env").write_text("X=2\n")
+    kimen.ok("secret", "import", "a.env", "--prefix", "app.", env=kimen.with_pass())
+    (kimen.cwd / "a.env").write_text("X=3\n")
+    kimen.ok("secret", "import", "a.env", "--prefix", "app.", "--overwrite", env=kimen.with_pass())
+    backup = _backups(kimen)[0]["path"]
+    hold = ("import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE');print('held',flush=True)\n"
+            "time.sleep(float(sys.argv[2]));c.execute('ROLLBACK')\n")
+    locker = subprocess.Popen([sys.executable, "-c", hold, str(kimen.vault), "9"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        kimen.fail(24, "vault_busy", "vault", "restore", "--backup", backup, env=kimen.with_pass())
+        assert time.monotonic() - started < 8.5
+    finally:
+        locker.kill()
+        locker.wait()
+    assert len(_backups(kimen)) == 1 and kimen.get("app.X") == b"3"
+    # a writer that lets go after a second, and a `secret set` waiting beside the restore
+    locker = subprocess.Popen([sys.executable, "-c", hold, str(kimen.vault), "1"], stdout=subprocess.PIPE, text=True)
+    assert locker.stdout.readline().strip() == "held"
+    setter = kimen.popen("secret", "set", "brand.new", "--stdin", env=kimen.with_pass(), stdin=subprocess.PIPE)
+    setter.stdin.write(b"written meanwhile")
+    setter.stdin.close()
+    doc = kimen.ok("vault", "restore", "--backup", backup, "--json", env=kimen.with_pass()).json()
+    assert setter.wait(30) == 0, setter.stderr.read() and locker.wait(30) == 0
+    in_vault = "brand.new" in kimen.ok("secret", "list").stdout.split()
+    in_snapshot = "brand.new" in kimen.ok("--vault", doc["backup_path"], "secret", "list").stdout.split()
+    assert in_vault or in_snapshot
+
+
+def test_restore_refuses_a_damaged_backup(kimen):
+    kimen.init_vault()
+    for i in range(40):
+        kimen.set(f"app.s{i}", "v" * 200)
+    (kimen.cwd / "a.env").write_text("A=1\n")
+    kimen.ok("secret", "import", "a.env", "--prefix", "app.", env=kimen.with_pass())
+    kimen.ok("secret", "import", "a.env", "--prefix", "app.", "--overwrite", env=kimen.with_pass())
+    damaged = kimen.root / "flip.db"
+    shutil.copyfile(_backups(kimen)[0]["path"], damaged)
+    with open(damaged, "r+b") as f:
+        f.seek(8192)
+        f.write(b"\xff\xff\xff\xff")
+    before = kimen.ok("secret", "list").stdout
+    kimen.fail(24, "invalid_vault_file", "vault", "restore", "--backup", str(damaged), env=kimen.with_pass())
+    assert kimen.ok("secret", "list").stdout == before and len(_backups(kimen)) == 1
+    kimen.ok("vault", "info", "--verify", env=kimen.with_pass())
+
+
+def test_prune_removes_only_this_vaults_own_backups(kimen, tmp_path):
+    """A log line naming any file (edited, or a vault directory copied with its log) never makes it
+    a backup: listing and `--prune` take only `<vault>.bak.<ns>` files that hold this vault."""
+    kimen.init_vault()
+    (kimen.cwd / "a.env").write_text("A=1\n")
+    kimen.ok("secret", "import", "a.env", env=kimen.with_pass())
+    kimen.ok("secret", "import", "a.env", "--overwrite", env=kimen.with_pass())
+    original = _backups(kimen)[0]["path"]
+    copy = tmp_path / "copy"
+    shutil.copytree(kimen.vault.parent, copy)
+    other = tmp_path / "other"
+    other.mkdir()
+    precious = other / "precious.txt"
+    precious.write_text("not a backup")
+    foreign = other / "vault.db.bak.1"  # named like a backup, but another vault's
+    kimen.ok("--vault", str(foreign.with_name("vault.db")), "vault", "init", *SMALL_KDF, env=kimen.with_pass())
+    os.rename(foreign.with_name("vault.db"), foreign)
+    with open(copy / (kimen.vault.name + ".backups"), "a") as log:
+        for path in (precious, foreign):
+            log.write(json.dumps({"path": str(path), "made_by": "secret import"}) + "\n")
+    listed = kimen.ok("--vault", str(copy / kimen.vault.name), "vault", "backups", "--json").json()["backups"]
+    assert [os.path.dirname(b["path"]) for b in listed] == [str(copy)]  # the log's lines are the original's
+    kimen.ok("--vault", str(copy / kimen.vault.name), "vault", "backups", "--prune", "--keep", "0", "--yes")
+    assert precious.read_text() == "not a backup" and foreign.exists() and os.path.exists(original)
+    assert _backups(kimen) != []  # the original vault still lists its own backup
