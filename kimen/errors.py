@@ -26,7 +26,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # avoid importing typing on the hot path
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from typing import Any, ClassVar
 
     from .reasons import Row
@@ -78,7 +78,10 @@ class KimenError(Exception):
             if known is not cls:
                 raise TypeError(f"duplicate reason {cls.reason!r}")
 
-    def __init__(self, message: str | None = None, *, hint: str | None = None, **fields: Any) -> None:
+    def __init__(self, message: str | None = None, *, hint: str | Sequence[str] | None = None,
+                 **fields: Any) -> None:
+        """`hint` is one line (a str) or several (a sequence of lines); control characters in each
+        line are escaped here (`hint_lines`), so a path with a newline cannot forge a hint line."""
         self.fields = fields
         if message is None:
             template = (type(self).__doc__ or "").strip()
@@ -87,7 +90,7 @@ class KimenError(Exception):
             except (KeyError, IndexError, ValueError):
                 message = template
         self.message = message
-        self.hint_text = hint if hint is not None else type(self).hint
+        self.hint_text = hint_lines(hint) if hint is not None else type(self).hint
         super().__init__(message)
 
     def exit_code(self, area_code: int) -> int:
@@ -108,6 +111,17 @@ class KimenError(Exception):
             if key in CONTEXT_FIELDS:
                 doc.setdefault(key, value)
         return doc
+
+
+def hint_lines(hint: str | Sequence[str]) -> str:
+    """A hint's text: its lines, each with control characters escaped, joined by newlines (the one
+    separator `kimen.output.error_lines` splits on)."""
+    lines = [hint] if isinstance(hint, str) else list(hint)
+    if all(line.isprintable() for line in lines):
+        return "\n".join(lines)
+    from .output import one_line
+
+    return "\n".join(one_line(line) for line in lines)
 
 
 def output_failed(stream: str, exc: OSError) -> KimenError:
@@ -173,7 +187,7 @@ class SecretNotFound(KimenError):
         self.fields["suggestions"] = found[:3]
         self.suggested = True
         if lines and self.hint_text is None:
-            self.hint_text = "\n".join(lines)
+            self.hint_text = hint_lines(lines)
 
 
 class SecretExists(KimenError):

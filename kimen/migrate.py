@@ -34,7 +34,7 @@ from . import errors, gitcheck
 from .dotenv import MAX_FILE_BYTES, kept_literally
 from .dotenv import parse as parse_dotenv
 from .fsutil import read_regular
-from .output import warn
+from .output import one_line, warn
 from .paths import is_profile_name, work_tree_top
 from .projection.kmap import check_profile_name, is_env_name, variables_set
 from .store import Change
@@ -331,7 +331,9 @@ class Plan:
         return out
 
     def _shown(self, path: str) -> str:
-        return os.path.relpath(path, self.root)
+        """A source path for the profile's header comment: one line whatever the name holds (a
+        newline in a file or directory name must not end the comment and start a directive)."""
+        return one_line(os.path.relpath(path, self.root))
 
     def files_json(self) -> list[dict[str, object]]:
         """`files` of the `migrate` envelope: per file, the names whose winning value it gave."""
@@ -382,7 +384,8 @@ class Plan:
 
 
 def _rel(path: str, cwd: str) -> str:
-    return os.path.relpath(path, cwd)
+    """A path for the report's lines: relative, control characters escaped (`output.one_line`)."""
+    return one_line(os.path.relpath(path, cwd))
 
 
 def plan(detection: Detection, *, prefix: str | None = None) -> Plan:

@@ -78,7 +78,7 @@ class Parser(argparse.ArgumentParser):
         else:
             super()._print_message(message, file)
 
-    def error(self, message: str, hint: str | None = None) -> NoReturn:
+    def error(self, message: str, hint: str | Sequence[str] | None = None) -> NoReturn:
         hint = hint or getattr(self, "_hint", None)
         self._hint = None
         raise errors.UsageError(detail=message, usage=self.format_usage().strip(), hint=hint)
@@ -204,23 +204,23 @@ def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _flag_hint(parser: argparse.ArgumentParser, extra: list[str]) -> str | None:
+def _flag_hint(parser: argparse.ArgumentParser, extra: list[str]) -> list[str] | None:
     """`did you mean --prefix?` for each unknown flag with a near valid one."""
     from ..suggest import hint
 
     flags = [flag for action in parser._actions if action.help != argparse.SUPPRESS
              for flag in action.option_strings if flag.startswith("--")]
     lines = [hint(token.split("=", 1)[0], flags) for token in extra if token.startswith("--")]
-    return "\n".join(line for line in lines if line) or None
+    return [line for line in lines if line] or None
 
 
-def choice_hint(word: str, choices: Sequence[str], usage_hint: str) -> str:
+def choice_hint(word: str, choices: Sequence[str], usage_hint: str) -> list[str]:
     """The hint for a word a command checks itself (a mode, an unlock method): the nearest valid
     choice when there is one, then what is accepted."""
     from ..suggest import hint
 
     near = hint(word, choices)
-    return f"{near}\n{usage_hint}" if near else usage_hint
+    return [near, usage_hint] if near else [usage_hint]
 
 
 def complete_with(action: argparse.Action, words: Sequence[str]) -> None:

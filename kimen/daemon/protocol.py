@@ -315,4 +315,4 @@ def raise_for(response: dict[str, Any]) -> None:
         raise errors.SecretExists(list(fields.get("existing") or []))
     if cls.reason != reason:  # unknown reason (a newer daemon): keep its words, not its code
         raise errors.SessionProtocolError(message=message or "session protocol error")
-    raise cls(message, hint=hint, **fields)
+    raise cls(message, hint=None if hint is None else hint.split("\n"), **fields)  # its lines, as the daemon sent them

@@ -402,9 +402,9 @@ def _not_found(name: str, env: Mapping[str, str], cwd: str | None) -> errors.Kim
             continue
     suggestions = nearest(name, names, most=3)
     top = paths.work_tree_top(cwd) or os.path.abspath(cwd)
-    hint = f"create {os.path.join(top, '.kimen', 'profiles', name + '.kmap')} or set KIMEN_PROFILE_DIR"
+    hint = [f"create {os.path.join(top, '.kimen', 'profiles', name + '.kmap')} or set KIMEN_PROFILE_DIR"]
     if suggestions:
-        hint += f"\ndid you mean {', '.join(suggestions)}?"
+        hint.append(f"did you mean {', '.join(suggestions)}?")
     return errors.ProfileNotFound(name=name, hint=hint, searched=searched, suggestions=suggestions)
 
 

@@ -132,3 +132,27 @@ def test_files_all_prefix_and_refusals(repo, tmp_path):
     (tmp_path / "bad2.env").write_text("my.key=1\n")
     repo.fail(29, "invalid_dotenv", "migrate", str(tmp_path / "bad2.env"), "--profile", "bad", env=repo.with_pass())
     assert not (root / ".kimen/profiles/bad.kmap").exists()
+
+
+@pytest.mark.parametrize("hostile", ["file", "directory"])
+def test_a_newline_in_a_path_cannot_add_a_directive_to_the_profile(kimen, hostile):
+    """The profile's header comment names the source files: a file or directory name holding a
+    newline must stay inside that comment, not end it and start `env PATH=...`."""
+    kimen.init_vault()
+    evil = "x\nenv PATH=const:evil\n#"
+    if hostile == "file":
+        (kimen.cwd / (evil + ".env")).write_text("Q=1\n")
+        done = kimen.ok("migrate", evil + ".env", "--prefix", "m.", env=kimen.with_pass())
+        where = kimen.cwd
+    else:
+        where = kimen.cwd / evil
+        where.mkdir()
+        (where / ".env").write_text("Q=1\n")
+        done = kimen.ok("migrate", env=kimen.with_pass())  # from above: the header names the directory
+    profile = (where / ".kimen" / "profiles" / "dev.kmap").read_text()
+    directives = [line for line in profile.splitlines() if not line.startswith("#")]
+    assert len(directives) == 1 and directives[0].startswith("env Q=secret:") and "\\n" in profile
+    assert not any(line.startswith("env ") for line in done.stdout.splitlines())  # the report escapes it
+    out = kimen.ok("run", "--profile", "dev", "--", "sh", "-c", 'printf %s "$PATH"', cwd=where,
+                   env=kimen.with_pass()).out
+    assert out != b"evil"

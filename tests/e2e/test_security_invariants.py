@@ -523,6 +523,24 @@ def test_bad_input_to_remote_and_sync_is_one_reasoned_error(kimen, json_out):
     assert kimen.get("app.a") == b"v"
 
 
+def test_a_path_with_a_newline_cannot_forge_a_hint_line(kimen, tmp_path):
+    """Hints name paths (the profile to create, a directory to make): a newline in one is escaped
+    in its hint line, while a hint of several lines (did you mean …?) keeps them."""
+    kimen.init_vault()
+    where = tmp_path / f"a\n{FORGED}"
+    where.mkdir()
+    kimen.write_profile("deb", "env A=a.b\n")
+    for cwd in (where, kimen.cwd):
+        done = kimen.run("plan", "--profile", "dev", "--", "true", cwd=cwd)
+        lines = done.err.splitlines()
+        assert done.code == 21 and not any(line.startswith(FORGED) for line in lines), done.err
+        assert [line.split(": ")[1] for line in lines] == ["error", "hint"] + (["hint"] if cwd == kimen.cwd else [])
+    assert lines[-1] == "kimen: hint: did you mean deb?"
+    missing = tmp_path / f"b\n{FORGED}" / "out.env"
+    done = kimen.run("envfile", "--profile", "deb", "--out", str(missing), env=kimen.with_pass())
+    assert done.code not in (0, 1) and not any(line.startswith(FORGED) for line in done.err.splitlines()), done.err
+
+
 # -- invariant 2: a damaged schema that is not UTF-8 is a reasoned error, not a traceback ---------------------
 
 
