@@ -223,6 +223,13 @@ def choice_hint(word: str, choices: Sequence[str], usage_hint: str) -> list[str]
     return [near, usage_hint] if near else [usage_hint]
 
 
+def check_mode(mode: str) -> str:
+    """`--mode`'s value (run, render or envfile), else `invalid_mode` with the nearest choice."""
+    if mode not in flags.MODES:
+        raise errors.InvalidMode(mode=mode, hint=choice_hint(mode, flags.MODES, errors.InvalidMode.hint or ""))
+    return mode
+
+
 def complete_with(action: argparse.Action, words: Sequence[str]) -> None:
     """Words the completion scripts offer for `action` without argparse enforcing them: the command
     refuses other words with its own reason (`unknown_unlock_method`, `invalid_mode`)."""

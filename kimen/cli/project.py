@@ -193,11 +193,9 @@ def cmd_envfile(inv: Invocation) -> Result | int:
 @takes_child_argv
 def cmd_plan(inv: Invocation) -> int:
     args = inv.options
-    if args.mode not in ("run", "render", "envfile"):
-        from .parser import choice_hint
+    from .parser import check_mode
 
-        raise errors.InvalidMode(mode=args.mode, hint=choice_hint(args.mode, ("run", "render", "envfile"),
-                                                                  errors.InvalidMode.hint or ""))
+    check_mode(args.mode)
     if args.against_profile is not None and args.against_map is not None:
         raise errors.ConflictingAgainstInputs()
     files_dir_arg(inv)  # an empty --files-dir is a usage error before the profile is read, as in run

@@ -288,6 +288,24 @@ def test_doctor_without_vault_or_passphrase(kimen):
     assert done.code == 0, done.stdout
 
 
+@pytest.mark.parametrize("unlock", [{"method": "bogus"}, {"method": "exec", "exec": "pass show"}])
+def test_doctor_reports_a_broken_unlock_section_as_an_entry(vault, unlock):
+    """A hand-broken `unlock` section is one error entry of the report, which still runs to the end
+    (it used to end doctor with no report at all)."""
+    config = vault.root / "cfg.json"
+    config.write_text(json.dumps({"unlock": unlock}))
+    done = vault.run("doctor", "--json", env={**vault.with_pass(), "KIMEN_CONFIG": str(config)})
+    checks = _checks(done)
+    assert done.code == 27 and checks["passphrase_source"]["status"] == "error"
+    assert checks["vault_integrity"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["map", "lint", "--map", "x.kmap"]])
+def test_a_mistyped_mode_gets_the_nearest_one(kimen, command):
+    done = kimen.fail(20 if command[0] == "map" else 27, "invalid_mode", *command, "--mode", "rnder")
+    assert done.err_json()["hint"] == "did you mean render?\nuse run, render or envfile"
+
+
 def test_doctor_integrity_skipped_without_noninteractive_source(vault):
     checks = _checks(vault.run("doctor", "--json"))
     assert checks["vault_integrity"]["status"] == "skipped"
