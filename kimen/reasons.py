@@ -24,6 +24,8 @@ DECLARED: tuple[Row, ...] = (
      'this is a bug in kimen; rerun with --debug for a traceback and report it'),
     ('UsageError', 'usage_error', 2, '{detail}', None),
     ('Interrupted', 'interrupted', 130, 'interrupted', None),
+    ('CwdMissing', 'cwd_missing', None, 'the current directory no longer exists',
+     'it was removed or renamed after this shell entered it: cd to a directory that exists'),
     # -- passphrase (10) --
     ('MissingPassphrase', 'missing_passphrase', 10, 'no passphrase available',
      'set KIMEN_PASSPHRASE, pass --passphrase-cmd or --passphrase-stdin, start a session (kimen session '

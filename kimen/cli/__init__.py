@@ -258,7 +258,20 @@ def run_cli(argv: Sequence[str] | None = None, *, fast: bool = True) -> int:
             return stdout_failed(exc, inv, area, want_json)
         if want_debug:
             _debug_traceback(exc)
+        if isinstance(exc, FileNotFoundError) and _cwd_missing():  # from getcwd, or a relative path
+            return _report_error(inv, errors.CwdMissing(), area, want_json)
         return _report_error(inv, errors.InternalError(type=type(exc).__name__), 1, want_json)
+
+
+def _cwd_missing() -> bool:
+    """Whether the working directory was removed (or renamed) under this process."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def stdout_failed(exc: OSError, inv: Invocation | None, area: int, want_json: bool) -> int:

@@ -113,3 +113,20 @@ def test_the_installed_wheel_carries_the_guides(tmp_path):
     assert done.returncode == 0 and done.stdout == (ROOT / "docs" / "errors.md").read_text()
     assert f"installed in {site / 'kimen' / 'docs'}" in run("-m", "kimen", "--help").stdout
     assert os.path.isfile(site / "kimen" / "docs" / "errors.md")
+
+
+@pytest.mark.parametrize("args", [["status"], ["migrate", "--dry-run"], ["init", "ci-deploy"],
+                                  ["map", "lint", "--profile", "x"], ["config", "vault", "set", "rel.db"],
+                                  ["secret", "import", "x.env"]])
+def test_a_removed_working_directory_is_a_reasoned_error(kimen, args):
+    """A shell whose directory was removed under it: `cwd_missing` with the fix, never exit 1."""
+    from tests.conftest import KIMEN
+
+    kimen.init_vault()
+    gone = kimen.root / "gone"
+    gone.mkdir()
+    done = subprocess.run(["sh", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "sh", str(gone),
+                           KIMEN, "--json", *args], capture_output=True, env={**kimen.env, **PASS}, timeout=60)
+    envelope = json.loads(done.stderr.decode().splitlines()[-1])
+    assert done.returncode not in (0, 1) and envelope["reason"] == "cwd_missing", done.stderr
+    assert "Traceback" not in done.stderr.decode()
