@@ -56,7 +56,8 @@ class Config:
         except (ValueError, RecursionError):  # not JSON, not UTF-8 (a ValueError too), nested too deep
             raise errors.InvalidConfigJson(path=path) from None
         if not isinstance(data, dict):
-            raise errors.InvalidConfigJson(path=path)
+            raise errors.InvalidConfigJson(f"config file is not a JSON object: {path}", path=path,
+                                           hint="the file holds one object: `{}` at the least")
         field = _field_not_text(data)
         if field is not None:
             raise errors.InvalidConfigJson(

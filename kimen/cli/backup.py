@@ -164,7 +164,7 @@ def backup_files(vault_path: str) -> list[str]:
     `--prune` never removes one)."""
     import stat
 
-    from ..vault.sqlite import main_file_vault_id
+    from ..vault import main_file_vault_id
 
     directory, base = os.path.split(os.path.abspath(vault_path))
     prefix = base + ".bak."

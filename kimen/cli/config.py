@@ -62,12 +62,18 @@ def cmd_show(inv: Invocation) -> int:
 
 
 def cmd_vault_set(inv: Invocation) -> Result:
+    import os
+
     from ..paths import absolute
 
     if not inv.options.path:
         raise errors.MissingVaultPath(hint="kimen config vault set PATH")
     config = _config(inv)
     vault_path = absolute(inv.options.path)
+    if os.path.isdir(vault_path):
+        suggested = os.path.join(vault_path, "vault.db")
+        raise errors.InvalidVaultFile(path=vault_path, hint=f"it is a directory: give the vault's file "
+                                                            f"(`kimen config vault set {suggested}`)")
     config.data.setdefault("vault", {})
     if not isinstance(config.data["vault"], dict):
         raise errors.InvalidConfigValue(field="vault", path=config.path, detail="must be an object",
@@ -102,7 +108,7 @@ def cmd_unlock_set(inv: Invocation) -> Result:
         raise errors.UnknownUnlockMethod(method=method, hint=choice_hint(method, UNLOCK_METHODS,
                                                                          errors.UnknownUnlockMethod.hint or ""))
     argv = inv.child_argv or []
-    if method == "exec" and not (argv and argv[0]):
+    if method == "exec" and not (argv and argv[0].strip()):
         raise errors.MissingUnlockExecCommand()
     if method != "exec" and argv:
         raise errors.UsageError(detail=f"unlock method {method} takes no command")

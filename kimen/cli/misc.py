@@ -63,8 +63,29 @@ def cmd_help(inv: Invocation) -> int:
     flags = [flag for flag in ("--json", "--debug") if getattr(inv.options, flag[2:], False)]
     from .parser import parse
 
-    parse(build_parser(words[0]), [*words, *flags, "--help"])  # prints the help and exits 0
+    parser = build_parser(words[0])
+    _check_command_path(parser, words)
+    parse(parser, [*words, *flags, "--help"])  # prints the help and exits 0
     return 0
+
+
+def _check_command_path(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """Every word names a subcommand of the one before (`help secret get extra` is a usage error,
+    not the help of `secret get`)."""
+    import argparse
+
+    from .. import errors
+    from ..suggest import hint
+
+    node = parser
+    for i, word in enumerate(words):
+        choices = next((a.choices for a in node._actions if isinstance(a, argparse._SubParsersAction)), {})
+        if word not in choices:
+            where = " ".join(words[:i])
+            raise errors.UsageError(detail=f"unknown help topic: {' '.join(words)}",
+                                    hint=hint(word, list(choices)) or (f"`{where}` has no subcommands" if not choices
+                                                                       else f"{where}: {', '.join(choices)}"))
+        node = choices[word]
 
 
 def cmd_completion(inv: Invocation) -> int:

@@ -49,12 +49,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def cmd_init(inv: Invocation) -> Result:
     from ..access import passphrase_for_new_vault, resolve_vault
     from ..output import warn
-    from ..vault import KDF_DEFAULT, create_vault
+    from ..vault import KDF_DEFAULT, create_vault, vault_exists_error
 
     params = kdf_from_args(inv.options, KDF_DEFAULT)
     location = resolve_vault(inv)
     if os.path.lexists(location.path):
-        raise errors.VaultExists(path=location.path)
+        raise vault_exists_error(location.path)
     with passphrase_for_new_vault(inv, location) as passphrase:
         if _characters(passphrase) < 8:
             warn("the passphrase is shorter than 8 characters", reason="short_passphrase")

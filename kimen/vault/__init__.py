@@ -26,7 +26,7 @@ transactions), `store` (`Vault`, which unlocks into a `LocalStore`), `create`.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .create import create_vault, discard_new_vault
+    from .create import create_vault, discard_new_vault, vault_exists_error
     from .keys import KDF_DEFAULT, kdf_problem
     from .schema import Header
     from .sqlite import file_stamp, main_file_vault_id
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 _HOME = {
     "create_vault": "create", "discard_new_vault": "create", "KDF_DEFAULT": "keys", "kdf_problem": "keys",
     "Header": "schema", "file_stamp": "sqlite", "main_file_vault_id": "sqlite", "LocalStore": "store",
-    "Vault": "store",
+    "Vault": "store", "vault_exists_error": "create",
 }
 
 
@@ -61,4 +61,5 @@ __all__ = [
     "file_stamp",
     "kdf_problem",
     "main_file_vault_id",
+    "vault_exists_error",
 ]

@@ -6,8 +6,10 @@ call created are removed again.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 
 from .. import crypto, errors
 from ..durations import format_time
@@ -27,17 +29,23 @@ def create_vault(path: str, passphrase: Sensitive, params: KdfParams) -> Vault:
     """Create a new vault at `path` (exclusive, 0600, parents 0700); nothing is left on failure."""
     keys.check_kdf(params)
     if os.path.lexists(path):
-        raise errors.VaultExists(path=path)
+        raise vault_exists_error(path)
+    # the slow part (argon2) first: a Ctrl-C or a kill during it leaves nothing to clean up
+    vault_id = crypto.random_bytes(16)
+    salt = crypto.random_bytes(crypto.SALT_BYTES)
+    with Sensitive(crypto.random_bytes(crypto.KEY_BYTES)) as data_key, \
+            crypto.derive_kek(passphrase, salt, params) as kek:
+        wrap_nonce, wrapped = keys.wrap(kek, data_key, vault_id, params, salt, 1)
+        k_mac = sealing.mac_key(data_key, vault_id)
     parent = os.path.dirname(path) or "."
-    created_dirs = make_private_dirs(parent)
+    try:
+        created_dirs = make_private_dirs(parent)
+    except OSError as exc:  # a file where a directory should be, a read-only file system, ...
+        if exc.errno == errno.EROFS:
+            raise errors.VaultReadOnly(path=path) from None
+        raise errors.VaultFailed(detail=f"cannot create {parent}: {exc.strerror}", path=path) from None
     write_exclusive(path, b"", exists=errors.VaultExists, failed=errors.VaultFailed)
     try:
-        vault_id = crypto.random_bytes(16)
-        salt = crypto.random_bytes(crypto.SALT_BYTES)
-        with Sensitive(crypto.random_bytes(crypto.KEY_BYTES)) as data_key, \
-                crypto.derive_kek(passphrase, salt, params) as kek:
-            wrap_nonce, wrapped = keys.wrap(kek, data_key, vault_id, params, salt, 1)
-            k_mac = sealing.mac_key(data_key, vault_id)
         conn, _ = connect(path, read_only=False)
         try:
             with private_umask():
@@ -67,6 +75,20 @@ def create_vault(path: str, passphrase: Sensitive, params: KdfParams) -> Vault:
     except BaseException:
         _remove_vault_files(path, created_dirs)
         raise
+
+
+def vault_exists_error(path: str) -> errors.KimenError:
+    """`vault_exists` for what is at `path`, with the way out when it is no vault at all."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return errors.VaultExists(path=path)
+    if stat.S_ISDIR(st.st_mode):
+        return errors.VaultExists(path=path, hint="it is a directory: name a file inside it (`--vault DIR/vault.db`)")
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return errors.VaultExists(path=path, hint="it is an empty file (a `vault init` killed half-way?): "
+                                                  "remove it, then run `kimen vault init` again")
+    return errors.VaultExists(path=path)
 
 
 def discard_new_vault(path: str) -> None:

@@ -96,6 +96,13 @@ def test_help_json_with_an_unknown_topic_is_an_envelope(kimen):
     assert kimen.ok("help", "config", "--json").stdout.startswith("usage: kimen config")
 
 
+@pytest.mark.parametrize(("words", "hint"), [(["secret", "get", "extra"], "`secret get` has no subcommands"),
+                                             (["secret", "gett"], "did you mean get?")])
+def test_help_of_a_command_path_that_does_not_exist_is_a_usage_error(kimen, words, hint):
+    """`help secret get extra` used to print the help of `secret get` and exit 0."""
+    assert kimen.fail(2, "usage_error", "help", *words).err_json()["hint"] == hint
+
+
 @pytest.mark.parametrize("argv,env,printed", [
     (("vault", "path", "--vault=~/v.db"), {}, "{home}/v.db"),
     (("vault", "path", "--vault", "a/./b/../v.db"), {}, "{cwd}/a/v.db"),
@@ -242,9 +249,25 @@ def test_a_broken_unlock_section_is_reported_by_show_and_by_unlocking(kimen, unl
     assert json.loads(config.read_text()) == {"unlock": {"method": "env"}, "keep": [1]}
 
 
-def test_unlock_exec_with_an_empty_command_word_is_refused(kimen):
-    kimen.fail(26, "missing_unlock_exec_command", "config", "unlock", "set", "exec", "--", "")
+@pytest.mark.parametrize("word", ["", " ", "\t"])
+def test_unlock_exec_with_an_empty_command_word_is_refused(kimen, word):
+    kimen.fail(26, "missing_unlock_exec_command", "config", "unlock", "set", "exec", "--", word, "x")
     assert not (kimen.root / "config" / "kimen" / "config.json").exists()
+
+
+def test_config_vault_set_refuses_a_directory(kimen):
+    """`vault init` would then say "vault already exists" about a directory."""
+    done = kimen.fail(24, "invalid_vault_file", "config", "vault", "set", str(kimen.root))
+    assert done.err_json()["hint"].endswith(f"(`kimen config vault set {kimen.root / 'vault.db'}`)")
+    assert not (kimen.root / "config" / "kimen" / "config.json").exists()
+
+
+def test_a_config_that_is_json_but_not_an_object_says_so(kimen):
+    config = kimen.root / "config" / "kimen" / "config.json"
+    config.parent.mkdir(mode=0o700)
+    config.write_text("[]")
+    assert kimen.fail(26, "invalid_config_json", "config", "show").err_json()["error"] == (
+        f"config file is not a JSON object: {config}")
 
 
 def test_a_null_method_shows_as_the_default(kimen):

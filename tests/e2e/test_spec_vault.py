@@ -318,3 +318,34 @@ def test_import_refuses_a_file_with_cr_line_endings(kimen, data):
                           env=kimen.with_pass()).err_json()
     assert envelope["line"] == 1 and "carriage return" in envelope["error"]
     assert vault_state(kimen.vault) == before
+
+
+def test_vault_init_where_it_cannot_be_created_is_a_reasoned_error(kimen):
+    """A file where a parent directory should be: `vault_failed` naming it, not an internal error."""
+    (kimen.root / "afile").write_text("x")
+    target = kimen.root / "afile" / "sub" / "v.db"
+    done = kimen.fail(24, "vault_failed", "--vault", str(target), "vault", "init", *SMALL_KDF, env=kimen.with_pass())
+    assert str(kimen.root / "afile" / "sub") in done.err_json()["error"]
+
+
+def test_vault_init_on_a_directory_or_an_empty_file_says_what_is_there(kimen):
+    done = kimen.fail(24, "vault_exists", "--vault", str(kimen.root), "vault", "init", *SMALL_KDF,
+                      env=kimen.with_pass())
+    assert "it is a directory" in done.err_json()["hint"]
+    empty = kimen.root / "empty.db"
+    empty.write_bytes(b"")
+    done = kimen.fail(24, "vault_exists", "--vault", str(empty), "vault", "init", *SMALL_KDF, env=kimen.with_pass())
+    assert "remove it" in done.err_json()["hint"]
+
+
+def test_vault_init_killed_during_the_key_derivation_leaves_no_file(kimen):
+    """argon2 runs before the file is created: a CI timeout's SIGTERM (or a kill -9) during it leaves
+    nothing that blocks the next `vault init`."""
+    slow = ("--kdf-memory", "256MiB", "--kdf-time", "8", "--kdf-parallelism", "1")
+    proc = kimen.popen("vault", "init", *slow, env=kimen.with_pass())
+    time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.terminate()
+    proc.wait(30)
+    assert not kimen.vault.exists() and not kimen.vault.with_name("vault.db-wal").exists()
+    kimen.init_vault()
