@@ -167,6 +167,15 @@ class WriteResult(Record):
         self._init(generation=generation, results=results)
 
 
+def warn_migrated(vault_path: str, backup_path: str) -> None:
+    """`vault_migrated`: a change migrated the vault to the current schema, after a backup. Said
+    the same way by a local change and by one a session daemon made (its answer names the backup)."""
+    from .output import warn
+
+    warn(f"vault {vault_path} migrated to the current schema version; a backup of the old vault is at "
+         f"{backup_path}", reason="vault_migrated")
+
+
 # Older values `secret history` keeps per name: config `history.keep`, this default, 0 to the max
 HISTORY_KEEP = 10
 HISTORY_KEEP_MAX = 100

@@ -78,15 +78,7 @@ def backed_up(vault: VaultFile, path: str | None) -> Iterator[tuple[object, ...]
         raise
 
 
-# -- what made each backup (`kimen vault backups`) --
-#
-# A backup's file holds the vault as it was, nothing about why it was made; that is one JSON line
-# per backup in `<vault>.backups` (0600, next to the vault, appended): `{"path", "made_by", "vault"}`
-# (`vault`: the vault's real path, so a log copied with the vault's directory is not the copy's).
-# `made_by` is the command's words (`secret import`, `vault rekey`). A missing or unreadable log
-# only loses that column.
-
-LOG_SUFFIX = ".backups"
+# -- what made each backup: the log is `kimen.vault.backup`'s; the command's words are known here --
 
 
 def _command_words() -> str:
@@ -109,51 +101,11 @@ def _command_words() -> str:
     return " ".join(words) or "kimen"
 
 
-def record(vault_path: str, path: str, made_by: str | None = None) -> None:
-    import json
+def record(vault_path: str, path: str) -> None:
+    """Log the backup at `path` as made by this command (`kimen.vault.backup.record`)."""
+    from ..vault.backup import record as record_backup
 
-    line = json.dumps({"path": os.path.abspath(path), "made_by": made_by or _command_words(),
-                       "vault": os.path.realpath(vault_path)}) + "\n"
-    try:
-        fd = os.open(vault_path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-    except OSError:
-        return
-    try:
-        os.write(fd, line.encode())
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def made_by(vault_path: str) -> dict[str, str]:
-    """backup path -> the command that made it, from the log (empty when there is none)."""
-    import json
-
-    from ..fsutil import read_limited
-
-    try:
-        fd = os.open(vault_path + LOG_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return {}
-    try:
-        data = read_limited(fd, 4 * 1024 * 1024)
-    except OSError:
-        return {}
-    finally:
-        os.close(fd)
-    found: dict[str, str] = {}
-    this_vault = os.path.realpath(vault_path)
-    for line in data.splitlines():
-        try:
-            doc = json.loads(line)
-            if doc.get("vault", this_vault) != this_vault:  # the log was copied with another vault's directory
-                continue
-            found[str(doc["path"])] = str(doc["made_by"])
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a line edited outside kimen
-            continue
-    return found
+    record_backup(vault_path, path, _command_words())
 
 
 def backup_files(vault_path: str) -> list[str]:
@@ -165,6 +117,7 @@ def backup_files(vault_path: str) -> list[str]:
     import stat
 
     from ..vault import main_file_vault_id
+    from ..vault.backup import made_by
 
     directory, base = os.path.split(os.path.abspath(vault_path))
     prefix = base + ".bak."

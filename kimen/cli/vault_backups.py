@@ -59,7 +59,8 @@ def _describe(path: str, wrap_id: str | None, log: dict[str, str]) -> dict[str, 
 def cmd_backups(inv: Invocation) -> Result:
     from ..access import resolve_vault
     from ..vault import Vault
-    from .backup import backup_files, made_by
+    from ..vault.backup import made_by
+    from .backup import backup_files
 
     a = inv.options
     if not a.prune and (a.keep is not None or a.yes):

@@ -384,7 +384,7 @@ class SessionStore:
             fields["history_op"] = history_op
         if self._history_keep is not None:
             fields["history_keep"] = self._history_keep()
-        response = self.conn.call("write", **fields)
+        response = self._changed(self.conn.call("write", **fields))
         return WriteResult(response["generation"], [
             ChangeResult(r["op"], r["name"], r.get("revision"), created=bool(r.get("created")),
                          new_name=r.get("new_name")) for r in response.get("results") or ()])
@@ -411,7 +411,8 @@ class SessionStore:
 
         check_secret_name(name)
         keep = {} if self._history_keep is None else {"history_keep": self._history_keep()}
-        r = self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision, **keep)
+        r = self._changed(self.conn.call("restore", vault_path=self.canonical_path, name=name, revision=revision,
+                                         **keep))
         return RestoreResult(r["name"], r["from_revision"], r["revision"], r["generation"], bool(r["unchanged"]))
 
     def purge_history(self, names: Sequence[str] | None = None) -> int:
@@ -423,10 +424,19 @@ class SessionStore:
         wanted = list(dict.fromkeys(names))
         count = 0
         for start in range(0, len(wanted), protocol.READ_BATCH):
-            response = self.conn.call("purge_history", vault_path=self.canonical_path,
-                                      names=wanted[start:start + protocol.READ_BATCH])
+            response = self._changed(self.conn.call("purge_history", vault_path=self.canonical_path,
+                                                    names=wanted[start:start + protocol.READ_BATCH]))
             count += int(response["count"])
         return count
+
+    def _changed(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A change's answer; one that migrated the vault's schema warns as a local change does."""
+        backup = response.get("migrated_backup")
+        if isinstance(backup, str):
+            from ..store import warn_migrated
+
+            warn_migrated(self.canonical_path, backup)
+        return response
 
     def close(self) -> None:
         self.conn.close()

@@ -88,3 +88,62 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 class _Busy(Exception):
     """The destination is locked by another connection: abort the copy before it starts."""
+
+
+# -- what made each backup (`kimen vault backups`) --
+#
+# A backup's file holds the vault as it was, nothing about why it was made; that is one JSON line
+# per backup in `<vault>.backups` (0600, next to the vault, appended): `{"path", "made_by", "vault"}`
+# (`vault`: the vault's real path, so a log copied with the vault's directory is not the copy's).
+# `made_by` is the command's words (`secret import`, `vault rekey`) or `schema migration`. A
+# missing or unreadable log only loses that column.
+
+LOG_SUFFIX = ".backups"
+
+
+def record(vault_path: str, path: str, made_by: str) -> None:
+    """Append the backup at `path` and what made it to the vault's log (best effort)."""
+    import json
+
+    line = json.dumps({"path": os.path.abspath(path), "made_by": made_by,
+                       "vault": os.path.realpath(vault_path)}) + "\n"
+    try:
+        fd = os.open(vault_path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def made_by(vault_path: str) -> dict[str, str]:
+    """backup path -> the command that made it, from the log (empty when there is none)."""
+    import json
+
+    from ..fsutil import read_limited
+
+    try:
+        fd = os.open(vault_path + LOG_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return {}
+    try:
+        data = read_limited(fd, 4 * 1024 * 1024)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    found: dict[str, str] = {}
+    this_vault = os.path.realpath(vault_path)
+    for line in data.splitlines():
+        try:
+            doc = json.loads(line)
+            if doc.get("vault", this_vault) != this_vault:  # the log was copied with another vault's directory
+                continue
+            found[str(doc["path"])] = str(doc["made_by"])
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a line edited outside kimen
+            continue
+    return found

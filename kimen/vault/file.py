@@ -55,6 +55,7 @@ class VaultFile:
         self._conn = conn
         self._immutable_stamp: Stamp | None = None  # set when opened immutable (sqlite.connect)
         self.schema_version = SCHEMA_VERSION  # the file's, read by `_check_format`
+        self._migrated: str | None = None  # the backup of a migration not yet reported (`take_migrated`)
         st = os.stat(self.canonical_path)
         self.device, self.inode = st.st_dev, st.st_ino
 
@@ -359,10 +360,17 @@ class VaultFile:
         if not migrated:
             backup.discard(dest)
             return None
-        from ..output import warn
+        from ..store import warn_migrated
 
-        warn(f"vault {self.path} migrated to schema version {SCHEMA_VERSION}; a backup of the version-1 "
-             f"vault is at {dest}", reason="vault_migrated")
+        backup.record(self.path, dest, "schema migration")
+        warn_migrated(self.path, dest)
+        self._migrated = dest
+        return dest
+
+    def take_migrated(self) -> str | None:
+        """The backup path of a migration this object made since the last call (the daemon passes
+        it to the client that asked for the change), else None."""
+        dest, self._migrated = self._migrated, None
         return dest
 
     def checkpoint(self) -> None:

@@ -44,7 +44,9 @@ def test_reads_leave_a_v1_vault_unmigrated(v1):
 def test_first_set_migrates_after_a_backup(v1):
     done = v1.ok("secret", "set", "db.password", "--stdin", input=b"newer", env=v1.with_pass(PW))
     backups = _backups(v1.vault)
-    assert len(backups) == 1 and str(backups[0]) in done.err and "schema version 2" in done.err
+    assert len(backups) == 1 and str(backups[0]) in done.err and "migrated to the current schema" in done.err
+    listed = v1.ok("vault", "backups", "--json").json()["backups"]
+    assert [(b["path"], b["made_by"]) for b in listed] == [(str(backups[0]), "schema migration")]
     assert _user_version(v1.vault) == 2 and _user_version(backups[0]) == 1
     assert v1.ok("vault", "info", "--json").json()["schema_version"] == 2
     for name, value in EXPECTED.items():
@@ -67,8 +69,12 @@ def test_a_session_write_migrates_too(v1):
     v1.ok("session", "start", env=v1.with_pass(PW))
     assert v1.get("db.url", "") == EXPECTED["db.url"]  # served by the session, still version 1
     assert _user_version(v1.vault) == 1
-    v1.ok("secret", "set", "db.url", "--stdin", input=b"postgres://new", env={"KIMEN_PASSPHRASE": ""})
+    done = v1.ok("secret", "set", "db.url", "--stdin", "--json", input=b"postgres://new",
+                 env={"KIMEN_PASSPHRASE": ""})
     assert _user_version(v1.vault) == 2 and len(_backups(v1.vault)) == 1
+    warnings = done.json()["warnings"]  # the daemon migrated it: its answer names the backup
+    assert [w["reason"] for w in warnings] == ["vault_migrated"]
+    assert str(_backups(v1.vault)[0]) in warnings[0]["message"]
     assert v1.get("db.url", "") == b"postgres://new"
 
 

@@ -330,14 +330,22 @@ def op_write(svc: Service, request: Request, grant: Grant | None, blocking: bool
         raise errors.SessionProtocolError(message="unknown history_op")
     keep = _history_keep(request)
 
-    def write(store: DaemonStore) -> WriteResult:
+    def write(store: DaemonStore) -> tuple[WriteResult, str | None]:
         store.history_keep = keep  # this request's setting (under the vault's op lock)
-        return store.write(changes, if_generation=if_generation, history_op=history_op)
+        return store.write(changes, if_generation=if_generation, history_op=history_op), store.vault.take_migrated()
 
-    result = svc.registry.with_store(_vault_path(request), write)
-    return {"generation": result.generation, "results": [
+    result, migrated = svc.registry.with_store(_vault_path(request), write)
+    return _migrated({"generation": result.generation, "results": [
         {"op": r.op, "name": r.name, "revision": r.revision, "created": r.created, "new_name": r.new_name}
-        for r in result.results]}
+        for r in result.results]}, migrated)
+
+
+def _migrated(answer: Answer, backup: str | None) -> Answer:
+    """A change that migrated the vault's schema says where the backup went: the client warns
+    `vault_migrated` as a local change does."""
+    if backup is not None:
+        answer["migrated_backup"] = backup
+    return answer
 
 
 def _history_keep(request: Request) -> int:
@@ -366,13 +374,13 @@ def op_restore(svc: Service, request: Request, grant: Grant | None, blocking: bo
     name, revision = request["name"], request["revision"]
     keep = _history_keep(request)
 
-    def restore(store: DaemonStore) -> RestoreResult:
+    def restore(store: DaemonStore) -> tuple[RestoreResult, str | None]:
         store.history_keep = keep  # this request's setting (under the vault's op lock)
-        return store.restore(name, revision)
+        return store.restore(name, revision), store.vault.take_migrated()
 
-    result = svc.registry.with_store(_vault_path(request), restore)
-    return {"name": result.name, "from_revision": result.from_revision, "revision": result.revision,
-            "generation": result.generation, "unchanged": result.unchanged}
+    result, migrated = svc.registry.with_store(_vault_path(request), restore)
+    return _migrated({"name": result.name, "from_revision": result.from_revision, "revision": result.revision,
+                      "generation": result.generation, "unchanged": result.unchanged}, migrated)
 
 
 def op_purge_history(svc: Service, request: Request, grant: Grant | None, blocking: bool) -> Answer:
@@ -381,8 +389,9 @@ def op_purge_history(svc: Service, request: Request, grant: Grant | None, blocki
     names = request["names"]
     if len(names) > protocol.READ_BATCH:
         raise errors.SessionProtocolError(message="too many names in one purge_history")
-    count = svc.registry.with_store(_vault_path(request), lambda store: store.purge_history(names))
-    return {"count": count}
+    count, migrated = svc.registry.with_store(_vault_path(request),
+                                              lambda store: (store.purge_history(names), store.vault.take_migrated()))
+    return _migrated({"count": count}, migrated)
 
 
 # op -> handler and where it runs; `kimen.daemon.requests.OPS` holds each op's fields
