@@ -58,6 +58,8 @@ def backed_up(vault: VaultFile, path: str | None) -> Iterator[tuple[object, ...]
     if path is None:
         yield None
         return
+    if vault.read_only:  # the change cannot happen: say so, not that its backup could not be written
+        raise errors.VaultReadOnly(path=vault.path)
     try:
         taken = vault.snapshot(path)
     except OSError as exc:

@@ -69,11 +69,14 @@ def test_read_only_vault_reads_and_refuses_writes(kimen, tmp_path):
         ("set", f"printf x | kimen secret set other --stdin --json {v}"),
         ("rm", f"kimen secret rm app.token --json {v}"),
         ("rekey", f"KIMEN_NEW_PASSPHRASE='another passphrase here' kimen vault rekey --no-backup --json {v}"),
+        # with its backup: the vault is read-only, not "the backup failed"
+        ("rekey-backup", f"KIMEN_NEW_PASSPHRASE='another passphrase here' kimen vault rekey --json {v}"),
+        ("import", f"printf 'token=x\\n' | kimen secret import - --prefix app. --overwrite --json {v}"),
     ], out)
     assert results["get"][:1] == (0,) and results["get"][2] == b"ro-value"
     assert results["list"][0] == 0 and [s["name"] for s in json.loads(results["list"][2])["secrets"]] == ["app.token"]
     assert results["verify"][0] == 0
-    for write in ("set", "rm", "rekey"):
+    for write in ("set", "rm", "rekey", "rekey-backup", "import"):
         code, err, _ = results[write]
         assert (code, reason(err)) == (24, "vault_read_only"), (write, err)
     assert hashlib.sha256(vault.read_bytes()).hexdigest() == before
