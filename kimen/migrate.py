@@ -118,10 +118,12 @@ def classify(name: str, default_profile: str, all_profiles: bool) -> tuple[int, 
     without `all_profiles`, not) imported, or None when it is no dotenv file at all."""
     if name in NEVER:
         return NEVER[name]
+    # the order within one profile, later overriding: `.env`, `.env.<p>`, `.env.local`, `.env.<p>.local`
+    # (the dotenv convention of Next.js, Vite and dotenv-flow when <p> is the default profile)
     if name == ".env":
         return (0, default_profile)
     if name == ".env.local":
-        return (1, default_profile)
+        return (2, default_profile)
     if not name.startswith(".env."):
         return None
     rest = name[5:]
@@ -133,7 +135,7 @@ def classify(name: str, default_profile: str, all_profiles: bool) -> tuple[int, 
         return f"{profile!r} is not a profile name"
     if not all_profiles:
         return f"profile {profile}: imported with --all"
-    return (3 if local else 2, profile)
+    return (3 if local else 1, profile)
 
 
 def detect(root: str, *, profile: str = DEFAULT_PROFILE, all_profiles: bool = False, depth: int = DEFAULT_DEPTH,

@@ -156,3 +156,17 @@ def test_a_newline_in_a_path_cannot_add_a_directive_to_the_profile(kimen, hostil
     out = kimen.ok("run", "--profile", "dev", "--", "sh", "-c", 'printf %s "$PATH"', cwd=where,
                    env=kimen.with_pass()).out
     assert out != b"evil"
+
+
+def test_all_merges_the_default_profiles_files_in_the_dotenv_tools_order(kimen):
+    """`.env.local` overrides `.env.dev` (Next.js, Vite and dotenv-flow read them so);
+    `.env.dev.local` overrides both."""
+    kimen.init_vault()
+    for name, value in ((".env", "base"), (".env.local", "local"), (".env.dev", "devfile")):
+        (kimen.cwd / name).write_text(f"V={value}\nONLY{name.replace('.', '_').upper()}=1\n")
+    kimen.ok("migrate", "--all", env=kimen.with_pass())
+    assert kimen.get("dev.V") == b"local"
+    assert {"dev.ONLY_ENV", "dev.ONLY_ENV_LOCAL", "dev.ONLY_ENV_DEV"} <= set(kimen.ok("secret", "list").stdout.split())
+    (kimen.cwd / ".env.dev.local").write_text("V=devlocal\n")
+    kimen.ok("migrate", "--all", "--overwrite", "--update-profile", env=kimen.with_pass())
+    assert kimen.get("dev.V") == b"devlocal"
