@@ -311,7 +311,10 @@ pid = os.fork()
 if pid == 0:
     os.setpgid(0, 0)
     os.execv(sys.argv[1], sys.argv[1:])
-os.setpgid(pid, pid)
+try:
+    os.setpgid(pid, pid)  # both sides set it (the usual shell race); the child may have exec'd already
+except PermissionError:
+    pass
 _, status = os.waitpid(pid, os.WUNTRACED)
 print("job stopped" if os.WIFSTOPPED(status) else f"job exit {os.waitstatus_to_exitcode(status)}", flush=True)
 if os.WIFSTOPPED(status):
