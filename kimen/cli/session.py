@@ -97,9 +97,9 @@ def cmd_start(inv: Invocation) -> Result:
             with_attempts(source, unlock)
             state = conn.call("status")
     except (errors.KimenError, KeyboardInterrupt):
-        if started:  # the daemon this command started holds no key (or cannot serve): not left behind
+        if started:  # the daemon this command started, unless another command unlocked a vault in it
             try:
-                control.stop(inv.env)
+                control.stop_unused(inv.env, conn.pid)
             except errors.KimenError:
                 pass
         raise

@@ -42,45 +42,71 @@ def stop(env: Mapping[str, str]) -> str | None:
     SIGCONT, so a stopped one handles it), then SIGKILL: a key in a killed process is gone too.
     Returns how it stopped when it had to be forced ("terminated", "killed"), else None; a daemon
     that outlives SIGKILL raises `session_stop_failed`."""
-    path = protocol.socket_path(env)
+    with session_lock(env):
+        return _stop_locked(env)
+
+
+def stop_unused(env: Mapping[str, str], pid: int | None) -> None:
+    """Stop the daemon `pid` that a `session start` spawned and then failed to unlock in, if it
+    still holds no vault: between the spawn and the failure (a prompt may stay open for minutes)
+    another command may have unlocked a vault in it, and that session stays."""
     with session_lock(env):
         conn = connect(env, strict=True)
         if conn is None:
-            _remove_stale_socket(path)
-            return None
+            return
         with conn:
-            pid = conn.pid
-            process = _pin(pid)  # this very process, whatever happens to its pid later
+            if pid is None or conn.pid != pid:
+                return
             try:
-                if pid is None:
-                    pid = conn.call("status", timeout=STOP_TIMEOUT).get("pid")
-                conn.call("stop", timeout=STOP_TIMEOUT)
-                asked = True
+                unused = not conn.call("status", timeout=STOP_TIMEOUT).get("vaults")
+            except errors.AuditUnavailable:
+                unused = True  # it refuses every request, so nobody can be using it
             except errors.KimenError:
-                asked = False
+                return
+        if unused:
+            _stop_locked(env)
+
+
+def _stop_locked(env: Mapping[str, str]) -> str | None:
+    """`stop`, with `session.lock` held."""
+    path = protocol.socket_path(env)
+    conn = connect(env, strict=True)
+    if conn is None:
+        _remove_stale_socket(path)
+        return None
+    with conn:
+        pid = conn.pid
+        process = _pin(pid)  # this very process, whatever happens to its pid later
         try:
-            known = pid if isinstance(pid, int) else None
-            if asked and _wait_gone(known, path, 2 * STOP_TIMEOUT):
-                return None
-            from ..procs import is_session_daemon
+            if pid is None:
+                pid = conn.call("status", timeout=STOP_TIMEOUT).get("pid")
+            conn.call("stop", timeout=STOP_TIMEOUT)
+            asked = True
+        except errors.KimenError:
+            asked = False
+    try:
+        known = pid if isinstance(pid, int) else None
+        if asked and _wait_gone(known, path, 2 * STOP_TIMEOUT):
+            return None
+        from ..procs import is_session_daemon
 
-            # no pid (no peer credentials, no answer), or the socket's listener is not kimen's daemon
-            # (another program of this user bound it): never signalled
-            if known is None or not is_session_daemon(known):
-                raise errors.SessionStopFailed(pid=known if known is not None else "unknown")
-            import signal
+        # no pid (no peer credentials, no answer), or the socket's listener is not kimen's daemon
+        # (another program of this user bound it): never signalled
+        if known is None or not is_session_daemon(known):
+            raise errors.SessionStopFailed(pid=known if known is not None else "unknown")
+        import signal
 
-            for sig, outcome in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
-                _send(process, known, sig)
-                if sig == signal.SIGTERM:
-                    _send(process, known, signal.SIGCONT)
-                if _wait_gone(known, path, STOP_TIMEOUT, socket_too=sig == signal.SIGTERM):
-                    _remove_stale_socket(path)
-                    return outcome
-            raise errors.SessionStopFailed(pid=known)
-        finally:
-            if process is not None:
-                os.close(process)
+        for sig, outcome in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
+            _send(process, known, sig)
+            if sig == signal.SIGTERM:
+                _send(process, known, signal.SIGCONT)
+            if _wait_gone(known, path, STOP_TIMEOUT, socket_too=sig == signal.SIGTERM):
+                _remove_stale_socket(path)
+                return outcome
+        raise errors.SessionStopFailed(pid=known)
+    finally:
+        if process is not None:
+            os.close(process)
 
 
 def _pin(pid: int | None) -> int | None:

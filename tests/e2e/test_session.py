@@ -416,6 +416,22 @@ def test_stop_ends_a_daemon_that_does_not_answer(kimen, vault):
             os.kill(pid, signal.SIGKILL)
 
 
+def test_a_failed_start_keeps_a_session_another_command_opened_meanwhile(kimen, vault):
+    """The daemon a failing `session start` spawned is stopped only while it holds no vault: a
+    `session start` of another vault that ran during the slow (here: wrong) passphrase stays."""
+    other = kimen.root / "other.db"
+    kimen.ok("--vault", str(other), "vault", "init", *SMALL_KDF, env=kimen.with_pass())
+    slow = kimen.root / "slow-pass"
+    slow.write_text("#!/bin/sh\nsleep 3\necho not-the-passphrase\n")
+    slow.chmod(0o700)
+    failing = kimen.popen("session", "start", "--passphrase-cmd", str(slow))
+    wait_for(lambda: (kimen.session_dir / "session.sock").exists(), "the daemon of the failing start")
+    kimen.ok("--vault", str(other), "session", "start", env=kimen.with_pass())
+    assert failing.wait(30) == 15
+    state = kimen.ok("--vault", str(other), "--json", "session", "status").json()
+    assert state["state"] == "unlocked", state
+
+
 def test_stop_never_signals_a_listener_that_is_not_a_kimen_daemon(kimen, vault):
     """Another program of this user on the socket that answers nothing is reported, not killed."""
     kimen.session_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
