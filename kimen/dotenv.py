@@ -68,6 +68,8 @@ def parse(data: bytes) -> list[Entry]:
             rest_end = text.find("\n", pos)
             rest_end = end if rest_end < 0 else rest_end
             rest = text[pos:rest_end].strip(" \t")
+            if "\r" in rest:
+                raise InvalidDotenv(line=line, detail=_CR)
             if rest and not rest.startswith("#"):
                 raise InvalidDotenv(line=line, detail="unexpected text after the closing quote")
             pos = rest_end

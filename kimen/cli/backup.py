@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from .model import Invocation
 
 
-BUSY_SECONDS = 5.0  # as long as any write waits for another (`vault_busy`)
-
-
 def backup_path(vault_path: str, backup_dir: str | None = None) -> str:
     from ..paths import absolute
     from ..vault.backup import default_path
@@ -174,9 +171,13 @@ def restore_backup(inv: Invocation, source: str, *, snapshot: bool) -> tuple[str
         # The snapshot must hold what the copy replaces: the copy never waits for a writer (one
         # that commits meanwhile would be lost, and missing from the snapshot), so a writer at the
         # wrong moment means a new snapshot and another try, within the usual busy timeout.
-        deadline = time.monotonic() + BUSY_SECONDS
+        from ..vault.sqlite import BUSY_TIMEOUT_MS
+
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000  # as long as any write waits for another
         while True:
-            vault.wait_for_writers()
+            vault.wait_for_writers()  # up to the busy timeout itself (`vault_busy`)
+            if time.monotonic() >= deadline:
+                raise errors.VaultBusy(path=vault.path)
             taken = backup_path(vault.path) if snapshot else None
             try:
                 with backed_up(vault, taken) as fingerprint:

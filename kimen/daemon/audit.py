@@ -144,8 +144,8 @@ def _text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
 # The field that names the secrets of each op that reads or changes them (a write's are in its
 # changes). Chosen by op, never by which field a frame happens to carry: an extra `names` on a
 # `restore` must not stand in for the `name` it restores, for the grant check or the audit log.
-_NAMES_FIELD = {"read": "names", "purge_history": "names", "grant_create": "secrets",
-                "read_revision": "name", "restore": "name"}
+NAMES_FIELD = {"read": "names", "purge_history": "names", "grant_create": "secrets",
+               "read_revision": "name", "restore": "name"}
 
 
 def request_names(request: dict[str, Any]) -> list[str]:
@@ -158,8 +158,8 @@ def request_names(request: dict[str, Any]) -> list[str]:
         for change in request["changes"]:
             if isinstance(change, dict):
                 found += [change.get("name"), change.get("new_name")]
-    elif isinstance(op, str) and op in _NAMES_FIELD:
-        value = request.get(_NAMES_FIELD[op])
+    elif isinstance(op, str) and op in NAMES_FIELD:
+        value = request.get(NAMES_FIELD[op])
         found = [value] if isinstance(value, str) else value if isinstance(value, list) else []
     return list(dict.fromkeys(name[:TEXT_LIMIT] for name in found if isinstance(name, str)))
 

@@ -14,7 +14,6 @@ TYPE_CHECKING = False  # collections.abc is not imported at run time
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-MODES = ("run", "render", "envfile")
 _WRAPPER_CHARS = frozenset("'\"|&;<>$()`")
 PROTECTED_ENV = frozenset({
     "PATH", "NODE_OPTIONS", "PYTHONPATH", "PYTHONSTARTUP", "BASH_ENV", "ENV", "IFS", "PERL5OPT",

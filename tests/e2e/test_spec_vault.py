@@ -308,7 +308,7 @@ def test_import_reads_a_blank_value_with_a_comment_as_empty(kimen):
     assert got == {"E": "", "H": "#x", "A": "a"}
 
 
-@pytest.mark.parametrize("data", [b"A=1\rB=2\r", b"# note\rA=1\r"])
+@pytest.mark.parametrize("data", [b"A=1\rB=2\r", b"# note\rA=1\r", b'A="1" # first\rB=2\r', b"A='1'\rB=2\r"])
 def test_import_refuses_a_file_with_cr_line_endings(kimen, data):
     """A CR-only file would read as one line: `B` lost, or every key swallowed by a comment.
     It is refused by line number, with nothing written."""

@@ -39,7 +39,7 @@ from ...store import HISTORY_KEEP, HISTORY_KEEP_MAX, Change, RestoreResult, Writ
 from ...vault import Vault
 from ...vault.schema import HISTORY_OPS
 from .. import protocol, requests
-from ..audit import Peer, request_names
+from ..audit import NAMES_FIELD, Peer, request_names
 from ..grants import GrantTable
 from ..session import DEFAULT_MAX_TTL, DEFAULT_TTL, Deadlines, LockedKey, boot_clock, ttl_problem
 from ..vaults import DaemonStore, VaultEntry, WouldBlock, file_stamp
@@ -62,8 +62,9 @@ if TYPE_CHECKING:
 
 _CLOSING_REASONS = frozenset({"session_protocol_error", "frame_too_large"})
 DEFAULT_GRANT_TTL = 10 * 60
-# ops whose names (`audit.request_names`: names, a write's changes, a `name`) the token's scope must cover
-_NAMED_OPS = frozenset({"read", "write", "read_revision", "restore", "purge_history"})
+# ops whose names (`audit.request_names`) the token's scope must cover: every store op that names
+# secrets (a write's are in its changes); minting a grant is checked by its passphrase instead
+_NAMED_OPS = (frozenset(NAMES_FIELD) | {"write"}) - {"grant_create"}
 _AUDIT = "_audit"  # a handler's extra audit fields (popped before the response is encoded)
 
 
