@@ -108,28 +108,29 @@ def record(vault_path: str, path: str) -> None:
 
 
 def backup_files(vault_path: str) -> list[str]:
-    """Every backup of the vault at `vault_path`, oldest first: `<vault>.bak.<ns>` next to it, and
-    those the log names elsewhere (`--backup-dir`) that still exist. Only regular files named
-    `<vault basename>.bak.<ns>` that hold this vault (its vault id, read from the main file) count:
-    a log line edited or copied with the vault's directory never makes another file a backup (and
-    `--prune` never removes one)."""
+    """Every backup of the vault at `vault_path`, oldest first: regular files named `<vault
+    basename>.bak.<ns>` that hold this vault (its vault id, read from the main file). Next to the
+    vault, the name decides when the vault itself cannot be read (damaged or missing: the backups
+    are what restores it); elsewhere (`--backup-dir`), only a file the log recorded for this very
+    vault, holding its id, counts. So a log line edited, written before lines named their vault, or
+    copied with the vault's directory never makes another file a backup (and `--prune` never
+    removes one)."""
     import stat
 
     from ..vault import main_file_vault_id
-    from ..vault.backup import made_by
+    from ..vault.backup import recorded
 
     directory, base = os.path.split(os.path.abspath(vault_path))
     prefix = base + ".bak."
-    candidates: set[str] = set()
+    beside: set[str] = set()
     try:
         with os.scandir(directory) as entries:
-            candidates.update(entry.path for entry in entries if entry.name.startswith(prefix))
+            beside.update(entry.path for entry in entries if entry.name.startswith(prefix))
     except OSError:
         pass
-    candidates.update(made_by(vault_path))
-    own = main_file_vault_id(vault_path)  # None when the vault is damaged or missing: names alone decide
+    own = main_file_vault_id(vault_path)
     found = []
-    for path in candidates:
+    for path in beside | recorded(vault_path):
         name = os.path.basename(path)
         if not (name.startswith(prefix) and name[len(prefix):].isdigit()):
             continue
@@ -138,7 +139,7 @@ def backup_files(vault_path: str) -> list[str]:
                 continue
         except OSError:
             continue
-        if own is None or main_file_vault_id(path) == own:
+        if (own is None and path in beside) or (own is not None and main_file_vault_id(path) == own):
             found.append(path)
     return sorted(found, key=_stamp)
 

@@ -121,7 +121,18 @@ def record(vault_path: str, path: str, made_by: str) -> None:
 
 
 def made_by(vault_path: str) -> dict[str, str]:
-    """backup path -> the command that made it, from the log (empty when there is none)."""
+    """backup path -> the command that made it, from the log (empty when there is none); lines
+    from before the log named its vault count too (for this column only)."""
+    return {path: maker for path, maker, _ in _lines(vault_path)}
+
+
+def recorded(vault_path: str) -> set[str]:
+    """The backups the log says were made of this very vault (lines naming its real path)."""
+    return {path for path, _, own in _lines(vault_path) if own}
+
+
+def _lines(vault_path: str) -> list[tuple[str, str, bool]]:
+    """(path, made_by, names this vault) per readable line; lines of another vault left out."""
     import json
 
     from ..fsutil import read_limited
@@ -129,21 +140,22 @@ def made_by(vault_path: str) -> dict[str, str]:
     try:
         fd = os.open(vault_path + LOG_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
-        return {}
+        return []
     try:
         data = read_limited(fd, 4 * 1024 * 1024)
     except OSError:
-        return {}
+        return []
     finally:
         os.close(fd)
-    found: dict[str, str] = {}
+    found = []
     this_vault = os.path.realpath(vault_path)
     for line in data.splitlines():
         try:
             doc = json.loads(line)
-            if doc.get("vault", this_vault) != this_vault:  # the log was copied with another vault's directory
+            vault = doc.get("vault")
+            if vault is not None and vault != this_vault:  # the log was copied with another vault's directory
                 continue
-            found[str(doc["path"])] = str(doc["made_by"])
+            found.append((str(doc["path"]), str(doc["made_by"]), vault == this_vault))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a line edited outside kimen
             continue
     return found

@@ -205,3 +205,30 @@ def test_prune_removes_only_this_vaults_own_backups(kimen, tmp_path):
     kimen.ok("--vault", str(copy / kimen.vault.name), "vault", "backups", "--prune", "--keep", "0", "--yes")
     assert precious.read_text() == "not a backup" and foreign.exists() and os.path.exists(original)
     assert _backups(kimen) != []  # the original vault still lists its own backup
+
+
+def test_old_log_lines_and_a_missing_vault_never_make_a_file_elsewhere_a_backup(kimen, tmp_path):
+    """A log line without the vault it was recorded for (an older kimen, or an edit) still gives the
+    maker of a backup next to the vault, but never adds a file elsewhere; with the vault missing,
+    only the files next to it count."""
+    kimen.init_vault()
+    (kimen.cwd / "a.env").write_text("A=1\n")
+    kimen.ok("secret", "import", "a.env", env=kimen.with_pass())
+    kimen.ok("secret", "import", "a.env", "--overwrite", env=kimen.with_pass())
+    original = _backups(kimen)[0]["path"]
+    log = kimen.vault.with_name(kimen.vault.name + ".backups")
+    log.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "vault"}) + "\n"
+                           for line in log.read_text().splitlines()))  # as an older kimen wrote it
+    assert [b["made_by"] for b in _backups(kimen)] == ["secret import"]
+    copy = tmp_path / "copy"
+    shutil.copytree(kimen.vault.parent, copy)
+    copied = str(copy / kimen.vault.name)
+    listed = kimen.ok("--vault", copied, "vault", "backups", "--json").json()["backups"]
+    assert [os.path.dirname(b["path"]) for b in listed] == [str(copy)]
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / (kimen.vault.name + ".backups")).write_text(json.dumps(
+        {"path": original, "made_by": "x", "vault": str(gone / kimen.vault.name)}) + "\n")
+    kimen.ok("--vault", str(gone / kimen.vault.name), "vault", "backups", "--prune", "--keep", "0", "--yes")
+    kimen.ok("--vault", copied, "vault", "backups", "--prune", "--keep", "0", "--yes")
+    assert os.path.exists(original)
