@@ -51,4 +51,4 @@ def unsafe_output(profile: str, files: Sequence[str], variables: Sequence[tuple[
     from .projection.envfmt import render
 
     exports = render("shell", variables)
-    return safe_output(profile, files).encode() + exports
+    return safe_output(profile, files).encode("utf-8", "surrogateescape") + exports  # paths: their bytes

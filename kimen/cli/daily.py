@@ -269,7 +269,7 @@ def cmd_direnv(inv: Invocation) -> Result | int:
         return Result("direnv", None, {"profile": name, "profile_source": source, "profile_path": profile.source,
                                        "watch_files": list(dict.fromkeys(profile.files))})
     if not inv.options.unsafe_stdout:
-        write_bytes(direnv.safe_output(name, profile.files).encode())
+        write_bytes(direnv.safe_output(name, profile.files).encode("utf-8", "surrogateescape"))
         return 0
     envs = direnv.env_directives(profile.winners())
     from ..environ import public_environ

@@ -36,6 +36,8 @@ def _name_tests(prefix: str | None) -> tuple[list[str], tuple[Any, ...]]:
     U+10FFFF), then the exact test."""
     if not prefix:
         return [], ()
+    if not prefix.isascii():  # names are ASCII; and a lone surrogate (a non-UTF-8 argv byte) cannot be bound
+        return ["0"], ()
     return ["name >= ?", "name < ?", "substr(name, 1, ?) = ?"], (prefix, prefix + "\U0010ffff", len(prefix), prefix)
 
 

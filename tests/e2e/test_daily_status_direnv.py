@@ -83,6 +83,24 @@ def test_direnv_safe_output_has_no_value(repo):
     repo.fail(22, "profile_not_found", "direnv", "--profile", "prod")
 
 
+def test_direnv_in_a_directory_whose_name_is_not_utf8(repo):
+    """The watch_file line carries the path's own bytes (direnv runs on every cd: no crash)."""
+    where = os.path.join(os.fsencode(repo.cwd), b"nu\xff")
+    os.makedirs(os.path.join(where, b".kimen", b"profiles"))
+    with open(os.path.join(where, b".kimen", b"profiles", b"dev.kmap"), "w") as f:
+        f.write("env MODE=secret:app.mode\n")
+    done = repo.run("direnv", "--profile", "dev", cwd=os.fsdecode(where))
+    assert done.code == 0, done.err
+    assert done.out == b"export KIMEN_PROFILE=dev\nwatch_file '" + where + b"/.kimen/profiles/dev.kmap'\n"
+    repo.ok("session", "start", env=repo.with_pass())
+    try:
+        done = repo.run("direnv", "--profile", "dev", "--unsafe-stdout", cwd=os.fsdecode(where),
+                        unset=("KIMEN_PASSPHRASE",))
+    finally:
+        repo.ok("session", "stop")
+    assert done.code == 0 and done.out.endswith(b"export MODE='it'\\''s on'\n"), done.err
+
+
 def test_direnv_unsafe_needs_a_live_session(repo):
     done = repo.fail(22, "direnv_needs_session", "direnv", "--profile", "dev", "--unsafe-stdout",
                      unset=("KIMEN_PASSPHRASE",))

@@ -78,3 +78,16 @@ def test_a_number_time_or_a_text_revision_is_tampered(kimen, change, types):
     kimen.fail(15, "vault_tampered", "secret", "list")
     kimen.fail(15, "vault_tampered", "secret", "list", "--match", "app.*")
     assert "app.b" in kimen.ok("secret", "list", "--long").stdout
+
+
+@pytest.mark.parametrize("form", [["--json"], [], ["--long"], ["--json", "--match", "**"]])
+def test_a_prefix_that_is_not_utf8_lists_nothing(kimen, form):
+    """A non-UTF-8 argv byte reaches SQLite as a lone surrogate, which it cannot bind: no name (they
+    are ASCII) starts with it, in every form of the listing."""
+    kimen.init_vault()
+    kimen.set("app.token", "t")
+    done = kimen.ok("secret", "list", "--prefix", "\udcff", *form)
+    if "--json" in form:
+        assert done.json()["names"] == [] and done.json()["count"] == 0
+    else:
+        assert done.out == b""
