@@ -8,6 +8,24 @@ parser in `kimen.cli` runs the command.
 import sys
 
 
+def _undo_locale_coercion() -> None:
+    """Started in the C locale, Python sets `LC_CTYPE=C.UTF-8` in its own environment (PEP 538).
+    The user never set it, so it must not reach what kimen runs (`run`'s child, an editor, a
+    passphrase command): removed again when the environment the process was started with
+    (/proc/self/environ, which setenv does not touch) holds no LC_CTYPE. Costs nothing otherwise."""
+    import os
+
+    if os.environ.get("LC_CTYPE") not in ("C.UTF-8", "C.utf8", "UTF-8"):
+        return
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            started_with = f.read()
+    except OSError:  # no /proc: leave it
+        return
+    if not any(item.startswith(b"LC_CTYPE=") for item in started_with.split(b"\0")):
+        del os.environ["LC_CTYPE"]
+
+
 def main() -> int:
     # Start-up only allocates what lives until exit (modules, classes, functions): a collection
     # then finds nothing and costs ~0.5 ms per generation-1 pass (one or two on every `kimen run`).
@@ -17,6 +35,7 @@ def main() -> int:
     import gc
 
     gc.disable()
+    _undo_locale_coercion()
     argv = sys.argv[1:]
     if len(argv) == 4 and argv[0] == "secret":
         from kimen.fastpath import secret_get

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import KIMEN, wait_for
 
 CHILD = str(Path(__file__).with_name("child.py"))
 PY = sys.executable
@@ -242,6 +243,18 @@ def test_pristine(kimen):
     names = set(done.json())
     assert {"A", "KIMEN_RUN", "PATH", "HOME", "LANG", "LC_TIME", "TZ"} <= names
     assert not names & {"OTHER", "XDG_CONFIG_HOME", "KIMEN_SESSION_DIR"}
+
+
+@pytest.mark.parametrize(("locale", "expected"), [({"LANG": "C"}, None), ({}, None),
+                                                  ({"LC_CTYPE": "C.UTF-8"}, "C.UTF-8")])
+def test_the_child_gets_the_callers_locale_not_pythons_coercion(kimen, locale, expected):
+    """Started in the C locale, Python puts LC_CTYPE=C.UTF-8 into its own environment (PEP 538):
+    the child gets the caller's environment, with an LC_CTYPE only when the caller set one."""
+    env = {k: v for k, v in kimen.env.items() if k not in ("LANG", "LC_ALL")}
+    done = subprocess.run([KIMEN, "run", "--env", "A=const:1", "--", "sh", "-c", 'printf %s "${LC_CTYPE-unset}"'],
+                          env={**env, **locale}, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == (expected or "unset")
 
 
 def test_nested_run_warns(kimen):
