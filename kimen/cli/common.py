@@ -73,9 +73,11 @@ def warn_if_not_git_ignored(inv: Any, path: str) -> None:
 
 def gitignore_line(path: str, top: str) -> str:
     """The `.gitignore` line (at `top`) that ignores `path` and the temp files of its atomic writes
-    (`<name>.kimen-tmp-<hex>`): anchored with `/`, gitignore's special characters escaped, then `*`."""
+    (`<name>.kimen-tmp-<hex>`): anchored with `/`, gitignore's special characters escaped, then `*`.
+    A byte a line cannot hold or show (a newline or other control character, a byte that is not
+    UTF-8) is `?`, which git matches against exactly one byte."""
     relative = os.path.relpath(path, top).replace(os.sep, "/")
-    escaped = "".join("\\" + ch if ch in "\\*?[" else ch for ch in relative)
+    escaped = "".join("\\" + ch if ch in "\\*?[" else ch if ch.isprintable() else "?" for ch in relative)
     stripped = escaped.rstrip(" ")
     return "/" + stripped + "\\ " * (len(escaped) - len(stripped)) + "*"
 

@@ -40,6 +40,21 @@ def test_keygen_into_a_work_tree_warns_until_ignored(kimen):
 
 
 @needs_git
+@pytest.mark.parametrize(("name", "line"), [("n\udcffx.txt", "/n?x.txt*"), ("new\nline.txt", "/new?line.txt*"),
+                                            ("caf\u00e9.txt", "/caf\u00e9.txt*")])
+def test_the_suggested_line_ignores_a_name_with_bytes_a_line_cannot_show(kimen, name, line):
+    """A byte that is not UTF-8 or a newline cannot be written in `.gitignore` as it is (escapes are
+    not gitignore syntax): it is `?`, and git then ignores the file."""
+    _git_init(kimen.cwd)
+    done = kimen.ok("bundle", "keygen", "--out", name)
+    assert f"(the line {line} in " in _warnings(done)[0]
+    (kimen.cwd / ".gitignore").write_text(line + "\n")
+    path = kimen.cwd / name
+    assert subprocess.run([GIT, "-C", str(kimen.cwd), "check-ignore", "-q", str(path)]).returncode == 0
+    assert _warnings(kimen.ok("bundle", "keygen", "--out", name, "--overwrite")) == []
+
+
+@needs_git
 def test_envfile_into_a_work_tree_warns(kimen):
     make_vault(kimen)
     kimen.write_profile("prod", "env DB=prod.db\n")
