@@ -322,6 +322,15 @@ if os.WIFSTOPPED(status):
 """
 
 
+def test_a_terminal_on_stdout_with_stdin_elsewhere_translates_newlines_once():
+    """kimen's terminal is not made raw when stdin is not it, so it turns `\n` into `\r\n` itself: the
+    pty in between must not do it too (`\r\r\n`)."""
+    code = "print('one'); print('tok_9f8e7d6c5b4a', flush=True)"
+    term = Terminal(["/bin/sh", "-c", 'exec "$@" < /dev/null', "sh", *driver_argv(*py(code))])
+    assert term.finish() == 0
+    assert b"one\r\n[masked:API_TOKEN]\r\n" in term.out and b"\r\r\n" not in term.out, term.out
+
+
 def test_as_a_background_job_kimen_leaves_the_keyboard_alone_and_does_not_stop():
     code = "import os\nprint(os.isatty(0), os.isatty(1), 'tok_9f8e7d6c5b4a', flush=True)"
     term = Terminal(py(BACKGROUND_SHELL, *driver_argv(*py(code))))

@@ -121,7 +121,10 @@ class Relay:
         self.master, self.ctty = master, slave
         self._child_ends.append(slave)
         try:
-            termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(self.terminal))
+            modes = termios.tcgetattr(self.terminal)
+            if not self.in_tty:  # kimen's terminal is never made raw, so it translates output itself
+                modes[1] &= ~termios.OPOST  # once: not `\r\r\n` for the child's `\n`
+            termios.tcsetattr(slave, termios.TCSANOW, modes)
         except termios.error:
             pass  # the pty's default modes
         self.copy_window_size()
