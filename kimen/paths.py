@@ -128,7 +128,7 @@ def runtime_base(env: Mapping[str, str] = os.environ) -> str:
             st = os.stat(runtime)
         except OSError:
             st = None
-        if st is not None and st.st_uid == uid and not st.st_mode & 0o022:
+        if st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o022:
             return os.path.join(runtime, APP, "run")
     if os.path.isdir("/dev/shm"):
         return f"/dev/shm/kimen-{uid}"

@@ -110,7 +110,10 @@ _URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 def file_uri(path: str) -> str:
     """The SQLite `file:` URI of `path`, quoted from its bytes: a path may hold bytes that are not
     UTF-8 (lone surrogates once decoded), which SQLite takes only as %XX escapes."""
-    return "file:" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in os.fsencode(path))
+    raw = os.fsencode(path)
+    if raw.startswith(b"//"):  # `//x` is `/x` to the kernel, but `file://x` names a host `x` to SQLite
+        raw = b"/" + raw.lstrip(b"/")
+    return "file:" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in raw)
 
 
 def open_connection(path: str, *, read_only: bool, immutable: bool = False) -> sqlite3.Connection:

@@ -398,3 +398,22 @@ def test_no_kimen_descriptor_reaches_the_child(kimen, supervised):
     extra = FILE if supervised else ()
     done = kimen.ok("run", "--env", "A=app.token", *extra, "--", *probe, env=kimen.with_pass())
     assert done.stdout == direct
+
+
+def test_a_runtime_dir_that_is_a_file_falls_back_like_a_foreign_one(kimen):
+    """XDG_RUNTIME_DIR naming a regular file: projected files go to the fallback base, as doctor says."""
+    afile = kimen.root / "afile"
+    afile.write_text("")
+    kimen.write_profile("f", "file f.txt=const:x\n")
+    done = kimen.ok("run", "--profile", "f", "--", "sh", "-c", 'cat "$KIMEN_FILES_DIR/f.txt"',
+                    env={"XDG_RUNTIME_DIR": str(afile)})
+    assert done.out == b"x"
+
+
+def test_a_vault_path_with_a_leading_double_slash(kimen):
+    """`//x` is `/x` to the kernel; SQLite must not read `file://x` as a host."""
+    kimen.init_vault()
+    kimen.set("a.b", "v")
+    path = "/" + str(kimen.vault)
+    assert kimen.ok("--vault", path, "secret", "list").stdout.split() == ["a.b"]
+    assert kimen.ok("--vault", path, "secret", "get", "a.b", "--unsafe-stdout", env=kimen.with_pass()).out == b"v"
