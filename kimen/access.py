@@ -105,12 +105,8 @@ def resolve_vault(inv: Invocation) -> VaultLocation:
 
 def _configured_vault(inv: Invocation) -> str | None:
     """config `vault.path`; without a config file, kimen.config is not even imported (hot path)."""
-    if "config" not in inv.derived:
-        try:
-            if not os.path.lexists(paths.config_file(inv.env)):
-                return None
-        except (KeyError, OSError, RuntimeError):
-            pass  # Config.load reports it
+    if "config" not in inv.derived and paths.config_absent(inv.env):
+        return None
     return load_config(inv).vault_path()
 
 

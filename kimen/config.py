@@ -48,7 +48,9 @@ class Config:
         try:
             # unusable from every command, so the fixed-code reason (26), not the config area's
             raw = read_regular(path, MAX_CONFIG_BYTES, lambda problem: errors.ConfigPathUnavailable(
-                f"cannot read the config file: {path} ({problem})", path=path), missing=_Absent)
+                f"cannot read the config file: {path} ({problem})", path=path,
+                hint="make it a readable file (and its directories searchable), or point KIMEN_CONFIG "
+                     "at one"), missing=_Absent)
         except _Absent:
             return cls(path, {}, exists=False)
         try:

@@ -83,7 +83,7 @@ def _read(name: str) -> bytes:
     if vault:
         path = paths.absolute(vault)
     else:
-        if os.path.lexists(paths.config_file(env)):  # vault.path may be configured: the normal path
+        if not paths.config_absent(env):  # vault.path may be configured: the normal path
             raise _Defer()
         path = paths.default_vault(env)
     if not os.path.exists(path):

@@ -79,6 +79,20 @@ def config_file(env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(config_dir(env), "config.json")
 
 
+def config_absent(env: Mapping[str, str] = os.environ) -> bool:
+    """True only when the config file surely does not exist (ENOENT), so the defaults apply without
+    loading it. A path that cannot be checked (a directory without search permission, a file where
+    a directory should be) is not absent: loading it reports why, rather than a silent fall back to
+    the default vault."""
+    try:
+        os.lstat(config_file(env))
+    except FileNotFoundError:
+        return True
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return False
+    return False
+
+
 def default_vault(env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(config_dir(env), "vault.db")
 

@@ -181,10 +181,7 @@ def _remotes(inv: Invocation) -> list[dict[str, Any]]:
     the remote, git or the vault); no config file or no remote: none."""
     from .. import paths
 
-    try:
-        if not os.path.lexists(paths.config_file(inv.env)):
-            return []
-    except (KeyError, OSError, RuntimeError):
+    if paths.config_absent(inv.env):
         return []
     from ..access import load_config
 

@@ -179,6 +179,21 @@ def test_an_unreadable_config_is_26_from_every_command(kimen, argv):
     assert list(directory.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv", [("secret", "list"), ("vault", "path"), ("status",), ("config", "show"),
+                                  ("secret", "get", "API", "--unsafe-stdout")])
+def test_a_config_path_that_cannot_be_checked_is_26_not_the_default_vault(kimen, argv):
+    """A config that may hold `vault.path` but cannot be looked at (here under a file; for a user,
+    a config directory without search permission) is an error, never a silent fall back to the
+    default vault: that would read, or write, the wrong vault."""
+    kimen.init_vault()
+    blocker = kimen.root / "a-file"
+    blocker.write_text("")
+    path = blocker / "config.json"
+    envelope = kimen.fail(26, "config_path_unavailable", *argv, env={"KIMEN_CONFIG": str(path)}).err_json()
+    assert envelope["path"] == str(path) and "Not a directory" in envelope["error"]
+    assert envelope["hint"]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc, where nothing can be created")
 @pytest.mark.parametrize("argv", [("config", "vault", "set", "/tmp/v.db"), ("config", "unlock", "set", "env")])
 def test_a_config_directory_that_cannot_be_created_is_config_failed(kimen, argv):
