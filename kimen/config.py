@@ -68,6 +68,14 @@ class Config:
         return cls(path, data, exists=True)
 
     def save(self) -> None:
+        field = _field_not_text(self.data)  # load refuses such a file, so the value is this command's
+        if field is not None:
+            raise errors.UsageError(
+                detail=f"`{field}` would not be text: the value given is not valid UTF-8, and the config "
+                       f"file is JSON text (nothing was written)",
+                hint="rename the file or a directory on its path, or link it from a UTF-8 path; --vault and "
+                     "KIMEN_VAULT take any path" if field.startswith("vault.") else
+                     "give only UTF-8 words (a command at another path: call it from a script)")
         # A symlinked config (a dotfiles checkout) is replaced where it points and the link kept:
         # the config holds no secret, and renaming over the link would silently detach the user's copy.
         # Only a link of the user's own: one someone else planted (a KIMEN_CONFIG in a shared

@@ -74,3 +74,22 @@ def test_the_human_message_names_the_field(kimen: Kimen):
     checks = {c["name"]: c for c in json.loads(doctor.out)["checks"]}
     assert doctor.code == 27 and checks["config_json"]["status"] == "error"
     assert "vault.path" in checks["config_json"]["message"]
+
+
+@pytest.mark.parametrize(("argv", "field"), [
+    (("config", "vault", "set", "/tmp/v\udcff.db"), "vault.path"),
+    (("config", "unlock", "set", "exec", "--", "/bin/p\udcff", "a"), "unlock.exec[0]"),
+    (("config", "unlock", "set", "exec", "--", "pass", "show", "k\udcff"), "unlock.exec[2]"),
+    (("remote", "add", "team", "--path", "/tmp/t\udcff"), "remotes[0].path"),
+])
+def test_a_setter_refuses_a_value_that_is_not_utf8_and_writes_nothing(kimen: Kimen, argv, field):
+    """A non-UTF-8 word given to a setter cannot be stored in the JSON text: the setter says so
+    up front and writes nothing, rather than writing a config every later command refuses."""
+    path = kimen.root / "config" / "kimen" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"keep": 1}\n')
+    done = kimen.fail(2, "usage_error", "--json", *argv)
+    envelope = done.err_json()
+    assert f"`{field}` would not be text" in envelope["error"] and envelope["hint"]
+    assert path.read_text() == '{"keep": 1}\n'
+    kimen.ok("config", "show")
