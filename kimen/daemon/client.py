@@ -170,7 +170,10 @@ def open_connection(env: Mapping[str, str], *, strict: bool = False,
         warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})",
              reason="session_dir_ignored")
         return None
-    return Connection(path, token=env.get("KIMEN_SESSION_TOKEN") or None, timeout=timeout)
+    token = env.get("KIMEN_SESSION_TOKEN") or None
+    if token is not None and not protocol.utf8(token):  # bytes that are not UTF-8: no grant's (ASCII),
+        token = os.fsencode(token).decode("utf-8", "replace")  # so grant_invalid like any malformed token
+    return Connection(path, token=token, timeout=timeout)
 
 
 def same_version(status: dict[str, Any]) -> bool:

@@ -153,6 +153,22 @@ def test_token_file(kimen):
     kimen.fail(34, "unsafe_token_file", "session", "status", "--token-file", str(path))
 
 
+@pytest.mark.parametrize("argv", [("secret", "get", "test.api_key", "--unsafe-stdout"),
+                                  ("run", "--env", "K=test.api_key", "--", "true"),
+                                  ("session", "grants")])
+def test_a_token_that_is_not_utf8_is_grant_invalid_like_any_malformed_token(kimen, argv):
+    """A KIMEN_SESSION_TOKEN holding bytes that are not UTF-8 cannot be any grant's token: the same
+    `grant_invalid` as a malformed one, not a protocol error, and `session status` answers as it
+    does for any token (never "stopped" while a daemon holds the key)."""
+    _setup(kimen)
+    hostile = {"KIMEN_SESSION_TOKEN": tokens.PREFIX + "abc\udcff"}
+    done = kimen.fail(35, "grant_invalid", "--json", *argv, env=hostile)
+    assert b"test-api-value" not in done.out and "test-api-value" not in done.err
+    status = kimen.ok("session", "status", "--json", env=hostile).json()
+    assert status == kimen.ok("session", "status", "--json", env={"KIMEN_SESSION_TOKEN": "garbage"}).json()
+    assert status["state"] == "unlocked"
+
+
 def test_session_log_follow_and_filters(kimen):
     _setup(kimen)
     kimen.ok("secret", "get", "prod.api_key", "--unsafe-stdout")
