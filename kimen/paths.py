@@ -64,8 +64,13 @@ def state_dir(env: Mapping[str, str] = os.environ) -> str:
 
 
 def absolute(path: str, cwd: str | None = None) -> str:
-    """A user-given path made absolute against the cwd and lexically normalised (no symlinks)."""
-    path = os.path.expanduser(path)
+    """A user-given path made absolute against the cwd and lexically normalised (no symlinks).
+    `~` is the home kimen uses for its own locations (`HOME` when absolute, else the account's),
+    so `--vault ~/v.db` never lands under `/` or the cwd when `HOME` is empty or relative."""
+    if path == "~" or path.startswith("~/"):
+        path = os.path.join(_home(os.environ), path[2:])
+    else:
+        path = os.path.expanduser(path)  # ~user
     if not os.path.isabs(path):
         path = os.path.join(cwd or os.getcwd(), path)
     return os.path.normpath(path)

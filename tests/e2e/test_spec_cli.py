@@ -333,3 +333,17 @@ def test_grant_token_with_no_session_never_tries_the_configured_method(kimen):
     done = kimen.fail(10, "missing_passphrase", "secret", "get", "app.token", "--unsafe-stdout", "--no-session",
                       env={"KIMEN_SESSION_TOKEN": "kimen_grant_v1_x_y"})
     assert "KIMEN_SESSION_TOKEN" in done.err_json()["hint"] and not ran.exists()
+
+
+@pytest.mark.parametrize("home", ["", "relative/home", None])
+def test_tilde_in_a_path_is_the_home_kimen_uses_for_its_own_files(kimen, home):
+    """`~` in --vault, KIMEN_VAULT and KIMEN_CONFIG follows the same home as kimen's default
+    locations: HOME when absolute, else the account's (never `/` or the cwd for an empty or
+    relative HOME)."""
+    import pwd
+
+    expected = str(kimen.root) if home is None else pwd.getpwuid(os.getuid()).pw_dir
+    env = {"HOME": str(kimen.root) if home is None else home}
+    assert kimen.ok("vault", "path", "--vault", "~/v.db", env=env).out.decode().strip() == f"{expected}/v.db"
+    assert kimen.ok("vault", "path", env={**env, "KIMEN_VAULT": "~/k.db"}).out.decode().strip() == f"{expected}/k.db"
+    assert kimen.ok("config", "path", env={**env, "KIMEN_CONFIG": "~"}).out.decode().strip() == expected
