@@ -353,7 +353,7 @@ def write_exclusive(
     os.close(fd)
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """Why a file that is not regular is refused, worded like the OS's own errors."""
     if stat.S_ISDIR(mode):
         import errno  # here: only a refusal needs it (`kimen run` reads a profile through this module)
@@ -408,7 +408,7 @@ def read_regular(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise fail(_file_kind(st.st_mode))
+            raise fail(file_kind(st.st_mode))
         over = too_large or (lambda: fail(f"larger than {_size(limit)}"))
         if st.st_size > limit:
             raise over()

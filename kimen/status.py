@@ -10,6 +10,7 @@ hot path: stdlib only (no json: the envelope is written by `kimen.output`).
 from __future__ import annotations
 
 import os
+import stat
 
 from . import paths
 from .durations import format_time
@@ -37,15 +38,24 @@ def _size(n: int) -> str:
 
 
 def vault_section(path: str, source: str) -> dict[str, Any]:
-    """`vault` of the envelope from one `stat` (`source`: flag, env, config or default)."""
+    """`vault` of the envelope from one `stat` (`source`: flag, env, config or default).
+    `problem`: why what is at `path` cannot be the vault (not a regular file) or why
+    it cannot even be checked (then `exists` is false but the vault is not called missing)."""
     doc: dict[str, Any] = {"path": path, "source": source, "exists": False, "mode": None, "size_bytes": None,
-                           "modified_at": None}
+                           "modified_at": None, "problem": None}
     try:
         st = os.stat(path)
-    except OSError:
+    except FileNotFoundError:
+        return doc
+    except OSError as exc:
+        doc["problem"] = f"cannot be checked ({exc.strerror})"
         return doc
     doc.update(exists=True, mode=f"{st.st_mode & 0o7777:04o}", size_bytes=st.st_size,
                modified_at=format_time(st.st_mtime))
+    if not stat.S_ISREG(st.st_mode):
+        from .fsutil import file_kind
+
+        doc["problem"] = f"is not a vault file ({file_kind(st.st_mode)})"
     return doc
 
 
@@ -104,11 +114,11 @@ def document(vault: dict[str, Any], session: dict[str, Any], profile: dict[str, 
              profiles: list[dict[str, str]], remotes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The `status` envelope's fields, with `next`: the commands that fix what the screen shows."""
     nxt: list[str] = []
-    if not vault["exists"]:
+    if vault["problem"] is None and not vault["exists"]:
         nxt.append("kimen vault init")
-    elif vault["mode"] is not None and int(vault["mode"], 8) & 0o077:
+    elif vault["problem"] is None and int(vault["mode"], 8) & 0o077:
         nxt.append(f"chmod 600 {vault['path']}")
-    if vault["exists"] and session["state"] in ("stopped", "locked", "expired"):
+    if vault["exists"] and vault["problem"] is None and session["state"] in ("stopped", "locked", "expired"):
         nxt.append("kimen session start")
     if profile.get("create"):
         nxt.append(f"create {profile['create']}")
@@ -150,9 +160,13 @@ def lines(doc: Mapping[str, Any]) -> list[str]:
 def _vault_line(vault: Mapping[str, Any]) -> str:
     where = f"{vault['path']} ({VAULT_SOURCES.get(vault['source'], vault['source'])})"
     if not vault["exists"]:
+        if vault["problem"] is not None:
+            return f"{where} {vault['problem']}"
         return f"{where} missing; run kimen vault init"
     text = f"{where} {vault['mode']} {_size(vault['size_bytes'])} modified {vault['modified_at']}"
-    if int(vault["mode"], 8) & 0o077:
+    if vault["problem"] is not None:
+        text += f" {vault['problem']}"
+    elif int(vault["mode"], 8) & 0o077:
         text += f" (open to other users: chmod 600 {vault['path']})"
     return text
 

@@ -41,7 +41,7 @@ def test_vault_section_and_line(tmp_path):
     os.utime(vault, (0, 1796378400))  # 2026-12-04T10:00:00Z
     doc = status.vault_section(str(vault), "default")
     assert doc == {"path": str(vault), "source": "default", "exists": True, "mode": "0600", "size_bytes": 1258291,
-                   "modified_at": "2026-12-04T10:00:00Z"}
+                   "modified_at": "2026-12-04T10:00:00Z", "problem": None}
     assert status._vault_line(doc) == f"{vault} (default) 0600 1.2 MiB modified 2026-12-04T10:00:00Z"
     vault.chmod(0o644)
     loose = status.vault_section(str(vault), "env")

@@ -67,6 +67,23 @@ def test_status_missing_vault_and_profile_still_exit_0(kimen):
     assert done.code == 26 and done.out == b""
 
 
+@pytest.mark.parametrize(("where", "problem"), [("/dev/null", "is not a vault file (Is a device, not a regular file)"),
+                                                ("dir", "is not a vault file (Is a directory)"),
+                                                ("file/vault.db", "cannot be checked (Not a directory)")])
+def test_status_says_what_is_wrong_with_a_vault_path_that_is_not_a_vault(kimen, where, problem):
+    """Something that is not a vault file is not "missing" (so no `vault init`), and a device or a
+    directory open to everyone is not fixed by `chmod 600`."""
+    (kimen.root / "dir").mkdir(mode=0o777)
+    (kimen.root / "file").write_text("")
+    path = where if where.startswith("/") else str(kimen.root / where)
+    done = kimen.ok("status", "--json", "--vault", path)
+    vault = done.json()["vault"]
+    assert vault["problem"] == problem and vault["path"] == path
+    assert not [step for step in done.json()["next"] if "vault init" in step or "chmod" in step]
+    line = kimen.ok("status", "--vault", path).out.decode().splitlines()[0]
+    assert line.endswith(problem) and "missing" not in line and "chmod" not in line
+
+
 def test_status_imports_nothing_heavy_and_opens_no_sqlite(repo):
     for argv in (("status",), ("status", "--json"), ("direnv", "--profile", "dev")):
         out, loaded = _imports(repo, *argv)
