@@ -99,6 +99,7 @@ class _Busy(Exception):
 # missing or unreadable log only loses that column.
 
 LOG_SUFFIX = ".backups"
+_LOG_READ_LIMIT = 4 * 1024 * 1024
 
 
 def record(vault_path: str, path: str, made_by: str) -> None:
@@ -142,11 +143,16 @@ def _lines(vault_path: str) -> list[tuple[str, str, bool]]:
     except OSError:
         return []
     try:
-        data = read_limited(fd, 4 * 1024 * 1024)
+        # the newest lines matter: of a log grown past the limit (it is only appended to), the tail
+        start = max(os.fstat(fd).st_size - _LOG_READ_LIMIT, 0)
+        os.lseek(fd, start, os.SEEK_SET)
+        data = read_limited(fd, _LOG_READ_LIMIT)
     except OSError:
         return []
     finally:
         os.close(fd)
+    if start:
+        data = data.partition(b"\n")[2]  # the first line was cut
     found = []
     this_vault = os.path.realpath(vault_path)
     for line in data.splitlines():

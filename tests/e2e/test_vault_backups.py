@@ -232,3 +232,19 @@ def test_old_log_lines_and_a_missing_vault_never_make_a_file_elsewhere_a_backup(
     kimen.ok("--vault", str(gone / kimen.vault.name), "vault", "backups", "--prune", "--keep", "0", "--yes")
     kimen.ok("--vault", copied, "vault", "backups", "--prune", "--keep", "0", "--yes")
     assert os.path.exists(original)
+
+
+def test_a_log_grown_past_its_read_limit_still_lists_the_newest_backups(kimen, tmp_path):
+    """The log is only ever appended to; past the 4 MiB kimen reads, the newest lines are the ones
+    read (a rekey's backup in --backup-dir is found through its line), not the oldest."""
+    kimen.init_vault()
+    log = kimen.vault.with_name(kimen.vault.name + ".backups")
+    old = json.dumps({"path": str(tmp_path / "gone.bak.1"), "made_by": "secret import",
+                      "vault": os.path.realpath(kimen.vault)}) + "\n"
+    log.write_text(old * (5 * 1024 * 1024 // len(old) + 1))
+    elsewhere = tmp_path / "backups"
+    elsewhere.mkdir(mode=0o700)
+    kimen.ok("vault", "rekey", "--backup-dir", str(elsewhere), *SMALL_KDF,
+             env={**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": NEW})
+    backups = _backups(kimen)
+    assert [(os.path.dirname(b["path"]), b["made_by"]) for b in backups] == [(str(elsewhere), "vault rekey")]
