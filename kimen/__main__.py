@@ -1,8 +1,8 @@
 """Entry point of the `kimen` command: kept minimal so start-up stays fast.
 
-`kimen secret get NAME --unsafe-stdout` with a live session is served by `kimen.fastpath` without
-building the parser; in every other case (and whenever the fast path has any doubt) the normal
-parser in `kimen.cli` runs the command.
+`kimen secret get NAME --unsafe-stdout` and `kimen run --profile P -- CMD` with a live session
+are served by `kimen.fastpath` without the command model; in every other case (and whenever the
+fast path has any doubt) the normal parser in `kimen.cli` runs the command.
 """
 
 import sys
@@ -47,8 +47,24 @@ def main() -> int:
             from kimen.errors import AREA_SECRET
 
             return stdout_failed(exc, None, AREA_SECRET, False)
+        except KeyboardInterrupt:
+            from kimen.cli import report_failure
+            from kimen.errors import AREA_SECRET, Interrupted
+
+            return report_failure(Interrupted(), AREA_SECRET)
         if code is not None:
             return code
+    elif argv and argv[0] == "run":
+        from kimen.errors import AREA_RUN, KimenError  # (loaded by the fast path anyway)
+        from kimen.fastpath import run
+
+        try:
+            run(argv)  # returns only when the normal path must run the command (nothing was started)
+        except (KimenError, KeyboardInterrupt) as exc:  # the session served the values: this path's failure
+            from kimen.cli import report_failure
+            from kimen.errors import Interrupted  # (a lookup in the reason table: only here)
+
+            return report_failure(exc if isinstance(exc, KimenError) else Interrupted(), AREA_RUN)
     from kimen.cli import run_cli
 
     return run_cli()

@@ -274,6 +274,12 @@ def _cwd_missing() -> bool:
     return False
 
 
+def report_failure(err: errors.KimenError, area: int) -> int:
+    """A failure of a fast path (`kimen.fastpath`: no --json on its argv shapes), reported as the
+    normal path reports it; returns the exit code."""
+    return _report_error(None, err, area, False)
+
+
 def stdout_failed(exc: OSError, inv: Invocation | None, area: int, want_json: bool) -> int:
     """A write to stdout failed; returns the exit code. The reader went away (`kimen secret list |
     head`): quietly 141, like other CLI tools. Anything else (a full disk, an I/O error):
