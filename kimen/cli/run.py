@@ -133,6 +133,11 @@ def _mask_values(inv: Invocation, values: dict[Directive, bytes]) -> dict[str, b
         return None
     from ..projection.relay import check_short_values
 
-    named = {(d.target if d.kind != "stdin" else "stdin"): value for d, value in values.items()}
+    named: dict[str, bytes] = {}
+    for d, value in values.items():
+        name = d.target if d.kind != "stdin" else "stdin"
+        if name in named:  # a variable and a file (or `stdin`) of one name: each value is masked
+            name = f"{d.kind} {name}" if d.kind != "stdin" else "stdin (projected)"
+        named[name] = value
     check_short_values(named, strict=strict)
     return named

@@ -53,6 +53,18 @@ def test_const_values_named_by_variable_file_and_stdin(kimen):
     assert done.out == b"[masked:DB_URL] [masked:app.key] [masked:stdin]\n"
 
 
+def test_a_variable_and_a_file_or_stdin_of_one_name_are_both_masked(kimen):
+    """`TOKEN` as a variable and as a file, `stdin` as a variable and the projected stdin: every
+    value is masked (one name must not hide another's value), and both count for --strict-mask."""
+    code = "import os, sys\nprint(os.environ['TOKEN'], os.environ['stdin'], sys.stdin.read())"
+    done = kimen.ok("run", "--env", "TOKEN=const:env-value-123", "--file", "TOKEN=const:file-value-123",
+                    "--env", "stdin=const:var-named-stdin", "--stdin", "const:projected-stdin-1", "--mask", "--",
+                    PY, "-c", code + "; print(open(os.environ['KIMEN_FILES_DIR'] + '/TOKEN').read())")
+    assert done.out == (b"[masked:TOKEN] [masked:stdin] [masked:stdin (projected)]\n[masked:file TOKEN]\n")
+    kimen.fail(23, "mask_value_too_short", "run", "--env", "TOKEN=const:long-enough-1", "--file", "TOKEN=const:abc",
+               "--strict-mask", "--", "true")
+
+
 def test_clean_output_is_byte_identical(kimen, tmp_path):
     blob = os.urandom(256 * 1024) + bytes(range(256))
     (tmp_path / "blob").write_bytes(blob)
