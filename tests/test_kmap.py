@@ -119,6 +119,7 @@ def test_vector_22_exec_is_split_without_a_shell(tmp_path):
     ("env LD_PRELOAD=x", "protected_env_var"),
     ("file a=x\nfile a/b=y", "file_path_conflicts_with_directory"),
     ("env A=exec:", "exec_source_empty_command"),
+    ("env A=exec:echo a\0b", "invalid_map"),
     ("envpath P=t.txt", "envpath_missing_file"),
     ("env A=x\nenv A=y", "duplicate_env_var"),
     ("env A=x\nenv A=secret:x", "redundant_env_var"),

@@ -229,6 +229,8 @@ def parse_ref(text: str, path: str, line: int) -> Ref:
         if not argv:
             raise _fail(errors.InvalidMap, path, line, "exec: needs a command",
                         code="exec_source_empty_command")
+        if "\0" in text:  # no argv word can hold one (execve): refused here, not by the start
+            raise _fail(errors.InvalidMap, path, line, "exec: command contains a NUL byte")
         return Ref("exec", text, argv=argv)
     name = text[7:] if text.startswith("secret:") else text
     if not is_valid_secret_name(name):

@@ -124,7 +124,9 @@ def spawn(exe: str, argv: Sequence[str], environ: Mapping[str, str | bytes], std
                 prctl(PR_SET_PDEATHSIG, _signal.SIGTERM, 0, 0, 0)  # type: ignore[operator]
                 if os.getppid() != parent:  # kimen died before the signal was armed
                     os._exit(128 + _signal.SIGTERM)
-            if stdin_fd is not None:
+            if stdin_fd == 0:  # kimen's own stdin was closed, so the pipe took fd 0: dup2 would do nothing
+                os.set_inheritable(0, True)
+            elif stdin_fd is not None:
                 os.dup2(stdin_fd, 0)
             for target, source in moves:
                 if source == target:

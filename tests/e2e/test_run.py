@@ -217,6 +217,15 @@ def test_projected_stdin_goes_through_a_pipe_while_the_child_floods_stdout(kimen
     assert done.err == "True b'fed through a pipe'"
 
 
+def test_projected_stdin_reaches_the_child_when_kimens_own_stdin_is_closed(kimen):
+    """With fd 0 closed, the pipe's read end is fd 0 itself (close-on-exec): it must still be the
+    child's stdin, not closed by the exec."""
+    done = subprocess.run([KIMEN, "run", "--stdin", "const:hello-from-kimen", "--", "cat"], capture_output=True,
+                          env=kimen.env, cwd=kimen.cwd, timeout=60, stdin=subprocess.DEVNULL,
+                          preexec_fn=lambda: os.close(0))
+    assert (done.returncode, done.stdout) == (0, b"hello-from-kimen"), done.stderr
+
+
 def test_child_that_ignores_projected_stdin(kimen):
     kimen.ok("run", "--stdin", "const:" + "y" * 1000, "--", "true")
 

@@ -163,6 +163,7 @@ COMMANDS = [  # (exit code, argv before the profile flag, argv after it)
     ("env A=x\nenvpath P=t.txt\n", "envpath_requires_projected_files"),  # vector 19
     ("env A=x\nenv KIMEN_X=x\n", "reserved_env_var"),  # vector 24
     ("env A=x\ninclude nope\n", "include_not_found"),
+    ("env A=exec:echo a\0b\n", "invalid_map"),  # no argv word holds a NUL: never an internal error
 ])
 @pytest.mark.parametrize(("code", "before", "after"), COMMANDS, ids=[" ".join(c[1]) for c in COMMANDS])
 def test_profile_errors_in_every_command(kimen, text, reason, code, before, after):
