@@ -283,15 +283,18 @@ def _check_fields(fields: dict[str, Any]) -> None:
         check_bundle_path(fields.get("bundle_path") or "vault.age")
 
 
-def _flag_fields(inv: Invocation, refused: tuple[str, ...] = _MEMBERSHIP_FLAGS) -> dict[str, Any]:
+def _flag_fields(inv: Invocation, refused: tuple[str, ...] = _MEMBERSHIP_FLAGS,
+                 current: dict[str, Any] | None = None) -> dict[str, Any]:
     """The remote fields given as flags (None: not given; "": clear); a `refused` membership flag is
-    `membership_not_in_config`."""
+    `membership_not_in_config`. A path on this machine (any fs path; a git path that is not a URL
+    or `host:path`) is made absolute; the type is the flag's, else the `current` entry's, else fs."""
     from ..paths import absolute
 
     args = inv.options
     for flag in refused:
         if getattr(args, flag, None):
             raise errors.MembershipNotInConfig(flag="--" + flag.replace("_", "-"))
+    kind = getattr(args, "type", None) or (current or {}).get("type") or "fs"
     out: dict[str, Any] = {}
     for key in _FIELDS:
         value = getattr(args, key, None)
@@ -299,18 +302,39 @@ def _flag_fields(inv: Invocation, refused: tuple[str, ...] = _MEMBERSHIP_FLAGS) 
             continue
         if value and key == "identity":
             value = absolute(value)
-        if value and key == "path" and (getattr(args, "type", None) or "fs") == "fs":
+        if value and key == "path" and (kind != "git" or _git_local_path(value)):
             value = absolute(value)
         out[key] = value
     return out
 
 
+def _git_local_path(path: str) -> bool:
+    """Whether git reads `path` as a directory on this machine: not `scheme://…` and not the
+    scp-like `[user@]host:path` (a `:` before any `/`). A relative one would otherwise be taken
+    relative to kimen's cache repository, where git runs."""
+    if "://" in path:
+        return False
+    head, colon, _ = path.partition(":")
+    return not colon or "/" in head
+
+
+def _shown_path(remote: dict[str, Any]) -> str | None:
+    """The remote's path as kimen shows it: a git URL without its `user:password@` part."""
+    path = remote.get("path")
+    if path and (remote.get("type") or "fs") == "git":
+        from ..sync.git import redact
+
+        return redact(path)
+    return path
+
+
 def _remote_view(remote: dict[str, Any]) -> dict[str, Any]:
-    return {key: remote.get(key) for key in ("name", *_FIELDS)}
+    return {key: (_shown_path(remote) if key == "path" else remote.get(key)) for key in ("name", *_FIELDS)}
 
 
 def _human_fields(remote: dict[str, Any]) -> list[str]:
-    return [f"{key}: {remote.get(key) or '(none)'}" for key in ("name", *_FIELDS)]
+    view = _remote_view(remote)
+    return [f"{key}: {view[key] or '(none)'}" for key in ("name", *_FIELDS)]
 
 
 # -- remote commands -----------------------------------------------------------------------------------
@@ -328,7 +352,7 @@ def cmd_remote_add(inv: Invocation) -> Result:
     remote = {"name": name, **fields}
     config.data["remotes"] = [*remotes, remote]
     config.save()
-    return Result("remote_add", f"added remote {name} ({remote['type']}: {remote['path']})",
+    return Result("remote_add", f"added remote {name} ({remote['type']}: {_shown_path(remote)})",
                   {"name": name, "remote": _remote_view(remote)})
 
 
@@ -340,14 +364,14 @@ def cmd_remote_get(inv: Invocation) -> Result:
 
 def cmd_remote_list(inv: Invocation) -> Result:
     remotes = sorted(_remotes(_config(inv)), key=lambda r: r["name"])
-    lines = [f"{r['name']}\t{r.get('type') or 'fs'}\t{r.get('path') or ''}" for r in remotes]
+    lines = [f"{r['name']}\t{r.get('type') or 'fs'}\t{_shown_path(r) or ''}" for r in remotes]
     return Result("remote_list", lines, {"remotes": [_remote_view(r) for r in remotes], "count": len(remotes)})
 
 
 def cmd_remote_set(inv: Invocation) -> Result:
     config = _config(inv)
     remote = _find(config, inv.options.name)
-    given = _flag_fields(inv)
+    given = _flag_fields(inv, current=remote)
     if not given:
         raise errors.MissingRemoteSetFields()
     updated = dict(remote)
@@ -640,7 +664,7 @@ def cmd_init(inv: Invocation) -> Result:
                                   "remote_id": remote.get("remote_id"), "member": None, "baseline_reset": False,
                                   "check_ok": None, "remote_config": _remote_view(remote)}
         lines = [f"{'added' if created else 'updated' if updated else 'kept'} remote {name} "
-                 f"({remote.get('type') or 'fs'}: {remote['path']})"]
+                 f"({remote.get('type') or 'fs'}: {_shown_path(remote)})"]
         if not args.no_check:
             engine = _engine(inv, remote, _identity(inv, remote, required=True))
             for warning in getattr(engine.remote.transport.probe(), "warnings", ()):
@@ -930,7 +954,8 @@ def _configure(inv: Invocation, config: Config, name: str) -> tuple[dict[str, An
     remotes = _remotes(config)
     existing = next((r for r in remotes if r["name"] == name), None)
     # `sync init --scope` is the member's scope in a new remote's first head, not a config field
-    given = {k: v for k, v in _flag_fields(inv, tuple(f for f in _MEMBERSHIP_FLAGS if f != "scope")).items() if v}
+    given = {k: v for k, v in _flag_fields(inv, tuple(f for f in _MEMBERSHIP_FLAGS if f != "scope"),
+                                           current=existing).items() if v}
     if existing is None:
         remote = {"name": name, "type": "fs", **given}
         _check_fields(remote)

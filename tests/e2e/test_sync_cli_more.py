@@ -506,3 +506,33 @@ def test_preflight_doctor_alone_needs_no_remote(tmp_path):
     done = k.ok("sync", "preflight", "--only", "doctor", "--json", env=k.with_pass()).json()
     assert done["remote"] is None and done["checks"][0]["ok"] and done["checks"][0]["command"] == "kimen doctor"
     k.fail(32, "no_remotes_configured", "sync", "preflight", "--only", "doctor,head", env=k.with_pass())
+
+
+def test_git_remote_paths_relative_typed_and_with_credentials(tmp_path):
+    """A relative git path is a directory here (made absolute, so a push reaches it, not kimen's
+    cache); `remote set --path` keeps a git remote's URL as given; a URL's `user:password@` is
+    shown by no command, human or JSON (the config keeps it)."""
+    import git as gitpython
+
+    ana = member(tmp_path, "ana")
+    (tmp_path / "work").mkdir()
+    gitpython.Repo.init(tmp_path / "work" / "team.git", bare=True)
+    ana.ok("sync", "init", "team", "--type", "git", "--path", "team.git", "--identity", str(ana.identity),
+           "--member", "ana", cwd=tmp_path / "work")
+    ana.set("prod.db", CANARY)
+    ana.ok("sync", "push", env=ana.with_pass())
+    pushed = gitpython.Repo(tmp_path / "work" / "team.git")
+    assert [c.message.split(" seq ")[1][:1] for c in pushed.iter_commits("main")] == ["2", "1"]
+    assert ana.ok("remote", "get", "team", "--json").json()["remote"]["path"] == str(tmp_path / "work" / "team.git")
+
+    ana.ok("remote", "add", "scp", "--type", "git", "--path", "git@example.com:org/secrets.git")
+    for url in ("git@example.com:org/other.git", "https://example.com/org/secrets.git"):
+        assert ana.ok("remote", "set", "scp", "--path", url, "--json").json()["remote"]["path"] == url
+
+    token = "https://ci:TOKEN-5b0c@git.example/org/s.git"
+    outputs = [ana.ok("remote", "add", "ci", "--type", "git", "--path", token),
+               ana.ok("remote", "list"), ana.ok("remote", "list", "--json"), ana.ok("remote", "get", "ci"),
+               ana.ok("remote", "get", "ci", "--json"), ana.ok("remote", "set", "ci", "--branch", "b")]
+    for done in outputs:
+        assert "TOKEN-5b0c" not in done.stdout + done.err and "git.example/org/s.git" in done.stdout + done.err
+    assert "TOKEN-5b0c" in (ana.root / "config" / "kimen" / "config.json").read_text()
