@@ -78,7 +78,14 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         if user_dir is not None:
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         _flush_warnings()  # with --json: one `{"warnings": [...]}` line before the child owns stderr
-        penv.exec_in_place(exe, argv, environ)
+        try:
+            penv.exec_in_place(exe, argv, environ)
+        except errors.KimenError:  # it did not start (a script without `#!`): leave no value behind
+            if user_dir is not None:
+                from ..projection.files import remove_written
+
+                remove_written(user_dir, [rel for rel, _ in payload], errors.UnsafeFilesDir)
+            raise
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
     # Supervised: this process lives as long as the child, so the collector (off during start-up,

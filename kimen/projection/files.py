@@ -202,6 +202,8 @@ def _read_owner(base_fd: int, name: str) -> tuple[int, str | None] | None:
     finally:
         os.close(dfd)
     parts = text.split()
+    if not parts:
+        return None  # created, not yet written (another kimen, right now): the grace of no record
     try:
         return int(parts[0]), (parts[1] if len(parts) > 1 else None)
     except (IndexError, ValueError):
@@ -237,6 +239,28 @@ def create_runtime_dir(env: Mapping[str, str], kind: str = "run") -> RuntimeDir:
 # ---------------------------------------------------------------------------------------------
 # User directories: --files-dir and render targets
 # ---------------------------------------------------------------------------------------------
+
+
+def remove_written(path: str, relpaths: Iterable[str], error: type[errors.KimenError]) -> None:
+    """Best effort: remove the files `write_files` wrote below the user directory `path` (a run
+    whose command then failed to start), never through a symlink."""
+    try:
+        root = open_dir(path, error)
+    except errors.KimenError:
+        return
+    try:
+        for rel in relpaths:
+            parts = rel.split("/")
+            try:
+                fd = open_subdirs(root, parts[:-1], error, path)
+            except errors.KimenError:
+                continue
+            try:
+                fsutil.unlink_quietly(parts[-1], dir_fd=fd)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
 
 
 def prepare_user_dir(path: str, error: type[errors.KimenError]) -> int:

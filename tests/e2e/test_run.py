@@ -196,6 +196,21 @@ def test_sweep_does_not_wait_on_a_fifo_in_place_of_an_owner_record(kimen):
     assert not stale.exists()
 
 
+def test_an_empty_owner_record_is_a_dir_being_made_not_an_orphan(kimen):
+    """Between creating `.kimen-owner` and writing it, another kimen's dir has an empty record:
+    kept within the grace period (as a dir without a record is), swept after it."""
+    kimen.ok("run", *FILE, "--", "true")  # creates the runtime base
+    base = Path(kimen.env["XDG_RUNTIME_DIR"]) / "kimen" / "run"
+    young = base / "run-00000000deadbeef"
+    young.mkdir()
+    (young / ".kimen-owner").write_text("")
+    kimen.ok("run", *FILE, "--", "true")
+    assert young.exists()
+    os.utime(young, (time.time() - 3600, time.time() - 3600))
+    kimen.ok("run", *FILE, "--", "true")
+    assert not young.exists()
+
+
 # -- stdin and big streams ----------------------------------------------------------------------
 
 
@@ -285,6 +300,18 @@ def test_files_are_0600_and_the_childs_umask_is_kimens(kimen):
     mask = os.umask(0)
     os.umask(mask)
     assert done.stdout.split() == [f"{mask:04o}", "600"]
+
+
+def test_a_command_that_cannot_start_leaves_no_value_in_the_files_dir(kimen, tmp_path):
+    """A script without `#!` passes the executable check and fails only at execve (ENOEXEC),
+    after the files were written: they are removed again, and the error is the usual one."""
+    script = tmp_path / "noshebang"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    target = tmp_path / "out"
+    kimen.fail(126, "command_not_executable", "run", "--files-dir", str(target), "--file", "token=const:s3cret-value",
+               "--file", "sub/x=const:other-value", "--", str(script))
+    assert [p for p in target.rglob("*") if p.is_file()] == []
 
 
 def test_files_dir_is_kept_and_replaced_atomically(kimen, tmp_path):
