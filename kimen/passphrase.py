@@ -60,15 +60,40 @@ class StdinClaim:
             raise errors.StdinUnreadable(problem=exc.strerror or type(exc).__name__) from None
 
     def passphrase_line(self, index: int) -> Sensitive:
-        """Line `index` of stdin (read once, at most 64 KiB), without CR."""
+        """Line `index` of stdin without CR (at most 64 KiB each). Stdin is read one byte at a
+        time up to that line's end and no further: what follows is left for whoever reads it next
+        (the command `kimen run` starts inherits it)."""
         self.claim("passphrase")
         if self._lines is None:
-            data = bytearray(self.read("passphrase", MAX_SOURCE_BYTES)[:MAX_SOURCE_BYTES])
-            self._lines = [line.rstrip(b"\r") for line in bytes(data).split(b"\n")]
+            self._lines = []
+        while len(self._lines) <= index:
+            line = self._next_line()
+            if line is None:
+                return Sensitive(b"")
+            self._lines.append(line)
+        return Sensitive(self._lines[index])
+
+    def _next_line(self) -> bytes | None:
+        """The next line of fd 0 (None at its end), read unbuffered so nothing past it is taken;
+        like before, no more than 64 KiB of it are read."""
+        if sys.stdin is None:  # kimen was started with fd 0 closed (`kimen … <&-`)
+            raise errors.StdinUnreadable(problem="it is closed")
+        fd = sys.stdin.fileno()
+        data = bytearray()
+        ended = False
+        try:
+            while len(data) < MAX_SOURCE_BYTES:
+                byte = os.read(fd, 1)
+                if not byte or byte == b"\n":
+                    ended = not byte
+                    break
+                data += byte
+            line = bytes(data)
+        except OSError as exc:
+            raise errors.StdinUnreadable(problem=exc.strerror or type(exc).__name__) from None
+        finally:
             data[:] = b"\0" * len(data)
-        lines = self._lines
-        value = lines[index] if index < len(lines) else b""
-        return Sensitive(value)
+        return None if ended and not line else line.rstrip(b"\r")
 
 
 class Source:

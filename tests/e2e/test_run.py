@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KIMEN, wait_for
+from tests.conftest import KIMEN, PASSPHRASE, wait_for
 
 CHILD = str(Path(__file__).with_name("child.py"))
 PY = sys.executable
@@ -239,6 +239,18 @@ def test_projected_stdin_reaches_the_child_when_kimens_own_stdin_is_closed(kimen
                           env=kimen.env, cwd=kimen.cwd, timeout=60, stdin=subprocess.DEVNULL,
                           preexec_fn=lambda: os.close(0))
     assert (done.returncode, done.stdout) == (0, b"hello-from-kimen"), done.stderr
+
+
+def test_passphrase_stdin_takes_only_its_line_and_the_child_gets_the_rest(kimen):
+    """`run --passphrase-stdin`: kimen reads its first line and nothing more, so the command it
+    starts reads what follows (before, kimen took all of stdin up to 64 KiB and the child got none)."""
+    kimen.init_vault()
+    kimen.set("app.token", "tok-value")
+    data = b"line-for-child\n" + b"x" * 100_000 + b"\nend\n"
+    done = kimen.ok("run", "--no-session", "--passphrase-stdin", "--env", "A=app.token", "--", PY, "-c",
+                    "import os, sys; sys.stdout.buffer.write(os.environb[b'A'] + b'|' + sys.stdin.buffer.read())",
+                    input=PASSPHRASE.encode() + b"\r\n" + data)
+    assert done.out == b"tok-value|" + data
 
 
 def test_child_that_ignores_projected_stdin(kimen):
