@@ -110,6 +110,24 @@ def cmd_recipient(inv: Invocation) -> Result:
 # ---------------------------------------------------------------------------------------------
 
 
+def _refuse_own_input(out: str, inputs: list[str | None]) -> None:
+    """`--out` naming a file this command reads (the vault, its journal, the signing identity, a
+    recipients file, the map) would replace it with the bundle: refused before anything is read."""
+    from ..paths import absolute
+
+    for given in inputs:
+        if not given:
+            continue
+        path = absolute(given)
+        try:
+            same = os.path.samefile(out, path)
+        except OSError:  # one of them does not exist: not the same file
+            continue
+        if same:
+            raise errors.UsageError(detail=f"--out names a file this command reads: {path}",
+                                    hint="write the bundle to another file")
+
+
 def _recipients(inv: Invocation) -> list:
     from ..bundle.keys import parse_recipient, parse_recipients_file
     from ..output import warn
@@ -128,6 +146,11 @@ def _recipients(inv: Invocation) -> list:
         unique[r.text] = r
     if not unique:
         raise errors.MissingRecipient()
+    from ..agefmt import MAX_STANZAS
+
+    if len(unique) > MAX_STANZAS:  # no reader of kimen's would open it
+        raise errors.InvalidRecipient(detail=f"{len(unique)} recipients: a bundle holds at most {MAX_STANZAS}",
+                                      hint="seal one bundle per group of recipients")
     return list(unique.values())
 
 
@@ -189,6 +212,9 @@ def cmd_seal(inv: Invocation) -> Result:
         if not document.valid_generation(requested):
             raise errors.BundleInvalid(detail=f"--generation must be an integer from 1 to {document.MAX_GENERATION}")
         document.check_not_in_future(requested)  # the vault records it: no opener would accept one
+    location = resolve_vault(inv)
+    _refuse_own_input(out, [location.path, *(location.path + suffix for suffix in ("-wal", "-shm", "-journal")),
+                            args.identity, *args.recipients_file, args.map])
     recipients = _recipients(inv)
     identity = None if args.no_sign else load_identity(inv, required=False)
     if not args.no_sign:
@@ -196,7 +222,6 @@ def cmd_seal(inv: Invocation) -> Result:
             raise errors.MissingSigningIdentity()
         if not identity.can_sign:
             raise errors.InvalidIdentity(detail="ssh-ed25519 identities cannot sign; use an age identity or --no-sign")
-    location = resolve_vault(inv)
     store = open_store(inv)
     try:
         listed = store.list()
@@ -283,6 +308,8 @@ def cmd_open(inv: Invocation) -> Result:
     if not args.in_path:
         raise errors.MissingIn()
     in_path = absolute(args.in_path)
+    if args.out_vault == "":  # an unset shell variable: never the default vault instead
+        raise errors.UsageError(detail="--out-vault needs a path, not an empty value")
     if args.out_vault:  # `--out-vault PATH` is the vault this command writes
         inv = inv.replace(vault=absolute(args.out_vault))
     location = resolve_vault(inv)

@@ -64,6 +64,8 @@ def load_identity(inv: Invocation, *, required: bool = True, env: bool = True) -
     from ..output import warn
 
     args = inv.options
+    if getattr(args, "identity", None) == "":  # an unset shell variable: never another identity instead
+        raise errors.UsageError(detail="--identity needs a file, not an empty value")
     found = [name for name, on in (("--identity", bool(getattr(args, "identity", None))),
                                    ("--identity-stdin", bool(getattr(args, "identity_stdin", False))),
                                    ("KIMEN_AGE_IDENTITY", env and bool(inv.env.get("KIMEN_AGE_IDENTITY"))))

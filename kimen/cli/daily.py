@@ -130,9 +130,9 @@ def _check_names(inv: Invocation, names: list[str]) -> None:
     """--dry-run: every name exists (the vault's names without unlocking; a bundle's after opening it)."""
     if not names:
         return
-    if getattr(inv.options, "bundle", None):
-        from .pipeline import store_for
+    from .pipeline import bundle_given, store_for
 
+    if bundle_given(inv):
         store = store_for(inv)
         try:
             found = store.names(names)  # type: ignore[attr-defined]

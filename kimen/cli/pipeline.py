@@ -30,6 +30,7 @@ def load_profile(inv: Invocation, *, profile: str | None = None, map_path: str |
                  inline: list[tuple[str, str]] | None = None) -> Profile:
     from ..projection import kmap
 
+    bundle_given(inv)  # `--bundle ""` is refused before anything is read
     args = inv.options
     return kmap.load(
         map_path=args.map if map_path is None and profile is None else map_path,
@@ -39,10 +40,19 @@ def load_profile(inv: Invocation, *, profile: str | None = None, map_path: str |
     ).check()
 
 
+def bundle_given(inv: Invocation) -> bool:
+    """Whether `--bundle FILE` was given. `--bundle ""` (an unset shell variable) is a usage error:
+    never silently the vault instead."""
+    value = getattr(inv.options, "bundle", None)
+    if value == "":
+        raise errors.UsageError(detail="--bundle needs a file, not an empty value")
+    return value is not None
+
+
 def store_for(inv: Invocation, reading: Sequence[str] = ()) -> Store:
     """The store that serves secret references: `--bundle` (read-only, docs/bundles.md), else the
     session or the unlocked vault. `reading`: the names the command will read, if known."""
-    if getattr(inv.options, "bundle", None):
+    if bundle_given(inv):
         from .bundle_opts import bundle_store
 
         return bundle_store(inv)

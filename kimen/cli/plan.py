@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .. import errors
-from .pipeline import envfile_vars, files_dir_arg
+from .pipeline import bundle_given, envfile_vars, files_dir_arg
 
 TYPE_CHECKING = False  # typing itself is not imported at run time
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def plan_doc(inv: Invocation, profile: Profile, mode: str, argv: list[str] | Non
         "against": against.source if against is not None else None,
         "diff": _diff(profile, against) if against is not None else None,
     }
-    if getattr(inv.options, "bundle", None):
+    if bundle_given(inv):
         doc["bundle"] = _check_bundle_names(inv, doc["secrets"])
     return doc
 

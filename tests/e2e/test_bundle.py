@@ -159,6 +159,41 @@ def test_seal_refusals(kimen):
     assert not (kimen.cwd / "x.age").exists()
 
 
+def test_seal_never_writes_over_what_it_reads_or_what_no_reader_opens(kimen):
+    """`--out` naming the vault (or its journal), the signing identity, a recipients file or the
+    map is refused before anything is read or written; so are more recipients than a bundle holds
+    (64 stanzas: kimen's own reader refuses more), and empty path flags (an unset variable)."""
+    from pyrage import x25519
+
+    make_vault(kimen)
+    team = Team(kimen)
+    (kimen.cwd / "recipients.txt").write_text(team.recipient + "\n")
+    (kimen.cwd / "p.kmap").write_text("env A=prod.db\n")
+    before = {p: p.read_bytes() for p in (kimen.vault, team.key, kimen.cwd / "recipients.txt", kimen.cwd / "p.kmap")}
+    for out, extra in ((kimen.vault, ()), (team.key, ()), (kimen.cwd / "recipients.txt", ()),
+                       (kimen.cwd / "p.kmap", ("--map", "p.kmap"))):
+        done = kimen.fail(2, "usage_error", "bundle", "seal", "--out", str(out), "--recipients-file", "recipients.txt",
+                          "--identity", str(team.key), *extra, env=kimen.with_pass())
+        assert "names a file this command reads" in done.err
+    assert {p: p.read_bytes() for p in before} == before
+    many = [str(x25519.Identity.generate().to_public()) for _ in range(64)]
+    (kimen.cwd / "many.txt").write_text("\n".join([*many, team.recipient]) + "\n")
+    kimen.fail(25, "invalid_recipient", "bundle", "seal", "--out", "x.age", "--recipients-file", "many.txt",
+               "--identity", str(team.key), env=kimen.with_pass())
+    assert not (kimen.cwd / "x.age").exists()
+    kimen.fail(2, "usage_error", "bundle", "seal", "--out", "x.age", "--recipient", team.recipient, "--identity", "",
+               env=kimen.with_pass())
+    team.seal("ok.age")
+    names = kimen.ok("secret", "list").stdout.split()
+    done = kimen.fail(2, "usage_error", "bundle", "open", "--in", "ok.age", "--identity", str(team.key),
+                      "--out-vault", "", "--mirror", env=kimen.with_pass())
+    assert "--out-vault needs a path" in done.err and kimen.ok("secret", "list").stdout.split() == names
+    for argv in (("run", "--bundle", "", "--env", "A=prod.db", "--", "true"),
+                 ("run", "--bundle", "", "--env", "A=const:x", "--", "true"), ("plan", "--bundle", "", "--env", "A=x"),
+                 ("render", "--bundle", "", "--dir", "out", "--file", "a=prod.db")):
+        assert "--bundle needs a file" in kimen.fail(2, "usage_error", *argv, env=kimen.with_pass()).err
+
+
 def test_recipients_file_and_duplicates(kimen, tmp_path):
     make_vault(kimen)
     team = Team(kimen)
