@@ -39,7 +39,7 @@ TEMPLATES = {
                                  "  workflow_dispatch:\n", "environment": "kimen-sync-gate"},
 }
 SYNC_GATE_REMOTE_TYPES = ("git",)  # CI reaches no shared directory: an fs remote cannot be gated there
-_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}")
+_PATH = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./-]{0,255}")  # not absolute, not a flag
 _PLACEHOLDER = re.compile(r"__([A-Z_]+)__")
 _ENVIRONMENT_MAX = 255  # GitHub's limit for an environment name
 
@@ -142,8 +142,10 @@ def _project_values(template: str, profile: str, command: str, bundle: str) -> d
         _checked(flag, value)
     if not is_profile_name(profile) or profile.startswith("-"):  # "-x" would read as a flag after --profile
         raise errors.InvalidProfileName(name=profile)
-    if not _PATH.fullmatch(bundle) or ".." in bundle.split("/"):
-        raise errors.InitFailed(detail="--bundle must be a relative path of [A-Za-z0-9_./-]")
+    parts = bundle.split("/")
+    if not _PATH.fullmatch(bundle) or any(part in ("", "..") for part in parts) or parts[-1] == ".":
+        raise errors.InitFailed(detail="--bundle must be a relative file path of [A-Za-z0-9_./-] without `..` "
+                                       "or empty components (`.kimen/vault.age`, `deploy/vault.age`)")
     if not command.strip():
         raise errors.InitFailed(detail=f"{command_flag} must not be empty")
     return {"PROFILE": profile, "BUNDLE": bundle, "COMMAND": command}
@@ -158,6 +160,12 @@ def _environment_values(environment: str) -> dict[str, str]:
     # JSON strings are YAML double-quoted scalars: any name reads back as itself (`yes`, `1.0`, `a: b`)
     return {"ENVIRONMENT": json.dumps(environment, ensure_ascii=False),
             "CONCURRENCY_GROUP": json.dumps(f"kimen-deploy-{environment}", ensure_ascii=False)}
+
+
+def _filter_literal(branch: str) -> str:
+    """`branch` as a GitHub Actions filter pattern that matches exactly it: `*`, `?`, `+`, `[`, `]`,
+    `!` and `\\` are pattern syntax there, each escaped with a backslash."""
+    return "".join("\\" + c if c in "*?+[]!\\" else c for c in branch)
 
 
 def _sync_gate_values(name: str, kind: str, path: str, branch: str, bundle_path: str) -> dict[str, str]:
@@ -184,7 +192,7 @@ def _sync_gate_values(name: str, kind: str, path: str, branch: str, bundle_path:
         "REMOTE_NAME": name, "REMOTE_TYPE": kind,
         "REMOTE_PATH": shlex.quote(path) if path else '"$GITHUB_WORKSPACE"',
         "REMOTE_BRANCH": shlex.quote(branch), "REMOTE_BUNDLE_PATH": shlex.quote(bundle_path),
-        "CHECKOUT_REF": checkout_ref, "BRANCH_SCALAR": json.dumps(branch, ensure_ascii=False),
+        "CHECKOUT_REF": checkout_ref, "BRANCH_SCALAR": json.dumps(_filter_literal(branch), ensure_ascii=False),
     }
 
 

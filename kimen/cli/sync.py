@@ -240,7 +240,7 @@ def _remotes(config: Config) -> list[dict[str, Any]]:
 def _check_name(name: str) -> str:
     if not name:
         raise errors.EmptyRemoteName()
-    if not _NAME_CHARS.issuperset(name) or len(name) > 64:
+    if not _NAME_CHARS.issuperset(name) or len(name) > 64 or name[0] == "-":  # "-x" reads as a flag
         raise errors.InvalidRemoteName(name=name[:72])
     return name
 

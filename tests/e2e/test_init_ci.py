@@ -236,7 +236,11 @@ def test_flags_and_refusals(kimen):
     (kimen.cwd / "dir.yml").mkdir()
     kimen.fail(33, "output_is_directory", "init", "ci-pr-safety", "--out", "dir.yml")
     kimen.fail(33, "invalid_profile_name", "init", "ci-pr-safety", "--out", "x.yml", "--profile", "a b")
-    kimen.fail(33, "init_failed", "init", "ci-deploy", "--out", "x.yml", "--bundle", "../x.age")
+    for bundle in ("../x.age", "a//x.age", "x/", ".", "/x.age"):
+        kimen.fail(33, "init_failed", "init", "ci-deploy", "--out", "x.yml", "--bundle", bundle)
+    for bundle in (".kimen/vault.age", "./vault.age"):  # where docs/ci.md keeps recipients.txt, and a ./ path
+        text, _workflow = _generate(kimen, "ci-deploy", "--bundle", bundle, out=f"{bundle.replace('/', '_')}.yml")
+        assert f"--bundle {bundle} --profile" in text
     for flag, value in (("--install-spec", " "), ("--deploy-command", ""), ("--environment", ""),
                         ("--environment", " prod"), ("--environment", "e" * 256)):
         kimen.fail(33, "init_failed", "init", "ci-deploy", "--out", "x.yml", flag, value)
@@ -250,6 +254,7 @@ def test_sync_gate_refusals(kimen):
         assert "--remote-type git" in done.err_json()["hint"]
     for flag, value, reason in (("--remote-name", "a b", "invalid_remote_name"),
                                 ("--remote-name", "", "empty_remote_name"),
+                                ("--remote-name", "-x", "invalid_remote_name"),  # would read as a flag
                                 ("--remote-bundle-path", "../x.age", "invalid_bundle_path"),
                                 ("--remote-bundle-path", ".git/x.age", "invalid_bundle_path"),
                                 ("--remote-bundle-path", "/x.age", "invalid_bundle_path"),
@@ -258,6 +263,12 @@ def test_sync_gate_refusals(kimen):
                                 ("--remote-path", " x", "init_failed"), ("--environment", " e", "init_failed")):
         kimen.fail(33, reason, "init", "ci-sync-gate", "--out", "x.yml", f"{flag}={value}")
     assert not (kimen.cwd / "x.yml").exists()
+    # the push trigger's branch is a GitHub filter pattern: its pattern characters are escaped, so
+    # it matches exactly that branch (`release+1`, not `release1`; `!x` is not a negation)
+    for branch, pattern in (("release+1", "release\\+1"), ("!hotfix", "\\!hotfix"), ("a]b", "a\\]b"),
+                            ("plain/topic-1", "plain/topic-1")):
+        _text, workflow = _generate(kimen, "ci-sync-gate", "--remote-branch", branch, out="g.yml")
+        assert workflow[True]["push"]["branches"] == [pattern], workflow[True]
     # a path with shell characters is one quoted word: the shell reads it back as given
     _text, workflow = _generate(kimen, "ci-sync-gate", "--remote-path", "/srv/team's $HOME; `x`.git")
     assert shlex.split(_kimen_lines(workflow)[0])[7] == "/srv/team's $HOME; `x`.git"
