@@ -36,7 +36,10 @@ def decrypt(data: bytes, identities: Sequence[Identity] = (), passphrase: bytes 
     try:
         if header.is_scrypt:
             if passphrase is None:
-                raise errors.BundleNoMatch(hint="this file is passphrase-encrypted; use --age-passphrase-stdin")
+                raise errors.BundleNoMatch(
+                    message="this file is passphrase-encrypted, not sealed to an identity",
+                    hint="kimen seals bundles to identities (`kimen bundle seal`); to read a passphrase-"
+                         "encrypted age file, use `kimen bundle open --in FILE --age-passphrase-stdin`")
             from pyrage import passphrase as age_passphrase
 
             plaintext = age_passphrase.decrypt(raw, passphrase.decode("utf-8", "surrogateescape"))
@@ -46,7 +49,10 @@ def decrypt(data: bytes, identities: Sequence[Identity] = (), passphrase: bytes 
             plaintext = pyrage.decrypt(raw, [i.pyrage_identity() for i in identities])
     except pyrage.DecryptError as exc:
         text = str(exc)
-        if "No matching keys" in text or (header.is_scrypt and "Decryption failed" in text):
+        if header.is_scrypt and "Decryption failed" in text:
+            raise errors.BundleNoMatch(message="the passphrase does not decrypt this file",
+                                       hint="check the passphrase given on stdin (its first line)") from None
+        if "No matching keys" in text:
             raise errors.BundleNoMatch() from None
         if "Header is invalid" in text or "Unknown age format" in text:
             raise errors.BundleInvalid(detail="malformed age header") from None

@@ -194,6 +194,23 @@ def test_seal_never_writes_over_what_it_reads_or_what_no_reader_opens(kimen):
         assert "--bundle needs a file" in kimen.fail(2, "usage_error", *argv, env=kimen.with_pass()).err
 
 
+def test_a_passphrase_encrypted_age_file_is_named_as_such(kimen):
+    """Given where a bundle goes, a passphrase (scrypt) age file is said to be one, with the only
+    command that reads it; a wrong passphrase is said to be wrong (no identity is involved)."""
+    from pyrage import passphrase
+
+    make_vault(kimen)
+    team = Team(kimen)
+    (kimen.cwd / "pp.age").write_bytes(passphrase.encrypt(b"{}", "right passphrase"))
+    done = kimen.fail(23, "bundle_no_match", "run", "--bundle", "pp.age", "--identity", str(team.key),
+                      "--env", "A=prod.db", "--", "true")
+    assert "passphrase-encrypted" in done.err and "kimen bundle open --in FILE --age-passphrase-stdin" in done.err
+    done = kimen.fail(25, "bundle_no_match", "bundle", "open", "--in", "pp.age", "--age-passphrase-stdin",
+                      "--out-vault", str(kimen.root / "x.db"), input=b"wrong passphrase\n")
+    assert "the passphrase does not decrypt this file" in done.err and "identity" not in done.err
+    assert not (kimen.root / "x.db").exists()
+
+
 def test_recipients_file_and_duplicates(kimen, tmp_path):
     make_vault(kimen)
     team = Team(kimen)
