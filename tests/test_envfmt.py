@@ -113,8 +113,9 @@ def test_dotenv_refuses_what_readers_disagree_on(value):
 def test_json_refuses_invalid_utf8_and_docker_multiline():
     with pytest.raises(errors.ValueNotRepresentable):
         envfmt.render("json", [("A", b"\xff")])
-    with pytest.raises(errors.ValueNotRepresentable):
-        envfmt.render("docker", [("A", b"a\nb")])
+    for value in (b"a\nb", b"\xff", b"x" * (64 * 1024)):
+        with pytest.raises(errors.ValueNotRepresentable):
+            envfmt.render("docker", [("A", value)])
     assert envfmt.render("shell", [("A", b"\xff'")]) == b"export A='\xff'\\'''\n"
 
 

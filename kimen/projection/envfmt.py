@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 _DOTENV_BARE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@+,-")
 _HINTS = {
     "dotenv": "use --format shell or --format json for values with such characters",
-    "docker": "docker env files cannot hold multi-line values; use --format shell or json",
+    "docker": "a docker env file holds one UTF-8 line under 64 KiB per variable; pass such a value with "
+              "`kimen run` (or as a file), or use --format shell",
 }
+# docker reads an env file with Go's bufio.Scanner: a line of 64 KiB or more is "token too long"
+_DOCKER_MAX_LINE = 64 * 1024 - 1
 
 
 def _refuse(name: str, fmt: str) -> errors.KimenError:
@@ -57,9 +60,16 @@ def shell_line(name: str, v: bytes) -> bytes:
 
 
 def docker_line(name: str, v: bytes) -> bytes:
-    if b"\n" in v or b"\r" in v or b"\0" in v:
+    """`NAME=v` as docker's `--env-file` reads it: no quoting, one line, valid UTF-8 (docker
+    refuses a file with invalid UTF-8), shorter than its line limit."""
+    line = name.encode() + b"=" + v
+    if b"\n" in v or b"\r" in v or b"\0" in v or len(line) >= _DOCKER_MAX_LINE:
         raise _refuse(name, "docker")
-    return name.encode() + b"=" + v + b"\n"
+    try:
+        v.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _refuse(name, "docker") from None
+    return line + b"\n"
 
 
 def render(fmt: str, variables: Sequence[tuple[str, bytes]]) -> bytes:

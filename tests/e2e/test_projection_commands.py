@@ -130,6 +130,21 @@ def test_envfile_refusals_write_nothing(vault, tmp_path):
     vault.fail(12, "secret_not_found", "envfile", "--env", "A=app.nope", "--out", str(out), env=vault.with_pass())
 
 
+def test_docker_envfiles_hold_only_what_docker_reads(vault, tmp_path):
+    """docker refuses an env file with invalid UTF-8 and a line of 64 KiB or more (its scanner's
+    limit): such values are refused before anything is written, and one just under is written."""
+    vault.set("app.binary", b"ab\xff\xfecd-value")
+    vault.set("app.long", "x" * 70_000)
+    out = tmp_path / "d.env"
+    for name in ("app.binary", "app.long"):
+        done = vault.fail(22, "value_not_representable", "envfile", "--format", "docker", "--env", f"A={name}",
+                          "--out", str(out), env=vault.with_pass())
+        assert "64 KiB" in done.err_json()["hint"] and not out.exists()
+    vault.set("app.fits", "y" * (64 * 1024 - 4))  # `A=` + value: 65534 bytes, the longest line docker reads
+    vault.ok("envfile", "--format", "docker", "--env", "A=app.fits", "--out", str(out), env=vault.with_pass())
+    assert out.read_bytes() == b"A=" + b"y" * (64 * 1024 - 4) + b"\n"
+
+
 def test_envfile_errors(kimen, tmp_path):
     kimen.fail(22, "missing_env_mappings", "envfile", "--out", str(tmp_path / "x"))
     files = kimen.write_profile("files", "file f=const:x\n")
