@@ -21,10 +21,6 @@ from .environ import public_environ
 from .output import warn
 from .sensitive import Sensitive
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import subprocess
-
 MAX_SOURCE_BYTES = 64 * 1024
 PROMPT_ATTEMPTS = 3
 
@@ -211,7 +207,9 @@ def run_command(
         proc.stdout.close()
         code = proc.wait()
     except BaseException:  # Ctrl-C (or any failure) while it runs: it must not outlive kimen
-        _stop(proc)
+        from .procs import stop_tree
+
+        stop_tree(proc)
         raise
     try:
         if code != 0:
@@ -222,46 +220,6 @@ def run_command(
         return Sensitive(first)
     finally:
         data[:] = b"\0" * len(data)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a passphrase command kimen gives up on, and what it started: a wrapper script dies of
-    SIGTERM at once, but the command it waits for would run on (its descendants are found through
-    /proc, so on Linux only). SIGTERM, then SIGKILL after 2 s (a tool that ignores both is not
-    waited for forever), and reap it so no zombie or orphan is left."""
-    import signal
-    import time
-
-    from .procs import descendants, is_running, is_same_process
-
-    below = descendants(proc.pid)
-
-    def signal_below(sig: int) -> None:
-        for pid, start in below:
-            if is_same_process(pid, start):
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
-
-    def done() -> bool:
-        return proc.poll() is not None and not any(is_running(p) and is_same_process(p, s) for p, s in below)
-
-    try:
-        proc.terminate()
-        signal_below(signal.SIGTERM)
-        deadline = time.monotonic() + 2
-        while not done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if proc.poll() is None:
-            proc.kill()
-        signal_below(signal.SIGKILL)
-        proc.wait()
-    except OSError:
-        pass
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _isatty(stream: object) -> bool:

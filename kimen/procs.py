@@ -20,6 +20,10 @@ import os
 
 from .fsutil import read_regular
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+
 _STAT_BYTES = 4096  # /proc/<pid>/stat is one line of 52 fields
 
 
@@ -106,3 +110,42 @@ def descendants(pid: int) -> list[tuple[int, str | None]]:
         found += below
         todo += below
     return [(child, start_time(child)) for child in found]
+
+
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """End a command kimen gives up on (a passphrase command, an `exec:` source: Ctrl-C while it
+    runs), and what it started: a wrapper script dies of SIGTERM at once, but the command it waits
+    for would run on (its descendants are found through /proc, so on Linux only). SIGTERM, then
+    SIGKILL after 2 s (a tool that ignores both is not waited for forever), and reap it so no
+    zombie or orphan is left."""
+    import signal
+    import time
+
+    below = descendants(proc.pid)
+
+    def signal_below(sig: int) -> None:
+        for pid, start in below:
+            if is_same_process(pid, start):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+    def done() -> bool:
+        return proc.poll() is not None and not any(is_running(p) and is_same_process(p, s) for p, s in below)
+
+    try:
+        proc.terminate()
+        signal_below(signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+        signal_below(signal.SIGKILL)
+        proc.wait()
+    except OSError:
+        pass
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -56,14 +56,20 @@ def run_exec_source(d: Directive, env: Mapping[str, str], cwd: str | None) -> by
                                       path=d.path, line=d.line) from None
     from ..fsutil import read_limited
 
-    with proc:
+    try:
         data = read_limited(proc.stdout, MAX_EXEC_OUTPUT)
         if len(data) > MAX_EXEC_OUTPUT:
-            proc.kill()
-            proc.wait()
             raise errors.ExecSourceFailed(f"{where}: exec source printed more than 1 MiB",
                                           path=d.path, line=d.line)
         status = proc.wait()
+    except BaseException:  # too much output, or Ctrl-C while it runs: it must not outlive kimen
+        from ..procs import stop_tree
+
+        stop_tree(proc)
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
     if status != 0:
         shown = f"exit status {status}" if status > 0 else f"killed by signal {-status}"
         raise errors.ExecSourceFailed(f"{where}: exec source failed ({shown})", path=d.path,

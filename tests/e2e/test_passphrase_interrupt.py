@@ -105,3 +105,29 @@ def test_interrupt_ends_what_a_wrapper_script_started(kimen, slow_command, to_gr
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child), "the wrapper's child outlived kimen"
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["kill-kimen", "ctrl-c-group"])
+@pytest.mark.parametrize("command", ["run", "envfile"])
+def test_interrupt_ends_an_exec_source(kimen, slow_command, command, to_group):
+    """An `exec:` source of a profile is ended the same way (and what it started): it must not run
+    on after `kimen run` or `envfile` exited 130."""
+    script, pid_file, started = slow_command
+    wrapper = kimen.root / "wrapper"
+    wrapper.write_text(f"#!/bin/sh\n{script} 2>/dev/null\n")
+    wrapper.chmod(0o700)
+    argv = ["run", "--env", f"A=exec:{wrapper}", "--", "true"] if command == "run" else \
+        ["envfile", "--env", f"A=exec:{wrapper}", "--out", str(kimen.root / "x.env")]
+    proc = kimen.popen(*argv, "--json")
+    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the exec: source to start"))
+    started.append(child)
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and b"interrupted" in err, err
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the exec: source outlived kimen"
