@@ -30,6 +30,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _interrupt(proc, child: int, to_group: bool, what: str) -> tuple[bytes, bytes]:
+    """SIGINT to kimen alone or to its group (a terminal's Ctrl-C); kimen exits 130 and `child`
+    is gone within 5 s. Returns kimen's (stdout, stderr)."""
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and b"interrupted" in err, err
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), f"{what} outlived kimen"
+    return out, err
+
+
 @pytest.fixture
 def slow_command(kimen):
     """A passphrase command that ignores SIGINT, writes its pid, then sleeps."""
@@ -67,17 +83,8 @@ def test_interrupt_ends_the_passphrase_command(kimen, slow_command, source, to_g
     child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the passphrase command to start"))
     started.append(child)
     assert _alive(child)
-    if to_group:
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    out, err = _interrupt(proc, child, to_group, "the passphrase command")
     assert json.loads(err)["reason"] == "interrupted" and out == b""
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child), "the passphrase command outlived kimen"
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="descendants are found through /proc (Linux)")
@@ -94,17 +101,8 @@ def test_interrupt_ends_what_a_wrapper_script_started(kimen, slow_command, to_gr
     proc = kimen.popen("vault", "info", "--verify", "--passphrase-cmd", str(wrapper), "--json")
     child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the wrapped command to start"))
     started.append(child)
-    if to_group:
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert out == b""
-    assert proc.returncode == 130 and json.loads(err)["reason"] == "interrupted", err
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child), "the wrapper's child outlived kimen"
+    out, err = _interrupt(proc, child, to_group, "the wrapper's child")
+    assert out == b"" and json.loads(err)["reason"] == "interrupted", err
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["kill-kimen", "ctrl-c-group"])
@@ -121,13 +119,4 @@ def test_interrupt_ends_an_exec_source(kimen, slow_command, command, to_group):
     proc = kimen.popen(*argv, "--json")
     child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the exec: source to start"))
     started.append(child)
-    if to_group:
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and b"interrupted" in err, err
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child), "the exec: source outlived kimen"
+    _interrupt(proc, child, to_group, "the exec: source")
