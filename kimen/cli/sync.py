@@ -1218,6 +1218,9 @@ def cmd_reset_baseline(inv: Invocation) -> Result:
     modes = [m for m, on in (("to_remote", args.to_remote), ("clear", args.clear), ("rev", bool(args.rev))) if on]
     if len(modes) != 1 or (args.accept_fork and modes != ["to_remote"]):
         raise errors.InvalidResetBaselineMode()
+    if args.rev and not (len(args.rev) == 64 and all(c in "0123456789abcdef" for c in args.rev)):
+        raise errors.UsageError(detail="--rev must be a remote rev: 64 lower-case hexadecimal digits",
+                                hint="`kimen sync status --json` shows it (`remote_rev`)")
     if not args.yes:
         raise errors.ResetBaselineConfirmationRequired()
     mode = modes[0]
@@ -1296,11 +1299,12 @@ def cmd_revert(inv: Invocation) -> Result:
     finally:
         session.close()
     remote = session.remote["name"]
+    push = f"kimen sync push --remote {remote}" if done.changed else None  # nothing changed: nothing to publish
     fields = {"key": done.key, "to_seq": done.to_seq, "deleted": done.deleted, "changed": done.changed,
-              "next_command": f"kimen sync push --remote {remote}"}
+              "next_command": push}
     what = "removed (absent at that head)" if done.deleted else "set to its value at that head"
     return Result("sync_revert", [f"{name}: {what if done.changed else 'already so'} (seq {to_seq})",
-                                  f"next: kimen sync push --remote {remote}"], fields)
+                                  *([f"next: {push}"] if push else [])], fields)
 
 
 def cmd_restore(inv: Invocation) -> Result:

@@ -203,25 +203,21 @@ def _rotation(run: _Run) -> tuple[dict[str, Any], int]:
     return {"rotation_due": due, "count": len(due)}, 0
 
 
-def _pull(run: _Run) -> tuple[dict[str, Any], int]:
-    session = run.unlocked()
-    result = common.pull_dry_run(session, reconcile=True)
-    code = 31 if result.fields["conflict_keys"] else 0
-    if code:
-        keys = result.fields["conflict_keys"]
-        raise errors.OverlappingChanges(names=", ".join(keys), conflict_keys=keys,
-                                        recommended_action="manual_reconcile", payload=result.fields)
-    return result.fields, 0
-
-
-def _push(run: _Run) -> tuple[dict[str, Any], int]:
-    session = run.unlocked()
-    result = common.push_dry_run(session)
+def _without_conflicts(result: Result) -> Result:
+    """A pull or push dry run that found conflicts fails as the real step would (31)."""
     keys = result.fields["conflict_keys"]
     if keys:
         raise errors.OverlappingChanges(names=", ".join(keys), conflict_keys=keys,
                                         recommended_action="manual_reconcile", payload=result.fields)
-    return result.fields, 0
+    return result
+
+
+def _pull(run: _Run) -> tuple[dict[str, Any], int]:
+    return _without_conflicts(common.pull_dry_run(run.unlocked(), reconcile=True)).fields, 0
+
+
+def _push(run: _Run) -> tuple[dict[str, Any], int]:
+    return _without_conflicts(common.push_dry_run(run.unlocked())).fields, 0
 
 
 _RUNNERS: dict[str, Callable[[_Run], tuple[dict[str, Any], int]]] = {
@@ -350,13 +346,13 @@ def _run_decision(inv: Invocation, decision: str, remote: str, *, dry_run: bool)
         try:
             if decision == "push":
                 if dry_run:
-                    return common.push_dry_run(session)
+                    return _without_conflicts(common.push_dry_run(session))
                 with Progress(f"pushing to {remote}"):
                     pushed = session.engine.push(session.local(), backup_path=session.backup_path())
                 session.pin(pushed.pin_remote_id)
                 return common.push_result(pushed)
             if dry_run:
-                return common.pull_dry_run(session, reconcile=decision == "pull_reconcile")
+                return _without_conflicts(common.pull_dry_run(session, reconcile=decision == "pull_reconcile"))
             with Progress(f"pulling from {remote}"):
                 pulled = session.engine.pull(session.local(), reconcile=decision == "pull_reconcile",
                                              backup_path=session.backup_path())

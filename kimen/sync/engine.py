@@ -478,6 +478,9 @@ class Engine:
             raise errors.KeyOutOfScope(name=name, member=me.id)
         if to_seq == head.seq:
             old = head
+        elif not 1 <= to_seq < head.seq:  # no such head, not a lost one: the history hint would mislead
+            raise errors.SyncHistoryUnavailable(seq=to_seq, hint=f"the remote's heads are seq 1 to {head.seq} "
+                                                "(`kimen sync log` lists them)")
         else:
             child = next((e for e in head.sync.log if e.seq == to_seq + 1), None)
             data = self.remote.transport.history(to_seq) if child is not None and to_seq >= 1 else None

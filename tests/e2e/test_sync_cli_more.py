@@ -404,6 +404,35 @@ def test_dry_runs_name_deletes_and_conflicts(team):
     assert bo.get("app.a") == b"1" and bo.get("app.b") == b"bo"
     assert sync(bo, "push", "--dry-run")["conflict_keys"] == ["app.b"]
     bo.fail(31, "overlapping_changes", "sync", "pull", "--reconcile", env=bo.with_pass())
+    # the plain `kimen sync` dry run fails where the real one would (31), naming the conflict
+    done = bo.run("sync", "--dry-run", "--json", env=bo.with_pass())
+    doc = json.loads(done.stdout)
+    assert done.code == 31 and doc["mode"] == "dry_run" and not doc["steps"][-1]["ok"], doc
+    error = doc["steps"][-1]["error"]
+    assert error["reason"] == "overlapping_changes" and "app.b" in error["error"]
+    assert bo.get("app.b") == b"bo"
+
+
+def test_sync_messages_say_what_happened(team):
+    """Smaller sync messages: `unlock` says what --yes confirms, demoting the last admin says so,
+    a malformed --rev is a usage error, a revert that changed nothing suggests no push, and a seq
+    that no head has says which seqs exist."""
+    ana, _bo, _remote_dir = team
+    ana.set("app.a", "1")
+    sync(ana, "push")
+    done = ana.fail(32, "unlock_confirmation_required", "sync", "unlock")
+    assert "in-flight files" in done.err and "never removed" in done.err
+    done = ana.fail(32, "sync_last_admin", "sync", "members", "add", "ana", "--update", "--role", "writer",
+                    env=ana.with_pass())
+    assert "remove or demote ana" in done.err
+    ana.fail(2, "usage_error", "sync", "reset-baseline", "--rev", "deadbeef", "--yes")
+    seq = sync(ana, "status")["head_seq"]
+    reverted = sync(ana, "revert", "app.a", "--to-seq", str(seq))
+    assert reverted["changed"] is False and reverted["next_command"] is None
+    assert "next:" not in ana.ok("sync", "revert", "app.a", "--to-seq", str(seq), env=ana.with_pass()).stdout
+    for bad in ("-1", "0", str(seq + 5)):
+        done = ana.fail(32, "sync_history_unavailable", "sync", "revert", "app.a", "--to-seq", bad, env=ana.with_pass())
+        assert f"seq 1 to {seq}" in done.err_json()["hint"], done.err
 
 
 def test_plain_sync_decides_and_runs_one_step(team, tmp_path):
