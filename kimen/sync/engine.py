@@ -715,9 +715,14 @@ class Engine:
                                               expected_seq=head.seq)
                 rev = getattr(published, "rev", None)
                 if rev is not None:
-                    local.commit(self.remote.name, remote_changes, self._state_of(new_head, rev, me),
-                                 self._baseline_of(local.k_sync, new_head, scope), if_generation=generation,
-                                 scope=scope, keep_local_rev=True, backup_path=backup_path)
+                    try:
+                        local.commit(self.remote.name, remote_changes, self._state_of(new_head, rev, me),
+                                     self._baseline_of(local.k_sync, new_head, scope), if_generation=generation,
+                                     scope=scope, keep_local_rev=True, backup_path=backup_path)
+                    except errors.KimenError as exc:  # published: say so, not that the push failed
+                        self._remember(new_head, data)
+                        raise errors.SyncPushUnrecorded(seq=new_head.seq, remote=self.remote.name, detail=exc.message,
+                                                        recommended_action="sync_pull") from None
                     self._remember(new_head, data)
                     return PushResult(new_head.seq, new_head.id, rev, getattr(published, "commit", None),
                                       new_head.generation, sorted(n for n, v in changes.items() if v is not None),

@@ -565,3 +565,36 @@ def test_git_remote_paths_relative_typed_and_with_credentials(tmp_path):
     for done in outputs:
         assert "TOKEN-5b0c" not in done.stdout + done.err and "git.example/org/s.git" in done.stdout + done.err
     assert "TOKEN-5b0c" in (ana.root / "config" / "kimen" / "config.json").read_text()
+
+
+def test_a_push_that_published_but_could_not_record_it_says_so(tmp_path):
+    """Another kimen writes the vault while a push publishes (here: the git remote's pre-receive
+    hook does it, mid-push). The head is published; the push says that, and what to run, instead
+    of a plain vault error; the pull it recommends records it and loses nothing."""
+    import shlex
+
+    import git as gitpython
+
+    from tests.conftest import KIMEN, PASSPHRASE
+
+    repo = tmp_path / "team.git"
+    gitpython.Repo.init(repo, bare=True)
+    ana = member(tmp_path, "ana")
+    ana.ok("sync", "init", "team", "--type", "git", "--path", str(repo), "--identity", str(ana.identity),
+           "--member", "ana")
+    ana.set("app.a", CANARY)
+    writer = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**ana.env, "KIMEN_PASSPHRASE": PASSPHRASE}.items())
+    hook = repo / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\nprintf other | env -i {writer} {KIMEN} --no-session "
+                    "secret set app.other --stdin >/dev/null 2>&1\nexit 0\n")
+    hook.chmod(0o755)
+    done = ana.fail(32, "sync_push_unrecorded", "sync", "push", "--no-session", env=ana.with_pass())
+    envelope = done.err_json()
+    assert "pushed seq 2 to team" in envelope["error"] and "kimen sync pull" in envelope["hint"], envelope
+    assert envelope["recommended_action"] == "sync_pull"
+    hook.unlink()
+    assert ana.get("app.other") == b"other"  # the concurrent write is kept
+    sync(ana, "pull")
+    assert sync(ana, "status")["head_seq"] == 2
+    pushed = sync(ana, "push")  # the other write is published next; app.a is not published twice
+    assert pushed["published_keys"] == ["app.other"], pushed
