@@ -96,12 +96,21 @@ def run(argv: list[str]) -> None:
     try:
         winners, exe = _plan(profile, child)
         names = sorted({d.ref.name for d in winners if d.ref is not None and d.ref.name is not None})
-        if not names:
+        if not names or not _one_read(names):
             return
         found = _read(names, f'{{"command":"run","profile":{_quote(profile)}}}')
     except Exception:  # any doubt: the normal path runs the command from the start
         return
     _exec(winners, found, exe, child)
+
+
+def _one_read(names: list[str]) -> bool:
+    """Whether the normal client reads `names` in one request too (`protocol.read_batches`, every
+    value counted at its largest legal size); more, and it reads them in batches."""
+    from .daemon import protocol
+    from .values import MAX_VALUE_BYTES
+
+    return len(protocol.read_batches(names, None, MAX_VALUE_BYTES)) == 1
 
 
 def _plan(profile: str, child: list[str]) -> tuple[list[Directive], str]:
@@ -195,7 +204,11 @@ def _read(names: list[str], context: str | None) -> dict[str, bytes]:
             raise _Defer()
         sock.sendall(len(body).to_bytes(4, "big") + body)
         sock.settimeout(60.0)
-        length = int.from_bytes(_recv(sock, 4), "big")
+        try:
+            length = int.from_bytes(_recv(sock, 4), "big")
+        except TimeoutError:  # it took the request and did not answer: the normal path need not wait again
+            protocol.UNANSWERED.add(sock_path)
+            raise
         if length > protocol.MAX_FRAME:
             raise _Defer()
         reply = _recv(sock, length)

@@ -70,26 +70,28 @@ class StdinClaim:
         return Sensitive(self._lines[index])
 
     def _next_line(self) -> bytes | None:
-        """The next line of fd 0 (None at its end), read unbuffered so nothing past it is taken;
-        like before, no more than 64 KiB of it are read."""
+        """The next line of fd 0 (None at its end), read unbuffered so nothing past it is taken. A
+        line longer than 64 KiB is refused (`stdin_unreadable`), never cut: the rest of it would be
+        read as the next line, or reach the command `run` starts."""
         if sys.stdin is None:  # kimen was started with fd 0 closed (`kimen … <&-`)
             raise errors.StdinUnreadable(problem="it is closed")
         fd = sys.stdin.fileno()
         data = bytearray()
-        ended = False
         try:
-            while len(data) < MAX_SOURCE_BYTES:
+            while True:
                 byte = os.read(fd, 1)
                 if not byte or byte == b"\n":
-                    ended = not byte
                     break
+                if len(data) == MAX_SOURCE_BYTES:
+                    raise errors.StdinUnreadable(problem="a passphrase line is longer than 64 KiB",
+                                                 hint="give each passphrase on a line of its own, at most 64 KiB")
                 data += byte
             line = bytes(data)
         except OSError as exc:
             raise errors.StdinUnreadable(problem=exc.strerror or type(exc).__name__) from None
         finally:
             data[:] = b"\0" * len(data)
-        return None if ended and not line else line.rstrip(b"\r")
+        return None if not byte and not line else line.rstrip(b"\r")
 
 
 class Source:

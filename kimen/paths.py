@@ -68,7 +68,7 @@ def absolute(path: str, cwd: str | None = None) -> str:
     `~` is the home kimen uses for its own locations (`HOME` when absolute, else the account's),
     so `--vault ~/v.db` never lands under `/` or the cwd when `HOME` is empty or relative."""
     if path == "~" or path.startswith("~/"):
-        path = os.path.join(_home(os.environ), path[2:])
+        path = os.path.join(_home(os.environ), path[1:].lstrip("/"))  # `~//x` stays under home
     else:
         path = os.path.expanduser(path)  # ~user
     if not os.path.isabs(path):

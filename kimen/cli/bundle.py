@@ -15,6 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..access import VaultLocation
     from ..bundle.document import Document
+    from ..projection.kmap import Profile
     from ..store import KdfParams
     from ..vault import LocalStore
 
@@ -154,20 +155,29 @@ def _recipients(inv: Invocation) -> list:
     return list(unique.values())
 
 
-def _selected_names(inv: Invocation, infos: list) -> list[str]:
+def _seal_profile(inv: Invocation) -> Profile | None:
+    """The profile whose references select what to seal (`--profile` / `--map`), loaded before
+    anything else is read; None without either."""
+    args = inv.options
+    if not (args.profile or args.map):
+        return None
+    if args.profile and args.map:
+        raise errors.ConflictingMapProfileInputs()
+    from ..projection import kmap
+
+    return kmap.load(map_path=args.map, profile=args.profile, inline=[], env=inv.env).check()
+
+
+def _selected_names(inv: Invocation, infos: list, profile: Profile | None) -> list[str]:
     """The names to seal: a profile's references, then the `--secret` globs (kimen.globs); none of
     those flags -> every name, with a warning saying so."""
     from ..output import warn
 
     args = inv.options
     names = [info.name for info in infos]
-    if args.profile or args.map:
-        if args.profile and args.map:
-            raise errors.ConflictingMapProfileInputs()
-        from ..projection import kmap
+    if profile is not None:
         from ..projection.resolve import secret_names
 
-        profile = kmap.load(map_path=args.map, profile=args.profile, inline=[], env=inv.env).check()
         wanted = secret_names(profile.winners())
         missing = [n for n in wanted if n not in set(names)]
         if missing:
@@ -213,8 +223,9 @@ def cmd_seal(inv: Invocation) -> Result:
             raise errors.BundleInvalid(detail=f"--generation must be an integer from 1 to {document.MAX_GENERATION}")
         document.check_not_in_future(requested)  # the vault records it: no opener would accept one
     location = resolve_vault(inv)
+    profile = _seal_profile(inv)
     _refuse_own_input(out, [location.path, *(location.path + suffix for suffix in ("-wal", "-shm", "-journal")),
-                            args.identity, *args.recipients_file, args.map])
+                            args.identity, *args.recipients_file, *(profile.files if profile is not None else ())])
     recipients = _recipients(inv)
     identity = None if args.no_sign else load_identity(inv, required=False)
     if not args.no_sign:
@@ -225,7 +236,7 @@ def cmd_seal(inv: Invocation) -> Result:
     store = open_store(inv)
     try:
         listed = store.list()
-        names = _selected_names(inv, listed)
+        names = _selected_names(inv, listed, profile)
         infos = {i.name: i for i in listed}
         del listed
         if hasattr(store, "verify_and_read"):  # a local vault: one pass decrypts every row once

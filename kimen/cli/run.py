@@ -81,10 +81,7 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
         try:
             penv.exec_in_place(exe, argv, environ)
         except errors.KimenError:  # it did not start (a script without `#!`): leave no value behind
-            if user_dir is not None:
-                from ..projection.files import remove_written
-
-                remove_written(user_dir, [rel for rel, _ in payload], errors.UnsafeFilesDir)
+            _unwrite(user_dir, payload)
             raise
         raise AssertionError("unreachable")  # pragma: no cover - exec_in_place returns by raising
 
@@ -113,11 +110,16 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
             write_user_dir(user_dir, payload, errors.UnsafeFilesDir)
         stop = prun.pending_stop()
         if stop is not None:  # interrupted while setting up: the child never starts
+            _unwrite(user_dir, payload)
             return 128 + stop
         _flush_warnings()
         own_group = prun.own_group_wanted()
-        pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group,
-                         spawner=relay.spawn if relay is not None else None)
+        try:
+            pid = prun.start(exe, argv, environ, values[stdin] if stdin is not None else None, own_group=own_group,
+                             spawner=relay.spawn if relay is not None else None)
+        except errors.KimenError:  # it did not start (a script without `#!`)
+            _unwrite(user_dir, payload)
+            raise
         if relay is not None:
             code = relay.supervise(pid, own_group=own_group)
             lost = relay.lost_output()
@@ -130,6 +132,15 @@ def _run(inv: Invocation, winners: list[Directive], files: list[Directive], stdi
             relay.close()
         if runtime is not None:
             runtime.remove()
+
+
+def _unwrite(user_dir: str | None, payload: list[tuple[str, bytes]]) -> None:
+    """The command never started: remove the files this run wrote to `--files-dir` (no value is
+    left behind for a command that did not run)."""
+    if user_dir is not None and payload:
+        from ..projection.files import remove_written
+
+        remove_written(user_dir, [rel for rel, _ in payload], errors.UnsafeFilesDir)
 
 
 def _mask_values(inv: Invocation, values: dict[Directive, bytes]) -> dict[str, bytes] | None:
@@ -145,6 +156,9 @@ def _mask_values(inv: Invocation, values: dict[Directive, bytes]) -> dict[str, b
         name = d.target if d.kind != "stdin" else "stdin"
         if name in named:  # a variable and a file (or `stdin`) of one name: each value is masked
             name = f"{d.kind} {name}" if d.kind != "stdin" else "stdin (projected)"
+        base, n = name, 2
+        while name in named:  # that name is a target too (a file named `file A`): number it
+            name, n = f"{base} ({n})", n + 1
         named[name] = value
     check_short_values(named, strict=strict)
     return named

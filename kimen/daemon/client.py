@@ -170,6 +170,8 @@ def open_connection(env: Mapping[str, str], *, strict: bool = False,
         warn(f"ignoring the session: session directory is unsafe: {directory} ({problem})",
              reason="session_dir_ignored")
         return None
+    if path in protocol.UNANSWERED:  # it did not answer this process's fast path: busy, not asked again
+        raise Absent("the session daemon did not answer", busy=True)
     token = env.get("KIMEN_SESSION_TOKEN") or None
     if token is not None and not protocol.utf8(token):  # bytes that are not UTF-8: no grant's (ASCII),
         token = os.fsencode(token).decode("utf-8", "replace")  # so grant_invalid like any malformed token

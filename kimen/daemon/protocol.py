@@ -95,6 +95,9 @@ PROTOCOL = 1
 VERSION = __version__
 MAX_FRAME = 64 * 1024 * 1024
 FRAME_TIMEOUT = 5.0  # a frame must arrive within 5 s of its first byte
+# Session sockets whose daemon took a request of this process and did not answer in time (the fast
+# path's read): the normal path then takes it as busy at once instead of waiting as long again.
+UNANSWERED: set[str] = set()
 IDLE_TIMEOUT = 10.0  # a connection with no request for 10 s is closed
 READ_BATCH = 1000  # a client splits reads of more names into several requests
 READ_RESPONSE_BUDGET = 48 * 1024 * 1024  # ... and of more bytes: each response stays under this

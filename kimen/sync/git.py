@@ -58,7 +58,8 @@ _HOOKS = "kimen-hooks"  # an empty directory: core.hooksPath, so no hook ever ru
 _INDEX = "kimen-index"
 _LOCK = "kimen.lock"
 _KNOWN = "kimen-head"  # `<commit> <rev>`: the head file of the commit kimen last read (and checked) or pushed
-_CREDENTIALS = r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@"  # compiled only for a text holding "@"
+# through the last `@` before the host (a password may hold `@`); compiled only for a text holding "@"
+_CREDENTIALS = r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@"
 _FILE_MODES = ("100644", "100755")
 _ENTRY_KINDS = {"120000": "a symlink", "040000": "a directory", "160000": "a submodule"}
 _BAD_REF_CHARS = frozenset(" ~^:?*[\\\x7f")

@@ -145,14 +145,14 @@ def _lines(vault_path: str) -> list[tuple[str, str, bool]]:
     try:
         # the newest lines matter: of a log grown past the limit (it is only appended to), the tail
         start = max(os.fstat(fd).st_size - _LOG_READ_LIMIT, 0)
-        os.lseek(fd, start, os.SEEK_SET)
+        os.lseek(fd, max(start - 1, 0), os.SEEK_SET)  # from the byte before: is the first line whole?
         data = read_limited(fd, _LOG_READ_LIMIT)
     except OSError:
         return []
     finally:
         os.close(fd)
     if start:
-        data = data.partition(b"\n")[2]  # the first line was cut
+        data = data.partition(b"\n")[2]  # up to the first line that starts after a newline
     found = []
     this_vault = os.path.realpath(vault_path)
     for line in data.splitlines():

@@ -170,8 +170,12 @@ def test_seal_never_writes_over_what_it_reads_or_what_no_reader_opens(kimen):
     (kimen.cwd / "recipients.txt").write_text(team.recipient + "\n")
     (kimen.cwd / "p.kmap").write_text("env A=prod.db\n")
     before = {p: p.read_bytes() for p in (kimen.vault, team.key, kimen.cwd / "recipients.txt", kimen.cwd / "p.kmap")}
+    profile = kimen.write_profile("prod", "include base\n")
+    base = kimen.write_profile("base", "env A=prod.db\n")
+    before.update({profile: profile.read_bytes(), base: base.read_bytes()})
     for out, extra in ((kimen.vault, ()), (team.key, ()), (kimen.cwd / "recipients.txt", ()),
-                       (kimen.cwd / "p.kmap", ("--map", "p.kmap"))):
+                       (kimen.cwd / "p.kmap", ("--map", "p.kmap")), (profile, ("--profile", "prod")),
+                       (base, ("--profile", "prod"))):
         done = kimen.fail(2, "usage_error", "bundle", "seal", "--out", str(out), "--recipients-file", "recipients.txt",
                           "--identity", str(team.key), *extra, env=kimen.with_pass())
         assert "names a file this command reads" in done.err

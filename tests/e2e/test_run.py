@@ -253,6 +253,20 @@ def test_passphrase_stdin_takes_only_its_line_and_the_child_gets_the_rest(kimen)
     assert done.out == b"tok-value|" + data
 
 
+def test_a_passphrase_line_over_64_kib_is_refused_not_cut(kimen):
+    """Cut at 64 KiB, the rest of the line would become the next passphrase (rekey's new one) or
+    reach the command run starts: refused instead, before anything changes or starts."""
+    kimen.init_vault()
+    kimen.set("app.token", "tok-value")
+    long_line = b"A" * 65536 + b"TAIL\n"
+    done = kimen.fail(23, "stdin_unreadable", "run", "--no-session", "--passphrase-stdin", "--env", "A=app.token",
+                      "--", "cat", input=long_line + b"child-data\n")
+    assert b"TAIL" not in done.out and b"child-data" not in done.out and "64 KiB" in done.err
+    kimen.fail(24, "stdin_unreadable", "vault", "rekey", "--passphrase-stdin", "--new-passphrase-stdin",
+               "--no-backup", input=PASSPHRASE.encode() + b"\n" + long_line)
+    assert kimen.get("app.token") == b"tok-value"  # the passphrase is unchanged
+
+
 def test_child_that_ignores_projected_stdin(kimen):
     kimen.ok("run", "--stdin", "const:" + "y" * 1000, "--", "true")
 
@@ -321,9 +335,10 @@ def test_a_command_that_cannot_start_leaves_no_value_in_the_files_dir(kimen, tmp
     script.write_text("echo hi\n")
     script.chmod(0o755)
     target = tmp_path / "out"
-    kimen.fail(126, "command_not_executable", "run", "--files-dir", str(target), "--file", "token=const:s3cret-value",
-               "--file", "sub/x=const:other-value", "--", str(script))
-    assert [p for p in target.rglob("*") if p.is_file()] == []
+    for supervised in ((), ("--mask",), ("--stdin", "const:fed-to-stdin")):  # exec in place, then supervised
+        kimen.fail(126, "command_not_executable", "run", "--files-dir", str(target), "--file",
+                   "token=const:s3cret-value", "--file", "sub/x=const:other-value", *supervised, "--", str(script))
+        assert [p for p in target.rglob("*") if p.is_file()] == [], supervised
 
 
 def test_files_dir_is_kept_and_replaced_atomically(kimen, tmp_path):

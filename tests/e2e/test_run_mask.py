@@ -63,6 +63,12 @@ def test_a_variable_and_a_file_or_stdin_of_one_name_are_both_masked(kimen):
     assert done.out == (b"[masked:TOKEN] [masked:stdin] [masked:stdin (projected)]\n[masked:file TOKEN]\n")
     kimen.fail(23, "mask_value_too_short", "run", "--env", "TOKEN=const:long-enough-1", "--file", "TOKEN=const:abc",
                "--strict-mask", "--", "true")
+    # a file literally named `file A` as well: its value is not dropped either
+    code = ("import os\nd = os.environ['KIMEN_FILES_DIR']\n"
+            "print(os.environ['A'], open(d + '/file A').read(), open(d + '/A').read())")
+    done = kimen.ok("run", "--env", "A=const:value-number-1", "--file", "file A=const:value-number-2",
+                    "--file", "A=const:value-number-3", "--mask", "--", PY, "-c", code)
+    assert b"value-number" not in done.out and done.out.count(b"[masked:") == 3, done.out
 
 
 def test_clean_output_is_byte_identical(kimen, tmp_path):

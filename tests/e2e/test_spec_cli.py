@@ -347,3 +347,5 @@ def test_tilde_in_a_path_is_the_home_kimen_uses_for_its_own_files(kimen, home):
     assert kimen.ok("vault", "path", "--vault", "~/v.db", env=env).out.decode().strip() == f"{expected}/v.db"
     assert kimen.ok("vault", "path", env={**env, "KIMEN_VAULT": "~/k.db"}).out.decode().strip() == f"{expected}/k.db"
     assert kimen.ok("config", "path", env={**env, "KIMEN_CONFIG": "~"}).out.decode().strip() == expected
+    # `~//x` (an empty variable in `~/$DIR/x`) stays under the home, as the shell's `~` does
+    assert kimen.ok("vault", "path", "--vault", "~//v.db", env=env).out.decode().strip() == f"{expected}/v.db"

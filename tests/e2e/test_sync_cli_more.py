@@ -558,12 +558,13 @@ def test_git_remote_paths_relative_typed_and_with_credentials(tmp_path):
     for url in ("git@example.com:org/other.git", "https://example.com/org/secrets.git"):
         assert ana.ok("remote", "set", "scp", "--path", url, "--json").json()["remote"]["path"] == url
 
-    token = "https://ci:TOKEN-5b0c@git.example/org/s.git"
+    token = "https://ci:TOKEN-5b0c@pw@git.example/org/s.git"  # a password holding `@` too
     outputs = [ana.ok("remote", "add", "ci", "--type", "git", "--path", token),
                ana.ok("remote", "list"), ana.ok("remote", "list", "--json"), ana.ok("remote", "get", "ci"),
                ana.ok("remote", "get", "ci", "--json"), ana.ok("remote", "set", "ci", "--branch", "b")]
     for done in outputs:
-        assert "TOKEN-5b0c" not in done.stdout + done.err and "git.example/org/s.git" in done.stdout + done.err
+        shown = done.stdout + done.err
+        assert "TOKEN-5b0c" not in shown and "pw@" not in shown and "https://git.example/org/s.git" in shown
     assert "TOKEN-5b0c" in (ana.root / "config" / "kimen" / "config.json").read_text()
 
 
