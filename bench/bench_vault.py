@@ -69,7 +69,7 @@ def _rekey_default(path: Path) -> None:
 
     with Vault.open(str(path)) as vault:
         key = vault.unwrap_key(Sensitive(PASSPHRASE.encode()))
-        vault.rekey(key, Sensitive(PASSPHRASE.encode()), KDF_DEFAULT, rotate_data_key=False)
+        vault.rekey(key, vault.header().wrap_id, Sensitive(PASSPHRASE.encode()), KDF_DEFAULT, rotate_data_key=False)
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -179,7 +179,7 @@ def test_rekey_keeps_values_and_rotation_replaces_key(store, vault_path):
     old = v.unlock(Sensitive(PW))
     epoch = v.header().key_epoch
     revisions = {n: s.revision for n, s in old.read(["a", "b"]).items()}
-    v.rekey(old.data_key, Sensitive(b"new passphrase"), SMALL, rotate_data_key=True)
+    v.rekey(old.data_key, old.wrap_id, Sensitive(b"new passphrase"), SMALL, rotate_data_key=True)
     with pytest.raises(errors.WrongPassphrase):
         v.unwrap_key(Sensitive(PW))
     new = v.unlock(Sensitive(b"new passphrase"))
@@ -212,7 +212,7 @@ def test_rotation_carries_the_sync_tables_to_the_new_key(store, vault_path):
                 keep_local_rev=True, backup_path=None)
     before = read_state(store.vault, "team")
     v = vault.Vault.open(vault_path)
-    v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
+    v.rekey(v.unwrap_key(Sensitive(PW)), v.header().wrap_id, Sensitive(PW), SMALL, rotate_data_key=True)
     new = v.unlock(Sensitive(PW))
     loaded, rows, _generation = VaultSyncState(new).load("team")  # the MAC verifies
     k_new = VaultSyncState(new).k_sync
@@ -239,7 +239,7 @@ def test_rotation_leaves_a_tampered_sync_state_tampered(store, vault_path):
                                  scope=Scope(["**"]), keep_local_rev=True, backup_path=None)
     _db(vault_path).execute("UPDATE sync_state SET head_seq = 4")
     v = vault.Vault.open(vault_path)
-    v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
+    v.rekey(v.unwrap_key(Sensitive(PW)), v.header().wrap_id, Sensitive(PW), SMALL, rotate_data_key=True)
     with pytest.raises(errors.SyncBaselineTampered):
         VaultSyncState(v.unlock(Sensitive(PW))).load("team")
 
@@ -300,7 +300,7 @@ def test_rotation_reencrypts_history(store, vault_path):
     before = conn.execute("SELECT ciphertext FROM secret_history").fetchone()[0]
     conn.close()
     v = vault.Vault.open(vault_path)
-    v.rekey(v.unwrap_key(Sensitive(PW)), Sensitive(PW), SMALL, rotate_data_key=True)
+    v.rekey(v.unwrap_key(Sensitive(PW)), v.header().wrap_id, Sensitive(PW), SMALL, rotate_data_key=True)
     fresh = vault.Vault.open(vault_path).unlock(Sensitive(PW))
     fresh.verify()
     assert fresh.read_revision("h.a", first).value == b"one"

@@ -209,7 +209,7 @@ def cmd_rekey(inv: Invocation) -> Result | int:
             # the backup still opens with the old passphrase: it is dropped again unless the key
             # record (wrap id) changed
             with backup.backed_up(vault, backup_path):
-                vault.rekey(store.data_key, new, params, rotate_data_key=a.rotate_data_key)
+                vault.rekey(store.data_key, store.wrap_id, new, params, rotate_data_key=a.rotate_data_key)
         store.forget_key()
     _lock_session(inv, location.canonical_path)
     lines = [f"rekeyed vault: {location.path}"]

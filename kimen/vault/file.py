@@ -239,23 +239,32 @@ class VaultFile:
 
     # -- keys --
 
-    def unwrap_key(self, passphrase: Sensitive) -> Sensitive:
-        """Run the KDF and unwrap the data key; `WrongPassphrase` if it does not open."""
+    def unwrap_key(self, passphrase: Sensitive, header: Header | None = None) -> Sensitive:
+        """Run the KDF and unwrap the data key (of `header`, read now when not given);
+        `WrongPassphrase` if it does not open."""
         from . import keys  # the crypto modules load only when a key is needed, not for metadata
 
-        return keys.unwrap(self.header(), passphrase, self.path)
+        return keys.unwrap(header if header is not None else self.header(), passphrase, self.path)
 
-    def rekey(self, old_key: Sensitive, new_passphrase: Sensitive, params: KdfParams, *,
+    def rekey(self, old_key: Sensitive, unlocked_wrap_id: bytes, new_passphrase: Sensitive, params: KdfParams, *,
               rotate_data_key: bool) -> None:
         """Rewrap the data key under a new passphrase/parameters; optionally rotate the data key
-        (`kimen.vault.rekey`). One transaction, the KDF run before it; then the WAL is truncated."""
+        (`kimen.vault.rekey`). One transaction, the KDF run before it; then the WAL is truncated.
+        `unlocked_wrap_id`: the key record `old_key` came from. Another rekey that committed since
+        (a new passphrase, a rotated data key) changed it: then nothing is written, or the other
+        change would be undone (a passphrase) or the vault left under a stale key (a rotation)."""
         from .. import crypto
         from . import keys, rekey
 
         keys.check_kdf(params)
         salt = crypto.random_bytes(crypto.SALT_BYTES)
         with crypto.derive_kek(new_passphrase, salt, params) as kek, self.transaction() as conn:
-            rekey.rewrap(conn, self.header(), old_key, kek, salt, params, rotate_data_key=rotate_data_key)
+            header = self.header()
+            if header.wrap_id != unlocked_wrap_id:
+                raise errors.VaultFailed(detail="another command rekeyed the vault meanwhile; nothing was changed: "
+                                                "run the rekey again (with the passphrase that command set)",
+                                         path=self.path)
+            rekey.rewrap(conn, header, old_key, kek, salt, params, rotate_data_key=rotate_data_key)
         self.checkpoint()
 
     # -- transactions and copies --

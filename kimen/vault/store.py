@@ -41,7 +41,8 @@ class Vault(VaultFile):
     """A vault file that unlocks into a `LocalStore`."""
 
     def unlock(self, passphrase: Sensitive) -> LocalStore:
-        return LocalStore(self, self.unwrap_key(passphrase))
+        header = self.header()  # the record the key comes from is the one the store remembers
+        return LocalStore(self, self.unwrap_key(passphrase, header), header=header)
 
 
 class LocalStore:
@@ -52,10 +53,10 @@ class LocalStore:
     """
 
     def __init__(self, vault: VaultFile, data_key: Sensitive, *,
-                 stale_error: type[errors.KimenError] = errors.VaultFailed) -> None:
+                 stale_error: type[errors.KimenError] = errors.VaultFailed, header: Header | None = None) -> None:
         self.vault = vault
         self._key = data_key
-        header = vault.header()
+        header = header if header is not None else vault.header()
         self._vault_id = header.vault_id
         self._wrap_id = header.wrap_id
         self._key_epoch = header.key_epoch
@@ -84,6 +85,11 @@ class LocalStore:
     @property
     def data_key(self) -> Sensitive:
         return self._key
+
+    @property
+    def wrap_id(self) -> bytes:
+        """The key record the data key was unwrapped from (a rekey changes it)."""
+        return self._wrap_id
 
     def forget_key(self) -> None:
         self._key.wipe()

@@ -349,3 +349,40 @@ def test_vault_init_killed_during_the_key_derivation_leaves_no_file(kimen):
     proc.wait(30)
     assert not kimen.vault.exists() and not kimen.vault.with_name("vault.db-wal").exists()
     kimen.init_vault()
+
+
+@pytest.mark.parametrize("other", ["rotate", "passphrase"])
+def test_a_rekey_that_another_rekey_overtook_changes_nothing(kimen, other):
+    """Two rekeys at once: the one that unlocked first and commits second would wrap a key the
+    other already replaced (a rotation: every value unreadable) or undo the other's new
+    passphrase. It is refused instead, nothing written; the other's change stands."""
+    import sys
+
+    kimen.init_vault()
+    kimen.set("app.token", "tok-value")
+    started, release = kimen.root / "started", kimen.root / "release"
+    slow = kimen.root / "slow-new-passphrase"
+    slow.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(started)!r}, 'w').close()\n"
+                    f"while not os.path.exists({str(release)!r}): time.sleep(0.02)\nprint('first-new-pass')\n")
+    slow.chmod(0o700)
+    first = kimen.popen("vault", "rekey", "--no-backup", "--new-passphrase-cmd", str(slow), *SMALL_KDF,
+                        env=kimen.with_pass())  # unlocked, now waits for its new passphrase
+    for _ in range(1500):
+        if started.exists() or first.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert started.exists(), first.communicate()
+    if other == "rotate":
+        kimen.ok("vault", "rekey", "--rotate-data-key", "--no-backup", env=kimen.with_pass())
+        now = PASSPHRASE
+    else:
+        kimen.ok("vault", "rekey", "--no-backup", *SMALL_KDF, env={**kimen.with_pass(),
+                                                                  "KIMEN_NEW_PASSPHRASE": "second new pass"})
+        now = "second new pass"
+    release.touch()
+    _out, err = first.communicate(timeout=60)
+    assert first.returncode == 24 and b"another command rekeyed the vault meanwhile" in err, err
+    assert kimen.ok("secret", "get", "app.token", "--unsafe-stdout", env={"KIMEN_PASSPHRASE": now}).out == b"tok-value"
+    assert "integrity: ok" in kimen.ok("vault", "info", "--verify", env={"KIMEN_PASSPHRASE": now}).stdout
+    kimen.fail(15, "wrong_passphrase", "secret", "get", "app.token", "--unsafe-stdout",
+               env={"KIMEN_PASSPHRASE": "first-new-pass"})
