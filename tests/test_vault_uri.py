@@ -14,8 +14,16 @@ from kimen.vault.sqlite import file_uri
 
 @given(st.binary(max_size=40))
 def test_file_uri_quotes_like_urllib(raw):
+    """Like urllib, but a path starting with `//` keeps one slash there: `//x` is `/x` to the
+    kernel, while `file://x` would name a host `x` to SQLite."""
     path = os.fsdecode(raw)
-    assert file_uri(path) == f"file:{quote(os.fsencode(path))}"
+    expected = b"/" + raw.lstrip(b"/") if raw.startswith(b"//") else raw
+    assert file_uri(path) == f"file:{quote(expected)}"
+
+
+def test_leading_double_slashes_are_one():
+    assert file_uri("//tmp/v.db") == file_uri("///tmp/v.db") == "file:/tmp/v.db"
+    assert file_uri("//") == "file:/"
 
 
 def test_plain_and_odd_paths():
