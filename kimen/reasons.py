@@ -357,6 +357,11 @@ DECLARED: tuple[Row, ...] = (
      'keep the bundle path out of Git LFS (remove its pattern from .gitattributes) and publish the head again'),
     ('SyncPushUnconfirmed', 'sync_push_unconfirmed', None, 'the new head could not be confirmed: {detail}',
      'the vault is unchanged; run the command again: it adopts or merges whatever the remote holds'),
+    ('WalNotTruncated', 'wal_not_truncated', None,
+     'deleted {count} kept values, but another process is still reading an older state of the vault, so their '
+     'ciphertext stays in its WAL file',
+     'run the same purge again once that process (a long `secret list`, a stuck reader) has finished: it '
+     'truncates the WAL'),
     ('SyncPushUnrecorded', 'sync_push_unrecorded', None,
      'pushed seq {seq} to {remote}, but this vault could not record it: {detail}',
      'the team has the change; run `kimen sync pull` to record it here (nothing is lost or published twice)'),
@@ -448,6 +453,8 @@ NOT_BUILT: tuple[Row, ...] = (
 WARNINGS: dict[str, str] = {
     "passphrase_source_conflict": "several explicit passphrase sources are set; the first is used and the others named",
     "passphrase_retry": "a wrong passphrase at the terminal prompt; it is asked again (3 attempts)",
+    "rekey_wal_not_truncated": "after a rekey another process still read the vault: the old key record stays in the "
+                               "WAL until a later write truncates it",
     "short_passphrase": "`vault init`: the new passphrase is shorter than 8 characters",
     "vault_permissions_loose": "the vault file is readable or writable by other users",
     "vault_migrated": "the first change to a schema version 1 vault migrated it to version 2 after a backup "

@@ -265,7 +265,11 @@ class VaultFile:
                                                 "run the rekey again (with the passphrase that command set)",
                                          path=self.path)
             rekey.rewrap(conn, header, old_key, kek, salt, params, rotate_data_key=rotate_data_key)
-        self.checkpoint()
+        if not self.checkpoint():
+            from ..output import warn
+
+            warn("another process was still reading the vault, so the old key record stays in its WAL file until "
+                 "that process finishes and a later write truncates it", reason="rekey_wal_not_truncated")
 
     # -- transactions and copies --
 
@@ -382,12 +386,15 @@ class VaultFile:
         dest, self._migrated = self._migrated, None
         return dest
 
-    def checkpoint(self) -> None:
-        """Truncate the WAL so no old ciphertext or wrapped key lingers there."""
+    def checkpoint(self) -> bool:
+        """Truncate the WAL so no old ciphertext or wrapped key lingers there; False when another
+        connection still reads an older state of the vault after the busy timeout SQLite waits
+        for it (the old pages then stay in the WAL until a later checkpoint)."""
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error as exc:
             raise map_error(exc, self.path) from None
+        return not busy
 
     def snapshot(self, dest: str) -> tuple[object, ...]:
         """A consistent private copy at `dest` (`kimen.vault.backup`); its header fingerprint."""

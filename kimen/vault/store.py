@@ -355,6 +355,13 @@ class LocalStore:
         wanted = None if names is None else check_read_names(names)
         if not self.vault.has_history:
             return 0  # a version-1 vault keeps no history: nothing to purge, no migration for it
+        count = self._delete_history(wanted)
+        # even with nothing left to delete: a purge run again truncates what a reader kept last time
+        if not self.vault.checkpoint():
+            raise errors.WalNotTruncated(count=count)
+        return count
+
+    def _delete_history(self, wanted: Sequence[str] | None) -> int:
         with self.vault.transaction() as conn:
             header = self.vault.header()
             self.check_key(header)
@@ -363,7 +370,7 @@ class LocalStore:
             if wanted is None:
                 rows = conn.execute(sql).fetchall()
             else:
-                for chunk in chunks(wanted):
+                for chunk in chunks([*wanted]):
                     rows += conn.execute(f"{sql} WHERE name IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             if not rows:
                 return 0
@@ -372,7 +379,6 @@ class LocalStore:
                 acc = sealing.xor(acc, sealing.hist_mac(self._k_mac, name, revision, bytes(nonce), bytes(ciphertext)))
                 conn.execute("DELETE FROM secret_history WHERE name=? AND revision=?", (name, revision))
             self._commit_header(conn, header.generation + 1, acc)
-        self.vault.checkpoint()
         return len(rows)
 
     # -- integrity --

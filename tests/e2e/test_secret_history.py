@@ -119,3 +119,27 @@ def test_import_overwrite_is_kept_as_import(kimen):
     kimen.ok("secret", "import", "in.env", "--overwrite", "--no-backup", env=kimen.with_pass())
     entries = kimen.ok("secret", "history", "app.k", "--json").json()["entries"]
     assert [e["op"] for e in entries] == ["import"]
+
+
+def test_a_purge_that_cannot_truncate_the_wal_says_so_and_a_rerun_does(kimen):
+    """Another connection reading an older state of the vault keeps the WAL from being truncated,
+    so the purged ciphertext would stay there: the purge says so (after SQLite's busy wait), and
+    run again once the reader is gone it truncates the WAL, though nothing is left to delete."""
+    import sqlite3
+
+    kimen.init_vault()
+    kimen.set("app.y", CANARY)
+    kimen.set("app.y", "rotated")
+    wal = kimen.vault.with_name(kimen.vault.name + "-wal")
+    reader = sqlite3.connect(f"file:{kimen.vault}?mode=ro", uri=True)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM secrets").fetchone()  # holds its snapshot
+        done = kimen.fail(11, "wal_not_truncated", "secret", "history", "--purge", "app.y", "--no-session",
+                          env=kimen.with_pass())
+        assert "deleted 1 kept values" in done.err and "run the same purge again" in done.err
+    finally:
+        reader.close()
+    doc = kimen.ok("secret", "history", "--purge", "app.y", "--no-session", "--json", env=kimen.with_pass()).json()
+    assert doc["count"] == 0 and (not wal.exists() or wal.stat().st_size == 0)
+    assert kimen.ok("secret", "history", "app.y", "--json").json()["entries"] == []
