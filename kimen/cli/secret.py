@@ -412,27 +412,44 @@ def cmd_import(inv: Invocation) -> Result:
                  reason="import_key_repeated")
             del values[name]  # keep file order of the winning assignment
         values[name] = entry.value
-    with open_metadata(inv) as vault:
-        existing = vault.names(list(values))
-    if existing and not (a.overwrite or a.skip_existing):
-        raise errors.SecretExists(sorted(existing), hint="use --overwrite to replace them or --skip-existing")
-    created = [n for n in values if n not in existing]
-    updated = [n for n in values if n in existing] if a.overwrite else []
-    skipped = [n for n in values if n in existing] if a.skip_existing else []
-    changes = [Change.set(n, values[n], mode="create") for n in created]
-    changes += [Change.set(n, values[n], mode="update") for n in updated]
     backup_path = None
-    if changes and not a.dry_run:
-        from .backup import backed_up
-        from .backup import backup_path as new_backup_path
-
-        store = open_store(inv)
-        try:  # replacing values the command line does not name: a backup first (bulk change)
+    store = None
+    try:
+        # What exists is decided again inside the write: a name another command creates or removes
+        # meanwhile is then `secret_exists` there, and the import decides once more (up to 3 times).
+        for attempt in range(3):
             with open_metadata(inv) as vault:
-                backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
-                with backed_up(vault, backup_path):
-                    store.write(changes, history_op="import")
-        finally:
+                existing = vault.names(list(values))
+            if existing and not (a.overwrite or a.skip_existing):
+                raise errors.SecretExists(sorted(existing), hint="use --overwrite to replace them or --skip-existing")
+            created = [n for n in values if n not in existing]
+            updated = [n for n in values if n in existing] if a.overwrite else []
+            skipped = [n for n in values if n in existing] if a.skip_existing else []
+            # --overwrite sets whatever is there at write time; otherwise only new names are created
+            changes = [Change.set(n, values[n], mode="upsert" if a.overwrite else "create") for n in created]
+            changes += [Change.set(n, values[n]) for n in updated]
+            if not changes or a.dry_run:
+                break
+            from .backup import backed_up
+            from .backup import backup_path as new_backup_path
+
+            store = store or open_store(inv)
+            try:  # replacing values the command line does not name: a backup first (bulk change)
+                with open_metadata(inv) as vault:
+                    backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
+                    with backed_up(vault, backup_path):
+                        written = store.write(changes, history_op="import")
+            except errors.SecretExists:
+                if not a.skip_existing or attempt == 2:
+                    raise
+                continue  # created by another command meanwhile: skipped, as the flag asks
+            if a.overwrite:  # what the write found, not what the names looked like before it
+                made = {r.name for r in written.results if r.created}
+                created = [n for n in values if n in made]
+                updated = [n for n in values if n not in made]
+            break
+    finally:
+        if store is not None:
             store.close()
     prefix = "[dry-run] " if a.dry_run else ""
     lines = [f"{prefix}create {n}" for n in created] + [f"{prefix}update {n}" for n in updated]

@@ -83,6 +83,43 @@ def test_no_clobber_is_decided_inside_the_write_transaction(kimen):
     assert created == rounds and refused == rounds
 
 
+@pytest.mark.parametrize(("flag", "meanwhile", "expected"), [
+    ("--overwrite", ("secret", "rm", "c"), {"created": ["c"], "updated": [], "skipped": []}),
+    ("--skip-existing", ("secret", "set", "c", "--value", "other"), {"created": [], "updated": [], "skipped": ["c"]}),
+])
+def test_import_decides_existing_names_again_at_the_write(kimen, flag, meanwhile, expected):
+    """A name another command removes (`--overwrite`) or creates (`--skip-existing`) between the
+    import's look at the names and its write: the import still does what its flag says, instead
+    of failing with secret_not_found / secret_exists."""
+    import sys
+    import time
+
+    from tests.conftest import PASSPHRASE
+
+    kimen.init_vault()
+    if flag == "--overwrite":
+        kimen.set("c", "old")
+    (kimen.cwd / "c.env").write_text("c=new\n")
+    started, release = kimen.root / "started", kimen.root / "release"
+    slow = kimen.root / "slow-pass"  # the import has looked at the names; now it waits to unlock
+    slow.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(started)!r}, 'w').close()\n"
+                    f"while not os.path.exists({str(release)!r}): time.sleep(0.02)\nprint({PASSPHRASE!r})\n")
+    slow.chmod(0o700)
+    proc = kimen.popen("secret", "import", "c.env", flag, "--no-session", "--passphrase-cmd", str(slow), "--json")
+    for _ in range(1500):
+        if started.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert started.exists(), proc.communicate()
+    kimen.ok(*meanwhile, "--no-session", env=PASS)
+    release.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert {k: doc[k] for k in expected} == expected
+    assert kimen.get("c") == (b"new" if flag == "--overwrite" else b"other")
+
+
 def test_import_warns_per_value_kept_literally_never_showing_it(kimen):
     kimen.init_vault()
     text = ("PLAIN=nothing-to-see\n"
