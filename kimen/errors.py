@@ -60,7 +60,7 @@ CONTEXT_FIELDS = frozenset({
     "generation", "expected_rev", "actual_rev", "recommended_action", "conflict_keys", "command",
     "status", "grant_id", "remote", "vault", "lock_path", "lock_age", "lock_owner", "issues",
     "searched", "suggestions", "known_seq", "remote_seq", "conflicts", "vault_path", "expired_at", "expired_by",
-    "field", "column", "editor_status", "tool", "root", "depth", "available",
+    "field", "column", "editor_status", "tool", "root", "depth", "available", "deleted",
 })
 
 

@@ -358,8 +358,8 @@ DECLARED: tuple[Row, ...] = (
     ('SyncPushUnconfirmed', 'sync_push_unconfirmed', None, 'the new head could not be confirmed: {detail}',
      'the vault is unchanged; run the command again: it adopts or merges whatever the remote holds'),
     ('WalNotTruncated', 'wal_not_truncated', None,
-     'deleted {count} kept values, but another process is still reading an older state of the vault, so their '
-     'ciphertext stays in its WAL file',
+     'the kept values are deleted ({deleted}), but another process is still reading an older state of the vault, '
+     'so their ciphertext stays in its WAL file',
      'run the same purge again once that process (a long `secret list`, a stuck reader) has finished: it '
      'truncates the WAL'),
     ('SyncPushUnrecorded', 'sync_push_unrecorded', None,

@@ -436,7 +436,8 @@ def cmd_import(inv: Invocation) -> Result:
             store = store or open_store(inv)
             try:  # replacing values the command line does not name: a backup first (bulk change)
                 with open_metadata(inv) as vault:
-                    backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
+                    # --overwrite may replace a name created meanwhile too: backed up whenever it writes
+                    backup_path = new_backup_path(vault.path) if a.overwrite and not a.no_backup else None
                     with backed_up(vault, backup_path):
                         written = store.write(changes, history_op="import")
             except errors.SecretExists:
@@ -447,6 +448,11 @@ def cmd_import(inv: Invocation) -> Result:
                 made = {r.name for r in written.results if r.created}
                 created = [n for n in values if n in made]
                 updated = [n for n in values if n not in made]
+                if not updated and backup_path is not None:  # nothing was replaced: no backup to keep
+                    from ..vault.backup import discard
+
+                    discard(backup_path)
+                    backup_path = None
             break
     finally:
         if store is not None:

@@ -358,7 +358,7 @@ class LocalStore:
         count = self._delete_history(wanted)
         # even with nothing left to delete: a purge run again truncates what a reader kept last time
         if not self.vault.checkpoint():
-            raise errors.WalNotTruncated(count=count)
+            raise errors.WalNotTruncated(deleted=count)
         return count
 
     def _delete_history(self, wanted: Sequence[str] | None) -> int:

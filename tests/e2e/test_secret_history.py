@@ -136,10 +136,32 @@ def test_a_purge_that_cannot_truncate_the_wal_says_so_and_a_rerun_does(kimen):
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM secrets").fetchone()  # holds its snapshot
         done = kimen.fail(11, "wal_not_truncated", "secret", "history", "--purge", "app.y", "--no-session",
-                          env=kimen.with_pass())
-        assert "deleted 1 kept values" in done.err and "run the same purge again" in done.err
+                          "--json", env=kimen.with_pass())
+        assert done.err_json()["deleted"] == 1 and "run the same purge again" in done.err_json()["hint"]
     finally:
         reader.close()
     doc = kimen.ok("secret", "history", "--purge", "app.y", "--no-session", "--json", env=kimen.with_pass()).json()
     assert doc["count"] == 0 and (not wal.exists() or wal.stat().st_size == 0)
     assert kimen.ok("secret", "history", "app.y", "--json").json()["entries"] == []
+
+
+def test_through_a_session_a_purge_of_everything_run_again_truncates_the_wal(kimen):
+    """The session client sends the purge even when no kept value is left (`--all` lists the names
+    from the file): the daemon then truncates the WAL the last run could not."""
+    import sqlite3
+
+    kimen.init_vault()
+    kimen.set("app.y", CANARY)
+    kimen.set("app.y", "rotated")
+    kimen.ok("session", "start", env=kimen.with_pass())
+    wal = kimen.vault.with_name(kimen.vault.name + "-wal")
+    reader = sqlite3.connect(f"file:{kimen.vault}?mode=ro", uri=True)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM secrets").fetchone()
+        assert kimen.fail(11, "wal_not_truncated", "secret", "history", "--purge", "--all", "--yes",
+                          "--json").err_json()["deleted"] == 1
+    finally:
+        reader.close()
+    assert kimen.ok("secret", "history", "--purge", "--all", "--yes", "--json").json()["count"] == 0
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -83,21 +83,24 @@ def test_no_clobber_is_decided_inside_the_write_transaction(kimen):
     assert created == rounds and refused == rounds
 
 
-@pytest.mark.parametrize(("flag", "meanwhile", "expected"), [
-    ("--overwrite", ("secret", "rm", "c"), {"created": ["c"], "updated": [], "skipped": []}),
-    ("--skip-existing", ("secret", "set", "c", "--value", "other"), {"created": [], "updated": [], "skipped": ["c"]}),
+@pytest.mark.parametrize(("flag", "preset", "meanwhile", "expected", "value"), [
+    ("--overwrite", True, ("secret", "rm", "c"), {"created": ["c"], "updated": [], "skipped": []}, b"new"),
+    ("--overwrite", False, ("secret", "set", "c", "--value", "other"), {"created": [], "updated": ["c"],
+                                                                         "skipped": []}, b"new"),
+    ("--skip-existing", False, ("secret", "set", "c", "--value", "other"), {"created": [], "updated": [],
+                                                                             "skipped": ["c"]}, b"other"),
 ])
-def test_import_decides_existing_names_again_at_the_write(kimen, flag, meanwhile, expected):
-    """A name another command removes (`--overwrite`) or creates (`--skip-existing`) between the
-    import's look at the names and its write: the import still does what its flag says, instead
-    of failing with secret_not_found / secret_exists."""
+def test_import_decides_existing_names_again_at_the_write(kimen, flag, preset, meanwhile, expected, value):
+    """A name another command removes or creates between the import's look at the names and its
+    write: the import still does what its flag says, instead of failing with secret_not_found /
+    secret_exists, and a value `--overwrite` replaced has its backup (none when none was)."""
     import sys
     import time
 
     from tests.conftest import PASSPHRASE
 
     kimen.init_vault()
-    if flag == "--overwrite":
+    if preset:
         kimen.set("c", "old")
     (kimen.cwd / "c.env").write_text("c=new\n")
     started, release = kimen.root / "started", kimen.root / "release"
@@ -117,7 +120,10 @@ def test_import_decides_existing_names_again_at_the_write(kimen, flag, meanwhile
     assert proc.returncode == 0, err
     doc = json.loads(out)
     assert {k: doc[k] for k in expected} == expected
-    assert kimen.get("c") == (b"new" if flag == "--overwrite" else b"other")
+    assert kimen.get("c") == value
+    assert (doc["backup_path"] is not None) == bool(expected["updated"]), doc
+    backups = [p for p in kimen.vault.parent.iterdir() if ".bak." in p.name]
+    assert len(backups) == len(expected["updated"]), backups  # none left behind for a pure create
 
 
 def test_import_warns_per_value_kept_literally_never_showing_it(kimen):

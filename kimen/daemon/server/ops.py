@@ -237,10 +237,11 @@ def op_unlock(svc: Service, request: Request, grant: Grant | None, blocking: boo
     stamp = file_stamp(path)
     vault = Vault.open(path)
     try:
+        header = vault.header()  # one read: the store remembers the key record the key comes from
         with passphrase, svc.kdf_slots:
-            key = vault.unwrap_key(passphrase)  # the KDF, in a worker thread
+            key = vault.unwrap_key(passphrase, header)  # the KDF, in a worker thread
         locked = LockedKey(key)
-        store = DaemonStore(vault, locked, stale_error=errors.SessionLocked)
+        store = DaemonStore(vault, locked, stale_error=errors.SessionLocked, header=header)
     except BaseException:
         vault.close()
         raise
