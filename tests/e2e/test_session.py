@@ -855,3 +855,37 @@ def test_stop_from_a_client_that_hangs_up_still_stops_the_daemon(kimen, vault):
     s.close()
     wait_for(lambda: not alive(pid), "exit after stop", limit=30)
     assert not (kimen.session_dir / "session.sock").exists()
+
+
+@pytest.mark.slow  # three slow key derivations (a few seconds each)
+def test_a_rotation_during_a_session_unlock_never_leaves_the_daemon_a_stale_key(kimen):
+    """`session start` reads the key record and runs the (slow) KDF; a `vault rekey
+    --rotate-data-key` commits meanwhile. The daemon unwraps the old key from the record it read:
+    it must remember that record (and so refuse to serve the rotated vault), never the new one,
+    which would let it serve, and write, values under a key the vault no longer has."""
+    import sys
+
+    slow = ("--kdf-memory", "200MiB", "--kdf-time", "10", "--kdf-parallelism", "1")
+    kimen.ok("vault", "init", *slow, env=kimen.with_pass(), timeout=300)
+    kimen.set("app.a", "a-value")
+    started, release = kimen.root / "started", kimen.root / "release"
+    gate = kimen.root / "gate-new-passphrase"  # the rekey has unlocked; it waits to be let on
+    gate.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(started)!r}, 'w').close()\n"
+                    f"while not os.path.exists({str(release)!r}): time.sleep(0.02)\nprint({PASSPHRASE!r})\n")
+    gate.chmod(0o700)
+    rekey = kimen.popen("vault", "rekey", "--rotate-data-key", "--no-backup", "--new-passphrase-cmd", str(gate),
+                        "--kdf-memory", "8MiB", "--kdf-time", "1", env=kimen.with_pass())
+    wait_for(started.exists, "the rekey to unlock", limit=120)
+    session = kimen.popen("session", "start", env=kimen.with_pass())  # its KDF takes seconds
+    time.sleep(1.0)
+    release.touch()  # the rekey derives its small new wrap and commits while the daemon's KDF runs
+    assert rekey.wait(timeout=120) == 0, rekey.communicate()
+    session.communicate(timeout=120)
+    done = kimen.run("secret", "set", "app.e", "--value", "e-value")  # through the session, if it serves
+    assert "failed authentication" not in done.err, done.err
+    if done.code == 0:
+        assert kimen.get("app.e") == b"e-value"
+    got = kimen.run("secret", "get", "app.a", "--unsafe-stdout")
+    assert "failed authentication" not in got.err, got.err
+    assert kimen.get("app.a") == b"a-value"
+    assert "integrity: ok" in kimen.ok("vault", "info", "--verify", env=kimen.with_pass()).stdout
