@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
+_REPLY_TIMEOUT = 60.0  # as the normal client's REPLY_TIMEOUT: a read may wait for a busy vault
+
+
 class _Defer(Exception):
     """Not the plain case: let the normal parser run the command."""
 
@@ -203,7 +206,7 @@ def _read(names: list[str], context: str | None) -> dict[str, bytes]:
         if protocol.peer_uid(sock) != os.getuid():  # before sending anything
             raise _Defer()
         sock.sendall(len(body).to_bytes(4, "big") + body)
-        sock.settimeout(60.0)
+        sock.settimeout(_REPLY_TIMEOUT)
         try:
             length = int.from_bytes(_recv(sock, 4), "big")
         except TimeoutError:  # it took the request and did not answer: the normal path need not wait again

@@ -153,26 +153,6 @@ def test_a_session_that_requires_grants_refuses_both_alike(live):
     assert done.returncode != 0 and b"grant" in done.stderr
 
 
-@pytest.mark.slow  # waits out the 60 s reply timeout once
-def test_a_daemon_that_takes_the_read_and_never_answers_is_not_asked_twice(live):
-    """A hung daemon (stopped here) takes the fast path's read and never answers: after the reply
-    timeout the normal path takes it as busy at once rather than sending the read again and waiting
-    as long again. Once the daemon runs again, the audit log shows the one read."""
-    import signal
-
-    pid = live.ok("session", "status", "--json").json()["pid"]
-    before = len(_audit(live))
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        done = live.run("run", "--profile", "p", "--", "true", timeout=150)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    assert done.code == 10 and "passphrase" in done.err, done.err  # no session: no passphrase either
-    live.ok("session", "status")  # answered once it runs again: everything queued was handled
-    reads = [r for r in _audit(live)[before:] if r["op"] == "read"]
-    assert len(reads) == 1, reads
-
-
 def test_more_names_than_one_read_holds_go_to_the_normal_path(live):
     """Past what one read's response can always hold the normal client reads in batches: the fast
     path hands the command over before asking anything, so the audit log is the normal path's."""
