@@ -415,8 +415,8 @@ def cmd_import(inv: Invocation) -> Result:
     backup_path = None
     store = None
     try:
-        # What exists is decided again inside the write: a name another command creates or removes
-        # meanwhile is then `secret_exists` there, and the import decides once more (up to 3 times).
+        # What exists is decided again inside the write: a name created meanwhile is `secret_exists`
+        # there, and the import looks once more (up to 3 times); one removed meanwhile is set anyway.
         for attempt in range(3):
             with open_metadata(inv) as vault:
                 existing = vault.names(list(values))
@@ -425,8 +425,7 @@ def cmd_import(inv: Invocation) -> Result:
             created = [n for n in values if n not in existing]
             updated = [n for n in values if n in existing] if a.overwrite else []
             skipped = [n for n in values if n in existing] if a.skip_existing else []
-            # --overwrite sets whatever is there at write time; otherwise only new names are created
-            changes = [Change.set(n, values[n], mode="upsert" if a.overwrite else "create") for n in created]
+            changes = [Change.set(n, values[n], mode="create") for n in created]
             changes += [Change.set(n, values[n]) for n in updated]
             if not changes or a.dry_run:
                 break
@@ -436,23 +435,21 @@ def cmd_import(inv: Invocation) -> Result:
             store = store or open_store(inv)
             try:  # replacing values the command line does not name: a backup first (bulk change)
                 with open_metadata(inv) as vault:
-                    # --overwrite may replace a name created meanwhile too: backed up whenever it writes
-                    backup_path = new_backup_path(vault.path) if a.overwrite and not a.no_backup else None
+                    backup_path = new_backup_path(vault.path) if updated and not a.no_backup else None
                     with backed_up(vault, backup_path):
                         written = store.write(changes, history_op="import")
             except errors.SecretExists:
-                if not a.skip_existing or attempt == 2:
+                if attempt == 2 or not (a.overwrite or a.skip_existing):
                     raise
-                continue  # created by another command meanwhile: skipped, as the flag asks
-            if a.overwrite:  # what the write found, not what the names looked like before it
-                made = {r.name for r in written.results if r.created}
-                created = [n for n in values if n in made]
-                updated = [n for n in values if n not in made]
-                if not updated and backup_path is not None:  # nothing was replaced: no backup to keep
-                    from ..vault.backup import discard
+                continue  # created meanwhile: replaced (with its backup) or skipped, as the flag asks
+            made = {r.name for r in written.results if r.created}  # what the write found
+            created = [n for n in values if n in made]
+            updated = [n for n in updated if n not in made]
+            if not updated and backup_path is not None:  # all removed meanwhile: nothing was replaced
+                from ..vault.backup import discard
 
-                    discard(backup_path)
-                    backup_path = None
+                discard(backup_path)
+                backup_path = None
             break
     finally:
         if store is not None:
