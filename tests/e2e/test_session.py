@@ -861,8 +861,9 @@ def test_stop_from_a_client_that_hangs_up_still_stops_the_daemon(kimen, vault):
 def test_a_rotation_during_a_session_unlock_never_leaves_the_daemon_a_stale_key(kimen):
     """`session start` reads the key record and runs the (slow) KDF; a `vault rekey
     --rotate-data-key` commits meanwhile. The daemon unwraps the old key from the record it read:
-    it must remember that record (and so refuse to serve the rotated vault), never the new one,
-    which would let it serve, and write, values under a key the vault no longer has."""
+    it must remember that record and refuse to serve (the start fails, saying why), never take
+    the new record, which would let it serve, and write, values under a key the vault no longer
+    has."""
     import sys
 
     slow = ("--kdf-memory", "200MiB", "--kdf-time", "10", "--kdf-parallelism", "1")
@@ -880,7 +881,9 @@ def test_a_rotation_during_a_session_unlock_never_leaves_the_daemon_a_stale_key(
     time.sleep(1.0)
     release.touch()  # the rekey derives its small new wrap and commits while the daemon's KDF runs
     assert rekey.wait(timeout=120) == 0, rekey.communicate()
-    session.communicate(timeout=120)
+    _out, err = session.communicate(timeout=120)
+    # the daemon sees the record change under its KDF and says so (a start retried then works)
+    assert session.returncode != 0 and b"rekeyed while it was being unlocked" in err, err
     done = kimen.run("secret", "set", "app.e", "--value", "e-value")  # through the session, if it serves
     assert "failed authentication" not in done.err, done.err
     if done.code == 0:

@@ -237,11 +237,15 @@ def op_unlock(svc: Service, request: Request, grant: Grant | None, blocking: boo
     stamp = file_stamp(path)
     vault = Vault.open(path)
     try:
-        header = vault.header()  # one read: the store remembers the key record the key comes from
         with passphrase, svc.kdf_slots:
+            header = vault.header()  # the store remembers the key record the key comes from
             key = vault.unwrap_key(passphrase, header)  # the KDF, in a worker thread
         locked = LockedKey(key)
         store = DaemonStore(vault, locked, stale_error=errors.SessionLocked, header=header)
+        if vault.header().wrap_id != header.wrap_id:  # rekeyed during the KDF: that key may be gone
+            locked.wipe()
+            raise errors.VaultFailed(detail="the vault was rekeyed while it was being unlocked; run "
+                                            "`kimen session start` again", path=path)
     except BaseException:
         vault.close()
         raise
