@@ -34,7 +34,7 @@ class StdinClaim:
 
     def __init__(self) -> None:
         self.owner: str | None = None
-        self._lines: list[bytes] | None = None
+        self._lines: list[bytes] = []  # the passphrase lines read so far
 
     def claim(self, purpose: str) -> None:
         if self.owner is not None and self.owner != purpose:
@@ -60,8 +60,6 @@ class StdinClaim:
         time up to that line's end and no further: what follows is left for whoever reads it next
         (the command `kimen run` starts inherits it)."""
         self.claim("passphrase")
-        if self._lines is None:
-            self._lines = []
         while len(self._lines) <= index:
             line = self._next_line()
             if line is None:

@@ -1218,7 +1218,9 @@ def cmd_reset_baseline(inv: Invocation) -> Result:
     modes = [m for m, on in (("to_remote", args.to_remote), ("clear", args.clear), ("rev", bool(args.rev))) if on]
     if len(modes) != 1 or (args.accept_fork and modes != ["to_remote"]):
         raise errors.InvalidResetBaselineMode()
-    if args.rev and not (len(args.rev) == 64 and all(c in "0123456789abcdef" for c in args.rev)):
+    from ..sync.base import is_lower_hex
+
+    if args.rev and not is_lower_hex(args.rev, 64):
         raise errors.UsageError(detail="--rev must be a remote rev: 64 lower-case hexadecimal digits",
                                 hint="`kimen sync status --json` shows it (`remote_rev`)")
     if not args.yes:

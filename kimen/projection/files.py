@@ -206,7 +206,7 @@ def _read_owner(base_fd: int, name: str) -> tuple[int, str | None] | None:
         return None  # created, not yet written (another kimen, right now): the grace of no record
     try:
         return int(parts[0]), (parts[1] if len(parts) > 1 else None)
-    except (IndexError, ValueError):
+    except ValueError:
         return (0, None)  # unreadable record: treat the owner as gone
 
 

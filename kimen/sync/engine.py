@@ -483,7 +483,7 @@ class Engine:
                                                 "(`kimen sync log` lists them)")
         else:
             child = next((e for e in head.sync.log if e.seq == to_seq + 1), None)
-            data = self.remote.transport.history(to_seq) if child is not None and to_seq >= 1 else None
+            data = self.remote.transport.history(to_seq) if child is not None else None
             if data is None or child is None:
                 raise errors.SyncHistoryUnavailable(seq=to_seq)
             try:
