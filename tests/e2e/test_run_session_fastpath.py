@@ -161,3 +161,24 @@ def test_more_names_than_one_read_holds_go_to_the_normal_path(live):
     live.write_profile("many", "".join(f"env V{i}=many.v{i}\n" for i in range(40)))
     done = both(live, "run", "--profile", "many", "--", "sh", "-c", 'printf %s "$V39"')
     assert done.stdout == b"value-39"
+
+
+@pytest.mark.parametrize("argv", [("run", "--profile", "p", "--", "true"),
+                                  ("secret", "get", "app.token", "--unsafe-stdout")])
+def test_ctrl_c_while_a_fast_path_waits_for_the_daemon_is_interrupted_not_a_traceback(live, argv):
+    """The daemon is stopped, so the fast path's read waits; Ctrl-C then ends kimen as the normal
+    path would: `interrupted`, 130, nothing on stdout, no traceback."""
+    import signal
+    import time
+
+    pid = live.ok("session", "status", "--json").json()["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        proc = live.popen(*argv)
+        time.sleep(1.5)  # connected and waiting for the answer
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (proc.returncode, out) == (130, b""), err
+    assert err == b"kimen: error: interrupted\n", err

@@ -386,3 +386,23 @@ def test_a_rekey_that_another_rekey_overtook_changes_nothing(kimen, other):
     assert "integrity: ok" in kimen.ok("vault", "info", "--verify", env={"KIMEN_PASSPHRASE": now}).stdout
     kimen.fail(15, "wrong_passphrase", "secret", "get", "app.token", "--unsafe-stdout",
                env={"KIMEN_PASSPHRASE": "first-new-pass"})
+
+
+def test_a_rekey_while_a_reader_keeps_the_wal_warns_that_the_old_record_stays_there(kimen):
+    """The rekey is done (the new passphrase opens the vault), but a reader holding an older
+    snapshot keeps SQLite from truncating the WAL: the old key record stays there, and kimen says
+    so instead of claiming it is gone."""
+    import sqlite3
+
+    kimen.init_vault()
+    kimen.set("app.token", "tok-value")
+    reader = sqlite3.connect(f"file:{kimen.vault}?mode=ro", uri=True)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM secrets").fetchone()
+        done = kimen.ok("vault", "rekey", "--no-backup", "--json", *SMALL_KDF,
+                        env={**kimen.with_pass(), "KIMEN_NEW_PASSPHRASE": "the new passphrase"})
+    finally:
+        reader.close()
+    assert [w["reason"] for w in done.json()["warnings"]] == ["rekey_wal_not_truncated"]
+    assert kimen.get("app.token", passphrase="the new passphrase") == b"tok-value"
