@@ -113,7 +113,8 @@ def cmd_recipient(inv: Invocation) -> Result:
 
 def _refuse_own_input(out: str, inputs: list[str | None]) -> None:
     """`--out` naming a file this command reads (the vault, its journal, the signing identity, a
-    recipients file, the map) would replace it with the bundle: refused before anything is read."""
+    recipients file, the profile and what it includes) would replace it with the bundle: refused
+    before anything is read."""
     from ..paths import absolute
 
     for given in inputs:
